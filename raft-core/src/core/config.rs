@@ -1,0 +1,99 @@
+//! Tunables of one Raft node, with their validation.
+
+use super::message::NodeId;
+use crate::Error;
+
+/// How a node behaves; every queue and batch the core keeps has its limit here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This node's id (non-zero).
+    pub id: NodeId,
+    /// Ticks without hearing from a leader before a follower campaigns. The
+    /// actual timeout is drawn at random from `[election_tick, 2 * election_tick)`.
+    pub election_tick: u32,
+    /// Ticks between leader heartbeats. Must be smaller than `election_tick`.
+    pub heartbeat_tick: u32,
+    /// Run a pre-vote round before a real election, so a node that was cut
+    /// off cannot disrupt a healthy leader by bumping the term.
+    pub pre_vote: bool,
+    /// A leader steps down when it has not heard from a quorum within an
+    /// election timeout; followers that hear from a leader ignore (pre-)votes
+    /// for an election timeout. Required for lease reads.
+    pub check_quorum: bool,
+    /// Ticks for which a quorum's acknowledgement keeps a leader's read lease
+    /// valid. Must be well below `election_tick` to absorb clock-rate drift
+    /// between nodes; the default is half of it.
+    pub lease_tick: u32,
+    /// Most entries one `Append` carries.
+    pub max_entries_per_msg: usize,
+    /// Most entry bytes one `Append` carries (at least one entry is always sent).
+    pub max_bytes_per_msg: u64,
+    /// Most `Append` messages in flight to one follower in replicate state.
+    pub max_inflight_msgs: usize,
+    /// Most entry bytes handed to the state machine in one `Ready`.
+    pub max_apply_bytes: u64,
+    /// Most entries a leader holds uncommitted before refusing proposals.
+    pub max_uncommitted_entries: u64,
+    /// Injected bugs (test builds only): see [`crate::core::bugs`].
+    #[cfg(feature = "bug-injection")]
+    pub bugs: super::bugs::BugSet,
+}
+
+impl Config {
+    /// Defaults that suit a 100 ms tick: 1 s election timeout, 100 ms heartbeats.
+    pub fn new(id: NodeId) -> Config {
+        Config {
+            id,
+            election_tick: 10,
+            heartbeat_tick: 1,
+            pre_vote: true,
+            check_quorum: true,
+            lease_tick: 5,
+            max_entries_per_msg: 64,
+            max_bytes_per_msg: 1 << 20,
+            max_inflight_msgs: 32,
+            max_apply_bytes: 4 << 20,
+            max_uncommitted_entries: 4096,
+            #[cfg(feature = "bug-injection")]
+            bugs: Default::default(),
+        }
+    }
+
+    /// Checks the relations between fields that the core relies on.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |why: &str| Err(Error::InvalidConfig(why.to_string()));
+        if self.id == 0 {
+            return bad("id must be non-zero");
+        }
+        if self.heartbeat_tick == 0 {
+            return bad("heartbeat_tick must be at least 1");
+        }
+        if self.election_tick <= self.heartbeat_tick {
+            return bad("election_tick must be greater than heartbeat_tick");
+        }
+        if self.lease_tick == 0 || self.lease_tick >= self.election_tick {
+            return bad("lease_tick must be in 1..election_tick");
+        }
+        if self.max_entries_per_msg == 0 || self.max_bytes_per_msg == 0 {
+            return bad("message batch limits must be non-zero");
+        }
+        if self.max_inflight_msgs == 0 {
+            return bad("max_inflight_msgs must be at least 1");
+        }
+        if self.max_apply_bytes == 0 || self.max_uncommitted_entries == 0 {
+            return bad("apply and uncommitted limits must be non-zero");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn bug(&self, _bug: super::bugs::Bug) -> bool {
+        #[cfg(feature = "bug-injection")]
+        {
+            self.bugs.has(_bug)
+        }
+        #[cfg(not(feature = "bug-injection"))]
+        {
+            false
+        }
+    }
+}

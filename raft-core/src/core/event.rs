@@ -1,0 +1,29 @@
+//! Observations the core reports to its driver for tracing and metrics.
+//!
+//! They change nothing: a driver may drop them. Role, term and commit
+//! changes are visible in `Ready` itself (soft and hard state).
+
+use super::message::NodeId;
+
+/// Something the core decided that is not otherwise visible in a `Ready`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The election timer fired; `pre_vote` tells which round starts.
+    ElectionTimeout { pre_vote: bool },
+    /// The leader had not heard from a quorum within an election timeout.
+    CheckQuorumStepDown,
+    /// A leader transfer to `to` began.
+    TransferStarted { to: NodeId },
+    /// `to` is caught up and was told to campaign now.
+    TimeoutNowSent { to: NodeId },
+    /// The transfer to `to` was given up (it took an election timeout).
+    TransferAborted { to: NodeId },
+    /// A read became safe to serve at `index` (`lease`: without a round trip).
+    ReadReady { ctx: u64, index: u64, lease: bool },
+    /// `from` asked for a vote (pre-vote or real) and was answered.
+    Voted {
+        candidate: NodeId,
+        pre_vote: bool,
+        granted: bool,
+    },
+}

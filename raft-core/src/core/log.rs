@@ -1,0 +1,241 @@
+//! The Raft log, split in two: what storage holds durably (`stable`) and what
+//! the core has appended but the driver has not yet persisted (`unstable`).
+//!
+//! Entries move from unstable to stable only through `stable_to`, called when
+//! the driver acknowledges a `Ready`, so the durability of every entry is
+//! visible in which half holds it.
+
+use super::message::Entry;
+use crate::storage::Storage;
+use crate::Error;
+
+/// Entries not yet persisted, starting at `offset`.
+#[derive(Debug, Default)]
+struct Unstable {
+    offset: u64,
+    entries: Vec<Entry>,
+}
+
+impl Unstable {
+    fn last_index(&self) -> Option<u64> {
+        self.entries.last().map(|e| e.index)
+    }
+
+    fn term(&self, index: u64) -> Option<u64> {
+        if index < self.offset {
+            return None;
+        }
+        self.entries
+            .get((index - self.offset) as usize)
+            .map(|e| e.term)
+    }
+
+    /// Appends `ents`, replacing whatever unstable entries they overlap.
+    fn truncate_and_append(&mut self, ents: &[Entry]) {
+        let first = ents[0].index;
+        if self.entries.is_empty() || first < self.offset {
+            // Everything unstable is replaced (and possibly part of stable,
+            // which storage drops when these entries are persisted).
+            self.offset = first;
+            self.entries.clear();
+        } else {
+            let keep = (first - self.offset) as usize;
+            self.entries.truncate(keep);
+        }
+        self.entries.extend_from_slice(ents);
+    }
+}
+
+/// The whole log as the core sees it.
+#[derive(Debug)]
+pub struct RaftLog<S: Storage> {
+    pub(crate) storage: S,
+    unstable: Unstable,
+    /// Highest index known committed.
+    pub committed: u64,
+    /// Highest index handed to the state machine.
+    pub applied: u64,
+    /// Highest index durable in storage (the stable part's end).
+    persisted: u64,
+}
+
+impl<S: Storage> RaftLog<S> {
+    /// A log over `storage`, with `committed` and `applied` as given.
+    pub fn new(storage: S, committed: u64, applied: u64) -> RaftLog<S> {
+        let persisted = storage.last_index();
+        RaftLog {
+            unstable: Unstable {
+                offset: persisted + 1,
+                entries: Vec::new(),
+            },
+            storage,
+            committed,
+            applied,
+            persisted,
+        }
+    }
+
+    /// The last index held, stable or not.
+    pub fn last_index(&self) -> u64 {
+        self.unstable.last_index().unwrap_or(self.persisted)
+    }
+
+    /// The last durable index.
+    pub fn persisted_index(&self) -> u64 {
+        self.persisted
+    }
+
+    /// The term of the last entry.
+    pub fn last_term(&self) -> u64 {
+        self.term(self.last_index()).unwrap_or(0)
+    }
+
+    /// The term at `index`, or `None` when the index is past the end (or
+    /// compacted away).
+    pub fn term(&self, index: u64) -> Option<u64> {
+        // Invariant: `unstable.offset == persisted + 1`.
+        if index > self.persisted {
+            return self.unstable.term(index);
+        }
+        self.storage.term(index).ok()
+    }
+
+    /// Whether the entry at `index` has term `term`.
+    pub fn match_term(&self, index: u64, term: u64) -> bool {
+        self.term(index) == Some(term)
+    }
+
+    /// Whether a log ending at `(last_index, last_term)` is at least as up to
+    /// date as this one (Raft §5.4.1).
+    pub fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
+        let my_term = self.last_term();
+        last_term > my_term || (last_term == my_term && last_index >= self.last_index())
+    }
+
+    /// The largest index `<= index` whose term is `<= term`. A follower and
+    /// a leader use it to skip a whole term of mismatching entries at once.
+    pub fn find_conflict_by_term(&self, index: u64, term: u64) -> u64 {
+        let mut i = index.min(self.last_index());
+        while i > 0 {
+            match self.term(i) {
+                Some(t) if t > term => i -= 1,
+                _ => break,
+            }
+        }
+        i
+    }
+
+    /// Appends `ents` from a leader after `(prev_index, prev_term)` matched.
+    /// Skips entries already held, truncates at the first conflict. Returns
+    /// the last index now known to match the leader, or an error if the
+    /// conflict is at or below the commit index (that would lose a committed
+    /// entry: a broken invariant, never a normal event).
+    pub fn maybe_append(&mut self, prev_index: u64, ents: &[Entry]) -> Result<u64, Error> {
+        let last_new = prev_index + ents.len() as u64;
+        let conflict = ents
+            .iter()
+            .find(|e| !self.match_term(e.index, e.term))
+            .map(|e| e.index);
+        if let Some(ci) = conflict {
+            if ci <= self.committed {
+                return Err(Error::Invariant(format!(
+                    "entry {ci} conflicts with committed prefix up to {}",
+                    self.committed
+                )));
+            }
+            let start = (ci - ents[0].index) as usize;
+            self.append(&ents[start..]);
+        }
+        Ok(last_new)
+    }
+
+    /// Appends entries at the tail (or over a conflicting suffix).
+    pub fn append(&mut self, ents: &[Entry]) {
+        if ents.is_empty() {
+            return;
+        }
+        if ents[0].index <= self.persisted {
+            // The conflicting stable suffix is no longer durable-and-valid.
+            self.persisted = ents[0].index - 1;
+        }
+        self.unstable.truncate_and_append(ents);
+    }
+
+    /// Entries `lo..hi`, limited to `max_bytes` (at least one is returned).
+    pub fn slice(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, Error> {
+        if lo > hi || hi > self.last_index() + 1 || lo < 1 {
+            return Err(Error::Unavailable { lo, hi });
+        }
+        let mut out = Vec::new();
+        if lo < self.unstable.offset {
+            let stable_hi = hi.min(self.unstable.offset);
+            out = self.storage.entries(lo, stable_hi, max_bytes)?;
+            if (out.len() as u64) < stable_hi - lo {
+                return Ok(out);
+            }
+        }
+        if hi > self.unstable.offset {
+            let mut bytes: u64 = out.iter().map(Entry::size).sum();
+            let from = lo.max(self.unstable.offset);
+            for e in &self.unstable.entries
+                [(from - self.unstable.offset) as usize..(hi - self.unstable.offset) as usize]
+            {
+                bytes += e.size();
+                if !out.is_empty() && bytes > max_bytes {
+                    break;
+                }
+                out.push(e.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Raises the commit index (never lowers it).
+    pub fn commit_to(&mut self, index: u64) -> bool {
+        if index > self.committed {
+            debug_assert!(index <= self.last_index(), "commit past the log");
+            self.committed = index;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The entries not yet persisted.
+    pub fn unstable_entries(&self) -> &[Entry] {
+        &self.unstable.entries
+    }
+
+    /// Marks entries up to `(index, term)` durable, unless they were
+    /// replaced since the `Ready` that carried them was taken.
+    pub fn stable_to(&mut self, index: u64, term: u64) {
+        if self.unstable.term(index) != Some(term) {
+            return;
+        }
+        let n = (index + 1 - self.unstable.offset) as usize;
+        self.unstable.entries.drain(..n);
+        self.unstable.offset = index + 1;
+        self.persisted = index;
+    }
+
+    /// Committed, durable entries not yet applied, limited to `max_bytes`.
+    pub fn next_to_apply(&self, max_bytes: u64) -> Vec<Entry> {
+        let hi = self.committed.min(self.persisted);
+        if hi <= self.applied {
+            return Vec::new();
+        }
+        self.slice(self.applied + 1, hi + 1, max_bytes)
+            .unwrap_or_default()
+    }
+
+    /// Whether `next_to_apply` would return anything.
+    pub fn has_next_to_apply(&self) -> bool {
+        self.committed.min(self.persisted) > self.applied
+    }
+
+    /// Records that entries up to `index` were handed to the state machine.
+    pub fn applied_to(&mut self, index: u64) {
+        debug_assert!(index <= self.committed && index >= self.applied);
+        self.applied = self.applied.max(index);
+    }
+}

@@ -1,0 +1,130 @@
+//! The data the core exchanges with the world: log entries, the durable hard
+//! state, and the messages peers send each other.
+//!
+//! Messages are a closed enum, one variant per RPC, so a reader sees every
+//! field a message can carry in one place and the compiler checks that each
+//! role handles each kind.
+
+/// Identifies one member of a Raft group. `0` is never a valid id.
+pub type NodeId = u64;
+
+/// What an entry carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// Client data, handed to the state machine on apply.
+    Normal,
+    /// The empty entry a new leader appends to commit its predecessors'
+    /// entries; the state machine skips it.
+    Noop,
+}
+
+/// One log entry. `(index, term)` identifies it uniquely within a group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Entry {
+    pub index: u64,
+    pub term: u64,
+    pub kind: EntryKind,
+    pub data: Vec<u8>,
+}
+
+impl Entry {
+    /// Bytes this entry counts for in message and apply batching limits.
+    pub fn size(&self) -> u64 {
+        // A fixed overhead stands for the index, term and framing.
+        24 + self.data.len() as u64
+    }
+}
+
+/// The state that must be durable before any message that depends on it is
+/// sent: the current term, the vote cast in it, and the commit index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct HardState {
+    pub term: u64,
+    pub vote: Option<NodeId>,
+    pub commit: u64,
+}
+
+/// The membership of a group: the voters, whose majority decides.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConfState {
+    pub voters: Vec<NodeId>,
+}
+
+/// A message between two members of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The sender's term; for a pre-vote request, the term the sender would
+    /// campaign in (its own term plus one).
+    pub term: u64,
+    pub body: MessageBody,
+}
+
+/// The payload of a [`Message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageBody {
+    /// A (pre-)vote request. `leader_transfer` marks a campaign started by
+    /// `TimeoutNow`, which voters honour even while they hear from a leader.
+    RequestVote {
+        pre_vote: bool,
+        last_log_index: u64,
+        last_log_term: u64,
+        leader_transfer: bool,
+    },
+    /// The answer to a (pre-)vote request.
+    RequestVoteResponse { pre_vote: bool, granted: bool },
+    /// Replicates `entries`, which follow `(prev_log_index, prev_log_term)`.
+    Append {
+        prev_log_index: u64,
+        prev_log_term: u64,
+        entries: Vec<Entry>,
+        leader_commit: u64,
+        /// The leader's tick clock when it sent this; echoed back for leases.
+        lease_tick: u64,
+    },
+    /// The answer to an `Append`. On success `index` is the last index the
+    /// follower now holds that matches the leader; on rejection it is the
+    /// `prev_log_index` that did not match, and `hint_index`/`hint_term`
+    /// name the follower's last entry that might match (fast backtracking).
+    AppendResponse {
+        success: bool,
+        index: u64,
+        hint_index: u64,
+        hint_term: u64,
+        lease_tick: u64,
+    },
+    /// Keeps followers from timing out and confirms leadership for reads.
+    Heartbeat {
+        /// `min(follower's match, leader commit)`: never past the follower's log.
+        commit: u64,
+        /// The ReadIndex round this heartbeat confirms (0: none).
+        read_round: u64,
+        lease_tick: u64,
+    },
+    /// The answer to a heartbeat, echoing its round and lease tick.
+    HeartbeatResponse { read_round: u64, lease_tick: u64 },
+    /// Tells a caught-up follower to campaign at once (leader transfer).
+    TimeoutNow,
+}
+
+impl MessageBody {
+    /// A short, stable name for traces and logs.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            MessageBody::RequestVote { pre_vote: true, .. } => "pre_vote",
+            MessageBody::RequestVote {
+                pre_vote: false, ..
+            } => "vote",
+            MessageBody::RequestVoteResponse { pre_vote: true, .. } => "pre_vote_resp",
+            MessageBody::RequestVoteResponse {
+                pre_vote: false, ..
+            } => "vote_resp",
+            MessageBody::Append { .. } => "append",
+            MessageBody::AppendResponse { .. } => "append_resp",
+            MessageBody::Heartbeat { .. } => "heartbeat",
+            MessageBody::HeartbeatResponse { .. } => "heartbeat_resp",
+            MessageBody::TimeoutNow => "timeout_now",
+        }
+    }
+}

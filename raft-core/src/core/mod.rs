@@ -1,0 +1,30 @@
+//! The sans-IO Raft state machine and the pure pieces it is made of.
+//!
+//! Each Raft rule lives in exactly one place: elections in `election`,
+//! replication and commitment in `replication`, reads in `read`, leader
+//! transfer in `transfer`, majorities in `quorum`, follower progress in
+//! `progress`, the stable/unstable log in `log`, the driver contract in
+//! `ready`. `raft` holds the node's state, its role transitions and the
+//! dispatch of messages to the role that handles them.
+
+pub mod bugs;
+mod config;
+mod election;
+mod event;
+pub mod log;
+mod message;
+pub mod progress;
+pub mod quorum;
+mod raft;
+mod read;
+mod ready;
+mod replication;
+mod transfer;
+
+pub use bugs::{Bug, BugSet};
+pub use config::Config;
+pub use event::Event;
+pub use message::{ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId};
+pub use raft::{Raft, Role};
+pub use read::{ReadMode, ReadState};
+pub use ready::{Ready, SoftState};

@@ -1,0 +1,564 @@
+//! One Raft node: its state, its role transitions, its clock, and the
+//! dispatch of each message to the code of the role that handles it.
+//!
+//! Term rules that apply to every role (a higher term makes us a follower, a
+//! lower one is answered or ignored) are applied once, in `step`, before a
+//! role sees the message; `step_leader`, `step_candidate` and
+//! `step_follower` then hold everything one role does with a message.
+
+use std::collections::BTreeMap;
+
+use rand_core::RngCore;
+
+use super::config::Config;
+use super::event::Event;
+use super::log::RaftLog;
+use super::message::{Entry, EntryKind, HardState, Message, MessageBody, NodeId};
+use super::progress::Progress;
+use super::read::{ReadOnly, ReadState};
+use super::ready::SoftState;
+use super::transfer::Transfer;
+use crate::storage::Storage;
+use crate::{Error, ProposeError};
+
+/// The role a node plays in its current term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Follower,
+    /// Running a pre-vote round: asking whether it could win, without
+    /// bumping its term.
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl Role {
+    /// A short, stable name for traces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "precandidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// A Raft node as a pure state machine (see the crate docs for the contract).
+pub struct Raft<S: Storage> {
+    pub(crate) cfg: Config,
+    pub(crate) id: NodeId,
+    pub(crate) term: u64,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) log: RaftLog<S>,
+    pub(crate) voters: Vec<NodeId>,
+    /// Per-peer progress; filled only while leader.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Votes received in the current (pre-)election.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    pub(crate) election_elapsed: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    pub(crate) randomized_timeout: u32,
+    /// Ticks since this node (re)started: its local clock for leases.
+    pub(crate) ticks: u64,
+    pub(crate) transfer: Option<Transfer>,
+    /// Set once this leader told someone to time out: its lease is void
+    /// for the rest of the term, because the target's election ignores it.
+    pub(crate) lease_revoked: bool,
+    pub(crate) reads: ReadOnly,
+    pub(crate) msgs: Vec<Message>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) read_states: Vec<ReadState>,
+    pub(crate) prev_hard: HardState,
+    pub(crate) prev_soft: SoftState,
+    rng: Box<dyn RngCore + Send>,
+}
+
+impl<S: Storage> Raft<S> {
+    /// Starts a node from what `storage` holds. `rng` is the node's only
+    /// source of randomness (election timeouts): seed it for reproducibility.
+    pub fn new(cfg: Config, storage: S, rng: Box<dyn RngCore + Send>) -> Result<Raft<S>, Error> {
+        cfg.validate()?;
+        let (hs, cs) = storage.initial_state()?;
+        if cs.voters.is_empty() {
+            return Err(Error::InvalidConfig("no voters in storage".into()));
+        }
+        if hs.commit > storage.last_index() {
+            return Err(Error::Storage(format!(
+                "hard state commit {} is past the last stored index {}",
+                hs.commit,
+                storage.last_index()
+            )));
+        }
+        let mut voters = cs.voters;
+        voters.sort_unstable();
+        voters.dedup();
+        let mut r = Raft {
+            id: cfg.id,
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader: None,
+            log: RaftLog::new(storage, hs.commit, 0),
+            voters,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_timeout: cfg.election_tick,
+            ticks: 0,
+            transfer: None,
+            lease_revoked: false,
+            reads: ReadOnly::default(),
+            msgs: Vec::new(),
+            events: Vec::new(),
+            read_states: Vec::new(),
+            prev_hard: hs,
+            prev_soft: SoftState {
+                leader: None,
+                role: Role::Follower,
+            },
+            rng,
+            cfg,
+        };
+        r.reset_randomized_timeout();
+        Ok(r)
+    }
+
+    // ----- read-only accessors -------------------------------------------
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The leader this node follows (itself when leader), if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    /// The vote cast in the current term.
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+    /// The highest index known committed.
+    pub fn commit_index(&self) -> u64 {
+        self.log.committed
+    }
+    /// The highest index handed to the state machine.
+    pub fn applied_index(&self) -> u64 {
+        self.log.applied
+    }
+    /// The log (stable and unstable parts).
+    pub fn raft_log(&self) -> &RaftLog<S> {
+        &self.log
+    }
+    /// The storage, for the driver to persist a `Ready` into.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.log.storage
+    }
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.log.storage
+    }
+    /// The voters of the group, sorted.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+    /// The config this node runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// The leader's view of `peer`'s replication (leader only).
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        self.progress.get(&peer)
+    }
+    /// The peer leadership is being handed to, if a transfer is under way.
+    pub fn transferee(&self) -> Option<NodeId> {
+        self.transfer.as_ref().map(|t| t.to)
+    }
+
+    pub(crate) fn is_voter(&self) -> bool {
+        self.voters.contains(&self.id)
+    }
+
+    pub(crate) fn peers(&self) -> Vec<NodeId> {
+        self.voters
+            .iter()
+            .copied()
+            .filter(|&v| v != self.id)
+            .collect()
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, term: u64, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    // ----- time ----------------------------------------------------------
+
+    /// Advances the node's clock by one tick.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.randomized_timeout && self.is_voter() {
+            self.election_elapsed = 0;
+            self.events.push(Event::ElectionTimeout {
+                pre_vote: self.cfg.pre_vote,
+            });
+            self.campaign(false);
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.tick_transfer() {
+            return;
+        }
+        if self.election_elapsed >= self.cfg.election_tick {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum {
+                if !self.quorum_recently_active() {
+                    self.events.push(Event::CheckQuorumStepDown);
+                    self.become_follower(self.term, None);
+                    return;
+                }
+                for pr in self.progress.values_mut() {
+                    pr.recent_active = false;
+                }
+            }
+        }
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
+            self.heartbeat_elapsed = 0;
+            self.bcast_heartbeat();
+        }
+    }
+
+    pub(crate) fn reset_randomized_timeout(&mut self) {
+        let e = self.cfg.election_tick as u64;
+        self.randomized_timeout = (e + self.rng.next_u64() % e) as u32;
+    }
+
+    /// Whether this node honours a leader's lease and so ignores (pre-)vote
+    /// requests that were not caused by a leader transfer. A restarted node
+    /// honours it for its first election timeout: it may have acknowledged a
+    /// leader just before it crashed.
+    pub(crate) fn in_lease(&self) -> bool {
+        self.cfg.check_quorum
+            && self.role != Role::Candidate
+            && self.role != Role::PreCandidate
+            && ((self.leader.is_some() && self.election_elapsed < self.cfg.election_tick)
+                || self.ticks < self.cfg.election_tick as u64)
+    }
+
+    // ----- role transitions ----------------------------------------------
+
+    fn reset(&mut self, term: u64) {
+        if term != self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.leader = None;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.reset_randomized_timeout();
+        self.progress.clear();
+        self.votes.clear();
+        self.transfer = None;
+        self.lease_revoked = false;
+        self.reads.clear();
+    }
+
+    /// Becomes a follower in `term`, following `leader` if known.
+    pub(crate) fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    pub(crate) fn become_pre_candidate(&mut self) {
+        // Neither term nor vote changes: a pre-vote round is only a question.
+        self.votes.clear();
+        self.progress.clear();
+        self.leader = None;
+        self.role = Role::PreCandidate;
+    }
+
+    pub(crate) fn become_candidate(&mut self) {
+        debug_assert!(self.role != Role::Leader, "a leader cannot campaign");
+        self.reset(self.term + 1);
+        self.vote = Some(self.id);
+        self.role = Role::Candidate;
+    }
+
+    pub(crate) fn become_leader(&mut self) {
+        debug_assert!(self.role == Role::Candidate, "only a candidate can win");
+        self.reset(self.term);
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        let next = self.log.last_index() + 1;
+        for v in self.voters.clone() {
+            let mut pr = Progress::new(next, self.cfg.max_inflight_msgs);
+            if v == self.id {
+                pr.matched = self.log.persisted_index();
+                pr.recent_active = true;
+            }
+            self.progress.insert(v, pr);
+        }
+        // Entries of earlier terms commit only once an entry of this term
+        // does (Raft §5.4.2): append one right away.
+        let noop = Entry {
+            index: next,
+            term: self.term,
+            kind: EntryKind::Noop,
+            data: Vec::new(),
+        };
+        self.log.append(&[noop]);
+        self.bcast_append();
+    }
+
+    // ----- input ---------------------------------------------------------
+
+    /// Handles a message from a peer.
+    ///
+    /// Errors only for a misrouted message or a broken invariant; messages
+    /// that are stale or from unknown senders are ignored.
+    pub fn step(&mut self, m: Message) -> Result<(), Error> {
+        if m.to != self.id {
+            return Err(Error::Misrouted {
+                to: m.to,
+                me: self.id,
+            });
+        }
+        if !self.voters.contains(&m.from) {
+            return Ok(());
+        }
+        if m.term > self.term {
+            match &m.body {
+                MessageBody::RequestVote {
+                    pre_vote,
+                    leader_transfer,
+                    ..
+                } => {
+                    if !leader_transfer && self.in_lease() {
+                        // We heard from a leader recently: this candidate
+                        // cannot be needed. Do not even bump the term.
+                        return Ok(());
+                    }
+                    if !pre_vote {
+                        self.become_follower(m.term, None);
+                    }
+                }
+                MessageBody::RequestVoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => {
+                    // A granted pre-vote carries the term we would run in.
+                }
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                    self.become_follower(m.term, Some(m.from));
+                }
+                _ => self.become_follower(m.term, None),
+            }
+        } else if m.term < self.term {
+            match m.body {
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                    // A stale leader: tell it our term so it steps down
+                    // (without this, CheckQuorum and PreVote could leave it
+                    // stuck, since we would never vote it out).
+                    self.send(
+                        m.from,
+                        self.term,
+                        MessageBody::AppendResponse {
+                            success: false,
+                            index: 0,
+                            hint_index: 0,
+                            hint_term: 0,
+                            lease_tick: 0,
+                        },
+                    );
+                }
+                MessageBody::RequestVote { pre_vote: true, .. } => {
+                    self.send(
+                        m.from,
+                        self.term,
+                        MessageBody::RequestVoteResponse {
+                            pre_vote: true,
+                            granted: false,
+                        },
+                    );
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+
+        if let MessageBody::RequestVote { .. } = m.body {
+            self.handle_vote_request(m);
+            return Ok(());
+        }
+        match self.role {
+            Role::Leader => self.step_leader(m),
+            Role::Candidate | Role::PreCandidate => self.step_candidate(m),
+            Role::Follower => self.step_follower(m),
+        }
+    }
+
+    fn step_leader(&mut self, m: Message) -> Result<(), Error> {
+        match m.body {
+            MessageBody::AppendResponse {
+                success,
+                index,
+                hint_index,
+                hint_term,
+                lease_tick,
+            } => {
+                self.note_peer_alive(m.from, lease_tick);
+                self.handle_append_response(m.from, success, index, hint_index, hint_term);
+            }
+            MessageBody::HeartbeatResponse {
+                read_round,
+                lease_tick,
+            } => {
+                self.note_peer_alive(m.from, lease_tick);
+                self.handle_heartbeat_response(m.from, read_round);
+            }
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                return Err(Error::Invariant(format!(
+                    "two leaders in term {}: {} and {}",
+                    self.term, self.id, m.from
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn step_candidate(&mut self, m: Message) -> Result<(), Error> {
+        match m.body {
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                // Someone won this term.
+                self.become_follower(self.term, Some(m.from));
+                self.step_follower(m)
+            }
+            MessageBody::RequestVoteResponse { pre_vote, granted } => {
+                if pre_vote == (self.role == Role::PreCandidate) {
+                    self.handle_vote_response(m.from, granted);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn step_follower(&mut self, m: Message) -> Result<(), Error> {
+        match m.body {
+            MessageBody::Append {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                lease_tick,
+            } => {
+                self.election_elapsed = 0;
+                self.leader = Some(m.from);
+                self.handle_append(
+                    m.from,
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                    lease_tick,
+                )?;
+            }
+            MessageBody::Heartbeat {
+                commit,
+                read_round,
+                lease_tick,
+            } => {
+                self.election_elapsed = 0;
+                self.leader = Some(m.from);
+                self.handle_heartbeat(m.from, commit, read_round, lease_tick);
+            }
+            MessageBody::TimeoutNow => {
+                if self.is_voter() {
+                    self.campaign(true);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Appends a client command to the log (leader only) and returns the
+    /// index it will commit at, if it commits.
+    ///
+    /// `expected_term`, when given, must equal the current term: a client
+    /// that learned of the leader in term `t` will not have its command
+    /// appended by a later incarnation it has not seen.
+    pub fn propose(
+        &mut self,
+        data: Vec<u8>,
+        expected_term: Option<u64>,
+    ) -> Result<u64, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if let Some(expected) = expected_term {
+            if expected != self.term {
+                return Err(ProposeError::TermMismatch {
+                    expected,
+                    current: self.term,
+                });
+            }
+        }
+        if let Some(t) = &self.transfer {
+            return Err(ProposeError::TransferInProgress { to: t.to });
+        }
+        let last = self.log.last_index();
+        if last - self.log.committed >= self.cfg.max_uncommitted_entries {
+            return Err(ProposeError::TooManyUncommitted {
+                limit: self.cfg.max_uncommitted_entries,
+            });
+        }
+        let e = Entry {
+            index: last + 1,
+            term: self.term,
+            kind: EntryKind::Normal,
+            data,
+        };
+        self.log.append(&[e]);
+        self.bcast_append();
+        Ok(last + 1)
+    }
+
+    /// Starts an election now, as if the election timer had fired.
+    pub fn campaign_now(&mut self) {
+        if self.role != Role::Leader && self.is_voter() {
+            self.campaign(false);
+        }
+    }
+}

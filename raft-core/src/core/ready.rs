@@ -1,0 +1,108 @@
+//! The contract between the core and its driver.
+//!
+//! The driver loops: `if raft.has_ready() { let rd = raft.ready(); ... }`
+//! and, for each `Ready`, in this order:
+//! 1. persists `entries` (appending over any conflicting suffix) and
+//!    `hard_state` durably;
+//! 2. sends `messages` (they may depend on step 1: a vote or an
+//!    acknowledgement must never leave before what it promises is durable);
+//! 3. applies `committed_entries` to the state machine, and serves
+//!    `read_states` once the applied index reaches theirs;
+//! 4. calls `advance(&rd)`.
+
+use super::bugs::Bug;
+use super::event::Event;
+use super::message::{Entry, HardState, Message, NodeId};
+use super::raft::{Raft, Role};
+use super::read::ReadState;
+use crate::storage::Storage;
+
+/// Volatile state worth reporting when it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoftState {
+    pub leader: Option<NodeId>,
+    pub role: Role,
+}
+
+/// Work for the driver; see the module docs for the order.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// The hard state to persist, when it changed.
+    pub hard_state: Option<HardState>,
+    /// Entries to append to stable storage.
+    pub entries: Vec<Entry>,
+    /// Messages to send once the above is durable.
+    pub messages: Vec<Message>,
+    /// Committed, durable entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+    /// Reads confirmed since the last `Ready`.
+    pub read_states: Vec<ReadState>,
+    /// The new role and leader, when they changed.
+    pub soft_state: Option<SoftState>,
+    /// Observations for tracing.
+    pub events: Vec<Event>,
+}
+
+impl<S: Storage> Raft<S> {
+    fn hard_state(&self) -> HardState {
+        let mut vote = self.vote;
+        if self.cfg.bug(Bug::VoteNotPersisted) && self.role != Role::Leader {
+            vote = None;
+        }
+        HardState {
+            term: self.term,
+            vote,
+            commit: self.log.committed,
+        }
+    }
+
+    fn soft_state(&self) -> SoftState {
+        SoftState {
+            leader: self.leader,
+            role: self.role,
+        }
+    }
+
+    /// Whether there is anything for the driver to do.
+    pub fn has_ready(&self) -> bool {
+        !self.msgs.is_empty()
+            || !self.log.unstable_entries().is_empty()
+            || self.hard_state() != self.prev_hard
+            || self.soft_state() != self.prev_soft
+            || self.log.has_next_to_apply()
+            || !self.read_states.is_empty()
+            || !self.events.is_empty()
+    }
+
+    /// Takes the pending work. Call `advance` with it once it is handled.
+    pub fn ready(&mut self) -> Ready {
+        let hs = self.hard_state();
+        let ss = self.soft_state();
+        let rd = Ready {
+            hard_state: (hs != self.prev_hard).then_some(hs),
+            entries: self.log.unstable_entries().to_vec(),
+            messages: std::mem::take(&mut self.msgs),
+            committed_entries: self.log.next_to_apply(self.cfg.max_apply_bytes),
+            read_states: std::mem::take(&mut self.read_states),
+            soft_state: (ss != self.prev_soft).then_some(ss),
+            events: std::mem::take(&mut self.events),
+        };
+        self.prev_hard = hs;
+        self.prev_soft = ss;
+        rd
+    }
+
+    /// Acknowledges that `rd` was handled: its entries are durable and its
+    /// committed entries applied.
+    pub fn advance(&mut self, rd: &Ready) {
+        if let Some(e) = rd.entries.last() {
+            self.log.stable_to(e.index, e.term);
+            if self.role == Role::Leader {
+                self.leader_persisted(self.log.persisted_index());
+            }
+        }
+        if let Some(e) = rd.committed_entries.last() {
+            self.log.applied_to(e.index);
+        }
+    }
+}
