@@ -20,14 +20,19 @@ pub enum Bug {
     /// A voter replies to a vote request without making the vote durable:
     /// after a crash it can vote again in the same term, electing two leaders.
     VoteNotPersisted,
+    /// A follower truncates its log after every `Append`'s entries, even
+    /// when they all match: a delayed, duplicated `Append` deletes newer
+    /// (possibly committed) entries.
+    TruncateOnAppend,
 }
 
 impl Bug {
     /// Every injectable bug.
-    pub const ALL: [Bug; 3] = [
+    pub const ALL: [Bug; 4] = [
         Bug::CommitOldTermByCount,
         Bug::VoteForStaleLog,
         Bug::VoteNotPersisted,
+        Bug::TruncateOnAppend,
     ];
 
     /// The bug's name on command lines.
@@ -36,6 +41,7 @@ impl Bug {
             Bug::CommitOldTermByCount => "commit-old-term-by-count",
             Bug::VoteForStaleLog => "vote-for-stale-log",
             Bug::VoteNotPersisted => "vote-not-persisted",
+            Bug::TruncateOnAppend => "truncate-on-append",
         }
     }
 }

@@ -165,6 +165,10 @@ impl<S: Storage> Raft<S> {
     pub fn storage_mut(&mut self) -> &mut S {
         &mut self.log.storage
     }
+    /// Stops the node and returns its storage: what survives a crash.
+    pub fn into_storage(self) -> S {
+        self.log.storage
+    }
     /// The storage.
     pub fn storage(&self) -> &S {
         &self.log.storage
@@ -233,9 +237,7 @@ impl<S: Storage> Raft<S> {
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
-        if self.tick_transfer() {
-            return;
-        }
+        self.tick_transfer();
         if self.election_elapsed >= self.cfg.election_tick {
             self.election_elapsed = 0;
             if self.cfg.check_quorum {

@@ -213,7 +213,12 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         if self.log.match_term(prev_log_index, prev_log_term) {
-            let last_new = self.log.maybe_append(prev_log_index, &entries)?;
+            let last_new = if self.cfg.bug(Bug::TruncateOnAppend) && !entries.is_empty() {
+                self.log.append(&entries);
+                prev_log_index + entries.len() as u64
+            } else {
+                self.log.maybe_append(prev_log_index, &entries)?
+            };
             self.log.commit_to(leader_commit.min(last_new));
             self.send(from, self.term, reply(true, last_new, 0, 0));
         } else {

@@ -69,11 +69,12 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Counts a leader tick against the transfer; returns true if it ended.
-    pub(crate) fn tick_transfer(&mut self) -> bool {
+    /// Counts a leader tick against the transfer, abandoning it after an
+    /// election timeout.
+    pub(crate) fn tick_transfer(&mut self) {
         let limit = self.cfg.election_tick;
         let Some(t) = &mut self.transfer else {
-            return false;
+            return;
         };
         t.elapsed += 1;
         if t.elapsed >= limit {
@@ -81,6 +82,5 @@ impl<S: Storage> Raft<S> {
             self.transfer = None;
             self.events.push(Event::TransferAborted { to });
         }
-        false
     }
 }

@@ -1,0 +1,229 @@
+//! `cdsctl raft ...`: the Raft core's tools. `raft sim` runs the seeded
+//! simulator, one seed (optionally writing its trace) or a sweep of seeds.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use raft_core::sim::sweep::sweep;
+use raft_core::sim::{FaultSet, SimConfig};
+
+/// Subcommands of `cdsctl raft`.
+#[derive(Debug, Subcommand)]
+pub enum RaftCommand {
+    /// Run clusters of the real Raft core under the deterministic simulator.
+    ///
+    /// Every step is checked against Election Safety, Log Matching, Leader
+    /// Completeness and State Machine Safety; after `--steps` steps the
+    /// faults stop and the cluster must elect a leader and finish every
+    /// client operation (liveness); the clients' history is then checked for
+    /// linearizability. The same seed and flags always give the same run.
+    Sim(SimArgs),
+    /// Run a scenario script (one command a line: campaign, tick, deliver,
+    /// partition, propose, expect, ...) and print what happened.
+    ///
+    /// Exits non-zero, naming the line, when an expectation fails or a
+    /// command is malformed. See the book's simulator chapter for the format.
+    Scenario {
+        /// The script file.
+        file: PathBuf,
+    },
+}
+
+/// Flags of `cdsctl raft sim`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Cluster size (1 to 9 voters).
+    #[arg(long, default_value_t = 5)]
+    pub nodes: usize,
+    /// Run this one seed.
+    #[arg(long, conflicts_with = "seeds")]
+    pub seed: Option<u64>,
+    /// Sweep a range of seeds, e.g. `1-500`.
+    #[arg(long, value_parser = parse_seed_range)]
+    pub seeds: Option<(u64, u64)>,
+    /// Steps (scheduler events) with faults injected, per seed.
+    #[arg(long, default_value_t = 5000)]
+    pub steps: u64,
+    /// Faults to inject: `all`, `none`, or a comma list of: delay, drop,
+    /// duplicate, reorder, partition, asymmetric, crash, pause, tickrate.
+    #[arg(long, default_value = "all", value_parser = parse_faults)]
+    pub faults: FaultSet,
+    /// Write the run's trace (rtrace JSON Lines) to this file (single seed).
+    #[arg(long, requires = "seed")]
+    pub trace: Option<PathBuf>,
+    /// Concurrent simulated clients.
+    #[arg(long, default_value_t = 3)]
+    pub clients: usize,
+    /// Turn PreVote off.
+    #[arg(long)]
+    pub no_pre_vote: bool,
+    /// Turn CheckQuorum off (this also disables lease reads).
+    #[arg(long)]
+    pub no_check_quorum: bool,
+    /// Threads for a sweep (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn parse_seed_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("'{s}' is not a range like 1-500"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad start '{a}': {e}"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad end '{b}': {e}"))?;
+    if a > b {
+        return Err(format!("empty range {a}-{b}"));
+    }
+    Ok((a, b))
+}
+
+fn parse_faults(s: &str) -> Result<FaultSet, String> {
+    s.parse()
+}
+
+/// Runs a `cdsctl raft` subcommand.
+pub fn run(cmd: RaftCommand) -> Result<()> {
+    match cmd {
+        RaftCommand::Sim(args) => sim(args),
+        RaftCommand::Scenario { file } => scenario(&file),
+    }
+}
+
+fn scenario(file: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading scenario {}", file.display()))?;
+    match raft_core::sim::script::run_script(&text) {
+        Ok(transcript) => {
+            print!("{transcript}");
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Err(e) => bail!("{}:{}: {}", file.display(), e.line, e.reason),
+    }
+}
+
+impl SimArgs {
+    fn config(&self, seed: u64) -> SimConfig {
+        let mut c = SimConfig::new(self.nodes, seed, self.steps, self.faults);
+        c.clients = self.clients;
+        c.pre_vote = !self.no_pre_vote;
+        c.check_quorum = !self.no_check_quorum;
+        c
+    }
+
+    /// The command line that replays `seed` alone.
+    fn replay_command(&self, seed: u64) -> String {
+        let mut s = format!(
+            "cdsctl raft sim --nodes {} --seed {seed} --steps {} --faults {}",
+            self.nodes, self.steps, self.faults
+        );
+        if self.clients != 3 {
+            s += &format!(" --clients {}", self.clients);
+        }
+        if self.no_pre_vote {
+            s += " --no-pre-vote";
+        }
+        if self.no_check_quorum {
+            s += " --no-check-quorum";
+        }
+        s
+    }
+}
+
+fn sim(args: SimArgs) -> Result<()> {
+    if !(1..=9).contains(&args.nodes) {
+        bail!("--nodes must be between 1 and 9, got {}", args.nodes);
+    }
+    if args.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    match (args.seed, args.seeds) {
+        (Some(seed), _) => sim_one(&args, seed),
+        (None, Some((a, b))) => sim_sweep(&args, a, b),
+        (None, None) => sim_one(&args, 1),
+    }
+}
+
+fn sim_one(args: &SimArgs, seed: u64) -> Result<()> {
+    let mut cfg = args.config(seed);
+    cfg.trace = args.trace.is_some();
+    let started = Instant::now();
+    let out = raft_core::sim::run(&cfg);
+    let secs = started.elapsed().as_secs_f64();
+    if let (Some(path), Some(bytes)) = (&args.trace, &out.trace) {
+        std::fs::write(path, bytes)
+            .with_context(|| format!("writing trace to {}", path.display()))?;
+    }
+    let s = &out.stats;
+    println!(
+        "seed {seed}: {} steps, {} ms simulated, {:.0} steps/s",
+        out.steps,
+        out.sim_time,
+        out.steps as f64 / secs.max(1e-9)
+    );
+    println!(
+        "  leaders elected {}, max term {}, committed {}, client ops {}",
+        s.leaders_elected, s.max_term, s.committed, s.client_ops
+    );
+    println!(
+        "  reads: {} lease, {} read-index, {} through the log; transfers {}",
+        s.lease_reads, s.read_index_reads, s.log_reads, s.transfers
+    );
+    println!(
+        "  faults: {} crashes, {} pauses, {} partitions; messages {} sent, {} dropped",
+        s.crashes, s.pauses, s.partitions, s.messages_sent, s.messages_dropped
+    );
+    if let Some(path) = &args.trace {
+        println!("  trace written to {}", path.display());
+    }
+    match out.failure {
+        None => {
+            println!("1 passed, 0 failed");
+            Ok(())
+        }
+        Some(f) => {
+            println!("FAIL seed {seed}: {f}");
+            println!("  replay: {}", args.replay_command(seed));
+            println!("0 passed, 1 failed");
+            bail!("seed {seed} failed")
+        }
+    }
+}
+
+fn sim_sweep(args: &SimArgs, first: u64, last: u64) -> Result<()> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let base = args.config(first);
+    let started = Instant::now();
+    let progress = |seed: u64, failure: Option<&raft_core::sim::Failure>| {
+        if let Some(f) = failure {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "FAIL seed {seed}: {f}");
+            let _ = writeln!(out, "  replay: {}", args.replay_command(seed));
+        }
+    };
+    let report = sweep(&base, first..=last, threads, &progress);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{} seeds, {} steps in {:.1}s ({:.0} steps/s on {threads} threads)",
+        last - first + 1,
+        report.steps,
+        secs,
+        report.steps as f64 / secs.max(1e-9)
+    );
+    println!("{} passed, {} failed", report.passed, report.failed.len());
+    if !report.failed.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,1359 @@
+//! One simulated run: a cluster of real cores, a seeded scheduler, a network
+//! with injected faults, clients, invariant checks after every step and a
+//! linearizability check at the end.
+//!
+//! Time is in simulated milliseconds. A node ticks every `period` ms (10 by
+//! default; the `tickrate` fault changes it by up to 10%). A run has two
+//! phases: `steps` events with faults, then a quiet phase in which every
+//! fault is healed and the cluster must elect a leader and finish every
+//! pending client operation within [`LIVENESS_BOUND_MS`].
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use rand_core::{RngCore, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+use super::faults::{FaultKind, FaultSet};
+use super::invariants::{Invariants, Violation};
+use super::kv::{Command, Kv, Request};
+use super::linearizability;
+use super::workload::{Client, ClientOp, Pending, ReadPath};
+use crate::core::{Config, EntryKind, Event, Message, NodeId, Raft, ReadMode, Role};
+use crate::storage::{MemStorage, Storage};
+use crate::trace::schema::{
+    ClientDir, ClientOp as TraceOp, Header, Kind, NodeRole, Record, TransferPhase,
+};
+use crate::trace::writer::TraceWriter;
+use crate::{ProposeError, ReadError};
+
+/// Simulated milliseconds between a node's ticks, before `tickrate` faults.
+pub const TICK_MS: u64 = 10;
+/// How long after faults stop the cluster has to elect a leader and finish
+/// every pending client operation.
+pub const LIVENESS_BOUND_MS: u64 = 10_000;
+/// A client gives up on a node after this long and tries another.
+const CLIENT_TIMEOUT_MS: u64 = 300;
+/// Hard cap on quiet-phase steps, so a livelock cannot spin forever.
+const MAX_QUIET_STEPS: u64 = 2_000_000;
+
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub seed: u64,
+    /// Events processed while faults are injected.
+    pub steps: u64,
+    pub faults: FaultSet,
+    /// Record a trace (costs time; off for sweeps).
+    pub trace: bool,
+    pub clients: usize,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    /// Bugs to inject into every node (test builds only).
+    #[cfg(feature = "bug-injection")]
+    pub bugs: crate::core::BugSet,
+}
+
+impl SimConfig {
+    /// A run with production defaults (PreVote and CheckQuorum on), three
+    /// clients, no trace.
+    pub fn new(nodes: usize, seed: u64, steps: u64, faults: FaultSet) -> SimConfig {
+        SimConfig {
+            nodes,
+            seed,
+            steps,
+            faults,
+            trace: false,
+            clients: 3,
+            pre_vote: true,
+            check_quorum: true,
+            #[cfg(feature = "bug-injection")]
+            bugs: Default::default(),
+        }
+    }
+
+    /// The config of node `id`. Batching and pipelining limits vary with
+    /// the seed (they change timing, never safety), so a sweep covers
+    /// one-entry probes as well as long pipelines.
+    fn node_config(&self, id: NodeId) -> Config {
+        let mut c = Config::new(id);
+        let v = self.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32;
+        c.election_tick = 10;
+        c.heartbeat_tick = 3;
+        c.lease_tick = 5;
+        c.pre_vote = self.pre_vote;
+        c.check_quorum = self.check_quorum;
+        c.max_entries_per_msg = [1, 2, 8, 64][(v & 3) as usize];
+        c.max_inflight_msgs = [1, 2, 4, 32][(v >> 2 & 3) as usize];
+        #[cfg(feature = "bug-injection")]
+        {
+            c.bugs = self.bugs;
+        }
+        c
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The step at which it was detected.
+    pub step: u64,
+    /// Simulated time then.
+    pub time: u64,
+    /// The broken property: an invariant's name, "Liveness",
+    /// "Linearizability" or "Core error".
+    pub property: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} violated at step {} (t={}ms): {}",
+            self.property, self.step, self.time, self.detail
+        )
+    }
+}
+
+/// Counters of what happened in a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub leaders_elected: u64,
+    pub max_term: u64,
+    pub committed: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub client_ops: u64,
+    pub crashes: u64,
+    pub pauses: u64,
+    pub partitions: u64,
+    pub transfers: u64,
+    pub lease_reads: u64,
+    pub read_index_reads: u64,
+    pub log_reads: u64,
+}
+
+/// The result of one run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub seed: u64,
+    /// Every event processed, both phases.
+    pub steps: u64,
+    /// Simulated milliseconds at the end.
+    pub sim_time: u64,
+    pub failure: Option<Failure>,
+    pub stats: Stats,
+    /// The trace, when asked for.
+    pub trace: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Tick {
+        node: usize,
+        inc: u64,
+    },
+    Deliver {
+        id: u64,
+        msg: Message,
+    },
+    ClientArrive {
+        node: usize,
+        client: usize,
+        seq: u64,
+        op: ClientOp,
+    },
+    ClientReply {
+        client: usize,
+        seq: u64,
+        result: Reply,
+    },
+    ClientTimer {
+        client: usize,
+        seq: u64,
+        attempt: u64,
+    },
+    ClientStart {
+        client: usize,
+    },
+    Fault,
+    Transfer,
+    Restart {
+        node: usize,
+    },
+    Resume {
+        node: usize,
+    },
+    Heal {
+        epoch: u64,
+    },
+    WeatherEnd {
+        kind: FaultKind,
+        epoch: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Done(Option<u64>),
+    Refused {
+        hint: Option<NodeId>,
+        why: &'static str,
+    },
+}
+
+struct Scheduled {
+    time: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.time, self.seq) == (o.time, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.time, o.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+struct SimNode {
+    id: NodeId,
+    raft: Option<Raft<MemStorage>>,
+    /// What survived the crash, while down.
+    disk: Option<MemStorage>,
+    /// Incarnation: bumped on restart so the old one's ticks are ignored.
+    inc: u64,
+    period: u64,
+    paused: bool,
+    missed_ticks: u64,
+    inbox: Vec<(u64, Message)>,
+    kv: Kv,
+    /// client -> seq of the proposal this node accepted for it.
+    proposals: BTreeMap<usize, u64>,
+    /// read ctx -> (client, seq, key), awaiting confirmation.
+    reads: BTreeMap<u64, (usize, u64, u64)>,
+    /// Confirmed reads awaiting apply: (index, ctx).
+    ready_reads: Vec<(u64, u64)>,
+    /// Commit index last seen, for the invariant checks.
+    commit: u64,
+    /// Role last reported, for `role` trace events.
+    role: NodeRole,
+    /// Leader that has not yet seen its commit index move.
+    new_leader: bool,
+}
+
+/// Weather: message-level faults active until a deadline.
+#[derive(Default)]
+struct Weather {
+    active: BTreeMap<FaultKind, u64>,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: Pcg64Mcg,
+    now: u64,
+    step: u64,
+    seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    nodes: Vec<SimNode>,
+    clients: Vec<Client>,
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    partition_epoch: u64,
+    weather: Weather,
+    weather_epoch: u64,
+    quiet: bool,
+    next_msg_id: u64,
+    next_ctx: u64,
+    next_value: u64,
+    inv: Invariants,
+    stats: Stats,
+    trace: Option<TraceWriter<Vec<u8>>>,
+}
+
+/// Runs one simulation to completion.
+pub fn run(cfg: &SimConfig) -> Outcome {
+    let mut sim = Sim::new(cfg.clone());
+    let failure = sim.run_all().err();
+    let trace = sim.trace.take().map(|w| w.into_string().into_bytes());
+    sim.stats.committed = sim.inv.committed_index();
+    Outcome {
+        seed: cfg.seed,
+        steps: sim.step,
+        sim_time: sim.now,
+        failure,
+        stats: sim.stats,
+        trace,
+    }
+}
+
+fn node_rng(seed: u64, node: NodeId, inc: u64) -> Box<dyn RngCore + Send> {
+    // Distinct, reproducible streams per node and incarnation.
+    let s = seed
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(node.wrapping_mul(0xbf58_476d_1ce4_e5b9))
+        .wrapping_add(inc.wrapping_mul(0x94d0_49bb_1331_11eb));
+    Box::new(Pcg64Mcg::seed_from_u64(s))
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Sim {
+        let ids: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
+        let mut rng = Pcg64Mcg::seed_from_u64(cfg.seed);
+        let trace = cfg.trace.then(|| {
+            let header = Header::new("sim", ids.clone())
+                .with_meta("seed", cfg.seed)
+                .with_meta("steps", cfg.steps)
+                .with_meta("faults", cfg.faults.to_string())
+                .with_meta("clients", cfg.clients as u64)
+                .with_meta("pre_vote", cfg.pre_vote)
+                .with_meta("check_quorum", cfg.check_quorum)
+                .with_meta("tick", TICK_MS)
+                .with_meta("time_unit", "ms");
+            TraceWriter::in_memory(&header)
+        });
+        let nodes = ids
+            .iter()
+            .map(|&id| SimNode {
+                id,
+                raft: None,
+                disk: Some(MemStorage::new(ids.clone())),
+                inc: 0,
+                period: TICK_MS,
+                paused: false,
+                missed_ticks: 0,
+                inbox: Vec::new(),
+                kv: Kv::default(),
+                proposals: BTreeMap::new(),
+                reads: BTreeMap::new(),
+                ready_reads: Vec::new(),
+                commit: 0,
+                role: NodeRole::Follower,
+                new_leader: false,
+            })
+            .collect();
+        let clients = (0..cfg.clients)
+            .map(|c| Client::new(c as u64 + 1, 1 + rng.next_u64() % cfg.nodes as u64))
+            .collect();
+        Sim {
+            cfg,
+            rng,
+            now: 0,
+            step: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            clients,
+            blocked: BTreeSet::new(),
+            partition_epoch: 0,
+            weather: Weather::default(),
+            weather_epoch: 0,
+            quiet: false,
+            next_msg_id: 1,
+            next_ctx: 1,
+            next_value: 1,
+            inv: Invariants::default(),
+            stats: Stats::default(),
+            trace,
+        }
+    }
+
+    fn rand(&mut self, n: u64) -> u64 {
+        self.rng.next_u64() % n.max(1)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.rand(100) < percent
+    }
+
+    fn schedule(&mut self, delay: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            time: self.now + delay,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    fn fail(&self, property: &str, detail: String) -> Failure {
+        Failure {
+            step: self.step,
+            time: self.now,
+            property: property.to_string(),
+            detail,
+        }
+    }
+
+    fn violated(&self, v: Violation) -> Failure {
+        self.fail(v.property, v.detail)
+    }
+
+    // ----- tracing -------------------------------------------------------
+
+    fn emit(&mut self, node: NodeId, kind: Kind) {
+        if self.trace.is_none() {
+            return;
+        }
+        let (term, role, commit) = if node == 0 {
+            (0, NodeRole::None, 0)
+        } else {
+            match &self.nodes[node as usize - 1].raft {
+                Some(r) => (r.term(), r.role().into(), r.commit_index()),
+                None => (0, NodeRole::Down, 0),
+            }
+        };
+        let rec = Record {
+            t: self.now,
+            node,
+            term,
+            role,
+            commit,
+            kind,
+        };
+        if let Some(w) = self.trace.as_mut() {
+            w.push(&rec);
+        }
+    }
+
+    // ----- the run -------------------------------------------------------
+
+    fn run_all(&mut self) -> Result<(), Failure> {
+        for i in 0..self.nodes.len() {
+            self.restart(i);
+        }
+        for c in 0..self.clients.len() {
+            let d = self.rand(20);
+            self.schedule(d, Ev::ClientStart { client: c });
+        }
+        if !self.cfg.faults.is_empty() {
+            let d = 50 + self.rand(200);
+            self.schedule(d, Ev::Fault);
+        }
+        let d = 300 + self.rand(700);
+        self.schedule(d, Ev::Transfer);
+
+        while self.step < self.cfg.steps {
+            self.next_event()?;
+        }
+        self.begin_quiet()?;
+        let quiet_start = (self.now, self.step);
+        loop {
+            if self.cluster_settled() {
+                break;
+            }
+            if self.now > quiet_start.0 + LIVENESS_BOUND_MS
+                || self.step > quiet_start.1 + MAX_QUIET_STEPS
+            {
+                return Err(self.liveness_failure());
+            }
+            self.next_event()?;
+        }
+        for c in &mut self.clients {
+            c.abandon();
+        }
+        let history: Vec<_> = self
+            .clients
+            .iter()
+            .flat_map(|c| c.history.iter().cloned())
+            .collect();
+        if let Err(v) = linearizability::check(&history) {
+            return Err(self.fail("Linearizability", v.to_string()));
+        }
+        Ok(())
+    }
+
+    fn cluster_settled(&self) -> bool {
+        let leader = self
+            .nodes
+            .iter()
+            .any(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
+        leader && self.clients.iter().all(|c| c.pending.is_none())
+    }
+
+    fn liveness_failure(&self) -> Failure {
+        let roles: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match &n.raft {
+                Some(r) => format!("{}:{}@{}", n.id, r.role().name(), r.term()),
+                None => format!("{}:down", n.id),
+            })
+            .collect();
+        let pending: Vec<String> = self
+            .clients
+            .iter()
+            .filter_map(|c| {
+                c.pending
+                    .as_ref()
+                    .map(|p| format!("client {} seq {}", c.id, p.seq))
+            })
+            .collect();
+        self.fail(
+            "Liveness",
+            format!(
+                "{LIVENESS_BOUND_MS}ms after faults stopped: nodes [{}], pending [{}]",
+                roles.join(" "),
+                pending.join(", ")
+            ),
+        )
+    }
+
+    fn begin_quiet(&mut self) -> Result<(), Failure> {
+        self.quiet = true;
+        if !self.blocked.is_empty() {
+            self.blocked.clear();
+            self.emit(0, Kind::Heal);
+        }
+        self.weather.active.clear();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].raft.is_none() {
+                self.restart(i);
+            } else if self.nodes[i].paused {
+                self.resume(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn next_event(&mut self) -> Result<(), Failure> {
+        let Some(s) = self.queue.pop() else {
+            return Err(self.fail("Liveness", "no events left to run".into()));
+        };
+        self.now = s.time;
+        self.step += 1;
+        match s.ev {
+            Ev::Tick { node, inc } => self.on_tick(node, inc),
+            Ev::Deliver { id, msg } => self.on_deliver(id, msg),
+            Ev::ClientArrive {
+                node,
+                client,
+                seq,
+                op,
+            } => self.on_client_arrive(node, client, seq, op),
+            Ev::ClientReply {
+                client,
+                seq,
+                result,
+            } => {
+                self.on_client_reply(client, seq, result);
+                Ok(())
+            }
+            Ev::ClientTimer {
+                client,
+                seq,
+                attempt,
+            } => {
+                self.on_client_timer(client, seq, attempt);
+                Ok(())
+            }
+            Ev::ClientStart { client } => {
+                self.on_client_start(client);
+                Ok(())
+            }
+            Ev::Fault => self.on_fault(),
+            Ev::Transfer => self.on_transfer(),
+            Ev::Restart { node } => {
+                if self.nodes[node].raft.is_none() {
+                    self.restart(node);
+                }
+                Ok(())
+            }
+            Ev::Resume { node } => {
+                if self.nodes[node].paused {
+                    self.resume(node)
+                } else {
+                    Ok(())
+                }
+            }
+            Ev::Heal { epoch } => {
+                if epoch == self.partition_epoch && !self.blocked.is_empty() {
+                    self.blocked.clear();
+                    self.emit(0, Kind::Heal);
+                }
+                Ok(())
+            }
+            Ev::WeatherEnd { kind, epoch } => {
+                if self.weather.active.get(&kind) == Some(&epoch) {
+                    self.weather.active.remove(&kind);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ----- nodes ---------------------------------------------------------
+
+    fn restart(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let disk = n.disk.take().expect("a down node keeps its disk");
+        n.inc += 1;
+        n.commit = disk.hard_state().commit;
+        n.kv = Kv::default();
+        n.role = NodeRole::Follower;
+        n.new_leader = false;
+        let cfg = self.cfg.node_config(n.id);
+        let rng = node_rng(self.cfg.seed, n.id, n.inc);
+        n.raft = Some(Raft::new(cfg, disk, rng).expect("simulator config is valid"));
+        let (id, inc, period) = (n.id, n.inc, n.period);
+        if self.step > 0 {
+            self.emit(id, Kind::Restart);
+        }
+        let d = 1 + self.rand(period);
+        self.schedule(d, Ev::Tick { node: i, inc });
+    }
+
+    fn crash(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        self.emit(id, Kind::Crash);
+        let n = &mut self.nodes[i];
+        let raft = n.raft.take().expect("crash of a running node");
+        n.disk = Some(raft.into_storage());
+        n.paused = false;
+        n.missed_ticks = 0;
+        n.inbox.clear();
+        n.proposals.clear();
+        n.reads.clear();
+        n.ready_reads.clear();
+        self.stats.crashes += 1;
+    }
+
+    fn resume(&mut self, i: usize) -> Result<(), Failure> {
+        let id = self.nodes[i].id;
+        self.nodes[i].paused = false;
+        self.emit(id, Kind::Resume);
+        // A stalled process finds its clock moved on: the missed ticks come
+        // first, before any message that waited (a lease must not outlive
+        // the real time that passed).
+        let missed = std::mem::take(&mut self.nodes[i].missed_ticks);
+        for _ in 0..missed {
+            if let Some(r) = self.nodes[i].raft.as_mut() {
+                r.tick();
+            }
+            self.handle_ready(i)?;
+        }
+        let inbox = std::mem::take(&mut self.nodes[i].inbox);
+        for (id, msg) in inbox {
+            self.step_node(i, id, msg)?;
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self, i: usize, inc: u64) -> Result<(), Failure> {
+        let n = &mut self.nodes[i];
+        if n.raft.is_none() || n.inc != inc {
+            return Ok(());
+        }
+        let period = n.period;
+        if n.paused {
+            n.missed_ticks += 1;
+        } else {
+            n.raft.as_mut().expect("checked").tick();
+            self.handle_ready(i)?;
+        }
+        self.schedule(period, Ev::Tick { node: i, inc });
+        Ok(())
+    }
+
+    fn on_deliver(&mut self, id: u64, msg: Message) -> Result<(), Failure> {
+        let to = msg.to;
+        let i = to as usize - 1;
+        if self.nodes[i].raft.is_none() {
+            return self.drop_msg(id, to, "down");
+        }
+        if self.blocked.contains(&(msg.from, msg.to)) {
+            return self.drop_msg(id, to, "partition");
+        }
+        if self.nodes[i].paused {
+            self.nodes[i].inbox.push((id, msg));
+            return Ok(());
+        }
+        self.step_node(i, id, msg)
+    }
+
+    fn drop_msg(&mut self, id: u64, to: NodeId, reason: &str) -> Result<(), Failure> {
+        self.stats.messages_dropped += 1;
+        self.emit(
+            to,
+            Kind::Drop {
+                id,
+                to,
+                reason: reason.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    fn step_node(&mut self, i: usize, id: u64, msg: Message) -> Result<(), Failure> {
+        let node = self.nodes[i].id;
+        if self.trace.is_some() {
+            self.emit(
+                node,
+                Kind::Recv {
+                    id,
+                    from: msg.from,
+                    m: (&msg).into(),
+                },
+            );
+        }
+        let Some(r) = self.nodes[i].raft.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = r.step(msg) {
+            return Err(self.fail("Core error", format!("node {node}: {e}")));
+        }
+        self.handle_ready(i)
+    }
+
+    fn send(&mut self, msg: Message) {
+        let id = self.next_msg_id;
+        self.next_msg_id += 1;
+        self.stats.messages_sent += 1;
+        if self.trace.is_some() {
+            self.emit(
+                msg.from,
+                Kind::Send {
+                    id,
+                    to: msg.to,
+                    m: (&msg).into(),
+                },
+            );
+        }
+        if self.blocked.contains(&(msg.from, msg.to)) {
+            self.stats.messages_dropped += 1;
+            let to = msg.to;
+            self.emit(
+                msg.from,
+                Kind::Drop {
+                    id,
+                    to,
+                    reason: "partition".into(),
+                },
+            );
+            return;
+        }
+        let w = |k| self.weather.active.contains_key(&k);
+        let (drop, dup, delay, reorder) = (
+            w(FaultKind::Drop),
+            w(FaultKind::Duplicate),
+            w(FaultKind::Delay),
+            w(FaultKind::Reorder),
+        );
+        if drop && self.chance(15) {
+            self.stats.messages_dropped += 1;
+            let to = msg.to;
+            self.emit(
+                msg.from,
+                Kind::Drop {
+                    id,
+                    to,
+                    reason: "fault".into(),
+                },
+            );
+            return;
+        }
+        let mut latency = 1 + self.rand(3);
+        if reorder {
+            latency = 1 + self.rand(40);
+        }
+        if delay && self.chance(25) {
+            latency += 20 + self.rand(180);
+        }
+        if dup && self.chance(10) {
+            let extra = self.rand(30);
+            self.schedule(
+                latency + extra,
+                Ev::Deliver {
+                    id,
+                    msg: msg.clone(),
+                },
+            );
+        }
+        self.schedule(latency, Ev::Deliver { id, msg });
+    }
+
+    /// Drives node `i`'s `Ready` loop: persist, send, apply, advance.
+    fn handle_ready(&mut self, i: usize) -> Result<(), Failure> {
+        loop {
+            let node = self.nodes[i].id;
+            let Some(r) = self.nodes[i].raft.as_mut() else {
+                return Ok(());
+            };
+            if !r.has_ready() {
+                return Ok(());
+            }
+            let before = r.storage().hard_state();
+            let rd = r.ready();
+
+            // 1. Persist.
+            if !rd.entries.is_empty() {
+                {
+                    let (disk, log) = (r.storage(), r.raft_log());
+                    let check = self
+                        .inv
+                        .on_persist(node, &rd.entries, |i| disk.term(i).ok(), log);
+                    if let Err(v) = check {
+                        return Err(self.violated(v));
+                    }
+                }
+                let r = self.nodes[i].raft.as_mut().expect("running");
+                if let Err(e) = r.storage_mut().append(&rd.entries) {
+                    return Err(self.fail("Core error", format!("node {node}: {e}")));
+                }
+                let (first, last) = (rd.entries[0].index, rd.entries[rd.entries.len() - 1].index);
+                let last_term = rd.entries[rd.entries.len() - 1].term;
+                self.emit(
+                    node,
+                    Kind::Append {
+                        first,
+                        last,
+                        last_term,
+                    },
+                );
+            }
+            if let Some(hs) = rd.hard_state {
+                let r = self.nodes[i].raft.as_mut().expect("running");
+                r.storage_mut().set_hard_state(hs);
+                self.emit(
+                    node,
+                    Kind::Persist {
+                        hs_term: hs.term,
+                        vote: hs.vote,
+                        hs_commit: hs.commit,
+                    },
+                );
+                let old = self.nodes[i].commit;
+                if hs.commit > old {
+                    let r = self.nodes[i].raft.as_ref().expect("running");
+                    if let Err(v) = self
+                        .inv
+                        .on_commit(node, hs.term, old, hs.commit, r.raft_log())
+                    {
+                        return Err(self.violated(v));
+                    }
+                    self.nodes[i].commit = hs.commit;
+                    self.emit(node, Kind::Commit { index: hs.commit });
+                }
+                self.stats.max_term = self.stats.max_term.max(hs.term);
+            }
+            if let Some(ss) = rd.soft_state {
+                let r = self.nodes[i].raft.as_ref().expect("running");
+                if ss.role == Role::Leader {
+                    let term = r.term();
+                    if let Err(v) = self.inv.on_leader(node, term, r.raft_log()) {
+                        return Err(self.violated(v));
+                    }
+                    self.stats.leaders_elected += 1;
+                    self.nodes[i].new_leader = true;
+                } else {
+                    // Reads in flight die with the leadership.
+                    self.nodes[i].reads.clear();
+                    self.nodes[i].ready_reads.clear();
+                }
+                let from = std::mem::replace(&mut self.nodes[i].role, ss.role.into());
+                self.emit(
+                    node,
+                    Kind::Role {
+                        from,
+                        leader: ss.leader,
+                    },
+                );
+            }
+            for ev in &rd.events {
+                self.trace_core_event(node, ev);
+            }
+
+            // 2. Send.
+            for m in rd.messages.iter().cloned() {
+                self.send(m);
+            }
+
+            // 3. Apply.
+            if let (Some(f), Some(l)) = (rd.committed_entries.first(), rd.committed_entries.last())
+            {
+                let (first, last) = (f.index, l.index);
+                for e in &rd.committed_entries {
+                    if let Err(v) = self.inv.on_apply(node, e) {
+                        return Err(self.violated(v));
+                    }
+                    if e.kind != EntryKind::Normal {
+                        continue;
+                    }
+                    let req = match Request::decode(&e.data) {
+                        Ok(r) => r,
+                        Err(why) => return Err(self.fail("Core error", why)),
+                    };
+                    let result = self.nodes[i].kv.apply(&req);
+                    let c = req.client as usize - 1;
+                    if self.nodes[i].proposals.get(&c) == Some(&req.seq) {
+                        self.nodes[i].proposals.remove(&c);
+                        self.reply(node, c, req.seq, Reply::Done(result));
+                    }
+                }
+                self.emit(node, Kind::Apply { first, last });
+            }
+            for rs in &rd.read_states {
+                self.nodes[i].ready_reads.push((rs.index, rs.ctx));
+            }
+
+            // 4. Advance, then serve reads the state machine has caught up with.
+            let r = self.nodes[i].raft.as_mut().expect("running");
+            r.advance(&rd);
+            let applied = r.applied_index();
+            let ready = std::mem::take(&mut self.nodes[i].ready_reads);
+            for (index, ctx) in ready {
+                if index > applied {
+                    self.nodes[i].ready_reads.push((index, ctx));
+                    continue;
+                }
+                if let Some((c, seq, key)) = self.nodes[i].reads.remove(&ctx) {
+                    let v = self.nodes[i].kv.get(key);
+                    self.reply(node, c, seq, Reply::Done(v));
+                }
+            }
+            // Election writes: a new term or vote, or a new leader's first
+            // commit (the hand-over of the previous terms' entries).
+            let first_commit = rd.hard_state.is_some_and(|hs| hs.commit > before.commit)
+                && std::mem::take(&mut self.nodes[i].new_leader);
+            let election_write = first_commit
+                || rd
+                    .hard_state
+                    .is_some_and(|hs| hs.term != before.term || hs.vote != before.vote);
+            if rd.hard_state.is_some() && self.crash_point(election_write) {
+                // Crash right after a durable write: the moment in which a
+                // missing fsync or a reply sent too early would show.
+                self.crash_and_schedule_restart(i);
+                return Ok(());
+            }
+        }
+    }
+
+    fn trace_core_event(&mut self, node: NodeId, ev: &Event) {
+        let kind = match *ev {
+            Event::ElectionTimeout { pre_vote } => Kind::Timeout { pre_vote },
+            Event::CheckQuorumStepDown => Kind::Stepdown {
+                reason: "check_quorum".into(),
+            },
+            Event::TransferStarted { to } => Kind::Transfer {
+                phase: TransferPhase::Start,
+                to,
+            },
+            Event::TimeoutNowSent { to } => Kind::Transfer {
+                phase: TransferPhase::TimeoutNow,
+                to,
+            },
+            Event::TransferAborted { to } => Kind::Transfer {
+                phase: TransferPhase::Abort,
+                to,
+            },
+            Event::ReadReady { ctx, index, lease } => {
+                if lease {
+                    self.stats.lease_reads += 1;
+                } else {
+                    self.stats.read_index_reads += 1;
+                }
+                Kind::Read { ctx, index, lease }
+            }
+            Event::Voted {
+                candidate,
+                pre_vote,
+                granted,
+            } => Kind::Vote {
+                candidate,
+                pre_vote,
+                granted,
+            },
+        };
+        self.emit(node, kind);
+    }
+
+    // ----- clients -------------------------------------------------------
+
+    fn on_client_start(&mut self, c: usize) {
+        if self.quiet || self.clients[c].pending.is_some() {
+            return;
+        }
+        let key = self.rand(5);
+        let op = if self.chance(50) {
+            let value = self.next_value;
+            self.next_value += 1;
+            ClientOp::Put { key, value }
+        } else {
+            let roll = self.rand(100);
+            let path = if roll < 35 {
+                ReadPath::ReadIndex
+            } else if roll < 70 && self.cfg.check_quorum {
+                ReadPath::Lease
+            } else {
+                ReadPath::Log
+            };
+            ClientOp::Get { key, path }
+        };
+        let client = &mut self.clients[c];
+        let seq = client.next_seq;
+        client.next_seq += 1;
+        client.pending = Some(Pending {
+            seq,
+            op,
+            invoke: self.now,
+            attempt: 0,
+        });
+        self.client_send(c);
+    }
+
+    fn client_send(&mut self, c: usize) {
+        let client = &mut self.clients[c];
+        let Some(p) = client.pending.as_mut() else {
+            return;
+        };
+        p.attempt += 1;
+        let (seq, attempt, op) = (p.seq, p.attempt, p.op);
+        let node = client.target as usize - 1;
+        let d = 1 + self.rand(3);
+        self.schedule(
+            d,
+            Ev::ClientArrive {
+                node,
+                client: c,
+                seq,
+                op,
+            },
+        );
+        self.schedule(
+            CLIENT_TIMEOUT_MS,
+            Ev::ClientTimer {
+                client: c,
+                seq,
+                attempt,
+            },
+        );
+    }
+
+    fn on_client_arrive(
+        &mut self,
+        i: usize,
+        c: usize,
+        seq: u64,
+        op: ClientOp,
+    ) -> Result<(), Failure> {
+        let node = self.nodes[i].id;
+        if self.nodes[i].paused {
+            return Ok(()); // the client will time out
+        }
+        let client_id = self.clients[c].id;
+        let (op_name, key, value) = match op {
+            ClientOp::Put { key, value } => (TraceOp::Put, key, Some(value)),
+            ClientOp::Get { key, .. } => (TraceOp::Get, key, None),
+        };
+        if self.nodes[i].raft.is_none() {
+            return Ok(());
+        }
+        self.emit(
+            node,
+            Kind::Client {
+                dir: ClientDir::Request,
+                client: client_id,
+                seq,
+                op: op_name,
+                key,
+                value,
+                outcome: None,
+            },
+        );
+        let r = self.nodes[i].raft.as_mut().expect("checked");
+        let refused = match op {
+            ClientOp::Put { .. }
+            | ClientOp::Get {
+                path: ReadPath::Log,
+                ..
+            } => {
+                let cmd = match op {
+                    ClientOp::Put { key, value } => Command::Put { key, value },
+                    ClientOp::Get { key, .. } => Command::Get { key },
+                };
+                let req = Request {
+                    client: client_id,
+                    seq,
+                    cmd,
+                };
+                if matches!(op, ClientOp::Get { .. }) {
+                    self.stats.log_reads += 1;
+                }
+                let term = r.term();
+                match r.propose(req.encode(), Some(term)) {
+                    Ok(_) => {
+                        self.nodes[i].proposals.insert(c, seq);
+                        None
+                    }
+                    Err(ProposeError::NotLeader { leader }) => Some((leader, "not_leader")),
+                    Err(ProposeError::TransferInProgress { .. }) => Some((None, "transferring")),
+                    Err(ProposeError::TooManyUncommitted { .. }) => Some((Some(node), "busy")),
+                    Err(ProposeError::TermMismatch { .. }) => Some((None, "term_changed")),
+                }
+            }
+            ClientOp::Get { key, path } => {
+                let ctx = self.next_ctx;
+                self.next_ctx += 1;
+                let mode = if path == ReadPath::Lease {
+                    ReadMode::Lease
+                } else {
+                    ReadMode::ReadIndex
+                };
+                match r.read_index(ctx, mode) {
+                    Ok(()) => {
+                        self.nodes[i].reads.insert(ctx, (c, seq, key));
+                        None
+                    }
+                    Err(ReadError::NotLeader { leader }) => Some((leader, "not_leader")),
+                    Err(ReadError::NoCommitInTerm) => Some((Some(node), "not_ready")),
+                    Err(ReadError::TooManyPending { .. }) => Some((Some(node), "busy")),
+                    Err(ReadError::LeaseNeedsCheckQuorum) => Some((None, "no_lease")),
+                }
+            }
+        };
+        if let Some((hint, why)) = refused {
+            self.reply(node, c, seq, Reply::Refused { hint, why });
+        }
+        self.handle_ready(i)
+    }
+
+    fn reply(&mut self, node: NodeId, c: usize, seq: u64, result: Reply) {
+        if self.trace.is_some() {
+            let outcome = match result {
+                Reply::Done(_) => "ok",
+                Reply::Refused { why, .. } => why,
+            };
+            let value = match result {
+                Reply::Done(v) => v,
+                Reply::Refused { .. } => None,
+            };
+            // The client may have moved on; then only the seq identifies it.
+            let op = self.clients[c]
+                .pending
+                .as_ref()
+                .filter(|p| p.seq == seq)
+                .map(|p| p.op);
+            let (op, key) = match op {
+                Some(ClientOp::Put { key, .. }) => (TraceOp::Put, key),
+                Some(ClientOp::Get { key, .. }) => (TraceOp::Get, key),
+                None => (TraceOp::Get, 0),
+            };
+            let client = self.clients[c].id;
+            self.emit(
+                node,
+                Kind::Client {
+                    dir: ClientDir::Reply,
+                    client,
+                    seq,
+                    op,
+                    key,
+                    value,
+                    outcome: Some(outcome.into()),
+                },
+            );
+        }
+        let d = 1 + self.rand(3);
+        self.schedule(
+            d,
+            Ev::ClientReply {
+                client: c,
+                seq,
+                result,
+            },
+        );
+    }
+
+    fn on_client_reply(&mut self, c: usize, seq: u64, result: Reply) {
+        if self.clients[c].pending.as_ref().map(|p| p.seq) != Some(seq) {
+            return; // a late answer to an operation already finished
+        }
+        match result {
+            Reply::Done(v) => {
+                let now = self.now;
+                self.clients[c].complete(now, v);
+                self.stats.client_ops += 1;
+                let d = self.rand(20);
+                self.schedule(d, Ev::ClientStart { client: c });
+            }
+            Reply::Refused { hint, .. } => {
+                let n = self.cfg.nodes as u64;
+                let next = match hint {
+                    Some(h) if h != self.clients[c].target => h,
+                    _ => self.clients[c].target % n + 1,
+                };
+                self.clients[c].target = next;
+                // Back off a little so a leaderless cluster is not flooded.
+                let d = 5 + self.rand(20);
+                let attempt = self.clients[c].pending.as_ref().map_or(0, |p| p.attempt);
+                self.schedule(
+                    d,
+                    Ev::ClientTimer {
+                        client: c,
+                        seq,
+                        attempt,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_client_timer(&mut self, c: usize, seq: u64, attempt: u64) {
+        let Some(p) = self.clients[c].pending.as_ref() else {
+            return;
+        };
+        if p.seq != seq || p.attempt != attempt {
+            return;
+        }
+        let n = self.cfg.nodes as u64;
+        let t = self.clients[c].target;
+        if self.rand(2) == 0 {
+            self.clients[c].target = t % n + 1;
+        }
+        self.client_send(c);
+    }
+
+    // ----- faults --------------------------------------------------------
+
+    /// Whether to crash right after a durable hard-state write. Writes of a
+    /// new term or vote are rarer and matter more, so they draw more crashes.
+    fn crash_point(&mut self, election_write: bool) -> bool {
+        if self.quiet || !self.cfg.faults.has(FaultKind::Crash) {
+            return false;
+        }
+        self.rand(1000) < if election_write { 100 } else { 5 }
+    }
+
+    fn leader_index(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
+    }
+
+    /// Crashes node `i` and restarts it later: often at once (a supervisor
+    /// restarting a process), otherwise after up to 0.8 s.
+    fn crash_and_schedule_restart(&mut self, i: usize) {
+        self.crash(i);
+        let d = if self.chance(30) {
+            1 + self.rand(30)
+        } else {
+            50 + self.rand(750)
+        };
+        self.schedule(d, Ev::Restart { node: i });
+    }
+
+    fn on_transfer(&mut self) -> Result<(), Failure> {
+        if self.quiet {
+            return Ok(());
+        }
+        let d = 300 + self.rand(700);
+        self.schedule(d, Ev::Transfer);
+        let leader = self
+            .nodes
+            .iter()
+            .position(|n| !n.paused && n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
+        let Some(i) = leader else {
+            return Ok(());
+        };
+        let n = self.cfg.nodes as u64;
+        let to = 1 + self.rand(n);
+        let r = self.nodes[i].raft.as_mut().expect("leader runs");
+        if r.transfer_leader(to).is_ok() {
+            self.stats.transfers += 1;
+        }
+        self.handle_ready(i)
+    }
+
+    fn on_fault(&mut self) -> Result<(), Failure> {
+        if self.quiet {
+            return Ok(());
+        }
+        let d = 50 + self.rand(200);
+        self.schedule(d, Ev::Fault);
+        let kinds = self.cfg.faults.kinds();
+        let kind = kinds[self.rand(kinds.len() as u64) as usize];
+        let n = self.nodes.len();
+        match kind {
+            k if k.is_network_weather() => {
+                self.weather_epoch += 1;
+                let epoch = self.weather_epoch;
+                self.weather.active.insert(k, epoch);
+                let d = 100 + self.rand(900);
+                self.schedule(d, Ev::WeatherEnd { kind: k, epoch });
+            }
+            FaultKind::Partition | FaultKind::Asymmetric => {
+                let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+                let mut blocked = BTreeSet::new();
+                if kind == FaultKind::Partition {
+                    // A random split into two non-empty sides.
+                    let mask = 1 + self.rand((1 << n) - 2);
+                    for &a in &ids {
+                        for &b in &ids {
+                            let side = |x: NodeId| mask >> (x - 1) & 1;
+                            if side(a) != side(b) {
+                                blocked.insert((a, b));
+                            }
+                        }
+                    }
+                } else {
+                    // Cut one to three directed links.
+                    for _ in 0..1 + self.rand(3) {
+                        let a = ids[self.rand(n as u64) as usize];
+                        let b = ids[self.rand(n as u64) as usize];
+                        if a != b {
+                            blocked.insert((a, b));
+                        }
+                    }
+                }
+                self.blocked = blocked;
+                self.partition_epoch += 1;
+                self.stats.partitions += 1;
+                let pairs: Vec<(u64, u64)> = self.blocked.iter().copied().collect();
+                self.emit(0, Kind::Partition { blocked: pairs });
+                let d = 100 + self.rand(1400);
+                let epoch = self.partition_epoch;
+                self.schedule(d, Ev::Heal { epoch });
+            }
+            FaultKind::Crash => {
+                // Half the time the leader: losing it is what Raft is for.
+                let leader = self.leader_index();
+                let i = match leader {
+                    Some(l) if self.chance(50) => l,
+                    _ => self.rand(n as u64) as usize,
+                };
+                if self.nodes[i].raft.is_some() {
+                    self.crash_and_schedule_restart(i);
+                }
+            }
+            FaultKind::Pause => {
+                let i = self.rand(n as u64) as usize;
+                if self.nodes[i].raft.is_some() && !self.nodes[i].paused {
+                    self.nodes[i].paused = true;
+                    self.stats.pauses += 1;
+                    let id = self.nodes[i].id;
+                    self.emit(id, Kind::Pause);
+                    let d = 20 + self.rand(480);
+                    self.schedule(d, Ev::Resume { node: i });
+                }
+            }
+            FaultKind::TickRate => {
+                let i = self.rand(n as u64) as usize;
+                let period = TICK_MS - 1 + self.rand(3);
+                self.nodes[i].period = period;
+                let id = self.nodes[i].id;
+                self.emit(id, Kind::Tickrate { period });
+            }
+            _ => unreachable!("every kind is handled above"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,219 @@
+//! The Raft safety properties (Raft paper, Figure 3), checked incrementally
+//! after every simulated step.
+//!
+//! Each check looks only at what the step changed, so checking costs about
+//! as much as the step itself:
+//! - Election Safety: at most one leader per term, ever.
+//! - Log Matching: every `(index, term)` ever made durable anywhere names the
+//!   same entry and the same predecessor term. Since a predecessor is itself
+//!   an `(index, term)` pair, two logs that share an entry share the whole
+//!   prefix before it.
+//! - Leader Completeness: a new leader holds every entry known committed.
+//! - State Machine Safety: every node commits and applies, at each index,
+//!   the same entry; and no durable log ever overwrites a committed entry
+//!   (no committed entry is lost).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::core::{Entry, EntryKind, NodeId};
+use crate::log::RaftLog;
+use crate::storage::MemStorage;
+
+/// A broken safety property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The property's name, e.g. "Election Safety".
+    pub property: &'static str,
+    pub detail: String,
+}
+
+fn violation<T>(property: &'static str, detail: String) -> Result<T, Violation> {
+    Err(Violation { property, detail })
+}
+
+/// What the checker has learned about the whole cluster so far.
+#[derive(Debug, Default)]
+pub struct Invariants {
+    leaders: BTreeMap<u64, NodeId>,
+    /// (index, term) -> (content fingerprint, term of index - 1)
+    entries: HashMap<(u64, u64), (u64, u64)>,
+    /// committed[i - 1] is (the term of the entry committed at index i, the
+    /// lowest term in which any node saw it committed). The second is the
+    /// term of the leader that committed it: that leader is the first to
+    /// know. It never decreases along the log.
+    committed: Vec<(u64, u64)>,
+}
+
+fn fingerprint(e: &Entry) -> u64 {
+    // FNV-1a: stable across runs and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let kind = match e.kind {
+        EntryKind::Normal => 1u8,
+        EntryKind::Noop => 2u8,
+    };
+    for b in std::iter::once(kind).chain(e.data.iter().copied()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl Invariants {
+    /// The highest index known committed anywhere.
+    pub fn committed_index(&self) -> u64 {
+        self.committed.len() as u64
+    }
+
+    /// The term of the entry committed at `index`, if known.
+    pub fn committed_term(&self, index: u64) -> Option<u64> {
+        index
+            .checked_sub(1)
+            .and_then(|i| self.committed.get(i as usize).map(|c| c.0))
+    }
+
+    /// `node` became leader of `term` holding `log`: it must hold every entry
+    /// committed in an earlier term. (Entries committed in later terms need
+    /// not be there: a delayed vote can crown a stale leader after newer
+    /// terms committed things; it will fail to commit anything itself.)
+    pub fn on_leader(
+        &mut self,
+        node: NodeId,
+        term: u64,
+        log: &RaftLog<MemStorage>,
+    ) -> Result<(), Violation> {
+        if let Some(&other) = self.leaders.get(&term) {
+            if other != node {
+                return violation(
+                    "Election Safety",
+                    format!("nodes {other} and {node} are both leaders of term {term}"),
+                );
+            }
+        }
+        self.leaders.insert(term, node);
+        for (i, &(t, commit_term)) in self.committed.iter().enumerate() {
+            if commit_term >= term {
+                break;
+            }
+            let index = i as u64 + 1;
+            let mine = log.term(index);
+            if mine != Some(t) {
+                return violation(
+                    "Leader Completeness",
+                    format!(
+                        "node {node} leads term {term} but holds term {mine:?} at index {index}, \
+                         where term {t} was committed"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `node` is about to make `entries` durable. `durable_term` reads its
+    /// durable log as it is before the write; `log` is its log with the new
+    /// entries.
+    ///
+    /// Holding a different entry at a committed index is allowed (a stale
+    /// leader appends at indexes a newer leader has committed); replacing
+    /// the committed entry itself is not.
+    pub fn on_persist(
+        &mut self,
+        node: NodeId,
+        entries: &[Entry],
+        durable_term: impl Fn(u64) -> Option<u64>,
+        log: &RaftLog<MemStorage>,
+    ) -> Result<(), Violation> {
+        for e in entries {
+            if let Some(t) = self.committed_term(e.index) {
+                if t != e.term && durable_term(e.index) == Some(t) {
+                    return violation(
+                        "State Machine Safety",
+                        format!(
+                            "node {node} overwrote committed entry {} (term {t}) with term {}: \
+                             a committed entry was lost",
+                            e.index, e.term
+                        ),
+                    );
+                }
+            }
+            let prev_term = log.term(e.index - 1).unwrap_or(0);
+            let fp = fingerprint(e);
+            match self.entries.get(&(e.index, e.term)) {
+                Some(&(f, p)) if f != fp || p != prev_term => {
+                    return violation(
+                        "Log Matching",
+                        format!(
+                            "node {node} holds a different entry {} of term {} \
+                             (content or predecessor term {prev_term} vs {p} differ)",
+                            e.index, e.term
+                        ),
+                    )
+                }
+                Some(_) => {}
+                None => {
+                    self.entries.insert((e.index, e.term), (fp, prev_term));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `node`, in `term`, saw its commit index move from `from` to `to`.
+    pub fn on_commit(
+        &mut self,
+        node: NodeId,
+        term: u64,
+        from: u64,
+        to: u64,
+        log: &RaftLog<MemStorage>,
+    ) -> Result<(), Violation> {
+        for index in from + 1..=to {
+            let Some(term_at) = log.term(index) else {
+                return violation(
+                    "State Machine Safety",
+                    format!("node {node} committed index {index}, which it does not hold"),
+                );
+            };
+            match self.committed_term(index) {
+                Some(t) if t != term_at => {
+                    return violation(
+                        "State Machine Safety",
+                        format!(
+                            "node {node} committed term {term_at} at index {index}, \
+                             where another node committed term {t}"
+                        ),
+                    )
+                }
+                Some(_) => {
+                    let c = &mut self.committed[index as usize - 1].1;
+                    *c = (*c).min(term);
+                }
+                None => {
+                    debug_assert_eq!(index, self.committed_index() + 1);
+                    if index != self.committed_index() + 1 {
+                        return violation(
+                            "State Machine Safety",
+                            format!("node {node} committed index {index} out of order"),
+                        );
+                    }
+                    self.committed.push((term_at, term));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `node` applied `e` to its state machine.
+    pub fn on_apply(&self, node: NodeId, e: &Entry) -> Result<(), Violation> {
+        match self.committed_term(e.index) {
+            Some(t) if t == e.term => Ok(()),
+            other => violation(
+                "State Machine Safety",
+                format!(
+                    "node {node} applied entry {} of term {}, but the committed term there is {other:?}",
+                    e.index, e.term
+                ),
+            ),
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! Scenario scripts: small, readable programs that put a cluster of real
+//! cores through an exact sequence of events (the situations the Raft paper
+//! draws) and check the outcome.
+//!
+//! One command a line; `#` starts a comment. Nothing happens unless a
+//! command says so: messages wait in a queue until `deliver` or `stabilize`,
+//! time moves only with `tick`. After every command each node's `Ready` is
+//! handled (persist, queue messages, apply) and the simulator's invariant
+//! checks run, so a script can never silently break safety.
+//!
+//! ```text
+//! nodes 3                  # first line: cluster size, then options:
+//!                          #   prevote=off checkquorum=off
+//! campaign 1               # node 1's election timer fires
+//! stabilize                # deliver messages until none are left
+//! expect role 1 leader
+//! propose 1 hello          # a client command at node 1
+//! deliver 1->2             # deliver only the queued messages from 1 to 2
+//! drop                     # discard every queued message
+//! partition 1 2 | 3        # cut every link between the groups; `heal`
+//! isolate 3                # shorthand for `partition 3 | everyone else`
+//! crash 2 / restart 2      # lose what is not durable / start from disk
+//! tick 3 12                # 12 ticks on node 3 (`tick all 12` for all)
+//! transfer 1 2             # ask leader 1 to hand over to 2
+//! read 1 7                 # ReadIndex with context 7 at node 1
+//! log 3 1 1 2 2            # (node down) replace node 3's log by entries
+//!                          # of terms 1 1 2 2, and its term by the last
+//! expect role|term|commit|log|leader|error|read ...   (see `expect`)
+//! ```
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt::Write as _;
+
+use rand_core::SeedableRng;
+use rand_pcg::Pcg64Mcg;
+
+use super::invariants::Invariants;
+use crate::core::{
+    BugSet, Config, Entry, EntryKind, HardState, Message, NodeId, Raft, ReadMode, Role,
+};
+use crate::storage::{MemStorage, Storage};
+
+/// A script that could not run, or whose expectation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct ScriptError {
+    /// 1-based line of the offending command.
+    pub line: usize,
+    pub reason: String,
+}
+
+struct Node {
+    id: NodeId,
+    raft: Option<Raft<MemStorage>>,
+    disk: Option<MemStorage>,
+    commit: u64,
+    read_states: Vec<(u64, u64)>,
+}
+
+struct Scenario {
+    nodes: Vec<Node>,
+    queue: VecDeque<Message>,
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    inv: Invariants,
+    pre_vote: bool,
+    check_quorum: bool,
+    bugs: BugSet,
+    last_error: Option<String>,
+    out: String,
+}
+
+/// Runs `text` and returns its transcript: each command followed by what
+/// it caused (role changes, commits, refusals).
+pub fn run_script(text: &str) -> Result<String, ScriptError> {
+    run_script_with_bugs(text, BugSet::default())
+}
+
+/// Runs `text` with `bugs` injected into every node (they only take effect
+/// in builds with the `bug-injection` feature).
+pub fn run_script_with_bugs(text: &str, bugs: BugSet) -> Result<String, ScriptError> {
+    let mut sc: Option<Scenario> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let cmd = raw.split('#').next().unwrap_or("").trim();
+        if cmd.is_empty() {
+            continue;
+        }
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let err = |reason: String| ScriptError { line, reason };
+        match sc.as_mut() {
+            None => {
+                if words[0] != "nodes" {
+                    return Err(err("a script starts with `nodes N`".into()));
+                }
+                sc = Some(Scenario::new(&words[1..], bugs).map_err(err)?);
+            }
+            Some(s) => {
+                let _ = writeln!(s.out, "> {cmd}");
+                s.command(&words).map_err(err)?;
+            }
+        }
+    }
+    match sc {
+        Some(s) => Ok(s.out),
+        None => Err(ScriptError {
+            line: 1,
+            reason: "empty script".into(),
+        }),
+    }
+}
+
+fn parse_id(s: &str, n: usize) -> Result<NodeId, String> {
+    let id: NodeId = s.parse().map_err(|_| format!("'{s}' is not a node id"))?;
+    if id == 0 || id as usize > n {
+        return Err(format!("no node {id} (nodes are 1..={n})"));
+    }
+    Ok(id)
+}
+
+fn parse_num(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| format!("'{s}' is not a number"))
+}
+
+fn parse_link(s: &str, n: usize) -> Result<(NodeId, NodeId), String> {
+    let (a, b) = s
+        .split_once("->")
+        .ok_or_else(|| format!("'{s}' is not a link like 1->2"))?;
+    Ok((parse_id(a, n)?, parse_id(b, n)?))
+}
+
+impl Scenario {
+    fn new(args: &[&str], bugs: BugSet) -> Result<Scenario, String> {
+        let n = args
+            .first()
+            .ok_or("`nodes` needs a count")?
+            .parse::<usize>()
+            .map_err(|_| "`nodes` needs a count".to_string())?;
+        if !(1..=9).contains(&n) {
+            return Err(format!("{n} nodes: a script runs 1 to 9"));
+        }
+        let mut sc = Scenario {
+            nodes: Vec::new(),
+            queue: VecDeque::new(),
+            blocked: BTreeSet::new(),
+            inv: Invariants::default(),
+            pre_vote: true,
+            check_quorum: true,
+            bugs,
+            last_error: None,
+            out: String::new(),
+        };
+        for opt in &args[1..] {
+            match *opt {
+                "prevote=off" => sc.pre_vote = false,
+                "prevote=on" => sc.pre_vote = true,
+                "checkquorum=off" => sc.check_quorum = false,
+                "checkquorum=on" => sc.check_quorum = true,
+                o => return Err(format!("unknown option '{o}'")),
+            }
+        }
+        let ids: Vec<NodeId> = (1..=n as u64).collect();
+        for &id in &ids {
+            sc.nodes.push(Node {
+                id,
+                raft: None,
+                disk: Some(MemStorage::new(ids.clone())),
+                commit: 0,
+                read_states: Vec::new(),
+            });
+            sc.start(id)?;
+        }
+        Ok(sc)
+    }
+
+    fn config(&self, id: NodeId) -> Config {
+        let mut c = Config::new(id);
+        c.pre_vote = self.pre_vote;
+        c.check_quorum = self.check_quorum;
+        #[cfg(feature = "bug-injection")]
+        {
+            c.bugs = self.bugs;
+        }
+        #[cfg(not(feature = "bug-injection"))]
+        let _ = self.bugs;
+        c
+    }
+
+    fn start(&mut self, id: NodeId) -> Result<(), String> {
+        let cfg = self.config(id);
+        let n = &mut self.nodes[id as usize - 1];
+        let disk = n.disk.take().ok_or(format!("node {id} is running"))?;
+        n.commit = disk.hard_state().commit;
+        let rng = Box::new(Pcg64Mcg::seed_from_u64(id));
+        n.raft = Some(Raft::new(cfg, disk, rng).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn raft(&mut self, id: NodeId) -> Result<&mut Raft<MemStorage>, String> {
+        self.nodes[id as usize - 1]
+            .raft
+            .as_mut()
+            .ok_or(format!("node {id} is down"))
+    }
+
+    fn command(&mut self, w: &[&str]) -> Result<(), String> {
+        let n = self.nodes.len();
+        self.last_error = None;
+        match w {
+            ["campaign", id] => {
+                let id = parse_id(id, n)?;
+                self.raft(id)?.campaign_now();
+            }
+            ["tick", who] | ["tick", who, _] => {
+                let count = w.get(2).map_or(Ok(1), |c| parse_num(c))?;
+                let ids: Vec<NodeId> = if *who == "all" {
+                    self.nodes
+                        .iter()
+                        .filter(|x| x.raft.is_some())
+                        .map(|x| x.id)
+                        .collect()
+                } else {
+                    vec![parse_id(who, n)?]
+                };
+                for _ in 0..count {
+                    for &id in &ids {
+                        self.raft(id)?.tick();
+                        self.process(id)?;
+                    }
+                }
+            }
+            ["propose", id, data @ ..] => {
+                let id = parse_id(id, n)?;
+                let data = data.join(" ").into_bytes();
+                if let Err(e) = self.raft(id)?.propose(data, None) {
+                    self.refused(e.to_string());
+                }
+            }
+            ["read", id, ctx] => {
+                let (id, ctx) = (parse_id(id, n)?, parse_num(ctx)?);
+                if let Err(e) = self.raft(id)?.read_index(ctx, ReadMode::ReadIndex) {
+                    self.refused(e.to_string());
+                }
+            }
+            ["transfer", id, to] => {
+                let (id, to) = (parse_id(id, n)?, parse_id(to, n)?);
+                if let Err(e) = self.raft(id)?.transfer_leader(to) {
+                    self.refused(e.to_string());
+                }
+            }
+            ["deliver"] => self.deliver(None)?,
+            ["deliver", link] => {
+                let link = parse_link(link, n)?;
+                self.deliver(Some(link))?;
+            }
+            ["stabilize"] => {
+                let mut rounds = 0;
+                while !self.queue.is_empty() {
+                    rounds += 1;
+                    if rounds > 1000 {
+                        return Err("stabilize: messages still flowing after 1000 rounds".into());
+                    }
+                    self.deliver(None)?;
+                }
+            }
+            ["drop"] => self.queue.clear(),
+            ["drop", link] => {
+                let (a, b) = parse_link(link, n)?;
+                self.queue.retain(|m| (m.from, m.to) != (a, b));
+            }
+            ["partition", rest @ ..] => {
+                let text = rest.join(" ");
+                let mut groups = Vec::new();
+                for g in text.split('|') {
+                    let ids: Result<Vec<_>, _> =
+                        g.split_whitespace().map(|x| parse_id(x, n)).collect();
+                    groups.push(ids?);
+                }
+                self.partition(&groups);
+            }
+            ["isolate", id] => {
+                let id = parse_id(id, n)?;
+                let rest: Vec<NodeId> = (1..=n as u64).filter(|&x| x != id).collect();
+                self.partition(&[vec![id], rest]);
+            }
+            ["heal"] => self.blocked.clear(),
+            ["crash", id] => {
+                let id = parse_id(id, n)?;
+                let node = &mut self.nodes[id as usize - 1];
+                let raft = node.raft.take().ok_or(format!("node {id} is down"))?;
+                node.disk = Some(raft.into_storage());
+                node.read_states.clear();
+                self.queue.retain(|m| m.to != id);
+            }
+            ["restart", id] => {
+                let id = parse_id(id, n)?;
+                self.start(id)?;
+            }
+            ["log", id, terms @ ..] => {
+                let id = parse_id(id, n)?;
+                self.set_log(id, terms)?;
+            }
+            ["expect", what @ ..] => self.expect(what)?,
+            _ => return Err(format!("unknown command '{}'", w.join(" "))),
+        }
+        for id in 1..=n as u64 {
+            self.process(id)?;
+        }
+        Ok(())
+    }
+
+    fn refused(&mut self, e: String) {
+        let _ = writeln!(self.out, "  refused: {e}");
+        self.last_error = Some(e);
+    }
+
+    fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        self.blocked.clear();
+        for (i, a) in groups.iter().enumerate() {
+            for (j, b) in groups.iter().enumerate() {
+                if i != j {
+                    for &x in a {
+                        for &y in b {
+                            self.blocked.insert((x, y));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_log(&mut self, id: NodeId, terms: &[&str]) -> Result<(), String> {
+        let node = &mut self.nodes[id as usize - 1];
+        let disk = node
+            .disk
+            .as_mut()
+            .ok_or(format!("`log` needs node {id} down (crash it first)"))?;
+        let mut entries = Vec::new();
+        let mut last = 0;
+        for (i, t) in terms.iter().enumerate() {
+            let term = parse_num(t)?;
+            if term < last {
+                return Err("log terms must not decrease".into());
+            }
+            last = term;
+            entries.push(Entry {
+                index: i as u64 + 1,
+                term,
+                kind: EntryKind::Normal,
+                data: format!("n{id}-{}", i + 1).into_bytes(),
+            });
+        }
+        let voters = disk.initial_state().map_err(|e| e.to_string())?.1.voters;
+        let mut fresh = MemStorage::new(voters);
+        fresh.append(&entries).map_err(|e| e.to_string())?;
+        fresh.set_hard_state(HardState {
+            term: last,
+            vote: None,
+            commit: 0,
+        });
+        *disk = fresh;
+        node.commit = 0;
+        // Hand-made logs are outside the invariants' knowledge; register
+        // them so later checks compare against what the script built.
+        let log = crate::core::log::RaftLog::new(disk.clone(), 0, 0);
+        self.inv
+            .on_persist(id, &entries, |_| None, &log)
+            .map_err(|v| format!("{}: {}", v.property, v.detail))?;
+        Ok(())
+    }
+
+    fn deliver(&mut self, only: Option<(NodeId, NodeId)>) -> Result<(), String> {
+        let batch: Vec<Message> = std::mem::take(&mut self.queue).into();
+        for m in batch {
+            if only.is_some_and(|l| l != (m.from, m.to)) {
+                self.queue.push_back(m);
+                continue;
+            }
+            if self.blocked.contains(&(m.from, m.to)) {
+                continue;
+            }
+            let to = m.to;
+            let Some(r) = self.nodes[to as usize - 1].raft.as_mut() else {
+                continue;
+            };
+            r.step(m).map_err(|e| format!("node {to}: {e}"))?;
+            self.process(to)?;
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, id: NodeId) -> Result<(), String> {
+        let i = id as usize - 1;
+        loop {
+            let Some(r) = self.nodes[i].raft.as_mut() else {
+                return Ok(());
+            };
+            if !r.has_ready() {
+                return Ok(());
+            }
+            let rd = r.ready();
+            let broken = |v: super::invariants::Violation| format!("{}: {}", v.property, v.detail);
+            if !rd.entries.is_empty() {
+                let (disk, log) = (r.storage(), r.raft_log());
+                self.inv
+                    .on_persist(id, &rd.entries, |x| disk.term(x).ok(), log)
+                    .map_err(broken)?;
+                r.storage_mut()
+                    .append(&rd.entries)
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(hs) = rd.hard_state {
+                r.storage_mut().set_hard_state(hs);
+                let old = self.nodes[i].commit;
+                if hs.commit > old {
+                    let r = self.nodes[i].raft.as_ref().expect("running");
+                    self.inv
+                        .on_commit(id, hs.term, old, hs.commit, r.raft_log())
+                        .map_err(broken)?;
+                    self.nodes[i].commit = hs.commit;
+                    let _ = writeln!(self.out, "  node {id}: commit {}", hs.commit);
+                }
+            }
+            let r = self.nodes[i].raft.as_ref().expect("running");
+            if let Some(ss) = rd.soft_state {
+                if ss.role == Role::Leader {
+                    self.inv
+                        .on_leader(id, r.term(), r.raft_log())
+                        .map_err(broken)?;
+                }
+                let _ = writeln!(
+                    self.out,
+                    "  node {id}: {} in term {}",
+                    ss.role.name(),
+                    r.term()
+                );
+            }
+            self.queue.extend(rd.messages.iter().cloned());
+            for e in &rd.committed_entries {
+                self.inv.on_apply(id, e).map_err(broken)?;
+            }
+            for rs in &rd.read_states {
+                self.nodes[i].read_states.push((rs.ctx, rs.index));
+                let _ = writeln!(
+                    self.out,
+                    "  node {id}: read {} ready at index {}",
+                    rs.ctx, rs.index
+                );
+            }
+            self.nodes[i].raft.as_mut().expect("running").advance(&rd);
+        }
+    }
+
+    /// `expect role N leader|follower|candidate|precandidate|down`,
+    /// `expect leader N` (N leads and nobody else does in its term),
+    /// `expect term N T`, `expect commit N C`, `expect log N t1 t2 ...`
+    /// (the terms of N's whole log), `expect error TEXT` (the last command
+    /// was refused with a message containing TEXT), `expect read N CTX IDX`.
+    fn expect(&mut self, w: &[&str]) -> Result<(), String> {
+        let n = self.nodes.len();
+        match w {
+            ["role", id, role] => {
+                let id = parse_id(id, n)?;
+                let got = self.nodes[id as usize - 1]
+                    .raft
+                    .as_ref()
+                    .map_or("down", |r| r.role().name());
+                if got != *role {
+                    return Err(format!("node {id} is {got}, expected {role}"));
+                }
+            }
+            ["leader", id] => {
+                let id = parse_id(id, n)?;
+                let r = self.raft(id)?;
+                if r.role() != Role::Leader {
+                    return Err(format!("node {id} is {}, expected leader", r.role().name()));
+                }
+            }
+            ["term", id, t] => {
+                let (id, t) = (parse_id(id, n)?, parse_num(t)?);
+                let got = self.raft(id)?.term();
+                if got != t {
+                    return Err(format!("node {id} is in term {got}, expected {t}"));
+                }
+            }
+            ["commit", id, c] => {
+                let (id, c) = (parse_id(id, n)?, parse_num(c)?);
+                let got = self.raft(id)?.commit_index();
+                if got != c {
+                    return Err(format!("node {id} has commit {got}, expected {c}"));
+                }
+            }
+            ["log", id, terms @ ..] => {
+                let id = parse_id(id, n)?;
+                let want: Result<Vec<u64>, _> = terms.iter().map(|t| parse_num(t)).collect();
+                let want = want?;
+                let r = self.raft(id)?;
+                let log = r.raft_log();
+                let got: Vec<u64> = (1..=log.last_index())
+                    .map(|i| log.term(i).unwrap_or(0))
+                    .collect();
+                if got != want {
+                    return Err(format!("node {id} log terms {got:?}, expected {want:?}"));
+                }
+            }
+            ["error", text @ ..] => {
+                let text = text.join(" ");
+                match &self.last_error {
+                    Some(e) if e.contains(&text) => {}
+                    Some(e) => return Err(format!("refused with '{e}', expected '{text}'")),
+                    None => return Err(format!("nothing was refused, expected '{text}'")),
+                }
+            }
+            ["read", id, ctx, index] => {
+                let (id, ctx, index) = (parse_id(id, n)?, parse_num(ctx)?, parse_num(index)?);
+                let rs = &self.nodes[id as usize - 1].read_states;
+                if !rs.contains(&(ctx, index)) {
+                    return Err(format!(
+                        "node {id} has reads {rs:?}, expected ({ctx}, {index})"
+                    ));
+                }
+            }
+            _ => return Err(format!("unknown expectation '{}'", w.join(" "))),
+        }
+        Ok(())
+    }
+}
