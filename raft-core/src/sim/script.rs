@@ -10,7 +10,8 @@
 //!
 //! ```text
 //! nodes 3                  # first line: cluster size, then options:
-//!                          #   prevote=off checkquorum=off
+//!                          #   prevote=off checkquorum=off batch=N
+//!                          #   (batch: most entries per Append)
 //! campaign 1               # node 1's election timer fires
 //! stabilize                # deliver messages until none are left
 //! expect role 1 leader
@@ -25,6 +26,7 @@
 //! read 1 7                 # ReadIndex with context 7 at node 1
 //! log 3 1 1 2 2            # (node down) replace node 3's log by entries
 //!                          # of terms 1 1 2 2, and its term by the last
+//!                          # (or by T with a trailing `term=T`)
 //! expect role|term|commit|log|leader|error|read ...   (see `expect`)
 //! ```
 
@@ -64,6 +66,7 @@ struct Scenario {
     inv: Invariants,
     pre_vote: bool,
     check_quorum: bool,
+    max_entries_per_msg: usize,
     bugs: BugSet,
     last_error: Option<String>,
     out: String,
@@ -145,6 +148,7 @@ impl Scenario {
             inv: Invariants::default(),
             pre_vote: true,
             check_quorum: true,
+            max_entries_per_msg: 64,
             bugs,
             last_error: None,
             out: String::new(),
@@ -155,6 +159,13 @@ impl Scenario {
                 "prevote=on" => sc.pre_vote = true,
                 "checkquorum=off" => sc.check_quorum = false,
                 "checkquorum=on" => sc.check_quorum = true,
+                o if o.starts_with("batch=") => {
+                    sc.max_entries_per_msg = o[6..]
+                        .parse()
+                        .ok()
+                        .filter(|&b| b > 0)
+                        .ok_or(format!("bad option '{o}': batch=N needs N >= 1"))?;
+                }
                 o => return Err(format!("unknown option '{o}'")),
             }
         }
@@ -176,6 +187,7 @@ impl Scenario {
         let mut c = Config::new(id);
         c.pre_vote = self.pre_vote;
         c.check_quorum = self.check_quorum;
+        c.max_entries_per_msg = self.max_entries_per_msg;
         #[cfg(feature = "bug-injection")]
         {
             c.bugs = self.bugs;
@@ -204,7 +216,9 @@ impl Scenario {
 
     fn command(&mut self, w: &[&str]) -> Result<(), String> {
         let n = self.nodes.len();
-        self.last_error = None;
+        if w[0] != "expect" {
+            self.last_error = None;
+        }
         match w {
             ["campaign", id] => {
                 let id = parse_id(id, n)?;
@@ -336,7 +350,12 @@ impl Scenario {
             .ok_or(format!("`log` needs node {id} down (crash it first)"))?;
         let mut entries = Vec::new();
         let mut last = 0;
+        let mut hs_term = None;
         for (i, t) in terms.iter().enumerate() {
+            if let Some(v) = t.strip_prefix("term=") {
+                hs_term = Some(parse_num(v)?);
+                continue;
+            }
             let term = parse_num(t)?;
             if term < last {
                 return Err("log terms must not decrease".into());
@@ -346,14 +365,19 @@ impl Scenario {
                 index: i as u64 + 1,
                 term,
                 kind: EntryKind::Normal,
-                data: format!("n{id}-{}", i + 1).into_bytes(),
+                // Same (index, term), same entry: as if one leader made it.
+                data: format!("t{term}-i{}", i + 1).into_bytes(),
             });
         }
         let voters = disk.initial_state().map_err(|e| e.to_string())?.1.voters;
         let mut fresh = MemStorage::new(voters);
         fresh.append(&entries).map_err(|e| e.to_string())?;
+        let term = hs_term.unwrap_or(last);
+        if term < last {
+            return Err(format!("term={term} is below the last entry's term {last}"));
+        }
         fresh.set_hard_state(HardState {
-            term: last,
+            term,
             vote: None,
             commit: 0,
         });
@@ -433,6 +457,26 @@ impl Scenario {
                     ss.role.name(),
                     r.term()
                 );
+            }
+            for ev in &rd.events {
+                let note = match ev {
+                    crate::core::Event::ElectionTimeout { pre_vote } => {
+                        format!(
+                            "election timeout ({})",
+                            if *pre_vote { "pre-vote" } else { "vote" }
+                        )
+                    }
+                    crate::core::Event::CheckQuorumStepDown => "no quorum heard: steps down".into(),
+                    crate::core::Event::TransferStarted { to } => {
+                        format!("transfer to {to} started")
+                    }
+                    crate::core::Event::TimeoutNowSent { to } => format!("TimeoutNow sent to {to}"),
+                    crate::core::Event::TransferAborted { to } => {
+                        format!("transfer to {to} abandoned")
+                    }
+                    _ => continue,
+                };
+                let _ = writeln!(self.out, "  node {id}: {note}");
             }
             self.queue.extend(rd.messages.iter().cloned());
             for e in &rd.committed_entries {
