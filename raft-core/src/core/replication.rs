@@ -183,7 +183,10 @@ impl<S: Storage> Raft<S> {
                 pr.inflights.free_first();
             }
             if pr.matched < last {
-                self.send_append(from, false);
+                // Even with nothing new to send: if appends were lost, the
+                // follower rejects this one and replication resumes from
+                // where it really is, instead of waiting for a proposal.
+                self.send_append(from, true);
             }
         }
         self.ack_read_round(from, read_round);

@@ -1,0 +1,256 @@
+//! Unit-level behaviour of the core through its public API: batching and
+//! pipelining limits, fast backtracking, reads and their refusals,
+//! expected-term proposals, and input validation.
+
+use rand_core::SeedableRng;
+use raft_core::storage::MemStorage;
+use raft_core::{
+    Config, Entry, EntryKind, Error, Message, MessageBody, ProposeError, Raft, ReadError, ReadMode,
+    Role,
+};
+
+type Node = Raft<MemStorage>;
+
+fn node(id: u64, voters: &[u64], tweak: impl Fn(&mut Config)) -> Node {
+    let mut cfg = Config::new(id);
+    tweak(&mut cfg);
+    let rng = Box::new(rand_pcg::Pcg64Mcg::seed_from_u64(id));
+    Raft::new(cfg, MemStorage::new(voters.to_vec()), rng).expect("valid")
+}
+
+/// Handles every node's `Ready` and returns the messages they sent.
+fn drain(nodes: &mut [Node]) -> Vec<Message> {
+    let mut out = Vec::new();
+    for n in nodes.iter_mut() {
+        while n.has_ready() {
+            let rd = n.ready();
+            n.storage_mut().append(&rd.entries).expect("append");
+            if let Some(hs) = rd.hard_state {
+                n.storage_mut().set_hard_state(hs);
+            }
+            out.extend(rd.messages.iter().cloned());
+            n.advance(&rd);
+        }
+    }
+    out
+}
+
+/// Delivers messages until none are left, except those `keep` filters out.
+fn stabilize(nodes: &mut [Node], keep: impl Fn(&Message) -> bool) {
+    let mut msgs = drain(nodes);
+    for _ in 0..1000 {
+        if msgs.is_empty() {
+            return;
+        }
+        for m in std::mem::take(&mut msgs) {
+            if keep(&m) {
+                let to = m.to as usize - 1;
+                nodes[to].step(m).expect("step");
+            }
+        }
+        msgs = drain(nodes);
+    }
+    panic!("messages kept flowing");
+}
+
+fn cluster(n: u64, tweak: impl Fn(&mut Config) + Copy) -> Vec<Node> {
+    let voters: Vec<u64> = (1..=n).collect();
+    let mut nodes: Vec<Node> = voters.iter().map(|&id| node(id, &voters, tweak)).collect();
+    // Let the restart guard (one election timeout) pass, then elect node 1.
+    for n in nodes.iter_mut() {
+        for _ in 0..10 {
+            n.tick();
+        }
+    }
+    drain(&mut nodes);
+    nodes[0].campaign_now();
+    stabilize(&mut nodes, |_| true);
+    assert_eq!(nodes[0].role(), Role::Leader);
+    nodes
+}
+
+#[test]
+fn appends_respect_entry_and_byte_limits() {
+    let mut nodes = cluster(3, |c| {
+        c.max_entries_per_msg = 3;
+        c.max_bytes_per_msg = 200;
+        c.max_inflight_msgs = 1000;
+    });
+    // Node 3 misses everything for a while.
+    for i in 0..20 {
+        nodes[0].propose(vec![i; 40], None).expect("leader");
+    }
+    stabilize(&mut nodes, |m| m.to != 3 && m.from != 3);
+    nodes[0].tick();
+    let mut biggest = (0, 0);
+    let mut msgs = drain(&mut nodes);
+    for _ in 0..200 {
+        for m in std::mem::take(&mut msgs) {
+            if let MessageBody::Append { entries, .. } = &m.body {
+                let bytes: u64 = entries.iter().map(Entry::size).sum();
+                biggest = (biggest.0.max(entries.len()), biggest.1.max(bytes));
+            }
+            let to = m.to as usize - 1;
+            nodes[to].step(m).expect("step");
+        }
+        msgs = drain(&mut nodes);
+    }
+    assert!(biggest.0 <= 3, "{biggest:?}");
+    assert!(biggest.1 <= 200, "{biggest:?}");
+    assert_eq!(nodes[2].raft_log().last_index(), nodes[0].raft_log().last_index());
+}
+
+#[test]
+fn pipelining_is_bounded_by_the_inflight_window() {
+    let mut nodes = cluster(3, |c| {
+        c.max_entries_per_msg = 1;
+        c.max_inflight_msgs = 4;
+    });
+    for i in 0..20 {
+        nodes[0].propose(vec![i], None).expect("leader");
+    }
+    let appends_to_2 = drain(&mut nodes)
+        .iter()
+        .filter(|m| m.to == 2 && matches!(&m.body, MessageBody::Append { entries, .. } if !entries.is_empty()))
+        .count();
+    // Node 2 is in replicate state: 4 messages go out without waiting.
+    assert_eq!(appends_to_2, 4);
+}
+
+#[test]
+fn lost_appends_are_repaired_with_few_rejections() {
+    // Node 2 holds 50 entries of a term the leader never had.
+    let mut nodes = cluster(3, |c| c.max_inflight_msgs = 1000);
+    // Cut node 2 off, write 50 entries it misses, then count how many
+    // rejections it takes to repair it.
+    for i in 0..50 {
+        nodes[0].propose(vec![i], None).expect("leader");
+    }
+    stabilize(&mut nodes, |m| m.to != 2 && m.from != 2);
+    let mut rejections = 0;
+    nodes[0].tick();
+    let mut msgs = drain(&mut nodes);
+    for _ in 0..100 {
+        for m in std::mem::take(&mut msgs) {
+            if matches!(m.body, MessageBody::AppendResponse { success: false, index, .. } if index > 0) {
+                rejections += 1;
+            }
+            let to = m.to as usize - 1;
+            nodes[to].step(m).expect("step");
+        }
+        msgs = drain(&mut nodes);
+    }
+    assert_eq!(nodes[1].raft_log().last_index(), nodes[0].raft_log().last_index());
+    assert!(rejections <= 2, "{rejections} rejections to repair a 50-entry gap");
+}
+
+#[test]
+fn proposals_with_a_stale_expected_term_are_refused() {
+    let mut nodes = cluster(3, |_| {});
+    let term = nodes[0].term();
+    assert!(nodes[0].propose(b"a".to_vec(), Some(term)).is_ok());
+    assert_eq!(
+        nodes[0].propose(b"b".to_vec(), Some(term - 1)),
+        Err(ProposeError::TermMismatch {
+            expected: term - 1,
+            current: term
+        })
+    );
+    assert!(matches!(
+        nodes[1].propose(b"c".to_vec(), None),
+        Err(ProposeError::NotLeader { leader: Some(1) })
+    ));
+}
+
+#[test]
+fn lease_reads_need_check_quorum() {
+    let mut nodes = cluster(3, |c| c.check_quorum = false);
+    assert_eq!(nodes[0].read_index(1, ReadMode::Lease), Err(ReadError::LeaseNeedsCheckQuorum));
+    assert!(nodes[0].read_index(2, ReadMode::ReadIndex).is_ok());
+}
+
+#[test]
+fn a_lease_read_is_served_without_a_round_trip_only_while_the_lease_holds() {
+    let mut nodes = cluster(3, |_| {});
+    // A heartbeat round gives the leader fresh acknowledgements.
+    nodes[0].tick();
+    stabilize(&mut nodes, |_| true);
+    nodes[0].read_index(1, ReadMode::Lease).expect("leader");
+    let rd = nodes[0].ready();
+    assert_eq!(rd.read_states.len(), 1, "served at once");
+    assert!(rd.messages.is_empty(), "no round trip");
+    nodes[0].advance(&rd);
+    // Cut the followers off: after lease_tick ticks without answers the
+    // lease is gone and a lease read falls back to a ReadIndex round.
+    for _ in 0..6 {
+        nodes[0].tick();
+    }
+    drain(&mut nodes);
+    nodes[0].read_index(2, ReadMode::Lease).expect("still leader");
+    let rd = nodes[0].ready();
+    assert!(rd.read_states.is_empty(), "lease expired: must confirm first");
+    assert!(rd.messages.iter().any(|m| matches!(m.body, MessageBody::Heartbeat { read_round, .. } if read_round > 0)));
+}
+
+#[test]
+fn read_index_waits_for_a_quorum() {
+    let mut nodes = cluster(3, |_| {});
+    nodes[0].read_index(9, ReadMode::ReadIndex).expect("leader");
+    let rd = nodes[0].ready();
+    assert!(rd.read_states.is_empty(), "not before a quorum confirms");
+    let beats: Vec<Message> = rd.messages.clone();
+    nodes[0].advance(&rd);
+    // Only node 2 answers: with the leader itself that is a quorum of 3.
+    for m in beats.into_iter().filter(|m| m.to == 2) {
+        nodes[1].step(m).expect("step");
+    }
+    for m in drain(&mut nodes[1..2]) {
+        nodes[0].step(m).expect("step");
+    }
+    let rd = nodes[0].ready();
+    assert_eq!(rd.read_states.len(), 1);
+    assert_eq!(rd.read_states[0].ctx, 9);
+    assert_eq!(rd.read_states[0].index, nodes[0].commit_index());
+}
+
+#[test]
+fn config_and_input_errors_are_reported() {
+    let mut c = Config::new(1);
+    c.lease_tick = c.election_tick;
+    assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))));
+    let mut c = Config::new(0);
+    c.election_tick = 10;
+    assert!(c.validate().is_err());
+    let rng = Box::new(rand_pcg::Pcg64Mcg::seed_from_u64(1));
+    assert!(Raft::new(Config::new(1), MemStorage::new(vec![]), rng).is_err());
+
+    let mut n = node(1, &[1, 2, 3], |_| {});
+    let m = Message {
+        from: 2,
+        to: 3,
+        term: 1,
+        body: MessageBody::TimeoutNow,
+    };
+    assert_eq!(n.step(m), Err(Error::Misrouted { to: 3, me: 1 }));
+    // A message from outside the group is ignored, not an error.
+    let m = Message {
+        from: 9,
+        to: 1,
+        term: 5,
+        body: MessageBody::TimeoutNow,
+    };
+    assert_eq!(n.step(m), Ok(()));
+    assert_eq!(n.term(), 0);
+}
+
+#[test]
+fn a_storage_gap_is_an_error_not_a_panic() {
+    let mut s = MemStorage::new(vec![1]);
+    let e = Entry {
+        index: 5,
+        term: 1,
+        kind: EntryKind::Normal,
+        data: vec![],
+    };
+    assert!(matches!(s.append(&[e]), Err(Error::Storage(_))));
+}
