@@ -4,10 +4,10 @@
 //! and the book, never in timed tests.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use rand_core::SeedableRng;
 use raft_core::sim::{run, FaultSet, SimConfig};
 use raft_core::storage::MemStorage;
 use raft_core::{Config, Message, Raft};
+use rand_core::SeedableRng;
 
 type Node = Raft<MemStorage>;
 

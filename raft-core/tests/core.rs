@@ -2,12 +2,12 @@
 //! pipelining limits, fast backtracking, reads and their refusals,
 //! expected-term proposals, and input validation.
 
-use rand_core::SeedableRng;
 use raft_core::storage::MemStorage;
 use raft_core::{
     Config, Entry, EntryKind, Error, Message, MessageBody, ProposeError, Raft, ReadError, ReadMode,
     Role,
 };
+use rand_core::SeedableRng;
 
 type Node = Raft<MemStorage>;
 
@@ -97,7 +97,10 @@ fn appends_respect_entry_and_byte_limits() {
     }
     assert!(biggest.0 <= 3, "{biggest:?}");
     assert!(biggest.1 <= 200, "{biggest:?}");
-    assert_eq!(nodes[2].raft_log().last_index(), nodes[0].raft_log().last_index());
+    assert_eq!(
+        nodes[2].raft_log().last_index(),
+        nodes[0].raft_log().last_index()
+    );
 }
 
 #[test]
@@ -111,7 +114,10 @@ fn pipelining_is_bounded_by_the_inflight_window() {
     }
     let appends_to_2 = drain(&mut nodes)
         .iter()
-        .filter(|m| m.to == 2 && matches!(&m.body, MessageBody::Append { entries, .. } if !entries.is_empty()))
+        .filter(|m| {
+            m.to == 2
+                && matches!(&m.body, MessageBody::Append { entries, .. } if !entries.is_empty())
+        })
         .count();
     // Node 2 is in replicate state: 4 messages go out without waiting.
     assert_eq!(appends_to_2, 4);
@@ -132,7 +138,8 @@ fn lost_appends_are_repaired_with_few_rejections() {
     let mut msgs = drain(&mut nodes);
     for _ in 0..100 {
         for m in std::mem::take(&mut msgs) {
-            if matches!(m.body, MessageBody::AppendResponse { success: false, index, .. } if index > 0) {
+            if matches!(m.body, MessageBody::AppendResponse { success: false, index, .. } if index > 0)
+            {
                 rejections += 1;
             }
             let to = m.to as usize - 1;
@@ -140,8 +147,14 @@ fn lost_appends_are_repaired_with_few_rejections() {
         }
         msgs = drain(&mut nodes);
     }
-    assert_eq!(nodes[1].raft_log().last_index(), nodes[0].raft_log().last_index());
-    assert!(rejections <= 2, "{rejections} rejections to repair a 50-entry gap");
+    assert_eq!(
+        nodes[1].raft_log().last_index(),
+        nodes[0].raft_log().last_index()
+    );
+    assert!(
+        rejections <= 2,
+        "{rejections} rejections to repair a 50-entry gap"
+    );
 }
 
 #[test]
@@ -165,7 +178,10 @@ fn proposals_with_a_stale_expected_term_are_refused() {
 #[test]
 fn lease_reads_need_check_quorum() {
     let mut nodes = cluster(3, |c| c.check_quorum = false);
-    assert_eq!(nodes[0].read_index(1, ReadMode::Lease), Err(ReadError::LeaseNeedsCheckQuorum));
+    assert_eq!(
+        nodes[0].read_index(1, ReadMode::Lease),
+        Err(ReadError::LeaseNeedsCheckQuorum)
+    );
     assert!(nodes[0].read_index(2, ReadMode::ReadIndex).is_ok());
 }
 
@@ -186,10 +202,18 @@ fn a_lease_read_is_served_without_a_round_trip_only_while_the_lease_holds() {
         nodes[0].tick();
     }
     drain(&mut nodes);
-    nodes[0].read_index(2, ReadMode::Lease).expect("still leader");
+    nodes[0]
+        .read_index(2, ReadMode::Lease)
+        .expect("still leader");
     let rd = nodes[0].ready();
-    assert!(rd.read_states.is_empty(), "lease expired: must confirm first");
-    assert!(rd.messages.iter().any(|m| matches!(m.body, MessageBody::Heartbeat { read_round, .. } if read_round > 0)));
+    assert!(
+        rd.read_states.is_empty(),
+        "lease expired: must confirm first"
+    );
+    assert!(rd
+        .messages
+        .iter()
+        .any(|m| matches!(m.body, MessageBody::Heartbeat { read_round, .. } if read_round > 0)));
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! `cdsctl raft ...`: the Raft core's tools. `raft sim` runs the seeded
 //! simulator, one seed (optionally writing its trace) or a sweep of seeds.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -29,6 +28,11 @@ pub enum RaftCommand {
     Scenario {
         /// The script file.
         file: PathBuf,
+        /// Inject a classic Raft bug into every node (builds with the
+        /// `bug-injection` feature only).
+        #[cfg(feature = "bug-injection")]
+        #[arg(long)]
+        inject_bug: Option<raft_core::Bug>,
     },
 }
 
@@ -66,6 +70,11 @@ pub struct SimArgs {
     /// Threads for a sweep (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Inject a classic Raft bug into every node, to watch the simulator
+    /// catch it (builds with the `bug-injection` feature only).
+    #[cfg(feature = "bug-injection")]
+    #[arg(long)]
+    pub inject_bug: Option<raft_core::Bug>,
 }
 
 fn parse_seed_range(s: &str) -> Result<(u64, u64), String> {
@@ -94,20 +103,29 @@ fn parse_faults(s: &str) -> Result<FaultSet, String> {
 pub fn run(cmd: RaftCommand) -> Result<()> {
     match cmd {
         RaftCommand::Sim(args) => sim(args),
-        RaftCommand::Scenario { file } => scenario(&file),
+        #[cfg(not(feature = "bug-injection"))]
+        RaftCommand::Scenario { file } => scenario(&file, raft_core::BugSet::default()),
+        #[cfg(feature = "bug-injection")]
+        RaftCommand::Scenario { file, inject_bug } => {
+            let bugs = inject_bug.map(raft_core::BugSet::only).unwrap_or_default();
+            scenario(&file, bugs)
+        }
     }
 }
 
-fn scenario(file: &std::path::Path) -> Result<()> {
+fn scenario(file: &std::path::Path, bugs: raft_core::BugSet) -> Result<()> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading scenario {}", file.display()))?;
-    match raft_core::sim::script::run_script(&text) {
+    match raft_core::sim::script::run_script_with_bugs(&text, bugs) {
         Ok(transcript) => {
             print!("{transcript}");
             println!("{}: ok", file.display());
             Ok(())
         }
-        Err(e) => bail!("{}:{}: {}", file.display(), e.line, e.reason),
+        Err(e) => {
+            print!("{}", e.transcript);
+            bail!("{}:{}: {}", file.display(), e.line, e.reason)
+        }
     }
 }
 
@@ -117,6 +135,13 @@ impl SimArgs {
         c.clients = self.clients;
         c.pre_vote = !self.no_pre_vote;
         c.check_quorum = !self.no_check_quorum;
+        #[cfg(feature = "bug-injection")]
+        {
+            c.bugs = self
+                .inject_bug
+                .map(raft_core::BugSet::only)
+                .unwrap_or_default();
+        }
         c
     }
 
@@ -134,6 +159,10 @@ impl SimArgs {
         }
         if self.no_check_quorum {
             s += " --no-check-quorum";
+        }
+        #[cfg(feature = "bug-injection")]
+        if let Some(bug) = self.inject_bug {
+            s += &format!(" --inject-bug {bug}");
         }
         s
     }
@@ -205,15 +234,15 @@ fn sim_sweep(args: &SimArgs, first: u64, last: u64) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let base = args.config(first);
     let started = Instant::now();
-    let progress = |seed: u64, failure: Option<&raft_core::sim::Failure>| {
-        if let Some(f) = failure {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "FAIL seed {seed}: {f}");
-            let _ = writeln!(out, "  replay: {}", args.replay_command(seed));
-        }
-    };
+    // Failures are printed after the sweep, in seed order, so the output
+    // does not depend on thread scheduling.
+    let progress = |_: u64, _: Option<&raft_core::sim::Failure>| {};
     let report = sweep(&base, first..=last, threads, &progress);
     let secs = started.elapsed().as_secs_f64();
+    for (seed, f) in &report.failed {
+        println!("FAIL seed {seed}: {f}");
+        println!("  replay: {}", args.replay_command(*seed));
+    }
     println!(
         "{} seeds, {} steps in {:.1}s ({:.0} steps/s on {threads} threads)",
         last - first + 1,

@@ -503,11 +503,7 @@ impl<S: Storage> Raft<S> {
                 self.leader = Some(m.from);
                 self.handle_heartbeat(m.from, commit, read_round, lease_tick);
             }
-            MessageBody::TimeoutNow => {
-                if self.is_voter() {
-                    self.campaign(true);
-                }
-            }
+            MessageBody::TimeoutNow if self.is_voter() => self.campaign(true),
             _ => {}
         }
         Ok(())

@@ -921,15 +921,18 @@ impl Sim {
                     self.reply(node, c, seq, Reply::Done(v));
                 }
             }
-            // Election writes: a new term or vote, or a new leader's first
-            // commit (the hand-over of the previous terms' entries).
+            // Election moments: a new term or vote written, a new leader (its
+            // no-op not yet replicated), or its first commit (the hand-over
+            // of the previous terms' entries).
             let first_commit = rd.hard_state.is_some_and(|hs| hs.commit > before.commit)
                 && std::mem::take(&mut self.nodes[i].new_leader);
+            let became_leader = rd.soft_state.is_some_and(|ss| ss.role == Role::Leader);
             let election_write = first_commit
+                || became_leader
                 || rd
                     .hard_state
                     .is_some_and(|hs| hs.term != before.term || hs.vote != before.vote);
-            if rd.hard_state.is_some() && self.crash_point(election_write) {
+            if (rd.hard_state.is_some() || became_leader) && self.crash_point(election_write) {
                 // Crash right after a durable write: the moment in which a
                 // missing fsync or a reply sent too early would show.
                 self.crash_and_schedule_restart(i);

@@ -97,11 +97,12 @@ impl Invariants {
             let index = i as u64 + 1;
             let mine = log.term(index);
             if mine != Some(t) {
+                let held = mine.map_or("no entry".to_string(), |m| format!("an entry of term {m}"));
                 return violation(
                     "Leader Completeness",
                     format!(
-                        "node {node} leads term {term} but holds term {mine:?} at index {index}, \
-                         where term {t} was committed"
+                        "node {node} leads term {term} but holds {held} at index {index}, \
+                         where an entry of term {t} was committed"
                     ),
                 );
             }

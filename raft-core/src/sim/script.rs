@@ -49,6 +49,8 @@ pub struct ScriptError {
     /// 1-based line of the offending command.
     pub line: usize,
     pub reason: String,
+    /// What the script printed before it stopped.
+    pub transcript: String,
 }
 
 struct Node {
@@ -89,7 +91,12 @@ pub fn run_script_with_bugs(text: &str, bugs: BugSet) -> Result<String, ScriptEr
             continue;
         }
         let words: Vec<&str> = cmd.split_whitespace().collect();
-        let err = |reason: String| ScriptError { line, reason };
+        let out = sc.as_ref().map(|s| s.out.clone()).unwrap_or_default();
+        let err = |reason: String| ScriptError {
+            line,
+            reason,
+            transcript: out.clone(),
+        };
         match sc.as_mut() {
             None => {
                 if words[0] != "nodes" {
@@ -99,7 +106,13 @@ pub fn run_script_with_bugs(text: &str, bugs: BugSet) -> Result<String, ScriptEr
             }
             Some(s) => {
                 let _ = writeln!(s.out, "> {cmd}");
-                s.command(&words).map_err(err)?;
+                if let Err(reason) = s.command(&words) {
+                    return Err(ScriptError {
+                        line,
+                        reason,
+                        transcript: s.out.clone(),
+                    });
+                }
             }
         }
     }
@@ -108,6 +121,7 @@ pub fn run_script_with_bugs(text: &str, bugs: BugSet) -> Result<String, ScriptEr
         None => Err(ScriptError {
             line: 1,
             reason: "empty script".into(),
+            transcript: String::new(),
         }),
     }
 }
