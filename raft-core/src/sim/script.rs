@@ -465,9 +465,13 @@ impl Scenario {
                         .on_leader(id, r.term(), r.raft_log())
                         .map_err(broken)?;
                 }
+                let leader = match ss.leader {
+                    Some(l) if l != id => format!(", leader {l}"),
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     self.out,
-                    "  node {id}: {} in term {}",
+                    "  node {id}: {} in term {}{leader}",
                     ss.role.name(),
                     r.term()
                 );
