@@ -107,3 +107,11 @@ fn sweep_catches_truncating_on_every_append() {
 fn sweep_catches_votes_that_are_not_persisted() {
     assert!(first_catch(Bug::VoteNotPersisted, 5, 20_000, 500).is_some());
 }
+
+/// The Figure 8 hazard needs three leaders in a row with partial
+/// replication; a 3-node cluster and longer runs reach it within a CI-sized
+/// sweep (the scenario script `figure8.txt` shows it deterministically).
+#[test]
+fn sweep_catches_committing_an_old_term_by_counting() {
+    assert!(first_catch(Bug::CommitOldTermByCount, 3, 20_000, 500).is_some());
+}

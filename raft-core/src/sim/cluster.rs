@@ -873,6 +873,25 @@ impl Sim {
                 self.trace_core_event(node, ev);
             }
 
+            // Election moments: a new term or vote written, a new leader (its
+            // no-op not yet replicated), or its first commit (the hand-over
+            // of the previous terms' entries). A crash is likelier there.
+            let first_commit = rd.hard_state.is_some_and(|hs| hs.commit > before.commit)
+                && std::mem::take(&mut self.nodes[i].new_leader);
+            let became_leader = rd.soft_state.is_some_and(|ss| ss.role == Role::Leader);
+            let election_moment = first_commit
+                || became_leader
+                || rd
+                    .hard_state
+                    .is_some_and(|hs| hs.term != before.term || hs.vote != before.vote);
+            let durable_write = rd.hard_state.is_some() || !rd.entries.is_empty();
+            if durable_write && self.crash_point(election_moment) {
+                // Crash after the write, before any message leaves: what was
+                // persisted survives, what was about to be said is lost.
+                self.crash_and_schedule_restart(i);
+                return Ok(());
+            }
+
             // 2. Send.
             for m in rd.messages.iter().cloned() {
                 self.send(m);
@@ -921,20 +940,8 @@ impl Sim {
                     self.reply(node, c, seq, Reply::Done(v));
                 }
             }
-            // Election moments: a new term or vote written, a new leader (its
-            // no-op not yet replicated), or its first commit (the hand-over
-            // of the previous terms' entries).
-            let first_commit = rd.hard_state.is_some_and(|hs| hs.commit > before.commit)
-                && std::mem::take(&mut self.nodes[i].new_leader);
-            let became_leader = rd.soft_state.is_some_and(|ss| ss.role == Role::Leader);
-            let election_write = first_commit
-                || became_leader
-                || rd
-                    .hard_state
-                    .is_some_and(|hs| hs.term != before.term || hs.vote != before.vote);
-            if (rd.hard_state.is_some() || became_leader) && self.crash_point(election_write) {
-                // Crash right after a durable write: the moment in which a
-                // missing fsync or a reply sent too early would show.
+            if durable_write && self.crash_point(election_moment) {
+                // Crash right after the whole Ready was handled.
                 self.crash_and_schedule_restart(i);
                 return Ok(());
             }
