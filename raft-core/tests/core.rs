@@ -24,10 +24,7 @@ fn drain(nodes: &mut [Node]) -> Vec<Message> {
     for n in nodes.iter_mut() {
         while n.has_ready() {
             let rd = n.ready();
-            n.storage_mut().append(&rd.entries).expect("append");
-            if let Some(hs) = rd.hard_state {
-                n.storage_mut().set_hard_state(hs);
-            }
+            n.storage_mut().persist(&rd).expect("persist");
             out.extend(rd.messages.iter().cloned());
             n.advance(&rd);
         }

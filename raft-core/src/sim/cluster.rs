@@ -669,10 +669,12 @@ impl Sim {
         let to = msg.to;
         let i = to as usize - 1;
         if self.nodes[i].raft.is_none() {
-            return self.drop_msg(id, to, "down");
+            self.drop_msg(to, id, to, "down");
+            return Ok(());
         }
         if self.blocked.contains(&(msg.from, msg.to)) {
-            return self.drop_msg(id, to, "partition");
+            self.drop_msg(to, id, to, "partition");
+            return Ok(());
         }
         if self.nodes[i].paused {
             self.nodes[i].inbox.push((id, msg));
@@ -681,17 +683,14 @@ impl Sim {
         self.step_node(i, id, msg)
     }
 
-    fn drop_msg(&mut self, id: u64, to: NodeId, reason: &str) -> Result<(), Failure> {
+    /// Counts and traces the loss of message `id` to `to`, as seen by `at`
+    /// (the sender when it never left, the receiver when it arrived).
+    fn drop_msg(&mut self, at: NodeId, id: u64, to: NodeId, reason: &str) {
         self.stats.messages_dropped += 1;
-        self.emit(
-            to,
-            Kind::Drop {
-                id,
-                to,
-                reason: reason.to_string(),
-            },
-        );
-        Ok(())
+        if self.trace.is_some() {
+            let reason = reason.to_string();
+            self.emit(at, Kind::Drop { id, to, reason });
+        }
     }
 
     fn step_node(&mut self, i: usize, id: u64, msg: Message) -> Result<(), Failure> {
@@ -730,16 +729,7 @@ impl Sim {
             );
         }
         if self.blocked.contains(&(msg.from, msg.to)) {
-            self.stats.messages_dropped += 1;
-            let to = msg.to;
-            self.emit(
-                msg.from,
-                Kind::Drop {
-                    id,
-                    to,
-                    reason: "partition".into(),
-                },
-            );
+            self.drop_msg(msg.from, id, msg.to, "partition");
             return;
         }
         let w = |k| self.weather.active.contains_key(&k);
@@ -750,16 +740,7 @@ impl Sim {
             w(FaultKind::Reorder),
         );
         if drop && self.chance(15) {
-            self.stats.messages_dropped += 1;
-            let to = msg.to;
-            self.emit(
-                msg.from,
-                Kind::Drop {
-                    id,
-                    to,
-                    reason: "fault".into(),
-                },
-            );
+            self.drop_msg(msg.from, id, msg.to, "fault");
             return;
         }
         let mut latency = 1 + self.rand(3);

@@ -5,7 +5,7 @@
 //! through [`Storage`], which keeps the persistence contract visible in the
 //! types: everything the core holds beyond storage is in its unstable log.
 
-use crate::core::{ConfState, Entry, HardState};
+use crate::core::{ConfState, Entry, HardState, Ready};
 use crate::Error;
 
 /// Read access to the durable part of a node's state.
@@ -75,6 +75,16 @@ impl MemStorage {
         self.entries.truncate(keep);
         self.entries.extend_from_slice(ents);
         Ok(dropped)
+    }
+
+    /// Step 1 of the `Ready` contract: makes `rd`'s entries and hard state
+    /// durable (here: part of this value).
+    pub fn persist(&mut self, rd: &Ready) -> Result<(), Error> {
+        self.append(&rd.entries)?;
+        if let Some(hs) = rd.hard_state {
+            self.hard_state = hs;
+        }
+        Ok(())
     }
 
     /// All held entries.
