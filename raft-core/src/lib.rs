@@ -47,10 +47,17 @@ pub enum Error {
     Invariant(String),
 }
 
+fn leader_hint(leader: &Option<NodeId>) -> String {
+    match leader {
+        Some(l) => format!("the leader is {l}"),
+        None => "leader unknown".to_string(),
+    }
+}
+
 /// Why a proposal was refused. A refused proposal was not appended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
-    #[error("not the leader (leader hint: {leader:?})")]
+    #[error("not the leader ({})", leader_hint(.leader))]
     NotLeader { leader: Option<NodeId> },
     #[error("term changed: expected {expected}, now {current}")]
     TermMismatch { expected: u64, current: u64 },
@@ -63,7 +70,7 @@ pub enum ProposeError {
 /// Why a linearizable read was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
-    #[error("not the leader (leader hint: {leader:?})")]
+    #[error("not the leader ({})", leader_hint(.leader))]
     NotLeader { leader: Option<NodeId> },
     /// A new leader must commit an entry of its own term before it knows
     /// the commit index is current.
@@ -78,7 +85,7 @@ pub enum ReadError {
 /// Why a leader transfer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
-    #[error("not the leader (leader hint: {leader:?})")]
+    #[error("not the leader ({})", leader_hint(.leader))]
     NotLeader { leader: Option<NodeId> },
     #[error("already the leader")]
     ToSelf,

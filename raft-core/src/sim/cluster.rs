@@ -1077,12 +1077,12 @@ impl Sim {
                     seq,
                     cmd,
                 };
-                if matches!(op, ClientOp::Get { .. }) {
-                    self.stats.log_reads += 1;
-                }
                 let term = r.term();
                 match r.propose(req.encode(), Some(term)) {
                     Ok(_) => {
+                        if matches!(op, ClientOp::Get { .. }) {
+                            self.stats.log_reads += 1;
+                        }
                         self.nodes[i].proposals.insert(c, seq);
                         None
                     }

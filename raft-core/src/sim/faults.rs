@@ -22,7 +22,7 @@ pub enum FaultKind {
     Crash,
     /// A node stops (ticks and messages wait) and later resumes.
     Pause,
-    /// A node's clock runs up to 20% fast or slow.
+    /// A node's clock runs up to 10% fast or slow (ticks every 9 to 11 ms).
     TickRate,
 }
 

@@ -24,6 +24,8 @@
 //! tick 3 12                # 12 ticks on node 3 (`tick all 12` for all)
 //! transfer 1 2             # ask leader 1 to hand over to 2
 //! read 1 7                 # ReadIndex with context 7 at node 1
+//! read 1 8 lease           # a lease read (falls back to ReadIndex when
+//!                          # the lease does not hold)
 //! log 3 1 1 2 2            # (node down) replace node 3's log by entries
 //!                          # of terms 1 1 2 2, and its term by the last
 //!                          # (or by T with a trailing `term=T`)
@@ -263,9 +265,14 @@ impl Scenario {
                     self.refused(e.to_string());
                 }
             }
-            ["read", id, ctx] => {
+            ["read", id, ctx] | ["read", id, ctx, "lease"] => {
                 let (id, ctx) = (parse_id(id, n)?, parse_num(ctx)?);
-                if let Err(e) = self.raft(id)?.read_index(ctx, ReadMode::ReadIndex) {
+                let mode = if w.len() == 4 {
+                    ReadMode::Lease
+                } else {
+                    ReadMode::ReadIndex
+                };
+                if let Err(e) = self.raft(id)?.read_index(ctx, mode) {
                     self.refused(e.to_string());
                 }
             }
@@ -535,6 +542,16 @@ impl Scenario {
                 let r = self.raft(id)?;
                 if r.role() != Role::Leader {
                     return Err(format!("node {id} is {}, expected leader", r.role().name()));
+                }
+                let term = r.term();
+                let rival = self.nodes.iter().find(|x| {
+                    x.id != id
+                        && x.raft
+                            .as_ref()
+                            .is_some_and(|r| r.role() == Role::Leader && r.term() == term)
+                });
+                if let Some(x) = rival {
+                    return Err(format!("nodes {id} and {} both lead term {term}", x.id));
                 }
             }
             ["term", id, t] => {
