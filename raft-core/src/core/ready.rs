@@ -9,6 +9,10 @@
 //! 3. applies `committed_entries` to the state machine, and serves
 //!    `read_states` once the applied index reaches theirs;
 //! 4. calls `advance(&rd)`.
+//!
+//! One `Ready` at a time: take the next only after advancing this one (a
+//! `Ready` hands out every unpersisted entry, so two outstanding ones would
+//! overlap).
 
 use super::bugs::Bug;
 use super::event::Event;
