@@ -82,6 +82,22 @@ pub enum ReadError {
     TooManyPending { limit: usize },
 }
 
+/// Why a membership change was refused. A refused change changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("not the leader ({})", leader_hint(.leader))]
+    NotLeader { leader: Option<NodeId> },
+    #[error("another membership change is in progress")]
+    InProgress,
+    /// A new leader must commit an entry of its own term first.
+    #[error("the leader has not committed an entry in its term yet")]
+    NoCommitInTerm,
+    #[error("a leader transfer is in progress")]
+    TransferInProgress,
+    #[error("invalid change: {0}")]
+    Invalid(String),
+}
+
 /// Why a leader transfer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
@@ -91,4 +107,6 @@ pub enum TransferError {
     ToSelf,
     #[error("{0} is not a voter of this group")]
     UnknownPeer(NodeId),
+    #[error("a membership change is in progress")]
+    ChangeInProgress,
 }

@@ -242,8 +242,15 @@ fn config_and_input_errors_are_reported() {
     let mut c = Config::new(0);
     c.election_tick = 10;
     assert!(c.validate().is_err());
+    // A node with no configuration is a node waiting to be added: it
+    // starts, and never campaigns on its own.
     let rng = Box::new(rand_pcg::Pcg64Mcg::seed_from_u64(1));
-    assert!(Raft::new(Config::new(1), MemStorage::new(vec![]), rng).is_err());
+    let mut blank = Raft::new(Config::new(1), MemStorage::new(vec![]), rng).expect("blank node");
+    for _ in 0..100 {
+        blank.tick();
+    }
+    assert_eq!(blank.role(), Role::Follower);
+    assert_eq!(blank.term(), 0);
 
     let mut n = node(1, &[1, 2, 3], |_| {});
     let m = Message {
@@ -253,7 +260,9 @@ fn config_and_input_errors_are_reported() {
         body: MessageBody::TimeoutNow,
     };
     assert_eq!(n.step(m), Err(Error::Misrouted { to: 3, me: 1 }));
-    // A message from outside the group is ignored, not an error.
+    // A message from outside the group is heard (a joining node learns of
+    // the group that way), but a TimeoutNow from anyone but the leader
+    // followed does not start an election.
     let m = Message {
         from: 9,
         to: 1,
@@ -261,7 +270,8 @@ fn config_and_input_errors_are_reported() {
         body: MessageBody::TimeoutNow,
     };
     assert_eq!(n.step(m), Ok(()));
-    assert_eq!(n.term(), 0);
+    assert_eq!(n.role(), Role::Follower);
+    assert_eq!(n.term(), 5);
 }
 
 #[test]

@@ -61,6 +61,11 @@ pub struct SimArgs {
     /// Concurrent simulated clients.
     #[arg(long, default_value_t = 3)]
     pub clients: usize,
+    /// Inject random membership changes (joint and single-step, learners
+    /// added, promoted and removed, the leader removed); two spare nodes
+    /// start outside the group.
+    #[arg(long)]
+    pub reconfig: bool,
     /// Turn PreVote off.
     #[arg(long)]
     pub no_pre_vote: bool,
@@ -135,6 +140,7 @@ impl SimArgs {
         c.clients = self.clients;
         c.pre_vote = !self.no_pre_vote;
         c.check_quorum = !self.no_check_quorum;
+        c.reconfig = self.reconfig;
         #[cfg(feature = "bug-injection")]
         {
             c.bugs = self
@@ -153,6 +159,9 @@ impl SimArgs {
         );
         if self.clients != 3 {
             s += &format!(" --clients {}", self.clients);
+        }
+        if self.reconfig {
+            s += " --reconfig";
         }
         if self.no_pre_vote {
             s += " --no-pre-vote";
@@ -211,6 +220,20 @@ fn sim_one(args: &SimArgs, seed: u64) -> Result<()> {
         "  faults: {} crashes, {} pauses, {} partitions; messages {} sent, {} dropped",
         s.crashes, s.pauses, s.partitions, s.messages_sent, s.messages_dropped
     );
+    if args.reconfig {
+        println!(
+            "  membership: {} joint, {} single adds, {} single removes ({} of the leader), \
+             {} learners added, {} removed; {} done, {} failed",
+            s.joint_changes,
+            s.single_adds,
+            s.single_removes,
+            s.leader_removals,
+            s.learners_added,
+            s.learners_removed,
+            s.changes_done,
+            s.changes_failed
+        );
+    }
     if let Some(path) = &args.trace {
         println!("  trace written to {}", path.display());
     }

@@ -24,15 +24,23 @@ pub enum Bug {
     /// when they all match: a delayed, duplicated `Append` deletes newer
     /// (possibly committed) entries.
     TruncateOnAppend,
+    /// A change of several voters switches straight from C_old to C_new,
+    /// without joint consensus: two disjoint majorities can decide.
+    SkipJoint,
+    /// The leader keeps counting a removed voter's acknowledgements toward
+    /// the (smaller) new majority.
+    CountRemovedMember,
 }
 
 impl Bug {
     /// Every injectable bug.
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 6] = [
         Bug::CommitOldTermByCount,
         Bug::VoteForStaleLog,
         Bug::VoteNotPersisted,
         Bug::TruncateOnAppend,
+        Bug::SkipJoint,
+        Bug::CountRemovedMember,
     ];
 
     /// The bug's name on command lines.
@@ -42,6 +50,8 @@ impl Bug {
             Bug::VoteForStaleLog => "vote-for-stale-log",
             Bug::VoteNotPersisted => "vote-not-persisted",
             Bug::TruncateOnAppend => "truncate-on-append",
+            Bug::SkipJoint => "skip-joint",
+            Bug::CountRemovedMember => "count-removed-member",
         }
     }
 }

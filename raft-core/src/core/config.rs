@@ -34,6 +34,12 @@ pub struct Config {
     pub max_apply_bytes: u64,
     /// Most entries a leader holds uncommitted before refusing proposals.
     pub max_uncommitted_entries: u64,
+    /// A joining member is caught up (and may become a voter) once it is
+    /// within this many entries of the leader's log.
+    pub catchup_margin: u64,
+    /// Leader ticks a change waits for its joining members to catch up
+    /// before it fails (and removes them again).
+    pub catchup_timeout: u32,
     /// Injected bugs (test builds only): see [`crate::core::bugs`].
     #[cfg(feature = "bug-injection")]
     pub bugs: super::bugs::BugSet,
@@ -54,6 +60,8 @@ impl Config {
             max_inflight_msgs: 32,
             max_apply_bytes: 4 << 20,
             max_uncommitted_entries: 4096,
+            catchup_margin: 64,
+            catchup_timeout: 100,
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         }
@@ -79,6 +87,9 @@ impl Config {
         }
         if self.max_inflight_msgs == 0 {
             return bad("max_inflight_msgs must be at least 1");
+        }
+        if self.catchup_timeout == 0 {
+            return bad("catchup_timeout must be at least 1");
         }
         if self.max_apply_bytes == 0 || self.max_uncommitted_entries == 0 {
             return bad("apply and uncommitted limits must be non-zero");

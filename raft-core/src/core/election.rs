@@ -31,7 +31,10 @@ impl<S: Storage> Raft<S> {
         }
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term();
-        for peer in self.peers() {
+        for peer in self.membership.all_voters() {
+            if peer == self.id {
+                continue;
+            }
             self.send(
                 peer,
                 term,
@@ -47,7 +50,7 @@ impl<S: Storage> Raft<S> {
 
     /// Acts on the votes counted so far; returns whether the round ended.
     fn tally(&mut self) -> bool {
-        match quorum::vote_result(&self.voters, &self.votes) {
+        match quorum::joint_vote_result(&self.membership, &self.votes) {
             VoteResult::Won => {
                 if self.role == Role::PreCandidate {
                     self.become_candidate();

@@ -3,6 +3,7 @@
 //! They change nothing: a driver may drop them. Role, term and commit
 //! changes are visible in `Ready` itself (soft and hard state).
 
+use super::membership::Membership;
 use super::message::NodeId;
 
 /// Something the core decided that is not otherwise visible in a `Ready`.
@@ -26,4 +27,11 @@ pub enum Event {
         pre_vote: bool,
         granted: bool,
     },
+    /// The configuration in use changed: the entry at `index` was appended
+    /// (or a truncation rolled back to the one at `index`).
+    MembershipChanged { index: u64, membership: Membership },
+    /// A change started with `change_peers` completed (leader only).
+    ChangeDone { membership: Membership },
+    /// A change could not complete and was abandoned (leader only).
+    ChangeFailed { reason: String },
 }

@@ -127,10 +127,15 @@ impl<S: Storage> RaftLog<S> {
 
     /// Appends `ents` from a leader after `(prev_index, prev_term)` matched.
     /// Skips entries already held, truncates at the first conflict. Returns
-    /// the last index now known to match the leader, or an error if the
+    /// the last index now known to match the leader and the offset in `ents`
+    /// from which entries were actually appended, or an error if the
     /// conflict is at or below the commit index (that would lose a committed
     /// entry: a broken invariant, never a normal event).
-    pub fn maybe_append(&mut self, prev_index: u64, ents: &[Entry]) -> Result<u64, Error> {
+    pub fn maybe_append(
+        &mut self,
+        prev_index: u64,
+        ents: &[Entry],
+    ) -> Result<(u64, Option<usize>), Error> {
         let last_new = prev_index + ents.len() as u64;
         let conflict = ents
             .iter()
@@ -145,8 +150,9 @@ impl<S: Storage> RaftLog<S> {
             }
             let start = (ci - ents[0].index) as usize;
             self.append(&ents[start..]);
+            return Ok((last_new, Some(start)));
         }
-        Ok(last_new)
+        Ok((last_new, None))
     }
 
     /// Appends entries at the tail (or over a conflicting suffix).

@@ -16,6 +16,9 @@ pub enum EntryKind {
     /// The empty entry a new leader appends to commit its predecessors'
     /// entries; the state machine skips it.
     Noop,
+    /// A membership change ([`super::ConfChange`], encoded). It takes effect
+    /// when appended; the state machine is told when it commits.
+    ConfChange,
 }
 
 /// One log entry. `(index, term)` identifies it uniquely within a group.
@@ -44,10 +47,16 @@ pub struct HardState {
     pub commit: u64,
 }
 
-/// The membership of a group: the voters, whose majority decides.
+/// The membership recorded outside the log: the configuration in effect as
+/// of log index `index` (a snapshot's, or one forced by `reset_peers`).
+/// Configuration entries in the log after `index` apply on top of it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConfState {
+    pub index: u64,
     pub voters: Vec<NodeId>,
+    /// The outgoing voters while joint; empty otherwise.
+    pub outgoing: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
 }
 
 /// A message between two members of a group.

@@ -3,6 +3,7 @@
 //! Every place the core needs "a majority agrees" goes through here, so the
 //! rule exists once (and membership change can swap in a joint quorum).
 
+use super::membership::Membership;
 use super::message::NodeId;
 use std::collections::BTreeMap;
 
@@ -40,6 +41,32 @@ pub fn vote_result(voters: &[NodeId], votes: &BTreeMap<NodeId, bool>) -> VoteRes
         VoteResult::Lost
     } else {
         VoteResult::Pending
+    }
+}
+
+/// Tallies `votes` over a configuration: while joint, the election is won
+/// only with a majority of both voter sets, and lost as soon as either set
+/// refuses by a majority.
+pub fn joint_vote_result(m: &Membership, votes: &BTreeMap<NodeId, bool>) -> VoteResult {
+    let incoming = vote_result(&m.voters, votes);
+    if !m.is_joint() {
+        return incoming;
+    }
+    match (incoming, vote_result(&m.outgoing, votes)) {
+        (VoteResult::Won, VoteResult::Won) => VoteResult::Won,
+        (VoteResult::Lost, _) | (_, VoteResult::Lost) => VoteResult::Lost,
+        _ => VoteResult::Pending,
+    }
+}
+
+/// The largest value a majority has reached in a configuration: while
+/// joint, the smaller of the two sets' values.
+pub fn joint_committed_index(m: &Membership, value_of: impl Fn(NodeId) -> u64) -> u64 {
+    let incoming = committed_index(&m.voters, &value_of);
+    if m.is_joint() {
+        incoming.min(committed_index(&m.outgoing, &value_of))
+    } else {
+        incoming
     }
 }
 
@@ -81,5 +108,35 @@ mod tests {
         assert_eq!(vote_result(&voters, &votes), VoteResult::Lost);
         votes.insert(3, true);
         assert_eq!(vote_result(&voters, &votes), VoteResult::Won);
+    }
+
+    #[test]
+    fn joint_decisions_need_both_majorities() {
+        let j = Membership {
+            voters: vec![3, 4, 5],
+            outgoing: vec![1, 2, 3],
+            learners: vec![],
+        };
+        let mut votes = BTreeMap::new();
+        for v in [3, 4, 5] {
+            votes.insert(v, true);
+        }
+        assert_eq!(
+            joint_vote_result(&j, &votes),
+            VoteResult::Pending,
+            "C_old has 1 of 3"
+        );
+        votes.insert(1, true);
+        assert_eq!(joint_vote_result(&j, &votes), VoteResult::Won);
+        votes.insert(1, false);
+        votes.insert(2, false);
+        assert_eq!(
+            joint_vote_result(&j, &votes),
+            VoteResult::Lost,
+            "C_old refused"
+        );
+        let m = [0u64, 9, 9, 1, 1, 1];
+        // C_old {1,2,3} reached 9, C_new {3,4,5} only 1.
+        assert_eq!(joint_committed_index(&j, |v| m[v as usize]), 1);
     }
 }

@@ -13,10 +13,12 @@ use rand_core::RngCore;
 use super::config::Config;
 use super::event::Event;
 use super::log::RaftLog;
-use super::message::{Entry, EntryKind, HardState, Message, MessageBody, NodeId};
+use super::membership::Membership;
+use super::message::{ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId};
 use super::progress::Progress;
 use super::read::{ReadOnly, ReadState};
 use super::ready::SoftState;
+use super::reconfig::ChangeInProgress;
 use super::transfer::Transfer;
 use crate::storage::Storage;
 use crate::{Error, ProposeError};
@@ -53,7 +55,16 @@ pub struct Raft<S: Storage> {
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
     pub(crate) log: RaftLog<S>,
-    pub(crate) voters: Vec<NodeId>,
+    /// The configuration in use: the latest in the log.
+    pub(crate) membership: Membership,
+    /// The configuration recorded outside the log, in effect as of its index.
+    pub(crate) conf_base: (u64, Membership),
+    /// Configuration entries in the log after the base: (index, result).
+    pub(crate) conf_log: Vec<(u64, Membership)>,
+    /// The voter change this leader is driving.
+    pub(crate) change: Option<ChangeInProgress>,
+    /// A new membership base for the driver to persist (`reset_peers`).
+    pub(crate) pending_conf_state: Option<ConfState>,
     /// Per-peer progress; filled only while leader.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     /// Votes received in the current (pre-)election.
@@ -82,9 +93,6 @@ impl<S: Storage> Raft<S> {
     pub fn new(cfg: Config, storage: S, rng: Box<dyn RngCore + Send>) -> Result<Raft<S>, Error> {
         cfg.validate()?;
         let (hs, cs) = storage.initial_state()?;
-        if cs.voters.is_empty() {
-            return Err(Error::InvalidConfig("no voters in storage".into()));
-        }
         if hs.commit > storage.last_index() {
             return Err(Error::Storage(format!(
                 "hard state commit {} is past the last stored index {}",
@@ -92,9 +100,6 @@ impl<S: Storage> Raft<S> {
                 storage.last_index()
             )));
         }
-        let mut voters = cs.voters;
-        voters.sort_unstable();
-        voters.dedup();
         let mut r = Raft {
             id: cfg.id,
             term: hs.term,
@@ -102,7 +107,11 @@ impl<S: Storage> Raft<S> {
             role: Role::Follower,
             leader: None,
             log: RaftLog::new(storage, hs.commit, 0),
-            voters,
+            membership: Membership::default(),
+            conf_base: (0, Membership::default()),
+            conf_log: Vec::new(),
+            change: None,
+            pending_conf_state: None,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -123,6 +132,7 @@ impl<S: Storage> Raft<S> {
             rng,
             cfg,
         };
+        r.load_membership(cs)?;
         r.reset_randomized_timeout();
         Ok(r)
     }
@@ -173,9 +183,9 @@ impl<S: Storage> Raft<S> {
     pub fn storage(&self) -> &S {
         &self.log.storage
     }
-    /// The voters of the group, sorted.
+    /// The voters of the configuration in use (C_new while joint), sorted.
     pub fn voters(&self) -> &[NodeId] {
-        &self.voters
+        &self.membership.voters
     }
     /// The config this node runs with.
     pub fn config(&self) -> &Config {
@@ -190,16 +200,11 @@ impl<S: Storage> Raft<S> {
         self.transfer.as_ref().map(|t| t.to)
     }
 
-    pub(crate) fn is_voter(&self) -> bool {
-        self.voters.contains(&self.id)
-    }
-
+    /// Every other member (voters and learners): who gets the log.
     pub(crate) fn peers(&self) -> Vec<NodeId> {
-        self.voters
-            .iter()
-            .copied()
-            .filter(|&v| v != self.id)
-            .collect()
+        let mut p = self.membership.members();
+        p.retain(|&v| v != self.id);
+        p
     }
 
     pub(crate) fn send(&mut self, to: NodeId, term: u64, body: MessageBody) {
@@ -225,7 +230,7 @@ impl<S: Storage> Raft<S> {
 
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_timeout && self.is_voter() {
+        if self.election_elapsed >= self.randomized_timeout && self.can_campaign() {
             self.election_elapsed = 0;
             self.events.push(Event::ElectionTimeout {
                 pre_vote: self.cfg.pre_vote,
@@ -238,6 +243,7 @@ impl<S: Storage> Raft<S> {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         self.tick_transfer();
+        self.tick_change();
         if self.election_elapsed >= self.cfg.election_tick {
             self.election_elapsed = 0;
             if self.cfg.check_quorum {
@@ -290,6 +296,11 @@ impl<S: Storage> Raft<S> {
         self.transfer = None;
         self.lease_revoked = false;
         self.reads.clear();
+        if self.change.take().is_some() {
+            self.events.push(Event::ChangeFailed {
+                reason: "leadership lost before the change completed".into(),
+            });
+        }
     }
 
     /// Becomes a follower in `term`, following `leader` if known.
@@ -320,7 +331,7 @@ impl<S: Storage> Raft<S> {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         let next = self.log.last_index() + 1;
-        for v in self.voters.clone() {
+        for v in self.membership.members() {
             let mut pr = Progress::new(next, self.cfg.max_inflight_msgs);
             if v == self.id {
                 pr.matched = self.log.persisted_index();
@@ -344,17 +355,15 @@ impl<S: Storage> Raft<S> {
 
     /// Handles a message from a peer.
     ///
-    /// Errors only for a misrouted message or a broken invariant; messages
-    /// that are stale or from unknown senders are ignored.
+    /// Errors only for a misrouted message or a broken invariant; stale
+    /// messages are ignored. Senders outside the configuration are heard:
+    /// a node being added learns of its membership from the leader's log.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
         if m.to != self.id {
             return Err(Error::Misrouted {
                 to: m.to,
                 me: self.id,
             });
-        }
-        if !self.voters.contains(&m.from) {
-            return Ok(());
         }
         if m.term > self.term {
             match &m.body {
@@ -503,7 +512,10 @@ impl<S: Storage> Raft<S> {
                 self.leader = Some(m.from);
                 self.handle_heartbeat(m.from, commit, read_round, lease_tick);
             }
-            MessageBody::TimeoutNow if self.is_voter() => self.campaign(true),
+            // Only the leader we follow may hand us leadership.
+            MessageBody::TimeoutNow if self.leader == Some(m.from) && self.can_campaign() => {
+                self.campaign(true)
+            }
             _ => {}
         }
         Ok(())
@@ -555,7 +567,7 @@ impl<S: Storage> Raft<S> {
 
     /// Starts an election now, as if the election timer had fired.
     pub fn campaign_now(&mut self) {
-        if self.role != Role::Leader && self.is_voter() {
+        if self.role != Role::Leader && self.can_campaign() {
             self.campaign(false);
         }
     }

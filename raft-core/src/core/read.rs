@@ -76,7 +76,8 @@ impl<S: Storage> Raft<S> {
             return Err(ReadError::NoCommitInTerm);
         }
         let index = self.log.committed;
-        if (mode == ReadMode::Lease && self.lease_valid()) || self.voters.len() == 1 {
+        let alone = !self.membership.is_joint() && self.membership.voters == [self.id];
+        if (mode == ReadMode::Lease && self.lease_valid()) || alone {
             self.serve_read(ctx, index, mode == ReadMode::Lease);
             return Ok(());
         }
@@ -106,7 +107,7 @@ impl<S: Storage> Raft<S> {
             return false;
         }
         let (id, now) = (self.id, self.ticks);
-        let oldest_quorum_ack = quorum::committed_index(&self.voters, |v| {
+        let oldest_quorum_ack = quorum::joint_committed_index(&self.membership, |v| {
             if v == id {
                 now
             } else {
@@ -128,7 +129,7 @@ impl<S: Storage> Raft<S> {
             pr.read_ack = pr.read_ack.max(round);
         }
         let (id, mine) = (self.id, self.reads.round);
-        let confirmed = quorum::committed_index(&self.voters, |v| {
+        let confirmed = quorum::joint_committed_index(&self.membership, |v| {
             if v == id {
                 mine
             } else {

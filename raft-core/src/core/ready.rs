@@ -16,7 +16,7 @@
 
 use super::bugs::Bug;
 use super::event::Event;
-use super::message::{Entry, HardState, Message, NodeId};
+use super::message::{ConfState, Entry, HardState, Message, NodeId};
 use super::raft::{Raft, Role};
 use super::read::ReadState;
 use crate::storage::Storage;
@@ -35,6 +35,9 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     /// Entries to append to stable storage.
     pub entries: Vec<Entry>,
+    /// A new membership base to persist with the hard state (after
+    /// `reset_peers`).
+    pub conf_state: Option<ConfState>,
     /// Messages to send once the above is durable.
     pub messages: Vec<Message>,
     /// Committed, durable entries to apply, in order.
@@ -76,6 +79,7 @@ impl<S: Storage> Raft<S> {
             || self.log.has_next_to_apply()
             || !self.read_states.is_empty()
             || !self.events.is_empty()
+            || self.pending_conf_state.is_some()
     }
 
     /// Takes the pending work. Call `advance` with it once it is handled.
@@ -85,6 +89,7 @@ impl<S: Storage> Raft<S> {
         let rd = Ready {
             hard_state: (hs != self.prev_hard).then_some(hs),
             entries: self.log.unstable_entries().to_vec(),
+            conf_state: self.pending_conf_state.take(),
             messages: std::mem::take(&mut self.msgs),
             committed_entries: self.log.next_to_apply(self.cfg.max_apply_bytes),
             read_states: std::mem::take(&mut self.read_states),

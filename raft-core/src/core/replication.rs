@@ -94,13 +94,12 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn quorum_recently_active(&self) -> bool {
-        let active: Vec<_> = self
-            .voters
-            .iter()
-            .copied()
-            .filter(|v| *v == self.id || self.progress.get(v).is_some_and(|p| p.recent_active))
-            .collect();
-        active.len() >= quorum::majority(self.voters.len())
+        let id = self.id;
+        let active = quorum::joint_committed_index(&self.membership, |v| {
+            let heard = v == id || self.progress.get(&v).is_some_and(|p| p.recent_active);
+            heard as u64
+        });
+        active == 1
     }
 
     /// Commits the highest index a majority holds, if it is of this term.
@@ -108,20 +107,42 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn maybe_commit(&mut self) -> bool {
         let persisted = self.log.persisted_index();
         let id = self.id;
-        let idx = quorum::committed_index(&self.voters, |v| {
+        let matched = |v: NodeId| {
             if v == id {
                 persisted
             } else {
                 self.progress.get(&v).map_or(0, |p| p.matched)
             }
-        });
+        };
+        let idx = if self.cfg.bug(Bug::CountRemovedMember) {
+            // The bug: whoever the leader still tracks counts, removed
+            // voters included, against the new majority size.
+            let mut counted: Vec<NodeId> = self
+                .progress
+                .keys()
+                .copied()
+                .filter(|v| !self.membership.is_learner(*v))
+                .collect();
+            counted.sort_unstable();
+            let mut vals: Vec<u64> = counted.iter().map(|&v| matched(v)).collect();
+            vals.sort_unstable_by(|a, b| b.cmp(a));
+            let q = quorum::majority(self.membership.voters.len());
+            let plain = quorum::joint_committed_index(&self.membership, matched);
+            vals.get(q - 1).copied().unwrap_or(0).max(plain)
+        } else {
+            quorum::joint_committed_index(&self.membership, matched)
+        };
         if idx <= self.log.committed {
             return false;
         }
         // Raft §5.4.2: counting replicas commits only entries of the
         // leader's own term; earlier ones commit with them.
         if self.cfg.bug(Bug::CommitOldTermByCount) || self.log.term(idx) == Some(self.term) {
-            self.log.commit_to(idx)
+            let moved = self.log.commit_to(idx);
+            if moved {
+                self.after_commit();
+            }
+            moved
         } else {
             false
         }
@@ -218,9 +239,14 @@ impl<S: Storage> Raft<S> {
         if self.log.match_term(prev_log_index, prev_log_term) {
             let last_new = if self.cfg.bug(Bug::TruncateOnAppend) && !entries.is_empty() {
                 self.log.append(&entries);
+                self.note_appended(&entries);
                 prev_log_index + entries.len() as u64
             } else {
-                self.log.maybe_append(prev_log_index, &entries)?
+                let (last_new, from) = self.log.maybe_append(prev_log_index, &entries)?;
+                if let Some(from) = from {
+                    self.note_appended(&entries[from..]);
+                }
+                last_new
             };
             self.log.commit_to(leader_commit.min(last_new));
             self.send(from, self.term, reply(true, last_new, 0, 0));

@@ -30,8 +30,11 @@ impl<S: Storage> Raft<S> {
         if to == self.id {
             return Err(TransferError::ToSelf);
         }
-        if !self.voters.contains(&to) {
+        if !self.membership.voters.contains(&to) {
             return Err(TransferError::UnknownPeer(to));
+        }
+        if self.change.is_some() || self.membership.is_joint() {
+            return Err(TransferError::ChangeInProgress);
         }
         if let Some(t) = &self.transfer {
             if t.to == to {

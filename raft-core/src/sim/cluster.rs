@@ -34,6 +34,8 @@ pub const TICK_MS: u64 = 10;
 pub const LIVENESS_BOUND_MS: u64 = 10_000;
 /// A client gives up on a node after this long and tries another.
 const CLIENT_TIMEOUT_MS: u64 = 300;
+/// Nodes that start outside the group when membership changes are on.
+pub const SPARE_NODES: usize = 2;
 /// Hard cap on quiet-phase steps, so a livelock cannot spin forever.
 const MAX_QUIET_STEPS: u64 = 2_000_000;
 
@@ -50,6 +52,9 @@ pub struct SimConfig {
     pub clients: usize,
     pub pre_vote: bool,
     pub check_quorum: bool,
+    /// Inject random membership changes; `SPARE_NODES` extra nodes start
+    /// outside the group and can be added.
+    pub reconfig: bool,
     /// Bugs to inject into every node (test builds only).
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::core::BugSet,
@@ -68,9 +73,15 @@ impl SimConfig {
             clients: 3,
             pre_vote: true,
             check_quorum: true,
+            reconfig: false,
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         }
+    }
+
+    /// Every node the run starts: the initial voters, then the spares.
+    pub fn all_nodes(&self) -> usize {
+        self.nodes + if self.reconfig { SPARE_NODES } else { 0 }
     }
 
     /// The config of node `id`. Batching and pipelining limits vary with
@@ -86,6 +97,10 @@ impl SimConfig {
         c.check_quorum = self.check_quorum;
         c.max_entries_per_msg = [1, 2, 8, 64][(v & 3) as usize];
         c.max_inflight_msgs = [1, 2, 4, 32][(v >> 2 & 3) as usize];
+        // A learner must be close to the leader to be promoted, and gets
+        // half a second (50 ticks) to get there.
+        c.catchup_margin = 8;
+        c.catchup_timeout = 50;
         #[cfg(feature = "bug-injection")]
         {
             c.bugs = self.bugs;
@@ -133,6 +148,17 @@ pub struct Stats {
     pub lease_reads: u64,
     pub read_index_reads: u64,
     pub log_reads: u64,
+    /// Membership changes proposed, by path.
+    pub joint_changes: u64,
+    pub single_adds: u64,
+    pub single_removes: u64,
+    pub leader_removals: u64,
+    pub learners_added: u64,
+    pub learners_removed: u64,
+    /// Changes that completed, and that failed (a learner too slow, or the
+    /// leader lost).
+    pub changes_done: u64,
+    pub changes_failed: u64,
 }
 
 /// The result of one run.
@@ -180,6 +206,7 @@ enum Ev {
     },
     Fault,
     Transfer,
+    Reconfig,
     Restart {
         node: usize,
     },
@@ -252,6 +279,8 @@ struct SimNode {
     role: NodeRole,
     /// Leader that has not yet seen its commit index move.
     new_leader: bool,
+    /// Configuration last reported, for `config` trace events.
+    membership: crate::core::Membership,
 }
 
 /// Weather: message-level faults active until a deadline.
@@ -309,7 +338,8 @@ fn node_rng(seed: u64, node: NodeId, inc: u64) -> Box<dyn RngCore + Send> {
 
 impl Sim {
     fn new(cfg: SimConfig) -> Sim {
-        let ids: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
+        let ids: Vec<NodeId> = (1..=cfg.all_nodes() as u64).collect();
+        let voters: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
         let mut rng = Pcg64Mcg::seed_from_u64(cfg.seed);
         let trace = cfg.trace.then(|| {
             let header = Header::new("sim", ids.clone())
@@ -319,6 +349,8 @@ impl Sim {
                 .with_meta("clients", cfg.clients as u64)
                 .with_meta("pre_vote", cfg.pre_vote)
                 .with_meta("check_quorum", cfg.check_quorum)
+                .with_meta("reconfig", cfg.reconfig)
+                .with_meta("voters", voters.clone())
                 .with_meta("tick", TICK_MS)
                 .with_meta("time_unit", "ms");
             TraceWriter::in_memory(&header)
@@ -328,7 +360,13 @@ impl Sim {
             .map(|&id| SimNode {
                 id,
                 raft: None,
-                disk: Some(MemStorage::new(ids.clone())),
+                // Spares start with no configuration: they learn theirs
+                // from the leader's log once added.
+                disk: Some(MemStorage::new(if id as usize <= cfg.nodes {
+                    voters.clone()
+                } else {
+                    Vec::new()
+                })),
                 inc: 0,
                 period: TICK_MS,
                 paused: false,
@@ -341,10 +379,11 @@ impl Sim {
                 commit: 0,
                 role: NodeRole::Follower,
                 new_leader: false,
+                membership: Default::default(),
             })
             .collect();
         let clients = (0..cfg.clients)
-            .map(|c| Client::new(c as u64 + 1, 1 + rng.next_u64() % cfg.nodes as u64))
+            .map(|c| Client::new(c as u64 + 1, 1 + rng.next_u64() % cfg.all_nodes() as u64))
             .collect();
         Sim {
             cfg,
@@ -442,6 +481,10 @@ impl Sim {
         }
         let d = 300 + self.rand(700);
         self.schedule(d, Ev::Transfer);
+        if self.cfg.reconfig {
+            let d = 100 + self.rand(400);
+            self.schedule(d, Ev::Reconfig);
+        }
 
         while self.step < self.cfg.steps {
             self.next_event()?;
@@ -486,7 +529,37 @@ impl Sim {
             .nodes
             .iter()
             .map(|n| match &n.raft {
-                Some(r) => format!("{}:{}@{}", n.id, r.role().name(), r.term()),
+                Some(r) => {
+                    let m = r.membership();
+                    let conf = if self.cfg.reconfig {
+                        format!(
+                            " voters{:?}{}{}",
+                            m.voters,
+                            if m.is_joint() {
+                                format!(" old{:?}", m.outgoing)
+                            } else {
+                                String::new()
+                            },
+                            if m.learners.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" learners{:?}", m.learners)
+                            }
+                        )
+                    } else {
+                        String::new()
+                    };
+                    let log = r.raft_log();
+                    format!(
+                        "{}:{}@{} last {}/{} commit {}{conf}",
+                        n.id,
+                        r.role().name(),
+                        r.term(),
+                        log.last_index(),
+                        log.last_term(),
+                        r.commit_index()
+                    )
+                }
                 None => format!("{}:down", n.id),
             })
             .collect();
@@ -503,7 +576,7 @@ impl Sim {
             "Liveness",
             format!(
                 "{LIVENESS_BOUND_MS}ms after faults stopped: nodes [{}], pending [{}]",
-                roles.join(" "),
+                roles.join(", "),
                 pending.join(", ")
             ),
         )
@@ -563,6 +636,7 @@ impl Sim {
             }
             Ev::Fault => self.on_fault(),
             Ev::Transfer => self.on_transfer(),
+            Ev::Reconfig => self.on_reconfig(),
             Ev::Restart { node } => {
                 if self.nodes[node].raft.is_none() {
                     self.restart(node);
@@ -609,6 +683,14 @@ impl Sim {
         if self.step > 0 {
             self.emit(id, Kind::Restart);
         }
+        let m = self.nodes[i]
+            .raft
+            .as_ref()
+            .expect("just started")
+            .membership()
+            .clone();
+        self.trace_config(id, "loaded", 0, &m);
+        self.nodes[i].membership = m;
         let d = 1 + self.rand(period);
         self.schedule(d, Ev::Tick { node: i, inc });
     }
@@ -929,7 +1011,47 @@ impl Sim {
         }
     }
 
+    fn trace_config(
+        &mut self,
+        node: NodeId,
+        change: &str,
+        index: u64,
+        m: &crate::core::Membership,
+    ) {
+        if self.trace.is_none() {
+            return;
+        }
+        self.emit(
+            node,
+            Kind::Config {
+                change: change.to_string(),
+                index,
+                voters: m.voters.clone(),
+                outgoing: m.outgoing.clone(),
+                learners: m.learners.clone(),
+            },
+        );
+    }
+
     fn trace_core_event(&mut self, node: NodeId, ev: &Event) {
+        match ev {
+            Event::MembershipChanged { index, membership } => {
+                let i = node as usize - 1;
+                let prev = std::mem::replace(&mut self.nodes[i].membership, membership.clone());
+                let change = membership.change_from(&prev);
+                self.trace_config(node, change, *index, membership);
+                return;
+            }
+            Event::ChangeDone { .. } => {
+                self.stats.changes_done += 1;
+                return;
+            }
+            Event::ChangeFailed { .. } => {
+                self.stats.changes_failed += 1;
+                return;
+            }
+            _ => {}
+        }
         let kind = match *ev {
             Event::ElectionTimeout { pre_vote } => Kind::Timeout { pre_vote },
             Event::CheckQuorumStepDown => Kind::Stepdown {
@@ -964,6 +1086,11 @@ impl Sim {
                 pre_vote,
                 granted,
             },
+            Event::MembershipChanged { .. }
+            | Event::ChangeDone { .. }
+            | Event::ChangeFailed { .. } => {
+                return;
+            }
         };
         self.emit(node, kind);
     }
@@ -1177,10 +1304,14 @@ impl Sim {
                 self.schedule(d, Ev::ClientStart { client: c });
             }
             Reply::Refused { hint, .. } => {
-                let n = self.cfg.nodes as u64;
+                let n = self.nodes.len() as u64;
+                // Hints can be stale (a removed node still names the leader
+                // it last knew) and can form cycles: follow them usually,
+                // not always.
+                let follow = self.chance(75);
                 let next = match hint {
-                    Some(h) if h != self.clients[c].target => h,
-                    _ => self.clients[c].target % n + 1,
+                    Some(h) if h != self.clients[c].target && follow => h,
+                    _ => 1 + self.rand(n),
                 };
                 self.clients[c].target = next;
                 // Back off a little so a leaderless cluster is not flooded.
@@ -1205,7 +1336,7 @@ impl Sim {
         if p.seq != seq || p.attempt != attempt {
             return;
         }
-        let n = self.cfg.nodes as u64;
+        let n = self.nodes.len() as u64;
         let t = self.clients[c].target;
         if self.rand(2) == 0 {
             self.clients[c].target = t % n + 1;
@@ -1255,11 +1386,94 @@ impl Sim {
         let Some(i) = leader else {
             return Ok(());
         };
-        let n = self.cfg.nodes as u64;
+        let n = self.nodes.len() as u64;
         let to = 1 + self.rand(n);
         let r = self.nodes[i].raft.as_mut().expect("leader runs");
         if r.transfer_leader(to).is_ok() {
             self.stats.transfers += 1;
+        }
+        self.handle_ready(i)
+    }
+
+    /// A random membership change at the current leader, if any.
+    fn on_reconfig(&mut self) -> Result<(), Failure> {
+        if self.quiet {
+            return Ok(());
+        }
+        let d = 200 + self.rand(800);
+        self.schedule(d, Ev::Reconfig);
+        let Some(i) = self.leader_index().filter(|&i| !self.nodes[i].paused) else {
+            return Ok(());
+        };
+        let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let r = self.nodes[i].raft.as_ref().expect("leader runs");
+        let (leader, m) = (r.id(), r.membership().clone());
+        let outsiders: Vec<NodeId> = all.iter().copied().filter(|x| !m.is_voter(*x)).collect();
+        let roll = self.rand(100);
+        let pick = |sim: &mut Sim, from: &[NodeId]| from[sim.rand(from.len() as u64) as usize];
+        enum Action {
+            Voters(Vec<NodeId>),
+            AddLearner(NodeId),
+            RemoveLearner(NodeId),
+        }
+        let action = if roll < 30 {
+            // Any set to any set (joint consensus unless one voter differs).
+            let k = 2 + self.rand(4) as usize;
+            let mut pool = all.clone();
+            let mut target = Vec::new();
+            while target.len() < k.min(pool.len()) {
+                let j = self.rand(pool.len() as u64) as usize;
+                target.push(pool.swap_remove(j));
+            }
+            Action::Voters(target)
+        } else if roll < 50 && !outsiders.is_empty() {
+            let x = pick(self, &outsiders);
+            let mut t = m.voters.clone();
+            t.push(x);
+            Action::Voters(t)
+        } else if roll < 70 && m.voters.len() > 1 {
+            let x = pick(self, &m.voters);
+            Action::Voters(m.voters.iter().copied().filter(|&v| v != x).collect())
+        } else if roll < 85 {
+            let candidates: Vec<NodeId> = all.iter().copied().filter(|x| !m.contains(*x)).collect();
+            if candidates.is_empty() {
+                return Ok(());
+            }
+            Action::AddLearner(pick(self, &candidates))
+        } else if !m.learners.is_empty() {
+            Action::RemoveLearner(pick(self, &m.learners))
+        } else {
+            return Ok(());
+        };
+        let r = self.nodes[i].raft.as_mut().expect("leader runs");
+        match action {
+            Action::Voters(target) => {
+                let mut t = target.clone();
+                t.sort_unstable();
+                t.dedup();
+                let added = t.iter().filter(|x| !m.voters.contains(x)).count();
+                let removed = m.voters.iter().filter(|x| !t.contains(x)).count();
+                if r.change_peers(t.clone()).is_ok() {
+                    match (added, removed) {
+                        (1, 0) => self.stats.single_adds += 1,
+                        (0, 1) => self.stats.single_removes += 1,
+                        _ => self.stats.joint_changes += 1,
+                    }
+                    if !t.contains(&leader) {
+                        self.stats.leader_removals += 1;
+                    }
+                }
+            }
+            Action::AddLearner(x) => {
+                if r.add_learner(x).is_ok() {
+                    self.stats.learners_added += 1;
+                }
+            }
+            Action::RemoveLearner(x) => {
+                if r.remove_learner(x).is_ok() {
+                    self.stats.learners_removed += 1;
+                }
+            }
         }
         self.handle_ready(i)
     }

@@ -50,6 +50,7 @@ fn fingerprint(e: &Entry) -> u64 {
     let kind = match e.kind {
         EntryKind::Normal => 1u8,
         EntryKind::Noop => 2u8,
+        EntryKind::ConfChange => 3u8,
     };
     for b in std::iter::once(kind).chain(e.data.iter().copied()) {
         h ^= b as u64;

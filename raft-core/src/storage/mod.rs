@@ -40,7 +40,10 @@ impl MemStorage {
     pub fn new(voters: Vec<u64>) -> MemStorage {
         MemStorage {
             hard_state: HardState::default(),
-            conf_state: ConfState { voters },
+            conf_state: ConfState {
+                voters,
+                ..ConfState::default()
+            },
             entries: Vec::new(),
         }
     }
@@ -77,12 +80,20 @@ impl MemStorage {
         Ok(dropped)
     }
 
+    /// Makes `cs` the durable membership base.
+    pub fn set_conf_state(&mut self, cs: ConfState) {
+        self.conf_state = cs;
+    }
+
     /// Step 1 of the `Ready` contract: makes `rd`'s entries and hard state
     /// durable (here: part of this value).
     pub fn persist(&mut self, rd: &Ready) -> Result<(), Error> {
         self.append(&rd.entries)?;
         if let Some(hs) = rd.hard_state {
             self.hard_state = hs;
+        }
+        if let Some(cs) = &rd.conf_state {
+            self.conf_state = cs.clone();
         }
         Ok(())
     }

@@ -572,6 +572,17 @@ mod tests {
             ),
             rec(19, 0, Kind::Heal),
             rec(20, 3, Kind::Tickrate { period: 3 }),
+            rec(
+                21,
+                1,
+                Kind::Config {
+                    change: "joint_entered".into(),
+                    index: 9,
+                    voters: vec![1, 2],
+                    outgoing: vec![1, 2, 3],
+                    learners: vec![],
+                },
+            ),
         ]);
         (header, records)
     }
@@ -612,7 +623,7 @@ mod tests {
         assert_eq!(summary.lines, records.len() + 1);
         assert_eq!(summary.events, records.len());
         assert_eq!(summary.nodes, vec![1, 2, 3]);
-        assert_eq!(summary.max_t, 20);
+        assert_eq!(summary.max_t, 21);
         assert_eq!(summary.kinds["send"], 10);
         assert_eq!(summary.kinds["recv"], 9);
         // Every kind occurs in the sample.

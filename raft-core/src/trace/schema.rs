@@ -239,6 +239,18 @@ pub enum Kind {
     Heal,
     /// The node's tick period became `period` time units.
     Tickrate { period: u64 },
+    /// The configuration the node uses changed (it takes effect when its
+    /// entry at `index` is appended). `change` says how: `joint_entered`,
+    /// `joint_left`, `learner_added`, `learner_removed`, `voter_added`
+    /// (a learner promoted), `voter_removed`, `rollback` (a truncated
+    /// change), `reset` (`reset_peers`) or `loaded`.
+    Config {
+        change: String,
+        index: u64,
+        voters: Vec<NodeId>,
+        outgoing: Vec<NodeId>,
+        learners: Vec<NodeId>,
+    },
 }
 
 impl Kind {
@@ -265,6 +277,7 @@ impl Kind {
         "partition",
         "heal",
         "tickrate",
+        "config",
     ];
 
     /// The `ev` value of this kind.
@@ -291,6 +304,7 @@ impl Kind {
             Kind::Partition { .. } => "partition",
             Kind::Heal => "heal",
             Kind::Tickrate { .. } => "tickrate",
+            Kind::Config { .. } => "config",
         }
     }
 
@@ -381,6 +395,19 @@ impl Kind {
             Kind::Crash | Kind::Restart | Kind::Pause | Kind::Resume | Kind::Heal => Ok(()),
             Kind::Partition { blocked } => map.serialize_entry("blocked", blocked),
             Kind::Tickrate { period } => map.serialize_entry("period", period),
+            Kind::Config {
+                change,
+                index,
+                voters,
+                outgoing,
+                learners,
+            } => {
+                map.serialize_entry("change", change)?;
+                map.serialize_entry("index", index)?;
+                map.serialize_entry("voters", voters)?;
+                map.serialize_entry("outgoing", outgoing)?;
+                map.serialize_entry("learners", learners)
+            }
         }
     }
 }
