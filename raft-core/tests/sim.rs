@@ -16,6 +16,16 @@ fn sweep_with_all_faults_passes() {
 }
 
 #[test]
+fn sweep_with_membership_changes_passes() {
+    for nodes in [3, 5] {
+        let mut base = SimConfig::new(nodes, 1, 5000, FaultSet::all());
+        base.reconfig = true;
+        let r = sweep(&base, 1..=300, 2, &quiet);
+        assert!(r.failed.is_empty(), "{nodes} nodes: {:?}", r.failed);
+    }
+}
+
+#[test]
 fn sweeps_without_prevote_or_checkquorum_pass() {
     for (pre_vote, check_quorum) in [(false, true), (true, false), (false, false)] {
         let mut base = SimConfig::new(5, 1, 5000, FaultSet::all());
@@ -75,8 +85,19 @@ fn the_same_seed_gives_the_same_trace_byte_for_byte() {
 
 /// Sweeps seeds until the bug is caught; returns the first failing seed.
 fn first_catch(bug: Bug, nodes: usize, steps: u64, max_seeds: u64) -> Option<u64> {
+    first_catch_with(bug, nodes, steps, max_seeds, false)
+}
+
+fn first_catch_with(
+    bug: Bug,
+    nodes: usize,
+    steps: u64,
+    max_seeds: u64,
+    reconfig: bool,
+) -> Option<u64> {
     let mut base = SimConfig::new(nodes, 1, steps, FaultSet::all());
     base.bugs = BugSet::only(bug);
+    base.reconfig = reconfig;
     // Chunks keep the test short when the bug is caught early.
     let mut start = 1;
     while start <= max_seeds {
@@ -114,4 +135,14 @@ fn sweep_catches_votes_that_are_not_persisted() {
 #[test]
 fn sweep_catches_committing_an_old_term_by_counting() {
     assert!(first_catch(Bug::CommitOldTermByCount, 3, 20_000, 500).is_some());
+}
+
+#[test]
+fn sweep_catches_skipping_joint_consensus() {
+    assert!(first_catch_with(Bug::SkipJoint, 5, 5000, 300, true).is_some());
+}
+
+#[test]
+fn sweep_catches_counting_a_removed_member() {
+    assert!(first_catch_with(Bug::CountRemovedMember, 5, 5000, 500, true).is_some());
 }

@@ -292,10 +292,12 @@ impl<S: Storage> Raft<S> {
         let pending = self.conf_pending();
         let last = self.log.last_index();
         let margin = self.cfg.catchup_margin;
+        // Caught up: it has acknowledged an append (its log matches ours,
+        // so it is replicating) and is within the margin of our last entry.
         let caught_up = c.joining.iter().all(|id| {
-            self.progress
-                .get(id)
-                .is_some_and(|p| p.matched + margin >= last)
+            self.progress.get(id).is_some_and(|p| {
+                p.state == super::progress::ProgressState::Replicate && p.matched + margin >= last
+            })
         });
         if pending || !caught_up {
             return;

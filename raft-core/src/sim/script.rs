@@ -10,8 +10,9 @@
 //!
 //! ```text
 //! nodes 3                  # first line: cluster size, then options:
-//!                          #   prevote=off checkquorum=off batch=N
-//!                          #   (batch: most entries per Append)
+//!                          #   prevote=off checkquorum=off batch=N spare=K
+//!                          #   (batch: most entries per Append; spare: K
+//!                          #   more nodes start outside the group)
 //! campaign 1               # node 1's election timer fires
 //! stabilize                # deliver messages until none are left
 //! expect role 1 leader
@@ -26,6 +27,9 @@
 //! read 1 7                 # ReadIndex with context 7 at node 1
 //! read 1 8 lease           # a lease read (falls back to ReadIndex when
 //!                          # the lease does not hold)
+//! change 1 1 2 4           # leader 1: make the voters {1, 2, 4}
+//! learner 1 add 5          # leader 1: add (or `remove`) learner 5
+//! reset 2 2 3              # node 2: reset_peers to {2, 3} (disaster recovery)
 //! log 3 1 1 2 2            # (node down) replace node 3's log by entries
 //!                          # of terms 1 1 2 2, and its term by the last
 //!                          # (or by T with a trailing `term=T`)
@@ -71,6 +75,7 @@ struct Scenario {
     pre_vote: bool,
     check_quorum: bool,
     max_entries_per_msg: usize,
+    catchup_timeout: u32,
     bugs: BugSet,
     last_error: Option<String>,
     out: String,
@@ -128,6 +133,18 @@ pub fn run_script_with_bugs(text: &str, bugs: BugSet) -> Result<String, ScriptEr
     }
 }
 
+/// `voters [1, 2, 3]`, plus the old set while joint and the learners.
+fn describe(m: &crate::core::Membership) -> String {
+    let mut s = format!("voters {:?}", m.voters);
+    if m.is_joint() {
+        s += &format!(" and old voters {:?} (joint)", m.outgoing);
+    }
+    if !m.learners.is_empty() {
+        s += &format!(", learners {:?}", m.learners);
+    }
+    s
+}
+
 fn parse_id(s: &str, n: usize) -> Result<NodeId, String> {
     let id: NodeId = s.parse().map_err(|_| format!("'{s}' is not a node id"))?;
     if id == 0 || id as usize > n {
@@ -157,6 +174,7 @@ impl Scenario {
         if !(1..=9).contains(&n) {
             return Err(format!("{n} nodes: a script runs 1 to 9"));
         }
+        let mut spare = 0usize;
         let mut sc = Scenario {
             nodes: Vec::new(),
             queue: VecDeque::new(),
@@ -165,6 +183,7 @@ impl Scenario {
             pre_vote: true,
             check_quorum: true,
             max_entries_per_msg: 64,
+            catchup_timeout: 100,
             bugs,
             last_error: None,
             out: String::new(),
@@ -175,6 +194,18 @@ impl Scenario {
                 "prevote=on" => sc.pre_vote = true,
                 "checkquorum=off" => sc.check_quorum = false,
                 "checkquorum=on" => sc.check_quorum = true,
+                o if o.starts_with("spare=") => {
+                    spare = o[6..]
+                        .parse()
+                        .map_err(|_| format!("bad option '{o}': spare=K needs a count"))?;
+                }
+                o if o.starts_with("catchup=") => {
+                    sc.catchup_timeout = o[8..]
+                        .parse()
+                        .ok()
+                        .filter(|&t| t > 0)
+                        .ok_or(format!("bad option '{o}': catchup=TICKS needs TICKS >= 1"))?;
+                }
                 o if o.starts_with("batch=") => {
                     sc.max_entries_per_msg = o[6..]
                         .parse()
@@ -185,12 +216,23 @@ impl Scenario {
                 o => return Err(format!("unknown option '{o}'")),
             }
         }
+        if n + spare > 9 {
+            return Err(format!(
+                "{} nodes with spares: a script runs at most 9",
+                n + spare
+            ));
+        }
         let ids: Vec<NodeId> = (1..=n as u64).collect();
-        for &id in &ids {
+        for id in 1..=(n + spare) as u64 {
+            let voters = if id as usize <= n {
+                ids.clone()
+            } else {
+                Vec::new()
+            };
             sc.nodes.push(Node {
                 id,
                 raft: None,
-                disk: Some(MemStorage::new(ids.clone())),
+                disk: Some(MemStorage::new(voters)),
                 commit: 0,
                 read_states: Vec::new(),
             });
@@ -204,6 +246,7 @@ impl Scenario {
         c.pre_vote = self.pre_vote;
         c.check_quorum = self.check_quorum;
         c.max_entries_per_msg = self.max_entries_per_msg;
+        c.catchup_timeout = self.catchup_timeout;
         #[cfg(feature = "bug-injection")]
         {
             c.bugs = self.bugs;
@@ -333,6 +376,34 @@ impl Scenario {
             ["log", id, terms @ ..] => {
                 let id = parse_id(id, n)?;
                 self.set_log(id, terms)?;
+            }
+            ["change", id, voters @ ..] => {
+                let id = parse_id(id, n)?;
+                let voters: Result<Vec<NodeId>, String> =
+                    voters.iter().map(|v| parse_id(v, n)).collect();
+                if let Err(e) = self.raft(id)?.change_peers(voters?) {
+                    self.refused(e.to_string());
+                }
+            }
+            ["learner", id, op @ ("add" | "remove"), x] => {
+                let (id, x) = (parse_id(id, n)?, parse_id(x, n)?);
+                let r = self.raft(id)?;
+                let res = if *op == "add" {
+                    r.add_learner(x)
+                } else {
+                    r.remove_learner(x)
+                };
+                if let Err(e) = res {
+                    self.refused(e.to_string());
+                }
+            }
+            ["reset", id, voters @ ..] => {
+                let id = parse_id(id, n)?;
+                let voters: Result<Vec<NodeId>, String> =
+                    voters.iter().map(|v| parse_id(v, n)).collect();
+                if let Err(e) = self.raft(id)?.reset_peers(voters?) {
+                    self.refused(e.to_string());
+                }
             }
             ["expect", what @ ..] => self.expect(what)?,
             _ => return Err(format!("unknown command '{}'", w.join(" "))),
@@ -499,6 +570,15 @@ impl Scenario {
                     crate::core::Event::TransferAborted { to } => {
                         format!("transfer to {to} abandoned")
                     }
+                    crate::core::Event::MembershipChanged { index, membership } => {
+                        format!("config at {index}: {}", describe(membership))
+                    }
+                    crate::core::Event::ChangeDone { membership } => {
+                        format!("change done: {}", describe(membership))
+                    }
+                    crate::core::Event::ChangeFailed { reason } => {
+                        format!("change failed: {reason}")
+                    }
                     _ => continue,
                 };
                 let _ = writeln!(self.out, "  node {id}: {note}");
@@ -519,6 +599,8 @@ impl Scenario {
         }
     }
 
+    /// `expect voters N v1 v2 ...`, `expect old N v1 ...` (the outgoing set
+    /// while joint; `expect old N` alone: not joint), `expect learners N ...`,
     /// `expect role N leader|follower|candidate|precandidate|down`,
     /// `expect leader N` (N leads and nobody else does in its term),
     /// `expect term N T`, `expect commit N C`, `expect log N t1 t2 ...`
@@ -579,6 +661,22 @@ impl Scenario {
                     .collect();
                 if got != want {
                     return Err(format!("node {id} log terms {got:?}, expected {want:?}"));
+                }
+            }
+            ["voters" | "old" | "learners", id, ids @ ..] => {
+                let id = parse_id(id, n)?;
+                let want: Result<Vec<NodeId>, String> =
+                    ids.iter().map(|v| parse_id(v, n)).collect();
+                let mut want = want?;
+                want.sort_unstable();
+                let m = self.raft(id)?.membership();
+                let got = match w[0] {
+                    "voters" => &m.voters,
+                    "old" => &m.outgoing,
+                    _ => &m.learners,
+                };
+                if *got != want {
+                    return Err(format!("node {id} has {} {got:?}, expected {want:?}", w[0]));
                 }
             }
             ["error", text @ ..] => {
