@@ -66,6 +66,11 @@ pub struct SimArgs {
     /// start outside the group.
     #[arg(long)]
     pub reconfig: bool,
+    /// Take snapshots often (every 16 entries) and compact the log behind
+    /// them, with tiny throttled chunks, so snapshot installs happen often,
+    /// get interrupted and resume; 5% of chunks are corrupted in flight.
+    #[arg(long)]
+    pub compact: bool,
     /// Turn PreVote off.
     #[arg(long)]
     pub no_pre_vote: bool,
@@ -141,6 +146,7 @@ impl SimArgs {
         c.pre_vote = !self.no_pre_vote;
         c.check_quorum = !self.no_check_quorum;
         c.reconfig = self.reconfig;
+        c.compact = self.compact;
         #[cfg(feature = "bug-injection")]
         {
             c.bugs = self
@@ -162,6 +168,9 @@ impl SimArgs {
         }
         if self.reconfig {
             s += " --reconfig";
+        }
+        if self.compact {
+            s += " --compact";
         }
         if self.no_pre_vote {
             s += " --no-pre-vote";
@@ -201,13 +210,32 @@ fn sim_one(args: &SimArgs, seed: u64) -> Result<()> {
         std::fs::write(path, bytes)
             .with_context(|| format!("writing trace to {}", path.display()))?;
     }
-    let s = &out.stats;
     println!(
         "seed {seed}: {} steps, {} ms simulated, {:.0} steps/s",
         out.steps,
         out.sim_time,
         out.steps as f64 / secs.max(1e-9)
     );
+    print_stats(args, &out.stats);
+    if let Some(path) = &args.trace {
+        println!("  trace written to {}", path.display());
+    }
+    match out.failure {
+        None => {
+            println!("1 passed, 0 failed");
+            Ok(())
+        }
+        Some(f) => {
+            println!("FAIL seed {seed}: {f}");
+            println!("  replay: {}", args.replay_command(seed));
+            println!("0 passed, 1 failed");
+            bail!("seed {seed} failed")
+        }
+    }
+}
+
+/// Prints what a run (or a whole sweep) did.
+fn print_stats(args: &SimArgs, s: &raft_core::sim::cluster::Stats) {
     println!(
         "  leaders elected {}, max term {}, committed {}, client ops {}",
         s.leaders_elected, s.max_term, s.committed, s.client_ops
@@ -234,20 +262,18 @@ fn sim_one(args: &SimArgs, seed: u64) -> Result<()> {
             s.changes_failed
         );
     }
-    if let Some(path) = &args.trace {
-        println!("  trace written to {}", path.display());
-    }
-    match out.failure {
-        None => {
-            println!("1 passed, 0 failed");
-            Ok(())
-        }
-        Some(f) => {
-            println!("FAIL seed {seed}: {f}");
-            println!("  replay: {}", args.replay_command(seed));
-            println!("0 passed, 1 failed");
-            bail!("seed {seed} failed")
-        }
+    if args.compact {
+        println!(
+            "  snapshots: {} taken, {} offered, {} installed, {} resumed, {} discarded; \
+             chunks {} sent, {} rejected",
+            s.snapshots_taken,
+            s.snapshots_offered,
+            s.snapshots_installed,
+            s.snapshots_resumed,
+            s.snapshots_discarded,
+            s.chunks_sent,
+            s.chunks_rejected
+        );
     }
 }
 
@@ -273,6 +299,9 @@ fn sim_sweep(args: &SimArgs, first: u64, last: u64) -> Result<()> {
         secs,
         report.steps as f64 / secs.max(1e-9)
     );
+    if args.reconfig || args.compact {
+        print_stats(args, &report.stats);
+    }
     println!("{} passed, {} failed", report.passed, report.failed.len());
     if !report.failed.is_empty() {
         std::process::exit(1);

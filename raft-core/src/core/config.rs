@@ -40,6 +40,15 @@ pub struct Config {
     /// Leader ticks a change waits for its joining members to catch up
     /// before it fails (and removes them again).
     pub catchup_timeout: u32,
+    /// Most bytes of snapshot data in one chunk.
+    pub snapshot_chunk_size: u64,
+    /// Snapshot bytes a leader serves per tick, over all followers
+    /// (0: unlimited). Chunk requests beyond it wait for later ticks.
+    pub snapshot_bytes_per_tick: u64,
+    /// Most followers a leader sends snapshots to at once.
+    pub max_snapshot_sends: usize,
+    /// Ticks a follower waits for a requested chunk before asking again.
+    pub snapshot_request_timeout: u32,
     /// Injected bugs (test builds only): see [`crate::core::bugs`].
     #[cfg(feature = "bug-injection")]
     pub bugs: super::bugs::BugSet,
@@ -62,6 +71,10 @@ impl Config {
             max_uncommitted_entries: 4096,
             catchup_margin: 64,
             catchup_timeout: 100,
+            snapshot_chunk_size: 1 << 20,
+            snapshot_bytes_per_tick: 0,
+            max_snapshot_sends: 2,
+            snapshot_request_timeout: 3,
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         }
@@ -90,6 +103,12 @@ impl Config {
         }
         if self.catchup_timeout == 0 {
             return bad("catchup_timeout must be at least 1");
+        }
+        if self.snapshot_chunk_size == 0 || self.max_snapshot_sends == 0 {
+            return bad("snapshot chunk size and concurrent sends must be non-zero");
+        }
+        if self.snapshot_request_timeout == 0 {
+            return bad("snapshot_request_timeout must be at least 1");
         }
         if self.max_apply_bytes == 0 || self.max_uncommitted_entries == 0 {
             return bad("apply and uncommitted limits must be non-zero");

@@ -34,4 +34,29 @@ pub enum Event {
     ChangeDone { membership: Membership },
     /// A change could not complete and was abandoned (leader only).
     ChangeFailed { reason: String },
+    /// Phase 1: the snapshot at `index` was offered to `to` (leader).
+    SnapshotOffered { to: NodeId, index: u64, bytes: u64 },
+    /// A chunk went to `to` (leader).
+    SnapshotChunkSent {
+        to: NodeId,
+        index: u64,
+        file: u32,
+        offset: u64,
+        len: u64,
+    },
+    /// A chunk arrived (follower); `ok` is false when its checksum failed and
+    /// it is asked for again.
+    SnapshotChunkReceived {
+        index: u64,
+        file: u32,
+        offset: u64,
+        len: u64,
+        ok: bool,
+    },
+    /// A transfer continues from a partial copy (`have` bytes already held).
+    SnapshotResumed { index: u64, have: u64 },
+    /// The snapshot at `index` was verified and installed (follower).
+    SnapshotInstalled { index: u64 },
+    /// The partial snapshot at `index` was thrown away (follower).
+    SnapshotDiscarded { index: u64, reason: String },
 }

@@ -57,6 +57,9 @@ pub struct RaftLog<S: Storage> {
     pub applied: u64,
     /// Highest index durable in storage (the stable part's end).
     persisted: u64,
+    /// The last snapshot installed by this log (index, term): everything up
+    /// to it is gone, even before storage has caught up with the install.
+    restored: Option<(u64, u64)>,
 }
 
 impl<S: Storage> RaftLog<S> {
@@ -72,7 +75,28 @@ impl<S: Storage> RaftLog<S> {
             committed,
             applied,
             persisted,
+            restored: None,
         }
+    }
+
+    /// The first index still held (entries before it are in a snapshot).
+    pub fn first_index(&self) -> u64 {
+        let restored = self.restored.map_or(0, |(i, _)| i + 1);
+        self.storage.first_index().max(restored)
+    }
+
+    /// Replaces the whole log by a snapshot ending at `(index, term)`: the
+    /// log is empty after it, and everything up to it is committed and
+    /// applied (the driver loads the snapshot into the state machine).
+    pub fn restore(&mut self, index: u64, term: u64) {
+        self.restored = Some((index, term));
+        self.unstable = Unstable {
+            offset: index + 1,
+            entries: Vec::new(),
+        };
+        self.persisted = index;
+        self.committed = self.committed.max(index);
+        self.applied = index;
     }
 
     /// The last index held, stable or not.
@@ -93,6 +117,14 @@ impl<S: Storage> RaftLog<S> {
     /// The term at `index`, or `None` when the index is past the end (or
     /// compacted away).
     pub fn term(&self, index: u64) -> Option<u64> {
+        if let Some((ri, rt)) = self.restored {
+            if index == ri {
+                return Some(rt);
+            }
+            if index < ri {
+                return None;
+            }
+        }
         // Invariant: `unstable.offset == persisted + 1`.
         if index > self.persisted {
             return self.unstable.term(index);
@@ -169,7 +201,7 @@ impl<S: Storage> RaftLog<S> {
 
     /// Entries `lo..hi`, limited to `max_bytes` (at least one is returned).
     pub fn slice(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, Error> {
-        if lo > hi || hi > self.last_index() + 1 || lo < 1 {
+        if lo > hi || hi > self.last_index() + 1 || lo < self.first_index() {
             return Err(Error::Unavailable { lo, hi });
         }
         let mut out = Vec::new();

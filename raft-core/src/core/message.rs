@@ -50,13 +50,47 @@ pub struct HardState {
 /// The membership recorded outside the log: the configuration in effect as
 /// of log index `index` (a snapshot's, or one forced by `reset_peers`).
 /// Configuration entries in the log after `index` apply on top of it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct ConfState {
     pub index: u64,
     pub voters: Vec<NodeId>,
     /// The outgoing voters while joint; empty otherwise.
     pub outgoing: Vec<NodeId>,
     pub learners: Vec<NodeId>,
+}
+
+/// One file of a snapshot, with what a receiver needs to check it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SnapshotFile {
+    pub name: String,
+    pub size: u64,
+    /// CRC-32C of the whole file.
+    pub crc: u32,
+}
+
+/// What identifies a snapshot: the last entry it includes, the
+/// configuration as of that entry, and its files. Two snapshots with equal
+/// metas hold the same bytes, so a receiver can resume one from another
+/// sender (a new leader).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct SnapshotMeta {
+    pub index: u64,
+    pub term: u64,
+    pub conf: ConfState,
+    pub files: Vec<SnapshotFile>,
+}
+
+impl SnapshotMeta {
+    /// Bytes in all files.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// CRC-32C (Castagnoli) of `data`: the checksum of snapshot chunks and files.
+pub fn checksum(data: &[u8]) -> u32 {
+    const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    CRC32C.checksum(data)
 }
 
 /// A message between two members of a group.
@@ -115,6 +149,27 @@ pub enum MessageBody {
     HeartbeatResponse { read_round: u64, lease_tick: u64 },
     /// Tells a caught-up follower to campaign at once (leader transfer).
     TimeoutNow,
+    /// Phase 1 of a snapshot install: what the snapshot is. The follower
+    /// then pulls the data (phase 2), resuming any partial copy it holds.
+    InstallSnapshot { meta: SnapshotMeta },
+    /// A follower asks for `len` bytes of file `file` at `offset` of the
+    /// leader's snapshot at `index`.
+    SnapshotChunkRequest {
+        index: u64,
+        file: u32,
+        offset: u64,
+        len: u64,
+    },
+    /// The bytes asked for, with their CRC-32C; `gone` when the leader no
+    /// longer has the snapshot at `index` (the follower starts over).
+    SnapshotChunk {
+        index: u64,
+        file: u32,
+        offset: u64,
+        data: Vec<u8>,
+        crc: u32,
+        gone: bool,
+    },
 }
 
 impl MessageBody {
@@ -134,6 +189,9 @@ impl MessageBody {
             MessageBody::Heartbeat { .. } => "heartbeat",
             MessageBody::HeartbeatResponse { .. } => "heartbeat_resp",
             MessageBody::TimeoutNow => "timeout_now",
+            MessageBody::InstallSnapshot { .. } => "install_snapshot",
+            MessageBody::SnapshotChunkRequest { .. } => "snapshot_chunk_request",
+            MessageBody::SnapshotChunk { .. } => "snapshot_chunk",
         }
     }
 }

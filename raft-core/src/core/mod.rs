@@ -21,13 +21,17 @@ mod read;
 mod ready;
 mod reconfig;
 mod replication;
+mod snapshot;
 mod transfer;
 
 pub use bugs::{Bug, BugSet};
 pub use config::Config;
 pub use event::Event;
 pub use membership::{ConfChange, ConfEntry, Membership};
-pub use message::{ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId};
+pub use message::{
+    checksum, ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotFile,
+    SnapshotMeta,
+};
 pub use raft::{Raft, Role};
 pub use read::{ReadMode, ReadState};
-pub use ready::{Ready, SoftState};
+pub use ready::{Ready, SnapshotOp, SoftState};

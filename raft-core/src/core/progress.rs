@@ -16,6 +16,9 @@ pub enum ProgressState {
     Probe,
     /// Streaming entries, up to the in-flight window.
     Replicate,
+    /// The entries it needs were compacted: it is installing the snapshot
+    /// at `index` and gets no appends meanwhile.
+    Snapshot { index: u64 },
 }
 
 /// A bounded window of the last indexes of `Append`s in flight.
@@ -79,6 +82,8 @@ pub struct Progress {
     pub lease_ack: u64,
     /// Highest ReadIndex round this peer has acknowledged.
     pub read_ack: u64,
+    /// Leader ticks since this peer last asked for a snapshot chunk.
+    pub snapshot_idle: u32,
 }
 
 impl Progress {
@@ -93,7 +98,16 @@ impl Progress {
             recent_active: false,
             lease_ack: 0,
             read_ack: 0,
+            snapshot_idle: 0,
         }
+    }
+
+    /// Switches to installing the snapshot at `index`.
+    pub fn become_snapshot(&mut self, index: u64) {
+        self.state = ProgressState::Snapshot { index };
+        self.probe_sent = false;
+        self.snapshot_idle = 0;
+        self.inflights.reset();
     }
 
     /// Switches to probing from `matched + 1`.
@@ -117,6 +131,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.full(),
+            ProgressState::Snapshot { .. } => true,
         }
     }
 
@@ -130,6 +145,7 @@ impl Progress {
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot { .. } => {}
         }
     }
 
@@ -165,6 +181,8 @@ impl Progress {
                 self.probe_sent = false;
                 true
             }
+            // No appends are out while a snapshot installs.
+            ProgressState::Snapshot { .. } => false,
         }
     }
 }

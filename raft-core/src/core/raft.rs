@@ -19,6 +19,7 @@ use super::progress::Progress;
 use super::read::{ReadOnly, ReadState};
 use super::ready::SoftState;
 use super::reconfig::ChangeInProgress;
+use super::snapshot::SnapshotState;
 use super::transfer::Transfer;
 use crate::storage::Storage;
 use crate::{Error, ProposeError};
@@ -65,6 +66,8 @@ pub struct Raft<S: Storage> {
     pub(crate) change: Option<ChangeInProgress>,
     /// A new membership base for the driver to persist (`reset_peers`).
     pub(crate) pending_conf_state: Option<ConfState>,
+    /// Snapshot transfers, sending and receiving.
+    pub(crate) snap: SnapshotState,
     /// Per-peer progress; filled only while leader.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     /// Votes received in the current (pre-)election.
@@ -100,18 +103,22 @@ impl<S: Storage> Raft<S> {
                 storage.last_index()
             )));
         }
+        // The driver loads the latest snapshot into the state machine at
+        // start: everything up to it is applied.
+        let snap_index = storage.snapshot_meta().map_or(0, |m| m.index);
         let mut r = Raft {
             id: cfg.id,
             term: hs.term,
             vote: hs.vote,
             role: Role::Follower,
             leader: None,
-            log: RaftLog::new(storage, hs.commit, 0),
+            log: RaftLog::new(storage, hs.commit.max(snap_index), snap_index),
             membership: Membership::default(),
             conf_base: (0, Membership::default()),
             conf_log: Vec::new(),
             change: None,
             pending_conf_state: None,
+            snap: SnapshotState::default(),
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -221,6 +228,7 @@ impl<S: Storage> Raft<S> {
     /// Advances the node's clock by one tick.
     pub fn tick(&mut self) {
         self.ticks += 1;
+        self.tick_snapshot();
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
@@ -387,14 +395,19 @@ impl<S: Storage> Raft<S> {
                 } => {
                     // A granted pre-vote carries the term we would run in.
                 }
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+                | MessageBody::SnapshotChunk { .. } => {
                     self.become_follower(m.term, Some(m.from));
                 }
                 _ => self.become_follower(m.term, None),
             }
         } else if m.term < self.term {
             match m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => {
                     // A stale leader: tell it our term so it steps down
                     // (without this, CheckQuorum and PreVote could leave it
                     // stuck, since we would never vote it out).
@@ -455,7 +468,18 @@ impl<S: Storage> Raft<S> {
                 self.note_peer_alive(m.from, lease_tick);
                 self.handle_heartbeat_response(m.from, read_round);
             }
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::SnapshotChunkRequest {
+                index,
+                file,
+                offset,
+                len,
+            } => {
+                self.note_peer_alive(m.from, 0);
+                self.handle_chunk_request(m.from, index, file, offset, len);
+            }
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 return Err(Error::Invariant(format!(
                     "two leaders in term {}: {} and {}",
                     self.term, self.id, m.from
@@ -468,7 +492,9 @@ impl<S: Storage> Raft<S> {
 
     fn step_candidate(&mut self, m: Message) -> Result<(), Error> {
         match m.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 // Someone won this term.
                 self.become_follower(self.term, Some(m.from));
                 self.step_follower(m)
@@ -511,6 +537,22 @@ impl<S: Storage> Raft<S> {
                 self.election_elapsed = 0;
                 self.leader = Some(m.from);
                 self.handle_heartbeat(m.from, commit, read_round, lease_tick);
+            }
+            MessageBody::InstallSnapshot { meta } => {
+                self.election_elapsed = 0;
+                self.leader = Some(m.from);
+                self.handle_install_snapshot(m.from, meta);
+            }
+            MessageBody::SnapshotChunk {
+                index,
+                file,
+                offset,
+                data,
+                crc,
+                gone,
+            } => {
+                self.election_elapsed = 0;
+                self.handle_chunk(index, file, offset, data, crc, gone);
             }
             // Only the leader we follow may hand us leadership.
             MessageBody::TimeoutNow if self.leader == Some(m.from) && self.can_campaign() => {

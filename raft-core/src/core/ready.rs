@@ -16,7 +16,7 @@
 
 use super::bugs::Bug;
 use super::event::Event;
-use super::message::{ConfState, Entry, HardState, Message, NodeId};
+use super::message::{ConfState, Entry, HardState, Message, NodeId, SnapshotMeta};
 use super::raft::{Raft, Role};
 use super::read::ReadState;
 use crate::storage::Storage;
@@ -28,11 +28,32 @@ pub struct SoftState {
     pub role: Role,
 }
 
+/// Snapshot work for the driver, done in order and durably in step 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotOp {
+    /// Start receiving the snapshot `meta` (drop any other partial copy).
+    Begin(SnapshotMeta),
+    /// Append verified bytes to file `file` of the partial snapshot.
+    Chunk {
+        file: u32,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Drop the partial snapshot.
+    Abort,
+    /// The partial snapshot `meta` is complete and verified: make it the
+    /// node's snapshot, replace the log by it (empty after `meta.index`),
+    /// and load it into the state machine, which starts from empty.
+    Install(SnapshotMeta),
+}
+
 /// Work for the driver; see the module docs for the order.
 #[derive(Debug, Default)]
 pub struct Ready {
     /// The hard state to persist, when it changed.
     pub hard_state: Option<HardState>,
+    /// Snapshot work, before the entries.
+    pub snapshot_ops: Vec<SnapshotOp>,
     /// Entries to append to stable storage.
     pub entries: Vec<Entry>,
     /// A new membership base to persist with the hard state (after
@@ -80,6 +101,7 @@ impl<S: Storage> Raft<S> {
             || !self.read_states.is_empty()
             || !self.events.is_empty()
             || self.pending_conf_state.is_some()
+            || !self.snap.ops.is_empty()
     }
 
     /// Takes the pending work. Call `advance` with it once it is handled.
@@ -88,6 +110,7 @@ impl<S: Storage> Raft<S> {
         let ss = self.soft_state();
         let rd = Ready {
             hard_state: (hs != self.prev_hard).then_some(hs),
+            snapshot_ops: std::mem::take(&mut self.snap.ops),
             entries: self.log.unstable_entries().to_vec(),
             conf_state: self.pending_conf_state.take(),
             messages: std::mem::take(&mut self.msgs),
@@ -112,6 +135,11 @@ impl<S: Storage> Raft<S> {
         }
         if let Some(e) = rd.committed_entries.last() {
             self.log.applied_to(e.index);
+        }
+        if self.snap.verify_pending {
+            // The last chunks are durable now: check the files whole.
+            self.snap.verify_pending = false;
+            self.verify_received_snapshot();
         }
     }
 }

@@ -103,6 +103,12 @@ impl<S: Storage> Raft<S> {
 
     /// Rebuilds the configuration from the base and the stable log (start).
     pub(crate) fn load_membership(&mut self, cs: ConfState) -> Result<(), crate::Error> {
+        // The base is whichever is newer: the recorded one, or the
+        // configuration of the latest snapshot (the log before it is gone).
+        let cs = match self.log.storage.snapshot_meta() {
+            Some(meta) if meta.conf.index > cs.index => meta.conf,
+            _ => cs,
+        };
         let base = Membership {
             voters: Membership::new(cs.voters).voters,
             outgoing: Membership::new(cs.outgoing).voters,
@@ -134,7 +140,7 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn set_membership(&mut self, m: Membership) {
+    pub(crate) fn set_membership(&mut self, m: Membership) {
         if m == self.membership {
             return;
         }

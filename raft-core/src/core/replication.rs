@@ -24,9 +24,8 @@ impl<S: Storage> Raft<S> {
         let next = pr.next;
         let prev_log_index = next - 1;
         let Some(prev_log_term) = self.log.term(prev_log_index) else {
-            // Only log compaction could make this happen; until snapshots
-            // exist the log is never compacted.
-            return false;
+            // The entries it needs were compacted: it needs the snapshot.
+            return self.send_snapshot(to);
         };
         let entries: Vec<Entry> = if next <= last {
             let hi = (last + 1).min(next + self.cfg.max_entries_per_msg as u64);
@@ -178,7 +177,7 @@ impl<S: Storage> Raft<S> {
             }
             return;
         }
-        let was_probe = pr.state == ProgressState::Probe;
+        let was_probe = pr.state != ProgressState::Replicate;
         let pr = self.progress.get_mut(&from).expect("checked above");
         if !pr.maybe_update(index) {
             return;
@@ -198,7 +197,13 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
         let last = self.log.last_index();
-        if let Some(pr) = self.progress.get_mut(&from) {
+        if self
+            .progress
+            .get(&from)
+            .is_some_and(|p| matches!(p.state, ProgressState::Snapshot { .. }))
+        {
+            self.reoffer_snapshot(from);
+        } else if let Some(pr) = self.progress.get_mut(&from) {
             pr.probe_sent = false;
             if pr.state == ProgressState::Replicate && pr.inflights.full() {
                 pr.inflights.free_first();

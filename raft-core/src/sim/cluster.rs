@@ -19,7 +19,10 @@ use super::invariants::{Invariants, Violation};
 use super::kv::{Command, Kv, Request};
 use super::linearizability;
 use super::workload::{Client, ClientOp, Pending, ReadPath};
-use crate::core::{Config, EntryKind, Event, Message, NodeId, Raft, ReadMode, Role};
+use crate::core::{
+    checksum, Config, EntryKind, Event, Message, MessageBody, NodeId, Raft, ReadMode, Role,
+    SnapshotFile, SnapshotMeta, SnapshotOp,
+};
 use crate::storage::{MemStorage, Storage};
 use crate::trace::schema::{
     ClientDir, ClientOp as TraceOp, Header, Kind, NodeRole, Record, TransferPhase,
@@ -34,6 +37,12 @@ pub const TICK_MS: u64 = 10;
 pub const LIVENESS_BOUND_MS: u64 = 10_000;
 /// A client gives up on a node after this long and tries another.
 const CLIENT_TIMEOUT_MS: u64 = 300;
+/// With `compact`: a snapshot at every multiple of this index (the same
+/// indexes on every node, so every replica's snapshot is byte-identical and
+/// a transfer can resume from a new leader).
+pub const SNAPSHOT_INTERVAL: u64 = 16;
+/// With `compact`: entries kept behind a snapshot for slow followers.
+pub const LOG_MARGIN: u64 = 4;
 /// Nodes that start outside the group when membership changes are on.
 pub const SPARE_NODES: usize = 2;
 /// Hard cap on quiet-phase steps, so a livelock cannot spin forever.
@@ -55,6 +64,10 @@ pub struct SimConfig {
     /// Inject random membership changes; `SPARE_NODES` extra nodes start
     /// outside the group and can be added.
     pub reconfig: bool,
+    /// Snapshot every `SNAPSHOT_INTERVAL` entries and compact the log
+    /// behind, with tiny throttled chunks, so installs happen often and get
+    /// interrupted; 5% of chunks are corrupted in flight.
+    pub compact: bool,
     /// Bugs to inject into every node (test builds only).
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::core::BugSet,
@@ -74,6 +87,7 @@ impl SimConfig {
             pre_vote: true,
             check_quorum: true,
             reconfig: false,
+            compact: false,
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         }
@@ -101,6 +115,11 @@ impl SimConfig {
         // half a second (50 ticks) to get there.
         c.catchup_margin = 8;
         c.catchup_timeout = 50;
+        if self.compact {
+            c.snapshot_chunk_size = 16;
+            c.snapshot_bytes_per_tick = 48;
+            c.max_snapshot_sends = 1;
+        }
         #[cfg(feature = "bug-injection")]
         {
             c.bugs = self.bugs;
@@ -159,6 +178,48 @@ pub struct Stats {
     /// leader lost).
     pub changes_done: u64,
     pub changes_failed: u64,
+    /// Snapshot activity.
+    pub snapshots_taken: u64,
+    pub snapshots_offered: u64,
+    pub snapshots_installed: u64,
+    pub snapshots_resumed: u64,
+    pub snapshots_discarded: u64,
+    pub chunks_sent: u64,
+    pub chunks_rejected: u64,
+}
+
+impl Stats {
+    /// Adds `o`'s counters to these (`max_term` takes the larger).
+    pub fn add(&mut self, o: &Stats) {
+        self.leaders_elected += o.leaders_elected;
+        self.max_term = self.max_term.max(o.max_term);
+        self.committed += o.committed;
+        self.messages_sent += o.messages_sent;
+        self.messages_dropped += o.messages_dropped;
+        self.client_ops += o.client_ops;
+        self.crashes += o.crashes;
+        self.pauses += o.pauses;
+        self.partitions += o.partitions;
+        self.transfers += o.transfers;
+        self.lease_reads += o.lease_reads;
+        self.read_index_reads += o.read_index_reads;
+        self.log_reads += o.log_reads;
+        self.joint_changes += o.joint_changes;
+        self.single_adds += o.single_adds;
+        self.single_removes += o.single_removes;
+        self.leader_removals += o.leader_removals;
+        self.learners_added += o.learners_added;
+        self.learners_removed += o.learners_removed;
+        self.changes_done += o.changes_done;
+        self.changes_failed += o.changes_failed;
+        self.snapshots_taken += o.snapshots_taken;
+        self.snapshots_offered += o.snapshots_offered;
+        self.snapshots_installed += o.snapshots_installed;
+        self.snapshots_resumed += o.snapshots_resumed;
+        self.snapshots_discarded += o.snapshots_discarded;
+        self.chunks_sent += o.chunks_sent;
+        self.chunks_rejected += o.chunks_rejected;
+    }
 }
 
 /// The result of one run.
@@ -350,6 +411,7 @@ impl Sim {
                 .with_meta("pre_vote", cfg.pre_vote)
                 .with_meta("check_quorum", cfg.check_quorum)
                 .with_meta("reconfig", cfg.reconfig)
+                .with_meta("compact", cfg.compact)
                 .with_meta("voters", voters.clone())
                 .with_meta("tick", TICK_MS)
                 .with_meta("time_unit", "ms");
@@ -673,7 +735,12 @@ impl Sim {
         let disk = n.disk.take().expect("a down node keeps its disk");
         n.inc += 1;
         n.commit = disk.hard_state().commit;
-        n.kv = Kv::default();
+        // The state machine starts from the latest snapshot, if any; the
+        // core replays the log after it.
+        n.kv = disk
+            .snapshot_files()
+            .and_then(|(_, f)| Kv::from_files(f).ok())
+            .unwrap_or_default();
         n.role = NodeRole::Follower;
         n.new_leader = false;
         let cfg = self.cfg.node_config(n.id);
@@ -832,6 +899,14 @@ impl Sim {
         if delay && self.chance(25) {
             latency += 20 + self.rand(180);
         }
+        let mut msg = msg;
+        if self.cfg.compact && self.chance(5) {
+            if let MessageBody::SnapshotChunk { data, .. } = &mut msg.body {
+                if let Some(b) = data.first_mut() {
+                    *b ^= 0xff; // the receiver's checksum must catch this
+                }
+            }
+        }
         if dup && self.chance(10) {
             let extra = self.rand(30);
             self.schedule(
@@ -858,7 +933,11 @@ impl Sim {
             let before = r.storage().hard_state();
             let rd = r.ready();
 
-            // 1. Persist.
+            // 1. Persist: snapshot work first (an install replaces the log).
+            if !rd.snapshot_ops.is_empty() {
+                self.persist_snapshot_ops(i, &rd.snapshot_ops)?;
+            }
+            let r = self.nodes[i].raft.as_mut().expect("running");
             if !rd.entries.is_empty() {
                 {
                     let (disk, log) = (r.storage(), r.raft_log());
@@ -961,6 +1040,7 @@ impl Sim {
             }
 
             // 3. Apply.
+            let mut snapshot_at = None;
             if let (Some(f), Some(l)) = (rd.committed_entries.first(), rd.committed_entries.last())
             {
                 let (first, last) = (f.index, l.index);
@@ -968,21 +1048,28 @@ impl Sim {
                     if let Err(v) = self.inv.on_apply(node, e) {
                         return Err(self.violated(v));
                     }
-                    if e.kind != EntryKind::Normal {
-                        continue;
+                    if e.kind == EntryKind::Normal {
+                        let req = match Request::decode(&e.data) {
+                            Ok(r) => r,
+                            Err(why) => return Err(self.fail("Core error", why)),
+                        };
+                        let result = self.nodes[i].kv.apply(&req);
+                        let c = req.client as usize - 1;
+                        if self.nodes[i].proposals.get(&c) == Some(&req.seq) {
+                            self.nodes[i].proposals.remove(&c);
+                            self.reply(node, c, req.seq, Reply::Done(result));
+                        }
                     }
-                    let req = match Request::decode(&e.data) {
-                        Ok(r) => r,
-                        Err(why) => return Err(self.fail("Core error", why)),
-                    };
-                    let result = self.nodes[i].kv.apply(&req);
-                    let c = req.client as usize - 1;
-                    if self.nodes[i].proposals.get(&c) == Some(&req.seq) {
-                        self.nodes[i].proposals.remove(&c);
-                        self.reply(node, c, req.seq, Reply::Done(result));
+                    if self.cfg.compact && e.index % SNAPSHOT_INTERVAL == 0 {
+                        // The state exactly at this index, on every replica.
+                        snapshot_at = Some((e.index, self.nodes[i].kv.to_files()));
                     }
                 }
                 self.emit(node, Kind::Apply { first, last });
+                let state = self.nodes[i].kv.fingerprint();
+                if let Err(v) = self.inv.on_state(node, last, state) {
+                    return Err(self.violated(v));
+                }
             }
             for rs in &rd.read_states {
                 self.nodes[i].ready_reads.push((rs.index, rs.ctx));
@@ -991,6 +1078,10 @@ impl Sim {
             // 4. Advance, then serve reads the state machine has caught up with.
             let r = self.nodes[i].raft.as_mut().expect("running");
             r.advance(&rd);
+            if let Some((index, files)) = snapshot_at {
+                self.take_snapshot(i, index, files)?;
+            }
+            let r = self.nodes[i].raft.as_ref().expect("running");
             let applied = r.applied_index();
             let ready = std::mem::take(&mut self.nodes[i].ready_reads);
             for (index, ctx) in ready {
@@ -1008,6 +1099,115 @@ impl Sim {
                 self.crash_and_schedule_restart(i);
                 return Ok(());
             }
+        }
+    }
+
+    /// Applies a `Ready`'s snapshot work to node `i`'s disk; an install
+    /// also replaces its state machine with the snapshot's.
+    fn persist_snapshot_ops(&mut self, i: usize, ops: &[SnapshotOp]) -> Result<(), Failure> {
+        let node = self.nodes[i].id;
+        let r = self.nodes[i].raft.as_mut().expect("running");
+        for op in ops {
+            if let SnapshotOp::Install(meta) = op {
+                // An install replaces the whole log: it must not hold a
+                // committed entry past the snapshot (that one would be lost).
+                let disk = r.storage();
+                for index in meta.index + 1..=disk.last_index() {
+                    let held = disk.term(index).ok();
+                    if held.is_some() && held == self.inv.committed_term(index) {
+                        let detail = format!(
+                            "node {node} installed the snapshot at {} over committed entry {index}",
+                            meta.index
+                        );
+                        return Err(self.fail("State Machine Safety", detail));
+                    }
+                }
+            }
+        }
+        let r = self.nodes[i].raft.as_mut().expect("running");
+        if let Err(e) = r.storage_mut().persist_snapshot_ops(ops) {
+            return Err(self.fail("Core error", format!("node {node}: {e}")));
+        }
+        for op in ops {
+            let SnapshotOp::Install(meta) = op else {
+                continue;
+            };
+            let r = self.nodes[i].raft.as_ref().expect("running");
+            let files: Vec<Vec<u8>> = r
+                .storage()
+                .snapshot_files()
+                .map(|(_, f)| f.to_vec())
+                .unwrap_or_default();
+            let kv = match Kv::from_files(&files) {
+                Ok(kv) => kv,
+                Err(why) => return Err(self.fail("Core error", format!("node {node}: {why}"))),
+            };
+            let state = kv.fingerprint();
+            self.nodes[i].kv = kv;
+            if let Err(v) = self.inv.on_install(node, meta.index, meta.term) {
+                return Err(self.violated(v));
+            }
+            if let Err(v) = self.inv.on_state(node, meta.index, state) {
+                return Err(self.violated(v));
+            }
+            self.nodes[i].commit = self.nodes[i].commit.max(meta.index);
+        }
+        Ok(())
+    }
+
+    /// Node `i` saves its state machine (`files`, as of `index`) as a
+    /// snapshot and compacts its log behind it, keeping `LOG_MARGIN` entries.
+    fn take_snapshot(
+        &mut self,
+        i: usize,
+        index: u64,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), Failure> {
+        let node = self.nodes[i].id;
+        let r = self.nodes[i].raft.as_mut().expect("running");
+        let Some((term, conf)) = r.snapshot_point(index) else {
+            return Ok(()); // already compacted past it (an install overtook it)
+        };
+        let meta = SnapshotMeta {
+            index,
+            term,
+            conf,
+            files: files
+                .iter()
+                .map(|(name, data)| SnapshotFile {
+                    name: name.clone(),
+                    size: data.len() as u64,
+                    crc: checksum(data),
+                })
+                .collect(),
+        };
+        let bytes = meta.total_bytes();
+        let disk = r.storage_mut();
+        let saved = disk.save_snapshot(meta, files.into_iter().map(|(_, d)| d).collect());
+        let upto = index.saturating_sub(LOG_MARGIN);
+        let compacted = saved.and_then(|_| disk.compact(upto));
+        match compacted {
+            Ok(n) => {
+                self.stats.snapshots_taken += 1;
+                self.emit(
+                    node,
+                    Kind::Snapshot {
+                        phase: "taken".into(),
+                        index,
+                        peer: None,
+                        bytes,
+                        ok: true,
+                    },
+                );
+                if n > 0 {
+                    self.emit(node, Kind::Compact { upto });
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail(
+                "Core error",
+                format!("node {node}: snapshot at {index}: {e}"),
+            )),
         }
     }
 
@@ -1052,6 +1252,13 @@ impl Sim {
             }
             _ => {}
         }
+        let snap = |phase: &str, index, peer, bytes, ok| Kind::Snapshot {
+            phase: phase.to_string(),
+            index,
+            peer,
+            bytes,
+            ok,
+        };
         let kind = match *ev {
             Event::ElectionTimeout { pre_vote } => Kind::Timeout { pre_vote },
             Event::CheckQuorumStepDown => Kind::Stepdown {
@@ -1090,6 +1297,32 @@ impl Sim {
             | Event::ChangeDone { .. }
             | Event::ChangeFailed { .. } => {
                 return;
+            }
+            Event::SnapshotOffered { to, index, bytes } => {
+                self.stats.snapshots_offered += 1;
+                snap("offered", index, Some(to), bytes, true)
+            }
+            Event::SnapshotChunkSent { to, index, len, .. } => {
+                self.stats.chunks_sent += 1;
+                snap("chunk_sent", index, Some(to), len, true)
+            }
+            Event::SnapshotChunkReceived { index, len, ok, .. } => {
+                if !ok {
+                    self.stats.chunks_rejected += 1;
+                }
+                snap("chunk_received", index, None, len, ok)
+            }
+            Event::SnapshotResumed { index, have } => {
+                self.stats.snapshots_resumed += 1;
+                snap("resumed", index, None, have, true)
+            }
+            Event::SnapshotInstalled { index } => {
+                self.stats.snapshots_installed += 1;
+                snap("installed", index, None, 0, true)
+            }
+            Event::SnapshotDiscarded { index, .. } => {
+                self.stats.snapshots_discarded += 1;
+                snap("discarded", index, None, 0, false)
             }
         };
         self.emit(node, kind);

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::cluster::{run, Failure, SimConfig};
+use super::cluster::{run, Failure, SimConfig, Stats};
 
 /// What a sweep found.
 #[derive(Debug, Default)]
@@ -18,6 +18,8 @@ pub struct SweepReport {
     pub steps: u64,
     /// Simulated milliseconds over all seeds.
     pub sim_time: u64,
+    /// Counters summed over all seeds.
+    pub stats: Stats,
 }
 
 /// Runs `base` once for every seed in `seeds` on `threads` threads.
@@ -46,6 +48,7 @@ pub fn sweep(
                 let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
                 r.steps += out.steps;
                 r.sim_time += out.sim_time;
+                r.stats.add(&out.stats);
                 match out.failure {
                     None => r.passed += 1,
                     Some(f) => r.failed.push((seed, f)),

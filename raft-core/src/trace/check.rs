@@ -583,6 +583,18 @@ mod tests {
                     learners: vec![],
                 },
             ),
+            rec(
+                21,
+                2,
+                Kind::Snapshot {
+                    phase: "installed".into(),
+                    index: 9,
+                    peer: Some(1),
+                    bytes: 120,
+                    ok: true,
+                },
+            ),
+            rec(21, 2, Kind::Compact { upto: 5 }),
         ]);
         (header, records)
     }

@@ -239,6 +239,19 @@ pub enum Kind {
     Heal,
     /// The node's tick period became `period` time units.
     Tickrate { period: u64 },
+    /// Snapshot activity. `phase`: `taken` (the state machine was saved at
+    /// `index`), `offered` (leader, phase 1 to `peer`), `chunk_sent`,
+    /// `chunk_received` (`ok` false: checksum failed, asked again),
+    /// `resumed` (`bytes` already held), `installed`, `discarded`.
+    Snapshot {
+        phase: String,
+        index: u64,
+        peer: Option<NodeId>,
+        bytes: u64,
+        ok: bool,
+    },
+    /// The log before `upto` (inclusive) was discarded.
+    Compact { upto: u64 },
     /// The configuration the node uses changed (it takes effect when its
     /// entry at `index` is appended). `change` says how: `joint_entered`,
     /// `joint_left`, `learner_added`, `learner_removed`, `voter_added`
@@ -278,6 +291,8 @@ impl Kind {
         "heal",
         "tickrate",
         "config",
+        "snapshot",
+        "compact",
     ];
 
     /// The `ev` value of this kind.
@@ -305,6 +320,8 @@ impl Kind {
             Kind::Heal => "heal",
             Kind::Tickrate { .. } => "tickrate",
             Kind::Config { .. } => "config",
+            Kind::Snapshot { .. } => "snapshot",
+            Kind::Compact { .. } => "compact",
         }
     }
 
@@ -408,6 +425,20 @@ impl Kind {
                 map.serialize_entry("outgoing", outgoing)?;
                 map.serialize_entry("learners", learners)
             }
+            Kind::Snapshot {
+                phase,
+                index,
+                peer,
+                bytes,
+                ok,
+            } => {
+                map.serialize_entry("phase", phase)?;
+                map.serialize_entry("index", index)?;
+                map.serialize_entry("peer", peer)?;
+                map.serialize_entry("bytes", bytes)?;
+                map.serialize_entry("ok", ok)
+            }
+            Kind::Compact { upto } => map.serialize_entry("upto", upto),
         }
     }
 }
@@ -467,6 +498,29 @@ pub enum Msg {
     TimeoutNow {
         term: u64,
     },
+    /// Phase 1 of a snapshot install: the snapshot's meta.
+    InstallSnapshot {
+        term: u64,
+        index: u64,
+        snap_term: u64,
+        files: u64,
+        bytes: u64,
+    },
+    SnapshotChunkRequest {
+        term: u64,
+        index: u64,
+        file: u32,
+        offset: u64,
+        len: u64,
+    },
+    SnapshotChunk {
+        term: u64,
+        index: u64,
+        file: u32,
+        offset: u64,
+        len: u64,
+        gone: bool,
+    },
 }
 
 impl Msg {
@@ -482,6 +536,9 @@ impl Msg {
             Msg::Heartbeat { .. } => "heartbeat",
             Msg::HeartbeatResp { .. } => "heartbeat_resp",
             Msg::TimeoutNow { .. } => "timeout_now",
+            Msg::InstallSnapshot { .. } => "install_snapshot",
+            Msg::SnapshotChunkRequest { .. } => "snapshot_chunk_request",
+            Msg::SnapshotChunk { .. } => "snapshot_chunk",
         }
     }
 
@@ -496,7 +553,10 @@ impl Msg {
             | Msg::AppendResp { term, .. }
             | Msg::Heartbeat { term, .. }
             | Msg::HeartbeatResp { term, .. }
-            | Msg::TimeoutNow { term } => term,
+            | Msg::TimeoutNow { term }
+            | Msg::InstallSnapshot { term, .. }
+            | Msg::SnapshotChunkRequest { term, .. }
+            | Msg::SnapshotChunk { term, .. } => term,
         }
     }
 }
@@ -576,6 +636,40 @@ impl From<&Message> for Msg {
                 lease_tick: _,
             } => Msg::HeartbeatResp { term, read_round },
             MessageBody::TimeoutNow => Msg::TimeoutNow { term },
+            MessageBody::InstallSnapshot { meta } => Msg::InstallSnapshot {
+                term,
+                index: meta.index,
+                snap_term: meta.term,
+                files: meta.files.len() as u64,
+                bytes: meta.total_bytes(),
+            },
+            &MessageBody::SnapshotChunkRequest {
+                index,
+                file,
+                offset,
+                len,
+            } => Msg::SnapshotChunkRequest {
+                term,
+                index,
+                file,
+                offset,
+                len,
+            },
+            MessageBody::SnapshotChunk {
+                index,
+                file,
+                offset,
+                data,
+                gone,
+                ..
+            } => Msg::SnapshotChunk {
+                term,
+                index: *index,
+                file: *file,
+                offset: *offset,
+                len: data.len() as u64,
+                gone: *gone,
+            },
         }
     }
 }
