@@ -26,6 +26,43 @@ fn sweep_with_membership_changes_passes() {
 }
 
 #[test]
+fn sweep_with_compaction_and_membership_changes_passes() {
+    let mut base = SimConfig::new(5, 1, 5000, FaultSet::all());
+    base.reconfig = true;
+    base.compact = true;
+    let r = sweep(&base, 1..=300, 2, &quiet);
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    // The sweep must actually exercise what it claims to.
+    let s = &r.stats;
+    assert!(s.snapshots_installed > 100, "{s:?}");
+    assert!(s.snapshots_resumed > 10, "{s:?}");
+    assert!(s.chunks_rejected > 10, "{s:?}");
+    assert!(
+        s.joint_changes > 50 && s.single_adds > 50 && s.single_removes > 50,
+        "{s:?}"
+    );
+    assert!(s.leader_removals > 20 && s.learners_added > 20, "{s:?}");
+}
+
+#[test]
+fn a_traced_run_with_snapshots_and_changes_is_valid() {
+    let mut cfg = SimConfig::new(5, 3, 5000, FaultSet::all());
+    cfg.reconfig = true;
+    cfg.compact = true;
+    cfg.trace = true;
+    let out = run(&cfg);
+    assert!(out.failure.is_none(), "{:?}", out.failure);
+    let text = String::from_utf8(out.trace.expect("trace")).expect("utf-8");
+    let summary = raft_core::trace::check::check_str(&text).expect("valid trace");
+    for kind in ["config", "snapshot", "compact"] {
+        assert!(
+            summary.kinds.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} events"
+        );
+    }
+}
+
+#[test]
 fn sweeps_without_prevote_or_checkquorum_pass() {
     for (pre_vote, check_quorum) in [(false, true), (true, false), (false, false)] {
         let mut base = SimConfig::new(5, 1, 5000, FaultSet::all());

@@ -963,6 +963,10 @@ impl Sim {
                     },
                 );
             }
+            if let Some(cs) = &rd.conf_state {
+                let r = self.nodes[i].raft.as_mut().expect("running");
+                r.storage_mut().set_conf_state(cs.clone());
+            }
             if let Some(hs) = rd.hard_state {
                 let r = self.nodes[i].raft.as_mut().expect("running");
                 r.storage_mut().set_hard_state(hs);

@@ -65,6 +65,8 @@ struct Node {
     disk: Option<MemStorage>,
     commit: u64,
     read_states: Vec<(u64, u64)>,
+    /// The state machine: the data of every applied entry, one a line.
+    sm: Vec<u8>,
 }
 
 struct Scenario {
@@ -76,6 +78,7 @@ struct Scenario {
     check_quorum: bool,
     max_entries_per_msg: usize,
     catchup_timeout: u32,
+    chunk: u64,
     bugs: BugSet,
     last_error: Option<String>,
     out: String,
@@ -184,6 +187,7 @@ impl Scenario {
             check_quorum: true,
             max_entries_per_msg: 64,
             catchup_timeout: 100,
+            chunk: 1 << 20,
             bugs,
             last_error: None,
             out: String::new(),
@@ -205,6 +209,13 @@ impl Scenario {
                         .ok()
                         .filter(|&t| t > 0)
                         .ok_or(format!("bad option '{o}': catchup=TICKS needs TICKS >= 1"))?;
+                }
+                o if o.starts_with("chunk=") => {
+                    sc.chunk = o[6..]
+                        .parse()
+                        .ok()
+                        .filter(|&c| c > 0)
+                        .ok_or(format!("bad option '{o}': chunk=BYTES needs BYTES >= 1"))?;
                 }
                 o if o.starts_with("batch=") => {
                     sc.max_entries_per_msg = o[6..]
@@ -235,6 +246,7 @@ impl Scenario {
                 disk: Some(MemStorage::new(voters)),
                 commit: 0,
                 read_states: Vec::new(),
+                sm: Vec::new(),
             });
             sc.start(id)?;
         }
@@ -247,6 +259,7 @@ impl Scenario {
         c.check_quorum = self.check_quorum;
         c.max_entries_per_msg = self.max_entries_per_msg;
         c.catchup_timeout = self.catchup_timeout;
+        c.snapshot_chunk_size = self.chunk;
         #[cfg(feature = "bug-injection")]
         {
             c.bugs = self.bugs;
@@ -261,6 +274,10 @@ impl Scenario {
         let n = &mut self.nodes[id as usize - 1];
         let disk = n.disk.take().ok_or(format!("node {id} is running"))?;
         n.commit = disk.hard_state().commit;
+        n.sm = disk
+            .snapshot_files()
+            .and_then(|(_, f)| f.first().cloned())
+            .unwrap_or_default();
         let rng = Box::new(Pcg64Mcg::seed_from_u64(id));
         n.raft = Some(Raft::new(cfg, disk, rng).map_err(|e| e.to_string())?);
         Ok(())
@@ -397,6 +414,10 @@ impl Scenario {
                     self.refused(e.to_string());
                 }
             }
+            ["snapshot", id] => {
+                let id = parse_id(id, n)?;
+                self.snapshot(id)?;
+            }
             ["reset", id, voters @ ..] => {
                 let id = parse_id(id, n)?;
                 let voters: Result<Vec<NodeId>, String> =
@@ -411,6 +432,34 @@ impl Scenario {
         for id in 1..=n as u64 {
             self.process(id)?;
         }
+        Ok(())
+    }
+
+    /// Node `id` saves its state machine as a snapshot at its applied index
+    /// and compacts its whole log up to it.
+    fn snapshot(&mut self, id: NodeId) -> Result<(), String> {
+        let i = id as usize - 1;
+        let data = self.nodes[i].sm.clone();
+        let r = self.raft(id)?;
+        let index = r.applied_index();
+        let (term, conf) = r
+            .snapshot_point(index)
+            .ok_or(format!("node {id} cannot snapshot at {index}"))?;
+        let meta = crate::core::SnapshotMeta {
+            index,
+            term,
+            conf,
+            files: vec![crate::core::SnapshotFile {
+                name: "applied".into(),
+                size: data.len() as u64,
+                crc: crate::core::checksum(&data),
+            }],
+        };
+        let disk = r.storage_mut();
+        disk.save_snapshot(meta, vec![data])
+            .map_err(|e| e.to_string())?;
+        disk.compact(index).map_err(|e| e.to_string())?;
+        let _ = writeln!(self.out, "  node {id}: snapshot at {index}, log compacted");
         Ok(())
     }
 
@@ -515,6 +564,26 @@ impl Scenario {
             }
             let rd = r.ready();
             let broken = |v: super::invariants::Violation| format!("{}: {}", v.property, v.detail);
+            r.storage_mut()
+                .persist_snapshot_ops(&rd.snapshot_ops)
+                .map_err(|e| e.to_string())?;
+            for op in &rd.snapshot_ops {
+                if let crate::core::SnapshotOp::Install(meta) = op {
+                    self.inv
+                        .on_install(id, meta.index, meta.term)
+                        .map_err(broken)?;
+                    let r = self.nodes[i].raft.as_ref().expect("running");
+                    let sm = r
+                        .storage()
+                        .snapshot_files()
+                        .and_then(|(_, f)| f.first().cloned())
+                        .unwrap_or_default();
+                    self.nodes[i].sm = sm;
+                    self.nodes[i].commit = self.nodes[i].commit.max(meta.index);
+                    let _ = writeln!(self.out, "  node {id}: snapshot {} installed", meta.index);
+                }
+            }
+            let r = self.nodes[i].raft.as_mut().expect("running");
             if !rd.entries.is_empty() {
                 let (disk, log) = (r.storage(), r.raft_log());
                 self.inv
@@ -523,6 +592,9 @@ impl Scenario {
                 r.storage_mut()
                     .append(&rd.entries)
                     .map_err(|e| e.to_string())?;
+            }
+            if let Some(cs) = &rd.conf_state {
+                r.storage_mut().set_conf_state(cs.clone());
             }
             if let Some(hs) = rd.hard_state {
                 r.storage_mut().set_hard_state(hs);
@@ -579,6 +651,29 @@ impl Scenario {
                     crate::core::Event::ChangeFailed { reason } => {
                         format!("change failed: {reason}")
                     }
+                    crate::core::Event::SnapshotOffered { to, index, bytes } => {
+                        format!("offers snapshot {index} ({bytes} bytes) to {to}")
+                    }
+                    crate::core::Event::SnapshotChunkReceived {
+                        file,
+                        offset,
+                        len,
+                        ok,
+                        ..
+                    } => format!(
+                        "chunk {file}@{offset}+{len} {}",
+                        if *ok {
+                            "verified"
+                        } else {
+                            "bad checksum, asked again"
+                        }
+                    ),
+                    crate::core::Event::SnapshotResumed { index, have } => {
+                        format!("resumes snapshot {index} with {have} bytes already held")
+                    }
+                    crate::core::Event::SnapshotDiscarded { index, reason } => {
+                        format!("discards snapshot {index}: {reason}")
+                    }
                     _ => continue,
                 };
                 let _ = writeln!(self.out, "  node {id}: {note}");
@@ -586,6 +681,11 @@ impl Scenario {
             self.queue.extend(rd.messages.iter().cloned());
             for e in &rd.committed_entries {
                 self.inv.on_apply(id, e).map_err(broken)?;
+                if e.kind == crate::core::EntryKind::Normal {
+                    let sm = &mut self.nodes[i].sm;
+                    sm.extend_from_slice(&e.data);
+                    sm.push(b'\n');
+                }
             }
             for rs in &rd.read_states {
                 self.nodes[i].read_states.push((rs.ctx, rs.index));
@@ -599,6 +699,8 @@ impl Scenario {
         }
     }
 
+    /// `expect snapshot N INDEX` (N's latest snapshot), `expect first N I`
+    /// (N's first log index), `expect sm N a b c` (the data N applied),
     /// `expect voters N v1 v2 ...`, `expect old N v1 ...` (the outgoing set
     /// while joint; `expect old N` alone: not joint), `expect learners N ...`,
     /// `expect role N leader|follower|candidate|precandidate|down`,
@@ -661,6 +763,29 @@ impl Scenario {
                     .collect();
                 if got != want {
                     return Err(format!("node {id} log terms {got:?}, expected {want:?}"));
+                }
+            }
+            ["snapshot", id, index] => {
+                let (id, index) = (parse_id(id, n)?, parse_num(index)?);
+                let got = self.raft(id)?.storage().snapshot_meta().map(|m| m.index);
+                if got != Some(index) {
+                    return Err(format!("node {id} has snapshot {got:?}, expected {index}"));
+                }
+            }
+            ["first", id, index] => {
+                let (id, index) = (parse_id(id, n)?, parse_num(index)?);
+                let got = self.raft(id)?.raft_log().first_index();
+                if got != index {
+                    return Err(format!("node {id}'s log starts at {got}, expected {index}"));
+                }
+            }
+            ["sm", id, items @ ..] => {
+                let id = parse_id(id, n)?;
+                self.raft(id)?;
+                let got = String::from_utf8_lossy(&self.nodes[id as usize - 1].sm).into_owned();
+                let want: String = items.iter().map(|x| format!("{x}\n")).collect();
+                if got != want {
+                    return Err(format!("node {id} applied {got:?}, expected {want:?}"));
                 }
             }
             ["voters" | "old" | "learners", id, ids @ ..] => {
