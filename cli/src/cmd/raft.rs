@@ -250,7 +250,7 @@ fn print_stats(args: &SimArgs, s: &raft_core::sim::cluster::Stats) {
     );
     if args.reconfig {
         println!(
-            "  membership: {} joint, {} single adds, {} single removes ({} of the leader), \
+            "  membership: {} joint, {} single adds, {} single removes, {} removing the leader; \
              {} learners added, {} removed; {} done, {} failed",
             s.joint_changes,
             s.single_adds,

@@ -134,6 +134,11 @@ impl<S: Storage> Raft<S> {
         }
         if let Some(r) = self.snap.receiving.as_mut() {
             if r.meta == meta {
+                if r.leader == from && r.outstanding.is_some() {
+                    // The leader re-offers on every heartbeat answer; a
+                    // request is already out (its timeout re-sends it).
+                    return;
+                }
                 // The same snapshot offered again (or by a new leader): go
                 // on with it, asking the sender.
                 if r.leader != from {
