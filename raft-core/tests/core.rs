@@ -285,3 +285,255 @@ fn a_storage_gap_is_an_error_not_a_panic() {
     };
     assert!(matches!(s.append(&[e]), Err(Error::Storage(_))));
 }
+
+// ----- membership changes -------------------------------------------------
+
+#[test]
+fn changes_are_refused_with_a_reason() {
+    use raft_core::ChangeError;
+    let mut nodes = cluster(3, |_| {});
+    assert_eq!(
+        nodes[1].change_peers(vec![1, 2]),
+        Err(ChangeError::NotLeader { leader: Some(1) }),
+        "a follower names the leader"
+    );
+    assert!(matches!(
+        nodes[0].change_peers(vec![]),
+        Err(ChangeError::Invalid(_))
+    ));
+    assert!(matches!(
+        nodes[0].change_peers(vec![1, 2, 3]),
+        Err(ChangeError::Invalid(_))
+    ));
+    // Shrinking to {1, 2} is a single-step removal; while it is in the log
+    // uncommitted, nothing else may change, and no transfer may start.
+    nodes[0].change_peers(vec![1, 2]).expect("leader");
+    assert_eq!(nodes[0].change_peers(vec![1]), Err(ChangeError::InProgress));
+    assert_eq!(
+        nodes[0].transfer_leader(2),
+        Err(raft_core::TransferError::ChangeInProgress)
+    );
+    stabilize(&mut nodes, |_| true);
+    assert_eq!(nodes[0].voters(), &[1, 2]);
+    assert_eq!(nodes[1].voters(), &[1, 2]);
+    // During a transfer, changes are refused.
+    nodes[0].transfer_leader(2).expect("leader");
+    assert_eq!(
+        nodes[0].change_peers(vec![1]),
+        Err(ChangeError::TransferInProgress)
+    );
+}
+
+#[test]
+fn a_new_leader_changes_nothing_before_it_commits_in_its_term() {
+    use raft_core::ChangeError;
+    let voters = [1, 2, 3];
+    let mut nodes: Vec<Node> = voters.iter().map(|&id| node(id, &voters, |_| {})).collect();
+    for n in nodes.iter_mut() {
+        for _ in 0..10 {
+            n.tick();
+        }
+    }
+    drain(&mut nodes);
+    nodes[0].campaign_now();
+    // Deliver votes but not the no-op's acknowledgements.
+    for _ in 0..4 {
+        let msgs = drain(&mut nodes);
+        for m in msgs {
+            if matches!(m.body, MessageBody::Append { .. }) {
+                continue;
+            }
+            let to = m.to as usize - 1;
+            nodes[to].step(m).expect("step");
+        }
+    }
+    assert_eq!(nodes[0].role(), Role::Leader);
+    assert_eq!(
+        nodes[0].change_peers(vec![1, 2]),
+        Err(ChangeError::NoCommitInTerm)
+    );
+}
+
+// ----- snapshots ----------------------------------------------------------
+
+fn install_msg(meta: raft_core::SnapshotMeta) -> Message {
+    Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::InstallSnapshot { meta },
+    }
+}
+
+fn chunk_msg(data: &[u8], crc: u32) -> Message {
+    Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::SnapshotChunk {
+            index: 10,
+            file: 0,
+            offset: 0,
+            data: data.to_vec(),
+            crc,
+            gone: false,
+        },
+    }
+}
+
+fn snapshot_of(data: &[u8], file_crc: u32) -> raft_core::SnapshotMeta {
+    raft_core::SnapshotMeta {
+        index: 10,
+        term: 1,
+        conf: raft_core::ConfState {
+            index: 10,
+            voters: vec![1, 2],
+            ..Default::default()
+        },
+        files: vec![raft_core::SnapshotFile {
+            name: "data".into(),
+            size: data.len() as u64,
+            crc: file_crc,
+        }],
+    }
+}
+
+/// Handles node `n`'s Readies; returns the messages and events.
+fn ready_all(n: &mut Node) -> (Vec<Message>, Vec<raft_core::Event>) {
+    let (mut msgs, mut evs) = (Vec::new(), Vec::new());
+    while n.has_ready() {
+        let rd = n.ready();
+        n.storage_mut().persist(&rd).expect("persist");
+        msgs.extend(rd.messages.iter().cloned());
+        evs.extend(rd.events.iter().cloned());
+        n.advance(&rd);
+    }
+    (msgs, evs)
+}
+
+#[test]
+fn a_bad_chunk_is_asked_for_again_and_a_good_snapshot_installs() {
+    let data = b"0123456789";
+    let mut f = node(2, &[1, 2], |_| {});
+    f.step(install_msg(snapshot_of(data, raft_core::checksum(data))))
+        .expect("step");
+    let (msgs, _) = ready_all(&mut f);
+    let ask = |m: &Message| matches!(m.body, MessageBody::SnapshotChunkRequest { offset: 0, .. });
+    assert!(msgs.iter().any(ask), "phase 2 starts: {msgs:?}");
+    // A chunk whose checksum fails is not kept and is asked for again.
+    f.step(chunk_msg(b"0123456780", raft_core::checksum(data)))
+        .expect("step");
+    let (msgs, evs) = ready_all(&mut f);
+    assert!(msgs.iter().any(ask), "asked again: {msgs:?}");
+    assert!(evs
+        .iter()
+        .any(|e| matches!(e, raft_core::Event::SnapshotChunkReceived { ok: false, .. })));
+    assert_eq!(f.storage().partial_snapshot().map(|p| p.1), Some(vec![0]));
+    f.step(chunk_msg(data, raft_core::checksum(data)))
+        .expect("step");
+    let (msgs, evs) = ready_all(&mut f);
+    assert!(evs
+        .iter()
+        .any(|e| matches!(e, raft_core::Event::SnapshotInstalled { index: 10 })));
+    assert!(msgs.iter().any(|m| matches!(
+        m.body,
+        MessageBody::AppendResponse {
+            success: true,
+            index: 10,
+            ..
+        }
+    )));
+    assert_eq!(f.commit_index(), 10);
+    assert_eq!(f.applied_index(), 10);
+    assert_eq!(f.raft_log().first_index(), 11);
+    use raft_core::storage::Storage;
+    assert_eq!(
+        f.storage().snapshot_chunk(0, 0, 100).expect("installed"),
+        data
+    );
+}
+
+#[test]
+fn a_snapshot_whose_file_checksum_fails_is_discarded_never_loaded() {
+    let data = b"0123456789";
+    let mut f = node(2, &[1, 2], |_| {});
+    // Every chunk checks out, but the whole file does not match the meta.
+    f.step(install_msg(snapshot_of(
+        data,
+        raft_core::checksum(data) ^ 1,
+    )))
+    .expect("step");
+    ready_all(&mut f);
+    f.step(chunk_msg(data, raft_core::checksum(data)))
+        .expect("step");
+    let (_, evs) = ready_all(&mut f);
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, raft_core::Event::SnapshotDiscarded { index: 10, .. })),
+        "{evs:?}"
+    );
+    assert!(!evs
+        .iter()
+        .any(|e| matches!(e, raft_core::Event::SnapshotInstalled { .. })));
+    use raft_core::storage::Storage;
+    assert!(f.storage().snapshot_meta().is_none());
+    assert!(f.storage().partial_snapshot().is_none());
+    assert_eq!(f.commit_index(), 0);
+}
+
+#[test]
+fn snapshot_traffic_is_throttled_per_tick() {
+    let mut l = node(1, &[1, 2, 3, 4], |c| {
+        c.snapshot_chunk_size = 8;
+        c.snapshot_bytes_per_tick = 8;
+    });
+    // Make it leader without peers' help: a single-voter reset.
+    l.reset_peers(vec![1]).expect("reset");
+    for _ in 0..10 {
+        l.tick();
+    }
+    l.campaign_now();
+    ready_all(&mut l);
+    assert_eq!(l.role(), Role::Leader);
+    let data = vec![7u8; 64];
+    let meta = raft_core::SnapshotMeta {
+        index: l.commit_index(),
+        term: l.term(),
+        conf: raft_core::ConfState::default(),
+        files: vec![raft_core::SnapshotFile {
+            name: "d".into(),
+            size: 64,
+            crc: raft_core::checksum(&data),
+        }],
+    };
+    let index = meta.index;
+    l.storage_mut()
+        .save_snapshot(meta, vec![data])
+        .expect("save");
+    for from in [2, 3, 4] {
+        let m = Message {
+            from,
+            to: 1,
+            term: l.term(),
+            body: MessageBody::SnapshotChunkRequest {
+                index,
+                file: 0,
+                offset: 0,
+                len: 8,
+            },
+        };
+        l.step(m).expect("step");
+    }
+    let chunks = |msgs: &[Message]| {
+        msgs.iter()
+            .filter(|m| matches!(m.body, MessageBody::SnapshotChunk { .. }))
+            .count()
+    };
+    assert_eq!(chunks(&ready_all(&mut l).0), 0, "no budget before a tick");
+    for _ in 0..3 {
+        l.tick();
+        assert_eq!(chunks(&ready_all(&mut l).0), 1, "8 bytes a tick: one chunk");
+    }
+    l.tick();
+    assert_eq!(chunks(&ready_all(&mut l).0), 0, "all served");
+}
