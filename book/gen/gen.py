@@ -10,8 +10,14 @@ run from the repository root:
 
 It builds cdsctl twice (plain, and with the bug-injection feature) and the
 simulator test binary. Timings ("steps/s", "in 0.3s") differ from run to run.
+
+A few placeholders show a seed chosen by what its run does (the first seed
+that catches skip-joint, the first --compact seed whose trace shows a
+snapshot transfer resumed by a new leader). The script checks that the run
+still shows what the chapter describes, and stops with an error otherwise:
+then read the new run and update the template.
 """
-import glob, os, re, shutil, subprocess, sys, tempfile
+import glob, json, os, re, shutil, subprocess, sys, tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 GEN = os.path.join(ROOT, 'book', 'gen')
@@ -111,6 +117,84 @@ a = '\n'.join(al[:4] + ['...'] + al[-2:])
 b = run([B, 'raft', 'scenario', 'raft-core/tests/scenarios/figure8.txt', '--inject-bug', 'commit-old-term-by-count'], ok=(1,))
 b = '\n'.join(['...'] + b.split('\n')[-9:])
 v['inject-bug'] = f'$ cdsctl raft sim --nodes 5 --seeds 1-10 --inject-bug vote-for-stale-log\n{a}\n$ cdsctl raft scenario raft-core/tests/scenarios/figure8.txt --inject-bug commit-old-term-by-count\n{b}'
+
+# Membership changes and snapshots.
+for name in ['rollback', 'nocommit', 'removed_restart', 'removed_follower', 'removed_follower_off',
+             'reset_stale_conf']:
+    v[name.replace('_', '-') + '-script'] = script(os.path.join(S, name + '.txt'))
+    v[name.replace('_', '-')] = scen_stdin(os.path.join(S, name + '.txt'))
+v['reset-loss-script'] = script(os.path.join(S, 'reset_loss.txt'))
+v['reset-loss'] = scen_stdin(os.path.join(S, 'reset_loss.txt'), ok=(1,))
+v['sim-reconfig-compact'] = sim('--nodes', '5', '--seeds', '1-500', '--steps', '5000', '--faults', 'all',
+                                '--reconfig', '--compact')
+
+# skip-joint: a sweep with the bug catches it; the first failing seed's
+# configuration events show the one-step change of several voters.
+a = run([B, 'raft', 'sim', '--seeds', '1-50', '--reconfig', '--inject-bug', 'skip-joint'], cwd=W, ok=(1,))
+al = a.split('\n')
+tail = next(i for i, l in enumerate(al) if l.startswith('50 seeds'))
+v['inject-skip-joint'] = '\n'.join(al[:2] + ['...'] + al[tail:])
+seed = int(re.match(r'FAIL seed (\d+):', al[0]).group(1))
+cmd = (f'target/release/cdsctl raft sim --nodes 5 --seed {seed} --steps 5000 --faults all --reconfig '
+       f'--inject-bug skip-joint --trace skip.jsonl')
+out = run([B, 'raft', 'sim', '--nodes', '5', '--seed', str(seed), '--steps', '5000', '--faults', 'all',
+           '--reconfig', '--inject-bug', 'skip-joint', '--trace', 'skip.jsonl'], cwd=W, ok=(1,))
+lines = [l for l in open(W + '/skip.jsonl').read().split('\n')
+         if '"ev":"config"' in l and '"change":"loaded"' not in l]
+initial = set(json.loads(open(W + '/skip.jsonl').readline())['meta']['voters'])
+prev, one_step = {}, False
+for l in lines:
+    r = json.loads(l)
+    before = prev.get(r['node'], initial)
+    if r['role'] == 'leader' and not r['outgoing'] and len(before ^ set(r['voters'])) > 1:
+        one_step = True
+    prev[r['node']] = set(r['voters'])
+if not one_step or 'Leader Completeness' not in out:
+    sys.exit(f'skip-joint seed {seed}: not a Leader Completeness failure after a one-step change '
+             'of several voters; '
+             'update templates/membership.md')
+v['skip-joint-trace-cmd'] = (f'{cmd}\n'
+                             "grep '\"ev\":\"config\"' skip.jsonl | grep -v '\"change\":\"loaded\"'")
+v['skip-joint-trace'] = out + '\n' + '\n'.join(lines)
+
+# A snapshot transfer resumed by a new leader: the first --compact seed whose
+# trace shows one (a chunk rejected on the way, installed in the end).
+found = None
+for seed in range(1, 200):
+    run([C, 'raft', 'sim', '--nodes', '5', '--seed', str(seed), '--steps', '5000', '--faults', 'all',
+         '--compact', '--trace', 'snap.jsonl'], cwd=W)
+    text = [l for l in open(W + '/snap.jsonl').read().split('\n')[1:] if l]
+    snaps = [json.loads(l) for l in text if '"ev":"snapshot"' in l]
+    for r in snaps:
+        if r['phase'] != 'resumed':
+            continue
+        f, i = r['node'], r['index']
+        senders = {s['node'] for s in snaps
+                   if s['phase'] == 'chunk_sent' and s['peer'] == f and s['index'] == i and s['t'] < r['t']}
+        offers = [s for s in snaps if s['phase'] == 'offered' and s['peer'] == f and s['index'] == i
+                  and s['t'] <= r['t']]
+        if not senders or not offers or offers[-1]['node'] in senders:
+            continue
+        sel = [l for l in text if '"ev":"snapshot"' in l and f'"index":{i},' in l
+               and (f'"node":{f},' in l or f'"peer":{f},' in l)]
+        if (len(sel) <= 40 and '"phase":"installed"' in sel[-1]
+                and any('"phase":"chunk_received"' in l and '"ok":false' in l for l in sel)):
+            found = (seed, f, i, sel)
+            break
+    if found:
+        break
+if not found:
+    sys.exit('no --compact seed below 200 shows a transfer resumed by a new leader')
+seed, f, i, sel = found
+v['snap-resume-cmd'] = (f'target/release/cdsctl raft sim --nodes 5 --seed {seed} --steps 5000 --faults all '
+                        f'--compact --trace snap.jsonl\n'
+                        f"grep '\"ev\":\"snapshot\"' snap.jsonl | grep '\"index\":{i},' | "
+                        f"grep -E '\"node\":{f},|\"peer\":{f},'")
+v['snap-resume'] = '\n'.join(sel)
+v['snap-resume-node'] = str(f)
+v['snap-resume-index'] = str(i)
+v['snap-seed-num'] = str(seed)
+v['snap-seed'] = sim('--nodes', '5', '--seed', str(seed), '--steps', '5000', '--faults', 'all', '--compact')
 
 used = set()
 for path in glob.glob(T + '/*.md'):

@@ -24,7 +24,8 @@ pub enum RaftCommand {
     /// partition, propose, expect, ...) and print what happened.
     ///
     /// Exits non-zero, naming the line, when an expectation fails or a
-    /// command is malformed. See the book's simulator chapter for the format.
+    /// command is malformed. See the book's scenario scripts chapter for the
+    /// format.
     Scenario {
         /// The script file.
         file: PathBuf,

@@ -176,10 +176,13 @@ impl Membership {
 
 impl Membership {
     /// How `self` differs from `before`, as one word for traces:
+    /// `learned` (a node without a configuration got its first),
     /// `joint_entered`, `joint_left`, `voter_added`, `voter_removed`,
     /// `learner_added`, `learner_removed`, or `changed`.
     pub fn change_from(&self, before: &Membership) -> &'static str {
-        if self.is_joint() && !before.is_joint() {
+        if before == &Membership::default() {
+            "learned"
+        } else if self.is_joint() && !before.is_joint() {
             "joint_entered"
         } else if !self.is_joint() && before.is_joint() {
             "joint_left"

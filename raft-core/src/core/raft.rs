@@ -207,11 +207,14 @@ impl<S: Storage> Raft<S> {
         self.transfer.as_ref().map(|t| t.to)
     }
 
-    /// Every other member (voters and learners): who gets the log.
+    /// Who gets the log from this leader: every member, and members being
+    /// removed until their removal commits (see `sync_progress`).
     pub(crate) fn peers(&self) -> Vec<NodeId> {
-        let mut p = self.membership.members();
-        p.retain(|&v| v != self.id);
-        p
+        self.progress
+            .keys()
+            .copied()
+            .filter(|&v| v != self.id)
+            .collect()
     }
 
     pub(crate) fn send(&mut self, to: NodeId, term: u64, body: MessageBody) {
@@ -339,7 +342,12 @@ impl<S: Storage> Raft<S> {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         let next = self.log.last_index() + 1;
-        for v in self.membership.members() {
+        // Members being removed by an uncommitted change still get the log.
+        let mut all = self.membership.members();
+        all.extend(self.committed_membership().members());
+        all.sort_unstable();
+        all.dedup();
+        for v in all {
             let mut pr = Progress::new(next, self.cfg.max_inflight_msgs);
             if v == self.id {
                 pr.matched = self.log.persisted_index();

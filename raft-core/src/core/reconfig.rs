@@ -156,12 +156,39 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Gives every member a progress entry and drops those of non-members.
+    ///
+    /// A removed member keeps its progress until the removal is committed
+    /// and it has acknowledged the entry: it still gets the log, so it
+    /// learns of its removal, then one last heartbeat carrying the commit
+    /// index (so it knows the removal committed and never campaigns).
     pub(crate) fn sync_progress(&mut self) {
         let members = self.membership.members();
+        let mut keep = members.clone();
+        keep.extend(self.committed_membership().members());
         let next = self.log.last_index() + 1;
         let keep_removed = self.cfg.bug(super::bugs::Bug::CountRemovedMember);
-        self.progress
-            .retain(|id, _| keep_removed || members.contains(id));
+        let removal = self.conf_log.last().map_or(0, |(i, _)| *i);
+        let dropped: Vec<NodeId> = self
+            .progress
+            .iter()
+            .filter(|(id, p)| !keep.contains(id) && **id != self.id && p.matched >= removal)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dropped {
+            let matched = self.progress.get(&id).map_or(0, |p| p.matched);
+            self.send(
+                id,
+                self.term,
+                super::message::MessageBody::Heartbeat {
+                    commit: matched.min(self.log.committed),
+                    read_round: 0,
+                    lease_tick: self.ticks,
+                },
+            );
+            if !keep_removed {
+                self.progress.remove(&id);
+            }
+        }
         for id in members {
             self.progress.entry(id).or_insert_with(|| {
                 let mut pr = Progress::new(next, self.cfg.max_inflight_msgs);
@@ -340,6 +367,7 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn tick_change(&mut self) {
         self.advance_change();
         let limit = self.cfg.catchup_timeout;
+        let pending = self.conf_pending();
         let Some(c) = self.change.as_mut() else {
             return;
         };
@@ -347,7 +375,9 @@ impl<S: Storage> Raft<S> {
             return;
         }
         c.elapsed += 1;
-        if c.elapsed < limit {
+        // Past the limit, wait still while the entry that added the
+        // learners is uncommitted: the removal can only follow it.
+        if c.elapsed < limit || pending {
             return;
         }
         let added = c.added_learners.clone();
@@ -381,6 +411,9 @@ impl<S: Storage> Raft<S> {
         if last_conf > committed {
             return;
         }
+        // Members removed by the configuration just committed stop
+        // getting the log.
+        self.sync_progress();
         if self.membership.is_joint() {
             // C_old,new is committed: C_new can follow (also after a leader
             // change in the middle of a joint change).
@@ -406,13 +439,21 @@ impl<S: Storage> Raft<S> {
     ///
     /// # Safety (of the data, not of memory)
     ///
-    /// This bypasses Raft's guarantees. Entries committed by a majority that
-    /// included lost nodes but not the survivors are lost. If the "lost"
-    /// nodes come back, or if two groups of survivors each reset to
-    /// themselves, two leaders can commit different entries at the same
-    /// index. Use it only when the lost nodes are gone for good and on one
-    /// side only, then run every survivor with the same `voters`. The driver
-    /// must persist `Ready::conf_state`.
+    /// This bypasses Raft's guarantees:
+    /// - A committed entry survives only if every majority of `voters`
+    ///   contains a survivor that holds it; otherwise a survivor without it
+    ///   can be elected and the entry is lost (even if one survivor held it).
+    /// - If the "lost" nodes come back, or two groups of survivors each
+    ///   reset to themselves, two leaders can commit different entries at
+    ///   the same index.
+    /// - The reset lives outside the log, at this node's last index. A
+    ///   configuration entry past that index, held by another survivor,
+    ///   replaces it if that survivor leads and replicates it: reset every
+    ///   survivor, and prefer electing the one with the longest log.
+    ///
+    /// Use it only when the lost nodes are gone for good and on one side
+    /// only, with the same `voters` on every survivor. The driver must
+    /// persist `Ready::conf_state`.
     pub fn reset_peers(&mut self, voters: Vec<NodeId>) -> Result<(), ChangeError> {
         let m = Membership::new(voters);
         if m.voters.is_empty() || m.voters.contains(&0) {

@@ -193,6 +193,10 @@ impl<S: Storage> Raft<S> {
             while self.send_append(from, false) {}
         }
         self.maybe_send_timeout_now(from);
+        if !self.membership.contains(from) {
+            // A removed member acknowledged more: it may be done with us.
+            self.sync_progress();
+        }
     }
 
     pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {

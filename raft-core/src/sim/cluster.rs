@@ -1242,6 +1242,27 @@ impl Sim {
             Event::MembershipChanged { index, membership } => {
                 let i = node as usize - 1;
                 let prev = std::mem::replace(&mut self.nodes[i].membership, membership.clone());
+                let leader = self.nodes[i]
+                    .raft
+                    .as_ref()
+                    .is_some_and(|r| r.role() == Role::Leader);
+                let leaving: Vec<NodeId> = prev
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|v| !membership.voters.contains(v))
+                    .collect();
+                if leader
+                    && !leaving.is_empty()
+                    && !self.quiet
+                    && self.cfg.faults.has(FaultKind::Partition)
+                    && self.chance(50)
+                {
+                    // Voters are often replaced because they became
+                    // unreachable: half the time, the leaving ones are cut
+                    // off just as the change that removes them is appended.
+                    self.cut_off(&leaving);
+                }
                 let change = membership.change_from(&prev);
                 self.trace_config(node, change, *index, membership);
                 return;
@@ -1637,7 +1658,7 @@ impl Sim {
         if self.quiet {
             return Ok(());
         }
-        let d = 200 + self.rand(800);
+        let d = 50 + self.rand(300);
         self.schedule(d, Ev::Reconfig);
         let Some(i) = self.leader_index().filter(|&i| !self.nodes[i].paused) else {
             return Ok(());
@@ -1653,7 +1674,7 @@ impl Sim {
             AddLearner(NodeId),
             RemoveLearner(NodeId),
         }
-        let action = if roll < 30 {
+        let action = if roll < 40 {
             // Any set to any set (joint consensus unless one voter differs).
             let k = 2 + self.rand(4) as usize;
             let mut pool = all.clone();
@@ -1713,6 +1734,27 @@ impl Sim {
             }
         }
         self.handle_ready(i)
+    }
+
+    /// Cuts `group` off from every other node until a heal (a partition
+    /// fault of its own).
+    fn cut_off(&mut self, group: &[NodeId]) {
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let mut blocked = BTreeSet::new();
+        for &a in group {
+            for &b in ids.iter().filter(|b| !group.contains(b)) {
+                blocked.insert((a, b));
+                blocked.insert((b, a));
+            }
+        }
+        self.blocked = blocked;
+        self.partition_epoch += 1;
+        self.stats.partitions += 1;
+        let pairs: Vec<(u64, u64)> = self.blocked.iter().copied().collect();
+        self.emit(0, Kind::Partition { blocked: pairs });
+        let d = 100 + self.rand(1400);
+        let epoch = self.partition_epoch;
+        self.schedule(d, Ev::Heal { epoch });
     }
 
     fn on_fault(&mut self) -> Result<(), Failure> {

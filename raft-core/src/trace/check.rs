@@ -307,6 +307,17 @@ impl Checker {
                 vote: Some(vote), ..
             } => self.member("vote for", *vote)?,
             Kind::Transfer { to, .. } => self.member("transfer target", *to)?,
+            Kind::Config {
+                voters,
+                outgoing,
+                learners,
+                ..
+            } => {
+                for &id in voters.iter().chain(outgoing).chain(learners) {
+                    self.member("configuration member", id)?;
+                }
+            }
+            Kind::Snapshot { peer: Some(p), .. } => self.member("snapshot peer", *p)?,
             Kind::Partition { blocked } => {
                 for &(from, to) in blocked {
                     self.member("partitioned node", from)?;

@@ -253,10 +253,11 @@ pub enum Kind {
     /// The log before `upto` (inclusive) was discarded.
     Compact { upto: u64 },
     /// The configuration the node uses changed (it takes effect when its
-    /// entry at `index` is appended). `change` says how: `joint_entered`,
-    /// `joint_left`, `learner_added`, `learner_removed`, `voter_added`
-    /// (a learner promoted), `voter_removed`, `rollback` (a truncated
-    /// change), `reset` (`reset_peers`) or `loaded`.
+    /// entry at `index` is appended; a truncation rolls it back, which
+    /// shows as the inverse change). `change` says how: `loaded` (at start,
+    /// from disk), `learned` (a node with no configuration got its first),
+    /// `joint_entered`, `joint_left`, `voter_added`, `voter_removed`,
+    /// `learner_added`, `learner_removed`, or `changed`.
     Config {
         change: String,
         index: u64,
