@@ -1,13 +1,35 @@
-//! What the core reads from durable storage, and an in-memory implementation.
+//! What the core reads from durable storage, and the stores that hold it.
 //!
 //! The core never writes storage itself: the driver persists what a `Ready`
 //! hands it and then calls `advance`. The core only reads the stable log and
 //! the snapshots through [`Storage`], which keeps the persistence contract
 //! visible in the types: everything the core holds beyond storage is in its
 //! unstable log.
+//!
+//! Two families implement it:
+//! - [`MemStorage`], one value holding everything: the simulator's "disk".
+//! - [`NodeStorage`], composed of a [`LogStore`], a [`MetaStore`] and a
+//!   [`SnapshotStore`] chosen by URI ([`open`]): `memory://`, or
+//!   `local://PATH` (feature `local`: a segmented, checksummed, fsynced log,
+//!   atomic meta, snapshots renamed into place; see [`local`]). Its
+//!   `persist` applies a `Ready` with one log fsync (group commit).
 
 use crate::core::{ConfState, Entry, HardState, Ready, SnapshotMeta, SnapshotOp};
 use crate::Error;
+
+mod error;
+#[cfg(feature = "local")]
+pub mod local;
+mod memory;
+mod node;
+mod traits;
+mod uri;
+
+pub use error::{RecoveryReport, StorageError, TornTail};
+pub use memory::{MemoryLog, MemoryMeta, MemorySnapshots};
+pub use node::{NodeStorage, SnapshotContents};
+pub use traits::{LogStore, MetaStore, SnapshotStore};
+pub use uri::{open, StorageUri};
 
 /// Read access to the durable part of a node's state.
 ///

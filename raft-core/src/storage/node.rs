@@ -1,0 +1,330 @@
+//! `NodeStorage`: one log, meta and snapshot store composed into what the
+//! core reads and what the driver writes.
+//!
+//! The Raft rules about storage live here, once, whatever the stores are:
+//! the order in which a `Ready` is made durable (snapshot work, entries with
+//! one log sync, then hard state and membership in one atomic meta write),
+//! what a snapshot install does to the log and the hard state (as
+//! [`super::MemStorage`] does it), that compaction never passes the latest
+//! snapshot, and how an install interrupted by a crash is completed on the
+//! next open.
+
+use crate::core::{ConfState, Entry, HardState, Ready, SnapshotMeta, SnapshotOp};
+use crate::Error;
+
+use super::{
+    LogStore, MemoryLog, MemoryMeta, MemorySnapshots, MetaStore, RecoveryReport, SnapshotStore,
+    Storage, StorageError,
+};
+
+/// A snapshot's meta and the contents of its files, in the order of
+/// `meta.files`.
+pub type SnapshotContents = (SnapshotMeta, Vec<Vec<u8>>);
+
+/// A node's durable state: a [`LogStore`], a [`MetaStore`] and a
+/// [`SnapshotStore`] behind one [`Storage`].
+///
+/// Guarantees, for every implementation of the three stores:
+/// - [`NodeStorage::persist`] makes a `Ready` durable in the contract's
+///   order and returns only once all of it is durable;
+/// - the compaction point never passes the latest snapshot;
+/// - a crash at any point of an install leaves a state the next open
+///   either keeps as it was or completes ([`RecoveryReport::install_completed`]).
+///
+/// After an error other than [`StorageError::Invalid`] or
+/// [`StorageError::Unavailable`] the node must stop and reopen its storage.
+pub struct NodeStorage {
+    log: Box<dyn LogStore>,
+    meta: Box<dyn MetaStore>,
+    snapshots: Box<dyn SnapshotStore>,
+    /// What `meta` holds, so reads need no IO.
+    hard_state: HardState,
+    conf_state: ConfState,
+    report: RecoveryReport,
+}
+
+impl std::fmt::Debug for NodeStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeStorage")
+            .field("first_index", &self.log.first_index())
+            .field("last_index", &self.log.last_index())
+            .field("hard_state", &self.hard_state)
+            .field("conf_state", &self.conf_state)
+            .field("snapshot", &self.snapshots.latest().map(|m| m.index))
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeStorage {
+    /// Composes three stores. `report` is what opening them repaired; any
+    /// install a crash interrupted is completed here and added to it.
+    pub fn new(
+        log: Box<dyn LogStore>,
+        meta: Box<dyn MetaStore>,
+        snapshots: Box<dyn SnapshotStore>,
+        report: RecoveryReport,
+    ) -> Result<NodeStorage, StorageError> {
+        let (hard_state, conf_state) = meta.load();
+        let mut s = NodeStorage {
+            log,
+            meta,
+            snapshots,
+            hard_state,
+            conf_state,
+            report,
+        };
+        s.complete_interrupted_install()?;
+        Ok(s)
+    }
+
+    /// Empty in-memory storage (`memory://`) for a group with `voters`.
+    pub fn memory(voters: Vec<u64>) -> NodeStorage {
+        NodeStorage {
+            log: Box::new(MemoryLog::new()),
+            meta: Box::new(MemoryMeta::new()),
+            snapshots: Box::new(MemorySnapshots::new()),
+            hard_state: HardState::default(),
+            conf_state: ConfState {
+                voters,
+                ..ConfState::default()
+            },
+            report: RecoveryReport::default(),
+        }
+    }
+
+    /// What opening this storage found and repaired.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The durable hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// The durable membership base.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Makes `hs` the durable hard state (atomically, with the membership).
+    pub fn set_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
+        let cs = self.conf_state.clone();
+        self.save_meta(hs, cs)
+    }
+
+    /// Makes `cs` the durable membership base, e.g. the voters of a new
+    /// group before its first `Ready`.
+    pub fn set_conf_state(&mut self, cs: ConfState) -> Result<(), StorageError> {
+        self.save_meta(self.hard_state, cs)
+    }
+
+    /// The log store, for reads with the storage's own error type.
+    pub fn log(&self) -> &dyn LogStore {
+        &*self.log
+    }
+
+    /// Step 1 of the `Ready` contract: makes `rd`'s snapshot work, entries,
+    /// hard state and membership durable, in that order. The log is synced
+    /// once for all of `rd.entries` (group commit) and the meta written
+    /// once, atomically. Returns only when everything is durable: the
+    /// driver may then send `rd.messages`.
+    pub fn persist(&mut self, rd: &Ready) -> Result<(), StorageError> {
+        self.persist_snapshot_ops(&rd.snapshot_ops)?;
+        if !rd.entries.is_empty() {
+            self.log.append(&rd.entries)?;
+            self.log.sync()?;
+        }
+        let hs = rd.hard_state.unwrap_or(self.hard_state);
+        let cs = rd.conf_state.as_ref().unwrap_or(&self.conf_state).clone();
+        if hs != self.hard_state || cs != self.conf_state {
+            self.save_meta(hs, cs)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `Ready::snapshot_ops` in order and makes them durable (the
+    /// first part of [`NodeStorage::persist`]).
+    pub fn persist_snapshot_ops(&mut self, ops: &[SnapshotOp]) -> Result<(), StorageError> {
+        for op in ops {
+            match op {
+                SnapshotOp::Begin(meta) => self.snapshots.begin_partial(meta)?,
+                SnapshotOp::Chunk { file, offset, data } => {
+                    self.snapshots.append_partial(*file, *offset, data)?
+                }
+                SnapshotOp::Abort => self.snapshots.abort_partial()?,
+                SnapshotOp::Install(meta) => self.install(meta)?,
+            }
+        }
+        if !ops.is_empty() {
+            self.snapshots.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Installs the received snapshot `meta`: the log is replaced by it
+    /// (empty after `meta.index`), the membership base becomes its
+    /// configuration and the commit index reaches it.
+    ///
+    /// Three durable steps, ordered so that a crash between any two is
+    /// recognised on open (the compaction point passes the latest complete
+    /// snapshot, which never happens otherwise) and completed from the
+    /// partial snapshot, which is moved into place last.
+    fn install(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        let Some((held_meta, held)) = self.snapshots.partial().filter(|(m, _)| m == meta) else {
+            return Err(StorageError::Invalid(
+                "install of a snapshot not received".into(),
+            ));
+        };
+        if held_meta.files.iter().zip(&held).any(|(f, &n)| n != f.size) {
+            return Err(StorageError::Invalid(
+                "install of a snapshot not completely received".into(),
+            ));
+        }
+        self.snapshots.sync()?;
+        self.log.reset(meta.index, meta.term)?;
+        self.finish_install(meta)
+    }
+
+    /// The steps of an install after the log reset; idempotent.
+    fn finish_install(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        let mut hs = self.hard_state;
+        hs.commit = hs.commit.max(meta.index);
+        self.save_meta(hs, meta.conf.clone())?;
+        self.snapshots.install_partial(meta)
+    }
+
+    /// Completes an install a crash interrupted after the log reset: the
+    /// log is compacted past the latest snapshot, and the partial snapshot
+    /// is the one the log was reset to.
+    fn complete_interrupted_install(&mut self) -> Result<(), StorageError> {
+        let point = self.log.first_index() - 1;
+        let covered = self.snapshots.latest().map_or(0, |m| m.index);
+        if point <= covered {
+            return Ok(());
+        }
+        let point_term = self.log.term(point)?;
+        match self.snapshots.partial() {
+            Some((meta, _)) if meta.index == point && meta.term == point_term => {
+                self.finish_install(&meta)?;
+                self.report.install_completed = Some(point);
+                Ok(())
+            }
+            _ => Err(StorageError::Inconsistent(format!(
+                "the log is compacted to {point} but the latest snapshot covers only {covered}, \
+                 and no received snapshot at {point} is waiting to be installed"
+            ))),
+        }
+    }
+
+    fn save_meta(&mut self, hs: HardState, cs: ConfState) -> Result<(), StorageError> {
+        self.meta.save(&hs, &cs)?;
+        self.hard_state = hs;
+        self.conf_state = cs;
+        Ok(())
+    }
+
+    /// Makes a snapshot of the state machine the latest one. `files` are
+    /// its contents in the order of `meta.files`; each must have the size
+    /// and CRC-32C its meta announces (receivers check them). A snapshot not
+    /// newer than the latest changes nothing.
+    pub fn save_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        files: Vec<Vec<u8>>,
+    ) -> Result<(), StorageError> {
+        if files.len() != meta.files.len() {
+            return Err(StorageError::Invalid(
+                "snapshot files do not match their meta".into(),
+            ));
+        }
+        if let Some((f, _)) = meta
+            .files
+            .iter()
+            .zip(&files)
+            .find(|(f, data)| f.size != data.len() as u64 || f.crc != crate::checksum(data))
+        {
+            return Err(StorageError::Invalid(format!(
+                "snapshot file {} does not match its size or checksum",
+                f.name
+            )));
+        }
+        self.snapshots.save(&meta, &files)?;
+        Ok(())
+    }
+
+    /// The latest snapshot's meta and the contents of its files, for
+    /// loading the state machine after an install or a restart. Each file
+    /// is checked against the size and CRC-32C in the meta: a state machine
+    /// never loads bytes that changed on disk.
+    pub fn snapshot_files(&self) -> Result<Option<SnapshotContents>, StorageError> {
+        let Some(meta) = self.snapshots.latest() else {
+            return Ok(None);
+        };
+        let mut files = Vec::with_capacity(meta.files.len());
+        for (i, f) in meta.files.iter().enumerate() {
+            let data = self.snapshots.read_chunk(i as u32, 0, f.size)?;
+            if data.len() as u64 != f.size || crate::checksum(&data) != f.crc {
+                return Err(StorageError::Inconsistent(format!(
+                    "file {i} ({}) of the snapshot at {} does not match its size or checksum",
+                    f.name, meta.index
+                )));
+            }
+            files.push(data);
+        }
+        Ok(Some((meta, files)))
+    }
+
+    /// Drops the log entries up to `upto`, which the latest snapshot must
+    /// cover (clamped to the last entry). Returns how many were dropped.
+    pub fn compact(&mut self, upto: u64) -> Result<usize, StorageError> {
+        let covered = self.snapshots.latest().map_or(0, |m| m.index);
+        if upto > covered {
+            return Err(StorageError::Invalid(format!(
+                "compaction to {upto} is past the latest snapshot ({covered})"
+            )));
+        }
+        if upto < self.log.first_index() {
+            return Ok(0);
+        }
+        self.log.compact(upto.min(self.log.last_index()))
+    }
+}
+
+impl Storage for NodeStorage {
+    fn initial_state(&self) -> Result<(HardState, ConfState), Error> {
+        Ok((self.hard_state, self.conf_state.clone()))
+    }
+
+    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, Error> {
+        Ok(self.log.entries(lo, hi, max_bytes)?)
+    }
+
+    fn term(&self, index: u64) -> Result<u64, Error> {
+        Ok(self.log.term(index)?)
+    }
+
+    fn first_index(&self) -> u64 {
+        self.log.first_index()
+    }
+
+    fn last_index(&self) -> u64 {
+        self.log.last_index()
+    }
+
+    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.snapshots.latest()
+    }
+
+    fn snapshot_chunk(&self, file: u32, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        Ok(self.snapshots.read_chunk(file, offset, len)?)
+    }
+
+    fn partial_snapshot(&self) -> Option<(SnapshotMeta, Vec<u64>)> {
+        self.snapshots.partial()
+    }
+
+    fn partial_chunk(&self, file: u32, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        Ok(self.snapshots.read_partial_chunk(file, offset, len)?)
+    }
+}
