@@ -18,6 +18,8 @@
 pub mod core;
 pub mod storage;
 
+#[cfg(feature = "runtime")]
+pub mod runtime;
 #[cfg(feature = "sim")]
 pub mod sim;
 #[cfg(feature = "sim")]
