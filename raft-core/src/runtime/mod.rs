@@ -5,9 +5,11 @@
 //! pipelined replication) and applies committed entries on another, through
 //! the user's `StateMachine`.
 
+pub mod apply;
 pub mod codec;
 pub mod node;
 pub mod state_machine;
+pub mod status;
 pub mod transport;
 
 use crate::core::{Message, NodeId};

@@ -1,1 +1,975 @@
-//! (being written)
+//! The node driver: one Raft group's core running on tokio.
+//!
+//! The core is sans-IO; something must own it, feed it time, messages and
+//! client work, and carry out each `Ready` in the contract's order. That is
+//! [`RaftNode`]: one task owns the [`Raft`] and nothing else touches it, so
+//! the core needs no locks and every decision it makes is serialised.
+//!
+//! The node task loops: wait for a tick, a message, a proposal or a request;
+//! then drain everything else already queued (group commit: every proposal
+//! waiting at that moment goes into the same `Ready`, so one log sync makes
+//! them all durable); then handle `Ready`s until none is left: persist
+//! (one fsync), send, hand committed entries to the apply task
+//! ([`super::apply`]), answer reads, advance. A leader whose term and vote
+//! are already durable sends its appends *before* its own sync, so its disk
+//! write overlaps the followers' (the core counts the leader toward a
+//! commit only for what it persisted).
+//!
+//! Proposals are answered from the apply task: a waiter succeeds only when
+//! the entry at its index is applied with its term, and fails when another
+//! term's entry is applied there or when this node stops leading (then the
+//! outcome is unknown: it may still commit). Role changes reach the state
+//! machine through the same ordered queue as the entries.
+//!
+//! Every queue between clients and the node has a named limit; a full queue
+//! answers [`NodeError::Busy`] instead of growing.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::core::{
+    Config, Membership, NodeId, Raft, ReadMode, Ready, Role, SnapshotFile, SnapshotMeta, SnapshotOp,
+};
+use crate::storage::{NodeStorage, Storage};
+use crate::{ChangeError, ProposeError, ReadError, TransferError};
+
+use super::apply::{
+    fail_waiters, ApplyMsg, ApplyTask, TakenSnapshot, Waiter, Waiters, APPLY_QUEUE, SNAPSHOT_QUEUE,
+};
+use super::state_machine::StateMachine;
+use super::status::{NodeMetrics, NodeStatus};
+use super::{Envelope, GroupId, Outbox};
+
+/// Most inbound messages queued for the node task. A full inbox drops the
+/// message ([`NodeHandle::step`] answers `Busy`); Raft retries.
+pub const INBOX_QUEUE: usize = 4096;
+
+/// Most requests (reads, transfers, membership changes, status, shutdown)
+/// queued for the node task.
+pub const CONTROL_QUEUE: usize = 1024;
+
+/// Most reads a new leader holds until it has committed an entry of its
+/// term (before that it cannot serve any); beyond, reads are refused.
+pub const MAX_DEFERRED_READS: usize = 4096;
+
+/// How a node runs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id; must equal `config.id`.
+    pub id: NodeId,
+    /// The group this node belongs to; stamped on every envelope it sends.
+    pub group: GroupId,
+    /// The core's tunables (ticks, batch limits, ...).
+    pub config: Config,
+    /// Real time per core tick: `config.election_tick * tick` is the
+    /// election timeout.
+    pub tick: Duration,
+    /// Take a snapshot every this many applied entries (0: never).
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, so a follower slightly
+    /// behind catches up from the log rather than from a snapshot.
+    pub log_margin: u64,
+    /// Most proposals queued for the node task; a full queue answers
+    /// [`NodeError::Busy`]. At least 1.
+    pub proposal_queue: usize,
+}
+
+impl NodeConfig {
+    /// Defaults for node `id` of `group`: the core's defaults, a 100 ms tick,
+    /// a snapshot every 10 000 entries keeping 1 000 behind it, and 4 096
+    /// queued proposals.
+    pub fn new(id: NodeId, group: GroupId) -> NodeConfig {
+        NodeConfig {
+            id,
+            group,
+            config: Config::new(id),
+            tick: Duration::from_millis(100),
+            snapshot_every: 10_000,
+            log_margin: 1_000,
+            proposal_queue: 4096,
+        }
+    }
+}
+
+/// A committed proposal's outcome, delivered to its proposer alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposeOutcome {
+    /// Where the command sits in the log.
+    pub index: u64,
+    /// The term it was proposed (and committed) in.
+    pub term: u64,
+    /// What the state machine answered ([`super::state_machine::Applied::respond`]);
+    /// empty when it answered nothing.
+    pub result: Vec<u8>,
+}
+
+/// Why the node could not do what was asked.
+///
+/// For proposals: `Ok` means the command committed and was applied; an
+/// error other than [`NodeError::LeadershipLost`] and [`NodeError::Stopped`]
+/// means it was not appended or certainly did not commit. Those two mean
+/// the outcome is unknown (it may still commit).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// A queue is full: try again later (backpressure).
+    #[error("busy: the {queue} queue is full (limit {limit})")]
+    Busy { queue: &'static str, limit: usize },
+    /// This node is not the leader; `leader` is the one it knows of.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// The core refused the proposal (not appended).
+    #[error("proposal refused: {0}")]
+    Propose(ProposeError),
+    /// The core refused the read.
+    #[error("read refused: {0}")]
+    Read(ReadError),
+    /// The core refused the membership change.
+    #[error("membership change refused: {0}")]
+    Change(ChangeError),
+    /// The core refused the leader transfer.
+    #[error("leader transfer refused: {0}")]
+    Transfer(TransferError),
+    /// This node lost leadership before the proposal at `index` was
+    /// applied. Outcome unknown: it may still commit under a new leader.
+    #[error("leadership lost before entry {index} was applied (it may still commit)")]
+    LeadershipLost { index: u64 },
+    /// Another entry was committed at `index`: the proposal did not commit.
+    #[error("entry {index} was replaced by another leader's entry: not committed")]
+    NotCommitted { index: u64 },
+    /// Leadership was lost before the read was confirmed.
+    #[error("leadership lost before the read was confirmed")]
+    ReadLost,
+    /// The node stopped (shut down or failed) before answering.
+    #[error("the node stopped")]
+    Stopped,
+    /// The node hit an error it cannot continue from and stopped.
+    #[error("the node failed: {0}")]
+    Failed(String),
+    /// Starting the node failed.
+    #[error("cannot start the node: {0}")]
+    Start(String),
+}
+
+/// What the handle reads without asking the node task: enough to refuse a
+/// proposal at once on a follower.
+#[derive(Debug, Clone, Copy)]
+struct Soft {
+    role: Role,
+    leader: Option<NodeId>,
+}
+
+struct Proposal {
+    data: Vec<u8>,
+    reply: oneshot::Sender<Result<ProposeOutcome, NodeError>>,
+}
+
+enum Control {
+    Read(oneshot::Sender<Result<u64, NodeError>>),
+    Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
+    ChangePeers(Vec<NodeId>, oneshot::Sender<Result<(), NodeError>>),
+    AddLearner(NodeId, oneshot::Sender<Result<(), NodeError>>),
+    RemoveLearner(NodeId, oneshot::Sender<Result<(), NodeError>>),
+    Status(oneshot::Sender<NodeStatus>),
+    Shutdown,
+}
+
+/// The queues into the node task. Only handles hold them, so the node
+/// stops by itself once every handle is dropped.
+struct Senders {
+    proposals: mpsc::Sender<Proposal>,
+    inbox: mpsc::Sender<Envelope>,
+    control: mpsc::Sender<Control>,
+}
+
+/// What handles and the node task both see.
+struct Shared {
+    id: NodeId,
+    group: GroupId,
+    proposal_queue: usize,
+    soft: Mutex<Soft>,
+    applied: watch::Receiver<u64>,
+    busy_refusals: AtomicU64,
+    dropped_messages: AtomicU64,
+    /// Becomes true once the node task finished (state machine shut down,
+    /// storage dropped).
+    stopped: watch::Receiver<bool>,
+}
+
+/// A cheap, cloneable handle to a running node: the only way to reach it.
+#[derive(Clone)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+    tx: Arc<Senders>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("id", &self.shared.id)
+            .field("group", &self.shared.group)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts nodes; see the module docs.
+pub struct RaftNode;
+
+impl RaftNode {
+    /// Starts a node over `storage` on the current tokio runtime (a
+    /// multi-thread runtime lets log syncs block without stalling other
+    /// tasks). The state machine is first loaded from the latest snapshot
+    /// in storage, if any; committed entries after it are applied again.
+    ///
+    /// Fails when the config is invalid or the storage cannot be read.
+    pub fn start(
+        cfg: NodeConfig,
+        storage: NodeStorage,
+        sm: Box<dyn StateMachine>,
+        outbox: Arc<dyn Outbox>,
+    ) -> Result<NodeHandle, NodeError> {
+        if cfg.id != cfg.config.id {
+            return Err(NodeError::Start(format!(
+                "node id {} differs from config id {}",
+                cfg.id, cfg.config.id
+            )));
+        }
+        if cfg.proposal_queue == 0 {
+            return Err(NodeError::Start("proposal_queue must be at least 1".into()));
+        }
+        let initial = storage
+            .snapshot_files()
+            .map_err(|e| NodeError::Start(e.to_string()))?;
+        let seed = seed_for(cfg.id);
+        let raft = Raft::new(cfg.config.clone(), storage, Box::new(SplitMix64(seed)))
+            .map_err(|e| NodeError::Start(e.to_string()))?;
+
+        let (prop_tx, prop_rx) = mpsc::channel(cfg.proposal_queue);
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_QUEUE);
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let (apply_tx, apply_rx) = mpsc::channel(APPLY_QUEUE);
+        let (snap_tx, snap_rx) = mpsc::channel(SNAPSHOT_QUEUE);
+        let start_index = initial.as_ref().map_or(0, |(m, _)| m.index);
+        let (applied_tx, applied_rx) = watch::channel(start_index);
+        let waiters: Waiters = Arc::default();
+        let (stopped_tx, stopped_rx) = watch::channel(false);
+        let (fatal_tx, fatal_rx) = watch::channel(None);
+
+        let mut apply = ApplyTask {
+            sm,
+            waiters: waiters.clone(),
+            applied: start_index,
+            applied_tx,
+            snapshot_every: cfg.snapshot_every,
+            last_snapshot: start_index,
+            snapshot_tx: snap_tx,
+            leader_pending: None,
+            leading: false,
+            following: false,
+            failed: false,
+            fatal: fatal_tx,
+        };
+        if let Some((meta, files)) = initial {
+            apply.load(meta, files);
+            if apply.failed {
+                apply.sm.on_shutdown();
+                return Err(NodeError::Start(
+                    "the state machine could not load the snapshot in storage".into(),
+                ));
+            }
+        }
+
+        let shared = Arc::new(Shared {
+            id: cfg.id,
+            group: cfg.group,
+            proposal_queue: cfg.proposal_queue,
+            soft: Mutex::new(Soft {
+                role: Role::Follower,
+                leader: None,
+            }),
+            applied: applied_rx,
+            busy_refusals: AtomicU64::new(0),
+            dropped_messages: AtomicU64::new(0),
+            stopped: stopped_rx,
+        });
+        let apply_task = tokio::spawn(apply.run(apply_rx));
+        let node = NodeTask {
+            raft,
+            cfg,
+            outbox,
+            shared: shared.clone(),
+            waiters,
+            apply_tx,
+            reads: BTreeMap::new(),
+            deferred_reads: Vec::new(),
+            next_read: 0,
+            leading: None,
+            following: None,
+            metrics: NodeMetrics::default(),
+            stopped: stopped_tx,
+        };
+        tokio::spawn(node.run(prop_rx, inbox_rx, control_rx, snap_rx, fatal_rx, apply_task));
+        let tx = Arc::new(Senders {
+            proposals: prop_tx,
+            inbox: inbox_tx,
+            control: control_tx,
+        });
+        Ok(NodeHandle { shared, tx })
+    }
+}
+
+impl NodeHandle {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// The group this node belongs to.
+    pub fn group(&self) -> GroupId {
+        self.shared.group
+    }
+
+    /// Proposes `data` and waits until it is applied here.
+    ///
+    /// Guarantees: `Ok` only when the entry this call appended (its index
+    /// *and* term) was committed and applied; the result is what the state
+    /// machine answered for it, and goes to this caller alone. Refused at
+    /// once with [`NodeError::NotLeader`] (and the leader's id, if known)
+    /// on a non-leader, and with [`NodeError::Busy`] when the proposal
+    /// queue is full. A proposal that races a leader change may fail with
+    /// [`NodeError::LeadershipLost`] although it committed; it never
+    /// succeeds when it did not.
+    pub async fn propose(&self, data: Vec<u8>) -> Result<ProposeOutcome, NodeError> {
+        if *self.shared.stopped.borrow() {
+            return Err(NodeError::Stopped);
+        }
+        let soft = *self.shared.soft.lock().expect("soft lock");
+        if soft.role != Role::Leader {
+            return Err(NodeError::NotLeader {
+                leader: soft.leader,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        match self.tx.proposals.try_send(Proposal { data, reply: tx }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.busy_refusals.fetch_add(1, Ordering::Relaxed);
+                return Err(NodeError::Busy {
+                    queue: "proposal",
+                    limit: self.shared.proposal_queue,
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(NodeError::Stopped),
+        }
+        rx.await.unwrap_or(Err(NodeError::Stopped))
+    }
+
+    /// A linearizable read point: confirms leadership with a heartbeat
+    /// round (ReadIndex), then waits until this node's state machine has
+    /// applied the commit index noted when the read arrived, and returns
+    /// that index. A read of the state machine made after this returns
+    /// reflects every write that completed before `read` was called.
+    /// Leader only; a leader that has not yet committed an entry of its
+    /// term holds the read until it has. Fails with
+    /// [`NodeError::ReadLost`] when leadership is lost first.
+    pub async fn read(&self) -> Result<u64, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.control(Control::Read(tx))?;
+        let index = rx.await.unwrap_or(Err(NodeError::Stopped))?;
+        let mut applied = self.shared.applied.clone();
+        applied
+            .wait_for(|&a| a >= index)
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        Ok(index)
+    }
+
+    /// Asks the leader to hand leadership to `to`. `Ok` means the transfer
+    /// started, not that it completed.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.control(Control::Transfer(to, tx))?;
+        rx.await.unwrap_or(Err(NodeError::Stopped))
+    }
+
+    /// Asks the leader to make `voters` the voter set (one step or joint
+    /// consensus, as the core decides). `Ok` means the change started;
+    /// [`StateMachine::on_configuration_committed`] reports its commit.
+    pub async fn change_peers(&self, voters: Vec<NodeId>) -> Result<(), NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.control(Control::ChangePeers(voters, tx))?;
+        rx.await.unwrap_or(Err(NodeError::Stopped))
+    }
+
+    /// Asks the leader to add a learner. `Ok` means the change started.
+    pub async fn add_learner(&self, id: NodeId) -> Result<(), NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.control(Control::AddLearner(id, tx))?;
+        rx.await.unwrap_or(Err(NodeError::Stopped))
+    }
+
+    /// Asks the leader to remove a learner. `Ok` means the change started.
+    pub async fn remove_learner(&self, id: NodeId) -> Result<(), NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.control(Control::RemoveLearner(id, tx))?;
+        rx.await.unwrap_or(Err(NodeError::Stopped))
+    }
+
+    /// The node's current status, taken between two `Ready`s.
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.control(Control::Status(tx))?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// The highest index the state machine has applied (no round trip).
+    pub fn applied(&self) -> u64 {
+        *self.shared.applied.borrow()
+    }
+
+    /// Delivers a message from a peer. Never blocks: a full inbox drops it
+    /// (counted in [`NodeMetrics::dropped_messages`]) and answers `Busy`;
+    /// Raft retries whatever matters. Messages for another group or node
+    /// are dropped too.
+    pub fn step(&self, env: Envelope) -> Result<(), NodeError> {
+        match self.tx.inbox.try_send(env) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.dropped_messages.fetch_add(1, Ordering::Relaxed);
+                Err(NodeError::Busy {
+                    queue: "inbox",
+                    limit: INBOX_QUEUE,
+                })
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(NodeError::Stopped),
+        }
+    }
+
+    /// Stops the node and waits until it stopped: proposals and reads still
+    /// waiting fail with [`NodeError::Stopped`], the state machine gets
+    /// `on_shutdown` (after `on_leader_stop` / `on_stop_following` as
+    /// needed), and the storage is closed, so it may be reopened at once.
+    /// Idempotent; also returns once a node that failed has stopped.
+    pub async fn shutdown(&self) {
+        // A full control queue still sees the request: wait for room.
+        let _ = self.tx.control.send(Control::Shutdown).await;
+        let mut stopped = self.shared.stopped.clone();
+        // An error means the task is gone (it panicked): stopped too.
+        let _ = stopped.wait_for(|&s| s).await;
+    }
+
+    fn control(&self, c: Control) -> Result<(), NodeError> {
+        match self.tx.control.try_send(c) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(NodeError::Busy {
+                queue: "control",
+                limit: CONTROL_QUEUE,
+            }),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(NodeError::Stopped),
+        }
+    }
+}
+
+/// Whether the node task goes on after an event.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// Shut down as asked.
+    Stop,
+    /// Stop because of an error the node cannot continue from.
+    Fail(String),
+}
+
+struct NodeTask {
+    raft: Raft<NodeStorage>,
+    cfg: NodeConfig,
+    outbox: Arc<dyn Outbox>,
+    shared: Arc<Shared>,
+    waiters: Waiters,
+    apply_tx: mpsc::Sender<ApplyMsg>,
+    /// Reads waiting for leadership confirmation, by context. Bounded by the
+    /// core's `MAX_PENDING_READS` (it refuses beyond).
+    reads: BTreeMap<u64, oneshot::Sender<Result<u64, NodeError>>>,
+    /// Reads waiting for this new leader's first commit in its term.
+    deferred_reads: Vec<oneshot::Sender<Result<u64, NodeError>>>,
+    next_read: u64,
+    /// The term this node leads in, as last told to the state machine.
+    leading: Option<u64>,
+    /// The leader and term this node follows, as last told to the state
+    /// machine.
+    following: Option<(NodeId, u64)>,
+    metrics: NodeMetrics,
+    stopped: watch::Sender<bool>,
+}
+
+impl NodeTask {
+    async fn run(
+        mut self,
+        mut proposals: mpsc::Receiver<Proposal>,
+        mut inbox: mpsc::Receiver<Envelope>,
+        mut control: mpsc::Receiver<Control>,
+        mut snapshots: mpsc::Receiver<TakenSnapshot>,
+        mut fatal: watch::Receiver<Option<String>>,
+        apply_task: JoinHandle<()>,
+    ) {
+        let mut ticker = tokio::time::interval(self.cfg.tick);
+        // Missed ticks are delivered in a burst: leases are measured in
+        // ticks, so a stalled node must catch its clock up before it acts
+        // on a waiting message.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut error = None;
+        loop {
+            let flow = tokio::select! {
+                biased;
+                _ = ticker.tick() => {
+                    self.raft.tick();
+                    Flow::Continue
+                }
+                c = control.recv() => match c {
+                    Some(c) => self.control(c),
+                    None => Flow::Stop, // every handle is gone
+                },
+                Some(env) = inbox.recv() => self.step(env),
+                Ok(()) = fatal.changed() => {
+                    // The apply task already told the state machine.
+                    Flow::Fail(fatal.borrow().clone().unwrap_or_default())
+                }
+                Some(s) = snapshots.recv() => self.save_snapshot(s),
+                Some(p) = proposals.recv() => {
+                    self.propose(p);
+                    Flow::Continue
+                }
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Stop => break,
+                Flow::Fail(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+            // Group commit: take everything already queued before the next
+            // `Ready`, so all of it shares one persist (one log sync). The
+            // queues are bounded, and so is each drain.
+            let mut flow = Flow::Continue;
+            for _ in 0..INBOX_QUEUE {
+                let Ok(env) = inbox.try_recv() else { break };
+                flow = self.step(env);
+                if flow != Flow::Continue {
+                    break;
+                }
+            }
+            if let Flow::Fail(e) = flow {
+                error = Some(e);
+                break;
+            }
+            for _ in 0..self.cfg.proposal_queue {
+                let Ok(p) = proposals.try_recv() else { break };
+                self.propose(p);
+            }
+            self.retry_deferred_reads();
+            if let Err(e) = self.handle_ready().await {
+                error = Some(e);
+                break;
+            }
+        }
+        *self.shared.soft.lock().expect("soft lock") = Soft {
+            role: Role::Follower,
+            leader: None,
+        };
+        let stop = match error {
+            Some(e) => {
+                let _ = self.apply_tx.send(ApplyMsg::Error(e.clone())).await;
+                NodeError::Failed(e)
+            }
+            None => NodeError::Stopped,
+        };
+        for (_, r) in std::mem::take(&mut self.reads) {
+            let _ = r.send(Err(stop.clone()));
+        }
+        for r in std::mem::take(&mut self.deferred_reads) {
+            let _ = r.send(Err(stop.clone()));
+        }
+        fail_waiters(&self.waiters, None, |_| stop.clone());
+        // Closing the apply queue lets the apply task finish what is queued
+        // and call `on_shutdown`.
+        drop(self.apply_tx);
+        let _ = apply_task.await;
+        // The core, and with it the storage, is dropped before waiters of
+        // `shutdown` are released, so the storage may be reopened at once.
+        drop(self.raft);
+        self.stopped.send_replace(true);
+        // Requests that arrived meanwhile learn that the node stopped when
+        // their reply senders drop with the queue.
+        drop(control);
+    }
+
+    fn step(&mut self, env: Envelope) -> Flow {
+        if env.group != self.cfg.group || env.msg.to != self.cfg.id {
+            self.metrics.dropped_messages += 1;
+            return Flow::Continue;
+        }
+        // Only a misrouted message (excluded above) or a broken invariant
+        // errors; the latter means this node must stop.
+        if let Err(e) = self.raft.step(env.msg) {
+            return Flow::Fail(format!("stepping a message: {e}"));
+        }
+        Flow::Continue
+    }
+
+    fn propose(&mut self, p: Proposal) {
+        match self.raft.propose(p.data, None) {
+            Ok(index) => {
+                self.metrics.proposals += 1;
+                let w = Waiter {
+                    term: self.raft.term(),
+                    reply: p.reply,
+                };
+                self.waiters.lock().expect("waiters lock").insert(index, w);
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                let _ = p.reply.send(Err(NodeError::NotLeader { leader }));
+            }
+            Err(e) => {
+                let _ = p.reply.send(Err(NodeError::Propose(e)));
+            }
+        }
+    }
+
+    /// Starts a ReadIndex round. A leader that has not committed an entry
+    /// of its term yet cannot know the commit index is current: the read
+    /// waits (up to [`MAX_DEFERRED_READS`]) until it has, instead of failing.
+    fn read(&mut self, reply: oneshot::Sender<Result<u64, NodeError>>) {
+        let ctx = self.next_read;
+        self.next_read += 1;
+        match self.raft.read_index(ctx, ReadMode::ReadIndex) {
+            Ok(()) => {
+                self.reads.insert(ctx, reply);
+            }
+            Err(ReadError::NoCommitInTerm) if self.deferred_reads.len() < MAX_DEFERRED_READS => {
+                self.deferred_reads.push(reply);
+            }
+            Err(ReadError::NotLeader { leader }) => {
+                let _ = reply.send(Err(NodeError::NotLeader { leader }));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::Read(e)));
+            }
+        }
+    }
+
+    /// Retries deferred reads once this leader committed in its term.
+    fn retry_deferred_reads(&mut self) {
+        let log = self.raft.raft_log();
+        if self.deferred_reads.is_empty()
+            || self.raft.role() != Role::Leader
+            || log.term(log.committed) != Some(self.raft.term())
+        {
+            return;
+        }
+        for reply in std::mem::take(&mut self.deferred_reads) {
+            self.read(reply);
+        }
+    }
+
+    fn control(&mut self, c: Control) -> Flow {
+        match c {
+            Control::Read(reply) => self.read(reply),
+            Control::Transfer(to, reply) => {
+                let r = self.raft.transfer_leader(to).map_err(|e| match e {
+                    TransferError::NotLeader { leader } => NodeError::NotLeader { leader },
+                    e => NodeError::Transfer(e),
+                });
+                let _ = reply.send(r);
+            }
+            Control::ChangePeers(voters, reply) => {
+                let _ = reply.send(change_result(self.raft.change_peers(voters)));
+            }
+            Control::AddLearner(id, reply) => {
+                let _ = reply.send(change_result(self.raft.add_learner(id)));
+            }
+            Control::RemoveLearner(id, reply) => {
+                let _ = reply.send(change_result(self.raft.remove_learner(id)));
+            }
+            Control::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Control::Shutdown => return Flow::Stop,
+        }
+        Flow::Continue
+    }
+
+    fn status(&self) -> NodeStatus {
+        let r = &self.raft;
+        let peer_match = if r.role() == Role::Leader {
+            r.membership()
+                .members()
+                .into_iter()
+                .filter_map(|p| r.progress(p).map(|pr| (p, pr.matched)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let mut metrics = self.metrics;
+        metrics.busy_refusals = self.shared.busy_refusals.load(Ordering::Relaxed);
+        metrics.dropped_messages += self.shared.dropped_messages.load(Ordering::Relaxed);
+        NodeStatus {
+            id: r.id(),
+            group: self.cfg.group,
+            role: r.role(),
+            term: r.term(),
+            leader: r.leader(),
+            commit: r.commit_index(),
+            applied: *self.shared.applied.borrow(),
+            first_index: r.raft_log().first_index(),
+            last_index: r.raft_log().last_index(),
+            membership: Membership::clone(r.membership()),
+            peer_match,
+            last_snapshot: r.storage().snapshot_meta().map(|m| m.index),
+            metrics,
+        }
+    }
+
+    /// Stores a snapshot the apply task took and compacts the log behind
+    /// it, keeping `log_margin` entries.
+    fn save_snapshot(&mut self, s: TakenSnapshot) -> Flow {
+        let Some((term, conf)) = self.raft.snapshot_point(s.index) else {
+            return Flow::Continue; // compacted past it meanwhile (an install)
+        };
+        if self
+            .raft
+            .storage()
+            .snapshot_meta()
+            .is_some_and(|m| m.index >= s.index)
+        {
+            return Flow::Continue;
+        }
+        let meta = SnapshotMeta {
+            index: s.index,
+            term,
+            conf,
+            files: s
+                .files
+                .iter()
+                .map(|(name, data)| SnapshotFile {
+                    name: name.clone(),
+                    size: data.len() as u64,
+                    crc: crate::checksum(data),
+                })
+                .collect(),
+        };
+        let files: Vec<Vec<u8>> = s.files.into_iter().map(|(_, d)| d).collect();
+        let upto = s.index.saturating_sub(self.cfg.log_margin);
+        let disk = self.raft.storage_mut();
+        let done = blocking(|| {
+            disk.save_snapshot(meta, files)?;
+            disk.compact(upto)
+        });
+        match done {
+            Ok(_) => {
+                self.metrics.snapshots_saved += 1;
+                Flow::Continue
+            }
+            Err(e) => Flow::Fail(format!("saving a snapshot: {e}")),
+        }
+    }
+
+    /// Handles every pending `Ready` in the contract's order. An error is
+    /// fatal: the node stops.
+    async fn handle_ready(&mut self) -> Result<(), String> {
+        while self.raft.has_ready() {
+            let rd = self.raft.ready();
+            // A leader whose term and vote are already durable sends first
+            // and syncs its own log while followers write theirs (Raft
+            // thesis 10.2.1): its appends promise nothing about its own
+            // disk, and the core counts the leader toward a commit only for
+            // entries it has persisted (`advance`). Anything else (a vote,
+            // an acknowledgement, a new term) waits for the sync.
+            let early = self.raft.role() == Role::Leader
+                && rd.snapshot_ops.is_empty()
+                && rd.conf_state.is_none()
+                && rd.hard_state.is_none_or(|hs| {
+                    let held = self.raft.storage().hard_state();
+                    hs.term == held.term && hs.vote == held.vote
+                });
+            if early {
+                self.send(&rd);
+            }
+            // 1. Persist: snapshot work, entries (one log sync), hard state.
+            let disk = self.raft.storage_mut();
+            blocking(|| disk.persist(&rd)).map_err(|e| format!("persisting a Ready: {e}"))?;
+            self.metrics.ready_batches += 1;
+            if !rd.entries.is_empty() {
+                self.metrics.log_syncs += 1;
+            }
+            // 2. Send, now that what the messages promise is durable.
+            if !early {
+                self.send(&rd);
+            }
+            // Role changes before this Ready's committed entries: the apply
+            // task orders its callbacks as it receives them.
+            self.note_role().await?;
+            // 3. Apply (on the apply task): an installed snapshot first.
+            for op in &rd.snapshot_ops {
+                if let SnapshotOp::Install(meta) = op {
+                    let (meta, files) = self
+                        .raft
+                        .storage()
+                        .snapshot_files()
+                        .map_err(|e| format!("reading the installed snapshot: {e}"))?
+                        .filter(|(m, _)| m.index == meta.index)
+                        .ok_or("the installed snapshot is missing from storage")?;
+                    self.metrics.snapshots_installed += 1;
+                    to_apply(&self.apply_tx, ApplyMsg::Load { meta, files }).await?;
+                }
+            }
+            if !rd.committed_entries.is_empty() {
+                to_apply(
+                    &self.apply_tx,
+                    ApplyMsg::Entries(rd.committed_entries.clone()),
+                )
+                .await?;
+            }
+            for rs in &rd.read_states {
+                if let Some(reply) = self.reads.remove(&rs.ctx) {
+                    let _ = reply.send(Ok(rs.index));
+                }
+            }
+            // 4. Advance.
+            self.raft.advance(&rd);
+        }
+        let mut soft = self.shared.soft.lock().expect("soft lock");
+        soft.role = self.raft.role();
+        soft.leader = self.raft.leader();
+        Ok(())
+    }
+
+    fn send(&self, rd: &Ready) {
+        for m in &rd.messages {
+            self.outbox.send(Envelope {
+                group: self.cfg.group,
+                msg: m.clone(),
+            });
+        }
+    }
+
+    /// Turns role changes into state machine callbacks, and fails what only
+    /// a leader could complete. Compares the core's role, leader and term
+    /// with what the state machine was last told, rather than relying on
+    /// `Ready::soft_state` alone: a leader re-elected in a later term, or
+    /// the same leader followed in a new term, is a new leadership.
+    async fn note_role(&mut self) -> Result<(), String> {
+        let term = self.raft.term();
+        let lead = (self.raft.role() == Role::Leader).then_some(term);
+        if self.leading.is_some() && self.leading != lead {
+            self.leading = None;
+            // Entries proposed here may still commit under the next leader:
+            // their outcome is unknown, and never reported as success.
+            fail_waiters(&self.waiters, None, |index| NodeError::LeadershipLost {
+                index,
+            });
+            for (_, r) in std::mem::take(&mut self.reads) {
+                let _ = r.send(Err(NodeError::ReadLost));
+            }
+            for r in std::mem::take(&mut self.deferred_reads) {
+                let _ = r.send(Err(NodeError::ReadLost));
+            }
+            to_apply(&self.apply_tx, ApplyMsg::LeaderStop).await?;
+        }
+        let follow = match self.raft.leader() {
+            Some(l) if lead.is_none() => Some((l, term)),
+            _ => None,
+        };
+        if self.following.is_some() && self.following != follow {
+            self.following = None;
+            to_apply(&self.apply_tx, ApplyMsg::StopFollowing).await?;
+        }
+        if let Some((leader, term)) = follow {
+            if self.following.is_none() {
+                self.following = follow;
+                to_apply(&self.apply_tx, ApplyMsg::StartFollowing { leader, term }).await?;
+            }
+        }
+        if lead.is_some() && self.leading.is_none() {
+            self.leading = lead;
+            let first_index = self.first_entry_of_term(term);
+            to_apply(&self.apply_tx, ApplyMsg::LeaderStart { term, first_index }).await?;
+        }
+        Ok(())
+    }
+
+    /// The index of the first entry of `term` in the log (the new leader's
+    /// no-op).
+    fn first_entry_of_term(&self, term: u64) -> u64 {
+        let log = self.raft.raft_log();
+        let mut i = log.last_index();
+        while i > log.first_index() && log.term(i - 1) == Some(term) {
+            i -= 1;
+        }
+        i
+    }
+}
+
+/// Queues work for the apply task, waiting while its queue is full. A free
+/// function so the node task's future borrows only the sender across the
+/// wait (the core's storage is `Send`, not `Sync`).
+async fn to_apply(tx: &mpsc::Sender<ApplyMsg>, msg: ApplyMsg) -> Result<(), String> {
+    tx.send(msg)
+        .await
+        .map_err(|_| "the apply task stopped".to_string())
+}
+
+fn change_result(r: Result<(), ChangeError>) -> Result<(), NodeError> {
+    r.map_err(|e| match e {
+        ChangeError::NotLeader { leader } => NodeError::NotLeader { leader },
+        e => NodeError::Change(e),
+    })
+}
+
+/// Runs storage IO that may block (fsync) without stalling the runtime's
+/// other tasks, where the runtime allows it.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// A seed that differs per node and per start, so nodes started together
+/// draw different election timeouts.
+fn seed_for(id: NodeId) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// SplitMix64: a small, fast generator for election timeouts (the core
+/// needs randomness, not secrecy).
+struct SplitMix64(u64);
+
+impl rand_core::RngCore for SplitMix64 {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        for chunk in dst.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}

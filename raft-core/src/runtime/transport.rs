@@ -1,1 +1,1243 @@
-//! (being written)
+//! The TCP transport: carries [`Envelope`]s between processes.
+//!
+//! It exists so that a process hosting many Raft groups talks to each peer
+//! over exactly one outbound connection (every envelope carries its group),
+//! and so that a misbehaving network or peer costs bounded memory and bounded
+//! noise: per-peer send queues have a limit and drop (counting) when full,
+//! a bad frame closes only the connection it came on, a refused or
+//! unreachable peer produces one event per change of state, not one per
+//! retry, and every buffer read from the network is checked against a named
+//! limit before it is allocated.
+//!
+//! Each direction between two nodes has its own connection: a node writes to
+//! a peer on the connection it opened, and reads what the peer sends on the
+//! connection the peer opened. That keeps both sides simple (a writer task
+//! and a reader task, no demultiplexing of replies).
+//!
+//! # Frames
+//!
+//! ```text
+//! frame = len:u32 crc:u32 version:u8 kind:u8 payload
+//! ```
+//!
+//! Little-endian. `len` counts the bytes after `crc` (version, kind and
+//! payload), `crc` is the CRC-32C ([`crate::core::checksum`]) of those bytes.
+//! `version` is [`PROTOCOL_VERSION`]. Kinds: 1 hello, 2 hello-ack,
+//! 3 envelope (payload: [`codec::encode`]).
+//!
+//! # Handshake
+//!
+//! The connecting node sends a hello (`cluster_id:u64 from:u64 to:u64
+//! token_len:u16 token`); the accepting node answers with a hello-ack
+//! (`status:u8 node_id:u64`, status 0 = accepted, otherwise a [`Refusal`])
+//! and, on refusal, closes. Only after an accepted handshake does the
+//! connecting node send envelopes. The token is compared in constant time.
+//! The token crosses the network in clear: the transport assumes a trusted
+//! network (or a tunnel) and uses the token to keep clusters apart, not to
+//! resist an eavesdropper.
+//!
+//! A change of [`codec::CODEC_VERSION`] must come with a new
+//! [`PROTOCOL_VERSION`], so mixed versions are refused at the handshake
+//! instead of failing on the first envelope.
+//!
+//! # Faults and observability
+//!
+//! A [`FaultFilter`] set through [`TransportHandle::set_filter`] drops or
+//! delays envelopes per peer (how an admin request partitions a node).
+//! There is no logging to stderr: [`TransportHandle::stats`] returns
+//! counters and a ring of the last [`MAX_EVENTS`] events.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+
+use crate::core::{checksum, NodeId};
+use crate::runtime::codec;
+use crate::runtime::{Envelope, Outbox};
+
+/// The frame layout and handshake version. A peer speaking another version
+/// is refused with [`Refusal::Version`].
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Largest frame body (version, kind, payload) accepted after a handshake.
+pub const MAX_FRAME_BYTES: usize = codec::MAX_ENVELOPE_BYTES + 2;
+/// Largest frame body accepted before a handshake completes: an
+/// unauthenticated client can make this node allocate at most this much.
+pub const MAX_HANDSHAKE_FRAME_BYTES: usize = 1024;
+/// Longest cluster token, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 256;
+/// Events kept by [`TransportHandle::stats`]; older ones are discarded.
+pub const MAX_EVENTS: usize = 256;
+/// A writer gathers at most this many bytes of frames into one write.
+pub const WRITE_BATCH_BYTES: usize = 256 << 10;
+/// Default [`TransportConfig::queue_limit`].
+pub const DEFAULT_QUEUE_LIMIT: usize = 4096;
+/// Default [`TransportConfig::inbound_limit`].
+pub const DEFAULT_INBOUND_LIMIT: usize = 4096;
+/// Default [`TransportConfig::max_inbound_connections`].
+pub const DEFAULT_MAX_INBOUND_CONNECTIONS: usize = 1024;
+
+/// Sources whose last refusal is remembered (to log one event per source
+/// and reason); the memory is cleared when it fills.
+const MAX_REFUSAL_SOURCES: usize = 1024;
+/// An outbound link up at least this long counts as healthy: losing it
+/// starts the reconnect backoff over.
+const STABLE_LINK: Duration = Duration::from_secs(1);
+/// How long [`TransportHandle::shutdown`] lets tasks finish before aborting.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Pause after a failed `accept` (e.g. out of file descriptors), so the
+/// accept loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Bytes of a frame before its body: `len` and `crc`.
+const FRAME_HEADER_BYTES: usize = 8;
+
+const KIND_HELLO: u8 = 1;
+const KIND_HELLO_ACK: u8 = 2;
+const KIND_ENVELOPE: u8 = 3;
+
+/// How a transport is set up. Every queue it creates is bounded by a field
+/// here.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// This node's id; envelopes addressed to another id are dropped.
+    pub node_id: NodeId,
+    /// Where to accept peers' connections (port 0: any free port, see
+    /// [`TransportHandle::local_addr`]).
+    pub listen: SocketAddr,
+    /// Peers with another cluster id are refused.
+    pub cluster_id: u64,
+    /// The shared secret every member of the cluster presents.
+    pub token: String,
+    /// Where each peer listens. More can be added later with
+    /// [`TransportHandle::set_peer`].
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Envelopes waiting to be written to one peer; past it, sends drop.
+    pub queue_limit: usize,
+    /// Received envelopes waiting for the receiver; past it, readers stop
+    /// reading (TCP pushes back to the sender, whose queue then drops).
+    pub inbound_limit: usize,
+    /// Accepted connections open at once; more are closed on accept.
+    pub max_inbound_connections: usize,
+    /// First reconnect delay after a failure.
+    pub backoff_min: Duration,
+    /// Reconnect delays double up to this cap (then jitter takes 0-50% off).
+    pub backoff_max: Duration,
+    /// Limit on a TCP connect.
+    pub connect_timeout: Duration,
+    /// Limit on a handshake, on either side.
+    pub handshake_timeout: Duration,
+    /// Limit on one write: a peer that stops reading is disconnected.
+    pub write_timeout: Duration,
+}
+
+impl TransportConfig {
+    /// A configuration with no peers and default limits and timeouts.
+    pub fn new(
+        node_id: NodeId,
+        listen: SocketAddr,
+        cluster_id: u64,
+        token: impl Into<String>,
+    ) -> TransportConfig {
+        TransportConfig {
+            node_id,
+            listen,
+            cluster_id,
+            token: token.into(),
+            peers: BTreeMap::new(),
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+            inbound_limit: DEFAULT_INBOUND_LIMIT,
+            max_inbound_connections: DEFAULT_MAX_INBOUND_CONNECTIONS,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            handshake_timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks the fields against each other; [`Transport::start`] calls it.
+    pub fn validate(&self) -> Result<(), TransportError> {
+        let bad = |s: &str| Err(TransportError::InvalidConfig(s.to_owned()));
+        if self.node_id == 0 {
+            return bad("node_id 0 is not a valid id");
+        }
+        if self.token.len() > MAX_TOKEN_BYTES {
+            return bad("token is longer than MAX_TOKEN_BYTES");
+        }
+        if self.queue_limit == 0 || self.inbound_limit == 0 || self.max_inbound_connections == 0 {
+            return bad("queue_limit, inbound_limit and max_inbound_connections must be > 0");
+        }
+        if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
+            return bad("backoff_min must be > 0 and <= backoff_max");
+        }
+        if self.peers.contains_key(&0) || self.peers.contains_key(&self.node_id) {
+            return bad("peers must not include id 0 or this node");
+        }
+        Ok(())
+    }
+}
+
+/// Why a transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The configuration contradicts itself.
+    #[error("invalid transport config: {0}")]
+    InvalidConfig(String),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The peer speaks another [`PROTOCOL_VERSION`].
+    Version,
+    /// The peer belongs to another cluster.
+    Cluster,
+    /// The peer presented a wrong token.
+    Token,
+    /// The connection was meant for another node id (or came from id 0).
+    WrongNode,
+    /// The accepting node has too many connections open.
+    Busy,
+    /// The handshake was not a valid hello / hello-ack.
+    Malformed,
+}
+
+impl Refusal {
+    fn code(self) -> u8 {
+        match self {
+            Refusal::Version => 1,
+            Refusal::Cluster => 2,
+            Refusal::Token => 3,
+            Refusal::WrongNode => 4,
+            Refusal::Busy => 5,
+            Refusal::Malformed => 6,
+        }
+    }
+
+    fn from_code(code: u8) -> Refusal {
+        match code {
+            1 => Refusal::Version,
+            2 => Refusal::Cluster,
+            3 => Refusal::Token,
+            4 => Refusal::WrongNode,
+            5 => Refusal::Busy,
+            _ => Refusal::Malformed,
+        }
+    }
+}
+
+/// Messages to drop or delay, set by an admin request with
+/// [`TransportHandle::set_filter`]. The default filter passes everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultFilter {
+    /// Envelopes to these nodes are dropped when sent.
+    pub drop_to: BTreeSet<NodeId>,
+    /// Envelopes from these nodes are dropped when received.
+    pub drop_from: BTreeSet<NodeId>,
+    /// Envelopes to these nodes are written this long after they are sent
+    /// (the delay is fixed when the envelope is queued).
+    pub delay_to: BTreeMap<NodeId, Duration>,
+}
+
+/// One thing worth telling an operator. A peer that keeps failing the same
+/// way produces one event, not one per retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportEvent {
+    /// Time since the transport started.
+    pub at: Duration,
+    /// What happened.
+    pub kind: TransportEventKind,
+}
+
+/// What happened; see [`TransportEvent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportEventKind {
+    /// The outbound connection to `peer` completed its handshake.
+    PeerConnected { peer: NodeId, addr: SocketAddr },
+    /// The outbound connection to `peer` failed or was lost.
+    PeerDown { peer: NodeId, reason: String },
+    /// `peer` refused this node's handshake.
+    PeerRefused { peer: NodeId, refusal: Refusal },
+    /// A peer's connection to this node completed its handshake.
+    InboundAccepted { peer: NodeId, addr: SocketAddr },
+    /// This node refused a connection's handshake.
+    InboundRefused { addr: SocketAddr, refusal: Refusal },
+    /// An accepted connection closed; `peer` is `None` before a handshake.
+    InboundClosed {
+        peer: Option<NodeId>,
+        addr: SocketAddr,
+        reason: String,
+    },
+}
+
+/// Counters since start, and the most recent events (at most
+/// [`MAX_EVENTS`], oldest first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Envelopes written to a peer's socket.
+    pub sent: u64,
+    /// Envelopes handed to the receiver.
+    pub received: u64,
+    /// Envelopes dropped because the peer's send queue was full.
+    pub dropped_queue_full: u64,
+    /// Envelopes dropped by the fault filter (either direction).
+    pub dropped_filter: u64,
+    /// Envelopes sent to a node that is not a configured peer.
+    pub dropped_unknown_peer: u64,
+    /// Envelopes past the codec's limits (never sent).
+    pub dropped_invalid: u64,
+    /// Envelopes sent after shutdown.
+    pub dropped_shutdown: u64,
+    /// Received envelopes addressed to another node.
+    pub dropped_misaddressed: u64,
+    /// Outbound handshakes accepted by a peer.
+    pub connects: u64,
+    /// Outbound connects or handshakes that failed (not refusals).
+    pub connect_failures: u64,
+    /// Outbound handshakes a peer refused.
+    pub refused_outbound: u64,
+    /// Inbound connections this node refused (bad handshake or too many).
+    pub refused_inbound: u64,
+    /// Accepted connections closed because of a bad frame.
+    pub bad_frames: u64,
+    /// The most recent events, oldest first.
+    pub events: Vec<TransportEvent>,
+}
+
+/// Starts transports; see [`Transport::start`].
+pub struct Transport;
+
+impl Transport {
+    /// Binds `cfg.listen`, starts a connection task per peer and the accept
+    /// loop, and returns the handle plus the receiver of envelopes addressed
+    /// to this node. The receiver ends after [`TransportHandle::shutdown`]
+    /// (or when the last handle is dropped). Must be called within a tokio
+    /// runtime.
+    pub async fn start(
+        cfg: TransportConfig,
+    ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), TransportError> {
+        cfg.validate()?;
+        let listener =
+            TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|source| TransportError::Bind {
+                    addr: cfg.listen,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(cfg.inbound_limit);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            started: Instant::now(),
+            local_addr,
+            counters: Counters::default(),
+            events: Mutex::new(VecDeque::new()),
+            filter: Mutex::new(FaultFilter::default()),
+            peers: Mutex::new(BTreeMap::new()),
+            inbound_tx: Mutex::new(Some(inbound_tx)),
+            inbound_conns: Mutex::new(BTreeMap::new()),
+            refusals: Mutex::new(BTreeMap::new()),
+            next_conn: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            shutdown_tx,
+            shutdown_rx,
+            cfg,
+        });
+        let handle = TransportHandle {
+            inner: inner.clone(),
+            tasks: Arc::new(Tasks {
+                set: Mutex::new(JoinSet::new()),
+            }),
+        };
+        lock(&handle.tasks.set).spawn(accept_loop(inner.clone(), listener));
+        for (&id, &addr) in &inner.cfg.peers {
+            handle.set_peer(id, addr);
+        }
+        Ok((handle, inbound_rx))
+    }
+}
+
+/// Sends envelopes, changes peers and the fault filter, reads stats, shuts
+/// the transport down. Cheap to clone; dropping the last clone stops every
+/// task, like [`shutdown`](TransportHandle::shutdown) without waiting.
+#[derive(Clone)]
+pub struct TransportHandle {
+    inner: Arc<Inner>,
+    tasks: Arc<Tasks>,
+}
+
+impl std::fmt::Debug for TransportHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportHandle")
+            .field("node_id", &self.inner.cfg.node_id)
+            .field("local_addr", &self.inner.local_addr)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tasks of one transport. Only handles own it, so dropping the last
+/// handle drops the set, which aborts every task (tasks hold `Inner`, never
+/// this).
+struct Tasks {
+    set: Mutex<JoinSet<()>>,
+}
+
+impl TransportHandle {
+    /// The address the transport listens on (the real port when configured
+    /// with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.cfg.node_id
+    }
+
+    /// Adds peer `id` at `addr`, or moves it there (the current connection is
+    /// closed and a new one opened). Ignored after shutdown, and for id 0 or
+    /// this node's id.
+    pub fn set_peer(&self, id: NodeId, addr: SocketAddr) {
+        let inner = &self.inner;
+        if id == 0 || id == inner.cfg.node_id || inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut peers = lock(&inner.peers);
+        if let Some(p) = peers.get(&id) {
+            if *p.addr.borrow() != addr {
+                p.addr.send_replace(addr);
+            }
+            return;
+        }
+        let (addr_tx, addr_rx) = watch::channel(addr);
+        let (queue_tx, queue_rx) = mpsc::channel(inner.cfg.queue_limit);
+        let task = {
+            let mut set = lock(&self.tasks.set);
+            // Reap tasks of removed peers so the set does not grow.
+            while set.try_join_next().is_some() {}
+            set.spawn(run_peer(inner.clone(), id, addr_rx, queue_rx))
+        };
+        peers.insert(
+            id,
+            Peer {
+                addr: addr_tx,
+                queue: queue_tx,
+                task,
+            },
+        );
+    }
+
+    /// Forgets peer `id`: its connection closes and its queued envelopes are
+    /// dropped; later sends to it count as `dropped_unknown_peer`.
+    pub fn remove_peer(&self, id: NodeId) {
+        if let Some(p) = lock(&self.inner.peers).remove(&id) {
+            p.task.abort();
+        }
+    }
+
+    /// Replaces the fault filter; takes effect for every envelope sent or
+    /// received from now on.
+    pub fn set_filter(&self, filter: FaultFilter) {
+        *lock(&self.inner.filter) = filter;
+    }
+
+    /// The fault filter in effect.
+    pub fn filter(&self) -> FaultFilter {
+        lock(&self.inner.filter).clone()
+    }
+
+    /// Counters since start and the recent events.
+    pub fn stats(&self) -> TransportStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TransportStats {
+            sent: get(&c.sent),
+            received: get(&c.received),
+            dropped_queue_full: get(&c.dropped_queue_full),
+            dropped_filter: get(&c.dropped_filter),
+            dropped_unknown_peer: get(&c.dropped_unknown_peer),
+            dropped_invalid: get(&c.dropped_invalid),
+            dropped_shutdown: get(&c.dropped_shutdown),
+            dropped_misaddressed: get(&c.dropped_misaddressed),
+            connects: get(&c.connects),
+            connect_failures: get(&c.connect_failures),
+            refused_outbound: get(&c.refused_outbound),
+            refused_inbound: get(&c.refused_inbound),
+            bad_frames: get(&c.bad_frames),
+            events: lock(&self.inner.events).iter().cloned().collect(),
+        }
+    }
+
+    /// Closes the listener and every connection, drops queued envelopes, and
+    /// ends the receiver. Waits at most about a second for tasks to finish,
+    /// then aborts the rest. Later sends are dropped and counted.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::SeqCst);
+        inner.shutdown_tx.send_replace(true);
+        lock(&inner.inbound_tx).take();
+        lock(&inner.peers).clear();
+        let mut set = std::mem::take(&mut *lock(&self.tasks.set));
+        let _ = timeout(SHUTDOWN_GRACE, async {
+            while set.join_next().await.is_some() {}
+        })
+        .await;
+        set.shutdown().await;
+    }
+}
+
+impl Outbox for TransportHandle {
+    /// Queues `env` for its peer without blocking. Drops it (and counts why)
+    /// when the filter says so, the peer is unknown, the envelope is past
+    /// the codec's limits, or the peer's queue is full.
+    fn send(&self, env: Envelope) {
+        let inner = &self.inner;
+        let c = &inner.counters;
+        if inner.closed.load(Ordering::SeqCst) {
+            bump(&c.dropped_shutdown);
+            return;
+        }
+        let to = env.to();
+        let delay = {
+            let f = lock(&inner.filter);
+            if f.drop_to.contains(&to) {
+                bump(&c.dropped_filter);
+                return;
+            }
+            f.delay_to.get(&to).copied()
+        };
+        if codec::validate(&env).is_err() {
+            bump(&c.dropped_invalid);
+            return;
+        }
+        let due = match delay {
+            None => None,
+            Some(d) => match Instant::now().checked_add(d) {
+                Some(due) => Some(due),
+                // A delay past the end of time is a drop.
+                None => {
+                    bump(&c.dropped_filter);
+                    return;
+                }
+            },
+        };
+        let peers = lock(&inner.peers);
+        let Some(peer) = peers.get(&to) else {
+            bump(&c.dropped_unknown_peer);
+            return;
+        };
+        match peer.queue.try_send(Queued { due, env }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => bump(&c.dropped_queue_full),
+            Err(mpsc::error::TrySendError::Closed(_)) => bump(&c.dropped_shutdown),
+        }
+    }
+}
+
+/// State shared by the handle and the tasks.
+struct Inner {
+    cfg: TransportConfig,
+    started: Instant,
+    local_addr: SocketAddr,
+    counters: Counters,
+    /// The recent events, at most MAX_EVENTS.
+    events: Mutex<VecDeque<TransportEvent>>,
+    filter: Mutex<FaultFilter>,
+    peers: Mutex<BTreeMap<NodeId, Peer>>,
+    /// Taken at shutdown, so the receiver ends once readers are gone.
+    inbound_tx: Mutex<Option<mpsc::Sender<Envelope>>>,
+    /// The accepted connection of each peer, so a newer one replaces it (a
+    /// peer that reconnects after a half-open failure does not leave the
+    /// old connection holding a slot).
+    inbound_conns: Mutex<BTreeMap<NodeId, (u64, Arc<Notify>)>>,
+    /// The last refusal per source (address, claimed id), so a source that
+    /// keeps being refused for the same reason logs one event. At most
+    /// MAX_REFUSAL_SOURCES entries.
+    refusals: Mutex<BTreeMap<(IpAddr, Option<NodeId>), Refusal>>,
+    next_conn: AtomicU64,
+    closed: AtomicBool,
+    shutdown_tx: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+}
+
+impl Inner {
+    fn event(&self, kind: TransportEventKind) {
+        let mut events = lock(&self.events);
+        if events.len() >= MAX_EVENTS {
+            events.pop_front();
+        }
+        events.push_back(TransportEvent {
+            at: self.started.elapsed(),
+            kind,
+        });
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    received: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_filter: AtomicU64,
+    dropped_unknown_peer: AtomicU64,
+    dropped_invalid: AtomicU64,
+    dropped_shutdown: AtomicU64,
+    dropped_misaddressed: AtomicU64,
+    connects: AtomicU64,
+    connect_failures: AtomicU64,
+    refused_outbound: AtomicU64,
+    refused_inbound: AtomicU64,
+    bad_frames: AtomicU64,
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A lock that survives a panic elsewhere: every value guarded here stays
+/// consistent between statements, so a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One peer's outbound side: its address, its bounded queue, its task.
+struct Peer {
+    addr: watch::Sender<SocketAddr>,
+    queue: mpsc::Sender<Queued>,
+    task: AbortHandle,
+}
+
+/// An envelope waiting to be written, not before `due` (the filter's delay).
+struct Queued {
+    due: Option<Instant>,
+    env: Envelope,
+}
+
+/// The state of an outbound link, for "one event per change of state".
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LinkState {
+    Up,
+    /// Not connected, whatever the reason: failures that alternate between
+    /// reasons (reset, closed, timed out) are still one state.
+    Down,
+    Refused(Refusal),
+}
+
+/// Exponential reconnect delays with jitter, so peers that lost a node at
+/// the same moment do not reconnect in lockstep.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration, seed: u64) -> Backoff {
+        Backoff {
+            min,
+            max,
+            next: min,
+            rng: seed | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// The next delay: the current step minus a random 0-50%.
+    fn delay(&mut self) -> Duration {
+        // xorshift64: jitter needs no quality, only variety between nodes.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let step = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        let frac = (self.rng % 1000) as u32;
+        step.saturating_sub((step / 2).saturating_mul(frac) / 1000)
+    }
+}
+
+fn jitter_seed(node: NodeId, peer: NodeId) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ node.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ peer.rotate_left(32)
+}
+
+/// The outbound side of one peer: connect, handshake, write queued
+/// envelopes; on any failure, back off and start over.
+async fn run_peer(
+    inner: Arc<Inner>,
+    peer: NodeId,
+    mut addr_rx: watch::Receiver<SocketAddr>,
+    mut queue: mpsc::Receiver<Queued>,
+) {
+    let cfg = &inner.cfg;
+    let mut shutdown = inner.shutdown_rx.clone();
+    let mut backoff = Backoff::new(
+        cfg.backoff_min,
+        cfg.backoff_max,
+        jitter_seed(cfg.node_id, peer),
+    );
+    let mut state: Option<LinkState> = None;
+    let mut change = |inner: &Inner, new: LinkState, kind: TransportEventKind| {
+        if state.as_ref() != Some(&new) {
+            inner.event(kind);
+            state = Some(new);
+        }
+    };
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let addr = *addr_rx.borrow_and_update();
+        let connected = tokio::select! {
+            r = connect(&inner, peer, addr) => r,
+            _ = shutdown.changed() => return,
+        };
+        match connected {
+            Ok(stream) => {
+                let up_since = Instant::now();
+                bump(&inner.counters.connects);
+                change(
+                    &inner,
+                    LinkState::Up,
+                    TransportEventKind::PeerConnected { peer, addr },
+                );
+                let reason = tokio::select! {
+                    r = pump(&inner, stream, &mut queue) => match r {
+                        Some(reason) => reason,
+                        // The queue closed: the peer was removed.
+                        None => return,
+                    },
+                    _ = shutdown.changed() => return,
+                    r = addr_rx.changed() => match r {
+                        Ok(()) => "peer address changed".to_owned(),
+                        // The peer was removed.
+                        Err(_) => return,
+                    },
+                };
+                change(
+                    &inner,
+                    LinkState::Down,
+                    TransportEventKind::PeerDown { peer, reason },
+                );
+                // Only a link that stayed up resets the backoff: a peer that
+                // accepts and at once closes keeps backing off, so it costs
+                // ever fewer reconnects and events.
+                if up_since.elapsed() >= STABLE_LINK {
+                    backoff.reset();
+                }
+            }
+            Err(ConnectError::Refused(refusal)) => {
+                bump(&inner.counters.refused_outbound);
+                change(
+                    &inner,
+                    LinkState::Refused(refusal),
+                    TransportEventKind::PeerRefused { peer, refusal },
+                );
+            }
+            Err(ConnectError::Failed(reason)) => {
+                bump(&inner.counters.connect_failures);
+                change(
+                    &inner,
+                    LinkState::Down,
+                    TransportEventKind::PeerDown { peer, reason },
+                );
+            }
+        }
+        let pause = backoff.delay();
+        tokio::select! {
+            _ = sleep(pause) => {}
+            _ = shutdown.changed() => return,
+            // A new address is worth trying at once.
+            r = addr_rx.changed() => match r {
+                Ok(()) => backoff.reset(),
+                Err(_) => return,
+            },
+        }
+    }
+}
+
+enum ConnectError {
+    Refused(Refusal),
+    Failed(String),
+}
+
+/// Connects to `addr` and performs the handshake as the connecting side.
+async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+    let cfg = &inner.cfg;
+    let mut stream = match timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Failed("connect timed out".to_owned())),
+        Ok(Err(e)) => return Err(ConnectError::Failed(io_reason(&e))),
+        Ok(Ok(s)) => s,
+    };
+    // Raft messages are small and latency-sensitive; batching is done here.
+    let _ = stream.set_nodelay(true);
+    let hs = async {
+        let mut hello = Vec::with_capacity(64);
+        hello.extend_from_slice(&cfg.cluster_id.to_le_bytes());
+        hello.extend_from_slice(&cfg.node_id.to_le_bytes());
+        hello.extend_from_slice(&peer.to_le_bytes());
+        let token = cfg.token.as_bytes();
+        hello.extend_from_slice(&(token.len() as u16).to_le_bytes());
+        hello.extend_from_slice(token);
+        let mut frame = Vec::with_capacity(hello.len() + 16);
+        put_frame(&mut frame, KIND_HELLO, |b| b.extend_from_slice(&hello));
+        stream
+            .write_all(&frame)
+            .await
+            .map_err(|e| ConnectError::Failed(io_reason(&e)))?;
+        let mut buf = Vec::new();
+        let (version, kind) = read_frame(&mut stream, MAX_HANDSHAKE_FRAME_BYTES, &mut buf)
+            .await
+            .map_err(|e| ConnectError::Failed(format!("handshake: {e}")))?;
+        if version != PROTOCOL_VERSION {
+            return Err(ConnectError::Refused(Refusal::Version));
+        }
+        if kind != KIND_HELLO_ACK || buf.len() != 2 + 9 {
+            return Err(ConnectError::Refused(Refusal::Malformed));
+        }
+        match buf[2] {
+            0 => {}
+            code => return Err(ConnectError::Refused(Refusal::from_code(code))),
+        }
+        // The address may now belong to another node of the cluster.
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&buf[3..11]);
+        if u64::from_le_bytes(id) != peer {
+            return Err(ConnectError::Refused(Refusal::WrongNode));
+        }
+        Ok(())
+    };
+    match timeout(cfg.handshake_timeout, hs).await {
+        Err(_) => Err(ConnectError::Failed("handshake timed out".to_owned())),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok(stream),
+    }
+}
+
+/// Writes queued envelopes to an established connection until it fails
+/// (`Some(reason)`) or the queue closes (`None`).
+async fn pump(
+    inner: &Inner,
+    stream: TcpStream,
+    queue: &mut mpsc::Receiver<Queued>,
+) -> Option<String> {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
+    let mut probe = [0u8; 1];
+    let write_timeout = inner.cfg.write_timeout;
+    loop {
+        let first = tokio::select! {
+            q = queue.recv() => q?,
+            // The accepting side never writes after the handshake: any
+            // read result means the connection is closed or broken.
+            r = rd.read(&mut probe) => return Some(match r {
+                Ok(0) => "peer closed the connection".to_owned(),
+                Ok(_) => "peer sent data on a write-only connection".to_owned(),
+                Err(e) => io_reason(&e),
+            }),
+        };
+        buf.clear();
+        let mut batch = 0u64;
+        let mut next = Some(first);
+        while let Some(q) = next.take() {
+            if let Some(due) = q.due {
+                if due > Instant::now() {
+                    // Write what is ready before waiting for a delayed one.
+                    if let Err(reason) = flush(&mut wr, &mut buf, write_timeout).await {
+                        return Some(reason);
+                    }
+                    bump_by(&inner.counters.sent, std::mem::take(&mut batch));
+                    sleep_until(due).await;
+                }
+            }
+            put_frame(&mut buf, KIND_ENVELOPE, |b| codec::encode(&q.env, b));
+            batch += 1;
+            if buf.len() < WRITE_BATCH_BYTES {
+                next = queue.try_recv().ok();
+            }
+        }
+        if let Err(reason) = flush(&mut wr, &mut buf, write_timeout).await {
+            return Some(reason);
+        }
+        bump_by(&inner.counters.sent, batch);
+    }
+}
+
+fn bump_by(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
+
+async fn flush(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    buf: &mut Vec<u8>,
+    limit: Duration,
+) -> Result<(), String> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let r = timeout(limit, wr.write_all(buf)).await;
+    buf.clear();
+    match r {
+        Err(_) => Err("write timed out".to_owned()),
+        Ok(Err(e)) => Err(io_reason(&e)),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+/// Accepts connections until shutdown; each is served on its own task,
+/// at most `max_inbound_connections` at once.
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    let mut shutdown = inner.shutdown_rx.clone();
+    let mut conns = JoinSet::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                while conns.try_join_next().is_some() {}
+                if conns.len() >= inner.cfg.max_inbound_connections {
+                    bump(&inner.counters.refused_inbound);
+                    inner.event(TransportEventKind::InboundRefused {
+                        addr,
+                        refusal: Refusal::Busy,
+                    });
+                    drop(stream);
+                    continue;
+                }
+                conns.spawn(serve_inbound(inner.clone(), stream, addr));
+            }
+            Err(_) => {
+                tokio::select! {
+                    _ = sleep(ACCEPT_ERROR_PAUSE) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.shutdown().await;
+}
+
+/// Serves one accepted connection: handshake, then read envelopes and hand
+/// them to the receiver until the connection ends or misbehaves.
+async fn serve_inbound(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) {
+    let mut shutdown = inner.shutdown_rx.clone();
+    let _ = stream.set_nodelay(true);
+    let mut stream = BufReader::new(stream);
+    let peer = match timeout(
+        inner.cfg.handshake_timeout,
+        accept_handshake(&inner, &mut stream),
+    )
+    .await
+    {
+        Ok(Ok(peer)) => peer,
+        Ok(Err(HandshakeEnd::Refused(refusal, claimed))) => {
+            bump(&inner.counters.refused_inbound);
+            // One event per source and reason: a misconfigured peer retries
+            // forever and must not push every other event out of the ring.
+            let fresh = {
+                let mut seen = lock(&inner.refusals);
+                if seen.len() >= MAX_REFUSAL_SOURCES {
+                    seen.clear();
+                }
+                seen.insert((addr.ip(), claimed), refusal) != Some(refusal)
+            };
+            if fresh {
+                inner.event(TransportEventKind::InboundRefused { addr, refusal });
+            }
+            return;
+        }
+        Ok(Err(HandshakeEnd::Failed(reason))) => {
+            bump(&inner.counters.bad_frames);
+            inner.event(TransportEventKind::InboundClosed {
+                peer: None,
+                addr,
+                reason,
+            });
+            return;
+        }
+        Err(_) => {
+            inner.event(TransportEventKind::InboundClosed {
+                peer: None,
+                addr,
+                reason: "handshake timed out".to_owned(),
+            });
+            return;
+        }
+    };
+    let Some(tx) = lock(&inner.inbound_tx).clone() else {
+        return;
+    };
+    lock(&inner.refusals).remove(&(addr.ip(), Some(peer)));
+    inner.event(TransportEventKind::InboundAccepted { peer, addr });
+    let conn_id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let kick = Arc::new(Notify::new());
+    if let Some((_, old)) = lock(&inner.inbound_conns).insert(peer, (conn_id, kick.clone())) {
+        // notify_one keeps a permit, so the old connection sees it even if
+        // it is not waiting right now.
+        old.notify_one();
+    }
+    let reason = tokio::select! {
+        r = read_envelopes(&inner, &mut stream, peer, &tx) => r,
+        _ = kick.notified() => Some("replaced by a newer connection from the same peer".to_owned()),
+        _ = shutdown.changed() => None,
+    };
+    {
+        let mut conns = lock(&inner.inbound_conns);
+        if conns.get(&peer).map(|(id, _)| *id) == Some(conn_id) {
+            conns.remove(&peer);
+        }
+    }
+    if let Some(reason) = reason {
+        inner.event(TransportEventKind::InboundClosed {
+            peer: Some(peer),
+            addr,
+            reason,
+        });
+    }
+}
+
+enum HandshakeEnd {
+    /// Refused, with the node id the hello claimed if it had one.
+    Refused(Refusal, Option<NodeId>),
+    Failed(String),
+}
+
+/// The accepting side of the handshake: reads the hello, answers, and
+/// returns the peer's id if accepted.
+async fn accept_handshake(
+    inner: &Inner,
+    stream: &mut BufReader<TcpStream>,
+) -> Result<NodeId, HandshakeEnd> {
+    let cfg = &inner.cfg;
+    let mut buf = Vec::new();
+    let (version, kind) = read_frame(stream, MAX_HANDSHAKE_FRAME_BYTES, &mut buf)
+        .await
+        .map_err(|e| HandshakeEnd::Failed(format!("handshake: {e}")))?;
+    let verdict = if version != PROTOCOL_VERSION {
+        Err(Refusal::Version)
+    } else if kind != KIND_HELLO {
+        Err(Refusal::Malformed)
+    } else {
+        check_hello(cfg, &buf[2..])
+    };
+    let mut ack = Vec::with_capacity(32);
+    put_frame(&mut ack, KIND_HELLO_ACK, |b| {
+        b.push(match verdict {
+            Ok(_) => 0,
+            Err(r) => r.code(),
+        });
+        b.extend_from_slice(&cfg.node_id.to_le_bytes());
+    });
+    // On refusal the ack is a courtesy: a failure to deliver it changes
+    // nothing.
+    let written = stream.get_mut().write_all(&ack).await;
+    let claimed = buf.get(2 + 8..2 + 16).map(|b| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        u64::from_le_bytes(a)
+    });
+    let peer = verdict.map_err(|r| HandshakeEnd::Refused(r, claimed))?;
+    written.map_err(|e| HandshakeEnd::Failed(io_reason(&e)))?;
+    Ok(peer)
+}
+
+fn check_hello(cfg: &TransportConfig, b: &[u8]) -> Result<NodeId, Refusal> {
+    let u64_at = |at: usize| -> Result<u64, Refusal> {
+        let s = b.get(at..at + 8).ok_or(Refusal::Malformed)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_le_bytes(a))
+    };
+    let cluster = u64_at(0)?;
+    let from = u64_at(8)?;
+    let to = u64_at(16)?;
+    let len = b.get(24..26).ok_or(Refusal::Malformed)?;
+    let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+    let token = b.get(26..).ok_or(Refusal::Malformed)?;
+    if token.len() != len {
+        return Err(Refusal::Malformed);
+    }
+    if cluster != cfg.cluster_id {
+        return Err(Refusal::Cluster);
+    }
+    if !constant_time_eq(token, cfg.token.as_bytes()) {
+        return Err(Refusal::Token);
+    }
+    if to != cfg.node_id || from == 0 || from == cfg.node_id {
+        return Err(Refusal::WrongNode);
+    }
+    Ok(from)
+}
+
+/// Equality whose time depends only on the lengths, so a wrong token's
+/// response time says nothing about how much of it was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Reads envelope frames until the connection ends (`Some(reason)`) or the
+/// receiver is gone (`None`).
+async fn read_envelopes(
+    inner: &Inner,
+    stream: &mut BufReader<TcpStream>,
+    peer: NodeId,
+    tx: &mpsc::Sender<Envelope>,
+) -> Option<String> {
+    let c = &inner.counters;
+    let mut buf = Vec::new();
+    loop {
+        let bad = |reason: String| {
+            bump(&c.bad_frames);
+            Some(reason)
+        };
+        let (version, kind) = match read_frame(stream, MAX_FRAME_BYTES, &mut buf).await {
+            Ok(vk) => vk,
+            Err(FrameError::Eof) => return Some("peer closed the connection".to_owned()),
+            Err(FrameError::Io(e)) => return Some(io_reason(&e)),
+            Err(e) => return bad(e.to_string()),
+        };
+        if version != PROTOCOL_VERSION || kind != KIND_ENVELOPE {
+            return bad(format!("unexpected frame version {version} kind {kind}"));
+        }
+        let env = match codec::decode(&buf[2..]) {
+            Ok(env) => env,
+            Err(e) => return bad(format!("undecodable envelope: {e}")),
+        };
+        if env.msg.from != peer {
+            return bad(format!(
+                "envelope from node {} on node {peer}'s connection",
+                env.msg.from
+            ));
+        }
+        if env.msg.to != inner.cfg.node_id {
+            bump(&c.dropped_misaddressed);
+            continue;
+        }
+        if lock(&inner.filter).drop_from.contains(&peer) {
+            bump(&c.dropped_filter);
+            continue;
+        }
+        // Waiting here (instead of dropping) lets TCP push back on the
+        // sender, whose bounded queue then drops.
+        let Ok(permit) = tx.reserve().await else {
+            return None;
+        };
+        // Counted before the hand-over, so whoever sees the envelope sees
+        // it counted.
+        bump(&c.received);
+        permit.send(env);
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+enum FrameError {
+    #[error("connection closed")]
+    Eof,
+    #[error("{}", io_reason(.0))]
+    Io(io::Error),
+    #[error("frame of {len} bytes is over the limit of {limit}")]
+    TooLong { len: usize, limit: usize },
+    #[error("frame of {0} bytes is too short")]
+    TooShort(usize),
+    #[error("frame checksum mismatch")]
+    Checksum,
+}
+
+/// Appends one frame whose payload `payload` writes.
+fn put_frame(out: &mut Vec<u8>, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    out.push(PROTOCOL_VERSION);
+    out.push(kind);
+    payload(out);
+    let body = &out[start + FRAME_HEADER_BYTES..];
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let crc = checksum(body);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Reads one frame's body (version, kind, payload) into `buf` and returns
+/// its version and kind; the payload is `buf[2..]`. The length is checked against `limit` before anything is
+/// allocated, and the checksum before anything is interpreted.
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: usize,
+    buf: &mut Vec<u8>,
+) -> Result<(u8, u8), FrameError> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    match r.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Eof),
+        Err(e) => return Err(FrameError::Io(e)),
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > limit {
+        return Err(FrameError::TooLong { len, limit });
+    }
+    if len < 2 {
+        return Err(FrameError::TooShort(len));
+    }
+    buf.clear();
+    buf.resize(len, 0);
+    r.read_exact(buf).await.map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            FrameError::Eof
+        } else {
+            FrameError::Io(e)
+        }
+    })?;
+    if checksum(buf) != crc {
+        return Err(FrameError::Checksum);
+    }
+    Ok((buf[0], buf[1]))
+}
+
+/// A short reason for an IO error that is stable across retries (no
+/// addresses or counters), so repeated failures compare equal.
+fn io_reason(e: &io::Error) -> String {
+    e.kind().to_string()
+}

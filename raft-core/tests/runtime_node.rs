@@ -1,0 +1,764 @@
+//! The tokio node driver end to end: three nodes in one process, connected
+//! by an in-process router, each with a recording state machine.
+//!
+//! Every wait is bounded by a timeout and every node is shut down at the end
+//! of its test.
+#![cfg(feature = "runtime")]
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use raft_core::runtime::node::{NodeConfig, NodeError, NodeHandle, ProposeOutcome, RaftNode};
+use raft_core::runtime::state_machine::{Applied, StateMachine};
+use raft_core::runtime::{Envelope, Outbox};
+use raft_core::storage::NodeStorage;
+use raft_core::{ConfState, Membership, NodeId, Role};
+
+const GROUP: u64 = 7;
+const WAIT: Duration = Duration::from_secs(20);
+
+// ----- the recording state machine -----------------------------------------
+
+/// What a test can see of one node's state machine.
+#[derive(Default, Debug)]
+struct Seen {
+    /// The applied commands: (index, data).
+    history: Vec<(u64, Vec<u8>)>,
+    /// How many applied entries had a waiting proposer on this node.
+    waited: usize,
+    /// Callbacks other than `on_apply`, in order.
+    calls: Vec<String>,
+    /// Break the contract: return from `on_apply` without consuming.
+    lazy: bool,
+}
+
+struct Recorder(Arc<Mutex<Seen>>);
+
+impl StateMachine for Recorder {
+    fn on_apply(&mut self, entries: &mut dyn Iterator<Item = Applied>) {
+        let mut s = self.0.lock().unwrap();
+        if s.lazy {
+            return;
+        }
+        for mut a in entries {
+            if a.has_waiter() {
+                s.waited += 1;
+            }
+            s.history.push((a.index, a.data.clone()));
+            // The result names the command, so a proposer can tell that the
+            // answer is its own.
+            let mut result = b"done:".to_vec();
+            result.extend_from_slice(&a.data);
+            a.respond(result);
+        }
+    }
+
+    fn on_snapshot_save(&mut self) -> Vec<(String, Vec<u8>)> {
+        let s = self.0.lock().unwrap();
+        let mut out = Vec::new();
+        for (i, d) in &s.history {
+            out.extend_from_slice(&i.to_le_bytes());
+            out.extend_from_slice(&(d.len() as u32).to_le_bytes());
+            out.extend_from_slice(d);
+        }
+        vec![("history".to_string(), out)]
+    }
+
+    fn on_snapshot_load(&mut self, files: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+        let mut s = self.0.lock().unwrap();
+        s.history.clear(); // starts from empty
+        s.calls.push("snapshot_load".into());
+        let [(name, data)] = files.as_slice() else {
+            return Err("expected one file".into());
+        };
+        if name != "history" {
+            return Err(format!("unexpected file {name}"));
+        }
+        let mut pos = 0;
+        while pos < data.len() {
+            let i = u64::from_le_bytes(data[pos..pos + 8].try_into().unwrap());
+            let n = u32::from_le_bytes(data[pos + 8..pos + 12].try_into().unwrap()) as usize;
+            s.history.push((i, data[pos + 12..pos + 12 + n].to_vec()));
+            pos += 12 + n;
+        }
+        Ok(())
+    }
+
+    fn on_leader_start(&mut self, term: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .calls
+            .push(format!("leader_start {term}"));
+    }
+    fn on_leader_stop(&mut self) {
+        self.0.lock().unwrap().calls.push("leader_stop".into());
+    }
+    fn on_configuration_committed(&mut self, m: &Membership) {
+        self.0
+            .lock()
+            .unwrap()
+            .calls
+            .push(format!("configuration {:?}", m.voters));
+    }
+    fn on_start_following(&mut self, leader: NodeId, term: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .calls
+            .push(format!("start_following {leader} {term}"));
+    }
+    fn on_stop_following(&mut self) {
+        self.0.lock().unwrap().calls.push("stop_following".into());
+    }
+    fn on_error(&mut self, e: &str) {
+        self.0.lock().unwrap().calls.push(format!("error {e}"));
+    }
+    fn on_shutdown(&mut self) {
+        self.0.lock().unwrap().calls.push("shutdown".into());
+    }
+}
+
+// ----- the in-process network ----------------------------------------------
+
+/// Routes envelopes to nodes by id; nodes in `cut` neither send nor receive.
+#[derive(Default)]
+struct Router {
+    nodes: Mutex<HashMap<NodeId, NodeHandle>>,
+    cut: Mutex<HashSet<NodeId>>,
+}
+
+impl Outbox for Router {
+    fn send(&self, env: Envelope) {
+        {
+            let cut = self.cut.lock().unwrap();
+            if cut.contains(&env.msg.from) || cut.contains(&env.to()) {
+                return;
+            }
+        }
+        let h = self.nodes.lock().unwrap().get(&env.to()).cloned();
+        if let Some(h) = h {
+            let _ = h.step(env); // a full inbox drops it: Raft retries
+        }
+    }
+}
+
+// ----- the cluster ----------------------------------------------------------
+
+struct Cluster {
+    router: Arc<Router>,
+    handles: HashMap<NodeId, NodeHandle>,
+    seen: HashMap<NodeId, Arc<Mutex<Seen>>>,
+    ids: Vec<NodeId>,
+    tune: fn(&mut NodeConfig),
+    /// `local://` directories, when the cluster runs on files.
+    dirs: Option<tempfile::TempDir>,
+}
+
+fn node_config(id: NodeId) -> NodeConfig {
+    let mut c = NodeConfig::new(id, GROUP);
+    c.tick = Duration::from_millis(10);
+    c.snapshot_every = 0;
+    c.log_margin = 5;
+    c
+}
+
+fn no_tuning(_: &mut NodeConfig) {}
+
+impl Cluster {
+    /// Starts `n` nodes on memory storage (or `local://` in a temporary
+    /// directory when `local`).
+    fn start(n: u64, local: bool, tune: fn(&mut NodeConfig)) -> Cluster {
+        let ids: Vec<NodeId> = (1..=n).collect();
+        let mut c = Cluster {
+            router: Arc::default(),
+            handles: HashMap::new(),
+            seen: HashMap::new(),
+            ids: ids.clone(),
+            tune,
+            dirs: local.then(|| tempfile::tempdir().unwrap()),
+        };
+        for id in ids {
+            c.start_node(id, Arc::default());
+        }
+        c
+    }
+
+    /// `id`'s storage: a member of the initial group knows its voters; a
+    /// joining node knows nothing and learns its membership from the log.
+    fn storage(&self, id: NodeId) -> NodeStorage {
+        let voters = if self.ids.contains(&id) {
+            self.ids.clone()
+        } else {
+            Vec::new()
+        };
+        match &self.dirs {
+            None => NodeStorage::memory(voters),
+            Some(d) => {
+                let path = d.path().join(format!("n{id}"));
+                let mut s = raft_core::storage::open(&format!("local://{}", path.display()))
+                    .expect("open local storage");
+                if s.conf_state().voters.is_empty() && !voters.is_empty() {
+                    s.set_conf_state(ConfState {
+                        voters,
+                        ..ConfState::default()
+                    })
+                    .unwrap();
+                }
+                s
+            }
+        }
+    }
+
+    fn start_node(&mut self, id: NodeId, seen: Arc<Mutex<Seen>>) {
+        let mut cfg = node_config(id);
+        (self.tune)(&mut cfg);
+        let h = RaftNode::start(
+            cfg,
+            self.storage(id),
+            Box::new(Recorder(seen.clone())),
+            self.router.clone(),
+        )
+        .expect("start");
+        self.router.nodes.lock().unwrap().insert(id, h.clone());
+        self.handles.insert(id, h);
+        self.seen.insert(id, seen);
+    }
+
+    fn h(&self, id: NodeId) -> &NodeHandle {
+        &self.handles[&id]
+    }
+
+    /// Waits until one node leads and every other running node not cut
+    /// off follows it in the same term; returns its id.
+    async fn leader(&self) -> NodeId {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(l) = self.agreed_leader().await {
+                    return l;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("no leader elected in time")
+    }
+
+    async fn agreed_leader(&self) -> Option<NodeId> {
+        let cut = self.router.cut.lock().unwrap().clone();
+        let mut view = Vec::new();
+        for (id, h) in &self.handles {
+            if cut.contains(id) {
+                continue;
+            }
+            let s = h.status().await.ok()?;
+            view.push((s.role, s.leader, s.term));
+        }
+        let (_, leader, term) = *view.iter().find(|v| v.0 == Role::Leader)?;
+        view.iter()
+            .all(|v| v.1 == leader && v.2 == term)
+            .then_some(leader?)
+    }
+
+    fn follower(&self, leader: NodeId) -> NodeId {
+        *self.ids.iter().find(|&&i| i != leader).unwrap()
+    }
+
+    fn history(&self, id: NodeId) -> Vec<(u64, Vec<u8>)> {
+        self.seen[&id].lock().unwrap().history.clone()
+    }
+
+    fn calls(&self, id: NodeId) -> Vec<String> {
+        self.seen[&id].lock().unwrap().calls.clone()
+    }
+
+    /// Waits until `ids` hold `n` applied commands each.
+    async fn applied_everywhere(&self, ids: &[NodeId], n: usize) {
+        tokio::time::timeout(WAIT, async {
+            while ids.iter().any(|&i| self.history(i).len() < n) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            let lens: Vec<usize> = ids.iter().map(|&i| self.history(i).len()).collect();
+            panic!("not applied everywhere in time: {lens:?} of {n}")
+        });
+    }
+
+    async fn shutdown(self) {
+        for h in self.handles.values() {
+            tokio::time::timeout(WAIT, h.shutdown())
+                .await
+                .expect("shutdown in time");
+        }
+        for id in &self.ids {
+            let calls = self.calls(*id);
+            assert_eq!(
+                calls.last().map(String::as_str),
+                Some("shutdown"),
+                "{calls:?}"
+            );
+        }
+    }
+}
+
+async fn propose(h: &NodeHandle, data: &[u8]) -> Result<ProposeOutcome, NodeError> {
+    tokio::time::timeout(WAIT, h.propose(data.to_vec()))
+        .await
+        .expect("proposal answered in time")
+}
+
+/// Proposes `n` commands concurrently on `h`; returns each data with its
+/// outcome.
+async fn propose_many(
+    h: &NodeHandle,
+    prefix: &str,
+    n: usize,
+) -> Vec<(Vec<u8>, Result<ProposeOutcome, NodeError>)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let h = h.clone();
+        let data = format!("{prefix}{i}").into_bytes();
+        tasks.spawn(async move {
+            let r = tokio::time::timeout(WAIT, h.propose(data.clone()))
+                .await
+                .expect("proposal answered in time");
+            (data, r)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
+
+// ----- tests -----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_commit_and_apply_in_the_same_order_on_every_node() {
+    let c = Cluster::start(3, false, no_tuning);
+    let leader = c.leader().await;
+    let outcomes = propose_many(c.h(leader), "cmd", 50).await;
+    for (data, r) in &outcomes {
+        let out = r.as_ref().expect("committed");
+        // The result is the one the state machine built for this command.
+        let mut want = b"done:".to_vec();
+        want.extend_from_slice(data);
+        assert_eq!(out.result, want);
+    }
+    c.applied_everywhere(&c.ids, 50).await;
+    let reference = c.history(leader);
+    for &id in &c.ids {
+        assert_eq!(c.history(id), reference, "node {id} applied another order");
+    }
+    // Results go to the proposer alone: only the leader had waiters.
+    for &id in &c.ids {
+        let waited = c.seen[&id].lock().unwrap().waited;
+        assert_eq!(waited, if id == leader { 50 } else { 0 }, "node {id}");
+    }
+    // Role callbacks: the leader started leading, the others follow it.
+    let term = c.h(leader).status().await.unwrap().term;
+    assert!(c.calls(leader).contains(&format!("leader_start {term}")));
+    for &id in &c.ids {
+        if id != leader {
+            let want = format!("start_following {leader} {term}");
+            assert!(c.calls(id).contains(&want), "{id}: {:?}", c.calls(id));
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_refuses_a_proposal_with_the_leader_hint() {
+    let c = Cluster::start(3, false, no_tuning);
+    let leader = c.leader().await;
+    let f = c.follower(leader);
+    let r = propose(c.h(f), b"x").await;
+    assert_eq!(
+        r,
+        Err(NodeError::NotLeader {
+            leader: Some(leader)
+        })
+    );
+    let r = tokio::time::timeout(WAIT, c.h(f).read()).await.unwrap();
+    assert_eq!(
+        r,
+        Err(NodeError::NotLeader {
+            leader: Some(leader)
+        })
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_share_log_syncs() {
+    let c = Cluster::start(3, true, no_tuning);
+    let leader = c.leader().await;
+    let before = c.h(leader).status().await.unwrap().metrics;
+    let outcomes = propose_many(c.h(leader), "g", 400).await;
+    assert!(outcomes.iter().all(|(_, r)| r.is_ok()));
+    let after = c.h(leader).status().await.unwrap().metrics;
+    let proposals = after.proposals - before.proposals;
+    let syncs = after.log_syncs - before.log_syncs;
+    assert_eq!(proposals, 400);
+    assert!(
+        syncs * 4 <= proposals,
+        "group commit: {syncs} log syncs for {proposals} proposals"
+    );
+    eprintln!("group commit: {syncs} log syncs for {proposals} proposals");
+    c.shutdown().await;
+}
+
+/// Polls `f` once: the proposal is queued (or refused) synchronously.
+fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    std::pin::Pin::new(f).poll(&mut cx)
+}
+
+// A single-threaded runtime, so the node task cannot drain the queue
+// while the test fills it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_proposal_queue_answers_busy() {
+    fn small_queue(c: &mut NodeConfig) {
+        c.proposal_queue = 8;
+    }
+    let c = Cluster::start(3, false, small_queue);
+    let leader = c.leader().await;
+    let h = c.h(leader).clone();
+    let mut pending = Vec::new();
+    let mut busy = 0;
+    for i in 0..100u32 {
+        let mut f = Box::pin(h.propose(i.to_le_bytes().to_vec()));
+        match poll_once(&mut f) {
+            Poll::Ready(Err(NodeError::Busy { queue, limit })) => {
+                assert_eq!((queue, limit), ("proposal", 8));
+                busy += 1;
+            }
+            Poll::Ready(other) => panic!("unexpected {other:?}"),
+            Poll::Pending => pending.push(f),
+        }
+    }
+    assert_eq!(pending.len(), 8, "exactly the queue's limit was accepted");
+    assert_eq!(busy, 92);
+    for f in pending {
+        let r = tokio::time::timeout(WAIT, f).await.expect("answered");
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let m = h.status().await.unwrap().metrics;
+    assert_eq!(m.busy_refusals, 92);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_stops_and_fails_its_pending_proposals() {
+    let c = Cluster::start(3, false, no_tuning);
+    let old = c.leader().await;
+    propose(c.h(old), b"before").await.expect("committed");
+    // Cut the leader off: what it appends now cannot commit.
+    c.router.cut.lock().unwrap().insert(old);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..5 {
+        let h = c.h(old).clone();
+        tasks.spawn(async move { h.propose(format!("lost{i}").into_bytes()).await });
+    }
+    let (mut failed, mut lost) = (0, 0);
+    while let Some(r) = tokio::time::timeout(WAIT, tasks.join_next())
+        .await
+        .expect("answered in time")
+    {
+        match r.unwrap() {
+            Ok(o) => panic!("a proposal that cannot commit succeeded: {o:?}"),
+            Err(NodeError::LeadershipLost { .. }) => {
+                lost += 1;
+                failed += 1;
+            }
+            Err(NodeError::NotLeader { .. }) => failed += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(failed, 5);
+    assert!(lost >= 1, "no proposal was appended before the step-down");
+    // CheckQuorum made it step down; leader-only work was stopped.
+    let calls = c.calls(old);
+    let start = calls.iter().position(|s| s.starts_with("leader_start"));
+    let stop = calls.iter().position(|s| s == "leader_stop");
+    assert!(
+        matches!((start, stop), (Some(a), Some(b)) if a < b),
+        "{calls:?}"
+    );
+    // The others elect a new leader; after healing the old one follows it
+    // and none of the lost commands was applied anywhere.
+    c.router.cut.lock().unwrap().clear();
+    let new = c.leader().await;
+    propose(c.h(new), b"after").await.expect("committed");
+    c.applied_everywhere(&c.ids, 2).await;
+    for &id in &c.ids {
+        let h = c.history(id);
+        assert!(
+            h.iter().all(|(_, d)| !d.starts_with(b"lost")),
+            "{id}: {h:?}"
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_index_read_sees_a_completed_write() {
+    let c = Cluster::start(3, false, no_tuning);
+    let leader = c.leader().await;
+    // A read before any write: served once the leader's no-op commits.
+    tokio::time::timeout(WAIT, c.h(leader).read())
+        .await
+        .unwrap()
+        .expect("read");
+    let w = propose(c.h(leader), b"written").await.expect("committed");
+    let index = tokio::time::timeout(WAIT, c.h(leader).read())
+        .await
+        .unwrap()
+        .expect("read");
+    assert!(
+        index >= w.index,
+        "read index {index} before the write {}",
+        w.index
+    );
+    assert!(c.h(leader).applied() >= index);
+    assert!(c
+        .history(leader)
+        .iter()
+        .any(|(i, d)| *i == w.index && d == b"written"));
+    c.shutdown().await;
+}
+
+fn snapshot_often(c: &mut NodeConfig) {
+    c.snapshot_every = 20;
+    c.log_margin = 5;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_compact_the_log_and_a_restarted_node_recovers() {
+    let mut c = Cluster::start(3, true, snapshot_often);
+    let leader = c.leader().await;
+    for (_, r) in propose_many(c.h(leader), "s", 70).await {
+        r.expect("committed");
+    }
+    c.applied_everywhere(&c.ids, 70).await;
+    let f = c.follower(leader);
+    // Wait for the follower's snapshot and compaction.
+    let st = tokio::time::timeout(WAIT, async {
+        loop {
+            let s = c.h(f).status().await.unwrap();
+            if s.last_snapshot.is_some() && s.first_index > 1 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a snapshot in time");
+    assert!(st.metrics.snapshots_saved >= 1);
+    assert!(st.first_index + 5 > st.last_snapshot.unwrap(), "{st:?}");
+
+    // Restart the follower from its files with an empty state machine: it
+    // loads the snapshot, replays the log after it and catches up.
+    let h = c.handles.remove(&f).unwrap();
+    tokio::time::timeout(WAIT, h.shutdown()).await.unwrap();
+    assert_eq!(c.calls(f).last().map(String::as_str), Some("shutdown"));
+    let before = c.history(f);
+    c.start_node(f, Arc::default());
+    assert!(c.calls(f).contains(&"snapshot_load".to_string()));
+    let leader = c.leader().await;
+    propose(c.h(leader), b"after restart")
+        .await
+        .expect("committed");
+    c.applied_everywhere(&c.ids, 71).await;
+    assert_eq!(c.history(f)[..70], before[..]);
+    assert_eq!(c.history(f), c.history(leader));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_catches_up_through_a_snapshot_install() {
+    let c = Cluster::start(3, false, snapshot_often);
+    let leader = c.leader().await;
+    let f = c.follower(leader);
+    c.router.cut.lock().unwrap().insert(f);
+    for (_, r) in propose_many(c.h(leader), "i", 60).await {
+        r.expect("committed");
+    }
+    // The leader compacts past what the follower holds.
+    tokio::time::timeout(WAIT, async {
+        while c.h(leader).status().await.unwrap().first_index <= 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("compaction in time");
+    c.router.cut.lock().unwrap().clear();
+    c.applied_everywhere(&c.ids, 60).await;
+    assert_eq!(c.history(f), c.history(leader));
+    assert!(
+        c.calls(f).contains(&"snapshot_load".to_string()),
+        "{:?}",
+        c.calls(f)
+    );
+    let st = c.h(f).status().await.unwrap();
+    assert!(st.metrics.snapshots_installed >= 1, "{st:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_transfer_moves_the_role_callbacks() {
+    let c = Cluster::start(3, false, no_tuning);
+    let old = c.leader().await;
+    propose(c.h(old), b"first").await.expect("committed");
+    let to = c.follower(old);
+    tokio::time::timeout(WAIT, c.h(old).transfer_leader(to))
+        .await
+        .unwrap()
+        .expect("transfer started");
+    tokio::time::timeout(WAIT, async {
+        while c.agreed_leader().await != Some(to) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("transfer completed in time");
+    propose(c.h(to), b"second").await.expect("committed");
+    c.applied_everywhere(&c.ids, 2).await;
+    let term = c.h(to).status().await.unwrap().term;
+    // The new leader stopped following and started leading; the old one
+    // stopped leading and follows the new one.
+    let calls = c.calls(to);
+    let stop_following = calls.iter().rposition(|s| s == "stop_following");
+    let start = calls
+        .iter()
+        .position(|s| *s == format!("leader_start {term}"));
+    assert!(
+        matches!((stop_following, start), (Some(a), Some(b)) if a < b),
+        "{calls:?}"
+    );
+    let calls = c.calls(old);
+    let stop = calls.iter().position(|s| s == "leader_stop");
+    let follow = calls
+        .iter()
+        .position(|s| *s == format!("start_following {to} {term}"));
+    assert!(
+        matches!((stop, follow), (Some(a), Some(b)) if a < b),
+        "{calls:?}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_is_reported_when_committed() {
+    let mut c = Cluster::start(3, false, no_tuning);
+    let leader = c.leader().await;
+    propose(c.h(leader), b"before").await.expect("committed");
+    // A new node starts empty and learns the group from the log.
+    c.start_node(4, Arc::default());
+    c.ids.push(4);
+    tokio::time::timeout(WAIT, c.h(leader).change_peers(vec![1, 2, 3, 4]))
+        .await
+        .unwrap()
+        .expect("change started");
+    let want = "configuration [1, 2, 3, 4]".to_string();
+    tokio::time::timeout(WAIT, async {
+        while c.ids.iter().any(|&i| !c.calls(i).contains(&want)) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not committed everywhere: {:?}", c.calls(4)));
+    let leader = c.leader().await;
+    propose(c.h(leader), b"after").await.expect("committed");
+    c.applied_everywhere(&c.ids, 2).await;
+    assert_eq!(c.history(4), c.history(leader));
+    let st = c.h(leader).status().await.unwrap();
+    assert_eq!(st.membership.voters, vec![1, 2, 3, 4]);
+    assert_eq!(st.peer_match.len(), 4, "{st:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_machine_that_skips_entries_stops_its_node() {
+    let c = Cluster::start(3, false, no_tuning);
+    let leader = c.leader().await;
+    propose(c.h(leader), b"fine").await.expect("committed");
+    c.applied_everywhere(&c.ids, 1).await;
+    for id in &c.ids {
+        c.seen[id].lock().unwrap().lazy = true;
+    }
+    let r = propose(c.h(leader), b"skipped").await;
+    assert!(matches!(r, Err(NodeError::Failed(_))), "{r:?}");
+    // The node stops: it answers nothing more, and told its state machine.
+    tokio::time::timeout(WAIT, async {
+        while c.h(leader).status().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the node stopped");
+    let calls = c.calls(leader);
+    let error = calls.iter().position(|s| s.starts_with("error "));
+    assert!(error.is_some(), "{calls:?}");
+    assert_eq!(calls.last().map(String::as_str), Some("shutdown"));
+    c.shutdown().await;
+}
+
+/// Drops everything a single-node group sends (it has no peers).
+struct Nowhere;
+
+impl Outbox for Nowhere {
+    fn send(&self, _: Envelope) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_serves_alone_and_stops_when_its_handles_are_dropped() {
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let h = RaftNode::start(
+        node_config(1),
+        NodeStorage::memory(vec![1]),
+        Box::new(Recorder(seen.clone())),
+        Arc::new(Nowhere),
+    )
+    .expect("start");
+    let out = tokio::time::timeout(WAIT, async {
+        loop {
+            match h.propose(b"alone".to_vec()).await {
+                Err(NodeError::NotLeader { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                r => return r,
+            }
+        }
+    })
+    .await
+    .expect("elected in time")
+    .expect("committed");
+    assert_eq!(out.result, b"done:alone");
+    let index = tokio::time::timeout(WAIT, h.read())
+        .await
+        .unwrap()
+        .expect("read");
+    assert!(index >= out.index);
+    drop(h);
+    tokio::time::timeout(WAIT, async {
+        while !seen.lock().unwrap().calls.contains(&"shutdown".to_string()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the node stopped once its last handle was dropped");
+    let calls = seen.lock().unwrap().calls.clone();
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("shutdown"),
+        "{calls:?}"
+    );
+    assert!(calls.contains(&"leader_stop".to_string()), "{calls:?}");
+}
