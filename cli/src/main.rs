@@ -27,6 +27,11 @@ enum Command {
     /// The Raft core: the seeded simulator and scenario scripts.
     #[command(subcommand)]
     Raft(cmd::raft::RaftCommand),
+    /// A replicated key-value store as a local cluster of real processes.
+    #[command(subcommand)]
+    Kv(cmd::kv::KvCommand),
+    /// Run one node process (started by `cdsctl kv up`; takes a config file).
+    Node(cmd::node::NodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +39,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Trace(args) => cmd::trace::run(args),
         Command::Raft(cmd) => cmd::raft::run(cmd),
+        Command::Kv(cmd) => cmd::kv::run(cmd),
+        Command::Node(args) => cmd::node::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,7 @@
 //! One module per command group. Each exposes its clap arguments and a
 //! `run` function returning `anyhow::Result<()>`; `main` prints the error.
 
+pub mod kv;
+pub mod node;
 pub mod raft;
 pub mod trace;

@@ -1,0 +1,272 @@
+//! The HTTP side of `cdsctl kv`: a blocking client that talks to any node and
+//! follows the leader's redirects itself.
+//!
+//! Redirects are followed by hand rather than by ureq because a PUT's body
+//! must be sent again to the new location and because every hop, and every
+//! "no leader yet" answer during an election, has to fit in one overall
+//! deadline: a client command never hangs on a cluster that cannot answer.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use ureq::Agent;
+
+/// How long one HTTP exchange may take (a paused node never answers).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Redirect hops followed before giving up (a leader changing under us
+/// costs one or two).
+const MAX_HOPS: usize = 5;
+
+/// A blocking HTTP client with the settings every command shares.
+pub fn agent() -> Agent {
+    let config = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .build();
+    config.into()
+}
+
+/// The answer to one request: status and body.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// The body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The `error` field of a JSON error body, or the body as text.
+    pub fn error_text(&self) -> String {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).trim().to_owned())
+    }
+}
+
+/// A request, described so it can be sent again after a redirect.
+#[derive(Debug, Clone, Copy)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// PUT with a body.
+    Put,
+    /// DELETE.
+    Delete,
+    /// POST with a body.
+    Post,
+}
+
+/// Percent-encodes a key for use as one path segment (everything but the
+/// RFC 3986 unreserved characters), so keys with '/', '?' or spaces reach
+/// the node intact.
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One exchange, no redirects followed. Returns the reply and, for a
+/// redirect, its Location.
+fn send_once(
+    agent: &Agent,
+    method: Method,
+    url: &str,
+    body: &[u8],
+) -> Result<(Reply, Option<String>), ureq::Error> {
+    let resp = match method {
+        Method::Get => agent.get(url).call(),
+        Method::Delete => agent.delete(url).call(),
+        Method::Put => agent.put(url).send(body),
+        Method::Post => agent
+            .post(url)
+            .header("content-type", "application/json")
+            .send(body),
+    }?;
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // Values may be large (bench, user data); cap what we read at 64 MiB.
+    let body = resp
+        .into_body()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()?;
+    Ok((Reply { status, body }, location))
+}
+
+/// Sends `method path` to the first node of `nodes` (HTTP addresses) that
+/// answers, following redirects to the leader and retrying "no leader",
+/// "busy" and unknown-outcome answers until `deadline`.
+///
+/// Only use this for idempotent requests (put, get, delete, admin calls
+/// with absolute targets): a retried request may apply twice.
+pub fn request(
+    agent: &Agent,
+    nodes: &[String],
+    method: Method,
+    path: &str,
+    body: &[u8],
+    deadline: Instant,
+) -> Result<Reply> {
+    if nodes.is_empty() {
+        bail!("no node to send to");
+    }
+    let mut last_err = anyhow!("no attempt made");
+    let mut start = 0usize;
+    loop {
+        let mut url = format!("http://{}{}", nodes[start], path);
+        let mut hops = 0;
+        let outcome = loop {
+            match send_once(agent, method, &url, body) {
+                Ok((reply, Some(loc))) if (300..400).contains(&reply.status) => {
+                    hops += 1;
+                    if hops > MAX_HOPS {
+                        break Err(anyhow!("more than {MAX_HOPS} redirects, last to {loc}"));
+                    }
+                    url = loc;
+                }
+                Ok((reply, _)) if reply.status == 503 => {
+                    break Err(anyhow!("{} answered 503: {}", url, reply.error_text()));
+                }
+                Ok((reply, _)) => break Ok(reply),
+                Err(e) => break Err(anyhow!(e).context(format!("{url} did not answer"))),
+            }
+        };
+        match outcome {
+            Ok(reply) => return Ok(reply),
+            Err(e) => last_err = e,
+        }
+        if Instant::now() >= deadline {
+            return Err(last_err.context("gave up at the deadline"));
+        }
+        // Try the next node; pause after a full round so an election can
+        // finish instead of being hammered.
+        start += 1;
+        if start == nodes.len() {
+            start = 0;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The part of a node's `/status` that `cdsctl kv` shows and decides on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Its id.
+    pub id: u64,
+    /// Role, lower case ("leader", "follower", ...).
+    pub role: String,
+    /// Current term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// Voters of its configuration.
+    pub voters: Vec<u64>,
+}
+
+impl Status {
+    /// Reads the fields leniently (a missing number is 0, a leader of 0 or
+    /// null is none, the role in any case), so a node that adds fields or
+    /// spells its role "Leader" is still understood.
+    pub fn from_json(v: &Value) -> Status {
+        let num = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let role = match v.get("role") {
+            Some(Value::String(s)) => s.to_ascii_lowercase(),
+            Some(other) => other.to_string().to_ascii_lowercase(),
+            None => String::from("?"),
+        };
+        let voters = v
+            .get("voters")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        Status {
+            id: num("id"),
+            role,
+            term: num("term"),
+            leader: v.get("leader").and_then(Value::as_u64).filter(|l| *l != 0),
+            commit: num("commit"),
+            applied: num("applied"),
+            voters,
+        }
+    }
+
+    /// Whether this node says it leads.
+    pub fn is_leader(&self) -> bool {
+        self.role == "leader"
+    }
+}
+
+/// Fetches one node's `/status`.
+pub fn status(agent: &Agent, http_addr: &str) -> Result<Status> {
+    let url = format!("http://{http_addr}/status");
+    let (reply, _) = send_once(agent, Method::Get, &url, &[])
+        .with_context(|| format!("{url} did not answer"))?;
+    if reply.status != 200 {
+        bail!("{url} answered {}: {}", reply.status, reply.error_text());
+    }
+    let v: Value = serde_json::from_slice(&reply.body).with_context(|| format!("parsing {url}"))?;
+    Ok(Status::from_json(&v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_one_path_segment() {
+        assert_eq!(encode_key("abc-1.2_~"), "abc-1.2_~");
+        assert_eq!(encode_key("a/b c?"), "a%2Fb%20c%3F");
+        assert_eq!(encode_key("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn status_is_read_leniently() {
+        let v = serde_json::json!({"id": 2, "role": "Leader", "term": 3, "leader": 2,
+            "commit": 10, "applied": 9, "voters": [1, 2, 3], "extra": true});
+        let s = Status::from_json(&v);
+        assert!(s.is_leader());
+        assert_eq!(
+            (s.id, s.term, s.leader, s.commit, s.applied),
+            (2, 3, Some(2), 10, 9)
+        );
+        assert_eq!(s.voters, vec![1, 2, 3]);
+        let none = Status::from_json(&serde_json::json!({"role": "follower", "leader": null}));
+        assert_eq!(none.leader, None);
+        assert!(!none.is_leader());
+    }
+
+    #[test]
+    fn nothing_listening_is_an_error_by_the_deadline() {
+        let port = super::super::cluster::pick_ports(1).unwrap()[0];
+        let started = Instant::now();
+        let err = request(
+            &agent(),
+            &[port.to_string()],
+            Method::Get,
+            "/kv/a",
+            &[],
+            Instant::now() + Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(format!("{err:#}").contains("did not answer"), "{err:#}");
+    }
+}

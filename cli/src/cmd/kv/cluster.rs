@@ -1,0 +1,371 @@
+//! The cluster directory: `cluster.json` (the node table every `cdsctl kv`
+//! subcommand reads) and each node's `nN/config.json` (what `cdsctl node`
+//! reads).
+//!
+//! The directory is the only state the client keeps between invocations, so
+//! everything a later command needs (ids, pids, addresses, where each node's
+//! config and log live) is written here, and rewritten atomically so a
+//! crash mid-write never leaves a half table behind.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The name of the node table inside a cluster directory.
+pub const CLUSTER_FILE: &str = "cluster.json";
+
+/// The node table of a local cluster (`DIR/cluster.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterFile {
+    /// The cluster id every node checks in the transport handshake.
+    pub cluster_id: u64,
+    /// The Raft group the nodes serve.
+    pub group: u64,
+    /// The shared transport token.
+    pub token: String,
+    /// The nodes, in id order.
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// One node of the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// The node's Raft id.
+    pub id: u64,
+    /// The pid of the process last spawned for it (None before the first
+    /// spawn); it may be stale, so callers check it is still our node.
+    pub pid: Option<u32>,
+    /// Where peers reach its transport.
+    pub raft_addr: String,
+    /// Where clients reach its HTTP API.
+    pub http_addr: String,
+    /// Its data directory (absolute): holds `config.json`, `log`, `pid`, `raft/`.
+    pub data_dir: PathBuf,
+}
+
+impl NodeEntry {
+    /// The node's config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.data_dir.join("config.json")
+    }
+
+    /// The file its stdout and stderr go to.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("log")
+    }
+}
+
+/// A peer's two addresses, as the node config lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAddrs {
+    /// Transport address.
+    pub raft: String,
+    /// HTTP address.
+    pub http: String,
+}
+
+/// A node's config file, exactly the shape the spec gives `cdsctl node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// The node's id.
+    pub id: u64,
+    /// The Raft group.
+    pub group: u64,
+    /// Checked in the transport handshake.
+    pub cluster_id: u64,
+    /// Shared transport secret.
+    pub token: String,
+    /// Transport listen address.
+    pub raft_addr: String,
+    /// HTTP listen address.
+    pub http_addr: String,
+    /// Storage lives at `local://data_dir/raft`.
+    pub data_dir: PathBuf,
+    /// Every node's addresses, by id (JSON object keys are strings).
+    pub peers: BTreeMap<u64, PeerAddrs>,
+    /// The initial voters (empty for a node that joins later).
+    pub voters: Vec<u64>,
+    /// Milliseconds per Raft tick.
+    pub tick_ms: u64,
+    /// Election timeout, in ticks.
+    pub election_tick: u64,
+    /// Heartbeat interval, in ticks.
+    pub heartbeat_tick: u64,
+    /// Snapshot every this many applied entries.
+    pub snapshot_every: u64,
+    /// Entries kept behind a snapshot for slow followers.
+    pub log_margin: u64,
+}
+
+impl ClusterFile {
+    /// Builds the table for `n` new nodes in `dir`, with the given
+    /// addresses (`addrs[i]` = (raft, http) of node i+1).
+    pub fn new(dir: &Path, addrs: &[(SocketAddr, SocketAddr)], token: String) -> Self {
+        let nodes = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, (raft, http))| {
+                let id = i as u64 + 1;
+                NodeEntry {
+                    id,
+                    pid: None,
+                    raft_addr: raft.to_string(),
+                    http_addr: http.to_string(),
+                    data_dir: dir.join(format!("n{id}")),
+                }
+            })
+            .collect();
+        ClusterFile {
+            cluster_id: 7,
+            group: 1,
+            token,
+            nodes,
+        }
+    }
+
+    /// Reads `dir/cluster.json`, with an error that says what to do when
+    /// there is none.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(CLUSTER_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no cluster in {}: {} not found (start one with `cdsctl kv up --dir {}`)",
+                dir.display(),
+                path.display(),
+                dir.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let c: ClusterFile =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        c.validate()
+            .with_context(|| format!("checking {}", path.display()))?;
+        Ok(c)
+    }
+
+    /// Catches a hand-edited table that would make later commands act on
+    /// the wrong node.
+    fn validate(&self) -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for n in &self.nodes {
+            if n.id == 0 {
+                bail!("node id 0 is not allowed");
+            }
+            if !seen.insert(n.id) {
+                bail!("node id {} appears twice", n.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `dir/cluster.json` atomically (temp file, then rename), so a
+    /// reader never sees half a table.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).context("encoding cluster.json")?;
+        write_atomic(&dir.join(CLUSTER_FILE), text.as_bytes())
+    }
+
+    /// The node with this id, or an error listing the ids that exist.
+    pub fn node(&self, id: u64) -> Result<&NodeEntry> {
+        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown node id {id}: this cluster has nodes {}",
+                self.ids_text()
+            )
+        })
+    }
+
+    /// Mutable access to a node by id.
+    pub fn node_mut(&mut self, id: u64) -> Result<&mut NodeEntry> {
+        let ids = self.ids_text();
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .ok_or_else(|| anyhow::anyhow!("unknown node id {id}: this cluster has nodes {ids}"))
+    }
+
+    /// "1, 2, 3".
+    pub fn ids_text(&self) -> String {
+        let ids: Vec<String> = self.nodes.iter().map(|n| n.id.to_string()).collect();
+        ids.join(", ")
+    }
+
+    /// Every node's addresses, as the node config's `peers`.
+    pub fn peers(&self) -> BTreeMap<u64, PeerAddrs> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.id,
+                    PeerAddrs {
+                        raft: n.raft_addr.clone(),
+                        http: n.http_addr.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The config file for `node`, with the given initial voters.
+    pub fn node_config(&self, node: &NodeEntry, voters: Vec<u64>) -> NodeConfig {
+        NodeConfig {
+            id: node.id,
+            group: self.group,
+            cluster_id: self.cluster_id,
+            token: self.token.clone(),
+            raft_addr: node.raft_addr.clone(),
+            http_addr: node.http_addr.clone(),
+            data_dir: node.data_dir.clone(),
+            peers: self.peers(),
+            voters,
+            // 50 ms ticks and a 10-tick election timeout: elections settle
+            // in about a second on a loaded laptop without flapping.
+            tick_ms: 50,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            snapshot_every: 1000,
+            log_margin: 100,
+        }
+    }
+}
+
+/// Writes a node's config file (creating its data directory).
+pub fn write_node_config(cfg: &NodeConfig) -> Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let text = serde_json::to_string_pretty(cfg).context("encoding node config")?;
+    write_atomic(&cfg.data_dir.join("config.json"), text.as_bytes())
+}
+
+/// Writes `path` through a temp file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// Picks `n` free loopback ports.
+///
+/// All listeners are held until every port is chosen, so the same port is
+/// never handed out twice; they are released before the nodes bind. Another
+/// process could take one in between, which the node then reports as a bind
+/// error in its log.
+pub fn pick_ports(n: usize) -> Result<Vec<SocketAddr>> {
+    let listeners = (0..n)
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().context("reading a bound port"))
+        .collect()
+}
+
+/// A fresh transport token: 16 random bytes from the OS, hex.
+///
+/// Falls back to the clock and pid where /dev/urandom is missing; the token
+/// only keeps stray local processes from joining, it is not a credential.
+pub fn new_token() -> String {
+    let mut buf = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok();
+    if !ok {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mixed = t ^ (u128::from(std::process::id()) << 64);
+        buf = mixed.to_le_bytes();
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_distinct_and_loopback() {
+        let ports = pick_ports(8).unwrap();
+        let set: std::collections::BTreeSet<_> = ports.iter().map(|a| a.port()).collect();
+        assert_eq!(set.len(), 8);
+        assert!(ports.iter().all(|a| a.ip().is_loopback() && a.port() != 0));
+    }
+
+    #[test]
+    fn cluster_file_round_trips_and_names_unknown_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = pick_ports(6).unwrap();
+        let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
+        let mut c = ClusterFile::new(dir.path(), &addrs, new_token());
+        c.node_mut(2).unwrap().pid = Some(42);
+        c.save(dir.path()).unwrap();
+        let back = ClusterFile::load(dir.path()).unwrap();
+        assert_eq!(back, c);
+        let err = back.node(9).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown node id 9") && err.contains("1, 2, 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_cluster_file_says_how_to_start_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", ClusterFile::load(dir.path()).unwrap_err());
+        assert!(
+            err.contains("no cluster in") && err.contains("kv up"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = pick_ports(4).unwrap();
+        let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
+        let mut c = ClusterFile::new(dir.path(), &addrs, "t".into());
+        c.nodes[1].id = 1;
+        c.save(dir.path()).unwrap();
+        let err = format!("{:#}", ClusterFile::load(dir.path()).unwrap_err());
+        assert!(err.contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn node_config_has_the_spec_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = pick_ports(6).unwrap();
+        let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
+        let c = ClusterFile::new(dir.path(), &addrs, "secret".into());
+        let cfg = c.node_config(&c.nodes[0], vec![1, 2, 3]);
+        let v = serde_json::to_value(&cfg).unwrap();
+        for key in [
+            "id",
+            "group",
+            "cluster_id",
+            "token",
+            "raft_addr",
+            "http_addr",
+            "data_dir",
+            "peers",
+            "voters",
+            "tick_ms",
+            "election_tick",
+            "heartbeat_tick",
+            "snapshot_every",
+            "log_margin",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["peers"]["2"]["raft"], c.nodes[1].raft_addr.as_str());
+        assert_eq!(v["peers"]["3"]["http"], c.nodes[2].http_addr.as_str());
+        assert_eq!(v.as_object().unwrap().len(), 14);
+    }
+}

@@ -1,0 +1,1115 @@
+//! `cdsctl kv ...`: a local cluster of node processes serving a replicated
+//! key-value store, and the client commands that use and abuse it.
+//!
+//! Each invocation is short-lived: `up` spawns detached `cdsctl node`
+//! processes and returns, and every later command finds them again through
+//! the cluster directory (`DIR/cluster.json`). That keeps the tool usable from
+//! a shell, a test or a demo script alike, and leaves the nodes as ordinary
+//! processes that can be killed, paused and partitioned like real servers.
+//! Every wait is bounded so no command can hang on a broken cluster.
+
+mod client;
+mod cluster;
+mod proc;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+
+use client::{Method, Status};
+use cluster::{ClusterFile, NodeEntry};
+use proc::ProcState;
+
+/// Subcommands of `cdsctl kv`.
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Start a local cluster: pick free ports, write DIR, spawn the nodes and
+    /// wait until they elect a leader.
+    Up {
+        /// Number of voters (1 to 9).
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[command(flatten)]
+        dir: DirArg,
+        /// How long to wait for a leader.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Stop every node: SIGTERM, then SIGKILL after the timeout.
+    Down {
+        #[command(flatten)]
+        dir: DirArg,
+        /// How long each node gets to exit after SIGTERM.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Show every node: pid, up/down/paused, role, term, leader, commit, applied.
+    Status {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Write KEY = VALUE (through the leader).
+    Put {
+        /// The key.
+        key: String,
+        /// The value (UTF-8 text as given).
+        value: String,
+        #[command(flatten)]
+        dir: DirArg,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Read KEY and print its value; fails if the key is absent.
+    Get {
+        /// The key.
+        key: String,
+        /// linearizable (ReadIndex on the leader), lease, or stale (any node's
+        /// local copy).
+        #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+        consistency: Consistency,
+        #[command(flatten)]
+        dir: DirArg,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Delete KEY (through the leader).
+    Del {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        dir: DirArg,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// SIGKILL node N (a crash).
+    Kill {
+        /// The node id.
+        id: u64,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// SIGSTOP node N (a long GC pause or a hung VM).
+    Pause {
+        /// The node id.
+        id: u64,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// SIGCONT node N.
+    Resume {
+        /// The node id.
+        id: u64,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Start node N again with the same config (it must be down).
+    Restart {
+        /// The node id.
+        id: u64,
+        #[command(flatten)]
+        dir: DirArg,
+        /// How long to wait for it to answer /status.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Cut the cluster into groups that cannot talk to each other, e.g.
+    /// `1,2/3`; every node must be in exactly one group.
+    Partition {
+        /// Groups of node ids: comma-separated ids, groups separated by '/'.
+        groups: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Remove every partition filter.
+    Heal {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Ask the leader to hand leadership to node N, and wait until it has.
+    TransferLeader {
+        /// The node id.
+        id: u64,
+        #[command(flatten)]
+        dir: DirArg,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Start a new node and make it a voter (through the leader).
+    AddNode {
+        #[command(flatten)]
+        dir: DirArg,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Remove node N from the voters (through the leader), then stop it.
+    RemoveNode {
+        /// The node id.
+        id: u64,
+        #[command(flatten)]
+        dir: DirArg,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Make node N take a snapshot now.
+    Snapshot {
+        /// The node id.
+        id: u64,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Load the cluster with puts and print throughput and latency.
+    Bench {
+        /// Concurrent clients (threads).
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// How long to run, e.g. 20s or 500ms.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 256)]
+        value_size: usize,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+/// The cluster directory, taken by every subcommand.
+#[derive(Debug, Args)]
+pub struct DirArg {
+    /// The cluster directory (cluster.json and one nN/ per node).
+    #[arg(long, default_value = "cds-cluster")]
+    pub dir: PathBuf,
+}
+
+/// How long a client command keeps trying (elections, redirects).
+#[derive(Debug, Args)]
+pub struct WaitArg {
+    /// Give up after this long, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Read consistency of `kv get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Consistency {
+    /// ReadIndex on the leader.
+    Linearizable,
+    /// The leader's lease.
+    Lease,
+    /// Any node's local state machine, possibly behind.
+    Stale,
+}
+
+impl Consistency {
+    fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Lease => "lease",
+            Consistency::Stale => "stale",
+        }
+    }
+}
+
+/// Parses `20s`, `500ms`, `2m` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 20s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit '{unit}' in '{s}' (use ms, s or m)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err(format!(
+            "'{s}' is out of range (more than 0, at most a day)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `1,2/3` into groups of ids.
+fn parse_groups(s: &str) -> Result<Vec<Vec<u64>>> {
+    let groups: Vec<Vec<u64>> = s
+        .split('/')
+        .map(|g| {
+            g.split(',')
+                .map(|id| {
+                    id.trim()
+                        .parse::<u64>()
+                        .with_context(|| format!("'{id}' in '{s}' is not a node id"))
+                })
+                .collect::<Result<Vec<u64>>>()
+        })
+        .collect::<Result<_>>()?;
+    if groups.len() < 2 {
+        bail!("'{s}' has one group; separate groups with '/', e.g. 1,2/3");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for id in groups.iter().flatten() {
+        if !seen.insert(*id) {
+            bail!("node {id} is in more than one group in '{s}'");
+        }
+    }
+    Ok(groups)
+}
+
+/// Runs a `cdsctl kv` subcommand.
+pub fn run(cmd: KvCommand) -> Result<()> {
+    match cmd {
+        KvCommand::Up {
+            nodes,
+            dir,
+            timeout,
+        } => up(nodes, &dir.dir, timeout),
+        KvCommand::Down { dir, timeout } => down(&dir.dir, timeout),
+        KvCommand::Status { dir } => status(&dir.dir),
+        KvCommand::Put {
+            key,
+            value,
+            dir,
+            wait,
+        } => put(&dir.dir, &key, value.as_bytes(), wait.timeout),
+        KvCommand::Get {
+            key,
+            consistency,
+            dir,
+            wait,
+        } => get(&dir.dir, &key, consistency, wait.timeout),
+        KvCommand::Del { key, dir, wait } => del(&dir.dir, &key, wait.timeout),
+        KvCommand::Kill { id, dir } => send_signal(&dir.dir, id, libc::SIGKILL, "killed"),
+        KvCommand::Pause { id, dir } => send_signal(&dir.dir, id, libc::SIGSTOP, "paused"),
+        KvCommand::Resume { id, dir } => send_signal(&dir.dir, id, libc::SIGCONT, "resumed"),
+        KvCommand::Restart { id, dir, timeout } => restart(&dir.dir, id, timeout),
+        KvCommand::Partition { groups, dir } => partition(&dir.dir, &groups),
+        KvCommand::Heal { dir } => heal(&dir.dir),
+        KvCommand::TransferLeader { id, dir, wait } => transfer_leader(&dir.dir, id, wait.timeout),
+        KvCommand::AddNode { dir, wait } => add_node(&dir.dir, wait.timeout),
+        KvCommand::RemoveNode { id, dir, wait } => remove_node(&dir.dir, id, wait.timeout),
+        KvCommand::Snapshot { id, dir } => snapshot(&dir.dir, id),
+        KvCommand::Bench {
+            clients,
+            duration,
+            value_size,
+            dir,
+        } => bench(&dir.dir, clients, duration, value_size),
+    }
+}
+
+// ---------------------------------------------------------------- up/down
+
+fn up(n: u64, dir: &Path, timeout: Duration) -> Result<()> {
+    if !(1..=9).contains(&n) {
+        bail!("--nodes must be between 1 and 9, got {n}");
+    }
+    if dir.join(cluster::CLUSTER_FILE).exists() {
+        let c = ClusterFile::load(dir)?;
+        let running: Vec<String> = c
+            .nodes
+            .iter()
+            .filter(|node| proc::state(node) != ProcState::Down)
+            .map(|node| node.id.to_string())
+            .collect();
+        if !running.is_empty() {
+            bail!(
+                "{} already holds a running cluster (nodes {} running); \
+                 stop it with `cdsctl kv down --dir {}` or pick another --dir",
+                dir.display(),
+                running.join(", "),
+                dir.display()
+            );
+        }
+        bail!(
+            "{} already holds a stopped cluster (nodes {}); start its nodes with \
+             `cdsctl kv restart N --dir {}`, or remove the directory to start afresh",
+            dir.display(),
+            c.ids_text(),
+            dir.display()
+        );
+    }
+    if dir.exists() {
+        let non_empty = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_some();
+        if non_empty {
+            bail!(
+                "{} exists, is not empty and holds no cluster.json; \
+                 refusing to write a cluster into it",
+                dir.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Absolute paths: the node configs must not depend on our cwd.
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let ports = cluster::pick_ports(2 * n as usize)?;
+    let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
+    let mut c = ClusterFile::new(&dir, &addrs, cluster::new_token());
+    let voters: Vec<u64> = c.nodes.iter().map(|node| node.id).collect();
+    for node in &c.nodes {
+        cluster::write_node_config(&c.node_config(node, voters.clone()))?;
+    }
+    c.save(&dir)?;
+
+    let mut children = Vec::new();
+    for i in 0..c.nodes.len() {
+        match proc::spawn_node(&c.nodes[i]) {
+            Ok(child) => {
+                c.nodes[i].pid = Some(child.id());
+                children.push((c.nodes[i].id, child));
+            }
+            Err(e) => {
+                c.save(&dir)?;
+                stop_all(&c, Duration::from_secs(5));
+                return Err(e);
+            }
+        }
+    }
+    c.save(&dir)?;
+
+    match wait_for_leader(&c, &mut children, timeout) {
+        Ok(leader) => {
+            println!(
+                "cluster of {n} up in {} (leader: node {leader})",
+                dir.display()
+            );
+            print_table(&c);
+            Ok(())
+        }
+        Err(e) => {
+            // Leave nothing running behind a failed `up`.
+            stop_all(&c, Duration::from_secs(5));
+            let logs: Vec<String> = c
+                .nodes
+                .iter()
+                .map(|node| {
+                    format!(
+                        "--- node {} ({}):\n{}",
+                        node.id,
+                        node.log_path().display(),
+                        proc::log_tail(node, 5)
+                    )
+                })
+                .collect();
+            Err(e.context(format!(
+                "starting the cluster in {} (nodes stopped); last log lines:\n{}",
+                dir.display(),
+                logs.join("\n")
+            )))
+        }
+    }
+}
+
+/// Waits until exactly one node reports itself leader; fails early when a
+/// node process exits.
+fn wait_for_leader(
+    c: &ClusterFile,
+    children: &mut [(u64, std::process::Child)],
+    timeout: Duration,
+) -> Result<u64> {
+    let agent = client::agent();
+    let deadline = Instant::now() + timeout;
+    loop {
+        for (id, child) in children.iter_mut() {
+            if let Some(code) = child.try_wait().context("checking a node process")? {
+                bail!("node {id} exited during startup ({code})");
+            }
+        }
+        let leaders: Vec<u64> = c
+            .nodes
+            .iter()
+            .filter_map(|node| client::status(&agent, &node.http_addr).ok())
+            .filter(Status::is_leader)
+            .map(|s| s.id)
+            .collect();
+        if let [one] = leaders[..] {
+            return Ok(one);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "no single leader after {:?} (leaders reported: {:?})",
+                timeout,
+                leaders
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Best-effort stop of every node (used when `up` fails).
+fn stop_all(c: &ClusterFile, grace: Duration) {
+    for node in &c.nodes {
+        if let Err(e) = proc::stop(node, grace) {
+            eprintln!("warning: {e:#}");
+        }
+    }
+}
+
+fn down(dir: &Path, timeout: Duration) -> Result<()> {
+    let c = ClusterFile::load(dir)?;
+    // SIGTERM everyone first, so the nodes shut down in parallel; SIGCONT
+    // before it because a paused process cannot act on SIGTERM.
+    let mut running = Vec::new();
+    for node in &c.nodes {
+        if proc::state(node) == ProcState::Down {
+            println!("node {}: not running", node.id);
+            continue;
+        }
+        let _ = proc::signal(node, libc::SIGCONT);
+        proc::signal(node, libc::SIGTERM)?;
+        running.push(node);
+    }
+    let deadline = Instant::now() + timeout;
+    let mut failed = Vec::new();
+    for node in running {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if proc::wait_down(node, left) {
+            println!("node {}: stopped", node.id);
+            continue;
+        }
+        match proc::kill(node) {
+            Ok(()) => println!(
+                "node {}: killed (SIGTERM timed out after {timeout:?})",
+                node.id
+            ),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- status
+
+/// One row of the status table: the process state and, if it answered, the
+/// node's own report.
+fn print_table(c: &ClusterFile) {
+    let agent = client::agent();
+    println!(
+        "{:>3} {:>8} {:<7} {:<21} {:<21} {:<13} {:>5} {:>6} {:>8} {:>8}",
+        "id", "pid", "state", "http", "raft", "role", "term", "leader", "commit", "applied"
+    );
+    for node in &c.nodes {
+        let st = proc::state(node);
+        let pid = node.pid.map_or("-".to_owned(), |p| p.to_string());
+        // A paused node would only time out; don't ask it.
+        let report = match st {
+            ProcState::Up => client::status(&agent, &node.http_addr),
+            _ => Err(anyhow::anyhow!("not asked")),
+        };
+        match report {
+            Ok(s) => println!(
+                "{:>3} {:>8} {:<7} {:<21} {:<21} {:<13} {:>5} {:>6} {:>8} {:>8}",
+                node.id,
+                pid,
+                st.to_string(),
+                node.http_addr,
+                node.raft_addr,
+                s.role,
+                s.term,
+                s.leader.map_or("-".to_owned(), |l| l.to_string()),
+                s.commit,
+                s.applied
+            ),
+            Err(_) => println!(
+                "{:>3} {:>8} {:<7} {:<21} {:<21} {:<13} {:>5} {:>6} {:>8} {:>8}",
+                node.id,
+                pid,
+                st.to_string(),
+                node.http_addr,
+                node.raft_addr,
+                if st == ProcState::Up {
+                    "no answer"
+                } else {
+                    "-"
+                },
+                "-",
+                "-",
+                "-",
+                "-"
+            ),
+        }
+    }
+}
+
+fn status(dir: &Path) -> Result<()> {
+    let c = ClusterFile::load(dir)?;
+    print_table(&c);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- kv ops
+
+/// HTTP addresses of the nodes worth asking (not known to be down or
+/// paused), so a dead node does not cost a timeout per request.
+fn live_http(c: &ClusterFile) -> Result<Vec<String>> {
+    let addrs: Vec<String> = c
+        .nodes
+        .iter()
+        .filter(|n| proc::state(n) == ProcState::Up)
+        .map(|n| n.http_addr.clone())
+        .collect();
+    if addrs.is_empty() {
+        bail!(
+            "no node of the cluster is running (start them with `cdsctl kv restart N`, \
+             see `cdsctl kv status`)"
+        );
+    }
+    Ok(addrs)
+}
+
+fn put(dir: &Path, key: &str, value: &[u8], timeout: Duration) -> Result<()> {
+    let c = ClusterFile::load(dir)?;
+    let path = format!("/kv/{}", client::encode_key(key));
+    let reply = client::request(
+        &client::agent(),
+        &live_http(&c)?,
+        Method::Put,
+        &path,
+        value,
+        Instant::now() + timeout,
+    )
+    .with_context(|| format!("put {key}"))?;
+    if reply.status != 200 {
+        bail!("put {key}: {} {}", reply.status, reply.error_text());
+    }
+    println!("{}", String::from_utf8_lossy(&reply.body).trim());
+    Ok(())
+}
+
+fn get(dir: &Path, key: &str, consistency: Consistency, timeout: Duration) -> Result<()> {
+    let c = ClusterFile::load(dir)?;
+    let path = format!(
+        "/kv/{}?consistency={}",
+        client::encode_key(key),
+        consistency.as_str()
+    );
+    let reply = client::request(
+        &client::agent(),
+        &live_http(&c)?,
+        Method::Get,
+        &path,
+        &[],
+        Instant::now() + timeout,
+    )
+    .with_context(|| format!("get {key}"))?;
+    match reply.status {
+        200 => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&reply.body)
+                .and_then(|()| out.write_all(b"\n"))
+                .context("writing the value to stdout")?;
+            Ok(())
+        }
+        404 => bail!("key '{key}' not found"),
+        s => bail!("get {key}: {s} {}", reply.error_text()),
+    }
+}
+
+fn del(dir: &Path, key: &str, timeout: Duration) -> Result<()> {
+    let c = ClusterFile::load(dir)?;
+    let path = format!("/kv/{}", client::encode_key(key));
+    let reply = client::request(
+        &client::agent(),
+        &live_http(&c)?,
+        Method::Delete,
+        &path,
+        &[],
+        Instant::now() + timeout,
+    )
+    .with_context(|| format!("del {key}"))?;
+    if reply.status != 200 {
+        bail!("del {key}: {} {}", reply.status, reply.error_text());
+    }
+    println!("{}", String::from_utf8_lossy(&reply.body).trim());
+    Ok(())
+}
+
+// ---------------------------------------------------------------- processes
+
+fn send_signal(dir: &Path, id: u64, sig: libc::c_int, done: &str) -> Result<()> {
+    let c = ClusterFile::load(dir)?;
+    let node = c.node(id)?;
+    if sig == libc::SIGKILL {
+        // Check first so that killing a dead node is an error, not a no-op.
+        if proc::state(node) == ProcState::Down {
+            bail!("node {id} is not running");
+        }
+        proc::kill(node)?;
+    } else {
+        proc::signal(node, sig)?;
+    }
+    println!("node {id} {done}");
+    Ok(())
+}
+
+fn restart(dir: &Path, id: u64, timeout: Duration) -> Result<()> {
+    let mut c = ClusterFile::load(dir)?;
+    let node = c.node(id)?.clone();
+    match proc::state(&node) {
+        ProcState::Down => {}
+        st => bail!("node {id} is {st}; `cdsctl kv kill {id}` or `down` it first"),
+    }
+    let mut child = proc::spawn_node(&node)?;
+    c.node_mut(id)?.pid = Some(child.id());
+    c.save(dir)?;
+    let agent = client::agent();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(code) = child.try_wait().context("checking the node process")? {
+            bail!(
+                "node {id} exited right after restart ({code}); last log lines:\n{}",
+                proc::log_tail(&node, 10)
+            );
+        }
+        if let Ok(s) = client::status(&agent, &node.http_addr) {
+            println!(
+                "node {id} restarted (pid {}), {} in term {}",
+                child.id(),
+                s.role,
+                s.term
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "node {id} (pid {}) does not answer on {} after {:?}; see {}",
+                child.id(),
+                node.http_addr,
+                timeout,
+                node.log_path().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------- faults
+
+/// Sends one admin request to one node (no redirects, no retries beyond
+/// a short deadline), and fails on anything but 200.
+fn admin(node: &NodeEntry, method: Method, path: &str, body: &[u8]) -> Result<client::Reply> {
+    let reply = client::request(
+        &client::agent(),
+        std::slice::from_ref(&node.http_addr),
+        method,
+        path,
+        body,
+        Instant::now() + Duration::from_secs(3),
+    )
+    .with_context(|| format!("node {} ({path})", node.id))?;
+    if reply.status != 200 {
+        bail!(
+            "node {} refused {path}: {} {}",
+            node.id,
+            reply.status,
+            reply.error_text()
+        );
+    }
+    Ok(reply)
+}
+
+fn set_filter(node: &NodeEntry, drop: &[u64]) -> Result<()> {
+    let body = json!({ "drop_to": drop, "drop_from": drop }).to_string();
+    admin(node, Method::Post, "/admin/filter", body.as_bytes()).map(|_| ())
+}
+
+fn partition(dir: &Path, spec: &str) -> Result<()> {
+    let c = ClusterFile::load(dir)?;
+    let groups = parse_groups(spec)?;
+    for id in groups.iter().flatten() {
+        c.node(*id)?;
+    }
+    for node in &c.nodes {
+        if !groups.iter().any(|g| g.contains(&node.id)) {
+            bail!(
+                "node {} is in no group of '{spec}'; list every node",
+                node.id
+            );
+        }
+    }
+    for group in &groups {
+        let others: Vec<u64> = c
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|id| !group.contains(id))
+            .collect();
+        for id in group {
+            let node = c.node(*id)?;
+            if proc::state(node) != ProcState::Up {
+                // The filter lives in the node's memory; a node that is not
+                // running cannot take it (and comes back unfiltered).
+                eprintln!("warning: node {id} is not running; not filtered");
+                continue;
+            }
+            set_filter(node, &others)?;
+        }
+    }
+    let text: Vec<String> = groups
+        .iter()
+        .map(|g| {
+            let ids: Vec<String> = g.iter().map(u64::to_string).collect();
+            format!("{{{}}}", ids.join(","))
+        })
+        .collect();
+    println!("partitioned: {}", text.join(" | "));
+    Ok(())
+}
+
+fn heal(dir: &Path) -> Result<()> {
+    let c = ClusterFile::load(dir)?;
+    let mut failed = Vec::new();
+    for node in &c.nodes {
+        if proc::state(node) != ProcState::Up {
+            eprintln!("warning: node {} is not running; skipped", node.id);
+            continue;
+        }
+        if let Err(e) = set_filter(node, &[]) {
+            failed.push(format!("{e:#}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("heal incomplete: {}", failed.join("; "));
+    }
+    println!("healed");
+    Ok(())
+}
+
+/// Asks every running node for its status and returns the leader's, the
+/// one with the highest term if a deposed leader has not noticed yet.
+fn find_leader(c: &ClusterFile, deadline: Instant) -> Result<(NodeEntry, Status)> {
+    let agent = client::agent();
+    loop {
+        let best = c
+            .nodes
+            .iter()
+            .filter(|n| proc::state(n) == ProcState::Up)
+            .filter_map(|n| client::status(&agent, &n.http_addr).ok().map(|s| (n, s)))
+            .filter(|(_, s)| s.is_leader())
+            .max_by_key(|(_, s)| s.term);
+        if let Some((n, s)) = best {
+            return Ok((n.clone(), s));
+        }
+        if Instant::now() >= deadline {
+            bail!("no node reports itself leader (see `cdsctl kv status`)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn transfer_leader(dir: &Path, id: u64, timeout: Duration) -> Result<()> {
+    let c = ClusterFile::load(dir)?;
+    let target = c.node(id)?.clone();
+    let deadline = Instant::now() + timeout;
+    let (leader, _) = find_leader(&c, deadline)?;
+    if leader.id == id {
+        println!("node {id} already leads");
+        return Ok(());
+    }
+    admin(
+        &leader,
+        Method::Post,
+        &format!("/admin/transfer?to={id}"),
+        &[],
+    )?;
+    let agent = client::agent();
+    loop {
+        if let Ok(s) = client::status(&agent, &target.http_addr) {
+            if s.is_leader() {
+                println!("node {id} leads (term {})", s.term);
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("node {id} did not become leader within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn snapshot(dir: &Path, id: u64) -> Result<()> {
+    let c = ClusterFile::load(dir)?;
+    let node = c.node(id)?;
+    let reply = admin(node, Method::Post, "/admin/snapshot", &[])?;
+    println!(
+        "node {id} snapshot: {}",
+        String::from_utf8_lossy(&reply.body).trim()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- membership
+
+/// Waits until the leader's configuration satisfies `done`.
+fn wait_voters(c: &ClusterFile, deadline: Instant, done: impl Fn(&[u64]) -> bool) -> Result<()> {
+    loop {
+        if let Ok((_, s)) = find_leader(c, deadline) {
+            if done(&s.voters) {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("the configuration change did not finish in time (see `cdsctl kv status`)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The new voter set is computed from the leader's report; an empty list
+/// means the report lacks it, and acting on it would drop every voter.
+fn check_voters_known(leader: &Status) -> Result<()> {
+    if leader.voters.is_empty() {
+        bail!(
+            "the leader (node {}) reports no voters in /status; refusing to compute a new configuration",
+            leader.id
+        );
+    }
+    Ok(())
+}
+
+fn change_voters(c: &ClusterFile, voters: &[u64], deadline: Instant) -> Result<()> {
+    let body = json!({ "voters": voters }).to_string();
+    let reply = client::request(
+        &client::agent(),
+        &live_http(c)?,
+        Method::Post,
+        "/admin/change",
+        body.as_bytes(),
+        deadline,
+    )
+    .context("asking the leader to change the voters")?;
+    if reply.status != 200 {
+        bail!(
+            "the leader refused the change to voters {voters:?}: {} {}",
+            reply.status,
+            reply.error_text()
+        );
+    }
+    Ok(())
+}
+
+fn add_node(dir: &Path, timeout: Duration) -> Result<()> {
+    let mut c = ClusterFile::load(dir)?;
+    let deadline = Instant::now() + timeout;
+    let (_, leader_status) = find_leader(&c, deadline)?;
+    check_voters_known(&leader_status)?;
+    let id = c.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+    let ports = cluster::pick_ports(2)?;
+    let base = c
+        .nodes
+        .first()
+        .and_then(|n| n.data_dir.parent())
+        .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
+    c.nodes.push(NodeEntry {
+        id,
+        pid: None,
+        raft_addr: ports[0].to_string(),
+        http_addr: ports[1].to_string(),
+        data_dir: base.join(format!("n{id}")),
+    });
+    // Every config learns the new peer's addresses, for the next restart of
+    // the running nodes (their transports read peers at startup).
+    let first_voters: Vec<u64> = c
+        .nodes
+        .iter()
+        .filter(|n| n.id != id)
+        .map(|n| n.id)
+        .collect();
+    for node in &c.nodes {
+        let voters = if node.id == id {
+            Vec::new()
+        } else {
+            first_voters.clone()
+        };
+        cluster::write_node_config(&c.node_config(node, voters))?;
+    }
+    let new = c.node(id)?.clone();
+    let child = proc::spawn_node(&new)?;
+    c.node_mut(id)?.pid = Some(child.id());
+    c.save(dir)?;
+    // The running nodes' transports know only the peers of their config:
+    // tell each where the new node listens before it becomes a member.
+    let body = json!({ "id": id, "raft": new.raft_addr, "http": new.http_addr }).to_string();
+    for node in c.nodes.iter().filter(|n| n.id != id) {
+        if proc::state(node) != ProcState::Up {
+            eprintln!(
+                "warning: node {} is not running; it learns node {id} from its config on restart",
+                node.id
+            );
+            continue;
+        }
+        admin(node, Method::Post, "/admin/peer", body.as_bytes())?;
+    }
+    let mut voters = leader_status.voters.clone();
+    voters.push(id);
+    change_voters(&c, &voters, deadline)
+        .and_then(|()| wait_voters(&c, deadline, |v| v.contains(&id)))
+        .with_context(|| {
+            format!(
+                "adding node {id}; it is left running and listed in cluster.json \
+                 (`cdsctl kv remove-node {id}` to undo), log in {}",
+                new.log_path().display()
+            )
+        })?;
+    println!("node {id} added (pid {}); voters {voters:?}", child.id());
+    Ok(())
+}
+
+fn remove_node(dir: &Path, id: u64, timeout: Duration) -> Result<()> {
+    let mut c = ClusterFile::load(dir)?;
+    c.node(id)?;
+    let deadline = Instant::now() + timeout;
+    let (_, leader_status) = find_leader(&c, deadline)?;
+    check_voters_known(&leader_status)?;
+    let voters: Vec<u64> = leader_status
+        .voters
+        .iter()
+        .copied()
+        .filter(|v| *v != id)
+        .collect();
+    if voters.is_empty() {
+        bail!("cannot remove node {id}: it is the only voter");
+    }
+    change_voters(&c, &voters, deadline)?;
+    wait_voters(&c, deadline, |v| !v.contains(&id))?;
+    let node = c.node(id)?.clone();
+    let how = proc::stop(&node, Duration::from_secs(10))?;
+    c.nodes.retain(|n| n.id != id);
+    c.save(dir)?;
+    println!(
+        "node {id} removed from the voters ({how}); its data stays in {}",
+        node.data_dir.display()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- bench
+
+fn bench(dir: &Path, clients: usize, duration: Duration, value_size: usize) -> Result<()> {
+    if clients == 0 || clients > 4096 {
+        bail!("--clients must be between 1 and 4096, got {clients}");
+    }
+    let c = ClusterFile::load(dir)?;
+    let (leader, _) = find_leader(&c, Instant::now() + Duration::from_secs(10))?;
+    // Start at the leader so puts skip the redirect; the others are
+    // fallbacks if leadership moves during the run.
+    let mut nodes = vec![leader.http_addr.clone()];
+    nodes.extend(
+        live_http(&c)?
+            .into_iter()
+            .filter(|a| *a != leader.http_addr),
+    );
+    let value = vec![b'x'; value_size];
+    let started = Instant::now();
+    let end = started + duration;
+    let results: Vec<(Vec<Duration>, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|cl| {
+                let nodes = &nodes;
+                let value = &value;
+                s.spawn(move || {
+                    let agent = client::agent();
+                    let mut lat = Vec::new();
+                    let mut errors = 0u64;
+                    let mut i = 0u64;
+                    while Instant::now() < end {
+                        let path = format!("/kv/bench-{cl}-{}", i % 1000);
+                        i += 1;
+                        let t = Instant::now();
+                        let ok = client::request(
+                            &agent,
+                            nodes,
+                            Method::Put,
+                            &path,
+                            value,
+                            t + Duration::from_secs(5),
+                        )
+                        .map(|r| r.status == 200)
+                        .unwrap_or(false);
+                        if ok {
+                            lat.push(t.elapsed());
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let errors: u64 = results.iter().map(|r| r.1).sum();
+    let mut lat: Vec<Duration> = results.into_iter().flat_map(|r| r.0).collect();
+    lat.sort_unstable();
+    let pct = |p: f64| -> String {
+        if lat.is_empty() {
+            return "-".into();
+        }
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        format!("{:.2} ms", lat[i].as_secs_f64() * 1e3)
+    };
+    println!(
+        "{} puts ok, {errors} failed, in {secs:.1} s with {clients} clients, {value_size} B values: \
+         {:.0} puts/s",
+        lat.len(),
+        lat.len() as f64 / secs.max(1e-9)
+    );
+    println!(
+        "latency p50 {}  p99 {}  p999 {}",
+        pct(0.50),
+        pct(0.99),
+        pct(0.999)
+    );
+    if lat.is_empty() {
+        bail!("no put succeeded");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("abc").is_err());
+    }
+
+    #[test]
+    fn groups() {
+        assert_eq!(parse_groups("1,2/3").unwrap(), vec![vec![1, 2], vec![3]]);
+        assert_eq!(
+            parse_groups(" 1 / 2 / 3 ").unwrap(),
+            vec![vec![1], vec![2], vec![3]]
+        );
+        assert!(parse_groups("1,2,3").is_err());
+        assert!(parse_groups("1,2/2").is_err());
+        assert!(parse_groups("1,x/3").is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! The node's config file (JSON), as written by `cdsctl kv up`.
+//!
+//! A node is started by another program, often in the background with its
+//! stderr going to a log file; a config mistake found later (a bad address
+//! at the first connect, a tick setting the core refuses at start) is much
+//! harder to diagnose than one refused at once. So everything is parsed and
+//! checked here, before anything is opened, and each error names the file
+//! and the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use raft_core::NodeId;
+use serde::Deserialize;
+
+/// Where one member of the cluster listens.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerAddrs {
+    /// Its Raft transport address.
+    pub raft: SocketAddr,
+    /// Its HTTP address (where followers redirect clients).
+    pub http: SocketAddr,
+}
+
+/// The config file of one node (see the shared spec for the format).
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeFileConfig {
+    /// This node's id (non-zero).
+    pub id: NodeId,
+    /// The Raft group this node serves.
+    #[serde(default = "default_group")]
+    pub group: u64,
+    /// Peers presenting another cluster id are refused by the transport.
+    pub cluster_id: u64,
+    /// The shared secret every member presents in the transport handshake.
+    pub token: String,
+    /// Where the Raft transport listens.
+    pub raft_addr: SocketAddr,
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// The node's directory: storage in `data_dir/raft`, pid in `data_dir/pid`.
+    pub data_dir: PathBuf,
+    /// Every member's addresses, this node included, keyed by id.
+    pub peers: BTreeMap<NodeId, PeerAddrs>,
+    /// The initial voters of a new group; empty for a node that joins later
+    /// (it learns its membership from the leader's log).
+    #[serde(default)]
+    pub voters: Vec<NodeId>,
+    /// Real time per Raft tick, in milliseconds.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    /// Ticks without a leader before campaigning.
+    #[serde(default = "default_election_tick")]
+    pub election_tick: u32,
+    /// Ticks between leader heartbeats.
+    #[serde(default = "default_heartbeat_tick")]
+    pub heartbeat_tick: u32,
+    /// Take a snapshot every this many applied entries (0: never).
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot.
+    #[serde(default = "default_log_margin")]
+    pub log_margin: u64,
+}
+
+fn default_group() -> u64 {
+    1
+}
+fn default_tick_ms() -> u64 {
+    50
+}
+fn default_election_tick() -> u32 {
+    10
+}
+fn default_heartbeat_tick() -> u32 {
+    2
+}
+fn default_snapshot_every() -> u64 {
+    1000
+}
+fn default_log_margin() -> u64 {
+    100
+}
+
+impl NodeFileConfig {
+    /// Reads and checks the config at `path`.
+    pub fn load(path: &Path) -> Result<NodeFileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let cfg: NodeFileConfig = serde_json::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks the fields against each other.
+    pub fn validate(&self) -> Result<()> {
+        if self.id == 0 {
+            bail!("id: 0 is not a valid node id");
+        }
+        if self.peers.contains_key(&0) {
+            bail!("peers: 0 is not a valid node id");
+        }
+        if self.tick_ms == 0 {
+            bail!("tick_ms must be at least 1");
+        }
+        if self.heartbeat_tick == 0 || self.heartbeat_tick >= self.election_tick {
+            bail!(
+                "heartbeat_tick ({}) must be at least 1 and below election_tick ({})",
+                self.heartbeat_tick,
+                self.election_tick
+            );
+        }
+        if self.election_tick < 2 {
+            bail!("election_tick must be at least 2 (the lease is half of it)");
+        }
+        if let Some(me) = self.peers.get(&self.id) {
+            if me.raft != self.raft_addr || me.http != self.http_addr {
+                bail!(
+                    "peers.{}: addresses differ from raft_addr/http_addr of this node",
+                    self.id
+                );
+            }
+        }
+        for v in &self.voters {
+            if !self.peers.contains_key(v) {
+                bail!("voters: node {v} has no entry in peers");
+            }
+        }
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
+            bail!(
+                "voters: a founding member must be one of the voters (id {} is not); \
+                 a joining node has voters []",
+                self.id
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> String {
+        r#"{"id":1,"group":1,"cluster_id":7,"token":"t",
+            "raft_addr":"127.0.0.1:7001","http_addr":"127.0.0.1:8001",
+            "data_dir":"/tmp/x",
+            "peers":{"1":{"raft":"127.0.0.1:7001","http":"127.0.0.1:8001"},
+                     "2":{"raft":"127.0.0.1:7002","http":"127.0.0.1:8002"}},
+            "voters":[1,2]}"#
+            .to_string()
+    }
+
+    #[test]
+    fn a_sample_config_parses_with_defaults() {
+        let c: NodeFileConfig = serde_json::from_str(&sample()).expect("parse");
+        c.validate().expect("valid");
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.tick_ms, 50);
+        assert_eq!(c.election_tick, 10);
+    }
+
+    #[test]
+    fn a_voter_without_addresses_is_refused() {
+        let mut c: NodeFileConfig = serde_json::from_str(&sample()).expect("parse");
+        c.voters.push(3);
+        let e = c.validate().expect_err("must fail");
+        assert!(e.to_string().contains("node 3"), "{e}");
+    }
+}

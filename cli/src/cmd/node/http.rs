@@ -1,0 +1,632 @@
+//! The node's HTTP API (axum): the KV operations, status, metrics and the
+//! admin requests of the shared spec.
+//!
+//! Only the leader can order writes and confirm linearizable reads, but a
+//! client does not know who leads; rather than proxying (which would hide
+//! the leader and double every hop), a follower answers `307 Temporary
+//! Redirect` to the same path and query on the leader's HTTP address, and
+//! clients follow it. When no leader is known, or the node cannot take more
+//! work, the answer is `503` with a JSON error, which clients retry.
+//!
+//! Every error body is JSON `{"error": "..."}`. A proposal whose outcome is
+//! unknown (this node lost leadership or stopped while it was in flight)
+//! is reported as such, never as a failure: it may still commit.
+
+// Helpers return `Result<_, Response>` so a handler can `return` the error
+// answer as is; the `Response` lives for one request on the stack, and
+// boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use raft_core::runtime::node::{NodeError, NodeHandle};
+use raft_core::runtime::transport::{FaultFilter, TransportHandle};
+use raft_core::NodeId;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::kv_sm::{Command, SharedKv};
+
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 4 << 10;
+/// Largest request body (a value, or a CAS request) accepted, in bytes.
+/// Well below the codec's per-entry limit, so an accepted write always fits
+/// in a log entry.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What every handler sees.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    node: NodeHandle,
+    transport: TransportHandle,
+    kv: SharedKv,
+    /// Every member's HTTP address, for redirects to the leader; grows with
+    /// `POST /admin/peer`.
+    http_peers: RwLock<BTreeMap<NodeId, SocketAddr>>,
+    pid: u32,
+}
+
+impl AppState {
+    /// The state of a node's HTTP server.
+    pub fn new(
+        node: NodeHandle,
+        transport: TransportHandle,
+        kv: SharedKv,
+        http_peers: BTreeMap<NodeId, SocketAddr>,
+    ) -> AppState {
+        AppState(Arc::new(Inner {
+            node,
+            transport,
+            kv,
+            http_peers: RwLock::new(http_peers),
+            pid: std::process::id(),
+        }))
+    }
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/kv/{key}", put(put_key).get(get_key).delete(delete_key))
+        .route("/kv/{key}/cas", post(cas_key))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/admin/transfer", post(admin_transfer))
+        .route("/admin/filter", post(admin_filter))
+        .route("/admin/change", post(admin_change))
+        .route("/admin/learner", post(admin_learner))
+        .route("/admin/snapshot", post(admin_snapshot))
+        .route("/admin/peer", post(admin_peer))
+        .fallback(unknown_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+async fn unknown_route(uri: Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+/// The request body, or the JSON error answer when it could not be read
+/// (e.g. `413` past [`MAX_BODY_BYTES`]).
+fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+    body.map_err(|e| {
+        error(
+            e.status(),
+            format!("cannot read the request body: {}", e.body_text()),
+        )
+    })
+}
+
+/// Parses a JSON request body. The content type is not checked: a client
+/// that forgets `Content-Type: application/json` still means JSON here.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad {what} request: {e}")))
+}
+
+fn check_key(key: &str) -> Result<(), Response> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("key longer than {MAX_KEY_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The answer of a non-leader: a redirect to the leader's HTTP address
+/// (same path and query), or 503 when no (other) leader is known.
+fn not_leader(s: &Inner, leader: Option<NodeId>, uri: &Uri) -> Response {
+    let target = leader.filter(|&l| l != s.node.id()).and_then(|l| {
+        let peers = s.http_peers.read().unwrap_or_else(PoisonError::into_inner);
+        peers.get(&l).map(|&a| (l, a))
+    });
+    match target {
+        Some((l, addr)) => {
+            let pq = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+            let location = format!("http://{addr}{pq}");
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+                Json(json!({ "error": "not the leader", "leader": l })),
+            )
+                .into_response()
+        }
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "no leader"),
+    }
+}
+
+/// Maps a node error to the spec's answers.
+fn node_error(s: &Inner, e: NodeError, uri: &Uri) -> Response {
+    let unavailable = |m: String| error(StatusCode::SERVICE_UNAVAILABLE, m);
+    match e {
+        NodeError::NotLeader { leader } => not_leader(s, leader, uri),
+        NodeError::Busy { .. } => unavailable("busy".into()),
+        NodeError::LeadershipLost { .. } => unavailable("unknown outcome, retry".into()),
+        NodeError::Stopped => unavailable("the node is stopping".into()),
+        NodeError::NotCommitted { .. } => {
+            unavailable("not committed (leader changed), retry".into())
+        }
+        NodeError::ReadLost => {
+            unavailable("leadership lost before the read was confirmed, retry".into())
+        }
+        NodeError::Propose(e) => unavailable(format!("proposal refused: {e}")),
+        NodeError::Read(e) => unavailable(format!("read refused: {e}")),
+        NodeError::Change(e) => error(
+            StatusCode::CONFLICT,
+            format!("membership change refused: {e}"),
+        ),
+        NodeError::Transfer(e) => error(
+            StatusCode::CONFLICT,
+            format!("leader transfer refused: {e}"),
+        ),
+        e @ (NodeError::Failed(_) | NodeError::Start(_)) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+/// Proposes `cmd`; on success returns the outcome's index, term and result.
+async fn propose(s: &Inner, cmd: Command, uri: &Uri) -> Result<(u64, u64, Vec<u8>), Response> {
+    match s.node.propose(cmd.encode()).await {
+        Ok(o) => Ok((o.index, o.term, o.result)),
+        // A proposal in flight when the node stops may still commit.
+        Err(NodeError::Stopped) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unknown outcome, retry",
+        )),
+        Err(e) => Err(node_error(s, e, uri)),
+    }
+}
+
+async fn put_key(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_key(&key) {
+        return r;
+    }
+    let cmd = Command::Put {
+        key: key.into_bytes(),
+        value: body.to_vec(),
+    };
+    match propose(&s.0, cmd, &uri).await {
+        Ok((index, term, _)) => Json(json!({ "index": index, "term": term })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn delete_key(State(s): State<AppState>, Path(key): Path<String>, uri: Uri) -> Response {
+    if let Err(r) = check_key(&key) {
+        return r;
+    }
+    let cmd = Command::Delete {
+        key: key.into_bytes(),
+    };
+    match propose(&s.0, cmd, &uri).await {
+        Ok((index, term, result)) => Json(json!({
+            "index": index,
+            "term": term,
+            "existed": result == [1],
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The body of `POST /kv/{key}/cas`.
+#[derive(Debug, Deserialize)]
+struct CasBody {
+    /// The value the key must hold; `null`: the key must be absent.
+    expect: Option<String>,
+    /// The value to set.
+    value: String,
+}
+
+async fn cas_key(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_key(&key) {
+        return r;
+    }
+    let body: CasBody = match parse_json(&body, "CAS") {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let cmd = Command::Cas {
+        key: key.into_bytes(),
+        expect: body.expect.map(String::into_bytes),
+        value: body.value.into_bytes(),
+    };
+    match propose(&s.0, cmd, &uri).await {
+        Ok((index, term, result)) => Json(json!({
+            "ok": result == [1],
+            "index": index,
+            "term": term,
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The query of `GET /kv/{key}`.
+#[derive(Debug, Deserialize)]
+struct ReadParams {
+    consistency: Option<String>,
+}
+
+async fn get_key(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Query<ReadParams>,
+    uri: Uri,
+) -> Response {
+    if let Err(r) = check_key(&key) {
+        return r;
+    }
+    match q.consistency.as_deref().unwrap_or("linearizable") {
+        // The runtime exposes only ReadIndex reads, so a lease read is
+        // served as a ReadIndex read: stronger, one heartbeat round slower.
+        "linearizable" | "lease" => {
+            if let Err(e) = s.0.node.read().await {
+                return node_error(&s.0, e, &uri);
+            }
+        }
+        "stale" => {}
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown consistency {other:?} (expected linearizable, lease or stale)"),
+            )
+        }
+    }
+    // `read` returned once the read index is applied here: the map now
+    // reflects every write that completed before the request.
+    let value =
+        s.0.kv
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key.as_bytes())
+            .cloned();
+    match value {
+        Some(v) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            v,
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+async fn status(State(s): State<AppState>, uri: Uri) -> Response {
+    let st = match s.0.node.status().await {
+        Ok(st) => st,
+        Err(e) => return node_error(&s.0, e, &uri),
+    };
+    Json(json!({
+        "id": st.id,
+        "group": st.group,
+        "role": st.role.name(),
+        "term": st.term,
+        "leader": st.leader,
+        "commit": st.commit,
+        "applied": st.applied,
+        "first_index": st.first_index,
+        "last_index": st.last_index,
+        "voters": st.membership.voters,
+        "outgoing": st.membership.outgoing,
+        "learners": st.membership.learners,
+        "match": st.peer_match,
+        "snapshot_index": st.last_snapshot,
+        "pid": s.0.pid,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
+    let st = match s.0.node.status().await {
+        Ok(st) => st,
+        Err(e) => return node_error(&s.0, e, &uri),
+    };
+    let t = s.0.transport.stats();
+    let m = st.metrics;
+    let mut out = String::new();
+    out.push_str("# HELP cds_role 1 for the node's current role.\n# TYPE cds_role gauge\n");
+    let is = |r: raft_core::Role| u64::from(st.role == r);
+    for r in [
+        raft_core::Role::Follower,
+        raft_core::Role::PreCandidate,
+        raft_core::Role::Candidate,
+        raft_core::Role::Leader,
+    ] {
+        let _ = writeln!(out, "cds_role{{role=\"{}\"}} {}", r.name(), is(r));
+    }
+    let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "# HELP cds_{name} {help}\n# TYPE cds_{name} {kind}\ncds_{name} {v}\n"
+        );
+    };
+    gauge(
+        "is_leader",
+        "1 if this node leads.",
+        "gauge",
+        is(raft_core::Role::Leader),
+    );
+    gauge(
+        "is_follower",
+        "1 if this node follows.",
+        "gauge",
+        is(raft_core::Role::Follower),
+    );
+    gauge("term", "Current term.", "gauge", st.term);
+    gauge(
+        "commit_index",
+        "Highest index known committed.",
+        "gauge",
+        st.commit,
+    );
+    gauge(
+        "applied_index",
+        "Highest index applied.",
+        "gauge",
+        st.applied,
+    );
+    gauge(
+        "proposals_total",
+        "Proposals appended as leader.",
+        "counter",
+        m.proposals,
+    );
+    gauge(
+        "log_syncs_total",
+        "Log syncs (fsyncs).",
+        "counter",
+        m.log_syncs,
+    );
+    gauge(
+        "ready_batches_total",
+        "Ready batches handled.",
+        "counter",
+        m.ready_batches,
+    );
+    gauge(
+        "busy_refusals_total",
+        "Proposals refused: queue full.",
+        "counter",
+        m.busy_refusals,
+    );
+    gauge(
+        "dropped_inbound_total",
+        "Inbound messages dropped by the node.",
+        "counter",
+        m.dropped_messages,
+    );
+    gauge(
+        "snapshots_saved_total",
+        "Snapshots saved.",
+        "counter",
+        m.snapshots_saved,
+    );
+    gauge(
+        "snapshots_installed_total",
+        "Snapshots installed from a leader.",
+        "counter",
+        m.snapshots_installed,
+    );
+    gauge(
+        "transport_sent_total",
+        "Envelopes written to peers.",
+        "counter",
+        t.sent,
+    );
+    gauge(
+        "transport_received_total",
+        "Envelopes received.",
+        "counter",
+        t.received,
+    );
+    gauge(
+        "transport_dropped_queue_full_total",
+        "Envelopes dropped: peer queue full.",
+        "counter",
+        t.dropped_queue_full,
+    );
+    gauge(
+        "transport_dropped_filter_total",
+        "Envelopes dropped by the fault filter.",
+        "counter",
+        t.dropped_filter,
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}
+
+/// The query of `POST /admin/transfer`.
+#[derive(Debug, Deserialize)]
+struct TransferParams {
+    to: Option<NodeId>,
+}
+
+async fn admin_transfer(
+    State(s): State<AppState>,
+    Query(q): Query<TransferParams>,
+    uri: Uri,
+) -> Response {
+    let Some(to) = q.to else {
+        return error(StatusCode::BAD_REQUEST, "missing ?to=NODE_ID");
+    };
+    match s.0.node.transfer_leader(to).await {
+        Ok(()) => Json(json!({ "ok": true, "to": to })).into_response(),
+        Err(e) => node_error(&s.0, e, &uri),
+    }
+}
+
+/// The body of `POST /admin/filter`.
+#[derive(Debug, Default, Deserialize)]
+struct FilterBody {
+    #[serde(default)]
+    drop_to: BTreeSet<NodeId>,
+    #[serde(default)]
+    drop_from: BTreeSet<NodeId>,
+}
+
+async fn admin_filter(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let body: FilterBody = match parse_json(&body, "filter") {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let filter = FaultFilter {
+        drop_to: body.drop_to,
+        drop_from: body.drop_from,
+        ..FaultFilter::default()
+    };
+    let echo = json!({ "drop_to": filter.drop_to, "drop_from": filter.drop_from });
+    s.0.transport.set_filter(filter);
+    eprintln!("node {}: fault filter set to {echo}", s.0.node.id());
+    Json(echo).into_response()
+}
+
+/// The body of `POST /admin/change`.
+#[derive(Debug, Deserialize)]
+struct ChangeBody {
+    voters: Vec<NodeId>,
+}
+
+async fn admin_change(
+    State(s): State<AppState>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let body: ChangeBody = match parse_json(&body, "change") {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match s.0.node.change_peers(body.voters.clone()).await {
+        Ok(()) => Json(json!({ "ok": true, "voters": body.voters })).into_response(),
+        Err(e) => node_error(&s.0, e, &uri),
+    }
+}
+
+/// The query of `POST /admin/learner`.
+#[derive(Debug, Deserialize)]
+struct LearnerParams {
+    add: Option<NodeId>,
+    remove: Option<NodeId>,
+}
+
+async fn admin_learner(
+    State(s): State<AppState>,
+    Query(q): Query<LearnerParams>,
+    uri: Uri,
+) -> Response {
+    let r = match (q.add, q.remove) {
+        (Some(id), None) => s.0.node.add_learner(id).await,
+        (None, Some(id)) => s.0.node.remove_learner(id).await,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of ?add=N or ?remove=N",
+            )
+        }
+    };
+    match r {
+        Ok(()) => Json(json!({ "ok": true })).into_response(),
+        Err(e) => node_error(&s.0, e, &uri),
+    }
+}
+
+async fn admin_snapshot() -> Response {
+    error(
+        StatusCode::NOT_IMPLEMENTED,
+        "snapshots on demand are not supported by the runtime yet: \
+         a node snapshots every `snapshot_every` applied entries",
+    )
+}
+
+/// The body of `POST /admin/peer`.
+#[derive(Debug, Deserialize)]
+struct PeerBody {
+    id: NodeId,
+    raft: SocketAddr,
+    http: SocketAddr,
+}
+
+/// Adds (or moves) a member's addresses on this node: a node added after
+/// start is unknown to the others' transports until they are told where it
+/// listens. Not in the shared spec's first draft; `cdsctl kv add-node`
+/// must call it on every running node before the membership change.
+async fn admin_peer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let body: PeerBody = match parse_json(&body, "peer") {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if body.id == 0 {
+        return error(StatusCode::BAD_REQUEST, "0 is not a valid node id");
+    }
+    if body.id != s.0.node.id() {
+        s.0.transport.set_peer(body.id, body.raft);
+    }
+    s.0.http_peers
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(body.id, body.http);
+    eprintln!(
+        "node {}: peer {} at raft {} http {}",
+        s.0.node.id(),
+        body.id,
+        body.raft,
+        body.http
+    );
+    Json(json!({ "ok": true })).into_response()
+}

@@ -1,0 +1,239 @@
+//! `cdsctl node --config FILE`: one node process of a replicated KV store.
+//!
+//! This is where the runtime's parts meet real resources: the config file
+//! names the ports and the data directory, storage lives in
+//! `data_dir/raft` (`local://`), the TCP transport carries Raft messages,
+//! one [`RaftNode`] drives the group with the KV state machine
+//! ([`kv_sm`]), and an HTTP server ([`http`]) serves clients and
+//! operators. `cdsctl kv up` starts these processes; tests start them too,
+//! so every failure to start is reported with what was being done.
+//!
+//! Shutdown on SIGTERM or SIGINT stops the node first (pending proposals
+//! and reads fail with "unknown outcome" / "stopped", so no HTTP handler
+//! waits forever), then the HTTP server (bounded), then the transport, and
+//! finally removes the pid file. A node that fails by itself (a storage
+//! error) makes the process exit with an error.
+
+mod config;
+mod http;
+mod kv_sm;
+
+use std::collections::BTreeMap;
+use std::future::IntoFuture;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use raft_core::runtime::node::{NodeConfig, RaftNode};
+use raft_core::runtime::transport::{Transport, TransportConfig};
+use raft_core::storage::Storage;
+use raft_core::ConfState;
+
+use config::NodeFileConfig;
+use kv_sm::{KvStateMachine, SharedKv};
+
+/// How long in-flight HTTP requests get to finish at shutdown.
+const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often the process checks that its node is still running.
+const NODE_CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// Flags of `cdsctl node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's config file (JSON; see the shared spec).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// Runs a node until it is told to stop (SIGTERM or SIGINT).
+pub fn run(args: NodeArgs) -> Result<()> {
+    let cfg = NodeFileConfig::load(&args.config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let id = cfg.id;
+    rt.block_on(serve(cfg))
+        .with_context(|| format!("node {id} ({})", args.config.display()))
+}
+
+/// Opens `data_dir/raft`; a new store of a founding member gets the initial
+/// voters (a joining node's stays empty: it learns them from the log).
+fn open_storage(cfg: &NodeFileConfig) -> Result<raft_core::storage::NodeStorage> {
+    let dir = cfg.data_dir.join("raft");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let uri = format!("local://{}", dir.display());
+    let mut storage =
+        raft_core::storage::open(&uri).with_context(|| format!("cannot open the storage {uri}"))?;
+    let report = storage.recovery();
+    if *report != Default::default() {
+        eprintln!("node {}: storage recovery: {report:?}", cfg.id);
+    }
+    // New: nothing was ever written (no term, no entry, no snapshot). A
+    // store that has state but no voters (a joining node) keeps learning
+    // its membership from the log.
+    let is_new = storage.conf_state().voters.is_empty()
+        && storage.hard_state() == Default::default()
+        && Storage::last_index(&storage) == 0
+        && Storage::snapshot_meta(&storage).is_none();
+    if is_new && !cfg.voters.is_empty() {
+        storage
+            .set_conf_state(ConfState {
+                voters: cfg.voters.clone(),
+                ..ConfState::default()
+            })
+            .with_context(|| format!("cannot write the initial voters to {uri}"))?;
+    }
+    Ok(storage)
+}
+
+/// Writes the pid file; it is how `cdsctl kv` finds the process.
+fn write_pid(data_dir: &Path) -> Result<PathBuf> {
+    let path = data_dir.join("pid");
+    std::fs::write(&path, format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write the pid file {}", path.display()))?;
+    Ok(path)
+}
+
+/// Starts watching SIGTERM and SIGINT at once (a signal that arrives
+/// before the returned future is polled is kept, not lost, and no longer
+/// kills the process halfway through a write); the future resolves with the
+/// first signal's name.
+fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
+async fn serve(cfg: NodeFileConfig) -> Result<()> {
+    let id = cfg.id;
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let signal = stop_signal()?;
+    let storage = open_storage(&cfg)?;
+
+    let mut tcfg = TransportConfig::new(id, cfg.raft_addr, cfg.cluster_id, cfg.token.clone());
+    tcfg.peers = cfg
+        .peers
+        .iter()
+        .filter(|(&p, _)| p != id)
+        .map(|(&p, a)| (p, a.raft))
+        .collect();
+    let (transport, mut inbound) = Transport::start(tcfg)
+        .await
+        .with_context(|| format!("cannot start the Raft transport on {}", cfg.raft_addr))?;
+
+    let mut ncfg = NodeConfig::new(id, cfg.group);
+    ncfg.config.election_tick = cfg.election_tick;
+    ncfg.config.heartbeat_tick = cfg.heartbeat_tick;
+    ncfg.config.lease_tick = cfg.election_tick / 2;
+    ncfg.tick = Duration::from_millis(cfg.tick_ms);
+    ncfg.snapshot_every = cfg.snapshot_every;
+    ncfg.log_margin = cfg.log_margin;
+    let kv: SharedKv = Arc::default();
+    let sm = KvStateMachine::new(id, kv.clone());
+    let node = RaftNode::start(ncfg, storage, Box::new(sm), Arc::new(transport.clone()))
+        .map_err(|e| anyhow!("{e}"))
+        .context("cannot start the Raft node")?;
+
+    // Messages from peers go to the node; a full inbox drops them (Raft
+    // retries), so this loop never blocks on the node.
+    let forward = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            while let Some(env) = inbound.recv().await {
+                let _ = node.step(env);
+            }
+        })
+    };
+
+    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", cfg.http_addr))?;
+    let http_peers: BTreeMap<_, _> = cfg.peers.iter().map(|(&p, a)| (p, a.http)).collect();
+    let app = http::router(http::AppState::new(
+        node.clone(),
+        transport.clone(),
+        kv,
+        http_peers,
+    ));
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            })
+            .into_future(),
+    );
+    let pid_path = write_pid(&cfg.data_dir)?;
+    eprintln!(
+        "node {id}: serving (pid {}, raft {}, http {}, data {})",
+        std::process::id(),
+        cfg.raft_addr,
+        cfg.http_addr,
+        cfg.data_dir.display()
+    );
+
+    // Run until a signal, or until the node or the HTTP server fails.
+    let watch_node = {
+        let node = node.clone();
+        async move {
+            loop {
+                tokio::time::sleep(NODE_CHECK_EVERY).await;
+                if let Err(e) = node.status().await {
+                    return e;
+                }
+            }
+        }
+    };
+    let mut server = server;
+    let outcome: Result<()> = tokio::select! {
+        name = signal => {
+            eprintln!("node {id}: {name} received, shutting down");
+            Ok(())
+        }
+        e = watch_node => Err(anyhow!("the Raft node stopped: {e}")),
+        r = &mut server => match r {
+            Ok(Ok(())) => Err(anyhow!("the HTTP server stopped")),
+            Ok(Err(e)) => Err(anyhow!("the HTTP server failed: {e}")),
+            Err(e) => Err(anyhow!("the HTTP server task failed: {e}")),
+        },
+    };
+
+    // Node first: what waits on it fails now, so HTTP handlers finish.
+    node.shutdown().await;
+    let _ = stop_http.send(());
+    if tokio::time::timeout(HTTP_SHUTDOWN_GRACE, &mut server)
+        .await
+        .is_err()
+    {
+        server.abort();
+    }
+    transport.shutdown().await;
+    forward.abort();
+    // Only remove the pid file if it is still ours (a restarted process
+    // may have replaced it).
+    if std::fs::read_to_string(&pid_path).is_ok_and(|s| s.trim() == std::process::id().to_string())
+    {
+        if let Err(e) = std::fs::remove_file(&pid_path) {
+            eprintln!("node {id}: cannot remove {}: {e}", pid_path.display());
+        }
+    }
+    if outcome.is_ok() {
+        eprintln!("node {id}: stopped cleanly");
+    }
+    outcome
+}

@@ -1,0 +1,417 @@
+//! `cdsctl kv` against the real binary: argument and cluster-directory
+//! handling (no node needed), and a 3-node cluster of real processes taken
+//! through a leader crash, a restart and a partition.
+//!
+//! Every cluster lives in a temp directory behind a guard that runs
+//! `kv down` and SIGKILLs any pid left in cluster.json when the test ends,
+//! passed or failed, so a failing test never leaks node processes onto the
+//! (shared) machine.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Runs `cdsctl kv ARGS --dir DIR`, killing it if it takes more than a
+/// minute (every kv command has its own, shorter bound; this catches a bug
+/// in those bounds instead of hanging the test run).
+fn kv(dir: &Path, args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_cdsctl"))
+        .arg("kv")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning cdsctl");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("waiting for cdsctl"),
+        Err(_) => {
+            // SAFETY: plain syscall on our own child's pid.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("cdsctl kv {args:?} ran for more than 60 s");
+        }
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a command that must succeed and returns its stdout.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = kv(dir, args);
+    assert!(
+        out.status.success(),
+        "cdsctl kv {args:?} failed: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail and returns its stderr.
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = kv(dir, args);
+    assert!(
+        !out.status.success(),
+        "cdsctl kv {args:?} succeeded: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Stops whatever runs in `dir` when dropped: `kv down`, then SIGKILL for
+/// any pid in cluster.json whose command line still names that directory.
+struct Guard {
+    dir: PathBuf,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = kv(&self.dir, &["down", "--timeout", "5s"]);
+        let Ok(text) = std::fs::read_to_string(self.dir.join("cluster.json")) else {
+            return;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return;
+        };
+        let needle = self.dir.to_string_lossy().into_owned();
+        for node in v["nodes"].as_array().into_iter().flatten() {
+            let Some(pid) = node["pid"].as_u64() else {
+                continue;
+            };
+            // Only our nodes: a recycled pid belongs to someone else.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                // SAFETY: plain syscall on a pid whose command line names our dir.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// A cluster.json for `n` nodes that are not running, without going
+/// through `up` (which needs working nodes).
+fn fake_cluster(dir: &Path, n: u64) {
+    let nodes: Vec<serde_json::Value> = (1..=n)
+        .map(|id| {
+            let data_dir = dir.join(format!("n{id}"));
+            std::fs::create_dir_all(&data_dir).unwrap();
+            serde_json::json!({
+                "id": id, "pid": null,
+                "raft_addr": format!("127.0.0.1:{}", 1 + id),
+                "http_addr": format!("127.0.0.1:{}", 11 + id),
+                "data_dir": data_dir,
+            })
+        })
+        .collect();
+    let c = serde_json::json!({"cluster_id": 7, "group": 1, "token": "t", "nodes": nodes});
+    std::fs::write(dir.join("cluster.json"), c.to_string()).unwrap();
+}
+
+fn set_pid(dir: &Path, id: u64, pid: u32) {
+    let path = dir.join("cluster.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for node in v["nodes"].as_array_mut().unwrap() {
+        if node["id"] == id {
+            node["pid"] = pid.into();
+        }
+    }
+    std::fs::write(&path, v.to_string()).unwrap();
+}
+
+#[test]
+fn errors_without_a_cluster_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("none");
+    let err = fails(&dir, &["status"]);
+    assert!(
+        err.contains("no cluster in") && err.contains("kv up"),
+        "{err}"
+    );
+    let err = fails(&dir, &["up", "--nodes", "0"]);
+    assert!(err.contains("between 1 and 9"), "{err}");
+    let err = fails(&dir, &["get", "k", "--consistency", "bogus"]);
+    assert!(err.contains("bogus"), "{err}");
+    let err = fails(&dir, &["bench", "--duration", "5h"]);
+    assert!(err.contains("unknown unit"), "{err}");
+
+    // A non-empty directory without cluster.json is not written into.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("precious.txt"), "x").unwrap();
+    let err = fails(&other, &["up"]);
+    assert!(err.contains("not empty"), "{err}");
+}
+
+#[test]
+fn cluster_directory_handling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    std::fs::create_dir_all(&dir).unwrap();
+    fake_cluster(&dir, 3);
+    let _guard = Guard { dir: dir.clone() };
+
+    let err = fails(&dir, &["kill", "9"]);
+    assert!(
+        err.contains("unknown node id 9") && err.contains("1, 2, 3"),
+        "{err}"
+    );
+    let err = fails(&dir, &["kill", "1"]);
+    assert!(err.contains("node 1 is not running"), "{err}");
+    let err = fails(&dir, &["partition", "1,2/2,3"]);
+    assert!(err.contains("more than one group"), "{err}");
+    let err = fails(&dir, &["partition", "1,2,3"]);
+    assert!(err.contains("one group"), "{err}");
+    let err = fails(&dir, &["partition", "1/2"]);
+    assert!(err.contains("node 3 is in no group"), "{err}");
+    let err = fails(&dir, &["partition", "1/9,2,3"]);
+    assert!(err.contains("unknown node id 9"), "{err}");
+    let err = fails(&dir, &["get", "k"]);
+    assert!(err.contains("no node of the cluster is running"), "{err}");
+    let err = fails(&dir, &["up"]);
+    assert!(err.contains("stopped cluster"), "{err}");
+    let out = ok(&dir, &["status"]);
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" down ")).count(),
+        3,
+        "{out}"
+    );
+
+    // A stand-in process whose command line names node 1's config counts as
+    // node 1: `up` refuses the directory, pause/resume/kill act on it.
+    let config = dir.join("n1").join("config.json");
+    // `tail -f` runs until killed and, unlike a shell running `sleep`,
+    // leaves no child behind when it is.
+    let mut stand_in = Command::new("tail")
+        .arg("-f")
+        .arg("/dev/null")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    set_pid(&dir, 1, stand_in.id());
+    let err = fails(&dir, &["up"]);
+    assert!(
+        err.contains("already holds a running cluster") && err.contains("nodes 1 running"),
+        "{err}"
+    );
+    ok(&dir, &["pause", "1"]);
+    let out = ok(&dir, &["status"]);
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains(" paused ")),
+        "{out}"
+    );
+    ok(&dir, &["resume", "1"]);
+    let err = fails(&dir, &["restart", "1"]);
+    assert!(err.contains("node 1 is up"), "{err}");
+    ok(&dir, &["kill", "1"]);
+    let _ = stand_in.wait();
+    let out = ok(&dir, &["status"]);
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" down ")).count(),
+        3,
+        "{out}"
+    );
+
+    // A recycled pid (here: this test process) is not mistaken for a node.
+    set_pid(&dir, 2, std::process::id());
+    let err = fails(&dir, &["kill", "2"]);
+    assert!(err.contains("node 2 is not running"), "{err}");
+}
+
+/// (id, state, role, leader) of every row of `kv status`.
+fn rows(dir: &Path) -> Vec<(u64, String, String, String)> {
+    ok(dir, &["status"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let id = cols.first()?.parse().ok()?;
+            Some((
+                id,
+                cols.get(2)?.to_string(),
+                cols.get(5)?.to_string(),
+                cols.get(7)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Polls `kv status` until a leader other than `not` is reported by a node
+/// in `among`, for at most 20 s.
+fn wait_leader(dir: &Path, among: &[u64], not: Option<u64>) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = rows(dir);
+        let leaders: Vec<u64> = r
+            .iter()
+            .filter(|(id, st, role, _)| {
+                st == "up" && role == "leader" && among.contains(id) && Some(*id) != not
+            })
+            .map(|(id, ..)| *id)
+            .collect();
+        if let [one] = leaders[..] {
+            return one;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader among {among:?}: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn three_nodes_survive_a_crash_a_restart_and_a_partition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let _guard = Guard { dir: dir.clone() };
+
+    let out = ok(&dir, &["up", "--nodes", "3", "--timeout", "30s"]);
+    assert!(out.contains("cluster of 3 up"), "{out}");
+    // Config files exist per node with the spec's fields.
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("n1/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["voters"], serde_json::json!([1, 2, 3]));
+    let err = fails(&dir, &["up"]);
+    assert!(err.contains("already holds a running cluster"), "{err}");
+
+    ok(&dir, &["put", "a", "1"]);
+    assert_eq!(ok(&dir, &["get", "a"]).trim(), "1");
+    let err = fails(&dir, &["get", "missing"]);
+    assert!(err.contains("not found"), "{err}");
+
+    // Crash the leader: the other two elect one and still serve.
+    let all = [1, 2, 3];
+    let first = wait_leader(&dir, &all, None);
+    ok(&dir, &["kill", &first.to_string()]);
+    let second = wait_leader(&dir, &all, Some(first));
+    assert_eq!(ok(&dir, &["get", "a", "--timeout", "15s"]).trim(), "1");
+    ok(&dir, &["put", "b", "2", "--timeout", "15s"]);
+
+    // Bring it back.
+    ok(&dir, &["restart", &first.to_string()]);
+    let r = rows(&dir);
+    assert!(
+        r.iter().all(|(_, st, role, _)| st == "up" && role != "no"),
+        "not every node up after restart: {r:?}"
+    );
+
+    // Cut the leader off: the majority elects another and keeps serving.
+    let others: Vec<u64> = all.iter().copied().filter(|id| *id != second).collect();
+    let spec = format!("{second}/{},{}", others[0], others[1]);
+    ok(&dir, &["partition", &spec]);
+    let third = wait_leader(&dir, &others, None);
+    assert_ne!(third, second);
+    ok(&dir, &["put", "c", "3", "--timeout", "15s"]);
+    ok(&dir, &["heal"]);
+    // After healing, the old leader follows and has caught up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = rows(&dir);
+        let leaders: Vec<&String> = r.iter().map(|row| &row.3).collect();
+        if leaders.iter().all(|l| **l != "-" && *l == leaders[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no agreement after heal: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(ok(&dir, &["get", "c", "--timeout", "15s"]).trim(), "3");
+    ok(&dir, &["del", "a"]);
+    assert!(fails(&dir, &["get", "a"]).contains("not found"));
+
+    let out = ok(&dir, &["down"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let r = rows(&dir);
+    assert!(r.iter().all(|(_, st, ..)| st == "down"), "{r:?}");
+}
+
+#[test]
+fn leadership_membership_and_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let _guard = Guard { dir: dir.clone() };
+    ok(&dir, &["up", "--nodes", "3", "--timeout", "30s"]);
+    let all = [1, 2, 3];
+    let leader = wait_leader(&dir, &all, None);
+
+    // Hand leadership to a follower.
+    let target = all.iter().copied().find(|id| *id != leader).unwrap();
+    let out = ok(&dir, &["transfer-leader", &target.to_string()]);
+    assert!(out.contains(&format!("node {target} leads")), "{out}");
+    let err = fails(&dir, &["transfer-leader", "9"]);
+    assert!(err.contains("unknown node id 9"), "{err}");
+
+    // A paused follower does not stop the majority.
+    let follower = all.iter().copied().find(|id| *id != target).unwrap();
+    ok(&dir, &["pause", &follower.to_string()]);
+    ok(&dir, &["put", "p", "1", "--timeout", "15s"]);
+    ok(&dir, &["resume", &follower.to_string()]);
+
+    // Grow to four voters, then remove one of the originals.
+    let out = ok(&dir, &["add-node", "--timeout", "20s"]);
+    assert!(out.contains("node 4 added"), "{out}");
+    let out = ok(
+        &dir,
+        &["remove-node", &follower.to_string(), "--timeout", "20s"],
+    );
+    assert!(out.contains("removed"), "{out}");
+    let r = rows(&dir);
+    assert_eq!(r.len(), 3, "{r:?}");
+    assert!(
+        r.iter().all(|(id, st, ..)| *id != follower && st == "up"),
+        "{r:?}"
+    );
+    assert_eq!(ok(&dir, &["get", "p", "--timeout", "15s"]).trim(), "1");
+    assert_eq!(
+        ok(
+            &dir,
+            &["get", "p", "--consistency", "stale", "--timeout", "15s"]
+        )
+        .trim(),
+        "1"
+    );
+
+    // On-demand snapshots may not be supported by the runtime yet: then
+    // the refusal must say so.
+    let out = kv(&dir, &["snapshot", "4"]);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("501") && err.contains("not supported"),
+            "{err}"
+        );
+    }
+
+    let out = ok(
+        &dir,
+        &[
+            "bench",
+            "--clients",
+            "4",
+            "--duration",
+            "1s",
+            "--value-size",
+            "64",
+        ],
+    );
+    assert!(out.contains("puts/s") && out.contains("p999"), "{out}");
+    ok(&dir, &["down"]);
+}

@@ -1,0 +1,680 @@
+//! End-to-end tests of `cdsctl node`: three real node processes on free
+//! ports, talking HTTP and Raft over TCP, with a leader killed (SIGKILL) and
+//! restarted from its data directory.
+//!
+//! The processes are owned by a guard that kills them on drop, so a failing
+//! assertion never leaves nodes running. Every wait has a deadline.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// How long a cluster gets to elect a leader or catch a node up.
+const WAIT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(100);
+
+/// `n` distinct free addresses. The listeners are held until all are
+/// chosen, so one call never hands out the same port twice.
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let ls: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    ls.iter()
+        .map(|l| l.local_addr().expect("local addr"))
+        .collect()
+}
+
+/// A cluster of node processes; kills them all on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    http: BTreeMap<u64, SocketAddr>,
+    children: BTreeMap<u64, Child>,
+    agent: ureq::Agent,
+    /// The `peers` table of the configs, for nodes added later.
+    peers: Value,
+    /// The config every node got, for nodes added later.
+    template: Value,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    location: Option<String>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        Cluster::with(n, |_| {})
+    }
+
+    /// A cluster whose node configs `tweak` may change before the start.
+    fn with(n: u64, tweak: impl Fn(&mut Value)) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ids: Vec<u64> = (1..=n).collect();
+        let free = free_addrs(2 * ids.len());
+        let addrs: BTreeMap<u64, (SocketAddr, SocketAddr)> = ids
+            .iter()
+            .zip(free.chunks(2))
+            .map(|(&i, a)| (i, (a[0], a[1])))
+            .collect();
+        let peers: serde_json::Map<String, Value> = addrs
+            .iter()
+            .map(|(i, (r, h))| {
+                (
+                    i.to_string(),
+                    json!({"raft": r.to_string(), "http": h.to_string()}),
+                )
+            })
+            .collect();
+        let peers = Value::Object(peers);
+        let mut template = Value::Null;
+        for (&id, (raft, http)) in &addrs {
+            let data = dir.path().join(format!("n{id}"));
+            std::fs::create_dir_all(&data).expect("node dir");
+            let mut cfg = json!({
+                "id": id, "group": 1, "cluster_id": 7, "token": "secret",
+                "raft_addr": raft.to_string(), "http_addr": http.to_string(),
+                "data_dir": data, "peers": peers, "voters": ids,
+                "tick_ms": 50, "election_tick": 10, "heartbeat_tick": 2,
+                "snapshot_every": 1000, "log_margin": 100
+            });
+            tweak(&mut cfg);
+            template = cfg.clone();
+            std::fs::write(data.join("config.json"), cfg.to_string()).expect("write config");
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut c = Cluster {
+            dir,
+            http: addrs.iter().map(|(&i, &(_, h))| (i, h)).collect(),
+            children: BTreeMap::new(),
+            agent,
+            peers,
+            template,
+        };
+        for id in ids {
+            c.start(id);
+        }
+        c
+    }
+
+    /// Writes the config of a new node `id` that joins later (voters
+    /// []), and returns its raft and HTTP addresses. Does not start it.
+    fn add_node_config(&mut self, id: u64) -> (SocketAddr, SocketAddr) {
+        let free = free_addrs(2);
+        let (raft, http) = (free[0], free[1]);
+        self.peers[id.to_string()] = json!({"raft": raft.to_string(), "http": http.to_string()});
+        let data = self.node_dir(id);
+        std::fs::create_dir_all(&data).expect("node dir");
+        let mut cfg = self.template.clone();
+        cfg["id"] = json!(id);
+        cfg["raft_addr"] = json!(raft.to_string());
+        cfg["http_addr"] = json!(http.to_string());
+        cfg["data_dir"] = json!(data);
+        cfg["peers"] = self.peers.clone();
+        cfg["voters"] = json!([]);
+        std::fs::write(data.join("config.json"), cfg.to_string()).expect("write config");
+        self.http.insert(id, http);
+        (raft, http)
+    }
+
+    fn node_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("n{id}"))
+    }
+
+    fn start(&mut self, id: u64) {
+        let d = self.node_dir(id);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(d.join("log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cdsctl"))
+            .arg("node")
+            .arg("--config")
+            .arg(d.join("config.json"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cdsctl node");
+        self.children.insert(id, child);
+    }
+
+    fn kill9(&mut self, id: u64) {
+        let mut c = self.children.remove(&id).expect("node is running");
+        c.kill().expect("SIGKILL");
+        c.wait().expect("reap");
+    }
+
+    fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.node_dir(id).join("log")).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        self.http
+            .keys()
+            .map(|&i| format!("--- node {i} ---\n{}", self.log(i)))
+            .collect()
+    }
+
+    /// One request, no redirect followed; `None` when the node cannot be
+    /// reached.
+    fn request(&self, method: &str, url: &str, body: &[u8]) -> Option<Answer> {
+        let r = match method {
+            "GET" => self.agent.get(url).call(),
+            "DELETE" => self.agent.delete(url).call(),
+            "PUT" => self.agent.put(url).send(body),
+            "POST" => self.agent.post(url).send(body),
+            m => panic!("unsupported method {m}"),
+        };
+        let resp = r.ok()?;
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.into_body().read_to_vec().ok()?;
+        Some(Answer {
+            status,
+            body,
+            location,
+        })
+    }
+
+    /// Sends to node `id`, following up to 5 redirects; returns the final
+    /// answer and how many redirects were followed.
+    fn send(&self, id: u64, method: &str, path: &str, body: &[u8]) -> Option<(Answer, usize)> {
+        let mut url = format!("http://{}{path}", self.http[&id]);
+        for hops in 0..=5 {
+            let a = self.request(method, &url, body)?;
+            match (a.status, &a.location) {
+                (307, Some(loc)) => url = loc.clone(),
+                _ => return Some((a, hops)),
+            }
+        }
+        None
+    }
+
+    /// Like `send`, retrying (until `WAIT`) while the answer is 503 or the
+    /// node is unreachable: the normal state during an election.
+    fn send_retrying(&self, id: u64, method: &str, path: &str, body: &[u8]) -> (Answer, usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.send(id, method, path, body) {
+                Some((a, hops)) if a.status != 503 => return (a, hops),
+                other if Instant::now() > deadline => {
+                    panic!("{method} {path} via {id}: still {other:?}\n{}", self.logs())
+                }
+                _ => sleep(POLL),
+            }
+        }
+    }
+
+    fn status(&self, id: u64) -> Option<Value> {
+        let a = self.request("GET", &format!("http://{}/status", self.http[&id]), b"")?;
+        (a.status == 200).then(|| a.json())
+    }
+
+    /// Waits until one running node leads and every running node follows
+    /// it; returns its id.
+    fn wait_leader(&self) -> u64 {
+        let ids: Vec<u64> = self.children.keys().copied().collect();
+        self.wait_leader_among(&ids)
+    }
+
+    /// Waits until one of `ids` leads and all of `ids` follow it.
+    fn wait_leader_among(&self, ids: &[u64]) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let st: Vec<Value> = ids.iter().filter_map(|&i| self.status(i)).collect();
+            if st.len() == ids.len() {
+                let leaders: Vec<u64> = st
+                    .iter()
+                    .filter(|s| s["role"] == "leader")
+                    .filter_map(|s| s["id"].as_u64())
+                    .collect();
+                if let [l] = leaders[..] {
+                    if st.iter().all(|s| s["leader"].as_u64() == Some(l)) {
+                        return l;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single leader within {WAIT:?}: {st:?}\n{}",
+                self.logs()
+            );
+            sleep(POLL);
+        }
+    }
+}
+
+fn get_ok(c: &Cluster, via: u64, path: &str) -> Vec<u8> {
+    let (a, _) = c.send_retrying(via, "GET", path, b"");
+    assert_eq!(a.status, 200, "GET {path} via {via}: {a:?}");
+    a.body
+}
+
+#[test]
+fn writes_survive_a_killed_leader_and_a_restarted_node_catches_up() {
+    let mut c = Cluster::new(3);
+    let leader = c.wait_leader();
+    let follower = *c.http.keys().find(|&&i| i != leader).expect("a follower");
+
+    // A write through a follower is redirected to the leader.
+    let (a, hops) = c.send_retrying(follower, "PUT", "/kv/alpha", b"one");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(hops, 1, "the follower redirects once");
+    assert!(a.json()["index"].as_u64().is_some_and(|i| i > 0), "{a:?}");
+    assert!(a.json()["term"].as_u64().is_some(), "{a:?}");
+
+    // A follower redirects a linearizable read, serves a stale one itself.
+    let raw = c
+        .request(
+            "GET",
+            &format!("http://{}/kv/alpha", c.http[&follower]),
+            b"",
+        )
+        .expect("follower reachable");
+    assert_eq!(raw.status, 307, "{raw:?}");
+    let leader_http = c.http[&leader];
+    assert_eq!(
+        raw.location.as_deref(),
+        Some(format!("http://{leader_http}/kv/alpha").as_str())
+    );
+    assert_eq!(get_ok(&c, follower, "/kv/alpha"), b"one");
+    assert_eq!(get_ok(&c, leader, "/kv/alpha?consistency=lease"), b"one");
+    let (missing, _) = c.send_retrying(follower, "GET", "/kv/nope", b"");
+    assert_eq!(missing.status, 404, "{missing:?}");
+    let (bad, _) = c.send_retrying(leader, "GET", "/kv/alpha?consistency=bogus", b"");
+    assert_eq!(bad.status, 400, "{bad:?}");
+
+    // CAS and DELETE go through the log like PUT.
+    let (cas, _) = c.send_retrying(
+        follower,
+        "POST",
+        "/kv/gamma/cas",
+        json!({"expect": null, "value": "g1"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(cas.status, 200, "{cas:?}");
+    assert_eq!(cas.json()["ok"], true, "{cas:?}");
+    let (cas, _) = c.send_retrying(
+        follower,
+        "POST",
+        "/kv/gamma/cas",
+        json!({"expect": "wrong", "value": "g2"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(cas.json()["ok"], false, "{cas:?}");
+    let (del, _) = c.send_retrying(follower, "DELETE", "/kv/gamma", b"");
+    assert_eq!(del.status, 200, "{del:?}");
+    let (gone, _) = c.send_retrying(leader, "GET", "/kv/gamma", b"");
+    assert_eq!(gone.status, 404, "{gone:?}");
+
+    // Kill the leader without warning: another one takes over, with the
+    // committed value, and takes new writes.
+    c.kill9(leader);
+    let new_leader = c.wait_leader();
+    assert_ne!(new_leader, leader);
+    let survivor = *c.children.keys().next().expect("a running node");
+    assert_eq!(get_ok(&c, survivor, "/kv/alpha"), b"one");
+    let (a, _) = c.send_retrying(survivor, "PUT", "/kv/beta", b"two");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(get_ok(&c, survivor, "/kv/beta"), b"two");
+
+    // The killed node restarts from its data directory and catches up.
+    c.start(leader);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = c
+            .send(leader, "GET", "/kv/beta?consistency=stale", b"")
+            .map(|(a, _)| (a.status, a.body));
+        if got == Some((200, b"two".to_vec())) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {leader} did not catch up: {got:?}\n{}",
+            c.logs()
+        );
+        sleep(POLL);
+    }
+    let (a, _) = c.send_retrying(leader, "GET", "/kv/alpha?consistency=stale", b"");
+    assert_eq!((a.status, a.body.as_slice()), (200, b"one".as_slice()));
+    let st = c.status(leader).expect("status of the restarted node");
+    for field in ["role", "term", "commit", "applied", "voters", "pid"] {
+        assert!(!st[field].is_null(), "status lacks {field}: {st}");
+    }
+}
+
+#[test]
+fn sigterm_stops_a_node_cleanly_and_removes_its_pid_file() {
+    let mut c = Cluster::new(3);
+    c.wait_leader();
+    let id = 2;
+    let pid_file = c.node_dir(id).join("pid");
+    let deadline = Instant::now() + WAIT;
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "no pid file");
+        sleep(POLL);
+    }
+    let mut child = c.children.remove(&id).expect("node 2 runs");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert_eq!(pid as u32, child.id());
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("node did not stop on SIGTERM\n{}", c.log(id));
+        }
+        sleep(POLL);
+    };
+    assert!(status.success(), "exit {status:?}\n{}", c.log(id));
+    assert!(!pid_file.exists(), "pid file left behind");
+    assert!(c.log(id).contains("stopped cleanly"), "{}", c.log(id));
+}
+
+#[test]
+fn a_bad_config_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |path: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cdsctl"))
+            .arg("node")
+            .arg("--config")
+            .arg(path)
+            .output()
+            .expect("run cdsctl");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = run(&dir.path().join("absent.json"));
+    assert!(missing.contains("cannot read the config file"), "{missing}");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"id": 0}"#).expect("write");
+    let err = run(&bad);
+    assert!(err.contains("invalid config file"), "{err}");
+}
+
+/// Sets node `id`'s fault filter.
+fn filter(c: &Cluster, id: u64, drop: &[u64]) {
+    let body = json!({"drop_to": drop, "drop_from": drop}).to_string();
+    let a = c
+        .request(
+            "POST",
+            &format!("http://{}/admin/filter", c.http[&id]),
+            body.as_bytes(),
+        )
+        .expect("node reachable");
+    assert_eq!(a.status, 200, "{a:?}");
+}
+
+fn wait_until(c: &Cluster, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out: {what}\n{}", c.logs());
+        sleep(POLL);
+    }
+}
+
+fn stale(c: &Cluster, id: u64, key: &str) -> Option<Vec<u8>> {
+    let url = format!("http://{}/kv/{key}?consistency=stale", c.http[&id]);
+    c.request("GET", &url, b"")
+        .filter(|a| a.status == 200)
+        .map(|a| a.body)
+}
+
+#[test]
+fn leadership_moves_on_request_and_a_partitioned_leader_is_replaced() {
+    let c = Cluster::new(3);
+    let first = c.wait_leader();
+    let target = *c.http.keys().find(|&&i| i != first).expect("a follower");
+    let other = *c
+        .http
+        .keys()
+        .find(|&&i| i != first && i != target)
+        .expect("a third node");
+
+    // Transfer: refused without a target, redirected from a follower,
+    // started on the leader.
+    let bad = c
+        .request(
+            "POST",
+            &format!("http://{}/admin/transfer", c.http[&first]),
+            b"",
+        )
+        .expect("reachable");
+    assert_eq!(bad.status, 400, "{bad:?}");
+    let path = format!("/admin/transfer?to={target}");
+    let via_follower = c
+        .request("POST", &format!("http://{}{path}", c.http[&other]), b"")
+        .expect("reachable");
+    assert_eq!(via_follower.status, 307, "{via_follower:?}");
+    let (a, _) = c.send_retrying(first, "POST", &path, b"");
+    assert_eq!(a.status, 200, "{a:?}");
+    wait_until(&c, "the transfer target leads", || {
+        c.status(target).is_some_and(|s| s["role"] == "leader")
+    });
+    assert_eq!(c.wait_leader(), target);
+
+    // Partition the leader from both others: they elect one of themselves
+    // and take writes the old leader does not see.
+    let rest = [first, other];
+    filter(&c, target, &rest);
+    for &i in &rest {
+        filter(&c, i, &[target]);
+    }
+    let new_leader = c.wait_leader_among(&rest);
+    assert_ne!(new_leader, target);
+    let (a, _) = c.send_retrying(new_leader, "PUT", "/kv/during", b"split");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(stale(&c, target, "during"), None);
+    // The isolated node cannot serve a linearizable read.
+    let cut = c
+        .request("GET", &format!("http://{}/kv/during", c.http[&target]), b"")
+        .expect("reachable");
+    assert!(cut.status == 503 || cut.status == 307, "{cut:?}");
+
+    // Heal: the old leader catches up.
+    for id in [target, first, other] {
+        filter(&c, id, &[]);
+    }
+    wait_until(&c, "the healed node catches up", || {
+        stale(&c, target, "during").as_deref() == Some(b"split".as_slice())
+    });
+    c.wait_leader();
+}
+
+#[test]
+fn a_node_far_behind_catches_up_from_a_snapshot_and_restarts_from_its_own() {
+    let mut c = Cluster::with(3, |cfg| {
+        cfg["snapshot_every"] = json!(10);
+        cfg["log_margin"] = json!(2);
+    });
+    let leader = c.wait_leader();
+    let behind = *c.http.keys().find(|&&i| i != leader).expect("a follower");
+    c.kill9(behind);
+    for i in 0..40 {
+        let (a, _) = c.send_retrying(
+            leader,
+            "PUT",
+            &format!("/kv/k{i}"),
+            format!("v{i}").as_bytes(),
+        );
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    let (a, _) = c.send_retrying(leader, "DELETE", "/kv/k0", b"");
+    assert_eq!(a.status, 200, "{a:?}");
+    let st = c.status(leader).expect("leader status");
+    assert!(
+        st["snapshot_index"].as_u64().is_some_and(|i| i >= 10),
+        "{st}"
+    );
+    assert!(st["first_index"].as_u64().is_some_and(|i| i > 5), "{st}");
+
+    c.start(behind);
+    wait_until(&c, "the node catches up", || {
+        stale(&c, behind, "k39").as_deref() == Some(b"v39".as_slice())
+    });
+    let metrics = c
+        .request("GET", &format!("http://{}/metrics", c.http[&behind]), b"")
+        .expect("reachable");
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("cds_snapshots_installed_total ") && !l.ends_with(" 0")),
+        "expected a snapshot install:\n{text}"
+    );
+    for i in 1..40 {
+        assert_eq!(
+            stale(&c, behind, &format!("k{i}")),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+    assert_eq!(stale(&c, behind, "k0"), None);
+
+    // Restarted again, it rebuilds the map from its own snapshot and log.
+    c.kill9(behind);
+    c.start(behind);
+    wait_until(&c, "the node serves again after a restart", || {
+        stale(&c, behind, "k39").as_deref() == Some(b"v39".as_slice())
+    });
+    for i in 1..40 {
+        assert_eq!(
+            stale(&c, behind, &format!("k{i}")),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+    assert_eq!(stale(&c, behind, "k0"), None);
+}
+
+#[test]
+fn a_node_added_later_joins_through_admin_requests_and_can_be_removed() {
+    let mut c = Cluster::new(3);
+    let leader = c.wait_leader();
+    let (a, _) = c.send_retrying(leader, "PUT", "/kv/before", b"b");
+    assert_eq!(a.status, 200, "{a:?}");
+
+    let (raft, http) = c.add_node_config(4);
+    c.start(4);
+    let peer = json!({"id": 4, "raft": raft.to_string(), "http": http.to_string()}).to_string();
+    for id in [1, 2, 3] {
+        let a = c
+            .request(
+                "POST",
+                &format!("http://{}/admin/peer", c.http[&id]),
+                peer.as_bytes(),
+            )
+            .expect("reachable");
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    let change = json!({"voters": [1, 2, 3, 4]}).to_string();
+    let (a, _) = c.send_retrying(1, "POST", "/admin/change", change.as_bytes());
+    assert_eq!(a.status, 200, "{a:?}");
+    wait_until(&c, "node 4 becomes a voter and catches up", || {
+        stale(&c, 4, "before").as_deref() == Some(b"b".as_slice())
+            && c.status(4)
+                .is_some_and(|s| s["voters"] == json!([1, 2, 3, 4]))
+    });
+    let leader = c.wait_leader();
+    let (a, _) = c.send_retrying(4, "PUT", "/kv/after", b"a");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(get_ok(&c, 4, "/kv/after"), b"a");
+
+    // Remove a follower other than node 4.
+    let gone = *[1, 2, 3]
+        .iter()
+        .find(|&&i| i != leader)
+        .expect("a follower");
+    let rest: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|&i| i != gone).collect();
+    let change = json!({ "voters": rest }).to_string();
+    let (a, _) = c.send_retrying(4, "POST", "/admin/change", change.as_bytes());
+    assert_eq!(a.status, 200, "{a:?}");
+    wait_until(&c, "the removal is applied", || {
+        c.status(leader).is_some_and(|s| s["voters"] == json!(rest))
+    });
+    c.kill9(gone);
+    let (a, _) = c.send_retrying(4, "PUT", "/kv/last", b"l");
+    assert_eq!(a.status, 200, "{a:?}");
+}
+
+#[test]
+fn a_single_node_answers_errors_as_json() {
+    let c = Cluster::new(1);
+    assert_eq!(c.wait_leader(), 1);
+    let url = |path: &str| format!("http://{}{path}", c.http[&1]);
+    let is_json_error = |a: &Answer| a.json()["error"].is_string();
+
+    let big = vec![b'x'; (1 << 20) + 1];
+    let a = c.request("PUT", &url("/kv/big"), &big).expect("reachable");
+    assert_eq!(a.status, 413, "{a:?}");
+    assert!(is_json_error(&a), "{a:?}");
+    let a = c.request("GET", &url("/nope"), b"").expect("reachable");
+    assert_eq!(a.status, 404, "{a:?}");
+    assert!(is_json_error(&a), "{a:?}");
+    let a = c
+        .request("POST", &url("/admin/snapshot"), b"")
+        .expect("reachable");
+    assert_eq!(a.status, 501, "{a:?}");
+    assert!(is_json_error(&a), "{a:?}");
+    let a = c
+        .request("POST", &url("/kv/k/cas"), b"{\"value\": 3}")
+        .expect("reachable");
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(is_json_error(&a), "{a:?}");
+    let a = c
+        .request("POST", &url("/admin/filter"), b"not json")
+        .expect("reachable");
+    assert_eq!(a.status, 400, "{a:?}");
+
+    // A value at the limit is accepted, and bytes come back unchanged.
+    let value: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+    let (a, _) = c.send_retrying(1, "PUT", "/kv/bin%2Fary", &value);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(get_ok(&c, 1, "/kv/bin%2Fary"), value);
+
+    let m = c.request("GET", &url("/metrics"), b"").expect("reachable");
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    assert!(text.contains("cds_role{role=\"leader\"} 1"), "{text}");
+    assert!(text.contains("cds_proposals_total 1"), "{text}");
+}
