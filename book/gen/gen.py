@@ -10,6 +10,9 @@ run from the repository root:
 
 It builds cdsctl twice (plain, and with the bug-injection feature) and the
 simulator test binary. Timings ("steps/s", "in 0.3s") differ from run to run.
+The cluster chapter starts real node processes in a temporary directory (and
+always stops them again); its ports, pids, leaders and bench numbers differ
+from run to run too.
 
 A few placeholders show a seed chosen by what its run does (the first seed
 that catches skip-joint, the first --compact seed whose trace shows a
@@ -195,6 +198,213 @@ v['snap-resume-node'] = str(f)
 v['snap-resume-index'] = str(i)
 v['snap-seed-num'] = str(seed)
 v['snap-seed'] = sim('--nodes', '5', '--seed', str(seed), '--steps', '5000', '--faults', 'all', '--compact')
+
+# ---------------------------------------------------------------- a local cluster
+# The chapter "Running a local cluster" (templates/cluster.md) shows a real
+# cluster of `cdsctl node` processes, started in a temporary directory and
+# shown as /tmp/cds. Which node leads is decided by the election, so the
+# commands are built from what the cluster reports, and each placeholder is a
+# transcript: the command after `$ `, then its output. Ports, pids, terms,
+# indexes and the bench numbers change from run to run. Whatever happens,
+# the cluster is stopped at the end (`kv down`, then SIGKILL to any pid of
+# ours still alive).
+KV_SHOWN = '/tmp/cds'
+
+
+def kv_chapter(v):
+    import shlex, signal, time, urllib.request
+    d = os.path.join(W, 'cds')
+    pids = set()
+
+    def shown(s):
+        return s.replace(os.path.realpath(d), KV_SHOWN).replace(d, KV_SHOWN)
+
+    def cluster():
+        try:
+            return json.load(open(os.path.join(d, 'cluster.json')))
+        except (OSError, ValueError):
+            return {'nodes': []}
+
+    def remember():
+        pids.update(n['pid'] for n in cluster()['nodes'] if n.get('pid'))
+
+    def kv(*a, ok=(0,)):
+        p = subprocess.run([C, 'kv', *a, '--dir', d], cwd=ROOT, capture_output=True, text=True)
+        remember()
+        out = (p.stdout + p.stderr).rstrip('\n')
+        if p.returncode not in ok:
+            raise RuntimeError(f'FAILED cdsctl kv {" ".join(a)}: rc={p.returncode}\n{out}')
+        return f'$ target/release/cdsctl kv {shlex.join(a)} --dir {KV_SHOWN}\n{shown(out)}'
+
+    def http(i):
+        return next(n['http_addr'] for n in cluster()['nodes'] if n['id'] == i)
+
+    def curl(*a):
+        p = subprocess.run(['curl', '-s', *a], capture_output=True, text=True, timeout=20)
+        if p.returncode != 0:
+            raise RuntimeError(f'FAILED curl {a}: rc={p.returncode}\n{p.stdout}{p.stderr}')
+        # The Date header changes with every request.
+        out = '\n'.join(l for l in p.stdout.replace('\r', '').rstrip('\n').split('\n')
+                        if not l.lower().startswith('date:'))
+        return f'$ curl -s {shlex.join(a)}\n{out}'
+
+    def status(i):
+        try:
+            with urllib.request.urlopen(f'http://{http(i)}/status', timeout=1) as r:
+                return json.load(r)
+        except (OSError, ValueError, StopIteration):
+            return None
+
+    def wait(what, cond, secs=20):
+        end = time.time() + secs
+        while time.time() < end:
+            sts = {n['id']: status(n['id']) for n in cluster()['nodes']}
+            got = cond(sts)
+            if got:
+                return got
+            time.sleep(0.2)
+        raise RuntimeError(f'timed out waiting for {what}')
+
+    def leader_of(sts, among=None):
+        ls = [i for i, s in sts.items() if s and s['role'] == 'leader' and (among is None or i in among)]
+        return max(ls, key=lambda i: sts[i]['term']) if ls else None
+
+    def settled(expect_up):
+        # Every running node follows one leader and has applied all it knows.
+        def cond(sts):
+            up = {i: s for i, s in sts.items() if i in expect_up}
+            if any(s is None for s in up.values()):
+                return None
+            l = leader_of(up)
+            if l is None:
+                return None
+            if all(s['leader'] == l and s['term'] == up[l]['term'] and s['applied'] == up[l]['commit']
+                   for s in up.values()):
+                return l
+            return None
+        return cond
+
+    try:
+        v['kv-up'] = kv('up', '--nodes', '3')
+        ids = [n['id'] for n in cluster()['nodes']]
+        leader = wait('a settled cluster', settled(ids))
+        v['kv-status'] = kv('status')
+        v['kv-ops'] = '\n'.join([
+            kv('put', 'greeting', 'hello'),
+            kv('get', 'greeting'),
+            kv('get', 'greeting', '--consistency', 'lease'),
+            kv('get', 'greeting', '--consistency', 'stale'),
+            kv('del', 'greeting'),
+            kv('del', 'greeting'),
+            kv('get', 'greeting', ok=(1,)),
+            kv('put', 'greeting', 'hello again'),
+        ])
+        follower = min(i for i in ids if i != leader)
+        v['kv-follower'] = str(follower)
+        fh, lh = http(follower), http(leader)
+        v['kv-follower-http'] = fh
+        v['kv-redirect'] = '\n'.join([
+            curl('-i', '-X', 'PUT', '--data-binary', 'world', f'http://{fh}/kv/hello'),
+            '', curl('-L', '-X', 'PUT', '--data-binary', 'world', f'http://{fh}/kv/hello'),
+            curl(f'http://{fh}/kv/hello?consistency=stale'),
+            curl('-X', 'POST', '--data-binary', '{"expect":"world","value":"there"}', '-L',
+                 f'http://{fh}/kv/hello/cas'),
+            curl('-X', 'POST', '--data-binary', '{"expect":"world","value":"again"}', '-L',
+                 f'http://{fh}/kv/hello/cas'),
+        ])
+        v['kv-status-json'] = curl(f'http://{fh}/status')
+        m = curl(f'http://{lh}/metrics')
+        ml = m.split('\n')
+        v['kv-metrics'] = '\n'.join([ml[0] + ' | grep -v "^#"'] + [l for l in ml[1:] if not l.startswith('#')])
+        v['kv-snapshot'] = '\n'.join([kv('snapshot', str(leader), ok=(1,)), '',
+                                      curl('-i', '-X', 'POST', f'http://{lh}/admin/snapshot')])
+
+        # A crash: SIGKILL the leader, read through the election, restart it.
+        old = leader
+        v['kv-crashed'] = str(old)
+        v['kv-kill'] = '\n'.join([kv('kill', str(old)), kv('get', 'greeting')])
+        others = [i for i in ids if i != old]
+        leader = wait('a new leader', settled(others))
+        v['kv-new-leader'] = str(leader)
+        v['kv-kill-status'] = '\n'.join([kv('put', 'after-crash', 'yes'), kv('status')])
+        v['kv-restart'] = kv('restart', str(old))
+        leader = wait('the restarted node to catch up', settled(ids))
+        v['kv-restart-status'] = '\n'.join([kv('get', 'after-crash', '--consistency', 'stale'), kv('status')])
+
+        # A pause: SIGSTOP the leader (a long GC pause), then SIGCONT.
+        paused = leader
+        v['kv-paused'] = str(paused)
+        v['kv-pause'] = '\n'.join([kv('pause', str(paused)), kv('put', 'during-pause', 'yes'), kv('status')])
+        v['kv-resume'] = kv('resume', str(paused))
+        leader = wait('the resumed node to follow', settled(ids))
+        v['kv-resume-status'] = kv('status')
+
+        # A partition that isolates the leader.
+        iso = leader
+        rest = [i for i in ids if i != iso]
+        v['kv-isolated'] = str(iso)
+        spec = f'{iso}/' + ','.join(map(str, rest))
+        v['kv-partition-spec'] = spec
+        v['kv-partition'] = '\n'.join([kv('put', 'color', 'blue'), kv('partition', spec)])
+        leader = wait('a leader in the majority', settled(rest))
+
+        def iso_deposed(sts):
+            s = sts.get(iso)
+            return s is not None and s['role'] != 'leader'
+        wait('the isolated leader to step down', iso_deposed)
+        v['kv-partition-leader'] = str(leader)
+        ih = http(iso)
+        v['kv-partition-ops'] = '\n'.join([
+            kv('put', 'color', 'red'),
+            kv('status'),
+            curl(f'http://{ih}/kv/color?consistency=stale'),
+            curl('-i', f'http://{ih}/kv/color'),
+        ])
+        v['kv-heal'] = kv('heal')
+        leader = wait('the healed cluster to settle', settled(ids))
+        v['kv-heal-status'] = '\n'.join([kv('status'), kv('get', 'color', '--consistency', 'stale')])
+
+        # Leadership on request, and membership changes.
+        target = min(i for i in ids if i != leader)
+        v['kv-transfer'] = kv('transfer-leader', str(target))
+        leader = target
+        v['kv-add'] = '\n'.join([kv('add-node'), kv('status')])
+        ids = [n['id'] for n in cluster()['nodes']]
+        new = max(ids)
+        wait('the new node to catch up', settled(ids))
+        v['kv-remove'] = '\n'.join([kv('remove-node', str(new)), kv('status')])
+        ids = [n['id'] for n in cluster()['nodes']]
+
+        v['kv-bench'] = kv('bench', '--clients', '16', '--duration', '5s')
+        v['kv-down'] = '\n'.join([kv('down'), kv('status')])
+        found = subprocess.run(['find', d, '-type', 'f'], capture_output=True, text=True, check=True)
+        v['kv-files'] = f'$ find {KV_SHOWN} -type f | sort\n' + shown('\n'.join(sorted(found.stdout.split())))
+        v['kv-cluster-json'] = f'$ cat {KV_SHOWN}/cluster.json\n' + shown(
+            open(os.path.join(d, 'cluster.json')).read().rstrip('\n'))
+        v['kv-config-json'] = f'$ cat {KV_SHOWN}/n1/config.json\n' + shown(
+            open(os.path.join(d, 'n1', 'config.json')).read().rstrip('\n'))
+        v['kv-log'] = f'$ tail -n 5 {KV_SHOWN}/n{iso}/log\n' + shown('\n'.join(
+            open(os.path.join(d, f'n{iso}', 'log')).read().rstrip('\n').split('\n')[-5:]))
+    finally:
+        if os.path.exists(os.path.join(d, 'cluster.json')):
+            subprocess.run([C, 'kv', 'down', '--dir', d, '--timeout', '5s'], cwd=ROOT,
+                           capture_output=True, timeout=60)
+        remember()
+        for pid in pids:
+            try:
+                cmd = open(f'/proc/{pid}/cmdline', 'rb').read()
+            except OSError:
+                continue
+            if b'node' in cmd and d.encode() in cmd:
+                os.kill(pid, signal.SIGKILL)
+        # The nodes' data (the bench alone writes megabytes) is not needed.
+        shutil.rmtree(d, ignore_errors=True)
+
+
+try:
+    kv_chapter(v)
+except RuntimeError as e:
+    sys.exit(f'cluster chapter: {e}')
 
 used = set()
 for path in glob.glob(T + '/*.md'):

@@ -119,8 +119,16 @@ impl ClusterFile {
                 }
             })
             .collect();
+        // Distinct per cluster (derived from the random token), so nodes of
+        // two local clusters refuse each other at the handshake.
+        let cluster_id = token
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+            .max(1);
         ClusterFile {
-            cluster_id: 7,
+            cluster_id,
             group: 1,
             token,
             nodes,
