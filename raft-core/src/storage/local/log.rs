@@ -391,7 +391,7 @@ pub struct SegmentedLog {
     /// Whether the active segment holds writes not yet synced.
     dirty: bool,
     /// Set by a failed write or sync: memory and disk may differ.
-    failed: Option<String>,
+    poison: super::Poison,
 }
 
 impl SegmentedLog {
@@ -500,7 +500,7 @@ impl SegmentedLog {
             segments,
             active: None,
             dirty: false,
-            failed: None,
+            poison: super::Poison::default(),
         };
         if let Some(seg) = log
             .segments
@@ -540,28 +540,18 @@ impl SegmentedLog {
     }
 
     fn check_ok(&self) -> Result<(), StorageError> {
-        match &self.failed {
-            Some(why) => Err(StorageError::Failed(why.clone())),
-            None => Ok(()),
-        }
+        self.poison.check()
     }
 
     /// Runs a mutation; an error that may have left memory and disk apart
-    /// poisons the log.
+    /// poisons the store.
     fn guarded<T>(
         &mut self,
         f: impl FnOnce(&mut SegmentedLog) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         let r = f(self);
-        if let Err(e) = &r {
-            if !matches!(
-                e,
-                StorageError::Invalid(_) | StorageError::Unavailable { .. }
-            ) {
-                self.failed = Some(e.to_string());
-            }
-        }
+        self.poison.note(&r);
         r
     }
 

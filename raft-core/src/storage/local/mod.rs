@@ -173,3 +173,31 @@ pub(crate) fn remove_leftover(
     report.removed.push(path);
     Ok(())
 }
+
+/// Set by a failed write or sync, after which memory and disk may differ:
+/// the store then refuses all work until it is reopened (and recovered).
+/// Refusals that change nothing (`Invalid`, `Unavailable`) do not poison.
+#[derive(Debug, Default)]
+pub(crate) struct Poison(Option<String>);
+
+impl Poison {
+    /// An error if an earlier failure poisoned the store.
+    pub(crate) fn check(&self) -> Result<(), StorageError> {
+        match &self.0 {
+            Some(why) => Err(StorageError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the outcome of a mutation.
+    pub(crate) fn note<T>(&mut self, r: &Result<T, StorageError>) {
+        if let Err(e) = r {
+            if !matches!(
+                e,
+                StorageError::Invalid(_) | StorageError::Unavailable { .. }
+            ) {
+                self.0 = Some(e.to_string());
+            }
+        }
+    }
+}

@@ -139,7 +139,7 @@ pub struct LocalSnapshots {
     latest: Option<(SnapshotMeta, PathBuf)>,
     partial: Option<Partial>,
     /// Set by a failed write or sync: memory and disk may differ.
-    failed: Option<String>,
+    poison: super::Poison,
 }
 
 impl LocalSnapshots {
@@ -168,7 +168,7 @@ impl LocalSnapshots {
             dir: dir.to_path_buf(),
             latest: None,
             partial: None,
-            failed: None,
+            poison: super::Poison::default(),
         };
         if let Some(((index, term), path)) = complete.pop() {
             let meta = read_meta(&path)?;
@@ -229,10 +229,7 @@ impl LocalSnapshots {
     }
 
     fn check_ok(&self) -> Result<(), StorageError> {
-        match &self.failed {
-            Some(why) => Err(StorageError::Failed(why.clone())),
-            None => Ok(()),
-        }
+        self.poison.check()
     }
 
     /// Runs a mutation; an error that may have left memory and disk apart
@@ -241,16 +238,9 @@ impl LocalSnapshots {
         &mut self,
         f: impl FnOnce(&mut LocalSnapshots) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         let r = f(self);
-        if let Err(e) = &r {
-            if !matches!(
-                e,
-                StorageError::Invalid(_) | StorageError::Unavailable { .. }
-            ) {
-                self.failed = Some(e.to_string());
-            }
-        }
+        self.poison.note(&r);
         r
     }
 
