@@ -539,10 +539,6 @@ impl SegmentedLog {
         Ok(())
     }
 
-    fn check_ok(&self) -> Result<(), StorageError> {
-        self.poison.check()
-    }
-
     /// Runs a mutation; an error that may have left memory and disk apart
     /// poisons the store.
     fn guarded<T>(
@@ -798,7 +794,7 @@ impl LogStore for SegmentedLog {
     }
 
     fn term(&self, index: u64) -> Result<u64, StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         if index == self.compacted {
             return Ok(self.compacted_term);
         }
@@ -813,7 +809,7 @@ impl LogStore for SegmentedLog {
     }
 
     fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         check_range(self.first_index(), self.last_index(), lo, hi)?;
         let mut out = Vec::new();
         let mut bytes = 0u64;
@@ -848,7 +844,7 @@ impl LogStore for SegmentedLog {
     }
 
     fn append(&mut self, ents: &[Entry]) -> Result<usize, StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         check_append(self.first_index(), self.last_index(), ents)?;
         if let Some(e) = ents
             .iter()
@@ -878,7 +874,7 @@ impl LogStore for SegmentedLog {
     }
 
     fn compact(&mut self, upto: u64) -> Result<usize, StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         if upto <= self.compacted {
             return Ok(0);
         }

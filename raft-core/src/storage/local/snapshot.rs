@@ -228,10 +228,6 @@ impl LocalSnapshots {
         self.latest.is_some() || self.partial.is_some()
     }
 
-    fn check_ok(&self) -> Result<(), StorageError> {
-        self.poison.check()
-    }
-
     /// Runs a mutation; an error that may have left memory and disk apart
     /// poisons the store.
     fn guarded<T>(
@@ -299,7 +295,7 @@ impl SnapshotStore for LocalSnapshots {
     }
 
     fn read_chunk(&self, file: u32, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         let (meta, dir) = self
             .latest
             .as_ref()
@@ -312,7 +308,7 @@ impl SnapshotStore for LocalSnapshots {
     }
 
     fn save(&mut self, meta: &SnapshotMeta, files: &[Vec<u8>]) -> Result<bool, StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         if self
             .latest
             .as_ref()
@@ -358,7 +354,7 @@ impl SnapshotStore for LocalSnapshots {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         let p = self
             .partial
             .as_ref()
@@ -376,7 +372,7 @@ impl SnapshotStore for LocalSnapshots {
     }
 
     fn begin_partial(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         check_file_count(meta)?;
         self.guarded(|s| {
             s.remove_partial()?;
@@ -395,7 +391,7 @@ impl SnapshotStore for LocalSnapshots {
     }
 
     fn append_partial(&mut self, file: u32, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         let dir = self.partial_dir();
         let p = self
             .partial
@@ -437,7 +433,7 @@ impl SnapshotStore for LocalSnapshots {
     }
 
     fn install_partial(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
-        self.check_ok()?;
+        self.poison.check()?;
         if self.partial.as_ref().is_none_or(|p| p.meta != *meta) {
             return Err(StorageError::Invalid(
                 "install of a snapshot not received".into(),
