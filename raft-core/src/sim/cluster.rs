@@ -734,7 +734,6 @@ impl Sim {
         let n = &mut self.nodes[i];
         let disk = n.disk.take().expect("a down node keeps its disk");
         n.inc += 1;
-        n.commit = disk.hard_state().commit;
         // The state machine starts from the latest snapshot, if any; the
         // core replays the log after it.
         n.kv = disk
@@ -745,7 +744,11 @@ impl Sim {
         n.new_leader = false;
         let cfg = self.cfg.node_config(n.id);
         let rng = node_rng(self.cfg.seed, n.id, n.inc);
-        n.raft = Some(Raft::new(cfg, disk, rng).expect("simulator config is valid"));
+        let raft = Raft::new(cfg, disk, rng).expect("simulator config is valid");
+        // What the node knows is committed: the saved commit index (which
+        // may lag, see `MemStorage::set_hard_state`) or its snapshot's.
+        n.commit = raft.commit_index();
+        n.raft = Some(raft);
         let (id, inc, period) = (n.id, n.inc, n.period);
         if self.step > 0 {
             self.emit(id, Kind::Restart);
@@ -767,7 +770,9 @@ impl Sim {
         self.emit(id, Kind::Crash);
         let n = &mut self.nodes[i];
         let raft = n.raft.take().expect("crash of a running node");
-        n.disk = Some(raft.into_storage());
+        let mut disk = raft.into_storage();
+        disk.crash();
+        n.disk = Some(disk);
         n.paused = false;
         n.missed_ticks = 0;
         n.inbox.clear();

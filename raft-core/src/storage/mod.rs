@@ -72,6 +72,9 @@ struct HeldSnapshot {
 #[derive(Debug, Clone, Default)]
 pub struct MemStorage {
     hard_state: HardState,
+    /// The commit index a crash keeps: the one saved with the latest term,
+    /// vote or snapshot install (see [`MemStorage::set_hard_state`]).
+    durable_commit: u64,
     conf_state: ConfState,
     /// Index and term of the last compacted entry.
     offset: u64,
@@ -105,14 +108,29 @@ impl MemStorage {
         }
     }
 
-    /// Makes `hs` the durable hard state.
+    /// Records `hs`. Term and vote become durable at once; the commit index
+    /// only together with them (or with a snapshot install), as
+    /// [`NodeStorage::persist`] does on disk: a commit index is knowledge
+    /// the cluster holds, not a promise this node made, so writing it on
+    /// every advance would cost a sync for nothing. [`MemStorage::crash`]
+    /// drops the part that was not saved.
     pub fn set_hard_state(&mut self, hs: HardState) {
+        if (hs.term, hs.vote) != (self.hard_state.term, self.hard_state.vote) {
+            self.durable_commit = hs.commit;
+        }
         self.hard_state = hs;
     }
 
-    /// The durable hard state.
+    /// The hard state as last recorded (its commit index may be ahead of
+    /// what a crash keeps).
     pub fn hard_state(&self) -> HardState {
         self.hard_state
+    }
+
+    /// What a crash leaves: the commit index falls back to the last one
+    /// saved with a term, vote or snapshot install.
+    pub fn crash(&mut self) {
+        self.hard_state.commit = self.durable_commit;
     }
 
     /// Makes `cs` the durable membership base.
@@ -128,7 +146,7 @@ impl MemStorage {
         }
         self.append(&rd.entries)?;
         if let Some(hs) = rd.hard_state {
-            self.hard_state = hs;
+            self.set_hard_state(hs);
         }
         if let Some(cs) = &rd.conf_state {
             self.conf_state = cs.clone();
@@ -254,6 +272,7 @@ impl MemStorage {
                 self.offset_term = meta.term;
                 self.conf_state = meta.conf.clone();
                 self.hard_state.commit = self.hard_state.commit.max(meta.index);
+                self.durable_commit = self.hard_state.commit;
                 self.snapshot = Some(p);
             }
         }

@@ -3,7 +3,8 @@
 //!
 //! The Raft rules about storage live here, once, whatever the stores are:
 //! the order in which a `Ready` is made durable (snapshot work, entries with
-//! one log sync, then hard state and membership in one atomic meta write),
+//! one log sync, then term, vote and membership in one atomic meta write;
+//! the commit index is saved only along with them),
 //! what a snapshot install does to the log and the hard state (as
 //! [`super::MemStorage`] does it), that compaction never passes the latest
 //! snapshot, and how an install interrupted by a crash is completed on the
@@ -37,7 +38,8 @@ pub struct NodeStorage {
     log: Box<dyn LogStore>,
     meta: Box<dyn MetaStore>,
     snapshots: Box<dyn SnapshotStore>,
-    /// What `meta` holds, so reads need no IO.
+    /// What `meta` holds, so reads need no IO, except that the commit index
+    /// may be ahead of the saved one (see [`NodeStorage::persist`]).
     hard_state: HardState,
     conf_state: ConfState,
     report: RecoveryReport,
@@ -97,7 +99,8 @@ impl NodeStorage {
         &self.report
     }
 
-    /// The durable hard state.
+    /// The hard state: term and vote as durable, the commit index as last
+    /// persisted by a `Ready` (a reopen may find an older one).
     pub fn hard_state(&self) -> HardState {
         self.hard_state
     }
@@ -127,7 +130,9 @@ impl NodeStorage {
     /// Step 1 of the `Ready` contract: makes `rd`'s snapshot work, entries,
     /// hard state and membership durable, in that order. The log is synced
     /// once for all of `rd.entries` (group commit) and the meta written
-    /// once, atomically. Returns only when everything is durable: the
+    /// once, atomically, when term, vote or membership changed (a new
+    /// commit index alone is not worth a sync: a restarted node may come
+    /// back with an older one and learns the rest from the leader). Returns only when everything is durable: the
     /// driver may then send `rd.messages`.
     pub fn persist(&mut self, rd: &Ready) -> Result<(), StorageError> {
         self.persist_snapshot_ops(&rd.snapshot_ops)?;
@@ -137,8 +142,18 @@ impl NodeStorage {
         }
         let hs = rd.hard_state.unwrap_or(self.hard_state);
         let cs = rd.conf_state.as_ref().unwrap_or(&self.conf_state).clone();
-        if hs != self.hard_state || cs != self.conf_state {
+        // Term, vote and membership are promises and must be durable before
+        // any message that depends on them leaves. The commit index is not:
+        // it only records what a quorum already holds, and a restarted node
+        // learns it again from the leader. Saving it on every advance would
+        // add a file replacement (two syncs) to nearly every Ready, so it
+        // rides along with the next term, vote or membership save.
+        if (hs.term, hs.vote) != (self.hard_state.term, self.hard_state.vote)
+            || cs != self.conf_state
+        {
             self.save_meta(hs, cs)?;
+        } else {
+            self.hard_state.commit = hs.commit;
         }
         Ok(())
     }
