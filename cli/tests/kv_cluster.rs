@@ -343,6 +343,26 @@ fn three_nodes_survive_a_crash_a_restart_and_a_partition() {
     assert!(r.iter().all(|(_, st, ..)| st == "down"), "{r:?}");
 }
 
+/// Node `id`'s Prometheus metrics, read from its HTTP address in
+/// `cluster.json`.
+fn node_metrics(dir: &Path, id: u64) -> String {
+    let text = std::fs::read_to_string(dir.join("cluster.json")).unwrap();
+    let c: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let node = c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("no node {id} in {text}"));
+    let url = format!("http://{}/metrics", node["http_addr"].as_str().unwrap());
+    ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
 #[test]
 fn leadership_membership_and_load() {
     let tmp = tempfile::tempdir().unwrap();
@@ -365,9 +385,36 @@ fn leadership_membership_and_load() {
     ok(&dir, &["put", "p", "1", "--timeout", "15s"]);
     ok(&dir, &["resume", &follower.to_string()]);
 
+    // Enough writes that, once every member snapshots on demand, the log
+    // no longer starts at 1: a new member can only catch up through a
+    // snapshot install.
+    ok(
+        &dir,
+        &[
+            "bench",
+            "--clients",
+            "4",
+            "--duration",
+            "1s",
+            "--value-size",
+            "64",
+        ],
+    );
+    for id in all {
+        let out = ok(&dir, &["snapshot", &id.to_string()]);
+        assert!(out.contains("snapshot_index"), "{out}");
+    }
+
     // Grow to four voters, then remove one of the originals.
     let out = ok(&dir, &["add-node", "--timeout", "20s"]);
     assert!(out.contains("node 4 added"), "{out}");
+    let metrics = node_metrics(&dir, 4);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cds_snapshots_installed_total ") && !l.ends_with(" 0")),
+        "node 4 joined without a snapshot install:\n{metrics}"
+    );
     let out = ok(
         &dir,
         &["remove-node", &follower.to_string(), "--timeout", "20s"],
@@ -389,16 +436,9 @@ fn leadership_membership_and_load() {
         "1"
     );
 
-    // On-demand snapshots may not be supported by the runtime yet: then
-    // the refusal must say so.
-    let out = kv(&dir, &["snapshot", "4"]);
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("501") && err.contains("not supported"),
-            "{err}"
-        );
-    }
+    // A snapshot on demand, on the node that joined last.
+    let out = ok(&dir, &["snapshot", "4"]);
+    assert!(out.contains("snapshot_index"), "{out}");
 
     let out = ok(
         &dir,

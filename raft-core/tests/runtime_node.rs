@@ -612,6 +612,103 @@ async fn a_lagging_follower_catches_up_through_a_snapshot_install() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_on_demand_compacts_and_serves_a_lagging_follower() {
+    // No periodic snapshots: every snapshot here is asked for.
+    let c = Cluster::start(3, true, no_tuning);
+    let leader = c.leader().await;
+    let f = c.follower(leader);
+    c.router.cut.lock().unwrap().insert(f);
+    for (_, r) in propose_many(c.h(leader), "d", 30).await {
+        r.expect("committed");
+    }
+    let others: Vec<NodeId> = c.ids.iter().copied().filter(|&i| i != f).collect();
+    c.applied_everywhere(&others, 30).await;
+    let applied = c.h(leader).applied();
+    let index = tokio::time::timeout(WAIT, c.h(leader).snapshot())
+        .await
+        .unwrap()
+        .expect("snapshot");
+    assert_eq!(index, applied, "a snapshot covers what was applied");
+    let st = c.h(leader).status().await.unwrap();
+    assert_eq!(st.last_snapshot, Some(index));
+    assert_eq!(st.metrics.snapshots_saved, 1);
+    assert_eq!(
+        st.first_index,
+        index - 5 + 1,
+        "compacted, keeping the margin"
+    );
+    // Nothing applied since: the same snapshot, none stored again.
+    let again = c.h(leader).snapshot().await.expect("snapshot");
+    assert_eq!(again, index);
+    assert_eq!(
+        c.h(leader).status().await.unwrap().metrics.snapshots_saved,
+        1
+    );
+    // A follower asked works too, and does not need the leader.
+    let other = others.iter().copied().find(|&i| i != leader).unwrap();
+    assert!(c.h(other).snapshot().await.expect("snapshot") >= index);
+
+    // The cut follower is behind the compaction point: it needs the
+    // snapshot, and catches up through it.
+    c.router.cut.lock().unwrap().clear();
+    c.applied_everywhere(&c.ids, 30).await;
+    assert_eq!(c.history(f), c.history(leader));
+    assert!(c.calls(f).contains(&"snapshot_load".to_string()));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_read_skips_the_heartbeat_round_while_the_lease_holds() {
+    let c = Cluster::start(3, false, no_tuning);
+    let leader = c.leader().await;
+    let w = propose(c.h(leader), b"leased").await.expect("committed");
+    // Acknowledgements of the heartbeats renew the lease within a few
+    // ticks; then reads are answered without waiting for a round.
+    let index = tokio::time::timeout(WAIT, async {
+        loop {
+            let before = c.h(leader).status().await.unwrap().metrics.lease_reads;
+            let index = c.h(leader).read_lease().await.expect("lease read");
+            if c.h(leader).status().await.unwrap().metrics.lease_reads > before {
+                return index;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a read served by the lease");
+    assert!(
+        index >= w.index,
+        "lease read at {index} before the write {}",
+        w.index
+    );
+    assert!(c.h(leader).applied() >= index);
+
+    // With the followers unreachable the lease runs out and a lease read
+    // falls back to a round that cannot complete: it is never served from
+    // an expired lease.
+    for &f in c.ids.iter().filter(|&&i| i != leader) {
+        c.router.cut.lock().unwrap().insert(f);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = c.h(leader).status().await.unwrap().metrics.lease_reads;
+    let r = tokio::time::timeout(Duration::from_millis(300), c.h(leader).read_lease()).await;
+    assert!(
+        !matches!(r, Ok(Ok(_))),
+        "a read served without a quorum: {r:?}"
+    );
+    assert_eq!(
+        c.h(leader)
+            .status()
+            .await
+            .map(|s| s.metrics.lease_reads)
+            .unwrap_or(before),
+        before
+    );
+    c.router.cut.lock().unwrap().clear();
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_transfer_moves_the_role_callbacks() {
     let c = Cluster::start(3, false, no_tuning);
     let old = c.leader().await;

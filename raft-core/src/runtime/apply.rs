@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{ConfEntry, Entry, EntryKind, Membership, NodeId, SnapshotMeta};
 
@@ -82,12 +82,18 @@ pub(crate) enum ApplyMsg {
     StopFollowing,
     /// The node stops because of this error.
     Error(String),
+    /// Take a snapshot now; the node task answers once it is stored.
+    Snapshot(oneshot::Sender<Result<u64, NodeError>>),
 }
 
 /// A snapshot of the state machine as of `index`, for the node task to store.
 pub(crate) struct TakenSnapshot {
     pub(crate) index: u64,
-    pub(crate) files: Vec<(String, Vec<u8>)>,
+    /// `None` when nothing was applied since the latest snapshot (only an
+    /// on-demand request sends that, to get its answer).
+    pub(crate) files: Option<Vec<(String, Vec<u8>)>>,
+    /// Who asked for it, for a snapshot taken on demand.
+    pub(crate) reply: Option<oneshot::Sender<Result<u64, NodeError>>>,
 }
 
 pub(crate) struct ApplyTask {
@@ -115,6 +121,10 @@ impl ApplyTask {
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<ApplyMsg>) {
         while let Some(msg) = rx.recv().await {
             if self.failed {
+                continue;
+            }
+            if let ApplyMsg::Snapshot(reply) = msg {
+                self.snapshot_now(reply).await;
                 continue;
             }
             self.handle(msg);
@@ -155,6 +165,7 @@ impl ApplyTask {
                 }
             }
             ApplyMsg::Error(e) => self.fail(&e),
+            ApplyMsg::Snapshot(_) => unreachable!("handled in run, which may wait"),
         }
     }
 
@@ -290,12 +301,32 @@ impl ApplyTask {
         let files = self.sm.on_snapshot_save();
         let snap = TakenSnapshot {
             index: self.applied,
-            files,
+            files: Some(files),
+            reply: None,
         };
         // A full queue holds an older snapshot the node task has not stored
         // yet; this one is skipped and the next interval tries again.
         if self.snapshot_tx.try_send(snap).is_ok() {
             self.last_snapshot = self.applied;
+        }
+    }
+
+    /// Takes a snapshot on request. Unlike the periodic one it waits for
+    /// room in the queue: someone is waiting for this one.
+    async fn snapshot_now(&mut self, reply: oneshot::Sender<Result<u64, NodeError>>) {
+        let files = (self.applied > self.last_snapshot).then(|| self.sm.on_snapshot_save());
+        let snap = TakenSnapshot {
+            index: self.applied,
+            files,
+            reply: Some(reply),
+        };
+        match self.snapshot_tx.send(snap).await {
+            Ok(()) => self.last_snapshot = self.last_snapshot.max(self.applied),
+            Err(mpsc::error::SendError(s)) => {
+                if let Some(r) = s.reply {
+                    let _ = r.send(Err(NodeError::Stopped));
+                }
+            }
         }
     }
 }

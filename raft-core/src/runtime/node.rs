@@ -27,13 +27,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::core::{
-    Config, Membership, NodeId, Raft, ReadMode, Ready, Role, SnapshotFile, SnapshotMeta, SnapshotOp,
+    Config, Event, Membership, NodeId, Raft, ReadMode, Ready, Role, SnapshotFile, SnapshotMeta,
+    SnapshotOp,
 };
 use crate::storage::{NodeStorage, Storage};
 use crate::{ChangeError, ProposeError, ReadError, TransferError};
@@ -42,7 +43,7 @@ use super::apply::{
     fail_waiters, ApplyMsg, ApplyTask, TakenSnapshot, Waiter, Waiters, APPLY_QUEUE, SNAPSHOT_QUEUE,
 };
 use super::state_machine::StateMachine;
-use super::status::{NodeMetrics, NodeStatus};
+use super::status::{Histogram, NodeMetrics, NodeStatus};
 use super::{Envelope, GroupId, Outbox};
 
 /// Most inbound messages queued for the node task. A full inbox drops the
@@ -169,7 +170,8 @@ struct Proposal {
 }
 
 enum Control {
-    Read(oneshot::Sender<Result<u64, NodeError>>),
+    Read(ReadMode, oneshot::Sender<Result<u64, NodeError>>),
+    Snapshot(oneshot::Sender<Result<u64, NodeError>>),
     Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
     ChangePeers(Vec<NodeId>, oneshot::Sender<Result<(), NodeError>>),
     AddLearner(NodeId, oneshot::Sender<Result<(), NodeError>>),
@@ -195,6 +197,7 @@ struct Shared {
     applied: watch::Receiver<u64>,
     busy_refusals: AtomicU64,
     dropped_messages: AtomicU64,
+    propose_latency: Mutex<Histogram>,
     /// Becomes true once the node task finished (state machine shut down,
     /// storage dropped).
     stopped: watch::Receiver<bool>,
@@ -294,6 +297,7 @@ impl RaftNode {
             applied: applied_rx,
             busy_refusals: AtomicU64::new(0),
             dropped_messages: AtomicU64::new(0),
+            propose_latency: Mutex::default(),
             stopped: stopped_rx,
         });
         let apply_task = tokio::spawn(apply.run(apply_rx));
@@ -353,6 +357,7 @@ impl NodeHandle {
                 leader: soft.leader,
             });
         }
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         match self.tx.proposals.try_send(Proposal { data, reply: tx }) {
             Ok(()) => {}
@@ -365,7 +370,12 @@ impl NodeHandle {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(NodeError::Stopped),
         }
-        rx.await.unwrap_or(Err(NodeError::Stopped))
+        let outcome = rx.await.unwrap_or(Err(NodeError::Stopped));
+        if outcome.is_ok() {
+            let mut h = self.shared.propose_latency.lock().expect("latency lock");
+            h.record(started.elapsed());
+        }
+        outcome
     }
 
     /// A linearizable read point: confirms leadership with a heartbeat
@@ -377,8 +387,22 @@ impl NodeHandle {
     /// term holds the read until it has. Fails with
     /// [`NodeError::ReadLost`] when leadership is lost first.
     pub async fn read(&self) -> Result<u64, NodeError> {
+        self.read_with(ReadMode::ReadIndex).await
+    }
+
+    /// Like [`NodeHandle::read`], but served without a heartbeat round
+    /// while the leader's lease holds (a quorum acknowledged it within
+    /// `lease_tick` ticks; Raft thesis §6.4.1); otherwise it falls back to
+    /// a ReadIndex round. Safe only if clocks do not drift by more than
+    /// the gap between `lease_tick` and the election timeout; needs
+    /// CheckQuorum (refused with [`NodeError::Read`] without it).
+    pub async fn read_lease(&self) -> Result<u64, NodeError> {
+        self.read_with(ReadMode::Lease).await
+    }
+
+    async fn read_with(&self, mode: ReadMode) -> Result<u64, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.control(Control::Read(tx))?;
+        self.control(Control::Read(mode, tx))?;
         let index = rx.await.unwrap_or(Err(NodeError::Stopped))?;
         let mut applied = self.shared.applied.clone();
         applied
@@ -416,6 +440,17 @@ impl NodeHandle {
     pub async fn remove_learner(&self, id: NodeId) -> Result<(), NodeError> {
         let (tx, rx) = oneshot::channel();
         self.control(Control::RemoveLearner(id, tx))?;
+        rx.await.unwrap_or(Err(NodeError::Stopped))
+    }
+
+    /// Takes a snapshot of the state machine now (instead of waiting for
+    /// `snapshot_every` entries), stores it and compacts the log behind it,
+    /// keeping `log_margin` entries. Returns the index the stored snapshot
+    /// covers: the latest one's when nothing was applied since. Works on
+    /// any member, leader or not.
+    pub async fn snapshot(&self) -> Result<u64, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.control(Control::Snapshot(tx))?;
         rx.await.unwrap_or(Err(NodeError::Stopped))
     }
 
@@ -495,7 +530,7 @@ struct NodeTask {
     /// core's `MAX_PENDING_READS` (it refuses beyond).
     reads: BTreeMap<u64, oneshot::Sender<Result<u64, NodeError>>>,
     /// Reads waiting for this new leader's first commit in its term.
-    deferred_reads: Vec<oneshot::Sender<Result<u64, NodeError>>>,
+    deferred_reads: Vec<(ReadMode, oneshot::Sender<Result<u64, NodeError>>)>,
     next_read: u64,
     /// The term this node leads in, as last told to the state machine.
     leading: Option<u64>,
@@ -591,7 +626,7 @@ impl NodeTask {
         for (_, r) in std::mem::take(&mut self.reads) {
             let _ = r.send(Err(stop.clone()));
         }
-        for r in std::mem::take(&mut self.deferred_reads) {
+        for (_, r) in std::mem::take(&mut self.deferred_reads) {
             let _ = r.send(Err(stop.clone()));
         }
         fail_waiters(&self.waiters, None, |_| stop.clone());
@@ -643,15 +678,15 @@ impl NodeTask {
     /// Starts a ReadIndex round. A leader that has not committed an entry
     /// of its term yet cannot know the commit index is current: the read
     /// waits (up to [`MAX_DEFERRED_READS`]) until it has, instead of failing.
-    fn read(&mut self, reply: oneshot::Sender<Result<u64, NodeError>>) {
+    fn read(&mut self, mode: ReadMode, reply: oneshot::Sender<Result<u64, NodeError>>) {
         let ctx = self.next_read;
         self.next_read += 1;
-        match self.raft.read_index(ctx, ReadMode::ReadIndex) {
+        match self.raft.read_index(ctx, mode) {
             Ok(()) => {
                 self.reads.insert(ctx, reply);
             }
             Err(ReadError::NoCommitInTerm) if self.deferred_reads.len() < MAX_DEFERRED_READS => {
-                self.deferred_reads.push(reply);
+                self.deferred_reads.push((mode, reply));
             }
             Err(ReadError::NotLeader { leader }) => {
                 let _ = reply.send(Err(NodeError::NotLeader { leader }));
@@ -671,14 +706,24 @@ impl NodeTask {
         {
             return;
         }
-        for reply in std::mem::take(&mut self.deferred_reads) {
-            self.read(reply);
+        for (mode, reply) in std::mem::take(&mut self.deferred_reads) {
+            self.read(mode, reply);
         }
     }
 
     fn control(&mut self, c: Control) -> Flow {
         match c {
-            Control::Read(reply) => self.read(reply),
+            Control::Read(mode, reply) => self.read(mode, reply),
+            Control::Snapshot(reply) => {
+                if let Err(mpsc::error::TrySendError::Full(ApplyMsg::Snapshot(reply))) =
+                    self.apply_tx.try_send(ApplyMsg::Snapshot(reply))
+                {
+                    let _ = reply.send(Err(NodeError::Busy {
+                        queue: "apply",
+                        limit: APPLY_QUEUE,
+                    }));
+                }
+            }
             Control::Transfer(to, reply) => {
                 let r = self.raft.transfer_leader(to).map_err(|e| match e {
                     TransferError::NotLeader { leader } => NodeError::NotLeader { leader },
@@ -717,6 +762,7 @@ impl NodeTask {
         let mut metrics = self.metrics;
         metrics.busy_refusals = self.shared.busy_refusals.load(Ordering::Relaxed);
         metrics.dropped_messages += self.shared.dropped_messages.load(Ordering::Relaxed);
+        metrics.propose_latency = *self.shared.propose_latency.lock().expect("latency lock");
         NodeStatus {
             id: r.id(),
             group: self.cfg.group,
@@ -736,24 +782,33 @@ impl NodeTask {
 
     /// Stores a snapshot the apply task took and compacts the log behind
     /// it, keeping `log_margin` entries.
-    fn save_snapshot(&mut self, s: TakenSnapshot) -> Flow {
-        let Some((term, conf)) = self.raft.snapshot_point(s.index) else {
-            return Flow::Continue; // compacted past it meanwhile (an install)
+    fn save_snapshot(&mut self, mut s: TakenSnapshot) -> Flow {
+        let reply = s.reply.take();
+        let (outcome, flow) = match self.store_snapshot(s) {
+            Ok(index) => (Ok(index), Flow::Continue),
+            Err(e) => (Err(NodeError::Failed(e.clone())), Flow::Fail(e)),
         };
-        if self
-            .raft
-            .storage()
-            .snapshot_meta()
-            .is_some_and(|m| m.index >= s.index)
-        {
-            return Flow::Continue;
+        if let Some(r) = reply {
+            let _ = r.send(outcome);
         }
+        flow
+    }
+
+    /// Stores `s` unless a snapshot at least as new is stored already;
+    /// returns the index of the latest stored snapshot after that.
+    fn store_snapshot(&mut self, s: TakenSnapshot) -> Result<u64, String> {
+        let latest = self.raft.storage().snapshot_meta().map_or(0, |m| m.index);
+        let Some(taken) = s.files.filter(|_| s.index > latest) else {
+            return Ok(latest);
+        };
+        let Some((term, conf)) = self.raft.snapshot_point(s.index) else {
+            return Ok(latest); // compacted past it meanwhile (an install)
+        };
         let meta = SnapshotMeta {
             index: s.index,
             term,
             conf,
-            files: s
-                .files
+            files: taken
                 .iter()
                 .map(|(name, data)| SnapshotFile {
                     name: name.clone(),
@@ -762,20 +817,16 @@ impl NodeTask {
                 })
                 .collect(),
         };
-        let files: Vec<Vec<u8>> = s.files.into_iter().map(|(_, d)| d).collect();
+        let files: Vec<Vec<u8>> = taken.into_iter().map(|(_, d)| d).collect();
         let upto = s.index.saturating_sub(self.cfg.log_margin);
         let disk = self.raft.storage_mut();
-        let done = blocking(|| {
+        blocking(|| {
             disk.save_snapshot(meta, files)?;
             disk.compact(upto)
-        });
-        match done {
-            Ok(_) => {
-                self.metrics.snapshots_saved += 1;
-                Flow::Continue
-            }
-            Err(e) => Flow::Fail(format!("saving a snapshot: {e}")),
-        }
+        })
+        .map_err(|e| format!("saving a snapshot: {e}"))?;
+        self.metrics.snapshots_saved += 1;
+        Ok(s.index)
     }
 
     /// Handles every pending `Ready` in the contract's order. An error is
@@ -801,10 +852,12 @@ impl NodeTask {
             }
             // 1. Persist: snapshot work, entries (one log sync), hard state.
             let disk = self.raft.storage_mut();
+            let started = Instant::now();
             blocking(|| disk.persist(&rd)).map_err(|e| format!("persisting a Ready: {e}"))?;
             self.metrics.ready_batches += 1;
             if !rd.entries.is_empty() {
                 self.metrics.log_syncs += 1;
+                self.metrics.log_sync_latency.record(started.elapsed());
             }
             // 2. Send, now that what the messages promise is durable.
             if !early {
@@ -836,7 +889,13 @@ impl NodeTask {
             }
             for rs in &rd.read_states {
                 if let Some(reply) = self.reads.remove(&rs.ctx) {
+                    self.metrics.reads += 1;
                     let _ = reply.send(Ok(rs.index));
+                }
+            }
+            for e in &rd.events {
+                if let Event::ReadReady { lease: true, .. } = e {
+                    self.metrics.lease_reads += 1;
                 }
             }
             // 4. Advance.
@@ -875,7 +934,7 @@ impl NodeTask {
             for (_, r) in std::mem::take(&mut self.reads) {
                 let _ = r.send(Err(NodeError::ReadLost));
             }
-            for r in std::mem::take(&mut self.deferred_reads) {
+            for (_, r) in std::mem::take(&mut self.deferred_reads) {
                 let _ = r.send(Err(NodeError::ReadLost));
             }
             to_apply(&self.apply_tx, ApplyMsg::LeaderStop).await?;

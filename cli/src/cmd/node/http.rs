@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use raft_core::runtime::node::{NodeError, NodeHandle};
+use raft_core::runtime::status::{Histogram, HISTOGRAM_BOUNDS_US};
 use raft_core::runtime::transport::{FaultFilter, TransportHandle};
 use raft_core::NodeId;
 use serde::Deserialize;
@@ -297,10 +298,15 @@ async fn get_key(
         return r;
     }
     match q.consistency.as_deref().unwrap_or("linearizable") {
-        // The runtime exposes only ReadIndex reads, so a lease read is
-        // served as a ReadIndex read: stronger, one heartbeat round slower.
-        "linearizable" | "lease" => {
+        "linearizable" => {
             if let Err(e) = s.0.node.read().await {
+                return node_error(&s.0, e, &uri);
+            }
+        }
+        // No heartbeat round while the leader's lease holds; a ReadIndex
+        // round otherwise.
+        "lease" => {
+            if let Err(e) = s.0.node.read_lease().await {
                 return node_error(&s.0, e, &uri);
             }
         }
@@ -472,12 +478,86 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
         "counter",
         t.dropped_filter,
     );
+    gauge(
+        "reads_total",
+        "Linearizable reads confirmed as leader.",
+        "counter",
+        m.reads,
+    );
+    gauge(
+        "lease_reads_total",
+        "Reads served by the leader lease.",
+        "counter",
+        m.lease_reads,
+    );
+    gauge(
+        "log_first_index",
+        "First index held in the log.",
+        "gauge",
+        st.first_index,
+    );
+    gauge(
+        "log_last_index",
+        "Last index in the log.",
+        "gauge",
+        st.last_index,
+    );
+    gauge(
+        "snapshot_index",
+        "Index of the latest snapshot (0: none).",
+        "gauge",
+        st.last_snapshot.unwrap_or(0),
+    );
+    if !st.peer_match.is_empty() {
+        out.push_str(
+            "# HELP cds_peer_match_index Leader only: highest index known to match on each member.\n\
+             # TYPE cds_peer_match_index gauge\n",
+        );
+        for (p, i) in &st.peer_match {
+            let _ = writeln!(out, "cds_peer_match_index{{peer=\"{p}\"}} {i}");
+        }
+        out.push_str(
+            "# HELP cds_peer_lag_entries Leader only: entries each member is behind the leader's log.\n\
+             # TYPE cds_peer_lag_entries gauge\n",
+        );
+        for (p, i) in &st.peer_match {
+            let lag = st.last_index.saturating_sub(*i);
+            let _ = writeln!(out, "cds_peer_lag_entries{{peer=\"{p}\"}} {lag}");
+        }
+    }
+    histogram(
+        &mut out,
+        "log_sync_seconds",
+        "Time to persist a Ready with entries (one log sync).",
+        &m.log_sync_latency,
+    );
+    histogram(
+        &mut out,
+        "propose_seconds",
+        "Time from proposal to applied reply, successful proposals.",
+        &m.propose_latency,
+    );
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         out,
     )
         .into_response()
+}
+
+/// Writes `h` as a Prometheus histogram `cds_{name}` in seconds, with
+/// cumulative buckets.
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    let _ = writeln!(out, "# HELP cds_{name} {help}\n# TYPE cds_{name} histogram");
+    let mut cumulative = 0;
+    for (bound, n) in HISTOGRAM_BOUNDS_US.iter().zip(&h.buckets) {
+        cumulative += n;
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(out, "cds_{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "cds_{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "cds_{name}_sum {}", h.sum_us as f64 / 1e6);
+    let _ = writeln!(out, "cds_{name}_count {}", h.count);
 }
 
 /// The query of `POST /admin/transfer`.
@@ -582,12 +662,14 @@ async fn admin_learner(
     }
 }
 
-async fn admin_snapshot() -> Response {
-    error(
-        StatusCode::NOT_IMPLEMENTED,
-        "snapshots on demand are not supported by the runtime yet: \
-         a node snapshots every `snapshot_every` applied entries",
-    )
+/// `POST /admin/snapshot`: this node snapshots its state machine now and
+/// compacts its log behind it (any member, leader or not). Answers the
+/// index the latest stored snapshot covers.
+async fn admin_snapshot(State(s): State<AppState>, uri: Uri) -> Response {
+    match s.0.node.snapshot().await {
+        Ok(index) => Json(json!({ "snapshot_index": index })).into_response(),
+        Err(e) => node_error(&s.0, e, &uri),
+    }
 }
 
 /// The body of `POST /admin/peer`.
