@@ -483,7 +483,15 @@ async fn a_deposed_leader_stops_and_fails_its_pending_proposals() {
     }
     assert_eq!(failed, 5);
     assert!(lost >= 1, "no proposal was appended before the step-down");
-    // CheckQuorum made it step down; leader-only work was stopped.
+    // CheckQuorum made it step down; leader-only work was stopped. The
+    // apply task hears of the step-down after the proposals were failed.
+    tokio::time::timeout(WAIT, async {
+        while !c.calls(old).iter().any(|s| s == "leader_stop") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("on_leader_stop in time");
     let calls = c.calls(old);
     let start = calls.iter().position(|s| s.starts_with("leader_start"));
     let stop = calls.iter().position(|s| s == "leader_stop");

@@ -17,6 +17,7 @@
 use crate::core::{ConfState, Entry, HardState, Ready, SnapshotMeta, SnapshotOp};
 use crate::Error;
 
+mod cache;
 mod error;
 #[cfg(feature = "local")]
 pub mod local;
@@ -25,6 +26,7 @@ mod node;
 mod traits;
 mod uri;
 
+pub use cache::DEFAULT_ENTRY_CACHE_BYTES;
 pub use error::{RecoveryReport, StorageError, TornTail};
 pub use memory::{MemoryLog, MemoryMeta, MemorySnapshots};
 pub use node::{NodeStorage, SnapshotContents};

@@ -13,6 +13,7 @@
 use crate::core::{ConfState, Entry, HardState, Ready, SnapshotMeta, SnapshotOp};
 use crate::Error;
 
+use super::cache::{EntryCache, DEFAULT_ENTRY_CACHE_BYTES};
 use super::{
     LogStore, MemoryLog, MemoryMeta, MemorySnapshots, MetaStore, RecoveryReport, SnapshotStore,
     Storage, StorageError,
@@ -43,6 +44,8 @@ pub struct NodeStorage {
     hard_state: HardState,
     conf_state: ConfState,
     report: RecoveryReport,
+    /// The log's latest entries, so replication and apply read memory.
+    cache: EntryCache,
 }
 
 impl std::fmt::Debug for NodeStorage {
@@ -74,6 +77,7 @@ impl NodeStorage {
             hard_state,
             conf_state,
             report,
+            cache: EntryCache::new(DEFAULT_ENTRY_CACHE_BYTES),
         };
         s.complete_interrupted_install()?;
         Ok(s)
@@ -91,7 +95,16 @@ impl NodeStorage {
                 ..ConfState::default()
             },
             report: RecoveryReport::default(),
+            // The log is memory already.
+            cache: EntryCache::new(0),
         }
+    }
+
+    /// Keeps at most `bytes` of the latest entries in memory (default
+    /// [`DEFAULT_ENTRY_CACHE_BYTES`]; 0 turns the cache off). Reads of
+    /// anything older go to the log store.
+    pub fn set_entry_cache_bytes(&mut self, bytes: u64) {
+        self.cache = EntryCache::new(bytes);
     }
 
     /// What opening this storage found and repaired.
@@ -138,6 +151,7 @@ impl NodeStorage {
         self.persist_snapshot_ops(&rd.snapshot_ops)?;
         if !rd.entries.is_empty() {
             self.log.append(&rd.entries)?;
+            self.cache.append(&rd.entries);
             self.log.sync()?;
         }
         let hs = rd.hard_state.unwrap_or(self.hard_state);
@@ -198,6 +212,7 @@ impl NodeStorage {
         }
         self.snapshots.sync()?;
         self.log.reset(meta.index, meta.term)?;
+        self.cache.clear();
         self.finish_install(meta)
     }
 
@@ -302,7 +317,9 @@ impl NodeStorage {
         if upto < self.log.first_index() {
             return Ok(0);
         }
-        self.log.compact(upto.min(self.log.last_index()))
+        let upto = upto.min(self.log.last_index());
+        self.cache.compact(upto);
+        self.log.compact(upto)
     }
 }
 
@@ -312,10 +329,16 @@ impl Storage for NodeStorage {
     }
 
     fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, Error> {
+        if let Some(ents) = self.cache.entries(lo, hi, max_bytes) {
+            return Ok(ents);
+        }
         Ok(self.log.entries(lo, hi, max_bytes)?)
     }
 
     fn term(&self, index: u64) -> Result<u64, Error> {
+        if let Some(term) = self.cache.term(index) {
+            return Ok(term);
+        }
         Ok(self.log.term(index)?)
     }
 
