@@ -341,6 +341,84 @@ fn three_nodes_survive_a_crash_a_restart_and_a_partition() {
     assert_eq!(out.lines().count(), 3, "{out}");
     let r = rows(&dir);
     assert!(r.iter().all(|(_, st, ..)| st == "down"), "{r:?}");
+
+    // Every node kept a trace; merged, they tell the cluster's story in
+    // one file the simulator's checker accepts.
+    let merged = tmp.path().join("merged.rtrace");
+    let out = cdsctl(&[
+        "trace",
+        "merge",
+        dir.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cdsctl(&["trace", "check", merged.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary = text(&out);
+    assert!(
+        summary.contains("restart") && summary.contains("role"),
+        "{summary}"
+    );
+    let trace = std::fs::read_to_string(&merged).unwrap();
+    let restarted = trace
+        .lines()
+        .filter(|l| l.contains("\"ev\":\"restart\""))
+        .count();
+    assert!(
+        restarted >= 4,
+        "3 starts and a restart, got {restarted}:\n{trace}"
+    );
+    let leaders: std::collections::BTreeSet<&str> = trace
+        .lines()
+        .filter(|l| l.contains("\"role\":\"leader\"") && l.contains("\"ev\":\"role\""))
+        .filter_map(|l| l.split("\"node\":").nth(1)?.split(',').next())
+        .collect();
+    assert!(
+        leaders.len() >= 2,
+        "a crash and a partition elect anew: {leaders:?}"
+    );
+
+    // The same file twice, two files for one node, or a path without
+    // traces is refused clearly.
+    let n1 = dir.join("n1");
+    let n1_trace = n1.join("trace.rtrace");
+    let out = cdsctl(&[
+        "trace",
+        "merge",
+        n1.to_str().unwrap(),
+        n1_trace.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("given twice"), "{}", text(&out));
+    let copy = tmp.path().join("copy.rtrace");
+    std::fs::copy(&n1_trace, &copy).unwrap();
+    let out = cdsctl(&[
+        "trace",
+        "merge",
+        n1.to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("do not come from distinct nodes"),
+        "{}",
+        text(&out)
+    );
+    let out = cdsctl(&[
+        "trace",
+        "merge",
+        tmp.path().join("nowhere").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no such file"), "{}", text(&out));
+}
+
+fn cdsctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cdsctl"))
+        .args(args)
+        .output()
+        .expect("cdsctl runs")
 }
 
 /// Node `id`'s Prometheus metrics, read from its HTTP address in

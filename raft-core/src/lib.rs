@@ -22,7 +22,7 @@ pub mod storage;
 pub mod runtime;
 #[cfg(feature = "sim")]
 pub mod sim;
-#[cfg(feature = "sim")]
+#[cfg(feature = "trace")]
 pub mod trace;
 
 pub use crate::core::*;

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod node;
 pub mod state_machine;
 pub mod status;
+pub mod trace;
 pub mod transport;
 
 use crate::core::{Message, NodeId};

@@ -25,6 +25,7 @@
 //! answers [`NodeError::Busy`] instead of growing.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +45,7 @@ use super::apply::{
 };
 use super::state_machine::StateMachine;
 use super::status::{Histogram, NodeMetrics, NodeStatus};
+use super::trace::NodeTracer;
 use super::{Envelope, GroupId, Outbox};
 
 /// Most inbound messages queued for the node task. A full inbox drops the
@@ -78,6 +80,9 @@ pub struct NodeConfig {
     /// Most proposals queued for the node task; a full queue answers
     /// [`NodeError::Busy`]. At least 1.
     pub proposal_queue: usize,
+    /// Where this node appends its rtrace events (see [`NodeTracer`]);
+    /// `None`: no trace.
+    pub trace: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -93,6 +98,7 @@ impl NodeConfig {
             snapshot_every: 10_000,
             log_margin: 1_000,
             proposal_queue: 4096,
+            trace: None,
         }
     }
 }
@@ -250,6 +256,18 @@ impl RaftNode {
         let seed = seed_for(cfg.id);
         let raft = Raft::new(cfg.config.clone(), storage, Box::new(SplitMix64(seed)))
             .map_err(|e| NodeError::Start(e.to_string()))?;
+        let raft_hs = raft.storage().hard_state();
+        let tracer = match &cfg.trace {
+            None => None,
+            Some(path) => {
+                let mut t =
+                    NodeTracer::open(path, cfg.id, &raft.membership().members()).map_err(|e| {
+                        NodeError::Start(format!("opening the trace {}: {e}", path.display()))
+                    })?;
+                t.started(raft.term(), raft.commit_index(), raft.membership());
+                Some(t)
+            }
+        };
 
         let (prop_tx, prop_rx) = mpsc::channel(cfg.proposal_queue);
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_QUEUE);
@@ -315,6 +333,9 @@ impl RaftNode {
             following: None,
             metrics: NodeMetrics::default(),
             stopped: stopped_tx,
+            prev_hs: (raft_hs.term, raft_hs.vote),
+            tracer,
+            traced_role: (Role::Follower, None),
         };
         tokio::spawn(node.run(prop_rx, inbox_rx, control_rx, snap_rx, fatal_rx, apply_task));
         let tx = Arc::new(Senders {
@@ -539,6 +560,11 @@ struct NodeTask {
     following: Option<(NodeId, u64)>,
     metrics: NodeMetrics,
     stopped: watch::Sender<bool>,
+    tracer: Option<NodeTracer>,
+    /// The role and leader last written to the trace.
+    traced_role: (Role, Option<NodeId>),
+    /// Term and vote last written to the trace.
+    prev_hs: (u64, Option<NodeId>),
 }
 
 impl NodeTask {
@@ -562,6 +588,7 @@ impl NodeTask {
                 biased;
                 _ = ticker.tick() => {
                     self.raft.tick();
+                    self.flush_trace();
                     Flow::Continue
                 }
                 c = control.recv() => match c {
@@ -826,6 +853,10 @@ impl NodeTask {
         })
         .map_err(|e| format!("saving a snapshot: {e}"))?;
         self.metrics.snapshots_saved += 1;
+        if let Some(t) = self.tracer.as_mut() {
+            let r = &self.raft;
+            t.compacted(r.term(), r.role(), r.commit_index(), upto);
+        }
         Ok(s.index)
     }
 
@@ -859,6 +890,7 @@ impl NodeTask {
                 self.metrics.log_syncs += 1;
                 self.metrics.log_sync_latency.record(started.elapsed());
             }
+            self.trace_ready(&rd);
             // 2. Send, now that what the messages promise is durable.
             if !early {
                 self.send(&rd);
@@ -913,6 +945,38 @@ impl NodeTask {
                 group: self.cfg.group,
                 msg: m.clone(),
             });
+        }
+    }
+
+    /// Writes what `rd` shows to the node's trace: durable term or vote
+    /// changes, the core's events, a new role.
+    fn trace_ready(&mut self, rd: &Ready) {
+        let Some(t) = self.tracer.as_mut() else {
+            return;
+        };
+        let (term, role, commit) = (self.raft.term(), self.raft.role(), self.raft.commit_index());
+        if let Some(hs) = rd.hard_state {
+            if (hs.term, hs.vote) != (self.prev_hs.0, self.prev_hs.1) {
+                self.prev_hs = (hs.term, hs.vote);
+                t.persisted(hs.term, role, commit, hs.vote);
+            }
+        }
+        for e in &rd.events {
+            t.event(term, role, commit, e);
+        }
+        let leader = self.raft.leader();
+        if (role, leader) != self.traced_role {
+            let (from, _) = std::mem::replace(&mut self.traced_role, (role, leader));
+            t.role(term, from, role, commit, leader);
+        }
+    }
+
+    /// Hands buffered trace lines to the file (every tick and at stop).
+    fn flush_trace(&mut self) {
+        if let Some(t) = self.tracer.as_mut() {
+            if t.flush().is_err() {
+                self.metrics.trace_errors += 1;
+            }
         }
     }
 

@@ -68,6 +68,8 @@ pub struct NodeMetrics {
     pub reads: u64,
     /// Of those, reads served by the leader's lease, without a round.
     pub lease_reads: u64,
+    /// Failed writes of the node's trace (tracing stops at the first).
+    pub trace_errors: u64,
     /// How long each log sync (a `Ready` with entries) took to persist.
     pub log_sync_latency: Histogram,
     /// How long successful proposals took, from `propose` to the reply.

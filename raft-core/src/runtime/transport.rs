@@ -432,11 +432,12 @@ impl TransportHandle {
         }
         let (addr_tx, addr_rx) = watch::channel(addr);
         let (queue_tx, queue_rx) = mpsc::channel(inner.cfg.queue_limit);
+        let back = Arc::new(Notify::new());
         let task = {
             let mut set = lock(&self.tasks.set);
             // Reap tasks of removed peers so the set does not grow.
             while set.try_join_next().is_some() {}
-            set.spawn(run_peer(inner.clone(), id, addr_rx, queue_rx))
+            set.spawn(run_peer(inner.clone(), id, addr_rx, queue_rx, back.clone()))
         };
         peers.insert(
             id,
@@ -444,6 +445,7 @@ impl TransportHandle {
                 addr: addr_tx,
                 queue: queue_tx,
                 task,
+                back,
             },
         );
     }
@@ -626,6 +628,8 @@ struct Peer {
     addr: watch::Sender<SocketAddr>,
     queue: mpsc::Sender<Queued>,
     task: AbortHandle,
+    /// Woken when the peer connects to this node: cuts a backoff short.
+    back: Arc<Notify>,
 }
 
 /// An envelope waiting to be written, not before `due` (the filter's delay).
@@ -695,6 +699,7 @@ async fn run_peer(
     peer: NodeId,
     mut addr_rx: watch::Receiver<SocketAddr>,
     mut queue: mpsc::Receiver<Queued>,
+    back: Arc<Notify>,
 ) {
     let cfg = &inner.cfg;
     let mut shutdown = inner.shutdown_rx.clone();
@@ -779,6 +784,9 @@ async fn run_peer(
                 Ok(()) => backoff.reset(),
                 Err(_) => return,
             },
+            // The peer just connected to us: it is back (a restart), so
+            // waiting out a long backoff would only delay its catching up.
+            _ = back.notified() => backoff.reset(),
         }
     }
 }
@@ -1006,6 +1014,9 @@ async fn serve_inbound(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) {
     };
     lock(&inner.refusals).remove(&(addr.ip(), Some(peer)));
     inner.event(TransportEventKind::InboundAccepted { peer, addr });
+    if let Some(p) = lock(&inner.peers).get(&peer) {
+        p.back.notify_one();
+    }
     let conn_id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let kick = Arc::new(Notify::new());
     if let Some((_, old)) = lock(&inner.inbound_conns).insert(peer, (conn_id, kick.clone())) {

@@ -20,13 +20,12 @@ use super::kv::{Command, Kv, Request};
 use super::linearizability;
 use super::workload::{Client, ClientOp, Pending, ReadPath};
 use crate::core::{
-    checksum, Config, EntryKind, Event, Message, MessageBody, NodeId, Raft, ReadMode, Role,
-    SnapshotFile, SnapshotMeta, SnapshotOp,
+    checksum, Config, EntryKind, Event, Membership, Message, MessageBody, NodeId, Raft, ReadMode,
+    Role, SnapshotFile, SnapshotMeta, SnapshotOp,
 };
 use crate::storage::{MemStorage, Storage};
-use crate::trace::schema::{
-    ClientDir, ClientOp as TraceOp, Header, Kind, NodeRole, Record, TransferPhase,
-};
+use crate::trace::events::event_kind;
+use crate::trace::schema::{ClientDir, ClientOp as TraceOp, Header, Kind, NodeRole, Record};
 use crate::trace::writer::TraceWriter;
 use crate::{ProposeError, ReadError};
 
@@ -1282,78 +1281,20 @@ impl Sim {
             }
             _ => {}
         }
-        let snap = |phase: &str, index, peer, bytes, ok| Kind::Snapshot {
-            phase: phase.to_string(),
-            index,
-            peer,
-            bytes,
-            ok,
-        };
-        let kind = match *ev {
-            Event::ElectionTimeout { pre_vote } => Kind::Timeout { pre_vote },
-            Event::CheckQuorumStepDown => Kind::Stepdown {
-                reason: "check_quorum".into(),
-            },
-            Event::TransferStarted { to } => Kind::Transfer {
-                phase: TransferPhase::Start,
-                to,
-            },
-            Event::TimeoutNowSent { to } => Kind::Transfer {
-                phase: TransferPhase::TimeoutNow,
-                to,
-            },
-            Event::TransferAborted { to } => Kind::Transfer {
-                phase: TransferPhase::Abort,
-                to,
-            },
-            Event::ReadReady { ctx, index, lease } => {
-                if lease {
-                    self.stats.lease_reads += 1;
-                } else {
-                    self.stats.read_index_reads += 1;
-                }
-                Kind::Read { ctx, index, lease }
-            }
-            Event::Voted {
-                candidate,
-                pre_vote,
-                granted,
-            } => Kind::Vote {
-                candidate,
-                pre_vote,
-                granted,
-            },
-            Event::MembershipChanged { .. }
-            | Event::ChangeDone { .. }
-            | Event::ChangeFailed { .. } => {
-                return;
-            }
-            Event::SnapshotOffered { to, index, bytes } => {
-                self.stats.snapshots_offered += 1;
-                snap("offered", index, Some(to), bytes, true)
-            }
-            Event::SnapshotChunkSent { to, index, len, .. } => {
-                self.stats.chunks_sent += 1;
-                snap("chunk_sent", index, Some(to), len, true)
-            }
-            Event::SnapshotChunkReceived { index, len, ok, .. } => {
-                if !ok {
-                    self.stats.chunks_rejected += 1;
-                }
-                snap("chunk_received", index, None, len, ok)
-            }
-            Event::SnapshotResumed { index, have } => {
-                self.stats.snapshots_resumed += 1;
-                snap("resumed", index, None, have, true)
-            }
-            Event::SnapshotInstalled { index } => {
-                self.stats.snapshots_installed += 1;
-                snap("installed", index, None, 0, true)
-            }
-            Event::SnapshotDiscarded { index, .. } => {
-                self.stats.snapshots_discarded += 1;
-                snap("discarded", index, None, 0, false)
-            }
+        match ev {
+            Event::ReadReady { lease: true, .. } => self.stats.lease_reads += 1,
+            Event::ReadReady { lease: false, .. } => self.stats.read_index_reads += 1,
+            Event::SnapshotOffered { .. } => self.stats.snapshots_offered += 1,
+            Event::SnapshotChunkSent { .. } => self.stats.chunks_sent += 1,
+            Event::SnapshotChunkReceived { ok: false, .. } => self.stats.chunks_rejected += 1,
+            Event::SnapshotResumed { .. } => self.stats.snapshots_resumed += 1,
+            Event::SnapshotInstalled { .. } => self.stats.snapshots_installed += 1,
+            Event::SnapshotDiscarded { .. } => self.stats.snapshots_discarded += 1,
+            _ => {}
+        }
+        // Configuration changes were traced above, with their predecessor.
+        let Some(kind) = event_kind(ev, &Membership::default()) else {
+            return;
         };
         self.emit(node, kind);
     }

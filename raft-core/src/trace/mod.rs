@@ -10,6 +10,8 @@
 //!
 //! - [`schema`]: the types, one per JSON shape, and [`FORMAT`]/[`VERSION`].
 //! - [`writer`]: [`TraceWriter`], to a file or into memory.
+//! - [`events`]: how the core's [`crate::Event`]s become records, shared by
+//!   the simulator and real nodes so both traces read the same.
 //! - [`check`]: validation ([`check_str`], [`check_reader`]) and reading
 //!   back ([`parse_str`], [`parse_reader`]).
 //!
@@ -17,12 +19,14 @@
 //! `trace-format.md`.
 
 pub mod check;
+pub mod events;
 pub mod schema;
 pub mod writer;
 
 pub use check::{check_reader, check_str, parse_reader, parse_str, CheckError, Summary, Trace};
+pub use events::event_kind;
 pub use schema::{
     summarize, ClientDir, ClientOp, Header, Kind, Msg, NodeRole, Record, TransferPhase, FORMAT,
-    VERSION,
+    NODE_SOURCE, VERSION,
 };
 pub use writer::TraceWriter;

@@ -17,6 +17,10 @@ use crate::core::{Message, MessageBody, NodeId, Role};
 pub const FORMAT: &str = "rtrace";
 /// The format version this crate writes and reads.
 pub const VERSION: u32 = 1;
+/// The header `source` of one real node's own trace. Its `nodes` are the
+/// members the node knew when the file was created; ids of members added
+/// later may appear in its events' fields (never as an event's `node`).
+pub const NODE_SOURCE: &str = "node";
 
 /// The first line of every trace: what the file is and which nodes it covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +272,36 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The node ids this event names besides its own `node`: leaders,
+    /// candidates, votes, message peers, transfer targets, configuration
+    /// members, snapshot peers, partitioned nodes.
+    pub fn named_nodes(&self) -> Vec<NodeId> {
+        match self {
+            Kind::Role {
+                leader: Some(l), ..
+            } => vec![*l],
+            Kind::Vote { candidate, .. } => vec![*candidate],
+            Kind::Send { to, .. } | Kind::Drop { to, .. } => vec![*to],
+            Kind::Recv { from, .. } => vec![*from],
+            Kind::Persist { vote: Some(v), .. } => vec![*v],
+            Kind::Transfer { to, .. } => vec![*to],
+            Kind::Config {
+                voters,
+                outgoing,
+                learners,
+                ..
+            } => voters
+                .iter()
+                .chain(outgoing)
+                .chain(learners)
+                .copied()
+                .collect(),
+            Kind::Snapshot { peer: Some(p), .. } => vec![*p],
+            Kind::Partition { blocked } => blocked.iter().flat_map(|&(a, b)| [a, b]).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Every `ev` value, in declaration order.
     pub const NAMES: &'static [&'static str] = &[
         "role",

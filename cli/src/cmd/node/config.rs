@@ -40,7 +40,8 @@ pub struct NodeFileConfig {
     pub raft_addr: SocketAddr,
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
-    /// The node's directory: storage in `data_dir/raft`, pid in `data_dir/pid`.
+    /// The node's directory: storage in `data_dir/raft`, pid in `data_dir/pid`,
+    /// trace in `data_dir/trace.rtrace`.
     pub data_dir: PathBuf,
     /// Every member's addresses, this node included, keyed by id.
     pub peers: BTreeMap<NodeId, PeerAddrs>,
@@ -63,6 +64,17 @@ pub struct NodeFileConfig {
     /// Entries kept in the log behind a snapshot.
     #[serde(default = "default_log_margin")]
     pub log_margin: u64,
+    /// Append this node's rtrace events (elections, role and configuration
+    /// changes, snapshots) to `data_dir/trace.rtrace`.
+    #[serde(default = "default_trace")]
+    pub trace: bool,
+}
+
+/// The file a node's trace goes to, in its data directory.
+pub const TRACE_FILE: &str = "trace.rtrace";
+
+fn default_trace() -> bool {
+    true
 }
 
 fn default_group() -> u64 {

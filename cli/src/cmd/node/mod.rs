@@ -143,6 +143,7 @@ async fn serve(cfg: NodeFileConfig) -> Result<()> {
     ncfg.tick = Duration::from_millis(cfg.tick_ms);
     ncfg.snapshot_every = cfg.snapshot_every;
     ncfg.log_margin = cfg.log_margin;
+    ncfg.trace = cfg.trace.then(|| cfg.data_dir.join(config::TRACE_FILE));
     let kv: SharedKv = Arc::default();
     let sm = KvStateMachine::new(id, kv.clone());
     let node = RaftNode::start(ncfg, storage, Box::new(sm), Arc::new(transport.clone()))
