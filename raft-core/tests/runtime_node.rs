@@ -867,3 +867,68 @@ async fn a_single_node_serves_alone_and_stops_when_its_handles_are_dropped() {
     );
     assert!(calls.contains(&"leader_stop".to_string()), "{calls:?}");
 }
+
+/// Panics on the command `boom`, answers every other one.
+struct Fragile;
+
+impl StateMachine for Fragile {
+    fn on_apply(&mut self, entries: &mut dyn Iterator<Item = Applied>) {
+        for mut a in entries {
+            assert!(a.data != b"boom", "the state machine cannot apply boom");
+            a.respond(a.data.clone());
+        }
+    }
+    fn on_snapshot_save(&mut self) -> Vec<(String, Vec<u8>)> {
+        Vec::new()
+    }
+    fn on_snapshot_load(&mut self, _files: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_on_apply_never_reports_success_and_stops_the_node() {
+    let h = RaftNode::start(
+        node_config(1),
+        NodeStorage::memory(vec![1]),
+        Box::new(Fragile),
+        Arc::new(Nowhere),
+    )
+    .expect("start");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match h.propose(b"fine".to_vec()).await {
+                Err(NodeError::NotLeader { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                r => return r,
+            }
+        }
+    })
+    .await
+    .expect("elected in time")
+    .expect("committed");
+    // The panic unwinds through the entry being applied: its proposer
+    // must not hear "success".
+    let r = tokio::time::timeout(WAIT, h.propose(b"boom".to_vec()))
+        .await
+        .expect("answered in time");
+    assert!(
+        r.is_err(),
+        "a command whose apply panicked succeeded: {r:?}"
+    );
+    // Without its apply task the node cannot go on: it stops, and says why.
+    let failure = tokio::time::timeout(WAIT, async {
+        loop {
+            let _ = h.propose(b"after".to_vec()).await;
+            if let Some(f) = h.failure() {
+                return f;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the node stops in time");
+    assert!(!failure.is_empty());
+    tokio::time::timeout(WAIT, h.shutdown()).await.unwrap();
+}

@@ -118,9 +118,10 @@ pub struct ProposeOutcome {
 /// Why the node could not do what was asked.
 ///
 /// For proposals: `Ok` means the command committed and was applied; an
-/// error other than [`NodeError::LeadershipLost`] and [`NodeError::Stopped`]
-/// means it was not appended or certainly did not commit. Those two mean
-/// the outcome is unknown (it may still commit).
+/// error other than [`NodeError::LeadershipLost`], [`NodeError::Stopped`]
+/// and [`NodeError::Failed`] means it was not appended or certainly did not
+/// commit. Those three mean the outcome is unknown: it may have committed,
+/// or still commit, on the other members.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
     /// A queue is full: try again later (backpressure).
@@ -154,7 +155,8 @@ pub enum NodeError {
     /// The node stopped (shut down or failed) before answering.
     #[error("the node stopped")]
     Stopped,
-    /// The node hit an error it cannot continue from and stopped.
+    /// The node hit an error it cannot continue from and stopped. For a
+    /// proposal the outcome is unknown (the entry may have committed).
     #[error("the node failed: {0}")]
     Failed(String),
     /// Starting the node failed.
@@ -204,6 +206,8 @@ struct Shared {
     busy_refusals: AtomicU64,
     dropped_messages: AtomicU64,
     propose_latency: Mutex<Histogram>,
+    /// Why the node stopped, when an error stopped it.
+    failure: Mutex<Option<String>>,
     /// Becomes true once the node task finished (state machine shut down,
     /// storage dropped).
     stopped: watch::Receiver<bool>,
@@ -316,6 +320,7 @@ impl RaftNode {
             busy_refusals: AtomicU64::new(0),
             dropped_messages: AtomicU64::new(0),
             propose_latency: Mutex::default(),
+            failure: Mutex::default(),
             stopped: stopped_rx,
         });
         let apply_task = tokio::spawn(apply.run(apply_rx));
@@ -482,6 +487,12 @@ impl NodeHandle {
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
+    /// The error that stopped the node, once it stopped because of one
+    /// (`None` while it runs, and after a requested shutdown).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().expect("failure lock").clone()
+    }
+
     /// The highest index the state machine has applied (no round trip).
     pub fn applied(&self) -> u64 {
         *self.shared.applied.borrow()
@@ -645,6 +656,7 @@ impl NodeTask {
         };
         let stop = match error {
             Some(e) => {
+                *self.shared.failure.lock().expect("failure lock") = Some(e.clone());
                 let _ = self.apply_tx.send(ApplyMsg::Error(e.clone())).await;
                 NodeError::Failed(e)
             }

@@ -115,9 +115,10 @@ impl Applied {
 
 impl Drop for Applied {
     fn drop(&mut self) {
-        if self.yielded {
+        if self.yielded && !std::thread::panicking() {
             // Consumed and applied without an explicit result: the command
-            // succeeded, with nothing to say.
+            // succeeded, with nothing to say. (Dropped while the state
+            // machine panics, it was not applied: the branch below.)
             self.respond(Vec::new());
         } else {
             // Never handed to the state machine (it stopped early or

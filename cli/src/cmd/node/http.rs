@@ -195,6 +195,12 @@ async fn propose(s: &Inner, cmd: Command, uri: &Uri) -> Result<(u64, u64, Vec<u8
             StatusCode::SERVICE_UNAVAILABLE,
             "unknown outcome, retry",
         )),
+        // The node failed with the entry in flight: it may have committed
+        // on the other members.
+        Err(NodeError::Failed(e)) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unknown outcome: the node failed: {e}"),
+        )),
         Err(e) => Err(node_error(s, e, uri)),
     }
 }

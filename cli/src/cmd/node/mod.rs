@@ -195,7 +195,9 @@ async fn serve(cfg: NodeFileConfig) -> Result<()> {
             loop {
                 tokio::time::sleep(NODE_CHECK_EVERY).await;
                 if let Err(e) = node.status().await {
-                    return e;
+                    // The cause, when an error stopped the node; "stopped"
+                    // alone says nothing.
+                    return node.failure().unwrap_or_else(|| e.to_string());
                 }
             }
         }
