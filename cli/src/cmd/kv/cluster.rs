@@ -236,7 +236,7 @@ impl ClusterFile {
             tick_ms: 50,
             election_tick: 10,
             heartbeat_tick: 2,
-            snapshot_every: 1000,
+            snapshot_every: 10_000,
             log_margin: 100,
         }
     }

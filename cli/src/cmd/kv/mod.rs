@@ -8,6 +8,7 @@
 //! processes that can be killed, paused and partitioned like real servers.
 //! Every wait is bounded so no command can hang on a broken cluster.
 
+mod bench;
 mod client;
 mod cluster;
 mod proc;
@@ -1015,75 +1016,7 @@ fn bench(dir: &Path, clients: usize, duration: Duration, value_size: usize) -> R
             .into_iter()
             .filter(|a| *a != leader.http_addr),
     );
-    let value = vec![b'x'; value_size];
-    let started = Instant::now();
-    let end = started + duration;
-    let results: Vec<(Vec<Duration>, u64)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..clients)
-            .map(|cl| {
-                let nodes = &nodes;
-                let value = &value;
-                s.spawn(move || {
-                    let agent = client::agent();
-                    let mut lat = Vec::new();
-                    let mut errors = 0u64;
-                    let mut i = 0u64;
-                    while Instant::now() < end {
-                        let path = format!("/kv/bench-{cl}-{}", i % 1000);
-                        i += 1;
-                        let t = Instant::now();
-                        let ok = client::request(
-                            &agent,
-                            nodes,
-                            Method::Put,
-                            &path,
-                            value,
-                            t + Duration::from_secs(5),
-                        )
-                        .map(|r| r.status == 200)
-                        .unwrap_or(false);
-                        if ok {
-                            lat.push(t.elapsed());
-                        } else {
-                            errors += 1;
-                        }
-                    }
-                    (lat, errors)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let secs = started.elapsed().as_secs_f64();
-    let errors: u64 = results.iter().map(|r| r.1).sum();
-    let mut lat: Vec<Duration> = results.into_iter().flat_map(|r| r.0).collect();
-    lat.sort_unstable();
-    let pct = |p: f64| -> String {
-        if lat.is_empty() {
-            return "-".into();
-        }
-        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
-        format!("{:.2} ms", lat[i].as_secs_f64() * 1e3)
-    };
-    println!(
-        "{} puts ok, {errors} failed, in {secs:.1} s with {clients} clients, {value_size} B values: \
-         {:.0} puts/s",
-        lat.len(),
-        lat.len() as f64 / secs.max(1e-9)
-    );
-    println!(
-        "latency p50 {}  p99 {}  p999 {}",
-        pct(0.50),
-        pct(0.99),
-        pct(0.999)
-    );
-    if lat.is_empty() {
-        bail!("no put succeeded");
-    }
-    Ok(())
+    bench::run(nodes, clients, duration, value_size)
 }
 
 #[cfg(test)]
