@@ -316,7 +316,7 @@ def kv_chapter(v):
         m = curl(f'http://{lh}/metrics')
         ml = m.split('\n')
         v['kv-metrics'] = '\n'.join([ml[0] + ' | grep -v "^#"'] + [l for l in ml[1:] if not l.startswith('#')])
-        v['kv-snapshot'] = '\n'.join([kv('snapshot', str(leader), ok=(1,)), '',
+        v['kv-snapshot'] = '\n'.join([kv('snapshot', str(leader)), '',
                                       curl('-i', '-X', 'POST', f'http://{lh}/admin/snapshot')])
 
         # A crash: SIGKILL the leader, read through the election, restart it.
@@ -405,6 +405,316 @@ try:
     kv_chapter(v)
 except RuntimeError as e:
     sys.exit(f'cluster chapter: {e}')
+
+# ---------------------------------------------------------------- fault injection
+# The chapter "Fault injection" (templates/faults.md) breaks a real cluster in
+# every way `cdsctl kv` offers, in a temporary directory shown as /tmp/faults,
+# and reads what Raft did from the nodes' status, metrics, logs and traces.
+# Like the cluster chapter, the commands are built from what the cluster
+# reports (which node leads is up to the elections), the numbers change from
+# run to run, and the cluster is always stopped at the end. The run is checked
+# for what the chapter describes (a CheckQuorum step-down of the cut-off
+# leader, a snapshot install on the node that joins a compacted cluster);
+# when a check fails, read the new run and update templates/faults.md.
+FAULTS_SHOWN = '/tmp/faults'
+
+
+def faults_chapter(v):
+    import shlex, signal, time, urllib.request
+    d = os.path.join(W, 'faults')
+    pids = set()
+
+    def shown(s):
+        return s.replace(os.path.realpath(d), FAULTS_SHOWN).replace(d, FAULTS_SHOWN)
+
+    def cluster():
+        try:
+            return json.load(open(os.path.join(d, 'cluster.json')))
+        except (OSError, ValueError):
+            return {'nodes': []}
+
+    def remember():
+        pids.update(n['pid'] for n in cluster()['nodes'] if n.get('pid'))
+
+    def kv(*a, ok=(0,)):
+        p = subprocess.run([C, 'kv', *a, '--dir', d], cwd=ROOT, capture_output=True, text=True)
+        remember()
+        out = (p.stdout + p.stderr).rstrip('\n')
+        if p.returncode not in ok:
+            raise RuntimeError(f'FAILED cdsctl kv {" ".join(a)}: rc={p.returncode}\n{out}')
+        return f'$ target/release/cdsctl kv {shlex.join(a)} --dir {FAULTS_SHOWN}\n{shown(out)}'
+
+    def http(i):
+        return next(n['http_addr'] for n in cluster()['nodes'] if n['id'] == i)
+
+    def curl(*a, grep=None):
+        p = subprocess.run(['curl', '-s', *a], capture_output=True, text=True, timeout=20)
+        if p.returncode != 0:
+            raise RuntimeError(f'FAILED curl {a}: rc={p.returncode}\n{p.stdout}{p.stderr}')
+        lines = [l for l in p.stdout.replace('\r', '').rstrip('\n').split('\n')
+                 if not l.lower().startswith('date:')]
+        cmd = f'$ curl -s {shlex.join(a)}'
+        if grep:
+            lines = [l for l in lines if re.search(grep, l)]
+            cmd += f" | grep -E '{grep}'"
+        return cmd + '\n' + '\n'.join(lines)
+
+    def metric(i, name):
+        with urllib.request.urlopen(f'http://{http(i)}/metrics', timeout=2) as r:
+            for l in r.read().decode().split('\n'):
+                if l.startswith(name + ' '):
+                    return float(l.split()[1])
+        raise RuntimeError(f'node {i} has no metric {name}')
+
+    def status(i):
+        try:
+            with urllib.request.urlopen(f'http://{http(i)}/status', timeout=1) as r:
+                return json.load(r)
+        except (OSError, ValueError, StopIteration):
+            return None
+
+    def wait(what, cond, secs=20):
+        end = time.time() + secs
+        while time.time() < end:
+            got = cond({n['id']: status(n['id']) for n in cluster()['nodes']})
+            if got:
+                return got
+            time.sleep(0.2)
+        raise RuntimeError(f'timed out waiting for {what}')
+
+    def settled(expect_up):
+        # Every node of expect_up follows one leader and has applied all it knows.
+        def cond(sts):
+            up = {i: s for i, s in sts.items() if i in expect_up}
+            if any(s is None for s in up.values()):
+                return None
+            ls = [i for i, s in up.items() if s['role'] == 'leader']
+            if not ls:
+                return None
+            l = max(ls, key=lambda i: up[i]['term'])
+            if all(s['leader'] == l and s['term'] == up[l]['term'] and s['applied'] == up[l]['commit']
+                   for s in up.values()):
+                return l
+            return None
+        return cond
+
+    def now_us():
+        # The nodes stamp their trace records with wall-clock microseconds.
+        return int(time.time() * 1e6)
+
+    def trace_lines(i, since):
+        path = os.path.join(d, f'n{i}', 'trace.rtrace')
+        lines = open(path).read().rstrip('\n').split('\n')
+        return [l for l in lines[1:] if l and json.loads(l)['t'] >= since]
+
+    def trace_tail(i, since, until=None):
+        # Node i's trace records since `since` (its trace is flushed every tick),
+        # shown as the `tail -n K` that prints them at that moment.
+        time.sleep(0.2)
+        got = trace_lines(i, since)
+        if not got:
+            raise RuntimeError(f'node {i} traced nothing since {since}')
+        shown_lines = got if until is None else got[:until]
+        return (f'$ tail -n {len(got)} {FAULTS_SHOWN}/n{i}/trace.rtrace\n' + '\n'.join(shown_lines)
+                + ('\n...' if len(shown_lines) < len(got) else ''))
+
+    try:
+        v['fault-up'] = kv('up', '--nodes', '3')
+        ids = [n['id'] for n in cluster()['nodes']]
+        leader = wait('a settled cluster', settled(ids))
+
+        # SIGKILL the leader; the others elect a new one; restart it.
+        killed = leader
+        v['fault-killed'] = str(killed)
+        kill_t = now_us()
+        v['fault-kill'] = '\n'.join([kv('kill', str(killed)), kv('status')])
+        others = [i for i in ids if i != killed]
+        leader = wait('a new leader', settled(others))
+        v['fault-kill-leader'] = str(leader)
+        v['fault-kill-after'] = '\n'.join([kv('put', 'after-kill', 'yes'), kv('status')])
+        v['fault-restart'] = kv('restart', str(killed))
+        leader = wait('the restarted node to catch up', settled(ids))
+        v['fault-restart-status'] = kv('status')
+
+        # SIGSTOP the leader, then SIGCONT.
+        paused = leader
+        v['fault-paused'] = str(paused)
+        v['fault-pause'] = '\n'.join([kv('pause', str(paused)), kv('status')])
+        others = [i for i in ids if i != paused]
+        leader = wait('a leader while one is paused', settled(others))
+        v['fault-pause-leader'] = str(leader)
+        v['fault-pause-after'] = '\n'.join([kv('put', 'during-pause', 'yes'), kv('status')])
+        resume_t = now_us()
+        v['fault-resume'] = kv('resume', str(paused))
+        leader = wait('the resumed node to follow', settled(ids))
+        v['fault-resume-status'] = kv('status')
+        v['fault-resume-trace'] = trace_tail(paused, resume_t)
+        after_resume = [json.loads(l) for l in trace_lines(paused, resume_t)]
+        first = after_resume[0]
+        if any(r['ev'] == 'timeout' for r in after_resume):
+            v['fault-resume-after'] = (
+                'After stepping down, the node timed out at once and became a pre-candidate (`timeout`, '
+                'microseconds apart). The node loop handles the messages that queued up during the pause '
+                'after its first catch-up tick, not after the last one. So it learned of the new leader '
+                'with ticks still to catch up on, and those ran down its election timer before the next '
+                'heartbeat could arrive. PreVote makes this harmless: a pre-vote round does not raise the '
+                'term, and the next heartbeat made the node a follower again.')
+        else:
+            v['fault-resume-after'] = ''
+        if first['ev'] == 'stepdown':
+            v['fault-resume-why'] = ('In this run CheckQuorum came first: catching up on the ticks it missed, '
+                                     'the node reached an election-timeout check with no peer heard from since '
+                                     'the previous check, and stepped down (`stepdown`, `check_quorum`)')
+        else:
+            v['fault-resume-why'] = ('In this run a message of the newer term came first: the node took the new '
+                                     'term (`persist`) and went from `leader` to `follower`, before CheckQuorum '
+                                     'fired')
+
+        # Cut the leader off from the other two.
+        iso = leader
+        rest = [i for i in ids if i != iso]
+        v['fault-isolated'] = str(iso)
+        spec = f'{iso}/' + ','.join(map(str, rest))
+        v['fault-partition-spec'] = spec
+        out = [kv('put', 'color', 'blue')]
+        part_t = now_us()
+        out.append(kv('partition', spec))
+        logs = []
+        for i in ids:
+            logs += [l for l in open(os.path.join(d, f'n{i}', 'log')).read().split('\n') if 'fault filter' in l]
+        v['fault-partition'] = '\n'.join([*out, f"$ grep -h 'fault filter' {FAULTS_SHOWN}/n*/log", *logs])
+        leader = wait('a leader in the majority', settled(rest))
+        v['fault-partition-leader'] = str(leader)
+        wait('the isolated leader to step down', lambda sts: sts.get(iso) and sts[iso]['role'] != 'leader')
+        time.sleep(0.3)
+        lines = trace_lines(iso, part_t)
+        cut = next((k for k, l in enumerate(lines) if '"ev":"stepdown"' in l and 'check_quorum' in l), None)
+        if cut is None:
+            raise RuntimeError(f'node {iso} stepped down without a check_quorum record: {lines}')
+        v['fault-partition-trace'] = trace_tail(iso, part_t, until=cut + 3)
+        ih = http(iso)
+        v['fault-partition-ops'] = '\n'.join([
+            kv('put', 'color', 'red'),
+            kv('status'),
+            curl(f'http://{ih}/kv/color?consistency=stale'),
+            curl('-i', f'http://{ih}/kv/color'),
+            curl(f'http://{ih}/metrics', grep='^cds_transport_(sent|received|dropped_filter)_total'),
+        ])
+        v['fault-delay'] = curl('-X', 'POST', '--data-binary', '{"delay_to": {"%d": 200}}' % rest[0],
+                                f'http://{ih}/admin/filter')
+        v['fault-heal'] = kv('heal')
+        leader = wait('the healed cluster to settle', settled(ids))
+        v['fault-heal-status'] = '\n'.join([kv('status'), kv('get', 'color', '--consistency', 'stale')])
+
+        # A partition does not survive a restart of the node that holds it:
+        # cut a follower off, kill and restart it.
+        f = min(i for i in ids if i != leader)
+        v['fault-rp-node'] = str(f)
+        fspec = f'{f}/' + ','.join(str(i) for i in ids if i != f)
+        out = [kv('partition', fspec), kv('kill', str(f)), kv('restart', str(f))]
+        time.sleep(2.5)
+        out += [kv('status'),
+                curl(f'http://{http(f)}/metrics', grep='^cds_transport_dropped_filter_total'),
+                curl(f'http://{http(leader)}/metrics', grep='^cds_transport_dropped_filter_total')]
+        if metric(f, 'cds_transport_dropped_filter_total') != 0 or metric(
+                leader, 'cds_transport_dropped_filter_total') == 0:
+            raise RuntimeError('the restarted node is not unfiltered while the leader still filters')
+        s = status(f)
+        if s is None or s['leader'] is not None:
+            raise RuntimeError(f'the restarted node {f} found a leader through the partition: {s}')
+        v['fault-restart-partition'] = '\n'.join(out)
+        v['fault-rp-heal'] = kv('heal')
+        leader = wait('the cluster to settle after the second heal', settled(ids))
+
+        # Leadership on request.
+        target = min(i for i in ids if i != leader)
+        v['fault-transfer-from'] = str(leader)
+        v['fault-transfer-to'] = str(target)
+        tr_t = now_us()
+        out = kv('transfer-leader', str(target))
+        time.sleep(0.3)
+        tl = [f'{FAULTS_SHOWN}/n{i}/trace.rtrace:' + l for i in ids for l in trace_lines(i, tr_t)
+              if '"ev":"transfer"' in l]
+        v['fault-transfer'] = '\n'.join([out, f"$ grep '\"ev\":\"transfer\"' {FAULTS_SHOWN}/n*/trace.rtrace", *tl])
+        leader = wait('the cluster to settle after the transfer', settled(ids))
+
+        # Compact every member's log, then add a node: it must install a snapshot.
+        lh = http(leader)
+        out = [kv('bench', '--clients', '4', '--duration', '1s', '--value-size', '64')]
+        out += [kv('snapshot', str(i)) for i in ids]
+        out += [curl(f'http://{lh}/metrics', grep='^cds_(log_first_index|log_last_index|snapshot_index) ')]
+        v['fault-snapshot'] = '\n'.join(out)
+        add = kv('add-node')
+        ids = [n['id'] for n in cluster()['nodes']]
+        new = max(ids)
+        v['fault-new'] = str(new)
+        wait('the new node to catch up', settled(ids))
+        if metric(new, 'cds_snapshots_installed_total') < 1:
+            raise RuntimeError(f'node {new} joined without installing a snapshot')
+        snaps = [l for l in open(os.path.join(d, f'n{new}', 'trace.rtrace')).read().split('\n')
+                 if '"ev":"snapshot"' in l]
+        v['fault-add'] = '\n'.join([
+            add,
+            curl(f'http://{http(new)}/metrics',
+                 grep='^cds_(snapshots_installed_total|snapshot_index|log_first_index|applied_index) '),
+            f"$ grep '\"ev\":\"snapshot\"' {FAULTS_SHOWN}/n{new}/trace.rtrace",
+            *snaps,
+        ])
+        v['fault-remove'] = '\n'.join([kv('remove-node', str(new)), kv('status')])
+
+        # Stop, then merge and check the nodes' traces.
+        v['fault-down'] = kv('down')
+        merge = run([C, 'trace', 'merge', d, '-o', 'merged.rtrace'], cwd=W)
+        check = run([C, 'trace', 'check', 'merged.rtrace'], cwd=W)
+        v['fault-merge'] = (f'$ target/release/cdsctl trace merge {FAULTS_SHOWN} -o merged.rtrace\n{shown(merge)}\n'
+                            f'$ target/release/cdsctl trace check merged.rtrace\n{check}')
+        merged = open(os.path.join(W, 'merged.rtrace')).read().rstrip('\n').split('\n')[1:]
+        after = [l for l in merged if json.loads(l)['t'] >= kill_t]
+        end = next((k for k, l in enumerate(after) if json.loads(l)['ev'] == 'role'
+                    and json.loads(l)['role'] == 'leader'), None)
+        if end is None:
+            raise RuntimeError('no election after the kill in the merged trace')
+        sel = after[:end + 1]
+        recs = [json.loads(l) for l in sel]
+        timeouts = [r for r in recs if r['ev'] == 'timeout']
+        if len(timeouts) == 1:
+            v['fault-merge-story'] = (
+                "A survivor's election timeout fires, and it becomes a pre-candidate. The other survivor "
+                'grants the pre-vote. The pre-candidate then persists the new term and its own vote and '
+                'becomes a candidate. The other survivor persists its vote and grants it, and the candidate '
+                'becomes leader')
+        elif any(r['ev'] == 'vote' and not r['pre_vote'] and not r['granted'] for r in recs):
+            v['fault-merge-story'] = (
+                "In this run the survivors' election timeouts fired close together. Both became "
+                'pre-candidates, both got the pre-vote, and both became candidates in the same term. Each had '
+                'voted for itself, so each refused the other (`"granted":false`) and neither won: a split '
+                'vote. Election timeouts are randomized (10 to 20 ticks), so in the next round one node timed '
+                f"out first, and it won in term {recs[end]['term']}")
+        else:
+            raise RuntimeError(f'an election after the kill that the chapter does not describe: {sel}')
+        # The other survivor learning the new leader, if it is next.
+        if end + 1 < len(after) and '"ev":"role"' in after[end + 1]:
+            sel.append(after[end + 1])
+        v['fault-merge-election'] = '\n'.join(sel)
+    finally:
+        if os.path.exists(os.path.join(d, 'cluster.json')):
+            subprocess.run([C, 'kv', 'down', '--dir', d, '--timeout', '5s'], cwd=ROOT,
+                           capture_output=True, timeout=60)
+        remember()
+        for pid in pids:
+            try:
+                cmd = open(f'/proc/{pid}/cmdline', 'rb').read()
+            except OSError:
+                continue
+            if b'node' in cmd and d.encode() in cmd:
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+try:
+    faults_chapter(v)
+except RuntimeError as e:
+    sys.exit(f'fault chapter: {e}')
 
 used = set()
 for path in glob.glob(T + '/*.md'):
