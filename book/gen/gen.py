@@ -600,11 +600,33 @@ def faults_chapter(v):
             curl('-i', f'http://{ih}/kv/color'),
             curl(f'http://{ih}/metrics', grep='^cds_transport_(sent|received|dropped_filter)_total'),
         ])
-        v['fault-delay'] = curl('-X', 'POST', '--data-binary', '{"delay_to": {"%d": 200}}' % rest[0],
-                                f'http://{ih}/admin/filter')
         v['fault-heal'] = kv('heal')
         leader = wait('the healed cluster to settle', settled(ids))
         v['fault-heal-status'] = '\n'.join([kv('status'), kv('get', 'color', '--consistency', 'stale')])
+
+        # A slow link: hold everything the leader sends to its followers.
+        followers = [i for i in ids if i != leader]
+        lh = http(leader)
+
+        def timed_put(val):
+            t0 = time.time()
+            out = kv('put', 'tone', val)
+            return out, (time.time() - t0) * 1000
+
+        _, before_ms = timed_put('low')
+        body = json.dumps({'delay_to_ms': {str(f): 150 for f in followers}})
+        out = [curl('-X', 'POST', '--data-binary', body, f'http://{lh}/admin/filter')]
+        put_out, during_ms = timed_put('high')
+        out.append(put_out)
+        if during_ms < 150:
+            raise RuntimeError(f'a put through 150 ms links took {during_ms:.0f} ms')
+        out.append(curl('-X', 'POST', '--data-binary', '{"delay_to": {"%d": 150}}' % followers[0],
+                        f'http://{lh}/admin/filter'))
+        out.append(curl('-X', 'POST', '--data-binary', '{}', f'http://{lh}/admin/filter'))
+        v['fault-delay'] = '\n'.join(out)
+        v['fault-delay-leader'] = str(leader)
+        v['fault-delay-before'] = f'{before_ms:.0f}'
+        v['fault-delay-during'] = f'{during_ms:.0f}'
 
         # A partition does not survive a restart of the node that holds it:
         # cut a follower off, kill and restart it.
@@ -731,3 +753,4 @@ for path in glob.glob(T + '/*.md'):
     open(ROOT + '/book/src/' + os.path.basename(path), 'w').write(s)
 unused = set(v) - used
 print('unused:', sorted(unused))
+shutil.rmtree(W, ignore_errors=True)

@@ -666,6 +666,44 @@ fn a_single_node_answers_errors_as_json() {
         .request("POST", &url("/admin/filter"), b"not json")
         .expect("reachable");
     assert_eq!(a.status, 400, "{a:?}");
+    // A misspelt field is refused, not ignored (which would clear the
+    // filter); delays are set in milliseconds, within a limit.
+    let a = c
+        .request(
+            "POST",
+            &url("/admin/filter"),
+            b"{\"delay_to\": {\"2\": 50}}",
+        )
+        .expect("reachable");
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field"),
+        "{a:?}"
+    );
+    let a = c
+        .request(
+            "POST",
+            &url("/admin/filter"),
+            b"{\"delay_to_ms\": {\"2\": 50}}",
+        )
+        .expect("reachable");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["delay_to_ms"]["2"], 50, "{a:?}");
+    let a = c
+        .request(
+            "POST",
+            &url("/admin/filter"),
+            b"{\"delay_to_ms\": {\"2\": 600000}}",
+        )
+        .expect("reachable");
+    assert_eq!(a.status, 400, "{a:?}");
+    let a = c
+        .request("POST", &url("/admin/filter"), b"{}")
+        .expect("reachable");
+    assert_eq!(a.status, 200, "{a:?}");
 
     // A value at the limit is accepted, and bytes come back unchanged.
     let value: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();

@@ -588,17 +588,26 @@ impl NodeTask {
         mut fatal: watch::Receiver<Option<String>>,
         apply_task: JoinHandle<()>,
     ) {
-        let mut ticker = tokio::time::interval(self.cfg.tick);
-        // Missed ticks are delivered in a burst: leases are measured in
-        // ticks, so a stalled node must catch its clock up before it acts
-        // on a waiting message.
+        // The timer and the catch-up below share one origin, so a firing is
+        // never a hair early for the tick it stands for.
+        let mut next_tick = tokio::time::Instant::now();
+        let mut ticker = tokio::time::interval_at(next_tick, self.cfg.tick);
+        // Leases are measured in ticks, so a stalled node (paused, or starved
+        // of CPU) must catch its clock up before it acts on any waiting
+        // message: when the timer fires late, every tick that came due is
+        // delivered at once, before the inbox is drained. The timer's own
+        // late firings then find nothing due.
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut error = None;
         loop {
             let flow = tokio::select! {
                 biased;
                 _ = ticker.tick() => {
-                    self.raft.tick();
+                    let now = tokio::time::Instant::now();
+                    while next_tick <= now {
+                        self.raft.tick();
+                        next_tick += self.cfg.tick;
+                    }
                     self.flush_trace();
                     Flow::Continue
                 }

@@ -586,14 +586,26 @@ async fn admin_transfer(
     }
 }
 
-/// The body of `POST /admin/filter`.
+/// The body of `POST /admin/filter`: the node's whole fault filter (what is
+/// not named is cleared). Unknown fields are refused rather than ignored, so
+/// a typo cannot silently heal a partition.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FilterBody {
+    /// Drop what this node sends to these peers.
     #[serde(default)]
     drop_to: BTreeSet<NodeId>,
+    /// Drop what this node receives from these peers.
     #[serde(default)]
     drop_from: BTreeSet<NodeId>,
+    /// Hold what this node sends to each peer this many milliseconds.
+    #[serde(default)]
+    delay_to_ms: BTreeMap<NodeId, u64>,
 }
+
+/// Longest delay `/admin/filter` accepts: past an election timeout or two
+/// a delayed link is a partition, and queued envelopes hold memory.
+const MAX_FILTER_DELAY_MS: u64 = 60_000;
 
 async fn admin_filter(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body_or_error(body) {
@@ -604,12 +616,30 @@ async fn admin_filter(State(s): State<AppState>, body: Result<Bytes, BytesReject
         Ok(b) => b,
         Err(r) => return r,
     };
+    if let Some((p, ms)) = body
+        .delay_to_ms
+        .iter()
+        .find(|(_, &ms)| ms > MAX_FILTER_DELAY_MS)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("delay to {p} of {ms} ms is above the limit of {MAX_FILTER_DELAY_MS} ms"),
+        );
+    }
     let filter = FaultFilter {
         drop_to: body.drop_to,
         drop_from: body.drop_from,
-        ..FaultFilter::default()
+        delay_to: body
+            .delay_to_ms
+            .iter()
+            .map(|(&p, &ms)| (p, std::time::Duration::from_millis(ms)))
+            .collect(),
     };
-    let echo = json!({ "drop_to": filter.drop_to, "drop_from": filter.drop_from });
+    let echo = json!({
+        "drop_to": filter.drop_to,
+        "drop_from": filter.drop_from,
+        "delay_to_ms": body.delay_to_ms,
+    });
     s.0.transport.set_filter(filter);
     eprintln!("node {}: fault filter set to {echo}", s.0.node.id());
     Json(echo).into_response()
