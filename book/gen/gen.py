@@ -712,6 +712,14 @@ def faults_chapter(v):
                 'voted for itself, so each refused the other (`"granted":false`) and neither won: a split '
                 'vote. Election timeouts are randomized (10 to 20 ticks), so in the next round one node timed '
                 f"out first, and it won in term {recs[end]['term']}")
+        elif (len(timeouts) == 2 and timeouts[0]['node'] != timeouts[1]['node']
+              and recs[end]['node'] == timeouts[1]['node']):
+            v['fault-merge-story'] = (
+                f"In this run node {timeouts[0]['node']}'s timer fired first and it became a pre-candidate, but "
+                f"node {timeouts[1]['node']} had heard from the old leader less than an election timeout before, "
+                'so it ignored the pre-vote request: a follower that still hears a leader does not help anyone '
+                f"replace it. When node {timeouts[1]['node']}'s own timer fired it became a pre-candidate in turn, "
+                f"got the pre-vote, persisted term {recs[end]['term']} and its vote, and won")
         else:
             raise RuntimeError(f'an election after the kill that the chapter does not describe: {sel}')
         # The other survivor learning the new leader, if it is next.
