@@ -910,17 +910,27 @@ async fn a_panic_in_on_apply_never_reports_success_and_stops_the_node() {
     .expect("committed");
     // The panic unwinds through the entry being applied: its proposer
     // must not hear "success".
-    let r = tokio::time::timeout(WAIT, h.propose(b"boom".to_vec()))
-        .await
-        .expect("answered in time");
+    // A proposal queued right behind it is answered too (the node fails
+    // it) instead of waiting for an apply that will never come.
+    let (r, behind) = tokio::time::timeout(WAIT, async {
+        tokio::join!(h.propose(b"boom".to_vec()), h.propose(b"behind".to_vec()))
+    })
+    .await
+    .expect("both answered in time");
     assert!(
         r.is_err(),
         "a command whose apply panicked succeeded: {r:?}"
     );
+    assert!(
+        behind.is_err(),
+        "applied by a state machine that panicked: {behind:?}"
+    );
     // Without its apply task the node cannot go on: it stops, and says why.
     let failure = tokio::time::timeout(WAIT, async {
         loop {
-            let _ = h.propose(b"after".to_vec()).await;
+            // A proposal racing the panic must not wait forever either.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), h.propose(b"after".to_vec())).await;
             if let Some(f) = h.failure() {
                 return f;
             }
@@ -929,6 +939,6 @@ async fn a_panic_in_on_apply_never_reports_success_and_stops_the_node() {
     })
     .await
     .expect("the node stops in time");
-    assert!(!failure.is_empty());
+    assert!(failure.contains("panicked"), "{failure}");
     tokio::time::timeout(WAIT, h.shutdown()).await.unwrap();
 }

@@ -116,6 +116,21 @@ pub(crate) struct ApplyTask {
     pub(crate) fatal: watch::Sender<Option<String>>,
 }
 
+impl Drop for ApplyTask {
+    fn drop(&mut self) {
+        // Dropped while unwinding: the state machine (or this task) panicked.
+        // The node must stop, and nobody may wait for entries this task will
+        // never apply: without this the node would only notice at its next
+        // hand-over, and proposals queued meanwhile would wait forever.
+        if std::thread::panicking() && !self.failed {
+            self.failed = true;
+            let error = "the state machine panicked while applying".to_string();
+            self.fatal.send_replace(Some(error.clone()));
+            fail_waiters(&self.waiters, None, |_| NodeError::Failed(error.clone()));
+        }
+    }
+}
+
 impl ApplyTask {
     /// Runs until the node task closes the queue, then calls `on_shutdown`.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<ApplyMsg>) {
