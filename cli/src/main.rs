@@ -32,6 +32,8 @@ enum Command {
     Kv(cmd::kv::KvCommand),
     /// Run one node process (started by `cdsctl kv up`; takes a config file).
     Node(cmd::node::NodeArgs),
+    /// Serve the trace visualizer on localhost and print its address.
+    Viz(cmd::viz::VizArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Raft(cmd) => cmd::raft::run(cmd),
         Command::Kv(cmd) => cmd::kv::run(cmd),
         Command::Node(args) => cmd::node::run(args),
+        Command::Viz(args) => cmd::viz::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,5 +3,7 @@
 
 pub mod kv;
 pub mod node;
+mod perfetto;
 pub mod raft;
 pub mod trace;
+pub mod viz;

@@ -50,6 +50,22 @@ pub enum TraceCommand {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Convert an rtrace file to Chrome trace-event JSON, for the Perfetto
+    /// UI (ui.perfetto.dev) or chrome://tracing.
+    ///
+    /// One process per node with tracks for its role (a slice per role and
+    /// term), log, messages (send to recv as flow arrows), client requests
+    /// and faults, plus term and commit counters; a `cluster` process holds
+    /// partitions and heals. Simulated milliseconds and wall-clock
+    /// microseconds both become microseconds; the output's
+    /// `metadata.clock` says which the trace used. IN is validated first:
+    /// on a problem it prints `IN:LINE: reason` and OUT is not created.
+    ToPerfetto {
+        /// The trace file; `-` reads standard input.
+        input: PathBuf,
+        /// The JSON file to write; `-` writes standard output.
+        output: PathBuf,
+    },
 }
 
 /// Runs a `cdsctl trace` subcommand.
@@ -57,6 +73,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     match args.command {
         TraceCommand::Check { file } => check(&file),
         TraceCommand::Merge { paths, out } => merge(&paths, out.as_deref()),
+        TraceCommand::ToPerfetto { input, output } => to_perfetto(&input, &output),
     }
 }
 
@@ -195,5 +212,55 @@ fn merge(paths: &[PathBuf], out: Option<&Path>) -> anyhow::Result<()> {
             files.len()
         );
     }
+    Ok(())
+}
+
+fn to_perfetto(input: &Path, output: &Path) -> anyhow::Result<()> {
+    let name = input.display().to_string();
+    let parsed = if name == "-" {
+        parse_reader(io::stdin().lock())
+    } else {
+        let f = File::open(input).with_context(|| format!("{name}: cannot open"))?;
+        parse_reader(BufReader::new(f))
+    };
+    let trace = parsed.map_err(|e| anyhow::anyhow!("{name}:{}: {}", e.line, e.reason))?;
+    let out_name = output.display().to_string();
+    if out_name == "-" {
+        super::perfetto::write_json(&trace, BufWriter::new(io::stdout().lock()))
+            .context("writing the trace-event JSON")?;
+        return Ok(());
+    }
+    // Written beside OUT and renamed into place, so a failed conversion
+    // leaves no partial file.
+    let file_name = output
+        .file_name()
+        .with_context(|| format!("{out_name}: not a file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = output.with_file_name(tmp_name);
+    let written = File::create(&tmp)
+        .with_context(|| format!("{out_name}: cannot create"))
+        .and_then(|f| {
+            super::perfetto::write_json(&trace, BufWriter::new(f))
+                .with_context(|| format!("{out_name}: cannot write"))
+        })
+        .and_then(|w| {
+            std::fs::rename(&tmp, output).with_context(|| format!("{out_name}: cannot create"))?;
+            Ok(w)
+        });
+    let written = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    eprintln!(
+        "{out_name}: {} trace events from {} records ({} clock)",
+        written.events,
+        trace.records.len(),
+        written.clock.name()
+    );
     Ok(())
 }
