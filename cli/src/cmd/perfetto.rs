@@ -651,7 +651,7 @@ pub fn write_json<W: Write>(trace: &Trace, w: W) -> io::Result<Written> {
                         if let Some((start, name)) = requests.remove(&k) {
                             let id = next_async;
                             next_async += 1;
-                            push_request_span(&mut out, &name, start, ts, pid, id, r)?;
+                            push_async(&mut out, &name, start, ts, pid, id, Args::Record(r))?;
                         }
                     }
                 }
@@ -722,19 +722,8 @@ pub fn write_json<W: Write>(trace: &Trace, w: W) -> io::Result<Written> {
     })
 }
 
-/// An async slice on the node's process from a client request to its reply.
-fn push_request_span<W: Write>(
-    out: &mut Sink<W>,
-    name: &str,
-    start: u64,
-    end: u64,
-    pid: u64,
-    id: u64,
-    reply: &Record,
-) -> io::Result<()> {
-    push_async(out, name, start, end, pid, id, Args::Record(reply))
-}
-
+/// An async slice on the node's process, from a client request to its
+/// reply (whose record is its `args`) or to the end of the trace.
 fn push_async<W: Write>(
     out: &mut Sink<W>,
     name: &str,

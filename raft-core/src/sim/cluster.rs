@@ -413,6 +413,7 @@ impl Sim {
                 .with_meta("compact", cfg.compact)
                 .with_meta("voters", voters.clone())
                 .with_meta("tick", TICK_MS)
+                .with_meta("election_tick", cfg.node_config(1).election_tick)
                 .with_meta("time_unit", "ms");
             TraceWriter::in_memory(&header)
         });
