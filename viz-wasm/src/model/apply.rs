@@ -130,7 +130,9 @@ impl Machine {
                     down: false,
                     paused: false,
                     campaign: None,
-                    reset: None,
+                    // Simulated nodes all start at time 0 with a fresh timer;
+                    // a real node's start is its `restart` record.
+                    reset: (header.source == "sim").then_some(0),
                     timeout: None,
                     timeout_range: ctx.timeout_range(ctx.tick),
                     period: ctx.tick,

@@ -84,7 +84,8 @@ pub struct NodeState {
     pub campaign: Option<Campaign>,
     /// When its election timer last restarted: a valid append, heartbeat or
     /// snapshot message from a leader of its term, granting a vote, a role
-    /// change, a timeout, a restart. `null` before any.
+    /// change, a timeout, a restart; `0` at the start of a simulator trace
+    /// (every simulated node starts then). `null` before any.
     pub reset: Option<u64>,
     /// When its election timer last fired (`timeout` event).
     pub timeout: Option<u64>,
