@@ -204,6 +204,16 @@ fn cluster_directory_handling() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Until it has exec'd, its command line is still this test's.
+    let cmdline = format!("/proc/{}/cmdline", stand_in.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read(&cmdline)
+        .map(|c| String::from_utf8_lossy(&c).contains("config.json"))
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "tail did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     set_pid(&dir, 1, stand_in.id());
     let err = fails(&dir, &["up"]);
     assert!(

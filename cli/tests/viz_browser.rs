@@ -42,10 +42,21 @@ struct Server {
 
 impl Server {
     fn start(trace: &Path, at: Option<usize>) -> Server {
+        Server::spawn(Some(trace), at)
+    }
+
+    /// The page alone, no trace (for the live mode).
+    fn page_only() -> Server {
+        Server::spawn(None, None)
+    }
+
+    fn spawn(trace: Option<&Path>, at: Option<usize>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdsctl"));
-        cmd.arg("viz")
-            .arg(trace)
-            .arg("--page")
+        cmd.arg("viz");
+        if let Some(trace) = trace {
+            cmd.arg(trace);
+        }
+        cmd.arg("--page")
             .arg(page_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -287,4 +298,136 @@ fn a_malformed_trace_is_named_by_line_not_a_blank_page() {
     let server = Server::start(&other, None);
     let error = text_of(&dom(&server.url), "error");
     assert!(error.contains("line 1"), "{error}");
+}
+
+/// Runs the DevTools driver (`viz-wasm/tools/cdp.mjs`) on `url` with
+/// `steps`; returns the values its `print:` steps printed, one per step.
+fn cdp(url: &str, steps: &[&str]) -> Vec<serde_json::Value> {
+    let started = Instant::now();
+    let child = Command::new("node")
+        .arg("--experimental-websocket")
+        .arg(repo().join("viz-wasm/tools/cdp.mjs"))
+        .arg(url)
+        .args(steps)
+        .env("CDP_WAIT_MS", "30000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node must be installed (Node 20 or later)");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(150)) {
+        Ok(out) => out.expect("node ran"),
+        Err(_) => {
+            // SAFETY: plain syscall on our own child's pid.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("the DevTools driver ran for more than 150 s");
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "cdp.mjs failed ({:?}): {stderr}",
+        out.status
+    );
+    eprintln!("cdp.mjs took {:?}", started.elapsed());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `(events, total, leader)` from `#status` text
+/// (`event N / M · t=… · leader nX · term T`).
+fn parse_status(status: &str) -> (usize, usize, Option<u64>) {
+    let parts: Vec<&str> = status.split(" · ").collect();
+    assert_eq!(parts.len(), 4, "{status}");
+    let (n, m) = parts[0]
+        .strip_prefix("event ")
+        .and_then(|x| x.split_once(" / "))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(parts[1].starts_with("t="), "{status}");
+    assert!(parts[3].starts_with("term "), "{status}");
+    let leader = parts[2]
+        .strip_prefix("leader n")
+        .map(|l| l.parse().unwrap());
+    (n.parse().unwrap(), m.parse().unwrap(), leader)
+}
+
+#[test]
+fn live_mode_elects_a_new_leader_when_the_leader_is_stopped() {
+    let server = Server::page_only();
+    let url = format!("{}?live=1&nodes=5&seed=3", server.url);
+    let shot = artifacts().join("live-new-leader.png");
+    let _ = std::fs::remove_file(&shot);
+    let status = r#"document.getElementById("status").textContent"#;
+    let leader_re = r#"/leader n(\d+)/.exec(document.getElementById("status").textContent)"#;
+    let select_leader = format!(
+        r#"eval:(() => {{ const l = {leader_re}[1]; window.__old = l; document.querySelector(`#nodetable tr[data-node="${{l}}"]`).click(); }})()"#
+    );
+    let new_leader = format!(
+        r#"wait:(() => {{ const m = {leader_re}; return m && m[1] !== window.__old; }})()"#
+    );
+    let shot_step = format!("shot:{}", shot.display());
+    let out = cdp(
+        &url,
+        &[
+            &format!("wait:{leader_re}"),
+            &format!("print:{status}"),
+            &select_leader,
+            "click:#live-stop",
+            r#"print:[window.__old, document.getElementById("livemsg").textContent, document.getElementById("error").textContent]"#,
+            &new_leader,
+            &shot_step,
+            // Pause, then download the trace (the link's click is caught:
+            // a headless browser would save the file in ~/Downloads).
+            "click:#play",
+            // The click is an input event: wait until the page handled it,
+            // then for one more frame, before reading what it shows.
+            r#"wait:document.getElementById("play").textContent === "▶""#,
+            "wait:new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))",
+            &format!("print:{status}"),
+            r#"eval:HTMLAnchorElement.prototype.click = function () { window.__download = this.download; }"#,
+            "click:#live-download",
+            r#"print:[window.__download, document.getElementById("error").textContent]"#,
+            r#"print:fetch(document.getElementById("viz").dataset.download).then((r) => r.text())"#,
+        ],
+    );
+    assert_eq!(out.len(), 5, "{out:?}");
+    let first = out[0].as_str().unwrap();
+    let (n, m, l1) = parse_status(first);
+    assert_eq!(n, m, "a live session shows its last event: {first}");
+    let old: u64 = out[1][0].as_str().unwrap().parse().unwrap();
+    assert_eq!(l1, Some(old));
+    assert_eq!(out[1][1], format!("n{old} stopped (crashed)"), "{out:?}");
+    assert_eq!(out[1][2], "", "an error after stop: {out:?}");
+    let paused = out[2].as_str().unwrap();
+    let (events, _, leader) = parse_status(paused);
+    let leader = leader.unwrap_or_else(|| panic!("no leader: {paused}"));
+    assert_ne!(leader, old, "{paused}");
+    assert_eq!(out[3][0], "live-seed-3.rtrace", "{out:?}");
+    assert_eq!(out[3][1], "", "{out:?}");
+
+    // The downloaded trace replays to what the page showed.
+    let text = out[4].as_str().unwrap();
+    let replay = Replay::parse(text).unwrap_or_else(|e| panic!("the download: {e}"));
+    assert_eq!(replay.header().meta["live"], true);
+    assert_eq!(replay.header().meta["seed"], 3);
+    assert_eq!(replay.len(), events, "{paused}");
+    let end = replay.state_at(events);
+    assert_eq!(end.leader, Some(leader), "{paused}");
+    assert!(end.nodes[&old].down, "n{old} was stopped");
+    assert!(
+        text.lines().any(|l| l.contains("\"ev\":\"crash\"")),
+        "no crash event"
+    );
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "screenshot {} is {size} bytes",
+        shot.display()
+    );
 }

@@ -5,6 +5,7 @@
 //! after event N as JSON; everything it draws comes from there, so what the
 //! page shows is exactly what the model (and its native tests) say.
 
+pub mod live;
 pub mod model;
 
 use wasm_bindgen::prelude::*;

@@ -8,7 +8,8 @@
 //   wait:EXPR    poll until the JavaScript expression is truthy (bounded)
 //   print:EXPR   print the expression's value as one JSON line
 //   eval:EXPR    evaluate, ignore the value
-//   click:SEL    click the centre of the element matching the CSS selector
+//   click:SEL    scroll the element matching the CSS selector into view and
+//                click its centre
 //   key:KEY      press a key in the focused element (e.g. " ", "ArrowRight")
 //   sleep:MS     wait in real time
 //   shot:FILE    save a PNG screenshot
@@ -53,7 +54,8 @@ async function main() {
   const cleanup = async () => {
     chrome.kill('SIGKILL');
     await exited;
-    rmSync(profile, { recursive: true, force: true });
+    // Chromium's helpers may still be writing the profile for a moment.
+    rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   };
   try {
     // The browser's page target, once the debugging endpoint answers.
@@ -115,7 +117,7 @@ async function main() {
       } else if (kind === 'eval') {
         await evaluate(arg);
       } else if (kind === 'click') {
-        const box = await evaluate(`(() => { const r = document.querySelector(${JSON.stringify(arg)}).getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`);
+        const box = await evaluate(`(() => { const e = document.querySelector(${JSON.stringify(arg)}); e.scrollIntoView({ block: 'center', inline: 'center' }); const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`);
         for (const type of ['mousePressed', 'mouseReleased']) {
           await send('Input.dispatchMouseEvent', { type, x: box[0], y: box[1], button: 'left', clickCount: 1 });
         }

@@ -1,7 +1,7 @@
 // The page: loads a trace into the Rust replay model (viz_wasm.js, built
 // by wasm-bindgen) and draws the state after the current event. All Raft
 // knowledge lives in Rust; this file only draws, plays and handles input.
-import init, { Viewer } from './pkg/viz_wasm.js';
+import init, { Viewer, Live } from './pkg/viz_wasm.js';
 
 const $ = (id) => document.getElementById(id);
 const root = $('viz');
@@ -22,6 +22,10 @@ let playT = 0;          // trace time the playback clock stands at
 let selected = null;    // {kind: 'node', id} or {kind: 'msg', id}
 let lastFrame = 0;
 let wallClock = false;  // trace t in wall-clock µs (real nodes) or sim ms
+let live = null;        // the Rust Live session, in live mode (then viewer is null)
+let liveAcc = 0;        // simulated ms owed to the session (fractions)
+let liveDue = {};       // in-flight message id -> delivery time (live mode)
+let downloadUrl = null; // the last trace download's blob URL
 
 // ----- helpers -------------------------------------------------------------
 
@@ -64,6 +68,7 @@ async function loadText(text, name, startAt) {
     $('status').textContent = viewer ? $('status').textContent : `no trace loaded (${name} refused)`;
     return false;
   }
+  stopLive();
   if (viewer) viewer.free();
   viewer = v;
   header = JSON.parse(viewer.header_json());
@@ -94,6 +99,7 @@ async function loadUrl(url, startAt) {
 // ----- seeking and playing -------------------------------------------------
 
 function seek(n) {
+  if (live) return liveRefresh(true);
   if (!viewer) return;
   at = Math.max(0, Math.min(total, n));
   state = JSON.parse(viewer.state_json(at));
@@ -102,6 +108,13 @@ function seek(n) {
 }
 
 function step(delta) {
+  if (live) {
+    // Live: forward only, one tick (10 ms) per event step.
+    playing = false;
+    updatePlayButton();
+    if (delta > 0) liveAdvance(Math.min(delta, 1000) * 10);
+    return;
+  }
   playing = false;
   seek(at + delta);
   if (state) playT = state.t;
@@ -122,7 +135,16 @@ function jump(what, back) {
 function frame(now) {
   const dt = lastFrame ? Math.min(now - lastFrame, 100) : 0;
   lastFrame = now;
-  if (playing && viewer) {
+  if (live) {
+    if (playing) {
+      liveAcc += dt * Number($('speed').value);
+      const ms = Math.floor(liveAcc);
+      if (ms > 0) {
+        liveAcc -= ms;
+        liveAdvance(ms);
+      }
+    }
+  } else if (playing && viewer) {
     const speed = Number($('speed').value);
     playT += dt * speed * (wallClock ? 1000 : 1);
     const next = viewer.index_after_time(at, playT);
@@ -138,6 +160,12 @@ function updatePlayButton() {
 }
 
 function togglePlay() {
+  if (live) {
+    playing = !playing;
+    liveAcc = 0;
+    updatePlayButton();
+    return;
+  }
   if (!viewer) return;
   if (at >= total) seek(0);
   playing = !playing;
@@ -182,7 +210,7 @@ function drawCluster() {
     ctx.fillStyle = '#6b6b70';
     ctx.font = '16px system-ui';
     ctx.textAlign = 'center';
-    ctx.fillText('Open a trace, drop one here, or add ?trace=URL', w / 2, h / 2);
+    ctx.fillText('Open a trace, drop one here, add ?trace=URL, or press L for a live cluster', w / 2, h / 2);
     return;
   }
   const pos = layout();
@@ -205,7 +233,10 @@ function drawCluster() {
     if (!a || !b) continue;
     const age = Math.max(0, state.t - m.t);
     const typical = wallClock ? 2000 : 20;
-    const f = Math.min(0.85, 0.15 + (0.7 * age) / typical);
+    let f = Math.min(0.85, 0.15 + (0.7 * age) / typical);
+    // Live: the simulator knows when it arrives.
+    const due = live ? liveDue[m.id] : undefined;
+    if (due != null) f = 0.1 + 0.8 * Math.max(0, Math.min(1, (state.t - m.t) / Math.max(1, due - m.t)));
     const x = a.x + (b.x - a.x) * f, y = a.y + (b.y - a.y) * f;
     const sel = selected && selected.kind === 'msg' && selected.id === m.id;
     ctx.beginPath();
@@ -249,7 +280,8 @@ function drawCluster() {
     ctx.fill();
     ctx.lineWidth = sel ? 4 : 2.5;
     ctx.strokeStyle = ROLE_COLOUR[role] || '#444';
-    if (n.paused) ctx.setLineDash([4, 4]);
+    const spare = live && !isMember(id);
+    if (n.paused || spare) ctx.setLineDash([4, 4]);
     ctx.stroke();
     ctx.setLineDash([]);
     ctx.fillStyle = '#1d1d1f';
@@ -260,7 +292,9 @@ function drawCluster() {
     ctx.fillText(`term ${n.term}`, p.x, p.y + 12);
     ctx.font = '11px system-ui';
     ctx.fillStyle = ROLE_COLOUR[role] || '#444';
-    const label = n.paused ? `${role} (paused)` : role;
+    let label = n.paused ? `${role} (paused)` : role;
+    if (spare) label += ' · not a member';
+    if (live && isCutOff(id)) label += ' · cut off';
     ctx.fillText(label, p.x, p.y + NODE_R + 20);
     // Votes received while campaigning.
     if (n.campaign) {
@@ -273,6 +307,21 @@ function drawCluster() {
 }
 
 let msgHits = [];
+
+// Whether node `id` is in the cluster's configuration (voter, outgoing
+// voter or learner); true when the trace says nothing.
+function isMember(id) {
+  const c = state && state.config;
+  if (!c) return true;
+  return [c.voters, c.outgoing, c.learners].some((xs) => (xs || []).includes(id));
+}
+
+// Whether every link of node `id` is cut.
+function isCutOff(id) {
+  const others = nodeIds().filter((x) => x !== id);
+  const cut = new Set((state.blocked || []).filter(([a]) => a === id).map(([, b]) => b));
+  return others.length > 0 && others.every((x) => cut.has(x));
+}
 
 // How much of the election timeout has run since the timer's last reset
 // (0..1), or null when the trace does not say.
@@ -408,6 +457,163 @@ function drawStatus() {
   setText($('status'), `event ${at} / ${total} · t=${fmtTime(state.t)} · ${leader} · term ${term}`);
 }
 
+// ----- live mode -----------------------------------------------------------
+//
+// The real Raft core runs in the page (Rust `Live`: the simulator with no
+// random faults or clients); simulated time follows the wall clock at the
+// chosen speed and the user acts on nodes, messages and the cluster. The
+// state comes from the same replay model as a loaded trace.
+
+function startLive(nodes, seed) {
+  showError('');
+  let l;
+  try {
+    l = new Live(nodes, seed);
+  } catch (err) {
+    showError(`Cannot start a live session: ${err.message || err}`);
+    return false;
+  }
+  stopLive();
+  if (viewer) viewer.free();
+  viewer = null;
+  live = l;
+  header = JSON.parse(live.header_json());
+  wallClock = false;
+  selected = null;
+  liveAcc = 0;
+  total = at = 0;
+  $('timeline').disabled = true;
+  for (const b of document.querySelectorAll('[data-jump]')) b.disabled = true;
+  $('liveform').hidden = true;
+  $('livebar').hidden = false;
+  setText($('liveinfo'), `live · seed ${live.seed()} · ${nodes} nodes`);
+  setText($('livemsg'), 'click a node (or press 1…9) to act on it');
+  // The address reproduces the session's start.
+  const q = new URLSearchParams(location.search);
+  q.delete('trace');
+  q.delete('at');
+  q.set('live', '1');
+  q.set('nodes', String(nodes));
+  q.set('seed', String(live.seed()));
+  history.replaceState(null, '', `${location.pathname}?${q}`);
+  playing = true;
+  updatePlayButton();
+  liveRefresh(true);
+  root.focus();
+  return true;
+}
+
+function stopLive() {
+  if (!live) return;
+  live.free();
+  live = null;
+  playing = false;
+  $('livebar').hidden = true;
+  $('timeline').disabled = false;
+  for (const b of document.querySelectorAll('[data-jump]')) b.disabled = false;
+}
+
+// Runs the session forward; an invariant violation (a Raft bug) stops it.
+function liveAdvance(ms) {
+  try {
+    live.advance(ms);
+  } catch (err) {
+    playing = false;
+    updatePlayButton();
+    showError(`The live session stopped: ${err.message || err}`);
+  }
+  liveRefresh(false);
+}
+
+// Takes in new events (the state only changes with them) and redraws.
+function liveRefresh(force) {
+  if (!live) return;
+  const n = live.len();
+  if (force || n !== total || !state) {
+    total = at = n;
+    state = JSON.parse(live.state_json());
+    $('timeline').max = String(total);
+    $('timeline').value = String(total);
+  }
+  liveDue = JSON.parse(live.in_flight_json());
+  // Time runs on between events: timers and messages move with it.
+  state.t = live.now();
+  draw();
+}
+
+// One action of the live bar: `what` names it in errors, `need` is what
+// must be selected ('node', 'msg' or nothing), `act` does it and returns a
+// line for #livemsg.
+function liveAct(what, need, act) {
+  if (!live) {
+    showError(`${what}: only in a live session (press L or the Live… button)`);
+    return;
+  }
+  const sel = selected && selected.kind === need ? selected.id : null;
+  if (need && sel == null) {
+    showError(`${what}: select a ${need === 'node' ? 'node (click it, or press 1…9)' : 'message (click it)'} first`);
+    return;
+  }
+  try {
+    const said = act(sel);
+    showError('');
+    setText($('livemsg'), said);
+  } catch (err) {
+    showError(`${what}: ${err.message || err}`);
+  }
+  liveRefresh(true);
+}
+
+const LIVE_ACTIONS = {
+  stop: ['stop', 'node', (id) => { live.stop(id); return `n${id} stopped (crashed)`; }],
+  restart: ['restart', 'node', (id) => { live.restart(id); return `n${id} restarted from its disk`; }],
+  timeout: ['time out', 'node', (id) => { live.timeout(id); return `n${id}'s election timer fired`; }],
+  partition: ['partition', 'node', (id) => { live.partition(id); return `n${id} cut off from all others`; }],
+  remove: ['remove', 'node', (id) => { live.remove_node(id); return `removing n${id} from the configuration`; }],
+  snapshot: ['snapshot', 'node', (id) => `n${id} snapshot at index ${live.snapshot(id)}, log compacted`],
+  request: ['client request', null, () => {
+    const to = selected && selected.kind === 'node' ? selected.id : 0;
+    const c = live.client_request(to);
+    return `client ${c}: put sent to ${to ? 'n' + to : 'the leader'}`;
+  }],
+  drop: ['drop', 'msg', (id) => { live.drop_message(id); selected = null; return `message ${id} dropped`; }],
+  heal: ['heal', null, () => { live.heal(); return 'every link restored'; }],
+  add: ['add node', null, () => `adding n${live.add_node()} (a learner first, a voter once caught up)`],
+  download: ['download trace', null, () => downloadTrace()],
+};
+
+function downloadTrace() {
+  const name = `live-seed-${live.seed()}.rtrace`;
+  const blob = new Blob([live.trace_text()], { type: 'text/plain' });
+  if (downloadUrl) URL.revokeObjectURL(downloadUrl);
+  downloadUrl = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = downloadUrl;
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  root.dataset.download = downloadUrl; // the latest download, for tests
+  return `${name} (${live.len()} events)`;
+}
+
+function runLive(name) {
+  const [what, need, act] = LIVE_ACTIONS[name];
+  liveAct(what, need, act);
+}
+
+function selectNode(id) {
+  if (!state || !state.nodes[id]) return;
+  selected = { kind: 'node', id };
+  draw();
+}
+
+function showLiveForm() {
+  const f = $('liveform');
+  f.hidden = !f.hidden;
+  if (!f.hidden) $('liveseed').focus();
+}
+
 // ----- input ---------------------------------------------------------------
 
 const KEYS = [
@@ -420,6 +626,20 @@ const KEYS = [
   ['s / S', 'next / previous snapshot', () => jump('snapshot', false)],
   ['f / F', 'next / previous fault', () => jump('fault', false)],
   ['+ / -', 'faster / slower', null],
+  ['L', 'start a live session (the real core in the page)', () => showLiveForm()],
+  ['1 … 9', 'live: select node n1 … n9', null],
+  ['x', 'live: stop (crash) the selected node', () => runLive('stop')],
+  ['r', 'live: restart the selected node', () => runLive('restart')],
+  ['t', 'live: time out the selected node (its election timer fires)', () => runLive('timeout')],
+  ['p', 'live: partition the selected node away', () => runLive('partition')],
+  ['h', 'live: heal all partitions', () => runLive('heal')],
+  ['d', 'live: drop the selected message', () => runLive('drop')],
+  ['w', 'live: client request (put) to the selected node, or the leader', () => runLive('request')],
+  ['a', 'live: add a node', () => runLive('add')],
+  ['m', 'live: remove the selected node', () => runLive('remove')],
+  ['n', 'live: snapshot the selected node', () => runLive('snapshot')],
+  ['D', 'live: download the trace', () => runLive('download')],
+  ['→ (live)', 'advance 10 ms (one tick)', null],
   ['?', 'this help', null],
   ['Esc', 'close help, clear selection', null],
 ];
@@ -447,6 +667,9 @@ root.addEventListener('keydown', (e) => {
   else if (jumps[k.toLowerCase()] && !e.ctrlKey && !e.metaKey) jump(jumps[k.toLowerCase()], k !== k.toLowerCase());
   else if (k === '+' || k === '=') bumpSpeed(1);
   else if (k === '-') bumpSpeed(-1);
+  else if (LIVE_KEYS[k] && !e.ctrlKey && !e.metaKey && !e.altKey) runLive(LIVE_KEYS[k]);
+  else if (/^[1-9]$/.test(k) && live) selectNode(Number(k));
+  else if (k === 'l' || k === 'L') showLiveForm();
   else if (k === '?') showHelp($('helpbox').hidden);
   else if (k === 'Escape') { showHelp(false); selected = null; draw(); }
   else handled = false;
@@ -455,6 +678,11 @@ root.addEventListener('keydown', (e) => {
     e.stopPropagation();
   }
 });
+
+const LIVE_KEYS = {
+  x: 'stop', r: 'restart', t: 'timeout', p: 'partition', h: 'heal', d: 'drop',
+  w: 'request', a: 'add', m: 'remove', n: 'snapshot', D: 'download',
+};
 
 function bumpSpeed(d) {
   const s = $('speed');
@@ -476,6 +704,21 @@ canvas.addEventListener('click', (e) => {
   draw();
 });
 
+$('nodetable').addEventListener('click', (e) => {
+  const tr = e.target.closest('tr[data-node]');
+  if (tr) selectNode(Number(tr.dataset.node));
+});
+$('livebtn').onclick = showLiveForm;
+$('liveform').onsubmit = (e) => {
+  e.preventDefault();
+  const seedText = $('liveseed').value.trim();
+  const seed = seedText === '' ? Math.floor(Math.random() * 1e6) : Number(seedText);
+  if (Number($('speed').value) >= 1) $('speed').value = '0.1'; // messages visible
+  startLive(Number($('livenodes').value), seed);
+};
+for (const name of Object.keys(LIVE_ACTIONS)) {
+  $(`live-${name}`).onclick = () => runLive(name);
+}
 $('play').onclick = togglePlay;
 $('back').onclick = () => step(-1);
 $('fwd').onclick = () => step(1);
@@ -520,8 +763,14 @@ async function main() {
   await init();
   const q = new URLSearchParams(location.search);
   const trace = q.get('trace');
+  const speed = q.get('speed');
+  if (speed && [...$('speed').options].some((o) => o.value === speed)) $('speed').value = speed;
   draw();
-  if (trace) {
+  if (q.get('live') === '1' && !trace) {
+    if (!speed) $('speed').value = '0.1';
+    const seed = q.get('seed') != null ? Number(q.get('seed')) : Math.floor(Math.random() * 1e6);
+    startLive(Number(q.get('nodes') || 5), seed);
+  } else if (trace) {
     $('url').value = trace;
     const t0 = performance.now();
     const ok = await loadUrl(trace, Number(q.get('at') || 0));

@@ -621,4 +621,21 @@ impl<S: Storage> Raft<S> {
             self.campaign(false);
         }
     }
+
+    /// Fires the election timer now, exactly as [`Raft::tick`] does when it
+    /// runs out: an [`Event::ElectionTimeout`], then a pre-vote round (or an
+    /// election without PreVote). Unlike [`Raft::campaign_now`] the timeout
+    /// is reported, so a trace shows it. Returns `false` and does nothing
+    /// on a leader or a node that may not campaign (not a voter).
+    pub fn election_timeout_now(&mut self) -> bool {
+        if self.role == Role::Leader || !self.can_campaign() {
+            return false;
+        }
+        self.election_elapsed = 0;
+        self.events.push(Event::ElectionTimeout {
+            pre_vote: self.cfg.pre_vote,
+        });
+        self.campaign(false);
+        true
+    }
 }

@@ -100,7 +100,7 @@ impl SimConfig {
     /// The config of node `id`. Batching and pipelining limits vary with
     /// the seed (they change timing, never safety), so a sweep covers
     /// one-entry probes as well as long pipelines.
-    fn node_config(&self, id: NodeId) -> Config {
+    pub(crate) fn node_config(&self, id: NodeId) -> Config {
         let mut c = Config::new(id);
         let v = self.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32;
         c.election_tick = 10;
@@ -236,7 +236,7 @@ pub struct Outcome {
 }
 
 #[derive(Debug)]
-enum Ev {
+pub(crate) enum Ev {
     Tick {
         node: usize,
         inc: u64,
@@ -283,7 +283,7 @@ enum Ev {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Reply {
+pub(crate) enum Reply {
     Done(Option<u64>),
     Refused {
         hint: Option<NodeId>,
@@ -291,10 +291,10 @@ enum Reply {
     },
 }
 
-struct Scheduled {
-    time: u64,
+pub(crate) struct Scheduled {
+    pub(crate) time: u64,
     seq: u64,
-    ev: Ev,
+    pub(crate) ev: Ev,
 }
 
 impl PartialEq for Scheduled {
@@ -315,9 +315,9 @@ impl Ord for Scheduled {
     }
 }
 
-struct SimNode {
-    id: NodeId,
-    raft: Option<Raft<MemStorage>>,
+pub(crate) struct SimNode {
+    pub(crate) id: NodeId,
+    pub(crate) raft: Option<Raft<MemStorage>>,
     /// What survived the crash, while down.
     disk: Option<MemStorage>,
     /// Incarnation: bumped on restart so the old one's ticks are ignored.
@@ -326,7 +326,7 @@ struct SimNode {
     paused: bool,
     missed_ticks: u64,
     inbox: Vec<(u64, Message)>,
-    kv: Kv,
+    pub(crate) kv: Kv,
     /// client -> seq of the proposal this node accepted for it.
     proposals: BTreeMap<usize, u64>,
     /// read ctx -> (client, seq, key), awaiting confirmation.
@@ -349,26 +349,26 @@ struct Weather {
     active: BTreeMap<FaultKind, u64>,
 }
 
-struct Sim {
+pub(crate) struct Sim {
     cfg: SimConfig,
     rng: Pcg64Mcg,
-    now: u64,
-    step: u64,
+    pub(crate) now: u64,
+    pub(crate) step: u64,
     seq: u64,
-    queue: BinaryHeap<Scheduled>,
-    nodes: Vec<SimNode>,
-    clients: Vec<Client>,
-    blocked: BTreeSet<(NodeId, NodeId)>,
-    partition_epoch: u64,
+    pub(crate) queue: BinaryHeap<Scheduled>,
+    pub(crate) nodes: Vec<SimNode>,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) blocked: BTreeSet<(NodeId, NodeId)>,
+    pub(crate) partition_epoch: u64,
     weather: Weather,
     weather_epoch: u64,
-    quiet: bool,
+    pub(crate) quiet: bool,
     next_msg_id: u64,
     next_ctx: u64,
-    next_value: u64,
+    pub(crate) next_value: u64,
     inv: Invariants,
-    stats: Stats,
-    trace: Option<TraceWriter<Vec<u8>>>,
+    pub(crate) stats: Stats,
+    pub(crate) trace: Option<TraceWriter<Vec<u8>>>,
 }
 
 /// Runs one simulation to completion.
@@ -397,7 +397,7 @@ fn node_rng(seed: u64, node: NodeId, inc: u64) -> Box<dyn RngCore + Send> {
 }
 
 impl Sim {
-    fn new(cfg: SimConfig) -> Sim {
+    pub(crate) fn new(cfg: SimConfig) -> Sim {
         let ids: Vec<NodeId> = (1..=cfg.all_nodes() as u64).collect();
         let voters: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
         let mut rng = Pcg64Mcg::seed_from_u64(cfg.seed);
@@ -470,7 +470,7 @@ impl Sim {
         }
     }
 
-    fn rand(&mut self, n: u64) -> u64 {
+    pub(crate) fn rand(&mut self, n: u64) -> u64 {
         self.rng.next_u64() % n.max(1)
     }
 
@@ -502,7 +502,7 @@ impl Sim {
 
     // ----- tracing -------------------------------------------------------
 
-    fn emit(&mut self, node: NodeId, kind: Kind) {
+    pub(crate) fn emit(&mut self, node: NodeId, kind: Kind) {
         if self.trace.is_none() {
             return;
         }
@@ -661,7 +661,7 @@ impl Sim {
         Ok(())
     }
 
-    fn next_event(&mut self) -> Result<(), Failure> {
+    pub(crate) fn next_event(&mut self) -> Result<(), Failure> {
         let Some(s) = self.queue.pop() else {
             return Err(self.fail("Liveness", "no events left to run".into()));
         };
@@ -730,7 +730,7 @@ impl Sim {
 
     // ----- nodes ---------------------------------------------------------
 
-    fn restart(&mut self, i: usize) {
+    pub(crate) fn restart(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         let disk = n.disk.take().expect("a down node keeps its disk");
         n.inc += 1;
@@ -765,7 +765,7 @@ impl Sim {
         self.schedule(d, Ev::Tick { node: i, inc });
     }
 
-    fn crash(&mut self, i: usize) {
+    pub(crate) fn crash(&mut self, i: usize) {
         let id = self.nodes[i].id;
         self.emit(id, Kind::Crash);
         let n = &mut self.nodes[i];
@@ -839,7 +839,7 @@ impl Sim {
 
     /// Counts and traces the loss of message `id` to `to`, as seen by `at`
     /// (the sender when it never left, the receiver when it arrived).
-    fn drop_msg(&mut self, at: NodeId, id: u64, to: NodeId, reason: &str) {
+    pub(crate) fn drop_msg(&mut self, at: NodeId, id: u64, to: NodeId, reason: &str) {
         self.stats.messages_dropped += 1;
         if self.trace.is_some() {
             let reason = reason.to_string();
@@ -926,7 +926,7 @@ impl Sim {
     }
 
     /// Drives node `i`'s `Ready` loop: persist, send, apply, advance.
-    fn handle_ready(&mut self, i: usize) -> Result<(), Failure> {
+    pub(crate) fn handle_ready(&mut self, i: usize) -> Result<(), Failure> {
         loop {
             let node = self.nodes[i].id;
             let Some(r) = self.nodes[i].raft.as_mut() else {
@@ -1166,7 +1166,7 @@ impl Sim {
 
     /// Node `i` saves its state machine (`files`, as of `index`) as a
     /// snapshot and compacts its log behind it, keeping `LOG_MARGIN` entries.
-    fn take_snapshot(
+    pub(crate) fn take_snapshot(
         &mut self,
         i: usize,
         index: u64,
@@ -1334,7 +1334,7 @@ impl Sim {
         self.client_send(c);
     }
 
-    fn client_send(&mut self, c: usize) {
+    pub(crate) fn client_send(&mut self, c: usize) {
         let client = &mut self.clients[c];
         let Some(p) = client.pending.as_mut() else {
             return;

@@ -11,6 +11,7 @@ pub mod faults;
 pub mod invariants;
 pub mod kv;
 pub mod linearizability;
+pub mod live;
 pub mod script;
 pub mod sweep;
 mod workload;

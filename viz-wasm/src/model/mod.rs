@@ -60,7 +60,7 @@ pub mod state;
 
 use std::fmt;
 
-use raft_core::trace::{parse_str, Header, Record};
+use raft_core::trace::{parse_str, Header, Kind, Record};
 use serde::Serialize;
 
 use apply::{Ctx, Machine};
@@ -102,6 +102,9 @@ pub struct Replay {
     /// `checkpoints[k]` is the state after `k * every` events.
     checkpoints: Vec<Machine>,
     every: usize,
+    /// The state after every record (for [`Replay::push`] and
+    /// [`Replay::last_state`]).
+    tip: Machine,
     moments: Moments,
     mismatches: usize,
 }
@@ -145,7 +148,40 @@ impl Replay {
             ctx,
             checkpoints,
             every,
+            tip: m,
         }
+    }
+
+    /// Appends `record` to the trace and replays it: the trace grows as
+    /// the live mode runs. `record` must be valid after the records so far
+    /// (as `raft_core::trace::check_str` would accept it). The result is
+    /// the same as parsing the longer trace.
+    pub fn push(&mut self, record: Record) {
+        if !self.ctx.has_msgs && matches!(record.kind, Kind::Send { .. }) {
+            // The first message changes how campaigns are counted from the
+            // start (responses instead of voters' records): replay again.
+            let mut records = std::mem::take(&mut self.records);
+            records.push(record);
+            *self = Replay::new(self.header.clone(), records, self.every);
+            return;
+        }
+        let i = self.records.len();
+        self.tip.apply(&self.ctx, i, &record);
+        // `checkpoints[k]` is the state after `k * every` events.
+        if i + 1 == self.checkpoints.len() * self.every {
+            self.checkpoints.push(self.tip.clone());
+        }
+        self.moments.push(i, &record);
+        self.mismatches = self.tip.mismatches;
+        self.records.push(record);
+    }
+
+    /// The state after every event: [`Replay::state_at`] of `len()`,
+    /// without replaying anything.
+    pub fn last_state(&self) -> ClusterState {
+        let mut m = self.tip.clone();
+        m.summarize();
+        m.state
     }
 
     /// The number of events (lines after the header).

@@ -58,87 +58,96 @@ impl Moment {
 
 /// For each moment, the sorted indices of the events that start one.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Moments([Vec<usize>; 4]);
+pub(crate) struct Moments {
+    starts: [Vec<usize>; 4],
+    /// Per node: its last record.
+    last_of: HashMap<NodeId, usize>,
+    /// Per node: the last campaign start counted (index, was a timeout, was
+    /// a pre-vote). One start shows as two records, `role` then `timeout`
+    /// in the simulator, `timeout` then `role` from real nodes: the second
+    /// of such a pair is not counted again.
+    counted: HashMap<NodeId, (usize, bool, bool)>,
+}
 
 impl Moments {
     pub fn new(records: &[Record]) -> Moments {
         let mut m = Moments::default();
-        // Per node: its last record, and the last campaign start counted
-        // (index, was a timeout, was a pre-vote). One start shows as two records, `role`
-        // then `timeout` in the simulator, `timeout` then `role` from real
-        // nodes: the second of such a pair is not counted again.
-        let mut last_of: HashMap<NodeId, usize> = HashMap::new();
-        let mut counted: HashMap<NodeId, (usize, bool, bool)> = HashMap::new();
         for (i, r) in records.iter().enumerate() {
-            let prev = last_of.insert(r.node, i);
-            // `pre`: a pre-vote round.
-            let mut start = |timeout: bool, pre: bool| {
-                let pair = matches!(
-                    (prev, counted.get(&r.node)),
-                    (Some(p), Some(&(c, was_timeout, was_pre)))
-                        if p == c && was_timeout != timeout && was_pre == pre
-                );
-                if pair {
-                    counted.remove(&r.node);
-                    false
-                } else {
-                    counted.insert(r.node, (i, timeout, pre));
-                    true
-                }
-            };
-            let election = |yes: bool| -> &[Moment] {
-                if yes {
-                    &[Moment::Election]
-                } else {
-                    &[]
-                }
-            };
-            let kinds: &[Moment] = match &r.kind {
-                Kind::Role { from, .. } if *from != r.role => match r.role {
-                    NodeRole::Precandidate => election(start(false, true)),
-                    NodeRole::Candidate => election(start(false, false)),
-                    NodeRole::Leader => &[Moment::Election],
-                    _ => &[],
-                },
-                Kind::Timeout { pre_vote } => election(start(true, *pre_vote)),
-                Kind::Config { change, .. } if change != "loaded" => &[Moment::ConfigChange],
-                Kind::Snapshot { phase, .. }
-                    if !matches!(phase.as_str(), "chunk_sent" | "chunk_received") =>
-                {
-                    &[Moment::Snapshot]
-                }
-                Kind::Crash
-                | Kind::Restart
-                | Kind::Pause
-                | Kind::Resume
-                | Kind::Partition { .. }
-                | Kind::Heal
-                | Kind::Drop { .. }
-                | Kind::Tickrate { .. } => &[Moment::Fault],
-                _ => &[],
-            };
-            for k in kinds {
-                m.0[k.slot()].push(i);
-            }
+            m.push(i, r);
         }
         m
     }
 
+    /// Takes in record `i`, the one after those already taken.
+    pub fn push(&mut self, i: usize, r: &Record) {
+        let prev = self.last_of.insert(r.node, i);
+        let counted = &mut self.counted;
+        // `pre`: a pre-vote round.
+        let mut start = |timeout: bool, pre: bool| {
+            let pair = matches!(
+                (prev, counted.get(&r.node)),
+                (Some(p), Some(&(c, was_timeout, was_pre)))
+                    if p == c && was_timeout != timeout && was_pre == pre
+            );
+            if pair {
+                counted.remove(&r.node);
+                false
+            } else {
+                counted.insert(r.node, (i, timeout, pre));
+                true
+            }
+        };
+        let election = |yes: bool| -> &[Moment] {
+            if yes {
+                &[Moment::Election]
+            } else {
+                &[]
+            }
+        };
+        let kinds: &[Moment] = match &r.kind {
+            Kind::Role { from, .. } if *from != r.role => match r.role {
+                NodeRole::Precandidate => election(start(false, true)),
+                NodeRole::Candidate => election(start(false, false)),
+                NodeRole::Leader => &[Moment::Election],
+                _ => &[],
+            },
+            Kind::Timeout { pre_vote } => election(start(true, *pre_vote)),
+            Kind::Config { change, .. } if change != "loaded" => &[Moment::ConfigChange],
+            Kind::Snapshot { phase, .. }
+                if !matches!(phase.as_str(), "chunk_sent" | "chunk_received") =>
+            {
+                &[Moment::Snapshot]
+            }
+            Kind::Crash
+            | Kind::Restart
+            | Kind::Pause
+            | Kind::Resume
+            | Kind::Partition { .. }
+            | Kind::Heal
+            | Kind::Drop { .. }
+            | Kind::Tickrate { .. } => &[Moment::Fault],
+            _ => &[],
+        };
+        for k in kinds {
+            self.starts[k.slot()].push(i);
+        }
+    }
+
     /// The first start of `what` at or after `from`.
     pub fn next(&self, from: usize, what: Moment) -> Option<usize> {
-        let v = &self.0[what.slot()];
+        let v = &self.starts[what.slot()];
         v.get(v.partition_point(|&i| i < from)).copied()
     }
 
     /// The last start of `what` before `from`.
     pub fn prev(&self, from: usize, what: Moment) -> Option<usize> {
-        let v = &self.0[what.slot()];
+        let v = &self.starts[what.slot()];
         let k = v.partition_point(|&i| i < from);
         k.checked_sub(1).map(|k| v[k])
     }
 
     /// Every start of `what`.
     pub fn all(&self, what: Moment) -> &[usize] {
-        &self.0[what.slot()]
+        &self.starts[what.slot()]
     }
 }
