@@ -34,6 +34,8 @@ enum Command {
     Node(cmd::node::NodeArgs),
     /// Serve the trace visualizer on localhost and print its address.
     Viz(cmd::viz::VizArgs),
+    /// A live console that watches and drives a local cluster (`kv up`).
+    Top(cmd::top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Kv(cmd) => cmd::kv::run(cmd),
         Command::Node(args) => cmd::node::run(args),
         Command::Viz(args) => cmd::viz::run(args),
+        Command::Top(args) => cmd::top::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,5 +5,6 @@ pub mod kv;
 pub mod node;
 mod perfetto;
 pub mod raft;
+pub mod top;
 pub mod trace;
 pub mod viz;

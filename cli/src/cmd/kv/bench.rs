@@ -7,10 +7,11 @@
 //! the nodes it measures on the same machine (a thread per client cost more
 //! than the cluster did and made the figures the client's).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -32,34 +33,169 @@ struct ClientResult {
     redirects: u64,
 }
 
+/// When the clients stop, and where a background run's figures go.
+#[derive(Default)]
+struct Control {
+    /// A timed run (`kv bench`) ends here.
+    end: Option<Instant>,
+    /// A background run (`top`) ends when this is set.
+    stop: AtomicBool,
+    /// Background runs report here instead of keeping every latency,
+    /// which would grow without bound over a long session.
+    live: Option<Arc<LiveStats>>,
+}
+
+impl Control {
+    fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed) && self.end.is_none_or(|end| Instant::now() < end)
+    }
+}
+
+/// The running figures of a background load, read (and drained) by its
+/// owner while it runs.
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// Successful puts so far.
+    pub ok: AtomicU64,
+    /// Failed attempts so far (refusals, timeouts, lost connections).
+    pub errors: AtomicU64,
+    /// Latencies of successful puts since the last [`LiveStats::drain`].
+    latencies: Mutex<Vec<Duration>>,
+}
+
+impl LiveStats {
+    /// Takes the latencies recorded since the last call.
+    pub fn drain(&self) -> Vec<Duration> {
+        std::mem::take(
+            &mut *self
+                .latencies
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+}
+
+/// The outcome of a timed run: the lines `kv bench` prints, and how many
+/// puts succeeded.
+#[derive(Debug)]
+pub struct Report {
+    /// Throughput and latency, one or more lines, each ending in '\n'.
+    pub text: String,
+    /// Puts that succeeded.
+    pub ok: usize,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the load generator's runtime")
+}
+
 /// Runs `clients` closed-loop clients for `duration` against `nodes`
-/// (HTTP addresses, the leader first) and prints throughput and latency.
+/// (HTTP addresses, the leader first) and reports throughput and latency.
 pub fn run(
     nodes: Vec<String>,
     clients: usize,
     duration: Duration,
     value_size: usize,
-) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the load generator's runtime")?;
+) -> Result<Report> {
+    let rt = runtime()?;
+    let started = Instant::now();
+    let ctl = Arc::new(Control {
+        end: Some(started + duration),
+        ..Control::default()
+    });
+    let results = rt.block_on(run_clients(nodes, clients, value_size, ctl));
+    Ok(report(results, started.elapsed(), clients, value_size))
+}
+
+/// A load generator running in the background until [`Background::stop`]
+/// (or until dropped, which stops it without waiting).
+pub struct Background {
+    ctl: Arc<Control>,
+    stats: Arc<LiveStats>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts `clients` closed-loop clients against `nodes` (the leader first)
+    /// on a thread of their own.
+    pub fn start(nodes: Vec<String>, clients: usize, value_size: usize) -> Result<Background> {
+        let stats = Arc::new(LiveStats::default());
+        let ctl = Arc::new(Control {
+            live: Some(stats.clone()),
+            ..Control::default()
+        });
+        let rt = runtime()?;
+        let thread_ctl = ctl.clone();
+        let thread = std::thread::Builder::new()
+            .name("load".into())
+            .spawn(move || {
+                rt.block_on(run_clients(nodes, clients, value_size, thread_ctl));
+            })
+            .context("starting the load generator's thread")?;
+        Ok(Background {
+            ctl,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// Its running figures.
+    pub fn stats(&self) -> Arc<LiveStats> {
+        self.stats.clone()
+    }
+
+    /// Stops the clients and waits for them (each finishes the request it
+    /// has in flight, at most [`REQUEST_TIMEOUT`]). Returns a summary line.
+    pub fn stop(mut self) -> String {
+        self.ctl.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        format!(
+            "load stopped: {} puts ok, {} failed",
+            self.stats.ok.load(Ordering::Relaxed),
+            self.stats.errors.load(Ordering::Relaxed)
+        )
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.ctl.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn run_clients(
+    nodes: Vec<String>,
+    clients: usize,
+    value_size: usize,
+    ctl: Arc<Control>,
+) -> Vec<ClientResult> {
     let nodes = Arc::new(nodes);
     let value = Bytes::from(vec![b'x'; value_size]);
-    let started = Instant::now();
-    let end = started + duration;
-    let results: Vec<ClientResult> = rt.block_on(async {
+    {
         let tasks: Vec<_> = (0..clients)
-            .map(|cl| tokio::spawn(client(cl, nodes.clone(), value.clone(), end)))
+            .map(|cl| tokio::spawn(client(cl, nodes.clone(), value.clone(), ctl.clone())))
             .collect();
         let mut out = Vec::with_capacity(tasks.len());
         for t in tasks {
             out.push(t.await.unwrap_or_default());
         }
         out
-    });
-    let secs = started.elapsed().as_secs_f64();
+    }
+}
+
+fn report(
+    results: Vec<ClientResult>,
+    elapsed: Duration,
+    clients: usize,
+    value_size: usize,
+) -> Report {
+    let secs = elapsed.as_secs_f64();
     let errors: u64 = results.iter().map(|r| r.errors).sum();
     let redirects: u64 = results.iter().map(|r| r.redirects).sum();
     let mut lat: Vec<Duration> = results.into_iter().flat_map(|r| r.latencies).collect();
@@ -71,25 +207,27 @@ pub fn run(
         let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
         format!("{:.2} ms", lat[i].as_secs_f64() * 1e3)
     };
-    println!(
+    let mut text = format!(
         "{} puts ok, {errors} failed, in {secs:.1} s with {clients} clients, {value_size} B values: \
-         {:.0} puts/s",
+         {:.0} puts/s\n",
         lat.len(),
         lat.len() as f64 / secs.max(1e-9)
     );
-    println!(
-        "latency p50 {}  p99 {}  p999 {}",
+    text.push_str(&format!(
+        "latency p50 {}  p99 {}  p999 {}\n",
         pct(0.50),
         pct(0.99),
         pct(0.999)
-    );
+    ));
     if redirects > 0 {
-        println!("{redirects} redirects followed (leadership moved during the run)");
+        text.push_str(&format!(
+            "{redirects} redirects followed (leadership moved during the run)\n"
+        ));
     }
-    if lat.is_empty() {
-        bail!("no put succeeded");
+    Report {
+        text,
+        ok: lat.len(),
     }
-    Ok(())
 }
 
 async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>> {
@@ -101,21 +239,33 @@ async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>> {
 }
 
 /// One closed-loop client: PUTs to `bench-CL-N` (1000 keys per client)
-/// until `end`, following redirects to the leader and moving to the next
-/// node when one stops answering.
-async fn client(cl: usize, nodes: Arc<Vec<String>>, value: Bytes, end: Instant) -> ClientResult {
+/// until `ctl` says stop, following redirects to the leader and moving to
+/// the next node when one stops answering.
+async fn client(
+    cl: usize,
+    nodes: Arc<Vec<String>>,
+    value: Bytes,
+    ctl: Arc<Control>,
+) -> ClientResult {
     let mut r = ClientResult::default();
     let mut addr = nodes[0].clone();
     let mut next_node = 1;
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
     let mut i = 0u64;
-    while Instant::now() < end {
+    let live = ctl.live.as_deref();
+    let count_error = |r: &mut ClientResult| {
+        r.errors += 1;
+        if let Some(l) = live {
+            l.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    while ctl.running() {
         let sender = match &mut conn {
             Some(s) => s,
             None => match tokio::time::timeout(REQUEST_TIMEOUT, connect(&addr)).await {
                 Ok(Ok(s)) => conn.insert(s),
                 _ => {
-                    r.errors += 1;
+                    count_error(&mut r);
                     addr = nodes[next_node % nodes.len()].clone();
                     next_node += 1;
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -127,7 +277,7 @@ async fn client(cl: usize, nodes: Arc<Vec<String>>, value: Bytes, end: Instant) 
             .header(HOST, addr.as_str())
             .body(Full::new(value.clone()));
         let Ok(req) = req else {
-            r.errors += 1;
+            count_error(&mut r);
             continue;
         };
         i += 1;
@@ -146,7 +296,16 @@ async fn client(cl: usize, nodes: Arc<Vec<String>>, value: Bytes, end: Instant) 
         })
         .await;
         match answer {
-            Ok(Ok((StatusCode::OK, _))) => r.latencies.push(t.elapsed()),
+            Ok(Ok((StatusCode::OK, _))) => match live {
+                Some(l) => {
+                    l.ok.fetch_add(1, Ordering::Relaxed);
+                    l.latencies
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(t.elapsed());
+                }
+                None => r.latencies.push(t.elapsed()),
+            },
             Ok(Ok((StatusCode::TEMPORARY_REDIRECT, Some(loc)))) => {
                 r.redirects += 1;
                 // `http://HOST:PORT/path`: keep the authority.
@@ -159,11 +318,11 @@ async fn client(cl: usize, nodes: Arc<Vec<String>>, value: Bytes, end: Instant) 
                 }
             }
             Ok(Ok(_)) => {
-                r.errors += 1;
+                count_error(&mut r);
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             _ => {
-                r.errors += 1;
+                count_error(&mut r);
                 conn = None;
                 addr = nodes[next_node % nodes.len()].clone();
                 next_node += 1;

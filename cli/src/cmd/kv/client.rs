@@ -179,6 +179,20 @@ pub struct Status {
     pub applied: u64,
     /// Voters of its configuration.
     pub voters: Vec<u64>,
+    /// The old voters while a joint configuration is in force (else empty).
+    pub outgoing: Vec<u64>,
+    /// Learners of its configuration.
+    pub learners: Vec<u64>,
+    /// First index held in its log.
+    pub first_index: u64,
+    /// Last index in its log.
+    pub last_index: u64,
+    /// Leader only: the highest index known to match on each member.
+    pub matched: std::collections::BTreeMap<u64, u64>,
+    /// Index of its latest snapshot, if any.
+    pub snapshot_index: Option<u64>,
+    /// The pid the node reports.
+    pub pid: Option<u64>,
 }
 
 impl Status {
@@ -192,10 +206,21 @@ impl Status {
             Some(other) => other.to_string().to_ascii_lowercase(),
             None => String::from("?"),
         };
-        let voters = v
-            .get("voters")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        let ids = |k: &str| -> Vec<u64> {
+            v.get(k)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default()
+        };
+        // JSON object keys are strings: {"1": 12, "2": 10}.
+        let matched = v
+            .get("match")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, i)| Some((k.parse().ok()?, i.as_u64()?)))
+                    .collect()
+            })
             .unwrap_or_default();
         Status {
             id: num("id"),
@@ -204,7 +229,14 @@ impl Status {
             leader: v.get("leader").and_then(Value::as_u64).filter(|l| *l != 0),
             commit: num("commit"),
             applied: num("applied"),
-            voters,
+            voters: ids("voters"),
+            outgoing: ids("outgoing"),
+            learners: ids("learners"),
+            first_index: num("first_index"),
+            last_index: num("last_index"),
+            matched,
+            snapshot_index: v.get("snapshot_index").and_then(Value::as_u64),
+            pid: v.get("pid").and_then(Value::as_u64),
         }
     }
 
@@ -248,6 +280,13 @@ mod tests {
             (2, 3, Some(2), 10, 9)
         );
         assert_eq!(s.voters, vec![1, 2, 3]);
+        let full = Status::from_json(&serde_json::json!({"role": "leader", "outgoing": [1],
+            "learners": [4], "first_index": 5, "last_index": 9, "match": {"1": 9, "2": 7},
+            "snapshot_index": 4, "pid": 77}));
+        assert_eq!((full.outgoing, full.learners), (vec![1], vec![4]));
+        assert_eq!((full.first_index, full.last_index), (5, 9));
+        assert_eq!(full.matched.get(&2), Some(&7));
+        assert_eq!((full.snapshot_index, full.pid), (Some(4), Some(77)));
         let none = Status::from_json(&serde_json::json!({"role": "follower", "leader": null}));
         assert_eq!(none.leader, None);
         assert!(!none.is_leader());

@@ -8,10 +8,11 @@
 //! processes that can be killed, paused and partitioned like real servers.
 //! Every wait is bounded so no command can hang on a broken cluster.
 
-mod bench;
-mod client;
-mod cluster;
-mod proc;
+// `pub(crate)`: `cdsctl top` drives the cluster through the same code.
+pub(crate) mod bench;
+pub(crate) mod client;
+pub(crate) mod cluster;
+pub(crate) mod proc;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -216,7 +217,7 @@ impl Consistency {
 }
 
 /// Parses `20s`, `500ms`, `2m` or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(i) => s.split_at(i),
@@ -265,6 +266,21 @@ fn parse_groups(s: &str) -> Result<Vec<Vec<u64>>> {
     Ok(groups)
 }
 
+/// Where an action reports a problem that does not stop it (a node that
+/// is not running is skipped): stderr for the CLI, the status bar in `top`.
+pub(crate) type Warn<'a> = &'a mut dyn FnMut(String);
+
+fn warn_stderr(w: String) {
+    eprintln!("{w}");
+}
+
+/// Prints an action's outcome message: the CLI side of the functions that
+/// `cdsctl top` also calls.
+fn say(outcome: Result<String>) -> Result<()> {
+    println!("{}", outcome?);
+    Ok(())
+}
+
 /// Runs a `cdsctl kv` subcommand.
 pub fn run(cmd: KvCommand) -> Result<()> {
     match cmd {
@@ -288,16 +304,18 @@ pub fn run(cmd: KvCommand) -> Result<()> {
             wait,
         } => get(&dir.dir, &key, consistency, wait.timeout),
         KvCommand::Del { key, dir, wait } => del(&dir.dir, &key, wait.timeout),
-        KvCommand::Kill { id, dir } => send_signal(&dir.dir, id, libc::SIGKILL, "killed"),
-        KvCommand::Pause { id, dir } => send_signal(&dir.dir, id, libc::SIGSTOP, "paused"),
-        KvCommand::Resume { id, dir } => send_signal(&dir.dir, id, libc::SIGCONT, "resumed"),
-        KvCommand::Restart { id, dir, timeout } => restart(&dir.dir, id, timeout),
-        KvCommand::Partition { groups, dir } => partition(&dir.dir, &groups),
-        KvCommand::Heal { dir } => heal(&dir.dir),
-        KvCommand::TransferLeader { id, dir, wait } => transfer_leader(&dir.dir, id, wait.timeout),
-        KvCommand::AddNode { dir, wait } => add_node(&dir.dir, wait.timeout),
-        KvCommand::RemoveNode { id, dir, wait } => remove_node(&dir.dir, id, wait.timeout),
-        KvCommand::Snapshot { id, dir } => snapshot(&dir.dir, id),
+        KvCommand::Kill { id, dir } => say(kill(&dir.dir, id)),
+        KvCommand::Pause { id, dir } => say(pause(&dir.dir, id)),
+        KvCommand::Resume { id, dir } => say(resume(&dir.dir, id)),
+        KvCommand::Restart { id, dir, timeout } => say(restart(&dir.dir, id, timeout)),
+        KvCommand::Partition { groups, dir } => say(partition(&dir.dir, &groups, &mut warn_stderr)),
+        KvCommand::Heal { dir } => say(heal(&dir.dir, &mut warn_stderr)),
+        KvCommand::TransferLeader { id, dir, wait } => {
+            say(transfer_leader(&dir.dir, id, wait.timeout))
+        }
+        KvCommand::AddNode { dir, wait } => say(add_node(&dir.dir, wait.timeout, &mut warn_stderr)),
+        KvCommand::RemoveNode { id, dir, wait } => say(remove_node(&dir.dir, id, wait.timeout)),
+        KvCommand::Snapshot { id, dir } => say(snapshot(&dir.dir, id)),
         KvCommand::Bench {
             clients,
             duration,
@@ -643,7 +661,22 @@ fn del(dir: &Path, key: &str, timeout: Duration) -> Result<()> {
 
 // ---------------------------------------------------------------- processes
 
-fn send_signal(dir: &Path, id: u64, sig: libc::c_int, done: &str) -> Result<()> {
+/// `kv kill N`: SIGKILL node N (a crash); fails if it is not running.
+pub(crate) fn kill(dir: &Path, id: u64) -> Result<String> {
+    send_signal(dir, id, libc::SIGKILL, "killed")
+}
+
+/// `kv pause N`: SIGSTOP node N.
+pub(crate) fn pause(dir: &Path, id: u64) -> Result<String> {
+    send_signal(dir, id, libc::SIGSTOP, "paused")
+}
+
+/// `kv resume N`: SIGCONT node N.
+pub(crate) fn resume(dir: &Path, id: u64) -> Result<String> {
+    send_signal(dir, id, libc::SIGCONT, "resumed")
+}
+
+fn send_signal(dir: &Path, id: u64, sig: libc::c_int, done: &str) -> Result<String> {
     let c = ClusterFile::load(dir)?;
     let node = c.node(id)?;
     if sig == libc::SIGKILL {
@@ -655,11 +688,12 @@ fn send_signal(dir: &Path, id: u64, sig: libc::c_int, done: &str) -> Result<()> 
     } else {
         proc::signal(node, sig)?;
     }
-    println!("node {id} {done}");
-    Ok(())
+    Ok(format!("node {id} {done}"))
 }
 
-fn restart(dir: &Path, id: u64, timeout: Duration) -> Result<()> {
+/// `kv restart N`: starts node N again with its config and waits (at most
+/// `timeout`) until it answers `/status`.
+pub(crate) fn restart(dir: &Path, id: u64, timeout: Duration) -> Result<String> {
     let mut c = ClusterFile::load(dir)?;
     let node = c.node(id)?.clone();
     match proc::state(&node) {
@@ -679,13 +713,12 @@ fn restart(dir: &Path, id: u64, timeout: Duration) -> Result<()> {
             );
         }
         if let Ok(s) = client::status(&agent, &node.http_addr) {
-            println!(
+            return Ok(format!(
                 "node {id} restarted (pid {}), {} in term {}",
                 child.id(),
                 s.role,
                 s.term
-            );
-            return Ok(());
+            ));
         }
         if Instant::now() >= deadline {
             bail!(
@@ -730,7 +763,8 @@ fn set_filter(node: &NodeEntry, drop: &[u64]) -> Result<()> {
     admin(node, Method::Post, "/admin/filter", body.as_bytes()).map(|_| ())
 }
 
-fn partition(dir: &Path, spec: &str) -> Result<()> {
+/// `kv partition SPEC`: cuts the cluster into the groups of `spec` (`1,2/3`).
+pub(crate) fn partition(dir: &Path, spec: &str, warn: Warn) -> Result<String> {
     let c = ClusterFile::load(dir)?;
     let groups = parse_groups(spec)?;
     for id in groups.iter().flatten() {
@@ -756,7 +790,7 @@ fn partition(dir: &Path, spec: &str) -> Result<()> {
             if proc::state(node) != ProcState::Up {
                 // The filter lives in the node's memory; a node that is not
                 // running cannot take it (and comes back unfiltered).
-                eprintln!("warning: node {id} is not running; not filtered");
+                warn(format!("warning: node {id} is not running; not filtered"));
                 continue;
             }
             set_filter(node, &others)?;
@@ -769,16 +803,16 @@ fn partition(dir: &Path, spec: &str) -> Result<()> {
             format!("{{{}}}", ids.join(","))
         })
         .collect();
-    println!("partitioned: {}", text.join(" | "));
-    Ok(())
+    Ok(format!("partitioned: {}", text.join(" | ")))
 }
 
-fn heal(dir: &Path) -> Result<()> {
+/// `kv heal`: removes every node's partition filter.
+pub(crate) fn heal(dir: &Path, warn: Warn) -> Result<String> {
     let c = ClusterFile::load(dir)?;
     let mut failed = Vec::new();
     for node in &c.nodes {
         if proc::state(node) != ProcState::Up {
-            eprintln!("warning: node {} is not running; skipped", node.id);
+            warn(format!("warning: node {} is not running; skipped", node.id));
             continue;
         }
         if let Err(e) = set_filter(node, &[]) {
@@ -788,8 +822,7 @@ fn heal(dir: &Path) -> Result<()> {
     if !failed.is_empty() {
         bail!("heal incomplete: {}", failed.join("; "));
     }
-    println!("healed");
-    Ok(())
+    Ok("healed".to_owned())
 }
 
 /// Asks every running node for its status and returns the leader's, the
@@ -814,14 +847,15 @@ fn find_leader(c: &ClusterFile, deadline: Instant) -> Result<(NodeEntry, Status)
     }
 }
 
-fn transfer_leader(dir: &Path, id: u64, timeout: Duration) -> Result<()> {
+/// `kv transfer-leader N`: asks the leader to hand over to N and waits (at
+/// most `timeout`) until N leads.
+pub(crate) fn transfer_leader(dir: &Path, id: u64, timeout: Duration) -> Result<String> {
     let c = ClusterFile::load(dir)?;
     let target = c.node(id)?.clone();
     let deadline = Instant::now() + timeout;
     let (leader, _) = find_leader(&c, deadline)?;
     if leader.id == id {
-        println!("node {id} already leads");
-        return Ok(());
+        return Ok(format!("node {id} already leads"));
     }
     admin(
         &leader,
@@ -833,8 +867,7 @@ fn transfer_leader(dir: &Path, id: u64, timeout: Duration) -> Result<()> {
     loop {
         if let Ok(s) = client::status(&agent, &target.http_addr) {
             if s.is_leader() {
-                println!("node {id} leads (term {})", s.term);
-                return Ok(());
+                return Ok(format!("node {id} leads (term {})", s.term));
             }
         }
         if Instant::now() >= deadline {
@@ -844,15 +877,15 @@ fn transfer_leader(dir: &Path, id: u64, timeout: Duration) -> Result<()> {
     }
 }
 
-fn snapshot(dir: &Path, id: u64) -> Result<()> {
+/// `kv snapshot N`: makes node N take a snapshot now.
+pub(crate) fn snapshot(dir: &Path, id: u64) -> Result<String> {
     let c = ClusterFile::load(dir)?;
     let node = c.node(id)?;
     let reply = admin(node, Method::Post, "/admin/snapshot", &[])?;
-    println!(
+    Ok(format!(
         "node {id} snapshot: {}",
         String::from_utf8_lossy(&reply.body).trim()
-    );
-    Ok(())
+    ))
 }
 
 // ---------------------------------------------------------------- membership
@@ -905,7 +938,8 @@ fn change_voters(c: &ClusterFile, voters: &[u64], deadline: Instant) -> Result<(
     Ok(())
 }
 
-fn add_node(dir: &Path, timeout: Duration) -> Result<()> {
+/// `kv add-node`: starts a new node and makes it a voter (at most `timeout`).
+pub(crate) fn add_node(dir: &Path, timeout: Duration, warn: Warn) -> Result<String> {
     let mut c = ClusterFile::load(dir)?;
     let deadline = Instant::now() + timeout;
     let (_, leader_status) = find_leader(&c, deadline)?;
@@ -949,10 +983,10 @@ fn add_node(dir: &Path, timeout: Duration) -> Result<()> {
     let body = json!({ "id": id, "raft": new.raft_addr, "http": new.http_addr }).to_string();
     for node in c.nodes.iter().filter(|n| n.id != id) {
         if proc::state(node) != ProcState::Up {
-            eprintln!(
+            warn(format!(
                 "warning: node {} is not running; it learns node {id} from its config on restart",
                 node.id
-            );
+            ));
             continue;
         }
         admin(node, Method::Post, "/admin/peer", body.as_bytes())?;
@@ -968,11 +1002,14 @@ fn add_node(dir: &Path, timeout: Duration) -> Result<()> {
                 new.log_path().display()
             )
         })?;
-    println!("node {id} added (pid {}); voters {voters:?}", child.id());
-    Ok(())
+    Ok(format!(
+        "node {id} added (pid {}); voters {voters:?}",
+        child.id()
+    ))
 }
 
-fn remove_node(dir: &Path, id: u64, timeout: Duration) -> Result<()> {
+/// `kv remove-node N`: removes N from the voters, then stops it.
+pub(crate) fn remove_node(dir: &Path, id: u64, timeout: Duration) -> Result<String> {
     let mut c = ClusterFile::load(dir)?;
     c.node(id)?;
     let deadline = Instant::now() + timeout;
@@ -993,30 +1030,57 @@ fn remove_node(dir: &Path, id: u64, timeout: Duration) -> Result<()> {
     let how = proc::stop(&node, Duration::from_secs(10))?;
     c.nodes.retain(|n| n.id != id);
     c.save(dir)?;
-    println!(
+    Ok(format!(
         "node {id} removed from the voters ({how}); its data stays in {}",
         node.data_dir.display()
-    );
-    Ok(())
+    ))
 }
 
 // ---------------------------------------------------------------- bench
 
 fn bench(dir: &Path, clients: usize, duration: Duration, value_size: usize) -> Result<()> {
+    check_clients(clients)?;
+    let report = bench::run(bench_targets(dir)?, clients, duration, value_size)?;
+    print!("{}", report.text);
+    if report.ok == 0 {
+        bail!("no put succeeded");
+    }
+    Ok(())
+}
+
+fn check_clients(clients: usize) -> Result<()> {
     if clients == 0 || clients > 4096 {
         bail!("--clients must be between 1 and 4096, got {clients}");
     }
+    Ok(())
+}
+
+/// The HTTP addresses a load generator sends to: the leader first, so puts
+/// skip the redirect, then the other running nodes as fallbacks if
+/// leadership moves during the run.
+fn bench_targets(dir: &Path) -> Result<Vec<String>> {
     let c = ClusterFile::load(dir)?;
     let (leader, _) = find_leader(&c, Instant::now() + Duration::from_secs(10))?;
-    // Start at the leader so puts skip the redirect; the others are
-    // fallbacks if leadership moves during the run.
     let mut nodes = vec![leader.http_addr.clone()];
     nodes.extend(
         live_http(&c)?
             .into_iter()
             .filter(|a| *a != leader.http_addr),
     );
-    bench::run(nodes, clients, duration, value_size)
+    Ok(nodes)
+}
+
+/// The background load of `cdsctl top`: `bench`'s closed-loop PUTs, run
+/// until stopped. Returns the running generator and its start message.
+pub(crate) fn load_start(
+    dir: &Path,
+    clients: usize,
+    value_size: usize,
+) -> Result<(bench::Background, String)> {
+    check_clients(clients)?;
+    let bg = bench::Background::start(bench_targets(dir)?, clients, value_size)?;
+    let msg = format!("load started: {clients} clients, {value_size} B puts");
+    Ok((bg, msg))
 }
 
 #[cfg(test)]

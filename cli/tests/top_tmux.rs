@@ -1,0 +1,221 @@
+//! `cdsctl top` end to end: a real 3-node cluster, `top` running in a tmux
+//! pane, the screen read with `capture-pane`, keys sent with `send-keys`.
+//! Selecting the leader and pressing the kill key must bring a new leader
+//! onto the screen within a bound.
+//!
+//! tmux runs on a private socket (`-L`), so the test neither sees nor
+//! touches anyone's sessions, and a guard kills that server and the
+//! cluster whatever happens.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cdsctl");
+
+fn kv(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("kv")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running cdsctl kv")
+}
+
+/// Stops the cluster in `dir` when dropped: `kv down`, then SIGKILL for any
+/// pid in cluster.json whose command line still names that directory.
+struct ClusterGuard {
+    dir: PathBuf,
+}
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        let _ = kv(&self.dir, &["down", "--timeout", "5s"]);
+        let Ok(text) = std::fs::read_to_string(self.dir.join("cluster.json")) else {
+            return;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return;
+        };
+        let needle = self.dir.to_string_lossy().into_owned();
+        for node in v["nodes"].as_array().into_iter().flatten() {
+            let Some(pid) = node["pid"].as_u64() else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                // SAFETY: plain syscall on a pid whose command line names our dir.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// A tmux server of our own; killed (with `top` in it) when dropped.
+struct Tmux {
+    socket: String,
+    session: String,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running tmux")
+    }
+
+    fn screen(&self) -> String {
+        let out = self.cmd(&["capture-pane", "-p", "-t", &self.session]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        let out = self.cmd(&["send-keys", "-t", &self.session, "-l", keys]);
+        assert!(out.status.success(), "send-keys {keys:?} failed: {out:?}");
+    }
+
+    fn alive(&self) -> bool {
+        self.cmd(&["has-session", "-t", &self.session])
+            .status
+            .success()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+/// The leader the title line names ("leader n2 term 3"), if any.
+fn leader_on(screen: &str) -> Option<u64> {
+    let first = screen.lines().next()?;
+    let rest = &first[first.find("leader n")? + "leader n".len()..];
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// Whether the node table's selection marker is on node `id`.
+fn selected_on(screen: &str, id: u64) -> bool {
+    screen.lines().any(|l| l.starts_with(&format!("│▶ {id} ")))
+}
+
+/// Polls the screen until `done` holds, for at most `bound`.
+fn wait_for<T>(
+    tmux: &Tmux,
+    err_file: &Path,
+    bound: Duration,
+    what: &str,
+    done: impl Fn(&str) -> Option<T>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        let screen = tmux.screen();
+        if let Some(v) = done(&screen) {
+            return v;
+        }
+        if started.elapsed() > bound || !tmux.alive() {
+            panic!(
+                "no {what} on screen within {bound:?} (top alive: {}); screen:\n{screen}\n\
+                 top's stderr:\n{}",
+                tmux.alive(),
+                std::fs::read_to_string(err_file).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killing_the_leader_from_top_shows_a_new_leader() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("cluster");
+    let _cluster = ClusterGuard { dir: dir.clone() };
+    let up = kv(&dir, &["up", "--nodes", "3"]);
+    assert!(up.status.success(), "kv up failed: {up:?}");
+
+    let name =
+        format!("cds-top-{}-{}", std::process::id(), tmp.path().display()).replace(['/', '.'], "-");
+    let tmux = Tmux {
+        socket: name.clone(),
+        session: name,
+    };
+    let err_file = tmp.path().join("top.stderr");
+    // Single quotes: the temp paths hold no quote.
+    let command = format!(
+        "'{BIN}' top --dir '{}' 2>'{}'",
+        dir.display(),
+        err_file.display()
+    );
+    let started = Instant::now();
+    let out = tmux.cmd(&[
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-s",
+        &tmux.session,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &command,
+    ]);
+    assert!(out.status.success(), "tmux new-session failed: {out:?}");
+
+    let old = wait_for(
+        &tmux,
+        &err_file,
+        Duration::from_secs(15),
+        "leader",
+        leader_on,
+    );
+    eprintln!(
+        "top shows leader n{old} {:?} after start",
+        started.elapsed()
+    );
+
+    // Select the leader by its id (the 1-9 key), then kill it.
+    tmux.keys(&old.to_string());
+    wait_for(&tmux, &err_file, Duration::from_secs(5), "selection", |s| {
+        selected_on(s, old).then_some(())
+    });
+    let pressed = Instant::now();
+    tmux.keys("x");
+    let new = wait_for(
+        &tmux,
+        &err_file,
+        Duration::from_secs(20),
+        "new leader",
+        |s| leader_on(s).filter(|l| *l != old),
+    );
+    let took = pressed.elapsed();
+    eprintln!("kill key to new leader n{new} on screen: {took:?}");
+    let screen = tmux.screen();
+    eprintln!("screen:\n{screen}");
+    assert!(
+        screen.contains(&format!("node {old} killed")),
+        "no kill outcome in the status bar or log:\n{screen}"
+    );
+    wait_for(&tmux, &err_file, Duration::from_secs(5), "down node", |s| {
+        s.lines()
+            .any(|l| l.contains(&format!(" {old}   down")))
+            .then_some(())
+    });
+
+    // q quits and the pane (and so the session) ends.
+    tmux.keys("q");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tmux.alive() {
+        assert!(Instant::now() < deadline, "top did not quit on q");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+    eprintln!("top's stderr: {}", err.trim());
+    assert!(err.contains("frames in"), "top did not exit cleanly: {err}");
+}
