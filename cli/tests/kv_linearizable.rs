@@ -25,14 +25,16 @@
 //!   proposed anything, so following stays within one operation).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use raft_core::sim::linearizability::{check, Op, OpKind};
+
+mod common;
+use common::{ok, Guard};
 
 /// Client threads running for the whole test.
 const CLIENTS: u64 = 6;
@@ -53,85 +55,6 @@ const PROGRESS: u64 = 20;
 const SETTLE: Duration = Duration::from_secs(1);
 
 // ------------------------------------------------------------ cdsctl kv
-
-/// Runs `cdsctl kv ARGS --dir DIR`, killing it if it takes more than a
-/// minute (every kv command has its own, shorter bound; this catches a bug
-/// in those bounds instead of hanging the test run).
-fn kv(dir: &Path, args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_cdsctl"))
-        .arg("kv")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning cdsctl");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.expect("waiting for cdsctl"),
-        Err(_) => {
-            // SAFETY: plain syscall on our own child's pid.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("cdsctl kv {args:?} ran for more than 60 s");
-        }
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs a command that must succeed and returns its stdout.
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = kv(dir, args);
-    assert!(
-        out.status.success(),
-        "cdsctl kv {args:?} failed: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Stops whatever runs in `dir` when dropped: `kv down`, then SIGKILL for
-/// any pid in cluster.json whose command line still names that directory.
-struct Guard {
-    dir: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = kv(&self.dir, &["down", "--timeout", "5s"]);
-        let Ok(text) = std::fs::read_to_string(self.dir.join("cluster.json")) else {
-            return;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            return;
-        };
-        let needle = self.dir.to_string_lossy().into_owned();
-        for node in v["nodes"].as_array().into_iter().flatten() {
-            let Some(pid) = node["pid"].as_u64() else {
-                continue;
-            };
-            // Only our nodes: a recycled pid belongs to someone else.
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
-                // SAFETY: plain syscall on a pid whose command line names our dir.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-    }
-}
 
 /// Tells the client threads to stop when dropped, so a panicking test does
 /// not leave them hammering a cluster that is being torn down.

@@ -7,51 +7,14 @@
 //! touches anyone's sessions, and a guard kills that server and the
 //! cluster whatever happens.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{kv, Guard};
+
 const BIN: &str = env!("CARGO_BIN_EXE_cdsctl");
-
-fn kv(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("kv")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running cdsctl kv")
-}
-
-/// Stops the cluster in `dir` when dropped: `kv down`, then SIGKILL for any
-/// pid in cluster.json whose command line still names that directory.
-struct ClusterGuard {
-    dir: PathBuf,
-}
-
-impl Drop for ClusterGuard {
-    fn drop(&mut self) {
-        let _ = kv(&self.dir, &["down", "--timeout", "5s"]);
-        let Ok(text) = std::fs::read_to_string(self.dir.join("cluster.json")) else {
-            return;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            return;
-        };
-        let needle = self.dir.to_string_lossy().into_owned();
-        for node in v["nodes"].as_array().into_iter().flatten() {
-            let Some(pid) = node["pid"].as_u64() else {
-                continue;
-            };
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
-                // SAFETY: plain syscall on a pid whose command line names our dir.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-    }
-}
 
 /// A tmux server of our own; killed (with `top` in it) when dropped.
 struct Tmux {
@@ -135,7 +98,7 @@ fn wait_for<T>(
 fn killing_the_leader_from_top_shows_a_new_leader() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("cluster");
-    let _cluster = ClusterGuard { dir: dir.clone() };
+    let _cluster = Guard { dir: dir.clone() };
     let up = kv(&dir, &["up", "--nodes", "3"]);
     assert!(up.status.success(), "kv up failed: {up:?}");
 
