@@ -816,6 +816,23 @@ async fn a_state_machine_that_skips_entries_stops_its_node() {
 }
 
 /// Drops everything a single-node group sends (it has no peers).
+/// Proposes `data` on a single node as soon as it has elected itself.
+async fn propose_once_elected(h: &NodeHandle, data: &[u8]) -> ProposeOutcome {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match h.propose(data.to_vec()).await {
+                Err(NodeError::NotLeader { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                r => return r,
+            }
+        }
+    })
+    .await
+    .expect("elected in time")
+    .expect("committed")
+}
+
 struct Nowhere;
 
 impl Outbox for Nowhere {
@@ -832,19 +849,7 @@ async fn a_single_node_serves_alone_and_stops_when_its_handles_are_dropped() {
         Arc::new(Nowhere),
     )
     .expect("start");
-    let out = tokio::time::timeout(WAIT, async {
-        loop {
-            match h.propose(b"alone".to_vec()).await {
-                Err(NodeError::NotLeader { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await
-                }
-                r => return r,
-            }
-        }
-    })
-    .await
-    .expect("elected in time")
-    .expect("committed");
+    let out = propose_once_elected(&h, b"alone").await;
     assert_eq!(out.result, b"done:alone");
     let index = tokio::time::timeout(WAIT, h.read())
         .await
@@ -895,19 +900,7 @@ async fn a_panic_in_on_apply_never_reports_success_and_stops_the_node() {
         Arc::new(Nowhere),
     )
     .expect("start");
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match h.propose(b"fine".to_vec()).await {
-                Err(NodeError::NotLeader { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await
-                }
-                r => return r,
-            }
-        }
-    })
-    .await
-    .expect("elected in time")
-    .expect("committed");
+    propose_once_elected(&h, b"fine").await;
     // The panic unwinds through the entry being applied: its proposer
     // must not hear "success".
     // A proposal queued right behind it is answered too (the node fails
