@@ -20,7 +20,8 @@ snapshot transfer resumed by a new leader). The script checks that the run
 still shows what the chapter describes, and stops with an error otherwise:
 then read the new run and update the template.
 """
-import glob, json, os, re, shutil, subprocess, sys, tempfile
+import glob, json, os, re, shlex, shutil, signal, subprocess, sys, tempfile, time
+import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 GEN = os.path.join(ROOT, 'book', 'gen')
@@ -341,6 +342,109 @@ v['snap-resume-index'] = str(i)
 v['snap-seed-num'] = str(seed)
 v['snap-seed'] = sim('--nodes', '5', '--seed', str(seed), '--steps', '5000', '--faults', 'all', '--compact')
 
+# ---------------------------------------------------------------- real clusters
+class LocalCluster:
+    """A local cluster of `cdsctl node` processes in W/NAME, shown in the
+    book as SHOWN_AS. Every method builds a transcript or reads what the
+    nodes report; `stop` always tears it down (`kv down`, then SIGKILL to
+    any pid of ours still alive) and removes its data."""
+
+    def __init__(self, name, shown_as):
+        self.d = os.path.join(W, name)
+        self.shown_as = shown_as
+        self.pids = set()
+
+    def shown(self, s):
+        return s.replace(os.path.realpath(self.d), self.shown_as).replace(self.d, self.shown_as)
+
+    def cluster(self):
+        try:
+            return json.load(open(os.path.join(self.d, 'cluster.json')))
+        except (OSError, ValueError):
+            return {'nodes': []}
+
+    def remember(self):
+        self.pids.update(n['pid'] for n in self.cluster()['nodes'] if n.get('pid'))
+
+    def kv(self, *a, ok=(0,)):
+        p = subprocess.run([C, 'kv', *a, '--dir', self.d], cwd=ROOT, capture_output=True, text=True)
+        self.remember()
+        out = (p.stdout + p.stderr).rstrip('\n')
+        if p.returncode not in ok:
+            raise RuntimeError(f'FAILED cdsctl kv {" ".join(a)}: rc={p.returncode}\n{out}')
+        return f'$ target/release/cdsctl kv {shlex.join(a)} --dir {self.shown_as}\n{self.shown(out)}'
+
+    def http(self, i):
+        return next(n['http_addr'] for n in self.cluster()['nodes'] if n['id'] == i)
+
+    def curl(self, *a, grep=None):
+        p = subprocess.run(['curl', '-s', *a], capture_output=True, text=True, timeout=20)
+        if p.returncode != 0:
+            raise RuntimeError(f'FAILED curl {a}: rc={p.returncode}\n{p.stdout}{p.stderr}')
+        # The Date header changes with every request.
+        lines = [l for l in p.stdout.replace('\r', '').rstrip('\n').split('\n')
+                 if not l.lower().startswith('date:')]
+        cmd = f'$ curl -s {shlex.join(a)}'
+        if grep:
+            lines = [l for l in lines if re.search(grep, l)]
+            cmd += f" | grep -E '{grep}'"
+        return cmd + '\n' + '\n'.join(lines)
+
+    def status(self, i):
+        try:
+            with urllib.request.urlopen(f'http://{self.http(i)}/status', timeout=1) as r:
+                return json.load(r)
+        except (OSError, ValueError, StopIteration):
+            return None
+
+    def wait(self, what, cond, secs=20):
+        end = time.time() + secs
+        while time.time() < end:
+            got = cond({n['id']: self.status(n['id']) for n in self.cluster()['nodes']})
+            if got:
+                return got
+            time.sleep(0.2)
+        raise RuntimeError(f'timed out waiting for {what}')
+
+    def stop(self):
+        if os.path.exists(os.path.join(self.d, 'cluster.json')):
+            subprocess.run([C, 'kv', 'down', '--dir', self.d, '--timeout', '5s'], cwd=ROOT,
+                           capture_output=True, timeout=60)
+        self.remember()
+        for pid in self.pids:
+            try:
+                cmd = open(f'/proc/{pid}/cmdline', 'rb').read()
+            except OSError:
+                continue
+            if b'node' in cmd and self.d.encode() in cmd:
+                os.kill(pid, signal.SIGKILL)
+        # The nodes' data (a bench alone writes megabytes) is not needed.
+        shutil.rmtree(self.d, ignore_errors=True)
+
+
+def leader_of(sts, among=None):
+    """The leader of the highest term among the answering nodes of `sts`."""
+    ls = [i for i, s in sts.items() if s and s['role'] == 'leader' and (among is None or i in among)]
+    return max(ls, key=lambda i: sts[i]['term']) if ls else None
+
+
+def settled(expect_up):
+    """A `wait` condition: every node of expect_up answers, follows one
+    leader and has applied all it knows; returns that leader."""
+    def cond(sts):
+        up = {i: s for i, s in sts.items() if i in expect_up}
+        if any(s is None for s in up.values()):
+            return None
+        l = leader_of(up)
+        if l is None:
+            return None
+        if all(s['leader'] == l and s['term'] == up[l]['term'] and s['applied'] == up[l]['commit']
+               for s in up.values()):
+            return l
+        return None
+    return cond
+
+
 # ---------------------------------------------------------------- a local cluster
 # The chapter "Running a local cluster" (templates/cluster.md) shows a real
 # cluster of `cdsctl node` processes, started in a temporary directory and
@@ -355,76 +459,9 @@ KV_SHOWN = '/tmp/cds'
 
 def kv_chapter(v):
     import shlex, signal, time, urllib.request
-    d = os.path.join(W, 'cds')
-    pids = set()
-
-    def shown(s):
-        return s.replace(os.path.realpath(d), KV_SHOWN).replace(d, KV_SHOWN)
-
-    def cluster():
-        try:
-            return json.load(open(os.path.join(d, 'cluster.json')))
-        except (OSError, ValueError):
-            return {'nodes': []}
-
-    def remember():
-        pids.update(n['pid'] for n in cluster()['nodes'] if n.get('pid'))
-
-    def kv(*a, ok=(0,)):
-        p = subprocess.run([C, 'kv', *a, '--dir', d], cwd=ROOT, capture_output=True, text=True)
-        remember()
-        out = (p.stdout + p.stderr).rstrip('\n')
-        if p.returncode not in ok:
-            raise RuntimeError(f'FAILED cdsctl kv {" ".join(a)}: rc={p.returncode}\n{out}')
-        return f'$ target/release/cdsctl kv {shlex.join(a)} --dir {KV_SHOWN}\n{shown(out)}'
-
-    def http(i):
-        return next(n['http_addr'] for n in cluster()['nodes'] if n['id'] == i)
-
-    def curl(*a):
-        p = subprocess.run(['curl', '-s', *a], capture_output=True, text=True, timeout=20)
-        if p.returncode != 0:
-            raise RuntimeError(f'FAILED curl {a}: rc={p.returncode}\n{p.stdout}{p.stderr}')
-        # The Date header changes with every request.
-        out = '\n'.join(l for l in p.stdout.replace('\r', '').rstrip('\n').split('\n')
-                        if not l.lower().startswith('date:'))
-        return f'$ curl -s {shlex.join(a)}\n{out}'
-
-    def status(i):
-        try:
-            with urllib.request.urlopen(f'http://{http(i)}/status', timeout=1) as r:
-                return json.load(r)
-        except (OSError, ValueError, StopIteration):
-            return None
-
-    def wait(what, cond, secs=20):
-        end = time.time() + secs
-        while time.time() < end:
-            sts = {n['id']: status(n['id']) for n in cluster()['nodes']}
-            got = cond(sts)
-            if got:
-                return got
-            time.sleep(0.2)
-        raise RuntimeError(f'timed out waiting for {what}')
-
-    def leader_of(sts, among=None):
-        ls = [i for i, s in sts.items() if s and s['role'] == 'leader' and (among is None or i in among)]
-        return max(ls, key=lambda i: sts[i]['term']) if ls else None
-
-    def settled(expect_up):
-        # Every running node follows one leader and has applied all it knows.
-        def cond(sts):
-            up = {i: s for i, s in sts.items() if i in expect_up}
-            if any(s is None for s in up.values()):
-                return None
-            l = leader_of(up)
-            if l is None:
-                return None
-            if all(s['leader'] == l and s['term'] == up[l]['term'] and s['applied'] == up[l]['commit']
-                   for s in up.values()):
-                return l
-            return None
-        return cond
+    c = LocalCluster('cds', KV_SHOWN)
+    d, cluster, kv, http, curl, status, wait = c.d, c.cluster, c.kv, c.http, c.curl, c.status, c.wait
+    shown = c.shown
 
     try:
         v['kv-up'] = kv('up', '--nodes', '3')
@@ -528,19 +565,7 @@ def kv_chapter(v):
         v['kv-log'] = f'$ tail -n 5 {KV_SHOWN}/n{iso}/log\n' + shown('\n'.join(
             open(os.path.join(d, f'n{iso}', 'log')).read().rstrip('\n').split('\n')[-5:]))
     finally:
-        if os.path.exists(os.path.join(d, 'cluster.json')):
-            subprocess.run([C, 'kv', 'down', '--dir', d, '--timeout', '5s'], cwd=ROOT,
-                           capture_output=True, timeout=60)
-        remember()
-        for pid in pids:
-            try:
-                cmd = open(f'/proc/{pid}/cmdline', 'rb').read()
-            except OSError:
-                continue
-            if b'node' in cmd and d.encode() in cmd:
-                os.kill(pid, signal.SIGKILL)
-        # The nodes' data (the bench alone writes megabytes) is not needed.
-        shutil.rmtree(d, ignore_errors=True)
+        c.stop()
 
 
 try:
@@ -563,43 +588,9 @@ FAULTS_SHOWN = '/tmp/faults'
 
 def faults_chapter(v):
     import shlex, signal, time, urllib.request
-    d = os.path.join(W, 'faults')
-    pids = set()
-
-    def shown(s):
-        return s.replace(os.path.realpath(d), FAULTS_SHOWN).replace(d, FAULTS_SHOWN)
-
-    def cluster():
-        try:
-            return json.load(open(os.path.join(d, 'cluster.json')))
-        except (OSError, ValueError):
-            return {'nodes': []}
-
-    def remember():
-        pids.update(n['pid'] for n in cluster()['nodes'] if n.get('pid'))
-
-    def kv(*a, ok=(0,)):
-        p = subprocess.run([C, 'kv', *a, '--dir', d], cwd=ROOT, capture_output=True, text=True)
-        remember()
-        out = (p.stdout + p.stderr).rstrip('\n')
-        if p.returncode not in ok:
-            raise RuntimeError(f'FAILED cdsctl kv {" ".join(a)}: rc={p.returncode}\n{out}')
-        return f'$ target/release/cdsctl kv {shlex.join(a)} --dir {FAULTS_SHOWN}\n{shown(out)}'
-
-    def http(i):
-        return next(n['http_addr'] for n in cluster()['nodes'] if n['id'] == i)
-
-    def curl(*a, grep=None):
-        p = subprocess.run(['curl', '-s', *a], capture_output=True, text=True, timeout=20)
-        if p.returncode != 0:
-            raise RuntimeError(f'FAILED curl {a}: rc={p.returncode}\n{p.stdout}{p.stderr}')
-        lines = [l for l in p.stdout.replace('\r', '').rstrip('\n').split('\n')
-                 if not l.lower().startswith('date:')]
-        cmd = f'$ curl -s {shlex.join(a)}'
-        if grep:
-            lines = [l for l in lines if re.search(grep, l)]
-            cmd += f" | grep -E '{grep}'"
-        return cmd + '\n' + '\n'.join(lines)
+    c = LocalCluster('faults', FAULTS_SHOWN)
+    d, cluster, kv, http, curl, status, wait = c.d, c.cluster, c.kv, c.http, c.curl, c.status, c.wait
+    shown = c.shown
 
     def metric(i, name):
         with urllib.request.urlopen(f'http://{http(i)}/metrics', timeout=2) as r:
@@ -607,38 +598,6 @@ def faults_chapter(v):
                 if l.startswith(name + ' '):
                     return float(l.split()[1])
         raise RuntimeError(f'node {i} has no metric {name}')
-
-    def status(i):
-        try:
-            with urllib.request.urlopen(f'http://{http(i)}/status', timeout=1) as r:
-                return json.load(r)
-        except (OSError, ValueError, StopIteration):
-            return None
-
-    def wait(what, cond, secs=20):
-        end = time.time() + secs
-        while time.time() < end:
-            got = cond({n['id']: status(n['id']) for n in cluster()['nodes']})
-            if got:
-                return got
-            time.sleep(0.2)
-        raise RuntimeError(f'timed out waiting for {what}')
-
-    def settled(expect_up):
-        # Every node of expect_up follows one leader and has applied all it knows.
-        def cond(sts):
-            up = {i: s for i, s in sts.items() if i in expect_up}
-            if any(s is None for s in up.values()):
-                return None
-            ls = [i for i, s in up.items() if s['role'] == 'leader']
-            if not ls:
-                return None
-            l = max(ls, key=lambda i: up[i]['term'])
-            if all(s['leader'] == l and s['term'] == up[l]['term'] and s['applied'] == up[l]['commit']
-                   for s in up.values()):
-                return l
-            return None
-        return cond
 
     def now_us():
         # The nodes stamp their trace records with wall-clock microseconds.
@@ -869,18 +828,7 @@ def faults_chapter(v):
             sel.append(after[end + 1])
         v['fault-merge-election'] = '\n'.join(sel)
     finally:
-        if os.path.exists(os.path.join(d, 'cluster.json')):
-            subprocess.run([C, 'kv', 'down', '--dir', d, '--timeout', '5s'], cwd=ROOT,
-                           capture_output=True, timeout=60)
-        remember()
-        for pid in pids:
-            try:
-                cmd = open(f'/proc/{pid}/cmdline', 'rb').read()
-            except OSError:
-                continue
-            if b'node' in cmd and d.encode() in cmd:
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(d, ignore_errors=True)
+        c.stop()
 
 
 try:
