@@ -21,12 +21,12 @@
 //! [`LiveCluster::add_node`] brings in through the same membership change
 //! the simulator's `--reconfig` uses.
 
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::cluster::{Ev, Failure, Sim, SimConfig, TICK_MS};
 use super::faults::FaultSet;
 use super::workload::{Client, ClientOp, Pending};
-use crate::core::{NodeId, Role};
+use crate::core::{Membership, NodeId, Role};
 use crate::trace::schema::{Header, Kind};
 use crate::trace::writer::TraceWriter;
 
@@ -36,6 +36,32 @@ pub const MIN_NODES: usize = 3;
 pub const MAX_NODES: usize = 7;
 /// Keys client requests write to (`0..CLIENT_KEYS`).
 const CLIENT_KEYS: u64 = 5;
+
+/// One running node as a console shows it, read between two steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveStatus {
+    /// Its role in `term`.
+    pub role: Role,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it follows (itself when leader), if known.
+    pub leader: Option<NodeId>,
+    /// The highest index it knows committed.
+    pub commit: u64,
+    /// The highest index its state machine applied.
+    pub applied: u64,
+    /// The first index its log holds (past its compaction point).
+    pub first_index: u64,
+    /// The last index of its log.
+    pub last_index: u64,
+    /// The configuration it uses (the latest in its log).
+    pub membership: Membership,
+    /// Leader only: the highest index known to match on each member,
+    /// itself included; empty on other roles.
+    pub matched: BTreeMap<NodeId, u64>,
+    /// The index of its latest snapshot, if it has one.
+    pub snapshot_index: Option<u64>,
+}
 
 /// A simulated cluster driven action by action. See the module docs.
 pub struct LiveCluster {
@@ -173,6 +199,72 @@ impl LiveCluster {
         v.sort_unstable();
         v.dedup_by_key(|m| m.0);
         v
+    }
+
+    /// What running node `id` looks like now; `None` when it is stopped or
+    /// there is no such node.
+    pub fn status(&self, id: NodeId) -> Option<LiveStatus> {
+        let i = self.node_index(id).ok()?;
+        let r = self.sim.nodes[i].raft.as_ref()?;
+        let matched = if r.role() == Role::Leader {
+            r.membership()
+                .members()
+                .into_iter()
+                .filter_map(|p| r.progress(p).map(|pr| (p, pr.matched)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        Some(LiveStatus {
+            role: r.role(),
+            term: r.term(),
+            leader: r.leader(),
+            commit: r.commit_index(),
+            applied: r.applied_index(),
+            first_index: r.raft_log().first_index(),
+            last_index: r.raft_log().last_index(),
+            membership: r.membership().clone(),
+            matched,
+            snapshot_index: r.storage().snapshot_files().map(|(m, _)| m.index),
+        })
+    }
+
+    /// Client requests sent and not yet answered (each client retries
+    /// until its put is applied).
+    pub fn pending_requests(&self) -> usize {
+        self.sim
+            .clients
+            .iter()
+            .filter(|c| c.pending.is_some())
+            .count()
+    }
+
+    /// The latencies (simulated ms, from first send to the reply) of the
+    /// client requests answered since the last call. The session keeps no
+    /// client history after this, so a long session does not grow with
+    /// its load.
+    pub fn take_latencies(&mut self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for c in &mut self.sim.clients {
+            out.extend(
+                c.history
+                    .drain(..)
+                    .filter_map(|op| Some(op.complete?.saturating_sub(op.invoke))),
+            );
+        }
+        out
+    }
+
+    /// The trace written since the last call (the first call starts with
+    /// the header line), whole lines. After a call, [`LiveCluster::trace_text`]
+    /// holds only what was written since, so a long session can stream its
+    /// trace to a file instead of holding it in memory.
+    pub fn take_trace(&mut self) -> Vec<u8> {
+        self.sim
+            .trace
+            .as_mut()
+            .expect("a live cluster always traces")
+            .take_written()
     }
 
     /// The invariant violation that stopped the session, if one did.
@@ -399,6 +491,21 @@ impl LiveCluster {
         self.change_voters(l, voters)
     }
 
+    /// Asks the leader to hand leadership to voter `id` (it sends
+    /// `TimeoutNow` once `id` has caught up).
+    pub fn transfer_leader(&mut self, id: NodeId) -> Result<(), String> {
+        self.check_failed()?;
+        self.node_index(id)?;
+        let l = self.leader_index().ok_or("no leader to transfer from")?;
+        let r = self.sim.nodes[l].raft.as_mut().expect("leader runs");
+        let leader = r.id();
+        r.transfer_leader(id)
+            .map_err(|e| format!("leader n{leader} refused the transfer: {e}"))?;
+        self.begin();
+        let res = self.sim.handle_ready(l);
+        self.record(res)
+    }
+
     /// Node `id` snapshots its state machine at its applied index and
     /// compacts its log behind it (keeping a few entries), as the
     /// simulator's `--compact` does. Followers too far behind then get the
@@ -554,6 +661,48 @@ mod tests {
         assert!(c.drop_message(0).is_err());
         assert!(c.heal().is_err());
         assert!(c.advance(0).is_ok());
+    }
+
+    #[test]
+    fn status_transfer_load_and_a_streamed_trace() {
+        let mut c = LiveCluster::new(3, 5).unwrap();
+        let mut streamed = c.take_trace();
+        let l = until_leader(&mut c);
+        let st = c.status(l).unwrap();
+        assert_eq!(st.role, Role::Leader);
+        assert_eq!(st.leader, Some(l));
+        assert_eq!(st.membership.voters, [1, 2, 3]);
+        assert_eq!(st.matched.len(), 3, "{st:?}");
+        assert!(c.status(4).is_some_and(|s| s.membership.voters.is_empty()));
+        assert!(c.status(9).is_none());
+
+        for _ in 0..4 {
+            c.client_request(None).unwrap();
+        }
+        assert_eq!(c.pending_requests(), 4);
+        c.advance(200).unwrap();
+        assert_eq!(c.pending_requests(), 0);
+        let lat = c.take_latencies();
+        assert_eq!(lat.len(), 4, "{lat:?}");
+        assert!(lat.iter().all(|&ms| ms > 0 && ms < 200), "{lat:?}");
+        assert!(c.take_latencies().is_empty(), "drained");
+        let commit = c.status(l).unwrap().commit;
+        assert!(commit >= 5, "4 puts and the leader's no-op: {commit}");
+
+        let to = l % 3 + 1;
+        assert!(c.transfer_leader(l).unwrap_err().contains("refused"));
+        c.transfer_leader(to).unwrap();
+        c.advance(300).unwrap();
+        assert_eq!(c.leader(), Some(to));
+        assert!(c.transfer_leader(9).is_err());
+
+        c.stop(l).unwrap();
+        assert!(c.status(l).is_none(), "stopped");
+        streamed.extend(c.take_trace());
+        let text = String::from_utf8(streamed).unwrap();
+        let summary = check_str(&text).unwrap();
+        assert_eq!(summary.events as u64, c.events());
+        assert!(summary.kinds.contains_key("transfer"), "{:?}", summary.kinds);
     }
 
     /// A voter that grants votes to stale logs (an injected bug) lets a

@@ -78,6 +78,14 @@ impl TraceWriter<Vec<u8>> {
         }
     }
 
+    /// Takes every byte written so far (whole lines: the header the first
+    /// time, then events), leaving the buffer empty, so a long session can
+    /// hand its trace on instead of holding all of it. The event count
+    /// keeps counting from where it was.
+    pub fn take_written(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
     /// The trace as text. It is valid UTF-8 because JSON output is.
     pub fn into_string(self) -> String {
         match String::from_utf8(self.out) {
