@@ -323,7 +323,7 @@ pub(crate) struct SimNode {
     /// Incarnation: bumped on restart so the old one's ticks are ignored.
     inc: u64,
     period: u64,
-    paused: bool,
+    pub(crate) paused: bool,
     missed_ticks: u64,
     inbox: Vec<(u64, Message)>,
     pub(crate) kv: Kv,
@@ -782,7 +782,16 @@ impl Sim {
         self.stats.crashes += 1;
     }
 
-    fn resume(&mut self, i: usize) -> Result<(), Failure> {
+    /// Stalls running node `i` (a SIGSTOP): its ticks are counted, not
+    /// run, and messages to it wait in its inbox until [`Sim::resume`].
+    pub(crate) fn pause(&mut self, i: usize) {
+        self.nodes[i].paused = true;
+        self.stats.pauses += 1;
+        let id = self.nodes[i].id;
+        self.emit(id, Kind::Pause);
+    }
+
+    pub(crate) fn resume(&mut self, i: usize) -> Result<(), Failure> {
         let id = self.nodes[i].id;
         self.nodes[i].paused = false;
         self.emit(id, Kind::Resume);
@@ -1768,10 +1777,7 @@ impl Sim {
             FaultKind::Pause => {
                 let i = self.rand(n as u64) as usize;
                 if self.nodes[i].raft.is_some() && !self.nodes[i].paused {
-                    self.nodes[i].paused = true;
-                    self.stats.pauses += 1;
-                    let id = self.nodes[i].id;
-                    self.emit(id, Kind::Pause);
+                    self.pause(i);
                     let d = 20 + self.rand(480);
                     self.schedule(d, Ev::Resume { node: i });
                 }

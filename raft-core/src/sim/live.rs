@@ -4,11 +4,13 @@
 //! A [`LiveCluster`] is a simulated cluster of real cores with no random
 //! faults and no random clients. Simulated time moves only when
 //! [`LiveCluster::advance`] is called; in between, the user acts on a node
-//! or on the cluster (stop, restart, time out, drop a message, partition,
-//! heal, client request, add or remove a node, snapshot). Each action is
-//! recorded as the trace events the simulator already writes (`crash`,
-//! `restart`, `timeout`, `drop`, `partition`, `heal`, `client`, `config`,
+//! or on the cluster (stop, restart, pause, resume, time out, drop a
+//! message, partition, heal, client request, transfer leadership, add or
+//! remove a node, snapshot). Each action is recorded as the trace events
+//! the simulator already writes (`crash`, `restart`, `pause`, `resume`,
+//! `timeout`, `drop`, `partition`, `heal`, `client`, `transfer`, `config`,
 //! `snapshot`, ...), so the trace of a session replays like any other.
+//! Both the visualizer's live mode and `cdsctl top --sim` drive it.
 //!
 //! Everything random still comes from the seed, so the same seed and the
 //! same sequence of (time, action) give the same trace, byte for byte. The
@@ -320,6 +322,36 @@ impl LiveCluster {
         self.begin();
         self.sim.restart(i);
         Ok(())
+    }
+
+    /// Pauses running node `id` (a SIGSTOP): it keeps its state but does
+    /// nothing, and messages to it wait, until [`LiveCluster::resume`].
+    pub fn pause(&mut self, id: NodeId) -> Result<(), String> {
+        let i = self.running(id)?;
+        if self.sim.nodes[i].paused {
+            return Err(format!("n{id} is already paused"));
+        }
+        self.begin();
+        self.sim.pause(i);
+        Ok(())
+    }
+
+    /// Resumes paused node `id`: the ticks it missed run first, then the
+    /// messages that waited for it.
+    pub fn resume(&mut self, id: NodeId) -> Result<(), String> {
+        let i = self.running(id)?;
+        if !self.sim.nodes[i].paused {
+            return Err(format!("n{id} is not paused"));
+        }
+        self.begin();
+        let res = self.sim.resume(i);
+        self.record(res)
+    }
+
+    /// Whether node `id` is paused.
+    pub fn is_paused(&self, id: NodeId) -> bool {
+        self.node_index(id)
+            .is_ok_and(|i| self.sim.nodes[i].raft.is_some() && self.sim.nodes[i].paused)
     }
 
     /// Fires node `id`'s election timer now: it starts a pre-vote round
@@ -696,13 +728,25 @@ mod tests {
         assert_eq!(c.leader(), Some(to));
         assert!(c.transfer_leader(9).is_err());
 
+        assert!(c.resume(l).unwrap_err().contains("not paused"));
+        c.pause(to).unwrap();
+        assert!(c.is_paused(to) && c.pause(to).is_err());
+        c.advance(1000).unwrap();
+        assert_ne!(c.leader(), Some(to), "a paused leader is replaced");
+        c.resume(to).unwrap();
+        assert!(!c.is_paused(to));
+        c.advance(300).unwrap();
+        assert!(c.status(to).is_some_and(|s| s.role != Role::Leader));
+
         c.stop(l).unwrap();
         assert!(c.status(l).is_none(), "stopped");
         streamed.extend(c.take_trace());
         let text = String::from_utf8(streamed).unwrap();
         let summary = check_str(&text).unwrap();
         assert_eq!(summary.events as u64, c.events());
-        assert!(summary.kinds.contains_key("transfer"), "{:?}", summary.kinds);
+        for ev in ["transfer", "pause", "resume"] {
+            assert!(summary.kinds.contains_key(ev), "{ev}: {:?}", summary.kinds);
+        }
     }
 
     /// A voter that grants votes to stale logs (an injected bug) lets a

@@ -1,5 +1,6 @@
-//! The event log's sources: the nodes' trace files, read incrementally
-//! from where the last read stopped, and this console's own actions.
+//! The event log's sources: trace records (from the nodes' trace files,
+//! read incrementally from where the last read stopped, or from a
+//! simulated session), and this console's own actions.
 //!
 //! Only what an operator watches for becomes a line (elections, leader
 //! changes, configuration changes, snapshots, restarts); votes of pre-vote
@@ -38,6 +39,12 @@ struct FileTail {
 #[derive(Debug, Default)]
 pub struct Tailer {
     files: BTreeMap<PathBuf, FileTail>,
+    summary: Summariser,
+}
+
+/// Turns trace records into event-log lines.
+#[derive(Debug, Default)]
+pub struct Summariser {
     /// Configuration changes already logged, by (change, index): every
     /// member records the same change, the log shows it once.
     configs_seen: BTreeSet<(String, u64)>,
@@ -55,7 +62,7 @@ impl Tailer {
                 let Ok(rec) = serde_json::from_slice::<Record>(&line) else {
                     continue;
                 };
-                if let Some(ev) = self.describe(&rec) {
+                if let Some(ev) = self.summary.describe(&rec, rec.t) {
                     out.push(ev);
                 }
             }
@@ -104,10 +111,12 @@ impl Tailer {
         }
         lines
     }
+}
 
+impl Summariser {
     /// The event-log line for a trace record, if it is one an operator
-    /// watches for.
-    fn describe(&mut self, rec: &Record) -> Option<Event> {
+    /// watches for, stamped `t_us` (the record's time on the log's clock).
+    pub fn describe(&mut self, rec: &Record, t_us: u64) -> Option<Event> {
         let term = rec.term;
         let (kind, text) = match &rec.kind {
             Kind::Role { from, leader } => match rec.role {
@@ -183,10 +192,11 @@ impl Tailer {
             }
             Kind::Compact { upto } => (EventKind::Snapshot, format!("log compacted to {upto}")),
             Kind::Restart => (EventKind::Process, format!("started, term {term}")),
+            Kind::Crash => (EventKind::Process, "crashed".to_owned()),
             _ => return None,
         };
         Some(Event {
-            t_us: rec.t,
+            t_us,
             node: Some(rec.node),
             kind,
             text,
