@@ -23,6 +23,31 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// Runs `command` in a detached 120x40 session on a private server.
+    fn start(tmp: &Path, command: &str) -> Tmux {
+        let name =
+            format!("cds-top-{}-{}", std::process::id(), tmp.display()).replace(['/', '.'], "-");
+        let tmux = Tmux {
+            socket: name.clone(),
+            session: name,
+        };
+        let out = tmux.cmd(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            &tmux.session,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            command,
+        ]);
+        assert!(out.status.success(), "tmux new-session failed: {out:?}");
+        tmux
+    }
+
     fn cmd(&self, args: &[&str]) -> Output {
         Command::new("tmux")
             .arg("-L")
@@ -61,6 +86,12 @@ fn leader_on(screen: &str) -> Option<u64> {
     let first = screen.lines().next()?;
     let rest = &first[first.find("leader n")? + "leader n".len()..];
     rest.split(' ').next()?.parse().ok()
+}
+
+/// The load generator's rate the charts' title shows ("· load 655/s").
+fn load_rate(screen: &str) -> Option<u64> {
+    let rest = &screen[screen.find("· load ")? + "· load ".len()..];
+    rest.split("/s").next()?.parse().ok()
 }
 
 /// Whether the node table's selection marker is on node `id`.
@@ -102,12 +133,6 @@ fn killing_the_leader_from_top_shows_a_new_leader() {
     let up = kv(&dir, &["up", "--nodes", "3"]);
     assert!(up.status.success(), "kv up failed: {up:?}");
 
-    let name =
-        format!("cds-top-{}-{}", std::process::id(), tmp.path().display()).replace(['/', '.'], "-");
-    let tmux = Tmux {
-        socket: name.clone(),
-        session: name,
-    };
     let err_file = tmp.path().join("top.stderr");
     // Single quotes: the temp paths hold no quote.
     let command = format!(
@@ -115,22 +140,8 @@ fn killing_the_leader_from_top_shows_a_new_leader() {
         dir.display(),
         err_file.display()
     );
+    let tmux = Tmux::start(tmp.path(), &command);
     let started = Instant::now();
-    let out = tmux.cmd(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-s",
-        &tmux.session,
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &command,
-    ]);
-    assert!(out.status.success(), "tmux new-session failed: {out:?}");
-
     let old = wait_for(
         &tmux,
         &err_file,
@@ -171,6 +182,11 @@ fn killing_the_leader_from_top_shows_a_new_leader() {
             .then_some(())
     });
 
+    quit(&tmux, &err_file);
+}
+
+/// Presses q, and checks that `top` ends and restored the terminal.
+fn quit(tmux: &Tmux, err_file: &Path) -> String {
     // q quits and the pane (and so the session) ends.
     tmux.keys("q");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -178,7 +194,83 @@ fn killing_the_leader_from_top_shows_a_new_leader() {
         assert!(Instant::now() < deadline, "top did not quit on q");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+    let err = std::fs::read_to_string(err_file).unwrap_or_default();
     eprintln!("top's stderr: {}", err.trim());
     assert!(err.contains("frames in"), "top did not exit cleanly: {err}");
+    err
+}
+
+/// `top --sim`: the same screen over a simulated cluster in the process.
+/// Killing its leader from the keyboard brings a new one within a bound,
+/// the load generator's figures appear, and the seed is on screen and
+/// printed at exit.
+#[test]
+fn top_sim_runs_a_simulated_cluster_in_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let err_file = tmp.path().join("top.stderr");
+    let trace = tmp.path().join("session.rtrace");
+    let command = format!(
+        "'{BIN}' top --sim --seed 11 --nodes 5 --trace '{}' 2>'{}'",
+        trace.display(),
+        err_file.display()
+    );
+    let tmux = Tmux::start(tmp.path(), &command);
+    let old = wait_for(
+        &tmux,
+        &err_file,
+        Duration::from_secs(15),
+        "leader",
+        leader_on,
+    );
+    let screen = tmux.screen();
+    assert!(screen.contains("simulated, seed 11"), "{screen}");
+    for id in 1..=5 {
+        assert!(
+            screen.lines().any(|l| l.starts_with(&format!("│  {id} "))
+                || l.starts_with(&format!("│▶ {id} "))),
+            "no row for node {id}:\n{screen}"
+        );
+    }
+
+    tmux.keys(&old.to_string());
+    wait_for(&tmux, &err_file, Duration::from_secs(5), "selection", |s| {
+        selected_on(s, old).then_some(())
+    });
+    let pressed = Instant::now();
+    tmux.keys("x");
+    let new = wait_for(
+        &tmux,
+        &err_file,
+        Duration::from_secs(10),
+        "new leader",
+        |s| leader_on(s).filter(|l| *l != old),
+    );
+    eprintln!(
+        "sim: kill key to new leader n{new} on screen: {:?}",
+        pressed.elapsed()
+    );
+    assert!(tmux.screen().contains(&format!("node {old} killed")));
+
+    tmux.keys("l");
+    let rate = wait_for(
+        &tmux,
+        &err_file,
+        Duration::from_secs(10),
+        "load figures",
+        |s| load_rate(s).filter(|r| *r > 0),
+    );
+    eprintln!("sim: load generator at {rate} puts/s");
+    let err = quit(&tmux, &err_file);
+    assert!(err.contains("seed 11"), "{err}");
+    let text = std::fs::read_to_string(&trace).expect("the session's trace");
+    let check = Command::new(BIN)
+        .args(["trace", "check"])
+        .arg(&trace)
+        .output()
+        .expect("running trace check");
+    assert!(
+        check.status.success(),
+        "trace check failed on the session's trace ({} bytes): {check:?}",
+        text.len()
+    );
 }

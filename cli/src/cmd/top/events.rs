@@ -192,7 +192,6 @@ impl Summariser {
             }
             Kind::Compact { upto } => (EventKind::Snapshot, format!("log compacted to {upto}")),
             Kind::Restart => (EventKind::Process, format!("started, term {term}")),
-            Kind::Crash => (EventKind::Process, "crashed".to_owned()),
             _ => return None,
         };
         Some(Event {

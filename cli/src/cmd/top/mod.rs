@@ -1,24 +1,27 @@
-//! `cdsctl top`: a live console that watches and drives a local cluster.
+//! `cdsctl top`: a live console that watches and drives a cluster: a
+//! local cluster of processes (`--dir`), or a simulated one running in
+//! this process (`--sim`).
 //!
-//! Three kinds of thread keep the screen responsive: pollers (one per
-//! node, see [`poll`]) and a trace tailer fill shared state; one worker
-//! runs the actions the keys ask for, in order, through the same functions
-//! as the `cdsctl kv` commands; and this thread only reads that state,
-//! draws, and waits for keys. Nothing here blocks on a node, so a paused or
-//! hung node shows as such instead of freezing the screen.
-//!
-//! Left out: `--sim` (a simulated cluster in the same process).
+//! Behind the screen is a [`source::Source`]. For a local cluster, pollers
+//! (one per node, see [`poll`]) and a trace tailer fill shared state, and
+//! one worker runs the actions the keys ask for, in order, through the same
+//! functions as the `cdsctl kv` commands ([`local`]). For a simulation, the
+//! UI thread moves simulated time along with the wall clock and acts on
+//! the simulator directly ([`sim`]). Either way this thread only reads the
+//! picture, draws, and waits for keys: nothing here blocks on a node, so a
+//! paused or hung node shows as such instead of freezing the screen.
 
 mod events;
 mod keys;
+mod local;
 mod model;
 mod poll;
+mod sim;
+mod source;
 mod ui;
 
 use std::io::Stdout;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -30,18 +33,38 @@ use crossterm::terminal::{
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
-use crate::cmd::kv::bench::{Background, LiveStats};
 use crate::cmd::kv::cluster::ClusterFile;
-use crate::cmd::kv::{self, parse_duration};
+use crate::cmd::kv::parse_duration;
 use keys::Action;
-use model::{EventKind, LoadView, Model};
+use model::{EventKind, Model, SimInfo};
+use source::{Job, Source};
 
 /// Arguments of `cdsctl top`.
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// The cluster directory (as given to `cdsctl kv up --dir`).
-    #[arg(long, default_value = "cds-cluster")]
+    #[arg(long, default_value = "cds-cluster", conflicts_with = "sim")]
     pub dir: PathBuf,
+    /// Watch a simulated cluster running in this process instead: the
+    /// real Raft core on the deterministic simulator, simulated time
+    /// moving with the wall clock (see `--speed`).
+    #[arg(long)]
+    pub sim: bool,
+    /// Voters of the simulated cluster (3 to 7; two spare nodes wait to be
+    /// added).
+    #[arg(long, default_value_t = 3, requires = "sim")]
+    pub nodes: usize,
+    /// The simulator's seed (shown on screen); a new one each run if not
+    /// given.
+    #[arg(long, requires = "sim")]
+    pub seed: Option<u64>,
+    /// Simulated milliseconds per wall-clock millisecond (0.01 to 100).
+    #[arg(long, default_value_t = 1.0, requires = "sim", value_parser = parse_speed)]
+    pub speed: f64,
+    /// Write the simulated session's trace to this file as it runs
+    /// (replay it with `cdsctl viz FILE`).
+    #[arg(long, requires = "sim")]
+    pub trace: Option<PathBuf>,
     /// Time between refreshes of the screen and polls of the nodes.
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub refresh: Duration,
@@ -53,9 +76,15 @@ pub struct TopArgs {
     pub value_size: usize,
 }
 
-/// How long an action that waits for the cluster (restart, transfer,
-/// membership changes) may take, as the matching command's default.
-const ACTION_TIMEOUT: Duration = Duration::from_secs(10);
+fn parse_speed(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number (try 0.5 or 2)"))?;
+    if !(0.01..=100.0).contains(&v) {
+        return Err(format!("{v} is outside 0.01 to 100"));
+    }
+    Ok(v)
+}
 
 /// Wall-clock microseconds, the clock of the traces and of the model.
 pub fn now_us() -> u64 {
@@ -77,27 +106,46 @@ fn utc_offset_s() -> i64 {
 
 /// Runs `cdsctl top`.
 pub fn run(args: TopArgs) -> Result<()> {
-    // Fail before touching the terminal when there is no cluster to watch.
-    ClusterFile::load(&args.dir)?;
     let refresh = args.refresh.max(Duration::from_millis(50));
-    let poller = poll::Poller::start(args.dir.clone(), refresh);
-    let (jobs, results) = start_worker(args.dir.clone(), args.load_clients, args.value_size)?;
-    let mut model = Model::new(
-        args.dir.display().to_string(),
-        refresh.as_micros() as u64,
-        utc_offset_s(),
-    );
+    let (mut source, mut model): (Box<dyn Source>, Model) = if args.sim {
+        let seed = args.seed.unwrap_or_else(|| now_us() % 1_000_000);
+        let source = sim::SimSource::new(sim::SimOptions {
+            nodes: args.nodes,
+            seed,
+            speed: args.speed,
+            clients: args.load_clients,
+            trace: args.trace.clone(),
+        })?;
+        let mut model = Model::new(
+            format!("simulated, seed {seed}"),
+            refresh.as_micros() as u64,
+            0,
+        );
+        model.sim = Some(SimInfo {
+            seed,
+            speed: args.speed,
+        });
+        (Box::new(source), model)
+    } else {
+        // Fail before touching the terminal when there is no cluster to watch.
+        ClusterFile::load(&args.dir)?;
+        let source = local::LocalSource::start(
+            args.dir.clone(),
+            refresh,
+            args.load_clients,
+            args.value_size,
+        )?;
+        let model = Model::new(
+            args.dir.display().to_string(),
+            refresh.as_micros() as u64,
+            utc_offset_s(),
+        );
+        (Box::new(source), model)
+    };
 
     let mut term = TerminalGuard::enter()?;
     let started = Instant::now();
-    let outcome = ui_loop(
-        &mut term.terminal,
-        &mut model,
-        &poller,
-        (&jobs, &results),
-        refresh,
-        args.load_clients,
-    );
+    let outcome = ui_loop(&mut term.terminal, &mut model, source.as_mut(), refresh);
     let frames = outcome.as_ref().copied().unwrap_or(0);
     drop(term);
     let secs = started.elapsed().as_secs_f64();
@@ -106,6 +154,9 @@ pub fn run(args: TopArgs) -> Result<()> {
         "top: {frames} frames in {secs:.1} s ({:.1}/s)",
         frames as f64 / secs.max(1e-9)
     );
+    if let Some(seed) = model.sim.as_ref().map(|s| s.seed) {
+        eprintln!("top: simulated cluster, seed {seed}");
+    }
     outcome.map(|_| ())
 }
 
@@ -156,112 +207,6 @@ impl Drop for TerminalGuard {
     }
 }
 
-/// A request to the worker: an action and the node it targets.
-struct Job {
-    action: Action,
-    node: Option<u64>,
-    what: String,
-}
-
-/// What the worker reports back.
-enum Report {
-    Started(String),
-    Finished {
-        outcome: Result<String, String>,
-        /// `Some` when the load generator started (`Some(Some)`) or
-        /// stopped (`Some(None)`).
-        load: Option<Option<Arc<LiveStats>>>,
-    },
-}
-
-fn start_worker(
-    dir: PathBuf,
-    clients: usize,
-    value_size: usize,
-) -> Result<(Sender<Job>, Receiver<Report>)> {
-    let (job_tx, job_rx) = mpsc::channel::<Job>();
-    let (rep_tx, rep_rx) = mpsc::channel::<Report>();
-    std::thread::Builder::new()
-        .name("top-actions".into())
-        .spawn(move || {
-            // Lives here so a stop can wait for the clients off the UI thread;
-            // dropped (and so stopped) when `top` exits.
-            let mut load: Option<Background> = None;
-            for job in job_rx {
-                if rep_tx.send(Report::Started(job.what.clone())).is_err() {
-                    return;
-                }
-                let mut load_change = None;
-                let outcome = act(&dir, &job, &mut load, clients, value_size, &mut load_change)
-                    .map_err(|e| format!("{}: {e:#}", job.what));
-                let report = Report::Finished {
-                    outcome,
-                    load: load_change,
-                };
-                if rep_tx.send(report).is_err() {
-                    return;
-                }
-            }
-        })
-        .context("starting the action worker")?;
-    Ok((job_tx, rep_rx))
-}
-
-/// Runs one action through the `cdsctl kv` code; warnings (nodes skipped)
-/// are appended to the message.
-fn act(
-    dir: &Path,
-    job: &Job,
-    load: &mut Option<Background>,
-    clients: usize,
-    value_size: usize,
-    load_change: &mut Option<Option<Arc<LiveStats>>>,
-) -> Result<String> {
-    let mut warnings = Vec::new();
-    let mut warn = |w: String| warnings.push(w);
-    let node = || job.node.context("no node selected");
-    let msg = match job.action {
-        Action::Kill => kv::kill(dir, node()?)?,
-        Action::Restart => kv::restart(dir, node()?, ACTION_TIMEOUT)?,
-        Action::Pause => kv::pause(dir, node()?)?,
-        Action::Resume => kv::resume(dir, node()?)?,
-        Action::Isolate => {
-            let id = node()?;
-            let c = ClusterFile::load(dir)?;
-            let others: Vec<String> = c
-                .nodes
-                .iter()
-                .filter(|n| n.id != id)
-                .map(|n| n.id.to_string())
-                .collect();
-            kv::partition(dir, &format!("{id}/{}", others.join(",")), &mut warn)?
-        }
-        Action::Heal => kv::heal(dir, &mut warn)?,
-        Action::Transfer => kv::transfer_leader(dir, node()?, ACTION_TIMEOUT)?,
-        Action::AddNode => kv::add_node(dir, ACTION_TIMEOUT, &mut warn)?,
-        Action::RemoveNode => kv::remove_node(dir, node()?, ACTION_TIMEOUT)?,
-        Action::Snapshot => kv::snapshot(dir, node()?)?,
-        Action::Load => match load.take() {
-            Some(bg) => {
-                *load_change = Some(None);
-                bg.stop()
-            }
-            None => {
-                let (bg, msg) = kv::load_start(dir, clients, value_size)?;
-                *load_change = Some(Some(bg.stats()));
-                *load = Some(bg);
-                msg
-            }
-        },
-        other => anyhow::bail!("{other:?} is not a cluster action"),
-    };
-    Ok(if warnings.is_empty() {
-        msg
-    } else {
-        format!("{msg} ({})", warnings.join("; "))
-    })
-}
-
 /// What the user sees while an action is queued: "kill node 2".
 fn describe(action: Action, node: Option<u64>) -> String {
     let n = node.map_or_else(|| "?".to_owned(), |n| n.to_string());
@@ -281,77 +226,31 @@ fn describe(action: Action, node: Option<u64>) -> String {
     }
 }
 
-/// The running load generator as the UI tracks it.
-struct LoadTrack {
-    stats: Arc<LiveStats>,
-    clients: usize,
-    last_ok: u64,
-    last_at: Instant,
-}
-
 /// Draws and handles keys until quit; returns the frames drawn.
 fn ui_loop(
     terminal: &mut Term,
     model: &mut Model,
-    poller: &poll::Poller,
-    (jobs, results): (&Sender<Job>, &Receiver<Report>),
+    source: &mut dyn Source,
     refresh: Duration,
-    load_clients: usize,
 ) -> Result<u64> {
     let mut frames = 0u64;
-    let mut load: Option<LoadTrack> = None;
     let mut next_frame = Instant::now();
     loop {
-        let now = now_us();
-        let (obs, evs, cluster_error) = poller.take();
-        model.observe(obs, now);
-        for e in evs {
+        let up = source.update();
+        let now = up.now_us;
+        // Actions first: a kill's outcome goes in the log before the
+        // node's "is down" it causes.
+        for r in source.reports() {
+            model.report(r);
+        }
+        model.observe(up.nodes, now);
+        for e in up.events {
             model.push_event(e);
         }
-        if let Some(e) = cluster_error {
+        if let Some(e) = up.error {
             model.set_status(EventKind::Failed, e);
         }
-        while let Ok(r) = results.try_recv() {
-            match r {
-                Report::Started(what) => {
-                    model.queued = model.queued.saturating_sub(1);
-                    model.push_event(events::action_started(now, &what));
-                    model.set_status(EventKind::Action, format!("running: {what}…"));
-                }
-                Report::Finished {
-                    outcome,
-                    load: change,
-                } => {
-                    model.push_event(events::action_finished(now, &outcome));
-                    match &outcome {
-                        Ok(m) => model.set_status(EventKind::Done, format!("✓ {m}")),
-                        Err(e) => model.set_status(EventKind::Failed, format!("✗ {e}")),
-                    }
-                    match change {
-                        Some(Some(stats)) => {
-                            load = Some(LoadTrack {
-                                stats,
-                                clients: load_clients,
-                                last_ok: 0,
-                                last_at: Instant::now(),
-                            });
-                            model.load = Some(LoadView {
-                                clients: load_clients,
-                                ..LoadView::default()
-                            });
-                        }
-                        Some(None) => {
-                            load = None;
-                            model.load = None;
-                        }
-                        None => {}
-                    }
-                }
-            }
-        }
-        if let Some(l) = &mut load {
-            update_load(l, model);
-        }
+        model.load = up.load;
         model.sample(now);
         terminal
             .draw(|f| ui::draw(f, model, now))
@@ -378,7 +277,7 @@ fn ui_loop(
                     let Some(action) = keys::action_for(&k) else {
                         continue;
                     };
-                    if handle(action, &k, model, jobs) {
+                    if handle(action, &k, model, source) {
                         return Ok(frames);
                     }
                     break;
@@ -390,37 +289,12 @@ fn ui_loop(
     }
 }
 
-/// Once a second: the load generator's rate and its own p99.
-fn update_load(l: &mut LoadTrack, model: &mut Model) {
-    let dt = l.last_at.elapsed();
-    if dt < Duration::from_secs(1) {
-        return;
-    }
-    let ok = l.stats.ok.load(std::sync::atomic::Ordering::Relaxed);
-    let errors = l.stats.errors.load(std::sync::atomic::Ordering::Relaxed);
-    let mut lat = l.stats.drain();
-    lat.sort_unstable();
-    let p99_us = (!lat.is_empty()).then(|| {
-        let i = ((lat.len() as f64 * 0.99).ceil() as usize).clamp(1, lat.len()) - 1;
-        lat[i].as_micros() as u64
-    });
-    model.load = Some(LoadView {
-        clients: l.clients,
-        ok,
-        errors,
-        rate: ((ok - l.last_ok.min(ok)) as f64 / dt.as_secs_f64()).round() as u64,
-        p99_us,
-    });
-    l.last_ok = ok;
-    l.last_at = Instant::now();
-}
-
 /// Acts on a key; returns true to quit.
 fn handle(
     action: Action,
     key: &crossterm::event::KeyEvent,
     model: &mut Model,
-    jobs: &Sender<Job>,
+    source: &mut dyn Source,
 ) -> bool {
     // With the help open only the keys that close it (or quit) act, so a
     // stray key cannot kill a node behind the popup.
@@ -451,8 +325,8 @@ fn handle(
                 node,
                 what: what.clone(),
             };
-            if jobs.send(job).is_err() {
-                model.set_status(EventKind::Failed, "✗ the action worker has stopped");
+            if let Err(e) = source.submit(job) {
+                model.set_status(EventKind::Failed, format!("✗ {e}"));
             } else {
                 model.queued += 1;
                 model.set_status(EventKind::Action, format!("queued: {what}"));

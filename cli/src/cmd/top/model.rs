@@ -7,6 +7,8 @@
 
 use std::collections::VecDeque;
 
+use super::events::{action_finished, action_started};
+use super::source::Report;
 use crate::cmd::kv::client::Status;
 use crate::cmd::kv::proc::ProcState;
 
@@ -210,6 +212,15 @@ pub struct LoadView {
     pub p99_us: Option<u64>,
 }
 
+/// What the screen says about a simulated cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimInfo {
+    /// The simulator's seed.
+    pub seed: u64,
+    /// Simulated ms per wall-clock ms.
+    pub speed: f64,
+}
+
 /// The point of the last per-second sample, to take deltas from.
 #[derive(Debug, Clone, Default)]
 struct Sample {
@@ -247,6 +258,9 @@ pub struct Model {
     /// How long a request may be outstanding before its node is shown as
     /// not answering: one refresh.
     pub stale_us: u64,
+    /// Set when watching a simulated cluster: times are then simulated
+    /// time since its start, and nodes have no pid or address.
+    pub sim: Option<SimInfo>,
     last_sample: Option<Sample>,
 }
 
@@ -374,6 +388,24 @@ impl Model {
             commit: keep_commit,
             ..now
         });
+    }
+
+    /// Logs an action's start or outcome and shows it in the status bar.
+    pub fn report(&mut self, r: Report) {
+        match r {
+            Report::Started { t_us, what } => {
+                self.queued = self.queued.saturating_sub(1);
+                self.push_event(action_started(t_us, &what));
+                self.set_status(EventKind::Action, format!("running: {what}…"));
+            }
+            Report::Finished { t_us, outcome } => {
+                self.push_event(action_finished(t_us, &outcome));
+                match outcome {
+                    Ok(m) => self.set_status(EventKind::Done, format!("✓ {m}")),
+                    Err(e) => self.set_status(EventKind::Failed, format!("✗ {e}")),
+                }
+            }
+        }
     }
 
     /// Sets the status bar.

@@ -5,7 +5,9 @@
 //! latency, the event log, the status bar and a line of key hints. At 80
 //! columns the table drops the address and pid columns (the selected node's
 //! show in its title); wider terminals get them back, and taller ones give
-//! the charts and the event log the extra rows.
+//! the charts and the event log the extra rows. A simulated cluster has no
+//! pids or addresses; its clock is simulated time since the start, and its
+//! latency chart shows the simulated clients' put latency.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -48,7 +50,7 @@ pub fn draw(f: &mut Frame, m: &Model, now_us: u64) {
     draw_status(f, m, status);
     draw_hints(f, hints);
     if m.help {
-        draw_help(f, area);
+        draw_help(f, m, area);
     }
 }
 
@@ -118,7 +120,12 @@ fn draw_title(f: &mut Frame, m: &Model, now_us: u64, area: Rect) {
         spans.push(Span::styled("  load on", Style::new().fg(Color::Magenta)));
     }
     let left = Line::from(spans);
-    let right = clock(now_us, m.utc_offset_s);
+    let right = match &m.sim {
+        // Simulated time since the start, and how it relates to the wall.
+        Some(sim) if sim.speed != 1.0 => format!("sim {} ×{}", clock(now_us, 0), sim.speed),
+        Some(_) => format!("sim {}", clock(now_us, 0)),
+        None => clock(now_us, m.utc_offset_s),
+    };
     let [l, r] = Layout::horizontal([
         Constraint::Min(10),
         Constraint::Length(right.len() as u16 + 1),
@@ -133,8 +140,10 @@ fn dash() -> String {
 }
 
 fn draw_nodes(f: &mut Frame, m: &Model, area: Rect) {
-    let wide = area.width >= WIDE;
-    let wider = area.width >= WIDER;
+    // Simulated nodes have no pid or addresses to show.
+    let real = m.sim.is_none();
+    let wide = real && area.width >= WIDE;
+    let wider = real && area.width >= WIDER;
     let leader = m
         .leader()
         .and_then(|l| l.obs.status.as_ref().map(|s| (l.obs.id, s)));
@@ -172,7 +181,7 @@ fn draw_nodes(f: &mut Frame, m: &Model, area: Rect) {
         widths.push(Constraint::Length(21));
     }
     let title = match m.nodes.get(m.selected) {
-        Some(n) if !wide => format!(
+        Some(n) if real && !wide => format!(
             " Nodes · n{} pid {} http {} ",
             n.obs.id,
             n.obs.pid.map_or_else(dash, |p| p.to_string()),
@@ -405,7 +414,14 @@ fn draw_charts(f: &mut Frame, m: &Model, area: Rect) {
     );
     f.render_widget(
         Paragraph::new(Line::from(vec![
-            Span::styled("propose p99 ", bold),
+            Span::styled(
+                if m.sim.is_some() {
+                    "client p99 "
+                } else {
+                    "propose p99 "
+                },
+                bold,
+            ),
             Span::raw(format!(
                 "now {} max {}",
                 ms(m.p99_us.back().copied().flatten()),
@@ -509,7 +525,7 @@ fn draw_hints(f: &mut Frame, area: Rect) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn draw_help(f: &mut Frame, area: Rect) {
+fn draw_help(f: &mut Frame, m: &Model, area: Rect) {
     let mut lines: Vec<Line> = KEYS
         .iter()
         .map(|b| {
@@ -523,8 +539,18 @@ fn draw_help(f: &mut Frame, area: Rect) {
         })
         .collect();
     lines.push(Line::from(""));
-    lines.push(Line::from(" Each action runs `cdsctl kv ...` code on"));
-    lines.push(Line::from(" the selected node; see the status bar."));
+    let note: [&str; 2] = if m.sim.is_some() {
+        [
+            " Actions act on the simulator at once; their",
+            " effects unfold in simulated time.",
+        ]
+    } else {
+        [
+            " Each action runs `cdsctl kv ...` code on",
+            " the selected node; see the status bar.",
+        ]
+    };
+    lines.extend(note.map(Line::from));
     let w = 50.min(area.width);
     let h = (lines.len() as u16 + 2).min(area.height);
     let popup = Rect {
@@ -555,10 +581,12 @@ mod tests {
     use super::*;
     use crate::cmd::kv::client::Status;
     use crate::cmd::kv::proc::ProcState;
-    use crate::cmd::top::model::{Event, LoadView, NodeObs};
+    use crate::cmd::top::model::{Event, LoadView, NodeObs, SimInfo};
 
     /// 2023-11-14 22:13:20 UTC.
     const NOW: u64 = 1_700_000_000_000_000;
+    /// 83.25 s into a simulated session.
+    const SIM_NOW: u64 = 83_250_000;
 
     fn status(id: u64, role: &str, term: u64, leader: u64, commit: u64) -> Status {
         Status {
@@ -755,9 +783,105 @@ mod tests {
         m
     }
 
+    /// A simulated 5-node cluster, 83.25 s into its session at speed 0.5:
+    /// node 2 leads, node 3 is down, node 5 paused, node 4 a new voter
+    /// still behind; the load generator's clients are running. (The model
+    /// logs the down and paused nodes itself, on first sight.)
+    fn simulated() -> Model {
+        let mut m = Model::new("simulated, seed 7".into(), 250_000, 0);
+        m.sim = Some(SimInfo {
+            seed: 7,
+            speed: 0.5,
+        });
+        let sim_obs = |id: u64, proc: ProcState, st: Option<Status>| NodeObs {
+            id,
+            proc: Some(proc),
+            status: st.map(|st| Status {
+                voters: vec![1, 2, 3, 4, 5],
+                snapshot_index: None,
+                first_index: 1,
+                pid: None,
+                ..st
+            }),
+            status_at_us: SIM_NOW,
+            ..NodeObs::default()
+        };
+        let mut leader = status(2, "leader", 4, 2, 9_412);
+        leader.matched =
+            BTreeMap::from([(1, 9_413), (2, 9_413), (3, 7_020), (4, 8_100), (5, 9_300)]);
+        m.observe(
+            vec![
+                sim_obs(1, ProcState::Up, Some(status(1, "follower", 4, 2, 9_410))),
+                sim_obs(2, ProcState::Up, Some(leader)),
+                sim_obs(3, ProcState::Down, None),
+                sim_obs(4, ProcState::Up, Some(status(4, "follower", 4, 2, 8_100))),
+                sim_obs(
+                    5,
+                    ProcState::Paused,
+                    Some(status(5, "follower", 4, 2, 9_300)),
+                ),
+            ],
+            SIM_NOW,
+        );
+        m.selected = 2;
+        for i in 0..60u64 {
+            m.commit_rate
+                .push_back(if i < 20 { 0 } else { 600 + i * 7 % 90 });
+            m.p99_us
+                .push_back((i >= 20).then_some(9_000 + i * 131 % 4_000));
+        }
+        let at = |ms: u64| SIM_NOW - ms * 1000;
+        for (ago, node, kind, text) in [
+            (
+                60_000,
+                None,
+                EventKind::Action,
+                "▶ toggle the load generator",
+            ),
+            (
+                60_000,
+                None,
+                EventKind::Done,
+                "✓ load on: 16 simulated clients, one put outstanding each",
+            ),
+            (
+                9_000,
+                None,
+                EventKind::Done,
+                "✓ node 3 killed (a crash: it keeps only what it wrote to its disk)",
+            ),
+            (
+                8_904,
+                Some(2),
+                EventKind::Election,
+                "election timeout (pre-vote)",
+            ),
+            (8_899, Some(2), EventKind::Election, "candidate, term 4"),
+            (8_897, Some(2), EventKind::Leader, "became leader, term 4"),
+            (4_000, None, EventKind::Done, "✓ node 5 paused"),
+        ] {
+            m.push_event(Event {
+                t_us: at(ago),
+                node,
+                kind,
+                text: text.into(),
+            });
+        }
+        m.load = Some(LoadView {
+            clients: 16,
+            ok: 31_200,
+            errors: 0,
+            rate: 655,
+            p99_us: Some(12_000),
+        });
+        m.set_status(EventKind::Done, "✓ node 5 paused");
+        m
+    }
+
     fn render(m: &Model, w: u16, h: u16) -> String {
+        let now = if m.sim.is_some() { SIM_NOW } else { NOW };
         let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
-        t.draw(|f| draw(f, m, NOW)).expect("draw");
+        t.draw(|f| draw(f, m, now)).expect("draw");
         let buf = t.backend().buffer();
         let mut out = String::new();
         for y in 0..h {
@@ -804,6 +928,26 @@ mod tests {
     #[test]
     fn snapshot_faults_and_joint_config() {
         check("faults", &faults());
+    }
+
+    #[test]
+    fn snapshot_simulated() {
+        check("simulated", &simulated());
+    }
+
+    #[test]
+    fn simulated_nodes_have_no_addresses_and_sim_time() {
+        let screen = render(&simulated(), 200, 40);
+        assert!(screen.contains("sim 00:01:23.250 ×0.5"), "{screen}");
+        assert!(screen.contains("client p99"), "{screen}");
+        assert!(
+            !screen.contains("pid") && !screen.contains("http"),
+            "{screen}"
+        );
+        let mut m = simulated();
+        m.help = true;
+        let help = render(&m, 80, 24);
+        assert!(help.contains("Actions act on the simulator"), "{help}");
     }
 
     #[test]

@@ -1,0 +1,687 @@
+//! A simulated cluster as a [`Source`]: `cdsctl top --sim`.
+//!
+//! The cluster is [`LiveCluster`]: the real Raft core on the deterministic
+//! simulator, with its invariant checks after every step. Simulated time
+//! follows the wall clock (times `--speed`): each update runs the
+//! simulator up to "now". Actions are calls on the simulator, so they
+//! finish at once; their effects (an election after a kill, a snapshot sent
+//! to a follower) then unfold in simulated time like anything else.
+//!
+//! The event log comes from the session's own trace, summarised by the same
+//! code as a real node's trace. The trace is drained every update (and
+//! written to `--trace FILE` if asked), as are the clients' latencies, so a
+//! long session holds no history it does not show.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use raft_core::sim::live::{LiveCluster, LiveStatus};
+use raft_core::trace::schema::Record;
+
+use super::events::Summariser;
+use super::keys::Action;
+use super::local::p99;
+use super::model::{Event, EventKind, Hist, LoadView, NodeObs};
+use super::source::{Job, Report, Source, Update};
+use crate::cmd::kv::client::Status;
+use crate::cmd::kv::proc::ProcState;
+
+/// Simulated milliseconds run between two top-ups of the load generator's
+/// clients, so a client that got its answer sends its next put soon.
+const STEP_MS: u64 = 5;
+/// The most simulated time one update runs. After a stall (the terminal
+/// was suspended) the session skips ahead instead of racing to catch up.
+const MAX_CATCH_UP_MS: u64 = 2_000;
+/// Upper bounds (seconds) of the latency histogram the p99 chart reads.
+const LATENCY_BOUNDS: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
+
+/// How `top --sim` starts the session.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Voters at the start (3 to 7).
+    pub nodes: usize,
+    /// The simulator's seed.
+    pub seed: u64,
+    /// Simulated ms per wall-clock ms.
+    pub speed: f64,
+    /// Clients the load generator keeps busy.
+    pub clients: usize,
+    /// Where to stream the session's trace, if anywhere.
+    pub trace: Option<PathBuf>,
+}
+
+/// The load generator: `clients` simulated clients, each with one put
+/// outstanding at a time.
+#[derive(Debug)]
+struct SimLoad {
+    clients: usize,
+    ok: u64,
+    /// Latencies (µs) answered in the current simulated second.
+    window: Vec<u64>,
+    window_start_ms: u64,
+    view: LoadView,
+}
+
+/// A [`LiveCluster`] driven by the console.
+pub struct SimSource {
+    live: LiveCluster,
+    speed: f64,
+    /// The wall-clock instant that matches simulated time `anchor_ms`.
+    anchor: Instant,
+    anchor_ms: u64,
+    /// Nodes on screen: the initial voters and every node that has been
+    /// in a configuration since (the spares stay off screen until added).
+    shown: BTreeSet<u64>,
+    summary: Summariser,
+    trace_out: Option<(PathBuf, BufWriter<File>)>,
+    /// A failed write of the trace file, to show once.
+    trace_error: Option<String>,
+    failure_logged: bool,
+    clients: usize,
+    load: Option<SimLoad>,
+    /// Every client latency so far, as cumulative buckets; the leader's
+    /// observation carries it so the p99 chart works as for a real leader.
+    latency: Hist,
+    reports: VecDeque<Report>,
+}
+
+impl SimSource {
+    /// Starts a session; nothing runs until the first update.
+    pub fn new(opts: SimOptions) -> Result<SimSource> {
+        let live = LiveCluster::new(opts.nodes, opts.seed).map_err(anyhow::Error::msg)?;
+        let trace_out = match &opts.trace {
+            Some(path) => {
+                let f = File::create(path)
+                    .with_context(|| format!("creating the trace file {}", path.display()))?;
+                Some((path.clone(), BufWriter::new(f)))
+            }
+            None => None,
+        };
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS.iter().map(|&le| (le, 0)).collect();
+        buckets.push((f64::INFINITY, 0));
+        Ok(SimSource {
+            live,
+            speed: opts.speed,
+            anchor: Instant::now(),
+            anchor_ms: 0,
+            shown: (1..=opts.nodes as u64).collect(),
+            summary: Summariser::default(),
+            trace_out,
+            trace_error: None,
+            failure_logged: false,
+            clients: opts.clients.max(1),
+            load: None,
+            latency: Hist { buckets },
+            reports: VecDeque::new(),
+        })
+    }
+
+    /// Runs the simulation up to `target_ms` simulated, keeping the load
+    /// generator's clients busy. Stops early if an invariant check fails
+    /// (the failure is then in every later [`SimSource::picture`]).
+    pub fn run_to(&mut self, target_ms: u64) {
+        while self.live.failure().is_none() && self.live.now() < target_ms {
+            self.top_up();
+            let step = (target_ms - self.live.now()).min(STEP_MS);
+            if self.live.advance(step).is_err() {
+                break;
+            }
+            self.collect_latencies();
+        }
+    }
+
+    /// Runs the simulation up to the simulated time that matches the wall
+    /// clock.
+    fn catch_up(&mut self) {
+        let wall_ms = self.anchor.elapsed().as_secs_f64() * 1000.0 * self.speed;
+        let mut target = self.anchor_ms + wall_ms as u64;
+        if target > self.live.now() + MAX_CATCH_UP_MS {
+            // Behind (a stall, or a machine too slow for this speed): run
+            // what one update may, and count time from here.
+            target = self.live.now() + MAX_CATCH_UP_MS;
+            self.anchor = Instant::now();
+            self.anchor_ms = target;
+        }
+        self.run_to(target);
+    }
+
+    /// The picture at the current simulated time, with the events since
+    /// the last call.
+    pub fn picture(&mut self) -> Update {
+        let now_us = self.live.now() * 1000;
+        let events = self.drain_trace();
+        // Newly added nodes come on screen with their first configuration.
+        for id in self.live.node_ids() {
+            if let Some(st) = self.live.status(id) {
+                if st.membership.members().contains(&id) {
+                    self.shown.insert(id);
+                }
+            }
+        }
+        let leader = self.live.leader();
+        let nodes = self
+            .shown
+            .iter()
+            .map(|&id| {
+                let running = self.live.is_running(id);
+                let proc = if !running {
+                    ProcState::Down
+                } else if self.live.is_paused(id) {
+                    ProcState::Paused
+                } else {
+                    ProcState::Up
+                };
+                NodeObs {
+                    id,
+                    proc: Some(proc),
+                    status: self.live.status(id).map(|s| status(id, s)),
+                    status_at_us: now_us,
+                    propose_hist: (leader == Some(id)).then(|| self.latency.clone()),
+                    ..NodeObs::default()
+                }
+            })
+            .collect();
+        let mut events = events;
+        // A violated invariant ends the session: said in the log once, and
+        // in the status bar on every frame from then on.
+        let failure = self
+            .live
+            .failure()
+            .map(|f| format!("✗ the simulation stopped: {f}"));
+        if let Some(f) = &failure {
+            if !self.failure_logged {
+                self.failure_logged = true;
+                events.push(Event {
+                    t_us: now_us,
+                    node: None,
+                    kind: EventKind::Failed,
+                    text: f.clone(),
+                });
+            }
+        }
+        let error = failure.or_else(|| self.trace_error.take());
+        Update {
+            now_us,
+            nodes,
+            events,
+            error,
+            load: self.load.as_ref().map(|l| l.view.clone()),
+        }
+    }
+
+    /// Runs `job` on the simulator; its outcome is the next report.
+    fn act(&mut self, job: &Job) -> Result<String, String> {
+        let node = || job.node.ok_or_else(|| "no node selected".to_owned());
+        let live = &mut self.live;
+        match job.action {
+            Action::Kill => {
+                let id = node()?;
+                live.stop(id)?;
+                Ok(format!(
+                    "node {id} killed (a crash: it keeps only what it wrote to its disk)"
+                ))
+            }
+            Action::Restart => {
+                let id = node()?;
+                live.restart(id)?;
+                Ok(format!("node {id} restarted from its disk"))
+            }
+            Action::Pause => {
+                let id = node()?;
+                live.pause(id)?;
+                Ok(format!("node {id} paused"))
+            }
+            Action::Resume => {
+                let id = node()?;
+                live.resume(id)?;
+                Ok(format!("node {id} resumed"))
+            }
+            Action::Isolate => {
+                let id = node()?;
+                live.partition(id)?;
+                Ok(format!("node {id} cut off from every other node"))
+            }
+            Action::Heal => {
+                live.heal()?;
+                Ok("every link restored".into())
+            }
+            Action::Transfer => {
+                let id = node()?;
+                live.transfer_leader(id)?;
+                Ok(format!("leader transfer to node {id} started"))
+            }
+            Action::AddNode => {
+                let id = live.add_node()?;
+                self.shown.insert(id);
+                Ok(format!(
+                    "node {id} joining as a learner; it becomes a voter once caught up \
+                     (or is dropped if it cannot catch up: snapshot a long log first)"
+                ))
+            }
+            Action::RemoveNode => {
+                let id = node()?;
+                live.remove_node(id)?;
+                Ok(format!("removal of node {id} proposed"))
+            }
+            Action::Snapshot => {
+                let id = node()?;
+                let index = live.snapshot(id)?;
+                Ok(format!(
+                    "node {id} took a snapshot at {index} and compacted its log"
+                ))
+            }
+            Action::Load => Ok(match self.load.take() {
+                Some(l) => format!(
+                    "load off: {} puts answered, {} still pending are left to finish",
+                    l.ok,
+                    live.pending_requests()
+                ),
+                None => {
+                    self.load = Some(SimLoad {
+                        clients: self.clients,
+                        ok: 0,
+                        window: Vec::new(),
+                        window_start_ms: live.now(),
+                        view: LoadView {
+                            clients: self.clients,
+                            ..LoadView::default()
+                        },
+                    });
+                    format!(
+                        "load on: {} simulated clients, one put outstanding each",
+                        self.clients
+                    )
+                }
+            }),
+            other => Err(format!("{other:?} is not a cluster action")),
+        }
+    }
+
+    /// Sends a put for every idle client of the load generator.
+    fn top_up(&mut self) {
+        let Some(load) = &self.load else {
+            return;
+        };
+        let want = load.clients.saturating_sub(self.live.pending_requests());
+        for _ in 0..want {
+            // Without a leader the clients start at a running node and
+            // follow its hints, retrying until a leader answers.
+            let sent = self.live.client_request(None).or_else(|_| {
+                let any = self
+                    .shown
+                    .iter()
+                    .copied()
+                    .find(|&id| self.live.is_running(id));
+                self.live.client_request(any)
+            });
+            if sent.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Moves the clients' answered latencies into the histogram and the
+    /// load generator's per-second figures.
+    fn collect_latencies(&mut self) {
+        let lat = self.live.take_latencies();
+        for &ms in &lat {
+            let secs = ms as f64 / 1000.0;
+            for (le, n) in &mut self.latency.buckets {
+                if secs <= *le {
+                    *n += 1;
+                }
+            }
+        }
+        let now = self.live.now();
+        if let Some(l) = &mut self.load {
+            l.ok += lat.len() as u64;
+            l.window.extend(lat.iter().map(|ms| ms * 1000));
+            let elapsed = now.saturating_sub(l.window_start_ms);
+            if elapsed >= 1000 {
+                let n = l.window.len() as u64;
+                l.view = LoadView {
+                    clients: l.clients,
+                    ok: l.ok,
+                    errors: 0,
+                    rate: n * 1000 / elapsed,
+                    p99_us: p99(&mut l.window),
+                };
+                l.window.clear();
+                l.window_start_ms = now;
+            }
+        }
+    }
+
+    /// The event-log lines of the trace written since the last call; the
+    /// bytes go on to the trace file, if there is one.
+    fn drain_trace(&mut self) -> Vec<Event> {
+        let bytes = self.live.take_trace();
+        if let Some((path, out)) = &mut self.trace_out {
+            if let Err(e) = out.write_all(&bytes).and_then(|()| out.flush()) {
+                self.trace_error = Some(format!(
+                    "✗ writing the trace to {} failed ({e}); it is incomplete",
+                    path.display()
+                ));
+                self.trace_out = None;
+            }
+        }
+        // Whole lines: the simulator writes a record in one go.
+        let mut events = Vec::new();
+        for line in bytes.split(|b| *b == b'\n') {
+            // Most lines are messages and appends, which the log never
+            // shows: skip them before paying for a parse.
+            if line.is_empty() || !worth_parsing(line) {
+                continue;
+            }
+            // The header does not parse as a record, and is skipped.
+            let Ok(rec) = serde_json::from_slice::<Record>(line) else {
+                continue;
+            };
+            if !self.shown.contains(&rec.node) {
+                continue; // a spare's start-up, or a cluster-wide record
+            }
+            // Simulated traces count milliseconds.
+            if let Some(ev) = self.summary.describe(&rec, rec.t * 1000) {
+                events.push(ev);
+            }
+        }
+        events
+    }
+}
+
+/// Whether a trace line may be one the event log shows: the kinds
+/// [`Summariser::describe`] reads.
+fn worth_parsing(line: &[u8]) -> bool {
+    const KINDS: [&[u8]; 9] = [
+        b"\"ev\":\"role\"",
+        b"\"ev\":\"timeout\"",
+        b"\"ev\":\"vote\"",
+        b"\"ev\":\"stepdown\"",
+        b"\"ev\":\"transfer\"",
+        b"\"ev\":\"config\"",
+        b"\"ev\":\"snapshot\"",
+        b"\"ev\":\"compact\"",
+        b"\"ev\":\"restart\"",
+    ];
+    KINDS.iter().any(|k| line.windows(k.len()).any(|w| w == *k))
+}
+
+/// A simulated node's state as the screen reads a real node's `/status`.
+fn status(id: u64, s: LiveStatus) -> Status {
+    Status {
+        id,
+        role: s.role.name().to_owned(),
+        term: s.term,
+        leader: s.leader,
+        commit: s.commit,
+        applied: s.applied,
+        voters: s.membership.voters,
+        outgoing: s.membership.outgoing,
+        learners: s.membership.learners,
+        first_index: s.first_index,
+        last_index: s.last_index,
+        matched: s.matched,
+        snapshot_index: s.snapshot_index,
+        pid: None,
+    }
+}
+
+impl Drop for SimSource {
+    /// Writes what the session traced since the last update, so the trace
+    /// file ends where the session did.
+    fn drop(&mut self) {
+        if let Some((_, out)) = &mut self.trace_out {
+            let rest = self.live.take_trace();
+            let _ = out.write_all(&rest).and_then(|()| out.flush());
+        }
+    }
+}
+
+impl Source for SimSource {
+    fn update(&mut self) -> Update {
+        self.catch_up();
+        self.picture()
+    }
+
+    fn submit(&mut self, job: Job) -> Result<(), String> {
+        // The key was pressed now, not at the last frame: act at the
+        // simulated time that matches.
+        self.catch_up();
+        let t_us = self.live.now() * 1000;
+        self.reports.push_back(Report::Started {
+            t_us,
+            what: job.what.clone(),
+        });
+        let outcome = self.act(&job).map_err(|e| format!("{}: {e}", job.what));
+        self.reports.push_back(Report::Finished { t_us, outcome });
+        Ok(())
+    }
+
+    fn reports(&mut self) -> Vec<Report> {
+        self.reports.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The simulated source, driven in simulated time: `run_to` moves it,
+    //! and a speed of 0.01 keeps the wall clock from moving it further
+    //! while a test runs, so each test sees the same session every time.
+
+    use super::*;
+
+    fn source(trace: Option<PathBuf>) -> SimSource {
+        SimSource::new(SimOptions {
+            nodes: 3,
+            seed: 3,
+            speed: 0.01,
+            clients: 4,
+            trace,
+        })
+        .unwrap()
+    }
+
+    fn leader(up: &Update) -> Option<u64> {
+        up.nodes
+            .iter()
+            .filter(|n| n.proc == Some(ProcState::Up))
+            .filter_map(|n| n.status.as_ref())
+            .filter(|s| s.is_leader())
+            .max_by_key(|s| s.term)
+            .map(|s| s.id)
+    }
+
+    /// Submits `action` on `node` and returns its outcome.
+    fn act(s: &mut SimSource, action: Action, node: Option<u64>) -> Result<String, String> {
+        s.submit(Job {
+            action,
+            node,
+            what: format!("{action:?}"),
+        })
+        .unwrap();
+        let reports = s.reports();
+        assert!(matches!(&reports[0], Report::Started { .. }), "{reports:?}");
+        match &reports[1] {
+            Report::Finished { outcome, .. } => outcome.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn texts(up: &Update) -> Vec<String> {
+        up.events
+            .iter()
+            .map(|e| format!("n{} {}", e.node.unwrap_or(0), e.text))
+            .collect()
+    }
+
+    #[test]
+    fn a_killed_leader_is_replaced_and_the_picture_follows() {
+        let mut s = source(None);
+        s.run_to(1_000);
+        let up = s.picture();
+        assert_eq!(up.now_us, 1_000_000);
+        assert_eq!(up.nodes.len(), 3, "spares stay off screen");
+        let old = leader(&up).expect("a leader within 1 s");
+        assert!(
+            texts(&up).contains(&format!("n{old} became leader, term 1")),
+            "{:?}",
+            texts(&up)
+        );
+        assert!(up.error.is_none());
+
+        let msg = act(&mut s, Action::Kill, Some(old)).unwrap();
+        assert!(msg.contains(&format!("node {old} killed")), "{msg}");
+        s.run_to(2_000);
+        let up = s.picture();
+        let new = leader(&up).expect("a new leader within 1 s");
+        assert_ne!(new, old);
+        let dead = up.nodes.iter().find(|n| n.id == old).unwrap();
+        assert_eq!(dead.proc, Some(ProcState::Down));
+        assert!(dead.status.is_none());
+        assert!(texts(&up).contains(&format!("n{new} became leader, term 2")));
+
+        let err = act(&mut s, Action::Kill, Some(old)).unwrap_err();
+        assert!(err.contains("stopped"), "{err}");
+        act(&mut s, Action::Restart, Some(old)).unwrap();
+        s.run_to(2_500);
+        let up = s.picture();
+        let back = up.nodes.iter().find(|n| n.id == old).unwrap();
+        assert_eq!(back.proc, Some(ProcState::Up));
+        assert_eq!(back.status.as_ref().unwrap().leader, Some(new));
+    }
+
+    #[test]
+    fn load_pause_snapshot_and_a_new_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session.rtrace");
+        let mut s = source(Some(path.clone()));
+        s.run_to(1_000);
+        let l = leader(&s.picture()).unwrap();
+
+        assert!(act(&mut s, Action::Load, None)
+            .unwrap()
+            .starts_with("load on"));
+        s.run_to(3_100);
+        let up = s.picture();
+        let load = up.load.expect("load figures");
+        assert!(load.ok > 100 && load.rate > 50, "{load:?}");
+        assert!(load.p99_us.is_some_and(|p| p > 0), "{load:?}");
+        let lo = up.nodes.iter().find(|n| n.id == l).unwrap();
+        let hist = lo
+            .propose_hist
+            .as_ref()
+            .expect("the leader carries latencies");
+        assert_eq!(
+            hist.buckets.last().unwrap().1,
+            s.latency.buckets.last().unwrap().1
+        );
+        let commit = lo.status.as_ref().unwrap().commit;
+        assert!(commit > load.ok, "{commit} vs {load:?}");
+
+        let f = l % 3 + 1;
+        act(&mut s, Action::Pause, Some(f)).unwrap();
+        assert!(act(&mut s, Action::Pause, Some(f))
+            .unwrap_err()
+            .contains("already"));
+        s.run_to(3_500);
+        let paused = s.picture().nodes.into_iter().find(|n| n.id == f).unwrap();
+        assert_eq!(paused.proc, Some(ProcState::Paused));
+        act(&mut s, Action::Resume, Some(f)).unwrap();
+
+        let msg = act(&mut s, Action::Snapshot, Some(l)).unwrap();
+        assert!(msg.contains("took a snapshot"), "{msg}");
+        let msg = act(&mut s, Action::AddNode, None).unwrap();
+        assert!(msg.starts_with("node 4 joining"), "{msg}");
+        s.run_to(5_000);
+        let up = s.picture();
+        assert_eq!(up.nodes.len(), 4, "the new node is on screen");
+        let ls = up
+            .nodes
+            .iter()
+            .find_map(|n| n.status.as_ref().filter(|s| s.is_leader()))
+            .unwrap();
+        assert_eq!(ls.voters, [1, 2, 3, 4], "{ls:?}");
+        assert!(act(&mut s, Action::Load, None)
+            .unwrap()
+            .starts_with("load off"));
+        assert!(s.picture().load.is_none());
+        // Whatever ran after the last picture reaches the file on drop.
+        s.run_to(5_500);
+        let events = s.live.events();
+        drop(s);
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        let summary = raft_core::trace::check_str(&text).unwrap();
+        assert_eq!(summary.events as u64, events);
+        assert!(summary.max_t > 5_000, "{}", summary.max_t);
+        for ev in ["pause", "resume", "snapshot", "config", "client"] {
+            assert!(summary.kinds.contains_key(ev), "{ev}: {:?}", summary.kinds);
+        }
+    }
+
+    #[test]
+    fn actions_without_a_node_or_a_leader_are_errors() {
+        let mut s = source(None);
+        let err = act(&mut s, Action::Kill, None).unwrap_err();
+        assert_eq!(err, "Kill: no node selected");
+        let err = act(&mut s, Action::Transfer, Some(2)).unwrap_err();
+        assert!(err.contains("no leader"), "{err}");
+        assert!(act(&mut s, Action::Heal, None).is_err());
+        assert!(act(&mut s, Action::Help, None).is_err());
+    }
+
+    /// An injected Raft bug that the simulator's checks catch stops the
+    /// session: the screen says so in the log once and in the status bar
+    /// on every frame, and actions are refused.
+    #[cfg(feature = "bug-injection")]
+    #[test]
+    fn a_violated_invariant_stops_the_session_visibly() {
+        use raft_core::core::{Bug, BugSet};
+        for seed in 0..20 {
+            let mut s = source(None);
+            s.live = LiveCluster::with_bugs(3, seed, BugSet::only(Bug::VoteForStaleLog)).unwrap();
+            s.run_to(1_000);
+            let Some(l) = leader(&s.picture()) else {
+                continue;
+            };
+            let f = l % 3 + 1;
+            act(&mut s, Action::Isolate, Some(f)).unwrap();
+            for _ in 0..3 {
+                s.live.client_request(None).unwrap();
+                s.run_to(s.live.now() + 50);
+            }
+            act(&mut s, Action::Kill, Some(l)).unwrap();
+            act(&mut s, Action::Heal, None).unwrap();
+            for _ in 0..40 {
+                s.run_to(s.live.now() + 5);
+                let _ = s.live.timeout(f);
+                if s.live.failure().is_some() || s.live.leader().is_some() {
+                    break;
+                }
+            }
+            if s.live.failure().is_none() {
+                continue;
+            }
+            let up = s.picture();
+            let err = up.error.clone().expect("the failure is shown");
+            assert!(err.contains("the simulation stopped"), "{err}");
+            assert!(err.contains("Leader Completeness"), "{err}");
+            assert_eq!(
+                texts(&up).iter().filter(|t| t.contains("stopped")).count(),
+                1
+            );
+            let again = s.picture();
+            assert!(again.error.is_some() && texts(&again).is_empty());
+            let refused = act(&mut s, Action::Restart, Some(l)).unwrap_err();
+            assert!(refused.contains("the session stopped"), "{refused}");
+            return;
+        }
+        panic!("the injected bug was never caught in 20 sessions");
+    }
+}
