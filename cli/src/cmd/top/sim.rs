@@ -36,6 +36,11 @@ const STEP_MS: u64 = 5;
 /// The most simulated time one update runs. After a stall (the terminal
 /// was suspended) the session skips ahead instead of racing to catch up.
 const MAX_CATCH_UP_MS: u64 = 2_000;
+/// A node snapshots its state machine and compacts its log once it has
+/// applied this many entries past its last snapshot, as a real node does
+/// (`snapshot_every`); without it, a session under load grows its logs,
+/// and so its memory, without end.
+const SNAPSHOT_EVERY: u64 = 10_000;
 /// Upper bounds (seconds) of the latency histogram the p99 chart reads.
 const LATENCY_BOUNDS: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -133,6 +138,22 @@ impl SimSource {
                 break;
             }
             self.collect_latencies();
+        }
+        self.snapshot_long_logs();
+    }
+
+    /// Snapshots every running node [`SNAPSHOT_EVERY`] entries past its
+    /// last snapshot (the trace, and so the event log, records it).
+    fn snapshot_long_logs(&mut self) {
+        for id in self.live.node_ids() {
+            let due = self
+                .live
+                .status(id)
+                .is_some_and(|s| s.applied >= s.snapshot_index.unwrap_or(0) + SNAPSHOT_EVERY);
+            if due && !self.live.is_paused(id) {
+                // Refused only by a stopped session, which the picture shows.
+                let _ = self.live.snapshot(id);
+            }
         }
     }
 
@@ -476,13 +497,20 @@ mod tests {
 
     use super::*;
 
-    fn source(trace: Option<PathBuf>) -> SimSource {
-        SimSource::new(SimOptions {
+    fn source_options() -> SimOptions {
+        SimOptions {
             nodes: 3,
             seed: 3,
             speed: 0.01,
             clients: 4,
+            trace: None,
+        }
+    }
+
+    fn source(trace: Option<PathBuf>) -> SimSource {
+        SimSource::new(SimOptions {
             trace,
+            ..source_options()
         })
         .unwrap()
     }
@@ -622,6 +650,35 @@ mod tests {
         assert!(summary.max_t > 5_000, "{}", summary.max_t);
         for ev in ["pause", "resume", "snapshot", "config", "client"] {
             assert!(summary.kinds.contains_key(ev), "{ev}: {:?}", summary.kinds);
+        }
+    }
+
+    #[test]
+    fn long_sessions_compact_their_logs() {
+        let mut s = SimSource::new(SimOptions {
+            clients: 16,
+            ..source_options()
+        })
+        .unwrap();
+        act(&mut s, Action::Load, None).unwrap();
+        let mut t = 0;
+        let mut snapshots = 0;
+        while snapshots < 3 && t < 60_000 {
+            t += 1_000;
+            s.run_to(t);
+            snapshots += texts(&s.picture())
+                .iter()
+                .filter(|e| e.contains("snapshot taken"))
+                .count();
+        }
+        let up = s.picture();
+        for n in &up.nodes {
+            let st = n.status.as_ref().unwrap();
+            assert!(st.snapshot_index.is_some(), "{st:?} after {t} ms");
+            assert!(
+                st.last_index + 1 - st.first_index <= SNAPSHOT_EVERY + 1_000,
+                "{st:?}"
+            );
         }
     }
 
