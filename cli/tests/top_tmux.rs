@@ -274,3 +274,40 @@ fn top_sim_runs_a_simulated_cluster_in_process() {
         text.len()
     );
 }
+
+/// Wrong arguments are refused with a message before the terminal is
+/// touched (no alternate screen, no raw mode left behind).
+#[test]
+fn bad_arguments_fail_before_the_screen_opens() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let no_dir = tmp.path().join("none");
+    let bad_trace = tmp.path().join("no/such/dir/t.rtrace");
+    let no_dir = no_dir.to_str().expect("utf-8 path");
+    let bad_trace = bad_trace.to_str().expect("utf-8 path");
+    for (args, want) in [
+        (vec!["--nodes", "5"], "--sim"),
+        (vec!["--sim", "--dir", no_dir], "cannot be used with"),
+        (vec!["--sim", "--nodes", "9"], "3 to 7 nodes, not 9"),
+        (vec!["--sim", "--speed", "0"], "outside 0.01 to 100"),
+        (vec!["--sim", "--speed", "fast"], "is not a number"),
+        (
+            vec!["--sim", "--trace", bad_trace],
+            "creating the trace file",
+        ),
+        (vec!["--dir", no_dir], "none"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("top")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running cdsctl top");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(
+            !out.stdout.windows(8).any(|w| w == b"\x1b[?1049h"),
+            "{args:?} opened the alternate screen"
+        );
+    }
+}

@@ -99,7 +99,9 @@ pub struct SimSource {
 impl SimSource {
     /// Starts a session; nothing runs until the first update.
     pub fn new(opts: SimOptions) -> Result<SimSource> {
-        let live = LiveCluster::new(opts.nodes, opts.seed).map_err(anyhow::Error::msg)?;
+        let live = LiveCluster::new(opts.nodes, opts.seed)
+            .map_err(anyhow::Error::msg)
+            .context("starting the simulated cluster")?;
         let trace_out = match &opts.trace {
             Some(path) => {
                 let f = File::create(path)
