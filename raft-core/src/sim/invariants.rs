@@ -40,11 +40,15 @@ pub struct Invariants {
     leaders: BTreeMap<u64, NodeId>,
     /// (index, term) -> (content fingerprint, term of index - 1)
     entries: HashMap<(u64, u64), (u64, u64)>,
-    /// committed[i - 1] is (the term of the entry committed at index i, the
-    /// lowest term in which any node saw it committed). The second is the
-    /// term of the leader that committed it: that leader is the first to
-    /// know. It never decreases along the log.
+    /// committed[i - 1] is (the term of the entry committed at index
+    /// committed_base + i, the lowest term in which any node saw it
+    /// committed). The second is the term of the leader that committed it:
+    /// that leader is the first to know. It never decreases along the log.
     committed: Vec<(u64, u64)>,
+    /// Indexes `1..=committed_base` were forgotten by
+    /// [`Invariants::forget_below`]: `committed[0]` is index
+    /// `committed_base + 1`.
+    committed_base: u64,
     /// applied index -> fingerprint of the state machine there.
     states: HashMap<u64, u64>,
 }
@@ -65,15 +69,48 @@ fn fingerprint(e: &Entry) -> u64 {
 }
 
 impl Invariants {
-    /// The highest index known committed anywhere.
-    pub fn committed_index(&self) -> u64 {
-        self.committed.len() as u64
+    /// Forgets the entries below index `entries_floor`, and the
+    /// state-machine fingerprints and committed terms below index
+    /// `states_floor`, so a long session does not remember its whole
+    /// history. The caller picks floors no node can persist an entry below,
+    /// nor commit, apply or reach a state below, again (see
+    /// `Sim::forget_settled_history`). Forgetting can only skip a check,
+    /// never report a violation: an unknown entry or state is recorded,
+    /// not compared, and a forgotten committed index is not checked.
+    pub fn forget_below(&mut self, entries_floor: u64, states_floor: u64) {
+        self.entries.retain(|&(index, _), _| index >= entries_floor);
+        self.states.retain(|&index, _| index >= states_floor);
+        let drop = states_floor
+            .saturating_sub(1)
+            .saturating_sub(self.committed_base)
+            .min(self.committed.len() as u64);
+        self.committed.drain(..drop as usize);
+        self.committed_base += drop;
     }
 
-    /// The term of the entry committed at `index`, if known.
+    /// How many entries, state fingerprints and committed terms are
+    /// remembered (tests).
+    #[cfg(test)]
+    pub fn remembered(&self) -> (usize, usize, usize) {
+        (self.entries.len(), self.states.len(), self.committed.len())
+    }
+
+    /// Whether `index` is committed but forgotten: nothing can be checked
+    /// against it.
+    fn forgotten(&self, index: u64) -> bool {
+        index <= self.committed_base
+    }
+
+    /// The highest index known committed anywhere.
+    pub fn committed_index(&self) -> u64 {
+        self.committed_base + self.committed.len() as u64
+    }
+
+    /// The term of the entry committed at `index`, if known (`None` also
+    /// when it was forgotten).
     pub fn committed_term(&self, index: u64) -> Option<u64> {
         index
-            .checked_sub(1)
+            .checked_sub(self.committed_base + 1)
             .and_then(|i| self.committed.get(i as usize).map(|c| c.0))
     }
 
@@ -103,7 +140,7 @@ impl Invariants {
             if commit_term >= term {
                 break;
             }
-            let index = i as u64 + 1;
+            let index = self.committed_base + i as u64 + 1;
             if index < first {
                 continue;
             }
@@ -181,6 +218,9 @@ impl Invariants {
         log: &RaftLog<MemStorage>,
     ) -> Result<(), Violation> {
         for index in from + 1..=to {
+            if self.forgotten(index) {
+                continue;
+            }
             let Some(term_at) = log.term(index) else {
                 return violation(
                     "State Machine Safety",
@@ -198,7 +238,7 @@ impl Invariants {
                     )
                 }
                 Some(_) => {
-                    let c = &mut self.committed[index as usize - 1].1;
+                    let c = &mut self.committed[(index - self.committed_base) as usize - 1].1;
                     *c = (*c).min(term);
                 }
                 None => {
@@ -237,6 +277,9 @@ impl Invariants {
     /// `node` installed a snapshot whose last entry is `(index, term)`:
     /// that entry must be the committed one, and its commit index jumps.
     pub fn on_install(&mut self, node: NodeId, index: u64, term: u64) -> Result<(), Violation> {
+        if self.forgotten(index) {
+            return Ok(());
+        }
         match self.committed_term(index) {
             Some(t) if t == term => Ok(()),
             other => violation(
@@ -251,6 +294,9 @@ impl Invariants {
 
     /// `node` applied `e` to its state machine.
     pub fn on_apply(&self, node: NodeId, e: &Entry) -> Result<(), Violation> {
+        if self.forgotten(e.index) {
+            return Ok(());
+        }
         match self.committed_term(e.index) {
             Some(t) if t == e.term => Ok(()),
             other => violation(
