@@ -141,34 +141,7 @@ fn killing_the_leader_from_top_shows_a_new_leader() {
         err_file.display()
     );
     let tmux = Tmux::start(tmp.path(), &command);
-    let started = Instant::now();
-    let old = wait_for(
-        &tmux,
-        &err_file,
-        Duration::from_secs(15),
-        "leader",
-        leader_on,
-    );
-    eprintln!(
-        "top shows leader n{old} {:?} after start",
-        started.elapsed()
-    );
-
-    // Select the leader by its id (the 1-9 key), then kill it.
-    tmux.keys(&old.to_string());
-    wait_for(&tmux, &err_file, Duration::from_secs(5), "selection", |s| {
-        selected_on(s, old).then_some(())
-    });
-    let pressed = Instant::now();
-    tmux.keys("x");
-    let new = wait_for(
-        &tmux,
-        &err_file,
-        Duration::from_secs(20),
-        "new leader",
-        |s| leader_on(s).filter(|l| *l != old),
-    );
-    let took = pressed.elapsed();
+    let (old, new, took) = kill_the_leader(&tmux, &err_file, Duration::from_secs(20));
     eprintln!("kill key to new leader n{new} on screen: {took:?}");
     let screen = tmux.screen();
     eprintln!("screen:\n{screen}");
@@ -183,6 +156,28 @@ fn killing_the_leader_from_top_shows_a_new_leader() {
     });
 
     quit(&tmux, &err_file);
+}
+
+/// Waits for a leader on screen, selects it by its id (the 1-9 key) and
+/// kills it with `x`; returns the old and the new leader, and the time from
+/// the kill key to the new leader on screen (at most `bound`).
+fn kill_the_leader(tmux: &Tmux, err_file: &Path, bound: Duration) -> (u64, u64, Duration) {
+    let started = Instant::now();
+    let old = wait_for(tmux, err_file, Duration::from_secs(15), "leader", leader_on);
+    eprintln!(
+        "top shows leader n{old} {:?} after start",
+        started.elapsed()
+    );
+    tmux.keys(&old.to_string());
+    wait_for(tmux, err_file, Duration::from_secs(5), "selection", |s| {
+        selected_on(s, old).then_some(())
+    });
+    let pressed = Instant::now();
+    tmux.keys("x");
+    let new = wait_for(tmux, err_file, bound, "new leader", |s| {
+        leader_on(s).filter(|l| *l != old)
+    });
+    (old, new, pressed.elapsed())
 }
 
 /// Presses q, and checks that `top` ends and restored the terminal.
@@ -215,7 +210,7 @@ fn top_sim_runs_a_simulated_cluster_in_process() {
         err_file.display()
     );
     let tmux = Tmux::start(tmp.path(), &command);
-    let old = wait_for(
+    wait_for(
         &tmux,
         &err_file,
         Duration::from_secs(15),
@@ -231,24 +226,8 @@ fn top_sim_runs_a_simulated_cluster_in_process() {
             "no row for node {id}:\n{screen}"
         );
     }
-
-    tmux.keys(&old.to_string());
-    wait_for(&tmux, &err_file, Duration::from_secs(5), "selection", |s| {
-        selected_on(s, old).then_some(())
-    });
-    let pressed = Instant::now();
-    tmux.keys("x");
-    let new = wait_for(
-        &tmux,
-        &err_file,
-        Duration::from_secs(10),
-        "new leader",
-        |s| leader_on(s).filter(|l| *l != old),
-    );
-    eprintln!(
-        "sim: kill key to new leader n{new} on screen: {:?}",
-        pressed.elapsed()
-    );
+    let (old, new, took) = kill_the_leader(&tmux, &err_file, Duration::from_secs(10));
+    eprintln!("sim: kill key to new leader n{new} on screen: {took:?}");
     assert!(tmux.screen().contains(&format!("node {old} killed")));
 
     tmux.keys("l");

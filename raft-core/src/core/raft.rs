@@ -202,6 +202,18 @@ impl<S: Storage> Raft<S> {
     pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
         self.progress.get(&peer)
     }
+    /// Leader only: the highest index known to match on each member,
+    /// itself included; empty on other roles.
+    pub fn peer_match(&self) -> std::collections::BTreeMap<NodeId, u64> {
+        if self.role != Role::Leader {
+            return std::collections::BTreeMap::new();
+        }
+        self.membership
+            .members()
+            .into_iter()
+            .filter_map(|p| self.progress(p).map(|pr| (p, pr.matched)))
+            .collect()
+    }
     /// The peer leadership is being handed to, if a transfer is under way.
     pub fn transferee(&self) -> Option<NodeId> {
         self.transfer.as_ref().map(|t| t.to)

@@ -798,15 +798,6 @@ impl NodeTask {
 
     fn status(&self) -> NodeStatus {
         let r = &self.raft;
-        let peer_match = if r.role() == Role::Leader {
-            r.membership()
-                .members()
-                .into_iter()
-                .filter_map(|p| r.progress(p).map(|pr| (p, pr.matched)))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
         let mut metrics = self.metrics;
         metrics.busy_refusals = self.shared.busy_refusals.load(Ordering::Relaxed);
         metrics.dropped_messages += self.shared.dropped_messages.load(Ordering::Relaxed);
@@ -822,7 +813,7 @@ impl NodeTask {
             first_index: r.raft_log().first_index(),
             last_index: r.raft_log().last_index(),
             membership: Membership::clone(r.membership()),
-            peer_match,
+            peer_match: r.peer_match(),
             last_snapshot: r.storage().snapshot_meta().map(|m| m.index),
             metrics,
         }

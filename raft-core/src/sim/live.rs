@@ -208,15 +208,6 @@ impl LiveCluster {
     pub fn status(&self, id: NodeId) -> Option<LiveStatus> {
         let i = self.node_index(id).ok()?;
         let r = self.sim.nodes[i].raft.as_ref()?;
-        let matched = if r.role() == Role::Leader {
-            r.membership()
-                .members()
-                .into_iter()
-                .filter_map(|p| r.progress(p).map(|pr| (p, pr.matched)))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
         Some(LiveStatus {
             role: r.role(),
             term: r.term(),
@@ -226,7 +217,7 @@ impl LiveCluster {
             first_index: r.raft_log().first_index(),
             last_index: r.raft_log().last_index(),
             membership: r.membership().clone(),
-            matched,
+            matched: r.peer_match(),
             snapshot_index: r.storage().snapshot_files().map(|(m, _)| m.index),
         })
     }
