@@ -650,6 +650,10 @@ mod tests {
         let summary = raft_core::trace::check_str(&text).unwrap();
         assert_eq!(summary.events as u64, events);
         assert!(summary.max_t > 5_000, "{}", summary.max_t);
+        // The visualizer replays it (`cdsctl viz FILE`).
+        let replay = viz_wasm::model::Replay::parse(&text).unwrap();
+        assert_eq!(replay.len() as u64, events);
+        assert_eq!(replay.state_at(replay.len()).leader, Some(l));
         for ev in ["pause", "resume", "snapshot", "config", "client"] {
             assert!(summary.kinds.contains_key(ev), "{ev}: {:?}", summary.kinds);
         }
