@@ -1,9 +1,11 @@
 //! What `cdsctl top` shows, as plain data.
 //!
-//! The pollers and the trace tailer feed observations in; the renderer
-//! reads the model and a clock and nothing else. Every time here is
-//! wall-clock microseconds (the traces' clock), so tests can build a model
-//! and a "now" by hand and get the same screen every time.
+//! A source (the pollers and trace tailer of a local cluster, or the
+//! simulator) feeds observations in; the renderer reads the model and a
+//! clock and nothing else. Every time here is microseconds on the source's
+//! clock (wall-clock time for a local cluster, simulated time since the
+//! start for `--sim`), so tests can build a model and a "now" by hand and
+//! get the same screen every time.
 
 use std::collections::VecDeque;
 
@@ -17,7 +19,7 @@ pub const HISTORY: usize = 60;
 /// Event-log lines kept.
 pub const MAX_EVENTS: usize = 300;
 
-/// One node as the pollers last saw it: the input of [`Model::observe`].
+/// One node as its source last saw it: the input of [`Model::observe`].
 #[derive(Debug, Clone, Default)]
 pub struct NodeObs {
     /// Its id.
@@ -279,7 +281,7 @@ impl Model {
         }
     }
 
-    /// Replaces the node list with the pollers' latest observations, and
+    /// Replaces the node list with the source's latest observations, and
     /// logs every change of a node's liveness.
     pub fn observe(&mut self, mut obs: Vec<NodeObs>, now_us: u64) {
         obs.sort_by_key(|o| o.id);
