@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use raft_core::sim::live::{LiveCluster, LiveStatus};
@@ -33,9 +33,11 @@ use crate::cmd::kv::proc::ProcState;
 /// Simulated milliseconds run between two top-ups of the load generator's
 /// clients, so a client that got its answer sends its next put soon.
 const STEP_MS: u64 = 5;
-/// The most simulated time one update runs. After a stall (the terminal
-/// was suspended) the session skips ahead instead of racing to catch up.
-const MAX_CATCH_UP_MS: u64 = 2_000;
+/// The most wall-clock time one update may spend simulating. When the
+/// simulation cannot keep up (a high `--speed` under load, or a stall such
+/// as a suspended terminal) it runs slower than asked instead of freezing
+/// the screen.
+const MAX_UPDATE_WORK: Duration = Duration::from_millis(100);
 /// A node snapshots its state machine and compacts its log once it has
 /// applied this many entries past its last snapshot, as a real node does
 /// (`snapshot_every`); without it, a session under load grows its logs,
@@ -132,8 +134,18 @@ impl SimSource {
     /// Runs the simulation up to `target_ms` simulated, keeping the load
     /// generator's clients busy. Stops early if an invariant check fails
     /// (the failure is then in every later [`SimSource::picture`]).
+    #[cfg(test)]
     pub fn run_to(&mut self, target_ms: u64) {
+        self.run_until(target_ms, None);
+    }
+
+    /// [`SimSource::run_to`], stopping early once the wall clock passes
+    /// `deadline`.
+    fn run_until(&mut self, target_ms: u64, deadline: Option<Instant>) {
         while self.live.failure().is_none() && self.live.now() < target_ms {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
             self.top_up();
             let step = (target_ms - self.live.now()).min(STEP_MS);
             if self.live.advance(step).is_err() {
@@ -163,15 +175,14 @@ impl SimSource {
     /// clock.
     fn catch_up(&mut self) {
         let wall_ms = self.anchor.elapsed().as_secs_f64() * 1000.0 * self.speed;
-        let mut target = self.anchor_ms + wall_ms as u64;
-        if target > self.live.now() + MAX_CATCH_UP_MS {
-            // Behind (a stall, or a machine too slow for this speed): run
-            // what one update may, and count time from here.
-            target = self.live.now() + MAX_CATCH_UP_MS;
+        let target = self.anchor_ms + wall_ms as u64;
+        self.run_until(target, Some(Instant::now() + MAX_UPDATE_WORK));
+        if self.live.now() < target && self.live.failure().is_none() {
+            // Behind: count simulated time from here, so the lost time is
+            // not raced through later.
             self.anchor = Instant::now();
-            self.anchor_ms = target;
+            self.anchor_ms = self.live.now();
         }
-        self.run_to(target);
     }
 
     /// The picture at the current simulated time, with the events since
