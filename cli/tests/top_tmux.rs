@@ -266,6 +266,7 @@ fn bad_arguments_fail_before_the_screen_opens() {
     for (args, want) in [
         (vec!["--nodes", "5"], "--sim"),
         (vec!["--sim", "--dir", no_dir], "cannot be used with"),
+        (vec!["--sim", "--value-size", "64"], "cannot be used with"),
         (vec!["--sim", "--nodes", "9"], "3 to 7 nodes, not 9"),
         (vec!["--sim", "--speed", "0"], "outside 0.01 to 100"),
         (vec!["--sim", "--speed", "fast"], "is not a number"),

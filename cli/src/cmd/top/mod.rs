@@ -71,8 +71,9 @@ pub struct TopArgs {
     /// Clients of the load generator the `l` key starts.
     #[arg(long, default_value_t = 16)]
     pub load_clients: usize,
-    /// Bytes per value the load generator writes.
-    #[arg(long, default_value_t = 256)]
+    /// Bytes per value the load generator writes (a local cluster only:
+    /// simulated puts carry a number).
+    #[arg(long, default_value_t = 256, conflicts_with = "sim")]
     pub value_size: usize,
 }
 
