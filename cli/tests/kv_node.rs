@@ -506,6 +506,12 @@ fn leadership_moves_on_request_and_a_partitioned_leader_is_replaced() {
     }
     let new_leader = c.wait_leader_among(&rest);
     assert_ne!(new_leader, target);
+    // `/status` shows the filter while it is set (and `top` reads it).
+    let st = c.status(target).expect("the cut node answers");
+    let mut want = rest.to_vec();
+    want.sort_unstable();
+    assert_eq!(st["filter"]["drop_to"], json!(want), "{st}");
+    assert_eq!(st["filter"]["drop_from"], json!(want), "{st}");
     let (a, _) = c.send_retrying(new_leader, "PUT", "/kv/during", b"split");
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(stale(&c, target, "during"), None);
@@ -519,6 +525,8 @@ fn leadership_moves_on_request_and_a_partitioned_leader_is_replaced() {
     for id in [target, first, other] {
         filter(&c, id, &[]);
     }
+    let st = c.status(target).expect("the healed node answers");
+    assert!(st.get("filter").is_none(), "no filter, no field: {st}");
     wait_until(&c, "the healed node catches up", || {
         stale(&c, target, "during").as_deref() == Some(b"split".as_slice())
     });

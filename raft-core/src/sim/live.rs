@@ -222,6 +222,17 @@ impl LiveCluster {
         })
     }
 
+    /// The nodes whose links with node `id` are cut by
+    /// [`LiveCluster::partition`] (both directions are cut together).
+    pub fn cut_off(&self, id: NodeId) -> Vec<NodeId> {
+        self.sim
+            .blocked
+            .iter()
+            .filter(|&&(a, _)| a == id)
+            .map(|&(_, b)| b)
+            .collect()
+    }
+
     /// Client requests sent and not yet answered (each client retries
     /// until its put is applied).
     pub fn pending_requests(&self) -> usize {
@@ -717,6 +728,15 @@ mod tests {
 
         let to = l % 3 + 1;
         assert!(c.transfer_leader(l).unwrap_err().contains("refused"));
+        assert!(c.cut_off(l).is_empty());
+        c.partition(l).unwrap();
+        let others: Vec<NodeId> = c.node_ids().into_iter().filter(|&p| p != l).collect();
+        assert_eq!(c.cut_off(l), others);
+        assert_eq!(c.cut_off(to), [l]);
+        c.heal().unwrap();
+        c.advance(300).unwrap();
+        let l = until_leader(&mut c);
+        let to = l % 3 + 1;
         c.transfer_leader(to).unwrap();
         c.advance(300).unwrap();
         assert_eq!(c.leader(), Some(to));

@@ -193,6 +193,11 @@ pub struct Status {
     pub snapshot_index: Option<u64>,
     /// The pid the node reports.
     pub pid: Option<u64>,
+    /// Peers its fault filter cuts it off from, either way (`filter` of
+    /// `/status`, present only while one is set).
+    pub cut: Vec<u64>,
+    /// Peers its fault filter delays messages to.
+    pub delayed: Vec<u64>,
 }
 
 impl Status {
@@ -222,6 +227,23 @@ impl Status {
                     .collect()
             })
             .unwrap_or_default();
+        let filter = v.get("filter");
+        let peers = |k: &str| -> Vec<u64> {
+            filter
+                .and_then(|f| f.get(k))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default()
+        };
+        let mut cut = peers("drop_to");
+        cut.extend(peers("drop_from"));
+        cut.sort_unstable();
+        cut.dedup();
+        let delayed = filter
+            .and_then(|f| f.get("delay_to_ms"))
+            .and_then(Value::as_object)
+            .map(|m| m.keys().filter_map(|k| k.parse().ok()).collect())
+            .unwrap_or_default();
         Status {
             id: num("id"),
             role,
@@ -237,6 +259,8 @@ impl Status {
             matched,
             snapshot_index: v.get("snapshot_index").and_then(Value::as_u64),
             pid: v.get("pid").and_then(Value::as_u64),
+            cut,
+            delayed,
         }
     }
 
@@ -290,6 +314,10 @@ mod tests {
         let none = Status::from_json(&serde_json::json!({"role": "follower", "leader": null}));
         assert_eq!(none.leader, None);
         assert!(!none.is_leader());
+        assert!(none.cut.is_empty() && none.delayed.is_empty(), "no filter");
+        let cut = Status::from_json(&serde_json::json!({"filter": {"drop_to": [3, 1],
+            "drop_from": [1, 2], "delay_to_ms": {"4": 200}}}));
+        assert_eq!((cut.cut, cut.delayed), (vec![1, 2, 3], vec![4]));
     }
 
     #[test]

@@ -348,7 +348,7 @@ async fn status(State(s): State<AppState>, uri: Uri) -> Response {
         Ok(st) => st,
         Err(e) => return node_error(&s.0, e, &uri),
     };
-    Json(json!({
+    let mut body = json!({
         "id": st.id,
         "group": st.group,
         "role": st.role.name(),
@@ -364,8 +364,23 @@ async fn status(State(s): State<AppState>, uri: Uri) -> Response {
         "match": st.peer_match,
         "snapshot_index": st.last_snapshot,
         "pid": s.0.pid,
-    }))
-    .into_response()
+    });
+    // Only while a fault filter is set, so a healthy node's answer stays
+    // as it always was.
+    let f = s.0.transport.filter();
+    if !(f.drop_to.is_empty() && f.drop_from.is_empty() && f.delay_to.is_empty()) {
+        let delays: BTreeMap<NodeId, u64> = f
+            .delay_to
+            .iter()
+            .map(|(&p, d)| (p, d.as_millis() as u64))
+            .collect();
+        body["filter"] = json!({
+            "drop_to": f.drop_to,
+            "drop_from": f.drop_from,
+            "delay_to_ms": delays,
+        });
+    }
+    Json(body).into_response()
 }
 
 async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {

@@ -447,6 +447,28 @@ pub fn liveness(o: &NodeObs, now_us: u64, stale_us: u64) -> Liveness {
     }
 }
 
+/// What a running node's fault filter does, as the state column shows it:
+/// `isolated` when it is cut off from every other member of its
+/// configuration, `cut 1,3` when from some, `slow` when it only delays
+/// messages; `None` without a filter.
+pub fn link_state(s: &Status) -> Option<String> {
+    if s.cut.is_empty() {
+        return (!s.delayed.is_empty()).then(|| "slow".to_owned());
+    }
+    let mut others = s
+        .voters
+        .iter()
+        .chain(&s.outgoing)
+        .chain(&s.learners)
+        .filter(|&&p| p != s.id)
+        .peekable();
+    if others.peek().is_some() && others.all(|p| s.cut.contains(p)) {
+        return Some("isolated".to_owned());
+    }
+    let ids: Vec<String> = s.cut.iter().map(u64::to_string).collect();
+    Some(format!("cut {}", ids.join(",")))
+}
+
 /// The event-log line for a change of liveness, if it is one worth a line.
 /// (The log's node column names the node.)
 fn liveness_change(before: Option<Liveness>, now: Liveness) -> Option<String> {
@@ -533,6 +555,27 @@ mod tests {
         assert_eq!(liveness(&o, 300_000, 250_000), Liveness::Paused);
         o.proc = Some(ProcState::Down);
         assert_eq!(liveness(&o, 300_000, 250_000), Liveness::Down);
+    }
+
+    #[test]
+    fn link_state_names_the_cut() {
+        let mut s = Status {
+            id: 1,
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            ..Status::default()
+        };
+        assert_eq!(link_state(&s), None);
+        s.delayed = vec![2];
+        assert_eq!(link_state(&s).as_deref(), Some("slow"));
+        s.cut = vec![2, 3];
+        assert_eq!(link_state(&s).as_deref(), Some("cut 2,3"));
+        s.cut = vec![2, 3, 4, 9];
+        assert_eq!(link_state(&s).as_deref(), Some("isolated"));
+        // No configuration known: name the peers.
+        s.voters.clear();
+        s.learners.clear();
+        assert_eq!(link_state(&s).as_deref(), Some("cut 2,3,4,9"));
     }
 
     #[test]

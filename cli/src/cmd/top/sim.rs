@@ -214,7 +214,10 @@ impl SimSource {
                 NodeObs {
                     id,
                     proc: Some(proc),
-                    status: self.live.status(id).map(|s| status(id, s)),
+                    status: self.live.status(id).map(|s| Status {
+                        cut: self.live.cut_off(id),
+                        ..status(id, s)
+                    }),
                     status_at_us: now_us,
                     propose_hist: (leader == Some(id)).then(|| self.latency.clone()),
                     ..NodeObs::default()
@@ -463,6 +466,8 @@ fn status(id: u64, s: LiveStatus) -> Status {
         matched: s.matched,
         snapshot_index: s.snapshot_index,
         pid: None,
+        cut: Vec::new(),
+        delayed: Vec::new(),
     }
 }
 
@@ -595,6 +600,21 @@ mod tests {
         let back = up.nodes.iter().find(|n| n.id == old).unwrap();
         assert_eq!(back.proc, Some(ProcState::Up));
         assert_eq!(back.status.as_ref().unwrap().leader, Some(new));
+
+        act(&mut s, Action::Isolate, Some(new)).unwrap();
+        let up = s.picture();
+        let link = |id: u64| {
+            let n = up.nodes.iter().find(|n| n.id == id).unwrap();
+            crate::cmd::top::model::link_state(n.status.as_ref().unwrap())
+        };
+        assert_eq!(link(new).as_deref(), Some("isolated"));
+        assert_eq!(link(old), Some(format!("cut {new}")));
+        act(&mut s, Action::Heal, None).unwrap();
+        assert!(s
+            .picture()
+            .nodes
+            .iter()
+            .all(|n| n.status.as_ref().unwrap().cut.is_empty()));
     }
 
     #[test]

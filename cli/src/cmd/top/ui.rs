@@ -17,7 +17,7 @@ use ratatui::Frame;
 
 use super::events::ids;
 use super::keys::{keys_text, Action, Binding, Hint, KEYS};
-use super::model::{EventKind, Liveness, Model, NodeView, HISTORY};
+use super::model::{link_state, EventKind, Liveness, Model, NodeView, HISTORY};
 
 /// From this width on, the table shows the pid and HTTP address (and the
 /// configuration panel is wider).
@@ -231,7 +231,13 @@ fn node_row<'a>(
     let mut cells = vec![
         Cell::from(if selected { "▶" } else { " " }),
         Cell::from(o.id.to_string()),
-        Cell::from(n.liveness.name()).style(liveness_style(n.liveness)),
+        // A running node cut off by a fault filter says so instead of "up".
+        match (n.liveness, st.and_then(link_state)) {
+            (Liveness::Up, Some(link)) => {
+                Cell::from(link).style(Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD))
+            }
+            _ => Cell::from(n.liveness.name()).style(liveness_style(n.liveness)),
+        },
         Cell::from(role.clone()).style(if stale {
             Style::new()
         } else {
@@ -708,7 +714,7 @@ mod tests {
 
     /// Five nodes mid-change into a joint configuration ({1,2,3,4} to
     /// {1,2,3,5}), with node 2 paused, node 3 not answering (its request
-    /// has been out for 2 s) and node 4 down.
+    /// has been out for 2 s), node 4 down and node 5 partitioned away.
     fn faults() -> Model {
         let mut m = Model::new("/tmp/cds-cluster".into(), 250_000, 0);
         let mut leader = status(1, "leader", 4, 1, 31_000);
@@ -720,6 +726,9 @@ mod tests {
         silent.inflight_since_us = Some(NOW - 2_000_000);
         let mut learner = status(5, "follower", 4, 1, 29_000);
         learner.snapshot_index = Some(28_000);
+        // Node 5 is partitioned away from every other member (`i`).
+        learner.cut = vec![1, 2, 3, 4];
+        leader.cut = vec![5];
         learner.first_index = 28_001;
         // Node 4 was seen up before: its going down makes an event.
         m.observe(
