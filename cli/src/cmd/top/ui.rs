@@ -331,17 +331,25 @@ fn draw_config(f: &mut Frame, m: &Model, area: Rect) {
     );
 }
 
-/// Whether the voters that answer make a majority (of both configurations
-/// while joint, as a commit needs).
+/// Whether the voters that answer, and that the node whose configuration
+/// is shown (the leader) can reach, make a majority (of both
+/// configurations while joint, as a commit needs).
 fn quorum_line<'a>(m: &Model, s: &crate::cmd::kv::client::Status, label: Span<'a>) -> Line<'a> {
-    let up = |set: &[u64]| {
-        set.iter()
-            .filter(|id| {
-                m.nodes
-                    .iter()
-                    .any(|n| n.obs.id == **id && n.liveness == Liveness::Up)
-            })
-            .count()
+    let up = |id: u64| {
+        m.nodes
+            .iter()
+            .find(|n| n.obs.id == id && n.liveness == Liveness::Up)
+    };
+    // A partition cuts both ways; either side's filter is enough.
+    let reachable = |id: u64| {
+        up(id).is_some_and(|n| {
+            !s.cut.contains(&id)
+                && !n
+                    .obs
+                    .status
+                    .as_ref()
+                    .is_some_and(|st| st.cut.contains(&s.id))
+        })
     };
     let mut ok = true;
     let mut parts = Vec::new();
@@ -349,9 +357,14 @@ fn quorum_line<'a>(m: &Model, s: &crate::cmd::kv::client::Status, label: Span<'a
         if set.is_empty() {
             continue;
         }
-        let (n, need) = (up(set), set.len() / 2 + 1);
-        ok &= n >= need;
-        parts.push(format!("{name}{n}/{} up", set.len()));
+        let n_up = set.iter().filter(|&&id| up(id).is_some()).count();
+        let n_ok = set.iter().filter(|&&id| reachable(id)).count();
+        ok &= n_ok > set.len() / 2;
+        let mut part = format!("{name}{n_up}/{} up", set.len());
+        if n_ok < n_up {
+            part.push_str(&format!(", {} cut off", n_up - n_ok));
+        }
+        parts.push(part);
     }
     let (word, style) = if ok {
         ("ok", Style::new().fg(Color::Green))
@@ -957,6 +970,23 @@ mod tests {
         m.help = true;
         let help = render(&m, 80, 24);
         assert!(help.contains("Actions act on the simulator"), "{help}");
+    }
+
+    /// A leader partitioned from both followers has every voter up and no
+    /// quorum; one follower cut off leaves the quorum intact.
+    #[test]
+    fn quorum_discounts_voters_behind_a_partition() {
+        let cut = |who: u64, from: &[u64]| {
+            let mut m = healthy();
+            let n = m.nodes.iter_mut().find(|n| n.obs.id == who).unwrap();
+            n.obs.status.as_mut().unwrap().cut = from.to_vec();
+            render(&m, 120, 30)
+        };
+        let screen = cut(1, &[2, 3]);
+        assert!(screen.contains("LOST (3/3 up, 2 cut off)"), "{screen}");
+        let screen = cut(3, &[1, 2]);
+        assert!(screen.contains("ok (3/3 up, 1 cut off)"), "{screen}");
+        assert!(render(&healthy(), 120, 30).contains("ok (3/3 up)"));
     }
 
     #[test]
