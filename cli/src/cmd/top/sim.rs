@@ -189,7 +189,7 @@ impl SimSource {
     /// the last call.
     pub fn picture(&mut self) -> Update {
         let now_us = self.live.now() * 1000;
-        let events = self.drain_trace();
+        let mut events = self.drain_trace();
         // Newly added nodes come on screen with their first configuration.
         for id in self.live.node_ids() {
             if let Some(st) = self.live.status(id) {
@@ -214,17 +214,16 @@ impl SimSource {
                 NodeObs {
                     id,
                     proc: Some(proc),
-                    status: self.live.status(id).map(|s| Status {
-                        cut: self.live.cut_off(id),
-                        ..status(id, s)
-                    }),
+                    status: self
+                        .live
+                        .status(id)
+                        .map(|s| status(id, s, self.live.cut_off(id))),
                     status_at_us: now_us,
                     propose_hist: (leader == Some(id)).then(|| self.latency.clone()),
                     ..NodeObs::default()
                 }
             })
             .collect();
-        let mut events = events;
         // A violated invariant ends the session: said in the log once, and
         // in the status bar on every frame from then on.
         let failure = self
@@ -449,8 +448,9 @@ fn worth_parsing(line: &[u8]) -> bool {
     KINDS.iter().any(|k| line.windows(k.len()).any(|w| w == *k))
 }
 
-/// A simulated node's state as the screen reads a real node's `/status`.
-fn status(id: u64, s: LiveStatus) -> Status {
+/// A simulated node's state (and the nodes a partition cuts it off from)
+/// as the screen reads a real node's `/status`.
+fn status(id: u64, s: LiveStatus, cut: Vec<u64>) -> Status {
     Status {
         id,
         role: s.role.name().to_owned(),
@@ -466,7 +466,7 @@ fn status(id: u64, s: LiveStatus) -> Status {
         matched: s.matched,
         snapshot_index: s.snapshot_index,
         pid: None,
-        cut: Vec::new(),
+        cut,
         delayed: Vec::new(),
     }
 }
