@@ -255,7 +255,7 @@ impl Cluster {
                 continue;
             }
             let s = h.status().await.ok()?;
-            view.push((s.role, s.leader, s.term));
+            view.push((s.raft.role, s.raft.leader, s.raft.term));
         }
         let (_, leader, term) = *view.iter().find(|v| v.0 == Role::Leader)?;
         view.iter()
@@ -362,7 +362,7 @@ async fn proposals_commit_and_apply_in_the_same_order_on_every_node() {
         assert_eq!(waited, if id == leader { 50 } else { 0 }, "node {id}");
     }
     // Role callbacks: the leader started leading, the others follow it.
-    let term = c.h(leader).status().await.unwrap().term;
+    let term = c.h(leader).status().await.unwrap().raft.term;
     assert!(c.calls(leader).contains(&format!("leader_start {term}")));
     for &id in &c.ids {
         if id != leader {
@@ -560,7 +560,7 @@ async fn snapshots_compact_the_log_and_a_restarted_node_recovers() {
     let st = tokio::time::timeout(WAIT, async {
         loop {
             let s = c.h(f).status().await.unwrap();
-            if s.last_snapshot.is_some() && s.first_index > 1 {
+            if s.raft.last_snapshot.is_some() && s.raft.first_index > 1 {
                 return s;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -569,7 +569,10 @@ async fn snapshots_compact_the_log_and_a_restarted_node_recovers() {
     .await
     .expect("a snapshot in time");
     assert!(st.metrics.snapshots_saved >= 1);
-    assert!(st.first_index + 5 > st.last_snapshot.unwrap(), "{st:?}");
+    assert!(
+        st.raft.first_index + 5 > st.raft.last_snapshot.unwrap(),
+        "{st:?}"
+    );
 
     // Restart the follower from its files with an empty state machine: it
     // loads the snapshot, replays the log after it and catches up.
@@ -600,7 +603,7 @@ async fn a_lagging_follower_catches_up_through_a_snapshot_install() {
     }
     // The leader compacts past what the follower holds.
     tokio::time::timeout(WAIT, async {
-        while c.h(leader).status().await.unwrap().first_index <= 2 {
+        while c.h(leader).status().await.unwrap().raft.first_index <= 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -638,10 +641,10 @@ async fn a_snapshot_on_demand_compacts_and_serves_a_lagging_follower() {
         .expect("snapshot");
     assert_eq!(index, applied, "a snapshot covers what was applied");
     let st = c.h(leader).status().await.unwrap();
-    assert_eq!(st.last_snapshot, Some(index));
+    assert_eq!(st.raft.last_snapshot, Some(index));
     assert_eq!(st.metrics.snapshots_saved, 1);
     assert_eq!(
-        st.first_index,
+        st.raft.first_index,
         index - 5 + 1,
         "compacted, keeping the margin"
     );
@@ -735,7 +738,7 @@ async fn a_leader_transfer_moves_the_role_callbacks() {
     .expect("transfer completed in time");
     propose(c.h(to), b"second").await.expect("committed");
     c.applied_everywhere(&c.ids, 2).await;
-    let term = c.h(to).status().await.unwrap().term;
+    let term = c.h(to).status().await.unwrap().raft.term;
     // The new leader stopped following and started leading; the old one
     // stopped leading and follows the new one.
     let calls = c.calls(to);
@@ -784,8 +787,8 @@ async fn a_membership_change_is_reported_when_committed() {
     c.applied_everywhere(&c.ids, 2).await;
     assert_eq!(c.history(4), c.history(leader));
     let st = c.h(leader).status().await.unwrap();
-    assert_eq!(st.membership.voters, vec![1, 2, 3, 4]);
-    assert_eq!(st.peer_match.len(), 4, "{st:?}");
+    assert_eq!(st.raft.membership.voters, vec![1, 2, 3, 4]);
+    assert_eq!(st.raft.peer_match.len(), 4, "{st:?}");
     c.shutdown().await;
 }
 

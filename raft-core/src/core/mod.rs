@@ -22,6 +22,7 @@ mod ready;
 mod reconfig;
 mod replication;
 mod snapshot;
+mod status;
 mod transfer;
 
 pub use bugs::{Bug, BugSet};
@@ -35,3 +36,4 @@ pub use message::{
 pub use raft::{Raft, Role};
 pub use read::{ReadMode, ReadState};
 pub use ready::{Ready, SnapshotOp, SoftState};
+pub use status::RaftStatus;

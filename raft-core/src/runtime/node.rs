@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::core::{
-    Config, Event, Membership, NodeId, Raft, ReadMode, Ready, Role, SnapshotFile, SnapshotMeta,
+    Config, Event, NodeId, Raft, RaftStatus, ReadMode, Ready, Role, SnapshotFile, SnapshotMeta,
     SnapshotOp,
 };
 use crate::storage::{NodeStorage, Storage};
@@ -805,16 +805,10 @@ impl NodeTask {
         NodeStatus {
             id: r.id(),
             group: self.cfg.group,
-            role: r.role(),
-            term: r.term(),
-            leader: r.leader(),
-            commit: r.commit_index(),
-            applied: *self.shared.applied.borrow(),
-            first_index: r.raft_log().first_index(),
-            last_index: r.raft_log().last_index(),
-            membership: Membership::clone(r.membership()),
-            peer_match: r.peer_match(),
-            last_snapshot: r.storage().snapshot_meta().map(|m| m.index),
+            raft: RaftStatus {
+                applied: *self.shared.applied.borrow(),
+                ..r.status()
+            },
             metrics,
         }
     }

@@ -5,43 +5,21 @@
 //! task that owns the core; [`NodeStatus`] is that picture, taken by the
 //! node task between two `Ready`s.
 
-use std::collections::BTreeMap;
-
-use crate::core::{Membership, NodeId, Role};
+use crate::core::{NodeId, RaftStatus};
 
 use super::GroupId;
 
 /// A snapshot of one node's state, consistent as of one moment of its task
-/// (except `applied`, which the apply task advances concurrently and which
-/// is never ahead of `commit`).
+/// (except `raft.applied`, which the apply task advances concurrently and
+/// which is never ahead of `raft.commit`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeStatus {
     /// The node's id.
     pub id: NodeId,
     /// The group it belongs to.
     pub group: GroupId,
-    /// Its role in `term`.
-    pub role: Role,
-    /// Its current term.
-    pub term: u64,
-    /// The leader this node follows (itself when leader), if known.
-    pub leader: Option<NodeId>,
-    /// The highest index known committed.
-    pub commit: u64,
-    /// The highest index the state machine has applied.
-    pub applied: u64,
-    /// The first and last index of the log (`first_index` is past the
-    /// compaction point; an empty log has `last_index + 1 == first_index`).
-    pub first_index: u64,
-    /// See `first_index`.
-    pub last_index: u64,
-    /// The configuration in use (the latest in the log).
-    pub membership: Membership,
-    /// Leader only: the highest index known to match on each member,
-    /// itself included. Empty on other roles.
-    pub peer_match: BTreeMap<NodeId, u64>,
-    /// The index of the latest snapshot in storage.
-    pub last_snapshot: Option<u64>,
+    /// Its role, log and configuration, with `applied` the apply task's.
+    pub raft: RaftStatus,
     /// Counters since the node started.
     pub metrics: NodeMetrics,
 }

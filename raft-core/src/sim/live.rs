@@ -23,12 +23,12 @@
 //! [`LiveCluster::add_node`] brings in through the same membership change
 //! the simulator's `--reconfig` uses.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap};
 
 use super::cluster::{Ev, Failure, Sim, SimConfig, TICK_MS};
 use super::faults::FaultSet;
 use super::workload::{Client, ClientOp, Pending};
-use crate::core::{Membership, NodeId, Role};
+use crate::core::{NodeId, RaftStatus, Role};
 use crate::trace::schema::{Header, Kind};
 use crate::trace::writer::TraceWriter;
 
@@ -38,32 +38,6 @@ pub const MIN_NODES: usize = 3;
 pub const MAX_NODES: usize = 7;
 /// Keys client requests write to (`0..CLIENT_KEYS`).
 const CLIENT_KEYS: u64 = 5;
-
-/// One running node as a console shows it, read between two steps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveStatus {
-    /// Its role in `term`.
-    pub role: Role,
-    /// Its current term.
-    pub term: u64,
-    /// The leader it follows (itself when leader), if known.
-    pub leader: Option<NodeId>,
-    /// The highest index it knows committed.
-    pub commit: u64,
-    /// The highest index its state machine applied.
-    pub applied: u64,
-    /// The first index its log holds (past its compaction point).
-    pub first_index: u64,
-    /// The last index of its log.
-    pub last_index: u64,
-    /// The configuration it uses (the latest in its log).
-    pub membership: Membership,
-    /// Leader only: the highest index known to match on each member,
-    /// itself included; empty on other roles.
-    pub matched: BTreeMap<NodeId, u64>,
-    /// The index of its latest snapshot, if it has one.
-    pub snapshot_index: Option<u64>,
-}
 
 /// A simulated cluster driven action by action. See the module docs.
 pub struct LiveCluster {
@@ -205,21 +179,9 @@ impl LiveCluster {
 
     /// What running node `id` looks like now; `None` when it is stopped or
     /// there is no such node.
-    pub fn status(&self, id: NodeId) -> Option<LiveStatus> {
+    pub fn status(&self, id: NodeId) -> Option<RaftStatus> {
         let i = self.node_index(id).ok()?;
-        let r = self.sim.nodes[i].raft.as_ref()?;
-        Some(LiveStatus {
-            role: r.role(),
-            term: r.term(),
-            leader: r.leader(),
-            commit: r.commit_index(),
-            applied: r.applied_index(),
-            first_index: r.raft_log().first_index(),
-            last_index: r.raft_log().last_index(),
-            membership: r.membership().clone(),
-            matched: r.peer_match(),
-            snapshot_index: r.storage().snapshot_files().map(|(m, _)| m.index),
-        })
+        self.sim.nodes[i].raft.as_ref().map(|r| r.status())
     }
 
     /// The nodes whose links with node `id` are cut by
@@ -709,7 +671,7 @@ mod tests {
         assert_eq!(st.role, Role::Leader);
         assert_eq!(st.leader, Some(l));
         assert_eq!(st.membership.voters, [1, 2, 3]);
-        assert_eq!(st.matched.len(), 3, "{st:?}");
+        assert_eq!(st.peer_match.len(), 3, "{st:?}");
         assert!(c.status(4).is_some_and(|s| s.membership.voters.is_empty()));
         assert!(c.status(9).is_none());
 

@@ -351,18 +351,18 @@ async fn status(State(s): State<AppState>, uri: Uri) -> Response {
     let mut body = json!({
         "id": st.id,
         "group": st.group,
-        "role": st.role.name(),
-        "term": st.term,
-        "leader": st.leader,
-        "commit": st.commit,
-        "applied": st.applied,
-        "first_index": st.first_index,
-        "last_index": st.last_index,
-        "voters": st.membership.voters,
-        "outgoing": st.membership.outgoing,
-        "learners": st.membership.learners,
-        "match": st.peer_match,
-        "snapshot_index": st.last_snapshot,
+        "role": st.raft.role.name(),
+        "term": st.raft.term,
+        "leader": st.raft.leader,
+        "commit": st.raft.commit,
+        "applied": st.raft.applied,
+        "first_index": st.raft.first_index,
+        "last_index": st.raft.last_index,
+        "voters": st.raft.membership.voters,
+        "outgoing": st.raft.membership.outgoing,
+        "learners": st.raft.membership.learners,
+        "match": st.raft.peer_match,
+        "snapshot_index": st.raft.last_snapshot,
         "pid": s.0.pid,
     });
     // Only while a fault filter is set, so a healthy node's answer stays
@@ -392,7 +392,7 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
     let m = st.metrics;
     let mut out = String::new();
     out.push_str("# HELP cds_role 1 for the node's current role.\n# TYPE cds_role gauge\n");
-    let is = |r: raft_core::Role| u64::from(st.role == r);
+    let is = |r: raft_core::Role| u64::from(st.raft.role == r);
     for r in [
         raft_core::Role::Follower,
         raft_core::Role::PreCandidate,
@@ -420,18 +420,18 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
         "gauge",
         is(raft_core::Role::Follower),
     );
-    gauge("term", "Current term.", "gauge", st.term);
+    gauge("term", "Current term.", "gauge", st.raft.term);
     gauge(
         "commit_index",
         "Highest index known committed.",
         "gauge",
-        st.commit,
+        st.raft.commit,
     );
     gauge(
         "applied_index",
         "Highest index applied.",
         "gauge",
-        st.applied,
+        st.raft.applied,
     );
     gauge(
         "proposals_total",
@@ -515,34 +515,34 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
         "log_first_index",
         "First index held in the log.",
         "gauge",
-        st.first_index,
+        st.raft.first_index,
     );
     gauge(
         "log_last_index",
         "Last index in the log.",
         "gauge",
-        st.last_index,
+        st.raft.last_index,
     );
     gauge(
         "snapshot_index",
         "Index of the latest snapshot (0: none).",
         "gauge",
-        st.last_snapshot.unwrap_or(0),
+        st.raft.last_snapshot.unwrap_or(0),
     );
-    if !st.peer_match.is_empty() {
+    if !st.raft.peer_match.is_empty() {
         out.push_str(
             "# HELP cds_peer_match_index Leader only: highest index known to match on each member.\n\
              # TYPE cds_peer_match_index gauge\n",
         );
-        for (p, i) in &st.peer_match {
+        for (p, i) in &st.raft.peer_match {
             let _ = writeln!(out, "cds_peer_match_index{{peer=\"{p}\"}} {i}");
         }
         out.push_str(
             "# HELP cds_peer_lag_entries Leader only: entries each member is behind the leader's log.\n\
              # TYPE cds_peer_lag_entries gauge\n",
         );
-        for (p, i) in &st.peer_match {
-            let lag = st.last_index.saturating_sub(*i);
+        for (p, i) in &st.raft.peer_match {
+            let lag = st.raft.last_index.saturating_sub(*i);
             let _ = writeln!(out, "cds_peer_lag_entries{{peer=\"{p}\"}} {lag}");
         }
     }

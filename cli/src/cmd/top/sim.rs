@@ -19,8 +19,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use raft_core::sim::live::{LiveCluster, LiveStatus};
+use raft_core::sim::live::LiveCluster;
 use raft_core::trace::schema::Record;
+use raft_core::RaftStatus;
 
 use super::events::Summariser;
 use super::keys::Action;
@@ -163,7 +164,7 @@ impl SimSource {
             let due = self
                 .live
                 .status(id)
-                .is_some_and(|s| s.applied >= s.snapshot_index.unwrap_or(0) + SNAPSHOT_EVERY);
+                .is_some_and(|s| s.applied >= s.last_snapshot.unwrap_or(0) + SNAPSHOT_EVERY);
             if due && !self.live.is_paused(id) {
                 // Refused only by a stopped session, which the picture shows.
                 let _ = self.live.snapshot(id);
@@ -450,7 +451,7 @@ fn worth_parsing(line: &[u8]) -> bool {
 
 /// A simulated node's state (and the nodes a partition cuts it off from)
 /// as the screen reads a real node's `/status`.
-fn status(id: u64, s: LiveStatus, cut: Vec<u64>) -> Status {
+fn status(id: u64, s: RaftStatus, cut: Vec<u64>) -> Status {
     Status {
         id,
         role: s.role.name().to_owned(),
@@ -463,8 +464,8 @@ fn status(id: u64, s: LiveStatus, cut: Vec<u64>) -> Status {
         learners: s.membership.learners,
         first_index: s.first_index,
         last_index: s.last_index,
-        matched: s.matched,
-        snapshot_index: s.snapshot_index,
+        matched: s.peer_match,
+        snapshot_index: s.last_snapshot,
         pid: None,
         cut,
         delayed: Vec::new(),

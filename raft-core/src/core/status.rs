@@ -1,0 +1,57 @@
+//! One node's state as operators and consoles read it.
+//!
+//! The runtime's `NodeStatus`, the simulator's live sessions and, through
+//! the KV node's `/status`, `cdsctl top` all show the same picture of a
+//! node; [`RaftStatus`] is that picture, taken from the core between two
+//! steps.
+
+use std::collections::BTreeMap;
+
+use super::{Membership, NodeId, Raft, Role};
+use crate::storage::Storage;
+
+/// A node's role, log and configuration at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// Its role in `term`.
+    pub role: Role,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it follows (itself when leader), if known.
+    pub leader: Option<NodeId>,
+    /// The highest index it knows committed.
+    pub commit: u64,
+    /// The highest index its state machine applied (as the core knows it;
+    /// the runtime reports its apply task's, which may be behind).
+    pub applied: u64,
+    /// The first index its log holds (past its compaction point; an empty
+    /// log has `last_index + 1 == first_index`).
+    pub first_index: u64,
+    /// The last index of its log.
+    pub last_index: u64,
+    /// The configuration it uses (the latest in its log).
+    pub membership: Membership,
+    /// Leader only: the highest index known to match on each member,
+    /// itself included; empty on other roles.
+    pub peer_match: BTreeMap<NodeId, u64>,
+    /// The index of its latest snapshot in storage, if any.
+    pub last_snapshot: Option<u64>,
+}
+
+impl<S: Storage> Raft<S> {
+    /// This node's state now.
+    pub fn status(&self) -> RaftStatus {
+        RaftStatus {
+            role: self.role(),
+            term: self.term(),
+            leader: self.leader(),
+            commit: self.commit_index(),
+            applied: self.applied_index(),
+            first_index: self.raft_log().first_index(),
+            last_index: self.raft_log().last_index(),
+            membership: self.membership().clone(),
+            peer_match: self.peer_match(),
+            last_snapshot: self.storage().snapshot_meta().map(|m| m.index),
+        }
+    }
+}
