@@ -256,6 +256,30 @@ fn close_role<W: Write>(
     })
 }
 
+/// Writes the slice of a pause that began at `start` (trace time, with its
+/// record) and ended at `end`, on the node's faults track.
+fn close_pause<W: Write>(
+    out: &mut Sink<W>,
+    clock: Clock,
+    pid: u64,
+    (start, rec): (u64, &Record),
+    end: u64,
+) -> io::Result<()> {
+    let start = clock.ts(start);
+    out.push(&Event {
+        dur: Some(clock.ts(end).saturating_sub(start)),
+        cat: Some("faults"),
+        ..Event::new(
+            "X",
+            "paused",
+            start,
+            pid,
+            tid(pid, FAULTS),
+            Args::Record(rec),
+        )
+    })
+}
+
 /// The wire name of a unit enum (`"put"`, `"timeout_now"`).
 fn wire<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
@@ -618,20 +642,8 @@ pub fn write_json<W: Write>(trace: &Trace, w: W) -> io::Result<Written> {
             }
             Kind::Pause => st.paused = Some((r.t, r)),
             Kind::Resume => {
-                if let Some((start, rec)) = st.paused.take() {
-                    let start = clock.ts(start);
-                    out.push(&Event {
-                        dur: Some(ts.saturating_sub(start)),
-                        cat: Some("faults"),
-                        ..Event::new(
-                            "X",
-                            "paused",
-                            start,
-                            pid,
-                            tid(pid, FAULTS),
-                            Args::Record(rec),
-                        )
-                    })?;
+                if let Some(p) = st.paused.take() {
+                    close_pause(&mut out, clock, pid, p, r.t)?;
                 }
             }
             Kind::Client {
@@ -668,20 +680,8 @@ pub fn write_json<W: Write>(trace: &Trace, w: W) -> io::Result<Written> {
         if let Some(p) = st.role {
             close_role(&mut out, clock, pid, p, end)?;
         }
-        if let Some((start, rec)) = st.paused {
-            let start = clock.ts(start);
-            out.push(&Event {
-                dur: Some(end_ts.saturating_sub(start)),
-                cat: Some("faults"),
-                ..Event::new(
-                    "X",
-                    "paused",
-                    start,
-                    pid,
-                    tid(pid, FAULTS),
-                    Args::Record(rec),
-                )
-            })?;
+        if let Some(p) = st.paused {
+            close_pause(&mut out, clock, pid, p, end)?;
         }
     }
     if let Some(p) = partition.take() {
