@@ -34,7 +34,7 @@ enum Command {
     Node(cmd::node::NodeArgs),
     /// Serve the trace visualizer on localhost and print its address.
     Viz(cmd::viz::VizArgs),
-    /// A live console that watches and drives a local cluster (`kv up`).
+    /// A live console that watches and drives a local cluster (`kv up`), or a simulated one (`--sim`).
     Top(cmd::top::TopArgs),
 }
 
