@@ -60,17 +60,21 @@ impl Viewer {
 
     /// The index of the next event at or after `from` that starts a moment
     /// named `what` (`election`, `config`, `snapshot`, `fault`), or -1.
-    pub fn find_next(&self, from: usize, what: &str) -> i64 {
+    ///
+    /// An `f64` on purpose: a 64-bit integer reaches JavaScript as a
+    /// BigInt, which cannot be mixed with the page's numbers (`i + 1`
+    /// throws). Event indexes are far below 2^53, so the value is exact.
+    pub fn find_next(&self, from: usize, what: &str) -> f64 {
         moment(what)
             .and_then(|m| self.replay.find_next(from, m))
-            .map_or(-1, |i| i as i64)
+            .map_or(-1.0, |i| i as f64)
     }
 
     /// Like [`Viewer::find_next`], before `from`.
-    pub fn find_prev(&self, from: usize, what: &str) -> i64 {
+    pub fn find_prev(&self, from: usize, what: &str) -> f64 {
         moment(what)
             .and_then(|m| self.replay.find_prev(from, m))
-            .map_or(-1, |i| i as i64)
+            .map_or(-1.0, |i| i as f64)
     }
 
     /// How many events have `t <= time`, at least `from` (playback moves

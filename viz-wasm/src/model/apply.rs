@@ -6,15 +6,15 @@
 //! `Machine`, so replaying from one gives exactly what replaying from the
 //! start gives.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use raft_core::trace::{ClientDir, Header, Kind, Msg, NodeRole, Record};
 use raft_core::NodeId;
 
 use super::runs::{Run, Runs};
 use super::state::{
-    Campaign, ClientReply, ClientReq, ClusterState, Config, InFlight, LastEvent, Log, NodeState,
-    REPLIES_KEPT,
+    Campaign, ClientReply, ClientReq, ClusterState, Config, InFlight, LastEvent, Log, Member,
+    NodeState, SnapIn, REPLIES_KEPT,
 };
 
 /// What replay takes from the header, fixed for a whole trace.
@@ -104,6 +104,10 @@ pub(crate) struct Machine {
     /// Follower `append` events whose `last_term` disagreed with the terms
     /// replay derived (then `last_term` wins for the last entry).
     pub mismatches: usize,
+    /// Every node some `config` event named as a member (voter, outgoing
+    /// voter or learner): outside the configuration, these are removed
+    /// rather than spare.
+    ever_member: BTreeSet<NodeId>,
 }
 
 impl Machine {
@@ -138,6 +142,8 @@ impl Machine {
                     period: ctx.tick,
                     config: None,
                     last: None,
+                    member: Member::Unknown,
+                    snap_in: None,
                 };
                 (id, n)
             })
@@ -155,6 +161,7 @@ impl Machine {
                 blocked: Vec::new(),
                 pending: BTreeMap::new(),
                 replies: Vec::new(),
+                said: None,
             },
             aux: header
                 .nodes
@@ -163,6 +170,7 @@ impl Machine {
                 .collect(),
             carried: HashMap::new(),
             mismatches: 0,
+            ever_member: BTreeSet::new(),
         }
     }
 
@@ -309,6 +317,7 @@ impl Machine {
                         to: *to,
                         t,
                         m: m.clone(),
+                        about: String::new(),
                     },
                 );
             }
@@ -425,6 +434,8 @@ impl Machine {
                 outgoing,
                 learners,
             } => {
+                self.ever_member
+                    .extend(voters.iter().chain(outgoing).chain(learners));
                 let n = st.nodes.get_mut(&id).expect("checked above");
                 n.config = Some(Config {
                     index: *index,
@@ -434,11 +445,70 @@ impl Machine {
                     change: change.clone(),
                 });
             }
-            Kind::Snapshot { phase, index, .. } => {
+            Kind::Snapshot {
+                phase,
+                index,
+                peer,
+                bytes,
+                ok,
+            } => {
+                if let ("offered", Some(p)) = (phase.as_str(), peer) {
+                    // The leader's offer starts (or restarts) the peer's
+                    // transfer; a repeated offer of the same snapshot keeps
+                    // what the peer already has.
+                    if let Some(to) = st.nodes.get_mut(p) {
+                        match to.snap_in.as_mut().filter(|s| s.index == *index) {
+                            Some(s) => {
+                                s.from = id;
+                                s.total = *bytes;
+                            }
+                            None => {
+                                to.snap_in = Some(SnapIn {
+                                    index: *index,
+                                    from: id,
+                                    total: *bytes,
+                                    got: 0,
+                                    since: t,
+                                })
+                            }
+                        }
+                    }
+                }
                 let n = st.nodes.get_mut(&id).expect("checked above");
                 match phase.as_str() {
                     "taken" => n.log.snap = *index,
+                    "chunk_received" if *ok => match n.snap_in.as_mut().filter(|s| s.index == *index) {
+                        Some(s) if s.total > 0 => {
+                            s.got = s.got.saturating_add(*bytes).min(s.total.max(s.got))
+                        }
+                        Some(s) => s.got = s.got.saturating_add(*bytes),
+                        // A repeated offer is not traced: a transfer can
+                        // restart without one. Its size is then unknown (0).
+                        None => {
+                            n.snap_in = Some(SnapIn {
+                                index: *index,
+                                from: n.leader.unwrap_or(0),
+                                total: 0,
+                                got: *bytes,
+                                since: t,
+                            })
+                        }
+                    },
+                    "resumed" => match n.snap_in.as_mut().filter(|s| s.index == *index) {
+                        Some(s) => s.got = *bytes,
+                        None => {
+                            n.snap_in = Some(SnapIn {
+                                index: *index,
+                                from: n.leader.unwrap_or(0),
+                                total: 0,
+                                got: *bytes,
+                                since: t,
+                            })
+                        }
+                    },
+                    "discarded" => n.snap_in = None,
                     "installed" => {
+                        n.snap_in = None;
                         // The snapshot replaces the whole log.
                         n.log.snap = *index;
                         n.log.terms = Runs::new();
@@ -580,6 +650,7 @@ impl Machine {
             Some((term, l)) => (Some(l), term),
             None => (None, 0),
         };
+        let ever = &self.ever_member;
         let leader_config = st
             .leader
             .and_then(|l| st.nodes.get(&l))
@@ -595,6 +666,32 @@ impl Machine {
                 })
                 .cloned()
         });
+        for n in st.nodes.values_mut() {
+            n.member = member(st.config.as_ref(), n, ever.contains(&n.id));
+        }
+    }
+}
+
+/// Where `n` stands in `config` (see [`Member`]); `was` tells whether any
+/// configuration ever named it.
+fn member(config: Option<&Config>, n: &NodeState, was: bool) -> Member {
+    let Some(c) = config else {
+        return Member::Unknown;
+    };
+    let new = c.voters.contains(&n.id);
+    let old = c.outgoing.contains(&n.id);
+    let joint = !c.outgoing.is_empty();
+    match (new, old) {
+        (true, true) => Member::Voter,
+        (true, false) if joint => Member::Joining,
+        (true, false) => Member::Voter,
+        (false, true) => Member::Leaving,
+        (false, false) if c.learners.contains(&n.id) => Member::Learner,
+        // A leader outside its configuration appended its own removal: it
+        // leads until that entry commits, then steps down.
+        (false, false) if n.role == NodeRole::Leader && !n.down => Member::Leaving,
+        (false, false) if was => Member::Removed,
+        (false, false) => Member::Spare,
     }
 }
 

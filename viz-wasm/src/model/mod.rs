@@ -55,6 +55,7 @@
 
 mod apply;
 pub mod moment;
+pub mod narrate;
 pub mod runs;
 pub mod state;
 
@@ -69,8 +70,8 @@ use moment::Moments;
 pub use moment::Moment;
 pub use runs::{Run, Runs};
 pub use state::{
-    Campaign, ClientReply, ClientReq, ClusterState, Config, InFlight, LastEvent, Log, NodeState,
-    REPLIES_KEPT,
+    Campaign, ClientReply, ClientReq, ClusterState, Config, InFlight, LastEvent, Log, Member,
+    Narration, NodeState, SnapIn, REPLIES_KEPT,
 };
 
 /// Events between two checkpoints.
@@ -181,7 +182,26 @@ impl Replay {
     pub fn last_state(&self) -> ClusterState {
         let mut m = self.tip.clone();
         m.summarize();
-        m.state
+        self.tell(m.state)
+    }
+
+    /// `state` with its `said` filled in: the last event it applied, told.
+    fn tell(&self, mut state: ClusterState) -> ClusterState {
+        state.said = state
+            .event
+            .checked_sub(1)
+            .and_then(|i| Some((i, self.records.get(i)?)))
+            .map(|(i, r)| narrate::narrate(i, r, &state));
+        for m in state.msgs.values_mut() {
+            m.about = narrate::message(&m.m);
+        }
+        state
+    }
+
+    /// Event `i` told in one sentence, in the state right after it.
+    pub fn narration(&self, i: usize) -> Option<Narration> {
+        self.record(i)?;
+        self.state_at(i + 1).said
     }
 
     /// The number of events (lines after the header).
@@ -220,7 +240,7 @@ impl Replay {
             m.apply(&self.ctx, i, &self.records[i]);
         }
         m.summarize();
-        m.state
+        self.tell(m.state)
     }
 
     /// [`Replay::state_at`] computed from the start, without checkpoints
@@ -232,7 +252,7 @@ impl Replay {
             m.apply(&self.ctx, i, &self.records[i]);
         }
         m.summarize();
-        m.state
+        self.tell(m.state)
     }
 
     /// The index of the first event at or after `from` that starts a

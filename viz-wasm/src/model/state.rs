@@ -52,6 +52,60 @@ pub struct ClusterState {
     pub pending: BTreeMap<u64, ClientReq>,
     /// The last [`REPLIES_KEPT`] replies, oldest first.
     pub replies: Vec<ClientReply>,
+    /// The last applied event told in one plain sentence (`null` before
+    /// the first event).
+    pub said: Option<Narration>,
+}
+
+/// One event told for a reader: what happened and what it means.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Narration {
+    /// The event's index in the trace (0-based).
+    pub i: usize,
+    /// The node it happened on (`0`: the network).
+    pub node: NodeId,
+    /// Its `ev`.
+    pub ev: &'static str,
+    /// The sentence.
+    pub text: String,
+}
+
+/// Where a node stands in the cluster's configuration (the one
+/// [`ClusterState::config`] draws), for its badge.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Member {
+    /// The trace has told no configuration yet.
+    Unknown,
+    /// A voter (in both sets while joint).
+    Voter,
+    /// A voter of the new set only, while joint.
+    Joining,
+    /// A voter of the old set only, while joint; or a leader that is in no
+    /// set (it appended its own removal and leads until that commits).
+    Leaving,
+    /// A non-voting member catching up.
+    Learner,
+    /// Never a member so far: a spare node that may join later.
+    Spare,
+    /// Was a member, is no longer.
+    Removed,
+}
+
+/// A snapshot a node is receiving.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SnapIn {
+    /// The snapshot's last included index.
+    pub index: u64,
+    /// The leader that offered it.
+    pub from: NodeId,
+    /// Its size in bytes; `0` when the trace has not said (the offer that
+    /// restarted the transfer was a repeated one, which is not traced).
+    pub total: u64,
+    /// Bytes received and checked so far.
+    pub got: u64,
+    /// When it was offered.
+    pub since: u64,
 }
 
 /// How many client replies [`ClusterState::replies`] keeps.
@@ -100,6 +154,10 @@ pub struct NodeState {
     pub config: Option<Config>,
     /// The last event recorded on this node.
     pub last: Option<LastEvent>,
+    /// Its place in the cluster's configuration.
+    pub member: Member,
+    /// The snapshot it is receiving, while a transfer is under way.
+    pub snap_in: Option<SnapIn>,
 }
 
 /// A node's log, as far as the trace shows it.
@@ -161,6 +219,9 @@ pub struct InFlight {
     /// The message summary as traced: `type` (e.g. `append`), `term`, and
     /// the fields of its type (see the trace format's message table).
     pub m: Msg,
+    /// The message in words (filled in for the page; empty inside replay).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub about: String,
 }
 
 /// A client request waiting for its reply.
