@@ -24,8 +24,17 @@ fi
 cargo build --release --target wasm32-unknown-unknown -p viz-wasm
 rm -rf "$OUT"
 mkdir -p "$OUT/pkg"
-wasm-bindgen --target web --no-typescript --out-dir "$OUT/pkg" \
+# `no-modules`: classic scripts, which a page opened from disk (file://) may
+# load, where module scripts are refused. The book is read that way.
+wasm-bindgen --target no-modules --no-typescript --out-dir "$OUT/pkg" \
     target/wasm32-unknown-unknown/release/viz_wasm.wasm
+# From disk the page cannot fetch the .wasm either: the same bytes as a
+# script (base64), loaded only when the page is opened from file://.
+{
+    printf 'window.VIZ_WASM_BASE64 = "'
+    base64 -w0 "$OUT/pkg/viz_wasm_bg.wasm"
+    printf '";\n'
+} >"$OUT/pkg/viz_wasm_bg.wasm.js"
 cp viz-wasm/www/* "$OUT/"
 wasm_bytes=$(stat -c %s "$OUT/pkg/viz_wasm_bg.wasm")
 echo "visualizer built in $OUT ($wasm_bytes bytes of wasm)"

@@ -71,129 +71,24 @@ def sim(*a):
 
 
 def viz_traces(v):
-    """Traces for the visualizer embedded in the chapters, one phenomenon
-    each. Each comes from a `cdsctl raft sim` command line shown next to it;
-    the first seed whose run shows the phenomenon is taken, and the frame
-    opens a few events before it. Writes book/src/traces/NAME.rtrace."""
-    out_dir = os.path.join(ROOT, 'book', 'src', 'traces')
-    os.makedirs(out_dir, exist_ok=True)
-    for old in glob.glob(os.path.join(out_dir, '*.rtrace')):
-        os.remove(old)
-
-    def records(path):
-        lines = open(path).read().rstrip('\n').split('\n')[1:]
-        return [json.loads(l) for l in lines]
-
-    def first_leader_at(recs):
-        return next(i for i, r in enumerate(recs) if r['ev'] == 'role' and r['role'] == 'leader')
-
-    def find(name, flags, seeds, steps, pick, before, title, what):
-        for seed in seeds:
-            path = os.path.join(out_dir, f'{name}.rtrace')
-            args = ['raft', 'sim', *flags, '--seed', str(seed), '--steps', str(steps), '--trace',
-                    f'book/src/traces/{name}.rtrace']
-            run([C, *args])
-            recs = records(path)
-            i = pick(recs)
-            if i is not None:
-                at = max(0, i - before)
-                # Keep the story and what follows it, not the whole run: a
-                # prefix of a valid trace is a valid trace.
-                lines = open(path).read().rstrip('\n').split('\n')
-                open(path, 'w').write('\n'.join(lines[:1 + i + 500]) + '\n')
-                cmd = 'target/release/cdsctl ' + ' '.join(args)
-                v[f'viz-{name}'] = (
-                    f'```sh\n{cmd}\n```\n\n'
-                    f'<iframe class="viz" src="viz/index.html?trace=../traces/{name}.rtrace&amp;at={at}" '
-                    f'title="{title}" loading="lazy"></iframe>\n\n'
-                    f'*{what} The frame opens at event {at}; the moment itself is event {i + 1}. '
-                    f'Click into it and press `?` for its keys, or '
-                    f'[open it alone](viz/index.html?trace=../traces/{name}.rtrace&amp;at={at}).*')
-                return
-        raise RuntimeError(f'no seed in {seeds} shows {name}')
-
-    def timeout_then_leader(recs):
-        i = first_leader_at(recs)
-        # Open at the timeout that started the winning campaign.
-        node = recs[i]['node']
-        return max(k for k in range(i) if recs[k]['ev'] == 'timeout' and recs[k]['node'] == node)
-
-    find('election', ['--nodes', '3', '--faults', 'none', '--clients', '1'], range(1, 20), 300,
-         timeout_then_leader, 1, 'a first election',
-         'Three nodes start as followers; the first election timer to fire starts a pre-vote, then an election.')
-
-    def replicated(recs):
-        # The first client put that commits on every node.
-        for i, r in enumerate(recs):
-            if r['ev'] == 'client' and r['dir'] == 'request' and r['op'] == 'put' and r['role'] == 'leader':
-                return i
-        return None
-    find('replication', ['--nodes', '3', '--faults', 'none', '--clients', '1'], range(1, 20), 600,
-         replicated, 0, 'replication of a client write',
-         'A client write arrives at the leader, which appends it and sends it out in `append` messages; '
-         'the commit index moves once a majority holds the entry.')
-
-    def partitioned_leader(recs):
-        # A partition that cuts the leader off, followed by its CheckQuorum step-down.
-        leader = None
-        for i, r in enumerate(recs):
-            if r['ev'] == 'role':
-                leader = r['node'] if r['role'] == 'leader' else (None if r['node'] == leader else leader)
-            if r['ev'] == 'partition' and leader is not None:
-                cut = {b for a, b in r['blocked'] if a == leader}
-                others = {x for x in range(1, 6) if x != leader}
-                if others <= cut:
-                    for k in range(i, len(recs)):
-                        if recs[k]['ev'] == 'stepdown' and recs[k]['node'] == leader:
-                            return i
-                        if recs[k]['ev'] == 'heal':
-                            break
-        return None
-    find('partitioned-leader', ['--nodes', '5', '--faults', 'partition', '--clients', '1'], range(1, 200), 3000,
-         partitioned_leader, 0, 'a partitioned leader',
-         'The leader is cut off from every other node. The majority elects a new leader in a higher term; '
-         'the old one, hearing from no quorum, steps down (CheckQuorum).')
-
-    def prevote_refused(recs):
-        # A pre-vote round that fails while a leader is in charge: the
-        # disruptive node never raises its term.
-        leader = None
-        for i, r in enumerate(recs):
-            if r['ev'] == 'role':
-                if r['role'] == 'leader':
-                    leader = r['node']
-                elif r['node'] == leader:
-                    leader = None
-            if (r['ev'] == 'vote' and r['pre_vote'] and not r['granted'] and leader is not None
-                    and r['candidate'] != leader and r['node'] != leader):
-                return i
-        return None
-    find('prevote', ['--nodes', '5', '--faults', 'partition', '--clients', '1'], range(1, 200), 3000,
-         prevote_refused, 12, 'PreVote stopping a disruptive node',
-         'A node cut off from the leader times out and asks for pre-votes. Nodes that still hear from '
-         'the leader refuse, so its term does not rise and the leader is not disturbed.')
-
-    def transfer(recs):
-        return next((i for i, r in enumerate(recs) if r['ev'] == 'transfer' and r['phase'] == 'timeout_now'), None)
-    find('transfer', ['--nodes', '5', '--faults', 'all'], range(1, 200), 5000,
-         transfer, 6, 'a leader transfer',
-         'The leader brings the target up to date and sends it `timeout_now`; the target campaigns at once '
-         'and wins without waiting for its timer.')
-
-    def joint(recs):
-        return next((i for i, r in enumerate(recs) if r['ev'] == 'config' and r['change'] == 'joint_entered'
-                     and r['role'] == 'leader'), None)
-    find('joint', ['--nodes', '5', '--faults', 'none', '--reconfig'], range(1, 200), 5000,
-         joint, 2, 'a joint-consensus membership change',
-         'The leader appends a configuration entry holding both the old and the new voter sets; until the '
-         'second entry leaves the joint state, every decision needs a majority of each.')
-
-    def installed(recs):
-        return next((i for i, r in enumerate(recs) if r['ev'] == 'snapshot' and r['phase'] == 'offered'), None)
-    find('snapshot', ['--nodes', '3', '--faults', 'crash', '--compact'], range(1, 200), 5000,
-         installed, 2, 'a snapshot install',
-         'A follower that fell behind the leader\'s compacted log gets the snapshot instead: the meta first, '
-         'then checksummed chunks it pulls, then the install.')
+    """The visualizer's guided tours embedded in the chapters (book/gen/tours.py
+    defines them): writes book/src/tours/NAME.js and book/src/traces/NAME.rtrace,
+    and the chapter text that embeds each (the command, the frame, a note)."""
+    sys.path.insert(0, GEN)
+    import tours
+    for d in ('traces', 'tours'):
+        for old in glob.glob(os.path.join(ROOT, 'book', 'src', d, '*')):
+            os.remove(old)
+    for name, (cmd, tour) in tours.write_tours(run, C, ROOT).items():
+        src = f'viz/index.html?tour=../tours/{name}.js'
+        n = len(tour['stops'])
+        v[f'viz-{name}'] = (
+            f'```sh\n{cmd}\n```\n\n'
+            f'<iframe class="viz" src="{src}" title="a guided tour: {tour["title"]}" loading="lazy"></iframe>\n\n'
+            f'*A guided tour of {tour["title"]}, in {n} stops. Press `]` (or Enter, or **next**) to play on '
+            f'to the next stop, `[` to go back, `g` for the legend, `?` for every key. '
+            f'[Open it alone](viz/index.html?tour=../tours/{name}.js), or replay the whole trace: '
+            f'`cdsctl viz book/src/traces/{name}.rtrace`.*')
 
 
 if '--viz-only' in sys.argv:
@@ -202,14 +97,14 @@ if '--viz-only' in sys.argv:
     v = {}
     try:
         viz_traces(v)
-    except (RuntimeError, StopIteration, ValueError) as e:
-        sys.exit(f'visualizer traces: {e}')
+    except (RuntimeError, StopIteration, ValueError, KeyError) as e:
+        sys.exit(f'visualizer tours: {e}')
     chapters = [open(f).read() for f in glob.glob(os.path.join(ROOT, 'book', 'src', '*.md'))]
     stale = [k for k, text in v.items() if not any(text in c for c in chapters)]
     if stale:
         sys.exit(f'book/src is stale for {stale}: run python3 book/gen/gen.py')
     shutil.rmtree(W, ignore_errors=True)
-    print(f'{len(v)} visualizer traces written to book/src/traces')
+    print(f'{len(v)} visualizer tours written to book/src/tours')
     sys.exit(0)
 
 build()
@@ -840,7 +735,7 @@ except RuntimeError as e:
 try:
     viz_traces(v)
 except (RuntimeError, StopIteration, ValueError) as e:
-    sys.exit(f'visualizer traces: {e}')
+    sys.exit(f'visualizer tours: {e}')
 
 used = set()
 for path in glob.glob(T + '/*.md'):

@@ -4,6 +4,8 @@
 //
 //   node --experimental-websocket viz-wasm/tools/cdp.mjs URL STEP...
 //
+// CDP_WINDOW=W,H sets the window size (default 1050,820); CDP_WAIT_MS bounds
+// each wait (default 30000).
 // Steps run in order, each a `kind:argument` word:
 //   wait:EXPR    poll until the JavaScript expression is truthy (bounded)
 //   print:EXPR   print the expression's value as one JSON line
@@ -47,7 +49,7 @@ async function main() {
   const chrome = spawn('chromium', [
     '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--window-size=1050,820', `--remote-debugging-port=${port}`, `--user-data-dir=${profile}`,
+    `--window-size=${process.env.CDP_WINDOW || '1050,820'}`, `--remote-debugging-port=${port}`, `--user-data-dir=${profile}`,
     'about:blank',
   ], { stdio: 'ignore' });
   const exited = new Promise((r) => chrome.once('exit', r));

@@ -1,14 +1,20 @@
 // The page: loads a trace into the Rust replay model (viz_wasm.js, built
 // by wasm-bindgen) and draws the state after the current event. All Raft
-// knowledge lives in Rust; this file only draws, plays and handles input.
-import init, { Viewer, Live } from './pkg/viz_wasm.js';
+// knowledge lives in Rust (the state, the narration, the badges); this file
+// only draws, plays, runs tours and handles input.
+//
+// A classic script, not a module (browsers refuse modules from file://, and
+// the book's frames must work when the book is opened from disk): the glue
+// of `wasm-bindgen --target no-modules` defines the global `wasm_bindgen`.
+(() => {
+'use strict';
+const { Viewer, Live } = wasm_bindgen;
 
 const $ = (id) => document.getElementById(id);
 const root = $('viz');
 const canvas = $('cluster');
-const logsCanvas = $('logs');
 const ctx = canvas.getContext('2d');
-const lctx = logsCanvas.getContext('2d');
+const fromDisk = location.protocol === 'file:';
 
 // ----- state ---------------------------------------------------------------
 
@@ -26,14 +32,19 @@ let live = null;        // the Rust Live session, in live mode (then viewer is n
 let liveAcc = 0;        // simulated ms owed to the session (fractions)
 let liveDue = {};       // in-flight message id -> delivery time (live mode)
 let downloadUrl = null; // the last trace download's blob URL
+let tour = null;        // {title, stops: [{at, caption, look}]} while touring
+let stopAt = null;      // playback pauses when it reaches this event (tours)
 
 // ----- helpers -------------------------------------------------------------
 
-// A colour per term: neighbouring terms get clearly different hues.
+// A colour per term, neighbouring terms clearly different. A fixed palette
+// with no pure greens or blacks, which the page keeps for roles and markers.
+const TERM_LIGHT = ['#cfe0fb', '#fcd9b6', '#e3d1f5', '#f9c9d6', '#fdf0a6', '#c9ecec', '#e8d7c3', '#d9dde8'];
+const TERM_DARK = ['#2f6bd0', '#d9751c', '#8b4fc9', '#c83d6b', '#b59a00', '#1d8f8f', '#8a5a2b', '#59627a'];
 function termColour(term, light) {
   if (!term) return light ? '#eeeeee' : '#9a9aa0';
-  const hue = (term * 137.508) % 360;
-  return `hsl(${hue}, ${light ? 70 : 60}%, ${light ? 82 : 45}%)`;
+  const k = (term - 1) % TERM_LIGHT.length;
+  return light ? TERM_LIGHT[k] : TERM_DARK[k];
 }
 const ROLE_COLOUR = {
   leader: '#1f7a3a', candidate: '#b8860b', precandidate: '#c9a227',
@@ -71,9 +82,17 @@ async function loadText(text, name, startAt) {
   stopLive();
   if (viewer) viewer.free();
   viewer = v;
+  tour = null;
+  stopAt = null;
+  $('tourbar').hidden = true;
   header = JSON.parse(viewer.header_json());
   total = viewer.len();
   wallClock = (header.meta && header.meta.clock === 'wall_us') || header.source === 'node' || header.source === 'merge';
+  // A simulated millisecond at 1× is a millisecond on screen: messages
+  // would be gone before they are seen. 0.1× (as in live mode) is the
+  // default for simulator traces, unless the address chose a speed; real
+  // clusters' traces are slower by nature.
+  if (!speedChosen) $('speed').value = wallClock ? '1' : '0.1';
   $('timeline').max = String(total);
   playing = false;
   selected = null;
@@ -85,6 +104,11 @@ async function loadText(text, name, startAt) {
 
 async function loadUrl(url, startAt) {
   let text;
+  if (fromDisk) {
+    showError(`Cannot read ${url}: a page opened from disk may not read other files. ` +
+      `Serve it instead: cdsctl viz ${url.split('/').pop()} (the book's tours work from disk).`);
+    return false;
+  }
   try {
     const r = await fetch(url);
     if (!r.ok) throw new Error(`HTTP ${r.status} ${r.statusText}`);
@@ -120,15 +144,22 @@ function step(delta) {
   if (state) playT = state.t;
 }
 
+// Shows the next (or previous) event that starts a moment of kind `what`:
+// the view after that event, so the moment is the event just applied.
 function jump(what, back) {
   if (!viewer) return;
-  const i = back ? viewer.find_prev(at - 1, what) : viewer.find_next(at, what);
+  // The event shown now is `at - 1`; back looks before it, forward after.
+  const i = back ? (at >= 2 ? viewer.find_prev(at - 1, what) : -1) : viewer.find_next(at, what);
   if (i >= 0) {
     playing = false;
+    updatePlayButton();
     seek(i + 1);
     playT = state.t;
+  } else {
+    setText($('said'), `No ${back ? 'earlier' : 'later'} ${MOMENT_NAMES[what]} in this trace.`);
   }
 }
+const MOMENT_NAMES = { election: 'election', config: 'configuration change', snapshot: 'snapshot', fault: 'fault' };
 
 // Playback maps trace time to wall time at `speed`: a second of a sim trace
 // (1000 ms) takes one second at 1×; a real cluster's µs clock likewise.
@@ -147,9 +178,18 @@ function frame(now) {
   } else if (playing && viewer) {
     const speed = Number($('speed').value);
     playT += dt * speed * (wallClock ? 1000 : 1);
-    const next = viewer.index_after_time(at, playT);
+    let next = viewer.index_after_time(at, playT);
+    // A tour pauses at its stops, so each caption can be read.
+    if (stopAt != null && next >= stopAt && at < stopAt) next = stopAt;
     if (next !== at) seek(next);
-    if (at >= total) playing = false;
+    if (at >= total || (stopAt != null && at === stopAt)) {
+      playing = false;
+      stopAt = null;
+    } else if (state) {
+      // Between events time runs on: messages travel, timer arcs shrink.
+      state.t = Math.max(state.t, Math.floor(playT));
+      drawCluster();
+    }
     updatePlayButton();
   }
   requestAnimationFrame(frame);
@@ -170,6 +210,7 @@ function togglePlay() {
   if (at >= total) seek(0);
   playing = !playing;
   if (playing && state) playT = state.t;
+  if (playing && tour) stopAt = nextStop(at);
   updatePlayButton();
 }
 
@@ -201,6 +242,8 @@ function draw() {
   drawNodeTable();
   drawDetails();
   drawStatus();
+  drawSaid();
+  drawTour();
 }
 
 function drawCluster() {
@@ -214,18 +257,8 @@ function drawCluster() {
     return;
   }
   const pos = layout();
-  // Partitions: a red dashed line between the two sides of each cut link.
-  ctx.save();
-  ctx.setLineDash([6, 5]);
-  ctx.strokeStyle = 'rgba(200,40,40,0.55)';
-  for (const [a, b] of state.blocked || []) {
-    if (!pos[a] || !pos[b]) continue;
-    ctx.beginPath();
-    ctx.moveTo(pos[a].x, pos[a].y);
-    ctx.lineTo(pos[b].x, pos[b].y);
-    ctx.stroke();
-  }
-  ctx.restore();
+  drawCuts(pos);
+  drawJoint();
   // Messages in flight, placed along their link by age.
   msgHits = [];
   for (const m of state.msgs || []) {
@@ -280,8 +313,8 @@ function drawCluster() {
     ctx.fill();
     ctx.lineWidth = sel ? 4 : 2.5;
     ctx.strokeStyle = ROLE_COLOUR[role] || '#444';
-    const spare = live && !isMember(id);
-    if (n.paused || spare) ctx.setLineDash([4, 4]);
+    const outside = ['spare', 'removed'].includes(n.member);
+    if (n.paused || outside) ctx.setLineDash([4, 4]);
     ctx.stroke();
     ctx.setLineDash([]);
     ctx.fillStyle = '#1d1d1f';
@@ -292,29 +325,102 @@ function drawCluster() {
     ctx.fillText(`term ${n.term}`, p.x, p.y + 12);
     ctx.font = '11px system-ui';
     ctx.fillStyle = ROLE_COLOUR[role] || '#444';
-    let label = n.paused ? `${role} (paused)` : role;
-    if (spare) label += ' · not a member';
-    if (live && isCutOff(id)) label += ' · cut off';
-    ctx.fillText(label, p.x, p.y + NODE_R + 20);
+    let label = roleLabel(n);
+    if (isCutOff(id)) label += ' · cut off';
+    ctx.fillText(label, p.x, p.y + NODE_R + 16);
+    let below = NODE_R + 29;
     // Votes received while campaigning.
     if (n.campaign) {
       const c = n.campaign;
       ctx.fillStyle = '#6b4e00';
-      const denied = c.denied.length ? `, refused ${c.denied.join(', ')}` : '';
-      ctx.fillText(`${c.pre ? 'pre-votes' : 'votes'} ${c.granted.join(', ')}${denied}`, p.x, p.y + NODE_R + 33);
+      const denied = c.denied.length ? `, refused ${c.denied.map((x) => 'n' + x).join(', ')}` : '';
+      ctx.fillText(`${c.pre ? 'pre-votes' : 'votes'} ${c.granted.map((x) => 'n' + x).join(', ')}${denied}`, p.x, p.y + below);
+      below += 13;
+    }
+    // A snapshot on its way in: a progress bar.
+    if (n.snap_in) {
+      const s = n.snap_in;
+      const bw = 76, bx = p.x - bw / 2, by = p.y + below - 8;
+      ctx.fillStyle = '#e4e4e7';
+      ctx.fillRect(bx, by, bw, 6);
+      ctx.fillStyle = '#1f7a3a';
+      ctx.fillRect(bx, by, s.total ? (bw * Math.min(s.got, s.total)) / s.total : 0, 6);
+      ctx.fillStyle = '#1d1d1f';
+      ctx.font = '10px system-ui';
+      ctx.fillText(`snapshot ${s.index}: ${s.got}${s.total ? '/' + s.total : ''} B`, p.x, by + 17);
     }
   }
 }
 
-let msgHits = [];
-
-// Whether node `id` is in the cluster's configuration (voter, outgoing
-// voter or learner); true when the trace says nothing.
-function isMember(id) {
-  const c = state && state.config;
-  if (!c) return true;
-  return [c.voters, c.outgoing, c.learners].some((xs) => (xs || []).includes(id));
+// A node's role and its place in the configuration, as its label says it:
+// `follower · learner`, `leader, leaving`, `spare`, `down`.
+function roleLabel(n) {
+  let label = n.role === 'precandidate' ? 'pre-candidate' : n.role;
+  if (n.paused) label += ' (paused)';
+  const m = n.member;
+  if (m === 'leaving' && n.role === 'leader') return `${label}, leaving`;
+  if (m === 'spare') return n.down ? 'spare (down)' : 'spare';
+  if (m && m !== 'voter' && m !== 'unknown') label += ` · ${m}`;
+  return label;
 }
+
+// Cut links: a red dashed line with a cross. Cut both ways: the cross in
+// the middle; one way only: an arrow toward the node that cannot be reached.
+function drawCuts(pos) {
+  const cut = new Set((state.blocked || []).map(([a, b]) => `${a}-${b}`));
+  ctx.save();
+  ctx.strokeStyle = 'rgba(200,40,40,0.6)';
+  ctx.fillStyle = 'rgba(200,40,40,0.85)';
+  for (const [a, b] of state.blocked || []) {
+    if (!pos[a] || !pos[b]) continue;
+    const both = cut.has(`${b}-${a}`);
+    if (both && a > b) continue; // drawn once
+    const A = pos[a], B = pos[b];
+    ctx.setLineDash([6, 5]);
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    ctx.moveTo(A.x, A.y);
+    ctx.lineTo(B.x, B.y);
+    ctx.stroke();
+    ctx.setLineDash([]);
+    const mx = (A.x + B.x) / 2, my = (A.y + B.y) / 2;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.moveTo(mx - 5, my - 5); ctx.lineTo(mx + 5, my + 5);
+    ctx.moveTo(mx + 5, my - 5); ctx.lineTo(mx - 5, my + 5);
+    ctx.stroke();
+    if (!both) {
+      // Arrowhead near b: messages from a to b are lost.
+      const ang = Math.atan2(B.y - A.y, B.x - A.x);
+      const tx = B.x - Math.cos(ang) * (NODE_R + 10), ty = B.y - Math.sin(ang) * (NODE_R + 10);
+      ctx.beginPath();
+      ctx.moveTo(tx, ty);
+      ctx.lineTo(tx - 11 * Math.cos(ang - 0.4), ty - 11 * Math.sin(ang - 0.4));
+      ctx.lineTo(tx - 11 * Math.cos(ang + 0.4), ty - 11 * Math.sin(ang + 0.4));
+      ctx.fill();
+    }
+  }
+  ctx.restore();
+}
+
+// A joint configuration: both voter sets, named, in the corner.
+function drawJoint() {
+  const c = state.config;
+  if (!c || !c.outgoing || !c.outgoing.length) return;
+  const fmt = (xs) => xs.map((x) => 'n' + x).join(' ');
+  ctx.save();
+  ctx.textAlign = 'left';
+  ctx.font = 'bold 12px system-ui';
+  ctx.fillStyle = '#7a3ea1';
+  ctx.fillText('joint consensus: a majority of each set', 10, 18);
+  ctx.font = '12px system-ui';
+  ctx.fillStyle = '#1d1d1f';
+  ctx.fillText(`old voters: ${fmt(c.outgoing)}`, 10, 34);
+  ctx.fillText(`new voters: ${fmt(c.voters)}`, 10, 50);
+  ctx.restore();
+}
+
+let msgHits = [];
 
 // Whether every link of node `id` is cut.
 function isCutOff(id) {
@@ -333,61 +439,137 @@ function timerFraction(n) {
   return Math.max(0, Math.min(1, (state.t - n.reset) / range[1]));
 }
 
+// The logs, one row per node and one cell per entry (its index and term),
+// as HTML so they stay readable and selectable. Rows share their columns:
+// a window of indexes chosen by logWindow, the same for every row.
+const CELL_W = 30; // px per cell, borders included (viz.css .cell)
 function drawLogs() {
-  const w = logsCanvas.width, h = logsCanvas.height;
-  lctx.clearRect(0, 0, w, h);
-  if (!state) return;
+  const el = $('logs');
+  if (!state) {
+    if (el.innerHTML) el.innerHTML = '';
+    return;
+  }
   const ids = nodeIds();
-  const rowH = Math.min(26, Math.floor((h - 14) / Math.max(1, ids.length)));
-  let maxIndex = 1;
-  for (const id of ids) maxIndex = Math.max(maxIndex, state.nodes[id].log.last || 0);
-  // Show the last entries that fit, at least 8 px per entry.
-  const left = 48, width = w - left - 8;
-  const cells = Math.max(10, Math.min(maxIndex, Math.floor(width / 8)));
-  const first = Math.max(1, maxIndex - cells + 1);
-  const cw = width / cells;
-  lctx.font = '11px system-ui';
-  ids.forEach((id, k) => {
+  const width = Math.max(200, el.clientWidth - 60);
+  const cap = Math.max(8, Math.floor(width / CELL_W));
+  const win = logWindow(ids.map((id) => state.nodes[id]), cap);
+  const terms = new Set();
+  const rows = ids.map((id) => {
     const n = state.nodes[id];
-    const y = 4 + k * rowH;
-    lctx.fillStyle = '#1d1d1f';
-    lctx.textAlign = 'right';
-    lctx.fillText(`n${id}`, left - 8, y + rowH * 0.65);
-    // Compacted prefix: hatched grey.
-    const fi = n.log.first || 1;
-    if (fi > first) {
-      const x1 = left + Math.min(cells, fi - first) * cw;
-      lctx.fillStyle = '#e4e4e7';
-      lctx.fillRect(left, y, x1 - left, rowH - 4);
-      lctx.fillStyle = '#6b6b70';
-      lctx.textAlign = 'left';
-      if (x1 - left > 70) lctx.fillText(`compacted ≤ ${fi - 1}`, left + 4, y + rowH * 0.62);
+    const lg = n.log;
+    const termAt = termLookup(lg.terms || []);
+    const cells = [];
+    let prev = null;
+    for (const seg of win) {
+      if (prev != null && seg[0] > prev + 1) cells.push(`<span class="cell gap" title="entries ${prev + 1}..${seg[0] - 1} not shown">⋯${seg[0] - prev - 1}</span>`);
+      for (let i = seg[0]; i <= seg[1]; i++) {
+        const cls = ['cell'];
+        let style = '', label = '', title = `n${id} entry ${i}`;
+        if (lg.snap && i === lg.snap) {
+          cls.push('snapmark');
+          title += ' (its snapshot ends here)';
+        }
+        if (i < (lg.first || 1)) {
+          cls.push('gone');
+          label = lg.snap && i === lg.snap ? '◆' : '·';
+          title += ': compacted';
+        } else if (i > lg.last) {
+          cls.push('empty');
+          label = '';
+          title += ': not in its log';
+        } else {
+          const t = termAt(i);
+          terms.add(t);
+          style = ` style="background:${termColour(t, true)}"`;
+          label = t != null ? `t${t}` : '?';
+          title += `, term ${t}`;
+        }
+        if (i <= n.commit && i >= (lg.first || 1) && i <= lg.last) { cls.push('cm'); title += ', committed'; }
+        if (i <= n.applied && i >= (lg.first || 1) && i <= lg.last) { cls.push('ap'); title += ', applied'; }
+        cells.push(`<span class="${cls.join(' ')}"${style} title="${title}"><i>${i}</i><b>${label}</b></span>`);
+      }
+      prev = seg[1];
     }
-    for (const [a, b, term] of n.log.terms || []) {
-      const lo = Math.max(a, first), hi = Math.min(b, first + cells - 1);
-      if (lo > hi) continue;
-      const x = left + (lo - first) * cw;
-      lctx.fillStyle = termColour(term, false);
-      lctx.fillRect(x, y, (hi - lo + 1) * cw - (cw > 4 ? 1 : 0), rowH - 4);
-    }
-    // Commit and applied markers.
-    const mark = (idx, colour, dy) => {
-      if (idx == null || idx < first) return;
-      const x = left + (Math.min(idx, first + cells - 1) - first + 1) * cw;
-      lctx.fillStyle = colour;
-      lctx.fillRect(x - 2, y - 2 + dy, 3, rowH);
-    };
-    mark(n.applied, '#1f7a3a', 1);
-    mark(n.commit, '#111', 0);
-    if (n.log.snap && n.log.snap >= first) {
-      lctx.fillStyle = '#7a3ea1';
-      lctx.textAlign = 'left';
-      lctx.fillText('◆', left + (n.log.snap - first) * cw, y + rowH * 0.62);
-    }
+    const sum = `commit ${n.commit} · applied ${n.applied}${lg.snap ? ` · snap ${lg.snap}` : ''}`;
+    return `<div class="lrow" data-node="${id}"><span class="lname">n${id}</span><span class="cells">${cells.join('')}</span><span class="lsum">${sum}</span></div>`;
   });
-  lctx.fillStyle = '#6b6b70';
-  lctx.textAlign = 'left';
-  lctx.fillText(`entries ${first}…${first + cells - 1}; black bar commit, green applied, ◆ snapshot`, left, h - 3);
+  const key = [...terms].filter((t) => t != null).sort((x, y) => x - y)
+    .map((t) => `<span class="tkey" style="background:${termColour(t, true)}">term ${t}</span>`).join('');
+  const html = rows.join('') + `<div class="lfoot">${key} <span class="hint">underline: committed · ✓ applied · purple frame ◆: snapshot · grey: compacted · press g for the legend</span></div>`;
+  if (el.innerHTML !== html) el.innerHTML = html;
+}
+
+// The term of entry i from `[first, last, term]` runs (sorted by index).
+function termLookup(runs) {
+  return (i) => {
+    let lo = 0, hi = runs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const [a, b, t] = runs[mid];
+      if (i < a) hi = mid - 1;
+      else if (i > b) lo = mid + 1;
+      else return t;
+    }
+    return null;
+  };
+}
+
+// Which indexes the log rows show, as sorted [lo, hi] segments using at
+// most `cap` cells (a gap between segments takes one). Everything, when it
+// fits; otherwise the newest entries, plus a little around what a reader
+// looks for: each node's commit, applied, snapshot and first and last
+// entries.
+function logWindow(nodes, cap) {
+  let maxLast = 1, minFirst = Infinity;
+  for (const n of nodes) {
+    maxLast = Math.max(maxLast, n.log.last || 0, n.log.snap || 0);
+    minFirst = Math.min(minFirst, n.log.snap ? n.log.snap : (n.log.first || 1));
+  }
+  if (!isFinite(minFirst)) minFirst = 1;
+  const lo0 = Math.max(1, Math.min(minFirst, maxLast));
+  if (maxLast - lo0 + 1 <= cap) {
+    // All that matters fits: show it, extended back to fill the width.
+    return [[Math.max(1, maxLast - cap + 1), maxLast]];
+  }
+  const marks = new Set();
+  for (const n of nodes) {
+    for (const x of [n.commit, n.applied, n.log.snap, n.log.first, n.log.last]) {
+      if (x && x >= 1 && x <= maxLast) marks.add(x);
+    }
+  }
+  for (let around = 2; around >= 0; around--) {
+    const tail = Math.max(4, Math.floor(cap / 3));
+    let segs = [[Math.max(1, maxLast - tail + 1), maxLast]];
+    for (const m of [...marks].sort((x, y) => y - x)) {
+      segs.push([Math.max(1, m - around), Math.min(maxLast, m + around)]);
+    }
+    segs.sort((x, y) => x[0] - y[0]);
+    const merged = [];
+    for (const sg of segs) {
+      const last = merged[merged.length - 1];
+      // Segments closer than 3 cells are joined (a gap cell saves nothing).
+      if (last && sg[0] <= last[1] + 3) last[1] = Math.max(last[1], sg[1]);
+      else merged.push([...sg]);
+    }
+    const used = merged.reduce((acc, [x, y]) => acc + (y - x + 1), 0) + merged.length - 1;
+    if (used <= cap) return merged;
+    if (around === 0) {
+      // Still too many: keep the newest segments that fit.
+      const out = [];
+      let room = cap;
+      for (const sg of merged.reverse()) {
+        const len = sg[1] - sg[0] + 1 + (out.length ? 1 : 0);
+        if (len > room) {
+          if (room > 2) out.unshift([sg[1] - (room - 2), sg[1]]);
+          break;
+        }
+        room -= len;
+        out.unshift(sg);
+      }
+      return out;
+    }
+  }
+  return [[Math.max(1, maxLast - cap + 1), maxLast]];
 }
 
 function setText(el, text) {
@@ -401,11 +583,13 @@ function drawConfig() {
     return;
   }
   const c = state.config;
-  const fmt = (xs) => (xs && xs.length ? `{${xs.join(', ')}}` : '{}');
+  const fmt = (xs) => (xs && xs.length ? `{${xs.map((x) => 'n' + x).join(', ')}}` : '{}');
   let text = `voters ${fmt(c.voters)}`;
-  if (c.outgoing && c.outgoing.length) text = `joint: new ${fmt(c.voters)} + old ${fmt(c.outgoing)}`;
+  if (c.outgoing && c.outgoing.length) text = `joint consensus:\n  old voters ${fmt(c.outgoing)}\n  new voters ${fmt(c.voters)}`;
   if (c.learners && c.learners.length) text += `\nlearners ${fmt(c.learners)}`;
-  if (c.index) text += `\n(${c.change} at index ${c.index})`;
+  const others = nodeIds().filter((id) => ['spare', 'removed'].includes(state.nodes[id].member));
+  if (others.length) text += `\nnot members ${fmt(others)}`;
+  if (c.index) text += `\n(${c.change.replace(/_/g, ' ')} at entry ${c.index})`;
   const pending = state.pending || [];
   if (pending.length) {
     text += `\nclients waiting: ` + pending.map((r) => `c${r.client} ${r.op} k${r.key}${r.value != null ? '=' + r.value : ''} → n${r.node}`).join('; ');
@@ -429,25 +613,72 @@ function drawNodeTable() {
     const n = state.nodes[id];
     const role = n.paused ? `${n.role} (paused)` : n.role;
     const sel = selected && selected.kind === 'node' && selected.id === id ? ' class="sel"' : '';
-    return `<tr${sel} data-node="${id}"><td>n${id}</td><td class="role">${role}</td><td class="term">${n.term}</td>` +
+    const member = n.member === 'unknown' ? '' : n.member;
+    return `<tr${sel} data-node="${id}"><td>n${id}</td><td class="role">${role}</td><td class="member">${member}</td><td class="term">${n.term}</td>` +
       `<td class="commit">${n.commit}</td><td class="applied">${n.applied}</td><td>${n.log.first}..${n.log.last}</td></tr>`;
   });
-  const html = '<tr><th>node</th><th>role</th><th>term</th><th>commit</th><th>applied</th><th>log</th></tr>' + rows.join('');
+  const html = '<tr><th>node</th><th>role</th><th>member</th><th>term</th><th>commit</th><th>applied</th><th>log</th></tr>' + rows.join('');
   if (el.innerHTML !== html) el.innerHTML = html;
 }
 
+// The selected node or message in words (what the JSON says, readable),
+// under the narration of the event just shown.
 function drawDetails() {
   const el = $('details');
-  if (!state || !selected) return;
-  let obj = null;
-  if (selected.kind === 'node') obj = state.nodes[selected.id];
-  if (selected.kind === 'msg') obj = (state.msgs || []).find((m) => m.id === selected.id);
-  if (!obj) {
-    el.innerHTML = '<p class="hint">Click a node or a message for all its fields.</p>';
-    return;
+  if (!state) return;
+  const said = state.said ? `Event ${state.said.i + 1}: ${state.said.text}.` : 'Nothing has happened yet.';
+  let body = '';
+  if (selected && selected.kind === 'node' && state.nodes[selected.id]) body = describeNode(state.nodes[selected.id]);
+  else if (selected && selected.kind === 'msg') {
+    const m = (state.msgs || []).find((x) => x.id === selected.id);
+    body = m ? `Message ${m.id}: n${m.from} → n${m.to}, sent at ${fmtTime(m.t)}\n${m.about || m.m.type}` : '';
   }
-  const title = selected.kind === 'node' ? `node ${selected.id}` : `message ${selected.id}`;
-  setText(el, `${title}\n${JSON.stringify(obj, null, 1)}`);
+  const html = `<p class="said2"></p>${body ? '<pre class="about"></pre>' : '<p class="hint">Click a node or a message for what it holds.</p>'}`;
+  if (el.dataset.shape !== html) {
+    el.innerHTML = html;
+    el.dataset.shape = html;
+  }
+  setText(el.querySelector('.said2'), said);
+  if (body) setText(el.querySelector('.about'), body);
+}
+
+function describeNode(n) {
+  const lines = [];
+  const who = [`n${n.id}`, roleLabel(n), `term ${n.term}`];
+  if (n.vote != null) who.push(`voted for n${n.vote}`);
+  if (n.leader != null && n.leader !== n.id) who.push(`follows n${n.leader}`);
+  lines.push(who.join(' · '));
+  const lg = n.log;
+  const runs = (lg.terms || []).map(([a, b, t]) => (a === b ? `${a}: t${t}` : `${a}..${b}: t${t}`));
+  if (lg.last >= lg.first) lines.push(`log: entries ${lg.first}..${lg.last} (${runs.join(', ')})`);
+  else lines.push('log: empty');
+  if (lg.snap) lines.push(`snapshot up to entry ${lg.snap}${lg.first > 1 ? `; entries before ${lg.first} compacted` : ''}`);
+  lines.push(`commit ${n.commit} · applied ${n.applied}`);
+  if (n.config) {
+    const c = n.config;
+    const f = (xs) => xs.map((x) => 'n' + x).join(' ');
+    lines.push(c.outgoing.length ? `its configuration: joint, old ${f(c.outgoing)} / new ${f(c.voters)}` : `its configuration: voters ${f(c.voters)}${c.learners.length ? `, learners ${f(c.learners)}` : ''}`);
+  }
+  if (n.campaign) {
+    const c = n.campaign;
+    lines.push(`${c.pre ? 'pre-vote' : 'election'} for term ${c.term}: granted by ${c.granted.map((x) => 'n' + x).join(', ')}${c.denied.length ? `; refused by ${c.denied.map((x) => 'n' + x).join(', ')}` : ''}`);
+  }
+  if (n.snap_in) {
+    const s = n.snap_in;
+    lines.push(`receiving snapshot ${s.index} from n${s.from}: ${s.got}${s.total ? ` of ${s.total}` : ''} bytes`);
+  }
+  if (n.timeout_range && n.reset != null && !n.down && n.role !== 'leader') {
+    lines.push(`election timer: restarted at ${fmtTime(n.reset)}, fires ${n.timeout_range[0]}..${n.timeout_range[1]} later`);
+  }
+  if (n.last) lines.push(`its last event: #${n.last.i + 1} ${n.last.ev} at ${fmtTime(n.last.t)}`);
+  return lines.join('\n');
+}
+
+// The narration line under the view: the event just shown, in words.
+function drawSaid() {
+  if (!state) return;
+  const s = state.said;
+  setText($('said'), s ? `${s.i + 1}. ${s.text}.` : 'Nothing has happened yet: press space to play, → to step.');
 }
 
 function drawStatus() {
@@ -455,6 +686,101 @@ function drawStatus() {
   const leader = state.leader != null ? `leader n${state.leader}` : 'no leader';
   const term = state.leader != null ? state.leader_term : state.max_term;
   setText($('status'), `event ${at} / ${total} · t=${fmtTime(state.t)} · ${leader} · term ${term}`);
+}
+
+// ----- tours ---------------------------------------------------------------
+//
+// A tour is a trace and a list of stops (`at`: events applied, as in
+// `?at=`; a caption; what to look at). Tours are JavaScript files that call
+// `vizTour({...})` with the trace text inside, so a page opened from disk
+// (the book from file://) can load them with a script tag, where fetch()
+// is refused. book/gen/tours.py writes them.
+
+function loadTour(url) {
+  return new Promise((resolve) => {
+    window.vizTour = (t) => {
+      window.vizTour = null;
+      resolve(t);
+    };
+    const el = document.createElement('script');
+    el.src = url;
+    el.onerror = () => {
+      showError(`Cannot load the tour ${url}` + (fromDisk ? ' (is the file next to this page?)' : ''));
+      resolve(null);
+    };
+    document.head.appendChild(el);
+  });
+}
+
+async function startTour(url, startStop) {
+  const t = await loadTour(url);
+  if (!t) return false;
+  if (!t.trace || !Array.isArray(t.stops) || !t.stops.length) {
+    showError(`${url} is not a tour (it needs a trace and stops)`);
+    return false;
+  }
+  if (!(await loadText(t.trace, t.name || url, 0))) return false;
+  tour = t;
+  $('tourbar').hidden = false;
+  setText($('tourtitle'), `Tour: ${t.title}`);
+  gotoStop(Math.max(0, Math.min(t.stops.length - 1, startStop || 0)));
+  return true;
+}
+
+// The stop shown now: the last one at or before the current event.
+function currentStop() {
+  if (!tour) return -1;
+  let k = -1;
+  tour.stops.forEach((st, i) => { if (st.at <= at) k = i; });
+  return k;
+}
+
+function nextStop(from) {
+  const st = tour && tour.stops.find((x) => x.at > from);
+  return st ? st.at : null;
+}
+
+function gotoStop(k) {
+  if (!tour || k < 0 || k >= tour.stops.length) return;
+  playing = false;
+  stopAt = null;
+  updatePlayButton();
+  seek(tour.stops[k].at);
+  if (state) playT = state.t;
+}
+
+// Next: play on to the next stop (the events between are the story), or
+// jump there at once when `now` is set.
+function tourNext(now) {
+  if (!tour) return;
+  const to = nextStop(at);
+  if (to == null) return;
+  if (now) return gotoStop(tour.stops.findIndex((x) => x.at === to));
+  if (state) playT = state.t;
+  stopAt = to;
+  playing = true;
+  updatePlayButton();
+}
+
+function tourPrev() {
+  if (!tour) return;
+  const k = currentStop();
+  // On a stop: the one before it; between stops: the one just passed.
+  const onStop = k >= 0 && tour.stops[k].at === at;
+  gotoStop(onStop ? k - 1 : k);
+}
+
+function drawTour() {
+  if (!tour) return;
+  const k = currentStop();
+  const on = k >= 0 && tour.stops[k].at === at;
+  const st = k >= 0 ? tour.stops[k] : null;
+  setText($('tourpos'), on ? `stop ${k + 1} of ${tour.stops.length}` : (k < 0 ? `before stop 1 of ${tour.stops.length}` : `after stop ${k + 1} of ${tour.stops.length}`));
+  setText($('caption'), on ? st.caption : (playing ? '…' : 'Between stops: press ] (or Enter) to play on to the next one, [ to go back.'));
+  setText($('look'), on && st.look ? `Look at: ${st.look}` : '');
+  $('tourprev').disabled = k <= 0 && !(k === 0 && !on);
+  $('tournext').disabled = nextStop(at) == null;
+  root.dataset.stop = on ? String(k + 1) : '';
 }
 
 // ----- live mode -----------------------------------------------------------
@@ -621,6 +947,8 @@ const KEYS = [
   ['→ / ←', 'one event forward / back', null],
   ['PgDn / PgUp', '100 events forward / back', null],
   ['Home / End', 'first / last event', null],
+  ['] or Enter / [', 'tour: play on to the next stop / back to the previous one', () => tourNext(false)],
+  ['g', 'legend: what the colours and shapes mean', () => showLegend($('legendbox').hidden)],
   ['e / E', 'next / previous election', () => jump('election', false)],
   ['c / C', 'next / previous configuration change', () => jump('config', false)],
   ['s / S', 'next / previous snapshot', () => jump('snapshot', false)],
@@ -650,6 +978,12 @@ function fillKeyTable() {
 
 function showHelp(show) {
   $('helpbox').hidden = !show;
+  if (show) $('legendbox').hidden = true;
+}
+
+function showLegend(show) {
+  $('legendbox').hidden = !show;
+  if (show) $('helpbox').hidden = true;
 }
 
 root.addEventListener('keydown', (e) => {
@@ -671,7 +1005,10 @@ root.addEventListener('keydown', (e) => {
   else if (/^[1-9]$/.test(k) && live) selectNode(Number(k));
   else if (k === 'l' || k === 'L') showLiveForm();
   else if (k === '?') showHelp($('helpbox').hidden);
-  else if (k === 'Escape') { showHelp(false); selected = null; draw(); }
+  else if (k === 'g' || k === 'G') showLegend($('legendbox').hidden);
+  else if (k === ']' || (k === 'Enter' && tour)) tourNext(false);
+  else if (k === '[') tourPrev();
+  else if (k === 'Escape') { showHelp(false); showLegend(false); selected = null; draw(); }
   else handled = false;
   if (handled) {
     e.preventDefault();
@@ -684,7 +1021,10 @@ const LIVE_KEYS = {
   w: 'request', a: 'add', m: 'remove', n: 'snapshot', D: 'download',
 };
 
+$('speed').addEventListener('change', () => { speedChosen = true; });
+
 function bumpSpeed(d) {
+  speedChosen = true;
   const s = $('speed');
   s.selectedIndex = Math.max(0, Math.min(s.options.length - 1, s.selectedIndex + d));
 }
@@ -733,6 +1073,10 @@ for (const b of document.querySelectorAll('[data-jump]')) {
 }
 $('help').onclick = () => showHelp($('helpbox').hidden);
 $('helpclose').onclick = () => showHelp(false);
+$('legendbtn').onclick = () => showLegend($('legendbox').hidden);
+$('legendclose').onclick = () => showLegend(false);
+$('tournext').onclick = () => tourNext(false);
+$('tourprev').onclick = () => tourPrev();
 $('file').onchange = async (e) => {
   const f = e.target.files[0];
   if (f) await loadText(await f.text(), f.name, 0);
@@ -758,18 +1102,66 @@ root.addEventListener('drop', async (e) => {
 
 // ----- start ---------------------------------------------------------------
 
+// The wasm module: fetched over HTTP; from disk (file://, where fetch is
+// refused) its bytes come from pkg/viz_wasm_bg.wasm.js, a script holding
+// them in base64 that viz-wasm/build.sh writes.
+async function initWasm() {
+  if (!fromDisk) {
+    await wasm_bindgen({ module_or_path: 'pkg/viz_wasm_bg.wasm' });
+    return;
+  }
+  await new Promise((ok, fail) => {
+    const el = document.createElement('script');
+    el.src = 'pkg/viz_wasm_bg.wasm.js';
+    el.onload = ok;
+    el.onerror = () => fail(new Error('pkg/viz_wasm_bg.wasm.js is missing next to this page'));
+    document.head.appendChild(el);
+  });
+  const b64 = window.VIZ_WASM_BASE64;
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  window.VIZ_WASM_BASE64 = null;
+  await wasm_bindgen({ module_or_path: bytes });
+}
+
+let speedChosen = false;
+
+// In a frame (the book), tell the parent how tall the page is, so the
+// frame can fit it without an inner scrollbar (book/theme/viz-embed.js).
+function reportHeight() {
+  if (window.parent === window) return;
+  let last = 0;
+  const send = () => {
+    const h = Math.ceil(document.documentElement.scrollHeight);
+    if (h !== last) {
+      last = h;
+      window.parent.postMessage({ vizHeight: h, href: location.href }, '*');
+    }
+  };
+  new ResizeObserver(send).observe(document.body);
+  send();
+}
+
 async function main() {
   fillKeyTable();
-  await init();
+  reportHeight();
+  await initWasm();
   const q = new URLSearchParams(location.search);
   const trace = q.get('trace');
+  const tourUrl = q.get('tour');
   const speed = q.get('speed');
-  if (speed && [...$('speed').options].some((o) => o.value === speed)) $('speed').value = speed;
+  if (speed && [...$('speed').options].some((o) => o.value === speed)) {
+    $('speed').value = speed;
+    speedChosen = true;
+  }
   draw();
-  if (q.get('live') === '1' && !trace) {
+  if (q.get('live') === '1' && !trace && !tourUrl) {
     if (!speed) $('speed').value = '0.1';
     const seed = q.get('seed') != null ? Number(q.get('seed')) : Math.floor(Math.random() * 1e6);
     startLive(Number(q.get('nodes') || 5), seed);
+  } else if (tourUrl) {
+    await startTour(tourUrl, Math.max(0, Number(q.get('stop') || 1) - 1));
   } else if (trace) {
     $('url').value = trace;
     const t0 = performance.now();
@@ -843,3 +1235,4 @@ async function measure() {
 }
 
 main().catch((err) => showError(`The visualizer failed to start: ${err.message || err}`));
+})();
