@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use viz_wasm::model::Replay;
+use raft_core::trace::NodeRole;
+use viz_wasm::model::{Member, Moment, Replay};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -302,7 +303,14 @@ fn a_malformed_trace_is_named_by_line_not_a_blank_page() {
 
 /// Runs the DevTools driver (`viz-wasm/tools/cdp.mjs`) on `url` with
 /// `steps`; returns the values its `print:` steps printed, one per step.
+/// An exception thrown in the page fails the test (a broken button throws
+/// rather than shows anything).
 fn cdp(url: &str, steps: &[&str]) -> Vec<serde_json::Value> {
+    cdp_sized(url, "1050,820", steps)
+}
+
+/// [`cdp`] in a window of `size` (`W,H`).
+fn cdp_sized(url: &str, size: &str, steps: &[&str]) -> Vec<serde_json::Value> {
     let started = Instant::now();
     let child = Command::new("node")
         .arg("--experimental-websocket")
@@ -310,6 +318,7 @@ fn cdp(url: &str, steps: &[&str]) -> Vec<serde_json::Value> {
         .arg(url)
         .args(steps)
         .env("CDP_WAIT_MS", "30000")
+        .env("CDP_WINDOW", size)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -332,6 +341,10 @@ fn cdp(url: &str, steps: &[&str]) -> Vec<serde_json::Value> {
         out.status.success(),
         "cdp.mjs failed ({:?}): {stderr}",
         out.status
+    );
+    assert!(
+        !stderr.contains("page exception"),
+        "the page threw: {stderr}"
     );
     eprintln!("cdp.mjs took {:?}", started.elapsed());
     String::from_utf8_lossy(&out.stdout)
@@ -430,4 +443,345 @@ fn live_mode_elects_a_new_leader_when_the_leader_is_stopped() {
         "screenshot {} is {size} bytes",
         shot.display()
     );
+}
+
+const READY: &str = "wait:document.getElementById('viz').dataset.ready";
+const STATUS: &str = r#"document.getElementById("status").textContent"#;
+const SAID: &str = r#"document.getElementById("said").textContent"#;
+
+/// `cdsctl raft sim` with `args`, its trace written to `path`.
+fn sim_to(path: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cdsctl"))
+        .args(["raft", "sim"])
+        .args(args)
+        .arg("--trace")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The narration line as the page prints it for the state after `at` events.
+fn said_at(replay: &Replay, at: usize) -> String {
+    let st = replay.state_at(at);
+    let s = st.said.expect("an event was applied");
+    format!("{}. {}.", s.i + 1, s.text)
+}
+
+#[test]
+fn every_jump_button_and_key_moves_to_the_right_kind_of_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = sim_trace(tmp.path());
+    let replay = Replay::parse(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let server = Server::start(&trace, None);
+    // Each button and key, and whether it looks back.
+    let plan = [
+        ("click:[data-jump=election]", Moment::Election, false),
+        ("click:[data-jump=config]", Moment::ConfigChange, false),
+        ("click:[data-jump=snapshot]", Moment::Snapshot, false),
+        ("click:[data-jump=fault]", Moment::Fault, false),
+        ("key:e", Moment::Election, false),
+        ("key:c", Moment::ConfigChange, false),
+        ("key:s", Moment::Snapshot, false),
+        ("key:f", Moment::Fault, false),
+        ("key:E", Moment::Election, true),
+        ("key:C", Moment::ConfigChange, true),
+        ("key:S", Moment::Snapshot, true),
+        ("key:F", Moment::Fault, true),
+    ];
+    let mut steps = vec![READY.to_string()];
+    let mut want = Vec::new();
+    let mut at = 0usize;
+    for (step, m, back) in plan {
+        // Where the model says the page lands: the view right after the
+        // moment's first event.
+        let i = if back {
+            replay.find_prev(at - 1, m)
+        } else {
+            replay.find_next(at, m)
+        }
+        .unwrap_or_else(|| panic!("the trace has no {m:?} for {step} from {at}"));
+        assert!(replay.moments(m).contains(&i));
+        at = i + 1;
+        want.push((step, at));
+        steps.push(step.to_string());
+        steps.push(format!("wait:{STATUS}.startsWith('event {at} /')"));
+        steps.push(format!("print:[{STATUS}, {SAID}]"));
+    }
+    let steps: Vec<&str> = steps.iter().map(|s| s.as_str()).collect();
+    let out = cdp(&server.url, &steps);
+    assert_eq!(out.len(), want.len());
+    for ((step, at), got) in want.iter().zip(&out) {
+        let status = got[0].as_str().unwrap();
+        assert!(
+            status.starts_with(&format!("event {at} / ")),
+            "{step}: {status}"
+        );
+        assert_eq!(got[1].as_str().unwrap(), said_at(&replay, *at), "{step}");
+    }
+}
+
+/// Copies the built page to `dir`.
+fn copy_page(dir: &Path) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let dst = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &dst);
+            } else {
+                std::fs::copy(e.path(), dst).unwrap();
+            }
+        }
+    }
+    copy(&page_dir(), dir);
+}
+
+/// The book's way: the page and a tour opened from disk (`file://`, where
+/// browsers refuse modules and fetch). Each stop's caption shows at its
+/// event; `]` plays on to the next stop and `[` goes back. A bare trace
+/// from disk is explained, with the command that serves it.
+#[test]
+fn a_tour_opened_from_disk_shows_each_caption_at_its_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_page(&tmp.path().join("viz"));
+    let trace = sim_trace(tmp.path());
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let replay = Replay::parse(&text).unwrap();
+    let first = |m: Moment| replay.moments(m)[0] + 1;
+    let mut ats = vec![
+        first(Moment::Election),
+        first(Moment::ConfigChange),
+        first(Moment::Snapshot),
+    ];
+    ats.sort();
+    ats.dedup();
+    let stops: Vec<serde_json::Value> = ats
+        .iter()
+        .enumerate()
+        .map(|(k, at)| {
+            serde_json::json!({"at": at, "caption": format!("Stop number {} is here.", k + 1), "look": "the log"})
+        })
+        .collect();
+    let tour =
+        serde_json::json!({"name": "t", "title": "a test tour", "trace": text, "stops": stops});
+    std::fs::create_dir_all(tmp.path().join("tours")).unwrap();
+    std::fs::write(tmp.path().join("tours/t.js"), format!("vizTour({tour});\n")).unwrap();
+    let page = tmp.path().join("viz/index.html");
+    let url = format!("file://{}?tour=../tours/t.js&speed=100", page.display());
+    let caption = r#"document.getElementById("caption").textContent"#;
+    let mut steps = vec![
+        READY.to_string(),
+        format!("print:[{caption}, {STATUS}, document.getElementById('error').textContent]"),
+    ];
+    for k in 2..=ats.len() {
+        steps.push("key:]".into());
+        steps.push(format!(
+            "wait:document.getElementById('viz').dataset.stop === '{k}'"
+        ));
+        steps.push(format!("print:[{caption}, {STATUS}]"));
+    }
+    steps.push("key:[".into());
+    steps.push(format!(
+        "wait:document.getElementById('viz').dataset.stop === '{}'",
+        ats.len() - 1
+    ));
+    steps.push(format!("print:[{caption}, {STATUS}]"));
+    let steps: Vec<&str> = steps.iter().map(|s| s.as_str()).collect();
+    let out = cdp(&url, &steps);
+    assert_eq!(out.len(), ats.len() + 1, "{out:?}");
+    assert_eq!(out[0][2], "", "an error from disk: {out:?}");
+    for (k, at) in ats.iter().enumerate() {
+        assert_eq!(out[k][0], format!("Stop number {} is here.", k + 1));
+        let status = out[k][1].as_str().unwrap();
+        assert!(
+            status.starts_with(&format!("event {at} / ")),
+            "stop {}: {status}",
+            k + 1
+        );
+    }
+    let back = &out[ats.len()];
+    assert_eq!(back[0], format!("Stop number {} is here.", ats.len() - 1));
+
+    // A bare trace from disk cannot be read: the page says why and how.
+    std::fs::copy(&trace, tmp.path().join("viz/t.rtrace")).unwrap();
+    let url = format!("file://{}?trace=t.rtrace", page.display());
+    let out = cdp(
+        &url,
+        &[
+            "wait:document.getElementById('error').textContent",
+            "print:document.getElementById('error').textContent",
+        ],
+    );
+    let err = out[0].as_str().unwrap();
+    assert!(
+        err.contains("Serve it instead: cdsctl viz t.rtrace"),
+        "{err}"
+    );
+}
+
+/// `(role, member)` of node `id` in the page's node table.
+fn member_of(dom_rows: &str, id: u64) -> (String, String) {
+    let open = format!("data-node=\"{id}\">");
+    let at = dom_rows
+        .find(&open)
+        .unwrap_or_else(|| panic!("no row for n{id}"));
+    let row = &dom_rows[at..];
+    let cell = |class: &str| {
+        let k = format!("class=\"{class}\">");
+        let s = row.find(&k).unwrap() + k.len();
+        row[s..s + row[s..].find('<').unwrap()].to_string()
+    };
+    (cell("role"), cell("member"))
+}
+
+/// In `--reconfig` runs: a learner, a spare and a leader that removed
+/// itself carry their badges where the model says they are.
+#[test]
+fn learner_spare_and_leaving_leader_carry_their_badges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut found: Vec<(&str, PathBuf, usize, u64)> = Vec::new();
+    for seed in 1..=40 {
+        let path = tmp.path().join(format!("r{seed}.rtrace"));
+        sim_to(
+            &path,
+            &[
+                "--nodes",
+                "5",
+                "--seed",
+                &seed.to_string(),
+                "--steps",
+                "5000",
+                "--faults",
+                "all",
+                "--reconfig",
+            ],
+        );
+        let replay = Replay::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for n in (1..=replay.len()).step_by(5) {
+            let st = replay.state_at(n);
+            let joint = st.config.as_ref().is_some_and(|c| !c.outgoing.is_empty());
+            for node in st.nodes.values() {
+                let what = match node.member {
+                    Member::Learner => "learner",
+                    Member::Spare => "spare",
+                    Member::Leaving if node.role == NodeRole::Leader && !joint => "leader, leaving",
+                    _ => continue,
+                };
+                if !found.iter().any(|f| f.0 == what) {
+                    found.push((what, path.clone(), n, node.id));
+                }
+            }
+        }
+        if found.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        found.len(),
+        3,
+        "40 seeds did not show every badge: {found:?}"
+    );
+    for (what, path, n, id) in found {
+        let server = Server::start(&path, Some(n));
+        let out = cdp(
+            &server.url,
+            &[
+                READY,
+                "print:document.getElementById('nodetable').innerHTML",
+            ],
+        );
+        let (role, member) = member_of(out[0].as_str().unwrap(), id);
+        match what {
+            "learner" => assert_eq!(member, "learner", "n{id} at {n} ({role})"),
+            "spare" => assert_eq!(member, "spare", "n{id} at {n}"),
+            _ => {
+                assert_eq!(role, "leader", "n{id} at {n}");
+                assert_eq!(member, "leaving", "n{id} at {n}");
+            }
+        }
+    }
+}
+
+/// What a person sees, checked at 1400x900 and at the book's frame width:
+/// the narration line says the event, the legend opens with `g`, and each
+/// log cell shows its index and its term as the model has them.
+#[test]
+fn screenshots_show_narration_legend_and_labelled_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = sim_trace(tmp.path());
+    let replay = Replay::parse(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let n = replay.moments(Moment::Snapshot)[0] + 1;
+    let st = replay.state_at(n);
+    for (size, name) in [
+        ("1400,900", "teach-1400x900"),
+        ("760,1000", "teach-book-frame"),
+    ] {
+        let server = Server::start(&trace, Some(n));
+        let shot = artifacts().join(format!("{name}.png"));
+        let legend_shot = artifacts().join(format!("{name}-legend.png"));
+        let out = cdp_sized(
+            &server.url,
+            size,
+            &[
+                READY,
+                &format!("print:{SAID}"),
+                // Every cell of every row: its index, its label, its title.
+                r#"print:[...document.querySelectorAll('#logs .lrow')].map((r) => [Number(r.dataset.node), [...r.querySelectorAll('.cell:not(.gap)')].map((c) => [c.querySelector('i').textContent, c.querySelector('b').textContent, c.className])])"#,
+                &format!("shot:{}", shot.display()),
+                "key:g",
+                "print:[document.getElementById('legendbox').hidden, document.getElementById('legendbox').textContent]",
+                &format!("shot:{}", legend_shot.display()),
+            ],
+        );
+        assert_eq!(out[0].as_str().unwrap(), said_at(&replay, n), "{size}");
+        let rows = out[1].as_array().unwrap();
+        assert_eq!(rows.len(), st.nodes.len(), "{size}");
+        let mut labelled = 0;
+        for row in rows {
+            let id = row[0].as_u64().unwrap();
+            let node = &st.nodes[&id];
+            for cell in row[1].as_array().unwrap() {
+                let index: u64 = cell[0].as_str().unwrap().parse().unwrap();
+                let label = cell[1].as_str().unwrap();
+                let class = cell[2].as_str().unwrap();
+                if index >= node.log.first && index <= node.log.last {
+                    let term = node.log.terms.term_at(index).expect("a term");
+                    assert_eq!(label, format!("t{term}"), "{size}: n{id} entry {index}");
+                    assert_eq!(
+                        class.contains(" cm"),
+                        index <= node.commit,
+                        "{size}: n{id} {index} {class}"
+                    );
+                    assert_eq!(
+                        class.contains(" ap"),
+                        index <= node.applied,
+                        "{size}: n{id} {index} {class}"
+                    );
+                    labelled += 1;
+                } else if index < node.log.first {
+                    assert!(class.contains("gone"), "{size}: n{id} {index} {class}");
+                } else {
+                    assert!(class.contains("empty"), "{size}: n{id} {index} {class}");
+                }
+            }
+        }
+        assert!(labelled > 10, "{size}: only {labelled} labelled cells");
+        assert_eq!(out[2][0], false, "{size}: the legend did not open");
+        let legend = out[2][1].as_str().unwrap();
+        for words in [
+            "How to read this page",
+            "election timer",
+            "hollow dot: a reply",
+            "committed",
+            "cut one way only",
+        ] {
+            assert!(legend.contains(words), "{size}: legend lacks {words:?}");
+        }
+        for p in [&shot, &legend_shot] {
+            let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            assert!(size > 10_000, "screenshot {} is {size} bytes", p.display());
+        }
+    }
 }

@@ -39,7 +39,11 @@ fn every_event_kind_and_message_type_has_a_sentence() {
             assert!(t.len() > 12, "event {i}: {t:?}");
             assert!(!t.contains("{}") && !t.contains("None"), "event {i}: {t:?}");
             if r.node != 0 {
-                assert!(t.contains(&format!("n{}", r.node)), "event {i} of n{}: {t:?}", r.node);
+                assert!(
+                    t.contains(&format!("n{}", r.node)),
+                    "event {i} of n{}: {t:?}",
+                    r.node
+                );
             }
             kinds.insert(r.kind.name());
             if let Kind::Send { m, .. } = &r.kind {
@@ -48,9 +52,28 @@ fn every_event_kind_and_message_type_has_a_sentence() {
         }
     }
     for k in [
-        "role", "timeout", "vote", "send", "recv", "drop", "append", "persist", "commit", "apply",
-        "client", "crash", "restart", "pause", "resume", "partition", "heal", "config", "snapshot",
-        "compact", "transfer", "stepdown",
+        "role",
+        "timeout",
+        "vote",
+        "send",
+        "recv",
+        "drop",
+        "append",
+        "persist",
+        "commit",
+        "apply",
+        "client",
+        "crash",
+        "restart",
+        "pause",
+        "resume",
+        "partition",
+        "heal",
+        "config",
+        "snapshot",
+        "compact",
+        "transfer",
+        "stepdown",
     ] {
         assert!(kinds.contains(k), "no {k} event met: {kinds:?}");
     }
@@ -207,7 +230,11 @@ fn snapshot_progress_grows_until_installed() {
     let mut checked = 0;
     for (i, r) in replay.records().iter().enumerate() {
         let Kind::Snapshot {
-            phase, index, peer, bytes, ok,
+            phase,
+            index,
+            peer,
+            bytes,
+            ok,
         } = &r.kind
         else {
             continue;
@@ -215,7 +242,10 @@ fn snapshot_progress_grows_until_installed() {
         let st = replay.state_at(i + 1);
         match (phase.as_str(), peer) {
             ("offered", Some(p)) => {
-                let s = st.nodes[p].snap_in.as_ref().expect("progress after an offer");
+                let s = st.nodes[p]
+                    .snap_in
+                    .as_ref()
+                    .expect("progress after an offer");
                 assert_eq!(s.index, *index);
                 assert_eq!(s.from, r.node);
                 assert_eq!(s.total, *bytes);
