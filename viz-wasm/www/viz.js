@@ -1133,20 +1133,22 @@ function reportHeight() {
   if (window.parent === window) return;
   let last = 0;
   const send = () => {
-    const h = Math.ceil(document.documentElement.scrollHeight);
+    // The page's own height (the document's would be at least the frame's).
+    const h = Math.ceil(root.getBoundingClientRect().bottom + window.scrollY + 8);
     if (h !== last) {
       last = h;
       window.parent.postMessage({ vizHeight: h, href: location.href }, '*');
     }
   };
-  new ResizeObserver(send).observe(document.body);
+  new ResizeObserver(send).observe(root);
   send();
 }
 
 async function main() {
   fillKeyTable();
-  reportHeight();
   await initWasm();
+  // After the module started: a frame that gets a height got a working page.
+  reportHeight();
   const q = new URLSearchParams(location.search);
   const trace = q.get('trace');
   const tourUrl = q.get('tour');
