@@ -3,9 +3,17 @@
 //! Commands are grouped by subject (`cdsctl trace ...`, `cdsctl raft ...`); each group lives in its own module under `cmd`, and this file only
 //! parses the command line and reports errors.
 
+// Everything printed goes through `stdout`, which ends the process quietly
+// when the reader of a pipe has gone, where `println!` would panic.
+#![deny(clippy::print_stdout)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+// First: its `out!` and `outln!` macros are used by the modules below.
+#[macro_use]
+mod stdout;
 
 mod cmd;
 

@@ -129,12 +129,12 @@ fn scenario(file: &std::path::Path, bugs: raft_core::BugSet) -> Result<()> {
         .with_context(|| format!("reading scenario {}", file.display()))?;
     match raft_core::sim::script::run_script_with_bugs(&text, bugs) {
         Ok(transcript) => {
-            print!("{transcript}");
-            println!("{}: ok", file.display());
+            out!("{transcript}");
+            outln!("{}: ok", file.display());
             Ok(())
         }
         Err(e) => {
-            print!("{}", e.transcript);
+            out!("{}", e.transcript);
             bail!("{}:{}: {}", file.display(), e.line, e.reason)
         }
     }
@@ -211,7 +211,7 @@ fn sim_one(args: &SimArgs, seed: u64) -> Result<()> {
         std::fs::write(path, bytes)
             .with_context(|| format!("writing trace to {}", path.display()))?;
     }
-    println!(
+    outln!(
         "seed {seed}: {} steps, {} ms simulated, {:.0} steps/s",
         out.steps,
         out.sim_time,
@@ -219,17 +219,17 @@ fn sim_one(args: &SimArgs, seed: u64) -> Result<()> {
     );
     print_stats(args, &out.stats);
     if let Some(path) = &args.trace {
-        println!("  trace written to {}", path.display());
+        outln!("  trace written to {}", path.display());
     }
     match out.failure {
         None => {
-            println!("1 passed, 0 failed");
+            outln!("1 passed, 0 failed");
             Ok(())
         }
         Some(f) => {
-            println!("FAIL seed {seed}: {f}");
-            println!("  replay: {}", args.replay_command(seed));
-            println!("0 passed, 1 failed");
+            outln!("FAIL seed {seed}: {f}");
+            outln!("  replay: {}", args.replay_command(seed));
+            outln!("0 passed, 1 failed");
             bail!("seed {seed} failed")
         }
     }
@@ -237,20 +237,30 @@ fn sim_one(args: &SimArgs, seed: u64) -> Result<()> {
 
 /// Prints what a run (or a whole sweep) did.
 fn print_stats(args: &SimArgs, s: &raft_core::sim::cluster::Stats) {
-    println!(
+    outln!(
         "  leaders elected {}, max term {}, committed {}, client ops {}",
-        s.leaders_elected, s.max_term, s.committed, s.client_ops
+        s.leaders_elected,
+        s.max_term,
+        s.committed,
+        s.client_ops
     );
-    println!(
+    outln!(
         "  reads: {} lease, {} read-index, {} through the log; transfers {}",
-        s.lease_reads, s.read_index_reads, s.log_reads, s.transfers
+        s.lease_reads,
+        s.read_index_reads,
+        s.log_reads,
+        s.transfers
     );
-    println!(
+    outln!(
         "  faults: {} crashes, {} pauses, {} partitions; messages {} sent, {} dropped",
-        s.crashes, s.pauses, s.partitions, s.messages_sent, s.messages_dropped
+        s.crashes,
+        s.pauses,
+        s.partitions,
+        s.messages_sent,
+        s.messages_dropped
     );
     if args.reconfig {
-        println!(
+        outln!(
             "  membership: {} joint, {} single adds, {} single removes, {} removing the leader; \
              {} learners added, {} removed; {} done, {} failed",
             s.joint_changes,
@@ -264,7 +274,7 @@ fn print_stats(args: &SimArgs, s: &raft_core::sim::cluster::Stats) {
         );
     }
     if args.compact {
-        println!(
+        outln!(
             "  snapshots: {} taken, {} offered, {} installed, {} resumed, {} discarded; \
              chunks {} sent, {} rejected",
             s.snapshots_taken,
@@ -290,10 +300,10 @@ fn sim_sweep(args: &SimArgs, first: u64, last: u64) -> Result<()> {
     let report = sweep(&base, first..=last, threads, &progress);
     let secs = started.elapsed().as_secs_f64();
     for (seed, f) in &report.failed {
-        println!("FAIL seed {seed}: {f}");
-        println!("  replay: {}", args.replay_command(*seed));
+        outln!("FAIL seed {seed}: {f}");
+        outln!("  replay: {}", args.replay_command(*seed));
     }
-    println!(
+    outln!(
         "{} seeds, {} steps in {:.1}s ({:.0} steps/s on {threads} threads)",
         last - first + 1,
         report.steps,
@@ -303,7 +313,7 @@ fn sim_sweep(args: &SimArgs, first: u64, last: u64) -> Result<()> {
     if args.reconfig || args.compact {
         print_stats(args, &report.stats);
     }
-    println!("{} passed, {} failed", report.passed, report.failed.len());
+    outln!("{} passed, {} failed", report.passed, report.failed.len());
     if !report.failed.is_empty() {
         std::process::exit(1);
     }

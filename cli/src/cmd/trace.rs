@@ -87,7 +87,7 @@ fn check(file: &PathBuf) -> anyhow::Result<()> {
     };
     match result {
         Ok(summary) => {
-            println!("{name}: ok, {}", describe(&summary));
+            outln!("{name}: ok, {}", describe(&summary));
             Ok(())
         }
         Err(e) => bail!("{name}:{}: {}", e.line, e.reason),
@@ -197,7 +197,7 @@ fn merge(paths: &[PathBuf], out: Option<&Path>) -> anyhow::Result<()> {
         Some(p) => {
             Box::new(File::create(p).with_context(|| format!("{}: cannot create", p.display()))?)
         }
-        None => Box::new(io::stdout().lock()),
+        None => Box::new(crate::stdout::Stdout::lock()),
     };
     let mut w = TraceWriter::new(BufWriter::new(sink), &header).context("writing the trace")?;
     for r in &records {
@@ -226,7 +226,7 @@ fn to_perfetto(input: &Path, output: &Path) -> anyhow::Result<()> {
     let trace = parsed.map_err(|e| anyhow::anyhow!("{name}:{}: {}", e.line, e.reason))?;
     let out_name = output.display().to_string();
     if out_name == "-" {
-        super::perfetto::write_json(&trace, BufWriter::new(io::stdout().lock()))
+        super::perfetto::write_json(&trace, BufWriter::new(crate::stdout::Stdout::lock()))
             .context("writing the trace-event JSON")?;
         return Ok(());
     }

@@ -100,7 +100,7 @@ pub fn run(args: VizArgs) -> Result<()> {
                 url.push_str(&format!("&at={n}"));
             }
         }
-        println!("{url}");
+        outln!("{url}");
         eprintln!("serving {} (Ctrl-C stops)", served.page.display());
         let app = Router::new().fallback(serve).with_state(served);
         axum::serve(listener, app)

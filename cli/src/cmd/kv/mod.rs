@@ -277,7 +277,7 @@ fn warn_stderr(w: String) {
 /// Prints an action's outcome message: the CLI side of the functions that
 /// `cdsctl top` also calls.
 fn say(outcome: Result<String>) -> Result<()> {
-    println!("{}", outcome?);
+    outln!("{}", outcome?);
     Ok(())
 }
 
@@ -401,7 +401,7 @@ fn up(n: u64, dir: &Path, timeout: Duration) -> Result<()> {
 
     match wait_for_leader(&c, &mut children, timeout) {
         Ok(leader) => {
-            println!(
+            outln!(
                 "cluster of {n} up in {} (leader: node {leader})",
                 dir.display()
             );
@@ -484,7 +484,7 @@ fn down(dir: &Path, timeout: Duration) -> Result<()> {
     let mut running = Vec::new();
     for node in &c.nodes {
         if proc::state(node) == ProcState::Down {
-            println!("node {}: not running", node.id);
+            outln!("node {}: not running", node.id);
             continue;
         }
         let _ = proc::signal(node, libc::SIGCONT);
@@ -496,11 +496,11 @@ fn down(dir: &Path, timeout: Duration) -> Result<()> {
     for node in running {
         let left = deadline.saturating_duration_since(Instant::now());
         if proc::wait_down(node, left) {
-            println!("node {}: stopped", node.id);
+            outln!("node {}: stopped", node.id);
             continue;
         }
         match proc::kill(node) {
-            Ok(()) => println!(
+            Ok(()) => outln!(
                 "node {}: killed (SIGTERM timed out after {timeout:?})",
                 node.id
             ),
@@ -519,9 +519,18 @@ fn down(dir: &Path, timeout: Duration) -> Result<()> {
 /// node's own report.
 fn print_table(c: &ClusterFile) {
     let agent = client::agent();
-    println!(
+    outln!(
         "{:>3} {:>8} {:<7} {:<21} {:<21} {:<13} {:>5} {:>6} {:>8} {:>8}",
-        "id", "pid", "state", "http", "raft", "role", "term", "leader", "commit", "applied"
+        "id",
+        "pid",
+        "state",
+        "http",
+        "raft",
+        "role",
+        "term",
+        "leader",
+        "commit",
+        "applied"
     );
     for node in &c.nodes {
         let st = proc::state(node);
@@ -532,7 +541,7 @@ fn print_table(c: &ClusterFile) {
             _ => Err(anyhow::anyhow!("not asked")),
         };
         match report {
-            Ok(s) => println!(
+            Ok(s) => outln!(
                 "{:>3} {:>8} {:<7} {:<21} {:<21} {:<13} {:>5} {:>6} {:>8} {:>8}",
                 node.id,
                 pid,
@@ -545,7 +554,7 @@ fn print_table(c: &ClusterFile) {
                 s.commit,
                 s.applied
             ),
-            Err(_) => println!(
+            Err(_) => outln!(
                 "{:>3} {:>8} {:<7} {:<21} {:<21} {:<13} {:>5} {:>6} {:>8} {:>8}",
                 node.id,
                 pid,
@@ -607,7 +616,7 @@ fn put(dir: &Path, key: &str, value: &[u8], timeout: Duration) -> Result<()> {
     if reply.status != 200 {
         bail!("put {key}: {} {}", reply.status, reply.error_text());
     }
-    println!("{}", String::from_utf8_lossy(&reply.body).trim());
+    outln!("{}", String::from_utf8_lossy(&reply.body).trim());
     Ok(())
 }
 
@@ -629,7 +638,7 @@ fn get(dir: &Path, key: &str, consistency: Consistency, timeout: Duration) -> Re
     .with_context(|| format!("get {key}"))?;
     match reply.status {
         200 => {
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::stdout::Stdout::lock();
             out.write_all(&reply.body)
                 .and_then(|()| out.write_all(b"\n"))
                 .context("writing the value to stdout")?;
@@ -655,7 +664,7 @@ fn del(dir: &Path, key: &str, timeout: Duration) -> Result<()> {
     if reply.status != 200 {
         bail!("del {key}: {} {}", reply.status, reply.error_text());
     }
-    println!("{}", String::from_utf8_lossy(&reply.body).trim());
+    outln!("{}", String::from_utf8_lossy(&reply.body).trim());
     Ok(())
 }
 
@@ -1041,7 +1050,7 @@ pub(crate) fn remove_node(dir: &Path, id: u64, timeout: Duration) -> Result<Stri
 fn bench(dir: &Path, clients: usize, duration: Duration, value_size: usize) -> Result<()> {
     check_clients(clients)?;
     let report = bench::run(bench_targets(dir)?, clients, duration, value_size)?;
-    print!("{}", report.text);
+    out!("{}", report.text);
     if report.ok == 0 {
         bail!("no put succeeded");
     }
