@@ -30,10 +30,14 @@ pub struct VizArgs {
     /// Port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
-    /// The built page (index.html, viz.js, pkg/). When it is missing and this
-    /// is the repository root, `viz-wasm/build.sh` builds it first.
-    #[arg(long, default_value = DEFAULT_PAGE_DIR)]
-    pub page: PathBuf,
+    /// The built page (index.html, viz.js, pkg/). By default the first of:
+    /// `viz` beside the directory of the executable (`target/viz` for
+    /// `target/release/cdsctl`), `target/viz` in the workspace cdsctl was
+    /// built from, `target/viz` in the current directory. When none has
+    /// the page and that workspace has `viz-wasm/build.sh`, it is built
+    /// there first.
+    #[arg(long)]
+    pub page: Option<PathBuf>,
     /// Open the trace at this event (`&at=N` in the printed address).
     #[arg(long)]
     pub at: Option<u64>,
@@ -44,27 +48,110 @@ struct Served {
     trace: Option<(String, PathBuf)>,
 }
 
-/// Runs `cdsctl viz` until interrupted.
-pub fn run(args: VizArgs) -> Result<()> {
-    if !args.page.join("index.html").is_file() {
-        let script = Path::new("viz-wasm/build.sh");
-        if args.page == Path::new(DEFAULT_PAGE_DIR) && script.is_file() {
-            eprintln!("building the visualizer (viz-wasm/build.sh)...");
-            let status = Command::new("bash")
-                .arg(script)
-                .status()
-                .context("cannot run viz-wasm/build.sh")?;
-            if !status.success() {
-                bail!("viz-wasm/build.sh failed ({status})");
-            }
-        } else {
+/// A place the page may be, and why it is looked at (for the error that
+/// lists them).
+#[derive(Debug, Clone, PartialEq)]
+struct Candidate {
+    dir: PathBuf,
+    why: &'static str,
+}
+
+/// Where the page is looked for without `--page`, in order. The
+/// executable's own place comes first so an installed or copied build
+/// serves the page built with it, whatever the current directory.
+fn candidates() -> Vec<Candidate> {
+    let mut out = Vec::new();
+    // `target/release/cdsctl` -> `target/viz`.
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    if let Some(target) = exe_dir.as_deref().and_then(Path::parent) {
+        out.push(Candidate {
+            dir: target.join("viz"),
+            why: "beside the executable",
+        });
+    }
+    out.push(Candidate {
+        dir: workspace().join(DEFAULT_PAGE_DIR),
+        why: "in the workspace cdsctl was built from",
+    });
+    let cwd = std::env::current_dir().unwrap_or_default();
+    out.push(Candidate {
+        dir: cwd.join(DEFAULT_PAGE_DIR),
+        why: "in the current directory",
+    });
+    // The three are often one place (run from the repository root).
+    let mut seen = Vec::new();
+    out.retain(|c| {
+        let new = !seen.contains(&c.dir);
+        seen.push(c.dir.clone());
+        new
+    });
+    out
+}
+
+/// The workspace root this binary was built from.
+fn workspace() -> PathBuf {
+    let cli = Path::new(env!("CARGO_MANIFEST_DIR"));
+    cli.parent().unwrap_or(cli).to_path_buf()
+}
+
+fn has_page(dir: &Path) -> bool {
+    dir.join("index.html").is_file()
+}
+
+/// The first candidate holding the page, or an error naming every place
+/// looked at and how to build the page.
+fn first_page(candidates: &[Candidate]) -> Result<PathBuf> {
+    if let Some(c) = candidates.iter().find(|c| has_page(&c.dir)) {
+        return Ok(c.dir.clone());
+    }
+    let places: Vec<String> = candidates
+        .iter()
+        .map(|c| format!("  {} ({})", c.dir.display(), c.why))
+        .collect();
+    bail!(
+        "no visualizer page (index.html) in any of:\n{}\nbuild it with viz-wasm/build.sh \
+         in the repository, or pass --page DIR",
+        places.join("\n")
+    )
+}
+
+/// The page to serve: `--page` as given, or the first candidate that has
+/// it, building it in the workspace when none has and the workspace can.
+fn find_page(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = given {
+        if !has_page(dir) {
             bail!(
                 "{}: no visualizer page there; build it with viz-wasm/build.sh from the \
-                 repository root, or pass --page DIR",
-                args.page.display()
+                 repository root, or pass another --page DIR",
+                dir.display()
             );
         }
+        return Ok(dir.to_path_buf());
     }
+    let candidates = candidates();
+    if let Ok(dir) = first_page(&candidates) {
+        return Ok(dir);
+    }
+    let script = workspace().join("viz-wasm/build.sh");
+    if script.is_file() {
+        // It writes `target/viz` of its own repository: a candidate.
+        eprintln!("building the visualizer ({})...", script.display());
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .with_context(|| format!("cannot run {}", script.display()))?;
+        if !status.success() {
+            bail!("{} failed ({status})", script.display());
+        }
+    }
+    first_page(&candidates)
+}
+
+/// Runs `cdsctl viz` until interrupted.
+pub fn run(args: VizArgs) -> Result<()> {
+    let page = find_page(args.page.as_deref())?;
     let trace = match &args.trace {
         None => None,
         Some(p) => {
@@ -80,10 +167,7 @@ pub fn run(args: VizArgs) -> Result<()> {
             Some((name, p.clone()))
         }
     };
-    let served = Arc::new(Served {
-        page: args.page.clone(),
-        trace,
-    });
+    let served = Arc::new(Served { page, trace });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -181,5 +265,26 @@ mod tests {
         assert_eq!(resolve(root, "/../etc/passwd"), None);
         assert_eq!(resolve(root, "/pkg/../../x"), None);
         assert_eq!(content_type(Path::new("a.wasm")), "application/wasm");
+    }
+
+    #[test]
+    fn the_first_place_with_a_page_wins_and_a_miss_names_them_all() {
+        let tmp = tempfile::tempdir().unwrap();
+        let place = |name: &str, why| Candidate {
+            dir: tmp.path().join(name),
+            why,
+        };
+        let places = [place("exe", "beside"), place("ws", "in the workspace")];
+        let err = format!("{:#}", first_page(&places).unwrap_err());
+        for c in &places {
+            assert!(err.contains(&c.dir.display().to_string()), "{err}");
+            assert!(err.contains(c.why), "{err}");
+        }
+        assert!(err.contains("viz-wasm/build.sh"), "{err}");
+        for c in places.iter().rev() {
+            std::fs::create_dir_all(&c.dir).unwrap();
+            std::fs::write(c.dir.join("index.html"), "<html>").unwrap();
+            assert_eq!(first_page(&places).unwrap(), c.dir);
+        }
     }
 }
