@@ -43,6 +43,13 @@ enum Command {
     /// Serve the trace visualizer on localhost and print its address.
     Viz(cmd::viz::VizArgs),
     /// A live console that watches and drives a local cluster (`kv up`), or a simulated one (`--sim`).
+    ///
+    /// On a local cluster (`--dir`) the keys act on real processes: `x`
+    /// kills the selected node with SIGKILL, `p` stops it with SIGSTOP, and
+    /// quitting leaves the cluster running. With `--sim` the cluster lives
+    /// in this process: `x` is a simulated crash (the node keeps only what
+    /// it wrote to its simulated disk), `p` a simulated stall, and quitting
+    /// ends the simulation. `?` lists every key.
     Top(cmd::top::TopArgs),
 }
 

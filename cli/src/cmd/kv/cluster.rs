@@ -68,7 +68,8 @@ pub struct PeerAddrs {
     pub http: String,
 }
 
-/// A node's config file, exactly the shape the spec gives `cdsctl node`.
+/// A node's config file, exactly the shape `cdsctl node` reads
+/// (`cmd/node/config.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {
     /// The node's id.
@@ -347,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn node_config_has_the_spec_fields() {
+    fn node_config_has_the_fields_cdsctl_node_reads() {
         let dir = tempfile::tempdir().unwrap();
         let ports = pick_ports(6).unwrap();
         let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();

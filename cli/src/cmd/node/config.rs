@@ -24,7 +24,8 @@ pub struct PeerAddrs {
     pub http: SocketAddr,
 }
 
-/// The config file of one node (see the shared spec for the format).
+/// The config file of one node: these fields, as JSON (`cdsctl kv up`
+/// writes them; `book/src/cluster.md`, "The cluster directory", shows one).
 #[derive(Debug, Clone, Deserialize)]
 pub struct NodeFileConfig {
     /// This node's id (non-zero).

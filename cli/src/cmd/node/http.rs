@@ -1,5 +1,6 @@
 //! The node's HTTP API (axum): the KV operations, status, metrics and the
-//! admin requests of the shared spec.
+//! admin requests (documented in `book/src/cluster.md`, "The node's HTTP
+//! API").
 //!
 //! Only the leader can order writes and confirm linearizable reads, but a
 //! client does not know who leads; rather than proxying (which would hide
@@ -156,7 +157,8 @@ fn not_leader(s: &Inner, leader: Option<NodeId>, uri: &Uri) -> Response {
     }
 }
 
-/// Maps a node error to the spec's answers.
+/// Maps a node error to the API's answers (`503` to retry, `307` to the
+/// leader, ...).
 fn node_error(s: &Inner, e: NodeError, uri: &Uri) -> Response {
     let unavailable = |m: String| error(StatusCode::SERVICE_UNAVAILABLE, m);
     match e {
@@ -733,8 +735,8 @@ struct PeerBody {
 
 /// Adds (or moves) a member's addresses on this node: a node added after
 /// start is unknown to the others' transports until they are told where it
-/// listens. Not in the shared spec's first draft; `cdsctl kv add-node`
-/// must call it on every running node before the membership change.
+/// listens. `cdsctl kv add-node` must call it on every running node before
+/// the membership change.
 async fn admin_peer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body_or_error(body) {
         Ok(b) => b,

@@ -42,7 +42,10 @@ const NODE_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Flags of `cdsctl node`.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// The node's config file (JSON; see the shared spec).
+    /// The node's config file: JSON with its id, cluster id and token,
+    /// Raft and HTTP addresses, data directory, every peer's addresses and
+    /// the initial voters (`cdsctl kv up` writes one per node; the book's
+    /// "Running a local cluster" chapter, book/src/cluster.md, shows one).
     #[arg(long)]
     pub config: PathBuf,
 }

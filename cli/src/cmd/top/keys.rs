@@ -2,7 +2,11 @@
 //!
 //! Dispatch ([`action_for`]) and the help popup (`ui`) both read [`KEYS`],
 //! so the help can never list a key the app does not act on, or miss one it
-//! does.
+//! does. A key does the same thing to either source, but not in the same
+//! way: on a local cluster `x` sends SIGKILL to a process and quitting
+//! leaves the processes running, on a simulated one `x` is a simulated
+//! crash and quitting ends the simulation; a binding says so in
+//! [`Binding::sim_help`] where the wording differs.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -15,11 +19,11 @@ pub enum Action {
     Down,
     /// Select the node whose id is the digit pressed.
     SelectId,
-    /// `kv kill N` on the selected node.
+    /// `kv kill N` on the selected node (with `--sim`, a simulated crash).
     Kill,
     /// `kv restart N`.
     Restart,
-    /// `kv pause N`.
+    /// `kv pause N` (with `--sim`, a simulated stall).
     Pause,
     /// `kv resume N`.
     Resume,
@@ -41,7 +45,7 @@ pub enum Action {
     Help,
     /// Close the help popup.
     Close,
-    /// Leave `top` (the cluster keeps running).
+    /// Leave `top`: a local cluster keeps running, a simulated one ends.
     Quit,
 }
 
@@ -106,8 +110,10 @@ pub struct Binding {
     pub keys: &'static [Key],
     /// A one-word label for the hint line.
     pub label: &'static str,
-    /// What it does, for the help popup.
+    /// What it does, for the help popup (watching a local cluster).
     pub help: &'static str,
+    /// The help popup's wording for a simulated cluster, where it differs.
+    pub sim_help: Option<&'static str>,
     /// What dispatch does.
     pub action: Action,
     /// Whether the bottom hint line shows it (there is room for few).
@@ -120,6 +126,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::ArrowUp, Key::Char('k')],
         label: "up",
         help: "select the node above",
+        sim_help: None,
         action: Action::Up,
         hint: Hint::No,
     },
@@ -127,6 +134,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::ArrowDown, Key::Char('j')],
         label: "down",
         help: "select the node below",
+        sim_help: None,
         action: Action::Down,
         hint: Hint::No,
     },
@@ -134,6 +142,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Digit],
         label: "select",
         help: "select node N",
+        sim_help: None,
         action: Action::SelectId,
         hint: Hint::No,
     },
@@ -141,6 +150,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('x')],
         label: "kill",
         help: "kill the node (SIGKILL: a crash)",
+        sim_help: Some("crash the node (it keeps only its disk)"),
         action: Action::Kill,
         hint: Hint::Yes,
     },
@@ -148,6 +158,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('r')],
         label: "restart",
         help: "restart the node (it must be down)",
+        sim_help: None,
         action: Action::Restart,
         hint: Hint::Yes,
     },
@@ -155,6 +166,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('p')],
         label: "pause",
         help: "pause the node (SIGSTOP)",
+        sim_help: Some("stall the node (a simulated pause)"),
         action: Action::Pause,
         hint: Hint::Yes,
     },
@@ -162,6 +174,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('u')],
         label: "resume",
         help: "resume the paused node (SIGCONT)",
+        sim_help: Some("resume the stalled node"),
         action: Action::Resume,
         hint: Hint::Yes,
     },
@@ -169,6 +182,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('i')],
         label: "isolate",
         help: "partition the node away from the others",
+        sim_help: None,
         action: Action::Isolate,
         hint: Hint::Yes,
     },
@@ -176,6 +190,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('h')],
         label: "heal",
         help: "heal every partition",
+        sim_help: None,
         action: Action::Heal,
         hint: Hint::Yes,
     },
@@ -183,6 +198,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('t')],
         label: "lead",
         help: "transfer leadership to the node",
+        sim_help: None,
         action: Action::Transfer,
         hint: Hint::Yes,
     },
@@ -190,6 +206,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('a')],
         label: "add",
         help: "add a new node as a voter",
+        sim_help: None,
         action: Action::AddNode,
         hint: Hint::Wide,
     },
@@ -197,6 +214,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('d')],
         label: "remove",
         help: "remove the node from the voters",
+        sim_help: None,
         action: Action::RemoveNode,
         hint: Hint::Wide,
     },
@@ -204,6 +222,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('s')],
         label: "snapshot",
         help: "make the node take a snapshot",
+        sim_help: None,
         action: Action::Snapshot,
         hint: Hint::Wide,
     },
@@ -211,6 +230,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('l')],
         label: "load",
         help: "start or stop the load generator",
+        sim_help: None,
         action: Action::Load,
         hint: Hint::Yes,
     },
@@ -218,6 +238,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('?')],
         label: "help",
         help: "show or hide this help",
+        sim_help: None,
         action: Action::Help,
         hint: Hint::Yes,
     },
@@ -225,6 +246,7 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Esc],
         label: "close",
         help: "close this help",
+        sim_help: None,
         action: Action::Close,
         hint: Hint::No,
     },
@@ -232,10 +254,22 @@ pub const KEYS: &[Binding] = &[
         keys: &[Key::Char('q'), Key::Ctrl('c')],
         label: "quit",
         help: "quit (the cluster keeps running)",
+        sim_help: Some("quit (ends the simulation)"),
         action: Action::Quit,
         hint: Hint::Yes,
     },
 ];
+
+impl Binding {
+    /// What the help popup says it does, for a simulated cluster (`sim`)
+    /// or a local one.
+    pub fn help_for(&self, sim: bool) -> &'static str {
+        match self.sim_help {
+            Some(h) if sim => h,
+            _ => self.help,
+        }
+    }
+}
 
 /// The action bound to a key press, if any. Releases and repeats of a
 /// held key are ignored, so holding `x` does not kill node after node.
@@ -277,6 +311,23 @@ mod tests {
                 seen.push(*k);
             }
         }
+    }
+
+    /// A simulated node is no process: no signal, and nothing outlives
+    /// `top`.
+    #[test]
+    fn the_simulated_wording_names_no_signal_and_no_surviving_cluster() {
+        for b in KEYS {
+            let h = b.help_for(true);
+            assert!(
+                !h.contains("SIG") && !h.contains("keeps running"),
+                "{:?}: {h}",
+                b.action
+            );
+        }
+        let quit = KEYS.iter().find(|b| b.action == Action::Quit).unwrap();
+        assert_eq!(quit.help_for(false), "quit (the cluster keeps running)");
+        assert_eq!(quit.help_for(true), "quit (ends the simulation)");
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub struct TopArgs {
     pub dir: PathBuf,
     /// Watch a simulated cluster running in this process instead: the
     /// real Raft core on the deterministic simulator, simulated time
-    /// moving with the wall clock (see `--speed`).
+    /// moving with the wall clock (see `--speed`). Kills and pauses are
+    /// simulated crashes and stalls; the simulation ends when `top` does.
     #[arg(long)]
     pub sim: bool,
     /// Voters of the simulated cluster (3 to 7; two spare nodes wait to be

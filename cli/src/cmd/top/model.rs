@@ -125,7 +125,7 @@ pub enum Liveness {
     /// Running, but its last request failed or is taking longer than a
     /// refresh.
     NoAnswer,
-    /// Stopped by SIGSTOP.
+    /// Stopped by SIGSTOP (in a simulation: stalled).
     Paused,
     /// No process.
     Down,

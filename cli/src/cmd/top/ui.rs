@@ -553,7 +553,7 @@ fn draw_help(f: &mut Frame, m: &Model, area: Rect) {
                     format!(" {:<8}", keys_text(b)),
                     Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
                 ),
-                Span::raw(b.help),
+                Span::raw(b.help_for(m.sim.is_some())),
             ])
         })
         .collect();
@@ -998,16 +998,33 @@ mod tests {
 
     #[test]
     fn help_lists_every_key_of_the_table() {
-        let mut m = healthy();
-        m.help = true;
-        let screen = render(&m, 80, 24);
-        for b in KEYS {
-            assert!(
-                screen.contains(b.help),
-                "help lacks {:?}:\n{screen}",
-                b.action
-            );
+        for mut m in [healthy(), simulated()] {
+            m.help = true;
+            let sim = m.sim.is_some();
+            let screen = render(&m, 80, 24);
+            for b in KEYS {
+                assert!(
+                    screen.contains(b.help_for(sim)),
+                    "help (sim: {sim}) lacks {:?}:\n{screen}",
+                    b.action
+                );
+            }
         }
+    }
+
+    /// The simulated cluster's help speaks of simulated crashes and stalls,
+    /// and of a simulation that ends with `top`.
+    #[test]
+    fn simulated_help_names_no_signal() {
+        let mut m = simulated();
+        m.help = true;
+        let help = render(&m, 80, 30);
+        assert!(help.contains("crash the node"), "{help}");
+        assert!(help.contains("quit (ends the simulation)"), "{help}");
+        assert!(
+            !help.contains("SIG") && !help.contains("keeps running"),
+            "{help}"
+        );
     }
 
     #[test]
