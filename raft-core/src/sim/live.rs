@@ -205,6 +205,17 @@ impl LiveCluster {
             .count()
     }
 
+    /// When each client request not answered yet was first sent
+    /// (simulated ms), in client order: with the time now, how long each
+    /// has waited so far.
+    pub fn pending_since(&self) -> Vec<u64> {
+        self.sim
+            .clients
+            .iter()
+            .filter_map(|c| c.pending.as_ref().map(|p| p.invoke))
+            .collect()
+    }
+
     /// The latencies (simulated ms, from first send to the reply) of the
     /// client requests answered since the last call. The session keeps no
     /// client history after this, so a long session does not grow with

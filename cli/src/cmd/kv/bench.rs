@@ -6,7 +6,11 @@
 //! with a blocking client, so the load generator costs little CPU next to
 //! the nodes it measures on the same machine (a thread per client cost more
 //! than the cluster did and made the figures the client's).
+//!
+//! A put's latency is what its client waits: from its first attempt to its
+//! success, failed attempts, timeouts and redirects included.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -28,6 +32,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// What one client saw.
 #[derive(Default)]
 struct ClientResult {
+    /// Per put: from its first attempt to its success (failed attempts,
+    /// timeouts and redirects in between included), what a user waits.
     latencies: Vec<Duration>,
     errors: u64,
     redirects: u64,
@@ -59,8 +65,12 @@ pub struct LiveStats {
     pub ok: AtomicU64,
     /// Failed attempts so far (refusals, timeouts, lost connections).
     pub errors: AtomicU64,
-    /// Latencies of successful puts since the last [`LiveStats::drain`].
+    /// Latencies of puts done since the last [`LiveStats::drain`], each
+    /// from its first attempt to its success.
     latencies: Mutex<Vec<Duration>>,
+    /// When each client's put not done yet started (its first attempt),
+    /// by client: at most one per client.
+    waiting: Mutex<BTreeMap<usize, Instant>>,
 }
 
 impl LiveStats {
@@ -72,6 +82,24 @@ impl LiveStats {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         )
+    }
+
+    /// When each put not done yet started.
+    pub fn waiting(&self) -> Vec<Instant> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .copied()
+            .collect()
+    }
+
+    fn set_waiting(&self, client: usize, since: Option<Instant>) {
+        let mut w = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        match since {
+            Some(t) => w.insert(client, t),
+            None => w.remove(&client),
+        };
     }
 }
 
@@ -259,7 +287,17 @@ async fn client(
             l.errors.fetch_add(1, Ordering::Relaxed);
         }
     };
+    // When the put being tried started: its latency runs from its first
+    // attempt, through failures and redirects, to its success.
+    let mut put_since: Option<Instant> = None;
     while ctl.running() {
+        let since = *put_since.get_or_insert_with(|| {
+            let t = Instant::now();
+            if let Some(l) = live {
+                l.set_waiting(cl, Some(t));
+            }
+            t
+        });
         let sender = match &mut conn {
             Some(s) => s,
             None => match tokio::time::timeout(REQUEST_TIMEOUT, connect(&addr)).await {
@@ -281,7 +319,6 @@ async fn client(
             continue;
         };
         i += 1;
-        let t = Instant::now();
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
             let resp = sender.send_request(req).await?;
             let status = resp.status();
@@ -296,16 +333,20 @@ async fn client(
         })
         .await;
         match answer {
-            Ok(Ok((StatusCode::OK, _))) => match live {
-                Some(l) => {
-                    l.ok.fetch_add(1, Ordering::Relaxed);
-                    l.latencies
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(t.elapsed());
+            Ok(Ok((StatusCode::OK, _))) => {
+                put_since = None;
+                match live {
+                    Some(l) => {
+                        l.ok.fetch_add(1, Ordering::Relaxed);
+                        l.latencies
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(since.elapsed());
+                        l.set_waiting(cl, None);
+                    }
+                    None => r.latencies.push(since.elapsed()),
                 }
-                None => r.latencies.push(t.elapsed()),
-            },
+            }
             Ok(Ok((StatusCode::TEMPORARY_REDIRECT, Some(loc)))) => {
                 r.redirects += 1;
                 // `http://HOST:PORT/path`: keep the authority.
@@ -328,6 +369,9 @@ async fn client(
                 next_node += 1;
             }
         }
+    }
+    if let Some(l) = live {
+        l.set_waiting(cl, None);
     }
     r
 }

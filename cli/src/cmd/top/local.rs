@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::keys::Action;
-use super::model::LoadView;
+use super::model::LoadObs;
 use super::source::{Job, Report, Source, Update};
 use super::{now_us, poll};
 use crate::cmd::kv::bench::{Background, LiveStats};
@@ -34,9 +34,6 @@ enum WorkerReport {
 struct LoadTrack {
     stats: Arc<LiveStats>,
     clients: usize,
-    view: LoadView,
-    last_ok: u64,
-    last_at: Instant,
 }
 
 /// The cluster in a directory, watched by pollers and driven by a worker.
@@ -73,15 +70,13 @@ impl LocalSource {
 impl Source for LocalSource {
     fn update(&mut self) -> Update {
         let (nodes, events, error) = self.poller.take();
-        if let Some(l) = &mut self.load {
-            l.refresh();
-        }
+        let now = now_us();
         Update {
-            now_us: now_us(),
+            now_us: now,
             nodes,
             events,
             error,
-            load: self.load.as_ref().map(|l| l.view.clone()),
+            load: self.load.as_ref().map(|l| l.observe(now)),
         }
     }
 
@@ -100,12 +95,6 @@ impl Source for LocalSource {
                     self.load = Some(LoadTrack {
                         stats,
                         clients: self.load_clients,
-                        view: LoadView {
-                            clients: self.load_clients,
-                            ..LoadView::default()
-                        },
-                        last_ok: 0,
-                        last_at: Instant::now(),
                     });
                 }
                 WorkerReport::Load(None) => self.load = None,
@@ -116,37 +105,25 @@ impl Source for LocalSource {
 }
 
 impl LoadTrack {
-    /// Once a second: the load generator's rate and its own p99.
-    fn refresh(&mut self) {
-        let dt = self.last_at.elapsed();
-        if dt < Duration::from_secs(1) {
-            return;
-        }
-        let ok = self.stats.ok.load(Ordering::Relaxed);
-        let errors = self.stats.errors.load(Ordering::Relaxed);
-        let mut lat: Vec<u64> = self
-            .stats
-            .drain()
-            .iter()
-            .map(|d| d.as_micros() as u64)
-            .collect();
-        self.view = LoadView {
+    /// The load generator's counters, the latencies of the puts done since
+    /// the last call, and when each waiting put started, on the wall clock
+    /// of `now` (µs): the model sums them up once a second.
+    fn observe(&self, now: u64) -> LoadObs {
+        let at = Instant::now();
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        LoadObs {
             clients: self.clients,
-            ok,
-            errors,
-            rate: ((ok - self.last_ok.min(ok)) as f64 / dt.as_secs_f64()).round() as u64,
-            p99_us: p99(&mut lat),
-        };
-        self.last_ok = ok;
-        self.last_at = Instant::now();
+            ok: self.stats.ok.load(Ordering::Relaxed),
+            errors: self.stats.errors.load(Ordering::Relaxed),
+            done_us: self.stats.drain().into_iter().map(us).collect(),
+            waiting_since_us: self
+                .stats
+                .waiting()
+                .into_iter()
+                .map(|since| now.saturating_sub(us(at.saturating_duration_since(since))))
+                .collect(),
+        }
     }
-}
-
-/// The 99th percentile (nearest rank) of `values`, which it sorts.
-pub fn p99(values: &mut [u64]) -> Option<u64> {
-    values.sort_unstable();
-    let n = values.len();
-    (n > 0).then(|| values[((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1])
 }
 
 fn start_worker(

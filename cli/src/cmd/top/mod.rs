@@ -252,7 +252,7 @@ fn ui_loop(
         if let Some(e) = up.error {
             model.set_status(EventKind::Failed, e);
         }
-        model.load = up.load;
+        model.observe_load(up.load, now);
         model.sample(now);
         terminal
             .draw(|f| ui::draw(f, model, now))

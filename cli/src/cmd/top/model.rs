@@ -18,6 +18,10 @@ use crate::cmd::kv::proc::ProcState;
 pub const HISTORY: usize = 60;
 /// Event-log lines kept.
 pub const MAX_EVENTS: usize = 300;
+/// Latencies of finished puts kept for one second's p99; past it, the
+/// rest of that second's are not counted (far above what one machine's
+/// cluster answers).
+pub const MAX_LATENCIES: usize = 200_000;
 
 /// One node as its source last saw it: the input of [`Model::observe`].
 #[derive(Debug, Clone, Default)]
@@ -199,7 +203,28 @@ pub struct StatusBar {
     pub kind: EventKind,
 }
 
-/// The background load generator's figures over the last second.
+/// The background load generator as its source saw it: the input of
+/// [`Model::observe_load`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadObs {
+    /// Its clients.
+    pub clients: usize,
+    /// Puts done since it started.
+    pub ok: u64,
+    /// Failed attempts since it started (each is retried: a put is done
+    /// only when it succeeds).
+    pub errors: u64,
+    /// How long each put done since the last observation took, µs: from
+    /// its first attempt to its success, failed attempts, timeouts and
+    /// redirects included.
+    pub done_us: Vec<u64>,
+    /// When each put not done yet started (its first attempt), on the
+    /// source's clock.
+    pub waiting_since_us: Vec<u64>,
+}
+
+/// The background load generator's figures, as of the last per-second
+/// sample ([`Model::sample`]).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LoadView {
     /// Its clients.
@@ -208,10 +233,24 @@ pub struct LoadView {
     pub ok: u64,
     /// Failed attempts since it started.
     pub errors: u64,
-    /// Puts per second over the last second.
+    /// Puts done per second over the last second.
     pub rate: u64,
-    /// Its own p99 put latency over the last second, µs.
+    /// [`put_p99`] over the last second: the same figure as the newest
+    /// point of the latency chart, set with it.
     pub p99_us: Option<u64>,
+}
+
+/// What the model keeps of the load generator between two samples.
+#[derive(Debug, Clone, Default)]
+struct LoadWindow {
+    /// The latest observation, less the latencies (moved to `done_us`).
+    last: LoadObs,
+    /// Latencies of the puts done since the last sample, µs.
+    done_us: Vec<u64>,
+    /// Puts done as of the last sample (or when the load was first seen).
+    ok_at_start: u64,
+    /// When this window began: the last sample, or the load's first sight.
+    start_us: u64,
 }
 
 /// What the screen says about a simulated cluster.
@@ -245,7 +284,10 @@ pub struct Model {
     pub events: VecDeque<Event>,
     /// Committed entries per second, oldest first, one per second.
     pub commit_rate: VecDeque<u64>,
-    /// p99 of `cds_propose_seconds` on the leader per second, µs.
+    /// Latency per second, µs, oldest first: while the load generator
+    /// runs, [`put_p99`] of its puts (which the load's header shows too);
+    /// otherwise the p99 of `cds_propose_seconds` on the leader (a real
+    /// cluster's other clients), `None` without a leader or a sample.
     pub p99_us: VecDeque<Option<u64>>,
     /// The status bar.
     pub status: StatusBar,
@@ -253,7 +295,7 @@ pub struct Model {
     pub queued: usize,
     /// The help popup is open.
     pub help: bool,
-    /// The load generator, while it runs.
+    /// The load generator's figures, while it runs.
     pub load: Option<LoadView>,
     /// Local time minus UTC, seconds (for the clock in event lines).
     pub utc_offset_s: i64,
@@ -264,6 +306,7 @@ pub struct Model {
     /// time since its start, and nodes have no pid or address.
     pub sim: Option<SimInfo>,
     last_sample: Option<Sample>,
+    load_window: Option<LoadWindow>,
 }
 
 impl Model {
@@ -349,9 +392,33 @@ impl Model {
         }
     }
 
+    /// Takes in the load generator's latest figures (`None`: it is off).
+    /// They are summed up at the next [`Model::sample`].
+    pub fn observe_load(&mut self, obs: Option<LoadObs>, now_us: u64) {
+        let Some(mut obs) = obs else {
+            self.load = None;
+            self.load_window = None;
+            return;
+        };
+        let w = self.load_window.get_or_insert_with(|| LoadWindow {
+            ok_at_start: obs.ok.saturating_sub(obs.done_us.len() as u64),
+            start_us: now_us,
+            ..LoadWindow::default()
+        });
+        let room = MAX_LATENCIES.saturating_sub(w.done_us.len());
+        w.done_us.extend(obs.done_us.drain(..).take(room));
+        w.last = obs;
+        let view = self.load.get_or_insert_with(LoadView::default);
+        view.clients = w.last.clients;
+        view.ok = w.last.ok;
+        view.errors = w.last.errors;
+    }
+
     /// Takes the per-second sample when a second has passed since the last:
-    /// committed entries per second from the leader's commit index, and the
-    /// p99 of proposals from its histogram's bucket deltas.
+    /// committed entries per second from the leader's commit index; the
+    /// load generator's rate, and its [`put_p99`] as the latency point
+    /// (without it, the p99 of proposals from the leader's histogram's
+    /// bucket deltas).
     pub fn sample(&mut self, now_us: u64) {
         if let Some(last) = &self.last_sample {
             if now_us < last.t_us + 1_000_000 {
@@ -373,10 +440,24 @@ impl Model {
                 (Some(a), Some(b)) if b >= a => ((b - a) as f64 / secs).round() as u64,
                 _ => 0,
             };
-            // Histograms are per node: only deltas on one leader mean anything.
-            let p99 = match (&prev.hist, &now.hist) {
-                (Some(a), Some(b)) if prev.leader == now.leader => b.quantile_since(a, 0.99),
-                _ => None,
+            let p99 = match (&mut self.load_window, &mut self.load) {
+                (Some(w), Some(view)) => {
+                    let p99 = put_p99(&w.done_us, &w.last.waiting_since_us, now_us);
+                    let secs = now_us.saturating_sub(w.start_us).max(1) as f64 / 1e6;
+                    view.rate =
+                        (w.last.ok.saturating_sub(w.ok_at_start) as f64 / secs).round() as u64;
+                    view.p99_us = p99;
+                    w.done_us.clear();
+                    w.ok_at_start = w.last.ok;
+                    w.start_us = now_us;
+                    p99
+                }
+                // Histograms are per node: only deltas on one leader mean
+                // anything.
+                _ => match (&prev.hist, &now.hist) {
+                    (Some(a), Some(b)) if prev.leader == now.leader => b.quantile_since(a, 0.99),
+                    _ => None,
+                },
             };
             push_capped(&mut self.commit_rate, rate);
             push_capped(&mut self.p99_us, p99);
@@ -417,6 +498,30 @@ impl Model {
             kind,
         };
     }
+}
+
+/// The latency figure of the load generator for one second, µs: the 99th
+/// percentile (nearest rank) of how long its puts took or have waited. A
+/// put done in the second counts its latency, from its first attempt to
+/// its success (so the attempts that failed or timed out in between are
+/// in it); a put still waiting at `now_us` counts how long it has waited
+/// so far. During a failover few puts or none finish, and those waiting
+/// make the figure climb with the wait: a spike, not a gap. `None`
+/// without any put, done or waiting.
+pub fn put_p99(done_us: &[u64], waiting_since_us: &[u64], now_us: u64) -> Option<u64> {
+    let mut all: Vec<u64> = done_us
+        .iter()
+        .copied()
+        .chain(waiting_since_us.iter().map(|&t| now_us.saturating_sub(t)))
+        .collect();
+    p99(&mut all)
+}
+
+/// The 99th percentile (nearest rank) of `values`, which it sorts.
+pub fn p99(values: &mut [u64]) -> Option<u64> {
+    values.sort_unstable();
+    let n = values.len();
+    (n > 0).then(|| values[((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1])
 }
 
 fn push_capped<T>(q: &mut VecDeque<T>, v: T) {
@@ -576,6 +681,90 @@ mod tests {
         s.voters.clear();
         s.learners.clear();
         assert_eq!(link_state(&s).as_deref(), Some("cut 2,3,4,9"));
+    }
+
+    fn load(ok: u64, done_us: Vec<u64>, waiting_since_us: Vec<u64>) -> Option<LoadObs> {
+        Some(LoadObs {
+            clients: 4,
+            ok,
+            errors: 0,
+            done_us,
+            waiting_since_us,
+        })
+    }
+
+    #[test]
+    fn put_p99_counts_the_waiting_with_their_wait() {
+        assert_eq!(put_p99(&[], &[], 5_000), None);
+        assert_eq!(put_p99(&[2_000; 99], &[], 5_000), Some(2_000));
+        // Nothing done, four puts waiting for 1 s: the figure is the wait.
+        assert_eq!(put_p99(&[], &[4_000_000; 4], 5_000_000), Some(1_000_000));
+        // 2 slow of 100 set the p99 (the 99th of 100), done or waiting.
+        let fast = [1_000; 98];
+        let slow = [1_000_000; 2];
+        assert_eq!(put_p99(&fast, &[4_000_000; 2], 5_000_000), Some(1_000_000));
+        assert_eq!(
+            put_p99(&[&fast[..], &slow].concat(), &[], 0),
+            Some(1_000_000)
+        );
+        // 1 slow of 100 does not.
+        assert_eq!(
+            put_p99(&[&[1_000; 99][..], &slow[..1]].concat(), &[], 0),
+            Some(1_000)
+        );
+    }
+
+    /// The leader is killed with the load generator running: for a second
+    /// no put is done and the four clients wait. The latency point of that
+    /// second is their wait (a spike), not `None` (a gap in the chart),
+    /// and the load's header shows the very same figure every second.
+    #[test]
+    fn a_failover_is_a_latency_spike_and_header_and_chart_agree() {
+        let mut m = Model::new("d".into(), 250_000, 0);
+        let up = |leader: bool| {
+            vec![
+                obs(
+                    1,
+                    ProcState::Up,
+                    if leader { "leader" } else { "follower" },
+                    10,
+                ),
+                obs(2, ProcState::Up, "follower", 10),
+            ]
+        };
+        let second = |m: &mut Model, t: u64, leader, l: Option<LoadObs>| {
+            m.observe(up(leader), t);
+            m.observe_load(l, t);
+            m.sample(t);
+            let chart = *m.p99_us.back().expect("a point a second");
+            assert_eq!(m.load.as_ref().unwrap().p99_us, chart, "at {t}");
+            chart
+        };
+        m.observe(up(true), 0);
+        m.observe_load(load(0, vec![], vec![]), 0);
+        m.sample(0);
+        // Healthy: 100 puts of 2 ms, four just sent.
+        let t = 1_000_000;
+        let healthy = second(
+            &mut m,
+            t,
+            true,
+            load(100, vec![2_000; 100], vec![t - 500; 4]),
+        );
+        assert_eq!(healthy, Some(2_000));
+        assert_eq!(m.load.as_ref().unwrap().rate, 100);
+        // The leader dies at once: nothing is done, the four wait.
+        let failover = second(&mut m, 2_000_000, false, load(100, vec![], vec![t; 4]));
+        assert_eq!(failover, Some(1_000_000), "{:?}", m.p99_us);
+        assert_eq!(m.load.as_ref().unwrap().rate, 0);
+        // A new leader: the four are done after 1.5 s, then 200 fast ones.
+        let done = [vec![1_500_000; 4], vec![2_000; 200]].concat();
+        let after = second(&mut m, 3_000_000, true, load(304, done, vec![2_999_000; 4]));
+        assert_eq!(after, Some(1_500_000));
+        assert_eq!(m.load.as_ref().unwrap().rate, 204);
+        // The load stops: no figures, and no leftover window.
+        m.observe_load(None, 3_500_000);
+        assert!(m.load.is_none());
     }
 
     #[test]

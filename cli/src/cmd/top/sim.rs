@@ -9,8 +9,9 @@
 //!
 //! The event log comes from the session's own trace, summarised by the same
 //! code as a real node's trace. The trace is drained every update (and
-//! written to `--trace FILE` if asked), as are the clients' latencies, so a
-//! long session holds no history it does not show.
+//! written to `--trace FILE` if asked), as are the clients' latencies (the
+//! model sums those up once a second), so a long session holds no history
+//! it does not show.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
@@ -25,8 +26,7 @@ use raft_core::RaftStatus;
 
 use super::events::Summariser;
 use super::keys::Action;
-use super::local::p99;
-use super::model::{Event, EventKind, Hist, LoadView, NodeObs};
+use super::model::{Event, EventKind, LoadObs, NodeObs, MAX_LATENCIES};
 use super::source::{Job, Report, Source, Update};
 use crate::cmd::kv::client::Status;
 use crate::cmd::kv::proc::ProcState;
@@ -44,10 +44,6 @@ const MAX_UPDATE_WORK: Duration = Duration::from_millis(100);
 /// (`snapshot_every`); without it, a session under load grows its logs,
 /// and so its memory, without end.
 const SNAPSHOT_EVERY: u64 = 10_000;
-/// Upper bounds (seconds) of the latency histogram the p99 chart reads.
-const LATENCY_BOUNDS: [f64; 12] = [
-    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-];
 
 /// How `top --sim` starts the session.
 #[derive(Debug, Clone)]
@@ -70,10 +66,9 @@ pub struct SimOptions {
 struct SimLoad {
     clients: usize,
     ok: u64,
-    /// Latencies (µs) answered in the current simulated second.
-    window: Vec<u64>,
-    window_start_ms: u64,
-    view: LoadView,
+    /// Latencies (µs, from a put's first send to its answer) since the
+    /// last picture, at most [`MAX_LATENCIES`].
+    done_us: Vec<u64>,
 }
 
 /// A [`LiveCluster`] driven by the console.
@@ -93,9 +88,6 @@ pub struct SimSource {
     failure_logged: bool,
     clients: usize,
     load: Option<SimLoad>,
-    /// Every client latency so far, as cumulative buckets; the leader's
-    /// observation carries it so the p99 chart works as for a real leader.
-    latency: Hist,
     reports: VecDeque<Report>,
 }
 
@@ -113,8 +105,6 @@ impl SimSource {
             }
             None => None,
         };
-        let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS.iter().map(|&le| (le, 0)).collect();
-        buckets.push((f64::INFINITY, 0));
         Ok(SimSource {
             live,
             speed: opts.speed,
@@ -127,7 +117,6 @@ impl SimSource {
             failure_logged: false,
             clients: opts.clients.max(1),
             load: None,
-            latency: Hist { buckets },
             reports: VecDeque::new(),
         })
     }
@@ -199,7 +188,6 @@ impl SimSource {
                 }
             }
         }
-        let leader = self.live.leader();
         let nodes = self
             .shown
             .iter()
@@ -220,7 +208,6 @@ impl SimSource {
                         .status(id)
                         .map(|s| status(id, s, self.live.cut_off(id))),
                     status_at_us: now_us,
-                    propose_hist: (leader == Some(id)).then(|| self.latency.clone()),
                     ..NodeObs::default()
                 }
             })
@@ -243,12 +230,20 @@ impl SimSource {
             }
         }
         let error = failure.or_else(|| self.trace_error.take());
+        let live = &self.live;
+        let load = self.load.as_mut().map(|l| LoadObs {
+            clients: l.clients,
+            ok: l.ok,
+            errors: 0,
+            done_us: std::mem::take(&mut l.done_us),
+            waiting_since_us: live.pending_since().iter().map(|ms| ms * 1000).collect(),
+        });
         Update {
             now_us,
             nodes,
             events,
             error,
-            load: self.load.as_ref().map(|l| l.view.clone()),
+            load,
         }
     }
 
@@ -323,12 +318,7 @@ impl SimSource {
                     self.load = Some(SimLoad {
                         clients: self.clients,
                         ok: 0,
-                        window: Vec::new(),
-                        window_start_ms: live.now(),
-                        view: LoadView {
-                            clients: self.clients,
-                            ..LoadView::default()
-                        },
+                        done_us: Vec::new(),
                     });
                     format!(
                         "load on: {} simulated clients, one put outstanding each",
@@ -363,35 +353,14 @@ impl SimSource {
         }
     }
 
-    /// Moves the clients' answered latencies into the histogram and the
-    /// load generator's per-second figures.
+    /// Moves the clients' answered latencies to the load generator's
+    /// figures (dropped when it is off: the puts it left pending).
     fn collect_latencies(&mut self) {
         let lat = self.live.take_latencies();
-        for &ms in &lat {
-            let secs = ms as f64 / 1000.0;
-            for (le, n) in &mut self.latency.buckets {
-                if secs <= *le {
-                    *n += 1;
-                }
-            }
-        }
-        let now = self.live.now();
         if let Some(l) = &mut self.load {
             l.ok += lat.len() as u64;
-            l.window.extend(lat.iter().map(|ms| ms * 1000));
-            let elapsed = now.saturating_sub(l.window_start_ms);
-            if elapsed >= 1000 {
-                let n = l.window.len() as u64;
-                l.view = LoadView {
-                    clients: l.clients,
-                    ok: l.ok,
-                    errors: 0,
-                    rate: n * 1000 / elapsed,
-                    p99_us: p99(&mut l.window),
-                };
-                l.window.clear();
-                l.window_start_ms = now;
-            }
+            let room = MAX_LATENCIES.saturating_sub(l.done_us.len());
+            l.done_us.extend(lat.iter().take(room).map(|ms| ms * 1000));
         }
     }
 
@@ -632,17 +601,25 @@ mod tests {
         s.run_to(3_100);
         let up = s.picture();
         let load = up.load.expect("load figures");
-        assert!(load.ok > 100 && load.rate > 50, "{load:?}");
-        assert!(load.p99_us.is_some_and(|p| p > 0), "{load:?}");
-        let lo = up.nodes.iter().find(|n| n.id == l).unwrap();
-        let hist = lo
-            .propose_hist
-            .as_ref()
-            .expect("the leader carries latencies");
-        assert_eq!(
-            hist.buckets.last().unwrap().1,
-            s.latency.buckets.last().unwrap().1
+        assert!(load.ok > 100, "{load:?}");
+        assert_eq!(load.done_us.len() as u64, load.ok, "all since the start");
+        assert!(load.done_us.iter().all(|&us| us > 0), "{load:?}");
+        // At most one put out per client, and none stuck.
+        assert!(load.waiting_since_us.len() <= 4, "{load:?}");
+        assert!(
+            load.waiting_since_us
+                .iter()
+                .all(|&t| t <= up.now_us && t + 1_000_000 > up.now_us),
+            "{load:?} at {}",
+            up.now_us
         );
+        s.run_to(3_200);
+        let again = s.picture().load.unwrap();
+        assert!(
+            (again.done_us.len() as u64) < again.ok,
+            "latencies are drained by each picture"
+        );
+        let lo = up.nodes.iter().find(|n| n.id == l).unwrap();
         let commit = lo.status.as_ref().unwrap().commit;
         assert!(commit > load.ok, "{commit} vs {load:?}");
 
@@ -689,6 +666,49 @@ mod tests {
         for ev in ["pause", "resume", "snapshot", "config", "client"] {
             assert!(summary.kinds.contains_key(ev), "{ev}: {:?}", summary.kinds);
         }
+    }
+
+    /// A failover under load, through the model as the console runs it
+    /// (a picture and a sample every 250 ms): the second of the failover
+    /// is a spike in the latency chart (its puts waited for the new
+    /// leader), not a gap, and the load's header shows the same figure.
+    #[test]
+    fn a_failover_under_load_is_a_latency_spike() {
+        use crate::cmd::top::model::Model;
+        let mut s = source(None);
+        let mut m = Model::new("sim".into(), 250_000, 0);
+        let step = |s: &mut SimSource, m: &mut Model, t_ms: u64| {
+            s.run_to(t_ms);
+            let up = s.picture();
+            m.observe(up.nodes, up.now_us);
+            m.observe_load(up.load, up.now_us);
+            m.sample(up.now_us);
+        };
+        step(&mut s, &mut m, 1_000);
+        let old = leader(&s.picture()).expect("a leader within 1 s");
+        act(&mut s, Action::Load, None).unwrap();
+        for t in (1_250..=3_000).step_by(250) {
+            step(&mut s, &mut m, t);
+        }
+        let healthy = m
+            .p99_us
+            .back()
+            .copied()
+            .flatten()
+            .expect("a p99 under load");
+        assert_eq!(m.load.as_ref().unwrap().p99_us, Some(healthy));
+        act(&mut s, Action::Kill, Some(old)).unwrap();
+        for t in (3_250..=4_000).step_by(250) {
+            step(&mut s, &mut m, t);
+        }
+        assert_ne!(leader(&s.picture()), Some(old));
+        let spike = m.p99_us.back().copied().flatten();
+        assert!(
+            spike.is_some_and(|p| p > 100_000 && p > 10 * healthy),
+            "healthy {healthy} µs, failover {spike:?}: {:?}",
+            m.p99_us
+        );
+        assert_eq!(m.load.as_ref().unwrap().p99_us, spike, "header = chart");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! the same screen, keys and event log.
 
 use super::keys::Action;
-use super::model::{Event, LoadView, NodeObs};
+use super::model::{Event, LoadObs, NodeObs};
 
 /// What changed since the last [`Source::update`].
 #[derive(Debug, Default)]
@@ -21,7 +21,7 @@ pub struct Update {
     /// simulation stopped), while that lasts.
     pub error: Option<String>,
     /// The load generator's figures, while it runs.
-    pub load: Option<LoadView>,
+    pub load: Option<LoadObs>,
 }
 
 /// A request to act: an action and the node it targets.

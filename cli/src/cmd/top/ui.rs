@@ -6,8 +6,10 @@
 //! columns the table drops the address and pid columns (the selected node's
 //! show in its title); wider terminals get them back, and taller ones give
 //! the charts and the event log the extra rows. A simulated cluster has no
-//! pids or addresses; its clock is simulated time since the start, and its
-//! latency chart shows the simulated clients' put latency.
+//! pids or addresses, and its clock is simulated time since the start. The
+//! latency chart shows the load generator's put latency while it runs (the
+//! load's header gives the chart's newest point), and otherwise a real
+//! leader's proposal latency ([`Model::p99_us`]).
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -434,7 +436,7 @@ fn draw_charts(f: &mut Frame, m: &Model, area: Rect) {
     f.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled(
-                if m.sim.is_some() {
+                if m.load.is_some() || m.sim.is_some() {
                     "client p99 "
                 } else {
                     "propose p99 "
@@ -719,7 +721,8 @@ mod tests {
             ok: 120_000,
             errors: 0,
             rate: 5_210,
-            p99_us: Some(3_940),
+            // Set by the sample that pushed the chart's newest point.
+            p99_us: m.p99_us.back().copied().flatten(),
         });
         m.set_status(EventKind::Done, "✓ load started: 16 clients, 256 B puts");
         m
@@ -894,7 +897,7 @@ mod tests {
             ok: 31_200,
             errors: 0,
             rate: 655,
-            p99_us: Some(12_000),
+            p99_us: m.p99_us.back().copied().flatten(),
         });
         m.set_status(EventKind::Done, "✓ node 5 paused");
         m
