@@ -728,7 +728,7 @@ fn screenshots_show_narration_legend_and_labelled_cells() {
                 READY,
                 &format!("print:{SAID}"),
                 // Every cell of every row: its index, its label, its title.
-                r#"print:[...document.querySelectorAll('#logs .lrow')].map((r) => [Number(r.dataset.node), [...r.querySelectorAll('.cell:not(.gap)')].map((c) => [c.querySelector('i').textContent, c.querySelector('b').textContent, c.className])])"#,
+                r#"print:[...document.querySelectorAll('#logs .lrow')].map((r) => [Number(r.dataset.node), [...r.querySelectorAll('.cell:not(.gap):not(.pad)')].map((c) => [c.querySelector('i').textContent, c.querySelector('b').textContent, c.className])])"#,
                 &format!("shot:{}", shot.display()),
                 "key:g",
                 "print:[document.getElementById('legendbox').hidden, document.getElementById('legendbox').textContent]",

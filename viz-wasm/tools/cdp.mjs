@@ -15,6 +15,8 @@
 //   key:KEY      press a key in the focused element (e.g. " ", "ArrowRight")
 //   sleep:MS     wait in real time
 //   shot:FILE    save a PNG screenshot
+//   tracestart:  start a Chrome performance trace (devtools timeline, GC)
+//   tracestop:FILE  stop it and write the events as JSON (chrome://tracing)
 // The page's own errors (uncaught exceptions, console.error) are printed to
 // stderr. Exits non-zero on any failed step, and always closes Chromium.
 import { spawn } from 'node:child_process';
@@ -56,8 +58,13 @@ async function main() {
   const cleanup = async () => {
     chrome.kill('SIGKILL');
     await exited;
-    // Chromium's helpers may still be writing the profile for a moment.
-    rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+    // Chromium's helpers may still be writing the profile for a moment;
+    // a leftover temporary profile is not worth failing a check for.
+    try {
+      rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+    } catch (err) {
+      console.error(`cdp: could not remove ${profile}: ${err.message}`);
+    }
   };
   try {
     // The browser's page target, once the debugging endpoint answers.
@@ -78,9 +85,15 @@ async function main() {
     });
     let next = 1;
     const pending = new Map();
+    const traced = [];
+    let traceDone = null;
     ws.onmessage = (m) => {
       const msg = JSON.parse(m.data);
-      if (msg.id && pending.has(msg.id)) {
+      if (msg.method === 'Tracing.dataCollected') {
+        traced.push(...msg.params.value);
+      } else if (msg.method === 'Tracing.tracingComplete') {
+        if (traceDone) traceDone();
+      } else if (msg.id && pending.has(msg.id)) {
         const { ok, fail } = pending.get(msg.id);
         pending.delete(msg.id);
         if (msg.error) fail(new Error(msg.error.message));
@@ -127,6 +140,16 @@ async function main() {
         for (const type of ['keyDown', 'keyUp']) {
           await send('Input.dispatchKeyEvent', { type, key: arg, text: type === 'keyDown' && arg.length === 1 ? arg : undefined });
         }
+      } else if (kind === 'tracestart') {
+        await send('Tracing.start', {
+          categories: process.env.CDP_TRACE_CATEGORIES || 'devtools.timeline,disabled-by-default-devtools.timeline,v8,v8.gc,blink.user_timing,blink_gc',
+          transferMode: 'ReportEvents',
+        });
+      } else if (kind === 'tracestop') {
+        const done = new Promise((r) => { traceDone = r; });
+        await send('Tracing.end');
+        await done;
+        writeFileSync(arg, JSON.stringify({ traceEvents: traced }));
       } else if (kind === 'sleep') {
         await sleep(Number(arg));
       } else if (kind === 'shot') {

@@ -122,13 +122,12 @@ async function loadUrl(url, startAt) {
 
 // ----- seeking and playing -------------------------------------------------
 
-function seek(n) {
+function seek(n, noDraw) {
   if (live) return liveRefresh(true);
   if (!viewer) return;
   at = Math.max(0, Math.min(total, n));
   state = JSON.parse(viewer.state_json(at));
-  $('timeline').value = String(at);
-  draw();
+  if (!noDraw) draw();
 }
 
 function step(delta) {
@@ -164,6 +163,16 @@ const MOMENT_NAMES = { election: 'election', config: 'configuration change', sna
 // Playback maps trace time to wall time at `speed`: a second of a sim trace
 // (1000 ms) takes one second at 1×; a real cluster's µs clock likewise.
 function frame(now) {
+  const t0 = performance.now();
+  frameBody(now);
+  if (timeParts) {
+    const ms = performance.now() - t0;
+    if (!(partMax.frame >= ms)) partMax.frame = +ms.toFixed(1);
+  }
+  requestAnimationFrame(frame);
+}
+
+function frameBody(now) {
   const dt = lastFrame ? Math.min(now - lastFrame, 100) : 0;
   lastFrame = now;
   if (live) {
@@ -181,22 +190,34 @@ function frame(now) {
     let next = viewer.index_after_time(at, playT);
     // A tour pauses at its stops, so each caption can be read.
     if (stopAt != null && next >= stopAt && at < stopAt) next = stopAt;
-    if (next !== at) seek(next);
+    const moved = next !== at;
+    if (moved) seek(next, true);
     if (at >= total || (stopAt != null && at === stopAt)) {
       playing = false;
       stopAt = null;
+      if (moved) draw();
     } else if (state) {
       // Between events time runs on: messages travel, timer arcs shrink.
+      // Only the canvas depends on the time; the rest only on events.
       state.t = Math.max(state.t, Math.floor(playT));
-      drawCluster();
+      if (moved) draw();
+      else drawCluster();
     }
     updatePlayButton();
   }
-  requestAnimationFrame(frame);
 }
 
 function updatePlayButton() {
-  $('play').textContent = playing ? '❚❚' : '▶';
+  setText($('play'), playing ? '❚❚' : '▶');
+}
+
+// Sets an element's HTML only when it changed. The last HTML set is kept
+// aside: reading innerHTML back would serialize the element every frame.
+const lastHtml = new Map();
+function setHtml(el, html) {
+  if (lastHtml.get(el) === html) return;
+  lastHtml.set(el, html);
+  el.innerHTML = html;
 }
 
 function togglePlay() {
@@ -204,6 +225,7 @@ function togglePlay() {
     playing = !playing;
     liveAcc = 0;
     updatePlayButton();
+    if (!playing) draw();
     return;
   }
   if (!viewer) return;
@@ -212,6 +234,7 @@ function togglePlay() {
   if (playing && state) playT = state.t;
   if (playing && tour) stopAt = nextStop(at);
   updatePlayButton();
+  if (!playing) draw(); // the text panels, throttled while playing
 }
 
 // ----- drawing -------------------------------------------------------------
@@ -235,15 +258,48 @@ function layout() {
 
 const NODE_R = 34;
 
+const PARTS = [drawCluster, drawLogs, drawConfig, drawNodeTable, drawDetails, drawStatus, drawSaid, drawTour, drawTimeline];
+// `?perf=1`: the slowest time of each part of a draw, by name.
+const partMax = {};
+let timeParts = false;
+
+// While playing, the canvas is drawn every frame but the text panels at
+// most TEXT_HZ times a second: nobody reads text changing faster, and
+// laying out a few hundred log cells every frame would cost frames. When
+// playback passes more than FAST_EVENTS a second the logs are too fast to
+// read at all: they wait, dimmed, until playback slows down or stops.
+const TEXT_HZ = 6;
+const FAST_EVENTS = 1000;
+let textDrawn = 0;
+let textAt = 0; // the event shown when the text was last drawn
+
 function draw() {
-  drawCluster();
-  drawLogs();
-  drawConfig();
-  drawNodeTable();
-  drawDetails();
-  drawStatus();
-  drawSaid();
-  drawTour();
+  const now = performance.now();
+  let parts = PARTS;
+  if (playing) {
+    const since = now - textDrawn;
+    if (since < 1000 / TEXT_HZ) {
+      parts = [drawCluster];
+    } else {
+      const fast = (Math.abs(at - textAt) * 1000) / since > FAST_EVENTS;
+      if (fast) parts = PARTS.filter((p) => p !== drawLogs);
+    }
+  }
+  if (parts.length > 1) {
+    textDrawn = now;
+    textAt = at;
+    $('logs').classList.toggle('stale', parts !== PARTS);
+  }
+  if (!timeParts) {
+    for (const part of parts) part();
+    return;
+  }
+  for (const part of parts) {
+    const t0 = performance.now();
+    part();
+    const ms = performance.now() - t0;
+    if (!(partMax[part.name] >= ms)) partMax[part.name] = +ms.toFixed(1);
+  }
 }
 
 function drawCluster() {
@@ -446,58 +502,116 @@ const CELL_W = 30; // px per cell, borders included (viz.css .cell)
 function drawLogs() {
   const el = $('logs');
   if (!state) {
-    if (el.innerHTML) el.innerHTML = '';
+    setHtml(el, '');
+    logGrid = null;
     return;
   }
   const ids = nodeIds();
-  const width = Math.max(200, el.clientWidth - 60);
-  const cap = Math.max(8, Math.floor(width / CELL_W));
+  if (logsWidth == null) logsWidth = el.clientWidth;
+  // Room for the name on the left and the commit summary on the right.
+  const cap = Math.max(8, Math.floor(Math.max(300, logsWidth - 210) / CELL_W));
   const win = logWindow(ids.map((id) => state.nodes[id]), cap);
   const terms = new Set();
+  // Each row's cells as [class, background, index text, label]; a cell's
+  // tooltip is written when the pointer reaches it (cellTitle), not here.
   const rows = ids.map((id) => {
     const n = state.nodes[id];
     const lg = n.log;
+    const first = lg.first || 1;
     const termAt = termLookup(lg.terms || []);
     const cells = [];
     let prev = null;
     for (const seg of win) {
-      if (prev != null && seg[0] > prev + 1) cells.push(`<span class="cell gap" title="entries ${prev + 1}..${seg[0] - 1} not shown">⋯${seg[0] - prev - 1}</span>`);
+      if (prev != null && seg[0] > prev + 1) {
+        cells.push(['cell gap', '', '', `⋯${seg[0] - prev - 1}`]);
+      }
       for (let i = seg[0]; i <= seg[1]; i++) {
-        const cls = ['cell'];
-        let style = '', label = '', title = `n${id} entry ${i}`;
-        if (lg.snap && i === lg.snap) {
-          cls.push('snapmark');
-          title += ' (its snapshot ends here)';
-        }
-        if (i < (lg.first || 1)) {
-          cls.push('gone');
-          label = lg.snap && i === lg.snap ? '◆' : '·';
-          title += ': compacted';
+        let cls = 'cell', bg = '', label = '';
+        const snap = lg.snap && i === lg.snap;
+        if (snap) cls += ' snapmark';
+        if (i < first) {
+          cls += ' gone';
+          label = snap ? '◆' : '·';
         } else if (i > lg.last) {
-          cls.push('empty');
-          label = '';
-          title += ': not in its log';
+          cls += ' empty';
         } else {
           const t = termAt(i);
           terms.add(t);
-          style = ` style="background:${termColour(t, true)}"`;
+          bg = termColour(t, true);
           label = t != null ? `t${t}` : '?';
-          title += `, term ${t}`;
+          if (i <= n.commit) cls += ' cm';
+          if (i <= n.applied) cls += ' ap';
         }
-        if (i <= n.commit && i >= (lg.first || 1) && i <= lg.last) { cls.push('cm'); title += ', committed'; }
-        if (i <= n.applied && i >= (lg.first || 1) && i <= lg.last) { cls.push('ap'); title += ', applied'; }
-        cells.push(`<span class="${cls.join(' ')}"${style} title="${title}"><i>${i}</i><b>${label}</b></span>`);
+        cells.push([cls, bg, String(i), label]);
       }
       prev = seg[1];
     }
+    // Padding to `cap` cells keeps every row's shape, so the grid is built
+    // once and then only patched.
+    while (cells.length < cap) cells.push(['cell pad', '', '', '']);
     const sum = `commit ${n.commit} · applied ${n.applied}${lg.snap ? ` · snap ${lg.snap}` : ''}`;
-    return `<div class="lrow" data-node="${id}"><span class="lname">n${id}</span><span class="cells">${cells.join('')}</span><span class="lsum">${sum}</span></div>`;
+    return { id, cells, sum };
   });
   const key = [...terms].filter((t) => t != null).sort((x, y) => x - y)
     .map((t) => `<span class="tkey" style="background:${termColour(t, true)}">term ${t}</span>`).join('');
-  const html = rows.join('') + `<div class="lfoot">${key} <span class="hint">underline: committed · ✓ applied · purple frame ◆: snapshot · grey: compacted · press g for the legend</span></div>`;
-  if (el.innerHTML !== html) el.innerHTML = html;
+  // The structure (rows, cells per row) rarely changes: then only the
+  // cells that differ are touched, which keeps playback at 60 fps.
+  const shape = rows.map((r) => `${r.id}:${r.cells.length}`).join(',');
+  if (!logGrid || logGrid.shape !== shape) {
+    const html = rows.map((r) => `<div class="lrow" data-node="${r.id}"><span class="lname">n${r.id}</span><span class="cells">` +
+      r.cells.map(() => '<span class="cell"><i></i><b></b></span>').join('') +
+      '</span><span class="lsum"></span></div>').join('') +
+      '<div class="lfoot"><span class="tkeys"></span> <span class="hint">underline: committed · ✓ applied · purple frame ◆: snapshot · grey: compacted · press g for the legend</span></div>';
+    setHtml(el, html);
+    const rowEls = [...el.querySelectorAll('.lrow')];
+    logGrid = {
+      shape,
+      rows: rowEls.map((r) => ({ cells: [...r.querySelectorAll('.cell')].map((c) => ({ el: c, i: c.firstChild, b: c.lastChild, was: [] })), sum: r.querySelector('.lsum') })),
+      keys: el.querySelector('.tkeys'),
+    };
+  }
+  rows.forEach((r, k) => {
+    const g = logGrid.rows[k];
+    r.cells.forEach((c, j) => {
+      const d = g.cells[j];
+      const w = d.was;
+      if (w[0] !== c[0]) d.el.className = c[0];
+      if (w[1] !== c[1]) d.el.style.background = c[1];
+      if (w[2] !== c[2]) d.i.textContent = c[2];
+      if (w[3] !== c[3]) d.b.textContent = c[3];
+      d.was = c;
+    });
+    setText(g.sum, r.sum);
+  });
+  setHtml(logGrid.keys, key);
 }
+let logGrid = null;   // the log rows' elements, reused while their shape holds
+let logsWidth = null; // #logs' width, measured once and on resize
+window.addEventListener('resize', () => { logsWidth = null; draw(); });
+
+// A log cell's tooltip, in words, written when the pointer reaches it.
+$('logs').addEventListener('mouseover', (e) => {
+  const c = e.target.closest('.cell');
+  const row = c && c.closest('.lrow');
+  if (!c || !row || !state) return;
+  const n = state.nodes[row.dataset.node];
+  const i = Number(c.firstChild.textContent);
+  if (!n || !i) {
+    c.title = c.classList.contains('gap') ? 'entries not shown, to fit the window' : '';
+    return;
+  }
+  const lg = n.log;
+  let t = `n${n.id} entry ${i}`;
+  if (i < (lg.first || 1)) t += ': compacted away';
+  else if (i > lg.last) t += ': not in its log';
+  else {
+    t += `, term ${termLookup(lg.terms || [])(i)}`;
+    if (i <= n.commit) t += ', committed';
+    if (i <= n.applied) t += ', applied';
+  }
+  if (lg.snap && i === lg.snap) t += ' (its snapshot ends here)';
+  c.title = t;
+});
 
 // The term of entry i from `[first, last, term]` runs (sorted by index).
 function termLookup(runs) {
@@ -606,7 +720,7 @@ function drawConfig() {
 function drawNodeTable() {
   const el = $('nodetable');
   if (!state) {
-    el.innerHTML = '';
+    setHtml(el, '');
     return;
   }
   const rows = nodeIds().map((id) => {
@@ -618,7 +732,7 @@ function drawNodeTable() {
       `<td class="commit">${n.commit}</td><td class="applied">${n.applied}</td><td>${n.log.first}..${n.log.last}</td></tr>`;
   });
   const html = '<tr><th>node</th><th>role</th><th>member</th><th>term</th><th>commit</th><th>applied</th><th>log</th></tr>' + rows.join('');
-  if (el.innerHTML !== html) el.innerHTML = html;
+  setHtml(el, html);
 }
 
 // The selected node or message in words (what the JSON says, readable),
@@ -679,6 +793,11 @@ function drawSaid() {
   if (!state) return;
   const s = state.said;
   setText($('said'), s ? `${s.i + 1}. ${s.text}.` : 'Nothing has happened yet: press space to play, → to step.');
+}
+
+function drawTimeline() {
+  const v = String(at);
+  if ($('timeline').value !== v) $('timeline').value = v;
 }
 
 function drawStatus() {
@@ -1186,28 +1305,48 @@ let loadMs = 0;
 // load (fetch, parse, first draw), seeks to random events (state, parse,
 // draw), and frames while playing.
 async function measure() {
+  timeParts = true;
   const seeks = [];
   let seed = 12345;
   const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
-  for (let k = 0; k < 200; k++) {
+  const models = []; // the model's part of a seek: state_json and parsing
+  const nSeeks = Number(new URLSearchParams(location.search).get("seeks") ?? 200);
+  for (let k = 0; k < nSeeks; k++) {
     const n = Math.floor(rand() * (total + 1));
     const t0 = performance.now();
+    JSON.parse(viewer.state_json(n));
+    models.push(performance.now() - t0);
+    const t1 = performance.now();
     seek(n);
-    seeks.push(performance.now() - t0);
+    seeks.push(performance.now() - t1);
   }
   seeks.sort((a, b) => a - b);
+  models.sort((a, b) => a - b);
   // Play for three seconds at a speed that crosses the whole trace in ten.
   seek(0);
   playT = state.t;
   const span = Math.max(1, JSON.parse(viewer.state_json(total)).t - state.t);
   const frames = [];
+  const slow = []; // [ms, event] of frames over 100 ms
   let last = performance.now();
   playing = true;
   $('speed').innerHTML = `<option value="${span / 10000 / (wallClock ? 1000 : 1)}" selected>perf</option>`;
   await new Promise((done) => {
     const end = last + 3000;
-    const tick = (now) => {
+    // Frames are counted from the first callback on.
+    let started = false;
+    const tick = () => {
+      // The wall clock, not the callback's frame time (which can lag
+      // behind a long task that ended just before).
+      const now = performance.now();
+      if (!started) {
+        started = true;
+        last = now;
+        requestAnimationFrame(tick);
+        return;
+      }
       frames.push(now - last);
+      if (now - last > 100) slow.push([Math.round(now - last), at]);
       last = now;
       if (now < end) requestAnimationFrame(tick);
       else done();
@@ -1215,7 +1354,6 @@ async function measure() {
     requestAnimationFrame(tick);
   });
   playing = false;
-  frames.shift();
   frames.sort((a, b) => a - b);
   const q = (xs, p) => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))];
   const out = {
@@ -1223,11 +1361,14 @@ async function measure() {
     load_ms: Math.round(loadMs),
     seek_ms_p50: +q(seeks, 0.5).toFixed(2),
     seek_ms_max: +seeks[seeks.length - 1].toFixed(2),
+    model_ms_p50: +q(models, 0.5).toFixed(2),
     frames: frames.length,
     fps: +(frames.length / 3).toFixed(1),
     frame_ms_p50: +q(frames, 0.5).toFixed(2),
     frame_ms_p99: +q(frames, 0.99).toFixed(2),
     events_played: at,
+    slow_frames: slow.slice(0, 10),
+    draw_max_ms: partMax,
   };
   const pre = document.createElement('pre');
   pre.id = 'perf';

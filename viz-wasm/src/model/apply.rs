@@ -477,23 +477,25 @@ impl Machine {
                 let n = st.nodes.get_mut(&id).expect("checked above");
                 match phase.as_str() {
                     "taken" => n.log.snap = *index,
-                    "chunk_received" if *ok => match n.snap_in.as_mut().filter(|s| s.index == *index) {
-                        Some(s) if s.total > 0 => {
-                            s.got = s.got.saturating_add(*bytes).min(s.total.max(s.got))
+                    "chunk_received" if *ok => {
+                        match n.snap_in.as_mut().filter(|s| s.index == *index) {
+                            Some(s) if s.total > 0 => {
+                                s.got = s.got.saturating_add(*bytes).min(s.total.max(s.got))
+                            }
+                            Some(s) => s.got = s.got.saturating_add(*bytes),
+                            // A repeated offer is not traced: a transfer can
+                            // restart without one. Its size is then unknown (0).
+                            None => {
+                                n.snap_in = Some(SnapIn {
+                                    index: *index,
+                                    from: n.leader.unwrap_or(0),
+                                    total: 0,
+                                    got: *bytes,
+                                    since: t,
+                                })
+                            }
                         }
-                        Some(s) => s.got = s.got.saturating_add(*bytes),
-                        // A repeated offer is not traced: a transfer can
-                        // restart without one. Its size is then unknown (0).
-                        None => {
-                            n.snap_in = Some(SnapIn {
-                                index: *index,
-                                from: n.leader.unwrap_or(0),
-                                total: 0,
-                                got: *bytes,
-                                since: t,
-                            })
-                        }
-                    },
+                    }
                     "resumed" => match n.snap_in.as_mut().filter(|s| s.index == *index) {
                         Some(s) => s.got = *bytes,
                         None => {
