@@ -2,9 +2,10 @@
 //! localhost and prints the address to open.
 //!
 //! The page is static files built by `viz-wasm/build.sh` (a wasm module,
-//! its JavaScript glue and the page). Browsers refuse to load modules from
-//! `file://`, so it has to be served over HTTP; this is the smallest server
-//! that does that, bound to loopback only.
+//! its JavaScript glue and the page). Opened from disk it can play tours
+//! (scripts beside it), but a browser will not let it read an arbitrary
+//! trace file from `file://`; this is the smallest server that hands it
+//! one, bound to loopback only.
 
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
