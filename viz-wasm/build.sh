@@ -35,6 +35,12 @@ wasm-bindgen --target no-modules --no-typescript --out-dir "$OUT/pkg" \
     base64 -w0 "$OUT/pkg/viz_wasm_bg.wasm"
     printf '";\n'
 } >"$OUT/pkg/viz_wasm_bg.wasm.js"
+# A syntax error in the page's script would only show in a browser: refuse
+# it here when Node is present (CI has it; the browser tests would catch it
+# too, later and less clearly).
+if command -v node >/dev/null 2>&1; then
+    node --check viz-wasm/www/viz.js
+fi
 cp viz-wasm/www/* "$OUT/"
 wasm_bytes=$(stat -c %s "$OUT/pkg/viz_wasm_bg.wasm")
 echo "visualizer built in $OUT ($wasm_bytes bytes of wasm)"

@@ -509,7 +509,7 @@ function drawLogs() {
   const ids = nodeIds();
   if (logsWidth == null) logsWidth = el.clientWidth;
   // Room for the name on the left and the commit summary on the right.
-  const cap = Math.max(8, Math.floor(Math.max(300, logsWidth - 210) / CELL_W));
+  const cap = Math.max(8, Math.floor(Math.max(300, logsWidth - 200) / CELL_W));
   const win = logWindow(ids.map((id) => state.nodes[id]), cap);
   const terms = new Set();
   // Each row's cells as [class, background, index text, label]; a cell's
@@ -549,7 +549,7 @@ function drawLogs() {
     // Padding to `cap` cells keeps every row's shape, so the grid is built
     // once and then only patched.
     while (cells.length < cap) cells.push(['cell pad', '', '', '']);
-    const sum = `commit ${n.commit} · applied ${n.applied}${lg.snap ? ` · snap ${lg.snap}` : ''}`;
+    const sum = `c ${n.commit} · a ${n.applied}${lg.snap ? ` · s ${lg.snap}` : ''}`;
     return { id, cells, sum };
   });
   const key = [...terms].filter((t) => t != null).sort((x, y) => x - y)
@@ -558,10 +558,12 @@ function drawLogs() {
   // cells that differ are touched, which keeps playback at 60 fps.
   const shape = rows.map((r) => `${r.id}:${r.cells.length}`).join(',');
   if (!logGrid || logGrid.shape !== shape) {
-    const html = rows.map((r) => `<div class="lrow" data-node="${r.id}"><span class="lname">n${r.id}</span><span class="cells">` +
+    // The summary sits left of the cells, so the padding cells at the end
+    // of a short log leave no gap before it.
+    const html = rows.map((r) => `<div class="lrow" data-node="${r.id}"><span class="lname">n${r.id}</span><span class="lsum" title="c: commit index · a: applied index · s: snapshot index"></span><span class="cells">` +
       r.cells.map(() => '<span class="cell"><i></i><b></b></span>').join('') +
-      '</span><span class="lsum"></span></div>').join('') +
-      '<div class="lfoot"><span class="tkeys"></span> <span class="hint">underline: committed · ✓ applied · purple frame ◆: snapshot · grey: compacted · press g for the legend</span></div>';
+      '</span></div>').join('') +
+      '<div class="lfoot"><span class="tkeys"></span> <span class="hint">c commit · a applied · s snapshot index; in the cells: underline committed, ✓ applied, purple frame the last entry in the snapshot, grey compacted · g: legend</span></div>';
     setHtml(el, html);
     const rowEls = [...el.querySelectorAll('.lrow')];
     logGrid = {
