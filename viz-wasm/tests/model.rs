@@ -4,21 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use raft_core::sim::{run, FaultSet, SimConfig};
+mod common;
+
+use common::sim_trace;
 use raft_core::trace::{Header, Kind, NodeRole, Record, TraceWriter};
 use raft_core::NodeId;
 use viz_wasm::model::{ClusterState, Moment, Replay};
-
-/// The trace of a simulator run, as `cdsctl raft sim --trace` writes it.
-fn sim_trace(nodes: usize, seed: u64, steps: u64, reconfig: bool, compact: bool) -> String {
-    let mut cfg = SimConfig::new(nodes, seed, steps, FaultSet::all());
-    cfg.trace = true;
-    cfg.reconfig = reconfig;
-    cfg.compact = compact;
-    let out = run(&cfg);
-    assert!(out.failure.is_none(), "seed {seed}: {:?}", out.failure);
-    String::from_utf8(out.trace.expect("asked for a trace")).expect("utf-8")
-}
 
 /// A few different runs: plain, with membership changes and snapshots.
 fn traces() -> Vec<(&'static str, String)> {

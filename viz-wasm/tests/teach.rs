@@ -5,19 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use raft_core::sim::{run, FaultSet, SimConfig};
+mod common;
+
+use common::sim_trace;
 use raft_core::trace::{Kind, NodeRole};
 use viz_wasm::model::{Member, Replay};
-
-fn sim_trace(nodes: usize, seed: u64, steps: u64, reconfig: bool, compact: bool) -> String {
-    let mut cfg = SimConfig::new(nodes, seed, steps, FaultSet::all());
-    cfg.trace = true;
-    cfg.reconfig = reconfig;
-    cfg.compact = compact;
-    let out = run(&cfg);
-    assert!(out.failure.is_none(), "seed {seed}: {:?}", out.failure);
-    String::from_utf8(out.trace.expect("asked for a trace")).expect("utf-8")
-}
 
 /// Every event of a few faulty runs is told: a sentence naming its node,
 /// never empty, never a placeholder; and across the runs every event kind

@@ -477,14 +477,17 @@ impl Machine {
                 let n = st.nodes.get_mut(&id).expect("checked above");
                 match phase.as_str() {
                     "taken" => n.log.snap = *index,
-                    "chunk_received" if *ok => {
+                    // A follower's progress without an offer seen (a
+                    // repeated offer is not traced, so a transfer can restart
+                    // without one): its size is then unknown (0).
+                    "chunk_received" | "resumed" if *ok => {
+                        let resumed = phase == "resumed";
                         match n.snap_in.as_mut().filter(|s| s.index == *index) {
+                            Some(s) if resumed => s.got = *bytes,
                             Some(s) if s.total > 0 => {
                                 s.got = s.got.saturating_add(*bytes).min(s.total.max(s.got))
                             }
                             Some(s) => s.got = s.got.saturating_add(*bytes),
-                            // A repeated offer is not traced: a transfer can
-                            // restart without one. Its size is then unknown (0).
                             None => {
                                 n.snap_in = Some(SnapIn {
                                     index: *index,
@@ -496,18 +499,6 @@ impl Machine {
                             }
                         }
                     }
-                    "resumed" => match n.snap_in.as_mut().filter(|s| s.index == *index) {
-                        Some(s) => s.got = *bytes,
-                        None => {
-                            n.snap_in = Some(SnapIn {
-                                index: *index,
-                                from: n.leader.unwrap_or(0),
-                                total: 0,
-                                got: *bytes,
-                                since: t,
-                            })
-                        }
-                    },
                     "discarded" => n.snap_in = None,
                     "installed" => {
                         n.snap_in = None;

@@ -1,0 +1,15 @@
+//! Helpers shared by the model's integration tests.
+
+use raft_core::sim::{run, FaultSet, SimConfig};
+
+/// The trace of a simulator run with every fault kind, as `cdsctl raft sim
+/// --trace` writes it; panics if the run found a violation.
+pub fn sim_trace(nodes: usize, seed: u64, steps: u64, reconfig: bool, compact: bool) -> String {
+    let mut cfg = SimConfig::new(nodes, seed, steps, FaultSet::all());
+    cfg.trace = true;
+    cfg.reconfig = reconfig;
+    cfg.compact = compact;
+    let out = run(&cfg);
+    assert!(out.failure.is_none(), "seed {seed}: {:?}", out.failure);
+    String::from_utf8(out.trace.expect("asked for a trace")).expect("utf-8")
+}
