@@ -781,7 +781,7 @@ function describeNode(n) {
   }
   if (n.snap_in) {
     const s = n.snap_in;
-    lines.push(`receiving snapshot ${s.index} from n${s.from}: ${s.got}${s.total ? ` of ${s.total}` : ''} bytes`);
+    lines.push(`receiving snapshot ${s.index} from ${s.from ? 'n' + s.from : 'the leader'}: ${s.got}${s.total ? ` of ${s.total}` : ''} bytes`);
   }
   if (n.timeout_range && n.reset != null && !n.down && n.role !== 'leader') {
     lines.push(`election timer: restarted at ${fmtTime(n.reset)}, fires ${n.timeout_range[0]}..${n.timeout_range[1]} later`);

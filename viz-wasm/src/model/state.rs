@@ -97,7 +97,8 @@ pub enum Member {
 pub struct SnapIn {
     /// The snapshot's last included index.
     pub index: u64,
-    /// The leader that offered it.
+    /// The leader that offered it (`0` when no offer was traced and the
+    /// node knew no leader).
     pub from: NodeId,
     /// Its size in bytes; `0` when the trace has not said (the offer that
     /// restarted the transfer was a repeated one, which is not traced).
