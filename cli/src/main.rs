@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 #[macro_use]
 mod stdout;
 
+mod secret;
+
 mod cmd;
 
 #[derive(Debug, Parser)]

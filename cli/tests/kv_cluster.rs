@@ -29,8 +29,12 @@ fn fake_cluster(dir: &Path, n: u64) {
             })
         })
         .collect();
-    let c = serde_json::json!({"cluster_id": 7, "group": 1, "token": "t", "nodes": nodes});
-    std::fs::write(dir.join("cluster.json"), c.to_string()).unwrap();
+    let c = serde_json::json!({"cluster_id": 7, "group": 1, "token": "0123456789abcdef", "nodes": nodes});
+    let path = dir.join("cluster.json");
+    std::fs::write(&path, c.to_string()).unwrap();
+    // It holds the token: commands refuse it while others can read it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn set_pid(dir: &Path, id: u64, pid: u32) {
@@ -212,6 +216,19 @@ fn three_nodes_survive_a_crash_a_restart_and_a_partition() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("n1/config.json")).unwrap())
             .unwrap();
     assert_eq!(cfg["voters"], serde_json::json!([1, 2, 3]));
+    // Every file holding the token is owner-only, in owner-only directories.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "the cluster directory");
+        assert_eq!(mode(&dir.join("cluster.json")), 0o600, "cluster.json");
+        for n in 1..=3 {
+            let d = dir.join(format!("n{n}"));
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+            assert_eq!(mode(&d.join("config.json")), 0o600, "n{n}/config.json");
+        }
+        assert_eq!(cfg["token"].as_str().unwrap().len(), 32, "a 128-bit token");
+    }
     let err = fails(&dir, &["up"]);
     assert!(err.contains("already holds a running cluster"), "{err}");
 

@@ -95,7 +95,7 @@ impl Cluster {
             let data = dir.path().join(format!("n{id}"));
             std::fs::create_dir_all(&data).expect("node dir");
             let mut cfg = json!({
-                "id": id, "group": 1, "cluster_id": 7, "token": "secret",
+                "id": id, "group": 1, "cluster_id": 7, "token": "a-test-token-of-32-characters-xx",
                 "raft_addr": raft.to_string(), "http_addr": http.to_string(),
                 "data_dir": data, "peers": peers, "voters": ids,
                 "tick_ms": 50, "election_tick": 10, "heartbeat_tick": 2,
@@ -103,7 +103,7 @@ impl Cluster {
             });
             tweak(&mut cfg);
             template = cfg.clone();
-            std::fs::write(data.join("config.json"), cfg.to_string()).expect("write config");
+            write_config(&data, &cfg);
         }
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -140,7 +140,7 @@ impl Cluster {
         cfg["data_dir"] = json!(data);
         cfg["peers"] = self.peers.clone();
         cfg["voters"] = json!([]);
-        std::fs::write(data.join("config.json"), cfg.to_string()).expect("write config");
+        write_config(&data, &cfg);
         self.http.insert(id, http);
         (raft, http)
     }
@@ -432,6 +432,15 @@ fn a_bad_config_is_refused_with_a_clear_error() {
     assert!(missing.contains("cannot read the config file"), "{missing}");
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"id": 0}"#).expect("write");
+    // Others can read it (0644 under the usual umask): refused before its
+    // content is even looked at, since it would hold the token.
+    let shared = run(&bad);
+    assert!(
+        shared.contains("open to other users") && shared.contains("chmod 600"),
+        "{shared}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let err = run(&bad);
     assert!(err.contains("invalid config file"), "{err}");
 }
@@ -729,4 +738,13 @@ fn a_single_node_answers_errors_as_json() {
         "{text}"
     );
     assert!(text.contains("cds_peer_match_index{peer=\"1\"}"), "{text}");
+}
+
+/// Writes a node's config owner-only, as a node requires of a file that
+/// holds the token.
+fn write_config(data: &std::path::Path, cfg: &Value) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data.join("config.json");
+    std::fs::write(&path, cfg.to_string()).expect("write config");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }

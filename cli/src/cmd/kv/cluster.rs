@@ -12,6 +12,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
+use crate::secret;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +141,9 @@ impl ClusterFile {
     /// there is none.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(CLUSTER_FILE);
+        if path.exists() {
+            secret::check_private(&path)?;
+        }
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
@@ -160,6 +164,7 @@ impl ClusterFile {
     /// Catches a hand-edited table that would make later commands act on
     /// the wrong node.
     fn validate(&self) -> Result<()> {
+        secret::check_token(&self.token)?;
         let mut seen = std::collections::BTreeSet::new();
         for n in &self.nodes {
             if n.id == 0 {
@@ -176,7 +181,7 @@ impl ClusterFile {
     /// reader never sees half a table.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).context("encoding cluster.json")?;
-        write_atomic(&dir.join(CLUSTER_FILE), text.as_bytes())
+        secret::write_private(&dir.join(CLUSTER_FILE), text.as_bytes())
     }
 
     /// The node with this id, or an error listing the ids that exist.
@@ -243,20 +248,12 @@ impl ClusterFile {
     }
 }
 
-/// Writes a node's config file (creating its data directory).
+/// Writes a node's config file, which holds the token: owner-only, in an
+/// owner-only data directory (see `crate::secret`).
 pub fn write_node_config(cfg: &NodeConfig) -> Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    secret::private_dir(&cfg.data_dir)?;
     let text = serde_json::to_string_pretty(cfg).context("encoding node config")?;
-    write_atomic(&cfg.data_dir.join("config.json"), text.as_bytes())
-}
-
-/// Writes `path` through a temp file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    secret::write_private(&cfg.data_dir.join("config.json"), text.as_bytes())
 }
 
 /// Picks `n` free loopback ports.
@@ -277,23 +274,15 @@ pub fn pick_ports(n: usize) -> Result<Vec<SocketAddr>> {
         .collect()
 }
 
-/// A fresh transport token: 16 random bytes from the OS, hex.
-///
-/// Falls back to the clock and pid where /dev/urandom is missing; the token
-/// only keeps stray local processes from joining, it is not a credential.
-pub fn new_token() -> String {
+/// A fresh transport token: 16 random bytes from the OS (`/dev/urandom`),
+/// as 32 hex digits. Without a source of randomness there is no token: a
+/// guessable one would keep nobody out.
+pub fn new_token() -> Result<String> {
     let mut buf = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom")
+    std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
-        .is_ok();
-    if !ok {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let mixed = t ^ (u128::from(std::process::id()) << 64);
-        buf = mixed.to_le_bytes();
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+        .context("reading 16 random bytes from /dev/urandom for the cluster token")?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -313,7 +302,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ports = pick_ports(6).unwrap();
         let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-        let mut c = ClusterFile::new(dir.path(), &addrs, new_token());
+        let mut c = ClusterFile::new(dir.path(), &addrs, new_token().unwrap());
         c.node_mut(2).unwrap().pid = Some(42);
         c.save(dir.path()).unwrap();
         let back = ClusterFile::load(dir.path()).unwrap();
@@ -340,7 +329,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ports = pick_ports(4).unwrap();
         let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-        let mut c = ClusterFile::new(dir.path(), &addrs, "t".into());
+        let mut c = ClusterFile::new(dir.path(), &addrs, new_token().unwrap());
         c.nodes[1].id = 1;
         c.save(dir.path()).unwrap();
         let err = format!("{:#}", ClusterFile::load(dir.path()).unwrap_err());
@@ -352,7 +341,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ports = pick_ports(6).unwrap();
         let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-        let c = ClusterFile::new(dir.path(), &addrs, "secret".into());
+        let c = ClusterFile::new(dir.path(), &addrs, new_token().unwrap());
         let cfg = c.node_config(&c.nodes[0], vec![1, 2, 3]);
         let v = serde_json::to_value(&cfg).unwrap();
         for key in [

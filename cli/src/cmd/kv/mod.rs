@@ -369,14 +369,15 @@ fn up(n: u64, dir: &Path, timeout: Duration) -> Result<()> {
             );
         }
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Owner-only: it holds cluster.json and the nodes' configs (the token).
+    crate::secret::private_dir(dir)?;
     // Absolute paths: the node configs must not depend on our cwd.
     let dir = dir
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;
     let ports = cluster::pick_ports(2 * n as usize)?;
     let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-    let mut c = ClusterFile::new(&dir, &addrs, cluster::new_token());
+    let mut c = ClusterFile::new(&dir, &addrs, cluster::new_token()?);
     let voters: Vec<u64> = c.nodes.iter().map(|node| node.id).collect();
     for node in &c.nodes {
         cluster::write_node_config(&c.node_config(node, voters.clone()))?;

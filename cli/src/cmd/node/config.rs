@@ -27,6 +27,7 @@ pub struct PeerAddrs {
 /// The config file of one node: these fields, as JSON (`cdsctl kv up`
 /// writes them; `book/src/cluster.md`, "The cluster directory", shows one).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NodeFileConfig {
     /// This node's id (non-zero).
     pub id: NodeId,
@@ -102,6 +103,9 @@ impl NodeFileConfig {
     pub fn load(path: &Path) -> Result<NodeFileConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        // It holds the token: refuse it while others can read it.
+        crate::secret::check_private(path)
+            .with_context(|| format!("refusing the config file {}", path.display()))?;
         let cfg: NodeFileConfig = serde_json::from_str(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         cfg.validate()
@@ -114,6 +118,7 @@ impl NodeFileConfig {
         if self.id == 0 {
             bail!("id: 0 is not a valid node id");
         }
+        crate::secret::check_token(&self.token)?;
         if self.peers.contains_key(&0) {
             bail!("peers: 0 is not a valid node id");
         }
@@ -159,7 +164,7 @@ mod tests {
     use super::*;
 
     fn sample() -> String {
-        r#"{"id":1,"group":1,"cluster_id":7,"token":"t",
+        r#"{"id":1,"group":1,"cluster_id":7,"token":"0123456789abcdef",
             "raft_addr":"127.0.0.1:7001","http_addr":"127.0.0.1:8001",
             "data_dir":"/tmp/x",
             "peers":{"1":{"raft":"127.0.0.1:7001","http":"127.0.0.1:8001"},
@@ -175,6 +180,30 @@ mod tests {
         assert_eq!(c.peers.len(), 2);
         assert_eq!(c.tick_ms, 50);
         assert_eq!(c.election_tick, 10);
+    }
+
+    #[test]
+    fn unknown_fields_and_short_tokens_are_refused() {
+        let typo = sample().replace("\"voters\"", "\"voter\"");
+        let e = serde_json::from_str::<NodeFileConfig>(&typo).expect_err("unknown field");
+        assert!(e.to_string().contains("unknown field `voter`"), "{e}");
+        let c: NodeFileConfig =
+            serde_json::from_str(&sample().replace("0123456789abcdef", "")).expect("parse");
+        let e = c.validate().expect_err("empty token");
+        assert!(e.to_string().contains("token"), "{e}");
+    }
+
+    #[test]
+    fn a_config_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("config.json");
+        std::fs::write(&path, sample()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = format!("{:#}", NodeFileConfig::load(&path).expect_err("0644"));
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        NodeFileConfig::load(&path).expect("0600 loads");
     }
 
     #[test]
