@@ -604,6 +604,19 @@ fn a_tour_opened_from_disk_shows_each_caption_at_its_event() {
     let back = &out[ats.len()];
     assert_eq!(back[0], format!("Stop number {} is here.", ats.len() - 1));
 
+    // A script that is not a tour is named, not waited for forever.
+    std::fs::write(tmp.path().join("tours/bad.js"), "var notATour = 1;\n").unwrap();
+    let url = format!("file://{}?tour=../tours/bad.js", page.display());
+    let out = cdp(
+        &url,
+        &[
+            "wait:document.getElementById('error').textContent",
+            "print:document.getElementById('error').textContent",
+        ],
+    );
+    let err = out[0].as_str().unwrap();
+    assert!(err.contains("bad.js is not a tour"), "{err}");
+
     // A bare trace from disk cannot be read: the page says why and how.
     std::fs::copy(&trace, tmp.path().join("viz/t.rtrace")).unwrap();
     let url = format!("file://{}?trace=t.rtrace", page.display());

@@ -825,6 +825,13 @@ function loadTour(url) {
     };
     const el = document.createElement('script');
     el.src = url;
+    // A script that ran without calling vizTour is not a tour.
+    el.onload = () => {
+      if (!window.vizTour) return;
+      window.vizTour = null;
+      showError(`${url} is not a tour (it never calls vizTour)`);
+      resolve(null);
+    };
     el.onerror = () => {
       showError(`Cannot load the tour ${url}` + (fromDisk ? ' (is the file next to this page?)' : ''));
       resolve(null);

@@ -663,6 +663,16 @@ impl NodeTask {
             role: Role::Follower,
             leader: None,
         };
+        // A gone apply task is a symptom; when it panicked, its own report
+        // (sent while it unwinds, possibly a moment after its queue closed)
+        // is the cause the node should give. Bounded: a task that ended
+        // without a report is not waited for long.
+        if error.is_some() && fatal.borrow().is_none() {
+            let _ = tokio::time::timeout(FATAL_REPORT_WAIT, fatal.changed()).await;
+        }
+        if let (Some(_), Some(cause)) = (&error, fatal.borrow().clone()) {
+            error = Some(cause);
+        }
         let stop = match error {
             Some(e) => {
                 *self.shared.failure.lock().expect("failure lock") = Some(e.clone());
@@ -1042,6 +1052,10 @@ impl NodeTask {
         i
     }
 }
+
+/// How long a failing node waits for the apply task's own report of why it
+/// stopped, once its queue is found closed.
+const FATAL_REPORT_WAIT: Duration = Duration::from_millis(200);
 
 /// Queues work for the apply task, waiting while its queue is full. A free
 /// function so the node task's future borrows only the sender across the
