@@ -616,6 +616,23 @@ fn a_tour_opened_from_disk_shows_each_caption_at_its_event() {
     );
     let err = out[0].as_str().unwrap();
     assert!(err.contains("bad.js is not a tour"), "{err}");
+    // A tour whose stops are out of order (or not numbers) is refused too.
+    let bad_stops = serde_json::json!({"trace": text, "stops": [{"at": 9, "caption": "b"}, {"at": 3, "caption": "a"}]});
+    std::fs::write(
+        tmp.path().join("tours/stops.js"),
+        format!("vizTour({bad_stops});\n"),
+    )
+    .unwrap();
+    let url = format!("file://{}?tour=../tours/stops.js&stop=abc", page.display());
+    let out = cdp(
+        &url,
+        &[
+            "wait:document.getElementById('error').textContent",
+            "print:document.getElementById('error').textContent",
+        ],
+    );
+    let err = out[0].as_str().unwrap();
+    assert!(err.contains("stops.js is not a tour"), "{err}");
 
     // A bare trace from disk cannot be read: the page says why and how.
     std::fs::copy(&trace, tmp.path().join("viz/t.rtrace")).unwrap();

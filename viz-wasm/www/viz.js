@@ -843,8 +843,12 @@ function loadTour(url) {
 async function startTour(url, startStop) {
   const t = await loadTour(url);
   if (!t) return false;
-  if (!t.trace || !Array.isArray(t.stops) || !t.stops.length) {
-    showError(`${url} is not a tour (it needs a trace and stops)`);
+  // Stops: whole event counts in increasing order, each with a caption.
+  const stopsOk = Array.isArray(t.stops) && t.stops.length > 0 &&
+    t.stops.every((st, i) => Number.isInteger(st.at) && st.at >= 0 && typeof st.caption === 'string' &&
+      (i === 0 || st.at > t.stops[i - 1].at));
+  if (typeof t.trace !== 'string' || !stopsOk) {
+    showError(`${url} is not a tour (it needs a trace, and stops with increasing event numbers and captions)`);
     return false;
   }
   if (!(await loadText(t.trace, t.name || url, 0))) return false;
@@ -1291,7 +1295,8 @@ async function main() {
     const seed = q.get('seed') != null ? Number(q.get('seed')) : Math.floor(Math.random() * 1e6);
     startLive(Number(q.get('nodes') || 5), seed);
   } else if (tourUrl) {
-    await startTour(tourUrl, Math.max(0, Number(q.get('stop') || 1) - 1));
+    // `stop=K` (1-based); anything else opens the first stop.
+    await startTour(tourUrl, Math.max(0, (Math.floor(Number(q.get('stop'))) || 1) - 1));
   } else if (trace) {
     $('url').value = trace;
     const t0 = performance.now();
