@@ -468,7 +468,6 @@ impl Machine {
                                     from: id,
                                     total: *bytes,
                                     got: 0,
-                                    since: t,
                                 })
                             }
                         }
@@ -494,7 +493,6 @@ impl Machine {
                                     from: n.leader.unwrap_or(0),
                                     total: 0,
                                     got: *bytes,
-                                    since: t,
                                 })
                             }
                         }

@@ -105,8 +105,6 @@ pub struct SnapIn {
     pub total: u64,
     /// Bytes received and checked so far.
     pub got: u64,
-    /// When it was offered.
-    pub since: u64,
 }
 
 /// How many client replies [`ClusterState::replies`] keeps.
