@@ -260,9 +260,8 @@ fn config_and_input_errors_are_reported() {
         body: MessageBody::TimeoutNow,
     };
     assert_eq!(n.step(m), Err(Error::Misrouted { to: 3, me: 1 }));
-    // A message from outside the group is heard (a joining node learns of
-    // the group that way), but a TimeoutNow from anyone but the leader
-    // followed does not start an election.
+    // A TimeoutNow from outside the group neither starts an election nor
+    // moves the term: only a leader's messages from strangers are heard.
     let m = Message {
         from: 9,
         to: 1,
@@ -271,7 +270,149 @@ fn config_and_input_errors_are_reported() {
     };
     assert_eq!(n.step(m), Ok(()));
     assert_eq!(n.role(), Role::Follower);
-    assert_eq!(n.term(), 5);
+    assert_eq!(n.term(), 0);
+    assert_eq!(n.status().refused_messages, 1);
+}
+
+fn heartbeat(from: u64, to: u64, term: u64) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body: MessageBody::Heartbeat {
+            commit: 0,
+            read_round: 0,
+            lease_tick: 0,
+        },
+    }
+}
+
+/// Proposes on the leader (node 1) and checks every node applies it.
+fn commits_on_all(nodes: &mut [Node], data: &[u8]) {
+    let at = nodes[0].propose(data.to_vec(), None).expect("leader accepts");
+    stabilize(nodes, |_| true);
+    for n in nodes.iter() {
+        assert!(n.commit_index() >= at, "node {} commit", n.id());
+    }
+}
+
+#[test]
+fn a_forged_last_term_is_refused_and_cannot_brick_the_group() {
+    let mut nodes = cluster(3, |_| {});
+    let term = nodes[0].term();
+    // The reported attack: a heartbeat at term 2^64-1, from a stranger and
+    // from a member's id, to every node.
+    for to in 1..=3u64 {
+        for from in [99, 2, 3] {
+            if from != to {
+                nodes[to as usize - 1]
+                    .step(heartbeat(from, to, u64::MAX))
+                    .expect("step");
+            }
+        }
+    }
+    for n in &nodes {
+        assert_eq!(n.term(), term, "node {} moved to a forged term", n.id());
+        assert!(n.status().refused_messages >= 2, "node {}", n.id());
+    }
+    assert_eq!(nodes[0].role(), Role::Leader);
+    commits_on_all(&mut nodes, b"after");
+    // The largest jump a member may make is still taken (Raft's rule), one
+    // past it is not.
+    let jump = Config::new(1).max_term_jump;
+    nodes[2].step(heartbeat(2, 3, term + jump + 1)).expect("step");
+    assert_eq!(nodes[2].term(), term);
+    nodes[2].step(heartbeat(2, 3, term + jump)).expect("step");
+    assert_eq!(nodes[2].term(), term + jump);
+    assert_eq!(nodes[2].leader(), Some(2));
+}
+
+#[test]
+fn strangers_and_learners_get_no_vote_and_depose_no_leader() {
+    let mut nodes = cluster(3, |_| {});
+    let term = nodes[0].term();
+    let vote = |from: u64, to: u64, term: u64, leader_transfer: bool| Message {
+        from,
+        to,
+        term,
+        body: MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: u64::MAX / 2,
+            last_log_term: u64::MAX / 2,
+            leader_transfer,
+        },
+    };
+    // A stranger (a removed server, say) with a newer term and a longer
+    // log, even claiming a leader transfer (which skips the lease check).
+    nodes[1].step(vote(9, 2, term + 1, true)).expect("step");
+    // A stranger's answer to something never asked.
+    nodes[0]
+        .step(Message {
+            from: 9,
+            to: 1,
+            term: term + 1,
+            body: MessageBody::HeartbeatResponse {
+                read_round: 0,
+                lease_tick: 0,
+            },
+        })
+        .expect("step");
+    assert_eq!(nodes[0].role(), Role::Leader);
+    assert_eq!(nodes[1].term(), term);
+    let sent = drain(&mut nodes);
+    assert!(
+        !sent.iter().any(|m| m.to == 9),
+        "nobody answers the stranger: {sent:?}"
+    );
+
+    // A learner that asks for a vote in the current term is refused.
+    nodes[0].add_learner(4).expect("learner");
+    stabilize(&mut nodes, |m| m.to != 4);
+    nodes[1].step(vote(4, 2, term, false)).expect("step");
+    let sent = drain(&mut nodes);
+    let answer = sent.iter().find(|m| m.to == 4 && m.from == 2);
+    assert!(
+        matches!(
+            answer.map(|m| &m.body),
+            Some(MessageBody::RequestVoteResponse { granted: false, .. })
+        ),
+        "{answer:?}"
+    );
+    commits_on_all(&mut nodes, b"still leading");
+}
+
+#[test]
+fn a_leader_our_configuration_does_not_know_yet_is_heard_after_the_lease() {
+    // Node 3's configuration may be behind the log: a leader it does not
+    // know must still reach it, once its own leader has gone quiet.
+    let mut n = node(3, &[1, 2, 3], |_| {});
+    n.step(heartbeat(4, 3, 2)).expect("step");
+    assert_eq!(n.term(), 0, "within the restart guard a stranger is not heard");
+    for _ in 0..10 {
+        n.tick();
+    }
+    let _ = drain(std::slice::from_mut(&mut n));
+    n.step(heartbeat(4, 3, 2)).expect("step");
+    assert_eq!((n.term(), n.leader()), (2, Some(4)));
+}
+
+#[test]
+fn a_node_at_the_last_term_never_wraps_to_term_zero() {
+    let mut s = MemStorage::new(vec![1, 2, 3]);
+    s.set_hard_state(raft_core::HardState {
+        term: u64::MAX,
+        vote: None,
+        commit: 0,
+    });
+    let rng = Box::new(rand_pcg::Pcg64Mcg::seed_from_u64(1));
+    let mut n = Raft::new(Config::new(1), s, rng).expect("starts");
+    for _ in 0..100 {
+        n.tick();
+    }
+    let _ = drain(std::slice::from_mut(&mut n));
+    n.campaign_now();
+    assert_eq!(n.term(), u64::MAX);
+    assert_eq!(n.role(), Role::Follower);
 }
 
 #[test]

@@ -49,6 +49,14 @@ pub struct Config {
     pub max_snapshot_sends: usize,
     /// Ticks a follower waits for a requested chunk before asking again.
     pub snapshot_request_timeout: u32,
+    /// Largest step a message may move this node's term forward by. A
+    /// message whose term is further ahead is dropped and counted
+    /// ([`crate::RaftStatus::refused_messages`]): no real history makes
+    /// that many elections happen while a node is away (one every
+    /// millisecond for 49 days, by default), but one forged message with
+    /// term `u64::MAX` would otherwise leave the group unable to ever
+    /// elect a leader again (no term is left above it).
+    pub max_term_jump: u64,
     /// Injected bugs (test builds only): see [`crate::core::bugs`].
     #[cfg(feature = "bug-injection")]
     pub bugs: super::bugs::BugSet,
@@ -75,6 +83,7 @@ impl Config {
             snapshot_bytes_per_tick: 0,
             max_snapshot_sends: 2,
             snapshot_request_timeout: 3,
+            max_term_jump: 1 << 32,
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         }
@@ -106,6 +115,9 @@ impl Config {
         }
         if self.snapshot_chunk_size == 0 || self.max_snapshot_sends == 0 {
             return bad("snapshot chunk size and concurrent sends must be non-zero");
+        }
+        if self.max_term_jump == 0 {
+            return bad("max_term_jump must be at least 1");
         }
         if self.snapshot_request_timeout == 0 {
             return bad("snapshot_request_timeout must be at least 1");

@@ -12,6 +12,12 @@ impl<S: Storage> Raft<S> {
     /// Starts a pre-vote round (when enabled and not forced by a transfer),
     /// or a real election.
     pub(crate) fn campaign(&mut self, leader_transfer: bool) {
+        if self.term == u64::MAX {
+            // No term is left to run in. Only a peer's term could have
+            // brought us here, and `step` refuses such jumps; never wrap to
+            // term 0, which would undo every vote ever cast.
+            return;
+        }
         if self.cfg.pre_vote && !leader_transfer {
             self.become_pre_candidate();
         } else {
@@ -23,7 +29,11 @@ impl<S: Storage> Raft<S> {
     fn request_votes(&mut self, leader_transfer: bool) {
         let pre_vote = self.role == Role::PreCandidate;
         // A pre-vote asks about the term we would move to.
-        let term = if pre_vote { self.term + 1 } else { self.term };
+        let term = if pre_vote {
+            self.term.saturating_add(1)
+        } else {
+            self.term
+        };
         self.votes.clear();
         self.votes.insert(self.id, true);
         if self.tally() {
@@ -84,10 +94,16 @@ impl<S: Storage> Raft<S> {
         else {
             return;
         };
-        // One vote per term; a pre-vote for a later term binds nothing.
-        let can_vote = self.vote == Some(m.from)
-            || (self.vote.is_none() && self.leader.is_none())
-            || (pre_vote && m.term > self.term);
+        // Only voters of our configuration get a vote (a learner or a
+        // removed server never should have asked); one vote per term; a
+        // pre-vote for a later term binds nothing.
+        let is_voter = self.unconfigured()
+            || self.membership.is_voter(m.from)
+            || self.committed_membership().is_voter(m.from);
+        let can_vote = is_voter
+            && (self.vote == Some(m.from)
+                || (self.vote.is_none() && self.leader.is_none())
+                || (pre_vote && m.term > self.term));
         let up_to_date = self.cfg.bug(Bug::VoteForStaleLog)
             || self.log.is_up_to_date(last_log_index, last_log_term);
         let granted = can_vote && up_to_date;

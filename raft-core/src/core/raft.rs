@@ -87,6 +87,8 @@ pub struct Raft<S: Storage> {
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) prev_hard: HardState,
     pub(crate) prev_soft: SoftState,
+    /// Messages dropped by [`Raft::refuses_term`] since start.
+    pub(crate) refused_messages: u64,
     rng: Box<dyn RngCore + Send>,
 }
 
@@ -136,6 +138,7 @@ impl<S: Storage> Raft<S> {
                 leader: None,
                 role: Role::Follower,
             },
+            refused_messages: 0,
             rng,
             cfg,
         };
@@ -343,7 +346,8 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn become_candidate(&mut self) {
         debug_assert!(self.role != Role::Leader, "a leader cannot campaign");
-        self.reset(self.term + 1);
+        // `campaign` never gets here at the last term.
+        self.reset(self.term.saturating_add(1));
         self.vote = Some(self.id);
         self.role = Role::Candidate;
     }
@@ -381,11 +385,58 @@ impl<S: Storage> Raft<S> {
 
     // ----- input ---------------------------------------------------------
 
+    /// Whether a message with a term above ours must not move us to it
+    /// (it is dropped, never answered):
+    ///
+    /// - its term is more than [`Config::max_term_jump`] ahead: one forged
+    ///   message must not use up the term space (at `u64::MAX` no election
+    ///   could ever win again);
+    /// - its sender is outside our configuration (and we have one) and it
+    ///   is not a leader's message heard after our lease ran out: a removed
+    ///   server, a learner or a stranger asking for votes, or answering
+    ///   something we never asked, must not depose a healthy group (Raft
+    ///   thesis §4.2.3). A leader we do not know yet is still heard once
+    ///   our own leader has been silent for an election timeout: our
+    ///   configuration may simply be behind the log.
+    ///
+    /// A node that has no configuration yet (joining, learning it from the
+    /// log) hears everyone.
+    fn refuses_term(&self, m: &Message) -> bool {
+        if m.term - self.term > self.cfg.max_term_jump {
+            return true;
+        }
+        if self.knows(m.from) {
+            return false;
+        }
+        match m.body {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. }
+            | MessageBody::SnapshotChunk { .. } => self.in_lease(),
+            _ => true,
+        }
+    }
+
+    /// Whether `id` belongs to our configuration (latest or committed), or
+    /// we have none to judge by.
+    pub(crate) fn knows(&self, id: NodeId) -> bool {
+        self.unconfigured()
+            || self.membership.contains(id)
+            || self.committed_membership().contains(id)
+    }
+
+    /// Whether this node has no configuration yet (it joins, and learns
+    /// one from the leader's log).
+    pub(crate) fn unconfigured(&self) -> bool {
+        self.membership.members().is_empty()
+    }
+
     /// Handles a message from a peer.
     ///
     /// Errors only for a misrouted message or a broken invariant; stale
-    /// messages are ignored. Senders outside the configuration are heard:
-    /// a node being added learns of its membership from the leader's log.
+    /// messages are ignored. Senders outside the configuration are heard
+    /// when they lead (a node being added learns of its membership from the
+    /// leader's log), within the limits of [`Raft::refuses_term`].
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
         if m.to != self.id {
             return Err(Error::Misrouted {
@@ -394,6 +445,10 @@ impl<S: Storage> Raft<S> {
             });
         }
         if m.term > self.term {
+            if self.refuses_term(&m) {
+                self.refused_messages += 1;
+                return Ok(());
+            }
             match &m.body {
                 MessageBody::RequestVote {
                     pre_vote,

@@ -36,6 +36,10 @@ pub struct RaftStatus {
     pub peer_match: BTreeMap<NodeId, u64>,
     /// The index of its latest snapshot in storage, if any.
     pub last_snapshot: Option<u64>,
+    /// Messages dropped since start because their term was too far ahead
+    /// or their sender outside the configuration (see
+    /// [`crate::Config::max_term_jump`]).
+    pub refused_messages: u64,
 }
 
 impl<S: Storage> Raft<S> {
@@ -52,6 +56,7 @@ impl<S: Storage> Raft<S> {
             membership: self.membership().clone(),
             peer_match: self.peer_match(),
             last_snapshot: self.storage().snapshot_meta().map(|m| m.index),
+            refused_messages: self.refused_messages,
         }
     }
 }
