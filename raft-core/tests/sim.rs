@@ -78,6 +78,21 @@ fn sweeps_without_prevote_or_checkquorum_pass() {
 }
 
 #[test]
+fn a_candidate_behind_in_term_is_told_the_term_without_prevote() {
+    // Seed 211 once stayed leaderless: the only voter able to elect node 6
+    // had a configuration behind node 6's and a higher term, and stayed
+    // silent at node 6's stale vote requests, so node 6 campaigned in terms
+    // it never caught up with. A refusal carrying the term fixes it.
+    let mut base = SimConfig::new(5, 211, 5000, FaultSet::all());
+    base.pre_vote = false;
+    base.reconfig = true;
+    let out = run(&base);
+    assert!(out.failure.is_none(), "{:?}", out.failure);
+    let r = sweep(&base, 1..=300, 2, &quiet);
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+}
+
+#[test]
 fn small_and_single_node_clusters_pass() {
     for nodes in [1, 2, 3] {
         let base = SimConfig::new(nodes, 1, 3000, FaultSet::all());

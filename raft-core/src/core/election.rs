@@ -94,16 +94,12 @@ impl<S: Storage> Raft<S> {
         else {
             return;
         };
-        // Only voters of our configuration get a vote (a learner or a
-        // removed server never should have asked); one vote per term; a
-        // pre-vote for a later term binds nothing.
-        let is_voter = self.unconfigured()
-            || self.membership.is_voter(m.from)
-            || self.committed_membership().is_voter(m.from);
-        let can_vote = is_voter
-            && (self.vote == Some(m.from)
-                || (self.vote.is_none() && self.leader.is_none())
-                || (pre_vote && m.term > self.term));
+        // One vote per term; a pre-vote for a later term binds nothing. Our
+        // configuration is not consulted (Raft thesis §4.1): it may be
+        // behind the candidate's, whose election may need our vote.
+        let can_vote = self.vote == Some(m.from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (pre_vote && m.term > self.term);
         let up_to_date = self.cfg.bug(Bug::VoteForStaleLog)
             || self.log.is_up_to_date(last_log_index, last_log_term);
         let granted = can_vote && up_to_date;

@@ -392,12 +392,13 @@ impl<S: Storage> Raft<S> {
     ///   message must not use up the term space (at `u64::MAX` no election
     ///   could ever win again);
     /// - its sender is outside our configuration (and we have one) and it
-    ///   is not a leader's message heard after our lease ran out: a removed
-    ///   server, a learner or a stranger asking for votes, or answering
-    ///   something we never asked, must not depose a healthy group (Raft
-    ///   thesis §4.2.3). A leader we do not know yet is still heard once
-    ///   our own leader has been silent for an election timeout: our
-    ///   configuration may simply be behind the log.
+    ///   is not a leader's message or a vote request, or it is one but we
+    ///   heard from our leader within an election timeout. Nobody answers
+    ///   a stranger's question, so its answers are forged; a removed
+    ///   server must not depose a healthy group (Raft thesis §4.2.3), even
+    ///   by claiming a leader transfer. Raft still hears a leader or a
+    ///   candidate it does not know once its own leader went quiet: our
+    ///   configuration may simply be behind the log (thesis §4.1).
     ///
     /// A node that has no configuration yet (joining, learning it from the
     /// log) hears everyone.
@@ -412,7 +413,8 @@ impl<S: Storage> Raft<S> {
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
             | MessageBody::InstallSnapshot { .. }
-            | MessageBody::SnapshotChunk { .. } => self.in_lease(),
+            | MessageBody::SnapshotChunk { .. }
+            | MessageBody::RequestVote { .. } => self.in_lease(),
             _ => true,
         }
     }
@@ -498,12 +500,17 @@ impl<S: Storage> Raft<S> {
                         },
                     );
                 }
-                MessageBody::RequestVote { pre_vote: true, .. } => {
+                MessageBody::RequestVote { pre_vote, .. } => {
+                    // Refuse with our term (Raft §5.1), so a candidate that
+                    // fell behind in term catches up. Silence would leave a
+                    // candidate that needs our vote campaigning in terms we
+                    // always outrun (seen without PreVote: a voter whose
+                    // configuration lags its candidate's).
                     self.send(
                         m.from,
                         self.term,
                         MessageBody::RequestVoteResponse {
-                            pre_vote: true,
+                            pre_vote,
                             granted: false,
                         },
                     );
