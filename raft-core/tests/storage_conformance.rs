@@ -447,9 +447,9 @@ fn install_over_a_longer_log<B: Backend>(b: &B) {
             SnapshotOp::Install(meta.clone()),
         ],
         hard_state: Some(HardState {
-            term: 2,
-            vote: None,
-            commit: 25,
+            term: 3,
+            vote: Some(1),
+            commit: 20,
         }),
         ..Ready::default()
     })
@@ -463,8 +463,12 @@ fn install_over_a_longer_log<B: Backend>(b: &B) {
         assert_eq!(s.term(20).unwrap(), 2);
         assert!(s.term(21).is_err());
         assert_eq!(
-            s.hard_state().commit,
-            25,
+            s.hard_state(),
+            HardState {
+                term: 3,
+                vote: Some(1),
+                commit: 20
+            },
             "the Ready's hard state comes after the install"
         );
     });

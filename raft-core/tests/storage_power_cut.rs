@@ -432,6 +432,48 @@ fn a_missing_middle_segment_is_an_index_gap() {
     assert!(e.to_string().contains("index gap"), "{e}");
 }
 
+#[test]
+fn a_log_ending_below_the_commit_index_or_the_snapshot_is_refused() {
+    // The last segment deleted: the log now ends below the commit index.
+    let dir = tempfile::tempdir().unwrap();
+    let all = build(dir.path(), 21, 40);
+    let mut s = open(dir.path()).unwrap();
+    let hs = HardState {
+        commit: all.len() as u64,
+        ..s.hard_state()
+    };
+    s.set_hard_state(hs).unwrap();
+    drop(s);
+    let segs = segments(dir.path(), &all);
+    fs::remove_file(&segs.last().unwrap().path).unwrap();
+    let e = open(dir.path()).unwrap_err();
+    assert!(matches!(e, StorageError::Inconsistent(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("below the saved commit index")
+            && e.to_string().contains("missing"),
+        "{e}"
+    );
+
+    // Every segment deleted behind a snapshot: the log ends at its
+    // compaction point, below the snapshot.
+    let dir = tempfile::tempdir().unwrap();
+    let all = build(dir.path(), 22, 40);
+    let files = vec![vec![1u8; 10]];
+    let mut s = open(dir.path()).unwrap();
+    s.save_snapshot(snapshot_meta(30, all[29].term, &files), files)
+        .unwrap();
+    s.compact(20).unwrap();
+    drop(s);
+    for seg in segments_paths(dir.path()) {
+        fs::remove_file(seg).unwrap();
+    }
+    let e = open(dir.path()).unwrap_err();
+    assert!(
+        e.to_string().contains("the log ends at 20, below the latest snapshot at 30"),
+        "{e}"
+    );
+}
+
 fn meta_path(dir: &Path) -> PathBuf {
     dir.join("meta")
 }

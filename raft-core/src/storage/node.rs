@@ -80,7 +80,38 @@ impl NodeStorage {
             cache: EntryCache::new(DEFAULT_ENTRY_CACHE_BYTES),
         };
         s.complete_interrupted_install()?;
+        s.check_log_reaches_what_was_promised()?;
         Ok(s)
+    }
+
+    /// Refuses a log that ends below the latest snapshot or below the
+    /// saved commit index. Neither can come from a crash: entries are
+    /// synced before the meta that commits them is saved, and a snapshot
+    /// is taken of applied entries (an installed one resets the log to its
+    /// index first). A log that ends short lost records some other way (a
+    /// deleted or truncated segment file): starting on it would make this
+    /// node answer reads without acknowledged writes and fail to accept
+    /// what its leader sends, so it stops with the indexes instead.
+    fn check_log_reaches_what_was_promised(&self) -> Result<(), StorageError> {
+        let last = self.log.last_index();
+        let fix = "entries are missing (a deleted or truncated log segment?); \
+                   restore the node's data directory, or remove it and add the node \
+                   back as a new member";
+        if let Some(snap) = self.snapshots.latest() {
+            if last < snap.index {
+                return Err(StorageError::Inconsistent(format!(
+                    "the log ends at {last}, below the latest snapshot at {}: {fix}",
+                    snap.index
+                )));
+            }
+        }
+        if last < self.hard_state.commit {
+            return Err(StorageError::Inconsistent(format!(
+                "the log ends at {last}, below the saved commit index {}: {fix}",
+                self.hard_state.commit
+            )));
+        }
+        Ok(())
     }
 
     /// Empty in-memory storage (`memory://`) for a group with `voters`.
