@@ -411,6 +411,34 @@ fn a_node_at_the_last_term_never_wraps_to_term_zero() {
 }
 
 #[test]
+fn a_node_whose_log_ends_below_its_snapshot_does_not_start() {
+    // What a deleted log segment leaves behind a snapshot: on the old code
+    // the node started with its commit index past its log, acknowledged
+    // what it could not hold and rejected the rest, for ever.
+    let mut s = MemStorage::new(vec![1, 2, 3]);
+    let ents: Vec<Entry> = (1..=20)
+        .map(|index| Entry {
+            index,
+            term: 1,
+            kind: EntryKind::Normal,
+            data: vec![],
+        })
+        .collect();
+    s.append(&ents).expect("append");
+    let mut meta = snapshot_of(b"x", raft_core::checksum(b"x"));
+    meta.index = 30;
+    meta.conf.index = 30;
+    s.save_snapshot(meta, vec![b"x".to_vec()]).expect("save");
+    let rng = Box::new(rand_pcg::Pcg64Mcg::seed_from_u64(1));
+    let e = Raft::new(Config::new(1), s, rng).err().expect("refused");
+    assert!(
+        e.to_string()
+            .contains("snapshot at 30 is past the last stored index 20"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_storage_gap_is_an_error_not_a_panic() {
     let mut s = MemStorage::new(vec![1]);
     let e = Entry {

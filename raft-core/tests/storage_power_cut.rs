@@ -449,8 +449,7 @@ fn a_log_ending_below_the_commit_index_or_the_snapshot_is_refused() {
     let e = open(dir.path()).unwrap_err();
     assert!(matches!(e, StorageError::Inconsistent(_)), "{e:?}");
     assert!(
-        e.to_string().contains("below the saved commit index")
-            && e.to_string().contains("missing"),
+        e.to_string().contains("below the saved commit index") && e.to_string().contains("missing"),
         "{e}"
     );
 
@@ -469,7 +468,8 @@ fn a_log_ending_below_the_commit_index_or_the_snapshot_is_refused() {
     }
     let e = open(dir.path()).unwrap_err();
     assert!(
-        e.to_string().contains("the log ends at 20, below the latest snapshot at 30"),
+        e.to_string()
+            .contains("the log ends at 20, below the latest snapshot at 30"),
         "{e}"
     );
 }

@@ -177,7 +177,15 @@ impl Progress {
                 if self.next == 0 || self.next - 1 != rejected {
                     return false;
                 }
-                self.next = rejected.min(hint + 1).max(self.matched + 1);
+                let next = rejected.min(hint + 1).max(self.matched + 1);
+                if next == self.next {
+                    // The follower refuses what it acknowledged before (its
+                    // log went backwards): there is nothing lower to try.
+                    // Stay paused until the next heartbeat answer instead
+                    // of sending the same append back at network speed.
+                    return false;
+                }
+                self.next = next;
                 self.probe_sent = false;
                 true
             }
@@ -215,5 +223,18 @@ mod tests {
         p.matched = 3;
         p.become_replicate();
         assert!(!p.maybe_decr_to(2, 0), "at or below match: stale");
+    }
+
+    #[test]
+    fn a_follower_refusing_what_it_acknowledged_is_not_probed_at_network_speed() {
+        let mut p = Progress::new(1, 4);
+        assert!(p.maybe_update(10));
+        p.become_probe();
+        p.sent(10, 0);
+        assert_eq!(p.next, 11);
+        // It answers "no match at 10, try 5": but 10 matched before.
+        assert!(!p.maybe_decr_to(10, 5), "nothing lower to try: wait");
+        assert!(p.is_paused(), "until a heartbeat answer unpauses it");
+        assert_eq!(p.next, 11);
     }
 }

@@ -108,6 +108,15 @@ impl<S: Storage> Raft<S> {
         // The driver loads the latest snapshot into the state machine at
         // start: everything up to it is applied.
         let snap_index = storage.snapshot_meta().map_or(0, |m| m.index);
+        if snap_index > storage.last_index() {
+            // Committed would run past the log: the node would acknowledge
+            // a leader's appends it cannot hold and reject the next ones,
+            // for ever (a livelock seen with a deleted log segment).
+            return Err(Error::Storage(format!(
+                "the latest snapshot at {snap_index} is past the last stored index {}",
+                storage.last_index()
+            )));
+        }
         let mut r = Raft {
             id: cfg.id,
             term: hs.term,
