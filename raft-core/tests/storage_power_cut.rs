@@ -604,6 +604,13 @@ fn damaged_snapshots_are_refused_and_leftovers_removed() {
         corrupt_at(&open(dir.path()).unwrap_err()),
         (data.clone(), 60)
     );
+    // Same size, other bytes: found when the files are read, and named.
+    let mut flipped = vec![5u8; 100];
+    flipped[42] ^= 1;
+    fs::write(&data, &flipped).unwrap();
+    let e = open(dir.path()).unwrap().snapshot_files().unwrap_err();
+    assert_eq!(corrupt_at(&e), (data.clone(), 0), "{e}");
+    assert!(e.to_string().contains("CRC-32C"), "{e}");
     fs::write(&data, vec![5u8; 100]).unwrap();
     open(dir.path()).unwrap();
 }

@@ -325,11 +325,25 @@ impl NodeStorage {
         let mut files = Vec::with_capacity(meta.files.len());
         for (i, f) in meta.files.iter().enumerate() {
             let data = self.snapshots.read_chunk(i as u32, 0, f.size)?;
-            if data.len() as u64 != f.size || crate::checksum(&data) != f.crc {
-                return Err(StorageError::Inconsistent(format!(
-                    "file {i} ({}) of the snapshot at {} does not match its size or checksum",
-                    f.name, meta.index
-                )));
+            let crc = crate::checksum(&data);
+            if data.len() as u64 != f.size || crc != f.crc {
+                let reason = format!(
+                    "file {i} ({}) of the snapshot at {} holds {} bytes with CRC-32C {crc:#010x}; \
+                     its meta records {} bytes with CRC-32C {:#010x}",
+                    f.name,
+                    meta.index,
+                    data.len(),
+                    f.size,
+                    f.crc
+                );
+                return Err(match self.snapshots.latest_file_path(i as u32) {
+                    Some(file) => StorageError::Corrupt {
+                        file,
+                        offset: 0,
+                        reason,
+                    },
+                    None => StorageError::Inconsistent(reason),
+                });
             }
             files.push(data);
         }

@@ -85,6 +85,11 @@ pub trait SnapshotStore: Send {
     fn install_partial(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError>;
     /// Makes every appended chunk durable.
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// Where file `file` of the latest snapshot lives, for error messages
+    /// (`None` for stores that are not files).
+    fn latest_file_path(&self, _file: u32) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// Checks a read of `lo..hi` against a log holding `first..=last`, the way

@@ -294,6 +294,12 @@ impl SnapshotStore for LocalSnapshots {
         self.latest.as_ref().map(|(m, _)| m.clone())
     }
 
+    fn latest_file_path(&self, file: u32) -> Option<PathBuf> {
+        self.latest
+            .as_ref()
+            .map(|(_, dir)| data_file(dir, file as usize))
+    }
+
     fn read_chunk(&self, file: u32, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
         self.poison.check()?;
         let (meta, dir) = self
