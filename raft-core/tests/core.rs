@@ -469,6 +469,18 @@ fn changes_are_refused_with_a_reason() {
         nodes[0].change_peers(vec![1, 2, 3]),
         Err(ChangeError::Invalid(_))
     ));
+    // A stated limit on the group's size, not a configuration the wire
+    // format cannot carry.
+    let e = nodes[0].change_peers((1..=5000).collect()).unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "more than a group may have ({})",
+            raft_core::MAX_MEMBERS
+        )),
+        "{e}"
+    );
+    let e = nodes[0].reset_peers((1..=5000).collect()).unwrap_err();
+    assert!(e.to_string().contains("5000 members"), "{e}");
     // Shrinking to {1, 2} is a single-step removal; while it is in the log
     // uncommitted, nothing else may change, and no transfer may start.
     nodes[0].change_peers(vec![1, 2]).expect("leader");

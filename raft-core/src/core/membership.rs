@@ -23,6 +23,13 @@ use std::collections::BTreeSet;
 
 use super::message::NodeId;
 
+/// Most members (voters of both sets and learners) a group may have. Every
+/// member costs the leader a heartbeat per interval and a progress entry,
+/// and every configuration entry and snapshot carries the whole list: a
+/// production group has 3 or 5. Well below what the wire format accepts
+/// (`runtime::codec::MAX_CONF_NODES`, 4096), so a configuration the core
+/// accepts can always be sent.
+pub const MAX_MEMBERS: usize = 1024;
 /// The members of a group at one point of its log.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct Membership {
@@ -106,8 +113,19 @@ impl Membership {
         )
     }
 
+    /// Refuses a configuration with more than [`MAX_MEMBERS`] members.
+    pub fn check_size(&self) -> Result<(), String> {
+        let n = self.members().len();
+        if n > MAX_MEMBERS {
+            return Err(format!(
+                "{n} members is more than a group may have ({MAX_MEMBERS})"
+            ));
+        }
+        Ok(())
+    }
+
     /// The configuration after `change`, or why the change does not apply
-    /// to this configuration.
+    /// to this configuration (including a result past [`MAX_MEMBERS`]).
     pub fn apply(&self, change: &ConfChange) -> Result<Membership, String> {
         let mut m = self.clone();
         match change {
@@ -170,6 +188,7 @@ impl Membership {
                 m.outgoing.clear();
             }
         }
+        m.check_size()?;
         Ok(m)
     }
 }

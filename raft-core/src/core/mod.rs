@@ -28,7 +28,7 @@ mod transfer;
 pub use bugs::{Bug, BugSet};
 pub use config::Config;
 pub use event::Event;
-pub use membership::{ConfChange, ConfEntry, Membership};
+pub use membership::{ConfChange, ConfEntry, Membership, MAX_MEMBERS};
 pub use message::{
     checksum, ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotFile,
     SnapshotMeta,

@@ -267,6 +267,9 @@ impl<S: Storage> Raft<S> {
         if target == self.membership.voters {
             return Err(ChangeError::Invalid("the voters are already these".into()));
         }
+        Membership::new(target.iter().chain(&self.membership.learners).copied())
+            .check_size()
+            .map_err(ChangeError::Invalid)?;
         let joining: Vec<NodeId> = target
             .iter()
             .copied()
@@ -461,6 +464,7 @@ impl<S: Storage> Raft<S> {
                 "reset_peers needs a non-empty voter set".into(),
             ));
         }
+        m.check_size().map_err(ChangeError::Invalid)?;
         let index = self.log.last_index();
         self.conf_base = (index, m.clone());
         self.conf_log.clear();

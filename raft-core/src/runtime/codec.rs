@@ -39,6 +39,8 @@ pub const MAX_ENTRIES_PER_MESSAGE: usize = 1 << 16;
 pub const MAX_DATA_BYTES: usize = 16 << 20;
 /// Most node ids in each list of a configuration on the wire.
 pub const MAX_CONF_NODES: usize = 1 << 12;
+// Every configuration the core accepts fits the wire format.
+const _: () = assert!(crate::core::MAX_MEMBERS <= MAX_CONF_NODES);
 /// Most files a snapshot meta may list on the wire.
 pub const MAX_SNAPSHOT_FILES: usize = 1 << 12;
 /// Longest snapshot file name on the wire, in bytes.
