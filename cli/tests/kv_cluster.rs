@@ -472,3 +472,47 @@ fn leadership_membership_and_load() {
     assert!(out.contains("puts/s") && out.contains("p999"), "{out}");
     ok(&dir, &["down"]);
 }
+
+/// Answers every HTTP request on `listener` with a node's `/status` that
+/// reports `pid`, until the test ends.
+fn fake_status_server(listener: std::net::TcpListener, pid: u32) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = format!(
+                r#"{{"id":1,"role":"leader","term":3,"leader":1,"commit":1,"applied":1,"pid":{pid}}}"#
+            );
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
+#[test]
+fn restart_fails_when_another_process_answers_on_the_nodes_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    std::fs::create_dir_all(&dir).unwrap();
+    fake_cluster(&dir, 1);
+    // Something else already serves node 1's HTTP address: the restarted
+    // node cannot bind it and exits, and its answers are not ours.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let path = dir.join("cluster.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["nodes"][0]["http_addr"] = addr.to_string().into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    fake_status_server(listener, 1);
+    let err = fails(&dir, &["restart", "1", "--timeout", "3s"]);
+    assert!(
+        err.contains("exited right after restart") && err.contains("another process (pid 1)"),
+        "{err}"
+    );
+}

@@ -722,13 +722,32 @@ pub(crate) fn restart(dir: &Path, id: u64, timeout: Duration) -> Result<String> 
                 proc::log_tail(&node, 10)
             );
         }
-        if let Ok(s) = client::status(&agent, &node.http_addr) {
-            return Ok(format!(
-                "node {id} restarted (pid {}), {} in term {}",
-                child.id(),
-                s.role,
-                s.term
-            ));
+        match client::status(&agent, &node.http_addr) {
+            // Only our process counts: another one answering on the address
+            // (a node started by hand, say) is exactly why ours may be
+            // about to exit with "address in use".
+            Ok(s) if s.pid == Some(u64::from(child.id())) => {
+                return Ok(format!(
+                    "node {id} restarted (pid {}), {} in term {}",
+                    child.id(),
+                    s.role,
+                    s.term
+                ));
+            }
+            Ok(s) => {
+                // Give ours a moment to fail, so the error says why.
+                std::thread::sleep(Duration::from_millis(300));
+                if let Some(code) = child.try_wait().context("checking the node process")? {
+                    bail!(
+                        "node {id} exited right after restart ({code}): another process \
+                         (pid {}) answers on {}; last log lines:\n{}",
+                        s.pid.map_or("unknown".to_string(), |p| p.to_string()),
+                        node.http_addr,
+                        proc::log_tail(&node, 10)
+                    );
+                }
+            }
+            Err(_) => {}
         }
         if Instant::now() >= deadline {
             bail!(

@@ -75,6 +75,15 @@ pub struct NodeFileConfig {
 /// The file a node's trace goes to, in its data directory.
 pub const TRACE_FILE: &str = "trace.rtrace";
 
+/// Longest tick accepted, in milliseconds.
+pub const MAX_TICK_MS: u64 = 1000;
+/// Most ticks in an election timeout.
+pub const MAX_ELECTION_TICK: u32 = 1000;
+/// Longest election timeout (`tick_ms × election_tick`) accepted: a group
+/// stays leaderless this long (up to twice: the timeout is randomized)
+/// after its leader dies.
+pub const MAX_ELECTION_TIMEOUT_MS: u64 = 60_000;
+
 fn default_trace() -> bool {
     true
 }
@@ -122,8 +131,21 @@ impl NodeFileConfig {
         if self.peers.contains_key(&0) {
             bail!("peers: 0 is not a valid node id");
         }
-        if self.tick_ms == 0 {
-            bail!("tick_ms must be at least 1");
+        if self.group == 0 {
+            bail!("group: 0 is not a valid group id");
+        }
+        if !(1..=MAX_TICK_MS).contains(&self.tick_ms) {
+            bail!(
+                "tick_ms ({}) must be between 1 and {MAX_TICK_MS}",
+                self.tick_ms
+            );
+        }
+        if !(2..=MAX_ELECTION_TICK).contains(&self.election_tick) {
+            bail!(
+                "election_tick ({}) must be between 2 (the lease is half of it) and \
+                 {MAX_ELECTION_TICK}",
+                self.election_tick
+            );
         }
         if self.heartbeat_tick == 0 || self.heartbeat_tick >= self.election_tick {
             bail!(
@@ -132,8 +154,13 @@ impl NodeFileConfig {
                 self.election_tick
             );
         }
-        if self.election_tick < 2 {
-            bail!("election_tick must be at least 2 (the lease is half of it)");
+        let election_ms = self.tick_ms * u64::from(self.election_tick);
+        if election_ms > MAX_ELECTION_TIMEOUT_MS {
+            bail!(
+                "tick_ms × election_tick is an election timeout of {election_ms} ms; \
+                 more than {MAX_ELECTION_TIMEOUT_MS} ms leaves a group without a leader \
+                 for minutes after a crash"
+            );
         }
         if let Some(me) = self.peers.get(&self.id) {
             if me.raft != self.raft_addr || me.http != self.http_addr {
@@ -191,6 +218,27 @@ mod tests {
             serde_json::from_str(&sample().replace("0123456789abcdef", "")).expect("parse");
         let e = c.validate().expect_err("empty token");
         assert!(e.to_string().contains("token"), "{e}");
+    }
+
+    #[test]
+    fn absurd_ticks_and_group_zero_are_refused() {
+        for (field, value, says) in [
+            ("group", "0", "group: 0"),
+            ("tick_ms", "0", "tick_ms (0)"),
+            ("tick_ms", "3600000", "tick_ms (3600000)"),
+            ("election_tick", "1", "election_tick (1)"),
+            ("election_tick", "4000000000", "election_tick (4000000000)"),
+            ("tick_ms", "900", "election timeout of"),
+        ] {
+            let mut v: serde_json::Value = serde_json::from_str(&sample()).expect("parse");
+            v[field] = serde_json::from_str(value).expect("number");
+            if field == "tick_ms" && value == "900" {
+                v["election_tick"] = 100.into();
+            }
+            let c: NodeFileConfig = serde_json::from_value(v).expect("parse");
+            let e = c.validate().expect_err(field);
+            assert!(e.to_string().contains(says), "{field}={value}: {e}");
+        }
     }
 
     #[test]
