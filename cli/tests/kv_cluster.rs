@@ -29,7 +29,8 @@ fn fake_cluster(dir: &Path, n: u64) {
             })
         })
         .collect();
-    let c = serde_json::json!({"cluster_id": 7, "group": 1, "token": "0123456789abcdef", "nodes": nodes});
+    let c = serde_json::json!({"cluster_id": 7, "group": 1, "token": "0123456789abcdef",
+        "admin_token": "fedcba9876543210", "nodes": nodes});
     let path = dir.join("cluster.json");
     std::fs::write(&path, c.to_string()).unwrap();
     // It holds the token: commands refuse it while others can read it.
@@ -228,6 +229,15 @@ fn three_nodes_survive_a_crash_a_restart_and_a_partition() {
             assert_eq!(mode(&d.join("config.json")), 0o600, "n{n}/config.json");
         }
         assert_eq!(cfg["token"].as_str().unwrap().len(), 32, "a 128-bit token");
+        // The admin token is another 128-bit secret, in cluster.json (for
+        // the kv commands) and every node's config.
+        let admin = cfg["admin_token"].as_str().unwrap();
+        assert_eq!(admin.len(), 32, "a 128-bit admin token");
+        assert_ne!(admin, cfg["token"].as_str().unwrap());
+        let table: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap())
+                .unwrap();
+        assert_eq!(table["admin_token"].as_str(), Some(admin));
     }
     let err = fails(&dir, &["up"]);
     assert!(err.contains("already holds a running cluster"), "{err}");

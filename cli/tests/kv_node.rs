@@ -18,6 +18,10 @@ use serde_json::{json, Value};
 /// How long a cluster gets to elect a leader or catch a node up.
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
+/// The admin token of every test node (`admin_token` in its config).
+const ADMIN_TOKEN: &str = "an-admin-token-of-32-characters-";
+/// The peer token of every test node.
+const PEER_TOKEN: &str = "a-test-token-of-32-characters-xx";
 
 /// `n` distinct free addresses. The listeners are held until all are
 /// chosen, so one call never hands out the same port twice.
@@ -95,7 +99,7 @@ impl Cluster {
             let data = dir.path().join(format!("n{id}"));
             std::fs::create_dir_all(&data).expect("node dir");
             let mut cfg = json!({
-                "id": id, "group": 1, "cluster_id": 7, "token": "a-test-token-of-32-characters-xx",
+                "id": id, "group": 1, "cluster_id": 7, "token": PEER_TOKEN, "admin_token": ADMIN_TOKEN,
                 "raft_addr": raft.to_string(), "http_addr": http.to_string(),
                 "data_dir": data, "peers": peers, "voters": ids,
                 "tick_ms": 50, "election_tick": 10, "heartbeat_tick": 2,
@@ -141,6 +145,17 @@ impl Cluster {
         cfg["peers"] = self.peers.clone();
         cfg["voters"] = json!([]);
         write_config(&data, &cfg);
+        // Like `cdsctl kv add-node`: every member's config learns the new
+        // peer (a node accepts `/admin/peer` only for what its config lists).
+        for &other in self.http.keys() {
+            let path = self.node_dir(other).join("config.json");
+            let mut cfg: Value = serde_json::from_str(
+                &std::fs::read_to_string(&path).expect("read config"),
+            )
+            .expect("parse config");
+            cfg["peers"] = self.peers.clone();
+            write_config(&self.node_dir(other), &cfg);
+        }
         self.http.insert(id, http);
         (raft, http)
     }
@@ -186,12 +201,21 @@ impl Cluster {
     }
 
     /// One request, no redirect followed; `None` when the node cannot be
-    /// reached.
+    /// reached. `/admin/*` requests carry the admin token and a JSON
+    /// content type, as `cdsctl kv` sends them.
     fn request(&self, method: &str, url: &str, body: &[u8]) -> Option<Answer> {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let admin = url.contains("/admin/");
         let r = match method {
             "GET" => self.agent.get(url).call(),
             "DELETE" => self.agent.delete(url).call(),
             "PUT" => self.agent.put(url).send(body),
+            "POST" if admin => self
+                .agent
+                .post(url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .send(body),
             "POST" => self.agent.post(url).send(body),
             m => panic!("unsupported method {m}"),
         };

@@ -377,7 +377,7 @@ fn up(n: u64, dir: &Path, timeout: Duration) -> Result<()> {
         .with_context(|| format!("resolving {}", dir.display()))?;
     let ports = cluster::pick_ports(2 * n as usize)?;
     let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-    let mut c = ClusterFile::new(&dir, &addrs, cluster::new_token()?);
+    let mut c = ClusterFile::new(&dir, &addrs, cluster::new_token()?, cluster::new_token()?);
     let voters: Vec<u64> = c.nodes.iter().map(|node| node.id).collect();
     for node in &c.nodes {
         cluster::write_node_config(&c.node_config(node, voters.clone()))?;

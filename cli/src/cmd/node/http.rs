@@ -39,12 +39,7 @@ use serde_json::json;
 
 use super::kv_sm::{Command, SharedKv};
 
-/// Longest key accepted, in bytes.
-pub const MAX_KEY_BYTES: usize = 4 << 10;
-/// Largest request body (a value, or a CAS request) accepted, in bytes.
-/// Well below the codec's per-entry limit, so an accepted write always fits
-/// in a log entry.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+use super::limits::{MAX_BODY_BYTES, MAX_FILTER_DELAY_MS, MAX_KEY_BYTES};
 
 /// What every handler sees.
 #[derive(Clone)]
@@ -619,10 +614,6 @@ struct FilterBody {
     #[serde(default)]
     delay_to_ms: BTreeMap<NodeId, u64>,
 }
-
-/// Longest delay `/admin/filter` accepts: past an election timeout or two
-/// a delayed link is a partition, and queued envelopes hold memory.
-const MAX_FILTER_DELAY_MS: u64 = 60_000;
 
 async fn admin_filter(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body_or_error(body) {

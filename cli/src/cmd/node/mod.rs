@@ -17,6 +17,7 @@
 mod config;
 mod http;
 mod kv_sm;
+mod limits;
 
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
