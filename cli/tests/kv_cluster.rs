@@ -482,3 +482,68 @@ fn leadership_membership_and_load() {
     assert!(out.contains("puts/s") && out.contains("p999"), "{out}");
     ok(&dir, &["down"]);
 }
+
+/// Serves one HTTP answer per connection on a free loopback port, in a
+/// background thread, for at most `n` connections; returns its address.
+fn fake_server(n: usize, answer: String) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(n) {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(answer.as_bytes());
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_client_refuses_a_redirect_outside_the_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    std::fs::create_dir_all(&dir).unwrap();
+    fake_cluster(&dir, 1);
+    // Someone else's server, which would acknowledge the put...
+    let body = r#"{"index": 1, "term": 1}"#;
+    let evil = fake_server(
+        4,
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    // ...and a "node" at node 1's address that redirects there.
+    let node = fake_server(
+        4,
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{evil}/kv/k\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    let path = dir.join("cluster.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["nodes"][0]["http_addr"] = node.clone().into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    // A process that counts as node 1 running (its command line names the
+    // node's config), so the client sends to it.
+    let config = dir.join("n1/config.json");
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg("sleep 30")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    set_pid(&dir, 1, holder.id());
+    let out = common::kv(&dir, &["put", "k", "v", "--timeout", "2s"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(!out.status.success(), "the put was reported done: {}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&evil) && err.contains("redirect"), "{err}");
+}
