@@ -18,6 +18,13 @@ pub const MAX_KEY_BYTES: usize = 4 << 10;
 /// [`BODY_READ_TIMEOUT`], before a handler sees it.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// Request bodies a node holds at once, in bytes (each is counted at its
+/// announced length, or at [`MAX_BODY_BYTES`] when chunked, from the start
+/// of its read until its answer). Past it a request with a body is
+/// answered `503` (retry): stalled or slow bodies cannot take more memory
+/// than this, however many connections carry them.
+pub const MAX_BODY_BYTES_IN_FLIGHT: usize = 64 << 20;
+
 /// Longest delay `/admin/filter` accepts: past an election timeout or two
 /// a delayed link is a partition, and queued envelopes hold memory.
 pub const MAX_FILTER_DELAY_MS: u64 = 60_000;
@@ -75,6 +82,8 @@ pub const MAX_ERROR_TEXT_BYTES: usize = 4 << 10;
 
 const _: () = {
     assert!(MAX_KEY_BYTES < MAX_BODY_BYTES);
+    assert!(MAX_BODY_BYTES <= MAX_BODY_BYTES_IN_FLIGHT);
+    assert!(MAX_BODY_BYTES_IN_FLIGHT % 1024 == 0);
     assert!(DEFAULT_MAX_CONNECTIONS <= MAX_CONNECTIONS_LIMIT);
     assert!(MAX_REFUSING < DEFAULT_MAX_CONNECTIONS);
     assert!(REFUSAL_LINGER.as_millis() < HEADER_READ_TIMEOUT.as_millis());
