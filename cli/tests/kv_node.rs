@@ -201,8 +201,8 @@ impl Cluster {
     }
 
     /// One request, no redirect followed; `None` when the node cannot be
-    /// reached. `/admin/*` requests carry the admin token and a JSON
-    /// content type, as `cdsctl kv` sends them.
+    /// reached. POST bodies are declared JSON, and `/admin/*` requests
+    /// carry the admin token, as `cdsctl kv` sends them.
     fn request(&self, method: &str, url: &str, body: &[u8]) -> Option<Answer> {
         let auth = format!("Bearer {ADMIN_TOKEN}");
         let admin = url.contains("/admin/");
@@ -216,7 +216,11 @@ impl Cluster {
                 .header("authorization", &auth)
                 .header("content-type", "application/json")
                 .send(body),
-            "POST" => self.agent.post(url).send(body),
+            "POST" => self
+                .agent
+                .post(url)
+                .header("content-type", "application/json")
+                .send(body),
             m => panic!("unsupported method {m}"),
         };
         let resp = r.ok()?;

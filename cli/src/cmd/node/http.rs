@@ -302,17 +302,18 @@ async fn read_body<'a>(
             None => return Err(error(StatusCode::BAD_REQUEST, "bad Content-Length")),
         },
     };
-    if length > MAX_BODY_BYTES as u64 {
-        return Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body of {length} bytes, above the limit of {MAX_BODY_BYTES} bytes"),
-        ));
-    }
     if length == 0 && !chunked {
         return Ok((Bytes::new(), None));
     }
-    // A body of unknown length may be as large as the limit.
-    let want = if chunked { MAX_BODY_BYTES as u64 } else { length };
+    // A body of unknown length may be as large as the limit. One announced
+    // above it is still read up to the limit before the `413`: answering
+    // at once would close the connection under a client still sending,
+    // which then sees a reset, not the answer.
+    let want = if chunked {
+        MAX_BODY_BYTES as u64
+    } else {
+        length.min(MAX_BODY_BYTES as u64)
+    };
     let kib = u32::try_from(want.div_ceil(1024)).unwrap_or(u32::MAX);
     let Ok(held) = s.body_kib.try_acquire_many(kib) else {
         return Err(error(

@@ -51,7 +51,7 @@ use super::limits::{
 /// The whole answer to a connection past the cap.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\n\
-content-length: 61\r\n\
+content-length: 63\r\n\
 connection: close\r\n\
 \r\n\
 {\"error\":\"too many connections to this node, retry in a while\"}";
