@@ -543,7 +543,11 @@ fn a_client_refuses_a_redirect_outside_the_cluster() {
     let out = common::kv(&dir, &["put", "k", "v", "--timeout", "2s"]);
     let _ = holder.kill();
     let _ = holder.wait();
-    assert!(!out.status.success(), "the put was reported done: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "the put was reported done: {}",
+        text(&out)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&evil) && err.contains("redirect"), "{err}");
 }

@@ -149,10 +149,9 @@ impl Cluster {
         // peer (a node accepts `/admin/peer` only for what its config lists).
         for &other in self.http.keys() {
             let path = self.node_dir(other).join("config.json");
-            let mut cfg: Value = serde_json::from_str(
-                &std::fs::read_to_string(&path).expect("read config"),
-            )
-            .expect("parse config");
+            let mut cfg: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("read config"))
+                    .expect("parse config");
             cfg["peers"] = self.peers.clone();
             write_config(&self.node_dir(other), &cfg);
         }
@@ -769,14 +768,29 @@ fn a_single_node_answers_errors_as_json() {
 
     // axum's own answers are JSON too: a method a route does not take,
     // a path or query that is not UTF-8.
-    let a = c.request("DELETE", &url("/status"), b"").expect("reachable");
+    let a = c
+        .request("DELETE", &url("/status"), b"")
+        .expect("reachable");
     assert_eq!(a.status, 405, "{a:?}");
     assert!(is_json_error(&a), "{a:?}");
     let a = c.request("PUT", &url("/metrics"), b"x").expect("reachable");
     assert_eq!(a.status, 405, "{a:?}");
     assert!(is_json_error(&a), "{a:?}");
-    for path in ["/kv/%FF%FE", "/kv/k?consistency=%FF", "/admin/transfer?to=%FF"] {
-        let a = c.request(if path.starts_with("/admin") { "POST" } else { "GET" }, &url(path), b"")
+    for path in [
+        "/kv/%FF%FE",
+        "/kv/k?consistency=%FF",
+        "/admin/transfer?to=%FF",
+    ] {
+        let a = c
+            .request(
+                if path.starts_with("/admin") {
+                    "POST"
+                } else {
+                    "GET"
+                },
+                &url(path),
+                b"",
+            )
             .expect("reachable");
         assert_eq!(a.status, 400, "{path}: {a:?}");
         assert!(is_json_error(&a), "{path}: {a:?}");
@@ -881,7 +895,10 @@ fn the_admin_api_wants_the_admin_token_a_local_host_and_json() {
     for lines in [
         host.clone(),
         format!("{host}Authorization: Bearer {PEER_TOKEN}\r\n"),
-        format!("{host}Authorization: Bearer {}\r\n", "x".repeat(ADMIN_TOKEN.len())),
+        format!(
+            "{host}Authorization: Bearer {}\r\n",
+            "x".repeat(ADMIN_TOKEN.len())
+        ),
         format!("{host}Authorization: Basic {ADMIN_TOKEN}\r\n"),
         format!("{host}Authorization: Bearer {ADMIN_TOKEN}x\r\n"),
     ] {
@@ -889,7 +906,10 @@ fn the_admin_api_wants_the_admin_token_a_local_host_and_json() {
         assert_eq!(a.status, 401, "{lines:?}: {a:?}");
         assert!(a.is_json_error(), "{a:?}");
     }
-    let a = raw(addr, &req("POST", "/admin/snapshot", &format!("{host}{auth}"), ""));
+    let a = raw(
+        addr,
+        &req("POST", "/admin/snapshot", &format!("{host}{auth}"), ""),
+    );
     assert_eq!(a.status, 200, "{a:?}");
 
     // A body must say it is JSON (a form's text/plain is refused), on the
@@ -897,7 +917,12 @@ fn the_admin_api_wants_the_admin_token_a_local_host_and_json() {
     for ctype in ["Content-Type: text/plain\r\n", ""] {
         let a = raw(
             addr,
-            &req("POST", "/admin/filter", &format!("{host}{auth}{ctype}"), "{}"),
+            &req(
+                "POST",
+                "/admin/filter",
+                &format!("{host}{auth}{ctype}"),
+                "{}",
+            ),
         );
         assert_eq!(a.status, 415, "{ctype:?}: {a:?}");
         assert!(a.is_json_error(), "{a:?}");
@@ -949,7 +974,10 @@ fn the_admin_api_wants_the_admin_token_a_local_host_and_json() {
         format!("LocalHost:{port}"),
         format!("[::1]:{port}"),
     ] {
-        let a = raw(addr, &req("GET", "/status", &format!("Host: {good}\r\n"), ""));
+        let a = raw(
+            addr,
+            &req("GET", "/status", &format!("Host: {good}\r\n"), ""),
+        );
         assert_eq!(a.status, 200, "{good}: {a:?}");
     }
 
@@ -965,11 +993,30 @@ fn the_admin_api_wants_the_admin_token_a_local_host_and_json() {
 
     // Membership and fault requests are logged with who asked and what.
     let change = r#"{"voters": [1]}"#;
-    raw(addr, &req("POST", "/admin/change", &format!("{host}{auth}{json}"), change));
-    raw(addr, &req("POST", "/admin/learner?add=9", &format!("{host}{auth}"), ""));
-    raw(addr, &req("POST", "/admin/transfer?to=1", &format!("{host}{auth}"), ""));
+    raw(
+        addr,
+        &req(
+            "POST",
+            "/admin/change",
+            &format!("{host}{auth}{json}"),
+            change,
+        ),
+    );
+    raw(
+        addr,
+        &req("POST", "/admin/learner?add=9", &format!("{host}{auth}"), ""),
+    );
+    raw(
+        addr,
+        &req("POST", "/admin/transfer?to=1", &format!("{host}{auth}"), ""),
+    );
     let log = c.log(1);
-    for what in ["/admin/filter", "/admin/change", "/admin/learner", "/admin/transfer"] {
+    for what in [
+        "/admin/filter",
+        "/admin/change",
+        "/admin/learner",
+        "/admin/transfer",
+    ] {
         assert!(
             log.lines()
                 .any(|l| l.contains(what) && l.contains("from 127.0.0.1:")),
@@ -994,7 +1041,10 @@ fn admin_peer_takes_only_the_addresses_the_nodes_config_lists() {
         .request("POST", &url, body(elsewhere[0], elsewhere[1]).as_bytes())
         .expect("reachable");
     assert_eq!(a.status, 409, "{a:?}");
-    assert!(a.json()["error"].as_str().unwrap().contains("config"), "{a:?}");
+    assert!(
+        a.json()["error"].as_str().unwrap().contains("config"),
+        "{a:?}"
+    );
     // Once its config lists node 2 (as `kv add-node` writes it), exactly
     // those addresses are accepted, and no other.
     let (raft, http) = c.add_node_config(2);
@@ -1052,7 +1102,9 @@ fn partial_headers_and_stalled_bodies_are_cut_off_and_their_memory_returned() {
         let mut s = std::net::TcpStream::connect(addr).expect("connect");
         // A connection the node refused (past a limit) may be closed
         // before the whole half is in: that is fine.
-        let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(&half));
+        let _ = s
+            .write_all(head.as_bytes())
+            .and_then(|()| s.write_all(&half));
         stalled.push(s);
     }
     let during = rss_kib(pid);
@@ -1061,15 +1113,24 @@ fn partial_headers_and_stalled_bodies_are_cut_off_and_their_memory_returned() {
     // machine, and not before the bound (a client gets its time).
     let bound = Instant::now() + Duration::from_secs(16);
     let a = read_until_closed(&mut partial, bound);
-    assert!(a.closed, "partial headers still open after {:?}: {a:?}", started.elapsed());
-    assert!(started.elapsed() >= Duration::from_secs(9), "{:?}", started.elapsed());
+    assert!(
+        a.closed,
+        "partial headers still open after {:?}: {a:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
     for s in &mut stalled {
         let b = read_until_closed(s, bound);
-        assert!(b.closed, "a stalled body still open after {:?}: {b:?}", started.elapsed());
         assert!(
-            b.status == 0 || b.status == 408 || b.status == 503,
-            "{b:?}"
+            b.closed,
+            "a stalled body still open after {:?}: {b:?}",
+            started.elapsed()
         );
+        assert!(b.status == 0 || b.status == 408 || b.status == 503, "{b:?}");
     }
     drop(stalled);
     // The node serves, and gave back what the bodies held.
@@ -1077,7 +1138,9 @@ fn partial_headers_and_stalled_bodies_are_cut_off_and_their_memory_returned() {
     assert_eq!(ok.status, 200, "{ok:?}");
     sleep(Duration::from_millis(500));
     let after = rss_kib(pid);
-    eprintln!("node RSS: {before} KiB before, {during} KiB with 200 stalled bodies, {after} KiB after");
+    eprintln!(
+        "node RSS: {before} KiB before, {during} KiB with 200 stalled bodies, {after} KiB after"
+    );
     assert!(
         after < before + 32 * 1024,
         "RSS {before} KiB before, {during} KiB during, {after} KiB after the stalled bodies"
@@ -1094,7 +1157,11 @@ fn past_the_connection_cap_a_new_connection_gets_503_and_closing_frees_the_slots
     let status = req("GET", "/status", &host, "");
     let deadline = Instant::now() + WAIT;
     while std::net::TcpStream::connect(addr).is_err() || raw(addr, &status).status != 200 {
-        assert!(Instant::now() < deadline, "the node never answered\n{}", c.logs());
+        assert!(
+            Instant::now() < deadline,
+            "the node never answered\n{}",
+            c.logs()
+        );
         sleep(POLL);
     }
     // Let the node finish closing those probes (each held a slot).
@@ -1107,7 +1174,8 @@ fn past_the_connection_cap_a_new_connection_gets_503_and_closing_frees_the_slots
         let mut s = std::net::TcpStream::connect(addr).expect("connect");
         let _ = s.write_all(keep.as_bytes());
         let mut buf = [0u8; 12];
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         use std::io::Read;
         let n = s.read(&mut buf).unwrap_or(0);
         let head = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -1117,12 +1185,24 @@ fn past_the_connection_cap_a_new_connection_gets_503_and_closing_frees_the_slots
         }
         assert!(head.contains(" 200"), "connection {}: {head:?}", held.len());
         held.push(s);
-        assert!(held.len() <= CAP, "{} connections served at once, cap {CAP}", held.len());
+        assert!(
+            held.len() <= CAP,
+            "{} connections served at once, cap {CAP}",
+            held.len()
+        );
     };
     let (served, head, rest) = refused;
     assert_eq!(served, CAP, "refused after {served} connections");
-    assert!(rest.closed, "the refused connection is closed: {head}{}", rest.text);
-    assert!(rest.text.contains("\"error\""), "a JSON error: {head}{}", rest.text);
+    assert!(
+        rest.closed,
+        "the refused connection is closed: {head}{}",
+        rest.text
+    );
+    assert!(
+        rest.text.contains("\"error\""),
+        "a JSON error: {head}{}",
+        rest.text
+    );
     // Closing them frees the slots.
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -1131,7 +1211,10 @@ fn past_the_connection_cap_a_new_connection_gets_503_and_closing_frees_the_slots
         if a.status == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "still refused after closing: {a:?}");
+        assert!(
+            Instant::now() < deadline,
+            "still refused after closing: {a:?}"
+        );
         sleep(POLL);
     }
 }

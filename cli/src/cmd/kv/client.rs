@@ -403,7 +403,9 @@ mod tests {
         };
         let from = "http://127.0.0.1:8001/kv/a";
         assert_eq!(
-            access.follow(from, "http://127.0.0.1:8002/kv/a?x=1").unwrap(),
+            access
+                .follow(from, "http://127.0.0.1:8002/kv/a?x=1")
+                .unwrap(),
             "http://127.0.0.1:8002/kv/a?x=1"
         );
         assert_eq!(

@@ -315,7 +315,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ports = pick_ports(6).unwrap();
         let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-        let mut c = ClusterFile::new(dir.path(), &addrs, new_token().unwrap(), new_token().unwrap());
+        let mut c = ClusterFile::new(
+            dir.path(),
+            &addrs,
+            new_token().unwrap(),
+            new_token().unwrap(),
+        );
         c.node_mut(2).unwrap().pid = Some(42);
         c.save(dir.path()).unwrap();
         let back = ClusterFile::load(dir.path()).unwrap();
@@ -342,7 +347,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ports = pick_ports(4).unwrap();
         let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-        let mut c = ClusterFile::new(dir.path(), &addrs, new_token().unwrap(), new_token().unwrap());
+        let mut c = ClusterFile::new(
+            dir.path(),
+            &addrs,
+            new_token().unwrap(),
+            new_token().unwrap(),
+        );
         c.nodes[1].id = 1;
         c.save(dir.path()).unwrap();
         let err = format!("{:#}", ClusterFile::load(dir.path()).unwrap_err());
@@ -354,7 +364,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ports = pick_ports(6).unwrap();
         let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-        let c = ClusterFile::new(dir.path(), &addrs, new_token().unwrap(), new_token().unwrap());
+        let c = ClusterFile::new(
+            dir.path(),
+            &addrs,
+            new_token().unwrap(),
+            new_token().unwrap(),
+        );
         let cfg = c.node_config(&c.nodes[0], vec![1, 2, 3]);
         let v = serde_json::to_value(&cfg).unwrap();
         for key in [

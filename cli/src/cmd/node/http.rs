@@ -62,7 +62,6 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use raft_core::runtime::node::{NodeError, NodeHandle};
@@ -71,6 +70,7 @@ use raft_core::runtime::transport::{FaultFilter, TransportHandle};
 use raft_core::NodeId;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use super::kv_sm::{Command, SharedKv};
 
@@ -276,10 +276,15 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or_else(|| "an unknown client".to_owned(), |c| c.0.to_string());
-        let pq = parts.uri.path_and_query().map_or(path.as_str(), |pq| pq.as_str());
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map_or(path.as_str(), |pq| pq.as_str());
         format!("{} {pq} from {who}", parts.method)
     });
-    let answer = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let answer = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     if let Some(what) = what {
         eprintln!("node {}: admin: {what}: {}", s.node.id(), answer.status());
     }
@@ -324,8 +329,11 @@ async fn read_body<'a>(
             ),
         ));
     };
-    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
-        .await
+    match tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
     {
         Ok(Ok(bytes)) => Ok((bytes, Some(held))),
         Err(_) => Err(error(
@@ -336,11 +344,11 @@ async fn read_body<'a>(
             ),
         )),
         Ok(Err(e)) => {
-            let too_large = std::iter::successors(
-                Some(&e as &(dyn std::error::Error + 'static)),
-                |e| e.source(),
-            )
-            .any(|e| e.is::<http_body_util::LengthLimitError>());
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
             Err(if too_large {
                 error(
                     StatusCode::PAYLOAD_TOO_LARGE,

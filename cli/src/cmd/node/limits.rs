@@ -83,7 +83,7 @@ pub const MAX_ERROR_TEXT_BYTES: usize = 4 << 10;
 const _: () = {
     assert!(MAX_KEY_BYTES < MAX_BODY_BYTES);
     assert!(MAX_BODY_BYTES <= MAX_BODY_BYTES_IN_FLIGHT);
-    assert!(MAX_BODY_BYTES_IN_FLIGHT % 1024 == 0);
+    assert!(MAX_BODY_BYTES_IN_FLIGHT & 1023 == 0);
     assert!(DEFAULT_MAX_CONNECTIONS <= MAX_CONNECTIONS_LIMIT);
     assert!(MAX_REFUSING < DEFAULT_MAX_CONNECTIONS);
     assert!(REFUSAL_LINGER.as_millis() < HEADER_READ_TIMEOUT.as_millis());

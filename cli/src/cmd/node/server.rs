@@ -88,7 +88,13 @@ pub async fn serve(
         };
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                conns.spawn(connection(stream, remote, app.clone(), slot, stopping.clone()));
+                conns.spawn(connection(
+                    stream,
+                    remote,
+                    app.clone(),
+                    slot,
+                    stopping.clone(),
+                ));
             }
             Err(_) => match refusing.clone().try_acquire_owned() {
                 Ok(permit) => {
@@ -243,7 +249,10 @@ mod tests {
     fn the_refusal_is_a_whole_json_answer() {
         let text = std::str::from_utf8(REFUSAL).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert!(v["error"].is_string());
     }
