@@ -29,7 +29,8 @@ fn fake_cluster(dir: &Path, n: u64) {
             })
         })
         .collect();
-    let c = serde_json::json!({"cluster_id": 7, "group": 1, "token": "0123456789abcdef", "nodes": nodes});
+    let c = serde_json::json!({"cluster_id": 7, "group": 1, "token": "0123456789abcdef",
+        "admin_token": "fedcba9876543210", "nodes": nodes});
     let path = dir.join("cluster.json");
     std::fs::write(&path, c.to_string()).unwrap();
     // It holds the token: commands refuse it while others can read it.
@@ -228,6 +229,15 @@ fn three_nodes_survive_a_crash_a_restart_and_a_partition() {
             assert_eq!(mode(&d.join("config.json")), 0o600, "n{n}/config.json");
         }
         assert_eq!(cfg["token"].as_str().unwrap().len(), 32, "a 128-bit token");
+        // The admin token is another 128-bit secret, in cluster.json (for
+        // the kv commands) and every node's config.
+        let admin = cfg["admin_token"].as_str().unwrap();
+        assert_eq!(admin.len(), 32, "a 128-bit admin token");
+        assert_ne!(admin, cfg["token"].as_str().unwrap());
+        let table: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap())
+                .unwrap();
+        assert_eq!(table["admin_token"].as_str(), Some(admin));
     }
     let err = fails(&dir, &["up"]);
     assert!(err.contains("already holds a running cluster"), "{err}");
@@ -473,25 +483,73 @@ fn leadership_membership_and_load() {
     ok(&dir, &["down"]);
 }
 
-/// Answers every HTTP request on `listener` with a node's `/status` that
-/// reports `pid`, until the test ends.
-fn fake_status_server(listener: std::net::TcpListener, pid: u32) {
+/// Serves one HTTP answer per connection on a free loopback port, in a
+/// background thread, for at most `n` connections; returns its address.
+fn fake_server(n: usize, answer: String) -> String {
     use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
+        for s in l.incoming().take(n) {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let body = format!(
-                r#"{{"id":1,"role":"leader","term":3,"leader":1,"commit":1,"applied":1,"pid":{pid}}}"#
-            );
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(answer.as_bytes());
         }
     });
+    addr
+}
+
+#[test]
+fn a_client_refuses_a_redirect_outside_the_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    std::fs::create_dir_all(&dir).unwrap();
+    fake_cluster(&dir, 1);
+    // Someone else's server, which would acknowledge the put...
+    let body = r#"{"index": 1, "term": 1}"#;
+    let evil = fake_server(
+        4,
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    // ...and a "node" at node 1's address that redirects there.
+    let node = fake_server(
+        4,
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{evil}/kv/k\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    let path = dir.join("cluster.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["nodes"][0]["http_addr"] = node.clone().into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    // A process that counts as node 1 running (its command line names the
+    // node's config), so the client sends to it.
+    let config = dir.join("n1/config.json");
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg("sleep 30")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    set_pid(&dir, 1, holder.id());
+    let out = common::kv(&dir, &["put", "k", "v", "--timeout", "2s"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        !out.status.success(),
+        "the put was reported done: {}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&evil) && err.contains("redirect"), "{err}");
 }
 
 #[test]
@@ -502,14 +560,19 @@ fn restart_fails_when_another_process_answers_on_the_nodes_address() {
     fake_cluster(&dir, 1);
     // Something else already serves node 1's HTTP address: the restarted
     // node cannot bind it and exits, and its answers are not ours.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let body = r#"{"id":1,"role":"leader","term":3,"leader":1,"commit":1,"applied":1,"pid":1}"#;
+    let other = fake_server(
+        50,
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
     let path = dir.join("cluster.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    v["nodes"][0]["http_addr"] = addr.to_string().into();
+    v["nodes"][0]["http_addr"] = other.into();
     std::fs::write(&path, v.to_string()).unwrap();
-    fake_status_server(listener, 1);
     let err = fails(&dir, &["restart", "1", "--timeout", "3s"]);
     assert!(
         err.contains("exited right after restart") && err.contains("another process (pid 1)"),

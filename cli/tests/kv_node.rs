@@ -18,6 +18,10 @@ use serde_json::{json, Value};
 /// How long a cluster gets to elect a leader or catch a node up.
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
+/// The admin token of every test node (`admin_token` in its config).
+const ADMIN_TOKEN: &str = "an-admin-token-of-32-characters-";
+/// The peer token of every test node.
+const PEER_TOKEN: &str = "a-test-token-of-32-characters-xx";
 
 /// `n` distinct free addresses. The listeners are held until all are
 /// chosen, so one call never hands out the same port twice.
@@ -95,7 +99,7 @@ impl Cluster {
             let data = dir.path().join(format!("n{id}"));
             std::fs::create_dir_all(&data).expect("node dir");
             let mut cfg = json!({
-                "id": id, "group": 1, "cluster_id": 7, "token": "a-test-token-of-32-characters-xx",
+                "id": id, "group": 1, "cluster_id": 7, "token": PEER_TOKEN, "admin_token": ADMIN_TOKEN,
                 "raft_addr": raft.to_string(), "http_addr": http.to_string(),
                 "data_dir": data, "peers": peers, "voters": ids,
                 "tick_ms": 50, "election_tick": 10, "heartbeat_tick": 2,
@@ -141,6 +145,16 @@ impl Cluster {
         cfg["peers"] = self.peers.clone();
         cfg["voters"] = json!([]);
         write_config(&data, &cfg);
+        // Like `cdsctl kv add-node`: every member's config learns the new
+        // peer (a node accepts `/admin/peer` only for what its config lists).
+        for &other in self.http.keys() {
+            let path = self.node_dir(other).join("config.json");
+            let mut cfg: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("read config"))
+                    .expect("parse config");
+            cfg["peers"] = self.peers.clone();
+            write_config(&self.node_dir(other), &cfg);
+        }
         self.http.insert(id, http);
         (raft, http)
     }
@@ -186,13 +200,26 @@ impl Cluster {
     }
 
     /// One request, no redirect followed; `None` when the node cannot be
-    /// reached.
+    /// reached. POST bodies are declared JSON, and `/admin/*` requests
+    /// carry the admin token, as `cdsctl kv` sends them.
     fn request(&self, method: &str, url: &str, body: &[u8]) -> Option<Answer> {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let admin = url.contains("/admin/");
         let r = match method {
             "GET" => self.agent.get(url).call(),
             "DELETE" => self.agent.delete(url).call(),
             "PUT" => self.agent.put(url).send(body),
-            "POST" => self.agent.post(url).send(body),
+            "POST" if admin => self
+                .agent
+                .post(url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .send(body),
+            "POST" => self
+                .agent
+                .post(url)
+                .header("content-type", "application/json")
+                .send(body),
             m => panic!("unsupported method {m}"),
         };
         let resp = r.ok()?;
@@ -738,6 +765,36 @@ fn a_single_node_answers_errors_as_json() {
         "{text}"
     );
     assert!(text.contains("cds_peer_match_index{peer=\"1\"}"), "{text}");
+
+    // axum's own answers are JSON too: a path or query that is not
+    // UTF-8, a method a route does not take.
+    for path in [
+        "/kv/%FF%FE",
+        "/kv/k?consistency=%FF",
+        "/admin/transfer?to=%FF",
+    ] {
+        let a = c
+            .request(
+                if path.starts_with("/admin") {
+                    "POST"
+                } else {
+                    "GET"
+                },
+                &url(path),
+                b"",
+            )
+            .expect("reachable");
+        assert_eq!(a.status, 400, "{path}: {a:?}");
+        assert!(is_json_error(&a), "{path}: {a:?}");
+    }
+    let a = c
+        .request("DELETE", &url("/status"), b"")
+        .expect("reachable");
+    assert_eq!(a.status, 405, "{a:?}");
+    assert!(is_json_error(&a), "{a:?}");
+    let a = c.request("PUT", &url("/metrics"), b"x").expect("reachable");
+    assert_eq!(a.status, 405, "{a:?}");
+    assert!(is_json_error(&a), "{a:?}");
 }
 
 /// Writes a node's config owner-only, as a node requires of a file that
@@ -747,4 +804,417 @@ fn write_config(data: &std::path::Path, cfg: &Value) {
     let path = data.join("config.json");
     std::fs::write(&path, cfg.to_string()).expect("write config");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
+/// What a hand-written HTTP exchange got back.
+#[derive(Debug)]
+struct Raw {
+    /// The answer's status, 0 if none came.
+    status: u16,
+    /// Everything read, head and body.
+    text: String,
+    /// Whether the node closed the connection (EOF or reset) in time.
+    closed: bool,
+}
+
+impl Raw {
+    /// The JSON body of the answer (after the blank line).
+    fn json(&self) -> Value {
+        let body = self.text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    }
+
+    fn is_json_error(&self) -> bool {
+        self.json()["error"].is_string()
+    }
+}
+
+/// Reads from `s` until the node closes the connection or `deadline`.
+fn read_until_closed(s: &mut std::net::TcpStream, deadline: Instant) -> Raw {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break false;
+        }
+        s.set_read_timeout(Some(left)).expect("set_read_timeout");
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break true,
+        }
+    };
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Raw {
+        status,
+        text,
+        closed,
+    }
+}
+
+/// Sends `request` as is on a new connection and reads the answer until
+/// the node closes (requests say `Connection: close`), at most 5 s.
+fn raw(addr: SocketAddr, request: &str) -> Raw {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(request.as_bytes()).expect("send");
+    read_until_closed(&mut s, Instant::now() + Duration::from_secs(5))
+}
+
+/// A request with the given head lines (each ending in CRLF) and body.
+fn req(method: &str, path: &str, lines: &str, body: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\n{lines}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn the_admin_api_wants_the_admin_token_a_local_host_and_json() {
+    let c = Cluster::new(1);
+    assert_eq!(c.wait_leader(), 1);
+    let addr = c.http[&1];
+    let port = addr.port();
+    let host = format!("Host: 127.0.0.1:{port}\r\n");
+    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");
+    let json = "Content-Type: application/json\r\n";
+
+    // The admin token, and only it, opens /admin/*.
+    for lines in [
+        host.clone(),
+        format!("{host}Authorization: Bearer {PEER_TOKEN}\r\n"),
+        format!(
+            "{host}Authorization: Bearer {}\r\n",
+            "x".repeat(ADMIN_TOKEN.len())
+        ),
+        format!("{host}Authorization: Basic {ADMIN_TOKEN}\r\n"),
+        format!("{host}Authorization: Bearer {ADMIN_TOKEN}x\r\n"),
+    ] {
+        let a = raw(addr, &req("POST", "/admin/snapshot", &lines, ""));
+        assert_eq!(a.status, 401, "{lines:?}: {a:?}");
+        assert!(a.is_json_error(), "{a:?}");
+    }
+    let a = raw(
+        addr,
+        &req("POST", "/admin/snapshot", &format!("{host}{auth}"), ""),
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+
+    // A body must say it is JSON (a form's text/plain is refused), on the
+    // admin API and on CAS, the other JSON request.
+    for ctype in ["Content-Type: text/plain\r\n", ""] {
+        let a = raw(
+            addr,
+            &req(
+                "POST",
+                "/admin/filter",
+                &format!("{host}{auth}{ctype}"),
+                "{}",
+            ),
+        );
+        assert_eq!(a.status, 415, "{ctype:?}: {a:?}");
+        assert!(a.is_json_error(), "{a:?}");
+    }
+    let a = raw(
+        addr,
+        &req(
+            "POST",
+            "/kv/k/cas",
+            &format!("{host}Content-Type: text/plain\r\n"),
+            r#"{"expect": null, "value": "v"}"#,
+        ),
+    );
+    assert_eq!(a.status, 415, "{a:?}");
+    let a = raw(
+        addr,
+        &req(
+            "POST",
+            "/admin/filter",
+            &format!("{host}{auth}Content-Type: application/json; charset=utf-8\r\n"),
+            "{}",
+        ),
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+
+    // A Host that is not this node's address is refused on every route (a
+    // page that rebinds its name to 127.0.0.1 must not read /kv or /status).
+    for (method, path, lines, body) in [
+        ("POST", "/admin/filter", format!("{auth}{json}"), "{}"),
+        ("GET", "/kv/k", String::new(), ""),
+        ("GET", "/status", String::new(), ""),
+    ] {
+        for bad in [
+            format!("Host: attacker.example:{port}\r\n"),
+            format!("Host: localhost:{}\r\n", port + 1),
+            String::new(),
+        ] {
+            let a = raw(addr, &req(method, path, &format!("{bad}{lines}"), body));
+            assert!(
+                a.status == 421 || a.status == 400,
+                "{method} {path} {bad:?}: {a:?}"
+            );
+            assert!(a.is_json_error(), "{a:?}");
+        }
+    }
+    for good in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("LocalHost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let a = raw(
+            addr,
+            &req("GET", "/status", &format!("Host: {good}\r\n"), ""),
+        );
+        assert_eq!(a.status, 200, "{good}: {a:?}");
+    }
+
+    // Open reads reveal no secret.
+    for path in ["/status", "/metrics"] {
+        let a = raw(addr, &req("GET", path, &host, ""));
+        assert_eq!(a.status, 200, "{a:?}");
+        assert!(
+            !a.text.contains(ADMIN_TOKEN) && !a.text.contains(PEER_TOKEN),
+            "{path} shows a token: {a:?}"
+        );
+    }
+
+    // Membership and fault requests are logged with who asked and what.
+    let change = r#"{"voters": [1]}"#;
+    raw(
+        addr,
+        &req(
+            "POST",
+            "/admin/change",
+            &format!("{host}{auth}{json}"),
+            change,
+        ),
+    );
+    raw(
+        addr,
+        &req("POST", "/admin/learner?add=9", &format!("{host}{auth}"), ""),
+    );
+    raw(
+        addr,
+        &req("POST", "/admin/transfer?to=1", &format!("{host}{auth}"), ""),
+    );
+    let log = c.log(1);
+    for what in [
+        "/admin/filter",
+        "/admin/change",
+        "/admin/learner",
+        "/admin/transfer",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(what) && l.contains("from 127.0.0.1:")),
+            "no log line for {what}:\n{log}"
+        );
+    }
+    assert!(log.contains("voters [1]"), "{log}");
+    assert!(!log.contains(ADMIN_TOKEN), "the log shows the admin token");
+}
+
+#[test]
+fn admin_peer_takes_only_the_addresses_the_nodes_config_lists() {
+    let mut c = Cluster::new(1);
+    assert_eq!(c.wait_leader(), 1);
+    let url = format!("http://{}/admin/peer", c.http[&1]);
+    let elsewhere = free_addrs(2);
+    let body = |raft: SocketAddr, http: SocketAddr| {
+        json!({"id": 2, "raft": raft.to_string(), "http": http.to_string()}).to_string()
+    };
+    // Not in the node's config: refused.
+    let a = c
+        .request("POST", &url, body(elsewhere[0], elsewhere[1]).as_bytes())
+        .expect("reachable");
+    assert_eq!(a.status, 409, "{a:?}");
+    assert!(
+        a.json()["error"].as_str().unwrap().contains("config"),
+        "{a:?}"
+    );
+    // Once its config lists node 2 (as `kv add-node` writes it), exactly
+    // those addresses are accepted, and no other.
+    let (raft, http) = c.add_node_config(2);
+    let a = c
+        .request("POST", &url, body(raft, http).as_bytes())
+        .expect("reachable");
+    assert_eq!(a.status, 200, "{a:?}");
+    let a = c
+        .request("POST", &url, body(raft, elsewhere[1]).as_bytes())
+        .expect("reachable");
+    assert_eq!(a.status, 409, "{a:?}");
+    // Nor can the node's own address be moved.
+    let me = json!({"id": 1, "raft": elsewhere[0].to_string(), "http": elsewhere[1].to_string()});
+    let a = c
+        .request("POST", &url, me.to_string().as_bytes())
+        .expect("reachable");
+    assert_eq!(a.status, 409, "{a:?}");
+}
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn partial_headers_and_stalled_bodies_are_cut_off_and_their_memory_returned() {
+    use std::io::Write;
+    let c = Cluster::new(1);
+    assert_eq!(c.wait_leader(), 1);
+    let addr = c.http[&1];
+    let pid = c.children[&1].id();
+    let host = format!("Host: 127.0.0.1:{}\r\n", addr.port());
+    let before = rss_kib(pid);
+    let started = Instant::now();
+
+    // Headers that never end.
+    let mut partial = std::net::TcpStream::connect(addr).expect("connect");
+    partial
+        .write_all(format!("GET /status HTTP/1.1\r\n{host}").as_bytes())
+        .expect("send");
+    // Bodies that stall: 1 MiB announced, half of it sent, 200 times.
+    let head = format!(
+        "PUT /kv/stalled HTTP/1.1\r\n{host}Content-Length: {}\r\n\r\n",
+        1 << 20
+    );
+    let half = vec![b'x'; 1 << 19];
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        // A connection the node refused (past a limit) may be closed
+        // before the whole half is in: that is fine.
+        let _ = s
+            .write_all(head.as_bytes())
+            .and_then(|()| s.write_all(&half));
+        stalled.push(s);
+    }
+    let during = rss_kib(pid);
+
+    // Both are cut off within their bounds (10 s), with room for a loaded
+    // machine, and not before the bound (a client gets its time).
+    let bound = Instant::now() + Duration::from_secs(16);
+    let a = read_until_closed(&mut partial, bound);
+    assert!(
+        a.closed,
+        "partial headers still open after {:?}: {a:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    for s in &mut stalled {
+        let b = read_until_closed(s, bound);
+        assert!(
+            b.closed,
+            "a stalled body still open after {:?}: {b:?}",
+            started.elapsed()
+        );
+        assert!(b.status == 0 || b.status == 408 || b.status == 503, "{b:?}");
+    }
+    drop(stalled);
+    // The node serves, and gave back what the bodies held.
+    let ok = raw(addr, &req("GET", "/status", &host, ""));
+    assert_eq!(ok.status, 200, "{ok:?}");
+    sleep(Duration::from_millis(500));
+    let after = rss_kib(pid);
+    eprintln!(
+        "node RSS: {before} KiB before, {during} KiB with 200 stalled bodies, {after} KiB after"
+    );
+    assert!(
+        after < before + 32 * 1024,
+        "RSS {before} KiB before, {during} KiB during, {after} KiB after the stalled bodies"
+    );
+}
+
+#[test]
+fn past_the_connection_cap_a_new_connection_gets_503_and_closing_frees_the_slots() {
+    use std::io::Write;
+    const CAP: usize = 4;
+    let c = Cluster::with(1, |cfg| cfg["http_max_connections"] = json!(CAP));
+    let addr = c.http[&1];
+    let host = format!("Host: 127.0.0.1:{}\r\n", addr.port());
+    let status = req("GET", "/status", &host, "");
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(addr).is_err() || raw(addr, &status).status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the node never answered\n{}",
+            c.logs()
+        );
+        sleep(POLL);
+    }
+    // Let the node finish closing those probes (each held a slot).
+    sleep(Duration::from_millis(300));
+    // Hold connections open (a keep-alive request answered on each) until
+    // one is refused: at most CAP are served at once.
+    let keep = format!("GET /status HTTP/1.1\r\n{host}\r\n");
+    let mut held = Vec::new();
+    let refused = loop {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let _ = s.write_all(keep.as_bytes());
+        let mut buf = [0u8; 12];
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        use std::io::Read;
+        let n = s.read(&mut buf).unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if head.contains(" 503") {
+            let rest = read_until_closed(&mut s, Instant::now() + Duration::from_secs(5));
+            break (held.len(), head, rest);
+        }
+        assert!(head.contains(" 200"), "connection {}: {head:?}", held.len());
+        held.push(s);
+        assert!(
+            held.len() <= CAP,
+            "{} connections served at once, cap {CAP}",
+            held.len()
+        );
+    };
+    let (served, head, rest) = refused;
+    assert_eq!(served, CAP, "refused after {served} connections");
+    assert!(
+        rest.closed,
+        "the refused connection is closed: {head}{}",
+        rest.text
+    );
+    assert!(
+        rest.text.contains("\"error\""),
+        "a JSON error: {head}{}",
+        rest.text
+    );
+    // Closing them frees the slots.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = raw(addr, &status);
+        if a.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still refused after closing: {a:?}"
+        );
+        sleep(POLL);
+    }
 }

@@ -349,13 +349,22 @@ async fn client(
             }
             Ok(Ok((StatusCode::TEMPORARY_REDIRECT, Some(loc)))) => {
                 r.redirects += 1;
-                // `http://HOST:PORT/path`: keep the authority.
-                if let Some(a) = loc
+                // `http://HOST:PORT/path`: keep the authority, if it is one
+                // of the cluster's nodes (a redirect elsewhere is an error:
+                // our writes go to the cluster or nowhere).
+                match loc
                     .strip_prefix("http://")
                     .and_then(|rest| rest.split('/').next())
+                    .filter(|a| nodes.iter().any(|n| n == a))
                 {
-                    addr = a.to_owned();
-                    conn = None;
+                    Some(a) => {
+                        addr = a.to_owned();
+                        conn = None;
+                    }
+                    None => {
+                        count_error(&mut r);
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
                 }
             }
             Ok(Ok(_)) => {

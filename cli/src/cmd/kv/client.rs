@@ -5,12 +5,19 @@
 //! must be sent again to the new location and because every hop, and every
 //! "no leader yet" answer during an election, has to fit in one overall
 //! deadline: a client command never hangs on a cluster that cannot answer.
+//!
+//! A redirect is followed only to an HTTP address of the cluster's
+//! configuration (`cluster.json`): whoever answers at a node's address
+//! must not be able to send our writes, and our admin token, to a server
+//! of its own and have us report success ([`Access`]).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use ureq::Agent;
+
+use super::cluster::ClusterFile;
 
 /// How long one HTTP exchange may take (a paused node never answers).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,6 +33,60 @@ pub fn agent() -> Agent {
         .timeout_global(Some(REQUEST_TIMEOUT))
         .build();
     config.into()
+}
+
+/// What a command may do with one cluster: where a redirect may lead (the
+/// HTTP addresses of `cluster.json`'s nodes), and the admin token that
+/// `/admin/*` requests carry.
+#[derive(Debug, Clone)]
+pub struct Access {
+    known: Vec<String>,
+    admin_token: String,
+}
+
+impl Access {
+    /// The access `cluster.json` gives.
+    pub fn of(c: &ClusterFile) -> Access {
+        Access {
+            known: c.nodes.iter().map(|n| n.http_addr.clone()).collect(),
+            admin_token: c.admin_token.clone(),
+        }
+    }
+
+    /// The URL to go to for a redirect from `from` to `location`, or an
+    /// error naming the address when it is not one of the cluster's.
+    fn follow(&self, from: &str, location: &str) -> Result<String> {
+        fn authority(url: &str) -> Option<&str> {
+            let rest = url.strip_prefix("http://")?;
+            Some(rest.split(['/', '?', '#']).next().unwrap_or(rest))
+        }
+        // A path on the same node.
+        if location.starts_with('/') && !location.starts_with("//") {
+            if let Some(a) = authority(from) {
+                return Ok(format!("http://{a}{location}"));
+            }
+        }
+        let Some(to) = authority(location) else {
+            bail!(
+                "refusing to follow a redirect to {location:?}: not an http:// address of this cluster"
+            );
+        };
+        let same = |known: &str| {
+            known == to
+                || matches!(
+                    (known.parse::<std::net::SocketAddr>(), to.parse::<std::net::SocketAddr>()),
+                    (Ok(a), Ok(b)) if a == b
+                )
+        };
+        if !self.known.iter().any(|k| same(k)) {
+            bail!(
+                "refusing to follow a redirect from {from} to {to}: not the HTTP address \
+                 of any node in cluster.json ({})",
+                self.known.join(", ")
+            );
+        }
+        Ok(location.to_owned())
+    }
 }
 
 /// The answer to one request: status and body.
@@ -82,15 +143,23 @@ fn send_once(
     method: Method,
     url: &str,
     body: &[u8],
+    admin_token: Option<&str>,
 ) -> Result<(Reply, Option<String>), ureq::Error> {
-    let resp = match method {
-        Method::Get => agent.get(url).call(),
-        Method::Delete => agent.delete(url).call(),
-        Method::Put => agent.put(url).send(body),
-        Method::Post => agent
-            .post(url)
-            .header("content-type", "application/json")
-            .send(body),
+    let auth = admin_token.map(|t| format!("Bearer {t}"));
+    let resp = match (method, auth) {
+        (Method::Get, None) => agent.get(url).call(),
+        (Method::Get, Some(a)) => agent.get(url).header("authorization", a).call(),
+        (Method::Delete, None) => agent.delete(url).call(),
+        (Method::Delete, Some(a)) => agent.delete(url).header("authorization", a).call(),
+        (Method::Put, None) => agent.put(url).send(body),
+        (Method::Put, Some(a)) => agent.put(url).header("authorization", a).send(body),
+        (Method::Post, a) => {
+            let req = agent.post(url).header("content-type", "application/json");
+            match a {
+                Some(a) => req.header("authorization", a).send(body),
+                None => req.send(body),
+            }
+        }
     }?;
     let status = resp.status().as_u16();
     let location = resp
@@ -112,9 +181,12 @@ fn send_once(
 /// "busy" and unknown-outcome answers until `deadline`.
 ///
 /// Only use this for idempotent requests (put, get, delete, admin calls
-/// with absolute targets): a retried request may apply twice.
+/// with absolute targets): a retried request may apply twice. `/admin/*`
+/// requests carry `access`'s admin token; a redirect outside `access`'s
+/// addresses fails the request at once.
 pub fn request(
     agent: &Agent,
+    access: &Access,
     nodes: &[String],
     method: Method,
     path: &str,
@@ -129,14 +201,17 @@ pub fn request(
     loop {
         let mut url = format!("http://{}{}", nodes[start], path);
         let mut hops = 0;
+        let token = path
+            .starts_with("/admin/")
+            .then_some(access.admin_token.as_str());
         let outcome = loop {
-            match send_once(agent, method, &url, body) {
+            match send_once(agent, method, &url, body, token) {
                 Ok((reply, Some(loc))) if (300..400).contains(&reply.status) => {
                     hops += 1;
                     if hops > MAX_HOPS {
                         break Err(anyhow!("more than {MAX_HOPS} redirects, last to {loc}"));
                     }
-                    url = loc;
+                    url = access.follow(&url, &loc)?;
                 }
                 Ok((reply, _)) if reply.status == 503 => {
                     break Err(anyhow!("{} answered 503: {}", url, reply.error_text()));
@@ -273,7 +348,7 @@ impl Status {
 /// Fetches one node's `/status`.
 pub fn status(agent: &Agent, http_addr: &str) -> Result<Status> {
     let url = format!("http://{http_addr}/status");
-    let (reply, _) = send_once(agent, Method::Get, &url, &[])
+    let (reply, _) = send_once(agent, Method::Get, &url, &[], None)
         .with_context(|| format!("{url} did not answer"))?;
     if reply.status != 200 {
         bail!("{url} answered {}: {}", reply.status, reply.error_text());
@@ -321,11 +396,50 @@ mod tests {
     }
 
     #[test]
+    fn redirects_lead_only_to_the_clusters_addresses() {
+        let access = Access {
+            known: vec!["127.0.0.1:8001".into(), "127.0.0.1:8002".into()],
+            admin_token: String::new(),
+        };
+        let from = "http://127.0.0.1:8001/kv/a";
+        assert_eq!(
+            access
+                .follow(from, "http://127.0.0.1:8002/kv/a?x=1")
+                .unwrap(),
+            "http://127.0.0.1:8002/kv/a?x=1"
+        );
+        assert_eq!(
+            access.follow(from, "/kv/b").unwrap(),
+            "http://127.0.0.1:8001/kv/b"
+        );
+        for bad in [
+            "http://127.0.0.1:9999/kv/a",
+            "http://evil.example:8002/kv/a",
+            "http://user@127.0.0.1:8002/kv/a",
+            "https://127.0.0.1:8002/kv/a",
+            "//127.0.0.1:9999/kv/a",
+        ] {
+            let e = access.follow(from, bad).unwrap_err().to_string();
+            assert!(e.contains("refusing to follow a redirect"), "{bad}: {e}");
+        }
+        let e = access
+            .follow(from, "http://127.0.0.1:9999/kv/a")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("127.0.0.1:9999"), "{e}");
+    }
+
+    #[test]
     fn nothing_listening_is_an_error_by_the_deadline() {
         let port = super::super::cluster::pick_ports(1).unwrap()[0];
         let started = Instant::now();
+        let access = Access {
+            known: vec![port.to_string()],
+            admin_token: String::new(),
+        };
         let err = request(
             &agent(),
+            &access,
             &[port.to_string()],
             Method::Get,
             "/kv/a",

@@ -28,6 +28,9 @@ pub struct ClusterFile {
     pub group: u64,
     /// The shared transport token.
     pub token: String,
+    /// The operator's token for the nodes' `/admin/*` requests (sent as
+    /// `Authorization: Bearer`); distinct from `token`.
+    pub admin_token: String,
     /// The nodes, in id order.
     pub nodes: Vec<NodeEntry>,
 }
@@ -81,6 +84,8 @@ pub struct NodeConfig {
     pub cluster_id: u64,
     /// Shared transport secret.
     pub token: String,
+    /// The secret `/admin/*` requests must carry.
+    pub admin_token: String,
     /// Transport listen address.
     pub raft_addr: String,
     /// HTTP listen address.
@@ -106,7 +111,12 @@ pub struct NodeConfig {
 impl ClusterFile {
     /// Builds the table for `n` new nodes in `dir`, with the given
     /// addresses (`addrs[i]` = (raft, http) of node i+1).
-    pub fn new(dir: &Path, addrs: &[(SocketAddr, SocketAddr)], token: String) -> Self {
+    pub fn new(
+        dir: &Path,
+        addrs: &[(SocketAddr, SocketAddr)],
+        token: String,
+        admin_token: String,
+    ) -> Self {
         let nodes = addrs
             .iter()
             .enumerate()
@@ -133,6 +143,7 @@ impl ClusterFile {
             cluster_id,
             group: 1,
             token,
+            admin_token,
             nodes,
         }
     }
@@ -165,6 +176,7 @@ impl ClusterFile {
     /// the wrong node.
     fn validate(&self) -> Result<()> {
         secret::check_token(&self.token)?;
+        secret::check_token(&self.admin_token).context("admin_token")?;
         let mut seen = std::collections::BTreeSet::new();
         for n in &self.nodes {
             if n.id == 0 {
@@ -232,6 +244,7 @@ impl ClusterFile {
             group: self.group,
             cluster_id: self.cluster_id,
             token: self.token.clone(),
+            admin_token: self.admin_token.clone(),
             raft_addr: node.raft_addr.clone(),
             http_addr: node.http_addr.clone(),
             data_dir: node.data_dir.clone(),
@@ -302,7 +315,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ports = pick_ports(6).unwrap();
         let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-        let mut c = ClusterFile::new(dir.path(), &addrs, new_token().unwrap());
+        let mut c = ClusterFile::new(
+            dir.path(),
+            &addrs,
+            new_token().unwrap(),
+            new_token().unwrap(),
+        );
         c.node_mut(2).unwrap().pid = Some(42);
         c.save(dir.path()).unwrap();
         let back = ClusterFile::load(dir.path()).unwrap();
@@ -329,7 +347,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ports = pick_ports(4).unwrap();
         let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-        let mut c = ClusterFile::new(dir.path(), &addrs, new_token().unwrap());
+        let mut c = ClusterFile::new(
+            dir.path(),
+            &addrs,
+            new_token().unwrap(),
+            new_token().unwrap(),
+        );
         c.nodes[1].id = 1;
         c.save(dir.path()).unwrap();
         let err = format!("{:#}", ClusterFile::load(dir.path()).unwrap_err());
@@ -341,7 +364,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ports = pick_ports(6).unwrap();
         let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-        let c = ClusterFile::new(dir.path(), &addrs, new_token().unwrap());
+        let c = ClusterFile::new(
+            dir.path(),
+            &addrs,
+            new_token().unwrap(),
+            new_token().unwrap(),
+        );
         let cfg = c.node_config(&c.nodes[0], vec![1, 2, 3]);
         let v = serde_json::to_value(&cfg).unwrap();
         for key in [
@@ -349,6 +377,7 @@ mod tests {
             "group",
             "cluster_id",
             "token",
+            "admin_token",
             "raft_addr",
             "http_addr",
             "data_dir",
@@ -364,6 +393,6 @@ mod tests {
         }
         assert_eq!(v["peers"]["2"]["raft"], c.nodes[1].raft_addr.as_str());
         assert_eq!(v["peers"]["3"]["http"], c.nodes[2].http_addr.as_str());
-        assert_eq!(v.as_object().unwrap().len(), 14);
+        assert_eq!(v.as_object().unwrap().len(), 15);
     }
 }

@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 
-use client::{Method, Status};
+use client::{Access, Method, Status};
 use cluster::{ClusterFile, NodeEntry};
 use proc::ProcState;
 
@@ -377,7 +377,7 @@ fn up(n: u64, dir: &Path, timeout: Duration) -> Result<()> {
         .with_context(|| format!("resolving {}", dir.display()))?;
     let ports = cluster::pick_ports(2 * n as usize)?;
     let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
-    let mut c = ClusterFile::new(&dir, &addrs, cluster::new_token()?);
+    let mut c = ClusterFile::new(&dir, &addrs, cluster::new_token()?, cluster::new_token()?);
     let voters: Vec<u64> = c.nodes.iter().map(|node| node.id).collect();
     for node in &c.nodes {
         cluster::write_node_config(&c.node_config(node, voters.clone()))?;
@@ -607,6 +607,7 @@ fn put(dir: &Path, key: &str, value: &[u8], timeout: Duration) -> Result<()> {
     let path = format!("/kv/{}", client::encode_key(key));
     let reply = client::request(
         &client::agent(),
+        &Access::of(&c),
         &live_http(&c)?,
         Method::Put,
         &path,
@@ -630,6 +631,7 @@ fn get(dir: &Path, key: &str, consistency: Consistency, timeout: Duration) -> Re
     );
     let reply = client::request(
         &client::agent(),
+        &Access::of(&c),
         &live_http(&c)?,
         Method::Get,
         &path,
@@ -655,6 +657,7 @@ fn del(dir: &Path, key: &str, timeout: Duration) -> Result<()> {
     let path = format!("/kv/{}", client::encode_key(key));
     let reply = client::request(
         &client::agent(),
+        &Access::of(&c),
         &live_http(&c)?,
         Method::Delete,
         &path,
@@ -764,11 +767,19 @@ pub(crate) fn restart(dir: &Path, id: u64, timeout: Duration) -> Result<String> 
 
 // ---------------------------------------------------------------- faults
 
-/// Sends one admin request to one node (no redirects, no retries beyond
-/// a short deadline), and fails on anything but 200.
-fn admin(node: &NodeEntry, method: Method, path: &str, body: &[u8]) -> Result<client::Reply> {
+/// Sends one admin request (with the admin token) to one node of `c`
+/// (redirects only within the cluster, no retries beyond a short
+/// deadline), and fails on anything but 200.
+fn admin(
+    c: &ClusterFile,
+    node: &NodeEntry,
+    method: Method,
+    path: &str,
+    body: &[u8],
+) -> Result<client::Reply> {
     let reply = client::request(
         &client::agent(),
+        &Access::of(c),
         std::slice::from_ref(&node.http_addr),
         method,
         path,
@@ -787,9 +798,9 @@ fn admin(node: &NodeEntry, method: Method, path: &str, body: &[u8]) -> Result<cl
     Ok(reply)
 }
 
-fn set_filter(node: &NodeEntry, drop: &[u64]) -> Result<()> {
+fn set_filter(c: &ClusterFile, node: &NodeEntry, drop: &[u64]) -> Result<()> {
     let body = json!({ "drop_to": drop, "drop_from": drop }).to_string();
-    admin(node, Method::Post, "/admin/filter", body.as_bytes()).map(|_| ())
+    admin(c, node, Method::Post, "/admin/filter", body.as_bytes()).map(|_| ())
 }
 
 /// `kv partition SPEC`: cuts the cluster into the groups of `spec` (`1,2/3`).
@@ -822,7 +833,7 @@ pub(crate) fn partition(dir: &Path, spec: &str, warn: Warn) -> Result<String> {
                 warn(format!("warning: node {id} is not running; not filtered"));
                 continue;
             }
-            set_filter(node, &others)?;
+            set_filter(&c, node, &others)?;
         }
     }
     let text: Vec<String> = groups
@@ -844,7 +855,7 @@ pub(crate) fn heal(dir: &Path, warn: Warn) -> Result<String> {
             warn(format!("warning: node {} is not running; skipped", node.id));
             continue;
         }
-        if let Err(e) = set_filter(node, &[]) {
+        if let Err(e) = set_filter(&c, node, &[]) {
             failed.push(format!("{e:#}"));
         }
     }
@@ -887,6 +898,7 @@ pub(crate) fn transfer_leader(dir: &Path, id: u64, timeout: Duration) -> Result<
         return Ok(format!("node {id} already leads"));
     }
     admin(
+        &c,
         &leader,
         Method::Post,
         &format!("/admin/transfer?to={id}"),
@@ -910,7 +922,7 @@ pub(crate) fn transfer_leader(dir: &Path, id: u64, timeout: Duration) -> Result<
 pub(crate) fn snapshot(dir: &Path, id: u64) -> Result<String> {
     let c = ClusterFile::load(dir)?;
     let node = c.node(id)?;
-    let reply = admin(node, Method::Post, "/admin/snapshot", &[])?;
+    let reply = admin(&c, node, Method::Post, "/admin/snapshot", &[])?;
     Ok(format!(
         "node {id} snapshot: {}",
         String::from_utf8_lossy(&reply.body).trim()
@@ -950,6 +962,7 @@ fn change_voters(c: &ClusterFile, voters: &[u64], deadline: Instant) -> Result<(
     let body = json!({ "voters": voters }).to_string();
     let reply = client::request(
         &client::agent(),
+        &Access::of(c),
         &live_http(c)?,
         Method::Post,
         "/admin/change",
@@ -1018,7 +1031,7 @@ pub(crate) fn add_node(dir: &Path, timeout: Duration, warn: Warn) -> Result<Stri
             ));
             continue;
         }
-        admin(node, Method::Post, "/admin/peer", body.as_bytes())?;
+        admin(&c, node, Method::Post, "/admin/peer", body.as_bytes())?;
     }
     let mut voters = leader_status.voters.clone();
     voters.push(id);

@@ -38,6 +38,10 @@ pub struct NodeFileConfig {
     pub cluster_id: u64,
     /// The shared secret every member presents in the transport handshake.
     pub token: String,
+    /// The operator's secret: every `/admin/*` request must carry it as
+    /// `Authorization: Bearer <admin_token>`. Distinct from `token`, so
+    /// what a peer holds does not open the admin API.
+    pub admin_token: String,
     /// Where the Raft transport listens.
     pub raft_addr: SocketAddr,
     /// Where the HTTP API listens.
@@ -66,6 +70,10 @@ pub struct NodeFileConfig {
     /// Entries kept in the log behind a snapshot.
     #[serde(default = "default_log_margin")]
     pub log_margin: u64,
+    /// Most HTTP connections served at once; past it a new connection is
+    /// answered `503` and closed (`http::limits`).
+    #[serde(default = "default_http_max_connections")]
+    pub http_max_connections: usize,
     /// Append this node's rtrace events (elections, role and configuration
     /// changes, snapshots) to `data_dir/trace.rtrace`.
     #[serde(default = "default_trace")]
@@ -86,6 +94,10 @@ pub const MAX_ELECTION_TIMEOUT_MS: u64 = 60_000;
 
 fn default_trace() -> bool {
     true
+}
+
+fn default_http_max_connections() -> usize {
+    super::limits::DEFAULT_MAX_CONNECTIONS
 }
 
 fn default_group() -> u64 {
@@ -128,6 +140,17 @@ impl NodeFileConfig {
             bail!("id: 0 is not a valid node id");
         }
         crate::secret::check_token(&self.token)?;
+        crate::secret::check_token(&self.admin_token).context("admin_token")?;
+        if self.admin_token == self.token {
+            bail!("admin_token must differ from token (a peer must not hold the operator's key)");
+        }
+        let max = super::limits::MAX_CONNECTIONS_LIMIT;
+        if !(1..=max).contains(&self.http_max_connections) {
+            bail!(
+                "http_max_connections: {} is out of range (1 to {max})",
+                self.http_max_connections
+            );
+        }
         if self.peers.contains_key(&0) {
             bail!("peers: 0 is not a valid node id");
         }
@@ -192,6 +215,7 @@ mod tests {
 
     fn sample() -> String {
         r#"{"id":1,"group":1,"cluster_id":7,"token":"0123456789abcdef",
+            "admin_token":"fedcba9876543210",
             "raft_addr":"127.0.0.1:7001","http_addr":"127.0.0.1:8001",
             "data_dir":"/tmp/x",
             "peers":{"1":{"raft":"127.0.0.1:7001","http":"127.0.0.1:8001"},

@@ -9,9 +9,41 @@
 //! clients follow it. When no leader is known, or the node cannot take more
 //! work, the answer is `503` with a JSON error, which clients retry.
 //!
-//! Every error body is JSON `{"error": "..."}`. A proposal whose outcome is
-//! unknown (this node lost leadership or stopped while it was in flight)
-//! is reported as such, never as a failure: it may still commit.
+//! Every error body is JSON `{"error": "..."}`, axum's own answers (`405`,
+//! a path that is not UTF-8) included ([`json_errors`]). A proposal whose
+//! outcome is unknown (this node lost leadership or stopped while it was in
+//! flight) is reported as such, never as a failure: it may still commit.
+//!
+//! # Who may do what
+//!
+//! Every request passes [`guard`] first:
+//!
+//! - **Host.** The `Host` header must name this node: its listen address,
+//!   or `localhost`, `127.0.0.1` or `[::1]` with its port (any IP literal
+//!   with its port when it listens on all addresses). A web page whose name
+//!   an attacker rebinds to 127.0.0.1 sends its own name, and is refused
+//!   (`421`) on every route: it must not read `/kv` or `/status` either.
+//! - **Admin token.** `/admin/*` needs `Authorization: Bearer
+//!   <admin_token>` (the config's `admin_token`, not the peers' `token`),
+//!   compared in constant time; else `401`.
+//! - **JSON bodies.** On `/admin/*` and `POST /kv/{key}/cas` (the requests
+//!   with JSON bodies), a body must come with `Content-Type:
+//!   application/json` and no other type is accepted (`415`): a browser
+//!   form can post `text/plain` across origins without asking, never JSON.
+//! - **Bodies.** A body is read whole before the handler runs, at most
+//!   [`MAX_BODY_BYTES`] (`413`), within [`BODY_READ_TIMEOUT`] (`408`), and
+//!   with at most [`MAX_BODY_BYTES_IN_FLIGHT`] of bodies held by the node at
+//!   once (`503`, retry).
+//!
+//! `/status` and `/metrics` stay open to any local client with a proper
+//! Host (monitoring needs no secret): they show ids, roles, indexes,
+//! addresses and counters, never a token. `/kv` needs no token either: the
+//! data API is for every local user of the cluster, like the loopback
+//! listener it sits on.
+//!
+//! Admin requests are logged on stderr with the client's address, the
+//! request and the answer's status; membership and fault changes also log
+//! what they set.
 
 // Helpers return `Result<_, Response>` so a handler can `return` the error
 // answer as is; the `Response` lives for one request on the stack, and
@@ -21,12 +53,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -36,15 +70,15 @@ use raft_core::runtime::transport::{FaultFilter, TransportHandle};
 use raft_core::NodeId;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use super::kv_sm::{Command, SharedKv};
 
-/// Longest key accepted, in bytes.
-pub const MAX_KEY_BYTES: usize = 4 << 10;
-/// Largest request body (a value, or a CAS request) accepted, in bytes.
-/// Well below the codec's per-entry limit, so an accepted write always fits
-/// in a log entry.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+use super::config::NodeFileConfig;
+use super::limits::{
+    BODY_READ_TIMEOUT, MAX_BODY_BYTES, MAX_BODY_BYTES_IN_FLIGHT, MAX_ERROR_TEXT_BYTES,
+    MAX_FILTER_DELAY_MS, MAX_KEY_BYTES,
+};
 
 /// What every handler sees.
 #[derive(Clone)]
@@ -58,22 +92,47 @@ struct Inner {
     /// `POST /admin/peer`.
     http_peers: RwLock<BTreeMap<NodeId, SocketAddr>>,
     pid: u32,
+    /// Where this API listens: the Host requests must name.
+    http_addr: SocketAddr,
+    /// What `/admin/*` requests must present.
+    admin_token: String,
+    /// The node's config file, read again by `/admin/peer`.
+    config_path: PathBuf,
+    /// Bytes of request bodies held at once, in KiB permits.
+    body_kib: Semaphore,
+}
+
+/// What a node's HTTP server is built from.
+pub struct Setup {
+    /// The Raft node.
+    pub node: NodeHandle,
+    /// Its transport (filters, peer addresses, counters).
+    pub transport: TransportHandle,
+    /// The state machine's map.
+    pub kv: SharedKv,
+    /// Every member's HTTP address, from the config.
+    pub http_peers: BTreeMap<NodeId, SocketAddr>,
+    /// Where the API listens.
+    pub http_addr: SocketAddr,
+    /// The config's `admin_token`.
+    pub admin_token: String,
+    /// The config file the node was started with.
+    pub config_path: PathBuf,
 }
 
 impl AppState {
     /// The state of a node's HTTP server.
-    pub fn new(
-        node: NodeHandle,
-        transport: TransportHandle,
-        kv: SharedKv,
-        http_peers: BTreeMap<NodeId, SocketAddr>,
-    ) -> AppState {
+    pub fn new(s: Setup) -> AppState {
         AppState(Arc::new(Inner {
-            node,
-            transport,
-            kv,
-            http_peers: RwLock::new(http_peers),
+            node: s.node,
+            transport: s.transport,
+            kv: s.kv,
+            http_peers: RwLock::new(s.http_peers),
             pid: std::process::id(),
+            http_addr: s.http_addr,
+            admin_token: s.admin_token,
+            config_path: s.config_path,
+            body_kib: Semaphore::new(MAX_BODY_BYTES_IN_FLIGHT >> 10),
         }))
     }
 }
@@ -93,7 +152,257 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/peer", post(admin_peer))
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Whether `host` (a `Host` header) names the node listening on `listen`.
+fn host_is_ours(host: &str, listen: SocketAddr) -> bool {
+    let host = host.trim();
+    if let Ok(addr) = host.parse::<SocketAddr>() {
+        // An IP literal cannot be rebound to another site's name.
+        return addr.port() == listen.port()
+            && (addr.ip() == listen.ip()
+                || addr.ip().is_loopback()
+                || listen.ip().is_unspecified());
+    }
+    let Some((name, port)) = host.rsplit_once(':') else {
+        return false;
+    };
+    name.eq_ignore_ascii_case("localhost") && port.parse() == Ok(listen.port())
+}
+
+/// Whether the request carries the admin token.
+fn has_admin_token(headers: &HeaderMap, token: &str) -> bool {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let v = v.as_bytes();
+    let scheme = b"bearer ";
+    if v.len() < scheme.len() || !v[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        return false;
+    }
+    crate::secret::constant_time_eq(&v[scheme.len()..], token.as_bytes())
+}
+
+/// Whether the request's body is JSON-only: the admin API and CAS.
+fn wants_json(method: &Method, path: &str) -> bool {
+    path.starts_with("/admin/")
+        || (method == Method::POST && path.starts_with("/kv/") && path.ends_with("/cas"))
+}
+
+/// Refuses a body that is not declared JSON, on a JSON-only request: a
+/// Content-Type other than `application/json` (parameters allowed), or a
+/// body without one.
+fn check_json_type(headers: &HeaderMap) -> Result<(), Response> {
+    let ctype = headers.get(header::CONTENT_TYPE);
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let is_json = |v: &header::HeaderValue| {
+        v.to_str().is_ok_and(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        })
+    };
+    match ctype {
+        Some(v) if !is_json(v) => Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type {:?} refused: this request takes application/json",
+                String::from_utf8_lossy(v.as_bytes())
+            ),
+        )),
+        None if has_body => Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a body without Content-Type refused: this request takes application/json",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The checks every request passes before its handler (see the module's
+/// "Who may do what"), then the handler, then the log line of an admin
+/// request.
+async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let s = &s.0;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    match host {
+        None => return error(StatusCode::BAD_REQUEST, "no Host header"),
+        Some(h) if !host_is_ours(&h, s.http_addr) => {
+            return error(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "Host {h:?} is not this node (use {} or localhost:{})",
+                    s.http_addr,
+                    s.http_addr.port()
+                ),
+            )
+        }
+        Some(_) => {}
+    }
+    let path = req.uri().path().to_owned();
+    let admin = path.starts_with("/admin/");
+    if admin && !has_admin_token(req.headers(), &s.admin_token) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "the admin API needs Authorization: Bearer <admin_token> (see the node's config)",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    if wants_json(req.method(), &path) {
+        if let Err(r) = check_json_type(req.headers()) {
+            return r;
+        }
+    }
+    let (parts, body) = req.into_parts();
+    let (bytes, _held) = match read_body(s, &parts.headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let what = admin.then(|| {
+        let who = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "an unknown client".to_owned(), |c| c.0.to_string());
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map_or(path.as_str(), |pq| pq.as_str());
+        format!("{} {pq} from {who}", parts.method)
+    });
+    let answer = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if let Some(what) = what {
+        eprintln!("node {}: admin: {what}: {}", s.node.id(), answer.status());
+    }
+    answer
+}
+
+/// Reads a request's body whole: at most [`MAX_BODY_BYTES`], within
+/// [`BODY_READ_TIMEOUT`], holding a share of [`MAX_BODY_BYTES_IN_FLIGHT`]
+/// (returned with the bytes, for as long as the request lives).
+async fn read_body<'a>(
+    s: &'a Inner,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Option<tokio::sync::SemaphorePermit<'a>>), Response> {
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    let length = match headers.get(header::CONTENT_LENGTH) {
+        None => 0,
+        Some(v) => match v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(n) => n,
+            None => return Err(error(StatusCode::BAD_REQUEST, "bad Content-Length")),
+        },
+    };
+    if length == 0 && !chunked {
+        return Ok((Bytes::new(), None));
+    }
+    // A body of unknown length may be as large as the limit. One announced
+    // above it is still read up to the limit before the `413`: answering
+    // at once would close the connection under a client still sending,
+    // which then sees a reset, not the answer.
+    let want = if chunked {
+        MAX_BODY_BYTES as u64
+    } else {
+        length.min(MAX_BODY_BYTES as u64)
+    };
+    let kib = u32::try_from(want.div_ceil(1024)).unwrap_or(u32::MAX);
+    let Ok(held) = s.body_kib.try_acquire_many(kib) else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the node holds {} MiB of request bodies already, retry",
+                MAX_BODY_BYTES_IN_FLIGHT >> 20
+            ),
+        ));
+    };
+    match tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok((bytes, Some(held))),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Err(e)) => {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            Err(if too_large {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body above the limit of {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+            })
+        }
+    }
+}
+
+/// Makes every error answer JSON: axum's own (`405`, a path or query it
+/// cannot decode) are plain text or empty; their text becomes the
+/// `error`. Headers (`Allow` of a `405`) are kept.
+async fn json_errors(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT_BYTES)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let mut msg = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        let _ = write!(
+            msg,
+            " (allowed: {})",
+            String::from_utf8_lossy(allow.as_bytes())
+        );
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let body = json!({ "error": msg }).to_string();
+    Response::from_parts(parts, Body::from(body))
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -597,6 +906,10 @@ async fn admin_transfer(
     let Some(to) = q.to else {
         return error(StatusCode::BAD_REQUEST, "missing ?to=NODE_ID");
     };
+    eprintln!(
+        "node {}: admin: leadership transfer to {to} requested",
+        s.0.node.id()
+    );
     match s.0.node.transfer_leader(to).await {
         Ok(()) => Json(json!({ "ok": true, "to": to })).into_response(),
         Err(e) => node_error(&s.0, e, &uri),
@@ -619,10 +932,6 @@ struct FilterBody {
     #[serde(default)]
     delay_to_ms: BTreeMap<NodeId, u64>,
 }
-
-/// Longest delay `/admin/filter` accepts: past an election timeout or two
-/// a delayed link is a partition, and queued envelopes hold memory.
-const MAX_FILTER_DELAY_MS: u64 = 60_000;
 
 async fn admin_filter(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body_or_error(body) {
@@ -681,6 +990,11 @@ async fn admin_change(
         Ok(b) => b,
         Err(r) => return r,
     };
+    eprintln!(
+        "node {}: admin: voters {:?} requested",
+        s.0.node.id(),
+        body.voters
+    );
     match s.0.node.change_peers(body.voters.clone()).await {
         Ok(()) => Json(json!({ "ok": true, "voters": body.voters })).into_response(),
         Err(e) => node_error(&s.0, e, &uri),
@@ -699,9 +1013,16 @@ async fn admin_learner(
     Query(q): Query<LearnerParams>,
     uri: Uri,
 ) -> Response {
+    let me = s.0.node.id();
     let r = match (q.add, q.remove) {
-        (Some(id), None) => s.0.node.add_learner(id).await,
-        (None, Some(id)) => s.0.node.remove_learner(id).await,
+        (Some(id), None) => {
+            eprintln!("node {me}: admin: learner {id} to be added");
+            s.0.node.add_learner(id).await
+        }
+        (None, Some(id)) => {
+            eprintln!("node {me}: admin: learner {id} to be removed");
+            s.0.node.remove_learner(id).await
+        }
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -733,10 +1054,17 @@ struct PeerBody {
     http: SocketAddr,
 }
 
-/// Adds (or moves) a member's addresses on this node: a node added after
-/// start is unknown to the others' transports until they are told where it
-/// listens. `cdsctl kv add-node` must call it on every running node before
-/// the membership change.
+/// Tells this node where a member listens: a node added after start is
+/// unknown to the others' transports until they are told. `cdsctl kv
+/// add-node` writes the new member into every node's config file, then
+/// calls this on every running node before the membership change.
+///
+/// The rule: the node reads its config file again and accepts the request
+/// only if the file's `peers` lists this id with exactly these addresses
+/// (`409` otherwise). So an address is never taken from the request alone:
+/// pointing a member at another listener (and receiving the leader's
+/// handshake, token included) needs both the admin token and write access
+/// to the node's private config file.
 async fn admin_peer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body_or_error(body) {
         Ok(b) => b,
@@ -748,6 +1076,32 @@ async fn admin_peer(State(s): State<AppState>, body: Result<Bytes, BytesRejectio
     };
     if body.id == 0 {
         return error(StatusCode::BAD_REQUEST, "0 is not a valid node id");
+    }
+    let path = s.0.config_path.clone();
+    let cfg = match tokio::task::spawn_blocking(move || NodeFileConfig::load(&path)).await {
+        Ok(Ok(cfg)) => cfg,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read this node's config again: {e:#}"),
+            )
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let listed = cfg.peers.get(&body.id).map(|a| (a.raft, a.http));
+    if cfg.id != s.0.node.id() || listed != Some((body.raft, body.http)) {
+        let what = match listed {
+            Some((raft, http)) => format!("lists node {} at raft {raft} http {http}", body.id),
+            None => format!("does not list node {}", body.id),
+        };
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "refused: this node's config ({}) {what}; a peer's addresses are taken \
+                 only as its config lists them",
+                s.0.config_path.display()
+            ),
+        );
     }
     if body.id != s.0.node.id() {
         s.0.transport.set_peer(body.id, body.raft);

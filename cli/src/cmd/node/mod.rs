@@ -17,9 +17,10 @@
 mod config;
 mod http;
 mod kv_sm;
+mod limits;
+mod server;
 
 use std::collections::BTreeMap;
-use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +59,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     let id = cfg.id;
-    rt.block_on(serve(cfg))
+    rt.block_on(serve(cfg, &args.config))
         .with_context(|| format!("node {id} ({})", args.config.display()))
 }
 
@@ -117,7 +118,7 @@ fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
     })
 }
 
-async fn serve(cfg: NodeFileConfig) -> Result<()> {
+async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
     let id = cfg.id;
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
         format!(
@@ -168,20 +169,25 @@ async fn serve(cfg: NodeFileConfig) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", cfg.http_addr))?;
     let http_peers: BTreeMap<_, _> = cfg.peers.iter().map(|(&p, a)| (p, a.http)).collect();
-    let app = http::router(http::AppState::new(
-        node.clone(),
-        transport.clone(),
+    let app = http::router(http::AppState::new(http::Setup {
+        node: node.clone(),
+        transport: transport.clone(),
         kv,
         http_peers,
-    ));
+        http_addr: cfg.http_addr,
+        admin_token: cfg.admin_token.clone(),
+        config_path: config_path.to_path_buf(),
+    }));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.await;
-            })
-            .into_future(),
-    );
+    let server = tokio::spawn(server::serve(
+        listener,
+        app,
+        cfg.http_max_connections,
+        id,
+        async move {
+            let _ = http_stopped.await;
+        },
+    ));
     let pid_path = write_pid(&cfg.data_dir)?;
     eprintln!(
         "node {id}: serving (pid {}, raft {}, http {}, data {})",
@@ -213,8 +219,7 @@ async fn serve(cfg: NodeFileConfig) -> Result<()> {
         }
         e = watch_node => Err(anyhow!("the Raft node stopped: {e}")),
         r = &mut server => match r {
-            Ok(Ok(())) => Err(anyhow!("the HTTP server stopped")),
-            Ok(Err(e)) => Err(anyhow!("the HTTP server failed: {e}")),
+            Ok(()) => Err(anyhow!("the HTTP server stopped")),
             Err(e) => Err(anyhow!("the HTTP server task failed: {e}")),
         },
     };
