@@ -938,3 +938,54 @@ async fn a_panic_in_on_apply_never_reports_success_and_stops_the_node() {
     assert!(failure.contains("panicked"), "{failure}");
     tokio::time::timeout(WAIT, h.shutdown()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_last_term_neither_bricks_the_group_nor_survives_a_restart() {
+    // The reported attack, at the driver: a heartbeat at term 2^64-1 to
+    // every node, from a stranger and from each member's id.
+    let mut c = Cluster::start(3, true, no_tuning);
+    let leader = c.leader().await;
+    let term = c.h(leader).status().await.unwrap().raft.term;
+    for &to in &c.ids {
+        for from in [99, 1, 2, 3] {
+            if from == to {
+                continue;
+            }
+            let forged = raft_core::Message {
+                from,
+                to,
+                term: u64::MAX,
+                body: raft_core::MessageBody::Heartbeat {
+                    commit: 0,
+                    read_round: 0,
+                    lease_tick: 0,
+                },
+            };
+            c.h(to)
+                .step(Envelope {
+                    group: GROUP,
+                    msg: forged,
+                })
+                .expect("inbox");
+        }
+    }
+    propose(c.h(leader), b"after the forgery")
+        .await
+        .expect("committed");
+    for &id in &c.ids {
+        let s = c.h(id).status().await.unwrap();
+        assert_eq!(s.raft.term, term, "node {id}");
+        assert!(s.raft.refused_messages >= 2, "node {id}: {s:?}");
+    }
+    // Nothing of it reached the disk: a restarted node is still in the
+    // group's term and follows the same leader.
+    let f = c.follower(leader);
+    c.h(f).shutdown().await;
+    c.start_node(f, Arc::default());
+    assert_eq!(c.leader().await, leader);
+    assert_eq!(c.h(f).status().await.unwrap().raft.term, term);
+    propose(c.h(leader), b"after the restart")
+        .await
+        .expect("committed");
+    c.shutdown().await;
+}

@@ -775,6 +775,12 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
         m.dropped_messages,
     );
     gauge(
+        "refused_messages_total",
+        "Raft messages dropped for a term too far ahead or a sender outside the configuration.",
+        "counter",
+        st.raft.refused_messages,
+    );
+    gauge(
         "snapshots_saved_total",
         "Snapshots saved.",
         "counter",
