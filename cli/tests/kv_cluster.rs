@@ -571,11 +571,28 @@ fn restart_fails_when_another_process_answers_on_the_nodes_address() {
     let path = dir.join("cluster.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    v["nodes"][0]["http_addr"] = other.into();
+    v["nodes"][0]["http_addr"] = other.clone().into();
     std::fs::write(&path, v.to_string()).unwrap();
-    let err = fails(&dir, &["restart", "1", "--timeout", "3s"]);
+    // A node config that starts (so the node lives long enough for the
+    // other server's answer to arrive first), then fails to bind HTTP.
+    let raft = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let raft_addr = raft.local_addr().unwrap().to_string();
+    drop(raft);
+    let n1 = dir.join("n1");
+    let cfg = serde_json::json!({
+        "id": 1, "cluster_id": 7, "token": "0123456789abcdef",
+        "admin_token": "fedcba9876543210",
+        "raft_addr": raft_addr, "http_addr": other, "data_dir": n1,
+        "peers": {"1": {"raft": raft_addr, "http": other}}, "voters": [1],
+    });
+    let cfg_path = n1.join("config.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cfg_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = fails(&dir, &["restart", "1", "--timeout", "5s"]);
     assert!(
         err.contains("exited right after restart") && err.contains("another process (pid 1)"),
         "{err}"
     );
+    assert!(err.contains("cannot listen for HTTP"), "{err}");
 }
