@@ -9,6 +9,30 @@
 //! retry, and every buffer read from the network is checked against a named
 //! limit before it is allocated.
 //!
+//! # What an inbound connection can cost
+//!
+//! - Before the handshake: one task, a slot of
+//!   [`TransportConfig::max_inbound_connections`], at most
+//!   [`MAX_HANDSHAKE_FRAME_BYTES`] of buffer, for at most
+//!   [`TransportConfig::handshake_timeout`].
+//! - A hello is accepted only with the cluster id and token, addressed to
+//!   this node, and from one of its peers ([`TransportConfig::peers`], and
+//!   those added by [`TransportHandle::set_peer`] when a node joins): any
+//!   other id is refused with [`Refusal::UnknownPeer`] before an envelope is
+//!   read. A peer has one inbound connection at a time (a newer one
+//!   replaces it).
+//! - After it: a frame's memory is taken in pieces of [`READ_CHUNK_BYTES`]
+//!   as its bytes arrive, so a header declaring [`MAX_FRAME_BYTES`] buys
+//!   nothing; all connections' frame buffers together stay within
+//!   [`TransportConfig::max_buffered_bytes`] (a connection whose next piece
+//!   would pass it is closed); a buffer grown by a large frame is given back
+//!   after it. A connection on which no frame begins for
+//!   [`TransportConfig::idle_timeout`], or whose started frame delivers
+//!   nothing for [`TransportConfig::stall_timeout`], is closed.
+//! - Every refusal, bad frame, timeout and budget closure is counted in
+//!   [`TransportStats`] (the node shows them in `/metrics` and, rate-limited,
+//!   in its log).
+//!
 //! Each direction between two nodes has its own connection: a node writes to
 //! a peer on the connection it opened, and reads what the peer sends on the
 //! connection the peer opened. That keeps both sides simple (a writer task
@@ -45,7 +69,9 @@
 //! A [`FaultFilter`] set through [`TransportHandle::set_filter`] drops or
 //! delays envelopes per peer (how an admin request partitions a node).
 //! There is no logging to stderr: [`TransportHandle::stats`] returns
-//! counters and a ring of the last [`MAX_EVENTS`] events.
+//! counters and a ring of the last [`MAX_EVENTS`] events, and
+//! [`TransportStats::defense_metrics`] names the counters an operator should
+//! be told about; the process decides how often to say so.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
@@ -84,6 +110,25 @@ pub const DEFAULT_QUEUE_LIMIT: usize = 4096;
 pub const DEFAULT_INBOUND_LIMIT: usize = 4096;
 /// Default [`TransportConfig::max_inbound_connections`].
 pub const DEFAULT_MAX_INBOUND_CONNECTIONS: usize = 1024;
+/// Default [`TransportConfig::idle_timeout`]: far longer than any heartbeat
+/// interval or election timeout a node is configured with (tens to hundreds
+/// of milliseconds), so a live peer always sends something before it; the
+/// node raises it when its own ticks are unusually slow.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`TransportConfig::stall_timeout`]: a frame that has begun must
+/// make progress this often. Like [`TransportConfig::write_timeout`] on the
+/// sending side, it only has to outlast a congested link, not an idle one.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`TransportConfig::max_buffered_bytes`]: four frames of the
+/// largest size, so a few peers can send a full snapshot chunk batch at
+/// once while a node's frame buffers never hold more than 256 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 4 * MAX_FRAME_BYTES;
+/// A frame's body is read in pieces of at most this many bytes: memory for
+/// a frame is allocated as its bytes arrive, never on the word of a header.
+pub const READ_CHUNK_BYTES: usize = 64 << 10;
+/// A connection keeps a read buffer of at most this capacity between
+/// frames; a larger one (left by a large frame) is given back.
+pub const RETAINED_READ_BUFFER_BYTES: usize = 256 << 10;
 
 /// Sources whose last refusal is remembered (to log one event per source
 /// and reason); the memory is cleared when it fills.
@@ -136,6 +181,19 @@ pub struct TransportConfig {
     pub handshake_timeout: Duration,
     /// Limit on one write: a peer that stops reading is disconnected.
     pub write_timeout: Duration,
+    /// After the handshake, an inbound connection on which no frame begins
+    /// for this long is closed (an idle or abandoned connection holds a
+    /// slot and a task; a live peer sends heartbeats far more often).
+    pub idle_timeout: Duration,
+    /// A frame that has begun must deliver more bytes at least this often,
+    /// or its connection is closed (a peer that sends half a frame and
+    /// stalls holds its buffer for no longer than this).
+    pub stall_timeout: Duration,
+    /// Bytes all inbound connections together may hold in frame buffers;
+    /// a connection whose next piece would pass it is closed (counted in
+    /// [`TransportStats::closed_over_budget`]). At least
+    /// [`MAX_FRAME_BYTES`], so one frame of the largest size always fits.
+    pub max_buffered_bytes: usize,
 }
 
 impl TransportConfig {
@@ -160,6 +218,9 @@ impl TransportConfig {
             connect_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(3),
             write_timeout: Duration::from_secs(10),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 
@@ -180,6 +241,12 @@ impl TransportConfig {
         }
         if self.peers.contains_key(&0) || self.peers.contains_key(&self.node_id) {
             return bad("peers must not include id 0 or this node");
+        }
+        if self.idle_timeout.is_zero() || self.stall_timeout.is_zero() {
+            return bad("idle_timeout and stall_timeout must be > 0");
+        }
+        if self.max_buffered_bytes < MAX_FRAME_BYTES {
+            return bad("max_buffered_bytes must be at least MAX_FRAME_BYTES");
         }
         Ok(())
     }
@@ -215,6 +282,9 @@ pub enum Refusal {
     Busy,
     /// The handshake was not a valid hello / hello-ack.
     Malformed,
+    /// The hello came from a node id that is not one of this node's peers
+    /// ([`TransportConfig::peers`] and [`TransportHandle::set_peer`]).
+    UnknownPeer,
 }
 
 impl Refusal {
@@ -226,6 +296,7 @@ impl Refusal {
             Refusal::WrongNode => 4,
             Refusal::Busy => 5,
             Refusal::Malformed => 6,
+            Refusal::UnknownPeer => 7,
         }
     }
 
@@ -236,6 +307,7 @@ impl Refusal {
             3 => Refusal::Token,
             4 => Refusal::WrongNode,
             5 => Refusal::Busy,
+            7 => Refusal::UnknownPeer,
             _ => Refusal::Malformed,
         }
     }
@@ -315,8 +387,115 @@ pub struct TransportStats {
     pub refused_inbound: u64,
     /// Accepted connections closed because of a bad frame.
     pub bad_frames: u64,
+    /// Inbound hellos refused because their node id is not a peer (also
+    /// counted in `refused_inbound`).
+    pub refused_unknown_peer: u64,
+    /// Inbound connections closed because a handshake, an idle wait or a
+    /// started frame took too long.
+    pub inbound_timeouts: u64,
+    /// Inbound connections closed because their next frame piece would
+    /// have passed [`TransportConfig::max_buffered_bytes`].
+    pub closed_over_budget: u64,
+    /// Bytes inbound connections hold in frame buffers now.
+    pub buffered_bytes: u64,
+    /// The most `buffered_bytes` has been since start.
+    pub peak_buffered_bytes: u64,
     /// The most recent events, oldest first.
     pub events: Vec<TransportEvent>,
+}
+
+/// One figure of [`TransportStats::defense_metrics`], named for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportMetric {
+    /// Metric name without the process's prefix, e.g.
+    /// `transport_refused_inbound_total`.
+    pub name: &'static str,
+    /// One line saying what it counts.
+    pub help: &'static str,
+    /// True for a gauge (a level now), false for a counter since start.
+    pub gauge: bool,
+    /// True if a rise means a peer or a stranger misbehaved (or a peer is
+    /// misconfigured): worth a line in the node's log.
+    pub alarm: bool,
+    /// The value.
+    pub value: u64,
+}
+
+impl TransportStats {
+    /// The figures that show attacks, misconfigured peers and the memory
+    /// inbound connections hold: every refusal, bad frame, timeout and
+    /// budget closure, and the buffered bytes. One list, so `/metrics` and
+    /// the node's log name the same things.
+    pub fn defense_metrics(&self) -> [TransportMetric; 9] {
+        let counter = |name, help, alarm, value| TransportMetric {
+            name,
+            help,
+            gauge: false,
+            alarm,
+            value,
+        };
+        let gauge = |name, help, value| TransportMetric {
+            name,
+            help,
+            gauge: true,
+            alarm: false,
+            value,
+        };
+        [
+            counter(
+                "transport_refused_inbound_total",
+                "Inbound connections refused (bad handshake, unknown peer, too many).",
+                true,
+                self.refused_inbound,
+            ),
+            counter(
+                "transport_refused_unknown_peer_total",
+                "Inbound hellos refused: the node id is not a peer.",
+                true,
+                self.refused_unknown_peer,
+            ),
+            counter(
+                "transport_bad_frames_total",
+                "Inbound connections closed for a bad frame.",
+                true,
+                self.bad_frames,
+            ),
+            counter(
+                "transport_inbound_timeouts_total",
+                "Inbound connections closed: handshake, idle or stalled frame timed out.",
+                true,
+                self.inbound_timeouts,
+            ),
+            counter(
+                "transport_closed_over_budget_total",
+                "Inbound connections closed: frame buffers at their byte budget.",
+                true,
+                self.closed_over_budget,
+            ),
+            counter(
+                "transport_refused_outbound_total",
+                "Handshakes to peers that the peer refused.",
+                true,
+                self.refused_outbound,
+            ),
+            counter(
+                "transport_connect_failures_total",
+                "Connects or handshakes to peers that failed (not refusals).",
+                false,
+                self.connect_failures,
+            ),
+            gauge(
+                "transport_buffered_bytes",
+                "Bytes inbound connections hold in frame buffers.",
+                self.buffered_bytes,
+            ),
+            gauge(
+                "transport_peak_buffered_bytes",
+                "The most bytes inbound frame buffers have held since start.",
+                self.peak_buffered_bytes,
+            ),
+        ]
+    }
 }
 
 /// Starts transports; see [`Transport::start`].
@@ -487,6 +666,11 @@ impl TransportHandle {
             refused_outbound: get(&c.refused_outbound),
             refused_inbound: get(&c.refused_inbound),
             bad_frames: get(&c.bad_frames),
+            refused_unknown_peer: get(&c.refused_unknown_peer),
+            inbound_timeouts: get(&c.inbound_timeouts),
+            closed_over_budget: get(&c.closed_over_budget),
+            buffered_bytes: get(&c.buffered_bytes),
+            peak_buffered_bytes: get(&c.peak_buffered_bytes),
             events: lock(&self.inner.events).iter().cloned().collect(),
         }
     }
@@ -611,6 +795,11 @@ struct Counters {
     refused_outbound: AtomicU64,
     refused_inbound: AtomicU64,
     bad_frames: AtomicU64,
+    refused_unknown_peer: AtomicU64,
+    inbound_timeouts: AtomicU64,
+    closed_over_budget: AtomicU64,
+    buffered_bytes: AtomicU64,
+    peak_buffered_bytes: AtomicU64,
 }
 
 fn bump(a: &AtomicU64) {
@@ -820,10 +1009,16 @@ async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<TcpStr
             .write_all(&frame)
             .await
             .map_err(|e| ConnectError::Failed(io_reason(&e)))?;
-        let mut buf = Vec::new();
-        let (version, kind) = read_frame(&mut stream, MAX_HANDSHAKE_FRAME_BYTES, &mut buf)
-            .await
-            .map_err(|e| ConnectError::Failed(format!("handshake: {e}")))?;
+        let mut fb = FrameBuffer::handshake();
+        let (version, kind) = read_frame(
+            &mut stream,
+            MAX_HANDSHAKE_FRAME_BYTES,
+            &mut fb,
+            ReadLimits::of(cfg),
+        )
+        .await
+        .map_err(|e| ConnectError::Failed(format!("handshake: {e}")))?;
+        let buf = &fb.buf;
         if version != PROTOCOL_VERSION {
             return Err(ConnectError::Refused(Refusal::Version));
         }
@@ -977,6 +1172,9 @@ async fn serve_inbound(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) {
         Ok(Ok(peer)) => peer,
         Ok(Err(HandshakeEnd::Refused(refusal, claimed))) => {
             bump(&inner.counters.refused_inbound);
+            if refusal == Refusal::UnknownPeer {
+                bump(&inner.counters.refused_unknown_peer);
+            }
             // One event per source and reason: a misconfigured peer retries
             // forever and must not push every other event out of the ring.
             let fresh = {
@@ -1001,6 +1199,7 @@ async fn serve_inbound(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) {
             return;
         }
         Err(_) => {
+            bump(&inner.counters.inbound_timeouts);
             inner.event(TransportEventKind::InboundClosed {
                 peer: None,
                 addr,
@@ -1057,16 +1256,22 @@ async fn accept_handshake(
     stream: &mut BufReader<TcpStream>,
 ) -> Result<NodeId, HandshakeEnd> {
     let cfg = &inner.cfg;
-    let mut buf = Vec::new();
-    let (version, kind) = read_frame(stream, MAX_HANDSHAKE_FRAME_BYTES, &mut buf)
-        .await
-        .map_err(|e| HandshakeEnd::Failed(format!("handshake: {e}")))?;
+    let mut fb = FrameBuffer::handshake();
+    let (version, kind) = read_frame(
+        stream,
+        MAX_HANDSHAKE_FRAME_BYTES,
+        &mut fb,
+        ReadLimits::of(cfg),
+    )
+    .await
+    .map_err(|e| HandshakeEnd::Failed(format!("handshake: {e}")))?;
+    let buf = &fb.buf;
     let verdict = if version != PROTOCOL_VERSION {
         Err(Refusal::Version)
     } else if kind != KIND_HELLO {
         Err(Refusal::Malformed)
     } else {
-        check_hello(cfg, &buf[2..])
+        check_hello(cfg, &buf[2..], |id| lock(&inner.peers).contains_key(&id))
     };
     let mut ack = Vec::with_capacity(32);
     put_frame(&mut ack, KIND_HELLO_ACK, |b| {
@@ -1089,7 +1294,15 @@ async fn accept_handshake(
     Ok(peer)
 }
 
-fn check_hello(cfg: &TransportConfig, b: &[u8]) -> Result<NodeId, Refusal> {
+/// Checks a hello's body: its cluster, its token, that it is meant for this
+/// node, and that it comes from a node `is_peer` knows. The checks that need
+/// the token come first, so a client without it learns nothing about which
+/// ids are peers.
+fn check_hello(
+    cfg: &TransportConfig,
+    b: &[u8],
+    is_peer: impl Fn(NodeId) -> bool,
+) -> Result<NodeId, Refusal> {
     let u64_at = |at: usize| -> Result<u64, Refusal> {
         let s = b.get(at..at + 8).ok_or(Refusal::Malformed)?;
         let mut a = [0u8; 8];
@@ -1114,6 +1327,9 @@ fn check_hello(cfg: &TransportConfig, b: &[u8]) -> Result<NodeId, Refusal> {
     if to != cfg.node_id || from == 0 || from == cfg.node_id {
         return Err(Refusal::WrongNode);
     }
+    if !is_peer(from) {
+        return Err(Refusal::UnknownPeer);
+    }
     Ok(from)
 }
 
@@ -1136,18 +1352,29 @@ async fn read_envelopes(
     tx: &mpsc::Sender<Envelope>,
 ) -> Option<String> {
     let c = &inner.counters;
-    let mut buf = Vec::new();
+    let limits = ReadLimits::of(&inner.cfg);
+    let mut fb = FrameBuffer::envelopes(inner);
     loop {
         let bad = |reason: String| {
             bump(&c.bad_frames);
             Some(reason)
         };
-        let (version, kind) = match read_frame(stream, MAX_FRAME_BYTES, &mut buf).await {
+        fb.trim();
+        let (version, kind) = match read_frame(stream, MAX_FRAME_BYTES, &mut fb, limits).await {
             Ok(vk) => vk,
             Err(FrameError::Eof) => return Some("peer closed the connection".to_owned()),
             Err(FrameError::Io(e)) => return Some(io_reason(&e)),
+            Err(e @ FrameError::Timeout(_)) => {
+                bump(&c.inbound_timeouts);
+                return Some(e.to_string());
+            }
+            Err(e @ FrameError::OverBudget { .. }) => {
+                bump(&c.closed_over_budget);
+                return Some(e.to_string());
+            }
             Err(e) => return bad(e.to_string()),
         };
+        let buf = &fb.buf;
         if version != PROTOCOL_VERSION || kind != KIND_ENVELOPE {
             return bad(format!("unexpected frame version {version} kind {kind}"));
         }
@@ -1194,6 +1421,10 @@ enum FrameError {
     TooShort(usize),
     #[error("frame checksum mismatch")]
     Checksum,
+    #[error("{0} within the time limit")]
+    Timeout(&'static str),
+    #[error("frame buffers would pass the budget of {limit} bytes")]
+    OverBudget { limit: usize },
 }
 
 /// Appends one frame whose payload `payload` writes.
@@ -1210,20 +1441,143 @@ fn put_frame(out: &mut Vec<u8>, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Reads one frame's body (version, kind, payload) into `buf` and returns
-/// its version and kind; the payload is `buf[2..]`. The length is checked against `limit` before anything is
-/// allocated, and the checksum before anything is interpreted.
+/// One connection's frame buffer. An envelope connection's capacity is
+/// counted in the transport's [`Counters::buffered_bytes`] and held within
+/// [`TransportConfig::max_buffered_bytes`]; dropping it gives its bytes
+/// back. A handshake's is not counted: it holds at most
+/// [`MAX_HANDSHAKE_FRAME_BYTES`] per connection (so at most that times
+/// [`TransportConfig::max_inbound_connections`]), and peers that fill the
+/// budget must not keep others from connecting.
+struct FrameBuffer<'a> {
+    buf: Vec<u8>,
+    /// The transport's counters and budget; `None` for a handshake.
+    budget: Option<(&'a Counters, usize)>,
+    /// Bytes this buffer has counted in `buffered_bytes`.
+    held: usize,
+}
+
+impl<'a> FrameBuffer<'a> {
+    /// A buffer for envelope frames, within the transport's budget.
+    fn envelopes(inner: &'a Inner) -> FrameBuffer<'a> {
+        FrameBuffer {
+            buf: Vec::new(),
+            budget: Some((&inner.counters, inner.cfg.max_buffered_bytes)),
+            held: 0,
+        }
+    }
+
+    /// A buffer for one handshake frame (at most MAX_HANDSHAKE_FRAME_BYTES).
+    fn handshake() -> FrameBuffer<'static> {
+        FrameBuffer {
+            buf: Vec::new(),
+            budget: None,
+            held: 0,
+        }
+    }
+
+    /// Makes room for `more` bytes past the buffer's length, growing its
+    /// capacity at most to `cap` (the frame's length) and at least
+    /// geometrically, so a large frame costs few copies. Refuses growth that
+    /// would take the transport past its budget.
+    fn reserve(&mut self, more: usize, cap: usize) -> Result<(), FrameError> {
+        let need = self.buf.len() + more;
+        let old = self.buf.capacity();
+        if need <= old {
+            return Ok(());
+        }
+        let target = need.max(old.saturating_mul(2)).min(cap.max(need));
+        let Some((counters, budget)) = self.budget else {
+            self.buf.reserve_exact(target - self.buf.len());
+            return Ok(());
+        };
+        let claim = (target - old) as u64;
+        let total = &counters.buffered_bytes;
+        let now = total.fetch_add(claim, Ordering::Relaxed) + claim;
+        if now > budget as u64 {
+            total.fetch_sub(claim, Ordering::Relaxed);
+            return Err(FrameError::OverBudget { limit: budget });
+        }
+        self.buf.reserve_exact(target - self.buf.len());
+        // The allocator may round up: count what was really taken.
+        let got = self.buf.capacity() - old;
+        if got as u64 > claim {
+            total.fetch_add(got as u64 - claim, Ordering::Relaxed);
+        } else {
+            total.fetch_sub(claim - got as u64, Ordering::Relaxed);
+        }
+        self.held += got;
+        counters
+            .peak_buffered_bytes
+            .fetch_max(total.load(Ordering::Relaxed), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Between frames: a buffer left large by a large frame is given back.
+    fn trim(&mut self) {
+        self.buf.clear();
+        if self.buf.capacity() > RETAINED_READ_BUFFER_BYTES {
+            self.buf = Vec::new();
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        let held = std::mem::take(&mut self.held) as u64;
+        if let Some((counters, _)) = self.budget {
+            counters.buffered_bytes.fetch_sub(held, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for FrameBuffer<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// How long [`read_frame`] waits for bytes.
+#[derive(Clone, Copy)]
+struct ReadLimits {
+    /// For the header of the next frame to arrive.
+    idle: Duration,
+    /// For each further piece of a frame that has begun.
+    stall: Duration,
+}
+
+impl ReadLimits {
+    fn of(cfg: &TransportConfig) -> ReadLimits {
+        ReadLimits {
+            idle: cfg.idle_timeout,
+            stall: cfg.stall_timeout,
+        }
+    }
+}
+
+/// Reads one frame's body (version, kind, payload) into `fb` and returns
+/// its version and kind; the payload is `fb.buf[2..]`. The length is
+/// checked against `limit` before anything is allocated, memory is taken in
+/// pieces of at most [`READ_CHUNK_BYTES`] as bytes arrive (a header alone
+/// buys none), and the checksum is checked before anything is interpreted.
+/// A header that takes longer than `limits.idle`, or a piece of the body
+/// longer than `limits.stall`, ends the read with [`FrameError::Timeout`].
 async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     limit: usize,
-    buf: &mut Vec<u8>,
+    fb: &mut FrameBuffer<'_>,
+    limits: ReadLimits,
 ) -> Result<(u8, u8), FrameError> {
+    let eof_or_io = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            FrameError::Eof
+        } else {
+            FrameError::Io(e)
+        }
+    };
     let mut header = [0u8; FRAME_HEADER_BYTES];
-    match r.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Eof),
-        Err(e) => return Err(FrameError::Io(e)),
-    }
+    timeout(limits.idle, r.read_exact(&mut header))
+        .await
+        .map_err(|_| FrameError::Timeout("no frame began"))?
+        .map_err(eof_or_io)?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if len > limit {
@@ -1232,19 +1586,27 @@ async fn read_frame<R: AsyncRead + Unpin>(
     if len < 2 {
         return Err(FrameError::TooShort(len));
     }
-    buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).await.map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            FrameError::Eof
-        } else {
-            FrameError::Io(e)
+    fb.buf.clear();
+    let mut filled = 0;
+    while filled < len {
+        if filled == fb.buf.len() {
+            let piece = (len - filled).min(READ_CHUNK_BYTES);
+            fb.reserve(piece, len)?;
+            fb.buf.resize(filled + piece, 0);
         }
-    })?;
-    if checksum(buf) != crc {
+        let n = timeout(limits.stall, r.read(&mut fb.buf[filled..]))
+            .await
+            .map_err(|_| FrameError::Timeout("a frame stalled"))?
+            .map_err(eof_or_io)?;
+        if n == 0 {
+            return Err(FrameError::Eof);
+        }
+        filled += n;
+    }
+    if checksum(&fb.buf) != crc {
         return Err(FrameError::Checksum);
     }
-    Ok((buf[0], buf[1]))
+    Ok((fb.buf[0], fb.buf[1]))
 }
 
 /// A short reason for an IO error that is stable across retries (no
