@@ -1018,3 +1018,147 @@ async fn a_hello_from_an_unknown_node_is_refused_and_counted() {
     })
     .await;
 }
+
+/// A test CA: issues node certificates.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+use raft_core::runtime::transport::{node_cert_name, rustls, TransportTls};
+
+fn test_ca(name: &str) -> TestCa {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, name.to_owned());
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = p.self_signed(&key).expect("self-signed");
+    TestCa {
+        der: cert.der().clone(),
+        issuer: rcgen::Issuer::new(p, key),
+    }
+}
+
+/// TLS for a transport whose certificate, signed by `ca`, names node
+/// `named` (a node's own id, unless a test lies).
+fn node_tls(ca: &TestCa, named: u64) -> TransportTls {
+    let p = rcgen::CertificateParams::new(vec![node_cert_name(named)]).expect("params");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = p.signed_by(&key, &ca.issuer).expect("signed");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    TransportTls::new(std::slice::from_ref(&ca.der), vec![cert.der().clone()], key)
+        .expect("TLS config")
+}
+
+fn tls_config(id: u64, tls: TransportTls) -> TransportConfig {
+    let mut cfg = config(id, "secret");
+    cfg.tls = Some(tls);
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_peers_exchange_every_kind() {
+    bounded(async {
+        let ca = test_ca("cluster CA");
+        let (a, mut rx_a) = start(tls_config(1, node_tls(&ca, 1))).await;
+        let (b, mut rx_b) = start(tls_config(2, node_tls(&ca, 2))).await;
+        a.set_peer(2, b.local_addr());
+        b.set_peer(1, a.local_addr());
+        let sent: Vec<_> = bodies()
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| envelope(1, 1, 2, i as u64 + 1, body))
+            .collect();
+        for e in &sent {
+            a.send(e.clone());
+        }
+        assert_eq!(
+            recv_n(&mut rx_b, sent.len(), Duration::from_secs(10)).await,
+            sent
+        );
+        b.send(heartbeat(1, 2, 1, 7));
+        assert_eq!(
+            recv_n(&mut rx_a, 1, Duration::from_secs(10)).await,
+            vec![heartbeat(1, 2, 1, 7)]
+        );
+        for h in [&a, &b] {
+            let s = h.stats();
+            assert_eq!((s.refused_inbound, s.bad_frames), (0, 0), "{s:#?}");
+        }
+        a.shutdown().await;
+        b.shutdown().await;
+    })
+    .await;
+}
+
+/// A peer with the right token but a certificate of another CA, one whose
+/// certificate names another node, and a client without TLS: all refused,
+/// counted, nothing delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_other_cas_other_names_and_plain_clients() {
+    bounded(async {
+        let ca = test_ca("cluster CA");
+        let mut cfg = tls_config(1, node_tls(&ca, 1));
+        cfg.peers.insert(2, any_port());
+        let (a, mut rx_a) = start(cfg).await;
+
+        // Another CA, the right token.
+        let rogue_ca = test_ca("rogue CA");
+        let (rogue, _rx) = start(tls_config(2, node_tls(&rogue_ca, 2))).await;
+        rogue.set_peer(1, a.local_addr());
+        for i in 0..20 {
+            rogue.send(heartbeat(1, 2, 1, i));
+            sleep(Duration::from_millis(10)).await;
+        }
+        wait_for(&a, "TLS refusals", |s| s.refused_tls >= 1).await;
+        assert_eq!(rogue.stats().connects, 0);
+        rogue.shutdown().await;
+
+        // The cluster's CA, but a certificate naming node 3 for node 2.
+        let (liar, _rx) = start(tls_config(2, node_tls(&ca, 3))).await;
+        liar.set_peer(1, a.local_addr());
+        for i in 0..20 {
+            liar.send(heartbeat(1, 2, 1, i));
+            sleep(Duration::from_millis(10)).await;
+        }
+        wait_for(&liar, "refused", |s| s.refused_outbound >= 1).await;
+        let s = liar.stats();
+        assert!(
+            s.events.iter().any(|e| e.kind
+                == TransportEventKind::PeerRefused {
+                    peer: 1,
+                    refusal: Refusal::Certificate
+                }),
+            "{s:#?}"
+        );
+        liar.shutdown().await;
+
+        // Plain TCP: a valid hello in clear is never read.
+        let before = a.stats().refused_tls;
+        let mut hello = Vec::new();
+        hello.extend_from_slice(&7u64.to_le_bytes());
+        hello.extend_from_slice(&2u64.to_le_bytes());
+        hello.extend_from_slice(&1u64.to_le_bytes());
+        hello.extend_from_slice(&6u16.to_le_bytes());
+        hello.extend_from_slice(b"secret");
+        assert!(garbage_is_dropped(a.local_addr(), &frame(1, &hello)).await);
+        wait_for(&a, "plain client refused", |s| s.refused_tls > before).await;
+
+        expect_nothing(&mut rx_a).await;
+        let s = a.stats();
+        assert_eq!(s.received, 0, "{s:#?}");
+        assert!(
+            s.events.iter().any(|e| matches!(
+                e.kind,
+                TransportEventKind::InboundRefused {
+                    refusal: Refusal::Tls,
+                    ..
+                }
+            )),
+            "{s:#?}"
+        );
+        a.shutdown().await;
+    })
+    .await;
+}

@@ -56,9 +56,22 @@
 //! (`status:u8 node_id:u64`, status 0 = accepted, otherwise a [`Refusal`])
 //! and, on refusal, closes. Only after an accepted handshake does the
 //! connecting node send envelopes. The token is compared in constant time.
-//! The token crosses the network in clear: the transport assumes a trusted
+//! Without TLS the token crosses the network in clear: the transport assumes a trusted
 //! network (or a tunnel) and uses the token to keep clusters apart, not to
 //! resist an eavesdropper.
+//!
+//! # TLS
+//!
+//! With [`TransportConfig::tls`] set ([`TransportTls`]), every connection
+//! is TLS 1.3 with both sides authenticated by the cluster's CA, and the
+//! hello above runs inside it (defense in depth: a stolen certificate alone
+//! does not join the cluster, nor a leaked token alone). Each node's
+//! certificate names it ([`node_cert_name`]): the connecting side checks
+//! that the server's certificate names the peer it meant to reach, and the
+//! accepting side refuses a hello whose node id the client's certificate
+//! does not name ([`Refusal::Certificate`]). A client that does not speak
+//! TLS, or presents a certificate of another CA, is refused before any
+//! frame is read ([`Refusal::Tls`]).
 //!
 //! A change of [`codec::CODEC_VERSION`] must come with a new
 //! [`PROTOCOL_VERSION`], so mixed versions are refused at the handshake
@@ -80,11 +93,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
+/// The rustls crate the transport's TLS is built with (so callers name the
+/// same types).
+pub use tokio_rustls::rustls;
 
 use crate::core::{checksum, NodeId};
 use crate::runtime::codec;
@@ -194,7 +213,80 @@ pub struct TransportConfig {
     /// [`TransportStats::closed_over_budget`]). At least
     /// [`MAX_FRAME_BYTES`], so one frame of the largest size always fits.
     pub max_buffered_bytes: usize,
+    /// Mutual TLS on every connection, both ways; `None`: plain TCP.
+    pub tls: Option<TransportTls>,
 }
+
+/// The DNS name a node's certificate must carry: `node-ID.cds-raft`. A
+/// connecting node checks it in the server's certificate, an accepting node
+/// in the client's (against the id its hello claims).
+pub fn node_cert_name(id: NodeId) -> String {
+    format!("node-{id}.cds-raft")
+}
+
+/// TLS settings of a transport: mutual authentication against one CA.
+#[derive(Debug, Clone)]
+pub struct TransportTls {
+    /// Accepting: presents this node's certificate and requires one from
+    /// the client.
+    pub server: Arc<rustls::ServerConfig>,
+    /// Connecting: presents this node's certificate and verifies the
+    /// server's against the CA and the peer's [`node_cert_name`].
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl TransportTls {
+    /// TLS 1.3 (ring provider) with every certificate verified against
+    /// `ca`, presenting `chain` (this node's certificate first, which must
+    /// name [`node_cert_name`] of its id) with `key`.
+    pub fn new(
+        ca: &[CertificateDer<'static>],
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<TransportTls, TransportError> {
+        let tls =
+            |what: &str, e: &dyn std::fmt::Display| TransportError::Tls(format!("{what}: {e}"));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in ca {
+            roots
+                .add(c.clone())
+                .map_err(|e| tls("CA certificate", &e))?;
+        }
+        if roots.is_empty() {
+            return Err(TransportError::Tls("no CA certificate".to_owned()));
+        }
+        let roots = Arc::new(roots);
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| tls("client verifier", &e))?;
+        let versions = [&rustls::version::TLS13];
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| tls("server protocol", &e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| tls("certificate and key", &e))?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)
+            .map_err(|e| tls("client protocol", &e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| tls("certificate and key", &e))?;
+        Ok(TransportTls {
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })
+    }
+}
+
+/// A connection, TLS or not.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+type BoxConn = Box<dyn Conn>;
 
 impl TransportConfig {
     /// A configuration with no peers and default limits and timeouts.
@@ -221,6 +313,7 @@ impl TransportConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            tls: None,
         }
     }
 
@@ -258,6 +351,9 @@ pub enum TransportError {
     /// The configuration contradicts itself.
     #[error("invalid transport config: {0}")]
     InvalidConfig(String),
+    /// The TLS settings could not be built.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -285,6 +381,12 @@ pub enum Refusal {
     /// The hello came from a node id that is not one of this node's peers
     /// ([`TransportConfig::peers`] and [`TransportHandle::set_peer`]).
     UnknownPeer,
+    /// The TLS handshake failed: no TLS, or a certificate the cluster's CA
+    /// did not sign. Never sent (there is no channel to send it on).
+    Tls,
+    /// The client's TLS certificate does not name the node its hello
+    /// claims.
+    Certificate,
 }
 
 impl Refusal {
@@ -297,6 +399,8 @@ impl Refusal {
             Refusal::Busy => 5,
             Refusal::Malformed => 6,
             Refusal::UnknownPeer => 7,
+            Refusal::Tls => 8,
+            Refusal::Certificate => 9,
         }
     }
 
@@ -308,6 +412,8 @@ impl Refusal {
             4 => Refusal::WrongNode,
             5 => Refusal::Busy,
             7 => Refusal::UnknownPeer,
+            8 => Refusal::Tls,
+            9 => Refusal::Certificate,
             _ => Refusal::Malformed,
         }
     }
@@ -390,6 +496,9 @@ pub struct TransportStats {
     /// Inbound hellos refused because their node id is not a peer (also
     /// counted in `refused_inbound`).
     pub refused_unknown_peer: u64,
+    /// Inbound connections refused in the TLS handshake (also counted in
+    /// `refused_inbound`).
+    pub refused_tls: u64,
     /// Inbound connections closed because a handshake, an idle wait or a
     /// started frame took too long.
     pub inbound_timeouts: u64,
@@ -426,7 +535,7 @@ impl TransportStats {
     /// inbound connections hold: every refusal, bad frame, timeout and
     /// budget closure, and the buffered bytes. One list, so `/metrics` and
     /// the node's log name the same things.
-    pub fn defense_metrics(&self) -> [TransportMetric; 9] {
+    pub fn defense_metrics(&self) -> [TransportMetric; 10] {
         let counter = |name, help, alarm, value| TransportMetric {
             name,
             help,
@@ -453,6 +562,12 @@ impl TransportStats {
                 "Inbound hellos refused: the node id is not a peer.",
                 true,
                 self.refused_unknown_peer,
+            ),
+            counter(
+                "transport_refused_tls_total",
+                "Inbound connections refused in the TLS handshake.",
+                true,
+                self.refused_tls,
             ),
             counter(
                 "transport_bad_frames_total",
@@ -667,6 +782,7 @@ impl TransportHandle {
             refused_inbound: get(&c.refused_inbound),
             bad_frames: get(&c.bad_frames),
             refused_unknown_peer: get(&c.refused_unknown_peer),
+            refused_tls: get(&c.refused_tls),
             inbound_timeouts: get(&c.inbound_timeouts),
             closed_over_budget: get(&c.closed_over_budget),
             buffered_bytes: get(&c.buffered_bytes),
@@ -768,6 +884,28 @@ struct Inner {
 }
 
 impl Inner {
+    /// Counts an inbound refusal and names it in the events, once per
+    /// source and reason: a misconfigured peer retries forever and must not
+    /// push every other event out of the ring.
+    fn refused_inbound(&self, addr: SocketAddr, refusal: Refusal, claimed: Option<NodeId>) {
+        bump(&self.counters.refused_inbound);
+        match refusal {
+            Refusal::UnknownPeer => bump(&self.counters.refused_unknown_peer),
+            Refusal::Tls => bump(&self.counters.refused_tls),
+            _ => {}
+        }
+        let fresh = {
+            let mut seen = lock(&self.refusals);
+            if seen.len() >= MAX_REFUSAL_SOURCES {
+                seen.clear();
+            }
+            seen.insert((addr.ip(), claimed), refusal) != Some(refusal)
+        };
+        if fresh {
+            self.event(TransportEventKind::InboundRefused { addr, refusal });
+        }
+    }
+
     fn event(&self, kind: TransportEventKind) {
         let mut events = lock(&self.events);
         if events.len() >= MAX_EVENTS {
@@ -796,6 +934,7 @@ struct Counters {
     refused_inbound: AtomicU64,
     bad_frames: AtomicU64,
     refused_unknown_peer: AtomicU64,
+    refused_tls: AtomicU64,
     inbound_timeouts: AtomicU64,
     closed_over_budget: AtomicU64,
     buffered_bytes: AtomicU64,
@@ -986,16 +1125,28 @@ enum ConnectError {
 }
 
 /// Connects to `addr` and performs the handshake as the connecting side.
-async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<BoxConn, ConnectError> {
     let cfg = &inner.cfg;
-    let mut stream = match timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+    let tcp = match timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Failed("connect timed out".to_owned())),
         Ok(Err(e)) => return Err(ConnectError::Failed(io_reason(&e))),
         Ok(Ok(s)) => s,
     };
     // Raft messages are small and latency-sensitive; batching is done here.
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let hs = async {
+        let mut stream: BoxConn = match &cfg.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = ServerName::try_from(node_cert_name(peer))
+                    .map_err(|e| ConnectError::Failed(format!("tls: {e}")))?;
+                let s = TlsConnector::from(tls.client.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ConnectError::Failed(format!("tls: {e}")))?;
+                Box::new(s)
+            }
+        };
         let mut hello = Vec::with_capacity(64);
         hello.extend_from_slice(&cfg.cluster_id.to_le_bytes());
         hello.extend_from_slice(&cfg.node_id.to_le_bytes());
@@ -1007,6 +1158,10 @@ async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<TcpStr
         put_frame(&mut frame, KIND_HELLO, |b| b.extend_from_slice(&hello));
         stream
             .write_all(&frame)
+            .await
+            .map_err(|e| ConnectError::Failed(io_reason(&e)))?;
+        stream
+            .flush()
             .await
             .map_err(|e| ConnectError::Failed(io_reason(&e)))?;
         let mut fb = FrameBuffer::handshake();
@@ -1035,12 +1190,11 @@ async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<TcpStr
         if u64::from_le_bytes(id) != peer {
             return Err(ConnectError::Refused(Refusal::WrongNode));
         }
-        Ok(())
+        Ok(stream)
     };
     match timeout(cfg.handshake_timeout, hs).await {
         Err(_) => Err(ConnectError::Failed("handshake timed out".to_owned())),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(())) => Ok(stream),
+        Ok(r) => r,
     }
 }
 
@@ -1048,10 +1202,10 @@ async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<TcpStr
 /// (`Some(reason)`) or the queue closes (`None`).
 async fn pump(
     inner: &Inner,
-    stream: TcpStream,
+    stream: BoxConn,
     queue: &mut mpsc::Receiver<Queued>,
 ) -> Option<String> {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
     let mut probe = [0u8; 1];
     let write_timeout = inner.cfg.write_timeout;
@@ -1097,15 +1251,20 @@ fn bump_by(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
 }
 
-async fn flush(
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+/// Writes `buf` and flushes it (TLS holds written bytes until a flush).
+async fn flush<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     buf: &mut Vec<u8>,
     limit: Duration,
 ) -> Result<(), String> {
     if buf.is_empty() {
         return Ok(());
     }
-    let r = timeout(limit, wr.write_all(buf)).await;
+    let r = timeout(limit, async {
+        wr.write_all(buf).await?;
+        wr.flush().await
+    })
+    .await;
     buf.clear();
     match r {
         Err(_) => Err("write timed out".to_owned()),
@@ -1159,34 +1318,55 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
 
 /// Serves one accepted connection: handshake, then read envelopes and hand
 /// them to the receiver until the connection ends or misbehaves.
-async fn serve_inbound(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) {
+async fn serve_inbound(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr) {
     let mut shutdown = inner.shutdown_rx.clone();
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    // One limit for the TLS handshake and the hello together.
+    let deadline = Instant::now() + inner.cfg.handshake_timeout;
+    let (stream, cert): (BoxConn, _) = match &inner.cfg.tls {
+        None => (Box::new(tcp), None),
+        Some(tls) => {
+            match tokio::time::timeout_at(
+                deadline,
+                TlsAcceptor::from(tls.server.clone()).accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => {
+                    let cert = s
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.clone().into_owned());
+                    (Box::new(s), Some(cert))
+                }
+                Ok(Err(_)) => {
+                    inner.refused_inbound(addr, Refusal::Tls, None);
+                    return;
+                }
+                Err(_) => {
+                    bump(&inner.counters.inbound_timeouts);
+                    inner.event(TransportEventKind::InboundClosed {
+                        peer: None,
+                        addr,
+                        reason: "TLS handshake timed out".to_owned(),
+                    });
+                    return;
+                }
+            }
+        }
+    };
     let mut stream = BufReader::new(stream);
-    let peer = match timeout(
-        inner.cfg.handshake_timeout,
-        accept_handshake(&inner, &mut stream),
+    let peer = match tokio::time::timeout_at(
+        deadline,
+        accept_handshake(&inner, &mut stream, cert.as_ref()),
     )
     .await
     {
         Ok(Ok(peer)) => peer,
         Ok(Err(HandshakeEnd::Refused(refusal, claimed))) => {
-            bump(&inner.counters.refused_inbound);
-            if refusal == Refusal::UnknownPeer {
-                bump(&inner.counters.refused_unknown_peer);
-            }
-            // One event per source and reason: a misconfigured peer retries
-            // forever and must not push every other event out of the ring.
-            let fresh = {
-                let mut seen = lock(&inner.refusals);
-                if seen.len() >= MAX_REFUSAL_SOURCES {
-                    seen.clear();
-                }
-                seen.insert((addr.ip(), claimed), refusal) != Some(refusal)
-            };
-            if fresh {
-                inner.event(TransportEventKind::InboundRefused { addr, refusal });
-            }
+            inner.refused_inbound(addr, refusal, claimed);
             return;
         }
         Ok(Err(HandshakeEnd::Failed(reason))) => {
@@ -1250,10 +1430,12 @@ enum HandshakeEnd {
 }
 
 /// The accepting side of the handshake: reads the hello, answers, and
-/// returns the peer's id if accepted.
+/// returns the peer's id if accepted. With TLS, `cert` is what the client
+/// presented (`Some(None)`: nothing), and must name the hello's node.
 async fn accept_handshake(
     inner: &Inner,
-    stream: &mut BufReader<TcpStream>,
+    stream: &mut BufReader<BoxConn>,
+    cert: Option<&Option<CertificateDer<'static>>>,
 ) -> Result<NodeId, HandshakeEnd> {
     let cfg = &inner.cfg;
     let mut fb = FrameBuffer::handshake();
@@ -1273,6 +1455,10 @@ async fn accept_handshake(
     } else {
         check_hello(cfg, &buf[2..], |id| lock(&inner.peers).contains_key(&id))
     };
+    let verdict = match (verdict, cert) {
+        (Ok(from), Some(cert)) if !cert_names(cert.as_ref(), from) => Err(Refusal::Certificate),
+        (v, _) => v,
+    };
     let mut ack = Vec::with_capacity(32);
     put_frame(&mut ack, KIND_HELLO_ACK, |b| {
         b.push(match verdict {
@@ -1283,7 +1469,11 @@ async fn accept_handshake(
     });
     // On refusal the ack is a courtesy: a failure to deliver it changes
     // nothing.
-    let written = stream.get_mut().write_all(&ack).await;
+    let written = async {
+        stream.get_mut().write_all(&ack).await?;
+        stream.get_mut().flush().await
+    }
+    .await;
     let claimed = buf.get(2 + 8..2 + 16).map(|b| {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
@@ -1333,6 +1523,20 @@ fn check_hello(
     Ok(from)
 }
 
+/// True if `cert` (a client's TLS certificate, already verified against the
+/// CA) names node `id`.
+fn cert_names(cert: Option<&CertificateDer<'static>>, id: NodeId) -> bool {
+    let Some(cert) = cert else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(node_cert_name(id)) else {
+        return false;
+    };
+    rustls::server::ParsedCertificate::try_from(cert)
+        .and_then(|c| rustls::client::verify_server_name(&c, &name))
+        .is_ok()
+}
+
 /// Equality whose time depends only on the lengths, so a wrong token's
 /// response time says nothing about how much of it was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -1347,7 +1551,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// receiver is gone (`None`).
 async fn read_envelopes(
     inner: &Inner,
-    stream: &mut BufReader<TcpStream>,
+    stream: &mut BufReader<BoxConn>,
     peer: NodeId,
     tx: &mpsc::Sender<Envelope>,
 ) -> Option<String> {
