@@ -70,6 +70,10 @@ pub struct NodeFileConfig {
     /// changes, snapshots) to `data_dir/trace.rtrace`.
     #[serde(default = "default_trace")]
     pub trace: bool,
+    /// TLS for the Raft transport (mutual, against the CA); absent: plain
+    /// TCP. The key file must be private (0600).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsPaths>,
 }
 
 /// The file a node's trace goes to, in its data directory.

@@ -147,6 +147,12 @@ async fn serve(cfg: NodeFileConfig) -> Result<()> {
     tcfg.idle_timeout = tcfg
         .idle_timeout
         .max(election.saturating_mul(IDLE_ELECTIONS));
+    tcfg.tls = cfg
+        .tls
+        .as_ref()
+        .map(crate::tls::load_transport)
+        .transpose()
+        .context("cannot load the transport's TLS files")?;
     let (transport, mut inbound) = Transport::start(tcfg)
         .await
         .with_context(|| format!("cannot start the Raft transport on {}", cfg.raft_addr))?;
