@@ -553,7 +553,10 @@ fn a_tls_cluster_replicates_joins_and_refuses_plain_tcp() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().any(|l| l.contains("transport:") && l.contains("refused_tls +1")) {
+        if text
+            .lines()
+            .any(|l| l.contains("transport:") && l.contains("refused_tls +1"))
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no log line:\n{text}");
