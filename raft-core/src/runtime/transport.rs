@@ -149,6 +149,11 @@ pub const READ_CHUNK_BYTES: usize = 64 << 10;
 /// frames; a larger one (left by a large frame) is given back.
 pub const RETAINED_READ_BUFFER_BYTES: usize = 256 << 10;
 
+// The relations the limits above rely on.
+const _: () = assert!(DEFAULT_MAX_BUFFERED_BYTES >= MAX_FRAME_BYTES);
+const _: () = assert!(READ_CHUNK_BYTES <= RETAINED_READ_BUFFER_BYTES);
+const _: () = assert!(MAX_HANDSHAKE_FRAME_BYTES <= READ_CHUNK_BYTES);
+
 /// Sources whose last refusal is remembered (to log one event per source
 /// and reason); the memory is cleared when it fills.
 const MAX_REFUSAL_SOURCES: usize = 1024;
@@ -745,7 +750,9 @@ impl TransportHandle {
     }
 
     /// Forgets peer `id`: its connection closes and its queued envelopes are
-    /// dropped; later sends to it count as `dropped_unknown_peer`.
+    /// dropped; later sends to it count as `dropped_unknown_peer`, and its
+    /// new connections are refused ([`Refusal::UnknownPeer`]; one it already
+    /// has stays open until it closes or idles out).
     pub fn remove_peer(&self, id: NodeId) {
         if let Some(p) = lock(&self.inner.peers).remove(&id) {
             p.task.abort();
