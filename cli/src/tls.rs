@@ -7,7 +7,7 @@
 //! settings lives here, so the Raft transport (mutual TLS, through
 //! [`raft_core::runtime::transport::TransportTls`]), the HTTP server
 //! (server authentication, [`http_server_config`]) and the HTTP client
-//! ([`http_client_config`]) trust the same CA in the same way.
+//! ([`http_client_tls`]) trust the same CA in the same way.
 //!
 //! Keys are secrets: they are written owner-only (0600, in a 0700
 //! directory) through [`crate::secret`], and a node refuses a key file that
@@ -186,21 +186,18 @@ pub fn http_server_config(paths: &TlsPaths) -> Result<Arc<rustls::ServerConfig>>
     Ok(Arc::new(cfg))
 }
 
-/// The HTTP client's side: trusts only the cluster CA in `ca`.
+/// The HTTP client's side (ureq, as `cdsctl kv` uses it): trusts only the
+/// cluster CA in `ca`, with the ring provider.
 #[allow(dead_code)]
-pub fn http_client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in read_certs(ca)? {
-        roots
-            .add(c)
-            .with_context(|| format!("adding the CA in {}", ca.display()))?;
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
+pub fn http_client_tls(ca: &Path) -> Result<ureq::tls::TlsConfig> {
+    let roots: Vec<_> = read_certs(ca)?
+        .iter()
+        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    Ok(ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+        .build())
 }
 
 /// `cdsctl cert`: a CA and certificates for nodes 1..=N.
@@ -261,7 +258,7 @@ mod tests {
         }
         load_transport(&p).unwrap();
         http_server_config(&p).unwrap();
-        http_client_config(&p.ca).unwrap();
+        http_client_tls(&p.ca).unwrap();
         std::fs::set_permissions(&p.key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = format!("{:#}", load_transport(&p).unwrap_err());
         assert!(
@@ -270,9 +267,9 @@ mod tests {
         );
     }
 
-    /// The HTTP configurations agree: a client that trusts the CA completes
-    /// a handshake with a node's server config, by IP and by name; one that
-    /// trusts another CA does not.
+    /// The HTTP configurations agree: a ureq agent that trusts the CA gets
+    /// an answer from a server with a node's config, by IP and by name; one
+    /// that trusts another CA does not.
     #[test]
     fn https_client_trusts_the_cluster_ca_only() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -283,46 +280,50 @@ mod tests {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let p = issue_node(&dir, 1, &[ip]).unwrap();
         let server = tokio_rustls::TlsAcceptor::from(http_server_config(&p).unwrap());
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(async move {
-                while let Ok((s, _)) = listener.accept().await {
-                    if let Ok(mut s) = server.accept(s).await {
-                        let _ = s.write_all(b"hi").await;
-                        let _ = s.shutdown().await;
-                    }
-                }
-            });
-            let try_with = |ca: PathBuf, name: &'static str| async move {
-                let c = tokio_rustls::TlsConnector::from(http_client_config(&ca).unwrap());
-                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-                let name = rustls::pki_types::ServerName::try_from(name).unwrap();
-                let mut s = c.connect(name, tcp).await.ok()?;
-                let mut got = Vec::new();
-                s.read_to_end(&mut got).await.ok()?;
-                Some(got)
-            };
-            let timeout = std::time::Duration::from_secs(10);
-            let ok = |r| tokio::time::timeout(timeout, r);
-            assert_eq!(
-                ok(try_with(p.ca.clone(), "127.0.0.1")).await.unwrap(),
-                Some(b"hi".to_vec())
-            );
-            assert_eq!(
-                ok(try_with(p.ca.clone(), "localhost")).await.unwrap(),
-                Some(b"hi".to_vec())
-            );
-            assert_eq!(
-                ok(try_with(other.join(CA_CERT_FILE), "127.0.0.1"))
-                    .await
-                    .unwrap(),
-                None
-            );
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // A minimal HTTPS responder: one fixed answer per connection.
+        rt.spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = server.accept(s).await else {
+                        return;
+                    };
+                    let mut req = [0u8; 1024];
+                    let _ = s.read(&mut req).await;
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi",
+                        )
+                        .await;
+                    let _ = s.shutdown().await;
+                });
+            }
         });
+        let get = |ca: &Path, host: &str| -> Result<String> {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .tls_config(http_client_tls(ca)?)
+                .timeout_global(Some(std::time::Duration::from_secs(10)))
+                .build()
+                .into();
+            Ok(agent
+                .get(&format!("https://{host}:{port}/"))
+                .call()?
+                .body_mut()
+                .read_to_string()?)
+        };
+        assert_eq!(get(&p.ca, "127.0.0.1").unwrap(), "hi");
+        assert_eq!(get(&p.ca, "localhost").unwrap(), "hi");
+        let e = get(&other.join(CA_CERT_FILE), "127.0.0.1").unwrap_err();
+        assert!(format!("{e:#}").to_lowercase().contains("cert"), "{e:#}");
+        rt.shutdown_background();
     }
 }
