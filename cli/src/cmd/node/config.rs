@@ -74,6 +74,10 @@ pub struct NodeFileConfig {
     /// TCP. The key file must be private (0600).
     #[serde(default)]
     pub tls: Option<crate::tls::TlsPaths>,
+    /// Serve the HTTP API over HTTPS with the certificate and key of `tls`
+    /// (clients verify it against the CA). Needs `tls`.
+    #[serde(default)]
+    pub https: bool,
 }
 
 /// The file a node's trace goes to, in its data directory.
@@ -125,6 +129,9 @@ impl NodeFileConfig {
         crate::secret::check_token(&self.token)?;
         if self.peers.contains_key(&0) {
             bail!("peers: 0 is not a valid node id");
+        }
+        if self.https && self.tls.is_none() {
+            bail!("https: needs tls (the certificate and key to serve with)");
         }
         if self.tick_ms == 0 {
             bail!("tick_ms must be at least 1");
