@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 mod stdout;
 
 mod secret;
+mod tls;
 
 mod cmd;
 
@@ -53,6 +54,13 @@ enum Command {
     /// it wrote to its simulated disk), `p` a simulated stall, and quitting
     /// ends the simulation. `?` lists every key.
     Top(cmd::top::TopArgs),
+    /// Create a local CA and a certificate and key per node (TLS for a dev cluster).
+    ///
+    /// Files go to DIR (owner-only): ca.pem, ca-key.pem, node-N.pem and
+    /// node-N-key.pem. Each node certificate names node-N.cds-raft (what
+    /// peers check), localhost and the --ip addresses. `cdsctl kv up --tls`
+    /// does this for you.
+    Cert(tls::CertArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +72,7 @@ fn main() -> ExitCode {
         Command::Node(args) => cmd::node::run(args),
         Command::Viz(args) => cmd::viz::run(args),
         Command::Top(args) => cmd::top::run(args),
+        Command::Cert(args) => tls::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

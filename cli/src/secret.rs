@@ -74,7 +74,7 @@ pub fn check_private(path: &Path) -> Result<()> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & SHARED_BITS != 0 {
         bail!(
-            "{} holds the cluster token but is open to other users (mode {mode:03o}); \
+            "{} holds a secret (the cluster token or a private key) but is open to other users (mode {mode:03o}); \
              make it private with: chmod 600 {}",
             path.display(),
             path.display()

@@ -596,3 +596,95 @@ fn restart_fails_when_another_process_answers_on_the_nodes_address() {
     );
     assert!(err.contains("cannot listen for HTTP"), "{err}");
 }
+
+/// Reads cluster.json as JSON.
+fn cluster_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap()
+}
+
+/// The value of metric `name` in node `id`'s `/metrics`.
+fn metric(dir: &Path, id: u64, name: &str) -> u64 {
+    let m = node_metrics(dir, id);
+    m.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{m}"))
+}
+
+/// `cdsctl cert` makes a private CA and node files; `kv up --tls` runs a
+/// cluster whose nodes speak mutual TLS: writes replicate, a node joins,
+/// and a plain-TCP client on a Raft port is refused and counted.
+#[test]
+fn a_tls_cluster_replicates_joins_and_refuses_plain_tcp() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+
+    let certs = tmp.path().join("certs");
+    let out = cdsctl(&["cert", "--dir", certs.to_str().unwrap(), "--nodes", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&certs), 0o700);
+    for f in ["ca.pem", "ca-key.pem", "node-1.pem", "node-2-key.pem"] {
+        assert_eq!(mode(&certs.join(f)), 0o600, "{f}");
+    }
+
+    let dir = tmp.path().join("cluster");
+    let _guard = Guard { dir: dir.clone() };
+    ok(&dir, &["up", "--nodes", "3", "--tls", "--timeout", "30s"]);
+    assert_eq!(cluster_json(&dir)["tls"], true);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("n1/config.json")).unwrap())
+            .unwrap();
+    assert!(
+        cfg["tls"]["key"]
+            .as_str()
+            .unwrap()
+            .ends_with("tls/node-1-key.pem"),
+        "{cfg}"
+    );
+    ok(&dir, &["put", "k", "v1", "--timeout", "15s"]);
+    assert_eq!(ok(&dir, &["get", "k", "--timeout", "15s"]).trim(), "v1");
+
+    // A joining node gets a certificate of the same CA, and its peers
+    // accept it once they are told about it.
+    let out = ok(&dir, &["add-node", "--timeout", "20s"]);
+    assert!(out.contains("node 4 added"), "{out}");
+    ok(&dir, &["put", "k", "v2", "--timeout", "15s"]);
+    assert_eq!(ok(&dir, &["get", "k", "--timeout", "15s"]).trim(), "v2");
+
+    // A plain-TCP client on node 1's Raft port: a handshake in clear is
+    // refused at TLS and counted in /metrics.
+    let raft = cluster_json(&dir)["nodes"][0]["raft_addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(metric(&dir, 1, "cds_transport_refused_tls_total"), 0);
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&raft).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(b"\x20\x00\x00\x00hello in clear, not TLS..........");
+        let mut sink = [0u8; 256];
+        // The node closes the connection (reads end) within the timeout.
+        while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&dir, 1, "cds_transport_refused_tls_total") == 0 {
+        assert!(Instant::now() < deadline, "plain client not counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ... and named in the node's log, in one line per interval at most.
+    let log = dir.join("n1/log");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains("transport:") && l.contains("refused_tls +1"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log line:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(&dir, &["down"]);
+}

@@ -1218,3 +1218,74 @@ fn past_the_connection_cap_a_new_connection_gets_503_and_closing_frees_the_slots
         sleep(POLL);
     }
 }
+
+/// A node with `"https": true` serves its API over HTTPS with its TLS
+/// certificate: a client that trusts the cluster CA writes and reads; a
+/// plain-HTTP request gets no answer.
+#[test]
+fn https_serves_clients_that_trust_the_ca() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_cdsctl"))
+        .args(["cert", "--nodes", "1", "--dir"])
+        .arg(certs.path().join("tls"))
+        .output()
+        .expect("cdsctl cert");
+    assert!(out.status.success(), "{out:?}");
+    let tls = certs.path().join("tls");
+    let c = Cluster::with(1, |cfg| {
+        cfg["tls"] = json!({
+            "ca": tls.join("ca.pem"),
+            "cert": tls.join("node-1.pem"),
+            "key": tls.join("node-1-key.pem"),
+        });
+        cfg["https"] = json!(true);
+    });
+    let pem = std::fs::read(tls.join("ca.pem")).expect("ca.pem");
+    let ca = ureq::tls::Certificate::from_pem(&pem).expect("CA certificate");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+                    ca,
+                ])))
+                .build(),
+        )
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let base = format!("https://{}", c.http[&1]);
+    // Wait for the single node to lead, over HTTPS.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = agent
+            .get(&format!("{base}/status"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        if st.as_ref().is_some_and(|s| s["role"] == "leader") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader over HTTPS:\n{}",
+            c.logs()
+        );
+        sleep(Duration::from_millis(100));
+    }
+    agent
+        .put(&format!("{base}/kv/k"))
+        .send("over tls")
+        .expect("PUT over HTTPS");
+    let got = agent
+        .get(&format!("{base}/kv/k"))
+        .call()
+        .expect("GET over HTTPS")
+        .body_mut()
+        .read_to_string()
+        .expect("body");
+    assert_eq!(got, "over tls");
+    // Plain HTTP to the HTTPS port: no HTTP answer.
+    let plain = c.request("GET", &format!("http://{}/status", c.http[&1]), b"");
+    assert!(plain.is_none(), "plain HTTP was answered");
+}

@@ -477,6 +477,7 @@ async fn a_down_peer_costs_a_bounded_queue_and_reconnects() {
         // The peer comes up; the queued envelopes and new ones arrive.
         let mut cfg_b = config(2, "secret");
         cfg_b.listen = addr_b;
+        cfg_b.peers.insert(1, a.local_addr());
         let (b, mut rx_b) = start(cfg_b).await;
         let queued = recv_n(&mut rx_b, LIMIT, Duration::from_secs(10)).await;
         let expected: Vec<_> = (0..LIMIT as u64).map(|i| heartbeat(1, 1, 2, i)).collect();
@@ -506,6 +507,7 @@ async fn a_down_peer_costs_a_bounded_queue_and_reconnects() {
         .await;
         let mut cfg_b = config(2, "secret");
         cfg_b.listen = addr_b;
+        cfg_b.peers.insert(1, a.local_addr());
         let (b, mut rx_b) = start(cfg_b).await;
         // Keep sending until something arrives (envelopes written into the
         // dying connection may be lost; Raft retries).
@@ -648,7 +650,7 @@ async fn closed_by_server(s: &mut TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_after_a_valid_handshake_close_only_that_connection() {
     bounded(async {
-        let (a, mut rx_a) = start(config(1, "secret")).await;
+        let (a, mut rx_a) = start(config_with_peers([5])).await;
         let addr = a.local_addr();
 
         // The wire format as documented: a valid envelope is delivered, one
@@ -710,8 +712,14 @@ async fn bad_frames_after_a_valid_handshake_close_only_that_connection() {
 async fn peers_can_move_and_be_removed() {
     bounded(async {
         let (a, _rx_a) = start(config(1, "secret")).await;
-        let (b1, mut rx_b1) = start(config(2, "secret")).await;
-        let (b2, mut rx_b2) = start(config(2, "secret")).await;
+        // Both know node 1: a hello from an unknown id is refused.
+        let knows_a = || {
+            let mut cfg = config(2, "secret");
+            cfg.peers.insert(1, a.local_addr());
+            cfg
+        };
+        let (b1, mut rx_b1) = start(knows_a()).await;
+        let (b2, mut rx_b2) = start(knows_a()).await;
         a.set_peer(2, b1.local_addr());
         a.send(heartbeat(1, 1, 2, 0));
         recv_n(&mut rx_b1, 1, Duration::from_secs(10)).await;
@@ -793,6 +801,7 @@ async fn a_peer_that_does_not_read_costs_bounded_memory() {
         let (a, _rx_a) = start(cfg_a).await;
         let mut cfg_b = config(2, "secret");
         cfg_b.inbound_limit = 8;
+        cfg_b.peers.insert(1, a.local_addr());
         // B's receiver is never read.
         let (b, mut rx_b) = start(cfg_b).await;
         a.set_peer(2, b.local_addr());
@@ -823,6 +832,333 @@ async fn a_peer_that_does_not_read_costs_bounded_memory() {
         assert_eq!(drained[0], big);
         a.shutdown().await;
         b.shutdown().await;
+    })
+    .await;
+}
+
+/// A config for node 1 that knows peers `ids` (at a port nobody listens
+/// on: its own connections to them fail, which these tests do not need).
+fn config_with_peers(ids: impl IntoIterator<Item = u64>) -> TransportConfig {
+    let nobody = {
+        let l = std::net::TcpListener::bind(any_port()).expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let mut cfg = config(1, "secret");
+    for id in ids {
+        cfg.peers.insert(id, nobody);
+    }
+    cfg
+}
+
+/// A header that declares a frame of the largest size, then a few bytes of
+/// it, on each of five authenticated connections: what the transport holds
+/// grows with what arrived, not with what the headers promised (the old
+/// reader allocated 64 MiB per header, 320 MiB for five).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_header_does_not_buy_memory() {
+    use raft_core::runtime::transport::MAX_FRAME_BYTES;
+    bounded(async {
+        let (a, _rx_a) = start(config_with_peers(2..=6)).await;
+        let mut conns = Vec::new();
+        for id in 2..=6 {
+            let (mut s, status) = raw_client(a.local_addr(), id, 1, "secret").await;
+            assert_eq!(status, 0, "node {id} accepted");
+            let mut header = (MAX_FRAME_BYTES as u32).to_le_bytes().to_vec();
+            header.extend_from_slice(&[0; 4]);
+            header.extend_from_slice(&[1, 3]);
+            header.extend_from_slice(&[0xAB; 100]);
+            s.write_all(&header).await.expect("write");
+            conns.push(s);
+        }
+        sleep(QUIET).await;
+        let s = a.stats();
+        // Five pieces of at most READ_CHUNK_BYTES, with room for the
+        // allocator's rounding.
+        let bound = 5 * 2 * raft_core::runtime::transport::READ_CHUNK_BYTES as u64;
+        assert!(
+            s.peak_buffered_bytes > 0 && s.peak_buffered_bytes <= bound,
+            "peak {} bytes buffered for 5 x 110 bytes received (bound {bound})",
+            s.peak_buffered_bytes
+        );
+        // Closing the connections gives everything back.
+        drop(conns);
+        wait_for(&a, "buffers released", |s| s.buffered_bytes == 0).await;
+        a.shutdown().await;
+    })
+    .await;
+}
+
+/// All inbound connections together hold at most `max_buffered_bytes`: a
+/// connection whose next piece would pass it is closed and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_bytes_have_a_budget() {
+    use raft_core::runtime::transport::MAX_FRAME_BYTES;
+    bounded(async {
+        let mut cfg = config_with_peers(2..=3);
+        cfg.max_buffered_bytes = MAX_FRAME_BYTES;
+        let (a, _rx_a) = start(cfg).await;
+        // Node 2 sends most of a frame of the largest size and stalls.
+        let (mut s2, status) = raw_client(a.local_addr(), 2, 1, "secret").await;
+        assert_eq!(status, 0);
+        let mut head = (MAX_FRAME_BYTES as u32).to_le_bytes().to_vec();
+        head.extend_from_slice(&[0; 4]);
+        s2.write_all(&head).await.expect("write");
+        let piece = vec![0u8; 1 << 20];
+        for _ in 0..(MAX_FRAME_BYTES >> 20) - 1 {
+            s2.write_all(&piece).await.expect("write");
+        }
+        wait_for(&a, "node 2's frame buffered", |s| {
+            s.buffered_bytes >= (MAX_FRAME_BYTES - (1 << 20)) as u64
+        })
+        .await;
+        // Node 3's frame does not fit beside it: node 3 is cut off.
+        let (mut s3, status) = raw_client(a.local_addr(), 3, 1, "secret").await;
+        assert_eq!(status, 0);
+        let _ = s3.write_all(&head).await;
+        let _ = s3.write_all(&piece).await;
+        assert!(closed_by_server(&mut s3).await, "over budget: not closed");
+        let s = a.stats();
+        assert_eq!(s.closed_over_budget, 1, "{s:#?}");
+        assert!(s.peak_buffered_bytes <= MAX_FRAME_BYTES as u64, "{s:#?}");
+        a.shutdown().await;
+    })
+    .await;
+}
+
+/// After the handshake, a connection that sends nothing, or half a frame
+/// and then nothing, is closed within the configured timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_stalled_connections_are_closed() {
+    bounded(async {
+        let mut cfg = config_with_peers(2..=3);
+        cfg.idle_timeout = Duration::from_millis(600);
+        cfg.stall_timeout = Duration::from_millis(300);
+        let (a, _rx_a) = start(cfg).await;
+
+        let t0 = Instant::now();
+        let (mut idle, status) = raw_client(a.local_addr(), 2, 1, "secret").await;
+        assert_eq!(status, 0);
+        assert!(closed_by_server(&mut idle).await, "idle: not closed");
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(500) && waited < Duration::from_secs(3),
+            "idle connection closed after {waited:?}"
+        );
+
+        let (mut stalled, status) = raw_client(a.local_addr(), 3, 1, "secret").await;
+        assert_eq!(status, 0);
+        let whole = frame(3, &encoded(&heartbeat(1, 3, 1, 0)));
+        stalled
+            .write_all(&whole[..whole.len() / 2])
+            .await
+            .expect("write");
+        let t0 = Instant::now();
+        assert!(closed_by_server(&mut stalled).await, "stalled: not closed");
+        let waited = t0.elapsed();
+        assert!(
+            waited < Duration::from_millis(1500),
+            "stalled frame closed after {waited:?} (stall timeout 300 ms)"
+        );
+        wait_for(&a, "timeouts counted", |s| s.inbound_timeouts == 2).await;
+        a.shutdown().await;
+    })
+    .await;
+}
+
+/// A hello from a node id this node does not know is refused before any
+/// envelope is read, counted, and named once in the events; a peer added
+/// later (a node joining) is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_from_an_unknown_node_is_refused_and_counted() {
+    bounded(async {
+        let (a, mut rx_a) = start(config_with_peers([2])).await;
+        let addr = a.local_addr();
+        for _ in 0..3 {
+            let (mut s, status) = raw_client(addr, 9, 1, "secret").await;
+            assert_ne!(status, 0, "node 9 is not a peer");
+            // Whatever it sends next is never read.
+            let _ = s
+                .write_all(&frame(3, &encoded(&heartbeat(1, 9, 1, 0))))
+                .await;
+            assert!(closed_by_server(&mut s).await);
+        }
+        let s = a.stats();
+        assert_eq!(s.refused_unknown_peer, 3, "{s:#?}");
+        assert_eq!(s.refused_inbound, 3, "{s:#?}");
+        let named: Vec<_> = s
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    TransportEventKind::InboundRefused {
+                        refusal: Refusal::UnknownPeer,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(named.len(), 1, "{s:#?}");
+        expect_nothing(&mut rx_a).await;
+
+        // A configured peer is accepted; so is node 9 once it is added.
+        let (_s2, status) = raw_client(addr, 2, 1, "secret").await;
+        assert_eq!(status, 0);
+        a.set_peer(9, addr);
+        let (mut s9, status) = raw_client(addr, 9, 1, "secret").await;
+        assert_eq!(status, 0, "node 9 joined");
+        s9.write_all(&frame(3, &encoded(&heartbeat(1, 9, 1, 1))))
+            .await
+            .expect("write");
+        assert_eq!(
+            recv_n(&mut rx_a, 1, Duration::from_secs(10)).await,
+            vec![heartbeat(1, 9, 1, 1)]
+        );
+        a.shutdown().await;
+    })
+    .await;
+}
+
+/// A test CA: issues node certificates.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+use raft_core::runtime::transport::{node_cert_name, rustls, TransportTls};
+
+fn test_ca(name: &str) -> TestCa {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, name.to_owned());
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = p.self_signed(&key).expect("self-signed");
+    TestCa {
+        der: cert.der().clone(),
+        issuer: rcgen::Issuer::new(p, key),
+    }
+}
+
+/// TLS for a transport whose certificate, signed by `ca`, names node
+/// `named` (a node's own id, unless a test lies).
+fn node_tls(ca: &TestCa, named: u64) -> TransportTls {
+    let p = rcgen::CertificateParams::new(vec![node_cert_name(named)]).expect("params");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = p.signed_by(&key, &ca.issuer).expect("signed");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    TransportTls::new(std::slice::from_ref(&ca.der), vec![cert.der().clone()], key)
+        .expect("TLS config")
+}
+
+fn tls_config(id: u64, tls: TransportTls) -> TransportConfig {
+    let mut cfg = config(id, "secret");
+    cfg.tls = Some(tls);
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_peers_exchange_every_kind() {
+    bounded(async {
+        let ca = test_ca("cluster CA");
+        let (a, mut rx_a) = start(tls_config(1, node_tls(&ca, 1))).await;
+        let (b, mut rx_b) = start(tls_config(2, node_tls(&ca, 2))).await;
+        a.set_peer(2, b.local_addr());
+        b.set_peer(1, a.local_addr());
+        let sent: Vec<_> = bodies()
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| envelope(1, 1, 2, i as u64 + 1, body))
+            .collect();
+        for e in &sent {
+            a.send(e.clone());
+        }
+        assert_eq!(
+            recv_n(&mut rx_b, sent.len(), Duration::from_secs(10)).await,
+            sent
+        );
+        b.send(heartbeat(1, 2, 1, 7));
+        assert_eq!(
+            recv_n(&mut rx_a, 1, Duration::from_secs(10)).await,
+            vec![heartbeat(1, 2, 1, 7)]
+        );
+        for h in [&a, &b] {
+            let s = h.stats();
+            assert_eq!((s.refused_inbound, s.bad_frames), (0, 0), "{s:#?}");
+        }
+        a.shutdown().await;
+        b.shutdown().await;
+    })
+    .await;
+}
+
+/// A peer with the right token but a certificate of another CA, one whose
+/// certificate names another node, and a client without TLS: all refused,
+/// counted, nothing delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_other_cas_other_names_and_plain_clients() {
+    bounded(async {
+        let ca = test_ca("cluster CA");
+        let mut cfg = tls_config(1, node_tls(&ca, 1));
+        cfg.peers.insert(2, any_port());
+        let (a, mut rx_a) = start(cfg).await;
+
+        // Another CA, the right token.
+        let rogue_ca = test_ca("rogue CA");
+        let (rogue, _rx) = start(tls_config(2, node_tls(&rogue_ca, 2))).await;
+        rogue.set_peer(1, a.local_addr());
+        for i in 0..20 {
+            rogue.send(heartbeat(1, 2, 1, i));
+            sleep(Duration::from_millis(10)).await;
+        }
+        wait_for(&a, "TLS refusals", |s| s.refused_tls >= 1).await;
+        assert_eq!(rogue.stats().connects, 0);
+        rogue.shutdown().await;
+
+        // The cluster's CA, but a certificate naming node 3 for node 2.
+        let (liar, _rx) = start(tls_config(2, node_tls(&ca, 3))).await;
+        liar.set_peer(1, a.local_addr());
+        for i in 0..20 {
+            liar.send(heartbeat(1, 2, 1, i));
+            sleep(Duration::from_millis(10)).await;
+        }
+        wait_for(&liar, "refused", |s| s.refused_outbound >= 1).await;
+        let s = liar.stats();
+        assert!(
+            s.events.iter().any(|e| e.kind
+                == TransportEventKind::PeerRefused {
+                    peer: 1,
+                    refusal: Refusal::Certificate
+                }),
+            "{s:#?}"
+        );
+        liar.shutdown().await;
+
+        // Plain TCP: a valid hello in clear is never read.
+        let before = a.stats().refused_tls;
+        let mut hello = Vec::new();
+        hello.extend_from_slice(&7u64.to_le_bytes());
+        hello.extend_from_slice(&2u64.to_le_bytes());
+        hello.extend_from_slice(&1u64.to_le_bytes());
+        hello.extend_from_slice(&6u16.to_le_bytes());
+        hello.extend_from_slice(b"secret");
+        assert!(garbage_is_dropped(a.local_addr(), &frame(1, &hello)).await);
+        wait_for(&a, "plain client refused", |s| s.refused_tls > before).await;
+
+        expect_nothing(&mut rx_a).await;
+        let s = a.stats();
+        assert_eq!(s.received, 0, "{s:#?}");
+        assert!(
+            s.events.iter().any(|e| matches!(
+                e.kind,
+                TransportEventKind::InboundRefused {
+                    refusal: Refusal::Tls,
+                    ..
+                }
+            )),
+            "{s:#?}"
+        );
+        a.shutdown().await;
     })
     .await;
 }

@@ -9,6 +9,30 @@
 //! retry, and every buffer read from the network is checked against a named
 //! limit before it is allocated.
 //!
+//! # What an inbound connection can cost
+//!
+//! - Before the handshake: one task, a slot of
+//!   [`TransportConfig::max_inbound_connections`], at most
+//!   [`MAX_HANDSHAKE_FRAME_BYTES`] of buffer, for at most
+//!   [`TransportConfig::handshake_timeout`].
+//! - A hello is accepted only with the cluster id and token, addressed to
+//!   this node, and from one of its peers ([`TransportConfig::peers`], and
+//!   those added by [`TransportHandle::set_peer`] when a node joins): any
+//!   other id is refused with [`Refusal::UnknownPeer`] before an envelope is
+//!   read. A peer has one inbound connection at a time (a newer one
+//!   replaces it).
+//! - After it: a frame's memory is taken in pieces of [`READ_CHUNK_BYTES`]
+//!   as its bytes arrive, so a header declaring [`MAX_FRAME_BYTES`] buys
+//!   nothing; all connections' frame buffers together stay within
+//!   [`TransportConfig::max_buffered_bytes`] (a connection whose next piece
+//!   would pass it is closed); a buffer grown by a large frame is given back
+//!   after it. A connection on which no frame begins for
+//!   [`TransportConfig::idle_timeout`], or whose started frame delivers
+//!   nothing for [`TransportConfig::stall_timeout`], is closed.
+//! - Every refusal, bad frame, timeout and budget closure is counted in
+//!   [`TransportStats`] (the node shows them in `/metrics` and, rate-limited,
+//!   in its log).
+//!
 //! Each direction between two nodes has its own connection: a node writes to
 //! a peer on the connection it opened, and reads what the peer sends on the
 //! connection the peer opened. That keeps both sides simple (a writer task
@@ -32,9 +56,22 @@
 //! (`status:u8 node_id:u64`, status 0 = accepted, otherwise a [`Refusal`])
 //! and, on refusal, closes. Only after an accepted handshake does the
 //! connecting node send envelopes. The token is compared in constant time.
-//! The token crosses the network in clear: the transport assumes a trusted
+//! Without TLS the token crosses the network in clear: the transport assumes a trusted
 //! network (or a tunnel) and uses the token to keep clusters apart, not to
 //! resist an eavesdropper.
+//!
+//! # TLS
+//!
+//! With [`TransportConfig::tls`] set ([`TransportTls`]), every connection
+//! is TLS 1.3 with both sides authenticated by the cluster's CA, and the
+//! hello above runs inside it (defense in depth: a stolen certificate alone
+//! does not join the cluster, nor a leaked token alone). Each node's
+//! certificate names it ([`node_cert_name`]): the connecting side checks
+//! that the server's certificate names the peer it meant to reach, and the
+//! accepting side refuses a hello whose node id the client's certificate
+//! does not name ([`Refusal::Certificate`]). A client that does not speak
+//! TLS, or presents a certificate of another CA, is refused before any
+//! frame is read ([`Refusal::Tls`]).
 //!
 //! A change of [`codec::CODEC_VERSION`] must come with a new
 //! [`PROTOCOL_VERSION`], so mixed versions are refused at the handshake
@@ -45,7 +82,9 @@
 //! A [`FaultFilter`] set through [`TransportHandle::set_filter`] drops or
 //! delays envelopes per peer (how an admin request partitions a node).
 //! There is no logging to stderr: [`TransportHandle::stats`] returns
-//! counters and a ring of the last [`MAX_EVENTS`] events.
+//! counters and a ring of the last [`MAX_EVENTS`] events, and
+//! [`TransportStats::defense_metrics`] names the counters an operator should
+//! be told about; the process decides how often to say so.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
@@ -54,11 +93,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
+/// The rustls crate the transport's TLS is built with (so callers name the
+/// same types).
+pub use tokio_rustls::rustls;
 
 use crate::core::{checksum, NodeId};
 use crate::runtime::codec;
@@ -84,6 +129,30 @@ pub const DEFAULT_QUEUE_LIMIT: usize = 4096;
 pub const DEFAULT_INBOUND_LIMIT: usize = 4096;
 /// Default [`TransportConfig::max_inbound_connections`].
 pub const DEFAULT_MAX_INBOUND_CONNECTIONS: usize = 1024;
+/// Default [`TransportConfig::idle_timeout`]: far longer than any heartbeat
+/// interval or election timeout a node is configured with (tens to hundreds
+/// of milliseconds), so a live peer always sends something before it; the
+/// node raises it when its own ticks are unusually slow.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`TransportConfig::stall_timeout`]: a frame that has begun must
+/// make progress this often. Like [`TransportConfig::write_timeout`] on the
+/// sending side, it only has to outlast a congested link, not an idle one.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`TransportConfig::max_buffered_bytes`]: four frames of the
+/// largest size, so a few peers can send a full snapshot chunk batch at
+/// once while a node's frame buffers never hold more than 256 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 4 * MAX_FRAME_BYTES;
+/// A frame's body is read in pieces of at most this many bytes: memory for
+/// a frame is allocated as its bytes arrive, never on the word of a header.
+pub const READ_CHUNK_BYTES: usize = 64 << 10;
+/// A connection keeps a read buffer of at most this capacity between
+/// frames; a larger one (left by a large frame) is given back.
+pub const RETAINED_READ_BUFFER_BYTES: usize = 256 << 10;
+
+// The relations the limits above rely on.
+const _: () = assert!(DEFAULT_MAX_BUFFERED_BYTES >= MAX_FRAME_BYTES);
+const _: () = assert!(READ_CHUNK_BYTES <= RETAINED_READ_BUFFER_BYTES);
+const _: () = assert!(MAX_HANDSHAKE_FRAME_BYTES <= READ_CHUNK_BYTES);
 
 /// Sources whose last refusal is remembered (to log one event per source
 /// and reason); the memory is cleared when it fills.
@@ -136,7 +205,93 @@ pub struct TransportConfig {
     pub handshake_timeout: Duration,
     /// Limit on one write: a peer that stops reading is disconnected.
     pub write_timeout: Duration,
+    /// After the handshake, an inbound connection on which no frame begins
+    /// for this long is closed (an idle or abandoned connection holds a
+    /// slot and a task; a live peer sends heartbeats far more often).
+    pub idle_timeout: Duration,
+    /// A frame that has begun must deliver more bytes at least this often,
+    /// or its connection is closed (a peer that sends half a frame and
+    /// stalls holds its buffer for no longer than this).
+    pub stall_timeout: Duration,
+    /// Bytes all inbound connections together may hold in frame buffers;
+    /// a connection whose next piece would pass it is closed (counted in
+    /// [`TransportStats::closed_over_budget`]). At least
+    /// [`MAX_FRAME_BYTES`], so one frame of the largest size always fits.
+    pub max_buffered_bytes: usize,
+    /// Mutual TLS on every connection, both ways; `None`: plain TCP.
+    pub tls: Option<TransportTls>,
 }
+
+/// The DNS name a node's certificate must carry: `node-ID.cds-raft`. A
+/// connecting node checks it in the server's certificate, an accepting node
+/// in the client's (against the id its hello claims).
+pub fn node_cert_name(id: NodeId) -> String {
+    format!("node-{id}.cds-raft")
+}
+
+/// TLS settings of a transport: mutual authentication against one CA.
+#[derive(Debug, Clone)]
+pub struct TransportTls {
+    /// Accepting: presents this node's certificate and requires one from
+    /// the client.
+    pub server: Arc<rustls::ServerConfig>,
+    /// Connecting: presents this node's certificate and verifies the
+    /// server's against the CA and the peer's [`node_cert_name`].
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl TransportTls {
+    /// TLS 1.3 (ring provider) with every certificate verified against
+    /// `ca`, presenting `chain` (this node's certificate first, which must
+    /// name [`node_cert_name`] of its id) with `key`.
+    pub fn new(
+        ca: &[CertificateDer<'static>],
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<TransportTls, TransportError> {
+        let tls =
+            |what: &str, e: &dyn std::fmt::Display| TransportError::Tls(format!("{what}: {e}"));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in ca {
+            roots
+                .add(c.clone())
+                .map_err(|e| tls("CA certificate", &e))?;
+        }
+        if roots.is_empty() {
+            return Err(TransportError::Tls("no CA certificate".to_owned()));
+        }
+        let roots = Arc::new(roots);
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| tls("client verifier", &e))?;
+        let versions = [&rustls::version::TLS13];
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| tls("server protocol", &e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| tls("certificate and key", &e))?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)
+            .map_err(|e| tls("client protocol", &e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| tls("certificate and key", &e))?;
+        Ok(TransportTls {
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })
+    }
+}
+
+/// A connection, TLS or not.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+type BoxConn = Box<dyn Conn>;
 
 impl TransportConfig {
     /// A configuration with no peers and default limits and timeouts.
@@ -160,6 +315,10 @@ impl TransportConfig {
             connect_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(3),
             write_timeout: Duration::from_secs(10),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            tls: None,
         }
     }
 
@@ -181,6 +340,12 @@ impl TransportConfig {
         if self.peers.contains_key(&0) || self.peers.contains_key(&self.node_id) {
             return bad("peers must not include id 0 or this node");
         }
+        if self.idle_timeout.is_zero() || self.stall_timeout.is_zero() {
+            return bad("idle_timeout and stall_timeout must be > 0");
+        }
+        if self.max_buffered_bytes < MAX_FRAME_BYTES {
+            return bad("max_buffered_bytes must be at least MAX_FRAME_BYTES");
+        }
         Ok(())
     }
 }
@@ -191,6 +356,9 @@ pub enum TransportError {
     /// The configuration contradicts itself.
     #[error("invalid transport config: {0}")]
     InvalidConfig(String),
+    /// The TLS settings could not be built.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -215,6 +383,15 @@ pub enum Refusal {
     Busy,
     /// The handshake was not a valid hello / hello-ack.
     Malformed,
+    /// The hello came from a node id that is not one of this node's peers
+    /// ([`TransportConfig::peers`] and [`TransportHandle::set_peer`]).
+    UnknownPeer,
+    /// The TLS handshake failed: no TLS, or a certificate the cluster's CA
+    /// did not sign. Never sent (there is no channel to send it on).
+    Tls,
+    /// The client's TLS certificate does not name the node its hello
+    /// claims.
+    Certificate,
 }
 
 impl Refusal {
@@ -226,6 +403,9 @@ impl Refusal {
             Refusal::WrongNode => 4,
             Refusal::Busy => 5,
             Refusal::Malformed => 6,
+            Refusal::UnknownPeer => 7,
+            Refusal::Tls => 8,
+            Refusal::Certificate => 9,
         }
     }
 
@@ -236,6 +416,9 @@ impl Refusal {
             3 => Refusal::Token,
             4 => Refusal::WrongNode,
             5 => Refusal::Busy,
+            7 => Refusal::UnknownPeer,
+            8 => Refusal::Tls,
+            9 => Refusal::Certificate,
             _ => Refusal::Malformed,
         }
     }
@@ -315,8 +498,124 @@ pub struct TransportStats {
     pub refused_inbound: u64,
     /// Accepted connections closed because of a bad frame.
     pub bad_frames: u64,
+    /// Inbound hellos refused because their node id is not a peer (also
+    /// counted in `refused_inbound`).
+    pub refused_unknown_peer: u64,
+    /// Inbound connections refused in the TLS handshake (also counted in
+    /// `refused_inbound`).
+    pub refused_tls: u64,
+    /// Inbound connections closed because a handshake, an idle wait or a
+    /// started frame took too long.
+    pub inbound_timeouts: u64,
+    /// Inbound connections closed because their next frame piece would
+    /// have passed [`TransportConfig::max_buffered_bytes`].
+    pub closed_over_budget: u64,
+    /// Bytes inbound connections hold in frame buffers now.
+    pub buffered_bytes: u64,
+    /// The most `buffered_bytes` has been since start.
+    pub peak_buffered_bytes: u64,
     /// The most recent events, oldest first.
     pub events: Vec<TransportEvent>,
+}
+
+/// One figure of [`TransportStats::defense_metrics`], named for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportMetric {
+    /// Metric name without the process's prefix, e.g.
+    /// `transport_refused_inbound_total`.
+    pub name: &'static str,
+    /// One line saying what it counts.
+    pub help: &'static str,
+    /// True for a gauge (a level now), false for a counter since start.
+    pub gauge: bool,
+    /// True if a rise means a peer or a stranger misbehaved (or a peer is
+    /// misconfigured): worth a line in the node's log.
+    pub alarm: bool,
+    /// The value.
+    pub value: u64,
+}
+
+impl TransportStats {
+    /// The figures that show attacks, misconfigured peers and the memory
+    /// inbound connections hold: every refusal, bad frame, timeout and
+    /// budget closure, and the buffered bytes. One list, so `/metrics` and
+    /// the node's log name the same things.
+    pub fn defense_metrics(&self) -> [TransportMetric; 10] {
+        let counter = |name, help, alarm, value| TransportMetric {
+            name,
+            help,
+            gauge: false,
+            alarm,
+            value,
+        };
+        let gauge = |name, help, value| TransportMetric {
+            name,
+            help,
+            gauge: true,
+            alarm: false,
+            value,
+        };
+        [
+            counter(
+                "transport_refused_inbound_total",
+                "Inbound connections refused (bad handshake, unknown peer, too many).",
+                true,
+                self.refused_inbound,
+            ),
+            counter(
+                "transport_refused_unknown_peer_total",
+                "Inbound hellos refused: the node id is not a peer.",
+                true,
+                self.refused_unknown_peer,
+            ),
+            counter(
+                "transport_refused_tls_total",
+                "Inbound connections refused in the TLS handshake.",
+                true,
+                self.refused_tls,
+            ),
+            counter(
+                "transport_bad_frames_total",
+                "Inbound connections closed for a bad frame.",
+                true,
+                self.bad_frames,
+            ),
+            counter(
+                "transport_inbound_timeouts_total",
+                "Inbound connections closed: handshake, idle or stalled frame timed out.",
+                true,
+                self.inbound_timeouts,
+            ),
+            counter(
+                "transport_closed_over_budget_total",
+                "Inbound connections closed: frame buffers at their byte budget.",
+                true,
+                self.closed_over_budget,
+            ),
+            counter(
+                "transport_refused_outbound_total",
+                "Handshakes to peers that the peer refused.",
+                true,
+                self.refused_outbound,
+            ),
+            counter(
+                "transport_connect_failures_total",
+                "Connects or handshakes to peers that failed (not refusals).",
+                false,
+                self.connect_failures,
+            ),
+            gauge(
+                "transport_buffered_bytes",
+                "Bytes inbound connections hold in frame buffers.",
+                self.buffered_bytes,
+            ),
+            gauge(
+                "transport_peak_buffered_bytes",
+                "The most bytes inbound frame buffers have held since start.",
+                self.peak_buffered_bytes,
+            ),
+        ]
+    }
 }
 
 /// Starts transports; see [`Transport::start`].
@@ -451,7 +750,9 @@ impl TransportHandle {
     }
 
     /// Forgets peer `id`: its connection closes and its queued envelopes are
-    /// dropped; later sends to it count as `dropped_unknown_peer`.
+    /// dropped; later sends to it count as `dropped_unknown_peer`, and its
+    /// new connections are refused ([`Refusal::UnknownPeer`]; one it already
+    /// has stays open until it closes or idles out).
     pub fn remove_peer(&self, id: NodeId) {
         if let Some(p) = lock(&self.inner.peers).remove(&id) {
             p.task.abort();
@@ -487,6 +788,12 @@ impl TransportHandle {
             refused_outbound: get(&c.refused_outbound),
             refused_inbound: get(&c.refused_inbound),
             bad_frames: get(&c.bad_frames),
+            refused_unknown_peer: get(&c.refused_unknown_peer),
+            refused_tls: get(&c.refused_tls),
+            inbound_timeouts: get(&c.inbound_timeouts),
+            closed_over_budget: get(&c.closed_over_budget),
+            buffered_bytes: get(&c.buffered_bytes),
+            peak_buffered_bytes: get(&c.peak_buffered_bytes),
             events: lock(&self.inner.events).iter().cloned().collect(),
         }
     }
@@ -584,6 +891,28 @@ struct Inner {
 }
 
 impl Inner {
+    /// Counts an inbound refusal and names it in the events, once per
+    /// source and reason: a misconfigured peer retries forever and must not
+    /// push every other event out of the ring.
+    fn refused_inbound(&self, addr: SocketAddr, refusal: Refusal, claimed: Option<NodeId>) {
+        bump(&self.counters.refused_inbound);
+        match refusal {
+            Refusal::UnknownPeer => bump(&self.counters.refused_unknown_peer),
+            Refusal::Tls => bump(&self.counters.refused_tls),
+            _ => {}
+        }
+        let fresh = {
+            let mut seen = lock(&self.refusals);
+            if seen.len() >= MAX_REFUSAL_SOURCES {
+                seen.clear();
+            }
+            seen.insert((addr.ip(), claimed), refusal) != Some(refusal)
+        };
+        if fresh {
+            self.event(TransportEventKind::InboundRefused { addr, refusal });
+        }
+    }
+
     fn event(&self, kind: TransportEventKind) {
         let mut events = lock(&self.events);
         if events.len() >= MAX_EVENTS {
@@ -611,6 +940,12 @@ struct Counters {
     refused_outbound: AtomicU64,
     refused_inbound: AtomicU64,
     bad_frames: AtomicU64,
+    refused_unknown_peer: AtomicU64,
+    refused_tls: AtomicU64,
+    inbound_timeouts: AtomicU64,
+    closed_over_budget: AtomicU64,
+    buffered_bytes: AtomicU64,
+    peak_buffered_bytes: AtomicU64,
 }
 
 fn bump(a: &AtomicU64) {
@@ -797,16 +1132,28 @@ enum ConnectError {
 }
 
 /// Connects to `addr` and performs the handshake as the connecting side.
-async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<BoxConn, ConnectError> {
     let cfg = &inner.cfg;
-    let mut stream = match timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+    let tcp = match timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Failed("connect timed out".to_owned())),
         Ok(Err(e)) => return Err(ConnectError::Failed(io_reason(&e))),
         Ok(Ok(s)) => s,
     };
     // Raft messages are small and latency-sensitive; batching is done here.
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let hs = async {
+        let mut stream: BoxConn = match &cfg.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = ServerName::try_from(node_cert_name(peer))
+                    .map_err(|e| ConnectError::Failed(format!("tls: {e}")))?;
+                let s = TlsConnector::from(tls.client.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ConnectError::Failed(format!("tls: {e}")))?;
+                Box::new(s)
+            }
+        };
         let mut hello = Vec::with_capacity(64);
         hello.extend_from_slice(&cfg.cluster_id.to_le_bytes());
         hello.extend_from_slice(&cfg.node_id.to_le_bytes());
@@ -820,10 +1167,20 @@ async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<TcpStr
             .write_all(&frame)
             .await
             .map_err(|e| ConnectError::Failed(io_reason(&e)))?;
-        let mut buf = Vec::new();
-        let (version, kind) = read_frame(&mut stream, MAX_HANDSHAKE_FRAME_BYTES, &mut buf)
+        stream
+            .flush()
             .await
-            .map_err(|e| ConnectError::Failed(format!("handshake: {e}")))?;
+            .map_err(|e| ConnectError::Failed(io_reason(&e)))?;
+        let mut fb = FrameBuffer::handshake();
+        let (version, kind) = read_frame(
+            &mut stream,
+            MAX_HANDSHAKE_FRAME_BYTES,
+            &mut fb,
+            ReadLimits::of(cfg),
+        )
+        .await
+        .map_err(|e| ConnectError::Failed(format!("handshake: {e}")))?;
+        let buf = &fb.buf;
         if version != PROTOCOL_VERSION {
             return Err(ConnectError::Refused(Refusal::Version));
         }
@@ -840,12 +1197,11 @@ async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<TcpStr
         if u64::from_le_bytes(id) != peer {
             return Err(ConnectError::Refused(Refusal::WrongNode));
         }
-        Ok(())
+        Ok(stream)
     };
     match timeout(cfg.handshake_timeout, hs).await {
         Err(_) => Err(ConnectError::Failed("handshake timed out".to_owned())),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(())) => Ok(stream),
+        Ok(r) => r,
     }
 }
 
@@ -853,10 +1209,10 @@ async fn connect(inner: &Inner, peer: NodeId, addr: SocketAddr) -> Result<TcpStr
 /// (`Some(reason)`) or the queue closes (`None`).
 async fn pump(
     inner: &Inner,
-    stream: TcpStream,
+    stream: BoxConn,
     queue: &mut mpsc::Receiver<Queued>,
 ) -> Option<String> {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
     let mut probe = [0u8; 1];
     let write_timeout = inner.cfg.write_timeout;
@@ -902,15 +1258,20 @@ fn bump_by(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
 }
 
-async fn flush(
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+/// Writes `buf` and flushes it (TLS holds written bytes until a flush).
+async fn flush<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     buf: &mut Vec<u8>,
     limit: Duration,
 ) -> Result<(), String> {
     if buf.is_empty() {
         return Ok(());
     }
-    let r = timeout(limit, wr.write_all(buf)).await;
+    let r = timeout(limit, async {
+        wr.write_all(buf).await?;
+        wr.flush().await
+    })
+    .await;
     buf.clear();
     match r {
         Err(_) => Err("write timed out".to_owned()),
@@ -964,31 +1325,55 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
 
 /// Serves one accepted connection: handshake, then read envelopes and hand
 /// them to the receiver until the connection ends or misbehaves.
-async fn serve_inbound(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) {
+async fn serve_inbound(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr) {
     let mut shutdown = inner.shutdown_rx.clone();
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    // One limit for the TLS handshake and the hello together.
+    let deadline = Instant::now() + inner.cfg.handshake_timeout;
+    let (stream, cert): (BoxConn, _) = match &inner.cfg.tls {
+        None => (Box::new(tcp), None),
+        Some(tls) => {
+            match tokio::time::timeout_at(
+                deadline,
+                TlsAcceptor::from(tls.server.clone()).accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => {
+                    let cert = s
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.clone().into_owned());
+                    (Box::new(s), Some(cert))
+                }
+                Ok(Err(_)) => {
+                    inner.refused_inbound(addr, Refusal::Tls, None);
+                    return;
+                }
+                Err(_) => {
+                    bump(&inner.counters.inbound_timeouts);
+                    inner.event(TransportEventKind::InboundClosed {
+                        peer: None,
+                        addr,
+                        reason: "TLS handshake timed out".to_owned(),
+                    });
+                    return;
+                }
+            }
+        }
+    };
     let mut stream = BufReader::new(stream);
-    let peer = match timeout(
-        inner.cfg.handshake_timeout,
-        accept_handshake(&inner, &mut stream),
+    let peer = match tokio::time::timeout_at(
+        deadline,
+        accept_handshake(&inner, &mut stream, cert.as_ref()),
     )
     .await
     {
         Ok(Ok(peer)) => peer,
         Ok(Err(HandshakeEnd::Refused(refusal, claimed))) => {
-            bump(&inner.counters.refused_inbound);
-            // One event per source and reason: a misconfigured peer retries
-            // forever and must not push every other event out of the ring.
-            let fresh = {
-                let mut seen = lock(&inner.refusals);
-                if seen.len() >= MAX_REFUSAL_SOURCES {
-                    seen.clear();
-                }
-                seen.insert((addr.ip(), claimed), refusal) != Some(refusal)
-            };
-            if fresh {
-                inner.event(TransportEventKind::InboundRefused { addr, refusal });
-            }
+            inner.refused_inbound(addr, refusal, claimed);
             return;
         }
         Ok(Err(HandshakeEnd::Failed(reason))) => {
@@ -1001,6 +1386,7 @@ async fn serve_inbound(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) {
             return;
         }
         Err(_) => {
+            bump(&inner.counters.inbound_timeouts);
             inner.event(TransportEventKind::InboundClosed {
                 peer: None,
                 addr,
@@ -1051,22 +1437,34 @@ enum HandshakeEnd {
 }
 
 /// The accepting side of the handshake: reads the hello, answers, and
-/// returns the peer's id if accepted.
+/// returns the peer's id if accepted. With TLS, `cert` is what the client
+/// presented (`Some(None)`: nothing), and must name the hello's node.
 async fn accept_handshake(
     inner: &Inner,
-    stream: &mut BufReader<TcpStream>,
+    stream: &mut BufReader<BoxConn>,
+    cert: Option<&Option<CertificateDer<'static>>>,
 ) -> Result<NodeId, HandshakeEnd> {
     let cfg = &inner.cfg;
-    let mut buf = Vec::new();
-    let (version, kind) = read_frame(stream, MAX_HANDSHAKE_FRAME_BYTES, &mut buf)
-        .await
-        .map_err(|e| HandshakeEnd::Failed(format!("handshake: {e}")))?;
+    let mut fb = FrameBuffer::handshake();
+    let (version, kind) = read_frame(
+        stream,
+        MAX_HANDSHAKE_FRAME_BYTES,
+        &mut fb,
+        ReadLimits::of(cfg),
+    )
+    .await
+    .map_err(|e| HandshakeEnd::Failed(format!("handshake: {e}")))?;
+    let buf = &fb.buf;
     let verdict = if version != PROTOCOL_VERSION {
         Err(Refusal::Version)
     } else if kind != KIND_HELLO {
         Err(Refusal::Malformed)
     } else {
-        check_hello(cfg, &buf[2..])
+        check_hello(cfg, &buf[2..], |id| lock(&inner.peers).contains_key(&id))
+    };
+    let verdict = match (verdict, cert) {
+        (Ok(from), Some(cert)) if !cert_names(cert.as_ref(), from) => Err(Refusal::Certificate),
+        (v, _) => v,
     };
     let mut ack = Vec::with_capacity(32);
     put_frame(&mut ack, KIND_HELLO_ACK, |b| {
@@ -1078,7 +1476,11 @@ async fn accept_handshake(
     });
     // On refusal the ack is a courtesy: a failure to deliver it changes
     // nothing.
-    let written = stream.get_mut().write_all(&ack).await;
+    let written = async {
+        stream.get_mut().write_all(&ack).await?;
+        stream.get_mut().flush().await
+    }
+    .await;
     let claimed = buf.get(2 + 8..2 + 16).map(|b| {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
@@ -1089,7 +1491,15 @@ async fn accept_handshake(
     Ok(peer)
 }
 
-fn check_hello(cfg: &TransportConfig, b: &[u8]) -> Result<NodeId, Refusal> {
+/// Checks a hello's body: its cluster, its token, that it is meant for this
+/// node, and that it comes from a node `is_peer` knows. The checks that need
+/// the token come first, so a client without it learns nothing about which
+/// ids are peers.
+fn check_hello(
+    cfg: &TransportConfig,
+    b: &[u8],
+    is_peer: impl Fn(NodeId) -> bool,
+) -> Result<NodeId, Refusal> {
     let u64_at = |at: usize| -> Result<u64, Refusal> {
         let s = b.get(at..at + 8).ok_or(Refusal::Malformed)?;
         let mut a = [0u8; 8];
@@ -1114,7 +1524,24 @@ fn check_hello(cfg: &TransportConfig, b: &[u8]) -> Result<NodeId, Refusal> {
     if to != cfg.node_id || from == 0 || from == cfg.node_id {
         return Err(Refusal::WrongNode);
     }
+    if !is_peer(from) {
+        return Err(Refusal::UnknownPeer);
+    }
     Ok(from)
+}
+
+/// True if `cert` (a client's TLS certificate, already verified against the
+/// CA) names node `id`.
+fn cert_names(cert: Option<&CertificateDer<'static>>, id: NodeId) -> bool {
+    let Some(cert) = cert else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(node_cert_name(id)) else {
+        return false;
+    };
+    rustls::server::ParsedCertificate::try_from(cert)
+        .and_then(|c| rustls::client::verify_server_name(&c, &name))
+        .is_ok()
 }
 
 /// Equality whose time depends only on the lengths, so a wrong token's
@@ -1131,23 +1558,34 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// receiver is gone (`None`).
 async fn read_envelopes(
     inner: &Inner,
-    stream: &mut BufReader<TcpStream>,
+    stream: &mut BufReader<BoxConn>,
     peer: NodeId,
     tx: &mpsc::Sender<Envelope>,
 ) -> Option<String> {
     let c = &inner.counters;
-    let mut buf = Vec::new();
+    let limits = ReadLimits::of(&inner.cfg);
+    let mut fb = FrameBuffer::envelopes(inner);
     loop {
         let bad = |reason: String| {
             bump(&c.bad_frames);
             Some(reason)
         };
-        let (version, kind) = match read_frame(stream, MAX_FRAME_BYTES, &mut buf).await {
+        fb.trim();
+        let (version, kind) = match read_frame(stream, MAX_FRAME_BYTES, &mut fb, limits).await {
             Ok(vk) => vk,
             Err(FrameError::Eof) => return Some("peer closed the connection".to_owned()),
             Err(FrameError::Io(e)) => return Some(io_reason(&e)),
+            Err(e @ FrameError::Timeout(_)) => {
+                bump(&c.inbound_timeouts);
+                return Some(e.to_string());
+            }
+            Err(e @ FrameError::OverBudget { .. }) => {
+                bump(&c.closed_over_budget);
+                return Some(e.to_string());
+            }
             Err(e) => return bad(e.to_string()),
         };
+        let buf = &fb.buf;
         if version != PROTOCOL_VERSION || kind != KIND_ENVELOPE {
             return bad(format!("unexpected frame version {version} kind {kind}"));
         }
@@ -1194,6 +1632,10 @@ enum FrameError {
     TooShort(usize),
     #[error("frame checksum mismatch")]
     Checksum,
+    #[error("{0} within the time limit")]
+    Timeout(&'static str),
+    #[error("frame buffers would pass the budget of {limit} bytes")]
+    OverBudget { limit: usize },
 }
 
 /// Appends one frame whose payload `payload` writes.
@@ -1210,20 +1652,143 @@ fn put_frame(out: &mut Vec<u8>, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Reads one frame's body (version, kind, payload) into `buf` and returns
-/// its version and kind; the payload is `buf[2..]`. The length is checked against `limit` before anything is
-/// allocated, and the checksum before anything is interpreted.
+/// One connection's frame buffer. An envelope connection's capacity is
+/// counted in the transport's [`Counters::buffered_bytes`] and held within
+/// [`TransportConfig::max_buffered_bytes`]; dropping it gives its bytes
+/// back. A handshake's is not counted: it holds at most
+/// [`MAX_HANDSHAKE_FRAME_BYTES`] per connection (so at most that times
+/// [`TransportConfig::max_inbound_connections`]), and peers that fill the
+/// budget must not keep others from connecting.
+struct FrameBuffer<'a> {
+    buf: Vec<u8>,
+    /// The transport's counters and budget; `None` for a handshake.
+    budget: Option<(&'a Counters, usize)>,
+    /// Bytes this buffer has counted in `buffered_bytes`.
+    held: usize,
+}
+
+impl<'a> FrameBuffer<'a> {
+    /// A buffer for envelope frames, within the transport's budget.
+    fn envelopes(inner: &'a Inner) -> FrameBuffer<'a> {
+        FrameBuffer {
+            buf: Vec::new(),
+            budget: Some((&inner.counters, inner.cfg.max_buffered_bytes)),
+            held: 0,
+        }
+    }
+
+    /// A buffer for one handshake frame (at most MAX_HANDSHAKE_FRAME_BYTES).
+    fn handshake() -> FrameBuffer<'static> {
+        FrameBuffer {
+            buf: Vec::new(),
+            budget: None,
+            held: 0,
+        }
+    }
+
+    /// Makes room for `more` bytes past the buffer's length, growing its
+    /// capacity at most to `cap` (the frame's length) and at least
+    /// geometrically, so a large frame costs few copies. Refuses growth that
+    /// would take the transport past its budget.
+    fn reserve(&mut self, more: usize, cap: usize) -> Result<(), FrameError> {
+        let need = self.buf.len() + more;
+        let old = self.buf.capacity();
+        if need <= old {
+            return Ok(());
+        }
+        let target = need.max(old.saturating_mul(2)).min(cap.max(need));
+        let Some((counters, budget)) = self.budget else {
+            self.buf.reserve_exact(target - self.buf.len());
+            return Ok(());
+        };
+        let claim = (target - old) as u64;
+        let total = &counters.buffered_bytes;
+        let now = total.fetch_add(claim, Ordering::Relaxed) + claim;
+        if now > budget as u64 {
+            total.fetch_sub(claim, Ordering::Relaxed);
+            return Err(FrameError::OverBudget { limit: budget });
+        }
+        self.buf.reserve_exact(target - self.buf.len());
+        // The allocator may round up: count what was really taken.
+        let got = self.buf.capacity() - old;
+        if got as u64 > claim {
+            total.fetch_add(got as u64 - claim, Ordering::Relaxed);
+        } else {
+            total.fetch_sub(claim - got as u64, Ordering::Relaxed);
+        }
+        self.held += got;
+        counters
+            .peak_buffered_bytes
+            .fetch_max(total.load(Ordering::Relaxed), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Between frames: a buffer left large by a large frame is given back.
+    fn trim(&mut self) {
+        self.buf.clear();
+        if self.buf.capacity() > RETAINED_READ_BUFFER_BYTES {
+            self.buf = Vec::new();
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        let held = std::mem::take(&mut self.held) as u64;
+        if let Some((counters, _)) = self.budget {
+            counters.buffered_bytes.fetch_sub(held, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for FrameBuffer<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// How long [`read_frame`] waits for bytes.
+#[derive(Clone, Copy)]
+struct ReadLimits {
+    /// For the header of the next frame to arrive.
+    idle: Duration,
+    /// For each further piece of a frame that has begun.
+    stall: Duration,
+}
+
+impl ReadLimits {
+    fn of(cfg: &TransportConfig) -> ReadLimits {
+        ReadLimits {
+            idle: cfg.idle_timeout,
+            stall: cfg.stall_timeout,
+        }
+    }
+}
+
+/// Reads one frame's body (version, kind, payload) into `fb` and returns
+/// its version and kind; the payload is `fb.buf[2..]`. The length is
+/// checked against `limit` before anything is allocated, memory is taken in
+/// pieces of at most [`READ_CHUNK_BYTES`] as bytes arrive (a header alone
+/// buys none), and the checksum is checked before anything is interpreted.
+/// A header that takes longer than `limits.idle`, or a piece of the body
+/// longer than `limits.stall`, ends the read with [`FrameError::Timeout`].
 async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     limit: usize,
-    buf: &mut Vec<u8>,
+    fb: &mut FrameBuffer<'_>,
+    limits: ReadLimits,
 ) -> Result<(u8, u8), FrameError> {
+    let eof_or_io = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            FrameError::Eof
+        } else {
+            FrameError::Io(e)
+        }
+    };
     let mut header = [0u8; FRAME_HEADER_BYTES];
-    match r.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Eof),
-        Err(e) => return Err(FrameError::Io(e)),
-    }
+    timeout(limits.idle, r.read_exact(&mut header))
+        .await
+        .map_err(|_| FrameError::Timeout("no frame began"))?
+        .map_err(eof_or_io)?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if len > limit {
@@ -1232,19 +1797,27 @@ async fn read_frame<R: AsyncRead + Unpin>(
     if len < 2 {
         return Err(FrameError::TooShort(len));
     }
-    buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).await.map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            FrameError::Eof
-        } else {
-            FrameError::Io(e)
+    fb.buf.clear();
+    let mut filled = 0;
+    while filled < len {
+        if filled == fb.buf.len() {
+            let piece = (len - filled).min(READ_CHUNK_BYTES);
+            fb.reserve(piece, len)?;
+            fb.buf.resize(filled + piece, 0);
         }
-    })?;
-    if checksum(buf) != crc {
+        let n = timeout(limits.stall, r.read(&mut fb.buf[filled..]))
+            .await
+            .map_err(|_| FrameError::Timeout("a frame stalled"))?
+            .map_err(eof_or_io)?;
+        if n == 0 {
+            return Err(FrameError::Eof);
+        }
+        filled += n;
+    }
+    if checksum(&fb.buf) != crc {
         return Err(FrameError::Checksum);
     }
-    Ok((buf[0], buf[1]))
+    Ok((fb.buf[0], fb.buf[1]))
 }
 
 /// A short reason for an IO error that is stable across retries (no

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 /// The name of the node table inside a cluster directory.
 pub const CLUSTER_FILE: &str = "cluster.json";
+/// The TLS directory (CA, node certificates and keys) of a cluster.
+pub const TLS_DIR: &str = "tls";
 
 /// The node table of a local cluster (`DIR/cluster.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,10 @@ pub struct ClusterFile {
     /// The operator's token for the nodes' `/admin/*` requests (sent as
     /// `Authorization: Bearer`); distinct from `token`.
     pub admin_token: String,
+    /// The nodes' transports use mutual TLS with the files in `DIR/tls`
+    /// (`kv up --tls`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
     /// The nodes, in id order.
     pub nodes: Vec<NodeEntry>,
 }
@@ -106,6 +112,9 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Entries kept behind a snapshot for slow followers.
     pub log_margin: u64,
+    /// TLS files of the transport (absent: plain TCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsPaths>,
 }
 
 impl ClusterFile {
@@ -144,6 +153,7 @@ impl ClusterFile {
             group: 1,
             token,
             admin_token,
+            tls: false,
             nodes,
         }
     }
@@ -237,8 +247,34 @@ impl ClusterFile {
             .collect()
     }
 
-    /// The config file for `node`, with the given initial voters.
+    /// For a TLS cluster, creates the CA (once) and issues `node` its
+    /// certificate and key (naming its addresses' IPs too).
+    pub fn issue_cert(&self, node: &NodeEntry) -> Result<()> {
+        let dir = tls_dir(node);
+        crate::tls::create_ca(&dir)?;
+        let mut ips = Vec::new();
+        for a in [&node.raft_addr, &node.http_addr] {
+            let a: SocketAddr = a
+                .parse()
+                .with_context(|| format!("node {}: address {a}", node.id))?;
+            if !ips.contains(&a.ip()) {
+                ips.push(a.ip());
+            }
+        }
+        crate::tls::issue_node(&dir, node.id, &ips).with_context(|| {
+            format!(
+                "issuing node {}'s certificate in {}",
+                node.id,
+                dir.display()
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The config file for `node`, with the given initial voters (and TLS
+    /// paths in `tls_dir` if the cluster uses TLS).
     pub fn node_config(&self, node: &NodeEntry, voters: Vec<u64>) -> NodeConfig {
+        let tls_dir = tls_dir(node);
         NodeConfig {
             id: node.id,
             group: self.group,
@@ -257,8 +293,19 @@ impl ClusterFile {
             heartbeat_tick: 2,
             snapshot_every: 10_000,
             log_margin: 100,
+            tls: self
+                .tls
+                .then(|| crate::tls::TlsPaths::of_node(&tls_dir, node.id)),
         }
     }
+}
+
+/// Where a TLS cluster keeps its CA, certificates and keys: `tls/` beside
+/// the nodes' directories (in the cluster directory).
+fn tls_dir(node: &NodeEntry) -> PathBuf {
+    node.data_dir
+        .parent()
+        .map_or_else(|| PathBuf::from(TLS_DIR), |d| d.join(TLS_DIR))
 }
 
 /// Writes a node's config file, which holds the token: owner-only, in an

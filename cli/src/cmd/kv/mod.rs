@@ -40,6 +40,11 @@ pub enum KvCommand {
         /// How long to wait for a leader.
         #[arg(long, default_value = "20s", value_parser = parse_duration)]
         timeout: Duration,
+        /// Encrypt and authenticate traffic between nodes with mutual TLS:
+        /// a CA and a certificate per node are created in DIR/tls (as
+        /// `cdsctl cert` does).
+        #[arg(long)]
+        tls: bool,
     },
     /// Stop every node: SIGTERM, then SIGKILL after the timeout.
     Down {
@@ -288,7 +293,8 @@ pub fn run(cmd: KvCommand) -> Result<()> {
             nodes,
             dir,
             timeout,
-        } => up(nodes, &dir.dir, timeout),
+            tls,
+        } => up(nodes, &dir.dir, timeout, tls),
         KvCommand::Down { dir, timeout } => down(&dir.dir, timeout),
         KvCommand::Status { dir } => status(&dir.dir),
         KvCommand::Put {
@@ -327,7 +333,7 @@ pub fn run(cmd: KvCommand) -> Result<()> {
 
 // ---------------------------------------------------------------- up/down
 
-fn up(n: u64, dir: &Path, timeout: Duration) -> Result<()> {
+fn up(n: u64, dir: &Path, timeout: Duration, tls: bool) -> Result<()> {
     if !(1..=9).contains(&n) {
         bail!("--nodes must be between 1 and 9, got {n}");
     }
@@ -378,8 +384,12 @@ fn up(n: u64, dir: &Path, timeout: Duration) -> Result<()> {
     let ports = cluster::pick_ports(2 * n as usize)?;
     let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
     let mut c = ClusterFile::new(&dir, &addrs, cluster::new_token()?, cluster::new_token()?);
+    c.tls = tls;
     let voters: Vec<u64> = c.nodes.iter().map(|node| node.id).collect();
     for node in &c.nodes {
+        if c.tls {
+            c.issue_cert(node)?;
+        }
         cluster::write_node_config(&c.node_config(node, voters.clone()))?;
     }
     c.save(&dir)?;
@@ -1017,6 +1027,9 @@ pub(crate) fn add_node(dir: &Path, timeout: Duration, warn: Warn) -> Result<Stri
         cluster::write_node_config(&c.node_config(node, voters))?;
     }
     let new = c.node(id)?.clone();
+    if c.tls {
+        c.issue_cert(&new)?;
+    }
     let child = proc::spawn_node(&new)?;
     c.node_mut(id)?.pid = Some(child.id());
     c.save(dir)?;

@@ -78,6 +78,14 @@ pub struct NodeFileConfig {
     /// changes, snapshots) to `data_dir/trace.rtrace`.
     #[serde(default = "default_trace")]
     pub trace: bool,
+    /// TLS for the Raft transport (mutual, against the CA); absent: plain
+    /// TCP. The key file must be private (0600).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsPaths>,
+    /// Serve the HTTP API over HTTPS with the certificate and key of `tls`
+    /// (clients verify it against the CA). Needs `tls`.
+    #[serde(default)]
+    pub https: bool,
 }
 
 /// The file a node's trace goes to, in its data directory.
@@ -153,6 +161,9 @@ impl NodeFileConfig {
         }
         if self.peers.contains_key(&0) {
             bail!("peers: 0 is not a valid node id");
+        }
+        if self.https && self.tls.is_none() {
+            bail!("https: needs tls (the certificate and key to serve with)");
         }
         if self.group == 0 {
             bail!("group: 0 is not a valid group id");

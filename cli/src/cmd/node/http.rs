@@ -816,6 +816,10 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
         "counter",
         t.dropped_filter,
     );
+    for d in t.defense_metrics() {
+        let kind = if d.gauge { "gauge" } else { "counter" };
+        gauge(d.name, d.help, kind, d.value);
+    }
     gauge(
         "reads_total",
         "Linearizable reads confirmed as leader.",

@@ -19,6 +19,7 @@ mod http;
 mod kv_sm;
 mod limits;
 mod server;
+mod transport_log;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,10 @@ use kv_sm::{KvStateMachine, SharedKv};
 
 /// How long in-flight HTTP requests get to finish at shutdown.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// An inbound Raft connection may stay idle for at least this many
+/// election timeouts (and at least the transport's default) before it is
+/// closed.
+const IDLE_ELECTIONS: u32 = 20;
 /// How often the process checks that its node is still running.
 const NODE_CHECK_EVERY: Duration = Duration::from_millis(500);
 
@@ -136,9 +141,24 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         .filter(|(&p, _)| p != id)
         .map(|(&p, a)| (p, a.raft))
         .collect();
+    // An idle inbound connection is closed after idle_timeout: keep it far
+    // above the election timeout (a live peer sends at least that often),
+    // even with slow ticks.
+    let election = Duration::from_millis(cfg.tick_ms.saturating_mul(u64::from(cfg.election_tick)));
+    tcfg.idle_timeout = tcfg
+        .idle_timeout
+        .max(election.saturating_mul(IDLE_ELECTIONS));
+    tcfg.tls = cfg
+        .tls
+        .as_ref()
+        .map(crate::tls::load_transport)
+        .transpose()
+        .context("cannot load the transport's TLS files")?;
     let (transport, mut inbound) = Transport::start(tcfg)
         .await
         .with_context(|| format!("cannot start the Raft transport on {}", cfg.raft_addr))?;
+
+    let transport_log = tokio::spawn(transport_log::run(id, transport.clone()));
 
     let mut ncfg = NodeConfig::new(id, cfg.group);
     ncfg.config.election_tick = cfg.election_tick;
@@ -165,6 +185,12 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         })
     };
 
+    let https = match (&cfg.tls, cfg.https) {
+        (Some(paths), true) => Some(
+            crate::tls::http_server_config(paths).context("cannot load the HTTPS certificate")?,
+        ),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", cfg.http_addr))?;
@@ -184,6 +210,7 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         app,
         cfg.http_max_connections,
         id,
+        https.map(tokio_rustls::TlsAcceptor::from),
         async move {
             let _ = http_stopped.await;
         },
@@ -234,6 +261,7 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         server.abort();
     }
     transport.shutdown().await;
+    transport_log.abort();
     forward.abort();
     // Only remove the pid file if it is still ours (a restarted process
     // may have replaced it).

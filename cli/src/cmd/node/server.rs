@@ -42,6 +42,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
 
 use super::limits::{
     ACCEPT_ERROR_PAUSE, HEADER_READ_TIMEOUT, MAX_REFUSING, REFUSAL_DRAIN_BYTES, REFUSAL_LINGER,
@@ -63,6 +64,7 @@ pub async fn serve(
     app: Router,
     max_connections: usize,
     node: u64,
+    tls: Option<TlsAcceptor>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -94,8 +96,12 @@ pub async fn serve(
                     app.clone(),
                     slot,
                     stopping.clone(),
+                    tls.clone(),
                 ));
             }
+            // Over TLS the plain 503 would read as a broken handshake:
+            // the connection is just closed.
+            Err(_) if tls.is_some() => drop(stream),
             Err(_) => match refusing.clone().try_acquire_owned() {
                 Ok(permit) => {
                     conns.spawn(refuse(stream, permit));
@@ -115,11 +121,33 @@ async fn connection(
     remote: SocketAddr,
     app: Router,
     _slot: OwnedSemaphorePermit,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
 ) {
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => serve_connection(StallGuard::new(stream), remote, app, stopping).await,
+        Some(acceptor) => {
+            // The handshake is part of the request's header time: a client
+            // that starts one and stalls holds its slot no longer.
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            serve_connection(StallGuard::new(tls), remote, app, stopping).await;
+        }
+    }
+}
+
+/// HTTP/1.1 on one accepted (and, for HTTPS, handshaken) connection.
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: StallGuard<S>,
+    remote: SocketAddr,
+    app: Router,
+    mut stopping: watch::Receiver<bool>,
+) {
     let svc = TowerToHyperService::new(app);
-    // Handlers see who is asking (the admin requests log it).
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(remote));
         svc.call(req)
@@ -127,10 +155,9 @@ async fn connection(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(StallGuard::new(stream)), svc);
+        .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
-        // Errors (a client gone, a timeout) end this connection only.
         _ = conn.as_mut() => {}
         () = async { drop(stopping.wait_for(|s| *s).await) } => {
             conn.as_mut().graceful_shutdown();
@@ -139,10 +166,6 @@ async fn connection(
     }
 }
 
-/// Answers a connection past the cap with [`REFUSAL`] and closes it. What
-/// the client sent is read and dropped first (a little, briefly): closing
-/// a socket with unread input resets it, and the reset could destroy the
-/// answer before the client reads it.
 async fn refuse(mut stream: TcpStream, _permit: OwnedSemaphorePermit) {
     let _ = tokio::time::timeout(REFUSAL_LINGER, async {
         stream.write_all(REFUSAL).await?;
@@ -164,14 +187,14 @@ async fn refuse(mut stream: TcpStream, _permit: OwnedSemaphorePermit) {
 /// [`WRITE_STALL_TIMEOUT`]: hyper has no write timeout, and a client that
 /// stops reading would otherwise hold its connection (and its slot) for
 /// good.
-struct StallGuard {
-    inner: TcpStream,
+struct StallGuard<S> {
+    inner: S,
     /// Running while a write waits for the client.
     stalled: Option<Pin<Box<Sleep>>>,
 }
 
-impl StallGuard {
-    fn new(inner: TcpStream) -> StallGuard {
+impl<S> StallGuard<S> {
+    fn new(inner: S) -> StallGuard<S> {
         StallGuard {
             inner,
             stalled: None,
@@ -198,7 +221,7 @@ impl StallGuard {
     }
 }
 
-impl AsyncRead for StallGuard {
+impl<S: AsyncRead + Unpin> AsyncRead for StallGuard<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -208,7 +231,7 @@ impl AsyncRead for StallGuard {
     }
 }
 
-impl AsyncWrite for StallGuard {
+impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
