@@ -98,6 +98,8 @@ struct Inner {
     admin_token: String,
     /// The node's config file, read again by `/admin/peer`.
     config_path: PathBuf,
+    /// `https` when the cluster's nodes serve HTTPS (redirects keep it).
+    scheme: &'static str,
     /// Bytes of request bodies held at once, in KiB permits.
     body_kib: Semaphore,
 }
@@ -118,6 +120,9 @@ pub struct Setup {
     pub admin_token: String,
     /// The config file the node was started with.
     pub config_path: PathBuf,
+    /// Whether the API is served over HTTPS (as every member's is: they
+    /// share the config's `https`), so redirects name `https://`.
+    pub https: bool,
 }
 
 impl AppState {
@@ -132,6 +137,7 @@ impl AppState {
             http_addr: s.http_addr,
             admin_token: s.admin_token,
             config_path: s.config_path,
+            scheme: if s.https { "https" } else { "http" },
             body_kib: Semaphore::new(MAX_BODY_BYTES_IN_FLIGHT >> 10),
         }))
     }
@@ -454,7 +460,7 @@ fn not_leader(s: &Inner, leader: Option<NodeId>, uri: &Uri) -> Response {
     match target {
         Some((l, addr)) => {
             let pq = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-            let location = format!("http://{addr}{pq}");
+            let location = format!("{}://{addr}{pq}", s.scheme);
             (
                 StatusCode::TEMPORARY_REDIRECT,
                 [(header::LOCATION, location)],

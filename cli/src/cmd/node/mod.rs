@@ -203,6 +203,7 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         http_addr: cfg.http_addr,
         admin_token: cfg.admin_token.clone(),
         config_path: config_path.to_path_buf(),
+        https: https.is_some(),
     }));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
