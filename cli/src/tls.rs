@@ -181,9 +181,25 @@ pub fn http_server_config(paths: &TlsPaths) -> Result<Arc<rustls::ServerConfig>>
     Ok(Arc::new(cfg))
 }
 
+/// An HTTPS client's TLS side for tokio (`kv bench`): trusts only the
+/// cluster CA in `ca`, presents no certificate.
+pub fn http_rustls_client(ca: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(ca)? {
+        roots
+            .add(c)
+            .with_context(|| format!("a certificate in {}", ca.display()))?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 /// The HTTP client's side (ureq, as `cdsctl kv` uses it): trusts only the
 /// cluster CA in `ca`, with the ring provider.
-#[allow(dead_code)]
 pub fn http_client_tls(ca: &Path) -> Result<ureq::tls::TlsConfig> {
     let roots: Vec<_> = read_certs(ca)?
         .iter()

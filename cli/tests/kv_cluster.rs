@@ -381,8 +381,30 @@ fn node_metrics(dir: &Path, id: u64) -> String {
         .iter()
         .find(|n| n["id"] == id)
         .unwrap_or_else(|| panic!("no node {id} in {text}"));
-    let url = format!("http://{}/metrics", node["http_addr"].as_str().unwrap());
-    ureq::get(&url)
+    let addr = node["http_addr"].as_str().unwrap();
+    if c["tls"] != true {
+        return ureq::get(&format!("http://{addr}/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+    }
+    // A --tls cluster's nodes serve HTTPS: trust its CA, and only it.
+    let pem = std::fs::read(dir.join("tls/ca.pem")).unwrap();
+    let ca = ureq::tls::Certificate::from_pem(&pem).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+                    ca,
+                ])))
+                .build(),
+        )
+        .build()
+        .into();
+    agent
+        .get(&format!("https://{addr}/metrics"))
         .call()
         .unwrap()
         .body_mut()
@@ -641,8 +663,37 @@ fn a_tls_cluster_replicates_joins_and_refuses_plain_tcp() {
             .ends_with("tls/node-1-key.pem"),
         "{cfg}"
     );
+    assert_eq!(cfg["https"], true, "{cfg}");
+    // The CLI speaks HTTPS to them, trusting the cluster CA.
     ok(&dir, &["put", "k", "v1", "--timeout", "15s"]);
     assert_eq!(ok(&dir, &["get", "k", "--timeout", "15s"]).trim(), "v1");
+    let status = ok(&dir, &["status"]);
+    assert!(status.contains("leader"), "{status}");
+    let bench = ok(
+        &dir,
+        &[
+            "bench",
+            "--clients",
+            "2",
+            "--duration",
+            "1s",
+            "--value-size",
+            "16",
+        ],
+    );
+    assert!(bench.contains("puts/s"), "{bench}");
+    // Plain HTTP to the API gets no answer: it is HTTPS only.
+    let http = cluster_json(&dir)["nodes"][0]["http_addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let plain = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3)))
+        .build()
+        .new_agent()
+        .get(&format!("http://{http}/status"))
+        .call();
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
 
     // A joining node gets a certificate of the same CA, and its peers
     // accept it once they are told about it.

@@ -39,9 +39,21 @@ struct ClientResult {
     redirects: u64,
 }
 
+/// Where the clients send: the nodes' HTTP addresses (the leader first),
+/// and, for a cluster whose nodes serve HTTPS, the TLS client that trusts
+/// only its CA.
+pub struct Targets {
+    /// HTTP addresses, the leader first.
+    pub nodes: Vec<String>,
+    /// Set when the nodes serve HTTPS.
+    pub tls: Option<tokio_rustls::TlsConnector>,
+}
+
 /// When the clients stop, and where a background run's figures go.
 #[derive(Default)]
 struct Control {
+    /// Connect over TLS with this (the nodes serve HTTPS).
+    tls: Option<tokio_rustls::TlsConnector>,
     /// A timed run (`kv bench`) ends here.
     end: Option<Instant>,
     /// A background run (`top`) ends when this is set.
@@ -124,7 +136,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Runs `clients` closed-loop clients for `duration` against `nodes`
 /// (HTTP addresses, the leader first) and reports throughput and latency.
 pub fn run(
-    nodes: Vec<String>,
+    targets: Targets,
     clients: usize,
     duration: Duration,
     value_size: usize,
@@ -133,9 +145,10 @@ pub fn run(
     let started = Instant::now();
     let ctl = Arc::new(Control {
         end: Some(started + duration),
+        tls: targets.tls,
         ..Control::default()
     });
-    let results = rt.block_on(run_clients(nodes, clients, value_size, ctl));
+    let results = rt.block_on(run_clients(targets.nodes, clients, value_size, ctl));
     Ok(report(results, started.elapsed(), clients, value_size))
 }
 
@@ -150,12 +163,14 @@ pub struct Background {
 impl Background {
     /// Starts `clients` closed-loop clients against `nodes` (the leader first)
     /// on a thread of their own.
-    pub fn start(nodes: Vec<String>, clients: usize, value_size: usize) -> Result<Background> {
+    pub fn start(targets: Targets, clients: usize, value_size: usize) -> Result<Background> {
         let stats = Arc::new(LiveStats::default());
         let ctl = Arc::new(Control {
             live: Some(stats.clone()),
+            tls: targets.tls,
             ..Control::default()
         });
+        let nodes = targets.nodes;
         let rt = runtime()?;
         let thread_ctl = ctl.clone();
         let thread = std::thread::Builder::new()
@@ -258,9 +273,25 @@ fn report(
     }
 }
 
-async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>> {
+async fn connect(
+    addr: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
+    let Some(tls) = tls else {
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        return Ok(sender);
+    };
+    // The node's certificate names its IP address (cdsctl cert --ip).
+    let ip = addr
+        .parse::<std::net::SocketAddr>()
+        .with_context(|| format!("{addr} is not an IP address and port"))?
+        .ip();
+    let stream = tls
+        .connect(rustls_pki_types::ServerName::IpAddress(ip.into()), stream)
+        .await?;
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     Ok(sender)
@@ -300,7 +331,9 @@ async fn client(
         });
         let sender = match &mut conn {
             Some(s) => s,
-            None => match tokio::time::timeout(REQUEST_TIMEOUT, connect(&addr)).await {
+            None => match tokio::time::timeout(REQUEST_TIMEOUT, connect(&addr, ctl.tls.as_ref()))
+                .await
+            {
                 Ok(Ok(s)) => conn.insert(s),
                 _ => {
                     count_error(&mut r);
@@ -352,8 +385,13 @@ async fn client(
                 // `http://HOST:PORT/path`: keep the authority, if it is one
                 // of the cluster's nodes (a redirect elsewhere is an error:
                 // our writes go to the cluster or nowhere).
+                let scheme = if ctl.tls.is_some() {
+                    "https://"
+                } else {
+                    "http://"
+                };
                 match loc
-                    .strip_prefix("http://")
+                    .strip_prefix(scheme)
                     .and_then(|rest| rest.split('/').next())
                     .filter(|a| nodes.iter().any(|n| n == a))
                 {

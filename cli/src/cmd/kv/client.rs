@@ -25,52 +25,83 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// costs one or two).
 const MAX_HOPS: usize = 5;
 
-/// A blocking HTTP client with the settings every command shares.
-pub fn agent() -> Agent {
-    let config = Agent::config_builder()
+/// A blocking HTTP client with the settings every command shares; over
+/// HTTPS it trusts only `tls`'s roots (the cluster CA).
+fn agent(tls: Option<ureq::tls::TlsConfig>) -> Agent {
+    let mut config = Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
-        .timeout_global(Some(REQUEST_TIMEOUT))
-        .build();
-    config.into()
+        .timeout_global(Some(REQUEST_TIMEOUT));
+    if let Some(tls) = tls {
+        config = config.tls_config(tls);
+    }
+    config.build().into()
 }
 
-/// What a command may do with one cluster: where a redirect may lead (the
-/// HTTP addresses of `cluster.json`'s nodes), and the admin token that
-/// `/admin/*` requests carry.
+/// How a command reaches one cluster: the client (plain HTTP, or HTTPS
+/// trusting only the cluster CA when its nodes serve HTTPS), where a
+/// redirect may lead (the HTTP addresses of `cluster.json`'s nodes), and
+/// the admin token that `/admin/*` requests carry.
 #[derive(Debug, Clone)]
 pub struct Access {
+    agent: Agent,
+    scheme: &'static str,
     known: Vec<String>,
     admin_token: String,
 }
 
 impl Access {
-    /// The access `cluster.json` gives.
-    pub fn of(c: &ClusterFile) -> Access {
-        Access {
+    /// The access `cluster.json` gives; fails when a TLS cluster's CA
+    /// certificate cannot be read.
+    pub fn of(c: &ClusterFile) -> Result<Access> {
+        let (scheme, tls) = match c.ca_path() {
+            Some(ca) => (
+                "https",
+                Some(
+                    crate::tls::http_client_tls(&ca)
+                        .with_context(|| format!("the cluster CA {}", ca.display()))?,
+                ),
+            ),
+            None => ("http", None),
+        };
+        Ok(Access {
+            agent: agent(tls),
+            scheme,
             known: c.nodes.iter().map(|n| n.http_addr.clone()).collect(),
             admin_token: c.admin_token.clone(),
-        }
+        })
+    }
+
+    /// The URL of `path` on the node at `addr`.
+    fn url(&self, addr: &str, path: &str) -> String {
+        format!("{}://{addr}{path}", self.scheme)
     }
 
     /// The URL to go to for a redirect from `from` to `location`, or an
     /// error naming the address when it is not one of the cluster's.
     fn follow(&self, from: &str, location: &str) -> Result<String> {
-        fn authority(url: &str) -> Option<&str> {
-            let rest = url.strip_prefix("http://")?;
-            Some(rest.split(['/', '?', '#']).next().unwrap_or(rest))
-        }
+        let prefix = format!("{}://", self.scheme);
+        let authority = |url: &'_ str| -> Option<String> {
+            let rest = url.strip_prefix(prefix.as_str())?;
+            Some(
+                rest.split(['/', '?', '#'])
+                    .next()
+                    .unwrap_or(rest)
+                    .to_owned(),
+            )
+        };
         // A path on the same node.
         if location.starts_with('/') && !location.starts_with("//") {
             if let Some(a) = authority(from) {
-                return Ok(format!("http://{a}{location}"));
+                return Ok(self.url(&a, location));
             }
         }
         let Some(to) = authority(location) else {
             bail!(
-                "refusing to follow a redirect to {location:?}: not an http:// address of this cluster"
+                "refusing to follow a redirect to {location:?}: not an {prefix} address of this cluster"
             );
         };
+        let to = to.as_str();
         let same = |known: &str| {
             known == to
                 || matches!(
@@ -185,7 +216,6 @@ fn send_once(
 /// requests carry `access`'s admin token; a redirect outside `access`'s
 /// addresses fails the request at once.
 pub fn request(
-    agent: &Agent,
     access: &Access,
     nodes: &[String],
     method: Method,
@@ -199,13 +229,13 @@ pub fn request(
     let mut last_err = anyhow!("no attempt made");
     let mut start = 0usize;
     loop {
-        let mut url = format!("http://{}{}", nodes[start], path);
+        let mut url = access.url(&nodes[start], path);
         let mut hops = 0;
         let token = path
             .starts_with("/admin/")
             .then_some(access.admin_token.as_str());
         let outcome = loop {
-            match send_once(agent, method, &url, body, token) {
+            match send_once(&access.agent, method, &url, body, token) {
                 Ok((reply, Some(loc))) if (300..400).contains(&reply.status) => {
                     hops += 1;
                     if hops > MAX_HOPS {
@@ -346,9 +376,9 @@ impl Status {
 }
 
 /// Fetches one node's `/status`.
-pub fn status(agent: &Agent, http_addr: &str) -> Result<Status> {
-    let url = format!("http://{http_addr}/status");
-    let (reply, _) = send_once(agent, Method::Get, &url, &[], None)
+pub fn status(access: &Access, http_addr: &str) -> Result<Status> {
+    let url = access.url(http_addr, "/status");
+    let (reply, _) = send_once(&access.agent, Method::Get, &url, &[], None)
         .with_context(|| format!("{url} did not answer"))?;
     if reply.status != 200 {
         bail!("{url} answered {}: {}", reply.status, reply.error_text());
@@ -398,6 +428,8 @@ mod tests {
     #[test]
     fn redirects_lead_only_to_the_clusters_addresses() {
         let access = Access {
+            agent: agent(None),
+            scheme: "http",
             known: vec!["127.0.0.1:8001".into(), "127.0.0.1:8002".into()],
             admin_token: String::new(),
         };
@@ -434,11 +466,12 @@ mod tests {
         let port = super::super::cluster::pick_ports(1).unwrap()[0];
         let started = Instant::now();
         let access = Access {
+            agent: agent(None),
+            scheme: "http",
             known: vec![port.to_string()],
             admin_token: String::new(),
         };
         let err = request(
-            &agent(),
             &access,
             &[port.to_string()],
             Method::Get,

@@ -115,6 +115,9 @@ pub struct NodeConfig {
     /// TLS files of the transport (absent: plain TCP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::TlsPaths>,
+    /// Serve the HTTP API over HTTPS with the TLS certificate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https: bool,
 }
 
 impl ClusterFile {
@@ -296,7 +299,16 @@ impl ClusterFile {
             tls: self
                 .tls
                 .then(|| crate::tls::TlsPaths::of_node(&tls_dir, node.id)),
+            https: self.tls,
         }
+    }
+
+    /// The CA certificate clients verify the nodes' HTTPS against, when
+    /// the cluster uses TLS.
+    pub fn ca_path(&self) -> Option<PathBuf> {
+        let node = self.nodes.first()?;
+        self.tls
+            .then(|| tls_dir(node).join(crate::tls::CA_CERT_FILE))
     }
 }
 

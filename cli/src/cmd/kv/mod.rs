@@ -416,7 +416,7 @@ fn up(n: u64, dir: &Path, timeout: Duration, tls: bool) -> Result<()> {
                 "cluster of {n} up in {} (leader: node {leader})",
                 dir.display()
             );
-            print_table(&c);
+            print_table(&c)?;
             Ok(())
         }
         Err(e) => {
@@ -450,7 +450,7 @@ fn wait_for_leader(
     children: &mut [(u64, std::process::Child)],
     timeout: Duration,
 ) -> Result<u64> {
-    let agent = client::agent();
+    let access = Access::of(c)?;
     let deadline = Instant::now() + timeout;
     loop {
         for (id, child) in children.iter_mut() {
@@ -461,7 +461,7 @@ fn wait_for_leader(
         let leaders: Vec<u64> = c
             .nodes
             .iter()
-            .filter_map(|node| client::status(&agent, &node.http_addr).ok())
+            .filter_map(|node| client::status(&access, &node.http_addr).ok())
             .filter(Status::is_leader)
             .map(|s| s.id)
             .collect();
@@ -528,8 +528,8 @@ fn down(dir: &Path, timeout: Duration) -> Result<()> {
 
 /// One row of the status table: the process state and, if it answered, the
 /// node's own report.
-fn print_table(c: &ClusterFile) {
-    let agent = client::agent();
+fn print_table(c: &ClusterFile) -> Result<()> {
+    let access = Access::of(c)?;
     outln!(
         "{:>3} {:>8} {:<7} {:<21} {:<21} {:<13} {:>5} {:>6} {:>8} {:>8}",
         "id",
@@ -548,7 +548,7 @@ fn print_table(c: &ClusterFile) {
         let pid = node.pid.map_or("-".to_owned(), |p| p.to_string());
         // A paused node would only time out; don't ask it.
         let report = match st {
-            ProcState::Up => client::status(&agent, &node.http_addr),
+            ProcState::Up => client::status(&access, &node.http_addr),
             _ => Err(anyhow::anyhow!("not asked")),
         };
         match report {
@@ -584,12 +584,12 @@ fn print_table(c: &ClusterFile) {
             ),
         }
     }
+    Ok(())
 }
 
 fn status(dir: &Path) -> Result<()> {
     let c = ClusterFile::load(dir)?;
-    print_table(&c);
-    Ok(())
+    print_table(&c)
 }
 
 // ---------------------------------------------------------------- kv ops
@@ -616,8 +616,7 @@ fn put(dir: &Path, key: &str, value: &[u8], timeout: Duration) -> Result<()> {
     let c = ClusterFile::load(dir)?;
     let path = format!("/kv/{}", client::encode_key(key));
     let reply = client::request(
-        &client::agent(),
-        &Access::of(&c),
+        &Access::of(&c)?,
         &live_http(&c)?,
         Method::Put,
         &path,
@@ -640,8 +639,7 @@ fn get(dir: &Path, key: &str, consistency: Consistency, timeout: Duration) -> Re
         consistency.as_str()
     );
     let reply = client::request(
-        &client::agent(),
-        &Access::of(&c),
+        &Access::of(&c)?,
         &live_http(&c)?,
         Method::Get,
         &path,
@@ -666,8 +664,7 @@ fn del(dir: &Path, key: &str, timeout: Duration) -> Result<()> {
     let c = ClusterFile::load(dir)?;
     let path = format!("/kv/{}", client::encode_key(key));
     let reply = client::request(
-        &client::agent(),
-        &Access::of(&c),
+        &Access::of(&c)?,
         &live_http(&c)?,
         Method::Delete,
         &path,
@@ -726,7 +723,7 @@ pub(crate) fn restart(dir: &Path, id: u64, timeout: Duration) -> Result<String> 
     let mut child = proc::spawn_node(&node)?;
     c.node_mut(id)?.pid = Some(child.id());
     c.save(dir)?;
-    let agent = client::agent();
+    let access = Access::of(&c)?;
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(code) = child.try_wait().context("checking the node process")? {
@@ -735,7 +732,7 @@ pub(crate) fn restart(dir: &Path, id: u64, timeout: Duration) -> Result<String> 
                 proc::log_tail(&node, 10)
             );
         }
-        match client::status(&agent, &node.http_addr) {
+        match client::status(&access, &node.http_addr) {
             // Only our process counts: another one answering on the address
             // (a node started by hand, say) is exactly why ours may be
             // about to exit with "address in use".
@@ -788,8 +785,7 @@ fn admin(
     body: &[u8],
 ) -> Result<client::Reply> {
     let reply = client::request(
-        &client::agent(),
-        &Access::of(c),
+        &Access::of(c)?,
         std::slice::from_ref(&node.http_addr),
         method,
         path,
@@ -878,13 +874,13 @@ pub(crate) fn heal(dir: &Path, warn: Warn) -> Result<String> {
 /// Asks every running node for its status and returns the leader's, the
 /// one with the highest term if a deposed leader has not noticed yet.
 fn find_leader(c: &ClusterFile, deadline: Instant) -> Result<(NodeEntry, Status)> {
-    let agent = client::agent();
+    let access = Access::of(c)?;
     loop {
         let best = c
             .nodes
             .iter()
             .filter(|n| proc::state(n) == ProcState::Up)
-            .filter_map(|n| client::status(&agent, &n.http_addr).ok().map(|s| (n, s)))
+            .filter_map(|n| client::status(&access, &n.http_addr).ok().map(|s| (n, s)))
             .filter(|(_, s)| s.is_leader())
             .max_by_key(|(_, s)| s.term);
         if let Some((n, s)) = best {
@@ -914,9 +910,9 @@ pub(crate) fn transfer_leader(dir: &Path, id: u64, timeout: Duration) -> Result<
         &format!("/admin/transfer?to={id}"),
         &[],
     )?;
-    let agent = client::agent();
+    let access = Access::of(&c)?;
     loop {
-        if let Ok(s) = client::status(&agent, &target.http_addr) {
+        if let Ok(s) = client::status(&access, &target.http_addr) {
             if s.is_leader() {
                 return Ok(format!("node {id} leads (term {})", s.term));
             }
@@ -971,8 +967,7 @@ fn check_voters_known(leader: &Status) -> Result<()> {
 fn change_voters(c: &ClusterFile, voters: &[u64], deadline: Instant) -> Result<()> {
     let body = json!({ "voters": voters }).to_string();
     let reply = client::request(
-        &client::agent(),
-        &Access::of(c),
+        &Access::of(c)?,
         &live_http(c)?,
         Method::Post,
         "/admin/change",
@@ -1113,8 +1108,15 @@ fn check_clients(clients: usize) -> Result<()> {
 /// The HTTP addresses a load generator sends to: the leader first, so puts
 /// skip the redirect, then the other running nodes as fallbacks if
 /// leadership moves during the run.
-fn bench_targets(dir: &Path) -> Result<Vec<String>> {
+fn bench_targets(dir: &Path) -> Result<bench::Targets> {
     let c = ClusterFile::load(dir)?;
+    let tls = match c.ca_path() {
+        Some(ca) => Some(tokio_rustls::TlsConnector::from(
+            crate::tls::http_rustls_client(&ca)
+                .with_context(|| format!("the cluster CA {}", ca.display()))?,
+        )),
+        None => None,
+    };
     let (leader, _) = find_leader(&c, Instant::now() + Duration::from_secs(10))?;
     let mut nodes = vec![leader.http_addr.clone()];
     nodes.extend(
@@ -1122,7 +1124,7 @@ fn bench_targets(dir: &Path) -> Result<Vec<String>> {
             .into_iter()
             .filter(|a| *a != leader.http_addr),
     );
-    Ok(nodes)
+    Ok(bench::Targets { nodes, tls })
 }
 
 /// The background load of `cdsctl top`: `bench`'s closed-loop PUTs, run

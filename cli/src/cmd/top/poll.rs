@@ -39,6 +39,8 @@ pub struct Shared {
     events: Vec<Event>,
     /// The last error reading cluster.json, if the last read failed.
     cluster_error: Option<String>,
+    /// The cluster CA, when the nodes serve HTTPS.
+    ca: Option<std::path::PathBuf>,
 }
 
 /// The polling threads; they stop when this is dropped.
@@ -99,6 +101,7 @@ fn manage(
             Ok(c) => {
                 let mut s = lock(shared);
                 s.cluster_error = None;
+                s.ca = c.ca_path();
                 s.entries = c.nodes.iter().map(|n| (n.id, n.clone())).collect();
                 // Forget removed nodes (their pollers exit on their own).
                 let ids: BTreeSet<u64> = s.entries.keys().copied().collect();
@@ -128,20 +131,34 @@ fn manage(
     }
 }
 
+/// A poller's client and the URL scheme it speaks.
+type Client = (Agent, &'static str);
+
 /// A blocking client with short timeouts, one per poller so a hung node's
-/// connection never holds up another's.
-fn agent() -> Agent {
-    Agent::config_builder()
+/// connection never holds up another's; over HTTPS (a `ca` given) it
+/// trusts only the cluster CA. Returns the client and the URL scheme.
+fn agent(ca: Option<&std::path::Path>) -> Result<Client, String> {
+    let mut config = Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
-        .timeout_global(Some(REQUEST_TIMEOUT))
-        .build()
-        .into()
+        .timeout_global(Some(REQUEST_TIMEOUT));
+    let mut scheme = "http";
+    if let Some(ca) = ca {
+        let tls = crate::tls::http_client_tls(ca)
+            .map_err(|e| format!("the cluster CA {}: {e:#}", ca.display()))?;
+        config = config.tls_config(tls);
+        scheme = "https";
+    }
+    Ok((config.build().into(), scheme))
 }
 
-fn get(agent: &Agent, addr: &str, path: &str) -> Result<String, String> {
-    let url = format!("http://{addr}{path}");
-    let resp = agent.get(&url).call().map_err(|e| format!("{url}: {e}"))?;
+fn get(client: &Client, addr: &str, path: &str) -> Result<String, String> {
+    let url = format!("{}://{addr}{path}", client.1);
+    let resp = client
+        .0
+        .get(&url)
+        .call()
+        .map_err(|e| format!("{url}: {e}"))?;
     let status = resp.status().as_u16();
     let body = resp
         .into_body()
@@ -156,11 +173,31 @@ fn get(agent: &Agent, addr: &str, path: &str) -> Result<String, String> {
 }
 
 fn poll_node(id: u64, period: Duration, shared: &Arc<Mutex<Shared>>, stop: &Arc<AtomicBool>) {
-    let agent = agent();
+    // The client, and the CA it was built for (None: plain HTTP).
+    let mut client: Option<(Option<std::path::PathBuf>, Result<Client, String>)> = None;
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let Some(entry) = lock(shared).entries.get(&id).cloned() else {
+        let (entry, ca) = {
+            let s = lock(shared);
+            (s.entries.get(&id).cloned(), s.ca.clone())
+        };
+        let Some(entry) = entry else {
             return; // removed from the cluster
+        };
+        // (Re)build the client when the cluster's TLS set-up changes.
+        if client.as_ref().is_none_or(|(had, _)| *had != ca) {
+            client = Some((ca.clone(), agent(ca.as_deref())));
+        }
+        let Some((_, built)) = client.as_ref() else {
+            continue; // set just above
+        };
+        let agent = match built {
+            Ok(c) => c,
+            Err(e) => {
+                lock(shared).cluster_error = Some(e.clone());
+                std::thread::sleep(period.saturating_sub(started.elapsed()));
+                continue;
+            }
         };
         let state = proc::state(&entry);
         if state == ProcState::Down {
@@ -179,14 +216,14 @@ fn poll_node(id: u64, period: Duration, shared: &Arc<Mutex<Shared>>, stop: &Arc<
             o.inflight_since_us = asking.then(now_us);
         }
         if asking {
-            let answer = get(&agent, &entry.http_addr, "/status").and_then(|body| {
+            let answer = get(agent, &entry.http_addr, "/status").and_then(|body| {
                 serde_json::from_str::<Value>(&body)
                     .map(|v| Status::from_json(&v))
                     .map_err(|e| format!("/status of node {id}: {e}"))
             });
             // The leader's latency histogram, for the p99 chart.
             let hist = match &answer {
-                Ok(st) if st.is_leader() => get(&agent, &entry.http_addr, "/metrics")
+                Ok(st) if st.is_leader() => get(agent, &entry.http_addr, "/metrics")
                     .ok()
                     .and_then(|t| Hist::parse(&t, "propose_seconds")),
                 _ => None,
