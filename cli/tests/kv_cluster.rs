@@ -391,19 +391,7 @@ fn node_metrics(dir: &Path, id: u64) -> String {
             .unwrap();
     }
     // A --tls cluster's nodes serve HTTPS: trust its CA, and only it.
-    let pem = std::fs::read(dir.join("tls/ca.pem")).unwrap();
-    let ca = ureq::tls::Certificate::from_pem(&pem).unwrap();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
-                    ca,
-                ])))
-                .build(),
-        )
-        .build()
-        .into();
-    agent
+    common::https_agent(&dir.join("tls/ca.pem"))
         .get(&format!("https://{addr}/metrics"))
         .call()
         .unwrap()

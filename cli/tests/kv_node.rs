@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+
 /// How long a cluster gets to elect a leader or catch a node up.
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
@@ -1240,19 +1242,7 @@ fn https_serves_clients_that_trust_the_ca() {
         });
         cfg["https"] = json!(true);
     });
-    let pem = std::fs::read(tls.join("ca.pem")).expect("ca.pem");
-    let ca = ureq::tls::Certificate::from_pem(&pem).expect("CA certificate");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
-                    ca,
-                ])))
-                .build(),
-        )
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
+    let agent = common::https_agent(&tls.join("ca.pem"));
     let base = format!("https://{}", c.http[&1]);
     // Wait for the single node to lead, over HTTPS.
     let deadline = Instant::now() + Duration::from_secs(20);

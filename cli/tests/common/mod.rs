@@ -99,3 +99,21 @@ impl Drop for Guard {
         }
     }
 }
+
+/// A client that speaks HTTPS to a `--tls` cluster's nodes, trusting only
+/// the CA certificate in `ca_pem` (and giving up on a request after 5 s).
+pub fn https_agent(ca_pem: &Path) -> ureq::Agent {
+    let pem = std::fs::read(ca_pem).expect("reading the CA certificate");
+    let ca = ureq::tls::Certificate::from_pem(&pem).expect("a PEM certificate");
+    ureq::Agent::config_builder()
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+                    ca,
+                ])))
+                .build(),
+        )
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into()
+}

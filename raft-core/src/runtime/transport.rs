@@ -894,6 +894,17 @@ impl Inner {
     /// Counts an inbound refusal and names it in the events, once per
     /// source and reason: a misconfigured peer retries forever and must not
     /// push every other event out of the ring.
+    /// An inbound connection that did not finish its handshake in time:
+    /// counted and reported (the caller drops it).
+    fn handshake_timed_out(&self, addr: SocketAddr, reason: &str) {
+        bump(&self.counters.inbound_timeouts);
+        self.event(TransportEventKind::InboundClosed {
+            peer: None,
+            addr,
+            reason: reason.to_owned(),
+        });
+    }
+
     fn refused_inbound(&self, addr: SocketAddr, refusal: Refusal, claimed: Option<NodeId>) {
         bump(&self.counters.refused_inbound);
         match refusal {
@@ -1353,12 +1364,7 @@ async fn serve_inbound(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr) {
                     return;
                 }
                 Err(_) => {
-                    bump(&inner.counters.inbound_timeouts);
-                    inner.event(TransportEventKind::InboundClosed {
-                        peer: None,
-                        addr,
-                        reason: "TLS handshake timed out".to_owned(),
-                    });
+                    inner.handshake_timed_out(addr, "TLS handshake timed out");
                     return;
                 }
             }
@@ -1386,12 +1392,7 @@ async fn serve_inbound(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr) {
             return;
         }
         Err(_) => {
-            bump(&inner.counters.inbound_timeouts);
-            inner.event(TransportEventKind::InboundClosed {
-                peer: None,
-                addr,
-                reason: "handshake timed out".to_owned(),
-            });
+            inner.handshake_timed_out(addr, "handshake timed out");
             return;
         }
     };
