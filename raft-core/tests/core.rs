@@ -713,3 +713,112 @@ fn snapshot_traffic_is_throttled_per_tick() {
     l.tick();
     assert_eq!(chunks(&ready_all(&mut l).0), 0, "all served");
 }
+
+/// `MemStorage` whose reads of terms and entries fail (an I/O error, not
+/// "not held") while `failing` is set.
+struct FailingStorage {
+    inner: MemStorage,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FailingStorage {
+    fn check(&self) -> Result<(), Error> {
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Storage("EIO (injected)".into()));
+        }
+        Ok(())
+    }
+}
+
+impl raft_core::storage::Storage for FailingStorage {
+    fn initial_state(&self) -> Result<(raft_core::HardState, raft_core::ConfState), Error> {
+        self.inner.initial_state()
+    }
+    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, Error> {
+        self.check()?;
+        self.inner.entries(lo, hi, max_bytes)
+    }
+    fn term(&self, index: u64) -> Result<u64, Error> {
+        self.check()?;
+        self.inner.term(index)
+    }
+    fn first_index(&self) -> u64 {
+        self.inner.first_index()
+    }
+    fn last_index(&self) -> u64 {
+        raft_core::storage::Storage::last_index(&self.inner)
+    }
+    fn snapshot_meta(&self) -> Option<raft_core::SnapshotMeta> {
+        self.inner.snapshot_meta()
+    }
+    fn snapshot_chunk(&self, file: u32, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        self.check()?;
+        self.inner.snapshot_chunk(file, offset, len)
+    }
+    fn partial_snapshot(&self) -> Option<(raft_core::SnapshotMeta, Vec<u64>)> {
+        self.inner.partial_snapshot()
+    }
+    fn partial_chunk(&self, file: u32, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        self.inner.partial_chunk(file, offset, len)
+    }
+}
+
+#[test]
+fn a_failed_storage_read_stops_the_node_and_no_vote_rests_on_a_defaulted_term() {
+    // Node 1 holds entries 1..=5 of term 1, all durable.
+    let mut mem = MemStorage::new(vec![1, 2, 3]);
+    let ents: Vec<Entry> = (1..=5)
+        .map(|index| Entry {
+            index,
+            term: 1,
+            kind: EntryKind::Normal,
+            data: vec![],
+        })
+        .collect();
+    mem.append(&ents).expect("append");
+    mem.set_hard_state(raft_core::HardState {
+        term: 1,
+        vote: None,
+        commit: 0,
+    });
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = FailingStorage {
+        inner: mem,
+        failing: failing.clone(),
+    };
+    let rng = Box::new(rand_pcg::Pcg64Mcg::seed_from_u64(1));
+    let mut n = Raft::new(Config::new(1), s, rng).expect("starts");
+    for _ in 0..10 {
+        n.tick(); // past the restart guard, no leader heard
+    }
+    while n.has_ready() {
+        let rd = n.ready();
+        n.advance(&rd);
+    }
+    // The disk now fails reads. A candidate whose log is behind ours (its
+    // last entry is (3, 1), ours (5, 1)) must not get our vote; with the
+    // term of our last entry defaulted to 0 it would.
+    failing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let e = n
+        .step(Message {
+            from: 2,
+            to: 1,
+            term: 2,
+            body: MessageBody::RequestVote {
+                pre_vote: false,
+                last_log_index: 3,
+                last_log_term: 1,
+                leader_transfer: false,
+            },
+        })
+        .expect_err("a failed read is an error");
+    assert!(
+        matches!(&e, Error::Storage(m) if m.contains("reading the term of entry 5") && m.contains("EIO")),
+        "{e}"
+    );
+    assert!(!n.has_ready(), "nothing may leave the node");
+    assert!(n.storage_failure().is_some());
+    // It stays stopped, even once the disk answers again.
+    failing.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(n.step(heartbeat(2, 1, 2)).is_err());
+}

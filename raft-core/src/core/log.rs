@@ -60,6 +60,13 @@ pub struct RaftLog<S: Storage> {
     /// The last snapshot installed by this log (index, term): everything up
     /// to it is gone, even before storage has caught up with the install.
     restored: Option<(u64, u64)>,
+    /// The first storage read that failed for another reason than "not
+    /// held" (compacted away, or past the end). Reads return what they
+    /// would for an index not held, so the caller's code stays simple, but
+    /// once this is set every decision since may rest on a wrong answer:
+    /// the node must stop before anything it decided leaves it
+    /// ([`crate::Raft::storage_failure`]). Never cleared.
+    failure: std::cell::OnceCell<String>,
 }
 
 impl<S: Storage> RaftLog<S> {
@@ -76,6 +83,25 @@ impl<S: Storage> RaftLog<S> {
             applied,
             persisted,
             restored: None,
+            failure: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The first storage read that failed, if any (see `failure`).
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// Keeps `r`'s value; a failure other than "not held" is recorded
+    /// (the first one wins) and reads as "not held".
+    fn checked<T>(&self, what: impl FnOnce() -> String, r: Result<T, Error>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(Error::Unavailable { .. }) => None,
+            Err(e) => {
+                let _ = self.failure.set(format!("{}: {e}", what()));
+                None
+            }
         }
     }
 
@@ -129,7 +155,10 @@ impl<S: Storage> RaftLog<S> {
         if index > self.persisted {
             return self.unstable.term(index);
         }
-        self.storage.term(index).ok()
+        self.checked(
+            || format!("reading the term of entry {index}"),
+            self.storage.term(index),
+        )
     }
 
     /// Whether the entry at `index` has term `term`.
@@ -262,8 +291,30 @@ impl<S: Storage> RaftLog<S> {
         if hi <= self.applied {
             return Vec::new();
         }
-        self.slice(self.applied + 1, hi + 1, max_bytes)
-            .unwrap_or_default()
+        let lo = self.applied + 1;
+        self.checked(
+            || format!("reading entries {lo}..={hi} to apply"),
+            self.slice(lo, hi + 1, max_bytes),
+        )
+        .unwrap_or_default()
+    }
+
+    /// `len` bytes of file `file` of the latest snapshot from `offset`, or
+    /// `None` when they cannot be read (a failure is recorded).
+    pub fn checked_chunk(&self, file: u32, offset: u64, len: u64) -> Option<Vec<u8>> {
+        self.checked(
+            || format!("reading {len} bytes at {offset} of snapshot file {file}"),
+            self.storage.snapshot_chunk(file, offset, len),
+        )
+    }
+
+    /// Entries `lo..hi` as [`RaftLog::slice`] gives them, or `None` when
+    /// they are not held or could not be read (a failure is recorded).
+    pub fn slice_checked(&self, lo: u64, hi: u64, max_bytes: u64) -> Option<Vec<Entry>> {
+        self.checked(
+            || format!("reading entries {lo}..{hi}"),
+            self.slice(lo, hi, max_bytes),
+        )
     }
 
     /// Whether `next_to_apply` would return anything.

@@ -448,7 +448,35 @@ impl<S: Storage> Raft<S> {
     /// messages are ignored. Senders outside the configuration are heard
     /// when they lead (a node being added learns of its membership from the
     /// leader's log), within the limits of [`Raft::refuses_term`].
+    ///
+    /// A storage read that failed while handling it (or earlier) is an
+    /// error too ([`Raft::storage_failure`]): what the node decided may
+    /// rest on a wrong answer, so nothing of it may leave the node.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
+        self.check_storage()?;
+        let r = self.step_message(m);
+        self.check_storage()?;
+        r
+    }
+
+    /// The first storage read that failed (for another reason than "not
+    /// held"), if any. Once set it stays set: [`Raft::step`] errors,
+    /// [`Raft::has_ready`] is false, and the driver must stop the node
+    /// instead of acting on anything it decided (a vote granted from a
+    /// defaulted term, say). Drivers check it after [`Raft::tick`] and the
+    /// other calls that return no error.
+    pub fn storage_failure(&self) -> Option<&str> {
+        self.log.failure()
+    }
+
+    fn check_storage(&self) -> Result<(), Error> {
+        match self.log.failure() {
+            Some(f) => Err(Error::Storage(f.to_owned())),
+            None => Ok(()),
+        }
+    }
+
+    fn step_message(&mut self, m: Message) -> Result<(), Error> {
         if m.to != self.id {
             return Err(Error::Misrouted {
                 to: m.to,

@@ -93,6 +93,11 @@ impl<S: Storage> Raft<S> {
 
     /// Whether there is anything for the driver to do.
     pub fn has_ready(&self) -> bool {
+        // After a failed storage read nothing may leave the node.
+        self.log.failure().is_none() && self.has_ready_unchecked()
+    }
+
+    fn has_ready_unchecked(&self) -> bool {
         !self.msgs.is_empty()
             || !self.log.unstable_entries().is_empty()
             || self.hard_state() != self.prev_hard

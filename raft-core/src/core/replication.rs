@@ -29,9 +29,13 @@ impl<S: Storage> Raft<S> {
         };
         let entries: Vec<Entry> = if next <= last {
             let hi = (last + 1).min(next + self.cfg.max_entries_per_msg as u64);
-            self.log
-                .slice(next, hi, self.cfg.max_bytes_per_msg)
-                .unwrap_or_default()
+            match self.log.slice_checked(next, hi, self.cfg.max_bytes_per_msg) {
+                Some(entries) => entries,
+                // Not held (compacted since `prev_log_term` was read):
+                // the snapshot; unreadable: nothing (the node stops).
+                None if self.log.failure().is_none() => return self.send_snapshot(to),
+                None => return false,
+            }
         } else {
             Vec::new()
         };

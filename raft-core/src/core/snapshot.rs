@@ -255,13 +255,14 @@ impl<S: Storage> Raft<S> {
     fn serve_chunk(&mut self, req: ChunkRequest) {
         let current = self.log.storage.snapshot_meta();
         let data = match current {
-            Some(m) if m.index == req.index => self
-                .log
-                .storage
-                .snapshot_chunk(req.file, req.offset, req.len)
-                .ok(),
+            Some(m) if m.index == req.index => {
+                self.log.checked_chunk(req.file, req.offset, req.len)
+            }
             _ => None,
         };
+        if data.is_none() && self.log.failure().is_some() {
+            return; // unreadable is not gone: the node stops instead
+        }
         let body = match data {
             Some(data) => {
                 let len = data.len() as u64;

@@ -654,6 +654,12 @@ impl NodeTask {
                 self.propose(p);
             }
             self.retry_deferred_reads();
+            // A storage read failed somewhere above (a tick, a proposal, a
+            // read): stop before anything decided on it leaves the node.
+            if let Some(f) = self.raft.storage_failure() {
+                error = Some(format!("storage: {f}"));
+                break;
+            }
             if let Err(e) = self.handle_ready().await {
                 error = Some(e);
                 break;

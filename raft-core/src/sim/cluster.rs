@@ -941,6 +941,10 @@ impl Sim {
             let Some(r) = self.nodes[i].raft.as_mut() else {
                 return Ok(());
             };
+            if let Some(f) = r.storage_failure().map(str::to_owned) {
+                // The simulated disk never fails a read: a bug.
+                return Err(self.fail("Core error", format!("node {node}: storage: {f}")));
+            }
             if !r.has_ready() {
                 return Ok(());
             }
