@@ -31,17 +31,6 @@ pub fn check_token(token: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether `given` equals `secret`, in a time that depends on their
-/// lengths only, not on where they first differ: an attacker timing the
-/// answers learns nothing about the secret's bytes.
-pub fn constant_time_eq(given: &[u8], secret: &[u8]) -> bool {
-    let mut diff = u8::from(given.len() != secret.len());
-    for (i, &s) in secret.iter().enumerate() {
-        diff |= s ^ given.get(i).copied().unwrap_or(!s);
-    }
-    diff == 0
-}
-
 /// Writes `path` owner-only (0600) through a temporary file, fsync and a
 /// rename, so a reader never sees half a file nor a moment when it is
 /// readable by others.
@@ -105,15 +94,6 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = check_private(&f).unwrap_err().to_string();
         assert!(e.contains("mode 644") && e.contains("chmod 600"), "{e}");
-    }
-
-    #[test]
-    fn constant_time_eq_is_equality() {
-        assert!(constant_time_eq(b"0123456789abcdef", b"0123456789abcdef"));
-        assert!(!constant_time_eq(b"0123456789abcdeF", b"0123456789abcdef"));
-        assert!(!constant_time_eq(b"0123456789abcde", b"0123456789abcdef"));
-        assert!(!constant_time_eq(b"0123456789abcdef0", b"0123456789abcdef"));
-        assert!(!constant_time_eq(b"", b"0123456789abcdef"));
     }
 
     #[test]

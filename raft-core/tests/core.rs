@@ -410,21 +410,25 @@ fn a_node_at_the_last_term_never_wraps_to_term_zero() {
     assert_eq!(n.role(), Role::Follower);
 }
 
+/// Empty normal entries at `indexes`, all of `term`.
+fn empty_entries(indexes: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+    indexes
+        .map(|index| Entry {
+            index,
+            term,
+            kind: EntryKind::Normal,
+            data: vec![],
+        })
+        .collect()
+}
+
 #[test]
 fn a_node_whose_log_ends_below_its_snapshot_does_not_start() {
     // What a deleted log segment leaves behind a snapshot: on the old code
     // the node started with its commit index past its log, acknowledged
     // what it could not hold and rejected the rest, for ever.
     let mut s = MemStorage::new(vec![1, 2, 3]);
-    let ents: Vec<Entry> = (1..=20)
-        .map(|index| Entry {
-            index,
-            term: 1,
-            kind: EntryKind::Normal,
-            data: vec![],
-        })
-        .collect();
-    s.append(&ents).expect("append");
+    s.append(&empty_entries(1..=20, 1)).expect("append");
     let mut meta = snapshot_of(b"x", raft_core::checksum(b"x"));
     meta.index = 30;
     meta.conf.index = 30;
@@ -767,15 +771,7 @@ impl raft_core::storage::Storage for FailingStorage {
 fn a_failed_storage_read_stops_the_node_and_no_vote_rests_on_a_defaulted_term() {
     // Node 1 holds entries 1..=5 of term 1, all durable.
     let mut mem = MemStorage::new(vec![1, 2, 3]);
-    let ents: Vec<Entry> = (1..=5)
-        .map(|index| Entry {
-            index,
-            term: 1,
-            kind: EntryKind::Normal,
-            data: vec![],
-        })
-        .collect();
-    mem.append(&ents).expect("append");
+    mem.append(&empty_entries(1..=5, 1)).expect("append");
     mem.set_hard_state(raft_core::HardState {
         term: 1,
         vote: None,

@@ -97,6 +97,12 @@ impl Membership {
         self.is_voter(id) || self.is_learner(id)
     }
 
+    /// Whether it has no member at all (a node that has not learned its
+    /// configuration yet).
+    pub fn is_empty(&self) -> bool {
+        self.voters.is_empty() && self.outgoing.is_empty() && self.learners.is_empty()
+    }
+
     /// Every voter of either set, sorted.
     pub fn all_voters(&self) -> Vec<NodeId> {
         sorted(self.voters.iter().chain(&self.outgoing).copied())

@@ -439,7 +439,7 @@ impl<S: Storage> Raft<S> {
     /// Whether this node has no configuration yet (it joins, and learns
     /// one from the leader's log).
     pub(crate) fn unconfigured(&self) -> bool {
-        self.membership.members().is_empty()
+        self.membership.is_empty()
     }
 
     /// Handles a message from a peer.

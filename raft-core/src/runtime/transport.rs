@@ -1545,13 +1545,15 @@ fn cert_names(cert: Option<&CertificateDer<'static>>, id: NodeId) -> bool {
         .is_ok()
 }
 
-/// Equality whose time depends only on the lengths, so a wrong token's
-/// response time says nothing about how much of it was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Whether `given` equals `secret`, in a time that depends on the secret's
+/// length only, not on where they first differ: an attacker timing the
+/// answers learns nothing about the secret's bytes. Every secret check
+/// (the transport's token, the HTTP API's admin token) uses this one.
+pub fn constant_time_eq(given: &[u8], secret: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != secret.len());
+    for (i, &s) in secret.iter().enumerate() {
+        diff |= s ^ given.get(i).copied().unwrap_or(!s);
     }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
 }
 
@@ -1825,4 +1827,18 @@ async fn read_frame<R: AsyncRead + Unpin>(
 /// addresses or counters), so repeated failures compare equal.
 fn io_reason(e: &io::Error) -> String {
     e.kind().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!constant_time_eq(b"0123456789abcdeF", b"0123456789abcdef"));
+        assert!(!constant_time_eq(b"0123456789abcde", b"0123456789abcdef"));
+        assert!(!constant_time_eq(b"0123456789abcdef0", b"0123456789abcdef"));
+        assert!(!constant_time_eq(b"", b"0123456789abcdef"));
+    }
 }

@@ -189,7 +189,7 @@ fn has_admin_token(headers: &HeaderMap, token: &str) -> bool {
     if v.len() < scheme.len() || !v[..scheme.len()].eq_ignore_ascii_case(scheme) {
         return false;
     }
-    crate::secret::constant_time_eq(&v[scheme.len()..], token.as_bytes())
+    raft_core::runtime::transport::constant_time_eq(&v[scheme.len()..], token.as_bytes())
 }
 
 /// Whether the request's body is JSON-only: the admin API and CAS.
