@@ -4,8 +4,8 @@
 
 use raft_core::storage::MemStorage;
 use raft_core::{
-    Config, Entry, EntryKind, Error, Message, MessageBody, ProposeError, Raft, ReadError, ReadMode,
-    Role,
+    Bytes, Config, Entry, EntryKind, Error, Message, MessageBody, ProposeError, Raft, ReadError,
+    ReadMode, Role,
 };
 use rand_core::SeedableRng;
 
@@ -417,7 +417,7 @@ fn empty_entries(indexes: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry
             index,
             term,
             kind: EntryKind::Normal,
-            data: vec![],
+            data: Bytes::new(),
         })
         .collect()
 }
@@ -449,7 +449,7 @@ fn a_storage_gap_is_an_error_not_a_panic() {
         index: 5,
         term: 1,
         kind: EntryKind::Normal,
-        data: vec![],
+        data: Bytes::new(),
     };
     assert!(matches!(s.append(&[e]), Err(Error::Storage(_))));
 }
@@ -554,7 +554,7 @@ fn chunk_msg(data: &[u8], crc: u32) -> Message {
             index: 10,
             file: 0,
             offset: 0,
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             crc,
             gone: false,
         },

@@ -8,7 +8,9 @@ use raft_core::runtime::codec::{
     MAX_ENTRIES_PER_MESSAGE,
 };
 use raft_core::runtime::Envelope;
-use raft_core::{ConfState, Entry, EntryKind, Message, MessageBody, SnapshotFile, SnapshotMeta};
+use raft_core::{
+    Bytes, ConfState, Entry, EntryKind, Message, MessageBody, SnapshotFile, SnapshotMeta,
+};
 
 fn env(group: u64, body: MessageBody) -> Envelope {
     Envelope {
@@ -90,19 +92,19 @@ fn every_variant() -> Vec<Envelope> {
                         index: 21,
                         term: 22,
                         kind: EntryKind::Normal,
-                        data: b"put k v".to_vec(),
+                        data: b"put k v".to_vec().into(),
                     },
                     Entry {
                         index: 22,
                         term: 22,
                         kind: EntryKind::Noop,
-                        data: vec![],
+                        data: Bytes::new(),
                     },
                     Entry {
                         index: 23,
                         term: 23,
                         kind: EntryKind::ConfChange,
-                        data: vec![0, 1, 2, 255],
+                        data: vec![0, 1, 2, 255].into(),
                     },
                 ],
                 leader_commit: 19,
@@ -188,7 +190,7 @@ fn every_variant() -> Vec<Envelope> {
                 index: 7,
                 file: u32::MAX,
                 offset: u64::MAX,
-                data: vec![],
+                data: Bytes::new(),
                 crc: 0,
                 gone: true,
             },
@@ -395,7 +397,7 @@ fn validate_refuses_what_a_receiver_would() {
                     index: 1,
                     term: 1,
                     kind: EntryKind::Noop,
-                    data: vec![],
+                    data: Bytes::new(),
                 };
                 MAX_ENTRIES_PER_MESSAGE + 1
             ],
@@ -416,7 +418,7 @@ fn validate_refuses_what_a_receiver_would() {
             index: 1,
             file: 0,
             offset: 0,
-            data: vec![0; MAX_DATA_BYTES + 1],
+            data: vec![0; MAX_DATA_BYTES + 1].into(),
             crc: 0,
             gone: false,
         },

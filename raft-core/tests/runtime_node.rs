@@ -47,7 +47,7 @@ impl StateMachine for Recorder {
             if a.has_waiter() {
                 s.waited += 1;
             }
-            s.history.push((a.index, a.data.clone()));
+            s.history.push((a.index, a.data.to_vec()));
             // The result names the command, so a proposer can tell that the
             // answer is its own.
             let mut result = b"done:".to_vec();
@@ -882,8 +882,8 @@ struct Fragile;
 impl StateMachine for Fragile {
     fn on_apply(&mut self, entries: &mut dyn Iterator<Item = Applied>) {
         for mut a in entries {
-            assert!(a.data != b"boom", "the state machine cannot apply boom");
-            a.respond(a.data.clone());
+            assert!(a.data != b"boom"[..], "the state machine cannot apply boom");
+            a.respond(a.data.to_vec());
         }
     }
     fn on_snapshot_save(&mut self) -> Vec<(String, Vec<u8>)> {

@@ -12,14 +12,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use raft_core::runtime::transport::{
-    FaultFilter, Refusal, Transport, TransportConfig, TransportEventKind, TransportHandle,
+    FaultFilter, Inbound, Refusal, Transport, TransportConfig, TransportEventKind, TransportHandle,
     TransportStats,
 };
 use raft_core::runtime::{Envelope, Outbox};
-use raft_core::{ConfState, Entry, EntryKind, Message, MessageBody, SnapshotFile, SnapshotMeta};
+use raft_core::{
+    Bytes, ConfState, Entry, EntryKind, Message, MessageBody, SnapshotFile, SnapshotMeta,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::Receiver;
 use tokio::time::{sleep, timeout, Instant};
 
 const TEST_LIMIT: Duration = Duration::from_secs(30);
@@ -37,17 +38,12 @@ fn config(id: u64, token: &str) -> TransportConfig {
     cfg
 }
 
-async fn start(cfg: TransportConfig) -> (TransportHandle, Receiver<Envelope>) {
+async fn start(cfg: TransportConfig) -> (TransportHandle, Inbound) {
     Transport::start(cfg).await.expect("transport starts")
 }
 
 /// Two transports, 1 and 2, that know each other.
-async fn pair() -> (
-    TransportHandle,
-    Receiver<Envelope>,
-    TransportHandle,
-    Receiver<Envelope>,
-) {
+async fn pair() -> (TransportHandle, Inbound, TransportHandle, Inbound) {
     let (a, rx_a) = start(config(1, "secret")).await;
     let (b, rx_b) = start(config(2, "secret")).await;
     a.set_peer(2, b.local_addr());
@@ -75,19 +71,19 @@ fn bodies() -> Vec<MessageBody> {
                     index: 4,
                     term: 4,
                     kind: EntryKind::Normal,
-                    data: vec![7; 1000],
+                    data: vec![7; 1000].into(),
                 },
                 Entry {
                     index: 5,
                     term: 4,
                     kind: EntryKind::Noop,
-                    data: vec![],
+                    data: Bytes::new(),
                 },
                 Entry {
                     index: 6,
                     term: 4,
                     kind: EntryKind::ConfChange,
-                    data: vec![1, 2],
+                    data: vec![1, 2].into(),
                 },
             ],
             leader_commit: 3,
@@ -137,7 +133,7 @@ fn bodies() -> Vec<MessageBody> {
             index: 10,
             file: 0,
             offset: 0,
-            data: vec![3; 4096],
+            data: vec![3; 4096].into(),
             crc: 11,
             gone: false,
         },
@@ -172,7 +168,7 @@ fn heartbeat(group: u64, from: u64, to: u64, seq: u64) -> Envelope {
 
 /// Receives exactly `n` envelopes within `within`, or fails naming how many
 /// arrived.
-async fn recv_n(rx: &mut Receiver<Envelope>, n: usize, within: Duration) -> Vec<Envelope> {
+async fn recv_n(rx: &mut Inbound, n: usize, within: Duration) -> Vec<Envelope> {
     let mut got = Vec::with_capacity(n);
     let deadline = Instant::now() + within;
     while got.len() < n {
@@ -191,7 +187,7 @@ async fn recv_n(rx: &mut Receiver<Envelope>, n: usize, within: Duration) -> Vec<
 }
 
 /// Asserts nothing arrives for `QUIET`.
-async fn expect_nothing(rx: &mut Receiver<Envelope>) {
+async fn expect_nothing(rx: &mut Inbound) {
     if let Ok(Some(e)) = timeout(QUIET, rx.recv()).await {
         panic!("unexpected envelope {e:?}");
     }
@@ -814,7 +810,7 @@ async fn a_peer_that_does_not_read_costs_bounded_memory() {
                 index: 1,
                 file: 0,
                 offset: 0,
-                data: vec![0; 64 << 10],
+                data: vec![0; 64 << 10].into(),
                 crc: 0,
                 gone: false,
             },

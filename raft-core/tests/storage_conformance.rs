@@ -141,7 +141,7 @@ fn chunk(file: u32, offset: u64, data: &[u8]) -> SnapshotOp {
     SnapshotOp::Chunk {
         file,
         offset,
-        data: data.to_vec(),
+        data: data.to_vec().into(),
     }
 }
 
@@ -691,7 +691,7 @@ fn same_as_memstorage<B: Backend>(b: &B) {
                         index: i,
                         term,
                         kind: EntryKind::Normal,
-                        data: vec![step as u8; rng.below(40) as usize],
+                        data: vec![step as u8; rng.below(40) as usize].into(),
                     })
                     .collect();
                 rd.hard_state = Some(HardState {

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use raft_core::storage::local::{self, LocalMeta, LocalOptions, LocalSnapshots, SegmentedLog};
 use raft_core::storage::{LogStore, MetaStore, NodeStorage, RecoveryReport, Storage, StorageError};
 use raft_core::{
-    checksum, ConfState, Entry, EntryKind, HardState, Ready, SnapshotFile, SnapshotMeta, SnapshotOp,
+    checksum, Bytes, ConfState, Entry, EntryKind, HardState, Ready, SnapshotFile, SnapshotMeta,
+    SnapshotOp,
 };
 
 /// A tiny deterministic generator (splitmix64).
@@ -193,7 +194,7 @@ fn truncate_last_segment_at(dir: &Path, all: &[Entry], segs: &[Seg], cut: u64) {
             index: next,
             term: 99,
             kind: EntryKind::Noop,
-            data: vec![],
+            data: Bytes::new(),
         }],
         ..Ready::default()
     })
@@ -262,7 +263,7 @@ fn a_cut_in_the_last_synced_batch_keeps_every_earlier_batch() {
             index: i,
             term: 50,
             kind: EntryKind::Normal,
-            data: vec![i as u8; 70],
+            data: vec![i as u8; 70].into(),
         })
         .collect();
     s.persist(&Ready {
@@ -382,7 +383,7 @@ fn a_hole_in_the_last_unsynced_write_is_torn_but_refused_before_a_later_sync() {
                 index: b * 8 + k,
                 term: 1,
                 kind: EntryKind::Normal,
-                data: vec![0xAB; 700],
+                data: vec![0xAB; 700].into(),
             })
             .collect();
         all.extend(batch.iter().cloned());
@@ -628,7 +629,7 @@ fn a_torn_snapshot_chunk_resumes_from_what_reached_the_disk() {
             SnapshotOp::Chunk {
                 file: 0,
                 offset: 0,
-                data: files[0][..600].to_vec(),
+                data: files[0][..600].to_vec().into(),
             },
         ],
         ..Ready::default()
@@ -645,7 +646,7 @@ fn a_torn_snapshot_chunk_resumes_from_what_reached_the_disk() {
             SnapshotOp::Chunk {
                 file: 0,
                 offset: 437,
-                data: files[0][437..].to_vec(),
+                data: files[0][437..].to_vec().into(),
             },
             SnapshotOp::Install(meta.clone()),
         ],
@@ -668,7 +669,7 @@ fn ready_to_install(dir: &Path) -> SnapshotMeta {
             SnapshotOp::Chunk {
                 file: 0,
                 offset: 0,
-                data: files[0].clone(),
+                data: files[0].clone().into(),
             },
         ],
         ..Ready::default()
@@ -781,7 +782,7 @@ fn random_damage_anywhere_never_panics_and_never_passes_silently() {
                 SnapshotOp::Chunk {
                     file: 0,
                     offset: 0,
-                    data: partial[..50].to_vec(),
+                    data: partial[..50].to_vec().into(),
                 },
             ],
             ..Ready::default()

@@ -4,6 +4,14 @@
 //! Messages are a closed enum, one variant per RPC, so a reader sees every
 //! field a message can carry in one place and the compiler checks that each
 //! role handles each kind.
+//!
+//! Payloads (an entry's data, a snapshot chunk's bytes) are [`Bytes`]: a
+//! shared, immutable buffer. The leader's log, the `Append` it sends each
+//! follower, the entry cache and the apply hand-off all hold the one buffer
+//! a proposal arrived in; cloning an entry or a message counts a reference
+//! instead of copying the payload.
+
+pub use bytes::Bytes;
 
 /// Identifies one member of a Raft group. `0` is never a valid id.
 pub type NodeId = u64;
@@ -27,7 +35,8 @@ pub struct Entry {
     pub index: u64,
     pub term: u64,
     pub kind: EntryKind,
-    pub data: Vec<u8>,
+    /// Shared, not copied, by every clone of the entry.
+    pub data: Bytes,
 }
 
 impl Entry {
@@ -166,7 +175,7 @@ pub enum MessageBody {
         index: u64,
         file: u32,
         offset: u64,
-        data: Vec<u8>,
+        data: Bytes,
         crc: u32,
         gone: bool,
     },

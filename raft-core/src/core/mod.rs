@@ -30,8 +30,8 @@ pub use config::Config;
 pub use event::Event;
 pub use membership::{ConfChange, ConfEntry, Membership, MAX_MEMBERS};
 pub use message::{
-    checksum, ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotFile,
-    SnapshotMeta,
+    checksum, Bytes, ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId,
+    SnapshotFile, SnapshotMeta,
 };
 pub use raft::{Raft, Role};
 pub use read::{ReadMode, ReadState};

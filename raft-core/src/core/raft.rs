@@ -14,7 +14,7 @@ use super::config::Config;
 use super::event::Event;
 use super::log::RaftLog;
 use super::membership::Membership;
-use super::message::{ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId};
+use super::message::{Bytes, ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId};
 use super::progress::Progress;
 use super::read::{ReadOnly, ReadState};
 use super::ready::SoftState;
@@ -386,7 +386,7 @@ impl<S: Storage> Raft<S> {
             index: next,
             term: self.term,
             kind: EntryKind::Noop,
-            data: Vec::new(),
+            data: Bytes::new(),
         };
         self.log.append(&[noop]);
         self.bcast_append();
@@ -688,11 +688,16 @@ impl<S: Storage> Raft<S> {
     /// `expected_term`, when given, must equal the current term: a client
     /// that learned of the leader in term `t` will not have its command
     /// appended by a later incarnation it has not seen.
+    ///
+    /// `data` becomes the entry's shared buffer: a `Vec<u8>` or a [`Bytes`]
+    /// is taken without a copy, and every follower's `Append`, the
+    /// `Ready` and the driver's cache then share it.
     pub fn propose(
         &mut self,
-        data: Vec<u8>,
+        data: impl Into<Bytes>,
         expected_term: Option<u64>,
     ) -> Result<u64, ProposeError> {
+        let data = data.into();
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,

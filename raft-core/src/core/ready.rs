@@ -37,7 +37,8 @@ pub enum SnapshotOp {
     Chunk {
         file: u32,
         offset: u64,
-        data: Vec<u8>,
+        /// The received chunk's buffer, shared (not copied).
+        data: crate::core::Bytes,
     },
     /// Drop the partial snapshot.
     Abort,

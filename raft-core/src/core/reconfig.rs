@@ -242,7 +242,7 @@ impl<S: Storage> Raft<S> {
             index,
             term: self.term,
             kind: EntryKind::ConfChange,
-            data: ConfEntry { change, result }.encode(),
+            data: ConfEntry { change, result }.encode().into(),
         };
         self.log.append(std::slice::from_ref(&e));
         self.note_appended(std::slice::from_ref(&e));

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 
 use super::event::Event;
 use super::membership::Membership;
-use super::message::{checksum, ConfState, MessageBody, NodeId, SnapshotMeta};
+use super::message::{checksum, Bytes, ConfState, MessageBody, NodeId, SnapshotMeta};
 use super::progress::ProgressState;
 use super::raft::{Raft, Role};
 use super::ready::SnapshotOp;
@@ -279,7 +279,7 @@ impl<S: Storage> Raft<S> {
                     file: req.file,
                     offset: req.offset,
                     crc: checksum(&data),
-                    data,
+                    data: data.into(),
                     gone: false,
                 }
             }
@@ -287,7 +287,7 @@ impl<S: Storage> Raft<S> {
                 index: req.index,
                 file: req.file,
                 offset: req.offset,
-                data: Vec::new(),
+                data: Bytes::new(),
                 crc: 0,
                 gone: true,
             },
@@ -302,7 +302,7 @@ impl<S: Storage> Raft<S> {
         index: u64,
         file: u32,
         offset: u64,
-        data: Vec<u8>,
+        data: Bytes,
         crc: u32,
         gone: bool,
     ) {

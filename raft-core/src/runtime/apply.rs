@@ -18,14 +18,16 @@ use crate::core::{ConfEntry, Entry, EntryKind, Membership, NodeId, SnapshotMeta}
 use super::node::NodeError;
 use super::state_machine::{Applied, Batch, Reply, StateMachine};
 
-/// Most batches queued between the node task and the apply task. When it is
-/// full the node task waits: a state machine that falls behind slows the
-/// node instead of growing memory.
-pub const APPLY_QUEUE: usize = 64;
-
-/// Snapshots waiting for the node task to store them. One is enough: a
-/// newer snapshot makes a waiting one useless, so a full queue skips it.
-pub const SNAPSHOT_QUEUE: usize = 1;
+/// Most batches queued between the node task and the apply task (each at
+/// most the core's `max_apply_bytes`, or one entry, so the queue's bytes
+/// are bounded by both). When it is full the node task waits: a state
+/// machine that falls behind slows the node instead of growing memory.
+///
+/// Snapshots waiting for the node task to store them: one is enough (a
+/// newer snapshot makes a waiting one useless, so a full queue skips it).
+///
+/// Both are named in [`super::limits`].
+pub use super::limits::{APPLY_QUEUE, SNAPSHOT_QUEUE};
 
 /// A proposal waiting for its entry: the term it was appended in, and where
 /// its outcome goes.

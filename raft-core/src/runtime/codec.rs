@@ -26,29 +26,32 @@
 //! 4 AppendResponse, 5 Heartbeat, 6 HeartbeatResponse, 7 TimeoutNow,
 //! 8 InstallSnapshot, 9 SnapshotChunkRequest, 10 SnapshotChunk.
 //! A new field or variant means a new [`CODEC_VERSION`].
+//!
+//! # Payloads are not copied on decode
+//!
+//! [`decode_shared`] decodes from a [`Bytes`] (the transport reads each
+//! frame into its own buffer): every entry's data and every snapshot
+//! chunk is a slice of that buffer, so a received `Append` reaches the
+//! follower's log, cache and state machine without its payloads being
+//! copied. (A decoded entry keeps the whole frame alive until the last
+//! entry of it is dropped; a frame is at most [`MAX_ENVELOPE_BYTES`].)
+//! [`decode`] takes a plain slice and copies the payloads out of it.
 
-use crate::core::{ConfState, Entry, EntryKind, Message, MessageBody, SnapshotFile, SnapshotMeta};
+use crate::core::{
+    Bytes, ConfState, Entry, EntryKind, Message, MessageBody, SnapshotFile, SnapshotMeta,
+};
 use crate::runtime::Envelope;
 
 /// The layout version written first in every encoded envelope. Decoding
 /// refuses any other value.
 pub const CODEC_VERSION: u8 = 1;
-/// Most entries one `Append` may carry on the wire.
-pub const MAX_ENTRIES_PER_MESSAGE: usize = 1 << 16;
-/// Largest data an entry or a snapshot chunk may carry on the wire, in bytes.
-pub const MAX_DATA_BYTES: usize = 16 << 20;
-/// Most node ids in each list of a configuration on the wire.
-pub const MAX_CONF_NODES: usize = 1 << 12;
-// Every configuration the core accepts fits the wire format.
-const _: () = assert!(crate::core::MAX_MEMBERS <= MAX_CONF_NODES);
-/// Most files a snapshot meta may list on the wire.
-pub const MAX_SNAPSHOT_FILES: usize = 1 << 12;
-/// Longest snapshot file name on the wire, in bytes.
-pub const MAX_FILE_NAME_BYTES: usize = 1 << 12;
-/// Largest encoded envelope, in bytes: the transport refuses frames above it.
-/// An `Append` that respects the other limits but goes past this one is
-/// refused by [`validate`].
-pub const MAX_ENVELOPE_BYTES: usize = 64 << 20;
+/// The wire's limits, named (and related to each other) in
+/// [`super::limits`]. An `Append` that respects the other limits but goes
+/// past [`MAX_ENVELOPE_BYTES`] is refused by [`validate`].
+pub use super::limits::{
+    MAX_CONF_NODES, MAX_DATA_BYTES, MAX_ENTRIES_PER_MESSAGE, MAX_ENVELOPE_BYTES,
+    MAX_FILE_NAME_BYTES, MAX_SNAPSHOT_FILES,
+};
 
 /// Fixed bytes of an envelope before its body: version, group, from, to,
 /// term, tag.
@@ -58,6 +61,41 @@ const HEADER_BYTES: usize = 1 + 8 + 8 + 8 + 8 + 1;
 const MIN_ENTRY_BYTES: usize = 8 + 8 + 1 + 4;
 /// Fewest bytes one encoded snapshot file takes (name length, size, crc).
 const MIN_FILE_BYTES: usize = 2 + 8 + 4;
+
+/// The exact length of [`encode`]'s output for `env`, without encoding
+/// (saturating at `usize::MAX`). What byte-bounded queues count an envelope
+/// for ([`super::limits`]).
+pub fn encoded_len(env: &Envelope) -> usize {
+    let ids = |v: &[u64]| 4usize.saturating_add(v.len().saturating_mul(8));
+    let body = match &env.msg.body {
+        MessageBody::RequestVote { .. } => 1 + 8 + 8 + 1,
+        MessageBody::RequestVoteResponse { .. } => 2,
+        MessageBody::Append { entries, .. } => entries.iter().fold(8 * 4 + 4, |n: usize, e| {
+            n.saturating_add(MIN_ENTRY_BYTES + e.data.len())
+        }),
+        MessageBody::AppendResponse { .. } => 1 + 8 * 4,
+        MessageBody::Heartbeat { .. } => 8 * 3,
+        MessageBody::HeartbeatResponse { .. } => 8 * 2,
+        MessageBody::TimeoutNow => 0,
+        MessageBody::InstallSnapshot { meta } => {
+            let c = &meta.conf;
+            let conf = (8usize)
+                .saturating_add(ids(&c.voters))
+                .saturating_add(ids(&c.outgoing))
+                .saturating_add(ids(&c.learners));
+            meta.files.iter().fold(8 + 8 + 4 + conf, |n: usize, f| {
+                // The name is written cut at u16::MAX (and then refused).
+                let name = f.name.len().min(usize::from(u16::MAX));
+                n.saturating_add(MIN_FILE_BYTES + name)
+            })
+        }
+        MessageBody::SnapshotChunkRequest { .. } => 8 + 4 + 8 + 8,
+        MessageBody::SnapshotChunk { data, .. } => {
+            (8 + 4 + 8 + 4 + 4 + 1usize).saturating_add(data.len())
+        }
+    };
+    HEADER_BYTES.saturating_add(body)
+}
 
 /// Why bytes could not be decoded into an envelope, or an envelope would not
 /// be accepted by a receiver.
@@ -224,25 +262,21 @@ pub fn validate(env: &Envelope) -> Result<(), CodecError> {
         len: len as u64,
         limit,
     };
-    let size = match &env.msg.body {
+    match &env.msg.body {
         MessageBody::Append { entries, .. } => {
             if entries.len() > MAX_ENTRIES_PER_MESSAGE {
                 return Err(over("entries", entries.len(), MAX_ENTRIES_PER_MESSAGE));
             }
-            let mut size = HEADER_BYTES + 36;
             for e in entries {
                 if e.data.len() > MAX_DATA_BYTES {
                     return Err(over("entry data", e.data.len(), MAX_DATA_BYTES));
                 }
-                size = size.saturating_add(MIN_ENTRY_BYTES + e.data.len());
             }
-            size
         }
         MessageBody::SnapshotChunk { data, .. } => {
             if data.len() > MAX_DATA_BYTES {
                 return Err(over("chunk data", data.len(), MAX_DATA_BYTES));
             }
-            HEADER_BYTES + 33 + data.len()
         }
         MessageBody::InstallSnapshot { meta } => {
             let c = &meta.conf;
@@ -263,23 +297,40 @@ pub fn validate(env: &Envelope) -> Result<(), CodecError> {
                     return Err(over("file name", f.name.len(), MAX_FILE_NAME_BYTES));
                 }
             }
-            // Bounded by the limits above: far below MAX_ENVELOPE_BYTES.
-            0
         }
-        _ => 0,
-    };
+        _ => {}
+    }
+    let size = encoded_len(env);
     if size > MAX_ENVELOPE_BYTES {
         return Err(over("envelope bytes", size, MAX_ENVELOPE_BYTES));
     }
     Ok(())
 }
 
-/// Decodes exactly one envelope from `buf`. Any defect (truncation, unknown
-/// version, tag or kind, a count past its limit, bytes left over) is an
-/// error; this never panics, and allocates at most in proportion to
-/// `buf.len()`.
+/// Decodes exactly one envelope from `buf`, copying payloads out of it.
+/// Any defect (truncation, unknown version, tag or kind, a count past its
+/// limit, bytes left over) is an error; this never panics, and allocates at
+/// most in proportion to `buf.len()`.
 pub fn decode(buf: &[u8]) -> Result<Envelope, CodecError> {
-    let mut r = Reader { buf, pos: 0 };
+    decode_from(Reader {
+        buf,
+        pos: 0,
+        shared: None,
+    })
+}
+
+/// Like [`decode`], but every payload (entry data, snapshot chunk) is a
+/// slice of `buf`, sharing its memory: no payload is copied.
+pub fn decode_shared(buf: &Bytes) -> Result<Envelope, CodecError> {
+    decode_from(Reader {
+        buf,
+        pos: 0,
+        shared: Some(buf),
+    })
+}
+
+fn decode_from(mut r: Reader<'_>) -> Result<Envelope, CodecError> {
+    let buf = r.buf;
     let version = r.u8()?;
     if version != CODEC_VERSION {
         return Err(CodecError::UnknownVersion(version));
@@ -432,6 +483,8 @@ fn put_meta(out: &mut Vec<u8>, meta: &SnapshotMeta) {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// `buf` as a shared buffer: payloads are sliced from it, not copied.
+    shared: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
@@ -507,9 +560,14 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, CodecError> {
+    fn bytes(&mut self, what: &'static str) -> Result<Bytes, CodecError> {
         let n = self.count(what, MAX_DATA_BYTES, 1)?;
-        Ok(self.take(n)?.to_vec())
+        let at = self.pos;
+        let s = self.take(n)?;
+        Ok(match self.shared {
+            Some(b) => b.slice(at..at + n),
+            None => Bytes::copy_from_slice(s),
+        })
     }
 
     fn ids(&mut self, what: &'static str) -> Result<Vec<u64>, CodecError> {

@@ -21,8 +21,10 @@
 //! outcome is unknown: it may still commit). Role changes reach the state
 //! machine through the same ordered queue as the entries.
 //!
-//! Every queue between clients and the node has a named limit; a full queue
-//! answers [`NodeError::Busy`] instead of growing.
+//! Every queue between clients and the node has a named limit
+//! ([`super::limits`]), in items and, where items carry payloads (the inbox,
+//! the proposals), in bytes too; a full queue answers [`NodeError::Busy`]
+//! instead of growing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,8 +36,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::core::{
-    Config, Event, NodeId, Raft, RaftStatus, ReadMode, Ready, Role, SnapshotFile, SnapshotMeta,
-    SnapshotOp,
+    Bytes, Config, Event, NodeId, Raft, RaftStatus, ReadMode, Ready, Role, SnapshotFile,
+    SnapshotMeta, SnapshotOp,
 };
 use crate::storage::{NodeStorage, Storage};
 use crate::{ChangeError, ProposeError, ReadError, TransferError};
@@ -43,22 +45,19 @@ use crate::{ChangeError, ProposeError, ReadError, TransferError};
 use super::apply::{
     fail_waiters, ApplyMsg, ApplyTask, TakenSnapshot, Waiter, Waiters, APPLY_QUEUE, SNAPSHOT_QUEUE,
 };
+use super::codec;
+use super::limits::{ByteBudget, HeldBytes};
 use super::state_machine::StateMachine;
 use super::status::{Histogram, NodeMetrics, NodeStatus};
 use super::trace::NodeTracer;
 use super::{Envelope, GroupId, Outbox};
 
-/// Most inbound messages queued for the node task. A full inbox drops the
-/// message ([`NodeHandle::step`] answers `Busy`); Raft retries.
-pub const INBOX_QUEUE: usize = 4096;
-
-/// Most requests (reads, transfers, membership changes, status, shutdown)
-/// queued for the node task.
-pub const CONTROL_QUEUE: usize = 1024;
-
-/// Most reads a new leader holds until it has committed an entry of its
-/// term (before that it cannot serve any); beyond, reads are refused.
-pub const MAX_DEFERRED_READS: usize = 4096;
+/// The node's queue limits, named (and related to each other) in
+/// [`super::limits`].
+pub use super::limits::{
+    CONTROL_QUEUE, DEFAULT_INBOX_BYTES, DEFAULT_PROPOSAL_BYTES, DEFAULT_PROPOSAL_QUEUE,
+    INBOX_QUEUE, MAX_DEFERRED_READS,
+};
 
 /// How a node runs.
 #[derive(Debug, Clone)]
@@ -80,6 +79,15 @@ pub struct NodeConfig {
     /// Most proposals queued for the node task; a full queue answers
     /// [`NodeError::Busy`]. At least 1.
     pub proposal_queue: usize,
+    /// Most bytes of proposals queued for the node task; past it a
+    /// proposal is answered [`NodeError::Busy`]. At least
+    /// [`codec::MAX_DATA_BYTES`] (the largest proposal accepted).
+    pub proposal_bytes: usize,
+    /// Most bytes of inbound messages ([`codec::encoded_len`]) queued for
+    /// the node task; past it (or past [`INBOX_QUEUE`] messages)
+    /// [`NodeHandle::step`] drops the message. At least
+    /// [`codec::MAX_ENVELOPE_BYTES`].
+    pub inbox_bytes: usize,
     /// Where this node appends its rtrace events (see [`NodeTracer`]);
     /// `None`: no trace.
     pub trace: Option<PathBuf>,
@@ -87,8 +95,8 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Defaults for node `id` of `group`: the core's defaults, a 100 ms tick,
-    /// a snapshot every 10 000 entries keeping 1 000 behind it, and 4 096
-    /// queued proposals.
+    /// a snapshot every 10 000 entries keeping 1 000 behind it, and the
+    /// queue limits of [`super::limits`].
     pub fn new(id: NodeId, group: GroupId) -> NodeConfig {
         NodeConfig {
             id,
@@ -97,7 +105,9 @@ impl NodeConfig {
             tick: Duration::from_millis(100),
             snapshot_every: 10_000,
             log_margin: 1_000,
-            proposal_queue: 4096,
+            proposal_queue: DEFAULT_PROPOSAL_QUEUE,
+            proposal_bytes: DEFAULT_PROPOSAL_BYTES,
+            inbox_bytes: DEFAULT_INBOX_BYTES,
             trace: None,
         }
     }
@@ -124,9 +134,14 @@ pub struct ProposeOutcome {
 /// or still commit, on the other members.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
-    /// A queue is full: try again later (backpressure).
+    /// A queue is full: try again later (backpressure). `queue` names the
+    /// queue and, for a byte limit, says so ("proposal bytes").
     #[error("busy: the {queue} queue is full (limit {limit})")]
     Busy { queue: &'static str, limit: usize },
+    /// The proposal is larger than the wire carries
+    /// ([`codec::MAX_DATA_BYTES`]): it could never be replicated.
+    #[error("proposal of {len} bytes is over the limit of {limit}")]
+    TooLarge { len: usize, limit: usize },
     /// This node is not the leader; `leader` is the one it knows of.
     #[error("not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<NodeId> },
@@ -173,9 +188,16 @@ struct Soft {
 }
 
 struct Proposal {
-    data: Vec<u8>,
+    data: Bytes,
     reply: oneshot::Sender<Result<ProposeOutcome, NodeError>>,
+    /// Its bytes of the proposal budget, given back when the node task
+    /// takes it (drops it).
+    _held: HeldBytes,
 }
+
+/// An inbound message and its bytes of the inbox budget, given back when
+/// the node task takes it.
+type Inboxed = (Envelope, HeldBytes);
 
 enum Control {
     Read(ReadMode, oneshot::Sender<Result<u64, NodeError>>),
@@ -192,7 +214,7 @@ enum Control {
 /// stops by itself once every handle is dropped.
 struct Senders {
     proposals: mpsc::Sender<Proposal>,
-    inbox: mpsc::Sender<Envelope>,
+    inbox: mpsc::Sender<Inboxed>,
     control: mpsc::Sender<Control>,
 }
 
@@ -201,6 +223,12 @@ struct Shared {
     id: NodeId,
     group: GroupId,
     proposal_queue: usize,
+    /// Bytes of queued proposals ([`NodeConfig::proposal_bytes`]).
+    proposal_budget: Arc<ByteBudget>,
+    proposal_bytes: usize,
+    /// Bytes of queued inbound messages ([`NodeConfig::inbox_bytes`]).
+    inbox_budget: Arc<ByteBudget>,
+    inbox_bytes: usize,
     soft: Mutex<Soft>,
     applied: watch::Receiver<u64>,
     busy_refusals: AtomicU64,
@@ -253,6 +281,18 @@ impl RaftNode {
         }
         if cfg.proposal_queue == 0 {
             return Err(NodeError::Start("proposal_queue must be at least 1".into()));
+        }
+        if cfg.proposal_bytes < codec::MAX_DATA_BYTES {
+            return Err(NodeError::Start(format!(
+                "proposal_bytes must be at least MAX_DATA_BYTES ({})",
+                codec::MAX_DATA_BYTES
+            )));
+        }
+        if cfg.inbox_bytes < codec::MAX_ENVELOPE_BYTES {
+            return Err(NodeError::Start(format!(
+                "inbox_bytes must be at least MAX_ENVELOPE_BYTES ({})",
+                codec::MAX_ENVELOPE_BYTES
+            )));
         }
         let initial = storage
             .snapshot_files()
@@ -312,6 +352,10 @@ impl RaftNode {
             id: cfg.id,
             group: cfg.group,
             proposal_queue: cfg.proposal_queue,
+            proposal_budget: ByteBudget::new(cfg.proposal_bytes),
+            proposal_bytes: cfg.proposal_bytes,
+            inbox_budget: ByteBudget::new(cfg.inbox_bytes),
+            inbox_bytes: cfg.inbox_bytes,
             soft: Mutex::new(Soft {
                 role: Role::Follower,
                 leader: None,
@@ -373,9 +417,23 @@ impl NodeHandle {
     /// queue is full. A proposal that races a leader change may fail with
     /// [`NodeError::LeadershipLost`] although it committed; it never
     /// succeeds when it did not.
-    pub async fn propose(&self, data: Vec<u8>) -> Result<ProposeOutcome, NodeError> {
+    ///
+    /// `data` (a `Vec<u8>`, a [`Bytes`], ...) is taken without a copy: the
+    /// log, every follower's `Append` and the state machine's
+    /// [`super::state_machine::Applied::data`] share it. Refused with
+    /// [`NodeError::TooLarge`] past [`codec::MAX_DATA_BYTES`], and with
+    /// [`NodeError::Busy`] when queued proposals hold
+    /// [`NodeConfig::proposal_bytes`].
+    pub async fn propose(&self, data: impl Into<Bytes>) -> Result<ProposeOutcome, NodeError> {
+        let data = data.into();
         if *self.shared.stopped.borrow() {
             return Err(NodeError::Stopped);
+        }
+        if data.len() > codec::MAX_DATA_BYTES {
+            return Err(NodeError::TooLarge {
+                len: data.len(),
+                limit: codec::MAX_DATA_BYTES,
+            });
         }
         let soft = *self.shared.soft.lock().expect("soft lock");
         if soft.role != Role::Leader {
@@ -384,8 +442,20 @@ impl NodeHandle {
             });
         }
         let started = Instant::now();
+        let Some(held) = self.shared.proposal_budget.try_take(data.len()) else {
+            self.shared.busy_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(NodeError::Busy {
+                queue: "proposal bytes",
+                limit: self.shared.proposal_bytes,
+            });
+        };
         let (tx, rx) = oneshot::channel();
-        match self.tx.proposals.try_send(Proposal { data, reply: tx }) {
+        let p = Proposal {
+            data,
+            reply: tx,
+            _held: held,
+        };
+        match self.tx.proposals.try_send(p) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.shared.busy_refusals.fetch_add(1, Ordering::Relaxed);
@@ -498,12 +568,20 @@ impl NodeHandle {
         *self.shared.applied.borrow()
     }
 
-    /// Delivers a message from a peer. Never blocks: a full inbox drops it
-    /// (counted in [`NodeMetrics::dropped_messages`]) and answers `Busy`;
-    /// Raft retries whatever matters. Messages for another group or node
-    /// are dropped too.
+    /// Delivers a message from a peer. Never blocks: a full inbox (in
+    /// messages or in bytes, [`NodeConfig::inbox_bytes`]) drops it (counted
+    /// in [`NodeMetrics::dropped_messages`]) and answers `Busy`; Raft
+    /// retries whatever matters. Messages for another group or node are
+    /// dropped too.
     pub fn step(&self, env: Envelope) -> Result<(), NodeError> {
-        match self.tx.inbox.try_send(env) {
+        let Some(held) = self.shared.inbox_budget.try_take(codec::encoded_len(&env)) else {
+            self.shared.dropped_messages.fetch_add(1, Ordering::Relaxed);
+            return Err(NodeError::Busy {
+                queue: "inbox bytes",
+                limit: self.shared.inbox_bytes,
+            });
+        };
+        match self.tx.inbox.try_send((env, held)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.shared.dropped_messages.fetch_add(1, Ordering::Relaxed);
@@ -582,7 +660,7 @@ impl NodeTask {
     async fn run(
         mut self,
         mut proposals: mpsc::Receiver<Proposal>,
-        mut inbox: mpsc::Receiver<Envelope>,
+        mut inbox: mpsc::Receiver<Inboxed>,
         mut control: mpsc::Receiver<Control>,
         mut snapshots: mpsc::Receiver<TakenSnapshot>,
         mut fatal: watch::Receiver<Option<String>>,
@@ -615,7 +693,7 @@ impl NodeTask {
                     Some(c) => self.control(c),
                     None => Flow::Stop, // every handle is gone
                 },
-                Some(env) = inbox.recv() => self.step(env),
+                Some((env, _held)) = inbox.recv() => self.step(env),
                 Ok(()) = fatal.changed() => {
                     // The apply task already told the state machine.
                     Flow::Fail(fatal.borrow().clone().unwrap_or_default())
@@ -639,7 +717,9 @@ impl NodeTask {
             // queues are bounded, and so is each drain.
             let mut flow = Flow::Continue;
             for _ in 0..INBOX_QUEUE {
-                let Ok(env) = inbox.try_recv() else { break };
+                let Ok((env, _held)) = inbox.try_recv() else {
+                    break;
+                };
                 flow = self.step(env);
                 if flow != Flow::Continue {
                     break;
@@ -816,6 +896,8 @@ impl NodeTask {
         let r = &self.raft;
         let mut metrics = self.metrics;
         metrics.busy_refusals = self.shared.busy_refusals.load(Ordering::Relaxed);
+        metrics.inbox_bytes = self.shared.inbox_budget.held();
+        metrics.proposal_bytes = self.shared.proposal_budget.held();
         metrics.dropped_messages += self.shared.dropped_messages.load(Ordering::Relaxed);
         metrics.propose_latency = *self.shared.propose_latency.lock().expect("latency lock");
         NodeStatus {

@@ -44,7 +44,7 @@
 
 use tokio::sync::oneshot;
 
-use crate::core::Membership;
+use crate::core::{Bytes, Membership};
 use crate::NodeId;
 
 use super::node::{NodeError, ProposeOutcome};
@@ -65,8 +65,10 @@ pub struct Applied {
     pub index: u64,
     /// The term the entry was proposed in.
     pub term: u64,
-    /// The command, as proposed.
-    pub data: Vec<u8>,
+    /// The command, as proposed: the buffer the proposal arrived in (on
+    /// the leader) or the received frame (on a follower), shared, never
+    /// copied on its way here.
+    pub data: Bytes,
     reply: Option<Reply>,
     /// Set when the iterator handed this entry to the state machine: only
     /// then does dropping it without a result count as success.
@@ -74,7 +76,7 @@ pub struct Applied {
 }
 
 impl Applied {
-    pub(crate) fn new(index: u64, term: u64, data: Vec<u8>, reply: Option<Reply>) -> Applied {
+    pub(crate) fn new(index: u64, term: u64, data: Bytes, reply: Option<Reply>) -> Applied {
         Applied {
             index,
             term,

@@ -34,10 +34,16 @@ pub struct NodeMetrics {
     pub log_syncs: u64,
     /// Proposals appended to the log by this node as leader.
     pub proposals: u64,
-    /// Proposals refused because the proposal queue was full.
+    /// Proposals refused because the proposal queue was full (in
+    /// proposals or in bytes).
     pub busy_refusals: u64,
-    /// Inbound messages dropped because the inbox was full (Raft retries).
+    /// Inbound messages dropped because the inbox was full (in messages or
+    /// in bytes; Raft retries).
     pub dropped_messages: u64,
+    /// Bytes of inbound messages queued for the node task now.
+    pub inbox_bytes: u64,
+    /// Bytes of proposals queued for the node task now.
+    pub proposal_bytes: u64,
     /// Snapshots of the state machine saved by this node.
     pub snapshots_saved: u64,
     /// Snapshots received from a leader and loaded.

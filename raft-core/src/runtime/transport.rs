@@ -3,7 +3,9 @@
 //! It exists so that a process hosting many Raft groups talks to each peer
 //! over exactly one outbound connection (every envelope carries its group),
 //! and so that a misbehaving network or peer costs bounded memory and bounded
-//! noise: per-peer send queues have a limit and drop (counting) when full,
+//! noise: per-peer send queues have a limit in envelopes and one in bytes
+//! ([`TransportConfig::queue_limit`], [`TransportConfig::queue_bytes`]) and
+//! drop (counting) at either,
 //! a bad frame closes only the connection it came on, a refused or
 //! unreachable peer produces one event per change of state, not one per
 //! retry, and every buffer read from the network is checked against a named
@@ -32,6 +34,22 @@
 //! - Every refusal, bad frame, timeout and budget closure is counted in
 //!   [`TransportStats`] (the node shows them in `/metrics` and, rate-limited,
 //!   in its log).
+//! - A frame read whole becomes the envelope's buffer: the entries decoded
+//!   from it slice it ([`codec::decode_shared`]), so no payload is copied
+//!   on the way in. It stays counted in the frame budget until handed to
+//!   the receiver, then in [`TransportConfig::inbound_bytes`] until the
+//!   receiver takes it ([`Inbound::recv`]); a reader that would pass that
+//!   waits (TCP pushes back on the sender, whose own queue then drops).
+//!
+//! # What a slow or absent peer can cost
+//!
+//! Its queue: at most [`TransportConfig::queue_limit`] envelopes and
+//! [`TransportConfig::queue_bytes`] bytes (by [`codec::encoded_len`]),
+//! counted when an envelope is queued and given back once it is written
+//! (or dropped with a lost connection). Past either, sends to it drop and
+//! count ([`TransportStats::dropped_queue_full`],
+//! [`TransportStats::dropped_queue_bytes`]). Payloads are shared, so an
+//! `Append` queued for several peers is one buffer counted in each queue.
 //!
 //! Each direction between two nodes has its own connection: a node writes to
 //! a peer on the connection it opened, and reads what the peer sends on the
@@ -98,65 +116,30 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 /// The rustls crate the transport's TLS is built with (so callers name the
 /// same types).
 pub use tokio_rustls::rustls;
 
-use crate::core::{checksum, NodeId};
+use crate::core::{checksum, Bytes, NodeId};
 use crate::runtime::codec;
+use crate::runtime::limits::{ByteBudget, HeldBytes, MAX_REFUSAL_SOURCES};
 use crate::runtime::{Envelope, Outbox};
 
 /// The frame layout and handshake version. A peer speaking another version
 /// is refused with [`Refusal::Version`].
 pub const PROTOCOL_VERSION: u8 = 1;
-/// Largest frame body (version, kind, payload) accepted after a handshake.
-pub const MAX_FRAME_BYTES: usize = codec::MAX_ENVELOPE_BYTES + 2;
-/// Largest frame body accepted before a handshake completes: an
-/// unauthenticated client can make this node allocate at most this much.
-pub const MAX_HANDSHAKE_FRAME_BYTES: usize = 1024;
-/// Longest cluster token, in bytes.
-pub const MAX_TOKEN_BYTES: usize = 256;
-/// Events kept by [`TransportHandle::stats`]; older ones are discarded.
-pub const MAX_EVENTS: usize = 256;
-/// A writer gathers at most this many bytes of frames into one write.
-pub const WRITE_BATCH_BYTES: usize = 256 << 10;
-/// Default [`TransportConfig::queue_limit`].
-pub const DEFAULT_QUEUE_LIMIT: usize = 4096;
-/// Default [`TransportConfig::inbound_limit`].
-pub const DEFAULT_INBOUND_LIMIT: usize = 4096;
-/// Default [`TransportConfig::max_inbound_connections`].
-pub const DEFAULT_MAX_INBOUND_CONNECTIONS: usize = 1024;
-/// Default [`TransportConfig::idle_timeout`]: far longer than any heartbeat
-/// interval or election timeout a node is configured with (tens to hundreds
-/// of milliseconds), so a live peer always sends something before it; the
-/// node raises it when its own ticks are unusually slow.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default [`TransportConfig::stall_timeout`]: a frame that has begun must
-/// make progress this often. Like [`TransportConfig::write_timeout`] on the
-/// sending side, it only has to outlast a congested link, not an idle one.
-pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default [`TransportConfig::max_buffered_bytes`]: four frames of the
-/// largest size, so a few peers can send a full snapshot chunk batch at
-/// once while a node's frame buffers never hold more than 256 MiB.
-pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 4 * MAX_FRAME_BYTES;
-/// A frame's body is read in pieces of at most this many bytes: memory for
-/// a frame is allocated as its bytes arrive, never on the word of a header.
-pub const READ_CHUNK_BYTES: usize = 64 << 10;
-/// A connection keeps a read buffer of at most this capacity between
-/// frames; a larger one (left by a large frame) is given back.
-pub const RETAINED_READ_BUFFER_BYTES: usize = 256 << 10;
 
-// The relations the limits above rely on.
-const _: () = assert!(DEFAULT_MAX_BUFFERED_BYTES >= MAX_FRAME_BYTES);
-const _: () = assert!(READ_CHUNK_BYTES <= RETAINED_READ_BUFFER_BYTES);
-const _: () = assert!(MAX_HANDSHAKE_FRAME_BYTES <= READ_CHUNK_BYTES);
-
-/// Sources whose last refusal is remembered (to log one event per source
-/// and reason); the memory is cleared when it fills.
-const MAX_REFUSAL_SOURCES: usize = 1024;
+/// The transport's limits and the defaults of its config's limits, named
+/// (and related to each other) in [`super::limits`].
+pub use super::limits::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_INBOUND_BYTES, DEFAULT_INBOUND_LIMIT, DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_INBOUND_CONNECTIONS, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT,
+    DEFAULT_STALL_TIMEOUT, MAX_EVENTS, MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, MAX_TOKEN_BYTES,
+    READ_CHUNK_BYTES, RETAINED_READ_BUFFER_BYTES, WRITE_BATCH_BYTES,
+};
 /// An outbound link up at least this long counts as healthy: losing it
 /// starts the reconnect backoff over.
 const STABLE_LINK: Duration = Duration::from_secs(1);
@@ -190,9 +173,18 @@ pub struct TransportConfig {
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// Envelopes waiting to be written to one peer; past it, sends drop.
     pub queue_limit: usize,
+    /// Bytes of envelopes ([`codec::encoded_len`]) waiting to be written to
+    /// one peer; past it, sends drop ([`TransportStats::dropped_queue_bytes`]).
+    /// At least [`codec::MAX_ENVELOPE_BYTES`], so any valid envelope fits
+    /// an empty queue.
+    pub queue_bytes: usize,
     /// Received envelopes waiting for the receiver; past it, readers stop
     /// reading (TCP pushes back to the sender, whose queue then drops).
     pub inbound_limit: usize,
+    /// Bytes of received envelopes waiting for the receiver, over all
+    /// peers; past it, readers stop reading, as past `inbound_limit`. At
+    /// least [`codec::MAX_ENVELOPE_BYTES`].
+    pub inbound_bytes: usize,
     /// Accepted connections open at once; more are closed on accept.
     pub max_inbound_connections: usize,
     /// First reconnect delay after a failure.
@@ -308,7 +300,9 @@ impl TransportConfig {
             token: token.into(),
             peers: BTreeMap::new(),
             queue_limit: DEFAULT_QUEUE_LIMIT,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             inbound_limit: DEFAULT_INBOUND_LIMIT,
+            inbound_bytes: DEFAULT_INBOUND_BYTES,
             max_inbound_connections: DEFAULT_MAX_INBOUND_CONNECTIONS,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
@@ -345,6 +339,14 @@ impl TransportConfig {
         }
         if self.max_buffered_bytes < MAX_FRAME_BYTES {
             return bad("max_buffered_bytes must be at least MAX_FRAME_BYTES");
+        }
+        if self.queue_bytes < codec::MAX_ENVELOPE_BYTES
+            || self.inbound_bytes < codec::MAX_ENVELOPE_BYTES
+        {
+            return bad("queue_bytes and inbound_bytes must be at least MAX_ENVELOPE_BYTES");
+        }
+        if self.inbound_bytes > tokio::sync::Semaphore::MAX_PERMITS {
+            return bad("inbound_bytes is too large");
         }
         Ok(())
     }
@@ -476,8 +478,12 @@ pub struct TransportStats {
     pub sent: u64,
     /// Envelopes handed to the receiver.
     pub received: u64,
-    /// Envelopes dropped because the peer's send queue was full.
+    /// Envelopes dropped because the peer's send queue held
+    /// [`TransportConfig::queue_limit`] envelopes.
     pub dropped_queue_full: u64,
+    /// Envelopes dropped because the peer's send queue held too many bytes
+    /// to take them ([`TransportConfig::queue_bytes`]).
+    pub dropped_queue_bytes: u64,
     /// Envelopes dropped by the fault filter (either direction).
     pub dropped_filter: u64,
     /// Envelopes sent to a node that is not a configured peer.
@@ -514,6 +520,13 @@ pub struct TransportStats {
     pub buffered_bytes: u64,
     /// The most `buffered_bytes` has been since start.
     pub peak_buffered_bytes: u64,
+    /// Bytes of envelopes waiting in the peers' send queues now (a payload
+    /// queued for several peers counts in each).
+    pub queued_bytes: u64,
+    /// The most bytes one current peer's send queue has held at once.
+    pub peak_queued_bytes: u64,
+    /// Bytes of received envelopes waiting for the receiver now.
+    pub inbound_bytes: u64,
     /// The most recent events, oldest first.
     pub events: Vec<TransportEvent>,
 }
@@ -618,6 +631,31 @@ impl TransportStats {
     }
 }
 
+/// A received envelope on its way to the receiver, with the bytes of
+/// [`TransportConfig::inbound_bytes`] it holds until taken.
+type InboundItem = (Envelope, OwnedSemaphorePermit);
+
+/// The receiver of the envelopes addressed to this node (from
+/// [`Transport::start`]). An envelope holds its bytes of
+/// [`TransportConfig::inbound_bytes`] until it is taken here.
+#[derive(Debug)]
+pub struct Inbound {
+    rx: mpsc::Receiver<InboundItem>,
+}
+
+impl Inbound {
+    /// The next envelope; `None` once the transport shut down (or every
+    /// handle was dropped) and everything queued was taken.
+    pub async fn recv(&mut self) -> Option<Envelope> {
+        self.rx.recv().await.map(|(env, _bytes)| env)
+    }
+
+    /// The next envelope if one is queued now.
+    pub fn try_recv(&mut self) -> Result<Envelope, mpsc::error::TryRecvError> {
+        self.rx.try_recv().map(|(env, _bytes)| env)
+    }
+}
+
 /// Starts transports; see [`Transport::start`].
 pub struct Transport;
 
@@ -627,9 +665,7 @@ impl Transport {
     /// to this node. The receiver ends after [`TransportHandle::shutdown`]
     /// (or when the last handle is dropped). Must be called within a tokio
     /// runtime.
-    pub async fn start(
-        cfg: TransportConfig,
-    ) -> Result<(TransportHandle, mpsc::Receiver<Envelope>), TransportError> {
+    pub async fn start(cfg: TransportConfig) -> Result<(TransportHandle, Inbound), TransportError> {
         cfg.validate()?;
         let listener =
             TcpListener::bind(cfg.listen)
@@ -645,6 +681,7 @@ impl Transport {
                 source,
             })?;
         let (inbound_tx, inbound_rx) = mpsc::channel(cfg.inbound_limit);
+        let inbound_budget = Arc::new(Semaphore::new(cfg.inbound_bytes));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
             started: Instant::now(),
@@ -654,6 +691,7 @@ impl Transport {
             filter: Mutex::new(FaultFilter::default()),
             peers: Mutex::new(BTreeMap::new()),
             inbound_tx: Mutex::new(Some(inbound_tx)),
+            inbound_budget,
             inbound_conns: Mutex::new(BTreeMap::new()),
             refusals: Mutex::new(BTreeMap::new()),
             next_conn: AtomicU64::new(1),
@@ -672,7 +710,7 @@ impl Transport {
         for (&id, &addr) in &inner.cfg.peers {
             handle.set_peer(id, addr);
         }
-        Ok((handle, inbound_rx))
+        Ok((handle, Inbound { rx: inbound_rx }))
     }
 }
 
@@ -731,6 +769,7 @@ impl TransportHandle {
         }
         let (addr_tx, addr_rx) = watch::channel(addr);
         let (queue_tx, queue_rx) = mpsc::channel(inner.cfg.queue_limit);
+        let budget = ByteBudget::new(inner.cfg.queue_bytes);
         let back = Arc::new(Notify::new());
         let task = {
             let mut set = lock(&self.tasks.set);
@@ -743,6 +782,7 @@ impl TransportHandle {
             Peer {
                 addr: addr_tx,
                 queue: queue_tx,
+                budget,
                 task,
                 back,
             },
@@ -773,11 +813,17 @@ impl TransportHandle {
     /// Counters since start and the recent events.
     pub fn stats(&self) -> TransportStats {
         let c = &self.inner.counters;
+        let (queued_bytes, peak_queued_bytes) = lock(&self.inner.peers)
+            .values()
+            .fold((0, 0), |(sum, peak), p| {
+                (sum + p.budget.held(), peak.max(p.budget.peak()))
+            });
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         TransportStats {
             sent: get(&c.sent),
             received: get(&c.received),
             dropped_queue_full: get(&c.dropped_queue_full),
+            dropped_queue_bytes: get(&c.dropped_queue_bytes),
             dropped_filter: get(&c.dropped_filter),
             dropped_unknown_peer: get(&c.dropped_unknown_peer),
             dropped_invalid: get(&c.dropped_invalid),
@@ -794,6 +840,10 @@ impl TransportHandle {
             closed_over_budget: get(&c.closed_over_budget),
             buffered_bytes: get(&c.buffered_bytes),
             peak_buffered_bytes: get(&c.peak_buffered_bytes),
+            queued_bytes,
+            peak_queued_bytes,
+            inbound_bytes: (self.inner.cfg.inbound_bytes
+                - self.inner.inbound_budget.available_permits()) as u64,
             events: lock(&self.inner.events).iter().cloned().collect(),
         }
     }
@@ -856,7 +906,12 @@ impl Outbox for TransportHandle {
             bump(&c.dropped_unknown_peer);
             return;
         };
-        match peer.queue.try_send(Queued { due, env }) {
+        // Counted now, given back once written (or dropped with the queue).
+        let Some(held) = peer.budget.try_take(codec::encoded_len(&env)) else {
+            bump(&c.dropped_queue_bytes);
+            return;
+        };
+        match peer.queue.try_send(Queued { due, env, held }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => bump(&c.dropped_queue_full),
             Err(mpsc::error::TrySendError::Closed(_)) => bump(&c.dropped_shutdown),
@@ -875,7 +930,10 @@ struct Inner {
     filter: Mutex<FaultFilter>,
     peers: Mutex<BTreeMap<NodeId, Peer>>,
     /// Taken at shutdown, so the receiver ends once readers are gone.
-    inbound_tx: Mutex<Option<mpsc::Sender<Envelope>>>,
+    inbound_tx: Mutex<Option<mpsc::Sender<InboundItem>>>,
+    /// Bytes of received envelopes the receiver has not taken yet
+    /// ([`TransportConfig::inbound_bytes`] permits).
+    inbound_budget: Arc<Semaphore>,
     /// The accepted connection of each peer, so a newer one replaces it (a
     /// peer that reconnects after a half-open failure does not leave the
     /// old connection holding a slot).
@@ -941,6 +999,7 @@ struct Counters {
     sent: AtomicU64,
     received: AtomicU64,
     dropped_queue_full: AtomicU64,
+    dropped_queue_bytes: AtomicU64,
     dropped_filter: AtomicU64,
     dropped_unknown_peer: AtomicU64,
     dropped_invalid: AtomicU64,
@@ -973,15 +1032,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Peer {
     addr: watch::Sender<SocketAddr>,
     queue: mpsc::Sender<Queued>,
+    /// The bytes its queue holds ([`TransportConfig::queue_bytes`]).
+    budget: Arc<ByteBudget>,
     task: AbortHandle,
     /// Woken when the peer connects to this node: cuts a backoff short.
     back: Arc<Notify>,
 }
 
-/// An envelope waiting to be written, not before `due` (the filter's delay).
+/// An envelope waiting to be written, not before `due` (the filter's delay),
+/// holding its bytes of the peer's queue budget until written or dropped.
 struct Queued {
     due: Option<Instant>,
     env: Envelope,
+    held: HeldBytes,
 }
 
 /// The state of an outbound link, for "one event per change of state".
@@ -1239,7 +1302,9 @@ async fn pump(
             }),
         };
         buf.clear();
-        let mut batch = 0u64;
+        // The queue bytes of the envelopes encoded into `buf`: given back
+        // once written (or dropped with this future if the link goes).
+        let mut batch: Vec<HeldBytes> = Vec::new();
         let mut next = Some(first);
         while let Some(q) = next.take() {
             if let Some(due) = q.due {
@@ -1248,12 +1313,13 @@ async fn pump(
                     if let Err(reason) = flush(&mut wr, &mut buf, write_timeout).await {
                         return Some(reason);
                     }
-                    bump_by(&inner.counters.sent, std::mem::take(&mut batch));
+                    bump_by(&inner.counters.sent, batch.len() as u64);
+                    batch.clear();
                     sleep_until(due).await;
                 }
             }
             put_frame(&mut buf, KIND_ENVELOPE, |b| codec::encode(&q.env, b));
-            batch += 1;
+            batch.push(q.held);
             if buf.len() < WRITE_BATCH_BYTES {
                 next = queue.try_recv().ok();
             }
@@ -1261,7 +1327,7 @@ async fn pump(
         if let Err(reason) = flush(&mut wr, &mut buf, write_timeout).await {
             return Some(reason);
         }
-        bump_by(&inner.counters.sent, batch);
+        bump_by(&inner.counters.sent, batch.len() as u64);
     }
 }
 
@@ -1563,7 +1629,7 @@ async fn read_envelopes(
     inner: &Inner,
     stream: &mut BufReader<BoxConn>,
     peer: NodeId,
-    tx: &mpsc::Sender<Envelope>,
+    tx: &mpsc::Sender<InboundItem>,
 ) -> Option<String> {
     let c = &inner.counters;
     let limits = ReadLimits::of(&inner.cfg);
@@ -1588,11 +1654,13 @@ async fn read_envelopes(
             }
             Err(e) => return bad(e.to_string()),
         };
-        let buf = &fb.buf;
         if version != PROTOCOL_VERSION || kind != KIND_ENVELOPE {
             return bad(format!("unexpected frame version {version} kind {kind}"));
         }
-        let env = match codec::decode(&buf[2..]) {
+        // The frame's buffer becomes the envelope's: its payloads are
+        // slices of it, not copies.
+        let frame = fb.take_frame().slice(2..);
+        let env = match codec::decode_shared(&frame) {
             Ok(env) => env,
             Err(e) => return bad(format!("undecodable envelope: {e}")),
         };
@@ -1611,14 +1679,20 @@ async fn read_envelopes(
             continue;
         }
         // Waiting here (instead of dropping) lets TCP push back on the
-        // sender, whose bounded queue then drops.
+        // sender, whose bounded queue then drops. The frame stays counted
+        // in the frame budget until handed over (the next `trim`).
+        let n = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        drop(frame);
+        let Ok(bytes) = inner.inbound_budget.clone().acquire_many_owned(n).await else {
+            return None;
+        };
         let Ok(permit) = tx.reserve().await else {
             return None;
         };
         // Counted before the hand-over, so whoever sees the envelope sees
         // it counted.
         bump(&c.received);
-        permit.send(env);
+        permit.send((env, bytes));
     }
 }
 
@@ -1726,10 +1800,20 @@ impl<'a> FrameBuffer<'a> {
         Ok(())
     }
 
-    /// Between frames: a buffer left large by a large frame is given back.
+    /// The frame just read (version, kind, payload), as a shared buffer:
+    /// the memory leaves with it (payloads decoded from it slice it, see
+    /// [`codec::decode_shared`]). It stays counted in the budget until the
+    /// next [`FrameBuffer::trim`], that is, until the envelope was handed
+    /// over (from then [`TransportConfig::inbound_bytes`] counts it).
+    fn take_frame(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.buf))
+    }
+
+    /// Between frames: a buffer taken by its frame, or left large by a
+    /// large frame, is given back to the budget.
     fn trim(&mut self) {
         self.buf.clear();
-        if self.buf.capacity() > RETAINED_READ_BUFFER_BYTES {
+        if self.buf.capacity() == 0 || self.buf.capacity() > RETAINED_READ_BUFFER_BYTES {
             self.buf = Vec::new();
             self.release();
         }

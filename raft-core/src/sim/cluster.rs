@@ -916,9 +916,11 @@ impl Sim {
         let mut msg = msg;
         if self.cfg.compact && self.chance(5) {
             if let MessageBody::SnapshotChunk { data, .. } = &mut msg.body {
-                if let Some(b) = data.first_mut() {
+                let mut bad = data.to_vec();
+                if let Some(b) = bad.first_mut() {
                     *b ^= 0xff; // the receiver's checksum must catch this
                 }
+                *data = bad.into();
             }
         }
         if dup && self.chance(10) {

@@ -507,7 +507,7 @@ impl Scenario {
                 term,
                 kind: EntryKind::Normal,
                 // Same (index, term), same entry: as if one leader made it.
-                data: format!("t{term}-i{}", i + 1).into_bytes(),
+                data: format!("t{term}-i{}", i + 1).into(),
             });
         }
         let voters = disk.initial_state().map_err(|e| e.to_string())?.1.voters;

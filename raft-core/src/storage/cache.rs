@@ -122,7 +122,7 @@ mod tests {
             index,
             term,
             kind: EntryKind::Normal,
-            data: vec![index as u8; len],
+            data: vec![index as u8; len].into(),
         }
     }
 

@@ -379,7 +379,7 @@ mod tests {
             index,
             term,
             kind: EntryKind::Normal,
-            data: vec![],
+            data: crate::core::Bytes::new(),
         }
     }
 
@@ -431,7 +431,7 @@ mod tests {
         let chunk = |offset: u64, d: &[u8]| SnapshotOp::Chunk {
             file: 0,
             offset,
-            data: d.to_vec(),
+            data: d.to_vec().into(),
         };
         s.apply_snapshot_op(&chunk(0, &data[..5])).unwrap();
         assert!(s.apply_snapshot_op(&chunk(9, &data[9..])).is_err(), "gap");

@@ -724,7 +724,7 @@ mod tests {
             index,
             term: 2,
             kind: EntryKind::Normal,
-            data: vec![1],
+            data: vec![1].into(),
         };
         let m = Message {
             from: 1,

@@ -479,6 +479,9 @@ fn node_error(s: &Inner, e: NodeError, uri: &Uri) -> Response {
     match e {
         NodeError::NotLeader { leader } => not_leader(s, leader, uri),
         NodeError::Busy { .. } => unavailable("busy".into()),
+        // Bodies are far below the wire's limit (`limits::MAX_BODY_BYTES`):
+        // reached only if that relation is broken.
+        e @ NodeError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         NodeError::LeadershipLost { .. } => unavailable("unknown outcome, retry".into()),
         NodeError::Stopped => unavailable("the node is stopping".into()),
         NodeError::NotCommitted { .. } => {
@@ -781,6 +784,18 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
         m.dropped_messages,
     );
     gauge(
+        "inbox_bytes",
+        "Bytes of inbound messages queued for the node.",
+        "gauge",
+        m.inbox_bytes,
+    );
+    gauge(
+        "proposal_queue_bytes",
+        "Bytes of proposals queued for the node.",
+        "gauge",
+        m.proposal_bytes,
+    );
+    gauge(
         "refused_messages_total",
         "Raft messages dropped for a term too far ahead or a sender outside the configuration.",
         "counter",
@@ -815,6 +830,24 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
         "Envelopes dropped: peer queue full.",
         "counter",
         t.dropped_queue_full,
+    );
+    gauge(
+        "transport_dropped_queue_bytes_total",
+        "Envelopes dropped: peer queue at its byte budget.",
+        "counter",
+        t.dropped_queue_bytes,
+    );
+    gauge(
+        "transport_queued_bytes",
+        "Bytes of envelopes waiting in the peers' send queues.",
+        "gauge",
+        t.queued_bytes,
+    );
+    gauge(
+        "transport_inbound_bytes",
+        "Bytes of received envelopes waiting for the node.",
+        "gauge",
+        t.inbound_bytes,
     );
     gauge(
         "transport_dropped_filter_total",

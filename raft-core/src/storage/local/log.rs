@@ -697,6 +697,8 @@ impl SegmentedLog {
                 f.read_exact(&mut buf)
             })
             .map_err(|e| StorageError::io("read", &seg.path, e))?;
+        // The entries share this one read buffer (no copy per entry).
+        let buf = crate::core::Bytes::from(buf);
         let mut pos = 0;
         for i in a..b {
             let at = seg.offsets[i];
@@ -719,7 +721,7 @@ impl SegmentedLog {
                 index,
                 term: rec.term,
                 kind,
-                data: buf[rec.data.clone()].to_vec(),
+                data: buf.slice(rec.data.clone()),
             });
             pos += rec.len as usize;
         }
