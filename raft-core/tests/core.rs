@@ -2,7 +2,7 @@
 //! pipelining limits, fast backtracking, reads and their refusals,
 //! expected-term proposals, and input validation.
 
-use raft_core::storage::MemStorage;
+use raft_core::storage::{MemStorage, Storage};
 use raft_core::{
     Bytes, Config, Entry, EntryKind, Error, Message, MessageBody, ProposeError, Raft, ReadError,
     ReadMode, Role,
@@ -152,6 +152,36 @@ fn lost_appends_are_repaired_with_few_rejections() {
         rejections <= 2,
         "{rejections} rejections to repair a 50-entry gap"
     );
+}
+
+/// A leader's `Append`s to its followers, its `Ready` and its committed
+/// entries hold the proposal's one buffer: a payload is never copied per
+/// follower (`tests/payload_copies.rs` follows it through the codec and a
+/// file-backed storage too).
+#[test]
+fn an_append_to_every_follower_shares_the_proposals_buffer() {
+    let mut nodes = cluster(5, |_| {});
+    let payload = Bytes::from(vec![7u8; 4096]);
+    let index = nodes[0].propose(payload.clone(), None).expect("leader");
+    let rd = nodes[0].ready();
+    let mut holders = vec![&rd.entries[0].data];
+    for m in &rd.messages {
+        if let MessageBody::Append { entries, .. } = &m.body {
+            holders.extend(entries.iter().filter(|e| e.index == index).map(|e| &e.data));
+        }
+    }
+    assert_eq!(holders.len(), 1 + 4, "the Ready's entry and four Appends");
+    for d in holders {
+        assert_eq!(d.as_ptr(), payload.as_ptr(), "a copy of the payload");
+    }
+    nodes[0].storage_mut().persist(&rd).expect("persist");
+    nodes[0].advance(&rd);
+    stabilize(&mut nodes, |_| true);
+    let applied = nodes[0]
+        .storage()
+        .entries(index, index + 1, u64::MAX)
+        .expect("held");
+    assert_eq!(applied[0].data.as_ptr(), payload.as_ptr());
 }
 
 #[test]
