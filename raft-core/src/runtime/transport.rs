@@ -842,8 +842,9 @@ impl TransportHandle {
             peak_buffered_bytes: get(&c.peak_buffered_bytes),
             queued_bytes,
             peak_queued_bytes,
-            inbound_bytes: (self.inner.cfg.inbound_bytes
-                - self.inner.inbound_budget.available_permits()) as u64,
+            inbound_bytes: (self.inner.cfg.inbound_bytes)
+                .saturating_sub(self.inner.inbound_budget.available_permits())
+                as u64,
             events: lock(&self.inner.events).iter().cloned().collect(),
         }
     }
