@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use raft_core::runtime::node::{NodeConfig, NodeError, NodeHandle, ProposeOutcome, RaftNode};
 use raft_core::runtime::state_machine::{Applied, StateMachine};
-use raft_core::runtime::{Envelope, Outbox};
+use raft_core::runtime::{codec, Envelope, Outbox};
 use raft_core::storage::NodeStorage;
-use raft_core::{ConfState, Membership, NodeId, Role};
+use raft_core::{
+    Bytes, ConfState, Entry, EntryKind, Membership, Message, MessageBody, NodeId, Role,
+};
 
 const GROUP: u64 = 7;
 const WAIT: Duration = Duration::from_secs(20);
@@ -27,6 +29,9 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Seen {
     /// The applied commands: (index, data).
     history: Vec<(u64, Vec<u8>)>,
+    /// Where each applied command's bytes live (to tell a shared buffer
+    /// from a copy).
+    buffers: Vec<usize>,
     /// How many applied entries had a waiting proposer on this node.
     waited: usize,
     /// Callbacks other than `on_apply`, in order.
@@ -48,6 +53,7 @@ impl StateMachine for Recorder {
                 s.waited += 1;
             }
             s.history.push((a.index, a.data.to_vec()));
+            s.buffers.push(a.data.as_ptr() as usize);
             // The result names the command, so a proposer can tell that the
             // answer is its own.
             let mut result = b"done:".to_vec();
@@ -452,6 +458,122 @@ async fn a_full_proposal_queue_answers_busy() {
     let m = h.status().await.unwrap().metrics;
     assert_eq!(m.busy_refusals, 92);
     c.shutdown().await;
+}
+
+// Single-threaded, as above: the node task cannot drain while the test
+// fills the queue.
+#[tokio::test(flavor = "current_thread")]
+async fn proposals_queued_in_bytes_answer_busy_past_the_byte_limit() {
+    fn small_bytes(c: &mut NodeConfig) {
+        c.proposal_bytes = codec::MAX_DATA_BYTES; // the least allowed
+    }
+    let c = Cluster::start(3, false, small_bytes);
+    let leader = c.leader().await;
+    let h = c.h(leader).clone();
+    let payload = Bytes::from(vec![0xC3; 1 << 20]);
+    let fit = codec::MAX_DATA_BYTES / payload.len();
+    let mut pending = Vec::new();
+    let mut busy = 0;
+    for _ in 0..40 {
+        let mut f = Box::pin(h.propose(payload.clone()));
+        match poll_once(&mut f) {
+            Poll::Ready(Err(NodeError::Busy { queue, limit })) => {
+                assert_eq!((queue, limit), ("proposal bytes", codec::MAX_DATA_BYTES));
+                busy += 1;
+            }
+            Poll::Ready(other) => panic!("unexpected {other:?}"),
+            Poll::Pending => pending.push(f),
+        }
+    }
+    assert_eq!(pending.len(), fit, "exactly the byte limit was accepted");
+    assert_eq!(busy, 40 - fit);
+    assert_eq!(h.status().await.unwrap().metrics.busy_refusals, busy as u64);
+    for f in pending {
+        let r = tokio::time::timeout(WAIT, f).await.expect("answered");
+        assert!(r.is_ok(), "{r:?}");
+    }
+    // Taken by the node task: the bytes are back.
+    assert_eq!(h.status().await.unwrap().metrics.proposal_bytes, 0);
+    // The leader applied the proposal's own buffer, never a copy.
+    let buffers = c.seen[&leader].lock().unwrap().buffers.clone();
+    assert_eq!(buffers.len(), fit);
+    assert!(buffers.iter().all(|&p| p == payload.as_ptr() as usize));
+    // A proposal the wire could not carry is refused at once.
+    let huge = Bytes::from(vec![0; codec::MAX_DATA_BYTES + 1]);
+    assert_eq!(
+        h.propose(huge).await,
+        Err(NodeError::TooLarge {
+            len: codec::MAX_DATA_BYTES + 1,
+            limit: codec::MAX_DATA_BYTES
+        })
+    );
+    c.shutdown().await;
+}
+
+// Single-threaded: the node task cannot drain the inbox while the test
+// fills it.
+#[tokio::test(flavor = "current_thread")]
+async fn the_inbox_drops_messages_past_its_byte_limit() {
+    let mut cfg = node_config(1);
+    cfg.inbox_bytes = codec::MAX_ENVELOPE_BYTES; // the least allowed
+    let h = RaftNode::start(
+        cfg,
+        NodeStorage::memory(vec![1]),
+        Box::new(Recorder(Arc::default())),
+        Arc::new(Nowhere),
+    )
+    .expect("start");
+    // 1 MiB Appends for another group: the node drops them once taken, so
+    // nothing but the inbox holds them.
+    let payload = Bytes::from(vec![1; 1 << 20]);
+    let append = Envelope {
+        group: GROUP + 1,
+        msg: Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: MessageBody::Append {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: vec![Entry {
+                    index: 1,
+                    term: 1,
+                    kind: EntryKind::Normal,
+                    data: payload,
+                }],
+                leader_commit: 0,
+                lease_tick: 0,
+            },
+        },
+    };
+    let fit = codec::MAX_ENVELOPE_BYTES / codec::encoded_len(&append);
+    let mut busy = 0;
+    for _ in 0..100 {
+        match h.step(append.clone()) {
+            Ok(()) => {}
+            Err(NodeError::Busy { queue, limit }) => {
+                assert_eq!((queue, limit), ("inbox bytes", codec::MAX_ENVELOPE_BYTES));
+                busy += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(busy, 100 - fit, "exactly the byte limit was queued");
+    // Once the node task took them, the bytes are back and the inbox takes
+    // messages again; every message was dropped somewhere, and counted.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let m = h.status().await.unwrap().metrics;
+            if m.inbox_bytes == 0 && m.dropped_messages == 100 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the inbox drained");
+    assert_eq!(h.step(append), Ok(()));
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
