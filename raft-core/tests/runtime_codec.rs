@@ -233,6 +233,41 @@ fn every_variant_round_trips() {
     }
 }
 
+/// `encoded_len` is what byte-bounded queues count an envelope for: it
+/// must be exactly what `encode` writes, for every variant.
+#[test]
+fn encoded_len_is_the_encoding_s_length() {
+    for e in every_variant() {
+        assert_eq!(
+            codec::encoded_len(&e),
+            encoded(&e).len(),
+            "{}",
+            e.msg.body.kind_name()
+        );
+    }
+}
+
+/// `decode_shared` hands out payloads that are slices of the input buffer
+/// (no copy), equal to what `decode` copies out.
+#[test]
+fn decode_shared_slices_payloads_out_of_the_buffer() {
+    for e in every_variant() {
+        let buf = Bytes::from(encoded(&e));
+        let shared = codec::decode_shared(&buf).expect("decodes");
+        assert_eq!(shared, e, "{}", e.msg.body.kind_name());
+        let payloads: Vec<Bytes> = match shared.msg.body {
+            MessageBody::Append { entries, .. } => entries.into_iter().map(|e| e.data).collect(),
+            MessageBody::SnapshotChunk { data, .. } => vec![data],
+            _ => continue,
+        };
+        let (lo, hi) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len());
+        for p in payloads.iter().filter(|p| !p.is_empty()) {
+            let at = p.as_ptr() as usize;
+            assert!(at >= lo && at + p.len() <= hi, "a payload was copied");
+        }
+    }
+}
+
 #[test]
 fn encoding_appends_and_is_deterministic() {
     let e = &every_variant()[4];
