@@ -510,6 +510,28 @@ async fn proposals_queued_in_bytes_answer_busy_past_the_byte_limit() {
     c.shutdown().await;
 }
 
+/// A byte limit that could not take one proposal (or message) of the
+/// largest size is refused at start.
+#[tokio::test(flavor = "current_thread")]
+async fn byte_limits_below_one_item_are_refused_at_start() {
+    let start = |tune: fn(&mut NodeConfig)| {
+        let mut cfg = node_config(1);
+        tune(&mut cfg);
+        RaftNode::start(
+            cfg,
+            NodeStorage::memory(vec![1]),
+            Box::new(Recorder(Arc::default())),
+            Arc::new(Nowhere),
+        )
+    };
+    let r = start(|c| c.proposal_bytes = codec::MAX_DATA_BYTES - 1);
+    assert!(matches!(r, Err(NodeError::Start(_))), "{r:?}");
+    let r = start(|c| c.inbox_bytes = codec::MAX_ENVELOPE_BYTES - 1);
+    assert!(matches!(r, Err(NodeError::Start(_))), "{r:?}");
+    let h = start(|_| {}).expect("the defaults start");
+    h.shutdown().await;
+}
+
 // Single-threaded: the node task cannot drain the inbox while the test
 // fills it.
 #[tokio::test(flavor = "current_thread")]

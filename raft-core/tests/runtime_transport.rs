@@ -976,6 +976,21 @@ async fn a_receiver_that_does_not_read_holds_at_most_its_inbound_bytes() {
     .await;
 }
 
+/// A byte budget that could not take one envelope of the largest size
+/// would refuse it forever: such a config is refused at start.
+#[test]
+fn byte_budgets_below_one_envelope_are_refused() {
+    use raft_core::runtime::codec::MAX_ENVELOPE_BYTES;
+    let ok = config(1, "secret");
+    assert!(ok.validate().is_ok());
+    let mut c = ok.clone();
+    c.queue_bytes = MAX_ENVELOPE_BYTES - 1;
+    assert!(c.validate().is_err());
+    let mut c = ok;
+    c.inbound_bytes = MAX_ENVELOPE_BYTES - 1;
+    assert!(c.validate().is_err());
+}
+
 /// A config for node 1 that knows peers `ids` (at a port nobody listens
 /// on: its own connections to them fail, which these tests do not need).
 fn config_with_peers(ids: impl IntoIterator<Item = u64>) -> TransportConfig {
