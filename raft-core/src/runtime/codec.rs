@@ -273,10 +273,8 @@ pub fn validate(env: &Envelope) -> Result<(), CodecError> {
                 }
             }
         }
-        MessageBody::SnapshotChunk { data, .. } => {
-            if data.len() > MAX_DATA_BYTES {
-                return Err(over("chunk data", data.len(), MAX_DATA_BYTES));
-            }
+        MessageBody::SnapshotChunk { data, .. } if data.len() > MAX_DATA_BYTES => {
+            return Err(over("chunk data", data.len(), MAX_DATA_BYTES));
         }
         MessageBody::InstallSnapshot { meta } => {
             let c = &meta.conf;

@@ -82,6 +82,9 @@ pub const MAX_ERROR_TEXT_BYTES: usize = 4 << 10;
 
 const _: () = {
     assert!(MAX_KEY_BYTES < MAX_BODY_BYTES);
+    // A command (key, value and its few bytes of framing) always fits one
+    // log entry on the wire: the node never answers TooLarge.
+    assert!(MAX_KEY_BYTES + MAX_BODY_BYTES + 1024 <= raft_core::runtime::codec::MAX_DATA_BYTES);
     assert!(MAX_BODY_BYTES <= MAX_BODY_BYTES_IN_FLIGHT);
     assert!(MAX_BODY_BYTES_IN_FLIGHT & 1023 == 0);
     assert!(DEFAULT_MAX_CONNECTIONS <= MAX_CONNECTIONS_LIMIT);
