@@ -767,6 +767,16 @@ fn a_single_node_answers_errors_as_json() {
         "{text}"
     );
     assert!(text.contains("cds_peer_match_index{peer=\"1\"}"), "{text}");
+    // The queues' byte bounds: drops and levels.
+    for name in [
+        "cds_transport_dropped_queue_bytes_total 0",
+        "cds_transport_queued_bytes ",
+        "cds_transport_inbound_bytes ",
+        "cds_inbox_bytes ",
+        "cds_proposal_queue_bytes ",
+    ] {
+        assert!(text.contains(name), "{name}: {text}");
+    }
 
     // axum's own answers are JSON too: a path or query that is not
     // UTF-8, a method a route does not take.
