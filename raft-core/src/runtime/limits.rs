@@ -19,7 +19,11 @@
 //! The limits an operator may want to tune are fields of the config
 //! structs ([`super::transport::TransportConfig`], [`super::node::NodeConfig`])
 //! whose defaults are here; their `validate` checks the same relations at
-//! start.
+//! start. Limits that are not the runtime's own live with their owners and
+//! are only related to these here: the core's batches and windows in
+//! [`crate::Config`], the entry cache's size in
+//! [`crate::storage::DEFAULT_ENTRY_CACHE_BYTES`], the local log's largest
+//! record in [`crate::storage::local::MAX_ENTRY_DATA_BYTES`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

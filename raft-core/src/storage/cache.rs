@@ -6,6 +6,15 @@
 //! the log, bounded in bytes, so those reads never touch the store. It is
 //! only ever a copy: every write goes to the store first, and anything the
 //! cache does not hold is read from the store.
+//!
+//! Entries are held, not copied: an entry's data is a shared buffer (the
+//! proposal's on a leader, a slice of the received frame on a follower), so
+//! caching it costs a reference. A follower's cached entry keeps the whole
+//! frame it arrived in alive. Usually a frame's entries are all cached
+//! together and leave together (oldest first), so [`Entry::size`] counts
+//! nearly all a frame holds; an `Append` that was partly a duplicate (a
+//! resend) also keeps the bytes of the entries the follower skipped, up to
+//! one message batch per such resend, until its entries leave the cache.
 
 use std::collections::VecDeque;
 
