@@ -198,3 +198,17 @@ fn sweep_catches_skipping_joint_consensus() {
 fn sweep_catches_counting_a_removed_member() {
     assert!(first_catch_with(Bug::CountRemovedMember, 5, 5000, 500, true).is_some());
 }
+
+/// Driver-level: a follower that acknowledges (or a voter that grants)
+/// before its write is durable, then crashes before the write lands.
+#[test]
+fn sweep_catches_a_driver_that_sends_before_persisting() {
+    assert!(first_catch(Bug::SendBeforePersist, 5, 5000, 500).is_some());
+}
+
+/// Driver-level: entries applied as soon as they are known committed,
+/// before this node's own log holds them.
+#[test]
+fn sweep_catches_a_driver_that_applies_unpersisted_entries() {
+    assert!(first_catch(Bug::ApplyUnpersisted, 5, 5000, 300).is_some());
+}
