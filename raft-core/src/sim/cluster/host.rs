@@ -17,6 +17,9 @@ use crate::trace::schema::Kind;
 use super::super::kv::{Kv, Request};
 use super::{Failure, Reply, Sim, SNAPSHOT_INTERVAL};
 
+/// A state machine snapshot taken at an index: its files, by name.
+pub(super) type Taken = (u64, Vec<(String, Vec<u8>)>);
+
 pub(super) struct SimHost<'a> {
     pub(super) sim: &'a mut Sim,
     /// The node's index in `sim.nodes`, and its id.
@@ -30,7 +33,7 @@ pub(super) struct SimHost<'a> {
     /// driver is back in place.
     pub(super) crash: bool,
     /// A snapshot of the state machine to store after this `Ready`.
-    pub(super) snapshot_at: Option<(u64, Vec<(String, Vec<u8>)>)>,
+    pub(super) snapshot_at: Option<Taken>,
 }
 
 impl SimHost<'_> {
