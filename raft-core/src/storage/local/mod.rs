@@ -83,19 +83,7 @@ pub fn open_with(
     path: &Path,
     opts: &LocalOptions,
 ) -> Result<NodeStorage, StorageError> {
-    let fresh_dir = !fs.exists(path);
-    create_dir(&*fs, path)?;
-    if fresh_dir {
-        // The directory's own entry must be durable too.
-        if let Some(parent) = path.parent() {
-            let parent = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            };
-            sync_dir(&*fs, parent)?;
-        }
-    }
+    create_dir_durably(&*fs, path)?;
     let mut report = RecoveryReport::default();
     let (mut meta, meta_found) = LocalMeta::open_with(fs.clone(), path, &mut report)?;
     let log = SegmentedLog::open_with(
@@ -120,6 +108,32 @@ pub fn open_with(
         meta.save(&hs, &cs)?;
     }
     NodeStorage::new(Box::new(log), Box::new(meta), Box::new(snaps), report)
+}
+
+/// Creates `dir` and its missing parents, each one durably: the entry of
+/// every directory created is synced in its parent (syncing only the last
+/// one's parent would leave the others to the file system's goodwill, and
+/// a power cut could take the whole store with them).
+fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
+    let parent_of = |d: &Path| match d.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // The directories to create, deepest first.
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !fs.exists(d) {
+        missing.push(d);
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => break,
+        }
+    }
+    create_dir(fs, dir)?;
+    for created in missing.iter().rev() {
+        sync_dir(fs, &parent_of(created))?;
+    }
+    Ok(())
 }
 
 /// Creates `dir` and its parents if missing.
