@@ -219,7 +219,7 @@ enum Pending {
     SetLen(u64),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct FileNode {
     /// What reads see.
     data: Vec<u8>,
@@ -265,7 +265,7 @@ fn write_into(v: &mut Vec<u8>, offset: usize, bytes: &[u8]) {
     v.extend_from_slice(&bytes[overlap..]);
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct DirNode {
     /// What lookups see.
     entries: BTreeMap<String, Ino>,
@@ -275,14 +275,14 @@ struct DirNode {
     dirty: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Node {
     File(FileNode),
     Dir(DirNode),
 }
 
 /// splitmix64: small, fast and good enough for fault decisions.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SplitMix(u64);
 
 impl SplitMix {
@@ -346,7 +346,7 @@ fn invalid(why: &str) -> io::Error {
 /// allocating.
 const MAX_FILE_BYTES: u64 = 1 << 40;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct State {
     nodes: BTreeMap<Ino, Node>,
     next_ino: Ino,
@@ -452,6 +452,23 @@ impl SimFs {
     /// [`SimFs::crash`] with a generator seeded by `seed`.
     pub fn crash_seeded(&self, seed: u64) -> CrashReport {
         self.crash(&mut SplitMix(seed))
+    }
+
+    /// An independent copy of the disk as it is now: contents, unsynced
+    /// writes, configuration, power and counters, but no open handles (a
+    /// removed file kept alive by one is gone from the copy). For asking
+    /// what an operation would do without doing it.
+    pub fn fork(&self) -> SimFs {
+        let mut copy = self.lock().clone();
+        for node in copy.nodes.values_mut() {
+            if let Node::File(f) = node {
+                f.handles = 0;
+            }
+        }
+        copy.collect_garbage();
+        SimFs {
+            state: Arc::new(Mutex::new(copy)),
+        }
     }
 
     /// The durable contents of the file at `path` as a crash with nothing
@@ -1005,5 +1022,242 @@ impl Drop for SimFile {
                 st.maybe_garbage = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fs_with(keep: f64, tear: f64) -> SimFs {
+        SimFs::new(SimFsConfig {
+            crash_keep: keep,
+            crash_tear: tear,
+            ..SimFsConfig::default()
+        })
+    }
+
+    fn p(s: &str) -> &Path {
+        Path::new(s)
+    }
+
+    /// `/d/f` holding `synced` durably (entries included) and `unsynced`
+    /// after it, not synced; returns the open handle.
+    fn file(fs: &SimFs, synced: &[u8], unsynced: &[&[u8]]) -> Box<dyn FsFile> {
+        fs.create_dir_all(p("/d")).unwrap();
+        fs.sync_dir(p("/")).unwrap();
+        let mut f = fs.open(p("/d/f"), OpenMode::Create).unwrap();
+        f.write_all(synced).unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(p("/d")).unwrap();
+        for w in unsynced {
+            f.write_all(w).unwrap();
+        }
+        f
+    }
+
+    #[test]
+    fn a_crash_keeps_synced_writes_and_loses_unsynced_ones() {
+        let fs = fs_with(0.0, 0.0);
+        let f = file(&fs, b"synced", &[b"-lost"]);
+        assert_eq!(fs.read(p("/d/f")).unwrap(), b"synced-lost");
+        drop(f);
+        let r = fs.crash_seeded(7);
+        assert_eq!(r.writes_lost, 1);
+        assert_eq!(fs.read(p("/d/f")).unwrap(), b"synced");
+        assert_eq!(fs.used_bytes(), 6);
+    }
+
+    #[test]
+    fn directory_changes_are_durable_only_after_the_directory_sync() {
+        let fs = fs_with(0.0, 0.0);
+        drop(file(&fs, b"x", &[]));
+        // A new file, fsynced, but its entry not: gone after a crash.
+        let mut g = fs.open(p("/d/g"), OpenMode::Create).unwrap();
+        g.write_all(b"g").unwrap();
+        g.sync_all().unwrap();
+        drop(g);
+        // A rename and a removal, unsynced: undone.
+        fs.rename(p("/d/f"), p("/d/h")).unwrap();
+        fs.create_dir_all(p("/d/sub/deeper")).unwrap();
+        assert_eq!(fs.read_dir(p("/d")).unwrap(), ["g", "h", "sub"]);
+        fs.crash_seeded(1);
+        assert_eq!(fs.read_dir(p("/d")).unwrap(), ["f"]);
+        assert_eq!(fs.read(p("/d/f")).unwrap(), b"x");
+        fs.remove_file(p("/d/f")).unwrap();
+        assert!(!fs.exists(p("/d/f")));
+        fs.crash_seeded(2);
+        assert_eq!(fs.read(p("/d/f")).unwrap(), b"x");
+        // Synced, they stay.
+        fs.rename(p("/d/f"), p("/d/h")).unwrap();
+        fs.sync_dir(p("/d")).unwrap();
+        fs.crash_seeded(3);
+        assert_eq!(fs.read_dir(p("/d")).unwrap(), ["h"]);
+        // A removed directory comes back whole until its parent is synced.
+        fs.remove_dir_all(p("/d")).unwrap();
+        assert!(!fs.exists(p("/d/h")));
+        fs.crash_seeded(4);
+        assert_eq!(fs.read(p("/d/h")).unwrap(), b"x");
+        fs.remove_dir_all(p("/d")).unwrap();
+        fs.sync_dir(p("/")).unwrap();
+        fs.crash_seeded(5);
+        assert!(!fs.exists(p("/d")));
+        assert_eq!(fs.used_bytes(), 0);
+        assert_eq!(fs.lock().nodes.len(), 1, "only the root is left");
+    }
+
+    #[test]
+    fn a_crash_may_keep_a_prefix_of_the_unsynced_writes_and_tear_the_next() {
+        let writes: [&[u8]; 3] = [b"aaaa", b"bbbb", b"cccc"];
+        let mut kept = BTreeSet::new();
+        let mut torn = 0;
+        for seed in 0..200 {
+            let fs = fs_with(0.5, 0.5);
+            drop(file(&fs, b"s", &writes));
+            let r = fs.crash_seeded(seed);
+            let got = fs.read(p("/d/f")).unwrap();
+            let all = b"saaaabbbbcccc";
+            assert!(all.starts_with(&got), "{seed}: {got:?}");
+            assert_eq!(r.writes_kept + r.writes_lost, 3);
+            // Whole writes kept, plus a strict part of the next if torn.
+            let whole = 1 + 4 * r.writes_kept as usize;
+            assert!(got.len() >= whole && got.len() < whole + 4, "{seed}");
+            if r.writes_torn == 0 {
+                assert_eq!(got.len(), whole, "{seed}");
+            } else {
+                torn += 1;
+            }
+            kept.insert(got.len());
+        }
+        assert!(torn > 20, "tears happen: {torn}");
+        assert!(kept.len() > 6, "many outcomes: {kept:?}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_crash() {
+        let run = |seed| {
+            let fs = SimFs::default();
+            drop(file(&fs, b"s", &[b"1234567", b"89", b"abcdef"]));
+            fs.crash_seeded(seed);
+            fs.read(p("/d/f")).unwrap()
+        };
+        for seed in 0..20 {
+            assert_eq!(run(seed), run(seed));
+        }
+    }
+
+    #[test]
+    fn the_nth_sync_fails_and_its_writes_never_become_durable() {
+        let fs = fs_with(0.0, 0.0);
+        let mut f = file(&fs, b"s", &[b"-lost"]);
+        fs.configure(|c| c.sync_eio = Fault::Nth(2));
+        f.sync_data().unwrap();
+        f.write_all(b"-also").unwrap();
+        let e = f.sync_data().unwrap_err();
+        assert!(e.to_string().contains("input/output error"), "{e}");
+        // A later sync succeeds, as on Linux, but the writes are gone.
+        f.sync_data().unwrap();
+        assert_eq!(fs.read(p("/d/f")).unwrap(), b"s-lost-also");
+        drop(f);
+        fs.crash_seeded(1);
+        assert_eq!(fs.read(p("/d/f")).unwrap(), b"s-lost");
+        assert_eq!(fs.stats().eio, 1);
+    }
+
+    #[test]
+    fn faults_by_chance_fail_about_that_often() {
+        let fs = SimFs::new(SimFsConfig {
+            seed: 3,
+            read_eio: Fault::Chance(0.25),
+            ..SimFsConfig::default()
+        });
+        drop(file(&fs, b"data", &[]));
+        let failed = (0..4000).filter(|_| fs.read(p("/d/f")).is_err()).count();
+        assert!((800..1200).contains(&failed), "{failed}");
+        let mut buf = [0u8; 2];
+        fs.configure(|c| c.read_eio = Fault::Never);
+        fs.read_exact_at(p("/d/f"), 1, &mut buf).unwrap();
+        assert_eq!(&buf, b"at");
+        let e = fs.read_exact_at(p("/d/f"), 3, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_full_disk_refuses_writes_whole_or_writes_what_fits() {
+        let fs = SimFs::new(SimFsConfig {
+            capacity: Some(10),
+            ..SimFsConfig::default()
+        });
+        let mut f = file(&fs, b"12345678", &[]);
+        let e = f.write_all(b"abc").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StorageFull);
+        assert_eq!(fs.read(p("/d/f")).unwrap(), b"12345678");
+        // Overwriting needs no room.
+        f.seek(0).unwrap();
+        f.write_all(b"AB").unwrap();
+        fs.configure(|c| c.short_writes = true);
+        f.seek(8).unwrap();
+        let e = f.write_all(b"abc").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StorageFull);
+        assert_eq!(fs.read(p("/d/f")).unwrap(), b"AB345678ab");
+        assert_eq!(fs.used_bytes(), 10);
+        assert!(f.set_len(11).is_err());
+        f.set_len(4).unwrap();
+        f.seek(4).unwrap();
+        f.write_all(b"xyz").unwrap();
+        assert_eq!(fs.read(p("/d/f")).unwrap(), b"AB34xyz");
+        assert_eq!(fs.stats().enospc, 3);
+    }
+
+    #[test]
+    fn a_power_cut_stops_every_call_until_the_crash() {
+        let fs = fs_with(0.0, 0.0);
+        let mut f = file(&fs, b"s", &[]);
+        fs.cut_power_after(2);
+        f.write_all(b"1").unwrap();
+        f.write_all(b"2").unwrap();
+        assert!(f.write_all(b"3").is_err());
+        assert!(fs.is_powered_off());
+        assert!(fs.read(p("/d/f")).is_err());
+        assert!(f.sync_data().is_err());
+        fs.crash_seeded(0);
+        assert!(!fs.is_powered_off());
+        assert_eq!(fs.read(p("/d/f")).unwrap(), b"s");
+        // Handles from before the crash are dead.
+        let e = f.write_all(b"4").unwrap_err();
+        assert!(e.to_string().contains("before a crash"), "{e}");
+        drop(f);
+        let mut g = fs.open(p("/d/f"), OpenMode::Append).unwrap();
+        g.write_all(b"5").unwrap();
+        assert_eq!(fs.read(p("/d/f")).unwrap(), b"s5");
+    }
+
+    #[test]
+    fn renames_replace_files_and_refuse_what_posix_refuses() {
+        let fs = SimFs::default();
+        fs.create_dir_all(p("/x/y")).unwrap();
+        drop(fs.open(p("/x/a"), OpenMode::Create).unwrap());
+        let mut b = fs.open(p("/x/b"), OpenMode::Create).unwrap();
+        b.write_all(b"b").unwrap();
+        fs.rename(p("/x/b"), p("/x/a")).unwrap();
+        assert_eq!(fs.read(p("/x/a")).unwrap(), b"b");
+        // The handle follows the file, not the name.
+        b.write_all(b"!").unwrap();
+        assert_eq!(fs.read(p("/x/a")).unwrap(), b"b!");
+        assert_eq!(
+            fs.rename(p("/x/a"), p("/x/y")).unwrap_err().kind(),
+            ErrorKind::IsADirectory
+        );
+        assert!(fs.rename(p("/x"), p("/x/y/z")).is_err());
+        assert_eq!(
+            fs.open(p("/x/nope"), OpenMode::Write).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            fs.remove_file(p("/x/y")).unwrap_err().kind(),
+            ErrorKind::IsADirectory
+        );
+        fs.rename(p("/x/y"), p("/w")).unwrap();
+        assert!(fs.metadata(p("/w")).unwrap().is_dir);
     }
 }
