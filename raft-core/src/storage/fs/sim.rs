@@ -437,6 +437,11 @@ impl SimFs {
         self.lock().power_cut_in = Some(changes);
     }
 
+    /// Calls off a [`SimFs::cut_power_after`] that has not taken effect.
+    pub fn cancel_power_cut(&self) {
+        self.lock().power_cut_in = None;
+    }
+
     /// Whether a [`SimFs::cut_power_after`] has taken effect.
     pub fn is_powered_off(&self) -> bool {
         self.lock().powered_off

@@ -537,7 +537,14 @@ impl SegmentedLog {
         }
         if !log.segments.is_empty() {
             log.open_active()?;
+            // A process that died between a write and its sync left the
+            // write in the page cache, where this one reads it: it must be
+            // durable before any of it is reported as held.
+            log.dirty = true;
+            log.sync_active()?;
         }
+        // Likewise the renames and removals such a process did not sync.
+        sync_dir(fs, dir)?;
         Ok(log)
     }
 

@@ -229,6 +229,12 @@ impl LocalSnapshots {
                     });
                 }
                 held.push(len);
+                // Bytes a process that died before syncing them left in
+                // the page cache: this one reports them held, so they must
+                // be durable first.
+                fs.open(&data, OpenMode::Append)
+                    .and_then(|mut f| f.sync_data())
+                    .map_err(|e| StorageError::io("sync", &data, e))?;
             }
             store.partial = Some(Partial {
                 meta,
@@ -236,6 +242,8 @@ impl LocalSnapshots {
                 unsynced: BTreeMap::new(),
             });
         }
+        // Likewise the renames and removals such a process did not sync.
+        sync_dir(fs, dir)?;
         Ok(store)
     }
 
