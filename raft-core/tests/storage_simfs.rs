@@ -674,3 +674,244 @@ fn what_a_restarted_process_finds_is_durable_before_it_is_reported() {
     let s = open(&fs).unwrap();
     Seen::of(&s).assert_kept(&reported, "after the power cut");
 }
+
+fn no_faults(c: &mut SimFsConfig) {
+    c.read_eio = Fault::Never;
+    c.write_eio = Fault::Never;
+    c.sync_eio = Fault::Never;
+    c.meta_eio = Fault::Never;
+    c.capacity = None;
+}
+
+/// Replays the random work of `seed` (the same on every call, since the
+/// store evolves the same way) with the fault `arm` sets, until an
+/// operation hits it. That operation must fail; the store is then
+/// reopened after a crash and checked. Returns its error, or `None` if no
+/// operation hit the fault.
+fn fail_once(seed: u64, steps: u64, arm: impl Fn(&SimFs), what: &str) -> Option<StorageError> {
+    let fs = SimFs::new(SimFsConfig {
+        seed,
+        ..SimFsConfig::default()
+    });
+    let mut rng = Rng(seed);
+    let mut s = open(&fs).unwrap();
+    s.set_conf_state(ConfState {
+        voters: vec![1, 2, 3],
+        ..ConfState::default()
+    })
+    .unwrap();
+    arm(&fs);
+    for step in 0..steps {
+        let ctx = format!("{what}, step {step}");
+        let op = next_op(&mut rng, &s);
+        let before = Seen::of(&s);
+        let copy = fs.fork();
+        copy.configure(no_faults);
+        let mut t = open(&copy).unwrap();
+        op.run(&mut t).unwrap();
+        let after = Seen::of(&t);
+        let was = fs.stats();
+        let r = op.run(&mut s);
+        let now = fs.stats();
+        if now.eio == was.eio && now.enospc == was.enospc {
+            r.unwrap_or_else(|e| panic!("{ctx}: {op:?} failed without a fault: {e}"));
+            continue;
+        }
+        let Err(e) = r else {
+            panic!("{ctx}: {op:?} succeeded through a fault");
+        };
+        drop(s);
+        fs.configure(no_faults);
+        fs.crash_seeded(seed ^ step);
+        let s = open(&fs).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+        Seen::of(&s).assert_between(&before, &after, &op, &ctx);
+        return Some(e);
+    }
+    None
+}
+
+/// A file's name with its numbers left out (`N.seg`, `N-N`, `N.dat`).
+fn file_kind(path: &Path) -> String {
+    let name = path.file_name().unwrap().to_string_lossy();
+    let mut out = String::new();
+    for c in name.chars() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('N') {
+            out.push('N');
+        }
+    }
+    out
+}
+
+/// The file an IO error names, checking the message names it too.
+fn io_file(e: &StorageError, kind: std::io::ErrorKind, says: &str) -> std::path::PathBuf {
+    let StorageError::Io { path, source, .. } = e else {
+        panic!("not an IO error: {e}");
+    };
+    assert_eq!(source.kind(), kind, "{e}");
+    let text = e.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains(says), "{text}");
+    assert!(path.starts_with(DIR), "{text}");
+    path.clone()
+}
+
+#[test]
+fn an_eio_at_any_write_sync_or_directory_call_fails_that_operation() {
+    for kind in ["write", "sync", "directory"] {
+        let mut n = 1;
+        let mut files = std::collections::BTreeSet::new();
+        loop {
+            let what = format!("EIO at {kind} call {n}");
+            let arm = |fs: &SimFs| {
+                fs.configure(|c| match kind {
+                    "write" => c.write_eio = Fault::Nth(n),
+                    "sync" => c.sync_eio = Fault::Nth(n),
+                    _ => c.meta_eio = Fault::Nth(n),
+                })
+            };
+            let Some(e) = fail_once(11, 60, arm, &what) else {
+                break;
+            };
+            let file = io_file(&e, std::io::ErrorKind::Other, "input/output error");
+            files.insert(file_kind(&file));
+            n += 1;
+        }
+        eprintln!("{kind}: {n} calls, failed on {files:?}");
+        assert!(n > 40, "{kind}: only {n} calls");
+        assert!(files.len() >= 4, "{kind}: {files:?}");
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_operation_naming_the_file() {
+    for short in [false, true] {
+        let mut files = std::collections::BTreeSet::new();
+        for room in (0..4000).step_by(53) {
+            let what = format!("{room} bytes free, short writes {short}");
+            let arm = |fs: &SimFs| {
+                let used = fs.used_bytes();
+                fs.configure(|c| {
+                    c.capacity = Some(used + room);
+                    c.short_writes = short;
+                })
+            };
+            let e = fail_once(12, 60, arm, &what)
+                .unwrap_or_else(|| panic!("{what}: the disk never filled"));
+            let file = io_file(
+                &e,
+                std::io::ErrorKind::StorageFull,
+                "no space left on device",
+            );
+            files.insert(file_kind(&file));
+        }
+        eprintln!("short writes {short}: failed on {files:?}");
+        assert!(files.contains("N.seg") && files.len() >= 4, "{files:?}");
+    }
+}
+
+/// A batch written but not synced when the power goes may reach the disk
+/// in part; opening cuts the torn record off and reports exactly what it
+/// cut.
+#[test]
+fn a_torn_last_record_is_cut_and_reported() {
+    let opts = LocalOptions::default();
+    let mut torn = 0;
+    for seed in 0..60 {
+        let fs = SimFs::new(SimFsConfig {
+            crash_keep: 0.0,
+            crash_tear: 1.0,
+            ..SimFsConfig::default()
+        });
+        let open = || local::open_with(Arc::new(fs.clone()), Path::new(DIR), &opts).unwrap();
+        let mut rng = Rng(seed);
+        let mut s = open();
+        let acked = entries(&mut rng, 1, 10, 1);
+        s.persist(&Ready {
+            entries: acked.clone(),
+            ..Ready::default()
+        })
+        .unwrap();
+        let seg = Path::new(DIR).join("log").join(local::segment_file_name(1));
+        let synced = fs.used_bytes();
+        let synced_len = fs.durable_contents(&seg).unwrap().len() as u64;
+        // The batch is written; the power goes at its sync.
+        fs.cut_power_after(1);
+        let batch = entries(&mut rng, 11, 3, 1);
+        let e = s
+            .persist(&Ready {
+                entries: batch.clone(),
+                ..Ready::default()
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("lost power"), "{e}");
+        assert!(fs.used_bytes() > synced);
+        drop(s);
+        fs.crash_seeded(seed);
+        let left = fs.durable_contents(&seg).unwrap().len() as u64;
+        // Where each record of the batch ends, from the format.
+        let mut ends = vec![synced_len];
+        for e in &batch {
+            ends.push(ends.last().unwrap() + local::record_len(e.data.len()));
+        }
+        let whole = ends.iter().rposition(|&end| end <= left).unwrap();
+        let s = open();
+        let mut want = acked.clone();
+        want.extend_from_slice(&batch[..whole]);
+        assert_eq!(s.last_index(), 10 + whole as u64, "seed {seed}");
+        assert_eq!(
+            s.entries(1, s.last_index() + 1, u64::MAX).unwrap(),
+            want,
+            "seed {seed}"
+        );
+        match &s.recovery().torn_tail {
+            None => assert_eq!(left, ends[whole], "seed {seed}: no record cut short"),
+            Some(t) => {
+                torn += 1;
+                assert_eq!(t.file, seg, "seed {seed}");
+                assert_eq!(t.offset, ends[whole], "seed {seed}");
+                assert_eq!(t.dropped_bytes, left - ends[whole], "seed {seed}");
+                assert_eq!(t.first_lost_index, 11 + whole as u64, "seed {seed}");
+                assert_eq!(t.dropped_records, 1, "seed {seed}");
+            }
+        }
+        // The cut is durable: a second crash changes nothing.
+        drop(s);
+        fs.crash_seeded(seed + 1);
+        let s = open();
+        assert!(s.recovery().is_clean(), "seed {seed}: {:?}", s.recovery());
+        assert_eq!(s.last_index(), 10 + whole as u64);
+    }
+    assert!(torn > 40, "{torn} of 60 seeds tore a record");
+}
+
+/// A read that fails is an error naming the file, never a default: the
+/// log read, the snapshot read and the open.
+#[test]
+fn a_failed_read_is_an_error_naming_the_file() {
+    let fs = SimFs::default();
+    let mut s = open(&fs).unwrap();
+    s.set_entry_cache_bytes(0);
+    let mut rng = Rng(1);
+    s.persist(&Ready {
+        entries: entries(&mut rng, 1, 20, 1),
+        ..Ready::default()
+    })
+    .unwrap();
+    let meta = snap_meta(10, 1, s.conf_state(), 2);
+    let files = (0..2).map(|j| snap_file(10, 1, j)).collect();
+    s.save_snapshot(meta, files).unwrap();
+    fs.configure(|c| c.read_eio = Fault::Chance(1.0));
+    let e = s.entries(1, 21, u64::MAX).unwrap_err();
+    assert!(e.to_string().contains("input/output error"), "{e}");
+    assert!(e.to_string().contains(".seg"), "{e}");
+    let e = s.snapshot_files().unwrap_err();
+    io_file(&e, std::io::ErrorKind::Other, "input/output error");
+    drop(s);
+    let e = open(&fs).unwrap_err();
+    io_file(&e, std::io::ErrorKind::Other, "input/output error");
+    fs.configure(|c| c.read_eio = Fault::Never);
+    let s = open(&fs).unwrap();
+    assert_eq!(s.last_index(), 20);
+}
