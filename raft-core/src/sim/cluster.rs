@@ -24,7 +24,9 @@ use super::linearizability;
 use super::workload::{Client, ClientOp, Pending, ReadPath};
 use crate::core::{Config, Event, Membership, Message, MessageBody, NodeId, Raft, ReadMode, Role};
 use crate::driver::{Driver, DriverError};
-use crate::storage::{NodeStorage, Storage};
+use crate::storage::fs::{Fault, SimFs, SimFsConfig};
+use crate::storage::local::{self, LocalOptions};
+use crate::storage::{NodeStorage, Storage, StorageError};
 use crate::trace::events::event_kind;
 use crate::trace::schema::{ClientDir, ClientOp as TraceOp, Header, Kind, NodeRole, Record};
 use crate::trace::writer::TraceWriter;
@@ -45,6 +47,16 @@ pub const SNAPSHOT_INTERVAL: u64 = 16;
 pub const LOG_MARGIN: u64 = 4;
 /// Nodes that start outside the group when membership changes are on.
 pub const SPARE_NODES: usize = 2;
+/// Where a node's stores live on its simulated disk.
+const DISK_DIR: &str = "/raft";
+
+/// The `local` stores' options in the simulator: small log segments, so
+/// runs roll, purge and recover many segment files.
+fn disk_options() -> LocalOptions {
+    LocalOptions {
+        segment_bytes: 16 << 10,
+    }
+}
 /// Hard cap on quiet-phase steps, so a livelock cannot spin forever.
 const MAX_QUIET_STEPS: u64 = 2_000_000;
 
@@ -186,6 +198,14 @@ pub struct Stats {
     pub snapshots_discarded: u64,
     pub chunks_sent: u64,
     pub chunks_rejected: u64,
+    /// Disk faults injected (EIO or a full disk, on one node for a while).
+    pub disk_faults: u64,
+    /// Nodes stopped by a storage error under an injected disk fault or a
+    /// power cut in the middle of a write.
+    pub disk_stops: u64,
+    /// Unsynced writes crashes dropped, and kept a torn part of.
+    pub disk_writes_lost: u64,
+    pub disk_writes_torn: u64,
 }
 
 impl Stats {
@@ -219,6 +239,10 @@ impl Stats {
         self.snapshots_discarded += o.snapshots_discarded;
         self.chunks_sent += o.chunks_sent;
         self.chunks_rejected += o.chunks_rejected;
+        self.disk_faults += o.disk_faults;
+        self.disk_stops += o.disk_stops;
+        self.disk_writes_lost += o.disk_writes_lost;
+        self.disk_writes_torn += o.disk_writes_torn;
     }
 }
 
@@ -274,6 +298,11 @@ pub(crate) enum Ev {
     Resume {
         node: usize,
     },
+    /// A disk fault on a node ends.
+    DiskHeal {
+        node: usize,
+        epoch: u64,
+    },
     Heal {
         epoch: u64,
     },
@@ -318,10 +347,21 @@ impl Ord for Scheduled {
 
 pub(crate) struct SimNode {
     pub(crate) id: NodeId,
-    /// The running node: the shipped driver over the shipped storage.
+    /// The running node: the shipped driver over the shipped storage (the
+    /// `local` stores on `fs`).
     pub(crate) driver: Option<Driver>,
-    /// What a crash left, while down (reopened at the restart).
+    /// The node's storage while it is down, opened again (recovered) right
+    /// after the crash; `None` when that failed (an injected disk fault),
+    /// and the restart tries again.
     disk: Option<NodeStorage>,
+    /// The node's disk: survives crashes, loses what was not synced.
+    fs: SimFs,
+    /// A disk fault was injected since the node last started: a storage
+    /// error stops the node (as it would a process) instead of failing
+    /// the run.
+    disk_faulted: bool,
+    /// The epoch of the disk fault active on the node, if any.
+    disk_fault: Option<u64>,
     /// Incarnation: bumped on restart so the old one's ticks are ignored.
     inc: u64,
     period: u64,
@@ -440,13 +480,13 @@ impl Sim {
             .map(|&id| SimNode {
                 id,
                 driver: None,
-                // Spares start with no configuration: they learn theirs
-                // from the leader's log once added.
-                disk: Some(NodeStorage::memory(if id as usize <= cfg.nodes {
-                    voters.clone()
-                } else {
-                    Vec::new()
-                })),
+                disk: None,
+                fs: SimFs::new(SimFsConfig {
+                    seed: cfg.seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d),
+                    ..SimFsConfig::default()
+                }),
+                disk_faulted: false,
+                disk_fault: None,
                 inc: 0,
                 period: TICK_MS,
                 paused: false,
@@ -673,6 +713,9 @@ impl Sim {
         }
         self.weather.active.clear();
         for i in 0..self.nodes.len() {
+            self.heal_disk(i, None);
+        }
+        for i in 0..self.nodes.len() {
             if self.nodes[i].driver.is_none() {
                 self.restart(i)?;
             } else if self.nodes[i].paused {
@@ -726,6 +769,10 @@ impl Sim {
                 }
                 Ok(())
             }
+            Ev::DiskHeal { node, epoch } => {
+                self.heal_disk(node, Some(epoch));
+                Ok(())
+            }
             Ev::Resume { node } => {
                 if self.nodes[node].paused {
                     self.resume(node)
@@ -751,17 +798,38 @@ impl Sim {
 
     // ----- nodes ---------------------------------------------------------
 
+    /// Opens node `i`'s storage on its disk, as the process does at start:
+    /// the `local` stores recover (a torn log tail is cut, leftovers of
+    /// interrupted operations removed) and `NodeStorage` checks what they
+    /// hold. A founding voter's brand-new store gets the initial voters.
+    fn open_disk(&self, i: usize) -> Result<NodeStorage, StorageError> {
+        let n = &self.nodes[i];
+        let fs = std::sync::Arc::new(n.fs.clone());
+        let mut disk = local::open_with(fs, std::path::Path::new(DISK_DIR), &disk_options())?;
+        let fresh = disk.conf_state().voters.is_empty()
+            && disk.hard_state() == Default::default()
+            && disk.last_index() == 0
+            && disk.snapshot_meta().is_none();
+        // Spares start with no configuration: they learn theirs from the
+        // leader's log once added.
+        if fresh && n.id as usize <= self.cfg.nodes {
+            let voters = (1..=self.cfg.nodes as u64).collect();
+            disk.set_conf_state(crate::core::ConfState {
+                voters,
+                ..Default::default()
+            })?;
+        }
+        Ok(disk)
+    }
+
     pub(crate) fn restart(&mut self, i: usize) -> Result<(), Failure> {
         let node = self.nodes[i].id;
-        let crashed = self.nodes[i]
-            .disk
-            .take()
-            .expect("a down node keeps its disk");
-        // Reopening is what the process does at start: recovery of the
-        // stores, then NodeStorage's own checks.
-        let disk = match crashed.reopen() {
-            Ok(d) => d,
-            Err(e) => return Err(self.fail("Core error", format!("node {node}: reopening: {e}"))),
+        let disk = match self.nodes[i].disk.take() {
+            Some(d) => d,
+            None => match self.open_disk(i) {
+                Ok(d) => d,
+                Err(e) => return self.disk_stopped(i, &e.to_string()),
+            },
         };
         // The state machine starts from the latest snapshot, if any; the
         // core replays the log after it.
@@ -771,8 +839,11 @@ impl Sim {
                 Ok(kv) => kv,
                 Err(why) => return Err(self.fail("Core error", format!("node {node}: {why}"))),
             },
-            Err(e) => return Err(self.fail("Core error", format!("node {node}: {e}"))),
+            Err(e) => return self.disk_stopped(i, &e.to_string()),
         };
+        if self.nodes[i].disk_fault.is_none() {
+            self.nodes[i].disk_faulted = false;
+        }
         let n = &mut self.nodes[i];
         n.inc += 1;
         n.kv = kv;
@@ -782,7 +853,7 @@ impl Sim {
         let rng = node_rng(self.cfg.seed, n.id, n.inc);
         let raft = match Raft::new(cfg, disk, rng) {
             Ok(r) => r,
-            Err(e) => return Err(self.fail("Core error", format!("node {node}: starting: {e}"))),
+            Err(e) => return self.disk_stopped(i, &format!("starting: {e}")),
         };
         let n = &mut self.nodes[i];
         // What the node knows is committed: the saved commit index (which
@@ -810,8 +881,17 @@ impl Sim {
         self.emit(id, Kind::Crash);
         let n = &mut self.nodes[i];
         let driver = n.driver.take().expect("crash of a running node");
-        // Reopened at the restart: what only memory held is gone then.
-        n.disk = Some(driver.into_raft().into_storage());
+        drop(driver);
+        // The power goes: what the disk had not synced is lost, or partly
+        // kept, or torn. The stores are opened again at once (recovery),
+        // as a restarting process would, unless a disk fault prevents it.
+        let fs = n.fs.clone();
+        fs.cancel_power_cut();
+        let report = fs.crash(&mut self.rng);
+        self.stats.disk_writes_lost += report.writes_lost;
+        self.stats.disk_writes_torn += report.writes_torn;
+        self.nodes[i].disk = self.open_disk(i).ok();
+        let n = &mut self.nodes[i];
         n.paused = false;
         n.missed_ticks = 0;
         n.inbox.clear();
@@ -819,6 +899,25 @@ impl Sim {
         n.reads.clear();
         n.ready_reads.clear();
         self.stats.crashes += 1;
+    }
+
+    /// Node `i`'s storage failed under an injected disk fault (or a power
+    /// cut in the middle of a write): the node stops, as the process
+    /// would, and is restarted later. Without an injected fault, a storage
+    /// error is a bug.
+    fn disk_stopped(&mut self, i: usize, error: &str) -> Result<(), Failure> {
+        let n = &self.nodes[i];
+        if !n.disk_faulted && !n.fs.is_powered_off() {
+            let id = n.id;
+            return Err(self.fail("Core error", format!("node {id}: {error}")));
+        }
+        self.stats.disk_stops += 1;
+        if self.nodes[i].driver.is_some() {
+            self.crash(i);
+        }
+        let d = 20 + self.rand(300);
+        self.schedule(d, Ev::Restart { node: i });
+        Ok(())
     }
 
     /// Stalls running node `i` (a SIGSTOP): its ticks are counted, not
@@ -911,6 +1010,10 @@ impl Sim {
             return Ok(());
         };
         if let Err(e) = r.step(msg) {
+            if r.storage_failure().is_some() {
+                // A read the message needed failed: the node stops.
+                return self.disk_stopped(i, &e.to_string());
+            }
             return Err(self.fail("Core error", format!("node {node}: {e}")));
         }
         self.handle_ready(i)
@@ -1003,8 +1106,9 @@ impl Sim {
             match handled {
                 Ok(_) => {}
                 Err(DriverError::Host(f)) => return Err(f),
-                // The simulated disk never fails: a bug.
-                Err(e) => return Err(self.fail("Core error", format!("node {node}: {e}"))),
+                // A storage error stops the node; a bug unless the disk
+                // was made to fail.
+                Err(e) => return self.disk_stopped(i, &e.to_string()),
             }
             if crash {
                 self.crash_and_schedule_restart(i);
@@ -1092,10 +1196,7 @@ impl Sim {
             }
             // Already compacted past it (an install overtook it).
             Ok(_) => Ok(()),
-            Err(e) => Err(self.fail(
-                "Core error",
-                format!("node {node}: snapshot at {index}: {e}"),
-            )),
+            Err(e) => self.disk_stopped(i, &format!("snapshot at {index}: {e}")),
         }
     }
 
@@ -1655,8 +1756,49 @@ impl Sim {
                 let id = self.nodes[i].id;
                 self.emit(id, Kind::Tickrate { period });
             }
+            FaultKind::Disk => {
+                let i = self.rand(n as u64) as usize;
+                self.weather_epoch += 1;
+                let epoch = self.weather_epoch;
+                let full = self.chance(40);
+                let fs = self.nodes[i].fs.clone();
+                let room = self.rand(64 << 10);
+                let used = fs.used_bytes();
+                fs.configure(|c| {
+                    if full {
+                        c.capacity = Some(used + room);
+                        c.short_writes = true;
+                    } else {
+                        c.read_eio = Fault::Chance(0.01);
+                        c.write_eio = Fault::Chance(0.02);
+                        c.sync_eio = Fault::Chance(0.03);
+                        c.meta_eio = Fault::Chance(0.02);
+                    }
+                });
+                let node = &mut self.nodes[i];
+                node.disk_fault = Some(epoch);
+                node.disk_faulted = true;
+                self.stats.disk_faults += 1;
+                let d = 100 + self.rand(900);
+                self.schedule(d, Ev::DiskHeal { node: i, epoch });
+            }
             _ => unreachable!("every kind is handled above"),
         }
         Ok(())
+    }
+
+    /// Ends the disk fault `epoch` on node `i` (a later one stays).
+    pub(crate) fn heal_disk(&mut self, i: usize, epoch: Option<u64>) {
+        if epoch.is_some() && self.nodes[i].disk_fault != epoch {
+            return;
+        }
+        self.nodes[i].disk_fault = None;
+        self.nodes[i].fs.configure(|c| {
+            c.capacity = None;
+            c.read_eio = Fault::Never;
+            c.write_eio = Fault::Never;
+            c.sync_eio = Fault::Never;
+            c.meta_eio = Fault::Never;
+        });
     }
 }

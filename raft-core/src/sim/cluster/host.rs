@@ -94,15 +94,29 @@ impl SimHost<'_> {
             }
         }
         // A crash before the write lands (only the messages the core let
-        // leave early, a leader's appends, are out). Kept rare: the
-        // election moments already crash often after the write.
-        Ok(self.crash_here(rd, false))
+        // leave early, a leader's appends, are out), half the time in the
+        // middle of it: the power goes after a few of the disk's changes,
+        // the write fails, and the crash keeps, tears or loses what was not
+        // synced. Kept rare: the election moments already crash often after
+        // the write.
+        if Self::durable_write(rd) && self.sim.crash_point(false) {
+            if self.sim.chance(50) {
+                let changes = 1 + self.sim.rand(6);
+                self.sim.nodes[self.i].fs.cut_power_after(changes);
+                return Ok(Flow::Go);
+            }
+            self.crash = true;
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Go)
     }
 
     /// After the write: trace it, check commits and new leaders, and maybe
     /// crash before anything that depends on it is sent.
     fn persisted(&mut self, raft: &Raft<NodeStorage>, rd: &Ready) -> Result<Flow, Failure> {
         let (node, i) = (self.node, self.i);
+        // The write finished before a power cut planned in it took effect.
+        self.sim.nodes[i].fs.cancel_power_cut();
         for op in &rd.snapshot_ops {
             if let SnapshotOp::Install(meta) = op {
                 // Everything the installed snapshot covers is committed.
