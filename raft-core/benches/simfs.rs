@@ -31,7 +31,8 @@ fn bench_file(c: &mut Criterion) {
     c.bench_function("simfs/write 128 B + sync_data", |b| {
         b.iter(|| {
             n += 1;
-            if n % 8192 == 0 {
+            if n == 8192 {
+                n = 0;
                 f.set_len(0).expect("set_len");
                 f.seek(0).expect("seek");
             }
