@@ -268,6 +268,11 @@ fn snap_meta(index: u64, term: u64, conf: &ConfState, nfiles: u64) -> SnapshotMe
     }
 }
 
+/// `bytes` as whatever owned buffer a payload field holds.
+fn owned<T: FromIterator<u8>>(bytes: &[u8]) -> T {
+    bytes.iter().copied().collect()
+}
+
 fn entries(rng: &mut Rng, from: u64, n: u64, term: u64) -> Vec<Entry> {
     (from..from + n)
         .map(|index| Entry {
@@ -376,10 +381,7 @@ fn receive_snapshot(rng: &mut Rng, s: &NodeStorage, last: u64, last_term: u64) -
         ops.push(SnapshotOp::Chunk {
             file: j as u32,
             offset: held[j],
-            data: data[held[j] as usize..(held[j] + n) as usize]
-                .iter()
-                .copied()
-                .collect(),
+            data: owned(&data[held[j] as usize..(held[j] + n) as usize]),
         });
         held[j] += n;
     }

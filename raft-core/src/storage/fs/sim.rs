@@ -1,75 +1,8 @@
 //! [`SimFs`]: a deterministic in-memory disk that fails the way real ones
 //! do, for running the shipped `local` stores inside the simulator.
 //!
-//! # The model
-//!
-//! One `SimFs` is one machine's disk. Clones share it (an `Arc<Mutex>`), so
-//! it outlives the stores that were opened on it: drop them, call
-//! [`SimFs::crash`], open them again.
-//!
-//! Files are inodes; directories map names to inodes. Each file holds what
-//! reads see and what a crash keeps (its *durable* contents); between the
-//! two lie its *unsynced* writes and length changes, in order.
-//! [`super::FsFile::sync_data`] and `sync_all` make them durable (the two
-//! are the same here: a file's length is part of its data).
-//!
-//! Directory entries follow the conservative reading of POSIX (and of ext4
-//! with `data=ordered` when one assumes nothing about journal commits):
-//! a creation, rename or removal in a directory is durable only once that
-//! directory is synced ([`super::Fs::sync_dir`]). A file fsynced under a
-//! name whose entry was never synced is lost at a crash; a removal a crash
-//! undoes brings the file back with its durable contents. A rename across
-//! directories is two changes, each made durable by its own directory's
-//! sync. (Real ext4 commits all metadata in one journal and would keep
-//! more; a store correct here is correct there.)
-//!
-//! # A crash
-//!
-//! [`SimFs::crash`] is a power cut: every directory goes back to its
-//! durable entries, and every file to its durable contents, except that,
-//! chosen by the generator passed in:
-//! - with probability [`SimFsConfig::crash_keep`] a file keeps a random
-//!   prefix of its sequence of unsynced writes (the disk wrote some of the
-//!   queue, in order), and
-//! - with probability [`SimFsConfig::crash_tear`] the first write it did
-//!   not keep is torn: a random prefix of its bytes reached the disk.
-//!
-//! Files no directory reaches any more are dropped. Handles opened before
-//! the crash fail from then on.
-//!
-//! [`SimFs::cut_power_after`] stops the machine in the middle of an
-//! operation: after that many more changes (writes, length changes, syncs,
-//! creations, renames, removals) every call fails, until the crash.
-//!
-//! # Faults
-//!
-//! Per kind of operation ([`FsOp`]: reads, writes, syncs, directory
-//! operations) a [`Fault`] makes calls fail with an EIO error (kind
-//! `Other`, "input/output error (simulated)"): never, with a probability
-//! drawn from the disk's own generator (seeded by [`SimFsConfig::seed`]),
-//! or exactly the Nth call counted from when the fault was set.
-//! - A failed read or write changes nothing.
-//! - A failed sync drops the file's unsynced writes from durability while
-//!   reads still see them, as Linux does after a writeback error (a later
-//!   sync succeeds and the writes are still lost at the next crash). A
-//!   store must therefore never retry a failed sync and go on; ours stop.
-//! - A failed directory sync leaves the directory's changes unsynced.
-//! - `metadata` (and so [`super::Fs::exists`]) never fails, except after a
-//!   power cut.
-//!
-//! With [`SimFsConfig::capacity`] set, a write or extension that would take
-//! the bytes held (the lengths of all files, as reads see them) past it
-//! fails with `StorageFull` ("no space left on device"). It writes nothing,
-//! or with [`SimFsConfig::short_writes`] whatever fits first (a short
-//! write, which `write_all` reports as an error all the same).
-//!
-//! # Speed
-//!
-//! The simulator runs millions of steps a second, so a write is an append
-//! to two `Vec`s (the contents and the unsynced journal) and a sync replays
-//! the journal onto the durable contents; paths are looked up one
-//! component at a time in `BTreeMap`s, and only when opening, reading or
-//! changing directories, never on a handle's write or sync.
+//! The model (what a crash keeps, how faults fail) is documented on
+//! [`SimFs`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, ErrorKind};
@@ -366,8 +299,77 @@ struct State {
     stats: SimFsStats,
 }
 
-/// A deterministic in-memory file system with crashes and faults; see
-/// the [module documentation](self) for the model.
+/// A deterministic in-memory file system with crashes and faults.
+///
+/// # The model
+///
+/// One `SimFs` is one machine's disk. Clones share it (an `Arc<Mutex>`), so
+/// it outlives the stores that were opened on it: drop them, call
+/// [`SimFs::crash`], open them again.
+///
+/// Files are inodes; directories map names to inodes. Each file holds what
+/// reads see and what a crash keeps (its *durable* contents); between the
+/// two lie its *unsynced* writes and length changes, in order.
+/// [`super::FsFile::sync_data`] and `sync_all` make them durable (the two
+/// are the same here: a file's length is part of its data).
+///
+/// Directory entries follow the conservative reading of POSIX (and of ext4
+/// with `data=ordered` when one assumes nothing about journal commits):
+/// a creation, rename or removal in a directory is durable only once that
+/// directory is synced ([`super::Fs::sync_dir`]). A file fsynced under a
+/// name whose entry was never synced is lost at a crash; a removal a crash
+/// undoes brings the file back with its durable contents. A rename across
+/// directories is two changes, each made durable by its own directory's
+/// sync. (Real ext4 commits all metadata in one journal and would keep
+/// more; a store correct here is correct there.)
+///
+/// # A crash
+///
+/// [`SimFs::crash`] is a power cut: every directory goes back to its
+/// durable entries, and every file to its durable contents, except that,
+/// chosen by the generator passed in:
+/// - with probability [`SimFsConfig::crash_keep`] a file keeps a random
+///   prefix of its sequence of unsynced writes (the disk wrote some of the
+///   queue, in order), and
+/// - with probability [`SimFsConfig::crash_tear`] the first write it did
+///   not keep is torn: a random prefix of its bytes reached the disk.
+///
+/// Files no directory reaches any more are dropped. Handles opened before
+/// the crash fail from then on.
+///
+/// [`SimFs::cut_power_after`] stops the machine in the middle of an
+/// operation: after that many more changes (writes, length changes, syncs,
+/// creations, renames, removals) every call fails, until the crash.
+///
+/// # Faults
+///
+/// Per kind of operation ([`FsOp`]: reads, writes, syncs, directory
+/// operations) a [`Fault`] makes calls fail with an EIO error (kind
+/// `Other`, "input/output error (simulated)"): never, with a probability
+/// drawn from the disk's own generator (seeded by [`SimFsConfig::seed`]),
+/// or exactly the Nth call counted from when the fault was set.
+/// - A failed read or write changes nothing.
+/// - A failed sync drops the file's unsynced writes from durability while
+///   reads still see them, as Linux does after a writeback error (a later
+///   sync succeeds and the writes are still lost at the next crash). A
+///   store must therefore never retry a failed sync and go on; ours stop.
+/// - A failed directory sync leaves the directory's changes unsynced.
+/// - `metadata` (and so [`super::Fs::exists`]) never fails, except after a
+///   power cut.
+///
+/// With [`SimFsConfig::capacity`] set, a write or extension that would take
+/// the bytes held (the lengths of all files, as reads see them) past it
+/// fails with `StorageFull` ("no space left on device"). It writes nothing,
+/// or with [`SimFsConfig::short_writes`] whatever fits first (a short
+/// write, which `write_all` reports as an error all the same).
+///
+/// # Speed
+///
+/// The simulator runs millions of steps a second, so a write is an append
+/// to two `Vec`s (the contents and the unsynced journal) and a sync replays
+/// the journal onto the durable contents; paths are looked up one
+/// component at a time in `BTreeMap`s, and only when opening, reading or
+/// changing directories, never on a handle's write or sync.
 #[derive(Debug, Clone)]
 pub struct SimFs {
     state: Arc<Mutex<State>>,
@@ -448,8 +450,8 @@ impl SimFs {
     }
 
     /// A power cut and restart: unsynced directory changes are undone and
-    /// unsynced writes lost, except what `rng` lets survive (see the
-    /// [module documentation](self)). Open handles die; the power is back.
+    /// unsynced writes lost, except what `rng` lets survive (see
+    /// [`SimFs`]). Open handles die; the power is back.
     pub fn crash<R: RngCore + ?Sized>(&self, rng: &mut R) -> CrashReport {
         self.lock().crash(rng)
     }
