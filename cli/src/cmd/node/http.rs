@@ -1002,19 +1002,19 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
     );
     gauge(
         "kv_session_replays_total",
-        "Retried writes answered from their session's cache, not applied again.",
+        "Retried session writes found in their session's cache and not applied again (every replica counts).",
         "counter",
         load(&kv.replayed),
     );
     gauge(
         "kv_session_stale_total",
-        "Writes refused: a seq older than their session's last.",
+        "Session writes refused: a seq older than their session's last (every replica counts).",
         "counter",
         load(&kv.stale),
     );
     gauge(
         "kv_session_unknown_total",
-        "Writes refused: a seq above 1 for a client without a session.",
+        "Session writes refused: a seq above 1 for a client without a session (every replica counts).",
         "counter",
         load(&kv.unknown_session),
     );

@@ -38,10 +38,10 @@ use kv_sm::{KvStateMachine, KvStats, SharedKv};
 
 /// The header naming a write's client session: the client's id, a decimal
 /// u64 the client picks at random (see `kv_sm`'s "Client sessions").
-pub const CLIENT_ID_HEADER: &str = "x-client-id";
+pub const CLIENT_ID_HEADER: &str = "X-Client-Id";
 /// The header numbering a write within its session: a decimal u64 from 1,
 /// new for each command, the same for every retry of one command.
-pub const CLIENT_SEQ_HEADER: &str = "x-client-seq";
+pub const CLIENT_SEQ_HEADER: &str = "X-Client-Seq";
 
 /// How long in-flight HTTP requests get to finish at shutdown.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
