@@ -246,6 +246,17 @@ fn three_nodes_survive_a_crash_a_restart_and_a_partition() {
     assert_eq!(ok(&dir, &["get", "a"]).trim(), "1");
     let err = fails(&dir, &["get", "missing"]);
     assert!(err.contains("not found"), "{err}");
+    // Compare-and-set: swaps on a match, fails (and says why) otherwise.
+    ok(&dir, &["put", "swap", "1"]);
+    let out = ok(&dir, &["cas", "swap", "2", "--expect", "1"]);
+    assert!(out.contains("\"ok\":true"), "{out}");
+    let err = fails(&dir, &["cas", "swap", "3", "--expect", "1"]);
+    assert!(err.contains("does not hold \"1\""), "{err}");
+    let err = fails(&dir, &["cas", "swap", "3", "--absent"]);
+    assert!(err.contains("the key exists"), "{err}");
+    ok(&dir, &["cas", "fresh", "x", "--absent"]);
+    assert_eq!(ok(&dir, &["get", "swap"]).trim(), "2");
+    assert_eq!(ok(&dir, &["get", "fresh"]).trim(), "x");
 
     // Crash the leader: the other two elect one and still serve.
     let all = [1, 2, 3];

@@ -11,18 +11,33 @@
 //! explainable by a single copy of the map: no acknowledged write may be
 //! lost (not even across a restart of every node), no read may be stale.
 //!
+//! Every PUT goes with its client's session (`X-Client-Id`, and
+//! `X-Client-Seq` new for each PUT), so the cluster applies it at most
+//! once however often it is sent. A client retries a PUT whose outcome it
+//! does not know (a timeout, a connection reset, a `503` of any kind, a
+//! `500` "unknown outcome") with the same session, seq, key and value,
+//! until it gets a definite answer; and, to be sure retries of writes that
+//! did commit happen often, a client sometimes drops a `200` as if the
+//! network had lost it, and retries that too. Such a retry must be
+//! answered from the session's cache (`"replayed": true`): a retry of an
+//! acknowledged PUT that is applied again is an anomaly, reported as such.
+//!
 //! Recording rules, which the checker's soundness depends on:
-//! * A PUT counts as done only on `200`. Any other outcome (timeout, a
-//!   connection reset, a `503` of any kind) is recorded with
-//!   `complete: None`: it may or may not have taken effect. It is never
-//!   retried with the same value (a retried write that lands twice could
-//!   make a correct cluster look wrong); the next PUT writes a new value.
+//! * A PUT and all its retries are one operation: invoked when the first
+//!   attempt is sent, complete when a `200` is kept (the cluster applied
+//!   the write once, somewhere in between). A PUT given up (the client is
+//!   told to stop, or no definite answer within [`RECOVERY`]) is recorded
+//!   with `complete: None`: it may or may not have taken effect, at any
+//!   time after its invocation. The client's next PUT takes the next seq,
+//!   so an attempt of the abandoned one arriving late is refused as stale,
+//!   never applied after it.
 //! * Every PUT writes a value no other PUT writes, so a read names the
 //!   write it saw.
 //! * A GET is done on `200` (the value) or `404` (absent); anything else is
-//!   recorded with `complete: None` and the checker ignores it.
+//!   recorded with `complete: None` and the checker ignores it. GETs are
+//!   not retried.
 //! * `307` redirects are followed by hand (a redirecting follower has not
-//!   proposed anything, so following stays within one operation).
+//!   proposed anything, so following stays within one attempt).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -47,6 +62,16 @@ const MAX_HOPS: usize = 3;
 /// Pause between two operations of a client, so six clients do not starve
 /// three nodes of CPU on a small machine.
 const THINK: Duration = Duration::from_millis(2);
+/// Pause before retrying an attempt without a definite answer (elections
+/// take a few hundred ms; don't spin meanwhile).
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// One PUT in this many (a power of two) has its `200` dropped by the
+/// client, as if lost on the way back, and is retried.
+const LOSE_REPLY_ONE_IN: u64 = 8;
+const _: () = assert!(LOSE_REPLY_ONE_IN.is_power_of_two());
+/// Longest pause before retrying a PUT whose `200` was dropped, so that
+/// other clients' operations on the key come in between.
+const LOST_REPLY_PAUSE_MS: u64 = 40;
 /// Bound on every wait for a leader or for progress after a fault.
 const RECOVERY: Duration = Duration::from_secs(15);
 /// Acknowledged writes required after each fault before the next one.
@@ -77,14 +102,26 @@ fn agent(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
+/// A PUT: its body and its session (client id, seq), sent as headers.
+#[derive(Debug, Clone, Copy)]
+struct Put<'a> {
+    body: &'a [u8],
+    client: u64,
+    seq: u64,
+}
+
 /// One exchange, no redirect followed: status, Location, body.
 fn send_once(
     agent: &ureq::Agent,
     url: &str,
-    put: Option<&[u8]>,
+    put: Option<Put>,
 ) -> Result<(u16, Option<String>, Vec<u8>), String> {
     let resp = match put {
-        Some(body) => agent.put(url).send(body),
+        Some(p) => agent
+            .put(url)
+            .header("X-Client-Id", p.client.to_string())
+            .header("X-Client-Seq", p.seq.to_string())
+            .send(p.body),
         None => agent.get(url).call(),
     }
     .map_err(|e| format!("no answer: {e}"))?;
@@ -107,7 +144,7 @@ fn exchange(
     agent: &ureq::Agent,
     addr: &str,
     path: &str,
-    put: Option<&[u8]>,
+    put: Option<Put>,
 ) -> Result<(u16, Vec<u8>, String), String> {
     let mut url = format!("http://{addr}{path}");
     for _ in 0..=MAX_HOPS {
@@ -182,10 +219,19 @@ impl Shared {
 struct ClientLog {
     ops: Vec<Op>,
     /// Answers it could not make sense of (e.g. a value that is not a
-    /// number, a 404 that is not "not found"): each is a bug.
+    /// number, a 404 that is not "not found", a retry of an acknowledged
+    /// PUT applied again): each is a bug.
     anomalies: Vec<String>,
-    /// Why operations ended without a definite outcome, by reason.
+    /// Why attempts got no definite answer, by reason.
     failures: BTreeMap<String, u64>,
+    /// PUTs acknowledged after at least one retry.
+    puts_retried: u64,
+    /// PUTs acknowledged from their session's cache (`"replayed": true`).
+    replayed: u64,
+    /// `200`s dropped on purpose (each then retried).
+    replies_dropped: u64,
+    /// PUTs given up without a definite answer.
+    puts_given_up: u64,
 }
 
 /// SplitMix64: enough randomness to mix keys and operations.
@@ -218,106 +264,223 @@ fn reason(e: &str) -> String {
     e.chars().take(60).collect()
 }
 
+/// The `200` of a PUT: whether it came from the session's cache.
+fn replayed(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v["replayed"] == serde_json::Value::Bool(true))
+}
+
+/// Where a client sends: the last node that answered, else the next one.
+struct Target {
+    addr: String,
+    next: usize,
+}
+
+impl Target {
+    /// Moves on to the next node after one that gave no definite answer.
+    fn rotate(&mut self, shared: &Shared) {
+        self.next = (self.next + 1) % shared.nodes.len();
+        self.addr = shared.nodes[self.next].clone();
+    }
+}
+
+/// One PUT with its session's `seq`, retried with the same seq, key and
+/// value until a definite answer (see the module's recording rules).
+#[allow(clippy::too_many_arguments)]
+fn put(
+    agent: &ureq::Agent,
+    shared: &Shared,
+    rng: &mut Rng,
+    log: &mut ClientLog,
+    target: &mut Target,
+    (id, session, seq): (u64, u64, u64),
+    key: u64,
+    value: u64,
+) -> Op {
+    let path = format!("/kv/{key}");
+    let body = value.to_string();
+    let request = Put {
+        body: body.as_bytes(),
+        client: session,
+        seq,
+    };
+    let invoke = shared.now_us();
+    let give_up = Instant::now() + RECOVERY;
+    let mut drop_reply = rng.next() & (LOSE_REPLY_ONE_IN - 1) == 0;
+    // Set once a `200` was dropped: the write is known to be applied.
+    let mut acknowledged_before = false;
+    let mut retries = 0u64;
+    let complete = loop {
+        let answer = exchange(agent, &target.addr, &path, Some(request));
+        let done = shared.now_us();
+        let failure = match answer {
+            Ok((200, body, from)) => {
+                let from_cache = replayed(&body);
+                if acknowledged_before && !from_cache {
+                    log.anomalies.push(format!(
+                        "client {id}: PUT {key}={value} (session {session} seq {seq}) was \
+                         acknowledged, and its retry from {from} at {done}us was applied again \
+                         instead of answered from the session's cache"
+                    ));
+                }
+                log.replayed += u64::from(from_cache);
+                target.addr = from;
+                if drop_reply {
+                    // As if the answer were lost on the way back.
+                    drop_reply = false;
+                    acknowledged_before = true;
+                    log.replies_dropped += 1;
+                    retries += 1;
+                    std::thread::sleep(Duration::from_millis(
+                        rng.next() % (LOST_REPLY_PAUSE_MS + 1),
+                    ));
+                    continue;
+                }
+                break Some(done);
+            }
+            Ok((status @ (409 | 410), body, from)) => {
+                // One PUT at a time per session, never idle for long: a
+                // stale seq or a lost session is a bug.
+                log.anomalies.push(format!(
+                    "client {id}: PUT {key}={value} (session {session} seq {seq}) from {from}: \
+                     {status} {}",
+                    error_text(&body)
+                ));
+                break None;
+            }
+            Ok((status, body, from)) if status < 500 => {
+                log.anomalies.push(format!(
+                    "client {id}: PUT {key}={value} from {from}: {status} {}",
+                    error_text(&body)
+                ));
+                break None;
+            }
+            Ok((status, body, _)) => format!("{status} {}", error_text(&body)),
+            Err(e) => e,
+        };
+        *log.failures
+            .entry(format!("put: {}", reason(&failure)))
+            .or_default() += 1;
+        if shared.stop.load(Ordering::SeqCst) || Instant::now() >= give_up {
+            log.puts_given_up += 1;
+            break None;
+        }
+        retries += 1;
+        target.rotate(shared);
+        std::thread::sleep(RETRY_PAUSE);
+    };
+    if complete.is_some() {
+        shared.acked.fetch_add(1, Ordering::SeqCst);
+        log.puts_retried += u64::from(retries > 0);
+    }
+    Op {
+        client: id,
+        invoke,
+        complete,
+        kind: OpKind::Put { key, value },
+    }
+}
+
+/// One GET, not retried: `complete: None` unless the answer is definite.
+fn get(
+    agent: &ureq::Agent,
+    shared: &Shared,
+    log: &mut ClientLog,
+    target: &mut Target,
+    id: u64,
+    key: u64,
+) -> Op {
+    let invoke = shared.now_us();
+    let answer = exchange(agent, &target.addr, &format!("/kv/{key}"), None);
+    let done = shared.now_us();
+    let outcome: Result<(Option<u64>, String), String> = match answer {
+        Ok((200, body, from)) => match std::str::from_utf8(&body).ok().and_then(|s| s.parse().ok())
+        {
+            Some(v) => Ok((Some(v), from)),
+            None => {
+                log.anomalies.push(format!(
+                    "client {id}: GET {key} from {from} at {invoke}us \
+                     returned {:?}, which no client wrote",
+                    String::from_utf8_lossy(&body)
+                ));
+                Err("unparsable value".into())
+            }
+        },
+        Ok((404, body, from)) => {
+            if error_text(&body) == "not found" {
+                Ok((None, from))
+            } else {
+                log.anomalies.push(format!(
+                    "client {id}: GET {key} from {from}: 404 {}",
+                    error_text(&body)
+                ));
+                Err("unexpected 404".into())
+            }
+        }
+        Ok((status, body, _)) => Err(format!("{status} {}", error_text(&body))),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok((result, from)) => {
+            // Keep talking to whoever answered (after redirects: the
+            // leader).
+            target.addr = from;
+            Op {
+                client: id,
+                invoke,
+                complete: Some(done),
+                kind: OpKind::Get { key, result },
+            }
+        }
+        Err(e) => {
+            // A GET without an answer constrains nothing.
+            *log.failures
+                .entry(format!("get: {}", reason(&e)))
+                .or_default() += 1;
+            target.rotate(shared);
+            std::thread::sleep(RETRY_PAUSE);
+            Op {
+                client: id,
+                invoke,
+                complete: None,
+                kind: OpKind::Get { key, result: None },
+            }
+        }
+    }
+}
+
 fn client(id: u64, seed: u64, shared: Arc<Shared>) -> ClientLog {
     let agent = agent(HTTP_TIMEOUT);
     let mut rng = Rng(seed ^ id.wrapping_mul(0xa076_1d64_78bd_642f));
+    // The session: an id no other client of this run has (the high bits
+    // from the seed, the low ones the client's number), seqs from 1.
+    let session = (rng.next() << 8) | id;
+    let mut seq = 0;
     let mut log = ClientLog::default();
     let n = shared.nodes.len();
-    // Where to send next: the last node that answered, else the next one.
-    let mut target = shared.nodes[id as usize % n].clone();
-    let mut next = id as usize % n;
+    let mut target = Target {
+        addr: shared.nodes[id as usize % n].clone(),
+        next: id as usize % n,
+    };
     while !shared.stop.load(Ordering::SeqCst) {
         let key = rng.next() % KEYS;
-        let path = format!("/kv/{key}");
-        let is_put = rng.next() & 1 == 0;
-        let value = shared.next_value.fetch_add(1, Ordering::SeqCst);
-        let body = value.to_string();
-        let invoke = shared.now_us();
-        let answer = exchange(&agent, &target, &path, is_put.then_some(body.as_bytes()));
-        let done = shared.now_us();
-        // Whether this answer is definite; on failure, why.
-        let outcome: Result<Op, String> = match (&answer, is_put) {
-            (Ok((200, _, _)), true) => {
-                shared.acked.fetch_add(1, Ordering::SeqCst);
-                Ok(Op {
-                    client: id,
-                    invoke,
-                    complete: Some(done),
-                    kind: OpKind::Put { key, value },
-                })
-            }
-            (Ok((200, body, from)), false) => {
-                match std::str::from_utf8(body).ok().and_then(|s| s.parse().ok()) {
-                    Some(v) => Ok(Op {
-                        client: id,
-                        invoke,
-                        complete: Some(done),
-                        kind: OpKind::Get {
-                            key,
-                            result: Some(v),
-                        },
-                    }),
-                    None => {
-                        log.anomalies.push(format!(
-                            "client {id}: GET {key} from {from} at {invoke}us \
-                             returned {:?}, which no client wrote",
-                            String::from_utf8_lossy(body)
-                        ));
-                        Err("unparsable value".into())
-                    }
-                }
-            }
-            (Ok((404, body, from)), false) => {
-                if error_text(body) == "not found" {
-                    Ok(Op {
-                        client: id,
-                        invoke,
-                        complete: Some(done),
-                        kind: OpKind::Get { key, result: None },
-                    })
-                } else {
-                    log.anomalies.push(format!(
-                        "client {id}: GET {key} from {from}: 404 {}",
-                        error_text(body)
-                    ));
-                    Err("unexpected 404".into())
-                }
-            }
-            (Ok((status, body, _)), _) => Err(format!("{status} {}", error_text(body))),
-            (Err(e), _) => Err(e.clone()),
+        let op = if rng.next() & 1 == 0 {
+            seq += 1;
+            let value = shared.next_value.fetch_add(1, Ordering::SeqCst);
+            put(
+                &agent,
+                &shared,
+                &mut rng,
+                &mut log,
+                &mut target,
+                (id, session, seq),
+                key,
+                value,
+            )
+        } else {
+            get(&agent, &shared, &mut log, &mut target, id, key)
         };
-        match outcome {
-            Ok(op) => {
-                log.ops.push(op);
-                // Keep talking to whoever answered (after redirects: the
-                // leader).
-                if let Ok((_, _, from)) = answer {
-                    target = from;
-                }
-            }
-            Err(e) => {
-                // Never "failed": a PUT may still commit, a GET constrains
-                // nothing.
-                log.ops.push(Op {
-                    client: id,
-                    invoke,
-                    complete: None,
-                    kind: if is_put {
-                        OpKind::Put { key, value }
-                    } else {
-                        OpKind::Get { key, result: None }
-                    },
-                });
-                let what = if is_put { "put" } else { "get" };
-                *log.failures
-                    .entry(format!("{what}: {}", reason(&e)))
-                    .or_default() += 1;
-                next = (next + 1) % n;
-                target = shared.nodes[next].clone();
-                // Elections take a few hundred ms; don't spin meanwhile.
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        log.ops.push(op);
         std::thread::sleep(THINK);
     }
     log
@@ -608,6 +771,7 @@ fn clients_see_a_linearizable_kv_through_crashes_pauses_partitions_and_restarts(
     let mut history = Vec::new();
     let mut anomalies = Vec::new();
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut puts_retried, mut replayed, mut replies_dropped, mut puts_given_up) = (0, 0, 0, 0);
     for c in clients {
         let log = c.join().expect("a client thread panicked");
         history.extend(log.ops);
@@ -615,6 +779,10 @@ fn clients_see_a_linearizable_kv_through_crashes_pauses_partitions_and_restarts(
         for (k, v) in log.failures {
             *failures.entry(k).or_default() += v;
         }
+        puts_retried += log.puts_retried;
+        replayed += log.replayed;
+        replies_dropped += log.replies_dropped;
+        puts_given_up += log.puts_given_up;
     }
     shared.note("clients stopped");
 
@@ -664,7 +832,12 @@ fn clients_see_a_linearizable_kv_through_crashes_pauses_partitions_and_restarts(
             Err(v) => format!("NOT linearizable: {v}"),
         }
     );
-    eprintln!("kv_linearizable: operations without a definite outcome, by reason: {failures:?}");
+    eprintln!("kv_linearizable: attempts without a definite answer, by reason: {failures:?}");
+    eprintln!(
+        "kv_linearizable: {puts_retried} puts acknowledged after a retry ({replies_dropped} of \
+         them after a 200 dropped on purpose), {replayed} answered from the session's cache, \
+         {puts_given_up} given up"
+    );
 
     let problems = !anomalies.is_empty() || !lost.is_empty() || verdict.is_err();
     let evidence = if problems {
@@ -684,6 +857,14 @@ fn clients_see_a_linearizable_kv_through_crashes_pauses_partitions_and_restarts(
     assert!(
         acked as u64 >= 8 * PROGRESS,
         "too few acknowledged writes to mean anything: {acked}"
+    );
+    // Retries happened, and some were of writes that had committed (each
+    // dropped `200` is one, and its retry was answered from the cache, or
+    // it is among the anomalies above).
+    assert!(
+        replies_dropped > 0 && replayed >= replies_dropped,
+        "no retry of a committed write was exercised: {replies_dropped} replies dropped, \
+         {replayed} replayed"
     );
     assert_eq!(stats.keys as u64, KEYS);
 

@@ -205,21 +205,43 @@ impl Cluster {
     /// reached. POST bodies are declared JSON, and `/admin/*` requests
     /// carry the admin token, as `cdsctl kv` sends them.
     fn request(&self, method: &str, url: &str, body: &[u8]) -> Option<Answer> {
+        self.request_with(method, url, body, None)
+    }
+
+    /// [`Cluster::request`] with a client session's headers, if given
+    /// (client id, seq).
+    fn request_with(
+        &self,
+        method: &str,
+        url: &str,
+        body: &[u8],
+        session: Option<(u64, u64)>,
+    ) -> Option<Answer> {
         let auth = format!("Bearer {ADMIN_TOKEN}");
         let admin = url.contains("/admin/");
+        let mut headers = Vec::new();
+        if let Some((client, seq)) = session {
+            headers.push(("X-Client-Id", client.to_string()));
+            headers.push(("X-Client-Seq", seq.to_string()));
+        }
+        macro_rules! with_headers {
+            ($req:expr) => {{
+                let mut req = $req;
+                for (k, v) in &headers {
+                    req = req.header(*k, v);
+                }
+                req
+            }};
+        }
         let r = match method {
-            "GET" => self.agent.get(url).call(),
-            "DELETE" => self.agent.delete(url).call(),
-            "PUT" => self.agent.put(url).send(body),
-            "POST" if admin => self
-                .agent
-                .post(url)
+            "GET" => with_headers!(self.agent.get(url)).call(),
+            "DELETE" => with_headers!(self.agent.delete(url)).call(),
+            "PUT" => with_headers!(self.agent.put(url)).send(body),
+            "POST" if admin => with_headers!(self.agent.post(url))
                 .header("authorization", &auth)
                 .header("content-type", "application/json")
                 .send(body),
-            "POST" => self
-                .agent
-                .post(url)
+            "POST" => with_headers!(self.agent.post(url))
                 .header("content-type", "application/json")
                 .send(body),
             m => panic!("unsupported method {m}"),
@@ -242,9 +264,21 @@ impl Cluster {
     /// Sends to node `id`, following up to 5 redirects; returns the final
     /// answer and how many redirects were followed.
     fn send(&self, id: u64, method: &str, path: &str, body: &[u8]) -> Option<(Answer, usize)> {
+        self.send_with(id, method, path, body, None)
+    }
+
+    /// [`Cluster::send`] with a client session's headers, if given.
+    fn send_with(
+        &self,
+        id: u64,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        session: Option<(u64, u64)>,
+    ) -> Option<(Answer, usize)> {
         let mut url = format!("http://{}{path}", self.http[&id]);
         for hops in 0..=5 {
-            let a = self.request(method, &url, body)?;
+            let a = self.request_with(method, &url, body, session)?;
             match (a.status, &a.location) {
                 (307, Some(loc)) => url = loc.clone(),
                 _ => return Some((a, hops)),
@@ -256,9 +290,22 @@ impl Cluster {
     /// Like `send`, retrying (until `WAIT`) while the answer is 503 or the
     /// node is unreachable: the normal state during an election.
     fn send_retrying(&self, id: u64, method: &str, path: &str, body: &[u8]) -> (Answer, usize) {
+        self.send_retrying_with(id, method, path, body, None)
+    }
+
+    /// [`Cluster::send_retrying`] with a client session's headers, if
+    /// given: with them a retry is safe for any write.
+    fn send_retrying_with(
+        &self,
+        id: u64,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        session: Option<(u64, u64)>,
+    ) -> (Answer, usize) {
         let deadline = Instant::now() + WAIT;
         loop {
-            match self.send(id, method, path, body) {
+            match self.send_with(id, method, path, body, session) {
                 Some((a, hops)) if a.status != 503 => return (a, hops),
                 other if Instant::now() > deadline => {
                     panic!("{method} {path} via {id}: still {other:?}\n{}", self.logs())
@@ -500,6 +547,147 @@ fn stale(c: &Cluster, id: u64, key: &str) -> Option<Vec<u8>> {
     c.request("GET", &url, b"")
         .filter(|a| a.status == 200)
         .map(|a| a.body)
+}
+
+#[test]
+fn a_write_retried_with_its_session_is_applied_once_even_after_a_snapshot_and_a_restart() {
+    // No log kept behind a snapshot: after one, the sessions exist only in
+    // the snapshot.
+    let mut c = Cluster::with(3, |cfg| cfg["log_margin"] = json!(0));
+    let leader = c.wait_leader();
+    let follower = *c.http.keys().find(|&&i| i != leader).expect("a follower");
+    let (a_id, b_id) = (0xA11CE, u64::MAX);
+    let w = |c: &Cluster, via: u64, method: &str, path: &str, body: &str, s: (u64, u64)| {
+        c.send_retrying_with(via, method, path, body.as_bytes(), Some(s))
+            .0
+    };
+    let cas = |expect: &str, value: &str| json!({"expect": expect, "value": value}).to_string();
+
+    // A PUT, then another client's write, then the PUT's retry (its
+    // answer was "lost"): the retry is answered from the cache, with the
+    // first entry's index, and the other write stays.
+    let first = w(&c, leader, "PUT", "/kv/k", "a", (a_id, 1));
+    assert_eq!(first.status, 200, "{first:?}");
+    assert!(first.json().get("replayed").is_none(), "{first:?}");
+    let (other, _) = c.send_retrying(leader, "PUT", "/kv/k", b"b");
+    assert_eq!(other.status, 200, "{other:?}");
+    let retry = w(&c, follower, "PUT", "/kv/k", "a", (a_id, 1));
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert_eq!(retry.json()["replayed"], true, "{retry:?}");
+    assert_eq!(retry.json()["index"], first.json()["index"], "{retry:?}");
+    assert_eq!(get_ok(&c, follower, "/kv/k"), b"b");
+
+    // A CAS retried after it succeeded succeeds again (applied again it
+    // would fail: the key no longer holds what it expects).
+    let swap = w(&c, leader, "POST", "/kv/k/cas", &cas("b", "c"), (b_id, 1));
+    assert_eq!(
+        (swap.status, &swap.json()["ok"]),
+        (200, &json!(true)),
+        "{swap:?}"
+    );
+    let retry = w(&c, follower, "POST", "/kv/k/cas", &cas("b", "c"), (b_id, 1));
+    assert_eq!(retry.json()["ok"], true, "{retry:?}");
+    assert_eq!(retry.json()["replayed"], true, "{retry:?}");
+    let (plain, _) = c.send_retrying(leader, "POST", "/kv/k/cas", cas("b", "c").as_bytes());
+    assert_eq!(
+        plain.json()["ok"],
+        false,
+        "without a session it applies: {plain:?}"
+    );
+    assert_eq!(get_ok(&c, leader, "/kv/k"), b"c");
+
+    // A DELETE too: the retry still says the key existed.
+    let del = w(&c, leader, "DELETE", "/kv/k", "", (b_id, 2));
+    assert_eq!(del.json()["existed"], true, "{del:?}");
+    let retry = w(&c, leader, "DELETE", "/kv/k", "", (b_id, 2));
+    assert_eq!(
+        (&retry.json()["existed"], &retry.json()["replayed"]),
+        (&json!(true), &json!(true)),
+        "{retry:?}"
+    );
+
+    // An older seq is stale; a seq above 1 without a session is refused;
+    // neither is applied.
+    let stale_cas = w(&c, leader, "POST", "/kv/k/cas", &cas("b", "c"), (b_id, 1));
+    assert_eq!(stale_cas.status, 409, "{stale_cas:?}");
+    assert_eq!(stale_cas.json()["last_seq"], 2, "{stale_cas:?}");
+    let unknown = w(&c, leader, "PUT", "/kv/k", "z", (7, 2));
+    assert_eq!(unknown.status, 410, "{unknown:?}");
+    assert!(
+        unknown.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown session")),
+        "{unknown:?}"
+    );
+    let (gone, _) = c.send_retrying(leader, "GET", "/kv/k", b"");
+    assert_eq!(gone.status, 404, "{gone:?}");
+    // Half a session, or seq 0, is a bad request.
+    let url = format!("http://{}/kv/k", c.http[&leader]);
+    let a = c
+        .request_with("PUT", &url, b"x", Some((1, 0)))
+        .expect("reachable");
+    assert_eq!(a.status, 400, "{a:?}");
+    let metrics = c
+        .request("GET", &format!("http://{}/metrics", c.http[&leader]), b"")
+        .expect("reachable");
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    for line in [
+        "cds_kv_sessions 2",
+        "cds_kv_session_replays_total 3",
+        "cds_kv_session_stale_total 1",
+        "cds_kv_session_unknown_total 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no {line:?} in
+{text}"
+        );
+    }
+
+    // Every node snapshots (and drops its whole log behind it) once it has
+    // applied everything, then all crash and restart: the sessions come
+    // back from the snapshots.
+    let commit = c.status(leader).and_then(|s| s["commit"].as_u64());
+    wait_until(&c, "every node applies what the leader committed", || {
+        [1, 2, 3]
+            .iter()
+            .all(|&id| c.status(id).and_then(|s| s["applied"].as_u64()) >= commit)
+    });
+    let del_index = del.json()["index"].as_u64().expect("an index");
+    for id in [1, 2, 3] {
+        let (a, _) = c.send_retrying(id, "POST", "/admin/snapshot", b"");
+        assert_eq!(a.status, 200, "{a:?}");
+        let snap = a.json()["snapshot_index"].as_u64().expect("an index");
+        assert!(
+            snap >= del_index,
+            "node {id}: snapshot {snap}, delete at {del_index}"
+        );
+    }
+    for id in [1, 2, 3] {
+        c.kill9(id);
+    }
+    for id in [1, 2, 3] {
+        c.start(id);
+    }
+    let leader = c.wait_leader();
+    let st = c.status(leader).expect("status");
+    assert!(
+        st["first_index"].as_u64().is_some_and(|f| f > del_index),
+        "the log still holds the delete: {st}"
+    );
+    let retry = w(&c, leader, "DELETE", "/kv/k", "", (b_id, 2));
+    assert_eq!(
+        (&retry.json()["existed"], &retry.json()["replayed"]),
+        (&json!(true), &json!(true)),
+        "{retry:?}"
+    );
+    let retry = w(&c, leader, "PUT", "/kv/k", "a", (a_id, 1));
+    assert_eq!(retry.json()["replayed"], true, "{retry:?}");
+    let (gone, _) = c.send_retrying(leader, "GET", "/kv/k", b"");
+    assert_eq!(gone.status, 404, "nothing was applied again: {gone:?}");
+    let next = w(&c, leader, "PUT", "/kv/k", "d", (a_id, 2));
+    assert!(next.json().get("replayed").is_none(), "{next:?}");
+    assert_eq!(get_ok(&c, leader, "/kv/k"), b"d");
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //! that the simulator catches them.
 
 pub mod core;
+pub mod driver;
 pub mod storage;
 
 #[cfg(feature = "runtime")]

@@ -15,6 +15,20 @@ fn sweep_with_all_faults_passes() {
     assert_eq!(r.passed, 300);
 }
 
+/// The nodes run the shipped `local` stores on a simulated disk: a sweep
+/// must actually see disk faults stop nodes and crashes lose or tear
+/// unsynced writes, and still pass.
+#[test]
+fn sweeps_run_the_shipped_storage_through_disk_faults() {
+    let mut base = SimConfig::new(5, 1, 5000, FaultSet::all());
+    base.compact = true;
+    let r = sweep(&base, 1..=300, 2, &quiet);
+    assert!(r.failed.is_empty(), "failures: {:?}", r.failed);
+    let s = &r.stats;
+    assert!(s.disk_faults > 200 && s.disk_stops > 50, "{s:?}");
+    assert!(s.disk_writes_lost > 5 && s.disk_writes_torn > 2, "{s:?}");
+}
+
 #[test]
 fn sweep_with_membership_changes_passes() {
     for nodes in [3, 5] {
@@ -197,4 +211,18 @@ fn sweep_catches_skipping_joint_consensus() {
 #[test]
 fn sweep_catches_counting_a_removed_member() {
     assert!(first_catch_with(Bug::CountRemovedMember, 5, 5000, 500, true).is_some());
+}
+
+/// Driver-level: a follower that acknowledges (or a voter that grants)
+/// before its write is durable, then crashes before the write lands.
+#[test]
+fn sweep_catches_a_driver_that_sends_before_persisting() {
+    assert!(first_catch(Bug::SendBeforePersist, 5, 5000, 500).is_some());
+}
+
+/// Driver-level: entries applied as soon as they are known committed,
+/// before this node's own log holds them.
+#[test]
+fn sweep_catches_a_driver_that_applies_unpersisted_entries() {
+    assert!(first_catch(Bug::ApplyUnpersisted, 5, 5000, 300).is_some());
 }

@@ -1,12 +1,19 @@
 //! The storage conformance suite: one generic function per behaviour, run
 //! against every backend (`memory://`, `local://` with tiny segments so
-//! every test crosses segment boundaries, and `local://` through its URI
-//! with the default segment size). Behaviours that need a restart run only
-//! where the backend can be reopened. A differential test drives random
+//! every test crosses segment boundaries, the same stores on a simulated
+//! disk (`SimFs`), once reopened cleanly and once after a crash before
+//! every reopen, and `local://` through its URI with the default segment
+//! size). Behaviours that need a restart run only where the backend can be
+//! reopened. A differential test drives random
 //! `Ready`s through each backend and through `MemStorage`, the simulator's
 //! reference, and compares everything the core can read.
 #![cfg(feature = "local")]
 
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use raft_core::storage::fs::{Fs, RealFs, SimFs};
 use raft_core::storage::local::{self, LocalOptions};
 use raft_core::storage::{self, MemStorage, NodeStorage, Storage, StorageError, StorageUri};
 use raft_core::{
@@ -32,25 +39,75 @@ impl Backend for Memory {
     }
 }
 
+/// The `local` stores with tiny segments, on the real disk or a simulated
+/// one.
 struct Local {
-    dir: tempfile::TempDir,
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    /// The simulated disk, which crashes before each reopen if `crash`.
+    sim: Option<SimFs>,
+    crash: bool,
+    crashes: Cell<u64>,
+    _tmp: Option<tempfile::TempDir>,
     opts: LocalOptions,
 }
 
 impl Local {
+    const OPTS: LocalOptions = LocalOptions { segment_bytes: 200 };
+
     fn small_segments() -> Local {
+        let tmp = tempfile::tempdir().unwrap();
         Local {
-            dir: tempfile::tempdir().unwrap(),
-            opts: LocalOptions { segment_bytes: 200 },
+            fs: Arc::new(RealFs),
+            dir: tmp.path().to_path_buf(),
+            sim: None,
+            crash: false,
+            crashes: Cell::new(0),
+            _tmp: Some(tmp),
+            opts: Local::OPTS,
         }
+    }
+
+    /// On a `SimFs`, reopened after a clean shutdown.
+    fn sim_small_segments() -> Local {
+        let fs = SimFs::default();
+        Local {
+            fs: Arc::new(fs.clone()),
+            dir: PathBuf::from("/data/node"),
+            sim: Some(fs),
+            crash: false,
+            crashes: Cell::new(0),
+            _tmp: None,
+            opts: Local::OPTS,
+        }
+    }
+
+    /// On a `SimFs` that crashes before every reopen: a `persist` returns
+    /// only once all of it is durable, so the crash may only redo what
+    /// opening repairs (removals it undid), never lose anything.
+    fn sim_crashing() -> Local {
+        Local {
+            crash: true,
+            ..Local::sim_small_segments()
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.dir
     }
 }
 
 impl Backend for Local {
     fn open(&self) -> NodeStorage {
-        local::open(self.dir.path(), &self.opts).unwrap()
+        local::open_with(self.fs.clone(), &self.dir, &self.opts).unwrap()
     }
     fn reopen(&self) -> Option<NodeStorage> {
+        if let (Some(sim), true) = (&self.sim, self.crash) {
+            let n = self.crashes.get();
+            self.crashes.set(n + 1);
+            sim.crash_seeded(n);
+            return Some(self.open());
+        }
         let s = self.open();
         assert!(
             s.recovery().is_clean(),
@@ -815,6 +872,8 @@ macro_rules! conformance {
 
 conformance!(memory, Memory);
 conformance!(local_small_segments, Local::small_segments());
+conformance!(simfs_small_segments, Local::sim_small_segments());
+conformance!(simfs_crash_before_reopen, Local::sim_crashing());
 conformance!(local_uri, LocalUri::new());
 
 #[test]
@@ -859,15 +918,14 @@ fn a_new_local_store_creates_its_directory_and_a_meta() {
     assert!(matches!(e, StorageError::Inconsistent(_)), "{e}");
 }
 
-#[test]
-fn segments_roll_truncate_and_compact_as_files() {
-    let b = Local::small_segments();
+fn segments_roll_truncate_and_compact_as_files(b: Local) {
     let segs = |b: &Local| {
-        let mut v: Vec<String> = std::fs::read_dir(b.dir.path().join("log"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".seg"))
-            .collect();
+        let mut v: Vec<String> =
+            b.fs.read_dir(&b.path().join("log"))
+                .unwrap()
+                .into_iter()
+                .filter(|n| n.ends_with(".seg"))
+                .collect();
         v.sort();
         v
     };
@@ -899,11 +957,53 @@ fn segments_roll_truncate_and_compact_as_files() {
     drop(s);
     let s = b.reopen().unwrap();
     assert_eq!(held(&s), want);
-    assert!(s.recovery().is_clean(), "{:?}", s.recovery());
+    if !b.crash {
+        assert!(s.recovery().is_clean(), "{:?}", s.recovery());
+    }
+}
+
+#[test]
+fn segments_roll_truncate_and_compact_as_files_on_disk() {
+    segments_roll_truncate_and_compact_as_files(Local::small_segments());
+}
+
+#[test]
+fn segments_roll_truncate_and_compact_as_files_on_simfs() {
+    segments_roll_truncate_and_compact_as_files(Local::sim_small_segments());
+}
+
+/// A crash undoes the unsynced removal of the compacted segments; opening
+/// removes them again and says so.
+#[test]
+fn segments_roll_truncate_and_compact_as_files_on_simfs_with_a_crash() {
+    segments_roll_truncate_and_compact_as_files(Local::sim_crashing());
 }
 
 #[test]
 fn node_storage_can_move_to_another_thread() {
     fn send<T: Send>() {}
     send::<NodeStorage>();
+}
+
+/// Opening a store in directories that do not exist yet creates each of
+/// them durably: a crash right after the first persist keeps everything
+/// (the entry of every new directory is synced in its parent, not only the
+/// last one's).
+#[test]
+fn a_store_in_new_nested_directories_survives_a_crash() {
+    let fs = SimFs::default();
+    let dir = Path::new("/a/b/node");
+    let mut s = local::open_with(Arc::new(fs.clone()), dir, &Local::OPTS).unwrap();
+    append(&mut s, ents(1, 5, 1));
+    s.set_hard_state(HardState {
+        term: 1,
+        vote: Some(1),
+        commit: 0,
+    })
+    .unwrap();
+    drop(s);
+    fs.crash_seeded(1);
+    let s = local::open_with(Arc::new(fs), dir, &Local::OPTS).unwrap();
+    assert_eq!(held(&s), ents(1, 5, 1));
+    assert_eq!(s.hard_state().vote, Some(1));
 }

@@ -259,6 +259,15 @@ fn print_stats(args: &SimArgs, s: &raft_core::sim::cluster::Stats) {
         s.messages_sent,
         s.messages_dropped
     );
+    if s.disk_faults > 0 || s.disk_writes_lost > 0 {
+        outln!(
+            "  disk: {} faults, {} nodes stopped by a storage error; crashes lost {} unsynced writes, tore {}",
+            s.disk_faults,
+            s.disk_stops,
+            s.disk_writes_lost,
+            s.disk_writes_torn
+        );
+    }
     if args.reconfig {
         outln!(
             "  membership: {} joint, {} single adds, {} single removes, {} removing the leader; \

@@ -30,17 +30,28 @@ pub enum Bug {
     /// The leader keeps counting a removed voter's acknowledgements toward
     /// the (smaller) new majority.
     CountRemovedMember,
+    /// Driver: every `Ready`'s messages leave before its write is durable,
+    /// not only a leader's appends: a follower acknowledges entries (or a
+    /// voter grants a vote) that a crash then takes back.
+    SendBeforePersist,
+    /// Driver: committed entries that arrive in the same `Ready` as their
+    /// commit index are applied before they are persisted: the state
+    /// machine runs ahead of the node's own log (for a durable state
+    /// machine, past what the log can replay after a crash).
+    ApplyUnpersisted,
 }
 
 impl Bug {
     /// Every injectable bug.
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 8] = [
         Bug::CommitOldTermByCount,
         Bug::VoteForStaleLog,
         Bug::VoteNotPersisted,
         Bug::TruncateOnAppend,
         Bug::SkipJoint,
         Bug::CountRemovedMember,
+        Bug::SendBeforePersist,
+        Bug::ApplyUnpersisted,
     ];
 
     /// The bug's name on command lines.
@@ -52,6 +63,8 @@ impl Bug {
             Bug::TruncateOnAppend => "truncate-on-append",
             Bug::SkipJoint => "skip-joint",
             Bug::CountRemovedMember => "count-removed-member",
+            Bug::SendBeforePersist => "send-before-persist",
+            Bug::ApplyUnpersisted => "apply-unpersisted",
         }
     }
 }

@@ -5,7 +5,10 @@
 //! 1. persists `entries` (appending over any conflicting suffix) and
 //!    `hard_state` durably;
 //! 2. sends `messages` (they may depend on step 1: a vote or an
-//!    acknowledgement must never leave before what it promises is durable);
+//!    acknowledgement must never leave before what it promises is durable).
+//!    When [`Ready::send_before_persist`] is set the messages promise
+//!    nothing about this node's disk and may leave before step 1, so a
+//!    leader's own log write overlaps its followers' (Raft thesis 10.2.1);
 //! 3. applies `committed_entries` to the state machine, and serves
 //!    `read_states` once the applied index reaches theirs;
 //! 4. calls `advance(&rd)`.
@@ -60,8 +63,16 @@ pub struct Ready {
     /// A new membership base to persist with the hard state (after
     /// `reset_peers`).
     pub conf_state: Option<ConfState>,
-    /// Messages to send once the above is durable.
+    /// Messages to send once the above is durable (or before, when
+    /// `send_before_persist`).
     pub messages: Vec<Message>,
+    /// The core's ruling that `messages` depend on nothing this `Ready`
+    /// persists: set only for a leader whose term, vote and membership are
+    /// already durable and that has no snapshot work. Its appends carry
+    /// entries it may not have synced yet, which is safe because the core
+    /// counts the leader toward a commit only for entries it persisted
+    /// (`advance`); a vote, an acknowledgement or a new term always waits.
+    pub send_before_persist: bool,
     /// Committed, durable entries to apply, in order.
     pub committed_entries: Vec<Entry>,
     /// Reads confirmed since the last `Ready`.
@@ -114,12 +125,21 @@ impl<S: Storage> Raft<S> {
     pub fn ready(&mut self) -> Ready {
         let hs = self.hard_state();
         let ss = self.soft_state();
+        let snapshot_ops = std::mem::take(&mut self.snap.ops);
+        let conf_state = self.pending_conf_state.take();
+        // `prev_hard` is what the previous Ready handed out, durable by now
+        // (one Ready at a time, advanced after its persist).
+        let send_before_persist = self.role == Role::Leader
+            && snapshot_ops.is_empty()
+            && conf_state.is_none()
+            && (hs.term, hs.vote) == (self.prev_hard.term, self.prev_hard.vote);
         let rd = Ready {
             hard_state: (hs != self.prev_hard).then_some(hs),
-            snapshot_ops: std::mem::take(&mut self.snap.ops),
+            snapshot_ops,
             entries: self.log.unstable_entries().to_vec(),
-            conf_state: self.pending_conf_state.take(),
+            conf_state,
             messages: std::mem::take(&mut self.msgs),
+            send_before_persist,
             committed_entries: self.log.next_to_apply(self.cfg.max_apply_bytes),
             read_states: std::mem::take(&mut self.read_states),
             soft_state: (ss != self.prev_soft).then_some(ss),

@@ -36,9 +36,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::core::{
-    Bytes, Config, Event, NodeId, Raft, RaftStatus, ReadMode, Ready, Role, SnapshotFile,
-    SnapshotMeta, SnapshotOp,
+    Bytes, Config, Event, Message, NodeId, Raft, RaftStatus, ReadMode, ReadState, Ready, Role,
 };
+use crate::driver::{self, Driver, Host, Stage, Work};
 use crate::storage::{NodeStorage, Storage};
 use crate::{ChangeError, ProposeError, ReadError, TransferError};
 
@@ -369,7 +369,7 @@ impl RaftNode {
         });
         let apply_task = tokio::spawn(apply.run(apply_rx));
         let node = NodeTask {
-            raft,
+            driver: Driver::new(raft),
             cfg,
             outbox,
             shared: shared.clone(),
@@ -378,8 +378,6 @@ impl RaftNode {
             reads: BTreeMap::new(),
             deferred_reads: Vec::new(),
             next_read: 0,
-            leading: None,
-            following: None,
             metrics: NodeMetrics::default(),
             stopped: stopped_tx,
             prev_hs: (raft_hs.term, raft_hs.vote),
@@ -630,7 +628,8 @@ enum Flow {
 }
 
 struct NodeTask {
-    raft: Raft<NodeStorage>,
+    /// The core and the contract's order (shared with the simulator).
+    driver: Driver,
     cfg: NodeConfig,
     outbox: Arc<dyn Outbox>,
     shared: Arc<Shared>,
@@ -642,11 +641,6 @@ struct NodeTask {
     /// Reads waiting for this new leader's first commit in its term.
     deferred_reads: Vec<(ReadMode, oneshot::Sender<Result<u64, NodeError>>)>,
     next_read: u64,
-    /// The term this node leads in, as last told to the state machine.
-    leading: Option<u64>,
-    /// The leader and term this node follows, as last told to the state
-    /// machine.
-    following: Option<(NodeId, u64)>,
     metrics: NodeMetrics,
     stopped: watch::Sender<bool>,
     tracer: Option<NodeTracer>,
@@ -683,7 +677,7 @@ impl NodeTask {
                 _ = ticker.tick() => {
                     let now = tokio::time::Instant::now();
                     while next_tick <= now {
-                        self.raft.tick();
+                        self.driver.raft_mut().tick();
                         next_tick += self.cfg.tick;
                     }
                     self.flush_trace();
@@ -736,7 +730,7 @@ impl NodeTask {
             self.retry_deferred_reads();
             // A storage read failed somewhere above (a tick, a proposal, a
             // read): stop before anything decided on it leaves the node.
-            if let Some(f) = self.raft.storage_failure() {
+            if let Some(f) = self.driver.raft().storage_failure() {
                 error = Some(format!("storage: {f}"));
                 break;
             }
@@ -780,7 +774,7 @@ impl NodeTask {
         let _ = apply_task.await;
         // The core, and with it the storage, is dropped before waiters of
         // `shutdown` are released, so the storage may be reopened at once.
-        drop(self.raft);
+        drop(self.driver);
         self.stopped.send_replace(true);
         // Requests that arrived meanwhile learn that the node stopped when
         // their reply senders drop with the queue.
@@ -794,18 +788,18 @@ impl NodeTask {
         }
         // Only a misrouted message (excluded above) or a broken invariant
         // errors; the latter means this node must stop.
-        if let Err(e) = self.raft.step(env.msg) {
+        if let Err(e) = self.driver.raft_mut().step(env.msg) {
             return Flow::Fail(format!("stepping a message: {e}"));
         }
         Flow::Continue
     }
 
     fn propose(&mut self, p: Proposal) {
-        match self.raft.propose(p.data, None) {
+        match self.driver.raft_mut().propose(p.data, None) {
             Ok(index) => {
                 self.metrics.proposals += 1;
                 let w = Waiter {
-                    term: self.raft.term(),
+                    term: self.driver.raft().term(),
                     reply: p.reply,
                 };
                 self.waiters.lock().expect("waiters lock").insert(index, w);
@@ -825,7 +819,7 @@ impl NodeTask {
     fn read(&mut self, mode: ReadMode, reply: oneshot::Sender<Result<u64, NodeError>>) {
         let ctx = self.next_read;
         self.next_read += 1;
-        match self.raft.read_index(ctx, mode) {
+        match self.driver.raft_mut().read_index(ctx, mode) {
             Ok(()) => {
                 self.reads.insert(ctx, reply);
             }
@@ -843,10 +837,10 @@ impl NodeTask {
 
     /// Retries deferred reads once this leader committed in its term.
     fn retry_deferred_reads(&mut self) {
-        let log = self.raft.raft_log();
+        let log = self.driver.raft().raft_log();
         if self.deferred_reads.is_empty()
-            || self.raft.role() != Role::Leader
-            || log.term(log.committed) != Some(self.raft.term())
+            || self.driver.raft().role() != Role::Leader
+            || log.term(log.committed) != Some(self.driver.raft().term())
         {
             return;
         }
@@ -869,20 +863,24 @@ impl NodeTask {
                 }
             }
             Control::Transfer(to, reply) => {
-                let r = self.raft.transfer_leader(to).map_err(|e| match e {
-                    TransferError::NotLeader { leader } => NodeError::NotLeader { leader },
-                    e => NodeError::Transfer(e),
-                });
+                let r = self
+                    .driver
+                    .raft_mut()
+                    .transfer_leader(to)
+                    .map_err(|e| match e {
+                        TransferError::NotLeader { leader } => NodeError::NotLeader { leader },
+                        e => NodeError::Transfer(e),
+                    });
                 let _ = reply.send(r);
             }
             Control::ChangePeers(voters, reply) => {
-                let _ = reply.send(change_result(self.raft.change_peers(voters)));
+                let _ = reply.send(change_result(self.driver.raft_mut().change_peers(voters)));
             }
             Control::AddLearner(id, reply) => {
-                let _ = reply.send(change_result(self.raft.add_learner(id)));
+                let _ = reply.send(change_result(self.driver.raft_mut().add_learner(id)));
             }
             Control::RemoveLearner(id, reply) => {
-                let _ = reply.send(change_result(self.raft.remove_learner(id)));
+                let _ = reply.send(change_result(self.driver.raft_mut().remove_learner(id)));
             }
             Control::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -893,7 +891,7 @@ impl NodeTask {
     }
 
     fn status(&self) -> NodeStatus {
-        let r = &self.raft;
+        let r = self.driver.raft();
         let mut metrics = self.metrics;
         metrics.busy_refusals = self.shared.busy_refusals.load(Ordering::Relaxed);
         metrics.inbox_bytes = self.shared.inbox_budget.held();
@@ -928,151 +926,60 @@ impl NodeTask {
     /// Stores `s` unless a snapshot at least as new is stored already;
     /// returns the index of the latest stored snapshot after that.
     fn store_snapshot(&mut self, s: TakenSnapshot) -> Result<u64, String> {
-        let latest = self.raft.storage().snapshot_meta().map_or(0, |m| m.index);
-        let Some(taken) = s.files.filter(|_| s.index > latest) else {
-            return Ok(latest);
+        let Some(files) = s.files else {
+            return Ok(self
+                .driver
+                .raft()
+                .storage()
+                .snapshot_meta()
+                .map_or(0, |m| m.index));
         };
-        let Some((term, conf)) = self.raft.snapshot_point(s.index) else {
-            return Ok(latest); // compacted past it meanwhile (an install)
-        };
-        let meta = SnapshotMeta {
-            index: s.index,
-            term,
-            conf,
-            files: taken
-                .iter()
-                .map(|(name, data)| SnapshotFile {
-                    name: name.clone(),
-                    size: data.len() as u64,
-                    crc: crate::checksum(data),
-                })
-                .collect(),
-        };
-        let files: Vec<Vec<u8>> = taken.into_iter().map(|(_, d)| d).collect();
-        let upto = s.index.saturating_sub(self.cfg.log_margin);
-        let disk = self.raft.storage_mut();
-        blocking(|| {
-            disk.save_snapshot(meta, files)?;
-            disk.compact(upto)
-        })
-        .map_err(|e| format!("saving a snapshot: {e}"))?;
-        self.metrics.snapshots_saved += 1;
-        if let Some(t) = self.tracer.as_mut() {
-            let r = &self.raft;
-            t.compacted(r.term(), r.role(), r.commit_index(), upto);
+        let (driver, keep) = (&mut self.driver, self.cfg.log_margin);
+        let saved = blocking(|| driver.save_snapshot(s.index, files, keep))
+            .map_err(|e| format!("saving a snapshot: {e}"))?;
+        if saved.stored {
+            self.metrics.snapshots_saved += 1;
+            if let Some(t) = self.tracer.as_mut() {
+                let r = self.driver.raft();
+                let upto = s.index.saturating_sub(keep);
+                t.compacted(r.term(), r.role(), r.commit_index(), upto);
+            }
         }
-        Ok(s.index)
+        Ok(saved.index)
     }
 
-    /// Handles every pending `Ready` in the contract's order. An error is
-    /// fatal: the node stops.
+    /// Handles every pending `Ready` through the shared [`Driver`] (the
+    /// code the simulator checks). An error is fatal: the node stops.
     async fn handle_ready(&mut self) -> Result<(), String> {
-        while self.raft.has_ready() {
-            let rd = self.raft.ready();
-            // A leader whose term and vote are already durable sends first
-            // and syncs its own log while followers write theirs (Raft
-            // thesis 10.2.1): its appends promise nothing about its own
-            // disk, and the core counts the leader toward a commit only for
-            // entries it has persisted (`advance`). Anything else (a vote,
-            // an acknowledgement, a new term) waits for the sync.
-            let early = self.raft.role() == Role::Leader
-                && rd.snapshot_ops.is_empty()
-                && rd.conf_state.is_none()
-                && rd.hard_state.is_none_or(|hs| {
-                    let held = self.raft.storage().hard_state();
-                    hs.term == held.term && hs.vote == held.vote
-                });
-            if early {
-                self.send(&rd);
+        while self.driver.has_work() {
+            let mut host = RuntimeHost {
+                group: self.cfg.group,
+                outbox: &*self.outbox,
+                metrics: &mut self.metrics,
+                tracer: self.tracer.as_mut(),
+                traced_role: &mut self.traced_role,
+                prev_hs: &mut self.prev_hs,
+                reads: &mut self.reads,
+                deferred_reads: &mut self.deferred_reads,
+                waiters: &self.waiters,
+                to_apply: Vec::new(),
+                started: Instant::now(),
+            };
+            let driver = &mut self.driver;
+            // Persisting may block on a log sync.
+            let handled = blocking(|| driver.handle_ready(&mut host));
+            let work = std::mem::take(&mut host.to_apply);
+            handled.map_err(|e| e.to_string())?;
+            // The apply task's queue is bounded: a slow state machine
+            // holds the node here instead of growing memory.
+            for w in work {
+                to_apply(&self.apply_tx, w).await?;
             }
-            // 1. Persist: snapshot work, entries (one log sync), hard state.
-            let disk = self.raft.storage_mut();
-            let started = Instant::now();
-            blocking(|| disk.persist(&rd)).map_err(|e| format!("persisting a Ready: {e}"))?;
-            self.metrics.ready_batches += 1;
-            if !rd.entries.is_empty() {
-                self.metrics.log_syncs += 1;
-                self.metrics.log_sync_latency.record(started.elapsed());
-            }
-            self.trace_ready(&rd);
-            // 2. Send, now that what the messages promise is durable.
-            if !early {
-                self.send(&rd);
-            }
-            // Role changes before this Ready's committed entries: the apply
-            // task orders its callbacks as it receives them.
-            self.note_role().await?;
-            // 3. Apply (on the apply task): an installed snapshot first.
-            for op in &rd.snapshot_ops {
-                if let SnapshotOp::Install(meta) = op {
-                    let (meta, files) = self
-                        .raft
-                        .storage()
-                        .snapshot_files()
-                        .map_err(|e| format!("reading the installed snapshot: {e}"))?
-                        .filter(|(m, _)| m.index == meta.index)
-                        .ok_or("the installed snapshot is missing from storage")?;
-                    self.metrics.snapshots_installed += 1;
-                    to_apply(&self.apply_tx, ApplyMsg::Load { meta, files }).await?;
-                }
-            }
-            if !rd.committed_entries.is_empty() {
-                to_apply(
-                    &self.apply_tx,
-                    ApplyMsg::Entries(rd.committed_entries.clone()),
-                )
-                .await?;
-            }
-            for rs in &rd.read_states {
-                if let Some(reply) = self.reads.remove(&rs.ctx) {
-                    self.metrics.reads += 1;
-                    let _ = reply.send(Ok(rs.index));
-                }
-            }
-            for e in &rd.events {
-                if let Event::ReadReady { lease: true, .. } = e {
-                    self.metrics.lease_reads += 1;
-                }
-            }
-            // 4. Advance.
-            self.raft.advance(&rd);
         }
         let mut soft = self.shared.soft.lock().expect("soft lock");
-        soft.role = self.raft.role();
-        soft.leader = self.raft.leader();
+        soft.role = self.driver.raft().role();
+        soft.leader = self.driver.raft().leader();
         Ok(())
-    }
-
-    fn send(&self, rd: &Ready) {
-        for m in &rd.messages {
-            self.outbox.send(Envelope {
-                group: self.cfg.group,
-                msg: m.clone(),
-            });
-        }
-    }
-
-    /// Writes what `rd` shows to the node's trace: durable term or vote
-    /// changes, the core's events, a new role.
-    fn trace_ready(&mut self, rd: &Ready) {
-        let Some(t) = self.tracer.as_mut() else {
-            return;
-        };
-        let (term, role, commit) = (self.raft.term(), self.raft.role(), self.raft.commit_index());
-        if let Some(hs) = rd.hard_state {
-            if (hs.term, hs.vote) != (self.prev_hs.0, self.prev_hs.1) {
-                self.prev_hs = (hs.term, hs.vote);
-                t.persisted(hs.term, role, commit, hs.vote);
-            }
-        }
-        for e in &rd.events {
-            t.event(term, role, commit, e);
-        }
-        let leader = self.raft.leader();
-        if (role, leader) != self.traced_role {
-            let (from, _) = std::mem::replace(&mut self.traced_role, (role, leader));
-            t.role(term, from, role, commit, leader);
-        }
     }
 
     /// Hands buffered trace lines to the file (every tick and at stop).
@@ -1083,61 +990,123 @@ impl NodeTask {
             }
         }
     }
+}
 
-    /// Turns role changes into state machine callbacks, and fails what only
-    /// a leader could complete. Compares the core's role, leader and term
-    /// with what the state machine was last told, rather than relying on
-    /// `Ready::soft_state` alone: a leader re-elected in a later term, or
-    /// the same leader followed in a new term, is a new leadership.
-    async fn note_role(&mut self) -> Result<(), String> {
-        let term = self.raft.term();
-        let lead = (self.raft.role() == Role::Leader).then_some(term);
-        if self.leading.is_some() && self.leading != lead {
-            self.leading = None;
-            // Entries proposed here may still commit under the next leader:
-            // their outcome is unknown, and never reported as success.
-            fail_waiters(&self.waiters, None, |index| NodeError::LeadershipLost {
-                index,
-            });
-            for (_, r) in std::mem::take(&mut self.reads) {
-                let _ = r.send(Err(NodeError::ReadLost));
+/// The runtime's side of the [`Driver`]: the transport's outbox, the apply
+/// task's queue (filled here, drained asynchronously after each `Ready`),
+/// the node's reads and waiters, metrics and trace.
+struct RuntimeHost<'a> {
+    group: GroupId,
+    outbox: &'a dyn Outbox,
+    metrics: &'a mut NodeMetrics,
+    tracer: Option<&'a mut NodeTracer>,
+    traced_role: &'a mut (Role, Option<NodeId>),
+    prev_hs: &'a mut (u64, Option<NodeId>),
+    reads: &'a mut BTreeMap<u64, oneshot::Sender<Result<u64, NodeError>>>,
+    deferred_reads: &'a mut Vec<(ReadMode, oneshot::Sender<Result<u64, NodeError>>)>,
+    waiters: &'a Waiters,
+    to_apply: Vec<ApplyMsg>,
+    /// When the current `Ready` was taken, for the log sync latency.
+    started: Instant,
+}
+
+impl Host for RuntimeHost<'_> {
+    type Error = String;
+
+    fn send(&mut self, _raft: &Raft<NodeStorage>, msg: Message) {
+        self.outbox.send(Envelope {
+            group: self.group,
+            msg,
+        });
+    }
+
+    fn work(&mut self, _raft: &Raft<NodeStorage>, work: Work) -> Result<(), String> {
+        let msg = match work {
+            Work::LeaderStop => {
+                // Entries proposed here may still commit under the next
+                // leader: their outcome is unknown, never reported as
+                // success. Reads die with the leadership.
+                fail_waiters(self.waiters, None, |index| NodeError::LeadershipLost {
+                    index,
+                });
+                for (_, r) in std::mem::take(self.reads) {
+                    let _ = r.send(Err(NodeError::ReadLost));
+                }
+                for (_, r) in std::mem::take(self.deferred_reads) {
+                    let _ = r.send(Err(NodeError::ReadLost));
+                }
+                ApplyMsg::LeaderStop
             }
-            for (_, r) in std::mem::take(&mut self.deferred_reads) {
-                let _ = r.send(Err(NodeError::ReadLost));
+            Work::StopFollowing => ApplyMsg::StopFollowing,
+            Work::StartFollowing { leader, term } => ApplyMsg::StartFollowing { leader, term },
+            Work::LeaderStart { term, first_index } => ApplyMsg::LeaderStart { term, first_index },
+            Work::Load { meta, files } => {
+                self.metrics.snapshots_installed += 1;
+                ApplyMsg::Load { meta, files }
             }
-            to_apply(&self.apply_tx, ApplyMsg::LeaderStop).await?;
-        }
-        let follow = match self.raft.leader() {
-            Some(l) if lead.is_none() => Some((l, term)),
-            _ => None,
+            Work::Entries(entries) => ApplyMsg::Entries(entries),
         };
-        if self.following.is_some() && self.following != follow {
-            self.following = None;
-            to_apply(&self.apply_tx, ApplyMsg::StopFollowing).await?;
-        }
-        if let Some((leader, term)) = follow {
-            if self.following.is_none() {
-                self.following = follow;
-                to_apply(&self.apply_tx, ApplyMsg::StartFollowing { leader, term }).await?;
-            }
-        }
-        if lead.is_some() && self.leading.is_none() {
-            self.leading = lead;
-            let first_index = self.first_entry_of_term(term);
-            to_apply(&self.apply_tx, ApplyMsg::LeaderStart { term, first_index }).await?;
-        }
+        self.to_apply.push(msg);
         Ok(())
     }
 
-    /// The index of the first entry of `term` in the log (the new leader's
-    /// no-op).
-    fn first_entry_of_term(&self, term: u64) -> u64 {
-        let log = self.raft.raft_log();
-        let mut i = log.last_index();
-        while i > log.first_index() && log.term(i - 1) == Some(term) {
-            i -= 1;
+    fn read_ready(&mut self, _raft: &Raft<NodeStorage>, rs: ReadState) {
+        if let Some(reply) = self.reads.remove(&rs.ctx) {
+            self.metrics.reads += 1;
+            let _ = reply.send(Ok(rs.index));
         }
-        i
+    }
+
+    fn at(
+        &mut self,
+        raft: &Raft<NodeStorage>,
+        stage: Stage,
+        rd: &Ready,
+    ) -> Result<driver::Flow, String> {
+        match stage {
+            Stage::Taken => self.started = Instant::now(),
+            Stage::Persisted => {
+                self.metrics.ready_batches += 1;
+                if !rd.entries.is_empty() {
+                    self.metrics.log_syncs += 1;
+                    self.metrics.log_sync_latency.record(self.started.elapsed());
+                }
+                self.trace_ready(raft, rd);
+            }
+            Stage::Advanced => {
+                for e in &rd.events {
+                    if let Event::ReadReady { lease: true, .. } = e {
+                        self.metrics.lease_reads += 1;
+                    }
+                }
+            }
+        }
+        Ok(driver::Flow::Go)
+    }
+}
+
+impl RuntimeHost<'_> {
+    /// Writes what `rd` shows to the node's trace: durable term or vote
+    /// changes, the core's events, a new role.
+    fn trace_ready(&mut self, raft: &Raft<NodeStorage>, rd: &Ready) {
+        let Some(t) = self.tracer.as_deref_mut() else {
+            return;
+        };
+        let (term, role, commit) = (raft.term(), raft.role(), raft.commit_index());
+        if let Some(hs) = rd.hard_state {
+            if (hs.term, hs.vote) != (self.prev_hs.0, self.prev_hs.1) {
+                *self.prev_hs = (hs.term, hs.vote);
+                t.persisted(hs.term, role, commit, hs.vote);
+            }
+        }
+        for e in &rd.events {
+            t.event(term, role, commit, e);
+        }
+        let leader = raft.leader();
+        if (role, leader) != *self.traced_role {
+            let (from, _) = std::mem::replace(self.traced_role, (role, leader));
+            t.role(term, from, role, commit, leader);
+        }
     }
 }
 

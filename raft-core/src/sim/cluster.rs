@@ -14,16 +14,19 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use rand_core::{RngCore, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
+mod host;
+
+use self::host::SimHost;
 use super::faults::{FaultKind, FaultSet};
 use super::invariants::{Invariants, Violation};
 use super::kv::{Command, Kv, Request};
 use super::linearizability;
 use super::workload::{Client, ClientOp, Pending, ReadPath};
-use crate::core::{
-    checksum, Config, EntryKind, Event, Membership, Message, MessageBody, NodeId, Raft, ReadMode,
-    Role, SnapshotFile, SnapshotMeta, SnapshotOp,
-};
-use crate::storage::{MemStorage, Storage};
+use crate::core::{Config, Event, Membership, Message, MessageBody, NodeId, Raft, ReadMode, Role};
+use crate::driver::{Driver, DriverError};
+use crate::storage::fs::{Fault, SimFs, SimFsConfig};
+use crate::storage::local::{self, LocalOptions};
+use crate::storage::{NodeStorage, Storage, StorageError};
 use crate::trace::events::event_kind;
 use crate::trace::schema::{ClientDir, ClientOp as TraceOp, Header, Kind, NodeRole, Record};
 use crate::trace::writer::TraceWriter;
@@ -44,6 +47,16 @@ pub const SNAPSHOT_INTERVAL: u64 = 16;
 pub const LOG_MARGIN: u64 = 4;
 /// Nodes that start outside the group when membership changes are on.
 pub const SPARE_NODES: usize = 2;
+/// Where a node's stores live on its simulated disk.
+const DISK_DIR: &str = "/raft";
+
+/// The `local` stores' options in the simulator: small log segments, so
+/// runs roll, purge and recover many segment files.
+fn disk_options() -> LocalOptions {
+    LocalOptions {
+        segment_bytes: 16 << 10,
+    }
+}
 /// Hard cap on quiet-phase steps, so a livelock cannot spin forever.
 const MAX_QUIET_STEPS: u64 = 2_000_000;
 
@@ -185,6 +198,14 @@ pub struct Stats {
     pub snapshots_discarded: u64,
     pub chunks_sent: u64,
     pub chunks_rejected: u64,
+    /// Disk faults injected (EIO or a full disk, on one node for a while).
+    pub disk_faults: u64,
+    /// Nodes stopped by a storage error under an injected disk fault or a
+    /// power cut in the middle of a write.
+    pub disk_stops: u64,
+    /// Unsynced writes crashes dropped, and kept a torn part of.
+    pub disk_writes_lost: u64,
+    pub disk_writes_torn: u64,
 }
 
 impl Stats {
@@ -218,6 +239,10 @@ impl Stats {
         self.snapshots_discarded += o.snapshots_discarded;
         self.chunks_sent += o.chunks_sent;
         self.chunks_rejected += o.chunks_rejected;
+        self.disk_faults += o.disk_faults;
+        self.disk_stops += o.disk_stops;
+        self.disk_writes_lost += o.disk_writes_lost;
+        self.disk_writes_torn += o.disk_writes_torn;
     }
 }
 
@@ -273,6 +298,11 @@ pub(crate) enum Ev {
     Resume {
         node: usize,
     },
+    /// A disk fault on a node ends.
+    DiskHeal {
+        node: usize,
+        epoch: u64,
+    },
     Heal {
         epoch: u64,
     },
@@ -317,9 +347,21 @@ impl Ord for Scheduled {
 
 pub(crate) struct SimNode {
     pub(crate) id: NodeId,
-    pub(crate) raft: Option<Raft<MemStorage>>,
-    /// What survived the crash, while down.
-    disk: Option<MemStorage>,
+    /// The running node: the shipped driver over the shipped storage (the
+    /// `local` stores on `fs`).
+    pub(crate) driver: Option<Driver>,
+    /// The node's storage while it is down, opened again (recovered) right
+    /// after the crash; `None` when that failed (an injected disk fault),
+    /// and the restart tries again.
+    disk: Option<NodeStorage>,
+    /// The node's disk: survives crashes, loses what was not synced.
+    fs: SimFs,
+    /// A disk fault was injected since the node last started: a storage
+    /// error stops the node (as it would a process) instead of failing
+    /// the run.
+    disk_faulted: bool,
+    /// The epoch of the disk fault active on the node, if any.
+    disk_fault: Option<u64>,
     /// Incarnation: bumped on restart so the old one's ticks are ignored.
     inc: u64,
     period: u64,
@@ -341,6 +383,19 @@ pub(crate) struct SimNode {
     new_leader: bool,
     /// Configuration last reported, for `config` trace events.
     membership: crate::core::Membership,
+}
+
+impl SimNode {
+    /// The running node's core.
+    pub(crate) fn raft(&self) -> Option<&Raft<NodeStorage>> {
+        self.driver.as_ref().map(Driver::raft)
+    }
+
+    /// The running node's core, for ticks, messages and client work
+    /// (`Ready`s go through the driver only).
+    pub(crate) fn raft_mut(&mut self) -> Option<&mut Raft<NodeStorage>> {
+        self.driver.as_mut().map(Driver::raft_mut)
+    }
 }
 
 /// Weather: message-level faults active until a deadline.
@@ -369,6 +424,9 @@ pub(crate) struct Sim {
     inv: Invariants,
     pub(crate) stats: Stats,
     pub(crate) trace: Option<TraceWriter<Vec<u8>>>,
+    /// The node whose driver is out of `nodes` handling a `Ready`, with
+    /// its term, role and commit index, for trace records.
+    viewing: Option<(NodeId, u64, NodeRole, u64)>,
 }
 
 /// Runs one simulation to completion.
@@ -421,14 +479,14 @@ impl Sim {
             .iter()
             .map(|&id| SimNode {
                 id,
-                raft: None,
-                // Spares start with no configuration: they learn theirs
-                // from the leader's log once added.
-                disk: Some(MemStorage::new(if id as usize <= cfg.nodes {
-                    voters.clone()
-                } else {
-                    Vec::new()
-                })),
+                driver: None,
+                disk: None,
+                fs: SimFs::new(SimFsConfig {
+                    seed: cfg.seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d),
+                    ..SimFsConfig::default()
+                }),
+                disk_faulted: false,
+                disk_fault: None,
                 inc: 0,
                 period: TICK_MS,
                 paused: false,
@@ -467,6 +525,7 @@ impl Sim {
             inv: Invariants::default(),
             stats: Stats::default(),
             trace,
+            viewing: None,
         }
     }
 
@@ -508,8 +567,10 @@ impl Sim {
         }
         let (term, role, commit) = if node == 0 {
             (0, NodeRole::None, 0)
+        } else if let Some((_, t, r, c)) = self.viewing.filter(|v| v.0 == node) {
+            (t, r, c)
         } else {
-            match &self.nodes[node as usize - 1].raft {
+            match self.nodes[node as usize - 1].raft() {
                 Some(r) => (r.term(), r.role().into(), r.commit_index()),
                 None => (0, NodeRole::Down, 0),
             }
@@ -531,7 +592,7 @@ impl Sim {
 
     fn run_all(&mut self) -> Result<(), Failure> {
         for i in 0..self.nodes.len() {
-            self.restart(i);
+            self.restart(i)?;
         }
         for c in 0..self.clients.len() {
             let d = self.rand(20);
@@ -582,7 +643,7 @@ impl Sim {
         let leader = self
             .nodes
             .iter()
-            .any(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
+            .any(|n| n.raft().is_some_and(|r| r.role() == Role::Leader));
         leader && self.clients.iter().all(|c| c.pending.is_none())
     }
 
@@ -590,7 +651,7 @@ impl Sim {
         let roles: Vec<String> = self
             .nodes
             .iter()
-            .map(|n| match &n.raft {
+            .map(|n| match n.raft() {
                 Some(r) => {
                     let m = r.membership();
                     let conf = if self.cfg.reconfig {
@@ -652,8 +713,11 @@ impl Sim {
         }
         self.weather.active.clear();
         for i in 0..self.nodes.len() {
-            if self.nodes[i].raft.is_none() {
-                self.restart(i);
+            self.heal_disk(i, None);
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].driver.is_none() {
+                self.restart(i)?;
             } else if self.nodes[i].paused {
                 self.resume(i)?;
             }
@@ -700,9 +764,13 @@ impl Sim {
             Ev::Transfer => self.on_transfer(),
             Ev::Reconfig => self.on_reconfig(),
             Ev::Restart { node } => {
-                if self.nodes[node].raft.is_none() {
-                    self.restart(node);
+                if self.nodes[node].driver.is_none() {
+                    self.restart(node)?;
                 }
+                Ok(())
+            }
+            Ev::DiskHeal { node, epoch } => {
+                self.heal_disk(node, Some(epoch));
                 Ok(())
             }
             Ev::Resume { node } => {
@@ -730,32 +798,74 @@ impl Sim {
 
     // ----- nodes ---------------------------------------------------------
 
-    pub(crate) fn restart(&mut self, i: usize) {
-        let n = &mut self.nodes[i];
-        let disk = n.disk.take().expect("a down node keeps its disk");
-        n.inc += 1;
+    /// Opens node `i`'s storage on its disk, as the process does at start:
+    /// the `local` stores recover (a torn log tail is cut, leftovers of
+    /// interrupted operations removed) and `NodeStorage` checks what they
+    /// hold. A founding voter's brand-new store gets the initial voters.
+    fn open_disk(&self, i: usize) -> Result<NodeStorage, StorageError> {
+        let n = &self.nodes[i];
+        let fs = std::sync::Arc::new(n.fs.clone());
+        let mut disk = local::open_with(fs, std::path::Path::new(DISK_DIR), &disk_options())?;
+        let fresh = disk.conf_state().voters.is_empty()
+            && disk.hard_state() == Default::default()
+            && disk.last_index() == 0
+            && disk.snapshot_meta().is_none();
+        // Spares start with no configuration: they learn theirs from the
+        // leader's log once added.
+        if fresh && n.id as usize <= self.cfg.nodes {
+            let voters = (1..=self.cfg.nodes as u64).collect();
+            disk.set_conf_state(crate::core::ConfState {
+                voters,
+                ..Default::default()
+            })?;
+        }
+        Ok(disk)
+    }
+
+    pub(crate) fn restart(&mut self, i: usize) -> Result<(), Failure> {
+        let node = self.nodes[i].id;
+        let disk = match self.nodes[i].disk.take() {
+            Some(d) => d,
+            None => match self.open_disk(i) {
+                Ok(d) => d,
+                Err(e) => return self.disk_stopped(i, &e.to_string()),
+            },
+        };
         // The state machine starts from the latest snapshot, if any; the
         // core replays the log after it.
-        n.kv = disk
-            .snapshot_files()
-            .and_then(|(_, f)| Kv::from_files(f).ok())
-            .unwrap_or_default();
+        let kv = match disk.snapshot_files() {
+            Ok(None) => Kv::default(),
+            Ok(Some((_, files))) => match Kv::from_files(&files) {
+                Ok(kv) => kv,
+                Err(why) => return Err(self.fail("Core error", format!("node {node}: {why}"))),
+            },
+            Err(e) => return self.disk_stopped(i, &e.to_string()),
+        };
+        if self.nodes[i].disk_fault.is_none() {
+            self.nodes[i].disk_faulted = false;
+        }
+        let n = &mut self.nodes[i];
+        n.inc += 1;
+        n.kv = kv;
         n.role = NodeRole::Follower;
         n.new_leader = false;
         let cfg = self.cfg.node_config(n.id);
         let rng = node_rng(self.cfg.seed, n.id, n.inc);
-        let raft = Raft::new(cfg, disk, rng).expect("simulator config is valid");
+        let raft = match Raft::new(cfg, disk, rng) {
+            Ok(r) => r,
+            Err(e) => return self.disk_stopped(i, &format!("starting: {e}")),
+        };
+        let n = &mut self.nodes[i];
         // What the node knows is committed: the saved commit index (which
-        // may lag, see `MemStorage::set_hard_state`) or its snapshot's.
+        // may lag, see `NodeStorage::persist`) or its snapshot's.
         n.commit = raft.commit_index();
-        n.raft = Some(raft);
+        n.driver = Some(Driver::new(raft));
         let (id, inc, period) = (n.id, n.inc, n.period);
         if self.step > 0 {
             self.emit(id, Kind::Restart);
         }
         let m = self.nodes[i]
-            .raft
-            .as_ref()
+            .raft()
             .expect("just started")
             .membership()
             .clone();
@@ -763,16 +873,25 @@ impl Sim {
         self.nodes[i].membership = m;
         let d = 1 + self.rand(period);
         self.schedule(d, Ev::Tick { node: i, inc });
+        Ok(())
     }
 
     pub(crate) fn crash(&mut self, i: usize) {
         let id = self.nodes[i].id;
         self.emit(id, Kind::Crash);
         let n = &mut self.nodes[i];
-        let raft = n.raft.take().expect("crash of a running node");
-        let mut disk = raft.into_storage();
-        disk.crash();
-        n.disk = Some(disk);
+        let driver = n.driver.take().expect("crash of a running node");
+        drop(driver);
+        // The power goes: what the disk had not synced is lost, or partly
+        // kept, or torn. The stores are opened again at once (recovery),
+        // as a restarting process would, unless a disk fault prevents it.
+        let fs = n.fs.clone();
+        fs.cancel_power_cut();
+        let report = fs.crash(&mut self.rng);
+        self.stats.disk_writes_lost += report.writes_lost;
+        self.stats.disk_writes_torn += report.writes_torn;
+        self.nodes[i].disk = self.open_disk(i).ok();
+        let n = &mut self.nodes[i];
         n.paused = false;
         n.missed_ticks = 0;
         n.inbox.clear();
@@ -780,6 +899,25 @@ impl Sim {
         n.reads.clear();
         n.ready_reads.clear();
         self.stats.crashes += 1;
+    }
+
+    /// Node `i`'s storage failed under an injected disk fault (or a power
+    /// cut in the middle of a write): the node stops, as the process
+    /// would, and is restarted later. Without an injected fault, a storage
+    /// error is a bug.
+    fn disk_stopped(&mut self, i: usize, error: &str) -> Result<(), Failure> {
+        let n = &self.nodes[i];
+        if !n.disk_faulted && !n.fs.is_powered_off() {
+            let id = n.id;
+            return Err(self.fail("Core error", format!("node {id}: {error}")));
+        }
+        self.stats.disk_stops += 1;
+        if self.nodes[i].driver.is_some() {
+            self.crash(i);
+        }
+        let d = 20 + self.rand(300);
+        self.schedule(d, Ev::Restart { node: i });
+        Ok(())
     }
 
     /// Stalls running node `i` (a SIGSTOP): its ticks are counted, not
@@ -800,7 +938,7 @@ impl Sim {
         // the real time that passed).
         let missed = std::mem::take(&mut self.nodes[i].missed_ticks);
         for _ in 0..missed {
-            if let Some(r) = self.nodes[i].raft.as_mut() {
+            if let Some(r) = self.nodes[i].raft_mut() {
                 r.tick();
             }
             self.handle_ready(i)?;
@@ -814,14 +952,14 @@ impl Sim {
 
     fn on_tick(&mut self, i: usize, inc: u64) -> Result<(), Failure> {
         let n = &mut self.nodes[i];
-        if n.raft.is_none() || n.inc != inc {
+        if n.driver.is_none() || n.inc != inc {
             return Ok(());
         }
         let period = n.period;
         if n.paused {
             n.missed_ticks += 1;
         } else {
-            n.raft.as_mut().expect("checked").tick();
+            n.raft_mut().expect("checked").tick();
             self.handle_ready(i)?;
         }
         self.schedule(period, Ev::Tick { node: i, inc });
@@ -831,7 +969,7 @@ impl Sim {
     fn on_deliver(&mut self, id: u64, msg: Message) -> Result<(), Failure> {
         let to = msg.to;
         let i = to as usize - 1;
-        if self.nodes[i].raft.is_none() {
+        if self.nodes[i].driver.is_none() {
             self.drop_msg(to, id, to, "down");
             return Ok(());
         }
@@ -868,10 +1006,14 @@ impl Sim {
                 },
             );
         }
-        let Some(r) = self.nodes[i].raft.as_mut() else {
+        let Some(r) = self.nodes[i].raft_mut() else {
             return Ok(());
         };
         if let Err(e) = r.step(msg) {
+            if r.storage_failure().is_some() {
+                // A read the message needed failed: the node stops.
+                return self.disk_stopped(i, &e.to_string());
+            }
             return Err(self.fail("Core error", format!("node {node}: {e}")));
         }
         self.handle_ready(i)
@@ -936,247 +1078,48 @@ impl Sim {
         self.schedule(latency, Ev::Deliver { id, msg });
     }
 
-    /// Drives node `i`'s `Ready` loop: persist, send, apply, advance.
+    /// Runs node `i`'s `Ready`s through the shipped [`Driver`], with the
+    /// simulator as its host: the network, the KV state machine, the
+    /// invariant checks between the stages, and crashes at the moments a
+    /// power cut hurts most.
     pub(crate) fn handle_ready(&mut self, i: usize) -> Result<(), Failure> {
         loop {
             let node = self.nodes[i].id;
-            let Some(r) = self.nodes[i].raft.as_mut() else {
+            let Some(mut driver) = self.nodes[i].driver.take() else {
                 return Ok(());
             };
-            if let Some(f) = r.storage_failure().map(str::to_owned) {
-                // The simulated disk never fails a read: a bug.
-                return Err(self.fail("Core error", format!("node {node}: storage: {f}")));
-            }
-            if !r.has_ready() {
+            if !driver.has_work() {
+                self.nodes[i].driver = Some(driver);
                 return Ok(());
             }
-            let before = r.storage().hard_state();
-            let rd = r.ready();
-
-            // 1. Persist: snapshot work first (an install replaces the log).
-            if !rd.snapshot_ops.is_empty() {
-                self.persist_snapshot_ops(i, &rd.snapshot_ops)?;
+            let mut host = SimHost {
+                sim: self,
+                i,
+                node,
+                before: driver.raft().storage().hard_state(),
+                moment: false,
+                crash: false,
+                snapshot_at: None,
+            };
+            let handled = driver.handle_ready(&mut host);
+            let (crash, snapshot_at) = (host.crash, host.snapshot_at.take());
+            self.viewing = None;
+            self.nodes[i].driver = Some(driver);
+            match handled {
+                Ok(_) => {}
+                Err(DriverError::Host(f)) => return Err(f),
+                // A storage error stops the node; a bug unless the disk
+                // was made to fail.
+                Err(e) => return self.disk_stopped(i, &e.to_string()),
             }
-            let r = self.nodes[i].raft.as_mut().expect("running");
-            if !rd.entries.is_empty() {
-                {
-                    let (disk, log) = (r.storage(), r.raft_log());
-                    let check = self
-                        .inv
-                        .on_persist(node, &rd.entries, |i| disk.term(i).ok(), log);
-                    if let Err(v) = check {
-                        return Err(self.violated(v));
-                    }
-                }
-                let r = self.nodes[i].raft.as_mut().expect("running");
-                if let Err(e) = r.storage_mut().append(&rd.entries) {
-                    return Err(self.fail("Core error", format!("node {node}: {e}")));
-                }
-                let (first, last) = (rd.entries[0].index, rd.entries[rd.entries.len() - 1].index);
-                let last_term = rd.entries[rd.entries.len() - 1].term;
-                self.emit(
-                    node,
-                    Kind::Append {
-                        first,
-                        last,
-                        last_term,
-                    },
-                );
-            }
-            if let Some(cs) = &rd.conf_state {
-                let r = self.nodes[i].raft.as_mut().expect("running");
-                r.storage_mut().set_conf_state(cs.clone());
-            }
-            if let Some(hs) = rd.hard_state {
-                let r = self.nodes[i].raft.as_mut().expect("running");
-                r.storage_mut().set_hard_state(hs);
-                self.emit(
-                    node,
-                    Kind::Persist {
-                        hs_term: hs.term,
-                        vote: hs.vote,
-                        hs_commit: hs.commit,
-                    },
-                );
-                let old = self.nodes[i].commit;
-                if hs.commit > old {
-                    let r = self.nodes[i].raft.as_ref().expect("running");
-                    if let Err(v) = self
-                        .inv
-                        .on_commit(node, hs.term, old, hs.commit, r.raft_log())
-                    {
-                        return Err(self.violated(v));
-                    }
-                    self.nodes[i].commit = hs.commit;
-                    self.emit(node, Kind::Commit { index: hs.commit });
-                }
-                self.stats.max_term = self.stats.max_term.max(hs.term);
-            }
-            if let Some(ss) = rd.soft_state {
-                let r = self.nodes[i].raft.as_ref().expect("running");
-                if ss.role == Role::Leader {
-                    let term = r.term();
-                    if let Err(v) = self.inv.on_leader(node, term, r.raft_log()) {
-                        return Err(self.violated(v));
-                    }
-                    self.stats.leaders_elected += 1;
-                    self.nodes[i].new_leader = true;
-                } else {
-                    // Reads in flight die with the leadership.
-                    self.nodes[i].reads.clear();
-                    self.nodes[i].ready_reads.clear();
-                }
-                let from = std::mem::replace(&mut self.nodes[i].role, ss.role.into());
-                self.emit(
-                    node,
-                    Kind::Role {
-                        from,
-                        leader: ss.leader,
-                    },
-                );
-            }
-            for ev in &rd.events {
-                self.trace_core_event(node, ev);
-            }
-
-            // Election moments: a new term or vote written, a new leader (its
-            // no-op not yet replicated), or its first commit (the hand-over
-            // of the previous terms' entries). A crash is likelier there.
-            let first_commit = rd.hard_state.is_some_and(|hs| hs.commit > before.commit)
-                && std::mem::take(&mut self.nodes[i].new_leader);
-            let became_leader = rd.soft_state.is_some_and(|ss| ss.role == Role::Leader);
-            let election_moment = first_commit
-                || became_leader
-                || rd
-                    .hard_state
-                    .is_some_and(|hs| hs.term != before.term || hs.vote != before.vote);
-            let durable_write = rd.hard_state.is_some() || !rd.entries.is_empty();
-            if durable_write && self.crash_point(election_moment) {
-                // Crash after the write, before any message leaves: what was
-                // persisted survives, what was about to be said is lost.
+            if crash {
                 self.crash_and_schedule_restart(i);
                 return Ok(());
             }
-
-            // 2. Send.
-            for m in rd.messages.iter().cloned() {
-                self.send(m);
-            }
-
-            // 3. Apply.
-            let mut snapshot_at = None;
-            if let (Some(f), Some(l)) = (rd.committed_entries.first(), rd.committed_entries.last())
-            {
-                let (first, last) = (f.index, l.index);
-                for e in &rd.committed_entries {
-                    if let Err(v) = self.inv.on_apply(node, e) {
-                        return Err(self.violated(v));
-                    }
-                    if e.kind == EntryKind::Normal {
-                        let req = match Request::decode(&e.data) {
-                            Ok(r) => r,
-                            Err(why) => return Err(self.fail("Core error", why)),
-                        };
-                        let result = self.nodes[i].kv.apply(&req);
-                        let c = req.client as usize - 1;
-                        if self.nodes[i].proposals.get(&c) == Some(&req.seq) {
-                            self.nodes[i].proposals.remove(&c);
-                            self.reply(node, c, req.seq, Reply::Done(result));
-                        }
-                    }
-                    if self.cfg.compact && e.index % SNAPSHOT_INTERVAL == 0 {
-                        // The state exactly at this index, on every replica.
-                        snapshot_at = Some((e.index, self.nodes[i].kv.to_files()));
-                    }
-                }
-                self.emit(node, Kind::Apply { first, last });
-                let state = self.nodes[i].kv.fingerprint();
-                if let Err(v) = self.inv.on_state(node, last, state) {
-                    return Err(self.violated(v));
-                }
-            }
-            for rs in &rd.read_states {
-                self.nodes[i].ready_reads.push((rs.index, rs.ctx));
-            }
-
-            // 4. Advance, then serve reads the state machine has caught up with.
-            let r = self.nodes[i].raft.as_mut().expect("running");
-            r.advance(&rd);
             if let Some((index, files)) = snapshot_at {
                 self.take_snapshot(i, index, files)?;
             }
-            let r = self.nodes[i].raft.as_ref().expect("running");
-            let applied = r.applied_index();
-            let ready = std::mem::take(&mut self.nodes[i].ready_reads);
-            for (index, ctx) in ready {
-                if index > applied {
-                    self.nodes[i].ready_reads.push((index, ctx));
-                    continue;
-                }
-                if let Some((c, seq, key)) = self.nodes[i].reads.remove(&ctx) {
-                    let v = self.nodes[i].kv.get(key);
-                    self.reply(node, c, seq, Reply::Done(v));
-                }
-            }
-            if durable_write && self.crash_point(election_moment) {
-                // Crash right after the whole Ready was handled.
-                self.crash_and_schedule_restart(i);
-                return Ok(());
-            }
         }
-    }
-
-    /// Applies a `Ready`'s snapshot work to node `i`'s disk; an install
-    /// also replaces its state machine with the snapshot's.
-    fn persist_snapshot_ops(&mut self, i: usize, ops: &[SnapshotOp]) -> Result<(), Failure> {
-        let node = self.nodes[i].id;
-        let r = self.nodes[i].raft.as_mut().expect("running");
-        for op in ops {
-            if let SnapshotOp::Install(meta) = op {
-                // An install replaces the whole log: it must not hold a
-                // committed entry past the snapshot (that one would be lost).
-                let disk = r.storage();
-                for index in meta.index + 1..=disk.last_index() {
-                    let held = disk.term(index).ok();
-                    if held.is_some() && held == self.inv.committed_term(index) {
-                        let detail = format!(
-                            "node {node} installed the snapshot at {} over committed entry {index}",
-                            meta.index
-                        );
-                        return Err(self.fail("State Machine Safety", detail));
-                    }
-                }
-            }
-        }
-        let r = self.nodes[i].raft.as_mut().expect("running");
-        if let Err(e) = r.storage_mut().persist_snapshot_ops(ops) {
-            return Err(self.fail("Core error", format!("node {node}: {e}")));
-        }
-        for op in ops {
-            let SnapshotOp::Install(meta) = op else {
-                continue;
-            };
-            let r = self.nodes[i].raft.as_ref().expect("running");
-            let files: Vec<Vec<u8>> = r
-                .storage()
-                .snapshot_files()
-                .map(|(_, f)| f.to_vec())
-                .unwrap_or_default();
-            let kv = match Kv::from_files(&files) {
-                Ok(kv) => kv,
-                Err(why) => return Err(self.fail("Core error", format!("node {node}: {why}"))),
-            };
-            let state = kv.fingerprint();
-            self.nodes[i].kv = kv;
-            if let Err(v) = self.inv.on_install(node, meta.index, meta.term) {
-                return Err(self.violated(v));
-            }
-            if let Err(v) = self.inv.on_state(node, meta.index, state) {
-                return Err(self.violated(v));
-            }
-            self.nodes[i].commit = self.nodes[i].commit.max(meta.index);
-        }
-        Ok(())
     }
 
     /// Node `i` saves its state machine (`files`, as of `index`) as a
@@ -1194,7 +1137,7 @@ impl Sim {
         let mut entries_floor = u64::MAX;
         let mut states_floor = u64::MAX;
         for n in &self.nodes {
-            let store = match (&n.raft, &n.disk) {
+            let store = match (n.raft(), &n.disk) {
                 (Some(r), _) => r.storage(),
                 (None, Some(disk)) => disk,
                 (None, None) => continue,
@@ -1218,6 +1161,9 @@ impl Sim {
         &self.inv
     }
 
+    /// Node `i` saves its state machine (`files`, as of `index`) as a
+    /// snapshot through its driver and compacts its log behind it, keeping
+    /// `LOG_MARGIN` entries.
     pub(crate) fn take_snapshot(
         &mut self,
         i: usize,
@@ -1225,30 +1171,10 @@ impl Sim {
         files: Vec<(String, Vec<u8>)>,
     ) -> Result<(), Failure> {
         let node = self.nodes[i].id;
-        let r = self.nodes[i].raft.as_mut().expect("running");
-        let Some((term, conf)) = r.snapshot_point(index) else {
-            return Ok(()); // already compacted past it (an install overtook it)
-        };
-        let meta = SnapshotMeta {
-            index,
-            term,
-            conf,
-            files: files
-                .iter()
-                .map(|(name, data)| SnapshotFile {
-                    name: name.clone(),
-                    size: data.len() as u64,
-                    crc: checksum(data),
-                })
-                .collect(),
-        };
-        let bytes = meta.total_bytes();
-        let disk = r.storage_mut();
-        let saved = disk.save_snapshot(meta, files.into_iter().map(|(_, d)| d).collect());
-        let upto = index.saturating_sub(LOG_MARGIN);
-        let compacted = saved.and_then(|_| disk.compact(upto));
-        match compacted {
-            Ok(n) => {
+        let bytes: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+        let driver = self.nodes[i].driver.as_mut().expect("running");
+        match driver.save_snapshot(index, files, LOG_MARGIN) {
+            Ok(saved) if saved.stored => {
                 self.stats.snapshots_taken += 1;
                 self.emit(
                     node,
@@ -1260,15 +1186,19 @@ impl Sim {
                         ok: true,
                     },
                 );
-                if n > 0 {
-                    self.emit(node, Kind::Compact { upto });
+                if saved.compacted_to > 0 {
+                    self.emit(
+                        node,
+                        Kind::Compact {
+                            upto: saved.compacted_to,
+                        },
+                    );
                 }
                 Ok(())
             }
-            Err(e) => Err(self.fail(
-                "Core error",
-                format!("node {node}: snapshot at {index}: {e}"),
-            )),
+            // Already compacted past it (an install overtook it).
+            Ok(_) => Ok(()),
+            Err(e) => self.disk_stopped(i, &format!("snapshot at {index}: {e}")),
         }
     }
 
@@ -1294,15 +1224,11 @@ impl Sim {
         );
     }
 
-    fn trace_core_event(&mut self, node: NodeId, ev: &Event) {
+    fn trace_core_event(&mut self, node: NodeId, ev: &Event, leader: bool) {
         match ev {
             Event::MembershipChanged { index, membership } => {
                 let i = node as usize - 1;
                 let prev = std::mem::replace(&mut self.nodes[i].membership, membership.clone());
-                let leader = self.nodes[i]
-                    .raft
-                    .as_ref()
-                    .is_some_and(|r| r.role() == Role::Leader);
                 let leaving: Vec<NodeId> = prev
                     .voters
                     .iter()
@@ -1430,7 +1356,7 @@ impl Sim {
             ClientOp::Put { key, value } => (TraceOp::Put, key, Some(value)),
             ClientOp::Get { key, .. } => (TraceOp::Get, key, None),
         };
-        if self.nodes[i].raft.is_none() {
+        if self.nodes[i].driver.is_none() {
             return Ok(());
         }
         self.emit(
@@ -1445,7 +1371,7 @@ impl Sim {
                 outcome: None,
             },
         );
-        let r = self.nodes[i].raft.as_mut().expect("checked");
+        let r = self.nodes[i].raft_mut().expect("checked");
         let refused = match op {
             ClientOp::Put { .. }
             | ClientOp::Get {
@@ -1615,7 +1541,7 @@ impl Sim {
     fn leader_index(&self) -> Option<usize> {
         self.nodes
             .iter()
-            .position(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
+            .position(|n| n.raft().is_some_and(|r| r.role() == Role::Leader))
     }
 
     /// Crashes node `i` and restarts it later: often at once (a supervisor
@@ -1639,13 +1565,13 @@ impl Sim {
         let leader = self
             .nodes
             .iter()
-            .position(|n| !n.paused && n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
+            .position(|n| !n.paused && n.raft().is_some_and(|r| r.role() == Role::Leader));
         let Some(i) = leader else {
             return Ok(());
         };
         let n = self.nodes.len() as u64;
         let to = 1 + self.rand(n);
-        let r = self.nodes[i].raft.as_mut().expect("leader runs");
+        let r = self.nodes[i].raft_mut().expect("leader runs");
         if r.transfer_leader(to).is_ok() {
             self.stats.transfers += 1;
         }
@@ -1663,7 +1589,7 @@ impl Sim {
             return Ok(());
         };
         let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        let r = self.nodes[i].raft.as_ref().expect("leader runs");
+        let r = self.nodes[i].raft().expect("leader runs");
         let (leader, m) = (r.id(), r.membership().clone());
         let outsiders: Vec<NodeId> = all.iter().copied().filter(|x| !m.is_voter(*x)).collect();
         let roll = self.rand(100);
@@ -1702,7 +1628,7 @@ impl Sim {
         } else {
             return Ok(());
         };
-        let r = self.nodes[i].raft.as_mut().expect("leader runs");
+        let r = self.nodes[i].raft_mut().expect("leader runs");
         match action {
             Action::Voters(target) => {
                 let mut t = target.clone();
@@ -1813,13 +1739,13 @@ impl Sim {
                     Some(l) if self.chance(50) => l,
                     _ => self.rand(n as u64) as usize,
                 };
-                if self.nodes[i].raft.is_some() {
+                if self.nodes[i].driver.is_some() {
                     self.crash_and_schedule_restart(i);
                 }
             }
             FaultKind::Pause => {
                 let i = self.rand(n as u64) as usize;
-                if self.nodes[i].raft.is_some() && !self.nodes[i].paused {
+                if self.nodes[i].driver.is_some() && !self.nodes[i].paused {
                     self.pause(i);
                     let d = 20 + self.rand(480);
                     self.schedule(d, Ev::Resume { node: i });
@@ -1832,8 +1758,49 @@ impl Sim {
                 let id = self.nodes[i].id;
                 self.emit(id, Kind::Tickrate { period });
             }
+            FaultKind::Disk => {
+                let i = self.rand(n as u64) as usize;
+                self.weather_epoch += 1;
+                let epoch = self.weather_epoch;
+                let full = self.chance(40);
+                let fs = self.nodes[i].fs.clone();
+                let room = self.rand(64 << 10);
+                let used = fs.used_bytes();
+                fs.configure(|c| {
+                    if full {
+                        c.capacity = Some(used + room);
+                        c.short_writes = true;
+                    } else {
+                        c.read_eio = Fault::Chance(0.01);
+                        c.write_eio = Fault::Chance(0.02);
+                        c.sync_eio = Fault::Chance(0.03);
+                        c.meta_eio = Fault::Chance(0.02);
+                    }
+                });
+                let node = &mut self.nodes[i];
+                node.disk_fault = Some(epoch);
+                node.disk_faulted = true;
+                self.stats.disk_faults += 1;
+                let d = 100 + self.rand(900);
+                self.schedule(d, Ev::DiskHeal { node: i, epoch });
+            }
             _ => unreachable!("every kind is handled above"),
         }
         Ok(())
+    }
+
+    /// Ends the disk fault `epoch` on node `i` (a later one stays).
+    pub(crate) fn heal_disk(&mut self, i: usize, epoch: Option<u64>) {
+        if epoch.is_some() && self.nodes[i].disk_fault != epoch {
+            return;
+        }
+        self.nodes[i].disk_fault = None;
+        self.nodes[i].fs.configure(|c| {
+            c.capacity = None;
+            c.read_eio = Fault::Never;
+            c.write_eio = Fault::Never;
+            c.sync_eio = Fault::Never;
+            c.meta_eio = Fault::Never;
+        });
     }
 }

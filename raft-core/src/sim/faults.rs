@@ -24,11 +24,16 @@ pub enum FaultKind {
     Pause,
     /// A node's clock runs up to 10% fast or slow (ticks every 9 to 11 ms).
     TickRate,
+    /// A node's disk fails for a while: reads, writes and syncs return EIO
+    /// now and then, or the disk is full. A crash there also loses, keeps
+    /// part of, or tears what was not synced, and a crash may cut the power
+    /// in the middle of a write.
+    Disk,
 }
 
 impl FaultKind {
     /// Every kind, in the order `--help` lists them.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Delay,
         FaultKind::Drop,
         FaultKind::Duplicate,
@@ -38,6 +43,7 @@ impl FaultKind {
         FaultKind::Crash,
         FaultKind::Pause,
         FaultKind::TickRate,
+        FaultKind::Disk,
     ];
 
     /// The name used on the command line.
@@ -52,6 +58,7 @@ impl FaultKind {
             FaultKind::Crash => "crash",
             FaultKind::Pause => "pause",
             FaultKind::TickRate => "tickrate",
+            FaultKind::Disk => "disk",
         }
     }
 

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::core::{Entry, EntryKind, NodeId};
 use crate::log::RaftLog;
-use crate::storage::MemStorage;
+use crate::storage::Storage;
 
 /// A broken safety property.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +122,7 @@ impl Invariants {
         &mut self,
         node: NodeId,
         term: u64,
-        log: &RaftLog<MemStorage>,
+        log: &RaftLog<impl Storage>,
     ) -> Result<(), Violation> {
         if let Some(&other) = self.leaders.get(&term) {
             if other != node {
@@ -171,7 +171,7 @@ impl Invariants {
         node: NodeId,
         entries: &[Entry],
         durable_term: impl Fn(u64) -> Option<u64>,
-        log: &RaftLog<MemStorage>,
+        log: &RaftLog<impl Storage>,
     ) -> Result<(), Violation> {
         for e in entries {
             if let Some(t) = self.committed_term(e.index) {
@@ -215,7 +215,7 @@ impl Invariants {
         term: u64,
         from: u64,
         to: u64,
-        log: &RaftLog<MemStorage>,
+        log: &RaftLog<impl Storage>,
     ) -> Result<(), Violation> {
         for index in from + 1..=to {
             if self.forgotten(index) {

@@ -111,7 +111,7 @@ impl LiveCluster {
         // changes or new client operations; only the user acts.
         sim.quiet = true;
         for i in 0..sim.nodes.len() {
-            sim.restart(i);
+            sim.restart(i).map_err(|f| f.to_string())?;
         }
         Ok(LiveCluster {
             sim,
@@ -139,7 +139,7 @@ impl LiveCluster {
     /// Whether node `id` is running (not stopped).
     pub fn is_running(&self, id: NodeId) -> bool {
         self.node_index(id)
-            .is_ok_and(|i| self.sim.nodes[i].raft.is_some())
+            .is_ok_and(|i| self.sim.nodes[i].driver.is_some())
     }
 
     /// The running leader of the highest term, if any.
@@ -152,10 +152,10 @@ impl LiveCluster {
     pub fn voters(&self) -> Vec<NodeId> {
         let i = self.leader_index().or_else(|| {
             (0..self.sim.nodes.len())
-                .filter(|&i| self.sim.nodes[i].raft.is_some())
-                .max_by_key(|&i| self.sim.nodes[i].raft.as_ref().map(|r| r.term()))
+                .filter(|&i| self.sim.nodes[i].driver.is_some())
+                .max_by_key(|&i| self.sim.nodes[i].raft().map(|r| r.term()))
         });
-        i.and_then(|i| self.sim.nodes[i].raft.as_ref())
+        i.and_then(|i| self.sim.nodes[i].raft())
             .map(|r| r.membership().voters.clone())
             .unwrap_or_default()
     }
@@ -181,7 +181,7 @@ impl LiveCluster {
     /// there is no such node.
     pub fn status(&self, id: NodeId) -> Option<RaftStatus> {
         let i = self.node_index(id).ok()?;
-        self.sim.nodes[i].raft.as_ref().map(|r| r.status())
+        self.sim.nodes[i].raft().map(|r| r.status())
     }
 
     /// The nodes whose links with node `id` are cut by
@@ -291,12 +291,12 @@ impl LiveCluster {
     pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
         self.check_failed()?;
         let i = self.node_index(id)?;
-        if self.sim.nodes[i].raft.is_some() {
+        if self.sim.nodes[i].driver.is_some() {
             return Err(format!("n{id} is already running"));
         }
         self.begin();
-        self.sim.restart(i);
-        Ok(())
+        let res = self.sim.restart(i);
+        self.record(res)
     }
 
     /// Pauses running node `id` (a SIGSTOP): it keeps its state but does
@@ -326,14 +326,14 @@ impl LiveCluster {
     /// Whether node `id` is paused.
     pub fn is_paused(&self, id: NodeId) -> bool {
         self.node_index(id)
-            .is_ok_and(|i| self.sim.nodes[i].raft.is_some() && self.sim.nodes[i].paused)
+            .is_ok_and(|i| self.sim.nodes[i].driver.is_some() && self.sim.nodes[i].paused)
     }
 
     /// Fires node `id`'s election timer now: it starts a pre-vote round
     /// (PreVote is on), and an election if that wins.
     pub fn timeout(&mut self, id: NodeId) -> Result<(), String> {
         let i = self.running(id)?;
-        let r = self.sim.nodes[i].raft.as_mut().expect("running");
+        let r = self.sim.nodes[i].raft_mut().expect("running");
         if r.role() == Role::Leader {
             return Err(format!("n{id} is the leader: it has no election timer"));
         }
@@ -456,8 +456,7 @@ impl LiveCluster {
             .leader_index()
             .ok_or("no leader to change the configuration")?;
         let m = self.sim.nodes[l]
-            .raft
-            .as_ref()
+            .raft()
             .expect("leader runs")
             .membership()
             .clone();
@@ -486,8 +485,7 @@ impl LiveCluster {
             .leader_index()
             .ok_or("no leader to change the configuration")?;
         let m = self.sim.nodes[l]
-            .raft
-            .as_ref()
+            .raft()
             .expect("leader runs")
             .membership()
             .clone();
@@ -504,7 +502,7 @@ impl LiveCluster {
         self.check_failed()?;
         self.node_index(id)?;
         let l = self.leader_index().ok_or("no leader to transfer from")?;
-        let r = self.sim.nodes[l].raft.as_mut().expect("leader runs");
+        let r = self.sim.nodes[l].raft_mut().expect("leader runs");
         let leader = r.id();
         r.transfer_leader(id)
             .map_err(|e| format!("leader n{leader} refused the transfer: {e}"))?;
@@ -519,12 +517,12 @@ impl LiveCluster {
     /// snapshot from the leader. Returns the snapshot's index.
     pub fn snapshot(&mut self, id: NodeId) -> Result<u64, String> {
         let i = self.running(id)?;
-        let r = self.sim.nodes[i].raft.as_ref().expect("running");
+        let r = self.sim.nodes[i].raft().expect("running");
         let index = r.applied_index();
         if index == 0 {
             return Err(format!("n{id} has applied nothing to snapshot"));
         }
-        let have = r.storage().snapshot_files().map_or(0, |(m, _)| m.index);
+        let have = crate::storage::Storage::snapshot_meta(r.storage()).map_or(0, |m| m.index);
         if have >= index {
             return Err(format!("n{id} has a snapshot at {have} already"));
         }
@@ -583,7 +581,7 @@ impl LiveCluster {
     fn running(&self, id: NodeId) -> Result<usize, String> {
         self.check_failed()?;
         let i = self.node_index(id)?;
-        if self.sim.nodes[i].raft.is_none() {
+        if self.sim.nodes[i].driver.is_none() {
             return Err(format!("n{id} is stopped"));
         }
         Ok(i)
@@ -593,15 +591,14 @@ impl LiveCluster {
         (0..self.sim.nodes.len())
             .filter(|&i| {
                 self.sim.nodes[i]
-                    .raft
-                    .as_ref()
+                    .raft()
                     .is_some_and(|r| r.role() == Role::Leader)
             })
-            .max_by_key(|&i| self.sim.nodes[i].raft.as_ref().map(|r| r.term()))
+            .max_by_key(|&i| self.sim.nodes[i].raft().map(|r| r.term()))
     }
 
     fn change_voters(&mut self, l: usize, voters: Vec<NodeId>) -> Result<(), String> {
-        let r = self.sim.nodes[l].raft.as_mut().expect("leader runs");
+        let r = self.sim.nodes[l].raft_mut().expect("leader runs");
         let leader = r.id();
         r.change_peers(voters)
             .map_err(|e| format!("leader n{leader} refused the change: {e}"))?;

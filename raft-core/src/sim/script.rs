@@ -46,7 +46,8 @@ use super::invariants::Invariants;
 use crate::core::{
     BugSet, Config, Entry, EntryKind, HardState, Message, NodeId, Raft, ReadMode, Role,
 };
-use crate::storage::{MemStorage, Storage};
+use crate::driver::{Driver, DriverError, Flow, Host, Stage, Work};
+use crate::storage::{NodeStorage, Storage};
 
 /// A script that could not run, or whose expectation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,8 +62,10 @@ pub struct ScriptError {
 
 struct Node {
     id: NodeId,
-    raft: Option<Raft<MemStorage>>,
-    disk: Option<MemStorage>,
+    /// The running node: the shipped driver over the shipped storage.
+    driver: Option<Driver>,
+    /// What a crash left, while down (reopened at the start).
+    disk: Option<NodeStorage>,
     commit: u64,
     read_states: Vec<(u64, u64)>,
     /// The state machine: the data of every applied entry, one a line.
@@ -242,8 +245,8 @@ impl Scenario {
             };
             sc.nodes.push(Node {
                 id,
-                raft: None,
-                disk: Some(MemStorage::new(voters)),
+                driver: None,
+                disk: Some(NodeStorage::memory(voters)),
                 commit: 0,
                 read_states: Vec::new(),
                 sm: Vec::new(),
@@ -273,20 +276,26 @@ impl Scenario {
         let cfg = self.config(id);
         let n = &mut self.nodes[id as usize - 1];
         let disk = n.disk.take().ok_or(format!("node {id} is running"))?;
+        let disk = disk
+            .reopen()
+            .map_err(|e| format!("node {id}: reopening: {e}"))?;
         n.commit = disk.hard_state().commit;
         n.sm = disk
             .snapshot_files()
-            .and_then(|(_, f)| f.first().cloned())
+            .map_err(|e| format!("node {id}: {e}"))?
+            .and_then(|(_, f)| f.into_iter().next())
             .unwrap_or_default();
         let rng = Box::new(Pcg64Mcg::seed_from_u64(id));
-        n.raft = Some(Raft::new(cfg, disk, rng).map_err(|e| e.to_string())?);
+        let raft = Raft::new(cfg, disk, rng).map_err(|e| e.to_string())?;
+        n.driver = Some(Driver::new(raft));
         Ok(())
     }
 
-    fn raft(&mut self, id: NodeId) -> Result<&mut Raft<MemStorage>, String> {
+    fn raft(&mut self, id: NodeId) -> Result<&mut Raft<NodeStorage>, String> {
         self.nodes[id as usize - 1]
-            .raft
+            .driver
             .as_mut()
+            .map(Driver::raft_mut)
             .ok_or(format!("node {id} is down"))
     }
 
@@ -305,7 +314,7 @@ impl Scenario {
                 let ids: Vec<NodeId> = if *who == "all" {
                     self.nodes
                         .iter()
-                        .filter(|x| x.raft.is_some())
+                        .filter(|x| x.driver.is_some())
                         .map(|x| x.id)
                         .collect()
                 } else {
@@ -381,8 +390,8 @@ impl Scenario {
             ["crash", id] => {
                 let id = parse_id(id, n)?;
                 let node = &mut self.nodes[id as usize - 1];
-                let raft = node.raft.take().ok_or(format!("node {id} is down"))?;
-                node.disk = Some(raft.into_storage());
+                let driver = node.driver.take().ok_or(format!("node {id} is down"))?;
+                node.disk = Some(driver.into_raft().into_storage());
                 node.read_states.clear();
                 self.queue.retain(|m| m.to != id);
             }
@@ -511,22 +520,31 @@ impl Scenario {
             });
         }
         let voters = disk.initial_state().map_err(|e| e.to_string())?.1.voters;
-        let mut fresh = MemStorage::new(voters);
-        fresh.append(&entries).map_err(|e| e.to_string())?;
         let term = hs_term.unwrap_or(last);
         if term < last {
             return Err(format!("term={term} is below the last entry's term {last}"));
         }
-        fresh.set_hard_state(HardState {
+        let hard_state = HardState {
             term,
             vote: None,
             commit: 0,
-        });
+        };
+        // Written as a node writes: one persisted Ready.
+        let mut fresh = NodeStorage::memory(voters.clone());
+        fresh
+            .persist(&crate::core::Ready {
+                entries: entries.clone(),
+                hard_state: Some(hard_state),
+                ..Default::default()
+            })
+            .map_err(|e| e.to_string())?;
         *disk = fresh;
         node.commit = 0;
         // Hand-made logs are outside the invariants' knowledge; register
         // them so later checks compare against what the script built.
-        let log = crate::core::log::RaftLog::new(disk.clone(), 0, 0);
+        let mut view = crate::storage::MemStorage::new(voters);
+        view.append(&entries).map_err(|e| e.to_string())?;
+        let log = crate::core::log::RaftLog::new(view, 0, 0);
         self.inv
             .on_persist(id, &entries, |_| None, &log)
             .map_err(|v| format!("{}: {}", v.property, v.detail))?;
@@ -544,7 +562,11 @@ impl Scenario {
                 continue;
             }
             let to = m.to;
-            let Some(r) = self.nodes[to as usize - 1].raft.as_mut() else {
+            let Some(r) = self.nodes[to as usize - 1]
+                .driver
+                .as_mut()
+                .map(Driver::raft_mut)
+            else {
                 continue;
             };
             r.step(m).map_err(|e| format!("node {to}: {e}"))?;
@@ -553,149 +575,19 @@ impl Scenario {
         Ok(())
     }
 
+    /// Runs node `id`'s `Ready`s through the shipped driver.
     fn process(&mut self, id: NodeId) -> Result<(), String> {
         let i = id as usize - 1;
-        loop {
-            let Some(r) = self.nodes[i].raft.as_mut() else {
-                return Ok(());
-            };
-            if !r.has_ready() {
-                return Ok(());
-            }
-            let rd = r.ready();
-            let broken = |v: super::invariants::Violation| format!("{}: {}", v.property, v.detail);
-            r.storage_mut()
-                .persist_snapshot_ops(&rd.snapshot_ops)
-                .map_err(|e| e.to_string())?;
-            for op in &rd.snapshot_ops {
-                if let crate::core::SnapshotOp::Install(meta) = op {
-                    self.inv
-                        .on_install(id, meta.index, meta.term)
-                        .map_err(broken)?;
-                    let r = self.nodes[i].raft.as_ref().expect("running");
-                    let sm = r
-                        .storage()
-                        .snapshot_files()
-                        .and_then(|(_, f)| f.first().cloned())
-                        .unwrap_or_default();
-                    self.nodes[i].sm = sm;
-                    self.nodes[i].commit = self.nodes[i].commit.max(meta.index);
-                    let _ = writeln!(self.out, "  node {id}: snapshot {} installed", meta.index);
-                }
-            }
-            let r = self.nodes[i].raft.as_mut().expect("running");
-            if !rd.entries.is_empty() {
-                let (disk, log) = (r.storage(), r.raft_log());
-                self.inv
-                    .on_persist(id, &rd.entries, |x| disk.term(x).ok(), log)
-                    .map_err(broken)?;
-                r.storage_mut()
-                    .append(&rd.entries)
-                    .map_err(|e| e.to_string())?;
-            }
-            if let Some(cs) = &rd.conf_state {
-                r.storage_mut().set_conf_state(cs.clone());
-            }
-            if let Some(hs) = rd.hard_state {
-                r.storage_mut().set_hard_state(hs);
-                let old = self.nodes[i].commit;
-                if hs.commit > old {
-                    let r = self.nodes[i].raft.as_ref().expect("running");
-                    self.inv
-                        .on_commit(id, hs.term, old, hs.commit, r.raft_log())
-                        .map_err(broken)?;
-                    self.nodes[i].commit = hs.commit;
-                    let _ = writeln!(self.out, "  node {id}: commit {}", hs.commit);
-                }
-            }
-            let r = self.nodes[i].raft.as_ref().expect("running");
-            if let Some(ss) = rd.soft_state {
-                if ss.role == Role::Leader {
-                    self.inv
-                        .on_leader(id, r.term(), r.raft_log())
-                        .map_err(broken)?;
-                }
-                let leader = match ss.leader {
-                    Some(l) if l != id => format!(", leader {l}"),
-                    _ => String::new(),
-                };
-                let _ = writeln!(
-                    self.out,
-                    "  node {id}: {} in term {}{leader}",
-                    ss.role.name(),
-                    r.term()
-                );
-            }
-            for ev in &rd.events {
-                let note = match ev {
-                    crate::core::Event::ElectionTimeout { pre_vote } => {
-                        format!(
-                            "election timeout ({})",
-                            if *pre_vote { "pre-vote" } else { "vote" }
-                        )
-                    }
-                    crate::core::Event::CheckQuorumStepDown => "no quorum heard: steps down".into(),
-                    crate::core::Event::TransferStarted { to } => {
-                        format!("transfer to {to} started")
-                    }
-                    crate::core::Event::TimeoutNowSent { to } => format!("TimeoutNow sent to {to}"),
-                    crate::core::Event::TransferAborted { to } => {
-                        format!("transfer to {to} abandoned")
-                    }
-                    crate::core::Event::MembershipChanged { index, membership } => {
-                        format!("config at {index}: {}", describe(membership))
-                    }
-                    crate::core::Event::ChangeDone { membership } => {
-                        format!("change done: {}", describe(membership))
-                    }
-                    crate::core::Event::ChangeFailed { reason } => {
-                        format!("change failed: {reason}")
-                    }
-                    crate::core::Event::SnapshotOffered { to, index, bytes } => {
-                        format!("offers snapshot {index} ({bytes} bytes) to {to}")
-                    }
-                    crate::core::Event::SnapshotChunkReceived {
-                        file,
-                        offset,
-                        len,
-                        ok,
-                        ..
-                    } => format!(
-                        "chunk {file}@{offset}+{len} {}",
-                        if *ok {
-                            "verified"
-                        } else {
-                            "bad checksum, asked again"
-                        }
-                    ),
-                    crate::core::Event::SnapshotResumed { index, have } => {
-                        format!("resumes snapshot {index} with {have} bytes already held")
-                    }
-                    crate::core::Event::SnapshotDiscarded { index, reason } => {
-                        format!("discards snapshot {index}: {reason}")
-                    }
-                    _ => continue,
-                };
-                let _ = writeln!(self.out, "  node {id}: {note}");
-            }
-            self.queue.extend(rd.messages.iter().cloned());
-            for e in &rd.committed_entries {
-                self.inv.on_apply(id, e).map_err(broken)?;
-                if e.kind == crate::core::EntryKind::Normal {
-                    let sm = &mut self.nodes[i].sm;
-                    sm.extend_from_slice(&e.data);
-                    sm.push(b'\n');
-                }
-            }
-            for rs in &rd.read_states {
-                self.nodes[i].read_states.push((rs.ctx, rs.index));
-                let _ = writeln!(
-                    self.out,
-                    "  node {id}: read {} ready at index {}",
-                    rs.ctx, rs.index
-                );
-            }
-            self.nodes[i].raft.as_mut().expect("running").advance(&rd);
+        let Some(mut driver) = self.nodes[i].driver.take() else {
+            return Ok(());
+        };
+        let mut host = ScriptHost { sc: self, id };
+        let handled = driver.handle_all(&mut host);
+        self.nodes[i].driver = Some(driver);
+        match handled {
+            Ok(_) => Ok(()),
+            Err(DriverError::Host(e)) => Err(e),
+            Err(e) => Err(format!("node {id}: {e}")),
         }
     }
 
@@ -714,9 +606,9 @@ impl Scenario {
             ["role", id, role] => {
                 let id = parse_id(id, n)?;
                 let got = self.nodes[id as usize - 1]
-                    .raft
+                    .driver
                     .as_ref()
-                    .map_or("down", |r| r.role().name());
+                    .map_or("down", |d| d.raft().role().name());
                 if got != *role {
                     return Err(format!("node {id} is {got}, expected {role}"));
                 }
@@ -730,8 +622,9 @@ impl Scenario {
                 let term = r.term();
                 let rival = self.nodes.iter().find(|x| {
                     x.id != id
-                        && x.raft
+                        && x.driver
                             .as_ref()
+                            .map(Driver::raft)
                             .is_some_and(|r| r.role() == Role::Leader && r.term() == term)
                 });
                 if let Some(x) = rival {
@@ -824,5 +717,185 @@ impl Scenario {
             _ => return Err(format!("unknown expectation '{}'", w.join(" "))),
         }
         Ok(())
+    }
+}
+
+/// The scenario as the driver's host: a message queue the script delivers
+/// by hand, a state machine that records what it applies, invariant checks
+/// and a transcript line for everything worth reading.
+struct ScriptHost<'a> {
+    sc: &'a mut Scenario,
+    id: NodeId,
+}
+
+fn broken(v: super::invariants::Violation) -> String {
+    format!("{}: {}", v.property, v.detail)
+}
+
+impl Host for ScriptHost<'_> {
+    type Error = String;
+
+    fn send(&mut self, _raft: &Raft<NodeStorage>, msg: Message) {
+        self.sc.queue.push_back(msg);
+    }
+
+    fn work(&mut self, _raft: &Raft<NodeStorage>, work: Work) -> Result<(), String> {
+        let (id, i) = (self.id, self.id as usize - 1);
+        match work {
+            Work::Load { meta, files } => {
+                self.sc
+                    .inv
+                    .on_install(id, meta.index, meta.term)
+                    .map_err(broken)?;
+                self.sc.nodes[i].sm = files.into_iter().next().unwrap_or_default();
+                let _ = writeln!(
+                    self.sc.out,
+                    "  node {id}: snapshot {} installed",
+                    meta.index
+                );
+            }
+            Work::Entries(entries) => {
+                for e in &entries {
+                    self.sc.inv.on_apply(id, e).map_err(broken)?;
+                    if e.kind == EntryKind::Normal {
+                        let sm = &mut self.sc.nodes[i].sm;
+                        sm.extend_from_slice(&e.data);
+                        sm.push(b'\n');
+                    }
+                }
+            }
+            Work::LeaderStart { .. }
+            | Work::LeaderStop
+            | Work::StartFollowing { .. }
+            | Work::StopFollowing => {}
+        }
+        Ok(())
+    }
+
+    fn read_ready(&mut self, _raft: &Raft<NodeStorage>, rs: crate::core::ReadState) {
+        let id = self.id;
+        self.sc.nodes[id as usize - 1]
+            .read_states
+            .push((rs.ctx, rs.index));
+        let _ = writeln!(
+            self.sc.out,
+            "  node {id}: read {} ready at index {}",
+            rs.ctx, rs.index
+        );
+    }
+
+    fn at(
+        &mut self,
+        r: &Raft<NodeStorage>,
+        stage: Stage,
+        rd: &crate::core::Ready,
+    ) -> Result<Flow, String> {
+        let (id, i) = (self.id, self.id as usize - 1);
+        match stage {
+            Stage::Taken => {
+                if !rd.entries.is_empty() {
+                    let disk = r.storage();
+                    self.sc
+                        .inv
+                        .on_persist(id, &rd.entries, |x| disk.term(x).ok(), r.raft_log())
+                        .map_err(broken)?;
+                }
+            }
+            Stage::Persisted => {
+                for op in &rd.snapshot_ops {
+                    if let crate::core::SnapshotOp::Install(meta) = op {
+                        let n = &mut self.sc.nodes[i];
+                        n.commit = n.commit.max(meta.index);
+                    }
+                }
+                if let Some(hs) = rd.hard_state {
+                    let old = self.sc.nodes[i].commit;
+                    if hs.commit > old {
+                        self.sc
+                            .inv
+                            .on_commit(id, hs.term, old, hs.commit, r.raft_log())
+                            .map_err(broken)?;
+                        self.sc.nodes[i].commit = hs.commit;
+                        let _ = writeln!(self.sc.out, "  node {id}: commit {}", hs.commit);
+                    }
+                }
+                if let Some(ss) = rd.soft_state {
+                    if ss.role == Role::Leader {
+                        self.sc
+                            .inv
+                            .on_leader(id, r.term(), r.raft_log())
+                            .map_err(broken)?;
+                    }
+                    let leader = match ss.leader {
+                        Some(l) if l != id => format!(", leader {l}"),
+                        _ => String::new(),
+                    };
+                    let _ = writeln!(
+                        self.sc.out,
+                        "  node {id}: {} in term {}{leader}",
+                        ss.role.name(),
+                        r.term()
+                    );
+                }
+                for ev in &rd.events {
+                    let note = match ev {
+                        crate::core::Event::ElectionTimeout { pre_vote } => {
+                            format!(
+                                "election timeout ({})",
+                                if *pre_vote { "pre-vote" } else { "vote" }
+                            )
+                        }
+                        crate::core::Event::CheckQuorumStepDown => {
+                            "no quorum heard: steps down".into()
+                        }
+                        crate::core::Event::TransferStarted { to } => {
+                            format!("transfer to {to} started")
+                        }
+                        crate::core::Event::TimeoutNowSent { to } => {
+                            format!("TimeoutNow sent to {to}")
+                        }
+                        crate::core::Event::TransferAborted { to } => {
+                            format!("transfer to {to} abandoned")
+                        }
+                        crate::core::Event::MembershipChanged { index, membership } => {
+                            format!("config at {index}: {}", describe(membership))
+                        }
+                        crate::core::Event::ChangeDone { membership } => {
+                            format!("change done: {}", describe(membership))
+                        }
+                        crate::core::Event::ChangeFailed { reason } => {
+                            format!("change failed: {reason}")
+                        }
+                        crate::core::Event::SnapshotOffered { to, index, bytes } => {
+                            format!("offers snapshot {index} ({bytes} bytes) to {to}")
+                        }
+                        crate::core::Event::SnapshotChunkReceived {
+                            file,
+                            offset,
+                            len,
+                            ok,
+                            ..
+                        } => format!(
+                            "chunk {file}@{offset}+{len} {}",
+                            if *ok {
+                                "verified"
+                            } else {
+                                "bad checksum, asked again"
+                            }
+                        ),
+                        crate::core::Event::SnapshotResumed { index, have } => {
+                            format!("resumes snapshot {index} with {have} bytes already held")
+                        }
+                        crate::core::Event::SnapshotDiscarded { index, reason } => {
+                            format!("discards snapshot {index}: {reason}")
+                        }
+                        _ => continue,
+                    };
+                    let _ = writeln!(self.sc.out, "  node {id}: {note}");
+                }
+            }
+            Stage::Advanced => {}
+        }
+        Ok(Flow::Go)
     }
 }

@@ -40,6 +40,11 @@ impl EntryCache {
         }
     }
 
+    /// The most bytes of entries kept.
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     fn first_index(&self) -> Option<u64> {
         self.entries.front().map(|e| e.index)
     }

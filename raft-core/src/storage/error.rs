@@ -52,7 +52,7 @@ pub enum StorageError {
 
 impl StorageError {
     /// An IO error on `path` while doing `op`.
-    #[cfg(feature = "local")]
+    #[cfg(any(feature = "sim", feature = "local"))]
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StorageError::Io {
             op,

@@ -121,6 +121,14 @@ impl MemoryMeta {
     pub fn new() -> MemoryMeta {
         MemoryMeta::default()
     }
+
+    /// A store holding `cs` as the saved membership (term 0, no vote).
+    pub fn with_members(cs: ConfState) -> MemoryMeta {
+        MemoryMeta {
+            hard_state: HardState::default(),
+            conf_state: cs,
+        }
+    }
 }
 
 impl MetaStore for MemoryMeta {

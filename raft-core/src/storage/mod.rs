@@ -11,15 +11,19 @@
 //! - [`NodeStorage`], composed of a [`LogStore`], a [`MetaStore`] and a
 //!   [`SnapshotStore`] chosen by URI ([`open`]): `memory://`, or
 //!   `local://PATH` (feature `local`: a segmented, checksummed, fsynced log,
-//!   atomic meta, snapshots renamed into place; see [`local`]). Its
-//!   `persist` applies a `Ready` with one log fsync (group commit).
+//!   atomic meta, snapshots renamed into place; see `local`). Its
+//!   `persist` applies a `Ready` with one log fsync (group commit). The
+//!   `local` stores do their IO through `fs::Fs`: the real disk, or the
+//!   simulator's `fs::SimFs`, which crashes and fails by seed.
 
 use crate::core::{ConfState, Entry, HardState, Ready, SnapshotMeta, SnapshotOp};
 use crate::Error;
 
 mod cache;
 mod error;
-#[cfg(feature = "local")]
+#[cfg(any(feature = "sim", feature = "local"))]
+pub mod fs;
+#[cfg(any(feature = "sim", feature = "local"))]
 pub mod local;
 mod memory;
 mod node;

@@ -114,21 +114,40 @@ impl NodeStorage {
         Ok(())
     }
 
-    /// Empty in-memory storage (`memory://`) for a group with `voters`.
+    /// Empty in-memory storage (`memory://`) for a group with `voters`
+    /// (saved in the meta store, so [`NodeStorage::reopen`] keeps them).
     pub fn memory(voters: Vec<u64>) -> NodeStorage {
+        let conf_state = ConfState {
+            voters,
+            ..ConfState::default()
+        };
         NodeStorage {
             log: Box::new(MemoryLog::new()),
-            meta: Box::new(MemoryMeta::new()),
+            meta: Box::new(MemoryMeta::with_members(conf_state.clone())),
             snapshots: Box::new(MemorySnapshots::new()),
             hard_state: HardState::default(),
-            conf_state: ConfState {
-                voters,
-                ..ConfState::default()
-            },
+            conf_state,
             report: RecoveryReport::default(),
             // The log is memory already.
             cache: EntryCache::new(0),
         }
+    }
+
+    /// What a crash leaves: the stores reopened as they are, every value
+    /// held only in memory gone (the entry cache, a commit index newer than
+    /// the saved one). What the stores lose at a crash is theirs to model:
+    /// the memory stores keep everything, the `local` stores over a
+    /// simulated file system lose what was not synced.
+    pub fn reopen(self) -> Result<NodeStorage, StorageError> {
+        let cache = self.cache.max_bytes();
+        let mut s = NodeStorage::new(
+            self.log,
+            self.meta,
+            self.snapshots,
+            RecoveryReport::default(),
+        )?;
+        s.cache = EntryCache::new(cache);
+        Ok(s)
     }
 
     /// Keeps at most `bytes` of the latest entries in memory (default

@@ -9,6 +9,13 @@
 //!
 //! A put's latency is what its client waits: from its first attempt to its
 //! success, failed attempts, timeouts and redirects included.
+//!
+//! Each client has a session (a random id; see `client::Session`): a put
+//! takes the next sequence number and keeps it, and its key, through every
+//! retry, so a put retried after a timeout or a lost connection is applied
+//! once. Should a session be gone (`410`, after an hour idle or past the
+//! nodes' session limit), the client opens a new one and sends the put
+//! again: as a put rewrites the value it wrote, that is harmless here.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +28,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, LOCATION};
 use hyper::{Request, StatusCode};
+
+use super::client::{Session, Stamp};
+use crate::cmd::node::{CLIENT_ID_HEADER, CLIENT_SEQ_HEADER};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -37,6 +47,8 @@ struct ClientResult {
     latencies: Vec<Duration>,
     errors: u64,
     redirects: u64,
+    /// Sessions the nodes no longer knew, replaced by new ones.
+    sessions_renewed: u64,
 }
 
 /// Where the clients send: the nodes' HTTP addresses (the leader first),
@@ -142,13 +154,14 @@ pub fn run(
     value_size: usize,
 ) -> Result<Report> {
     let rt = runtime()?;
+    let sessions = sessions(clients)?;
     let started = Instant::now();
     let ctl = Arc::new(Control {
         end: Some(started + duration),
         tls: targets.tls,
         ..Control::default()
     });
-    let results = rt.block_on(run_clients(targets.nodes, clients, value_size, ctl));
+    let results = rt.block_on(run_clients(targets.nodes, sessions, value_size, ctl));
     Ok(report(results, started.elapsed(), clients, value_size))
 }
 
@@ -171,12 +184,13 @@ impl Background {
             ..Control::default()
         });
         let nodes = targets.nodes;
+        let sessions = sessions(clients)?;
         let rt = runtime()?;
         let thread_ctl = ctl.clone();
         let thread = std::thread::Builder::new()
             .name("load".into())
             .spawn(move || {
-                rt.block_on(run_clients(nodes, clients, value_size, thread_ctl));
+                rt.block_on(run_clients(nodes, sessions, value_size, thread_ctl));
             })
             .context("starting the load generator's thread")?;
         Ok(Background {
@@ -212,17 +226,32 @@ impl Drop for Background {
     }
 }
 
+/// One session per client, each with a random id.
+fn sessions(clients: usize) -> Result<Vec<Session>> {
+    (0..clients).map(|_| Session::new()).collect()
+}
+
 async fn run_clients(
     nodes: Vec<String>,
-    clients: usize,
+    sessions: Vec<Session>,
     value_size: usize,
     ctl: Arc<Control>,
 ) -> Vec<ClientResult> {
     let nodes = Arc::new(nodes);
     let value = Bytes::from(vec![b'x'; value_size]);
     {
-        let tasks: Vec<_> = (0..clients)
-            .map(|cl| tokio::spawn(client(cl, nodes.clone(), value.clone(), ctl.clone())))
+        let tasks: Vec<_> = sessions
+            .into_iter()
+            .enumerate()
+            .map(|(cl, session)| {
+                tokio::spawn(client(
+                    cl,
+                    session,
+                    nodes.clone(),
+                    value.clone(),
+                    ctl.clone(),
+                ))
+            })
             .collect();
         let mut out = Vec::with_capacity(tasks.len());
         for t in tasks {
@@ -241,6 +270,7 @@ fn report(
     let secs = elapsed.as_secs_f64();
     let errors: u64 = results.iter().map(|r| r.errors).sum();
     let redirects: u64 = results.iter().map(|r| r.redirects).sum();
+    let renewed: u64 = results.iter().map(|r| r.sessions_renewed).sum();
     let mut lat: Vec<Duration> = results.into_iter().flat_map(|r| r.latencies).collect();
     lat.sort_unstable();
     let pct = |p: f64| -> String {
@@ -265,6 +295,11 @@ fn report(
     if redirects > 0 {
         text.push_str(&format!(
             "{redirects} redirects followed (leadership moved during the run)\n"
+        ));
+    }
+    if renewed > 0 {
+        text.push_str(&format!(
+            "{renewed} client sessions renewed (the nodes had dropped them)\n"
         ));
     }
     Report {
@@ -299,9 +334,11 @@ async fn connect(
 
 /// One closed-loop client: PUTs to `bench-CL-N` (1000 keys per client)
 /// until `ctl` says stop, following redirects to the leader and moving to
-/// the next node when one stops answering.
+/// the next node when one stops answering. Every put goes with the
+/// client's `session`, its retries with the same seq.
 async fn client(
     cl: usize,
+    mut session: Session,
     nodes: Arc<Vec<String>>,
     value: Bytes,
     ctl: Arc<Control>,
@@ -318,17 +355,22 @@ async fn client(
             l.errors.fetch_add(1, Ordering::Relaxed);
         }
     };
-    // When the put being tried started: its latency runs from its first
-    // attempt, through failures and redirects, to its success.
-    let mut put_since: Option<Instant> = None;
+    // The put being tried: when it started (its latency runs from its
+    // first attempt, through failures and redirects, to its success), its
+    // key and its stamp, both kept for every retry.
+    let mut put: Option<(Instant, String, Stamp)> = None;
     while ctl.running() {
-        let since = *put_since.get_or_insert_with(|| {
-            let t = Instant::now();
-            if let Some(l) = live {
-                l.set_waiting(cl, Some(t));
-            }
-            t
-        });
+        let (since, path, stamp) = put
+            .get_or_insert_with(|| {
+                let t = Instant::now();
+                if let Some(l) = live {
+                    l.set_waiting(cl, Some(t));
+                }
+                let path = format!("/kv/bench-{cl}-{}", i % 1000);
+                i += 1;
+                (t, path, session.next())
+            })
+            .clone();
         let sender = match &mut conn {
             Some(s) => s,
             None => match tokio::time::timeout(REQUEST_TIMEOUT, connect(&addr, ctl.tls.as_ref()))
@@ -344,14 +386,15 @@ async fn client(
                 }
             },
         };
-        let req = Request::put(format!("/kv/bench-{cl}-{}", i % 1000))
+        let req = Request::put(path.as_str())
             .header(HOST, addr.as_str())
+            .header(CLIENT_ID_HEADER, stamp.client)
+            .header(CLIENT_SEQ_HEADER, stamp.seq)
             .body(Full::new(value.clone()));
         let Ok(req) = req else {
             count_error(&mut r);
             continue;
         };
-        i += 1;
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
             let resp = sender.send_request(req).await?;
             let status = resp.status();
@@ -367,7 +410,7 @@ async fn client(
         .await;
         match answer {
             Ok(Ok((StatusCode::OK, _))) => {
-                put_since = None;
+                put = None;
                 match live {
                     Some(l) => {
                         l.ok.fetch_add(1, Ordering::Relaxed);
@@ -403,6 +446,28 @@ async fn client(
                         count_error(&mut r);
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
+                }
+            }
+            Ok(Ok((StatusCode::GONE, _))) => {
+                // The nodes dropped this client's session: a new one, and
+                // the put again under it.
+                count_error(&mut r);
+                match Session::new() {
+                    Ok(s) => session = s,
+                    Err(_) => break,
+                }
+                r.sessions_renewed += 1;
+                if let Some(p) = put.as_mut() {
+                    p.2 = session.next();
+                }
+            }
+            Ok(Ok((StatusCode::CONFLICT, _))) => {
+                // Stale: a later seq of this session was applied, which
+                // one put at a time never causes. Take a new seq rather
+                // than be refused forever.
+                count_error(&mut r);
+                if let Some(p) = put.as_mut() {
+                    p.2 = session.next();
                 }
             }
             Ok(Ok(_)) => {

@@ -10,7 +10,13 @@
 //! configuration (`cluster.json`): whoever answers at a node's address
 //! must not be able to send our writes, and our admin token, to a server
 //! of its own and have us report success ([`Access`]).
+//!
+//! Writes carry a client session ([`Session`]: a random id, and a sequence
+//! number per command), so retrying one after an unknown outcome (a
+//! timeout, a reset, a `503`) is safe: the state machine applies each
+//! sequence number once and answers a retry with the first reply.
 
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,6 +24,7 @@ use serde_json::Value;
 use ureq::Agent;
 
 use super::cluster::ClusterFile;
+use crate::cmd::node::{CLIENT_ID_HEADER, CLIENT_SEQ_HEADER};
 
 /// How long one HTTP exchange may take (a paused node never answers).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -120,6 +127,57 @@ impl Access {
     }
 }
 
+/// One command's place in a client session: the headers
+/// `X-Client-Id` / `X-Client-Seq` every attempt at the command carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The client's id.
+    pub client: u64,
+    /// The command's sequence number.
+    pub seq: u64,
+}
+
+/// A client session: a random 64-bit id and the sequence numbers of its
+/// commands, from 1. A session must have one command in flight at a time
+/// (the node keeps the reply of the last one only): take a [`Stamp`] per
+/// command with [`Session::next`], and send every retry of that command
+/// with the same stamp.
+#[derive(Debug, Clone)]
+pub struct Session {
+    client: u64,
+    next_seq: u64,
+}
+
+impl Session {
+    /// A new session with a random id from the OS (`/dev/urandom`): two
+    /// clients choosing the same id would answer each other's commands.
+    pub fn new() -> Result<Session> {
+        let mut buf = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut buf))
+            .context("reading 8 random bytes from /dev/urandom for a client session id")?;
+        Ok(Session::with_id(u64::from_le_bytes(buf)))
+    }
+
+    /// A new session with the given id.
+    pub fn with_id(client: u64) -> Session {
+        Session {
+            client,
+            next_seq: 1,
+        }
+    }
+
+    /// The stamp of the next command.
+    pub fn next(&mut self) -> Stamp {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Stamp {
+            client: self.client,
+            seq,
+        }
+    }
+}
+
 /// The answer to one request: status and body.
 #[derive(Debug)]
 pub struct Reply {
@@ -167,29 +225,43 @@ pub fn encode_key(key: &str) -> String {
     out
 }
 
+/// Adds `headers` to a request.
+fn with_headers<B>(
+    mut req: ureq::RequestBuilder<B>,
+    headers: &[(&str, String)],
+) -> ureq::RequestBuilder<B> {
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    req
+}
+
 /// One exchange, no redirects followed. Returns the reply and, for a
-/// redirect, its Location.
+/// redirect, its Location. `/admin/*` requests carry `admin_token`,
+/// session writes their `stamp`.
 fn send_once(
     agent: &Agent,
     method: Method,
     url: &str,
     body: &[u8],
     admin_token: Option<&str>,
+    stamp: Option<Stamp>,
 ) -> Result<(Reply, Option<String>), ureq::Error> {
-    let auth = admin_token.map(|t| format!("Bearer {t}"));
-    let resp = match (method, auth) {
-        (Method::Get, None) => agent.get(url).call(),
-        (Method::Get, Some(a)) => agent.get(url).header("authorization", a).call(),
-        (Method::Delete, None) => agent.delete(url).call(),
-        (Method::Delete, Some(a)) => agent.delete(url).header("authorization", a).call(),
-        (Method::Put, None) => agent.put(url).send(body),
-        (Method::Put, Some(a)) => agent.put(url).header("authorization", a).send(body),
-        (Method::Post, a) => {
-            let req = agent.post(url).header("content-type", "application/json");
-            match a {
-                Some(a) => req.header("authorization", a).send(body),
-                None => req.send(body),
-            }
+    let mut headers = Vec::new();
+    if let Some(t) = admin_token {
+        headers.push(("authorization", format!("Bearer {t}")));
+    }
+    if let Some(st) = stamp {
+        headers.push((CLIENT_ID_HEADER, st.client.to_string()));
+        headers.push((CLIENT_SEQ_HEADER, st.seq.to_string()));
+    }
+    let resp = match method {
+        Method::Get => with_headers(agent.get(url), &headers).call(),
+        Method::Delete => with_headers(agent.delete(url), &headers).call(),
+        Method::Put => with_headers(agent.put(url), &headers).send(body),
+        Method::Post => {
+            headers.push(("content-type", "application/json".to_owned()));
+            with_headers(agent.post(url), &headers).send(body)
         }
     }?;
     let status = resp.status().as_u16();
@@ -209,10 +281,12 @@ fn send_once(
 
 /// Sends `method path` to the first node of `nodes` (HTTP addresses) that
 /// answers, following redirects to the leader and retrying "no leader",
-/// "busy" and unknown-outcome answers until `deadline`.
+/// "busy" and unknown-outcome answers, and requests that got no answer,
+/// until `deadline`.
 ///
-/// Only use this for idempotent requests (put, get, delete, admin calls
-/// with absolute targets): a retried request may apply twice. `/admin/*`
+/// A write with a `stamp` (its session's id and seq) is applied once
+/// however often it is sent. Without one, only send requests that may
+/// apply twice (reads, admin calls with absolute targets). `/admin/*`
 /// requests carry `access`'s admin token; a redirect outside `access`'s
 /// addresses fails the request at once.
 pub fn request(
@@ -221,6 +295,7 @@ pub fn request(
     method: Method,
     path: &str,
     body: &[u8],
+    stamp: Option<Stamp>,
     deadline: Instant,
 ) -> Result<Reply> {
     if nodes.is_empty() {
@@ -235,7 +310,7 @@ pub fn request(
             .starts_with("/admin/")
             .then_some(access.admin_token.as_str());
         let outcome = loop {
-            match send_once(&access.agent, method, &url, body, token) {
+            match send_once(&access.agent, method, &url, body, token, stamp) {
                 Ok((reply, Some(loc))) if (300..400).contains(&reply.status) => {
                     hops += 1;
                     if hops > MAX_HOPS {
@@ -378,7 +453,7 @@ impl Status {
 /// Fetches one node's `/status`.
 pub fn status(access: &Access, http_addr: &str) -> Result<Status> {
     let url = access.url(http_addr, "/status");
-    let (reply, _) = send_once(&access.agent, Method::Get, &url, &[], None)
+    let (reply, _) = send_once(&access.agent, Method::Get, &url, &[], None, None)
         .with_context(|| format!("{url} did not answer"))?;
     if reply.status != 200 {
         bail!("{url} answered {}: {}", reply.status, reply.error_text());
@@ -390,6 +465,15 @@ pub fn status(access: &Access, http_addr: &str) -> Result<Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_numbers_its_commands_from_one() {
+        let mut s = Session::with_id(42);
+        assert_eq!(s.next(), Stamp { client: 42, seq: 1 });
+        assert_eq!(s.next(), Stamp { client: 42, seq: 2 });
+        let (a, b) = (Session::new().unwrap(), Session::new().unwrap());
+        assert_ne!(a.client, b.client, "random ids");
+    }
 
     #[test]
     fn keys_are_one_path_segment() {
@@ -477,6 +561,7 @@ mod tests {
             Method::Get,
             "/kv/a",
             &[],
+            None,
             Instant::now() + Duration::from_millis(300),
         )
         .unwrap_err();

@@ -92,6 +92,25 @@ pub enum KvCommand {
         #[command(flatten)]
         wait: WaitArg,
     },
+    /// Compare-and-set KEY to VALUE (through the leader): only if KEY holds
+    /// --expect, or with --absent only if KEY is absent. Fails when it did
+    /// not swap.
+    Cas {
+        /// The key.
+        key: String,
+        /// The new value (UTF-8 text as given).
+        value: String,
+        /// The value KEY must hold.
+        #[arg(long, conflicts_with = "absent", required_unless_present = "absent")]
+        expect: Option<String>,
+        /// KEY must be absent.
+        #[arg(long)]
+        absent: bool,
+        #[command(flatten)]
+        dir: DirArg,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
     /// SIGKILL node N (a crash).
     Kill {
         /// The node id.
@@ -310,6 +329,14 @@ pub fn run(cmd: KvCommand) -> Result<()> {
             wait,
         } => get(&dir.dir, &key, consistency, wait.timeout),
         KvCommand::Del { key, dir, wait } => del(&dir.dir, &key, wait.timeout),
+        KvCommand::Cas {
+            key,
+            value,
+            expect,
+            absent: _,
+            dir,
+            wait,
+        } => cas(&dir.dir, &key, expect.as_deref(), &value, wait.timeout),
         KvCommand::Kill { id, dir } => say(kill(&dir.dir, id)),
         KvCommand::Pause { id, dir } => say(pause(&dir.dir, id)),
         KvCommand::Resume { id, dir } => say(resume(&dir.dir, id)),
@@ -612,6 +639,13 @@ fn live_http(c: &ClusterFile) -> Result<Vec<String>> {
     Ok(addrs)
 }
 
+/// A write of this invocation: its own session (a random id), seq 1, so
+/// the retries `client::request` makes after an unknown outcome apply it
+/// once.
+fn write_stamp() -> Result<client::Stamp> {
+    Ok(client::Session::new()?.next())
+}
+
 fn put(dir: &Path, key: &str, value: &[u8], timeout: Duration) -> Result<()> {
     let c = ClusterFile::load(dir)?;
     let path = format!("/kv/{}", client::encode_key(key));
@@ -621,6 +655,7 @@ fn put(dir: &Path, key: &str, value: &[u8], timeout: Duration) -> Result<()> {
         Method::Put,
         &path,
         value,
+        Some(write_stamp()?),
         Instant::now() + timeout,
     )
     .with_context(|| format!("put {key}"))?;
@@ -644,6 +679,7 @@ fn get(dir: &Path, key: &str, consistency: Consistency, timeout: Duration) -> Re
         Method::Get,
         &path,
         &[],
+        None,
         Instant::now() + timeout,
     )
     .with_context(|| format!("get {key}"))?;
@@ -669,6 +705,7 @@ fn del(dir: &Path, key: &str, timeout: Duration) -> Result<()> {
         Method::Delete,
         &path,
         &[],
+        Some(write_stamp()?),
         Instant::now() + timeout,
     )
     .with_context(|| format!("del {key}"))?;
@@ -677,6 +714,38 @@ fn del(dir: &Path, key: &str, timeout: Duration) -> Result<()> {
     }
     outln!("{}", String::from_utf8_lossy(&reply.body).trim());
     Ok(())
+}
+
+/// `kv cas`: prints the answer; fails when the key did not hold `expect`
+/// (`None`: was not absent).
+fn cas(dir: &Path, key: &str, expect: Option<&str>, value: &str, timeout: Duration) -> Result<()> {
+    let c = ClusterFile::load(dir)?;
+    let path = format!("/kv/{}/cas", client::encode_key(key));
+    let body = json!({ "expect": expect, "value": value }).to_string();
+    let reply = client::request(
+        &Access::of(&c)?,
+        &live_http(&c)?,
+        Method::Post,
+        &path,
+        body.as_bytes(),
+        Some(write_stamp()?),
+        Instant::now() + timeout,
+    )
+    .with_context(|| format!("cas {key}"))?;
+    if reply.status != 200 {
+        bail!("cas {key}: {} {}", reply.status, reply.error_text());
+    }
+    let answer = String::from_utf8_lossy(&reply.body).trim().to_owned();
+    outln!("{answer}");
+    let swapped = serde_json::from_slice::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|v| v.get("ok").and_then(serde_json::Value::as_bool));
+    match (swapped, expect) {
+        (Some(true), _) => Ok(()),
+        (Some(false), Some(e)) => bail!("cas {key}: not swapped: the key does not hold {e:?}"),
+        (Some(false), None) => bail!("cas {key}: not swapped: the key exists"),
+        (None, _) => bail!("cas {key}: an answer without \"ok\": {answer}"),
+    }
 }
 
 // ---------------------------------------------------------------- processes
@@ -790,6 +859,7 @@ fn admin(
         method,
         path,
         body,
+        None,
         Instant::now() + Duration::from_secs(3),
     )
     .with_context(|| format!("node {} ({path})", node.id))?;
@@ -972,6 +1042,7 @@ fn change_voters(c: &ClusterFile, voters: &[u64], deadline: Instant) -> Result<(
         Method::Post,
         "/admin/change",
         body.as_bytes(),
+        None,
         deadline,
     )
     .context("asking the leader to change the voters")?;

@@ -14,6 +14,21 @@
 //! outcome is unknown (this node lost leadership or stopped while it was in
 //! flight) is reported as such, never as a failure: it may still commit.
 //!
+//! # Exactly-once writes
+//!
+//! A write (`PUT`, `DELETE`, `POST .../cas`) may carry a client session in
+//! two headers, [`CLIENT_ID_HEADER`] (`X-Client-Id`, the client's random
+//! u64) and [`CLIENT_SEQ_HEADER`] (`X-Client-Seq`, from 1, new for each
+//! command, the same for each retry of it). With them the write applies
+//! at most once however often it is retried, and a retry of the last
+//! command gets the reply of its first application (with `"replayed":
+//! true`); an older seq is answered `409` (stale), a seq above 1 of a
+//! client without a session `410` (unknown session: expired or evicted).
+//! The leader stamps each such command with its wall clock, the time the
+//! state machine expires sessions by (`kv_sm.rs`, "Client sessions").
+//! Without the headers a write is applied once per arrival: a retry after
+//! an unknown outcome may apply it twice.
+//!
 //! # Who may do what
 //!
 //! Every request passes [`guard`] first:
@@ -72,7 +87,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::kv_sm::{Command, SharedKv};
+use super::kv_sm::{Command, KvStats, Outcome, Request as KvRequest, SharedKv, Stamp, FIRST_SEQ};
+use super::{CLIENT_ID_HEADER, CLIENT_SEQ_HEADER};
 
 use super::config::NodeFileConfig;
 use super::limits::{
@@ -88,6 +104,8 @@ struct Inner {
     node: NodeHandle,
     transport: TransportHandle,
     kv: SharedKv,
+    /// The state machine's session figures.
+    kv_stats: Arc<KvStats>,
     /// Every member's HTTP address, for redirects to the leader; grows with
     /// `POST /admin/peer`.
     http_peers: RwLock<BTreeMap<NodeId, SocketAddr>>,
@@ -112,6 +130,8 @@ pub struct Setup {
     pub transport: TransportHandle,
     /// The state machine's map.
     pub kv: SharedKv,
+    /// The state machine's session figures.
+    pub kv_stats: Arc<KvStats>,
     /// Every member's HTTP address, from the config.
     pub http_peers: BTreeMap<NodeId, SocketAddr>,
     /// Where the API listens.
@@ -132,6 +152,7 @@ impl AppState {
             node: s.node,
             transport: s.transport,
             kv: s.kv,
+            kv_stats: s.kv_stats,
             http_peers: RwLock::new(s.http_peers),
             pid: std::process::id(),
             http_addr: s.http_addr,
@@ -506,22 +527,150 @@ fn node_error(s: &Inner, e: NodeError, uri: &Uri) -> Response {
     }
 }
 
-/// Proposes `cmd`; on success returns the outcome's index, term and result.
-async fn propose(s: &Inner, cmd: Command, uri: &Uri) -> Result<(u64, u64, Vec<u8>), Response> {
-    match s.node.propose(cmd.encode()).await {
-        Ok(o) => Ok((o.index, o.term, o.result)),
-        // A proposal in flight when the node stops may still commit.
-        Err(NodeError::Stopped) => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unknown outcome, retry",
+/// The client session a write names in its headers: `None` without
+/// them; `400` when only one is there, when one is not a decimal u64, or
+/// for seq 0.
+fn session_of(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Response> {
+    let field = |name: &str| -> Result<Option<u64>, Response> {
+        let Some(v) = headers.get(name) else {
+            return Ok(None);
+        };
+        v.to_str()
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{name}: {:?} is not a decimal number from 0 to 2^64-1",
+                        String::from_utf8_lossy(v.as_bytes())
+                    ),
+                )
+            })
+    };
+    match (field(CLIENT_ID_HEADER)?, field(CLIENT_SEQ_HEADER)?) {
+        (None, None) => Ok(None),
+        (Some(_), Some(0)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{CLIENT_SEQ_HEADER}: a session's commands are numbered from {FIRST_SEQ}"),
         )),
+        (Some(client), Some(seq)) => Ok(Some((client, seq))),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{CLIENT_ID_HEADER} and {CLIENT_SEQ_HEADER} go together: send both or neither"),
+        )),
+    }
+}
+
+/// Milliseconds since the Unix epoch on this node's clock: the time a
+/// leader stamps into the session commands it proposes (0 before 1970).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A write applied (now, or before: then `replayed`).
+struct Done {
+    /// The index and term of the entry that applied it.
+    index: u64,
+    term: u64,
+    /// The command's result.
+    result: Vec<u8>,
+    /// The answer comes from the session's cache: this was a retry.
+    replayed: bool,
+}
+
+impl Done {
+    /// The `200` answer: `body` plus `"replayed": true` for a retry.
+    fn answer(&self, mut body: serde_json::Value) -> Response {
+        if self.replayed {
+            body["replayed"] = json!(true);
+        }
+        Json(body).into_response()
+    }
+}
+
+/// Proposes `cmd`, with the client's session if it sent one (stamped with
+/// this node's clock: a proposal is taken only by the leader), and waits
+/// until it is applied.
+async fn propose(
+    s: &Inner,
+    session: Option<(u64, u64)>,
+    cmd: Command,
+    uri: &Uri,
+) -> Result<Done, Response> {
+    let stamp = session.map(|(client, seq)| Stamp {
+        client,
+        seq,
+        time_ms: now_ms(),
+    });
+    let req = KvRequest { stamp, cmd };
+    let o = match s.node.propose(req.encode()).await {
+        Ok(o) => o,
+        // A proposal in flight when the node stops may still commit.
+        Err(NodeError::Stopped) => {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unknown outcome, retry",
+            ))
+        }
         // The node failed with the entry in flight: it may have committed
         // on the other members.
-        Err(NodeError::Failed(e)) => Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unknown outcome: the node failed: {e}"),
+        Err(NodeError::Failed(e)) => {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("unknown outcome: the node failed: {e}"),
+            ))
+        }
+        Err(e) => return Err(node_error(s, e, uri)),
+    };
+    let Some(stamp) = stamp else {
+        return Ok(Done {
+            index: o.index,
+            term: o.term,
+            result: o.result,
+            replayed: false,
+        });
+    };
+    let (client, seq) = (stamp.client, stamp.seq);
+    match Outcome::decode(&o.result) {
+        Some(Outcome::Applied(result)) => Ok(Done {
+            index: o.index,
+            term: o.term,
+            result,
+            replayed: false,
+        }),
+        Some(Outcome::Replayed(r)) => Ok(Done {
+            index: r.index,
+            term: r.term,
+            result: r.result,
+            replayed: true,
+        }),
+        Some(Outcome::Stale { last_seq }) => Err((
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": format!(
+                    "stale request: client {client} has already sent seq {last_seq}; \
+                     seq {seq} was not applied now, and its reply is no longer kept"
+                ),
+                "last_seq": last_seq,
+            })),
+        )
+            .into_response()),
+        Some(Outcome::UnknownSession) => Err(error(
+            StatusCode::GONE,
+            format!(
+                "unknown session: client {client} has no session (it expired or was evicted, \
+                 or never began with seq {FIRST_SEQ}); seq {seq} was not applied now; \
+                 start a new session"
+            ),
         )),
-        Err(e) => Err(node_error(s, e, uri)),
+        None => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the state machine did not understand the command",
+        )),
     }
 }
 
@@ -529,6 +678,7 @@ async fn put_key(
     State(s): State<AppState>,
     Path(key): Path<String>,
     uri: Uri,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body_or_error(body) {
@@ -538,30 +688,42 @@ async fn put_key(
     if let Err(r) = check_key(&key) {
         return r;
     }
+    let session = match session_of(&headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     let cmd = Command::Put {
         key: key.into_bytes(),
         value: body.to_vec(),
     };
-    match propose(&s.0, cmd, &uri).await {
-        Ok((index, term, _)) => Json(json!({ "index": index, "term": term })).into_response(),
+    match propose(&s.0, session, cmd, &uri).await {
+        Ok(d) => d.answer(json!({ "index": d.index, "term": d.term })),
         Err(r) => r,
     }
 }
 
-async fn delete_key(State(s): State<AppState>, Path(key): Path<String>, uri: Uri) -> Response {
+async fn delete_key(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = check_key(&key) {
         return r;
     }
+    let session = match session_of(&headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     let cmd = Command::Delete {
         key: key.into_bytes(),
     };
-    match propose(&s.0, cmd, &uri).await {
-        Ok((index, term, result)) => Json(json!({
-            "index": index,
-            "term": term,
-            "existed": result == [1],
-        }))
-        .into_response(),
+    match propose(&s.0, session, cmd, &uri).await {
+        Ok(d) => d.answer(json!({
+            "index": d.index,
+            "term": d.term,
+            "existed": d.result == [1],
+        })),
         Err(r) => r,
     }
 }
@@ -579,6 +741,7 @@ async fn cas_key(
     State(s): State<AppState>,
     Path(key): Path<String>,
     uri: Uri,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body_or_error(body) {
@@ -592,18 +755,21 @@ async fn cas_key(
         Ok(b) => b,
         Err(r) => return r,
     };
+    let session = match session_of(&headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     let cmd = Command::Cas {
         key: key.into_bytes(),
         expect: body.expect.map(String::into_bytes),
         value: body.value.into_bytes(),
     };
-    match propose(&s.0, cmd, &uri).await {
-        Ok((index, term, result)) => Json(json!({
-            "ok": result == [1],
-            "index": index,
-            "term": term,
-        }))
-        .into_response(),
+    match propose(&s.0, session, cmd, &uri).await {
+        Ok(d) => d.answer(json!({
+            "ok": d.result == [1],
+            "index": d.index,
+            "term": d.term,
+        })),
         Err(r) => r,
     }
 }
@@ -859,6 +1025,44 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
         let kind = if d.gauge { "gauge" } else { "counter" };
         gauge(d.name, d.help, kind, d.value);
     }
+    let kv = &s.0.kv_stats;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    gauge(
+        "kv_sessions",
+        "Client sessions the state machine holds.",
+        "gauge",
+        load(&kv.sessions),
+    );
+    gauge(
+        "kv_session_replays_total",
+        "Retried session writes found in their session's cache and not applied again (every replica counts).",
+        "counter",
+        load(&kv.replayed),
+    );
+    gauge(
+        "kv_session_stale_total",
+        "Session writes refused: a seq older than their session's last (every replica counts).",
+        "counter",
+        load(&kv.stale),
+    );
+    gauge(
+        "kv_session_unknown_total",
+        "Session writes refused: a seq above 1 for a client without a session (every replica counts).",
+        "counter",
+        load(&kv.unknown_session),
+    );
+    gauge(
+        "kv_sessions_expired_total",
+        "Sessions expired (unused for the session TTL by the log's clock).",
+        "counter",
+        load(&kv.expired),
+    );
+    gauge(
+        "kv_sessions_evicted_total",
+        "Least recently used sessions evicted past the session limit.",
+        "counter",
+        load(&kv.evicted),
+    );
     gauge(
         "reads_total",
         "Linearizable reads confirmed as leader.",

@@ -1,4 +1,5 @@
-//! Every limit of the node's HTTP API, in one place.
+//! Every limit of the node's HTTP API, and of the KV state machine's
+//! client sessions, in one place.
 //!
 //! A client, or anyone else on the host, can open connections, send
 //! headers slowly, start a body and stall, or keep an idle connection
@@ -80,6 +81,28 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// is carried into the JSON `{"error": ...}` replacing it.
 pub const MAX_ERROR_TEXT_BYTES: usize = 4 << 10;
 
+/// Client sessions the KV state machine keeps at once (`kv_sm.rs`). A new
+/// session past it evicts the least recently used one (the one whose last
+/// command has the lowest log index). Part of the replicated state's
+/// rules: every node of a cluster must run with the same value, or their
+/// state machines diverge.
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// A session with no command for this long, by the state machine's clock
+/// (the largest leader timestamp applied so far, in milliseconds), is
+/// expired. Long next to any client's retry deadline (`cdsctl kv` gives up
+/// after 10 s by default), so a client still retrying never finds its
+/// session gone for lack of use. Like [`MAX_SESSIONS`], the same on every
+/// node.
+pub const SESSION_TTL_MS: u64 = 60 * 60 * 1000;
+
+/// Largest reply a session caches, in bytes. The KV commands answer one
+/// byte (whether a CAS swapped, whether a delete found the key); the
+/// bound keeps the table's memory at most [`MAX_SESSIONS`] times (this
+/// plus a few words), and a snapshot's sessions file claiming more is
+/// refused.
+pub const MAX_CACHED_REPLY_BYTES: usize = 64;
+
 const _: () = {
     assert!(MAX_KEY_BYTES < MAX_BODY_BYTES);
     // A command (key, value and its few bytes of framing) always fits one
@@ -91,4 +114,9 @@ const _: () = {
     assert!(MAX_REFUSING < DEFAULT_MAX_CONNECTIONS);
     assert!(REFUSAL_LINGER.as_millis() < HEADER_READ_TIMEOUT.as_millis());
     assert!(IDLE_TIMEOUT.as_millis() == HEADER_READ_TIMEOUT.as_millis());
+    // The session table (each entry: the reply and six words of
+    // bookkeeping, twice indexed) stays within 4 MiB.
+    assert!(MAX_SESSIONS * (MAX_CACHED_REPLY_BYTES + 8 * 8) <= 4 << 20);
+    // A session outlives every retry of its last command by far.
+    assert!(SESSION_TTL_MS >= 60 * 1000);
 };

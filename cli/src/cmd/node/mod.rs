@@ -34,7 +34,14 @@ use raft_core::storage::Storage;
 use raft_core::ConfState;
 
 use config::NodeFileConfig;
-use kv_sm::{KvStateMachine, SharedKv};
+use kv_sm::{KvStateMachine, KvStats, SharedKv};
+
+/// The header naming a write's client session: the client's id, a decimal
+/// u64 the client picks at random (see `kv_sm`'s "Client sessions").
+pub const CLIENT_ID_HEADER: &str = "X-Client-Id";
+/// The header numbering a write within its session: a decimal u64 from 1,
+/// new for each command, the same for every retry of one command.
+pub const CLIENT_SEQ_HEADER: &str = "X-Client-Seq";
 
 /// How long in-flight HTTP requests get to finish at shutdown.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -169,7 +176,8 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
     ncfg.log_margin = cfg.log_margin;
     ncfg.trace = cfg.trace.then(|| cfg.data_dir.join(config::TRACE_FILE));
     let kv: SharedKv = Arc::default();
-    let sm = KvStateMachine::new(id, kv.clone());
+    let kv_stats: Arc<KvStats> = Arc::default();
+    let sm = KvStateMachine::new(id, kv.clone(), kv_stats.clone());
     let node = RaftNode::start(ncfg, storage, Box::new(sm), Arc::new(transport.clone()))
         .map_err(|e| anyhow!("{e}"))
         .context("cannot start the Raft node")?;
@@ -199,6 +207,7 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         node: node.clone(),
         transport: transport.clone(),
         kv,
+        kv_stats,
         http_peers,
         http_addr: cfg.http_addr,
         admin_token: cfg.admin_token.clone(),

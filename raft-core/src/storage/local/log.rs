@@ -38,11 +38,11 @@
 //! are written over it, and the segments after it are removed durably
 //! first; a reset records its intent before it deletes anything.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::core::{checksum, Entry, EntryKind};
+use crate::storage::fs::{Fs, FsFile, OpenMode};
 use crate::storage::traits::{check_append, check_range};
 use crate::storage::{LogStore, RecoveryReport, StorageError, TornTail};
 
@@ -378,6 +378,7 @@ fn scan_segment(
 /// The local [`LogStore`]: segment files in one directory.
 #[derive(Debug)]
 pub struct SegmentedLog {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     segment_bytes: u64,
     /// The compaction point and its term.
@@ -387,7 +388,7 @@ pub struct SegmentedLog {
     /// Only the last is written to.
     segments: Vec<Segment>,
     /// The last segment, open for writing and positioned at its end.
-    active: Option<File>,
+    active: Option<Box<dyn FsFile>>,
     /// Whether the active segment holds writes not yet synced.
     dirty: bool,
     /// Set by a failed write or sync: memory and disk may differ.
@@ -395,9 +396,25 @@ pub struct SegmentedLog {
 }
 
 impl SegmentedLog {
-    /// Opens (creating if needed) the log in `dir`, checking every record;
-    /// repairs go into `report`.
+    /// Opens (creating if needed) the log in `dir` on the real disk,
+    /// checking every record; repairs go into `report`.
+    #[cfg(feature = "local")]
     pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        report: &mut RecoveryReport,
+    ) -> Result<SegmentedLog, StorageError> {
+        SegmentedLog::open_with(
+            Arc::new(crate::storage::fs::RealFs),
+            dir,
+            segment_bytes,
+            report,
+        )
+    }
+
+    /// [`SegmentedLog::open`] on the file system `fs`.
+    pub fn open_with(
+        fs: Arc<dyn Fs>,
         dir: &Path,
         segment_bytes: u64,
         report: &mut RecoveryReport,
@@ -407,46 +424,47 @@ impl SegmentedLog {
                 "segment size {segment_bytes} is above the limit {MAX_SEGMENT_BYTES}"
             )));
         }
-        super::create_dir(dir)?;
+        let shared = fs;
+        let fs: &dyn Fs = &*shared;
+        super::create_dir(fs, dir)?;
         let mut names = Vec::new();
-        let listing = fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
-        for item in listing {
-            let item = item.map_err(|e| StorageError::io("list", dir, e))?;
-            let name = item.file_name();
-            let Some(name) = name.to_str() else { continue };
+        let listing = fs
+            .read_dir(dir)
+            .map_err(|e| StorageError::io("list", dir, e))?;
+        for name in listing {
             if name.ends_with(TMP_SUFFIX) {
-                remove_leftover(item.path(), report)?;
-            } else if let Some(first) = parse_segment_name(name) {
-                names.push((first, item.path()));
+                remove_leftover(fs, dir.join(&name), report)?;
+            } else if let Some(first) = parse_segment_name(&name) {
+                names.push((first, dir.join(&name)));
             }
         }
         names.sort();
 
-        let (compacted, compacted_term, reset_pending) = read_compacted(dir)?;
+        let (compacted, compacted_term, reset_pending) = read_compacted(fs, dir)?;
         if reset_pending {
             // A reset recorded its intent and was cut short: finish it.
             for (_, path) in names.drain(..) {
-                remove_leftover(path, report)?;
+                remove_leftover(fs, path, report)?;
             }
-            sync_dir(dir)?;
-            write_compacted(dir, compacted, compacted_term, false)?;
+            sync_dir(fs, dir)?;
+            write_compacted(fs, dir, compacted, compacted_term, false)?;
         }
 
         let mut segments: Vec<Segment> = Vec::with_capacity(names.len());
         let count = names.len();
         for (k, (first, path)) in names.into_iter().enumerate() {
-            let bytes = read_segment(&path)?;
+            let bytes = read_segment(fs, &path)?;
             match scan_segment(&path, first, &bytes, k + 1 == count)? {
                 Scanned::TornHeader(torn) => {
-                    fs::remove_file(&path).map_err(|e| StorageError::io("remove", &path, e))?;
-                    sync_dir(dir)?;
+                    fs.remove_file(&path)
+                        .map_err(|e| StorageError::io("remove", &path, e))?;
+                    sync_dir(fs, dir)?;
                     report.torn_tail = Some(torn);
                 }
                 Scanned::Segment(seg, torn) => {
                     if let Some(torn) = torn {
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .open(&path)
+                        let mut f = fs
+                            .open(&path, OpenMode::Write)
                             .map_err(|e| StorageError::io("open", &path, e))?;
                         f.set_len(torn.offset)
                             .and_then(|()| f.sync_all())
@@ -465,7 +483,7 @@ impl SegmentedLog {
             .position(|s| s.last_index() > compacted)
             .unwrap_or(segments.len());
         for seg in segments.drain(..keep_from) {
-            remove_leftover(seg.path, report)?;
+            remove_leftover(fs, seg.path, report)?;
         }
         for pair in segments.windows(2) {
             if pair[1].first_index != pair[0].last_index() + 1 {
@@ -493,6 +511,7 @@ impl SegmentedLog {
             }
         }
         let mut log = SegmentedLog {
+            fs: shared.clone(),
             dir: dir.to_path_buf(),
             segment_bytes,
             compacted,
@@ -518,7 +537,14 @@ impl SegmentedLog {
         }
         if !log.segments.is_empty() {
             log.open_active()?;
+            // A process that died between a write and its sync left the
+            // write in the page cache, where this one reads it: it must be
+            // durable before any of it is reported as held.
+            log.dirty = true;
+            log.sync_active()?;
         }
+        // Likewise the renames and removals such a process did not sync.
+        sync_dir(fs, dir)?;
         Ok(log)
     }
 
@@ -528,12 +554,11 @@ impl SegmentedLog {
         let Some(seg) = self.segments.last() else {
             return Ok(());
         };
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&seg.path)
+        let mut f = self
+            .fs
+            .open(&seg.path, OpenMode::Write)
             .map_err(|e| StorageError::io("open", &seg.path, e))?;
-        f.seek(SeekFrom::Start(seg.end))
+        f.seek(seg.end)
             .map_err(|e| StorageError::io("seek", &seg.path, e))?;
         self.active = Some(f);
         Ok(())
@@ -572,9 +597,11 @@ impl SegmentedLog {
         if !later.is_empty() {
             self.active = None;
             for seg in later {
-                fs::remove_file(&seg.path).map_err(|e| StorageError::io("remove", &seg.path, e))?;
+                self.fs
+                    .remove_file(&seg.path)
+                    .map_err(|e| StorageError::io("remove", &seg.path, e))?;
             }
-            sync_dir(&self.dir)?;
+            sync_dir(&*self.fs, &self.dir)?;
         }
         if self.active.is_none() {
             self.open_active()?;
@@ -587,7 +614,7 @@ impl SegmentedLog {
         };
         f.set_len(cut)
             .and_then(|()| f.sync_data())
-            .and_then(|()| f.seek(SeekFrom::Start(cut)).map(drop))
+            .and_then(|()| f.seek(cut))
             .map_err(|e| StorageError::io("truncate", &seg.path, e))?;
         seg.offsets.truncate(i);
         seg.terms.truncate(i);
@@ -602,7 +629,7 @@ impl SegmentedLog {
         self.sync_active()?;
         let name = segment_file_name(first_index);
         let path = self.dir.join(&name);
-        write_atomic(&self.dir, &name, &encode_header(first_index))?;
+        write_atomic(&*self.fs, &self.dir, &name, &encode_header(first_index))?;
         self.segments.push(Segment {
             first_index,
             path,
@@ -670,7 +697,7 @@ impl SegmentedLog {
         if !self.dirty {
             return Ok(());
         }
-        if let (Some(f), Some(seg)) = (&self.active, self.segments.last()) {
+        if let (Some(f), Some(seg)) = (self.active.as_mut(), self.segments.last()) {
             f.sync_data()
                 .map_err(|e| StorageError::io("sync", &seg.path, e))?;
         }
@@ -691,11 +718,8 @@ impl SegmentedLog {
         let start = seg.offsets[a];
         let end = seg.record_end(b - 1);
         let mut buf = vec![0u8; (end - start) as usize];
-        File::open(&seg.path)
-            .and_then(|mut f| {
-                f.seek(SeekFrom::Start(start))?;
-                f.read_exact(&mut buf)
-            })
+        self.fs
+            .read_exact_at(&seg.path, start, &mut buf)
             .map_err(|e| StorageError::io("read", &seg.path, e))?;
         // The entries share this one read buffer (no copy per entry).
         let buf = crate::core::Bytes::from(buf);
@@ -729,10 +753,11 @@ impl SegmentedLog {
     }
 }
 
-fn read_segment(path: &Path) -> Result<Vec<u8>, StorageError> {
-    let len = fs::metadata(path)
+fn read_segment(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, StorageError> {
+    let len = fs
+        .metadata(path)
         .map_err(|e| StorageError::io("stat", path, e))?
-        .len();
+        .len;
     if len > MAX_SEGMENT_FILE_BYTES {
         return Err(StorageError::Corrupt {
             file: path.to_path_buf(),
@@ -740,13 +765,13 @@ fn read_segment(path: &Path) -> Result<Vec<u8>, StorageError> {
             reason: format!("segment of {len} bytes, more than any segment holds"),
         });
     }
-    fs::read(path).map_err(|e| StorageError::io("read", path, e))
+    fs.read(path).map_err(|e| StorageError::io("read", path, e))
 }
 
 /// The compaction point, its term, and whether a reset to it is pending.
-fn read_compacted(dir: &Path) -> Result<(u64, u64, bool), StorageError> {
+fn read_compacted(fs: &dyn Fs, dir: &Path) -> Result<(u64, u64, bool), StorageError> {
     let path = dir.join(COMPACTED_FILE);
-    let Some(bytes) = read_small(&path)? else {
+    let Some(bytes) = read_small(fs, &path)? else {
         return Ok((0, 0, false));
     };
     let decode = || {
@@ -772,6 +797,7 @@ fn read_compacted(dir: &Path) -> Result<(u64, u64, bool), StorageError> {
 }
 
 fn write_compacted(
+    fs: &dyn Fs,
     dir: &Path,
     index: u64,
     term: u64,
@@ -781,7 +807,12 @@ fn write_compacted(
     put_u64(&mut body, index);
     put_u64(&mut body, term);
     body.push(u8::from(reset_pending));
-    write_atomic(dir, COMPACTED_FILE, &codec::frame(&COMPACTED_MAGIC, &body))
+    write_atomic(
+        fs,
+        dir,
+        COMPACTED_FILE,
+        &codec::frame(&COMPACTED_MAGIC, &body),
+    )
 }
 
 impl LogStore for SegmentedLog {
@@ -888,7 +919,7 @@ impl LogStore for SegmentedLog {
         }
         let term = self.term(upto)?;
         self.guarded(|log| {
-            write_compacted(&log.dir, upto, term, false)?;
+            write_compacted(&*log.fs, &log.dir, upto, term, false)?;
             let dropped = (upto - log.compacted) as usize;
             log.compacted = upto;
             log.compacted_term = term;
@@ -906,7 +937,9 @@ impl LogStore for SegmentedLog {
                 log.dirty = false;
             }
             for seg in log.segments.drain(..n) {
-                fs::remove_file(&seg.path).map_err(|e| StorageError::io("remove", &seg.path, e))?;
+                log.fs
+                    .remove_file(&seg.path)
+                    .map_err(|e| StorageError::io("remove", &seg.path, e))?;
             }
             Ok(dropped)
         })
@@ -915,14 +948,16 @@ impl LogStore for SegmentedLog {
     fn reset(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
         self.guarded(|log| {
             // The intent first: a crash from here on ends the reset on open.
-            write_compacted(&log.dir, index, term, true)?;
+            write_compacted(&*log.fs, &log.dir, index, term, true)?;
             log.active = None;
             log.dirty = false;
             for seg in log.segments.drain(..) {
-                fs::remove_file(&seg.path).map_err(|e| StorageError::io("remove", &seg.path, e))?;
+                log.fs
+                    .remove_file(&seg.path)
+                    .map_err(|e| StorageError::io("remove", &seg.path, e))?;
             }
-            sync_dir(&log.dir)?;
-            write_compacted(&log.dir, index, term, false)?;
+            sync_dir(&*log.fs, &log.dir)?;
+            write_compacted(&*log.fs, &log.dir, index, term, false)?;
             log.compacted = index;
             log.compacted_term = term;
             Ok(())

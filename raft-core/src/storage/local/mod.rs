@@ -17,15 +17,19 @@
 //! the byte offset.
 //!
 //! One process at a time may open a directory: nothing here locks it.
+//!
+//! All IO goes through an [`Fs`]: [`open`] and the stores' `open` use the
+//! real disk ([`RealFs`](super::fs::RealFs), feature `local`); [`open_with`]
+//! and the stores' `open_with` take any, such as the simulator's
+//! [`SimFs`](super::fs::SimFs), which loses unsynced writes at a crash.
 
 mod codec;
 mod log;
 mod meta;
 mod snapshot;
 
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use self::log::{
     record_len, segment_file_name, SegmentedLog, DEFAULT_SEGMENT_BYTES, MAX_ENTRY_DATA_BYTES,
@@ -35,6 +39,7 @@ pub use self::meta::LocalMeta;
 pub use self::snapshot::LocalSnapshots;
 pub use codec::{MAX_FILE_NAME_BYTES, MAX_MEMBERS, MAX_SMALL_FILE_BYTES, MAX_SNAPSHOT_FILES};
 
+use super::fs::{Fs, OpenMode};
 use super::{LogStore, MetaStore, NodeStorage, RecoveryReport, StorageError};
 
 /// Name of the meta file under `PATH`.
@@ -63,29 +68,32 @@ impl Default for LocalOptions {
     }
 }
 
-/// Opens (creating if needed) the store under `path`: checks every file,
-/// cuts a torn log tail, deletes leftovers of interrupted operations and
-/// completes an interrupted snapshot install, all listed in
-/// [`NodeStorage::recovery`].
+/// Opens (creating if needed) the store under `path` on the real disk:
+/// checks every file, cuts a torn log tail, deletes leftovers of
+/// interrupted operations and completes an interrupted snapshot install,
+/// all listed in [`NodeStorage::recovery`].
+#[cfg(feature = "local")]
 pub fn open(path: &Path, opts: &LocalOptions) -> Result<NodeStorage, StorageError> {
-    let fresh_dir = !path.exists();
-    create_dir(path)?;
-    if fresh_dir {
-        // The directory's own entry must be durable too.
-        if let Some(parent) = path.parent() {
-            let parent = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            };
-            sync_dir(parent)?;
-        }
-    }
+    open_with(Arc::new(super::fs::RealFs), path, opts)
+}
+
+/// [`open`] on the file system `fs`.
+pub fn open_with(
+    fs: Arc<dyn Fs>,
+    path: &Path,
+    opts: &LocalOptions,
+) -> Result<NodeStorage, StorageError> {
+    create_dir_durably(&*fs, path)?;
     let mut report = RecoveryReport::default();
-    let (mut meta, meta_found) = LocalMeta::open(path, &mut report)?;
-    let log = SegmentedLog::open(&path.join(LOG_DIR), opts.segment_bytes, &mut report)?;
-    let snaps = LocalSnapshots::open(&path.join(SNAP_DIR), &mut report)?;
-    sync_dir(path)?;
+    let (mut meta, meta_found) = LocalMeta::open_with(fs.clone(), path, &mut report)?;
+    let log = SegmentedLog::open_with(
+        fs.clone(),
+        &path.join(LOG_DIR),
+        opts.segment_bytes,
+        &mut report,
+    )?;
+    let snaps = LocalSnapshots::open_with(fs.clone(), &path.join(SNAP_DIR), &mut report)?;
+    sync_dir(&*fs, path)?;
     if !meta_found {
         let holds_data = log.last_index() > 0 || snaps.holds_any();
         if holds_data {
@@ -102,47 +110,71 @@ pub fn open(path: &Path, opts: &LocalOptions) -> Result<NodeStorage, StorageErro
     NodeStorage::new(Box::new(log), Box::new(meta), Box::new(snaps), report)
 }
 
+/// Creates `dir` and its missing parents, each one durably: the entry of
+/// every directory created is synced in its parent (syncing only the last
+/// one's parent would leave the others to the file system's goodwill, and
+/// a power cut could take the whole store with them).
+fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
+    let parent_of = |d: &Path| match d.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // The directories to create, deepest first.
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !fs.exists(d) {
+        missing.push(d);
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => break,
+        }
+    }
+    create_dir(fs, dir)?;
+    for created in missing.iter().rev() {
+        sync_dir(fs, &parent_of(created))?;
+    }
+    Ok(())
+}
+
 /// Creates `dir` and its parents if missing.
-pub(crate) fn create_dir(dir: &Path) -> Result<(), StorageError> {
-    fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))
+pub(crate) fn create_dir(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
+    fs.create_dir_all(dir)
+        .map_err(|e| StorageError::io("create directory", dir, e))
 }
 
 /// Makes the entries of `dir` (creations, renames, removals) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StorageError::io("sync directory", dir, e))
-    }
-    #[cfg(not(unix))]
-    {
-        // Directories cannot be opened for syncing here; renames are
-        // durable once the file system commits them.
-        let _ = dir;
-        Ok(())
-    }
+pub(crate) fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
+    fs.sync_dir(dir)
+        .map_err(|e| StorageError::io("sync directory", dir, e))
 }
 
 /// Replaces `dir/name` with `bytes` atomically and durably: temp file,
 /// fsync, rename, directory fsync.
-pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+pub(crate) fn write_atomic(
+    fs: &dyn Fs,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let path = dir.join(name);
-    let mut f = File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
+    let mut f = fs
+        .open(&tmp, OpenMode::Create)
+        .map_err(|e| StorageError::io("create", &tmp, e))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| StorageError::io("write", &tmp, e))?;
     drop(f);
-    fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename", &tmp, e))?;
-    sync_dir(dir)
+    fs.rename(&tmp, &path)
+        .map_err(|e| StorageError::io("rename", &tmp, e))?;
+    sync_dir(fs, dir)
 }
 
 /// The contents of a small file, `None` when it does not exist. A file
 /// larger than [`MAX_SMALL_FILE_BYTES`] is corrupt (none is written so large).
-pub(crate) fn read_small(path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
-    let len = match fs::metadata(path) {
-        Ok(m) => m.len(),
+pub(crate) fn read_small(fs: &dyn Fs, path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
+    let len = match fs.metadata(path) {
+        Ok(m) => m.len,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StorageError::io("stat", path, e)),
     };
@@ -153,7 +185,7 @@ pub(crate) fn read_small(path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
             reason: format!("{len} bytes, more than any such file holds"),
         });
     }
-    fs::read(path)
+    fs.read(path)
         .map(Some)
         .map_err(|e| StorageError::io("read", path, e))
 }
@@ -161,13 +193,14 @@ pub(crate) fn read_small(path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
 /// Removes the file or directory `path` left by an interrupted operation
 /// and lists it in `report`.
 pub(crate) fn remove_leftover(
+    fs: &dyn Fs,
     path: PathBuf,
     report: &mut RecoveryReport,
 ) -> Result<(), StorageError> {
-    let r = if path.is_dir() {
-        fs::remove_dir_all(&path)
+    let r = if fs.metadata(&path).is_ok_and(|m| m.is_dir) {
+        fs.remove_dir_all(&path)
     } else {
-        fs::remove_file(&path)
+        fs.remove_file(&path)
     };
     r.map_err(|e| StorageError::io("remove", &path, e))?;
     report.removed.push(path);

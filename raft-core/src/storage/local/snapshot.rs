@@ -14,11 +14,11 @@
 //! Installing renames `partial/` to its final name.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::core::SnapshotMeta;
+use crate::storage::fs::{Fs, FsFile, OpenMode};
 use crate::storage::{RecoveryReport, SnapshotStore, StorageError};
 
 use super::codec::{self, Reader, MAX_SNAPSHOT_FILES};
@@ -50,15 +50,15 @@ fn data_file(dir: &Path, file: usize) -> PathBuf {
     dir.join(format!("{file}.dat"))
 }
 
-fn file_len(path: &Path) -> Result<u64, StorageError> {
-    fs::metadata(path)
-        .map(|m| m.len())
+fn file_len(fs: &dyn Fs, path: &Path) -> Result<u64, StorageError> {
+    fs.metadata(path)
+        .map(|m| m.len)
         .map_err(|e| StorageError::io("stat", path, e))
 }
 
-fn read_meta(dir: &Path) -> Result<SnapshotMeta, StorageError> {
+fn read_meta(fs: &dyn Fs, dir: &Path) -> Result<SnapshotMeta, StorageError> {
     let path = dir.join(META_FILE);
-    let bytes = read_small(&path)?.ok_or_else(|| StorageError::Corrupt {
+    let bytes = read_small(fs, &path)?.ok_or_else(|| StorageError::Corrupt {
         file: path.clone(),
         offset: 0,
         reason: "snapshot meta is missing".into(),
@@ -76,18 +76,20 @@ fn read_meta(dir: &Path) -> Result<SnapshotMeta, StorageError> {
 /// Creates `dir` (emptied first if it exists) holding `meta`'s META file
 /// and its data files, each synced, and syncs the directory.
 fn write_snapshot_dir(
+    fs: &dyn Fs,
     dir: &Path,
     meta: &SnapshotMeta,
     files: Option<&[Vec<u8>]>,
 ) -> Result<(), StorageError> {
-    if dir.exists() {
-        fs::remove_dir_all(dir).map_err(|e| StorageError::io("remove", dir, e))?;
+    if fs.exists(dir) {
+        fs.remove_dir_all(dir)
+            .map_err(|e| StorageError::io("remove", dir, e))?;
     }
-    create_dir(dir)?;
+    create_dir(fs, dir)?;
     let mut body = Vec::new();
     codec::put_snapshot_meta(&mut body, meta);
     let write = |path: PathBuf, bytes: &[u8]| {
-        File::create(&path)
+        fs.open(&path, OpenMode::Create)
             .and_then(|mut f| {
                 f.write_all(bytes)?;
                 f.sync_all()
@@ -99,11 +101,17 @@ fn write_snapshot_dir(
         let data = files.and_then(|f| f.get(i)).map_or(&[][..], |d| &d[..]);
         write(data_file(dir, i), data)?;
     }
-    sync_dir(dir)
+    sync_dir(fs, dir)
 }
 
 /// Up to `len` bytes of `path` from `offset`, of the `size` bytes it holds.
-fn read_range(path: &Path, size: u64, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+fn read_range(
+    fs: &dyn Fs,
+    path: &Path,
+    size: u64,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, StorageError> {
     if offset > size {
         return Err(StorageError::Invalid(format!(
             "chunk at {offset} is past the end ({size} bytes)"
@@ -111,11 +119,7 @@ fn read_range(path: &Path, size: u64, offset: u64, len: u64) -> Result<Vec<u8>, 
     }
     let n = len.min(size - offset);
     let mut buf = vec![0u8; n as usize];
-    File::open(path)
-        .and_then(|mut f| {
-            f.seek(SeekFrom::Start(offset))?;
-            f.read_exact(&mut buf)
-        })
+    fs.read_exact_at(path, offset, &mut buf)
         .map_err(|e| StorageError::io("read", path, e))?;
     Ok(buf)
 }
@@ -128,12 +132,13 @@ struct Partial {
     held: Vec<u64>,
     /// Files written since the last sync; at most one handle per file of
     /// the snapshot ([`MAX_SNAPSHOT_FILES`]).
-    unsynced: BTreeMap<usize, File>,
+    unsynced: BTreeMap<usize, Box<dyn FsFile>>,
 }
 
 /// The local [`SnapshotStore`]: directories under `PATH/snap`.
 #[derive(Debug)]
 pub struct LocalSnapshots {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     /// The latest complete snapshot and the directory holding it.
     latest: Option<(SnapshotMeta, PathBuf)>,
@@ -143,35 +148,46 @@ pub struct LocalSnapshots {
 }
 
 impl LocalSnapshots {
-    /// Opens (creating if needed) the snapshots in `dir`: keeps the newest
-    /// complete snapshot, checks its files' sizes, and measures the partial
-    /// one. Leftovers go into `report`.
+    /// Opens (creating if needed) the snapshots in `dir` on the real disk:
+    /// keeps the newest complete snapshot, checks its files' sizes, and
+    /// measures the partial one. Leftovers go into `report`.
+    #[cfg(feature = "local")]
     pub fn open(dir: &Path, report: &mut RecoveryReport) -> Result<LocalSnapshots, StorageError> {
-        create_dir(dir)?;
+        LocalSnapshots::open_with(Arc::new(crate::storage::fs::RealFs), dir, report)
+    }
+
+    /// [`LocalSnapshots::open`] on the file system `fs`.
+    pub fn open_with(
+        shared: Arc<dyn Fs>,
+        dir: &Path,
+        report: &mut RecoveryReport,
+    ) -> Result<LocalSnapshots, StorageError> {
+        let fs: &dyn Fs = &*shared;
+        create_dir(fs, dir)?;
         let mut complete = Vec::new();
         let mut partial_dir = None;
-        let listing = fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
-        for item in listing {
-            let item = item.map_err(|e| StorageError::io("list", dir, e))?;
-            let name = item.file_name();
-            let Some(name) = name.to_str() else { continue };
+        let listing = fs
+            .read_dir(dir)
+            .map_err(|e| StorageError::io("list", dir, e))?;
+        for name in listing {
             if name.ends_with(TMP_SUFFIX) {
-                remove_leftover(item.path(), report)?;
+                remove_leftover(fs, dir.join(&name), report)?;
             } else if name == PARTIAL_DIR {
-                partial_dir = Some(item.path());
-            } else if let Some(key) = parse_snapshot_dir_name(name) {
-                complete.push((key, item.path()));
+                partial_dir = Some(dir.join(&name));
+            } else if let Some(key) = parse_snapshot_dir_name(&name) {
+                complete.push((key, dir.join(&name)));
             }
         }
         complete.sort();
         let mut store = LocalSnapshots {
+            fs: shared.clone(),
             dir: dir.to_path_buf(),
             latest: None,
             partial: None,
             poison: super::Poison::default(),
         };
         if let Some(((index, term), path)) = complete.pop() {
-            let meta = read_meta(&path)?;
+            let meta = read_meta(fs, &path)?;
             if (meta.index, meta.term) != (index, term) {
                 return Err(StorageError::Corrupt {
                     file: path.join(META_FILE),
@@ -184,7 +200,7 @@ impl LocalSnapshots {
             }
             for (i, f) in meta.files.iter().enumerate() {
                 let data = data_file(&path, i);
-                let len = file_len(&data)?;
+                let len = file_len(fs, &data)?;
                 if len != f.size {
                     return Err(StorageError::Corrupt {
                         file: data,
@@ -195,16 +211,16 @@ impl LocalSnapshots {
             }
             // Older ones are leftovers of a replacement a crash cut short.
             for (_, old) in complete {
-                remove_leftover(old, report)?;
+                remove_leftover(fs, old, report)?;
             }
             store.latest = Some((meta, path));
         }
         if let Some(path) = partial_dir {
-            let meta = read_meta(&path)?;
+            let meta = read_meta(fs, &path)?;
             let mut held = Vec::with_capacity(meta.files.len());
             for (i, f) in meta.files.iter().enumerate() {
                 let data = data_file(&path, i);
-                let len = file_len(&data)?;
+                let len = file_len(fs, &data)?;
                 if len > f.size {
                     return Err(StorageError::Corrupt {
                         file: data,
@@ -213,6 +229,12 @@ impl LocalSnapshots {
                     });
                 }
                 held.push(len);
+                // Bytes a process that died before syncing them left in
+                // the page cache: this one reports them held, so they must
+                // be durable first.
+                fs.open(&data, OpenMode::Append)
+                    .and_then(|mut f| f.sync_data())
+                    .map_err(|e| StorageError::io("sync", &data, e))?;
             }
             store.partial = Some(Partial {
                 meta,
@@ -220,6 +242,8 @@ impl LocalSnapshots {
                 unsynced: BTreeMap::new(),
             });
         }
+        // Likewise the renames and removals such a process did not sync.
+        sync_dir(fs, dir)?;
         Ok(store)
     }
 
@@ -247,7 +271,7 @@ impl LocalSnapshots {
     fn sync_partial(&mut self) -> Result<(), StorageError> {
         let dir = self.partial_dir();
         if let Some(p) = self.partial.as_mut() {
-            for (i, f) in std::mem::take(&mut p.unsynced) {
+            for (i, mut f) in std::mem::take(&mut p.unsynced) {
                 f.sync_data()
                     .map_err(|e| StorageError::io("sync", data_file(&dir, i), e))?;
             }
@@ -259,9 +283,11 @@ impl LocalSnapshots {
     fn remove_partial(&mut self) -> Result<(), StorageError> {
         self.partial = None;
         let dir = self.partial_dir();
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(|e| StorageError::io("remove", &dir, e))?;
-            sync_dir(&self.dir)?;
+        if self.fs.exists(&dir) {
+            self.fs
+                .remove_dir_all(&dir)
+                .map_err(|e| StorageError::io("remove", &dir, e))?;
+            sync_dir(&*self.fs, &self.dir)?;
         }
         Ok(())
     }
@@ -272,7 +298,9 @@ impl LocalSnapshots {
     fn replace_latest(&mut self, meta: SnapshotMeta, path: PathBuf) -> Result<(), StorageError> {
         if let Some((_, old)) = self.latest.replace((meta, path.clone())) {
             if old != path {
-                fs::remove_dir_all(&old).map_err(|e| StorageError::io("remove", &old, e))?;
+                self.fs
+                    .remove_dir_all(&old)
+                    .map_err(|e| StorageError::io("remove", &old, e))?;
             }
         }
         Ok(())
@@ -310,7 +338,13 @@ impl SnapshotStore for LocalSnapshots {
             .files
             .get(file as usize)
             .ok_or_else(|| StorageError::Invalid(format!("no file {file} in the snapshot")))?;
-        read_range(&data_file(dir, file as usize), f.size, offset, len)
+        read_range(
+            &*self.fs,
+            &data_file(dir, file as usize),
+            f.size,
+            offset,
+            len,
+        )
     }
 
     fn save(&mut self, meta: &SnapshotMeta, files: &[Vec<u8>]) -> Result<bool, StorageError> {
@@ -336,13 +370,15 @@ impl SnapshotStore for LocalSnapshots {
         }
         self.guarded(|s| {
             let tmp = s.dir.join(format!("{SAVE_DIR}{TMP_SUFFIX}"));
-            write_snapshot_dir(&tmp, meta, Some(files))?;
+            write_snapshot_dir(&*s.fs, &tmp, meta, Some(files))?;
             let path = s.dir.join(snapshot_dir_name(meta));
-            if path.exists() {
-                fs::remove_dir_all(&path).map_err(|e| StorageError::io("remove", &path, e))?;
+            if s.fs.exists(&path) {
+                s.fs.remove_dir_all(&path)
+                    .map_err(|e| StorageError::io("remove", &path, e))?;
             }
-            fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename", &tmp, e))?;
-            sync_dir(&s.dir)?;
+            s.fs.rename(&tmp, &path)
+                .map_err(|e| StorageError::io("rename", &tmp, e))?;
+            sync_dir(&*s.fs, &s.dir)?;
             s.replace_latest(meta.clone(), path)?;
             Ok(true)
         })
@@ -370,6 +406,7 @@ impl SnapshotStore for LocalSnapshots {
             .get(file as usize)
             .ok_or_else(|| StorageError::Invalid(format!("no file {file} in the snapshot")))?;
         read_range(
+            &*self.fs,
             &data_file(&self.partial_dir(), file as usize),
             held,
             offset,
@@ -383,10 +420,11 @@ impl SnapshotStore for LocalSnapshots {
         self.guarded(|s| {
             s.remove_partial()?;
             let tmp = s.dir.join(format!("{PARTIAL_DIR}{TMP_SUFFIX}"));
-            write_snapshot_dir(&tmp, meta, None)?;
+            write_snapshot_dir(&*s.fs, &tmp, meta, None)?;
             let path = s.partial_dir();
-            fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename", &tmp, e))?;
-            sync_dir(&s.dir)?;
+            s.fs.rename(&tmp, &path)
+                .map_err(|e| StorageError::io("rename", &tmp, e))?;
+            sync_dir(&*s.fs, &s.dir)?;
             s.partial = Some(Partial {
                 meta: meta.clone(),
                 held: vec![0; meta.files.len()],
@@ -414,6 +452,7 @@ impl SnapshotStore for LocalSnapshots {
             )));
         }
         self.guarded(|s| {
+            let fs = s.fs.clone();
             let Some(p) = s.partial.as_mut() else {
                 return Err(StorageError::Failed("partial snapshot vanished".into()));
             };
@@ -421,9 +460,7 @@ impl SnapshotStore for LocalSnapshots {
             let f = match p.unsynced.entry(i) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => v.insert(
-                    OpenOptions::new()
-                        .append(true)
-                        .open(&path)
+                    fs.open(&path, OpenMode::Append)
                         .map_err(|e| StorageError::io("open", &path, e))?,
                 ),
             };
@@ -450,11 +487,13 @@ impl SnapshotStore for LocalSnapshots {
             s.partial = None;
             let from = s.partial_dir();
             let path = s.dir.join(snapshot_dir_name(meta));
-            if path.exists() {
-                fs::remove_dir_all(&path).map_err(|e| StorageError::io("remove", &path, e))?;
+            if s.fs.exists(&path) {
+                s.fs.remove_dir_all(&path)
+                    .map_err(|e| StorageError::io("remove", &path, e))?;
             }
-            fs::rename(&from, &path).map_err(|e| StorageError::io("rename", &from, e))?;
-            sync_dir(&s.dir)?;
+            s.fs.rename(&from, &path)
+                .map_err(|e| StorageError::io("rename", &from, e))?;
+            sync_dir(&*s.fs, &s.dir)?;
             s.replace_latest(meta.clone(), path)
         })
     }
