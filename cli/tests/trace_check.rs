@@ -18,6 +18,7 @@ fn good_trace() -> String {
         term: 1,
         commit: 0,
         read_round: 0,
+        quiesce: false,
     };
     let rec = |t, node, role, kind| Record {
         t,

@@ -313,6 +313,7 @@ fn heartbeat(from: u64, to: u64, term: u64) -> Message {
             commit: 0,
             read_round: 0,
             lease_tick: 0,
+            quiesce: false,
         },
     }
 }

@@ -147,6 +147,7 @@ fn every_variant() -> Vec<Envelope> {
                 commit: 51,
                 read_round: 52,
                 lease_tick: 53,
+                quiesce: false,
             },
         ),
         env(
@@ -193,6 +194,16 @@ fn every_variant() -> Vec<Envelope> {
                 data: Bytes::new(),
                 crc: 0,
                 gone: true,
+            },
+        ),
+        // Version 2: the quiesce flag.
+        env(
+            9,
+            MessageBody::Heartbeat {
+                commit: 54,
+                read_round: 0,
+                lease_tick: 55,
+                quiesce: true,
             },
         ),
     ]

@@ -1103,6 +1103,7 @@ async fn a_forged_last_term_neither_bricks_the_group_nor_survives_a_restart() {
                     commit: 0,
                     read_round: 0,
                     lease_tick: 0,
+                    quiesce: false,
                 },
             };
             c.h(to)

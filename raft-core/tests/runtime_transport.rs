@@ -100,6 +100,7 @@ fn bodies() -> Vec<MessageBody> {
             commit: 1,
             read_round: 2,
             lease_tick: 3,
+            quiesce: false,
         },
         MessageBody::HeartbeatResponse {
             read_round: 4,
@@ -162,6 +163,7 @@ fn heartbeat(group: u64, from: u64, to: u64, seq: u64) -> Envelope {
             commit: seq,
             read_round: seq,
             lease_tick: seq,
+            quiesce: false,
         },
     )
 }

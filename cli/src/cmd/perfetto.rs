@@ -339,6 +339,10 @@ fn label(r: &Record, msg_types: &HashMap<u64, &'static str>) -> String {
             if *granted { "granted to" } else { "denied to" }
         ),
         Kind::Stepdown { reason } => format!("stepdown ({reason})"),
+        Kind::Quiesce {
+            quiescent: true, ..
+        } => "quiesced".to_string(),
+        Kind::Quiesce { reason, .. } => format!("woke ({reason})"),
         Kind::Send { to, m, .. } => format!("{} -> {to}", m.name()),
         Kind::Recv { from, m, .. } => format!("{} <- {from}", m.name()),
         Kind::Drop { id, to, reason } => format!(
@@ -395,6 +399,7 @@ fn thread_of(kind: &Kind) -> u64 {
         | Kind::Timeout { .. }
         | Kind::Vote { .. }
         | Kind::Stepdown { .. }
+        | Kind::Quiesce { .. }
         | Kind::Transfer { .. } => ROLE,
         Kind::Send { .. } | Kind::Recv { .. } | Kind::Drop { .. } => MESSAGES,
         Kind::Client { .. } => CLIENT,
@@ -781,6 +786,7 @@ mod tests {
             term: 2,
             commit: 0,
             read_round: 0,
+            quiesce: false,
         }
     }
 

@@ -72,6 +72,13 @@ pub struct SimArgs {
     /// get interrupted and resume; 5% of chunks are corrupted in flight.
     #[arg(long)]
     pub compact: bool,
+    /// Quiescent groups: an idle group's leader stops heartbeating and its
+    /// followers their election timers; node-level liveness pings (one per
+    /// pair of nodes, through the faulty network) wake followers whose
+    /// leader's node is declared dead. The quiet phase also waits for the
+    /// group to quiesce, crashes its leader, and waits for a new one.
+    #[arg(long)]
+    pub quiesce: bool,
     /// Turn PreVote off.
     #[arg(long)]
     pub no_pre_vote: bool,
@@ -148,6 +155,7 @@ impl SimArgs {
         c.check_quorum = !self.no_check_quorum;
         c.reconfig = self.reconfig;
         c.compact = self.compact;
+        c.quiesce = self.quiesce;
         #[cfg(feature = "bug-injection")]
         {
             c.bugs = self
@@ -172,6 +180,9 @@ impl SimArgs {
         }
         if self.compact {
             s += " --compact";
+        }
+        if self.quiesce {
+            s += " --quiesce";
         }
         if self.no_pre_vote {
             s += " --no-pre-vote";
@@ -295,6 +306,18 @@ fn print_stats(args: &SimArgs, s: &raft_core::sim::cluster::Stats) {
             s.chunks_rejected
         );
     }
+    if args.quiesce {
+        outln!(
+            "  quiescence: {} groups quiesced, {} wakes ({} by a dead leader's node); \
+             {} liveness pings, {} peers declared dead; {} quiescent leaders crashed and replaced",
+            s.quiesced,
+            s.wakes,
+            s.wakes_leader_dead,
+            s.liveness_pings,
+            s.peers_declared_dead,
+            s.quiescent_leader_crashes
+        );
+    }
 }
 
 fn sim_sweep(args: &SimArgs, first: u64, last: u64) -> Result<()> {
@@ -319,7 +342,7 @@ fn sim_sweep(args: &SimArgs, first: u64, last: u64) -> Result<()> {
         secs,
         report.steps as f64 / secs.max(1e-9)
     );
-    if args.reconfig || args.compact {
+    if args.reconfig || args.compact || args.quiesce {
         print_stats(args, &report.stats);
     }
     outln!("{} passed, {} failed", report.passed, report.failed.len());

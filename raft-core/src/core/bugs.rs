@@ -39,11 +39,15 @@ pub enum Bug {
     /// machine runs ahead of the node's own log (for a durable state
     /// machine, past what the log can replay after a crash).
     ApplyUnpersisted,
+    /// A quiescent follower ignores its host's report that its leader's
+    /// node died: with the leader gone nothing ever wakes it, and the
+    /// group never elects another leader.
+    QuiescentIgnoresDeadLeader,
 }
 
 impl Bug {
     /// Every injectable bug.
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::CommitOldTermByCount,
         Bug::VoteForStaleLog,
         Bug::VoteNotPersisted,
@@ -52,6 +56,7 @@ impl Bug {
         Bug::CountRemovedMember,
         Bug::SendBeforePersist,
         Bug::ApplyUnpersisted,
+        Bug::QuiescentIgnoresDeadLeader,
     ];
 
     /// The bug's name on command lines.
@@ -65,6 +70,7 @@ impl Bug {
             Bug::CountRemovedMember => "count-removed-member",
             Bug::SendBeforePersist => "send-before-persist",
             Bug::ApplyUnpersisted => "apply-unpersisted",
+            Bug::QuiescentIgnoresDeadLeader => "quiescent-ignores-dead-leader",
         }
     }
 }

@@ -57,6 +57,16 @@ pub struct Config {
     /// term `u64::MAX` would otherwise leave the group unable to ever
     /// elect a leader again (no term is left above it).
     pub max_term_jump: u64,
+    /// Leader ticks a group must stay idle (every member holds the whole
+    /// log, all of it committed and applied, no client or membership work
+    /// waiting) before the leader quiesces it: no more heartbeats, no
+    /// check-quorum, followers' election timers stopped until something
+    /// wakes it (see `core/quiesce.rs`). 0 turns quiescence off, the
+    /// default: a quiescent follower relies on its host's node-level
+    /// liveness ([`crate::Raft::set_peer_alive`]) to notice that its
+    /// leader's node died, and a host that does not report it must not
+    /// turn this on.
+    pub quiesce_after_ticks: u32,
     /// Injected bugs (test builds only): see [`crate::core::bugs`].
     #[cfg(feature = "bug-injection")]
     pub bugs: super::bugs::BugSet,
@@ -84,6 +94,7 @@ impl Config {
             max_snapshot_sends: 2,
             snapshot_request_timeout: 3,
             max_term_jump: 1 << 32,
+            quiesce_after_ticks: 0,
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         }
@@ -124,6 +135,11 @@ impl Config {
         }
         if self.max_apply_bytes == 0 || self.max_uncommitted_entries == 0 {
             return bad("apply and uncommitted limits must be non-zero");
+        }
+        if self.quiesce_after_ticks != 0 && self.quiesce_after_ticks < self.heartbeat_tick {
+            // A group idle for less than a heartbeat is only between two
+            // proposals: quiescing it would cost a wake per proposal.
+            return bad("quiesce_after_ticks must be 0 (off) or at least heartbeat_tick");
         }
         Ok(())
     }

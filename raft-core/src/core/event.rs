@@ -5,6 +5,7 @@
 
 use super::membership::Membership;
 use super::message::NodeId;
+use super::quiesce::WakeReason;
 
 /// Something the core decided that is not otherwise visible in a `Ready`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,11 @@ pub enum Event {
     SnapshotResumed { index: u64, have: u64 },
     /// The snapshot at `index` was verified and installed (follower).
     SnapshotInstalled { index: u64 },
+    /// The group went quiescent on this node (`core/quiesce.rs`): a leader
+    /// sent its quiesce heartbeats, a follower accepted one.
+    Quiesced,
+    /// This quiescent node woke up.
+    Woke { reason: WakeReason },
     /// The partial snapshot at `index` was thrown away (follower).
     SnapshotDiscarded { index: u64, reason: String },
 }

@@ -153,6 +153,10 @@ pub enum MessageBody {
         /// The ReadIndex round this heartbeat confirms (0: none).
         read_round: u64,
         lease_tick: u64,
+        /// The leader's last heartbeat before its group goes quiescent
+        /// (`quiesce.rs`): a follower whose log ends at `commit`, in this
+        /// term, stops its election timer and does not answer.
+        quiesce: bool,
     },
     /// The answer to a heartbeat, echoing its round and lease tick.
     HeartbeatResponse { read_round: u64, lease_tick: u64 },

@@ -2,7 +2,7 @@
 //!
 //! Each Raft rule lives in exactly one place: elections in `election`,
 //! replication and commitment in `replication`, reads in `read`, leader
-//! transfer in `transfer`, majorities in `quorum`, follower progress in
+//! transfer in `transfer`, quiescent groups in `quiesce`, majorities in `quorum`, follower progress in
 //! `progress`, the stable/unstable log in `log`, the driver contract in
 //! `ready`. `raft` holds the node's state, its role transitions and the
 //! dispatch of messages to the role that handles them.
@@ -15,6 +15,7 @@ pub mod log;
 pub mod membership;
 mod message;
 pub mod progress;
+mod quiesce;
 pub mod quorum;
 mod raft;
 mod read;
@@ -33,6 +34,7 @@ pub use message::{
     checksum, Bytes, ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId,
     SnapshotFile, SnapshotMeta,
 };
+pub use quiesce::WakeReason;
 pub use raft::{Raft, Role};
 pub use read::{ReadMode, ReadState};
 pub use ready::{Ready, SnapshotOp, SoftState};

@@ -16,6 +16,7 @@ use super::log::RaftLog;
 use super::membership::Membership;
 use super::message::{Bytes, ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId};
 use super::progress::Progress;
+use super::quiesce::Quiescence;
 use super::read::{ReadOnly, ReadState};
 use super::ready::SoftState;
 use super::reconfig::ChangeInProgress;
@@ -89,6 +90,8 @@ pub struct Raft<S: Storage> {
     pub(crate) prev_soft: SoftState,
     /// Messages dropped by [`Raft::refuses_term`] since start.
     pub(crate) refused_messages: u64,
+    /// Whether the group sleeps here, and the host's node liveness.
+    pub(crate) quiesce: Quiescence,
     rng: Box<dyn RngCore + Send>,
 }
 
@@ -148,6 +151,7 @@ impl<S: Storage> Raft<S> {
                 role: Role::Follower,
             },
             refused_messages: 0,
+            quiesce: Quiescence::default(),
             rng,
             cfg,
         };
@@ -256,6 +260,11 @@ impl<S: Storage> Raft<S> {
     pub fn tick(&mut self) {
         self.ticks += 1;
         self.tick_snapshot();
+        if self.quiesce.quiescent {
+            // Nothing is driven by the clock in a quiescent group: no
+            // heartbeats, no check-quorum, no election timer.
+            return;
+        }
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
@@ -291,6 +300,9 @@ impl<S: Storage> Raft<S> {
                     pr.recent_active = false;
                 }
             }
+        }
+        if self.tick_quiesce() {
+            return;
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
             self.heartbeat_elapsed = 0;
@@ -331,6 +343,7 @@ impl<S: Storage> Raft<S> {
         self.transfer = None;
         self.lease_revoked = false;
         self.reads.clear();
+        self.reset_quiescence();
         if self.change.take().is_some() {
             self.events.push(Event::ChangeFailed {
                 reason: "leadership lost before the change completed".into(),
@@ -350,6 +363,7 @@ impl<S: Storage> Raft<S> {
         self.votes.clear();
         self.progress.clear();
         self.leader = None;
+        self.reset_quiescence();
         self.role = Role::PreCandidate;
     }
 
@@ -483,6 +497,7 @@ impl<S: Storage> Raft<S> {
                 me: self.id,
             });
         }
+        self.wake_for(m.from, &m.body);
         if m.term > self.term {
             if self.refuses_term(&m) {
                 self.refused_messages += 1;
@@ -652,10 +667,11 @@ impl<S: Storage> Raft<S> {
                 commit,
                 read_round,
                 lease_tick,
+                quiesce,
             } => {
                 self.election_elapsed = 0;
                 self.leader = Some(m.from);
-                self.handle_heartbeat(m.from, commit, read_round, lease_tick);
+                self.handle_heartbeat(m.from, commit, read_round, lease_tick, quiesce);
             }
             MessageBody::InstallSnapshot { meta } => {
                 self.election_elapsed = 0;
@@ -703,6 +719,7 @@ impl<S: Storage> Raft<S> {
                 leader: self.leader,
             });
         }
+        self.note_work();
         if let Some(expected) = expected_term {
             if expected != self.term {
                 return Err(ProposeError::TermMismatch {
@@ -734,6 +751,7 @@ impl<S: Storage> Raft<S> {
     /// Starts an election now, as if the election timer had fired.
     pub fn campaign_now(&mut self) {
         if self.role != Role::Leader && self.can_campaign() {
+            self.note_work();
             self.campaign(false);
         }
     }
@@ -747,6 +765,7 @@ impl<S: Storage> Raft<S> {
         if self.role == Role::Leader || !self.can_campaign() {
             return false;
         }
+        self.note_work();
         self.election_elapsed = 0;
         self.events.push(Event::ElectionTimeout {
             pre_vote: self.cfg.pre_vote,

@@ -57,6 +57,11 @@ impl ReadOnly {
         self.round = 0;
         self.pending.clear();
     }
+
+    /// Whether no read waits for confirmation.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
 }
 
 impl<S: Storage> Raft<S> {
@@ -75,6 +80,7 @@ impl<S: Storage> Raft<S> {
         if self.log.term(self.log.committed) != Some(self.term) {
             return Err(ReadError::NoCommitInTerm);
         }
+        self.note_work();
         let index = self.log.committed;
         let alone = !self.membership.is_joint() && self.membership.voters == [self.id];
         if (mode == ReadMode::Lease && self.lease_valid()) || alone {
@@ -103,7 +109,13 @@ impl<S: Storage> Raft<S> {
     /// Whether a quorum acknowledged messages this leader sent less than
     /// `lease_tick` ticks ago, and nothing voided the lease.
     pub(crate) fn lease_valid(&self) -> bool {
-        if self.role != Role::Leader || self.lease_revoked || self.transfer.is_some() {
+        // A quiescent leader's lease is not being renewed: it serves no
+        // lease read (a read wakes it first anyway).
+        if self.role != Role::Leader
+            || self.lease_revoked
+            || self.transfer.is_some()
+            || self.quiesce.quiescent
+        {
             return false;
         }
         let (id, now) = (self.id, self.ticks);

@@ -183,6 +183,7 @@ impl<S: Storage> Raft<S> {
                     commit: matched.min(self.log.committed),
                     read_round: 0,
                     lease_tick: self.ticks,
+                    quiesce: false,
                 },
             );
             if !keep_removed {
@@ -257,6 +258,7 @@ impl<S: Storage> Raft<S> {
     /// `ChangeFailed`).
     pub fn change_peers(&mut self, voters: Vec<NodeId>) -> Result<(), ChangeError> {
         self.check_can_change()?;
+        self.note_work();
         let target = Membership::new(voters).voters;
         if target.is_empty() {
             return Err(ChangeError::Invalid("the new voter set is empty".into()));
@@ -297,6 +299,7 @@ impl<S: Storage> Raft<S> {
     /// Adds `id` as a learner: it receives the log and never votes.
     pub fn add_learner(&mut self, id: NodeId) -> Result<(), ChangeError> {
         self.check_can_change()?;
+        self.note_work();
         let change = ConfChange::AddLearners(vec![id]);
         self.membership
             .apply(&change)
@@ -308,6 +311,7 @@ impl<S: Storage> Raft<S> {
     /// Removes learner `id`.
     pub fn remove_learner(&mut self, id: NodeId) -> Result<(), ChangeError> {
         self.check_can_change()?;
+        self.note_work();
         let change = ConfChange::RemoveLearners(vec![id]);
         self.membership
             .apply(&change)
@@ -458,6 +462,7 @@ impl<S: Storage> Raft<S> {
     /// only, with the same `voters` on every survivor. The driver must
     /// persist `Ready::conf_state`.
     pub fn reset_peers(&mut self, voters: Vec<NodeId>) -> Result<(), ChangeError> {
+        self.note_work();
         let m = Membership::new(voters);
         if m.voters.is_empty() || m.voters.contains(&0) {
             return Err(ChangeError::Invalid(

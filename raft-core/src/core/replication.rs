@@ -81,6 +81,7 @@ impl<S: Storage> Raft<S> {
                     commit: matched.min(self.log.committed),
                     read_round: round,
                     lease_tick: self.ticks,
+                    quiesce: false,
                 },
             );
         }
@@ -282,10 +283,14 @@ impl<S: Storage> Raft<S> {
         commit: u64,
         read_round: u64,
         lease_tick: u64,
+        quiesce: bool,
     ) {
         // The leader never sends a commit index past what we acknowledged.
-        let commit = commit.min(self.log.last_index());
-        self.log.commit_to(commit);
+        self.log.commit_to(commit.min(self.log.last_index()));
+        if quiesce && self.accept_quiesce(commit) {
+            // Unanswered: an answer would wake the leader.
+            return;
+        }
         self.send(
             from,
             self.term,

@@ -64,6 +64,17 @@ pub(crate) struct SnapshotState {
     queue: VecDeque<ChunkRequest>,
 }
 
+impl SnapshotState {
+    /// Whether no snapshot work is under way or waiting on this node:
+    /// nothing received, nothing for the driver, no throttled request.
+    pub(crate) fn idle(&self) -> bool {
+        self.receiving.is_none()
+            && self.ops.is_empty()
+            && !self.verify_pending
+            && self.queue.is_empty()
+    }
+}
+
 impl<S: Storage> Raft<S> {
     /// The term and configuration as of `index`, for the driver to build
     /// the meta of a snapshot of its state machine at `index`. `index` must

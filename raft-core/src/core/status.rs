@@ -40,6 +40,9 @@ pub struct RaftStatus {
     /// or their sender outside the configuration (see
     /// [`crate::Config::max_term_jump`]).
     pub refused_messages: u64,
+    /// Whether its group is quiescent here (no heartbeats or election
+    /// timer until something wakes it; `core/quiesce.rs`).
+    pub quiescent: bool,
 }
 
 impl<S: Storage> Raft<S> {
@@ -57,6 +60,7 @@ impl<S: Storage> Raft<S> {
             peer_match: self.peer_match(),
             last_snapshot: self.storage().snapshot_meta().map(|m| m.index),
             refused_messages: self.refused_messages,
+            quiescent: self.is_quiescent(),
         }
     }
 }

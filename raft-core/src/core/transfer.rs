@@ -27,6 +27,7 @@ impl<S: Storage> Raft<S> {
                 leader: self.leader,
             });
         }
+        self.note_work();
         if to == self.id {
             return Err(TransferError::ToSelf);
         }

@@ -25,7 +25,8 @@
 //! Body tags: 1 RequestVote, 2 RequestVoteResponse, 3 Append,
 //! 4 AppendResponse, 5 Heartbeat, 6 HeartbeatResponse, 7 TimeoutNow,
 //! 8 InstallSnapshot, 9 SnapshotChunkRequest, 10 SnapshotChunk.
-//! A new field or variant means a new [`CODEC_VERSION`].
+//! A new field or variant means a new [`CODEC_VERSION`]. Version 2 added
+//! the heartbeat's `quiesce` flag (`commit read_round lease_tick quiesce:bool`).
 //!
 //! # Payloads are not copied on decode
 //!
@@ -44,7 +45,7 @@ use crate::runtime::Envelope;
 
 /// The layout version written first in every encoded envelope. Decoding
 /// refuses any other value.
-pub const CODEC_VERSION: u8 = 1;
+pub const CODEC_VERSION: u8 = 2;
 /// The wire's limits, named (and related to each other) in
 /// [`super::limits`]. An `Append` that respects the other limits but goes
 /// past [`MAX_ENVELOPE_BYTES`] is refused by [`validate`].
@@ -74,7 +75,7 @@ pub fn encoded_len(env: &Envelope) -> usize {
             n.saturating_add(MIN_ENTRY_BYTES + e.data.len())
         }),
         MessageBody::AppendResponse { .. } => 1 + 8 * 4,
-        MessageBody::Heartbeat { .. } => 8 * 3,
+        MessageBody::Heartbeat { .. } => 8 * 3 + 1,
         MessageBody::HeartbeatResponse { .. } => 8 * 2,
         MessageBody::TimeoutNow => 0,
         MessageBody::InstallSnapshot { meta } => {
@@ -202,11 +203,13 @@ pub fn encode(env: &Envelope, out: &mut Vec<u8>) {
             commit,
             read_round,
             lease_tick,
+            quiesce,
         } => {
             out.push(5);
             put_u64(out, *commit);
             put_u64(out, *read_round);
             put_u64(out, *lease_tick);
+            put_bool(out, *quiesce);
         }
         MessageBody::HeartbeatResponse {
             read_round,
@@ -393,6 +396,7 @@ fn decode_from(mut r: Reader<'_>) -> Result<Envelope, CodecError> {
             commit: r.u64()?,
             read_round: r.u64()?,
             lease_tick: r.u64()?,
+            quiesce: r.bool()?,
         },
         6 => MessageBody::HeartbeatResponse {
             read_round: r.u64()?,

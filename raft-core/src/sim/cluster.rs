@@ -15,6 +15,7 @@ use rand_core::{RngCore, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
 mod host;
+mod liveness;
 
 use self::host::SimHost;
 use super::faults::{FaultKind, FaultSet};
@@ -60,6 +61,13 @@ fn disk_options() -> LocalOptions {
 /// Hard cap on quiet-phase steps, so a livelock cannot spin forever.
 const MAX_QUIET_STEPS: u64 = 2_000_000;
 
+/// With `--quiesce`: idle leader ticks before a group quiesces (50 ms,
+/// so groups quiesce between the clients' bursts as well as at the end).
+pub const QUIESCE_AFTER_TICKS: u32 = 5;
+/// With `--quiesce`: how long the quiet phase waits, once the cluster
+/// settled, for the whole group to be quiescent.
+pub const QUIESCE_BOUND_MS: u64 = 5_000;
+
 /// What to simulate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimConfig {
@@ -80,6 +88,12 @@ pub struct SimConfig {
     /// behind, with tiny throttled chunks, so installs happen often and get
     /// interrupted; 5% of chunks are corrupted in flight.
     pub compact: bool,
+    /// Quiescent groups: the leader of an idle group stops heartbeating
+    /// and its followers stop their election timers; a node-level liveness
+    /// layer (`cluster/liveness.rs`) wakes followers whose leader's node
+    /// it declares dead. The quiet phase then also waits for the group to
+    /// quiesce, crashes its leader and waits for a new one.
+    pub quiesce: bool,
     /// Bugs to inject into every node (test builds only).
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::core::BugSet,
@@ -100,6 +114,7 @@ impl SimConfig {
             check_quorum: true,
             reconfig: false,
             compact: false,
+            quiesce: false,
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         }
@@ -127,6 +142,9 @@ impl SimConfig {
         // half a second (50 ticks) to get there.
         c.catchup_margin = 8;
         c.catchup_timeout = 50;
+        if self.quiesce {
+            c.quiesce_after_ticks = QUIESCE_AFTER_TICKS;
+        }
         if self.compact {
             c.snapshot_chunk_size = 16;
             c.snapshot_bytes_per_tick = 48;
@@ -206,6 +224,17 @@ pub struct Stats {
     /// Unsynced writes crashes dropped, and kept a torn part of.
     pub disk_writes_lost: u64,
     pub disk_writes_torn: u64,
+    /// Quiescence (`--quiesce`): times a leader quiesced its group, times
+    /// a quiescent node woke (of them, because its leader's node was
+    /// declared dead), node-level pings sent and peers declared dead.
+    pub quiesced: u64,
+    pub wakes: u64,
+    pub wakes_leader_dead: u64,
+    pub liveness_pings: u64,
+    pub peers_declared_dead: u64,
+    /// Leaders crashed while their group was quiescent (quiet phase) and
+    /// replaced.
+    pub quiescent_leader_crashes: u64,
 }
 
 impl Stats {
@@ -243,6 +272,12 @@ impl Stats {
         self.disk_stops += o.disk_stops;
         self.disk_writes_lost += o.disk_writes_lost;
         self.disk_writes_torn += o.disk_writes_torn;
+        self.quiesced += o.quiesced;
+        self.wakes += o.wakes;
+        self.wakes_leader_dead += o.wakes_leader_dead;
+        self.liveness_pings += o.liveness_pings;
+        self.peers_declared_dead += o.peers_declared_dead;
+        self.quiescent_leader_crashes += o.quiescent_leader_crashes;
     }
 }
 
@@ -269,6 +304,11 @@ pub(crate) enum Ev {
     Deliver {
         id: u64,
         msg: Message,
+    },
+    /// A node-level liveness ping (`--quiesce`).
+    Ping {
+        from: NodeId,
+        to: NodeId,
     },
     ClientArrive {
         node: usize,
@@ -383,6 +423,8 @@ pub(crate) struct SimNode {
     new_leader: bool,
     /// Configuration last reported, for `config` trace events.
     membership: crate::core::Membership,
+    /// Node-level liveness of its peers (`--quiesce`).
+    liveness: liveness::PeerLiveness,
 }
 
 impl SimNode {
@@ -460,7 +502,7 @@ impl Sim {
         let voters: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
         let mut rng = Pcg64Mcg::seed_from_u64(cfg.seed);
         let trace = cfg.trace.then(|| {
-            let header = Header::new("sim", ids.clone())
+            let mut header = Header::new("sim", ids.clone())
                 .with_meta("seed", cfg.seed)
                 .with_meta("steps", cfg.steps)
                 .with_meta("faults", cfg.faults.to_string())
@@ -473,6 +515,10 @@ impl Sim {
                 .with_meta("tick", TICK_MS)
                 .with_meta("election_tick", cfg.node_config(1).election_tick)
                 .with_meta("time_unit", "ms");
+            if cfg.quiesce {
+                // Only then: traces of runs without it stay byte-identical.
+                header = header.with_meta("quiesce", true);
+            }
             TraceWriter::in_memory(&header)
         });
         let nodes = ids
@@ -500,6 +546,7 @@ impl Sim {
                 role: NodeRole::Follower,
                 new_leader: false,
                 membership: Default::default(),
+                liveness: Default::default(),
             })
             .collect();
         let clients = (0..cfg.clients)
@@ -625,6 +672,9 @@ impl Sim {
             }
             self.next_event()?;
         }
+        if self.cfg.quiesce {
+            self.check_quiescent_leader_crash()?;
+        }
         for c in &mut self.clients {
             c.abandon();
         }
@@ -645,6 +695,91 @@ impl Sim {
             .iter()
             .any(|n| n.raft().is_some_and(|r| r.role() == Role::Leader));
         leader && self.clients.iter().all(|c| c.pending.is_none())
+    }
+
+    /// With `--quiesce`, once the quiet phase settled: the group must
+    /// quiesce within [`QUIESCE_BOUND_MS`]; then its leader's node crashes
+    /// and another leader must be elected within [`LIVENESS_BOUND_MS`],
+    /// which only node-level liveness can bring about (nothing else wakes
+    /// a quiescent follower).
+    fn check_quiescent_leader_crash(&mut self) -> Result<(), Failure> {
+        let start = self.now;
+        let leader = loop {
+            if let Some(l) = self.quiescent_group_leader() {
+                break l;
+            }
+            if self.now > start + QUIESCE_BOUND_MS {
+                let d = format!(
+                    "the group did not quiesce within {QUIESCE_BOUND_MS}ms of settling: {}",
+                    self.quiescence_picture()
+                );
+                return Err(self.fail("Liveness", d));
+            }
+            self.next_event()?;
+        };
+        let (old_id, old_term, voters) = {
+            let r = self.nodes[leader].raft().expect("a leader runs");
+            (self.nodes[leader].id, r.term(), r.membership().voters.len())
+        };
+        if voters < 3 {
+            // One or two voters cannot survive losing the leader.
+            return Ok(());
+        }
+        self.crash(leader);
+        let start = self.now;
+        loop {
+            let elected = self.nodes.iter().any(|n| {
+                n.id != old_id
+                    && n.raft()
+                        .is_some_and(|r| r.role() == Role::Leader && r.term() > old_term)
+            });
+            if elected {
+                self.stats.quiescent_leader_crashes += 1;
+                return Ok(());
+            }
+            if self.now > start + LIVENESS_BOUND_MS {
+                let d = format!(
+                    "no new leader {LIVENESS_BOUND_MS}ms after leader {old_id} crashed while its group was quiescent: {}",
+                    self.quiescence_picture()
+                );
+                return Err(self.fail("Liveness", d));
+            }
+            self.next_event()?;
+        }
+    }
+
+    /// The leader whose whole group (every running member of its
+    /// configuration) is quiescent, if any.
+    fn quiescent_group_leader(&self) -> Option<usize> {
+        let i = self.nodes.iter().position(|n| {
+            n.raft()
+                .is_some_and(|r| r.role() == Role::Leader && r.is_quiescent())
+        })?;
+        let r = self.nodes[i].raft()?;
+        let all = r.membership().members().into_iter().all(|m| {
+            self.nodes[m as usize - 1]
+                .raft()
+                .is_none_or(|p| p.is_quiescent() && p.term() == r.term())
+        });
+        all.then_some(i)
+    }
+
+    fn quiescence_picture(&self) -> String {
+        let v: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match n.raft() {
+                Some(r) => format!(
+                    "{}:{}@{}{}",
+                    n.id,
+                    r.role().name(),
+                    r.term(),
+                    if r.is_quiescent() { " quiescent" } else { "" }
+                ),
+                None => format!("{}:down", n.id),
+            })
+            .collect();
+        format!("[{}]", v.join(", "))
     }
 
     fn liveness_failure(&self) -> Failure {
@@ -734,6 +869,10 @@ impl Sim {
         match s.ev {
             Ev::Tick { node, inc } => self.on_tick(node, inc),
             Ev::Deliver { id, msg } => self.on_deliver(id, msg),
+            Ev::Ping { from, to } => {
+                self.on_ping(from, to);
+                Ok(())
+            }
             Ev::ClientArrive {
                 node,
                 client,
@@ -871,6 +1010,7 @@ impl Sim {
             .clone();
         self.trace_config(id, "loaded", 0, &m);
         self.nodes[i].membership = m;
+        self.liveness_start(i);
         let d = 1 + self.rand(period);
         self.schedule(d, Ev::Tick { node: i, inc });
         Ok(())
@@ -960,6 +1100,7 @@ impl Sim {
             n.missed_ticks += 1;
         } else {
             n.raft_mut().expect("checked").tick();
+            self.liveness_tick(i);
             self.handle_ready(i)?;
         }
         self.schedule(period, Ev::Tick { node: i, inc });
@@ -1269,6 +1410,13 @@ impl Sim {
             Event::SnapshotResumed { .. } => self.stats.snapshots_resumed += 1,
             Event::SnapshotInstalled { .. } => self.stats.snapshots_installed += 1,
             Event::SnapshotDiscarded { .. } => self.stats.snapshots_discarded += 1,
+            Event::Quiesced if leader => self.stats.quiesced += 1,
+            Event::Woke { reason } => {
+                self.stats.wakes += 1;
+                if *reason == crate::core::WakeReason::LeaderDead {
+                    self.stats.wakes_leader_dead += 1;
+                }
+            }
             _ => {}
         }
         // Configuration changes were traced above, with their predecessor.

@@ -424,6 +424,13 @@ mod tests {
                 term: 2,
                 commit: 3,
                 read_round: 7,
+                quiesce: false,
+            },
+            Msg::Heartbeat {
+                term: 2,
+                commit: 3,
+                read_round: 0,
+                quiesce: true,
             },
             Msg::HeartbeatResp {
                 term: 2,
@@ -504,6 +511,22 @@ mod tests {
                 1,
                 Kind::Stepdown {
                     reason: "check_quorum".into(),
+                },
+            ),
+            rec(
+                7,
+                2,
+                Kind::Quiesce {
+                    quiescent: true,
+                    reason: String::new(),
+                },
+            ),
+            rec(
+                7,
+                2,
+                Kind::Quiesce {
+                    quiescent: false,
+                    reason: "message".into(),
                 },
             ),
             rec(
@@ -655,8 +678,8 @@ mod tests {
         assert_eq!(summary.events, records.len());
         assert_eq!(summary.nodes, vec![1, 2, 3]);
         assert_eq!(summary.max_t, 21);
-        assert_eq!(summary.kinds["send"], 10);
-        assert_eq!(summary.kinds["recv"], 9);
+        assert_eq!(summary.kinds["send"], 11);
+        assert_eq!(summary.kinds["recv"], 10);
         // Every kind occurs in the sample.
         for name in Kind::NAMES {
             assert!(summary.kinds.contains_key(name), "{name} missing");
@@ -791,6 +814,13 @@ mod tests {
                 commit: 1,
                 read_round: 2,
                 lease_tick: 3,
+                quiesce: false,
+            },
+            MessageBody::Heartbeat {
+                commit: 1,
+                read_round: 0,
+                lease_tick: 3,
+                quiesce: true,
             },
             MessageBody::HeartbeatResponse {
                 read_round: 2,

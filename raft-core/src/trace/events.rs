@@ -57,6 +57,14 @@ pub fn event_kind(ev: &Event, prev: &Membership) -> Option<Kind> {
             learners: membership.learners.clone(),
         },
         Event::ChangeDone { .. } | Event::ChangeFailed { .. } => return None,
+        Event::Quiesced => Kind::Quiesce {
+            quiescent: true,
+            reason: String::new(),
+        },
+        Event::Woke { reason } => Kind::Quiesce {
+            quiescent: false,
+            reason: reason.name().to_string(),
+        },
         Event::SnapshotOffered { to, index, bytes } => {
             snap("offered", *index, Some(*to), *bytes, true)
         }

@@ -191,6 +191,10 @@ pub enum Kind {
     },
     /// A leader stepped down for `reason` (e.g. `"check_quorum"`).
     Stepdown { reason: String },
+    /// The group went quiescent on this node (`quiescent`), or woke for
+    /// `reason` (`message`, `work`, `leader_dead`, `peer_alive`; empty
+    /// when it went quiescent).
+    Quiesce { quiescent: bool, reason: String },
     /// The node sent `m` to `to`. `id` is unique within the trace.
     Send { id: u64, to: NodeId, m: Msg },
     /// The node received the message of the earlier `send` `id` from `from`.
@@ -308,6 +312,7 @@ impl Kind {
         "timeout",
         "vote",
         "stepdown",
+        "quiesce",
         "send",
         "recv",
         "drop",
@@ -337,6 +342,7 @@ impl Kind {
             Kind::Timeout { .. } => "timeout",
             Kind::Vote { .. } => "vote",
             Kind::Stepdown { .. } => "stepdown",
+            Kind::Quiesce { .. } => "quiesce",
             Kind::Send { .. } => "send",
             Kind::Recv { .. } => "recv",
             Kind::Drop { .. } => "drop",
@@ -380,6 +386,10 @@ impl Kind {
                 map.serialize_entry("granted", granted)
             }
             Kind::Stepdown { reason } => map.serialize_entry("reason", reason),
+            Kind::Quiesce { quiescent, reason } => {
+                map.serialize_entry("quiescent", quiescent)?;
+                map.serialize_entry("reason", reason)
+            }
             Kind::Send { id, to, m } => {
                 map.serialize_entry("id", id)?;
                 map.serialize_entry("to", to)?;
@@ -478,6 +488,10 @@ impl Kind {
     }
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// The traced summary of a [`Message`]: its type, term and the fields that
 /// matter for reading a run. Entry payloads and lease ticks are left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -525,6 +539,10 @@ pub enum Msg {
         term: u64,
         commit: u64,
         read_round: u64,
+        /// The leader's last heartbeat before quiescence; written only
+        /// when true, so traces without quiescence are unchanged.
+        #[serde(default, skip_serializing_if = "is_false")]
+        quiesce: bool,
     },
     HeartbeatResp {
         term: u64,
@@ -661,10 +679,12 @@ impl From<&Message> for Msg {
                 commit,
                 read_round,
                 lease_tick: _,
+                quiesce,
             } => Msg::Heartbeat {
                 term,
                 commit,
                 read_round,
+                quiesce,
             },
             &MessageBody::HeartbeatResponse {
                 read_round,
