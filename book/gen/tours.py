@@ -111,10 +111,10 @@ def replication(recs):
     fc = first(recs, lambda r: r['ev'] == 'commit' and r['node'] != lead and r['index'] >= idx, com)
     return [
         stop(i, f'Client c{c} sends a put to the leader, n{lead}.', 'the line under the cluster tells each event'),
-        stop(app, f'n{lead} appends the write as entry {idx} of its log and makes it durable.',
-             f"n{lead}'s log row: entry {idx} has appeared"),
-        stop(settle(recs, snd), f'It sends the entry to n{f} in an append message. The message also names the entry just '
-             f'before it, so n{f} can check that its log matches up to there.',
+        stop(max(app, settle(recs, snd)), f'n{lead} appends the write as entry {idx} of its log and sends it to n{f} in '
+             f'an append message, without waiting for its own disk: a leader may, because it counts itself toward '
+             f'a majority only for entries it has made durable. The message also names the entry just before it, '
+             f'so n{f} can check that its log matches up to there.',
              'click the moving dot: the details panel describes the message'),
         stop(fa, f'n{fol} writes entry {idx} to its disk. Only now may it acknowledge it.',
              f"n{fol}'s log row"),

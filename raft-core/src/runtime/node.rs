@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use crate::core::{
     Bytes, Config, Event, Message, NodeId, Raft, RaftStatus, ReadMode, ReadState, Ready, Role,
 };
-use crate::driver::{self, Driver, Host, Stage, Work};
+use crate::driver::{self, Driver, Host, Stage, Work, WorkCheck};
 use crate::storage::{NodeStorage, Storage};
 use crate::{ChangeError, ProposeError, ReadError, TransferError};
 
@@ -383,6 +383,7 @@ impl RaftNode {
             prev_hs: (raft_hs.term, raft_hs.vote),
             tracer,
             traced_role: (Role::Follower, None),
+            contract: WorkCheck::new(start_index),
         };
         tokio::spawn(node.run(prop_rx, inbox_rx, control_rx, snap_rx, fatal_rx, apply_task));
         let tx = Arc::new(Senders {
@@ -648,6 +649,9 @@ struct NodeTask {
     traced_role: (Role, Option<NodeId>),
     /// Term and vote last written to the trace.
     prev_hs: (u64, Option<NodeId>),
+    /// The order of the work handed to the state machine, checked on real
+    /// time as the simulator checks it; a violation stops the node.
+    contract: WorkCheck,
 }
 
 impl NodeTask {
@@ -962,6 +966,7 @@ impl NodeTask {
                 reads: &mut self.reads,
                 deferred_reads: &mut self.deferred_reads,
                 waiters: &self.waiters,
+                contract: &mut self.contract,
                 to_apply: Vec::new(),
                 started: Instant::now(),
             };
@@ -1005,6 +1010,7 @@ struct RuntimeHost<'a> {
     reads: &'a mut BTreeMap<u64, oneshot::Sender<Result<u64, NodeError>>>,
     deferred_reads: &'a mut Vec<(ReadMode, oneshot::Sender<Result<u64, NodeError>>)>,
     waiters: &'a Waiters,
+    contract: &'a mut WorkCheck,
     to_apply: Vec<ApplyMsg>,
     /// When the current `Ready` was taken, for the log sync latency.
     started: Instant,
@@ -1021,6 +1027,9 @@ impl Host for RuntimeHost<'_> {
     }
 
     fn work(&mut self, _raft: &Raft<NodeStorage>, work: Work) -> Result<(), String> {
+        self.contract
+            .check(&work)
+            .map_err(|why| format!("state machine contract broken: {why}"))?;
         let msg = match work {
             Work::LeaderStop => {
                 // Entries proposed here may still commit under the next

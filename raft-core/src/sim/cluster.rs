@@ -24,7 +24,7 @@ use super::kv::{Command, Kv, Request};
 use super::linearizability;
 use super::workload::{Client, ClientOp, Pending, ReadPath};
 use crate::core::{Config, Event, Membership, Message, MessageBody, NodeId, Raft, ReadMode, Role};
-use crate::driver::{Driver, DriverError};
+use crate::driver::{Driver, DriverError, WorkCheck};
 use crate::storage::fs::{Fault, SimFs, SimFsConfig};
 use crate::storage::local::{self, LocalOptions};
 use crate::storage::{NodeStorage, Storage, StorageError};
@@ -409,6 +409,9 @@ pub(crate) struct SimNode {
     missed_ticks: u64,
     inbox: Vec<(u64, Message)>,
     pub(crate) kv: Kv,
+    /// The driver's work for `kv`, checked against the state machine
+    /// contract.
+    contract: WorkCheck,
     /// client -> seq of the proposal this node accepted for it.
     proposals: BTreeMap<usize, u64>,
     /// read ctx -> (client, seq, key), awaiting confirmation.
@@ -539,6 +542,7 @@ impl Sim {
                 missed_ticks: 0,
                 inbox: Vec::new(),
                 kv: Kv::default(),
+                contract: WorkCheck::default(),
                 proposals: BTreeMap::new(),
                 reads: BTreeMap::new(),
                 ready_reads: Vec::new(),
@@ -972,10 +976,10 @@ impl Sim {
         };
         // The state machine starts from the latest snapshot, if any; the
         // core replays the log after it.
-        let kv = match disk.snapshot_files() {
-            Ok(None) => Kv::default(),
-            Ok(Some((_, files))) => match Kv::from_files(&files) {
-                Ok(kv) => kv,
+        let (kv, from) = match disk.snapshot_files() {
+            Ok(None) => (Kv::default(), 0),
+            Ok(Some((meta, files))) => match Kv::from_files(&files) {
+                Ok(kv) => (kv, meta.index),
                 Err(why) => return Err(self.fail("Core error", format!("node {node}: {why}"))),
             },
             Err(e) => return self.disk_stopped(i, &e.to_string()),
@@ -986,6 +990,7 @@ impl Sim {
         let n = &mut self.nodes[i];
         n.inc += 1;
         n.kv = kv;
+        n.contract = WorkCheck::new(from);
         n.role = NodeRole::Follower;
         n.new_leader = false;
         let cfg = self.cfg.node_config(n.id);

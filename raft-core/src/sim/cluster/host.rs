@@ -299,6 +299,12 @@ impl Host for SimHost<'_> {
 
     fn work(&mut self, raft: &Raft<NodeStorage>, work: Work) -> Result<(), Failure> {
         self.view(raft);
+        if let Err(why) = self.sim.nodes[self.i].contract.check(&work) {
+            let node = self.node;
+            return Err(self
+                .sim
+                .fail("State Machine Contract", format!("node {node}: {why}")));
+        }
         match work {
             Work::Load { meta, files } => self.load(&files, meta.index, meta.term),
             Work::Entries(entries) => self.apply(raft, &entries),

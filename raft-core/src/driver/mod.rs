@@ -30,6 +30,10 @@
 //!
 //! Everything here is synchronous and deterministic: no clock, no thread.
 
+mod contract;
+
+pub use contract::WorkCheck;
+
 use crate::core::bugs::Bug;
 use crate::core::{
     Entry, Message, NodeId, Raft, ReadState, Ready, Role, SnapshotFile, SnapshotMeta, SnapshotOp,
