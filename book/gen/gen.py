@@ -168,6 +168,8 @@ v['reset-loss-script'] = script(os.path.join(S, 'reset_loss.txt'))
 v['reset-loss'] = scen_stdin(os.path.join(S, 'reset_loss.txt'), ok=(1,))
 v['sim-reconfig-compact'] = sim('--nodes', '5', '--seeds', '1-500', '--steps', '5000', '--faults', 'all',
                                 '--reconfig', '--compact')
+v['sim-quiesce'] = sim('--nodes', '5', '--seeds', '1-500', '--steps', '5000', '--faults', 'all',
+                       '--quiesce')
 
 # skip-joint: a sweep with the bug catches it; the first failing seed's
 # configuration events show the one-step change of several voters.

@@ -162,8 +162,12 @@ fn first_catch_with(
     reconfig: bool,
 ) -> Option<u64> {
     let mut base = SimConfig::new(nodes, 1, steps, FaultSet::all());
-    base.bugs = BugSet::only(bug);
     base.reconfig = reconfig;
+    first_catch_in(bug, base, max_seeds)
+}
+
+fn first_catch_in(bug: Bug, mut base: SimConfig, max_seeds: u64) -> Option<u64> {
+    base.bugs = BugSet::only(bug);
     // Chunks keep the test short when the bug is caught early.
     let mut start = 1;
     while start <= max_seeds {
@@ -225,4 +229,38 @@ fn sweep_catches_a_driver_that_sends_before_persisting() {
 #[test]
 fn sweep_catches_a_driver_that_applies_unpersisted_entries() {
     assert!(first_catch(Bug::ApplyUnpersisted, 5, 5000, 300).is_some());
+}
+
+/// Quiescent groups: a follower that ignores its host's news that its
+/// leader's node died sleeps forever once the leader crashes while the
+/// group is quiescent, and the quiet phase's check sees no new leader.
+#[test]
+fn sweep_catches_a_quiescent_follower_that_ignores_a_dead_leader() {
+    let mut base = SimConfig::new(5, 1, 5000, FaultSet::all());
+    base.quiesce = true;
+    assert!(first_catch_in(Bug::QuiescentIgnoresDeadLeader, base, 100).is_some());
+}
+
+/// With quiescence on, groups do go to sleep and wake, node-level
+/// liveness declares crashed nodes dead, and every seed's quiet phase
+/// crashes a quiescent group's leader and sees a new one elected.
+#[test]
+fn quiescent_groups_sleep_wake_and_survive_their_leaders_crash() {
+    let mut base = SimConfig::new(5, 1, 5000, FaultSet::all());
+    base.quiesce = true;
+    base.reconfig = true;
+    base.compact = true;
+    let r = sweep(&base, 1..=60, 2, &quiet);
+    assert!(r.failed.is_empty(), "failed: {:?}", r.failed.first());
+    let s = &r.stats;
+    assert!(s.quiesced > 60, "groups quiesced: {}", s.quiesced);
+    assert!(s.wakes_leader_dead > 0, "no wake by a dead leader's node");
+    assert!(s.peers_declared_dead > 0);
+    // A few seeds end with fewer than three voters, which cannot lose
+    // their leader; most crash it.
+    assert!(
+        s.quiescent_leader_crashes > 40,
+        "{}",
+        s.quiescent_leader_crashes
+    );
 }

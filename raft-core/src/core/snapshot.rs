@@ -450,6 +450,20 @@ impl<S: Storage> Raft<S> {
         let Some(r) = self.snap.receiving.as_mut() else {
             return;
         };
+        if r.meta.index <= self.log.committed && !self.snap.verify_pending {
+            // The log overtook the snapshot while it arrived (a later
+            // leader replicated the entries instead): it is useless, and
+            // its source (perhaps a deposed leader that no longer serves
+            // chunks) would be asked again forever.
+            let index = r.meta.index;
+            self.snap.receiving = None;
+            self.snap.ops.push(SnapshotOp::Abort);
+            self.events.push(Event::SnapshotDiscarded {
+                index,
+                reason: "the log overtook it".into(),
+            });
+            return;
+        }
         if r.outstanding.is_some() {
             r.elapsed += 1;
             if r.elapsed >= timeout {

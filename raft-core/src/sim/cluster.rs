@@ -732,10 +732,11 @@ impl Sim {
         self.crash(leader);
         let start = self.now;
         loop {
+            // A later term's leader, on any node: a restart the faults
+            // scheduled earlier may bring the old leader back to win.
             let elected = self.nodes.iter().any(|n| {
-                n.id != old_id
-                    && n.raft()
-                        .is_some_and(|r| r.role() == Role::Leader && r.term() > old_term)
+                n.raft()
+                    .is_some_and(|r| r.role() == Role::Leader && r.term() > old_term)
             });
             if elected {
                 self.stats.quiescent_leader_crashes += 1;

@@ -445,6 +445,9 @@ impl Machine {
                     change: change.clone(),
                 });
             }
+            // Quiescence changes no Raft state the views draw; the
+            // narration says what it means.
+            Kind::Quiesce { .. } => {}
             Kind::Snapshot {
                 phase,
                 index,

@@ -486,6 +486,24 @@ fn sentence(r: &Record, after: &ClusterState) -> String {
                 ),
             }
         }
+        Kind::Quiesce { quiescent: true, .. } => match r.role {
+            NodeRole::Leader => format!(
+                "Leader {me}'s group has been idle: it sends a last heartbeat marked quiesce and stops heartbeating until something needs Raft"
+            ),
+            _ => format!(
+                "{me} holds the leader's whole log, so it accepts the quiesce heartbeat: it stops its election timer and relies on node-level liveness to learn if the leader's node dies"
+            ),
+        },
+        Kind::Quiesce { reason, .. } => match reason.as_str() {
+            "leader_dead" => format!(
+                "{me} wakes: its host declared the leader's node dead, so it restarts its election timer and will campaign"
+            ),
+            "peer_alive" => format!(
+                "Leader {me} wakes: a peer's node came back, so it heartbeats again"
+            ),
+            "work" => format!("{me} wakes for client work (a proposal, a read or a change)"),
+            _ => format!("{me} wakes: a message arrived, and its group is awake again"),
+        },
         Kind::Snapshot {
             phase,
             index,

@@ -57,7 +57,11 @@ impl Sim {
         }
         let me = self.nodes[i].id;
         self.nodes[i].liveness.ticks += 1;
-        if self.nodes[i].liveness.ticks % PING_EVERY_TICKS == 0 {
+        if self.nodes[i]
+            .liveness
+            .ticks
+            .is_multiple_of(PING_EVERY_TICKS)
+        {
             let peers: Vec<NodeId> = self.nodes[i].liveness.heard.keys().copied().collect();
             for to in peers {
                 self.send_ping(me, to);
