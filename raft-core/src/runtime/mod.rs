@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod codec;
+pub mod host;
 pub mod limits;
 pub mod node;
 pub mod state_machine;

@@ -28,11 +28,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::core::{
@@ -91,6 +91,22 @@ pub struct NodeConfig {
     /// Where this node appends its rtrace events (see [`NodeTracer`]);
     /// `None`: no trace.
     pub trace: Option<PathBuf>,
+    /// The host's clock, when this node is one group of a
+    /// [`super::host::GroupHost`]: the host ticks every awake group from
+    /// one timer and skips quiescent ones. `None`: the node runs its own
+    /// timer of period [`NodeConfig::tick`].
+    pub(crate) clock: Option<GroupClock>,
+}
+
+/// One group's view of its host's clock: the count of ticks since the
+/// host started, and the nudge the host gives an awake group at each.
+/// A group catches up every tick it did not see (it slept, or was slow)
+/// before it handles anything, so its leases and timers follow real time
+/// even when the host skipped it while it was quiescent.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupClock {
+    pub(crate) ticks: Arc<AtomicU64>,
+    pub(crate) wake: Arc<Notify>,
 }
 
 impl NodeConfig {
@@ -109,6 +125,7 @@ impl NodeConfig {
             proposal_bytes: DEFAULT_PROPOSAL_BYTES,
             inbox_bytes: DEFAULT_INBOX_BYTES,
             trace: None,
+            clock: None,
         }
     }
 }
@@ -200,6 +217,8 @@ struct Proposal {
 type Inboxed = (Envelope, HeldBytes);
 
 enum Control {
+    /// The host's node-level liveness about a peer's node.
+    PeerAlive(NodeId, bool),
     Read(ReadMode, oneshot::Sender<Result<u64, NodeError>>),
     Snapshot(oneshot::Sender<Result<u64, NodeError>>),
     Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
@@ -222,6 +241,9 @@ struct Senders {
 struct Shared {
     id: NodeId,
     group: GroupId,
+    /// Whether the group is quiescent on this node (as of its last
+    /// `Ready`): its host skips it when ticking.
+    quiescent: AtomicBool,
     proposal_queue: usize,
     /// Bytes of queued proposals ([`NodeConfig::proposal_bytes`]).
     proposal_budget: Arc<ByteBudget>,
@@ -351,6 +373,7 @@ impl RaftNode {
         let shared = Arc::new(Shared {
             id: cfg.id,
             group: cfg.group,
+            quiescent: AtomicBool::new(false),
             proposal_queue: cfg.proposal_queue,
             proposal_budget: ByteBudget::new(cfg.proposal_bytes),
             proposal_bytes: cfg.proposal_bytes,
@@ -368,6 +391,7 @@ impl RaftNode {
             stopped: stopped_rx,
         });
         let apply_task = tokio::spawn(apply.run(apply_rx));
+        let cfg_clock = cfg.clock.clone();
         let node = NodeTask {
             driver: Driver::new(raft),
             cfg,
@@ -384,6 +408,7 @@ impl RaftNode {
             tracer,
             traced_role: (Role::Follower, None),
             contract: WorkCheck::new(start_index),
+            seen_ticks: cfg_clock_now(&cfg_clock),
         };
         tokio::spawn(node.run(prop_rx, inbox_rx, control_rx, snap_rx, fatal_rx, apply_task));
         let tx = Arc::new(Senders {
@@ -593,6 +618,19 @@ impl NodeHandle {
         }
     }
 
+    /// Whether the group was quiescent on this node after its last `Ready`
+    /// (see `core/quiesce.rs`).
+    pub fn is_quiescent(&self) -> bool {
+        self.shared.quiescent.load(Ordering::Acquire)
+    }
+
+    /// Tells the node what its host's node-level liveness decided about
+    /// `peer`'s node (`Raft::set_peer_alive`). Never blocks; a full control
+    /// queue answers `Busy`.
+    pub fn set_peer_alive(&self, peer: NodeId, alive: bool) -> Result<(), NodeError> {
+        self.control(Control::PeerAlive(peer, alive))
+    }
+
     /// Stops the node and waits until it stopped: proposals and reads still
     /// waiting fail with [`NodeError::Stopped`], the state machine gets
     /// `on_shutdown` (after `on_leader_stop` / `on_stop_following` as
@@ -652,6 +690,8 @@ struct NodeTask {
     /// The order of the work handed to the state machine, checked on real
     /// time as the simulator checks it; a violation stops the node.
     contract: WorkCheck,
+    /// With a host clock: the host tick this node has caught up to.
+    seen_ticks: u64,
 }
 
 impl NodeTask {
@@ -674,11 +714,26 @@ impl NodeTask {
         // delivered at once, before the inbox is drained. The timer's own
         // late firings then find nothing due.
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        // A group of a host is ticked by the host's one timer instead.
+        let own_clock = self.cfg.clock.is_none();
+        let wake = self.cfg.clock.as_ref().map(|c| c.wake.clone());
         let mut error = None;
         loop {
             let flow = tokio::select! {
                 biased;
-                _ = ticker.tick() => {
+                // A permit stored while the task was busy is taken at
+                // once: no host tick is missed, only merged.
+                () = async {
+                    match &wake {
+                        Some(w) => w.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.catch_up_ticks();
+                    self.flush_trace();
+                    Flow::Continue
+                }
+                _ = ticker.tick(), if own_clock => {
                     let now = tokio::time::Instant::now();
                     while next_tick <= now {
                         self.driver.raft_mut().tick();
@@ -786,6 +841,7 @@ impl NodeTask {
     }
 
     fn step(&mut self, env: Envelope) -> Flow {
+        self.catch_up_ticks();
         if env.group != self.cfg.group || env.msg.to != self.cfg.id {
             self.metrics.dropped_messages += 1;
             return Flow::Continue;
@@ -799,6 +855,7 @@ impl NodeTask {
     }
 
     fn propose(&mut self, p: Proposal) {
+        self.catch_up_ticks();
         match self.driver.raft_mut().propose(p.data, None) {
             Ok(index) => {
                 self.metrics.proposals += 1;
@@ -854,7 +911,9 @@ impl NodeTask {
     }
 
     fn control(&mut self, c: Control) -> Flow {
+        self.catch_up_ticks();
         match c {
+            Control::PeerAlive(peer, alive) => self.driver.raft_mut().set_peer_alive(peer, alive),
             Control::Read(mode, reply) => self.read(mode, reply),
             Control::Snapshot(reply) => {
                 if let Err(mpsc::error::TrySendError::Full(ApplyMsg::Snapshot(reply))) =
@@ -981,10 +1040,26 @@ impl NodeTask {
                 to_apply(&self.apply_tx, w).await?;
             }
         }
+        self.shared
+            .quiescent
+            .store(self.driver.raft().is_quiescent(), Ordering::Release);
         let mut soft = self.shared.soft.lock().expect("soft lock");
         soft.role = self.driver.raft().role();
         soft.leader = self.driver.raft().leader();
         Ok(())
+    }
+
+    /// With a host clock: delivers every host tick this node has not seen
+    /// yet, before anything else is handled (a quiescent group is skipped
+    /// by the host; the ticks it slept through still count for leases and
+    /// for the snapshot throttle). Without one: nothing.
+    fn catch_up_ticks(&mut self) {
+        let Some(c) = &self.cfg.clock else { return };
+        let now = c.ticks.load(Ordering::Acquire);
+        while self.seen_ticks < now {
+            self.driver.raft_mut().tick();
+            self.seen_ticks += 1;
+        }
     }
 
     /// Hands buffered trace lines to the file (every tick and at stop).
@@ -1181,4 +1256,9 @@ impl rand_core::RngCore for SplitMix64 {
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
+}
+
+/// The host tick a new node starts from (0 without a host clock).
+fn cfg_clock_now(c: &Option<GroupClock>) -> u64 {
+    c.as_ref().map_or(0, |c| c.ticks.load(Ordering::Acquire))
 }

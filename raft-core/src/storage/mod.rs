@@ -24,6 +24,8 @@ mod error;
 #[cfg(any(feature = "sim", feature = "local"))]
 pub mod fs;
 #[cfg(any(feature = "sim", feature = "local"))]
+pub mod host_sync;
+#[cfg(any(feature = "sim", feature = "local"))]
 pub mod local;
 mod memory;
 mod node;

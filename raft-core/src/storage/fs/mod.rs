@@ -75,6 +75,12 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of `dir` (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Makes everything written on the file system holding `dir` durable:
+    /// every file's data and every directory's entries (`syncfs(2)`). One
+    /// call stands for the syncs of every file written since the last one,
+    /// which is what lets a host of many groups sync once per round
+    /// instead of once per group (`storage::host_sync`).
+    fn sync_fs(&self, dir: &Path) -> io::Result<()>;
 }
 
 /// An open file, written at a position that advances with each write.

@@ -69,6 +69,25 @@ impl Fs for RealFs {
         fs::remove_dir_all(path)
     }
 
+    fn sync_fs(&self, dir: &Path) -> io::Result<()> {
+        // Linux reports writeback errors of the whole file system through
+        // syncfs since 5.8 (errseq on the superblock), so a failed write
+        // of any file synced here is an error here.
+        #[cfg(target_os = "linux")]
+        {
+            let d = File::open(dir)?;
+            rustix::fs::syncfs(&d).map_err(io::Error::from)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = dir;
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "syncfs is only available on Linux",
+            ))
+        }
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         #[cfg(unix)]
         {

@@ -110,6 +110,8 @@ pub struct SimFsStats {
     /// File syncs (`sync_data`, `sync_all`).
     pub file_syncs: u64,
     pub dir_syncs: u64,
+    /// Whole-disk syncs (`sync_fs`).
+    pub fs_syncs: u64,
     /// Directory operations, opens included.
     pub meta_ops: u64,
     /// Calls failed with an injected EIO.
@@ -945,6 +947,46 @@ impl Fs for SimFs {
             }
         }
         st.unlink(dir, name)
+    }
+
+    fn sync_fs(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        if let Err(e) = st.gate(FsOp::Sync, true) {
+            if !st.powered_off {
+                // A writeback error: as for one file's sync, the pages are
+                // marked clean and what they held never reaches the disk,
+                // here for every file with unsynced writes.
+                let mut lost = 0;
+                for node in st.nodes.values_mut() {
+                    if let Node::File(f) = node {
+                        lost += f.pending.len() as u64;
+                        f.pending.clear();
+                        f.journal.clear();
+                    }
+                }
+                st.stats.writes_lost += lost;
+            }
+            return Err(e);
+        }
+        st.resolve(dir, false)?;
+        // One flush of the whole disk: every file's pending writes and
+        // every directory's entries become durable.
+        for node in st.nodes.values_mut() {
+            match node {
+                Node::File(f) => f.sync(),
+                Node::Dir(d) => {
+                    if d.dirty {
+                        d.durable.clone_from(&d.entries);
+                        d.dirty = false;
+                    }
+                }
+            }
+        }
+        st.stats.fs_syncs += 1;
+        if st.maybe_garbage {
+            st.collect_garbage();
+        }
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

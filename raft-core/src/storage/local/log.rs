@@ -43,6 +43,7 @@ use std::sync::Arc;
 
 use crate::core::{checksum, Entry, EntryKind};
 use crate::storage::fs::{Fs, FsFile, OpenMode};
+use crate::storage::host_sync::HostSync;
 use crate::storage::traits::{check_append, check_range};
 use crate::storage::{LogStore, RecoveryReport, StorageError, TornTail};
 
@@ -393,9 +394,19 @@ pub struct SegmentedLog {
     dirty: bool,
     /// Set by a failed write or sync: memory and disk may differ.
     poison: super::Poison,
+    /// The host's shared sync, when this log is one group's of many:
+    /// syncing then makes the whole disk durable, once for every group
+    /// that wrote meanwhile (`storage::host_sync`).
+    host_sync: Option<Arc<HostSync>>,
 }
 
 impl SegmentedLog {
+    /// Syncs through the host's shared sync from now on (see
+    /// `storage::host_sync`); `None`: each sync is this log's own.
+    pub fn set_host_sync(&mut self, h: Option<Arc<HostSync>>) {
+        self.host_sync = h;
+    }
+
     /// Opens (creating if needed) the log in `dir` on the real disk,
     /// checking every record; repairs go into `report`.
     #[cfg(feature = "local")]
@@ -520,6 +531,7 @@ impl SegmentedLog {
             active: None,
             dirty: false,
             poison: super::Poison::default(),
+            host_sync: None,
         };
         if let Some(seg) = log
             .segments
@@ -698,8 +710,11 @@ impl SegmentedLog {
             return Ok(());
         }
         if let (Some(f), Some(seg)) = (self.active.as_mut(), self.segments.last()) {
-            f.sync_data()
-                .map_err(|e| StorageError::io("sync", &seg.path, e))?;
+            match &self.host_sync {
+                Some(h) => h.sync(),
+                None => f.sync_data(),
+            }
+            .map_err(|e| StorageError::io("sync", &seg.path, e))?;
         }
         self.dirty = false;
         Ok(())

@@ -83,15 +83,28 @@ pub fn open_with(
     path: &Path,
     opts: &LocalOptions,
 ) -> Result<NodeStorage, StorageError> {
+    open_in_host(fs, path, opts, None)
+}
+
+/// [`open_with`] for one group of a host: its log syncs through the
+/// host's shared `host_sync` (one whole-disk sync per round for every
+/// group on the disk, see `storage::host_sync`) when one is given.
+pub fn open_in_host(
+    fs: Arc<dyn Fs>,
+    path: &Path,
+    opts: &LocalOptions,
+    host_sync: Option<Arc<crate::storage::host_sync::HostSync>>,
+) -> Result<NodeStorage, StorageError> {
     create_dir_durably(&*fs, path)?;
     let mut report = RecoveryReport::default();
     let (mut meta, meta_found) = LocalMeta::open_with(fs.clone(), path, &mut report)?;
-    let log = SegmentedLog::open_with(
+    let mut log = SegmentedLog::open_with(
         fs.clone(),
         &path.join(LOG_DIR),
         opts.segment_bytes,
         &mut report,
     )?;
+    log.set_host_sync(host_sync);
     let snaps = LocalSnapshots::open_with(fs.clone(), &path.join(SNAP_DIR), &mut report)?;
     sync_dir(&*fs, path)?;
     if !meta_found {

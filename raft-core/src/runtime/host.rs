@@ -1,0 +1,513 @@
+//! A host of many Raft groups in one process: one transport, one timer,
+//! node-level liveness, groups created and removed at run time.
+//!
+//! A BlockServer holds hundreds of group replicas. Run as independent
+//! [`RaftNode`]s, each would keep its own timer, heartbeat its peers every
+//! heartbeat interval and wake its task every tick whether or not anything
+//! happens. [`GroupHost`] instead:
+//!
+//! - **routes** every inbound envelope to its group by the group id it
+//!   carries (one connection per peer process, whatever the group count;
+//!   envelopes for a group this host does not hold are dropped and
+//!   counted, since the Master may have just removed it);
+//! - **ticks from one timer**: each tick bumps one shared counter and
+//!   nudges only the groups that are awake; a quiescent group
+//!   (`core/quiesce.rs`) is not touched at all, and catches up the ticks
+//!   it slept through the moment something reaches it;
+//! - **runs node-level liveness**: one ping per peer process every
+//!   [`HostConfig::ping_every`] ticks for all groups, on the reserved group
+//!   [`HOST_GROUP`]; a peer silent for [`HostConfig::peer_timeout`] ticks is
+//!   reported dead to every group (`Raft::set_peer_alive`), which is what
+//!   lets a quiescent follower notice that its leader's node died. The
+//!   argument for why this keeps groups safe and live is in
+//!   `ARCHITECTURE.md` ("Quiescent groups").
+//!
+//! Group storage is the caller's: each group gets its own `NodeStorage`
+//! (see `storage::sync` for the host-wide log sync that batches the
+//! groups' fsyncs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::core::{Message, MessageBody, NodeId};
+use crate::storage::NodeStorage;
+
+use super::node::{GroupClock, NodeConfig, NodeError, NodeHandle, RaftNode};
+use super::state_machine::StateMachine;
+use super::transport::{Inbound, TransportHandle};
+use super::{Envelope, GroupId, Outbox};
+
+/// The group id reserved for the host's own liveness pings; no Raft group
+/// may use it.
+pub const HOST_GROUP: GroupId = 0;
+
+/// The most groups one host holds (each costs two tasks, its queues and
+/// its storage's open files); creating one more is refused.
+pub const MAX_GROUPS: usize = 4096;
+
+/// How a host runs.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// This process's node id (every group's member id here).
+    pub id: NodeId,
+    /// Real time per tick, for every group.
+    pub tick: Duration,
+    /// The peer processes to ping (node ids other than `id`).
+    pub peers: Vec<NodeId>,
+    /// Ping every peer every this many ticks.
+    pub ping_every: u64,
+    /// Declare a peer's node dead after this many ticks without a ping from
+    /// it. Must be at least the groups' election timeout (a merely slow
+    /// leader must not be deposed more often than without quiescence) and
+    /// several ping periods (one lost ping is not a death).
+    pub peer_timeout: u64,
+    /// Idle leader ticks before a group quiesces, applied to every group
+    /// created here whose own setting is 0 (`Config::quiesce_after_ticks`);
+    /// 0 keeps every group awake.
+    pub quiesce_after_ticks: u32,
+}
+
+impl HostConfig {
+    /// Defaults for node `id` with `peers`: a 100 ms tick, a ping every 2
+    /// ticks, peers declared dead after 20 ticks (two default election
+    /// timeouts), groups quiescent after 20 idle ticks.
+    pub fn new(id: NodeId, peers: Vec<NodeId>) -> HostConfig {
+        HostConfig {
+            id,
+            tick: Duration::from_millis(100),
+            peers,
+            ping_every: 2,
+            peer_timeout: 20,
+            quiesce_after_ticks: 20,
+        }
+    }
+}
+
+/// Why the host refused something.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("group {0} is already hosted here")]
+    Exists(GroupId),
+    #[error("group {0} is not hosted here")]
+    Unknown(GroupId),
+    #[error("group id {HOST_GROUP} is reserved for the host's liveness pings")]
+    Reserved,
+    #[error("this host already holds {MAX_GROUPS} groups")]
+    Full,
+    #[error("the group's node id {got} is not this host's id {want}")]
+    WrongNode { got: NodeId, want: NodeId },
+    #[error("the group's tick {got:?} differs from the host's {want:?}")]
+    WrongTick { got: Duration, want: Duration },
+    #[error("host config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// Counters of a host since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HostMetrics {
+    /// Groups hosted now, and how many of them are quiescent.
+    pub groups: u64,
+    pub quiescent: u64,
+    /// Host ticks, and group nudges they caused (awake groups only).
+    pub ticks: u64,
+    pub group_ticks: u64,
+    /// Liveness pings sent and received.
+    pub pings_sent: u64,
+    pub pings_received: u64,
+    /// Peers currently declared dead, and declarations so far.
+    pub peers_dead: u64,
+    pub peers_declared_dead: u64,
+    /// Envelopes for a group this host does not hold.
+    pub dropped_unknown_group: u64,
+    /// Envelopes a group's full inbox refused.
+    pub dropped_busy: u64,
+    /// Groups created and removed.
+    pub groups_created: u64,
+    pub groups_removed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    ticks: AtomicU64,
+    group_ticks: AtomicU64,
+    pings_sent: AtomicU64,
+    pings_received: AtomicU64,
+    peers_declared_dead: AtomicU64,
+    dropped_unknown_group: AtomicU64,
+    dropped_busy: AtomicU64,
+    groups_created: AtomicU64,
+    groups_removed: AtomicU64,
+}
+
+struct Group {
+    node: NodeHandle,
+    wake: Arc<Notify>,
+}
+
+/// What a peer's node looks like from here.
+struct Liveness {
+    /// Peer -> host tick of its last ping (or of the host's start).
+    heard: BTreeMap<NodeId, u64>,
+    dead: BTreeSet<NodeId>,
+}
+
+struct Inner {
+    cfg: HostConfig,
+    transport: TransportHandle,
+    clock: Arc<AtomicU64>,
+    groups: RwLock<BTreeMap<GroupId, Group>>,
+    liveness: Mutex<Liveness>,
+    counters: Counters,
+}
+
+/// A running host; cheap to clone. See the module docs.
+#[derive(Clone)]
+pub struct GroupHost {
+    inner: Arc<Inner>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for GroupHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupHost")
+            .field("id", &self.inner.cfg.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl GroupHost {
+    /// Starts the host's timer and router over a started transport (its
+    /// `Inbound` is the host's from now on). Must run within a tokio
+    /// runtime.
+    pub fn start(
+        cfg: HostConfig,
+        transport: TransportHandle,
+        inbound: Inbound,
+    ) -> Result<GroupHost, HostError> {
+        if cfg.tick.is_zero() || cfg.ping_every == 0 {
+            return Err(HostError::Config("tick and ping_every must be > 0".into()));
+        }
+        if cfg.peer_timeout < 2 * cfg.ping_every {
+            return Err(HostError::Config(
+                "peer_timeout must be at least two ping periods".into(),
+            ));
+        }
+        let heard = cfg
+            .peers
+            .iter()
+            .filter(|&&p| p != cfg.id)
+            .map(|&p| (p, 0))
+            .collect();
+        let inner = Arc::new(Inner {
+            cfg,
+            transport,
+            clock: Arc::new(AtomicU64::new(0)),
+            groups: RwLock::new(BTreeMap::new()),
+            liveness: Mutex::new(Liveness {
+                heard,
+                dead: BTreeSet::new(),
+            }),
+            counters: Counters::default(),
+        });
+        let timer = tokio::spawn(run_timer(inner.clone()));
+        let router = tokio::spawn(run_router(inner.clone(), inbound));
+        Ok(GroupHost {
+            inner,
+            tasks: Arc::new(Mutex::new(vec![timer, router])),
+        })
+    }
+
+    /// This host's node id.
+    pub fn id(&self) -> NodeId {
+        self.inner.cfg.id
+    }
+
+    /// The transport every group sends through.
+    pub fn transport(&self) -> &TransportHandle {
+        &self.inner.transport
+    }
+
+    /// Starts group `cfg.group` over `storage` with `sm` and routes its
+    /// messages from now on. The group is ticked by the host (its
+    /// `cfg.tick` must equal the host's) and learns the peers the host
+    /// currently believes dead.
+    pub fn create_group(
+        &self,
+        mut cfg: NodeConfig,
+        storage: NodeStorage,
+        sm: Box<dyn StateMachine>,
+    ) -> Result<NodeHandle, HostError> {
+        let hc = &self.inner.cfg;
+        if cfg.group == HOST_GROUP {
+            return Err(HostError::Reserved);
+        }
+        if cfg.id != hc.id {
+            return Err(HostError::WrongNode {
+                got: cfg.id,
+                want: hc.id,
+            });
+        }
+        if cfg.tick != hc.tick {
+            return Err(HostError::WrongTick {
+                got: cfg.tick,
+                want: hc.tick,
+            });
+        }
+        if cfg.config.quiesce_after_ticks == 0 {
+            cfg.config.quiesce_after_ticks = hc.quiesce_after_ticks;
+        }
+        // Hold the write lock across the start so two creations of one
+        // group cannot race.
+        let mut groups = self.inner.groups.write().unwrap_or_else(|e| e.into_inner());
+        if groups.contains_key(&cfg.group) {
+            return Err(HostError::Exists(cfg.group));
+        }
+        if groups.len() >= MAX_GROUPS {
+            return Err(HostError::Full);
+        }
+        let wake = Arc::new(Notify::new());
+        cfg.clock = Some(GroupClock {
+            ticks: self.inner.clock.clone(),
+            wake: wake.clone(),
+        });
+        let group = cfg.group;
+        let outbox: Arc<dyn Outbox> = Arc::new(self.inner.transport.clone());
+        let node = RaftNode::start(cfg, storage, sm, outbox)?;
+        for &p in &lock(&self.inner.liveness).dead {
+            node.set_peer_alive(p, false)?;
+        }
+        groups.insert(
+            group,
+            Group {
+                node: node.clone(),
+                wake,
+            },
+        );
+        self.inner
+            .counters
+            .groups_created
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(node)
+    }
+
+    /// Stops group `group` and forgets it; its messages are dropped from
+    /// now on. Its storage is closed when this returns (the caller may
+    /// delete it).
+    pub async fn remove_group(&self, group: GroupId) -> Result<(), HostError> {
+        let g = self
+            .inner
+            .groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&group)
+            .ok_or(HostError::Unknown(group))?;
+        g.node.shutdown().await;
+        self.inner
+            .counters
+            .groups_removed
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The handle of group `group`, if hosted.
+    pub fn group(&self, group: GroupId) -> Option<NodeHandle> {
+        self.read_groups().get(&group).map(|g| g.node.clone())
+    }
+
+    /// Every hosted group's id, ascending.
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.read_groups().keys().copied().collect()
+    }
+
+    /// Counters since start.
+    pub fn metrics(&self) -> HostMetrics {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (groups, quiescent) = {
+            let g = self.read_groups();
+            let q = g.values().filter(|g| g.node.is_quiescent()).count();
+            (g.len() as u64, q as u64)
+        };
+        HostMetrics {
+            groups,
+            quiescent,
+            ticks: get(&c.ticks),
+            group_ticks: get(&c.group_ticks),
+            pings_sent: get(&c.pings_sent),
+            pings_received: get(&c.pings_received),
+            peers_dead: lock(&self.inner.liveness).dead.len() as u64,
+            peers_declared_dead: get(&c.peers_declared_dead),
+            dropped_unknown_group: get(&c.dropped_unknown_group),
+            dropped_busy: get(&c.dropped_busy),
+            groups_created: get(&c.groups_created),
+            groups_removed: get(&c.groups_removed),
+        }
+    }
+
+    /// Peers this host currently believes dead.
+    pub fn dead_peers(&self) -> Vec<NodeId> {
+        lock(&self.inner.liveness).dead.iter().copied().collect()
+    }
+
+    /// Stops every group, then the timer and the router (not the
+    /// transport, which the caller started).
+    pub async fn shutdown(&self) {
+        let nodes: Vec<NodeHandle> =
+            std::mem::take(&mut *self.inner.groups.write().unwrap_or_else(|e| e.into_inner()))
+                .into_values()
+                .map(|g| g.node)
+                .collect();
+        for n in nodes {
+            n.shutdown().await;
+        }
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+    }
+
+    fn read_groups(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<GroupId, Group>> {
+        self.inner.groups.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The one timer: bumps the clock, nudges awake groups, pings peers and
+/// judges their liveness.
+async fn run_timer(inner: Arc<Inner>) {
+    let mut ticker = tokio::time::interval(inner.cfg.tick);
+    // A late timer delivers each missed tick (the groups catch up from the
+    // counter anyway; bursting keeps the liveness clock honest too).
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    loop {
+        ticker.tick().await;
+        let now = inner.clock.fetch_add(1, Ordering::AcqRel) + 1;
+        inner.counters.ticks.fetch_add(1, Ordering::Relaxed);
+        let mut nudged = 0;
+        {
+            let groups = inner.groups.read().unwrap_or_else(|e| e.into_inner());
+            for g in groups.values() {
+                if !g.node.is_quiescent() {
+                    g.wake.notify_one();
+                    nudged += 1;
+                }
+            }
+        }
+        inner
+            .counters
+            .group_ticks
+            .fetch_add(nudged, Ordering::Relaxed);
+        if now.is_multiple_of(inner.cfg.ping_every) {
+            ping_peers(&inner);
+        }
+        judge_peers(&inner, now);
+    }
+}
+
+fn ping_peers(inner: &Inner) {
+    let me = inner.cfg.id;
+    let peers: Vec<NodeId> = lock(&inner.liveness).heard.keys().copied().collect();
+    for to in peers {
+        inner.transport.send(Envelope {
+            group: HOST_GROUP,
+            msg: Message {
+                from: me,
+                to,
+                term: 0,
+                body: MessageBody::Heartbeat {
+                    commit: 0,
+                    read_round: 0,
+                    lease_tick: 0,
+                    quiesce: false,
+                },
+            },
+        });
+        inner.counters.pings_sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Declares peers dead or alive again and tells every group of each change.
+fn judge_peers(inner: &Inner, now: u64) {
+    let changes: Vec<(NodeId, bool)> = {
+        let mut l = lock(&inner.liveness);
+        let timeout = inner.cfg.peer_timeout;
+        let flips: Vec<(NodeId, bool)> = l
+            .heard
+            .iter()
+            .filter_map(|(&p, &t)| {
+                let dead = now.saturating_sub(t) > timeout;
+                (dead != l.dead.contains(&p)).then_some((p, !dead))
+            })
+            .collect();
+        for &(p, alive) in &flips {
+            if alive {
+                l.dead.remove(&p);
+            } else {
+                l.dead.insert(p);
+                inner
+                    .counters
+                    .peers_declared_dead
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        flips
+    };
+    if changes.is_empty() {
+        return;
+    }
+    let groups = inner.groups.read().unwrap_or_else(|e| e.into_inner());
+    for (p, alive) in changes {
+        for g in groups.values() {
+            // A full control queue loses this one report; the next change
+            // is reported again, and a group that missed a death wakes on
+            // its own when anything reaches it.
+            let _ = g.node.set_peer_alive(p, alive);
+        }
+    }
+}
+
+/// Routes inbound envelopes: pings to liveness, the rest to their group.
+async fn run_router(inner: Arc<Inner>, mut inbound: Inbound) {
+    while let Some(env) = inbound.recv().await {
+        if env.group == HOST_GROUP {
+            let now = inner.clock.load(Ordering::Acquire);
+            let mut l = lock(&inner.liveness);
+            // The transport authenticated the sender; only known peers
+            // count (a ping from a removed peer is ignored).
+            if let Some(t) = l.heard.get_mut(&env.msg.from) {
+                *t = now;
+                inner
+                    .counters
+                    .pings_received
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
+        let node = {
+            let groups = inner.groups.read().unwrap_or_else(|e| e.into_inner());
+            groups.get(&env.group).map(|g| g.node.clone())
+        };
+        match node {
+            Some(n) => {
+                if n.step(env).is_err() {
+                    inner.counters.dropped_busy.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            None => {
+                inner
+                    .counters
+                    .dropped_unknown_group
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
