@@ -618,6 +618,13 @@ impl NodeHandle {
         }
     }
 
+    /// The node's role and the leader it knows, as of its last `Ready`
+    /// (cheap: no round trip to the node task).
+    pub fn role(&self) -> (Role, Option<NodeId>) {
+        let s = self.shared.soft.lock().expect("soft lock");
+        (s.role, s.leader)
+    }
+
     /// Whether the group was quiescent on this node after its last `Ready`
     /// (see `core/quiesce.rs`).
     pub fn is_quiescent(&self) -> bool {

@@ -17,7 +17,7 @@
 //! nodes' session limit), the client opens a new one and sends the put
 //! again: as a put rewrites the value it wrote, that is harmless here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use hyper::header::{HOST, LOCATION};
 use hyper::{Request, StatusCode};
 
 use super::client::{Session, Stamp};
-use crate::cmd::node::{CLIENT_ID_HEADER, CLIENT_SEQ_HEADER};
+use crate::cmd::node::{group_of_key, CLIENT_ID_HEADER, CLIENT_SEQ_HEADER};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -59,6 +59,9 @@ pub struct Targets {
     pub nodes: Vec<String>,
     /// Set when the nodes serve HTTPS.
     pub tls: Option<tokio_rustls::TlsConnector>,
+    /// The cluster's groups: the first id and the count. Each key goes to
+    /// its group's leader (`group_of_key`), learnt from redirects.
+    pub groups: (u64, u64),
 }
 
 /// When the clients stop, and where a background run's figures go.
@@ -73,6 +76,8 @@ struct Control {
     /// Background runs report here instead of keeping every latency,
     /// which would grow without bound over a long session.
     live: Option<Arc<LiveStats>>,
+    /// The cluster's groups (first id, count); see [`Targets::groups`].
+    groups: (u64, u64),
 }
 
 impl Control {
@@ -159,6 +164,7 @@ pub fn run(
     let ctl = Arc::new(Control {
         end: Some(started + duration),
         tls: targets.tls,
+        groups: targets.groups,
         ..Control::default()
     });
     let results = rt.block_on(run_clients(targets.nodes, sessions, value_size, ctl));
@@ -181,6 +187,7 @@ impl Background {
         let ctl = Arc::new(Control {
             live: Some(stats.clone()),
             tls: targets.tls,
+            groups: targets.groups,
             ..Control::default()
         });
         let nodes = targets.nodes;
@@ -333,20 +340,25 @@ async fn connect(
 }
 
 /// One closed-loop client: PUTs to `bench-CL-N` (1000 keys per client)
-/// until `ctl` says stop, following redirects to the leader and moving to
-/// the next node when one stops answering. Every put goes with the
-/// client's `session`, its retries with the same seq.
+/// until `ctl` says stop, each to the leader of the key's group (learnt
+/// from redirects, one guess per group), moving to the next node when one
+/// stops answering. Every put goes with the client's session for its
+/// group (sessions are per state machine, so per group), its retries with
+/// the same seq.
 async fn client(
     cl: usize,
-    mut session: Session,
+    session: Session,
     nodes: Arc<Vec<String>>,
     value: Bytes,
     ctl: Arc<Control>,
 ) -> ClientResult {
     let mut r = ClientResult::default();
-    let mut addr = nodes[0].clone();
+    let (first_group, group_count) = ctl.groups;
+    let base_id = session.id();
+    let mut sessions: HashMap<u64, Session> = HashMap::from([(first_group, session)]);
+    let mut leaders: HashMap<u64, String> = HashMap::new();
+    let mut conns: HashMap<String, SendRequest<Full<Bytes>>> = HashMap::new();
     let mut next_node = 1;
-    let mut conn: Option<SendRequest<Full<Bytes>>> = None;
     let mut i = 0u64;
     let live = ctl.live.as_deref();
     let count_error = |r: &mut ClientResult| {
@@ -355,31 +367,45 @@ async fn client(
             l.errors.fetch_add(1, Ordering::Relaxed);
         }
     };
+    // A group's session id: the client's, mixed with the group's, so
+    // different groups' sessions of one client never share an id.
+    let session_of = |group: u64| {
+        Session::with_id(base_id ^ group.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    };
     // The put being tried: when it started (its latency runs from its
     // first attempt, through failures and redirects, to its success), its
-    // key and its stamp, both kept for every retry.
-    let mut put: Option<(Instant, String, Stamp)> = None;
+    // key, its group and its stamp, all kept for every retry.
+    let mut put: Option<(Instant, String, u64, Stamp)> = None;
     while ctl.running() {
-        let (since, path, stamp) = put
+        let (since, path, group, stamp) = put
             .get_or_insert_with(|| {
                 let t = Instant::now();
                 if let Some(l) = live {
                     l.set_waiting(cl, Some(t));
                 }
-                let path = format!("/kv/bench-{cl}-{}", i % 1000);
+                let key = format!("bench-{cl}-{}", i % 1000);
                 i += 1;
-                (t, path, session.next())
+                let group = group_of_key(key.as_bytes(), first_group, group_count);
+                let stamp = sessions
+                    .entry(group)
+                    .or_insert_with(|| session_of(group))
+                    .next();
+                (t, format!("/kv/{key}"), group, stamp)
             })
             .clone();
-        let sender = match &mut conn {
+        let addr = leaders
+            .entry(group)
+            .or_insert_with(|| nodes[0].clone())
+            .clone();
+        let sender = match conns.get_mut(&addr) {
             Some(s) => s,
             None => match tokio::time::timeout(REQUEST_TIMEOUT, connect(&addr, ctl.tls.as_ref()))
                 .await
             {
-                Ok(Ok(s)) => conn.insert(s),
+                Ok(Ok(s)) => conns.entry(addr.clone()).or_insert(s),
                 _ => {
                     count_error(&mut r);
-                    addr = nodes[next_node % nodes.len()].clone();
+                    leaders.insert(group, nodes[next_node % nodes.len()].clone());
                     next_node += 1;
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
@@ -439,8 +465,7 @@ async fn client(
                     .filter(|a| nodes.iter().any(|n| n == a))
                 {
                     Some(a) => {
-                        addr = a.to_owned();
-                        conn = None;
+                        leaders.insert(group, a.to_owned());
                     }
                     None => {
                         count_error(&mut r);
@@ -453,12 +478,14 @@ async fn client(
                 // the put again under it.
                 count_error(&mut r);
                 match Session::new() {
-                    Ok(s) => session = s,
+                    Ok(s) => {
+                        sessions.insert(group, s);
+                    }
                     Err(_) => break,
                 }
                 r.sessions_renewed += 1;
-                if let Some(p) = put.as_mut() {
-                    p.2 = session.next();
+                if let (Some(p), Some(s)) = (put.as_mut(), sessions.get_mut(&group)) {
+                    p.3 = s.next();
                 }
             }
             Ok(Ok((StatusCode::CONFLICT, _))) => {
@@ -466,8 +493,8 @@ async fn client(
                 // one put at a time never causes. Take a new seq rather
                 // than be refused forever.
                 count_error(&mut r);
-                if let Some(p) = put.as_mut() {
-                    p.2 = session.next();
+                if let (Some(p), Some(s)) = (put.as_mut(), sessions.get_mut(&group)) {
+                    p.3 = s.next();
                 }
             }
             Ok(Ok(_)) => {
@@ -476,8 +503,8 @@ async fn client(
             }
             _ => {
                 count_error(&mut r);
-                conn = None;
-                addr = nodes[next_node % nodes.len()].clone();
+                conns.remove(&addr);
+                leaders.insert(group, nodes[next_node % nodes.len()].clone());
                 next_node += 1;
             }
         }

@@ -159,6 +159,11 @@ impl Session {
         Ok(Session::with_id(u64::from_le_bytes(buf)))
     }
 
+    /// The session's client id.
+    pub fn id(&self) -> u64 {
+        self.client
+    }
+
     /// A new session with the given id.
     pub fn with_id(client: u64) -> Session {
         Session {
@@ -373,6 +378,10 @@ pub struct Status {
     pub snapshot_index: Option<u64>,
     /// The pid the node reports.
     pub pid: Option<u64>,
+    /// Groups the process hosts (1 for an older node) and how many of
+    /// them it leads.
+    pub groups: u64,
+    pub groups_led: u64,
     /// Peers its fault filter cuts it off from, either way (`filter` of
     /// `/status`, present only while one is set).
     pub cut: Vec<u64>,
@@ -439,6 +448,8 @@ impl Status {
             matched,
             snapshot_index: v.get("snapshot_index").and_then(Value::as_u64),
             pid: v.get("pid").and_then(Value::as_u64),
+            groups: v.get("groups").and_then(Value::as_u64).unwrap_or(1),
+            groups_led: num("groups_led"),
             cut,
             delayed,
         }

@@ -26,8 +26,12 @@ pub const TLS_DIR: &str = "tls";
 pub struct ClusterFile {
     /// The cluster id every node checks in the transport handshake.
     pub cluster_id: u64,
-    /// The Raft group the nodes serve.
+    /// The Raft group the nodes serve (the first, with `groups` > 1).
     pub group: u64,
+    /// How many groups every node hosts (`kv up --groups`); keys are
+    /// spread over them by hash.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub groups: u64,
     /// The shared transport token.
     pub token: String,
     /// The operator's token for the nodes' `/admin/*` requests (sent as
@@ -84,8 +88,11 @@ pub struct PeerAddrs {
 pub struct NodeConfig {
     /// The node's id.
     pub id: u64,
-    /// The Raft group.
+    /// The Raft group (the first of `groups`).
     pub group: u64,
+    /// Groups hosted: `group` to `group + groups - 1`.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub groups: u64,
     /// Checked in the transport handshake.
     pub cluster_id: u64,
     /// Shared transport secret.
@@ -118,6 +125,14 @@ pub struct NodeConfig {
     /// Serve the HTTP API over HTTPS with the TLS certificate.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub https: bool,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 impl ClusterFile {
@@ -154,6 +169,7 @@ impl ClusterFile {
         ClusterFile {
             cluster_id,
             group: 1,
+            groups: 1,
             token,
             admin_token,
             tls: false,
@@ -281,6 +297,7 @@ impl ClusterFile {
         NodeConfig {
             id: node.id,
             group: self.group,
+            groups: self.groups,
             cluster_id: self.cluster_id,
             token: self.token.clone(),
             admin_token: self.admin_token.clone(),

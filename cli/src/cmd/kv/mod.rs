@@ -45,6 +45,11 @@ pub enum KvCommand {
         /// `cdsctl cert` does).
         #[arg(long)]
         tls: bool,
+        /// Raft groups every node hosts (1 to 4096): keys are spread over
+        /// them by hash, each group elects its own leader, and idle groups
+        /// go quiescent (see the book's "Hosting many groups").
+        #[arg(long, default_value_t = 1)]
+        groups: u64,
     },
     /// Stop every node: SIGTERM, then SIGKILL after the timeout.
     Down {
@@ -313,7 +318,8 @@ pub fn run(cmd: KvCommand) -> Result<()> {
             dir,
             timeout,
             tls,
-        } => up(nodes, &dir.dir, timeout, tls),
+            groups,
+        } => up(nodes, &dir.dir, timeout, tls, groups),
         KvCommand::Down { dir, timeout } => down(&dir.dir, timeout),
         KvCommand::Status { dir } => status(&dir.dir),
         KvCommand::Put {
@@ -360,9 +366,13 @@ pub fn run(cmd: KvCommand) -> Result<()> {
 
 // ---------------------------------------------------------------- up/down
 
-fn up(n: u64, dir: &Path, timeout: Duration, tls: bool) -> Result<()> {
+fn up(n: u64, dir: &Path, timeout: Duration, tls: bool, groups: u64) -> Result<()> {
     if !(1..=9).contains(&n) {
         bail!("--nodes must be between 1 and 9, got {n}");
+    }
+    let max = crate::cmd::node::MAX_GROUPS;
+    if !(1..=max).contains(&groups) {
+        bail!("--groups must be between 1 and {max}, got {groups}");
     }
     if dir.join(cluster::CLUSTER_FILE).exists() {
         let c = ClusterFile::load(dir)?;
@@ -412,6 +422,7 @@ fn up(n: u64, dir: &Path, timeout: Duration, tls: bool) -> Result<()> {
     let addrs: Vec<_> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
     let mut c = ClusterFile::new(&dir, &addrs, cluster::new_token()?, cluster::new_token()?);
     c.tls = tls;
+    c.groups = groups;
     let voters: Vec<u64> = c.nodes.iter().map(|node| node.id).collect();
     for node in &c.nodes {
         if c.tls {
@@ -485,15 +496,22 @@ fn wait_for_leader(
                 bail!("node {id} exited during startup ({code})");
             }
         }
-        let leaders: Vec<u64> = c
+        let statuses: Vec<Status> = c
             .nodes
             .iter()
             .filter_map(|node| client::status(&access, &node.http_addr).ok())
-            .filter(Status::is_leader)
+            .collect();
+        let leaders: Vec<u64> = statuses
+            .iter()
+            .filter(|s| s.is_leader())
             .map(|s| s.id)
             .collect();
+        // With several groups: every group has a leader somewhere.
+        let led: u64 = statuses.iter().map(|s| s.groups_led).sum();
         if let [one] = leaders[..] {
-            return Ok(one);
+            if c.groups <= 1 || led >= c.groups {
+                return Ok(one);
+            }
         }
         if Instant::now() >= deadline {
             bail!(
@@ -1195,7 +1213,11 @@ fn bench_targets(dir: &Path) -> Result<bench::Targets> {
             .into_iter()
             .filter(|a| *a != leader.http_addr),
     );
-    Ok(bench::Targets { nodes, tls })
+    Ok(bench::Targets {
+        nodes,
+        tls,
+        groups: (c.group, c.groups),
+    })
 }
 
 /// The background load of `cdsctl top`: `bench`'s closed-loop PUTs, run

@@ -34,6 +34,17 @@ pub struct NodeFileConfig {
     /// The Raft group this node serves.
     #[serde(default = "default_group")]
     pub group: u64,
+    /// How many groups this process hosts: `group`, `group + 1`, ...,
+    /// `group + groups - 1`, each with its own key-value state machine;
+    /// a key belongs to one of them by its hash (`http::group_of_key`).
+    #[serde(default = "default_groups")]
+    pub groups: u64,
+    /// Idle ticks after which a group's leader lets the group quiesce
+    /// (no heartbeats, no election timers; node-level liveness watches
+    /// the peers instead). Absent: 0 (never) for one group, 20 for
+    /// several. 0 turns it off.
+    #[serde(default)]
+    pub quiesce_after_ticks: Option<u32>,
     /// Peers presenting another cluster id are refused by the transport.
     pub cluster_id: u64,
     /// The shared secret every member presents in the transport handshake.
@@ -111,6 +122,12 @@ fn default_http_max_connections() -> usize {
 fn default_group() -> u64 {
     1
 }
+fn default_groups() -> u64 {
+    1
+}
+/// The most groups one process hosts (`raft_core::runtime::host`).
+pub const MAX_GROUPS: u64 = raft_core::runtime::host::MAX_GROUPS as u64;
+
 fn default_tick_ms() -> u64 {
     50
 }
@@ -128,6 +145,17 @@ fn default_log_margin() -> u64 {
 }
 
 impl NodeFileConfig {
+    /// The ids of the groups this process hosts, ascending.
+    pub fn group_ids(&self) -> std::ops::Range<u64> {
+        self.group..self.group + self.groups
+    }
+
+    /// Idle ticks before a group quiesces (0: never); see the field.
+    pub fn quiesce_ticks(&self) -> u32 {
+        self.quiesce_after_ticks
+            .unwrap_or(if self.groups > 1 { 20 } else { 0 })
+    }
+
     /// Reads and checks the config at `path`.
     pub fn load(path: &Path) -> Result<NodeFileConfig> {
         let text = std::fs::read_to_string(path)
@@ -167,6 +195,20 @@ impl NodeFileConfig {
         }
         if self.group == 0 {
             bail!("group: 0 is not a valid group id");
+        }
+        if !(1..=MAX_GROUPS).contains(&self.groups) {
+            bail!("groups: {} is out of range (1 to {MAX_GROUPS})", self.groups);
+        }
+        if self.group.checked_add(self.groups).is_none() {
+            bail!("group + groups overflows a group id");
+        }
+        if let Some(q) = self.quiesce_after_ticks {
+            if q != 0 && q < self.heartbeat_tick {
+                bail!(
+                    "quiesce_after_ticks ({q}) must be 0 (off) or at least heartbeat_tick ({})",
+                    self.heartbeat_tick
+                );
+            }
         }
         if !(1..=MAX_TICK_MS).contains(&self.tick_ms) {
             bail!(

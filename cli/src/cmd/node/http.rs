@@ -79,9 +79,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use raft_core::runtime::host::GroupHost;
 use raft_core::runtime::node::{NodeError, NodeHandle};
 use raft_core::runtime::status::{Histogram, HISTOGRAM_BOUNDS_US};
 use raft_core::runtime::transport::{FaultFilter, TransportHandle};
+use raft_core::storage::host_sync::HostSync;
 use raft_core::NodeId;
 use serde::Deserialize;
 use serde_json::json;
@@ -101,11 +103,14 @@ use super::limits::{
 pub struct AppState(Arc<Inner>);
 
 struct Inner {
+    /// The first group's node: the one `/status`, `/metrics` and the
+    /// `/admin/*` requests act on unless they name another (`?group=`).
     node: NodeHandle,
+    /// Every hosted group, in id order (the first is `node`'s).
+    groups: Vec<GroupApi>,
+    host: GroupHost,
+    host_sync: Option<Arc<HostSync>>,
     transport: TransportHandle,
-    kv: SharedKv,
-    /// The state machine's session figures.
-    kv_stats: Arc<KvStats>,
     /// Every member's HTTP address, for redirects to the leader; grows with
     /// `POST /admin/peer`.
     http_peers: RwLock<BTreeMap<NodeId, SocketAddr>>,
@@ -122,16 +127,32 @@ struct Inner {
     body_kib: Semaphore,
 }
 
+/// One hosted group as the API sees it.
+pub struct GroupApi {
+    /// The group's Raft node on this process.
+    pub node: NodeHandle,
+    /// Its state machine's map.
+    pub kv: SharedKv,
+    /// Its state machine's session figures.
+    pub kv_stats: Arc<KvStats>,
+}
+
+/// The group a key belongs to among `count` groups from `first`: the
+/// same on every node and client (CRC-32C of the key, modulo the count).
+pub fn group_of_key(key: &[u8], first: u64, count: u64) -> u64 {
+    first + u64::from(raft_core::checksum(key)) % count.max(1)
+}
+
 /// What a node's HTTP server is built from.
 pub struct Setup {
-    /// The Raft node.
-    pub node: NodeHandle,
+    /// The hosted groups, in id order; at least one.
+    pub groups: Vec<GroupApi>,
+    /// The host running them.
+    pub host: GroupHost,
+    /// The host's shared log sync, when its groups use one.
+    pub host_sync: Option<Arc<HostSync>>,
     /// Its transport (filters, peer addresses, counters).
     pub transport: TransportHandle,
-    /// The state machine's map.
-    pub kv: SharedKv,
-    /// The state machine's session figures.
-    pub kv_stats: Arc<KvStats>,
     /// Every member's HTTP address, from the config.
     pub http_peers: BTreeMap<NodeId, SocketAddr>,
     /// Where the API listens.
@@ -149,10 +170,11 @@ impl AppState {
     /// The state of a node's HTTP server.
     pub fn new(s: Setup) -> AppState {
         AppState(Arc::new(Inner {
-            node: s.node,
+            node: s.groups[0].node.clone(),
+            groups: s.groups,
+            host: s.host,
+            host_sync: s.host_sync,
             transport: s.transport,
-            kv: s.kv,
-            kv_stats: s.kv_stats,
             http_peers: RwLock::new(s.http_peers),
             pid: std::process::id(),
             http_addr: s.http_addr,
@@ -161,6 +183,27 @@ impl AppState {
             scheme: if s.https { "https" } else { "http" },
             body_kib: Semaphore::new(MAX_BODY_BYTES_IN_FLIGHT >> 10),
         }))
+    }
+}
+
+impl Inner {
+    /// The group holding `key`.
+    fn group_for(&self, key: &str) -> &GroupApi {
+        let first = self.groups[0].node.group();
+        let g = group_of_key(key.as_bytes(), first, self.groups.len() as u64);
+        &self.groups[(g - first) as usize]
+    }
+
+    /// Group `id`, or the first when `None`; a 404 answer for a group
+    /// this process does not host.
+    fn group(&self, id: Option<u64>) -> Result<&GroupApi, Response> {
+        let Some(id) = id else {
+            return Ok(&self.groups[0]);
+        };
+        let first = self.groups[0].node.group();
+        id.checked_sub(first)
+            .and_then(|k| self.groups.get(k as usize))
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("group {id} is not hosted here")))
     }
 }
 
@@ -597,6 +640,7 @@ impl Done {
 /// until it is applied.
 async fn propose(
     s: &Inner,
+    g: &GroupApi,
     session: Option<(u64, u64)>,
     cmd: Command,
     uri: &Uri,
@@ -607,7 +651,7 @@ async fn propose(
         time_ms: now_ms(),
     });
     let req = KvRequest { stamp, cmd };
-    let o = match s.node.propose(req.encode()).await {
+    let o = match g.node.propose(req.encode()).await {
         Ok(o) => o,
         // A proposal in flight when the node stops may still commit.
         Err(NodeError::Stopped) => {
@@ -692,11 +736,12 @@ async fn put_key(
         Ok(x) => x,
         Err(r) => return r,
     };
+    let g = s.0.group_for(&key);
     let cmd = Command::Put {
         key: key.into_bytes(),
         value: body.to_vec(),
     };
-    match propose(&s.0, session, cmd, &uri).await {
+    match propose(&s.0, g, session, cmd, &uri).await {
         Ok(d) => d.answer(json!({ "index": d.index, "term": d.term })),
         Err(r) => r,
     }
@@ -715,10 +760,11 @@ async fn delete_key(
         Ok(x) => x,
         Err(r) => return r,
     };
+    let g = s.0.group_for(&key);
     let cmd = Command::Delete {
         key: key.into_bytes(),
     };
-    match propose(&s.0, session, cmd, &uri).await {
+    match propose(&s.0, g, session, cmd, &uri).await {
         Ok(d) => d.answer(json!({
             "index": d.index,
             "term": d.term,
@@ -759,12 +805,13 @@ async fn cas_key(
         Ok(x) => x,
         Err(r) => return r,
     };
+    let g = s.0.group_for(&key);
     let cmd = Command::Cas {
         key: key.into_bytes(),
         expect: body.expect.map(String::into_bytes),
         value: body.value.into_bytes(),
     };
-    match propose(&s.0, session, cmd, &uri).await {
+    match propose(&s.0, g, session, cmd, &uri).await {
         Ok(d) => d.answer(json!({
             "ok": d.result == [1],
             "index": d.index,
@@ -789,16 +836,17 @@ async fn get_key(
     if let Err(r) = check_key(&key) {
         return r;
     }
+    let g = s.0.group_for(&key);
     match q.consistency.as_deref().unwrap_or("linearizable") {
         "linearizable" => {
-            if let Err(e) = s.0.node.read().await {
+            if let Err(e) = g.node.read().await {
                 return node_error(&s.0, e, &uri);
             }
         }
         // No heartbeat round while the leader's lease holds; a ReadIndex
         // round otherwise.
         "lease" => {
-            if let Err(e) = s.0.node.read_lease().await {
+            if let Err(e) = g.node.read_lease().await {
                 return node_error(&s.0, e, &uri);
             }
         }
@@ -813,7 +861,7 @@ async fn get_key(
     // `read` returned once the read index is applied here: the map now
     // reflects every write that completed before the request.
     let value =
-        s.0.kv
+        g.kv
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key.as_bytes())
@@ -829,8 +877,23 @@ async fn get_key(
     }
 }
 
-async fn status(State(s): State<AppState>, uri: Uri) -> Response {
-    let st = match s.0.node.status().await {
+/// The query of `GET /status` and `GET /metrics`: which group (default:
+/// the first hosted).
+#[derive(Debug, Deserialize)]
+struct GroupParams {
+    group: Option<u64>,
+}
+
+async fn status(
+    State(s): State<AppState>,
+    Query(q): Query<GroupParams>,
+    uri: Uri,
+) -> Response {
+    let g = match s.0.group(q.group) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let st = match g.node.status().await {
         Ok(st) => st,
         Err(e) => return node_error(&s.0, e, &uri),
     };
@@ -849,6 +912,14 @@ async fn status(State(s): State<AppState>, uri: Uri) -> Response {
         "learners": st.raft.membership.learners,
         "match": st.raft.peer_match,
         "snapshot_index": st.raft.last_snapshot,
+        "quiescent": st.raft.quiescent,
+        "groups": s.0.groups.len(),
+        "groups_led": s
+            .0
+            .groups
+            .iter()
+            .filter(|g| g.node.role().0 == raft_core::Role::Leader)
+            .count(),
         "pid": s.0.pid,
     });
     // Only while a fault filter is set, so a healthy node's answer stays
@@ -1021,47 +1092,105 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
         "counter",
         t.dropped_filter,
     );
+    let h = s.0.host.metrics();
+    gauge("groups", "Raft groups hosted by this process.", "gauge", h.groups);
+    gauge(
+        "groups_quiescent",
+        "Hosted groups quiescent here (no heartbeats, no election timer).",
+        "gauge",
+        h.quiescent,
+    );
+    gauge(
+        "host_ticks_total",
+        "Ticks of the host's one timer.",
+        "counter",
+        h.ticks,
+    );
+    gauge(
+        "host_group_ticks_total",
+        "Ticks delivered to awake groups (quiescent ones are skipped).",
+        "counter",
+        h.group_ticks,
+    );
+    gauge(
+        "host_pings_sent_total",
+        "Node-level liveness pings sent to peer processes.",
+        "counter",
+        h.pings_sent,
+    );
+    gauge(
+        "host_peers_dead",
+        "Peer processes currently declared dead by node-level liveness.",
+        "gauge",
+        h.peers_dead,
+    );
+    gauge(
+        "host_dropped_unknown_group_total",
+        "Envelopes for a group this process does not host.",
+        "counter",
+        h.dropped_unknown_group,
+    );
+    if let Some(hs) = &s.0.host_sync {
+        let st = hs.stats();
+        gauge(
+            "host_log_syncs_total",
+            "Whole-disk syncs made for the hosted groups' logs (one per round).",
+            "counter",
+            st.syncs,
+        );
+        gauge(
+            "host_log_sync_requests_total",
+            "Log syncs the hosted groups asked for (each covered by one whole-disk sync).",
+            "counter",
+            st.requests,
+        );
+    }
     for d in t.defense_metrics() {
         let kind = if d.gauge { "gauge" } else { "counter" };
         gauge(d.name, d.help, kind, d.value);
     }
-    let kv = &s.0.kv_stats;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    // Summed over the hosted groups' state machines.
+    let load = |f: fn(&KvStats) -> &std::sync::atomic::AtomicU64| -> u64 {
+        s.0.groups
+            .iter()
+            .map(|g| f(&g.kv_stats).load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
     gauge(
         "kv_sessions",
         "Client sessions the state machine holds.",
         "gauge",
-        load(&kv.sessions),
+        load(|k| &k.sessions),
     );
     gauge(
         "kv_session_replays_total",
         "Retried session writes found in their session's cache and not applied again (every replica counts).",
         "counter",
-        load(&kv.replayed),
+        load(|k| &k.replayed),
     );
     gauge(
         "kv_session_stale_total",
         "Session writes refused: a seq older than their session's last (every replica counts).",
         "counter",
-        load(&kv.stale),
+        load(|k| &k.stale),
     );
     gauge(
         "kv_session_unknown_total",
         "Session writes refused: a seq above 1 for a client without a session (every replica counts).",
         "counter",
-        load(&kv.unknown_session),
+        load(|k| &k.unknown_session),
     );
     gauge(
         "kv_sessions_expired_total",
         "Sessions expired (unused for the session TTL by the log's clock).",
         "counter",
-        load(&kv.expired),
+        load(|k| &k.expired),
     );
     gauge(
         "kv_sessions_evicted_total",
         "Least recently used sessions evicted past the session limit.",
         "counter",
-        load(&kv.evicted),
+        load(|k| &k.evicted),
     );
     gauge(
         "reads_total",

@@ -21,6 +21,9 @@ mod limits;
 mod server;
 mod transport_log;
 
+pub use config::MAX_GROUPS;
+pub use http::group_of_key;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,8 +31,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use raft_core::runtime::node::{NodeConfig, RaftNode};
+use raft_core::runtime::host::{GroupHost, HostConfig};
+use raft_core::runtime::node::NodeConfig;
 use raft_core::runtime::transport::{Transport, TransportConfig};
+use raft_core::storage::fs::RealFs;
+use raft_core::storage::host_sync::HostSync;
 use raft_core::storage::Storage;
 use raft_core::ConfState;
 
@@ -75,18 +81,39 @@ pub fn run(args: NodeArgs) -> Result<()> {
         .with_context(|| format!("node {id} ({})", args.config.display()))
 }
 
-/// Opens `data_dir/raft`; a new store of a founding member gets the initial
-/// voters (a joining node's stays empty: it learns them from the log).
-fn open_storage(cfg: &NodeFileConfig) -> Result<raft_core::storage::NodeStorage> {
-    let dir = cfg.data_dir.join("raft");
+/// Where group `group`'s storage lives: `data_dir/raft` for a process
+/// of one group, `data_dir/groups/GROUP` for each of several.
+fn group_dir(cfg: &NodeFileConfig, group: u64) -> PathBuf {
+    if cfg.groups == 1 {
+        cfg.data_dir.join("raft")
+    } else {
+        cfg.data_dir.join("groups").join(group.to_string())
+    }
+}
+
+/// Opens group `group`'s store (see [`group_dir`]), its log synced through
+/// `host_sync` when given; a new store of a founding member gets the
+/// initial voters (a joining node's stays empty: it learns them from the
+/// log).
+fn open_storage(
+    cfg: &NodeFileConfig,
+    group: u64,
+    host_sync: Option<&Arc<HostSync>>,
+) -> Result<raft_core::storage::NodeStorage> {
+    let dir = group_dir(cfg, group);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     let uri = format!("local://{}", dir.display());
-    let mut storage =
-        raft_core::storage::open(&uri).with_context(|| format!("cannot open the storage {uri}"))?;
+    let mut storage = raft_core::storage::local::open_in_host(
+        Arc::new(RealFs),
+        &dir,
+        &raft_core::storage::local::LocalOptions::default(),
+        host_sync.cloned(),
+    )
+    .with_context(|| format!("cannot open the storage {uri}"))?;
     let report = storage.recovery();
     if *report != Default::default() {
-        eprintln!("node {}: storage recovery: {report:?}", cfg.id);
+        eprintln!("node {} group {group}: storage recovery: {report:?}", cfg.id);
     }
     // New: nothing was ever written (no term, no entry, no snapshot). A
     // store that has state but no voters (a joining node) keeps learning
@@ -139,7 +166,13 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         )
     })?;
     let signal = stop_signal()?;
-    let storage = open_storage(&cfg)?;
+    // Several groups share one sync of the data directory's disk per round
+    // (`storage::host_sync`); one group syncs its own log file.
+    let host_sync = (cfg.groups > 1).then(|| HostSync::new(Arc::new(RealFs), &cfg.data_dir));
+    let mut storages = Vec::new();
+    for g in cfg.group_ids() {
+        storages.push((g, open_storage(&cfg, g, host_sync.as_ref())?));
+    }
 
     let mut tcfg = TransportConfig::new(id, cfg.raft_addr, cfg.cluster_id, cfg.token.clone());
     tcfg.peers = cfg
@@ -161,37 +194,45 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         .map(crate::tls::load_transport)
         .transpose()
         .context("cannot load the transport's TLS files")?;
-    let (transport, mut inbound) = Transport::start(tcfg)
+    let (transport, inbound) = Transport::start(tcfg)
         .await
         .with_context(|| format!("cannot start the Raft transport on {}", cfg.raft_addr))?;
 
     let transport_log = tokio::spawn(transport_log::run(id, transport.clone()));
 
-    let mut ncfg = NodeConfig::new(id, cfg.group);
-    ncfg.config.election_tick = cfg.election_tick;
-    ncfg.config.heartbeat_tick = cfg.heartbeat_tick;
-    ncfg.config.lease_tick = cfg.election_tick / 2;
-    ncfg.tick = Duration::from_millis(cfg.tick_ms);
-    ncfg.snapshot_every = cfg.snapshot_every;
-    ncfg.log_margin = cfg.log_margin;
-    ncfg.trace = cfg.trace.then(|| cfg.data_dir.join(config::TRACE_FILE));
-    let kv: SharedKv = Arc::default();
-    let kv_stats: Arc<KvStats> = Arc::default();
-    let sm = KvStateMachine::new(id, kv.clone(), kv_stats.clone());
-    let node = RaftNode::start(ncfg, storage, Box::new(sm), Arc::new(transport.clone()))
+    let mut hcfg = HostConfig::new(id, cfg.peers.keys().copied().filter(|&p| p != id).collect());
+    hcfg.tick = Duration::from_millis(cfg.tick_ms);
+    hcfg.quiesce_after_ticks = cfg.quiesce_ticks();
+    // Peers are declared dead after two election timeouts of silence (at
+    // least two ping periods): never sooner than an awake group's
+    // followers would time out.
+    hcfg.peer_timeout = (2 * u64::from(cfg.election_tick)).max(2 * hcfg.ping_every);
+    let host = GroupHost::start(hcfg, transport.clone(), inbound)
         .map_err(|e| anyhow!("{e}"))
-        .context("cannot start the Raft node")?;
-
-    // Messages from peers go to the node; a full inbox drops them (Raft
-    // retries), so this loop never blocks on the node.
-    let forward = {
-        let node = node.clone();
-        tokio::spawn(async move {
-            while let Some(env) = inbound.recv().await {
-                let _ = node.step(env);
-            }
-        })
-    };
+        .context("cannot start the group host")?;
+    let mut groups = Vec::new();
+    for (g, storage) in storages {
+        let mut ncfg = NodeConfig::new(id, g);
+        ncfg.config.election_tick = cfg.election_tick;
+        ncfg.config.heartbeat_tick = cfg.heartbeat_tick;
+        ncfg.config.lease_tick = cfg.election_tick / 2;
+        ncfg.config.quiesce_after_ticks = cfg.quiesce_ticks();
+        ncfg.tick = Duration::from_millis(cfg.tick_ms);
+        ncfg.snapshot_every = cfg.snapshot_every;
+        ncfg.log_margin = cfg.log_margin;
+        // One trace per process: the first group's (a trace follows one
+        // group; see the book's trace chapter).
+        ncfg.trace = (cfg.trace && g == cfg.group).then(|| cfg.data_dir.join(config::TRACE_FILE));
+        let kv: SharedKv = Arc::default();
+        let kv_stats: Arc<KvStats> = Arc::default();
+        let sm = KvStateMachine::new(id, kv.clone(), kv_stats.clone());
+        let node = host
+            .create_group(ncfg, storage, Box::new(sm))
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("cannot start group {g}"))?;
+        groups.push(http::GroupApi { node, kv, kv_stats });
+    }
+    let node = groups[0].node.clone();
 
     let https = match (&cfg.tls, cfg.https) {
         (Some(paths), true) => Some(
@@ -204,10 +245,10 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         .with_context(|| format!("cannot listen for HTTP on {}", cfg.http_addr))?;
     let http_peers: BTreeMap<_, _> = cfg.peers.iter().map(|(&p, a)| (p, a.http)).collect();
     let app = http::router(http::AppState::new(http::Setup {
-        node: node.clone(),
+        groups,
+        host: host.clone(),
+        host_sync: host_sync.clone(),
         transport: transport.clone(),
-        kv,
-        kv_stats,
         http_peers,
         http_addr: cfg.http_addr,
         admin_token: cfg.admin_token.clone(),
@@ -234,15 +275,21 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         cfg.data_dir.display()
     );
 
-    // Run until a signal, or until the node or the HTTP server fails.
+    // Run until a signal, or until a group or the HTTP server fails: a
+    // process whose group stopped on an error (a storage failure, say)
+    // stops too, so its supervisor sees it.
     let watch_node = {
-        let node = node.clone();
+        let host = host.clone();
         async move {
             loop {
                 tokio::time::sleep(NODE_CHECK_EVERY).await;
+                for g in host.groups() {
+                    let Some(node) = host.group(g) else { continue };
+                    if let Some(f) = node.failure() {
+                        return format!("group {g}: {f}");
+                    }
+                }
                 if let Err(e) = node.status().await {
-                    // The cause, when an error stopped the node; "stopped"
-                    // alone says nothing.
                     return node.failure().unwrap_or_else(|| e.to_string());
                 }
             }
@@ -261,8 +308,8 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         },
     };
 
-    // Node first: what waits on it fails now, so HTTP handlers finish.
-    node.shutdown().await;
+    // Groups first: what waits on them fails now, so HTTP handlers finish.
+    host.shutdown().await;
     let _ = stop_http.send(());
     if tokio::time::timeout(HTTP_SHUTDOWN_GRACE, &mut server)
         .await
@@ -272,7 +319,6 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
     }
     transport.shutdown().await;
     transport_log.abort();
-    forward.abort();
     // Only remove the pid file if it is still ours (a restarted process
     // may have replaced it).
     if std::fs::read_to_string(&pid_path).is_ok_and(|s| s.trim() == std::process::id().to_string())

@@ -436,6 +436,8 @@ fn status(id: u64, s: RaftStatus, cut: Vec<u64>) -> Status {
         matched: s.peer_match,
         snapshot_index: s.last_snapshot,
         pid: None,
+        groups: 1,
+        groups_led: u64::from(s.role == raft_core::Role::Leader),
         cut,
         delayed: Vec::new(),
     }
