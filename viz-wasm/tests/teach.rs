@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 mod common;
 
-use common::sim_trace;
+use common::{sim_trace, sim_trace_quiesce};
 use raft_core::trace::{Kind, NodeRole};
 use viz_wasm::model::{Member, Replay};
 
@@ -18,8 +18,18 @@ use viz_wasm::model::{Member, Replay};
 fn every_event_kind_and_message_type_has_a_sentence() {
     let mut kinds = BTreeSet::new();
     let mut msgs = BTreeSet::new();
-    for (seed, reconfig, compact) in [(42, true, true), (7, false, true), (3, true, false)] {
-        let text = sim_trace(5, seed, 6000, reconfig, compact);
+    // The last run has quiescent groups: their quiesce and wake events.
+    for (seed, reconfig, compact) in [
+        (42, true, true),
+        (7, false, true),
+        (3, true, false),
+        (5, false, false),
+    ] {
+        let text = if seed == 5 {
+            sim_trace_quiesce(5, seed, 6000)
+        } else {
+            sim_trace(5, seed, 6000, reconfig, compact)
+        };
         let replay = Replay::parse(&text).unwrap();
         // Checkpoints every 256 events: narrate each event from the state
         // right after it, the way the page gets it.

@@ -57,7 +57,8 @@ pub struct HostConfig {
     pub id: NodeId,
     /// Real time per tick, for every group.
     pub tick: Duration,
-    /// The peer processes to ping (node ids other than `id`).
+    /// The peer processes to ping (node ids other than `id`); a peer
+    /// added later is watched from its first ping.
     pub peers: Vec<NodeId>,
     /// Ping every peer every this many ticks.
     pub ping_every: u64,
@@ -480,16 +481,18 @@ async fn run_router(inner: Arc<Inner>, mut inbound: Inbound) {
     while let Some(env) = inbound.recv().await {
         if env.group == HOST_GROUP {
             let now = inner.clock.load(Ordering::Acquire);
-            let mut l = lock(&inner.liveness);
-            // The transport authenticated the sender; only known peers
-            // count (a ping from a removed peer is ignored).
-            if let Some(t) = l.heard.get_mut(&env.msg.from) {
-                *t = now;
-                inner
-                    .counters
-                    .pings_received
-                    .fetch_add(1, Ordering::Relaxed);
+            let from = env.msg.from;
+            if from == inner.cfg.id || from == 0 {
+                continue;
             }
+            // The transport authenticated the sender as a configured peer;
+            // a peer added since this host started (a node that joined)
+            // is watched from its first ping on, and pinged back.
+            lock(&inner.liveness).heard.insert(from, now);
+            inner
+                .counters
+                .pings_received
+                .fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let node = {

@@ -197,7 +197,10 @@ impl NodeFileConfig {
             bail!("group: 0 is not a valid group id");
         }
         if !(1..=MAX_GROUPS).contains(&self.groups) {
-            bail!("groups: {} is out of range (1 to {MAX_GROUPS})", self.groups);
+            bail!(
+                "groups: {} is out of range (1 to {MAX_GROUPS})",
+                self.groups
+            );
         }
         if self.group.checked_add(self.groups).is_none() {
             bail!("group + groups overflows a group id");
@@ -301,6 +304,9 @@ mod tests {
     fn absurd_ticks_and_group_zero_are_refused() {
         for (field, value, says) in [
             ("group", "0", "group: 0"),
+            ("groups", "0", "groups: 0 is out of range"),
+            ("groups", "5000", "groups: 5000 is out of range"),
+            ("quiesce_after_ticks", "1", "quiesce_after_ticks (1)"),
             ("tick_ms", "0", "tick_ms (0)"),
             ("tick_ms", "3600000", "tick_ms (3600000)"),
             ("election_tick", "1", "election_tick (1)"),

@@ -69,9 +69,49 @@ pub struct NodeArgs {
     pub config: PathBuf,
 }
 
+/// Open files a group needs at most (its active log segment, a snapshot
+/// being read or written, the meta being replaced), plus what the process
+/// needs besides its groups (connections, the trace, ...).
+const FILES_PER_GROUP: u64 = 4;
+const FILES_BESIDES_GROUPS: u64 = 1024;
+
+/// Raises the soft limit on open files toward the hard one when the
+/// groups need more than the soft limit allows (a soft limit of 1024 is
+/// common, and 1,024 groups hold more files than that). Fails with the
+/// figures when even the hard limit is too low.
+fn raise_file_limit(groups: u64) -> Result<()> {
+    let want = groups * FILES_PER_GROUP + FILES_BESIDES_GROUPS;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot read the open-file limit");
+    }
+    if lim.rlim_cur as u64 >= want {
+        return Ok(());
+    }
+    if (lim.rlim_max as u64) < want {
+        anyhow::bail!(
+            "{groups} groups need up to {want} open files, but the hard limit is {} \
+             (raise it, e.g. `ulimit -Hn {want}`, or host fewer groups)",
+            lim.rlim_max
+        );
+    }
+    lim.rlim_cur = want as libc::rlim_t;
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot raise the open-file limit to {want}"));
+    }
+    Ok(())
+}
+
 /// Runs a node until it is told to stop (SIGTERM or SIGINT).
 pub fn run(args: NodeArgs) -> Result<()> {
     let cfg = NodeFileConfig::load(&args.config)?;
+    raise_file_limit(cfg.groups)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,7 +153,10 @@ fn open_storage(
     .with_context(|| format!("cannot open the storage {uri}"))?;
     let report = storage.recovery();
     if *report != Default::default() {
-        eprintln!("node {} group {group}: storage recovery: {report:?}", cfg.id);
+        eprintln!(
+            "node {} group {group}: storage recovery: {report:?}",
+            cfg.id
+        );
     }
     // New: nothing was ever written (no term, no entry, no snapshot). A
     // store that has state but no voters (a joining node) keeps learning
