@@ -62,6 +62,10 @@ pub struct Targets {
     /// The cluster's groups: the first id and the count. Each key goes to
     /// its group's leader (`group_of_key`), learnt from redirects.
     pub groups: (u64, u64),
+    /// Group -> its leader's HTTP address, as the nodes reported it
+    /// before the run (`GET /groups`); a group missing here or whose
+    /// leader moved is learnt from redirects.
+    pub leaders: HashMap<u64, String>,
 }
 
 /// When the clients stop, and where a background run's figures go.
@@ -78,6 +82,8 @@ struct Control {
     live: Option<Arc<LiveStats>>,
     /// The cluster's groups (first id, count); see [`Targets::groups`].
     groups: (u64, u64),
+    /// The routing table the clients start from; see [`Targets::leaders`].
+    leaders: HashMap<u64, String>,
 }
 
 impl Control {
@@ -165,6 +171,7 @@ pub fn run(
         end: Some(started + duration),
         tls: targets.tls,
         groups: targets.groups,
+        leaders: targets.leaders,
         ..Control::default()
     });
     let results = rt.block_on(run_clients(targets.nodes, sessions, value_size, ctl));
@@ -188,6 +195,7 @@ impl Background {
             live: Some(stats.clone()),
             tls: targets.tls,
             groups: targets.groups,
+            leaders: targets.leaders,
             ..Control::default()
         });
         let nodes = targets.nodes;
@@ -356,7 +364,7 @@ async fn client(
     let (first_group, group_count) = ctl.groups;
     let base_id = session.id();
     let mut sessions: HashMap<u64, Session> = HashMap::from([(first_group, session)]);
-    let mut leaders: HashMap<u64, String> = HashMap::new();
+    let mut leaders: HashMap<u64, String> = ctl.leaders.clone();
     let mut conns: HashMap<String, SendRequest<Full<Bytes>>> = HashMap::new();
     let mut next_node = 1;
     let mut i = 0u64;

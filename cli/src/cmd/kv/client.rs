@@ -16,6 +16,7 @@
 //! timeout, a reset, a `503`) is safe: the state machine applies each
 //! sequence number once and answers a retry with the first reply.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
@@ -373,7 +374,7 @@ pub struct Status {
     /// Last index in its log.
     pub last_index: u64,
     /// Leader only: the highest index known to match on each member.
-    pub matched: std::collections::BTreeMap<u64, u64>,
+    pub matched: BTreeMap<u64, u64>,
     /// Index of its latest snapshot, if any.
     pub snapshot_index: Option<u64>,
     /// The pid the node reports.
@@ -459,6 +460,29 @@ impl Status {
     pub fn is_leader(&self) -> bool {
         self.role == "leader"
     }
+}
+
+/// One node's `/groups`: group id -> the leader that node knows of.
+pub fn group_leaders(access: &Access, http_addr: &str) -> Result<BTreeMap<u64, u64>> {
+    let url = access.url(http_addr, "/groups");
+    let (reply, _) = send_once(&access.agent, Method::Get, &url, &[], None, None)
+        .with_context(|| format!("{url} did not answer"))?;
+    if reply.status != 200 {
+        bail!("{url} answered {}: {}", reply.status, reply.error_text());
+    }
+    let v: Value = serde_json::from_slice(&reply.body).with_context(|| format!("parsing {url}"))?;
+    let list = v
+        .get("groups")
+        .and_then(Value::as_array)
+        .with_context(|| format!("{url}: no groups list"))?;
+    Ok(list
+        .iter()
+        .filter_map(|g| {
+            let group = g.get("group")?.as_u64()?;
+            let leader = g.get("leader")?.as_u64()?;
+            Some((group, leader))
+        })
+        .collect())
 }
 
 /// Fetches one node's `/status`.

@@ -1213,10 +1213,32 @@ fn bench_targets(dir: &Path) -> Result<bench::Targets> {
             .into_iter()
             .filter(|a| *a != leader.http_addr),
     );
+    // Several groups: start from the nodes' own view of who leads what,
+    // so the clients do not pay a redirect per group first.
+    let mut leaders = std::collections::HashMap::new();
+    if c.groups > 1 {
+        let access = Access::of(&c)?;
+        let http: std::collections::BTreeMap<u64, &str> = c
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.http_addr.as_str()))
+            .collect();
+        for n in &c.nodes {
+            let Ok(view) = client::group_leaders(&access, &n.http_addr) else {
+                continue;
+            };
+            for (g, l) in view {
+                if let Some(a) = http.get(&l) {
+                    leaders.entry(g).or_insert_with(|| (*a).to_owned());
+                }
+            }
+        }
+    }
     Ok(bench::Targets {
         nodes,
         tls,
         groups: (c.group, c.groups),
+        leaders,
     })
 }
 
