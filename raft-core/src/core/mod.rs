@@ -31,7 +31,7 @@ pub use config::Config;
 pub use event::Event;
 pub use membership::{ConfChange, ConfEntry, Membership, MAX_MEMBERS};
 pub use message::{
-    checksum, Bytes, ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId,
+    checksum, checksum_extend, Bytes, ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId,
     SnapshotFile, SnapshotMeta,
 };
 pub use quiesce::WakeReason;
