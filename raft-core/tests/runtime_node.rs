@@ -7,12 +7,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use raft_core::runtime::node::{NodeConfig, NodeError, NodeHandle, ProposeOutcome, RaftNode};
-use raft_core::runtime::state_machine::{Applied, StateMachine};
+use raft_core::runtime::state_machine::{Applied, SnapshotJob, SnapshotWriter, StateMachine};
 use raft_core::runtime::{codec, Envelope, Outbox};
 use raft_core::storage::NodeStorage;
 use raft_core::{
@@ -62,7 +64,10 @@ impl StateMachine for Recorder {
         }
     }
 
-    fn on_snapshot_save(&mut self) -> Vec<(String, Vec<u8>)> {
+    fn on_snapshot_save(
+        &mut self,
+        writer: &mut SnapshotWriter,
+    ) -> Result<Option<SnapshotJob>, String> {
         let s = self.0.lock().unwrap();
         let mut out = Vec::new();
         for (i, d) in &s.history {
@@ -70,19 +75,23 @@ impl StateMachine for Recorder {
             out.extend_from_slice(&(d.len() as u32).to_le_bytes());
             out.extend_from_slice(d);
         }
-        vec![("history".to_string(), out)]
+        // Small: written at once, no job.
+        let mut f = writer.create("history").map_err(|e| e.to_string())?;
+        f.write_all(&out).map_err(|e| e.to_string())?;
+        Ok(None)
     }
 
-    fn on_snapshot_load(&mut self, files: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    fn on_snapshot_load(&mut self, dir: &Path, files: &[String]) -> Result<(), String> {
         let mut s = self.0.lock().unwrap();
         s.history.clear(); // starts from empty
         s.calls.push("snapshot_load".into());
-        let [(name, data)] = files.as_slice() else {
+        let [name] = files else {
             return Err("expected one file".into());
         };
         if name != "history" {
             return Err(format!("unexpected file {name}"));
         }
+        let data = std::fs::read(dir.join(name)).map_err(|e| e.to_string())?;
         let mut pos = 0;
         while pos < data.len() {
             let i = u64::from_le_bytes(data[pos..pos + 8].try_into().unwrap());
@@ -1030,10 +1039,10 @@ impl StateMachine for Fragile {
             a.respond(a.data.to_vec());
         }
     }
-    fn on_snapshot_save(&mut self) -> Vec<(String, Vec<u8>)> {
-        Vec::new()
+    fn on_snapshot_save(&mut self, _: &mut SnapshotWriter) -> Result<Option<SnapshotJob>, String> {
+        Ok(None)
     }
-    fn on_snapshot_load(&mut self, _files: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    fn on_snapshot_load(&mut self, _dir: &Path, _files: &[String]) -> Result<(), String> {
         Ok(())
     }
 }

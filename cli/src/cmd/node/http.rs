@@ -521,7 +521,7 @@ fn node_error(s: &Inner, e: NodeError, uri: &Uri) -> Response {
             StatusCode::CONFLICT,
             format!("leader transfer refused: {e}"),
         ),
-        e @ (NodeError::Failed(_) | NodeError::Start(_)) => {
+        e @ (NodeError::Failed(_) | NodeError::Start(_) | NodeError::Snapshot(_)) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
     }
