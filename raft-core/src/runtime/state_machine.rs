@@ -375,3 +375,40 @@ impl SnapshotWriter {
         (self.dir, self.names)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{check_file_name, SnapshotError, SnapshotWriter};
+
+    #[test]
+    fn snapshot_file_names_are_safe_file_names_and_unique() {
+        for ok in ["kv", "sessions", "chunk-0001.dat", "A_b.c"] {
+            check_file_name(ok).unwrap();
+        }
+        let long = "x".repeat(256);
+        for bad in ["", ".", "..", ".hidden", "a/b", "../x", "a b", "é", long.as_str()] {
+            assert!(
+                matches!(check_file_name(bad), Err(SnapshotError::BadName { .. })),
+                "{bad:?}"
+            );
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = SnapshotWriter::new(7, tmp.path().to_path_buf());
+        assert_eq!(w.index(), 7);
+        w.create("a").unwrap();
+        assert!(matches!(w.create("a"), Err(SnapshotError::Duplicate(_))));
+        assert!(matches!(w.create("../a"), Err(SnapshotError::BadName { .. })));
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, b"on disk already").unwrap();
+        w.link("b", &outside).unwrap();
+        let missing = tmp.path().join("missing");
+        assert!(matches!(w.link("c", &missing), Err(SnapshotError::Io { .. })));
+        let (dir, names) = w.into_parts();
+        assert_eq!(names, ["a", "b"]);
+        // Stored by position, never by the application's name.
+        assert_eq!(
+            std::fs::read(crate::storage::staged_file(&dir, 1)).unwrap(),
+            b"on disk already"
+        );
+    }
+}
