@@ -1210,8 +1210,8 @@ fn start_gated(storage: NodeStorage) -> GatedNode {
         gate: gate.clone(),
         loaded: loaded.clone(),
     };
-    let h = RaftNode::start(node_config(1), storage, Box::new(sm), Arc::new(Nowhere))
-        .expect("start");
+    let h =
+        RaftNode::start(node_config(1), storage, Box::new(sm), Arc::new(Nowhere)).expect("start");
     GatedNode {
         h,
         saves,
@@ -1230,9 +1230,7 @@ impl GatedNode {
 
     /// Asks for a snapshot and waits until the state machine saved it
     /// (its job may still be waiting); returns the request and the index.
-    async fn start_snapshot(
-        &mut self,
-    ) -> (tokio::task::JoinHandle<Result<u64, NodeError>>, u64) {
+    async fn start_snapshot(&mut self) -> (tokio::task::JoinHandle<Result<u64, NodeError>>, u64) {
         let h = self.h.clone();
         let request = tokio::spawn(async move { h.snapshot().await });
         let index = tokio::time::timeout(WAIT, self.saves.recv())
@@ -1268,11 +1266,17 @@ async fn a_snapshot_job_runs_while_entries_keep_being_applied() {
     // The job waits; applying does not: these complete only once applied.
     let mut last = 0;
     for c in [b"4", b"5", b"6", b"7", b"8"] {
-        last = propose(&n.h, c).await.expect("applied while the job waits").index;
+        last = propose(&n.h, c)
+            .await
+            .expect("applied while the job waits")
+            .index;
     }
     assert!(last > at);
     let st = n.h.status().await.unwrap();
-    assert_eq!(st.raft.last_snapshot, None, "not stored before its job ends");
+    assert_eq!(
+        st.raft.last_snapshot, None,
+        "not stored before its job ends"
+    );
     assert!(st.raft.applied >= last);
     key.send(Ok(())).unwrap();
     let index = tokio::time::timeout(WAIT, request)

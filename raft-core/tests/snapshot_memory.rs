@@ -285,7 +285,10 @@ async fn a_snapshot_far_larger_than_any_buffer_is_saved_sent_and_installed_in_bo
     assert!(index > made.index, "the snapshot covers the state");
     let st = h1.status().await.unwrap();
     assert_eq!(st.raft.last_snapshot, Some(index));
-    assert!(st.raft.first_index > index, "the log is compacted behind it");
+    assert!(
+        st.raft.first_index > index,
+        "the log is compacted behind it"
+    );
 
     let (h2, dir2, meta2) = start(2, vec![]);
     h1.add_learner(2).await.expect("add node 2");

@@ -1065,7 +1065,10 @@ fn a_snapshot_staged_in_a_directory_is_renamed_into_place_or_copied_into_memory(
 
     // Durable, and the leftovers of staging are removed on open.
     let s = storage::open(&uri).unwrap();
-    assert_eq!(s.snapshot_files().unwrap(), Some((meta.clone(), files.clone())));
+    assert_eq!(
+        s.snapshot_files().unwrap(),
+        Some((meta.clone(), files.clone()))
+    );
     assert!(!older.exists() && !short.exists(), "*.tmp removed on open");
     // A byte changed on disk: the streaming check names the file.
     let (_, stored) = s.latest_snapshot_dir().unwrap();

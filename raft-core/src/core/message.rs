@@ -99,7 +99,8 @@ impl SnapshotMeta {
 /// CRC-32C (Castagnoli), slice-by-16: snapshot files are checksummed
 /// whole as they stream (gigabytes), so the faster table is worth its
 /// 16 KiB. The values are those of the plain table.
-static CRC32C: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
+static CRC32C: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// CRC-32C (Castagnoli) of `data`: the checksum of snapshot chunks and files.
 pub fn checksum(data: &[u8]) -> u32 {
@@ -238,7 +239,11 @@ mod tests {
         assert_eq!(checksum_extend(0, &data), checksum(&data));
         for cut in [0, 1, 15, 16, 17, 4096, 9_999, 10_000] {
             let (a, b) = data.split_at(cut);
-            assert_eq!(checksum_extend(checksum(a), b), checksum(&data), "cut {cut}");
+            assert_eq!(
+                checksum_extend(checksum(a), b),
+                checksum(&data),
+                "cut {cut}"
+            );
         }
         // The standard check value of CRC-32C.
         assert_eq!(checksum(b"123456789"), 0xE306_9283);

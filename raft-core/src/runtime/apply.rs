@@ -75,7 +75,10 @@ pub(crate) enum ApplyMsg {
     /// A snapshot was installed: load it from `dir` (hard links to its
     /// files under their names, removed after the load; the state machine
     /// starts from empty) and continue after `meta.index`.
-    Load { meta: SnapshotMeta, dir: PathBuf },
+    Load {
+        meta: SnapshotMeta,
+        dir: PathBuf,
+    },
     /// This node leads `term`; its first entry is at `first_index`.
     LeaderStart {
         term: u64,

@@ -69,8 +69,7 @@ impl Staging {
             "cds-raft-snapshots-{}-g{group}-n{id}-{nanos}",
             std::process::id()
         ));
-        std::fs::create_dir_all(&root)
-            .map_err(|e| format!("creating {}: {e}", root.display()))?;
+        std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
         Ok(Staging {
             root,
             private: true,

@@ -184,8 +184,10 @@ pub trait StateMachine: Send + 'static {
     /// An `Err` (here or from the job) skips this snapshot: the node goes
     /// on, counts it (`NodeMetrics::snapshots_failed`), and a caller of
     /// `NodeHandle::snapshot` gets the error.
-    fn on_snapshot_save(&mut self, writer: &mut SnapshotWriter)
-        -> Result<Option<SnapshotJob>, String>;
+    fn on_snapshot_save(
+        &mut self,
+        writer: &mut SnapshotWriter,
+    ) -> Result<Option<SnapshotJob>, String>;
 
     /// Replaces the whole state by the snapshot in `dir`, starting from
     /// empty (rule 5): `files` are the names `on_snapshot_save` gave, in
@@ -386,7 +388,17 @@ mod tests {
             check_file_name(ok).unwrap();
         }
         let long = "x".repeat(256);
-        for bad in ["", ".", "..", ".hidden", "a/b", "../x", "a b", "é", long.as_str()] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "../x",
+            "a b",
+            "é",
+            long.as_str(),
+        ] {
             assert!(
                 matches!(check_file_name(bad), Err(SnapshotError::BadName { .. })),
                 "{bad:?}"
@@ -397,12 +409,18 @@ mod tests {
         assert_eq!(w.index(), 7);
         w.create("a").unwrap();
         assert!(matches!(w.create("a"), Err(SnapshotError::Duplicate(_))));
-        assert!(matches!(w.create("../a"), Err(SnapshotError::BadName { .. })));
+        assert!(matches!(
+            w.create("../a"),
+            Err(SnapshotError::BadName { .. })
+        ));
         let outside = tmp.path().join("outside");
         std::fs::write(&outside, b"on disk already").unwrap();
         w.link("b", &outside).unwrap();
         let missing = tmp.path().join("missing");
-        assert!(matches!(w.link("c", &missing), Err(SnapshotError::Io { .. })));
+        assert!(matches!(
+            w.link("c", &missing),
+            Err(SnapshotError::Io { .. })
+        ));
         let (dir, names) = w.into_parts();
         assert_eq!(names, ["a", "b"]);
         // Stored by position, never by the application's name.

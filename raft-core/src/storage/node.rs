@@ -370,9 +370,9 @@ impl NodeStorage {
         for (i, f) in meta.files.iter().enumerate() {
             let (mut at, mut crc) = (0u64, 0u32);
             while at < f.size {
-                let data = self
-                    .snapshots
-                    .read_chunk(i as u32, at, VERIFY_CHUNK_BYTES.min(f.size - at))?;
+                let data =
+                    self.snapshots
+                        .read_chunk(i as u32, at, VERIFY_CHUNK_BYTES.min(f.size - at))?;
                 if data.is_empty() {
                     break; // shorter than its meta: reported below
                 }

@@ -834,8 +834,8 @@ impl StateMachine for KvStateMachine {
                 continue; // nothing this node writes: left alone
             }
             let path = dir.join(name);
-            let data = std::fs::read(&path)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let data =
+                std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
             files.push((name.clone(), data));
         }
         let (map, sessions) = load_snapshot(files)?;
