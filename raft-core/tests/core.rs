@@ -692,6 +692,69 @@ fn a_snapshot_whose_file_checksum_fails_is_discarded_never_loaded() {
     assert_eq!(f.commit_index(), 0);
 }
 
+/// Chunk `offset..offset + data.len()` of file 0 of the snapshot at 10.
+fn chunk_at(offset: u64, data: &[u8]) -> Message {
+    let mut m = chunk_msg(data, raft_core::checksum(data));
+    if let MessageBody::SnapshotChunk { offset: o, .. } = &mut m.body {
+        *o = offset;
+    }
+    m
+}
+
+/// A follower restarted halfway through a transfer: it resumes from the
+/// bytes its storage holds, checksumming them once (a chunk at a time)
+/// to continue the file's running checksum, and installs only when the
+/// whole file matches its meta.
+fn resume_after_restart(first_half: &[u8]) -> (Node, Vec<raft_core::Event>) {
+    let data = b"0123456789";
+    let meta = snapshot_of(data, raft_core::checksum(data));
+    let small = |c: &mut Config| c.snapshot_chunk_size = 5;
+    let mut f = node(2, &[1, 2], small);
+    f.step(install_msg(meta.clone())).expect("step");
+    ready_all(&mut f);
+    f.step(chunk_at(0, first_half)).expect("step");
+    ready_all(&mut f);
+    assert_eq!(f.storage().partial_snapshot().map(|p| p.1), Some(vec![5]));
+    // The restart: a new core over what the storage holds.
+    let mut cfg = Config::new(2);
+    small(&mut cfg);
+    let rng = Box::new(rand_pcg::Pcg64Mcg::seed_from_u64(2));
+    let mut f = Raft::new(cfg, f.storage().clone(), rng).expect("restart");
+    f.step(install_msg(meta)).expect("step");
+    let (msgs, evs) = ready_all(&mut f);
+    assert!(
+        msgs.iter()
+            .any(|m| matches!(m.body, MessageBody::SnapshotChunkRequest { offset: 5, .. })),
+        "resumes at the bytes held: {msgs:?}"
+    );
+    assert!(evs
+        .iter()
+        .any(|e| matches!(e, raft_core::Event::SnapshotResumed { have: 5, .. })));
+    f.step(chunk_at(5, &data[5..])).expect("step");
+    let (_, evs) = ready_all(&mut f);
+    (f, evs)
+}
+
+#[test]
+fn a_transfer_resumed_after_a_restart_checksums_the_bytes_held_before_it() {
+    let (f, evs) = resume_after_restart(b"01234");
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, raft_core::Event::SnapshotInstalled { index: 10 })),
+        "{evs:?}"
+    );
+    assert_eq!(f.applied_index(), 10);
+    // Bytes held before the restart that differ from the leader's (each
+    // chunk checked out, the file does not) are caught.
+    let (f, evs) = resume_after_restart(b"01x34");
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, raft_core::Event::SnapshotDiscarded { index: 10, .. })),
+        "{evs:?}"
+    );
+    assert_eq!(f.commit_index(), 0);
+}
+
 #[test]
 fn snapshot_traffic_is_throttled_per_tick() {
     let mut l = node(1, &[1, 2, 3, 4], |c| {

@@ -7,13 +7,14 @@
 #![cfg(feature = "runtime")]
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use raft_core::runtime::host::{GroupHost, HostConfig, HostError, HOST_GROUP};
 use raft_core::runtime::node::{NodeConfig, NodeHandle};
-use raft_core::runtime::state_machine::{Applied, StateMachine};
+use raft_core::runtime::state_machine::{Applied, SnapshotJob, SnapshotWriter, StateMachine};
 use raft_core::runtime::transport::{Transport, TransportConfig, TransportHandle};
 use raft_core::runtime::GroupId;
 use raft_core::storage::fs::{Fs, RealFs};
@@ -38,11 +39,16 @@ impl StateMachine for Counter {
             v.push(a.data.to_vec());
         }
     }
-    fn on_snapshot_save(&mut self) -> Vec<(String, Vec<u8>)> {
-        let v = self.0.lock().unwrap();
-        vec![("n".into(), (v.len() as u64).to_le_bytes().to_vec())]
+    fn on_snapshot_save(
+        &mut self,
+        writer: &mut SnapshotWriter,
+    ) -> Result<Option<SnapshotJob>, String> {
+        let n = self.0.lock().unwrap().len() as u64;
+        let mut f = writer.create("n").map_err(|e| e.to_string())?;
+        f.write_all(&n.to_le_bytes()).map_err(|e| e.to_string())?;
+        Ok(None)
     }
-    fn on_snapshot_load(&mut self, _files: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    fn on_snapshot_load(&mut self, _dir: &Path, _files: &[String]) -> Result<(), String> {
         Ok(())
     }
 }

@@ -7,12 +7,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use raft_core::runtime::node::{NodeConfig, NodeError, NodeHandle, ProposeOutcome, RaftNode};
-use raft_core::runtime::state_machine::{Applied, StateMachine};
+use raft_core::runtime::state_machine::{Applied, SnapshotJob, SnapshotWriter, StateMachine};
 use raft_core::runtime::{codec, Envelope, Outbox};
 use raft_core::storage::NodeStorage;
 use raft_core::{
@@ -62,7 +64,10 @@ impl StateMachine for Recorder {
         }
     }
 
-    fn on_snapshot_save(&mut self) -> Vec<(String, Vec<u8>)> {
+    fn on_snapshot_save(
+        &mut self,
+        writer: &mut SnapshotWriter,
+    ) -> Result<Option<SnapshotJob>, String> {
         let s = self.0.lock().unwrap();
         let mut out = Vec::new();
         for (i, d) in &s.history {
@@ -70,19 +75,23 @@ impl StateMachine for Recorder {
             out.extend_from_slice(&(d.len() as u32).to_le_bytes());
             out.extend_from_slice(d);
         }
-        vec![("history".to_string(), out)]
+        // Small: written at once, no job.
+        let mut f = writer.create("history").map_err(|e| e.to_string())?;
+        f.write_all(&out).map_err(|e| e.to_string())?;
+        Ok(None)
     }
 
-    fn on_snapshot_load(&mut self, files: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    fn on_snapshot_load(&mut self, dir: &Path, files: &[String]) -> Result<(), String> {
         let mut s = self.0.lock().unwrap();
         s.history.clear(); // starts from empty
         s.calls.push("snapshot_load".into());
-        let [(name, data)] = files.as_slice() else {
+        let [name] = files else {
             return Err("expected one file".into());
         };
         if name != "history" {
             return Err(format!("unexpected file {name}"));
         }
+        let data = std::fs::read(dir.join(name)).map_err(|e| e.to_string())?;
         let mut pos = 0;
         while pos < data.len() {
             let i = u64::from_le_bytes(data[pos..pos + 8].try_into().unwrap());
@@ -1030,10 +1039,10 @@ impl StateMachine for Fragile {
             a.respond(a.data.to_vec());
         }
     }
-    fn on_snapshot_save(&mut self) -> Vec<(String, Vec<u8>)> {
-        Vec::new()
+    fn on_snapshot_save(&mut self, _: &mut SnapshotWriter) -> Result<Option<SnapshotJob>, String> {
+        Ok(None)
     }
-    fn on_snapshot_load(&mut self, _files: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    fn on_snapshot_load(&mut self, _dir: &Path, _files: &[String]) -> Result<(), String> {
         Ok(())
     }
 }
@@ -1133,4 +1142,190 @@ async fn a_forged_last_term_neither_bricks_the_group_nor_survives_a_restart() {
         .await
         .expect("committed");
     c.shutdown().await;
+}
+
+// ----- snapshots finished off the apply task -----------------------------------
+
+/// What the test hands a [`Gated`] snapshot job: it waits for one result
+/// and returns it.
+type Gate = Arc<Mutex<Option<std::sync::mpsc::Receiver<Result<(), String>>>>>;
+
+/// Counts applied commands. Its snapshot is the count as of the save,
+/// written by a job that first waits for the test's word through `gate`.
+struct Gated {
+    count: u64,
+    /// Tells the test the index of each save, once its files exist.
+    saves: tokio::sync::mpsc::UnboundedSender<u64>,
+    gate: Gate,
+    /// The count each snapshot load found.
+    loaded: Arc<Mutex<Vec<u64>>>,
+}
+
+impl StateMachine for Gated {
+    fn on_apply(&mut self, entries: &mut dyn Iterator<Item = Applied>) {
+        for _ in entries {
+            self.count += 1;
+        }
+    }
+
+    fn on_snapshot_save(
+        &mut self,
+        writer: &mut SnapshotWriter,
+    ) -> Result<Option<SnapshotJob>, String> {
+        let count = self.count; // the state as of the save (rule 4)
+        let mut f = writer.create("count").map_err(|e| e.to_string())?;
+        let gate = self.gate.lock().unwrap().take();
+        let _ = self.saves.send(writer.index());
+        Ok(Some(Box::new(move || {
+            if let Some(rx) = gate {
+                rx.recv().map_err(|e| e.to_string())??;
+            }
+            f.write_all(&count.to_le_bytes()).map_err(|e| e.to_string())
+        })))
+    }
+
+    fn on_snapshot_load(&mut self, dir: &Path, files: &[String]) -> Result<(), String> {
+        let data = std::fs::read(dir.join(&files[0])).map_err(|e| e.to_string())?;
+        let bytes: [u8; 8] = data.try_into().map_err(|_| "not a count".to_string())?;
+        self.count = u64::from_le_bytes(bytes);
+        self.loaded.lock().unwrap().push(self.count);
+        Ok(())
+    }
+}
+
+struct GatedNode {
+    h: NodeHandle,
+    saves: tokio::sync::mpsc::UnboundedReceiver<u64>,
+    gate: Gate,
+    loaded: Arc<Mutex<Vec<u64>>>,
+}
+
+fn start_gated(storage: NodeStorage) -> GatedNode {
+    let (tx, saves) = tokio::sync::mpsc::unbounded_channel();
+    let gate: Gate = Arc::default();
+    let loaded: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let sm = Gated {
+        count: 0,
+        saves: tx,
+        gate: gate.clone(),
+        loaded: loaded.clone(),
+    };
+    let h =
+        RaftNode::start(node_config(1), storage, Box::new(sm), Arc::new(Nowhere)).expect("start");
+    GatedNode {
+        h,
+        saves,
+        gate,
+        loaded,
+    }
+}
+
+impl GatedNode {
+    /// Closes the gate for the next save; returns its key.
+    fn close_gate(&self) -> std::sync::mpsc::Sender<Result<(), String>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        *self.gate.lock().unwrap() = Some(rx);
+        tx
+    }
+
+    /// Asks for a snapshot and waits until the state machine saved it
+    /// (its job may still be waiting); returns the request and the index.
+    async fn start_snapshot(&mut self) -> (tokio::task::JoinHandle<Result<u64, NodeError>>, u64) {
+        let h = self.h.clone();
+        let request = tokio::spawn(async move { h.snapshot().await });
+        let index = tokio::time::timeout(WAIT, self.saves.recv())
+            .await
+            .expect("the save in time")
+            .expect("a save");
+        (request, index)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_job_runs_while_entries_keep_being_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let uri = format!("local://{}", tmp.path().display());
+    let open = || {
+        let mut s = raft_core::storage::open(&uri).unwrap();
+        if s.conf_state().voters.is_empty() {
+            s.set_conf_state(ConfState {
+                voters: vec![1],
+                ..ConfState::default()
+            })
+            .unwrap();
+        }
+        s
+    };
+    let mut n = start_gated(open());
+    propose_once_elected(&n.h, b"1").await;
+    for c in [b"2", b"3"] {
+        propose(&n.h, c).await.expect("propose");
+    }
+    let key = n.close_gate();
+    let (request, at) = n.start_snapshot().await;
+    // The job waits; applying does not: these complete only once applied.
+    let mut last = 0;
+    for c in [b"4", b"5", b"6", b"7", b"8"] {
+        last = propose(&n.h, c)
+            .await
+            .expect("applied while the job waits")
+            .index;
+    }
+    assert!(last > at);
+    let st = n.h.status().await.unwrap();
+    assert_eq!(
+        st.raft.last_snapshot, None,
+        "not stored before its job ends"
+    );
+    // (Each proposal above completed only once its entry was applied; the
+    // status's applied index may trail the replies by a moment, so it is
+    // not compared.)
+    key.send(Ok(())).unwrap();
+    let index = tokio::time::timeout(WAIT, request)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("stored");
+    assert_eq!(index, at, "the snapshot is of the index at the save");
+    assert_eq!(n.h.status().await.unwrap().raft.last_snapshot, Some(at));
+    n.h.shutdown().await;
+
+    // What it holds is the state at the save: three commands, the five
+    // after it come from the log.
+    let n = start_gated(open());
+    assert_eq!(*n.loaded.lock().unwrap(), vec![3]);
+    n.h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_snapshot_job_is_reported_and_the_node_goes_on() {
+    let mut n = start_gated(NodeStorage::memory(vec![1]));
+    propose_once_elected(&n.h, b"1").await;
+    let key = n.close_gate();
+    let (request, _) = n.start_snapshot().await;
+    key.send(Err("disk full (injected)".into())).unwrap();
+    let e = tokio::time::timeout(WAIT, request)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect_err("the job failed");
+    assert!(
+        matches!(&e, NodeError::Snapshot(m) if m.contains("disk full (injected)")),
+        "{e}"
+    );
+    let st = n.h.status().await.unwrap();
+    assert_eq!(st.metrics.snapshots_failed, 1);
+    assert_eq!(st.metrics.snapshots_saved, 0);
+    assert_eq!(st.raft.last_snapshot, None);
+    // The node goes on, and the next snapshot succeeds.
+    let out = propose(&n.h, b"2").await.expect("still serving");
+    let (request, at) = n.start_snapshot().await;
+    assert_eq!(at, out.index);
+    let index = tokio::time::timeout(WAIT, request)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("stored");
+    assert_eq!(index, at);
+    n.h.shutdown().await;
 }

@@ -1007,3 +1007,91 @@ fn a_store_in_new_nested_directories_survives_a_crash() {
     assert_eq!(held(&s), ents(1, 5, 1));
     assert_eq!(s.hard_state().vote, Some(1));
 }
+
+// ----- snapshots staged in a directory ------------------------------------------
+
+/// Writes `files` as a staged snapshot in `root/name` (file `i` at
+/// `staged_file(dir, i)`), on the real disk.
+fn stage(root: &Path, name: &str, files: &[Vec<u8>]) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, f) in files.iter().enumerate() {
+        std::fs::write(storage::staged_file(&dir, i), f).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_snapshot_staged_in_a_directory_is_renamed_into_place_or_copied_into_memory() {
+    let files = vec![b"staged bytes".to_vec(), vec![], vec![9u8; 3000]];
+    let meta = snap_meta(8, 1, &[1], &files);
+    let tmp = tempfile::tempdir().unwrap();
+    let uri = format!("local://{}", tmp.path().join("node").display());
+    let mut s = storage::open(&uri).unwrap();
+    append(&mut s, ents(1, 10, 1));
+    let root = s
+        .snapshot_staging_root()
+        .expect("a file store stages in its own directory");
+
+    // Refused, nothing changed: staged elsewhere (a rename could cross
+    // file systems), not named for cleanup, sizes that differ.
+    let elsewhere = stage(tmp.path(), "save-8-0.tmp", &files);
+    let invalid = |r: Result<bool, StorageError>| matches!(r, Err(StorageError::Invalid(_)));
+    assert!(invalid(s.save_snapshot_dir(&meta, &elsewhere)), "elsewhere");
+    let unnamed = stage(&root, "save-8-0", &files);
+    assert!(invalid(s.save_snapshot_dir(&meta, &unnamed)), "no .tmp");
+    let short = stage(&root, "save-8-1.tmp", &files[..2]);
+    std::fs::write(storage::staged_file(&short, 2), b"short").unwrap();
+    assert!(invalid(s.save_snapshot_dir(&meta, &short)), "sizes");
+    assert!(s.snapshot_meta().is_none());
+
+    let dir = stage(&root, "save-8-2.tmp", &files);
+    assert!(s.save_snapshot_dir(&meta, &dir).unwrap());
+    assert!(!dir.exists(), "renamed into place, not copied");
+    let (m, stored) = s.latest_snapshot_dir().expect("a directory");
+    assert_eq!(m, meta);
+    assert_eq!(
+        std::fs::read(storage::staged_file(&stored, 2)).unwrap(),
+        files[2]
+    );
+    assert_eq!(s.verify_snapshot().unwrap(), Some(meta.clone()));
+    // Not newer: not stored, and the staged directory is the caller's.
+    let older = stage(&root, "save-5-3.tmp", &files);
+    assert!(!s
+        .save_snapshot_dir(&snap_meta(5, 1, &[1], &files), &older)
+        .unwrap());
+    assert!(older.exists());
+    drop(s);
+
+    // Durable, and the leftovers of staging are removed on open.
+    let s = storage::open(&uri).unwrap();
+    assert_eq!(
+        s.snapshot_files().unwrap(),
+        Some((meta.clone(), files.clone()))
+    );
+    assert!(!older.exists() && !short.exists(), "*.tmp removed on open");
+    // A byte changed on disk: the streaming check names the file.
+    let (_, stored) = s.latest_snapshot_dir().unwrap();
+    let mut bytes = std::fs::read(storage::staged_file(&stored, 2)).unwrap();
+    bytes[2999] ^= 1;
+    std::fs::write(storage::staged_file(&stored, 2), bytes).unwrap();
+    let e = s.verify_snapshot().unwrap_err();
+    assert!(
+        matches!(&e, StorageError::Corrupt { file, .. } if file.ends_with("2.dat")),
+        "{e}"
+    );
+
+    // A store in memory has no directory: the staged files are copied in,
+    // checked against their checksums.
+    let mut m = storage::open("memory://").unwrap();
+    append(&mut m, ents(1, 10, 1));
+    assert!(m.snapshot_staging_root().is_none());
+    let mut bad = meta.clone();
+    bad.files[0].crc ^= 1;
+    let staged = stage(tmp.path(), "mem", &files);
+    assert!(invalid(m.save_snapshot_dir(&bad, &staged)), "checksum");
+    assert!(m.save_snapshot_dir(&meta, &staged).unwrap());
+    assert_eq!(m.snapshot_files().unwrap(), Some((meta.clone(), files)));
+    assert!(m.latest_snapshot_dir().is_none());
+    assert_eq!(m.verify_snapshot().unwrap(), Some(meta));
+}

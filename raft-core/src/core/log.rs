@@ -92,6 +92,12 @@ impl<S: Storage> RaftLog<S> {
         self.failure.get().map(String::as_str)
     }
 
+    /// Records a storage failure found by a check of the caller's (the
+    /// first one recorded is kept).
+    pub(crate) fn record_failure(&self, why: String) {
+        let _ = self.failure.set(why);
+    }
+
     /// Keeps `r`'s value; a failure other than "not held" is recorded
     /// (the first one wins) and reads as "not held".
     fn checked<T>(&self, what: impl FnOnce() -> String, r: Result<T, Error>) -> Option<T> {
@@ -305,6 +311,16 @@ impl<S: Storage> RaftLog<S> {
         self.checked(
             || format!("reading {len} bytes at {offset} of snapshot file {file}"),
             self.storage.snapshot_chunk(file, offset, len),
+        )
+    }
+
+    /// Up to `len` bytes of file `file` of the partial snapshot from
+    /// `offset`, or `None` when they could not be read (recorded: the node
+    /// stops rather than deciding anything on a guess).
+    pub fn checked_partial_chunk(&self, file: u32, offset: u64, len: u64) -> Option<Vec<u8>> {
+        self.checked(
+            || format!("reading {len} bytes at {offset} of partial snapshot file {file}"),
+            self.storage.partial_chunk(file, offset, len),
         )
     }
 

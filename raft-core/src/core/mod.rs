@@ -31,8 +31,8 @@ pub use config::Config;
 pub use event::Event;
 pub use membership::{ConfChange, ConfEntry, Membership, MAX_MEMBERS};
 pub use message::{
-    checksum, Bytes, ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId,
-    SnapshotFile, SnapshotMeta,
+    checksum, checksum_extend, Bytes, ConfState, Entry, EntryKind, HardState, Message, MessageBody,
+    NodeId, SnapshotFile, SnapshotMeta,
 };
 pub use quiesce::WakeReason;
 pub use raft::{Raft, Role};

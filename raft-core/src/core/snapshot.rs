@@ -11,8 +11,12 @@
 //!   a transfer resumes where it stopped after a lost message, a leader
 //!   change (a new leader with the same snapshot: same meta) or a restart of
 //!   either side, and a verified chunk is never fetched twice;
-//! - once every file is complete its whole-file checksum is checked; a
-//!   mismatch discards the copy, which is never loaded;
+//! - each file's whole-file checksum is computed as its chunks arrive (in
+//!   order: a running CRC-32C per file, [`checksum_extend`]), so nothing
+//!   re-reads a file; after a restart the bytes already held are streamed
+//!   once, a chunk at a time, to rebuild the running checksum. Once every
+//!   file is complete the checksums are compared with the meta; a mismatch
+//!   discards the copy, which is never loaded;
 //! - the leader serves at most `snapshot_bytes_per_tick` bytes a tick and
 //!   offers snapshots to at most `max_snapshot_sends` followers at once.
 
@@ -20,7 +24,9 @@ use std::collections::VecDeque;
 
 use super::event::Event;
 use super::membership::Membership;
-use super::message::{checksum, Bytes, ConfState, MessageBody, NodeId, SnapshotMeta};
+use super::message::{
+    checksum, checksum_extend, Bytes, ConfState, MessageBody, NodeId, SnapshotMeta,
+};
 use super::progress::ProgressState;
 use super::raft::{Raft, Role};
 use super::ready::SnapshotOp;
@@ -34,6 +40,9 @@ pub(crate) struct Receiving {
     leader: NodeId,
     /// Bytes of each file verified and handed to the driver.
     have: Vec<u64>,
+    /// The CRC-32C of each file's first `have` bytes, extended chunk by
+    /// chunk: the whole-file check needs no second read.
+    crc: Vec<u32>,
     /// The chunk asked for and not yet received: (file, offset, len).
     outstanding: Option<(u32, u64, u64)>,
     /// Ticks since the outstanding request went out.
@@ -166,14 +175,17 @@ impl<S: Storage> Raft<S> {
                 return;
             }
         }
-        let have = match self.log.storage.partial_snapshot() {
+        let (have, crc) = match self.log.storage.partial_snapshot() {
             Some((m, have)) if m == meta && self.snap.receiving.is_none() => {
+                let Some(crc) = self.checksum_held(&have) else {
+                    return; // unreadable: the failure is recorded, the node stops
+                };
                 let held: u64 = have.iter().sum();
                 self.events.push(Event::SnapshotResumed {
                     index: meta.index,
                     have: held,
                 });
-                have
+                (have, crc)
             }
             _ => {
                 if let Some(old) = self.snap.receiving.take() {
@@ -183,17 +195,58 @@ impl<S: Storage> Raft<S> {
                     });
                 }
                 self.snap.ops.push(SnapshotOp::Begin(meta.clone()));
-                vec![0; meta.files.len()]
+                (vec![0; meta.files.len()], vec![0; meta.files.len()])
             }
         };
         self.snap.receiving = Some(Receiving {
             meta,
             leader: from,
             have,
+            crc,
             outstanding: None,
             elapsed: 0,
         });
         self.request_next_chunk();
+    }
+
+    /// The CRC-32C of the first `have[i]` bytes of each file of the
+    /// partial snapshot in storage (a transfer resumed after a restart),
+    /// read once, one chunk at a time: memory stays at one chunk whatever
+    /// the files' sizes. `None` when a read failed (recorded).
+    fn checksum_held(&self, have: &[u64]) -> Option<Vec<u32>> {
+        let step = self.cfg.snapshot_chunk_size.max(1);
+        let mut crcs = Vec::with_capacity(have.len());
+        for (i, &held) in have.iter().enumerate() {
+            let mut crc = 0;
+            let mut at = 0;
+            while at < held {
+                let len = step.min(held - at);
+                let Some(data) = self.log.checked_partial_chunk(i as u32, at, len) else {
+                    // "Not held" is not recorded by the log; it is a
+                    // failure here all the same (the store said it holds
+                    // these bytes).
+                    if self.log.failure().is_none() {
+                        self.log.record_failure(format!(
+                            "partial snapshot file {i}: {len} bytes at {at} not readable"
+                        ));
+                    }
+                    return None;
+                };
+                if data.len() as u64 != len {
+                    // Shorter than the store said it holds: a store bug;
+                    // stop rather than checksum a guess.
+                    self.log.record_failure(format!(
+                        "partial snapshot file {i} gave {} bytes at {at}, {len} expected",
+                        data.len()
+                    ));
+                    return None;
+                }
+                crc = checksum_extend(crc, &data);
+                at += len;
+            }
+            crcs.push(crc);
+        }
+        Some(crcs)
     }
 
     /// Asks for the first missing chunk, or starts verification when none
@@ -350,22 +403,26 @@ impl<S: Storage> Raft<S> {
         r.outstanding = None;
         if ok {
             r.have[file as usize] += want_len;
+            r.crc[file as usize] = checksum_extend(r.crc[file as usize], &data);
             self.snap.ops.push(SnapshotOp::Chunk { file, offset, data });
         }
         self.request_next_chunk();
     }
 
-    /// Checks every file of a fully received snapshot against its meta,
-    /// then installs it, or discards it.
+    /// Checks every file of a fully received snapshot against its meta
+    /// (size, and the CRC-32C computed as its chunks arrived), then
+    /// installs it, or discards it.
     pub(crate) fn verify_received_snapshot(&mut self) {
         let Some(r) = self.snap.receiving.take() else {
             return;
         };
-        let bad = r.meta.files.iter().enumerate().find(|(i, f)| {
-            let data = self.log.storage.partial_chunk(*i as u32, 0, f.size);
-            !data.is_ok_and(|d| d.len() as u64 == f.size && checksum(&d) == f.crc)
-        });
-        if let Some((_, f)) = bad {
+        let bad = r
+            .meta
+            .files
+            .iter()
+            .zip(r.have.iter().zip(&r.crc))
+            .find(|(f, (&have, &crc))| have != f.size || crc != f.crc);
+        if let Some((f, _)) = bad {
             self.snap.ops.push(SnapshotOp::Abort);
             self.events.push(Event::SnapshotDiscarded {
                 index: r.meta.index,

@@ -159,7 +159,7 @@ mod tests {
                     index: 9,
                     ..Default::default()
                 },
-                files: Vec::new(),
+                files: None,
             },
             entries(10, 11),
         ];
@@ -178,7 +178,7 @@ mod tests {
                 index: 5,
                 ..Default::default()
             },
-            files: Vec::new(),
+            files: None,
         };
         assert!(c.check(&old).unwrap_err().contains("loaded after"));
         assert!(c.check(&Work::LeaderStop).is_err());

@@ -55,9 +55,14 @@ pub enum Work {
     /// at `first_index`.
     LeaderStart { term: u64, first_index: u64 },
     /// A snapshot was installed: the state machine starts over from it.
+    /// `files` holds its contents, checked against the meta, only for a
+    /// host that asks for them in memory ([`Host::snapshot_in_memory`]:
+    /// the simulator); other hosts load from the store's directory
+    /// ([`NodeStorage::latest_snapshot_dir`]), whose files the core
+    /// checked chunk by chunk as they arrived.
     Load {
         meta: SnapshotMeta,
-        files: Vec<Vec<u8>>,
+        files: Option<Vec<Vec<u8>>>,
     },
     /// Committed entries this node holds durably, consecutive, in order.
     Entries(Vec<Entry>),
@@ -100,6 +105,14 @@ pub trait Host {
     /// A read confirmed at `rs.index`: it may be served once the state
     /// machine has applied that index.
     fn read_ready(&mut self, raft: &Raft<NodeStorage>, rs: ReadState);
+
+    /// Whether [`Work::Load`] should carry the snapshot's contents in
+    /// memory (read whole and checked against the meta). The default, no,
+    /// suits hosts whose state machines load from a directory; the
+    /// simulator's in-memory KV says yes.
+    fn snapshot_in_memory(&self) -> bool {
+        false
+    }
 
     /// Shows `rd` at `stage`. The default goes on.
     fn at(
@@ -266,18 +279,30 @@ impl Driver {
         self.note_role(host)?;
         for op in &rd.snapshot_ops {
             if let SnapshotOp::Install(meta) = op {
-                let (meta, files) = self
-                    .raft
-                    .storage()
-                    .snapshot_files()
-                    .map_err(|e| DriverError::InstalledSnapshot(e.to_string()))?
-                    .filter(|(m, _)| m.index == meta.index)
-                    .ok_or_else(|| {
-                        DriverError::InstalledSnapshot(format!(
-                            "the snapshot at {} is missing from storage",
-                            meta.index
-                        ))
-                    })?;
+                let missing = || {
+                    DriverError::InstalledSnapshot(format!(
+                        "the snapshot at {} is missing from storage",
+                        meta.index
+                    ))
+                };
+                let (meta, files) = if host.snapshot_in_memory() {
+                    let (meta, files) = self
+                        .raft
+                        .storage()
+                        .snapshot_files()
+                        .map_err(|e| DriverError::InstalledSnapshot(e.to_string()))?
+                        .filter(|(m, _)| m.index == meta.index)
+                        .ok_or_else(missing)?;
+                    (meta, Some(files))
+                } else {
+                    let meta = self
+                        .raft
+                        .storage()
+                        .snapshot_meta()
+                        .filter(|m| m.index == meta.index)
+                        .ok_or_else(missing)?;
+                    (meta, None)
+                };
                 host.work(&self.raft, Work::Load { meta, files })
                     .map_err(DriverError::Host)?;
             }
@@ -397,15 +422,58 @@ impl Driver {
     }
 
     /// Stores a snapshot of the state machine taken exactly at `index`
-    /// (`files`: name and contents) unless one at least as new is stored,
-    /// then compacts the log up to `index - keep` (the entries kept let a
-    /// slightly lagging follower catch up from the log instead of a
-    /// snapshot).
+    /// (`files`: name and contents, in memory: the simulator's path)
+    /// unless one at least as new is stored, then compacts the log up to
+    /// `index - keep` (the entries kept let a slightly lagging follower
+    /// catch up from the log instead of a snapshot).
     pub fn save_snapshot(
         &mut self,
         index: u64,
         files: Vec<(String, Vec<u8>)>,
         keep: u64,
+    ) -> Result<Saved, StorageError> {
+        let described = files
+            .iter()
+            .map(|(name, data)| SnapshotFile {
+                name: name.clone(),
+                size: data.len() as u64,
+                crc: crate::checksum(data),
+            })
+            .collect();
+        self.save_with(index, described, keep, |disk, meta| {
+            disk.save_snapshot(meta, files.into_iter().map(|(_, d)| d).collect())
+                .map(|()| true)
+        })
+    }
+
+    /// Stores a snapshot of the state machine taken exactly at `index`
+    /// whose files were written into `dir` and made durable beforehand
+    /// (file `i` of `files` at [`crate::storage::staged_file`]`(dir, i)`,
+    /// with the size and CRC-32C `files[i]` records), as
+    /// [`Driver::save_snapshot`] does for files in memory. With a file
+    /// store this is a meta write and a rename: its cost does not depend
+    /// on the files' sizes. When it is not stored (`Saved::stored` false),
+    /// `dir` is left for the caller to remove.
+    pub fn save_snapshot_dir(
+        &mut self,
+        index: u64,
+        dir: &std::path::Path,
+        files: Vec<SnapshotFile>,
+        keep: u64,
+    ) -> Result<Saved, StorageError> {
+        self.save_with(index, files, keep, |disk, meta| {
+            disk.save_snapshot_dir(&meta, dir)
+        })
+    }
+
+    /// The rules both saves share: nothing older than the latest, the
+    /// term and configuration as of `index`, compaction behind it.
+    fn save_with(
+        &mut self,
+        index: u64,
+        files: Vec<SnapshotFile>,
+        keep: u64,
+        store: impl FnOnce(&mut NodeStorage, SnapshotMeta) -> Result<bool, StorageError>,
     ) -> Result<Saved, StorageError> {
         let latest = self.raft.storage().snapshot_meta().map_or(0, |m| m.index);
         let unchanged = Saved {
@@ -423,18 +491,13 @@ impl Driver {
             index,
             term,
             conf,
-            files: files
-                .iter()
-                .map(|(name, data)| SnapshotFile {
-                    name: name.clone(),
-                    size: data.len() as u64,
-                    crc: crate::checksum(data),
-                })
-                .collect(),
+            files,
         };
         let upto = index.saturating_sub(keep);
         let disk = self.raft.storage_mut();
-        disk.save_snapshot(meta, files.into_iter().map(|(_, d)| d).collect())?;
+        if !store(disk, meta)? {
+            return Ok(unchanged);
+        }
         let dropped = disk.compact(upto)?;
         Ok(Saved {
             index,

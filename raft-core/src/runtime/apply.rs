@@ -6,17 +6,24 @@
 //! it learned of them, and this task calls the [`StateMachine`] in that
 //! order. It also decides the fate of each waiting proposal (success only
 //! for an applied entry with the proposal's index *and* term) and takes
-//! snapshots every `snapshot_every` applied entries.
+//! snapshots every `snapshot_every` applied entries: the state machine
+//! writes them through a [`SnapshotWriter`] and may hand back a job, which
+//! runs on a blocking thread while this task goes on applying (one save
+//! at a time; see [`super::snapshot`]).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 use crate::core::{ConfEntry, Entry, EntryKind, Membership, NodeId, SnapshotMeta};
 
 use super::node::NodeError;
-use super::state_machine::{Applied, Batch, Reply, StateMachine};
+use super::snapshot::{finish_staged, remove_quietly, Staged, Staging};
+use super::state_machine::{Applied, Batch, Reply, SnapshotJob, SnapshotWriter, StateMachine};
 
 /// Most batches queued between the node task and the apply task (each at
 /// most the core's `max_apply_bytes`, or one entry, so the queue's bytes
@@ -65,11 +72,12 @@ pub(crate) fn fail_waiters(waiters: &Waiters, upto: Option<u64>, err: impl Fn(u6
 pub(crate) enum ApplyMsg {
     /// Committed entries, consecutive, in log order.
     Entries(Vec<Entry>),
-    /// A snapshot was installed: load it (the state machine starts from
-    /// empty) and continue after `meta.index`.
+    /// A snapshot was installed: load it from `dir` (hard links to its
+    /// files under their names, removed after the load; the state machine
+    /// starts from empty) and continue after `meta.index`.
     Load {
         meta: SnapshotMeta,
-        files: Vec<Vec<u8>>,
+        dir: PathBuf,
     },
     /// This node leads `term`; its first entry is at `first_index`.
     LeaderStart {
@@ -91,9 +99,10 @@ pub(crate) enum ApplyMsg {
 /// A snapshot of the state machine as of `index`, for the node task to store.
 pub(crate) struct TakenSnapshot {
     pub(crate) index: u64,
-    /// `None` when nothing was applied since the latest snapshot (only an
-    /// on-demand request sends that, to get its answer).
-    pub(crate) files: Option<Vec<(String, Vec<u8>)>>,
+    /// The staged, synced files; `Ok(None)` when nothing was applied since
+    /// the latest snapshot (only an on-demand request sends that, to get
+    /// its answer); `Err` when the state machine or the staging failed.
+    pub(crate) outcome: Result<Option<Staged>, String>,
     /// Who asked for it, for a snapshot taken on demand.
     pub(crate) reply: Option<oneshot::Sender<Result<u64, NodeError>>>,
 }
@@ -107,6 +116,13 @@ pub(crate) struct ApplyTask {
     /// The index of the latest snapshot taken or loaded.
     pub(crate) last_snapshot: u64,
     pub(crate) snapshot_tx: mpsc::Sender<TakenSnapshot>,
+    /// Where snapshots are staged.
+    pub(crate) staging: Arc<Staging>,
+    /// The save in flight (its job and the hand-over to the node task).
+    pub(crate) saving: Option<JoinHandle<()>>,
+    /// The index of the latest snapshot this task saved successfully (set
+    /// by the save's task, once its files are durable).
+    pub(crate) saved_through: Arc<AtomicU64>,
     /// A leadership announced but not started: its first entry is not
     /// applied yet.
     pub(crate) leader_pending: Option<(u64, u64)>,
@@ -146,6 +162,12 @@ impl ApplyTask {
             }
             self.handle(msg);
         }
+        if let Some(h) = self.saving.take() {
+            // Not waited for: its hand-over could wait forever on a node
+            // task that is gone. A job already running finishes on its
+            // thread; its staging directory is removed at the next open.
+            h.abort();
+        }
         if self.leading {
             self.sm.on_leader_stop();
         }
@@ -162,7 +184,7 @@ impl ApplyTask {
                 self.apply(entries);
                 self.maybe_snapshot();
             }
-            ApplyMsg::Load { meta, files } => self.load(meta, files),
+            ApplyMsg::Load { meta, dir } => self.load(meta, dir),
             ApplyMsg::LeaderStart { term, first_index } => {
                 self.leader_pending = Some((term, first_index));
             }
@@ -197,15 +219,13 @@ impl ApplyTask {
         });
     }
 
-    /// Loads an installed snapshot (or the one storage holds at start).
-    pub(crate) fn load(&mut self, meta: SnapshotMeta, files: Vec<Vec<u8>>) {
-        let named = meta
-            .files
-            .iter()
-            .map(|f| f.name.clone())
-            .zip(files)
-            .collect();
-        if let Err(e) = self.sm.on_snapshot_load(named) {
+    /// Loads an installed snapshot (or the one storage holds at start)
+    /// from `dir`, which is removed afterwards.
+    pub(crate) fn load(&mut self, meta: SnapshotMeta, dir: PathBuf) {
+        let names: Vec<String> = meta.files.iter().map(|f| f.name.clone()).collect();
+        let loaded = self.sm.on_snapshot_load(&dir, &names);
+        remove_quietly(&dir);
+        if let Err(e) = loaded {
             self.fail(&format!("loading the snapshot at {}: {e}", meta.index));
             return;
         }
@@ -216,6 +236,9 @@ impl ApplyTask {
         });
         self.applied = meta.index;
         self.last_snapshot = meta.index;
+        // The store holds this one: asking for a snapshot now has nothing
+        // newer to save.
+        self.saved_through.fetch_max(meta.index, Ordering::AcqRel);
         let conf = &meta.conf;
         self.sm.on_configuration_committed(&Membership {
             voters: conf.voters.clone(),
@@ -315,34 +338,103 @@ impl ApplyTask {
         {
             return;
         }
-        let files = self.sm.on_snapshot_save();
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            // One save at a time: the next interval tries again.
+            return;
+        }
+        self.last_snapshot = self.applied;
+        self.start_snapshot(None);
+    }
+
+    /// Takes a snapshot on request. Unlike the periodic one it waits for a
+    /// save in flight first: someone is waiting for this one.
+    async fn snapshot_now(&mut self, reply: oneshot::Sender<Result<u64, NodeError>>) {
+        if let Some(h) = self.saving.take() {
+            // Its result is queued before ours (or it panicked: the node
+            // task answers with the latest stored snapshot).
+            let _ = h.await;
+        }
+        if self.applied > self.saved_through.load(Ordering::Acquire) {
+            self.last_snapshot = self.last_snapshot.max(self.applied);
+            self.start_snapshot(Some(reply));
+            return;
+        }
         let snap = TakenSnapshot {
             index: self.applied,
-            files: Some(files),
-            reply: None,
+            outcome: Ok(None),
+            reply: Some(reply),
         };
-        // A full queue holds an older snapshot the node task has not stored
-        // yet; this one is skipped and the next interval tries again.
-        if self.snapshot_tx.try_send(snap).is_ok() {
-            self.last_snapshot = self.applied;
+        if let Err(mpsc::error::SendError(s)) = self.snapshot_tx.send(snap).await {
+            if let Some(r) = s.reply {
+                let _ = r.send(Err(NodeError::Stopped));
+            }
         }
     }
 
-    /// Takes a snapshot on request. Unlike the periodic one it waits for
-    /// room in the queue: someone is waiting for this one.
-    async fn snapshot_now(&mut self, reply: oneshot::Sender<Result<u64, NodeError>>) {
-        let files = (self.applied > self.last_snapshot).then(|| self.sm.on_snapshot_save());
-        let snap = TakenSnapshot {
-            index: self.applied,
-            files,
-            reply: Some(reply),
-        };
-        match self.snapshot_tx.send(snap).await {
-            Ok(()) => self.last_snapshot = self.last_snapshot.max(self.applied),
-            Err(mpsc::error::SendError(s)) => {
+    /// Asks the state machine for a snapshot as of the applied index (on
+    /// this task: rule 4), then finishes it on a blocking thread and hands
+    /// it to the node task, without waiting: applying goes on.
+    fn start_snapshot(&mut self, reply: Option<oneshot::Sender<Result<u64, NodeError>>>) {
+        let index = self.applied;
+        let prepared = self.prepare_snapshot(index);
+        let tx = self.snapshot_tx.clone();
+        let saved_through = self.saved_through.clone();
+        self.saving = Some(tokio::spawn(async move {
+            let outcome = match prepared {
+                Err(e) => Err(e),
+                Ok((dir, names, job)) => {
+                    let at = dir.clone();
+                    let done =
+                        tokio::task::spawn_blocking(move || finish_staged(&at, &names, job)).await;
+                    match done {
+                        Ok(Ok(staged)) => {
+                            saved_through.fetch_max(index, Ordering::AcqRel);
+                            Ok(Some(staged))
+                        }
+                        Ok(Err(e)) => {
+                            remove_quietly(&dir);
+                            Err(e)
+                        }
+                        Err(e) => {
+                            remove_quietly(&dir);
+                            Err(format!("the snapshot job did not finish: {e}"))
+                        }
+                    }
+                }
+            };
+            let snap = TakenSnapshot {
+                index,
+                outcome,
+                reply,
+            };
+            if let Err(mpsc::error::SendError(s)) = tx.send(snap).await {
+                if let Ok(Some(staged)) = &s.outcome {
+                    remove_quietly(&staged.dir);
+                }
                 if let Some(r) = s.reply {
                     let _ = r.send(Err(NodeError::Stopped));
                 }
+            }
+        }));
+    }
+
+    /// A fresh staging directory and what the state machine wrote there.
+    fn prepare_snapshot(
+        &mut self,
+        index: u64,
+    ) -> Result<(PathBuf, Vec<String>, Option<SnapshotJob>), String> {
+        let dir = self.staging.fresh_dir("save", index)?;
+        let mut writer = SnapshotWriter::new(index, dir.clone());
+        match self.sm.on_snapshot_save(&mut writer) {
+            Ok(job) => {
+                let (dir, names) = writer.into_parts();
+                Ok((dir, names, job))
+            }
+            Err(e) => {
+                remove_quietly(&dir);
+                Err(format!(
+                    "the state machine could not save a snapshot at {index}: {e}"
+                ))
             }
         }
     }

@@ -127,6 +127,12 @@ pub const DEFAULT_PROPOSAL_BYTES: usize = 4 * MAX_DATA_BYTES;
 pub const APPLY_QUEUE: usize = 64;
 /// Snapshots taken by the apply task waiting for the node task to store.
 pub const SNAPSHOT_QUEUE: usize = 1;
+/// The buffer a snapshot file streams through in the runtime (checksumming
+/// a saved snapshot's files, copying a snapshot out of a store held in
+/// memory), in bytes: with the core's `snapshot_chunk_size` per chunk in
+/// flight, what saving, sending and installing a snapshot of any size
+/// holds in memory.
+pub const SNAPSHOT_IO_BUFFER: usize = 1 << 20;
 
 // ----- the relations the limits above rely on --------------------------------
 

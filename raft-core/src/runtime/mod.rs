@@ -3,7 +3,8 @@
 //! over TCP between processes (many groups over one connection per peer),
 //! `node` drives one group's core on a tokio task (ticks, group commit,
 //! pipelined replication) and applies committed entries on another, through
-//! the user's `StateMachine`. Every limit of these parts (queues in items
+//! the user's `StateMachine`, whose snapshots `snapshot` stages, checksums
+//! and hands over as directories. Every limit of these parts (queues in items
 //! and bytes, wire sizes, timeouts' defaults) is named in `limits`.
 
 pub mod apply;
@@ -11,6 +12,7 @@ pub mod codec;
 pub mod host;
 pub mod limits;
 pub mod node;
+mod snapshot;
 pub mod state_machine;
 pub mod status;
 pub mod trace;

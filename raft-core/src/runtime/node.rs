@@ -47,6 +47,7 @@ use super::apply::{
 };
 use super::codec;
 use super::limits::{ByteBudget, HeldBytes};
+use super::snapshot::{prepare_load, remove_quietly, Staged, Staging};
 use super::state_machine::StateMachine;
 use super::status::{Histogram, NodeMetrics, NodeStatus};
 use super::trace::NodeTracer;
@@ -194,6 +195,11 @@ pub enum NodeError {
     /// Starting the node failed.
     #[error("cannot start the node: {0}")]
     Start(String),
+    /// The state machine could not save the snapshot asked for (its
+    /// `on_snapshot_save` or its job failed, or the staging directory
+    /// could not be written). The node goes on.
+    #[error("snapshot not saved: {0}")]
+    Snapshot(String),
 }
 
 /// What the handle reads without asking the node task: enough to refuse a
@@ -316,9 +322,20 @@ impl RaftNode {
                 codec::MAX_ENVELOPE_BYTES
             )));
         }
-        let initial = storage
-            .snapshot_files()
-            .map_err(|e| NodeError::Start(e.to_string()))?;
+        let staging =
+            Arc::new(Staging::for_storage(&storage, cfg.id, cfg.group).map_err(NodeError::Start)?);
+        // Checked by streaming (memory stays bounded whatever its size),
+        // then handed to the state machine as a directory of hard links.
+        let initial = match storage
+            .verify_snapshot()
+            .map_err(|e| NodeError::Start(e.to_string()))?
+        {
+            Some(meta) => {
+                let dir = prepare_load(&storage, &staging, &meta).map_err(NodeError::Start)?;
+                Some((meta, dir))
+            }
+            None => None,
+        };
         let seed = seed_for(cfg.id);
         let raft = Raft::new(cfg.config.clone(), storage, Box::new(SplitMix64(seed)))
             .map_err(|e| NodeError::Start(e.to_string()))?;
@@ -354,14 +371,17 @@ impl RaftNode {
             snapshot_every: cfg.snapshot_every,
             last_snapshot: start_index,
             snapshot_tx: snap_tx,
+            staging: staging.clone(),
+            saving: None,
+            saved_through: Arc::new(AtomicU64::new(start_index)),
             leader_pending: None,
             leading: false,
             following: false,
             failed: false,
             fatal: fatal_tx,
         };
-        if let Some((meta, files)) = initial {
-            apply.load(meta, files);
+        if let Some((meta, dir)) = initial {
+            apply.load(meta, dir);
             if apply.failed {
                 apply.sm.on_shutdown();
                 return Err(NodeError::Start(
@@ -409,6 +429,7 @@ impl RaftNode {
             traced_role: (Role::Follower, None),
             contract: WorkCheck::new(start_index),
             seen_ticks: cfg_clock_now(&cfg_clock),
+            staging,
         };
         tokio::spawn(node.run(prop_rx, inbox_rx, control_rx, snap_rx, fatal_rx, apply_task));
         let tx = Arc::new(Senders {
@@ -699,6 +720,8 @@ struct NodeTask {
     contract: WorkCheck,
     /// With a host clock: the host tick this node has caught up to.
     seen_ticks: u64,
+    /// Where snapshots are staged (shared with the apply task).
+    staging: Arc<Staging>,
 }
 
 impl NodeTask {
@@ -980,12 +1003,20 @@ impl NodeTask {
     }
 
     /// Stores a snapshot the apply task took and compacts the log behind
-    /// it, keeping `log_margin` entries.
+    /// it, keeping `log_margin` entries. A snapshot the state machine
+    /// failed to write is counted and skipped; failing to store one stops
+    /// the node (a storage failure).
     fn save_snapshot(&mut self, mut s: TakenSnapshot) -> Flow {
         let reply = s.reply.take();
-        let (outcome, flow) = match self.store_snapshot(s) {
-            Ok(index) => (Ok(index), Flow::Continue),
-            Err(e) => (Err(NodeError::Failed(e.clone())), Flow::Fail(e)),
+        let (outcome, flow) = match s.outcome {
+            Err(e) => {
+                self.metrics.snapshots_failed += 1;
+                (Err(NodeError::Snapshot(e)), Flow::Continue)
+            }
+            Ok(staged) => match self.store_snapshot(s.index, staged) {
+                Ok(index) => (Ok(index), Flow::Continue),
+                Err(e) => (Err(NodeError::Failed(e.clone())), Flow::Fail(e)),
+            },
         };
         if let Some(r) = reply {
             let _ = r.send(outcome);
@@ -993,10 +1024,12 @@ impl NodeTask {
         flow
     }
 
-    /// Stores `s` unless a snapshot at least as new is stored already;
-    /// returns the index of the latest stored snapshot after that.
-    fn store_snapshot(&mut self, s: TakenSnapshot) -> Result<u64, String> {
-        let Some(files) = s.files else {
+    /// Stores the snapshot staged as `staged` at `index` unless one at
+    /// least as new is stored already (its directory is then removed);
+    /// returns the index of the latest stored snapshot after that. On the
+    /// node task: a meta write and a rename, whatever the files' sizes.
+    fn store_snapshot(&mut self, index: u64, staged: Option<Staged>) -> Result<u64, String> {
+        let Some(staged) = staged else {
             return Ok(self
                 .driver
                 .raft()
@@ -1005,13 +1038,16 @@ impl NodeTask {
                 .map_or(0, |m| m.index));
         };
         let (driver, keep) = (&mut self.driver, self.cfg.log_margin);
-        let saved = blocking(|| driver.save_snapshot(s.index, files, keep))
-            .map_err(|e| format!("saving a snapshot: {e}"))?;
+        let saved = blocking(|| driver.save_snapshot_dir(index, &staged.dir, staged.files, keep));
+        // Renamed into place when stored in files; otherwise (refused, or
+        // copied into a store in memory) no longer needed.
+        remove_quietly(&staged.dir);
+        let saved = saved.map_err(|e| format!("saving a snapshot: {e}"))?;
         if saved.stored {
             self.metrics.snapshots_saved += 1;
             if let Some(t) = self.tracer.as_mut() {
                 let r = self.driver.raft();
-                let upto = s.index.saturating_sub(keep);
+                let upto = index.saturating_sub(keep);
                 t.compacted(r.term(), r.role(), r.commit_index(), upto);
             }
         }
@@ -1033,6 +1069,7 @@ impl NodeTask {
                 deferred_reads: &mut self.deferred_reads,
                 waiters: &self.waiters,
                 contract: &mut self.contract,
+                staging: &self.staging,
                 to_apply: Vec::new(),
                 started: Instant::now(),
             };
@@ -1093,6 +1130,7 @@ struct RuntimeHost<'a> {
     deferred_reads: &'a mut Vec<(ReadMode, oneshot::Sender<Result<u64, NodeError>>)>,
     waiters: &'a Waiters,
     contract: &'a mut WorkCheck,
+    staging: &'a Staging,
     to_apply: Vec<ApplyMsg>,
     /// When the current `Ready` was taken, for the log sync latency.
     started: Instant,
@@ -1108,7 +1146,7 @@ impl Host for RuntimeHost<'_> {
         });
     }
 
-    fn work(&mut self, _raft: &Raft<NodeStorage>, work: Work) -> Result<(), String> {
+    fn work(&mut self, raft: &Raft<NodeStorage>, work: Work) -> Result<(), String> {
         self.contract
             .check(&work)
             .map_err(|why| format!("state machine contract broken: {why}"))?;
@@ -1131,9 +1169,13 @@ impl Host for RuntimeHost<'_> {
             Work::StopFollowing => ApplyMsg::StopFollowing,
             Work::StartFollowing { leader, term } => ApplyMsg::StartFollowing { leader, term },
             Work::LeaderStart { term, first_index } => ApplyMsg::LeaderStart { term, first_index },
-            Work::Load { meta, files } => {
+            Work::Load { meta, .. } => {
+                // Hard links, taken now: a newer snapshot may replace this
+                // one in the store before the apply task loads it.
+                let dir = prepare_load(raft.storage(), self.staging, &meta)
+                    .map_err(|e| format!("handing over the snapshot at {}: {e}", meta.index))?;
                 self.metrics.snapshots_installed += 1;
-                ApplyMsg::Load { meta, files }
+                ApplyMsg::Load { meta, dir }
             }
             Work::Entries(entries) => ApplyMsg::Entries(entries),
         };

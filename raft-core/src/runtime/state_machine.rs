@@ -27,9 +27,19 @@
 //!    a reply, the state is what `on_apply` did.
 //! 4. **Snapshots are the state exactly at an index.**
 //!    [`StateMachine::on_snapshot_save`] is called between two batches and
-//!    must capture everything applied so far and nothing else.
+//!    must capture everything applied so far and nothing else: the files
+//!    it creates through the [`SnapshotWriter`] (and the job it may hand
+//!    back, which runs later on a blocking thread while entries keep being
+//!    applied) must hold the state as of [`SnapshotWriter::index`], never
+//!    a later one. Whatever the job needs it must capture at the call (an
+//!    immutable copy, or files that will not change).
 //! 5. **Loading starts from empty.** [`StateMachine::on_snapshot_load`]
 //!    replaces the whole state: nothing applied before survives it.
+//!    Snapshot files are immutable: a file created through the writer, a
+//!    file hard-linked into a snapshot ([`SnapshotWriter::link`]) and a
+//!    loaded file (hard links to the stored snapshot, which the node may
+//!    be sending to a follower) must never be written in place again;
+//!    replace a file by writing a new one and renaming it.
 //! 6. **Leader-only work follows the callbacks.**
 //!    [`StateMachine::on_leader_start`] comes once this leader's first entry
 //!    is applied (so every entry committed before its term is applied too);
@@ -41,6 +51,8 @@
 //!    leader followed.
 //! 8. **Shutdown is last.** [`StateMachine::on_shutdown`] is the final call,
 //!    made exactly once when the node stops, whatever the reason.
+
+use std::path::{Path, PathBuf};
 
 use tokio::sync::oneshot;
 
@@ -159,18 +171,34 @@ pub trait StateMachine: Send + 'static {
     /// membership changes) are not passed here.
     fn on_apply(&mut self, entries: &mut dyn Iterator<Item = Applied>);
 
-    /// Returns the state as named files, exactly as of the last applied
-    /// entry (rule 4). The runtime stores them with a checksum and may send
-    /// them to other nodes, which pass them to `on_snapshot_load`.
-    fn on_snapshot_save(&mut self) -> Vec<(String, Vec<u8>)>;
+    /// Saves the state, exactly as of the last applied entry
+    /// ([`SnapshotWriter::index`], rule 4), as named files created through
+    /// `writer` (written in pieces, or hard-linked from files already on
+    /// disk). What is slow may be handed back as a [`SnapshotJob`]: the
+    /// runtime runs it on a blocking thread while entries keep being
+    /// applied and replicated, and the snapshot is complete when it
+    /// returns `Ok`. The runtime then syncs the files, checksums them by
+    /// streaming, and stores them; it may send them to other nodes, whose
+    /// state machines get them in `on_snapshot_load`.
+    ///
+    /// An `Err` (here or from the job) skips this snapshot: the node goes
+    /// on, counts it (`NodeMetrics::snapshots_failed`), and a caller of
+    /// `NodeHandle::snapshot` gets the error.
+    fn on_snapshot_save(
+        &mut self,
+        writer: &mut SnapshotWriter,
+    ) -> Result<Option<SnapshotJob>, String>;
 
-    /// Replaces the whole state by a snapshot's `files` (as returned by
-    /// `on_snapshot_save`, names included), starting from empty (rule 5).
-    /// Called at start when storage holds a snapshot, and when a snapshot
-    /// from the leader is installed. The files were checked against their
-    /// checksums; an `Err` means they cannot be understood, and stops the
-    /// node.
-    fn on_snapshot_load(&mut self, files: Vec<(String, Vec<u8>)>) -> Result<(), String>;
+    /// Replaces the whole state by the snapshot in `dir`, starting from
+    /// empty (rule 5): `files` are the names `on_snapshot_save` gave, in
+    /// order, each at `dir.join(name)`. Called at start when storage holds
+    /// a snapshot, and when a snapshot from the leader is installed. The
+    /// files were checked against their checksums. They are hard links to
+    /// the stored snapshot (or copies, for a store in memory): read them,
+    /// or hard-link them to keep them, but never write them (rule 5). The
+    /// directory is removed when this returns. An `Err` means they cannot
+    /// be understood, and stops the node.
+    fn on_snapshot_load(&mut self, dir: &Path, files: &[String]) -> Result<(), String>;
 
     /// This node leads `term`, and everything committed before its term is
     /// applied (rule 6). Leader-only work may start.
@@ -198,4 +226,207 @@ pub trait StateMachine: Send + 'static {
 
     /// The node stopped; nothing is called after this (rule 8).
     fn on_shutdown(&mut self) {}
+}
+
+/// Work a state machine hands back from
+/// [`StateMachine::on_snapshot_save`] to finish its snapshot off the apply
+/// task: the runtime runs it once on a blocking thread (apply and
+/// replication go on meanwhile) and stores the snapshot when it returns
+/// `Ok`. The runtime does not wait for a running job when the node stops.
+pub type SnapshotJob = Box<dyn FnOnce() -> Result<(), String> + Send + 'static>;
+
+/// Most files a snapshot may hold (the wire's limit).
+pub const MAX_SNAPSHOT_FILES: usize = super::limits::MAX_SNAPSHOT_FILES;
+
+/// Longest snapshot file name accepted, in bytes: names become file names
+/// when a snapshot is loaded, so they must fit a file system's.
+pub const MAX_SNAPSHOT_FILE_NAME: usize = 255;
+
+/// Why a snapshot file could not be created or linked.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Names become file names in the directory `on_snapshot_load` gets:
+    /// only ASCII letters, digits, `.`, `_` and `-`, not starting with `.`,
+    /// at most [`MAX_SNAPSHOT_FILE_NAME`] bytes.
+    #[error("bad snapshot file name {name:?}: {why}")]
+    BadName { name: String, why: &'static str },
+    /// Two files of one snapshot with the same name.
+    #[error("snapshot file {0:?} created twice")]
+    Duplicate(String),
+    /// More than [`MAX_SNAPSHOT_FILES`] files.
+    #[error("a snapshot holds at most {MAX_SNAPSHOT_FILES} files")]
+    TooMany,
+    /// The operating system refused.
+    #[error("{op} {}: {source}", .path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Checks that `name` may name a snapshot file (see
+/// [`SnapshotError::BadName`]). Applied when saving and again when loading:
+/// a received meta's names come from another node.
+pub fn check_file_name(name: &str) -> Result<(), SnapshotError> {
+    let bad = |why| {
+        Err(SnapshotError::BadName {
+            name: name.chars().take(64).collect(),
+            why,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > MAX_SNAPSHOT_FILE_NAME {
+        return bad("too long");
+    }
+    if name.starts_with('.') {
+        return bad("starts with a dot");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// Where [`StateMachine::on_snapshot_save`] puts a snapshot's files: a
+/// fresh directory under the node's snapshot store (for a store on disk),
+/// so storing the finished snapshot is a rename, never a copy.
+///
+/// Guarantees: each file created or linked here is part of the snapshot,
+/// in the order created, under its name; nothing else is. The runtime
+/// syncs the files and computes their sizes and checksums once the save
+/// (and its job, if any) finished: the state machine only writes.
+#[derive(Debug)]
+pub struct SnapshotWriter {
+    index: u64,
+    dir: PathBuf,
+    names: Vec<String>,
+}
+
+impl SnapshotWriter {
+    /// A writer into `dir`, which must exist and be empty.
+    pub(crate) fn new(index: u64, dir: PathBuf) -> SnapshotWriter {
+        SnapshotWriter {
+            index,
+            dir,
+            names: Vec::new(),
+        }
+    }
+
+    /// The applied index the snapshot must capture: the state after this
+    /// entry, and nothing applied later.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Checks `name` and reserves the next position for it.
+    fn reserve(&mut self, name: &str) -> Result<PathBuf, SnapshotError> {
+        check_file_name(name)?;
+        if self.names.iter().any(|n| n == name) {
+            return Err(SnapshotError::Duplicate(name.to_string()));
+        }
+        if self.names.len() >= MAX_SNAPSHOT_FILES {
+            return Err(SnapshotError::TooMany);
+        }
+        Ok(crate::storage::staged_file(&self.dir, self.names.len()))
+    }
+
+    /// Creates the snapshot file `name`, empty, and returns it open for
+    /// writing. Write it here or move it into the [`SnapshotJob`]; it
+    /// must be complete when the save (and its job) returns. No need to
+    /// sync it: the runtime does.
+    pub fn create(&mut self, name: &str) -> Result<std::fs::File, SnapshotError> {
+        let path = self.reserve(name)?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|source| SnapshotError::Io {
+                op: "create",
+                path: path.clone(),
+                source,
+            })?;
+        self.names.push(name.to_string());
+        Ok(f)
+    }
+
+    /// Makes the existing file `existing` the snapshot file `name` by a
+    /// hard link: no byte is copied, whatever its size. `existing` must be
+    /// on the same file system as the node's storage, and must never be
+    /// written in place again (it now also is the snapshot; see rule 5 of
+    /// the module docs).
+    pub fn link(&mut self, name: &str, existing: &Path) -> Result<(), SnapshotError> {
+        let path = self.reserve(name)?;
+        std::fs::hard_link(existing, &path).map_err(|source| SnapshotError::Io {
+            op: "link",
+            path: existing.to_path_buf(),
+            source,
+        })?;
+        self.names.push(name.to_string());
+        Ok(())
+    }
+
+    /// The directory and the names of the files, in order.
+    pub(crate) fn into_parts(self) -> (PathBuf, Vec<String>) {
+        (self.dir, self.names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_file_name, SnapshotError, SnapshotWriter};
+
+    #[test]
+    fn snapshot_file_names_are_safe_file_names_and_unique() {
+        for ok in ["kv", "sessions", "chunk-0001.dat", "A_b.c"] {
+            check_file_name(ok).unwrap();
+        }
+        let long = "x".repeat(256);
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "../x",
+            "a b",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(
+                matches!(check_file_name(bad), Err(SnapshotError::BadName { .. })),
+                "{bad:?}"
+            );
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = SnapshotWriter::new(7, tmp.path().to_path_buf());
+        assert_eq!(w.index(), 7);
+        w.create("a").unwrap();
+        assert!(matches!(w.create("a"), Err(SnapshotError::Duplicate(_))));
+        assert!(matches!(
+            w.create("../a"),
+            Err(SnapshotError::BadName { .. })
+        ));
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, b"on disk already").unwrap();
+        w.link("b", &outside).unwrap();
+        let missing = tmp.path().join("missing");
+        assert!(matches!(
+            w.link("c", &missing),
+            Err(SnapshotError::Io { .. })
+        ));
+        let (dir, names) = w.into_parts();
+        assert_eq!(names, ["a", "b"]);
+        // Stored by position, never by the application's name.
+        assert_eq!(
+            std::fs::read(crate::storage::staged_file(&dir, 1)).unwrap(),
+            b"on disk already"
+        );
+    }
 }

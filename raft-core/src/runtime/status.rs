@@ -48,6 +48,9 @@ pub struct NodeMetrics {
     pub snapshots_saved: u64,
     /// Snapshots received from a leader and loaded.
     pub snapshots_installed: u64,
+    /// Snapshots the state machine failed to write (skipped; the node
+    /// goes on).
+    pub snapshots_failed: u64,
     /// Linearizable reads confirmed by this node as leader (both kinds).
     pub reads: u64,
     /// Of those, reads served by the leader's lease, without a round.

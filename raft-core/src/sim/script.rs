@@ -739,6 +739,10 @@ impl Host for ScriptHost<'_> {
         self.sc.queue.push_back(msg);
     }
 
+    fn snapshot_in_memory(&self) -> bool {
+        true // a script's state machine is bytes
+    }
+
     fn work(&mut self, _raft: &Raft<NodeStorage>, work: Work) -> Result<(), String> {
         let (id, i) = (self.id, self.id as usize - 1);
         match work {
@@ -747,6 +751,11 @@ impl Host for ScriptHost<'_> {
                     .inv
                     .on_install(id, meta.index, meta.term)
                     .map_err(broken)?;
+                let files = files.ok_or_else(|| {
+                    format!("snapshot {} handed over without its files", meta.index)
+                })?;
+                // A script's snapshot is one file, or none for an empty
+                // state machine.
                 self.sc.nodes[i].sm = files.into_iter().next().unwrap_or_default();
                 let _ = writeln!(
                     self.sc.out,

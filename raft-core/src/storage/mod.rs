@@ -35,8 +35,8 @@ mod uri;
 pub use cache::DEFAULT_ENTRY_CACHE_BYTES;
 pub use error::{RecoveryReport, StorageError, TornTail};
 pub use memory::{MemoryLog, MemoryMeta, MemorySnapshots};
-pub use node::{NodeStorage, SnapshotContents};
-pub use traits::{LogStore, MetaStore, SnapshotStore};
+pub use node::{NodeStorage, SnapshotContents, VERIFY_CHUNK_BYTES};
+pub use traits::{staged_file, LogStore, MetaStore, SnapshotStore};
 pub use uri::{open, StorageUri};
 
 /// Read access to the durable part of a node's state.

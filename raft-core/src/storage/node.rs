@@ -23,6 +23,10 @@ use super::{
 /// `meta.files`.
 pub type SnapshotContents = (SnapshotMeta, Vec<Vec<u8>>);
 
+/// The largest read [`NodeStorage::verify_snapshot`] makes: what checking
+/// a snapshot of any size holds in memory at once.
+pub const VERIFY_CHUNK_BYTES: u64 = 1 << 20;
+
 /// A node's durable state: a [`LogStore`], a [`MetaStore`] and a
 /// [`SnapshotStore`] behind one [`Storage`].
 ///
@@ -333,9 +337,11 @@ impl NodeStorage {
         Ok(())
     }
 
-    /// The latest snapshot's meta and the contents of its files, for
-    /// loading the state machine after an install or a restart. Each file
-    /// is checked against the size and CRC-32C in the meta: a state machine
+    /// The latest snapshot's meta and the contents of its files, in
+    /// memory: the simulator's and the tests' way to load a state machine
+    /// (the runtime loads from [`NodeStorage::latest_snapshot_dir`]
+    /// instead, after [`NodeStorage::verify_snapshot`]). Each file is
+    /// checked against the size and CRC-32C in the meta: a state machine
     /// never loads bytes that changed on disk.
     pub fn snapshot_files(&self) -> Result<Option<SnapshotContents>, StorageError> {
         let Some(meta) = self.snapshots.latest() else {
@@ -346,27 +352,85 @@ impl NodeStorage {
             let data = self.snapshots.read_chunk(i as u32, 0, f.size)?;
             let crc = crate::checksum(&data);
             if data.len() as u64 != f.size || crc != f.crc {
-                let reason = format!(
-                    "file {i} ({}) of the snapshot at {} holds {} bytes with CRC-32C {crc:#010x}; \
-                     its meta records {} bytes with CRC-32C {:#010x}",
-                    f.name,
-                    meta.index,
-                    data.len(),
-                    f.size,
-                    f.crc
-                );
-                return Err(match self.snapshots.latest_file_path(i as u32) {
-                    Some(file) => StorageError::Corrupt {
-                        file,
-                        offset: 0,
-                        reason,
-                    },
-                    None => StorageError::Inconsistent(reason),
-                });
+                return Err(self.mismatch(&meta, i, data.len() as u64, crc));
             }
             files.push(data);
         }
         Ok(Some((meta, files)))
+    }
+
+    /// Checks every file of the latest snapshot against the size and
+    /// CRC-32C of its meta, streaming each through a buffer of at most
+    /// [`VERIFY_CHUNK_BYTES`]: memory stays bounded whatever the files'
+    /// sizes. Returns the meta checked (`None`: no snapshot).
+    pub fn verify_snapshot(&self) -> Result<Option<SnapshotMeta>, StorageError> {
+        let Some(meta) = self.snapshots.latest() else {
+            return Ok(None);
+        };
+        for (i, f) in meta.files.iter().enumerate() {
+            let (mut at, mut crc) = (0u64, 0u32);
+            while at < f.size {
+                let data =
+                    self.snapshots
+                        .read_chunk(i as u32, at, VERIFY_CHUNK_BYTES.min(f.size - at))?;
+                if data.is_empty() {
+                    break; // shorter than its meta: reported below
+                }
+                crc = crate::checksum_extend(crc, &data);
+                at += data.len() as u64;
+            }
+            if at != f.size || crc != f.crc {
+                return Err(self.mismatch(&meta, i, at, crc));
+            }
+        }
+        Ok(Some(meta))
+    }
+
+    /// The error for file `i` of the snapshot `meta` found holding `held`
+    /// bytes with checksum `crc`.
+    fn mismatch(&self, meta: &SnapshotMeta, i: usize, held: u64, crc: u32) -> StorageError {
+        let f = &meta.files[i];
+        let reason = format!(
+            "file {i} ({}) of the snapshot at {} holds {held} bytes with CRC-32C {crc:#010x}; \
+             its meta records {} bytes with CRC-32C {:#010x}",
+            f.name, meta.index, f.size, f.crc
+        );
+        match self.snapshots.latest_file_path(i as u32) {
+            Some(file) => StorageError::Corrupt {
+                file,
+                offset: 0,
+                reason,
+            },
+            None => StorageError::Inconsistent(reason),
+        }
+    }
+
+    /// The latest snapshot's meta and the directory holding its files
+    /// (file `i` at [`super::staged_file`]`(dir, i)`); `None` when there is
+    /// no snapshot or the store keeps it in memory.
+    pub fn latest_snapshot_dir(&self) -> Option<(SnapshotMeta, std::path::PathBuf)> {
+        Some((self.snapshots.latest()?, self.snapshots.latest_dir()?))
+    }
+
+    /// Where a new snapshot may be staged for
+    /// [`NodeStorage::save_snapshot_dir`] (see
+    /// [`SnapshotStore::staging_root`]); `None` for a store in memory.
+    pub fn snapshot_staging_root(&self) -> Option<std::path::PathBuf> {
+        self.snapshots.staging_root()
+    }
+
+    /// Makes the snapshot staged in `dir` (file `i` of `meta` at
+    /// [`super::staged_file`]`(dir, i)`, durable, with the sizes and
+    /// checksums of `meta`) the latest one; see [`SnapshotStore::save_dir`].
+    /// For a file store this is a rename: its cost does not depend on the
+    /// files' sizes. Returns whether it was stored (false: one at least as
+    /// new is; `dir` is left for the caller to remove).
+    pub fn save_snapshot_dir(
+        &mut self,
+        meta: &SnapshotMeta,
+        dir: &std::path::Path,
+    ) -> Result<bool, StorageError> {
+        self.snapshots.save_dir(meta, dir)
     }
 
     /// Drops the log entries up to `upto`, which the latest snapshot must

@@ -10,6 +10,8 @@
 //! Every implementation must pass the conformance suite in
 //! `raft-core/tests/storage_conformance.rs`.
 
+use std::path::{Path, PathBuf};
+
 use crate::core::{ConfState, Entry, HardState, SnapshotMeta};
 
 use super::StorageError;
@@ -90,6 +92,61 @@ pub trait SnapshotStore: Send {
     fn latest_file_path(&self, _file: u32) -> Option<std::path::PathBuf> {
         None
     }
+
+    /// The directory holding the latest snapshot's files, file `i` of its
+    /// meta at [`staged_file`]`(dir, i)`; `None` for stores that are not
+    /// files. The directory stays until a newer snapshot replaces it.
+    fn latest_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// A directory, on the file system of the snapshot directories, under
+    /// which a new snapshot may be staged for [`SnapshotStore::save_dir`]
+    /// (a staging directory there is moved into place by a rename, never
+    /// copied). Names ending in `.tmp` are removed when the store opens.
+    /// `None` for stores that are not files: stage anywhere, and
+    /// `save_dir` copies the files in.
+    fn staging_root(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Makes the snapshot staged in `dir` the latest one, as
+    /// [`SnapshotStore::save`] does for files in memory: file `i` of
+    /// `meta.files` is [`staged_file`]`(dir, i)`, already durable, with the
+    /// size and CRC-32C its meta records. A snapshot not newer than the
+    /// latest changes nothing (returns false and leaves `dir` alone).
+    ///
+    /// A file store checks the sizes (not the checksums: whoever staged
+    /// the files computed them while syncing them), adds its meta and
+    /// renames `dir` into place, atomically and durably; `dir` must be a
+    /// child of [`SnapshotStore::staging_root`]. This default, for stores
+    /// held in memory, reads the files in and checks their checksums.
+    fn save_dir(&mut self, meta: &SnapshotMeta, dir: &Path) -> Result<bool, StorageError> {
+        let mut files = Vec::with_capacity(meta.files.len());
+        for (i, f) in meta.files.iter().enumerate() {
+            let path = staged_file(dir, i);
+            let data = std::fs::read(&path).map_err(|source| StorageError::Io {
+                op: "read",
+                path: path.clone(),
+                source,
+            })?;
+            if data.len() as u64 != f.size || crate::checksum(&data) != f.crc {
+                return Err(StorageError::Invalid(format!(
+                    "staged snapshot file {} does not match its size or checksum",
+                    path.display()
+                )));
+            }
+            files.push(data);
+        }
+        self.save(meta, &files)
+    }
+}
+
+/// Where file `i` (its position in the meta) of a snapshot lives inside a
+/// snapshot directory, staged or stored: `<i>.dat`. File names in the meta
+/// are the application's and never name files on disk.
+pub fn staged_file(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("{i}.dat"))
 }
 
 /// Checks a read of `lo..hi` against a log holding `first..=last`, the way

@@ -570,7 +570,7 @@ fn node_error(s: &Inner, e: NodeError, uri: &Uri) -> Response {
             StatusCode::CONFLICT,
             format!("leader transfer refused: {e}"),
         ),
-        e @ (NodeError::Failed(_) | NodeError::Start(_)) => {
+        e @ (NodeError::Failed(_) | NodeError::Start(_) | NodeError::Snapshot(_)) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
     }
@@ -888,20 +888,19 @@ async fn get_key(
 /// build their routing table from it instead of learning each group's
 /// leader from a redirect.
 async fn groups(State(s): State<AppState>) -> Response {
-    let list: Vec<serde_json::Value> = s
-        .0
-        .groups
-        .iter()
-        .map(|g| {
-            let (role, leader) = g.node.role();
-            json!({
-                "group": g.node.group(),
-                "role": role.name(),
-                "leader": leader,
-                "quiescent": g.node.is_quiescent(),
+    let list: Vec<serde_json::Value> =
+        s.0.groups
+            .iter()
+            .map(|g| {
+                let (role, leader) = g.node.role();
+                json!({
+                    "group": g.node.group(),
+                    "role": role.name(),
+                    "leader": leader,
+                    "quiescent": g.node.is_quiescent(),
+                })
             })
-        })
-        .collect();
+            .collect();
     Json(json!({ "id": s.0.node.id(), "groups": list })).into_response()
 }
 

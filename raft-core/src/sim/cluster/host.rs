@@ -306,7 +306,17 @@ impl Host for SimHost<'_> {
                 .fail("State Machine Contract", format!("node {node}: {why}")));
         }
         match work {
-            Work::Load { meta, files } => self.load(&files, meta.index, meta.term),
+            Work::Load {
+                meta,
+                files: Some(files),
+            } => self.load(&files, meta.index, meta.term),
+            Work::Load { meta, files: None } => Err(self.sim.fail(
+                "Core error",
+                format!(
+                    "node {}: snapshot {} handed over without its files",
+                    self.node, meta.index
+                ),
+            )),
             Work::Entries(entries) => self.apply(raft, &entries),
             // The KV has no leader-only work.
             Work::LeaderStart { .. }
@@ -314,6 +324,10 @@ impl Host for SimHost<'_> {
             | Work::StartFollowing { .. }
             | Work::StopFollowing => Ok(()),
         }
+    }
+
+    fn snapshot_in_memory(&self) -> bool {
+        true // the simulated KV loads from bytes
     }
 
     fn read_ready(&mut self, _raft: &Raft<NodeStorage>, rs: ReadState) {

@@ -12,6 +12,14 @@
 //! a shorter file, which only means more to fetch; bytes a crash garbled
 //! are caught by the core's whole-file checksum before any install.
 //! Installing renames `partial/` to its final name.
+//!
+//! A snapshot of the state machine may also be written elsewhere in this
+//! directory first (a staging directory ending in `.tmp`, filled by the
+//! runtime's snapshot writer and synced by it) and adopted with
+//! [`SnapshotStore::save_dir`]: the store adds its META and renames the
+//! directory into place, so saving costs the same whatever the files'
+//! sizes. Chunk reads ([`SnapshotStore::read_chunk`]) read only the bytes
+//! asked for; nothing here reads a whole data file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +55,7 @@ fn parse_snapshot_dir_name(name: &str) -> Option<(u64, u64)> {
 }
 
 fn data_file(dir: &Path, file: usize) -> PathBuf {
-    dir.join(format!("{file}.dat"))
+    crate::storage::staged_file(dir, file)
 }
 
 fn file_len(fs: &dyn Fs, path: &Path) -> Result<u64, StorageError> {
@@ -500,5 +508,74 @@ impl SnapshotStore for LocalSnapshots {
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.guarded(|s| s.sync_partial())
+    }
+
+    fn latest_dir(&self) -> Option<PathBuf> {
+        self.latest.as_ref().map(|(_, dir)| dir.clone())
+    }
+
+    fn staging_root(&self) -> Option<PathBuf> {
+        Some(self.dir.clone())
+    }
+
+    fn save_dir(&mut self, meta: &SnapshotMeta, staged: &Path) -> Result<bool, StorageError> {
+        self.poison.check()?;
+        if self
+            .latest
+            .as_ref()
+            .is_some_and(|(m, _)| m.index >= meta.index)
+        {
+            return Ok(false);
+        }
+        check_file_count(meta)?;
+        if staged.parent() != Some(self.dir.as_path())
+            || !staged
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(TMP_SUFFIX))
+        {
+            // Anywhere else the rename could cross file systems, or a
+            // crash could leave a directory the next open does not clean.
+            return Err(StorageError::Invalid(format!(
+                "a snapshot must be staged in a directory ending in {TMP_SUFFIX} directly \
+                 under {}, not {}",
+                self.dir.display(),
+                staged.display()
+            )));
+        }
+        for (i, f) in meta.files.iter().enumerate() {
+            let data = data_file(staged, i);
+            let len = file_len(&*self.fs, &data)?;
+            if len != f.size {
+                return Err(StorageError::Invalid(format!(
+                    "staged snapshot file {} holds {len} bytes, its meta says {}",
+                    data.display(),
+                    f.size
+                )));
+            }
+        }
+        self.guarded(|s| {
+            let fs = &*s.fs;
+            let mut body = Vec::new();
+            codec::put_snapshot_meta(&mut body, meta);
+            let meta_path = staged.join(META_FILE);
+            fs.open(&meta_path, OpenMode::Create)
+                .and_then(|mut f| {
+                    f.write_all(&codec::frame(&MAGIC, &body))?;
+                    f.sync_all()
+                })
+                .map_err(|e| StorageError::io("write", &meta_path, e))?;
+            sync_dir(fs, staged)?;
+            let path = s.dir.join(snapshot_dir_name(meta));
+            if fs.exists(&path) {
+                fs.remove_dir_all(&path)
+                    .map_err(|e| StorageError::io("remove", &path, e))?;
+            }
+            fs.rename(staged, &path)
+                .map_err(|e| StorageError::io("rename", staged, e))?;
+            sync_dir(fs, &s.dir)?;
+            s.replace_latest(meta.clone(), path)?;
+            Ok(true)
+        })
     }
 }
