@@ -274,6 +274,9 @@ pub struct Stats {
     pub host_syncs: u64,
     pub host_sync_requests: u64,
     pub groups_led: Vec<u64>,
+    /// Peers' restarts a node's liveness saw from a new incarnation in
+    /// their pings (several groups only), each reported to every group.
+    pub peer_restarts_seen: u64,
 }
 
 impl Stats {
@@ -322,6 +325,7 @@ impl Stats {
         self.group_restarts += o.group_restarts;
         self.host_syncs += o.host_syncs;
         self.host_sync_requests += o.host_sync_requests;
+        self.peer_restarts_seen += o.peer_restarts_seen;
         if self.groups_led.len() < o.groups_led.len() {
             self.groups_led.resize(o.groups_led.len(), 0);
         }
@@ -363,6 +367,9 @@ pub(crate) enum Ev {
     Ping {
         from: NodeId,
         to: NodeId,
+        /// The sender's incarnation, so a restart is seen even when it
+        /// was quicker than the timeout (several groups only).
+        inc: u64,
     },
     ClientArrive {
         node: usize,
@@ -961,14 +968,26 @@ impl Sim {
     }
 
     fn quiescence_picture(&self, g: usize) -> String {
+        // Learners of the leader's configuration are marked: they never
+        // campaign, so only their leader's heartbeats change them.
+        let learners = self
+            .leader_index(g)
+            .and_then(|l| self.nodes[l].raft(g))
+            .map(|r| r.membership().learners.clone())
+            .unwrap_or_default();
         let v: Vec<String> = self
             .nodes
             .iter()
             .map(|n| match n.raft(g) {
                 Some(r) => format!(
-                    "{}:{}@{}{}",
+                    "{}:{}{}@{}{}",
                     n.id,
                     r.role().name(),
+                    if learners.contains(&n.id) {
+                        " (learner)"
+                    } else {
+                        ""
+                    },
                     r.term(),
                     if r.is_quiescent() { " quiescent" } else { "" }
                 ),
@@ -1076,8 +1095,8 @@ impl Sim {
         match s.ev {
             Ev::Tick { node, inc } => self.on_tick(node, inc),
             Ev::Deliver { id, group, msg } => self.on_deliver(id, group, msg),
-            Ev::Ping { from, to } => {
-                self.on_ping(from, to);
+            Ev::Ping { from, to, inc } => {
+                self.on_ping(from, to, inc);
                 Ok(())
             }
             Ev::ClientArrive {
