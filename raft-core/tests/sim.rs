@@ -308,24 +308,31 @@ fn a_multi_group_sweep_passes_and_a_node_crash_reaches_every_group() {
     );
 }
 
-/// An injected bug is still caught with many groups per node, and the
-/// failure names the group: a quiescent follower that ignores its node's
-/// news of a dead leader (node-level liveness told to every group), and a
-/// driver that acknowledges before its write is durable (the logs synced
-/// through the node's shared `HostSync`).
+/// Injected bugs are still caught with many groups per node, by the
+/// check meant for them, and the failure names the group: a core bug
+/// (votes for a stale log: Leader Completeness), a driver bug (applying
+/// entries before the node's log holds them durably, with the logs synced
+/// through the node's shared `HostSync`: Durable Apply), and a quiescent
+/// follower that ignores its node's news of a dead leader (node-level
+/// liveness told to every group: no new leader, Liveness).
 #[test]
 fn injected_bugs_are_caught_with_many_groups_per_node() {
-    let mut base = SimConfig::new(5, 1, 3000, FaultSet::all());
-    base.groups = 4;
-    base.quiesce = true;
-    for bug in [Bug::QuiescentIgnoresDeadLeader, Bug::SendBeforePersist] {
-        let mut cfg = base.clone();
+    let cases = [
+        (Bug::VoteForStaleLog, false, "Leader Completeness"),
+        (Bug::ApplyUnpersisted, false, "Durable Apply"),
+        (Bug::QuiescentIgnoresDeadLeader, true, "Liveness"),
+    ];
+    for (bug, quiesce, property) in cases {
+        let mut cfg = SimConfig::new(5, 1, 3000, FaultSet::all());
+        cfg.groups = 4;
+        cfg.quiesce = quiesce;
         cfg.bugs = BugSet::only(bug);
-        let r = sweep(&cfg, 1..=60, 2, &quiet);
+        let r = sweep(&cfg, 1..=40, 2, &quiet);
         let Some((seed, f)) = r.failed.first() else {
-            panic!("{bug} not caught in 60 seeds with 4 groups");
+            panic!("{bug} not caught in 40 seeds with 4 groups");
         };
         eprintln!("{bug}: caught at seed {seed}: {f}");
+        assert_eq!(f.property, property, "{f}");
         assert!(f.detail.starts_with("group "), "{f}");
     }
 }
