@@ -345,12 +345,6 @@ fn print_stats(args: &SimArgs, s: &raft_core::sim::cluster::Stats) {
             s.host_syncs,
             s.host_sync_requests
         );
-        if args.quiesce {
-            outln!(
-                "  liveness: {} quick peer restarts seen by their new incarnation and told to every group",
-                s.peer_restarts_seen
-            );
-        }
     }
     if args.quiesce {
         outln!(

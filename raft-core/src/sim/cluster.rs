@@ -274,9 +274,6 @@ pub struct Stats {
     pub host_syncs: u64,
     pub host_sync_requests: u64,
     pub groups_led: Vec<u64>,
-    /// Peers' restarts a node's liveness saw from a new incarnation in
-    /// their pings (several groups only), each reported to every group.
-    pub peer_restarts_seen: u64,
 }
 
 impl Stats {
@@ -325,7 +322,6 @@ impl Stats {
         self.group_restarts += o.group_restarts;
         self.host_syncs += o.host_syncs;
         self.host_sync_requests += o.host_sync_requests;
-        self.peer_restarts_seen += o.peer_restarts_seen;
         if self.groups_led.len() < o.groups_led.len() {
             self.groups_led.resize(o.groups_led.len(), 0);
         }
@@ -367,9 +363,6 @@ pub(crate) enum Ev {
     Ping {
         from: NodeId,
         to: NodeId,
-        /// The sender's incarnation, so a restart is seen even when it
-        /// was quicker than the timeout (several groups only).
-        inc: u64,
     },
     ClientArrive {
         node: usize,
@@ -989,7 +982,12 @@ impl Sim {
                         ""
                     },
                     r.term(),
-                    if r.is_quiescent() { " quiescent" } else { "" }
+                    match (r.is_quiescent(), r.leader()) {
+                        (true, _) => " quiescent".to_string(),
+                        (false, _) if r.role() == Role::Leader => String::new(),
+                        (false, Some(l)) => format!(" awake, leader {l}"),
+                        (false, None) => " awake, no leader".to_string(),
+                    }
                 ),
                 None => format!("{}:down", n.id),
             })
@@ -1095,8 +1093,8 @@ impl Sim {
         match s.ev {
             Ev::Tick { node, inc } => self.on_tick(node, inc),
             Ev::Deliver { id, group, msg } => self.on_deliver(id, group, msg),
-            Ev::Ping { from, to, inc } => {
-                self.on_ping(from, to, inc);
+            Ev::Ping { from, to } => {
+                self.on_ping(from, to);
                 Ok(())
             }
             Ev::ClientArrive {

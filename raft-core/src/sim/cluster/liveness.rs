@@ -12,19 +12,6 @@
 //! ping; each change goes to the core through `Raft::set_peer_alive`.
 //! This is failure detection, not an oracle: a partition makes a live
 //! node look dead, a pause makes its peers look dead to it.
-//!
-//! With several groups, pings also carry the sender's incarnation (the
-//! epoch of CockroachDB's node liveness): a peer that crashed and came
-//! back quicker than the timeout was never declared dead, yet every
-//! replica on it restarted awake and without a leader. A voter among them
-//! campaigns and so wakes its group, but a learner never campaigns: in a
-//! quiescent group it would stay awake, unknown to its sleeping leader,
-//! until the next client write. So a new incarnation is reported as a
-//! death and a return (`set_peer_alive(p, false)`, then `true`), which
-//! wakes a quiescent leader to heartbeat the restarted replicas. Single-
-//! group runs keep the silence-only detector, so their traces stay
-//! byte-identical to earlier versions (the gap is the same there, and in
-//! the runtime's `host.rs`; multi-group sweeps are where it showed).
 
 use super::{Ev, Sim};
 use crate::core::NodeId;
@@ -46,10 +33,6 @@ pub(crate) struct PeerLiveness {
     dead: std::collections::BTreeSet<NodeId>,
     /// Ticks since start, for the ping period.
     ticks: u64,
-    /// Peer -> the incarnation its pings last carried (several groups).
-    incs: std::collections::BTreeMap<NodeId, u64>,
-    /// Peers seen in a new incarnation, reported at the next tick.
-    restarted: std::collections::BTreeSet<NodeId>,
 }
 
 impl Sim {
@@ -75,7 +58,6 @@ impl Sim {
             return;
         }
         let me = self.nodes[i].id;
-        let inc = self.nodes[i].inc;
         self.nodes[i].liveness.ticks += 1;
         if self.nodes[i]
             .liveness
@@ -84,21 +66,7 @@ impl Sim {
         {
             let peers: Vec<NodeId> = self.nodes[i].liveness.heard.keys().copied().collect();
             for to in peers {
-                self.send_ping(me, to, inc);
-            }
-        }
-        // Restarts first: a dead-then-alive report to every group.
-        let restarted = std::mem::take(&mut self.nodes[i].liveness.restarted);
-        for p in restarted {
-            if self.nodes[i].liveness.dead.contains(&p) {
-                continue; // its return is reported below
-            }
-            self.stats.peer_restarts_seen += 1;
-            for g in 0..self.groups() {
-                if let Some(r) = self.nodes[i].raft_mut(g) {
-                    r.set_peer_alive(p, false);
-                    r.set_peer_alive(p, true);
-                }
+                self.send_ping(me, to);
             }
         }
         let now = self.now;
@@ -128,7 +96,7 @@ impl Sim {
         }
     }
 
-    fn send_ping(&mut self, from: NodeId, to: NodeId, inc: u64) {
+    fn send_ping(&mut self, from: NodeId, to: NodeId) {
         self.stats.liveness_pings += 1;
         if self.blocked.contains(&(from, to)) {
             return;
@@ -149,29 +117,18 @@ impl Sim {
         if delay && self.chance(25) {
             latency += 20 + self.rand(180);
         }
-        self.schedule(latency, Ev::Ping { from, to, inc });
+        self.schedule(latency, Ev::Ping { from, to });
     }
 
     /// A ping arrives: heard only by a running, unpaused node, across no
     /// partition.
-    pub(crate) fn on_ping(&mut self, from: NodeId, to: NodeId, inc: u64) {
+    pub(crate) fn on_ping(&mut self, from: NodeId, to: NodeId) {
         let i = to as usize - 1;
         let n = &self.nodes[i];
         if !n.is_up() || n.paused || self.blocked.contains(&(from, to)) {
             return;
         }
         let now = self.now;
-        let multi = self.groups() > 1;
-        let l = &mut self.nodes[i].liveness;
-        l.heard.insert(from, now);
-        if multi {
-            // Pings are reordered by weather: only a later incarnation
-            // counts as a restart.
-            let known = l.incs.entry(from).or_insert(inc);
-            if inc > *known {
-                *known = inc;
-                l.restarted.insert(from);
-            }
-        }
+        self.nodes[i].liveness.heard.insert(from, now);
     }
 }
