@@ -369,8 +369,9 @@ async fn client(
     };
     // A group's session id: the client's, mixed with the group's, so
     // different groups' sessions of one client never share an id.
-    let session_of =
-        |group: u64| Session::with_id(base_id ^ group.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let session_of = |group: u64| {
+        Session::with_id(base_id ^ group.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    };
     // The put being tried: when it started (its latency runs from its
     // first attempt, through failures and redirects, to its success), its
     // key, its group and its stamp, all kept for every retry.

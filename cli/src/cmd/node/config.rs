@@ -197,10 +197,7 @@ impl NodeFileConfig {
             bail!("group: 0 is not a valid group id");
         }
         if !(1..=MAX_GROUPS).contains(&self.groups) {
-            bail!(
-                "groups: {} is out of range (1 to {MAX_GROUPS})",
-                self.groups
-            );
+            bail!("groups: {} is out of range (1 to {MAX_GROUPS})", self.groups);
         }
         if self.group.checked_add(self.groups).is_none() {
             bail!("group + groups overflows a group id");

@@ -203,12 +203,7 @@ impl Inner {
         let first = self.groups[0].node.group();
         id.checked_sub(first)
             .and_then(|k| self.groups.get(k as usize))
-            .ok_or_else(|| {
-                error(
-                    StatusCode::NOT_FOUND,
-                    format!("group {id} is not hosted here"),
-                )
-            })
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("group {id} is not hosted here")))
     }
 }
 
@@ -866,7 +861,8 @@ async fn get_key(
     // `read` returned once the read index is applied here: the map now
     // reflects every write that completed before the request.
     let value =
-        g.kv.read()
+        g.kv
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key.as_bytes())
             .cloned();
@@ -888,7 +884,11 @@ struct GroupParams {
     group: Option<u64>,
 }
 
-async fn status(State(s): State<AppState>, Query(q): Query<GroupParams>, uri: Uri) -> Response {
+async fn status(
+    State(s): State<AppState>,
+    Query(q): Query<GroupParams>,
+    uri: Uri,
+) -> Response {
     let g = match s.0.group(q.group) {
         Ok(g) => g,
         Err(r) => return r,
@@ -1093,12 +1093,7 @@ async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
         t.dropped_filter,
     );
     let h = s.0.host.metrics();
-    gauge(
-        "groups",
-        "Raft groups hosted by this process.",
-        "gauge",
-        h.groups,
-    );
+    gauge("groups", "Raft groups hosted by this process.", "gauge", h.groups);
     gauge(
         "groups_quiescent",
         "Hosted groups quiescent here (no heartbeats, no election timer).",

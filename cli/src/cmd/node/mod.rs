@@ -113,10 +113,7 @@ fn open_storage(
     .with_context(|| format!("cannot open the storage {uri}"))?;
     let report = storage.recovery();
     if *report != Default::default() {
-        eprintln!(
-            "node {} group {group}: storage recovery: {report:?}",
-            cfg.id
-        );
+        eprintln!("node {} group {group}: storage recovery: {report:?}", cfg.id);
     }
     // New: nothing was ever written (no term, no entry, no snapshot). A
     // store that has state but no voters (a joining node) keeps learning
