@@ -170,6 +170,8 @@ v['sim-reconfig-compact'] = sim('--nodes', '5', '--seeds', '1-500', '--steps', '
                                 '--reconfig', '--compact')
 v['sim-quiesce'] = sim('--nodes', '5', '--seeds', '1-500', '--steps', '5000', '--faults', 'all',
                        '--quiesce')
+v['sim-groups'] = sim('--nodes', '5', '--seeds', '1-20', '--steps', '5000', '--faults', 'all',
+                      '--groups', '64', '--quiesce')
 
 # skip-joint: a sweep with the bug catches it; the first failing seed's
 # configuration events show the one-step change of several voters.

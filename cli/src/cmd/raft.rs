@@ -79,6 +79,13 @@ pub struct SimArgs {
     /// group to quiesce, crashes its leader, and waits for a new one.
     #[arg(long)]
     pub quiesce: bool,
+    /// Raft groups hosted by every simulated node (a multi-group host):
+    /// all of them on the same nodes, sharing each node's disk (one
+    /// whole-disk log sync per node), its faults and its node-level
+    /// liveness; each with its own clients (at least one per group) and
+    /// invariant checks. `--steps` is per group. No trace for more than one.
+    #[arg(long, default_value_t = 1)]
+    pub groups: usize,
     /// Turn PreVote off.
     #[arg(long)]
     pub no_pre_vote: bool,
@@ -156,6 +163,7 @@ impl SimArgs {
         c.reconfig = self.reconfig;
         c.compact = self.compact;
         c.quiesce = self.quiesce;
+        c.groups = self.groups;
         #[cfg(feature = "bug-injection")]
         {
             c.bugs = self
@@ -184,6 +192,9 @@ impl SimArgs {
         if self.quiesce {
             s += " --quiesce";
         }
+        if self.groups != 1 {
+            s += &format!(" --groups {}", self.groups);
+        }
         if self.no_pre_vote {
             s += " --no-pre-vote";
         }
@@ -198,12 +209,26 @@ impl SimArgs {
     }
 }
 
+/// The most groups per simulated node `raft sim` accepts (every group is
+/// a full replica with its own stores on each node's in-memory disk).
+const MAX_GROUPS: usize = 1024;
+
 fn sim(args: SimArgs) -> Result<()> {
     if !(1..=9).contains(&args.nodes) {
         bail!("--nodes must be between 1 and 9, got {}", args.nodes);
     }
     if args.clients == 0 {
         bail!("--clients must be at least 1");
+    }
+    if !(1..=MAX_GROUPS).contains(&args.groups) {
+        bail!(
+            "--groups must be between 1 and {MAX_GROUPS}, got {}",
+            args.groups
+        );
+    }
+    if args.groups > 1 && args.trace.is_some() {
+        // Trace records name a node, not a group.
+        bail!("--trace needs a single group (--groups 1)");
     }
     match (args.seed, args.seeds) {
         (Some(seed), _) => sim_one(&args, seed),
@@ -306,6 +331,21 @@ fn print_stats(args: &SimArgs, s: &raft_core::sim::cluster::Stats) {
             s.chunks_rejected
         );
     }
+    if args.groups > 1 {
+        let led: Vec<String> = s.groups_led.iter().map(u64::to_string).collect();
+        outln!(
+            "  groups: {} per node; leaders per node at the end [{}]; {} node crashes stopped {} group replicas, \
+             {} node restarts started {}; {} whole-disk log syncs for {} group log syncs",
+            args.groups,
+            led.join(", "),
+            s.crashes,
+            s.group_crashes,
+            s.restarts,
+            s.group_restarts,
+            s.host_syncs,
+            s.host_sync_requests
+        );
+    }
     if args.quiesce {
         outln!(
             "  quiescence: {} groups quiesced, {} wakes ({} by a dead leader's node); \
@@ -342,7 +382,7 @@ fn sim_sweep(args: &SimArgs, first: u64, last: u64) -> Result<()> {
         secs,
         report.steps as f64 / secs.max(1e-9)
     );
-    if args.reconfig || args.compact || args.quiesce {
+    if args.reconfig || args.compact || args.quiesce || args.groups > 1 {
         print_stats(args, &report.stats);
     }
     outln!("{} passed, {} failed", report.passed, report.failed.len());

@@ -10,6 +10,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
 
 use rand_core::{RngCore, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -25,7 +26,8 @@ use super::linearizability;
 use super::workload::{Client, ClientOp, Pending, ReadPath};
 use crate::core::{Config, Event, Membership, Message, MessageBody, NodeId, Raft, ReadMode, Role};
 use crate::driver::{Driver, DriverError, WorkCheck};
-use crate::storage::fs::{Fault, SimFs, SimFsConfig};
+use crate::storage::fs::{Fault, Fs, SimFs, SimFsConfig};
+use crate::storage::host_sync::HostSync;
 use crate::storage::local::{self, LocalOptions};
 use crate::storage::{NodeStorage, Storage, StorageError};
 use crate::trace::events::event_kind;
@@ -94,6 +96,15 @@ pub struct SimConfig {
     /// it declares dead. The quiet phase then also waits for the group to
     /// quiesce, crashes its leader and waits for a new one.
     pub quiesce: bool,
+    /// Raft groups hosted by every node (1: today's single-group run).
+    /// Every group has a replica on each node, sharing what a real host
+    /// shares: the node's disk (each group's stores in their own
+    /// directory, the logs synced through one `HostSync` when there are
+    /// several), its faults (a crash, pause or partition hits every group
+    /// at once) and its node-level liveness. `steps` is per group: the
+    /// fault phase runs `steps * groups` events, so each group sees about
+    /// as much simulated time as a single-group run.
+    pub groups: usize,
     /// Bugs to inject into every node (test builds only).
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::core::BugSet,
@@ -115,9 +126,25 @@ impl SimConfig {
             reconfig: false,
             compact: false,
             quiesce: false,
+            groups: 1,
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         }
+    }
+
+    /// Groups per node, at least one.
+    pub fn group_count(&self) -> usize {
+        self.groups.max(1)
+    }
+
+    /// Simulated clients: the configured count, at least one per group
+    /// (client `c` works on group `c % groups`).
+    pub fn client_count(&self) -> usize {
+        if self.group_count() == 1 {
+            // Live sessions start with none and add their own.
+            return self.clients;
+        }
+        self.clients.max(self.group_count())
     }
 
     /// Every node the run starts: the initial voters, then the spares.
@@ -235,6 +262,18 @@ pub struct Stats {
     /// Leaders crashed while their group was quiescent (quiet phase) and
     /// replaced.
     pub quiescent_leader_crashes: u64,
+    /// Many groups per node (`groups > 1`): node restarts after the start;
+    /// group replicas stopped by their node's crash and started again with
+    /// it (each `groups` times the node figure when every crash and
+    /// restart reaches every group); whole-disk log syncs (`HostSync`)
+    /// and the group log syncs they served; and, at the end of each run,
+    /// the groups each node leads (index: node id - 1), summed over runs.
+    pub restarts: u64,
+    pub group_crashes: u64,
+    pub group_restarts: u64,
+    pub host_syncs: u64,
+    pub host_sync_requests: u64,
+    pub groups_led: Vec<u64>,
 }
 
 impl Stats {
@@ -278,6 +317,17 @@ impl Stats {
         self.liveness_pings += o.liveness_pings;
         self.peers_declared_dead += o.peers_declared_dead;
         self.quiescent_leader_crashes += o.quiescent_leader_crashes;
+        self.restarts += o.restarts;
+        self.group_crashes += o.group_crashes;
+        self.group_restarts += o.group_restarts;
+        self.host_syncs += o.host_syncs;
+        self.host_sync_requests += o.host_sync_requests;
+        if self.groups_led.len() < o.groups_led.len() {
+            self.groups_led.resize(o.groups_led.len(), 0);
+        }
+        for (a, b) in self.groups_led.iter_mut().zip(&o.groups_led) {
+            *a += b;
+        }
     }
 }
 
@@ -301,8 +351,12 @@ pub(crate) enum Ev {
         node: usize,
         inc: u64,
     },
+    /// A message of group `group` (an index into `SimNode::groups`)
+    /// arrives; every other event is node-, client- or run-level, and a
+    /// client's group is fixed (`Sim::group_of`).
     Deliver {
         id: u64,
+        group: usize,
         msg: Message,
     },
     /// A node-level liveness ping (`--quiesce`).
@@ -385,17 +439,31 @@ impl Ord for Scheduled {
     }
 }
 
+/// A simulated node: one host process with its disk, clock and
+/// node-level liveness, hosting one replica of every group.
+///
+/// Why a `Vec` of replicas inside the node rather than G independent
+/// single-group simulations: what the multi-group host shares must be
+/// shared here too, or the simulator would test something the runtime is
+/// not. A crash drops every replica's unsynced writes in one `SimFs`
+/// crash; a disk fault reaches every group's stores; a pause stops every
+/// group's clock and messages; one liveness view reports to every core.
+/// Everything per group (driver, state machine, client bookkeeping) sits
+/// in [`Replica`], indexed by group; the events that concern one group's
+/// replica carry the group index (`Ev::Deliver`), the rest stay
+/// node-level. With one group this is exactly the former one-node layout.
 pub(crate) struct SimNode {
     pub(crate) id: NodeId,
-    /// The running node: the shipped driver over the shipped storage (the
-    /// `local` stores on `fs`).
-    pub(crate) driver: Option<Driver>,
-    /// The node's storage while it is down, opened again (recovered) right
-    /// after the crash; `None` when that failed (an injected disk fault),
-    /// and the restart tries again.
-    disk: Option<NodeStorage>,
+    /// Whether the node (every replica on it) is running.
+    up: bool,
+    /// The node's replicas, one per group.
+    pub(crate) groups: Vec<Replica>,
     /// The node's disk: survives crashes, loses what was not synced.
     fs: SimFs,
+    /// With several groups: the one log sync their stores share in this
+    /// incarnation (a failed sync is final, so each recovery gets a new
+    /// one, as a restarted process would).
+    host_sync: Option<Arc<HostSync>>,
     /// A disk fault was injected since the node last started: a storage
     /// error stops the node (as it would a process) instead of failing
     /// the run.
@@ -407,12 +475,27 @@ pub(crate) struct SimNode {
     period: u64,
     pub(crate) paused: bool,
     missed_ticks: u64,
-    inbox: Vec<(u64, Message)>,
+    /// Messages that arrived while paused: (id, group, message).
+    inbox: Vec<(u64, usize, Message)>,
+    /// Node-level liveness of its peers (`--quiesce`), shared by every
+    /// group on the node.
+    liveness: liveness::PeerLiveness,
+}
+
+/// One group's replica on a node.
+pub(crate) struct Replica {
+    /// The running replica: the shipped driver over the shipped storage
+    /// (the `local` stores on the node's disk).
+    pub(crate) driver: Option<Driver>,
+    /// The replica's storage while the node is down, opened again
+    /// (recovered) right after the crash; `None` when that failed (an
+    /// injected disk fault), and the restart tries again.
+    disk: Option<NodeStorage>,
     pub(crate) kv: Kv,
     /// The driver's work for `kv`, checked against the state machine
     /// contract.
     contract: WorkCheck,
-    /// client -> seq of the proposal this node accepted for it.
+    /// client -> seq of the proposal this replica accepted for it.
     proposals: BTreeMap<usize, u64>,
     /// read ctx -> (client, seq, key), awaiting confirmation.
     reads: BTreeMap<u64, (usize, u64, u64)>,
@@ -426,20 +509,46 @@ pub(crate) struct SimNode {
     new_leader: bool,
     /// Configuration last reported, for `config` trace events.
     membership: crate::core::Membership,
-    /// Node-level liveness of its peers (`--quiesce`).
-    liveness: liveness::PeerLiveness,
 }
 
-impl SimNode {
-    /// The running node's core.
+impl Replica {
+    fn new() -> Replica {
+        Replica {
+            driver: None,
+            disk: None,
+            kv: Kv::default(),
+            contract: WorkCheck::default(),
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            ready_reads: Vec::new(),
+            commit: 0,
+            role: NodeRole::Follower,
+            new_leader: false,
+            membership: Default::default(),
+        }
+    }
+
+    /// The running replica's core.
     pub(crate) fn raft(&self) -> Option<&Raft<NodeStorage>> {
         self.driver.as_ref().map(Driver::raft)
     }
+}
 
-    /// The running node's core, for ticks, messages and client work
-    /// (`Ready`s go through the driver only).
-    pub(crate) fn raft_mut(&mut self) -> Option<&mut Raft<NodeStorage>> {
-        self.driver.as_mut().map(Driver::raft_mut)
+impl SimNode {
+    /// Whether the node is running (not crashed or stopped).
+    pub(crate) fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// The core of group `g`'s replica, when the node runs.
+    pub(crate) fn raft(&self, g: usize) -> Option<&Raft<NodeStorage>> {
+        self.groups[g].raft()
+    }
+
+    /// The core of group `g`'s replica, for ticks, messages and client
+    /// work (`Ready`s go through the driver only).
+    pub(crate) fn raft_mut(&mut self, g: usize) -> Option<&mut Raft<NodeStorage>> {
+        self.groups[g].driver.as_mut().map(Driver::raft_mut)
     }
 }
 
@@ -466,7 +575,8 @@ pub(crate) struct Sim {
     next_msg_id: u64,
     next_ctx: u64,
     pub(crate) next_value: u64,
-    inv: Invariants,
+    /// The invariant checks, one per group.
+    inv: Vec<Invariants>,
     pub(crate) stats: Stats,
     pub(crate) trace: Option<TraceWriter<Vec<u8>>>,
     /// The node whose driver is out of `nodes` handling a `Ready`, with
@@ -479,7 +589,8 @@ pub fn run(cfg: &SimConfig) -> Outcome {
     let mut sim = Sim::new(cfg.clone());
     let failure = sim.run_all().err();
     let trace = sim.trace.take().map(|w| w.into_string().into_bytes());
-    sim.stats.committed = sim.inv.committed_index();
+    sim.stats.committed = sim.inv.iter().map(Invariants::committed_index).sum();
+    sim.finish_host_stats();
     Outcome {
         seed: cfg.seed,
         steps: sim.step,
@@ -490,12 +601,14 @@ pub fn run(cfg: &SimConfig) -> Outcome {
     }
 }
 
-fn node_rng(seed: u64, node: NodeId, inc: u64) -> Box<dyn RngCore + Send> {
-    // Distinct, reproducible streams per node and incarnation.
+fn node_rng(seed: u64, node: NodeId, inc: u64, group: usize) -> Box<dyn RngCore + Send> {
+    // Distinct, reproducible streams per node, incarnation and group
+    // (group 0's is the single-group stream, unchanged).
     let s = seed
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
         .wrapping_add(node.wrapping_mul(0xbf58_476d_1ce4_e5b9))
-        .wrapping_add(inc.wrapping_mul(0x94d0_49bb_1331_11eb));
+        .wrapping_add(inc.wrapping_mul(0x94d0_49bb_1331_11eb))
+        .wrapping_add((group as u64).wrapping_mul(0xd6e8_feb8_6659_fd93));
     Box::new(Pcg64Mcg::seed_from_u64(s))
 }
 
@@ -504,7 +617,9 @@ impl Sim {
         let ids: Vec<NodeId> = (1..=cfg.all_nodes() as u64).collect();
         let voters: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
         let mut rng = Pcg64Mcg::seed_from_u64(cfg.seed);
-        let trace = cfg.trace.then(|| {
+        let groups = cfg.group_count();
+        // Traces name nodes, not groups: only single-group runs have one.
+        let trace = (cfg.trace && groups == 1).then(|| {
             let mut header = Header::new("sim", ids.clone())
                 .with_meta("seed", cfg.seed)
                 .with_meta("steps", cfg.steps)
@@ -528,12 +643,13 @@ impl Sim {
             .iter()
             .map(|&id| SimNode {
                 id,
-                driver: None,
-                disk: None,
+                up: false,
+                groups: (0..groups).map(|_| Replica::new()).collect(),
                 fs: SimFs::new(SimFsConfig {
                     seed: cfg.seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d),
                     ..SimFsConfig::default()
                 }),
+                host_sync: None,
                 disk_faulted: false,
                 disk_fault: None,
                 inc: 0,
@@ -541,19 +657,10 @@ impl Sim {
                 paused: false,
                 missed_ticks: 0,
                 inbox: Vec::new(),
-                kv: Kv::default(),
-                contract: WorkCheck::default(),
-                proposals: BTreeMap::new(),
-                reads: BTreeMap::new(),
-                ready_reads: Vec::new(),
-                commit: 0,
-                role: NodeRole::Follower,
-                new_leader: false,
-                membership: Default::default(),
                 liveness: Default::default(),
             })
             .collect();
-        let clients = (0..cfg.clients)
+        let clients = (0..cfg.client_count())
             .map(|c| Client::new(c as u64 + 1, 1 + rng.next_u64() % cfg.all_nodes() as u64))
             .collect();
         Sim {
@@ -573,7 +680,7 @@ impl Sim {
             next_msg_id: 1,
             next_ctx: 1,
             next_value: 1,
-            inv: Invariants::default(),
+            inv: (0..groups).map(|_| Invariants::default()).collect(),
             stats: Stats::default(),
             trace,
             viewing: None,
@@ -606,8 +713,65 @@ impl Sim {
         }
     }
 
-    fn violated(&self, v: Violation) -> Failure {
-        self.fail(v.property, v.detail)
+    /// A failure in group `g`, named in the detail when there are several.
+    fn fail_in(&self, g: usize, property: &str, detail: String) -> Failure {
+        self.fail(property, format!("{}{detail}", self.group_label(g)))
+    }
+
+    fn violated(&self, g: usize, v: Violation) -> Failure {
+        self.fail_in(g, v.property, v.detail)
+    }
+
+    /// "group G: " with several groups, "" with one (single-group
+    /// messages stay as they were).
+    fn group_label(&self, g: usize) -> String {
+        if self.groups() > 1 {
+            format!("group {g}: ")
+        } else {
+            String::new()
+        }
+    }
+
+    /// Groups per node.
+    pub(crate) fn groups(&self) -> usize {
+        self.cfg.group_count()
+    }
+
+    /// The group client `c` works on.
+    pub(crate) fn group_of(&self, c: usize) -> usize {
+        c % self.groups()
+    }
+
+    /// A group to act on (a transfer, a membership change, the leader to
+    /// crash): drawn only when there are several, so single-group runs
+    /// draw the same random numbers as before.
+    fn pick_group(&mut self) -> usize {
+        match self.groups() {
+            1 => 0,
+            n => self.rand(n as u64) as usize,
+        }
+    }
+
+    /// Totals a run ends with: what the nodes' `HostSync`s did and who
+    /// leads which group (several groups only).
+    fn finish_host_stats(&mut self) {
+        if self.groups() == 1 {
+            return;
+        }
+        let mut led = vec![0; self.nodes.len()];
+        for g in 0..self.groups() {
+            if let Some(i) = self.leader_index(g) {
+                led[i] += 1;
+            }
+        }
+        self.stats.groups_led = led;
+        for n in &self.nodes {
+            if let Some(h) = &n.host_sync {
+                let s = h.stats();
+                self.stats.host_syncs += s.syncs;
+                self.stats.host_sync_requests += s.requests;
+            }
+        }
     }
 
     // ----- tracing -------------------------------------------------------
@@ -621,7 +785,8 @@ impl Sim {
         } else if let Some((_, t, r, c)) = self.viewing.filter(|v| v.0 == node) {
             (t, r, c)
         } else {
-            match self.nodes[node as usize - 1].raft() {
+            // Traces exist for single-group runs only: group 0.
+            match self.nodes[node as usize - 1].raft(0) {
                 Some(r) => (r.term(), r.role().into(), r.commit_index()),
                 None => (0, NodeRole::Down, 0),
             }
@@ -660,7 +825,10 @@ impl Sim {
             self.schedule(d, Ev::Reconfig);
         }
 
-        while self.step < self.cfg.steps {
+        // Steps are per group: G groups make about G times the events
+        // in the same simulated time.
+        let groups = self.groups() as u64;
+        while self.step < self.cfg.steps.saturating_mul(groups) {
             self.next_event()?;
         }
         self.begin_quiet()?;
@@ -670,7 +838,7 @@ impl Sim {
                 break;
             }
             if self.now > quiet_start.0 + LIVENESS_BOUND_MS
-                || self.step > quiet_start.1 + MAX_QUIET_STEPS
+                || self.step > quiet_start.1 + MAX_QUIET_STEPS.saturating_mul(groups)
             {
                 return Err(self.liveness_failure());
             }
@@ -682,51 +850,72 @@ impl Sim {
         for c in &mut self.clients {
             c.abandon();
         }
-        let history: Vec<_> = self
-            .clients
-            .iter()
-            .flat_map(|c| c.history.iter().cloned())
-            .collect();
-        if let Err(v) = linearizability::check(&history) {
-            return Err(self.fail("Linearizability", v.to_string()));
+        // Each group is its own linearizable object: its clients' history
+        // is checked alone.
+        for g in 0..self.groups() {
+            let history: Vec<_> = (0..self.clients.len())
+                .filter(|&c| self.group_of(c) == g)
+                .flat_map(|c| self.clients[c].history.iter().cloned())
+                .collect();
+            if let Err(v) = linearizability::check(&history) {
+                return Err(self.fail_in(g, "Linearizability", v.to_string()));
+            }
         }
         Ok(())
     }
 
+    /// Every group has a leader and no client waits.
     fn cluster_settled(&self) -> bool {
-        let leader = self
-            .nodes
-            .iter()
-            .any(|n| n.raft().is_some_and(|r| r.role() == Role::Leader));
-        leader && self.clients.iter().all(|c| c.pending.is_none())
+        let leaders = (0..self.groups()).all(|g| {
+            self.nodes
+                .iter()
+                .any(|n| n.raft(g).is_some_and(|r| r.role() == Role::Leader))
+        });
+        leaders && self.clients.iter().all(|c| c.pending.is_none())
     }
 
-    /// With `--quiesce`, once the quiet phase settled: the group must
-    /// quiesce within [`QUIESCE_BOUND_MS`]; then its leader's node crashes
-    /// and another leader must be elected within [`LIVENESS_BOUND_MS`],
-    /// which only node-level liveness can bring about (nothing else wakes
-    /// a quiescent follower).
+    /// With `--quiesce`, once the quiet phase settled: every group must
+    /// quiesce within [`QUIESCE_BOUND_MS`]; then the node leading group 0
+    /// crashes, and every group it led must elect another leader within
+    /// [`LIVENESS_BOUND_MS`], which only node-level liveness can bring
+    /// about (nothing else wakes a quiescent follower). With many groups
+    /// one node failure thus wakes many quiescent groups at once.
     fn check_quiescent_leader_crash(&mut self) -> Result<(), Failure> {
         let start = self.now;
         let leader = loop {
-            if let Some(l) = self.quiescent_group_leader() {
-                break l;
+            let leaders: Option<Vec<usize>> = (0..self.groups())
+                .map(|g| self.quiescent_group_leader(g))
+                .collect();
+            if let Some(l) = leaders {
+                break l[0];
             }
             if self.now > start + QUIESCE_BOUND_MS {
+                let g = (0..self.groups())
+                    .find(|&g| self.quiescent_group_leader(g).is_none())
+                    .unwrap_or(0);
                 let d = format!(
                     "the group did not quiesce within {QUIESCE_BOUND_MS}ms of settling: {}",
-                    self.quiescence_picture()
+                    self.quiescence_picture(g)
                 );
-                return Err(self.fail("Liveness", d));
+                return Err(self.fail_in(g, "Liveness", d));
             }
             self.next_event()?;
         };
-        let (old_id, old_term, voters) = {
-            let r = self.nodes[leader].raft().expect("a leader runs");
-            (self.nodes[leader].id, r.term(), r.membership().voters.len())
-        };
-        if voters < 3 {
-            // One or two voters cannot survive losing the leader.
+        let old_id = self.nodes[leader].id;
+        // The groups the node leads: (group, term, voters).
+        let led: Vec<(usize, u64, usize)> = (0..self.groups())
+            .filter_map(|g| {
+                let r = self.nodes[leader].raft(g)?;
+                (r.role() == Role::Leader).then(|| (g, r.term(), r.membership().voters.len()))
+            })
+            .collect();
+        // One or two voters cannot survive losing the leader.
+        let led: Vec<(usize, u64)> = led
+            .into_iter()
+            .filter(|&(_, _, voters)| voters >= 3)
+            .map(|(g, term, _)| (g, term))
+            .collect();
+        if led.is_empty() {
             return Ok(());
         }
         self.crash(leader);
@@ -734,52 +923,71 @@ impl Sim {
         loop {
             // A later term's leader, on any node: a restart the faults
             // scheduled earlier may bring the old leader back to win.
-            let elected = self.nodes.iter().any(|n| {
-                n.raft()
-                    .is_some_and(|r| r.role() == Role::Leader && r.term() > old_term)
+            let waiting = led.iter().find(|&&(g, old_term)| {
+                !self.nodes.iter().any(|n| {
+                    n.raft(g)
+                        .is_some_and(|r| r.role() == Role::Leader && r.term() > old_term)
+                })
             });
-            if elected {
-                self.stats.quiescent_leader_crashes += 1;
+            let Some(&(g, _)) = waiting else {
+                self.stats.quiescent_leader_crashes += led.len() as u64;
                 return Ok(());
-            }
+            };
             if self.now > start + LIVENESS_BOUND_MS {
                 let d = format!(
                     "no new leader {LIVENESS_BOUND_MS}ms after leader {old_id} crashed while its group was quiescent: {}",
-                    self.quiescence_picture()
+                    self.quiescence_picture(g)
                 );
-                return Err(self.fail("Liveness", d));
+                return Err(self.fail_in(g, "Liveness", d));
             }
             self.next_event()?;
         }
     }
 
-    /// The leader whose whole group (every running member of its
-    /// configuration) is quiescent, if any.
-    fn quiescent_group_leader(&self) -> Option<usize> {
+    /// The leader of group `g` whose whole group (every running member of
+    /// its configuration) is quiescent, if any.
+    fn quiescent_group_leader(&self, g: usize) -> Option<usize> {
         let i = self.nodes.iter().position(|n| {
-            n.raft()
+            n.raft(g)
                 .is_some_and(|r| r.role() == Role::Leader && r.is_quiescent())
         })?;
-        let r = self.nodes[i].raft()?;
+        let r = self.nodes[i].raft(g)?;
         let all = r.membership().members().into_iter().all(|m| {
             self.nodes[m as usize - 1]
-                .raft()
+                .raft(g)
                 .is_none_or(|p| p.is_quiescent() && p.term() == r.term())
         });
         all.then_some(i)
     }
 
-    fn quiescence_picture(&self) -> String {
+    fn quiescence_picture(&self, g: usize) -> String {
+        // Learners of the leader's configuration are marked: they never
+        // campaign, so only their leader's heartbeats change them.
+        let learners = self
+            .leader_index(g)
+            .and_then(|l| self.nodes[l].raft(g))
+            .map(|r| r.membership().learners.clone())
+            .unwrap_or_default();
         let v: Vec<String> = self
             .nodes
             .iter()
-            .map(|n| match n.raft() {
+            .map(|n| match n.raft(g) {
                 Some(r) => format!(
-                    "{}:{}@{}{}",
+                    "{}:{}{}@{}{}",
                     n.id,
                     r.role().name(),
+                    if learners.contains(&n.id) {
+                        " (learner)"
+                    } else {
+                        ""
+                    },
                     r.term(),
-                    if r.is_quiescent() { " quiescent" } else { "" }
+                    match (r.is_quiescent(), r.leader()) {
+                        (true, _) => " quiescent".to_string(),
+                        (false, _) if r.role() == Role::Leader => String::new(),
+                        (false, Some(l)) => format!(" awake, leader {l}"),
+                        (false, None) => " awake, no leader".to_string(),
+                    }
                 ),
                 None => format!("{}:down", n.id),
             })
@@ -787,11 +995,21 @@ impl Sim {
         format!("[{}]", v.join(", "))
     }
 
+    /// The quiet phase did not settle: the first group without a leader
+    /// (or group 0), its nodes, and the clients still waiting.
     fn liveness_failure(&self) -> Failure {
+        let g = (0..self.groups())
+            .find(|&g| {
+                !self
+                    .nodes
+                    .iter()
+                    .any(|n| n.raft(g).is_some_and(|r| r.role() == Role::Leader))
+            })
+            .unwrap_or(0);
         let roles: Vec<String> = self
             .nodes
             .iter()
-            .map(|n| match n.raft() {
+            .map(|n| match n.raft(g) {
                 Some(r) => {
                     let m = r.membership();
                     let conf = if self.cfg.reconfig {
@@ -835,7 +1053,8 @@ impl Sim {
                     .map(|p| format!("client {} seq {}", c.id, p.seq))
             })
             .collect();
-        self.fail(
+        self.fail_in(
+            g,
             "Liveness",
             format!(
                 "{LIVENESS_BOUND_MS}ms after faults stopped: nodes [{}], pending [{}]",
@@ -856,7 +1075,7 @@ impl Sim {
             self.heal_disk(i, None);
         }
         for i in 0..self.nodes.len() {
-            if self.nodes[i].driver.is_none() {
+            if !self.nodes[i].up {
                 self.restart(i)?;
             } else if self.nodes[i].paused {
                 self.resume(i)?;
@@ -873,7 +1092,7 @@ impl Sim {
         self.step += 1;
         match s.ev {
             Ev::Tick { node, inc } => self.on_tick(node, inc),
-            Ev::Deliver { id, msg } => self.on_deliver(id, msg),
+            Ev::Deliver { id, group, msg } => self.on_deliver(id, group, msg),
             Ev::Ping { from, to } => {
                 self.on_ping(from, to);
                 Ok(())
@@ -908,7 +1127,7 @@ impl Sim {
             Ev::Transfer => self.on_transfer(),
             Ev::Reconfig => self.on_reconfig(),
             Ev::Restart { node } => {
-                if self.nodes[node].driver.is_none() {
+                if !self.nodes[node].up {
                     self.restart(node)?;
                 }
                 Ok(())
@@ -942,14 +1161,29 @@ impl Sim {
 
     // ----- nodes ---------------------------------------------------------
 
-    /// Opens node `i`'s storage on its disk, as the process does at start:
-    /// the `local` stores recover (a torn log tail is cut, leftovers of
-    /// interrupted operations removed) and `NodeStorage` checks what they
-    /// hold. A founding voter's brand-new store gets the initial voters.
-    fn open_disk(&self, i: usize) -> Result<NodeStorage, StorageError> {
+    /// Where group `g`'s stores live on a node's disk: the single group
+    /// keeps `/raft`; with several, each has its directory under it (the
+    /// `HostSync` syncs the whole disk).
+    fn group_dir(&self, g: usize) -> std::path::PathBuf {
+        let root = std::path::Path::new(DISK_DIR);
+        if self.groups() == 1 {
+            root.to_path_buf()
+        } else {
+            root.join(format!("g{g}"))
+        }
+    }
+
+    /// Opens group `g`'s storage on node `i`'s disk, as the process does
+    /// at start: the `local` stores recover (a torn log tail is cut,
+    /// leftovers of interrupted operations removed) and `NodeStorage`
+    /// checks what they hold. A founding voter's brand-new store gets the
+    /// initial voters. With several groups the log syncs through the
+    /// node's `HostSync` (`local::open_in_host`, as the runtime's host).
+    fn open_disk(&self, i: usize, g: usize) -> Result<NodeStorage, StorageError> {
         let n = &self.nodes[i];
-        let fs = std::sync::Arc::new(n.fs.clone());
-        let mut disk = local::open_with(fs, std::path::Path::new(DISK_DIR), &disk_options())?;
+        let fs = Arc::new(n.fs.clone());
+        let dir = self.group_dir(g);
+        let mut disk = local::open_in_host(fs, &dir, &disk_options(), n.host_sync.clone())?;
         let fresh = disk.conf_state().voters.is_empty()
             && disk.hard_state() == Default::default()
             && disk.last_index() == 0
@@ -966,68 +1200,155 @@ impl Sim {
         Ok(disk)
     }
 
+    /// Node `i`'s stores after a crash or at the first start: with several
+    /// groups a new `HostSync` first (the old one's failure, if any, was
+    /// final for that incarnation), then every group's storage. `None`
+    /// for a group whose store could not be opened (a disk fault).
+    fn recover_disks(&mut self, i: usize) -> Result<(), StorageError> {
+        if self.groups() > 1 {
+            self.retire_host_sync(i);
+            let fs: Arc<dyn Fs> = Arc::new(self.nodes[i].fs.clone());
+            let root = std::path::Path::new(DISK_DIR);
+            // The directory every group's stores live under must exist
+            // (durably) before the whole-disk sync can name it.
+            fs.create_dir_all(root)
+                .and_then(|()| fs.sync_dir(std::path::Path::new("/")))
+                .map_err(|e| StorageError::io("create", root, e))?;
+            self.nodes[i].host_sync = Some(HostSync::new(fs, root));
+        }
+        for g in 0..self.groups() {
+            let disk = self.open_disk(i, g).ok();
+            self.nodes[i].groups[g].disk = disk;
+        }
+        Ok(())
+    }
+
+    /// Adds what node `i`'s `HostSync` did to the stats, and drops it.
+    fn retire_host_sync(&mut self, i: usize) {
+        if let Some(h) = self.nodes[i].host_sync.take() {
+            let s = h.stats();
+            self.stats.host_syncs += s.syncs;
+            self.stats.host_sync_requests += s.requests;
+        }
+    }
+
+    /// Starts node `i`: every group's replica, from its recovered storage
+    /// (opening what is missing). A storage error in any group keeps the
+    /// whole node down, as it would stop the process.
     pub(crate) fn restart(&mut self, i: usize) -> Result<(), Failure> {
         let node = self.nodes[i].id;
-        let disk = match self.nodes[i].disk.take() {
-            Some(d) => d,
-            None => match self.open_disk(i) {
-                Ok(d) => d,
-                Err(e) => return self.disk_stopped(i, &e.to_string()),
-            },
-        };
-        // The state machine starts from the latest snapshot, if any; the
-        // core replays the log after it.
-        let (kv, from) = match disk.snapshot_files() {
-            Ok(None) => (Kv::default(), 0),
-            Ok(Some((meta, files))) => match Kv::from_files(&files) {
-                Ok(kv) => (kv, meta.index),
-                Err(why) => return Err(self.fail("Core error", format!("node {node}: {why}"))),
-            },
-            Err(e) => return self.disk_stopped(i, &e.to_string()),
-        };
+        let groups = self.groups();
+        if self.nodes[i].groups.iter().any(|r| r.disk.is_none()) {
+            if groups == 1 {
+                match self.open_disk(i, 0) {
+                    Ok(d) => self.nodes[i].groups[0].disk = Some(d),
+                    Err(e) => return self.disk_stopped(i, &e.to_string()),
+                }
+            } else {
+                // Reopen all, so every group's log shares one new HostSync.
+                if let Err(e) = self.recover_disks(i) {
+                    return self.disk_stopped(i, &e.to_string());
+                }
+                let missing = self.nodes[i].groups.iter().position(|r| r.disk.is_none());
+                if let Some(g) = missing {
+                    let why = match self.open_disk(i, g) {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "the store opened on a second try".to_string(),
+                    };
+                    let why = format!("{}{why}", self.group_label(g));
+                    return self.disk_stopped(i, &why);
+                }
+            }
+        }
+        // Every replica's state machine starts from its latest snapshot,
+        // if any; the core replays the log after it.
+        let mut started = Vec::with_capacity(groups);
+        for g in 0..groups {
+            let Some(disk) = self.nodes[i].groups[g].disk.take() else {
+                // Opened above: only reachable if that changed.
+                return self.disk_stopped(i, "a store vanished while starting");
+            };
+            let (kv, from) = match disk.snapshot_files() {
+                Ok(None) => (Kv::default(), 0),
+                Ok(Some((meta, files))) => match Kv::from_files(&files) {
+                    Ok(kv) => (kv, meta.index),
+                    Err(why) => {
+                        return Err(self.fail_in(g, "Core error", format!("node {node}: {why}")))
+                    }
+                },
+                Err(e) => {
+                    let why = format!("{}{e}", self.group_label(g));
+                    return self.disk_stopped(i, &why);
+                }
+            };
+            started.push((disk, kv, from));
+        }
         if self.nodes[i].disk_fault.is_none() {
             self.nodes[i].disk_faulted = false;
         }
         let n = &mut self.nodes[i];
         n.inc += 1;
-        n.kv = kv;
-        n.contract = WorkCheck::new(from);
-        n.role = NodeRole::Follower;
-        n.new_leader = false;
-        let cfg = self.cfg.node_config(n.id);
-        let rng = node_rng(self.cfg.seed, n.id, n.inc);
-        let raft = match Raft::new(cfg, disk, rng) {
-            Ok(r) => r,
-            Err(e) => return self.disk_stopped(i, &format!("starting: {e}")),
-        };
-        let n = &mut self.nodes[i];
-        // What the node knows is committed: the saved commit index (which
-        // may lag, see `NodeStorage::persist`) or its snapshot's.
-        n.commit = raft.commit_index();
-        n.driver = Some(Driver::new(raft));
-        let (id, inc, period) = (n.id, n.inc, n.period);
+        let (id, inc) = (n.id, n.inc);
+        let mut rafts = Vec::with_capacity(groups);
+        for (g, (disk, kv, from)) in started.into_iter().enumerate() {
+            let r = &mut self.nodes[i].groups[g];
+            r.kv = kv;
+            r.contract = WorkCheck::new(from);
+            r.role = NodeRole::Follower;
+            r.new_leader = false;
+            let cfg = self.cfg.node_config(id);
+            let rng = node_rng(self.cfg.seed, id, inc, g);
+            match Raft::new(cfg, disk, rng) {
+                Ok(raft) => rafts.push(raft),
+                Err(e) => {
+                    let why = format!("{}starting: {e}", self.group_label(g));
+                    return self.disk_stopped(i, &why);
+                }
+            }
+        }
+        for (g, raft) in rafts.into_iter().enumerate() {
+            let r = &mut self.nodes[i].groups[g];
+            // What the replica knows is committed: the saved commit index
+            // (which may lag, see `NodeStorage::persist`) or its snapshot's.
+            r.commit = raft.commit_index();
+            r.driver = Some(Driver::new(raft));
+        }
+        self.nodes[i].up = true;
+        let period = self.nodes[i].period;
         if self.step > 0 {
             self.emit(id, Kind::Restart);
+            self.stats.restarts += 1;
+            self.stats.group_restarts += groups as u64;
         }
-        let m = self.nodes[i]
-            .raft()
-            .expect("just started")
-            .membership()
-            .clone();
-        self.trace_config(id, "loaded", 0, &m);
-        self.nodes[i].membership = m;
+        for g in 0..groups {
+            let m = self.nodes[i]
+                .raft(g)
+                .expect("just started")
+                .membership()
+                .clone();
+            self.trace_config(id, "loaded", 0, &m);
+            self.nodes[i].groups[g].membership = m;
+        }
         self.liveness_start(i);
         let d = 1 + self.rand(period);
         self.schedule(d, Ev::Tick { node: i, inc });
         Ok(())
     }
 
+    /// Node `i` loses power: every replica stops at once, and the disk
+    /// they share loses (or keeps part of, or tears) what none of them
+    /// had synced.
     pub(crate) fn crash(&mut self, i: usize) {
         let id = self.nodes[i].id;
         self.emit(id, Kind::Crash);
         let n = &mut self.nodes[i];
-        let driver = n.driver.take().expect("crash of a running node");
-        drop(driver);
+        let mut stopped = 0;
+        for r in &mut n.groups {
+            if r.driver.take().is_some() {
+                stopped += 1;
+            }
+        }
+        n.up = false;
         // The power goes: what the disk had not synced is lost, or partly
         // kept, or torn. The stores are opened again at once (recovery),
         // as a restarting process would, unless a disk fault prevents it.
@@ -1036,21 +1357,32 @@ impl Sim {
         let report = fs.crash(&mut self.rng);
         self.stats.disk_writes_lost += report.writes_lost;
         self.stats.disk_writes_torn += report.writes_torn;
-        self.nodes[i].disk = self.open_disk(i).ok();
+        if self.groups() == 1 {
+            let disk = self.open_disk(i, 0).ok();
+            self.nodes[i].groups[0].disk = disk;
+        } else if self.recover_disks(i).is_err() {
+            // The root could not be made: the restart tries again.
+            for r in &mut self.nodes[i].groups {
+                r.disk = None;
+            }
+        }
         let n = &mut self.nodes[i];
         n.paused = false;
         n.missed_ticks = 0;
         n.inbox.clear();
-        n.proposals.clear();
-        n.reads.clear();
-        n.ready_reads.clear();
+        for r in &mut n.groups {
+            r.proposals.clear();
+            r.reads.clear();
+            r.ready_reads.clear();
+        }
         self.stats.crashes += 1;
+        self.stats.group_crashes += stopped;
     }
 
     /// Node `i`'s storage failed under an injected disk fault (or a power
-    /// cut in the middle of a write): the node stops, as the process
-    /// would, and is restarted later. Without an injected fault, a storage
-    /// error is a bug.
+    /// cut in the middle of a write): the node stops, every group with it,
+    /// as the process would, and is restarted later. Without an injected
+    /// fault, a storage error is a bug.
     fn disk_stopped(&mut self, i: usize, error: &str) -> Result<(), Failure> {
         let n = &self.nodes[i];
         if !n.disk_faulted && !n.fs.is_powered_off() {
@@ -1058,8 +1390,15 @@ impl Sim {
             return Err(self.fail("Core error", format!("node {id}: {error}")));
         }
         self.stats.disk_stops += 1;
-        if self.nodes[i].driver.is_some() {
+        if self.nodes[i].up {
             self.crash(i);
+        } else {
+            // Stopped while starting: drop what was opened, so the
+            // restart recovers every store afresh.
+            for r in &mut self.nodes[i].groups {
+                r.driver = None;
+                r.disk = None;
+            }
         }
         let d = 20 + self.rand(300);
         self.schedule(d, Ev::Restart { node: i });
@@ -1084,39 +1423,56 @@ impl Sim {
         // the real time that passed).
         let missed = std::mem::take(&mut self.nodes[i].missed_ticks);
         for _ in 0..missed {
-            if let Some(r) = self.nodes[i].raft_mut() {
-                r.tick();
+            for g in 0..self.groups() {
+                if let Some(r) = self.nodes[i].raft_mut(g) {
+                    r.tick();
+                }
+                self.handle_ready(i, g)?;
             }
-            self.handle_ready(i)?;
         }
         let inbox = std::mem::take(&mut self.nodes[i].inbox);
-        for (id, msg) in inbox {
-            self.step_node(i, id, msg)?;
+        for (id, g, msg) in inbox {
+            self.step_node(i, g, id, msg)?;
         }
         Ok(())
     }
 
+    /// The node's one timer: every group's core ticks (a quiescent core's
+    /// tick drives nothing, as the runtime host skips it), then the
+    /// node-level liveness, then each group's `Ready`.
     fn on_tick(&mut self, i: usize, inc: u64) -> Result<(), Failure> {
         let n = &mut self.nodes[i];
-        if n.driver.is_none() || n.inc != inc {
+        if !n.up || n.inc != inc {
             return Ok(());
         }
         let period = n.period;
         if n.paused {
             n.missed_ticks += 1;
         } else {
-            n.raft_mut().expect("checked").tick();
+            for r in &mut n.groups {
+                if let Some(d) = r.driver.as_mut() {
+                    d.raft_mut().tick();
+                }
+            }
             self.liveness_tick(i);
-            self.handle_ready(i)?;
+            for g in 0..self.groups() {
+                if !self.nodes[i].up {
+                    // A group's Ready crashed the node. The next tick is
+                    // still scheduled (and ignored, its incarnation over),
+                    // as it always was: single-group runs stay identical.
+                    break;
+                }
+                self.handle_ready(i, g)?;
+            }
         }
         self.schedule(period, Ev::Tick { node: i, inc });
         Ok(())
     }
 
-    fn on_deliver(&mut self, id: u64, msg: Message) -> Result<(), Failure> {
+    fn on_deliver(&mut self, id: u64, g: usize, msg: Message) -> Result<(), Failure> {
         let to = msg.to;
         let i = to as usize - 1;
-        if self.nodes[i].driver.is_none() {
+        if !self.nodes[i].up {
             self.drop_msg(to, id, to, "down");
             return Ok(());
         }
@@ -1125,10 +1481,10 @@ impl Sim {
             return Ok(());
         }
         if self.nodes[i].paused {
-            self.nodes[i].inbox.push((id, msg));
+            self.nodes[i].inbox.push((id, g, msg));
             return Ok(());
         }
-        self.step_node(i, id, msg)
+        self.step_node(i, g, id, msg)
     }
 
     /// Counts and traces the loss of message `id` to `to`, as seen by `at`
@@ -1141,7 +1497,7 @@ impl Sim {
         }
     }
 
-    fn step_node(&mut self, i: usize, id: u64, msg: Message) -> Result<(), Failure> {
+    fn step_node(&mut self, i: usize, g: usize, id: u64, msg: Message) -> Result<(), Failure> {
         let node = self.nodes[i].id;
         if self.trace.is_some() {
             self.emit(
@@ -1153,20 +1509,22 @@ impl Sim {
                 },
             );
         }
-        let Some(r) = self.nodes[i].raft_mut() else {
+        let Some(r) = self.nodes[i].raft_mut(g) else {
             return Ok(());
         };
         if let Err(e) = r.step(msg) {
             if r.storage_failure().is_some() {
                 // A read the message needed failed: the node stops.
-                return self.disk_stopped(i, &e.to_string());
+                let why = format!("{}{e}", self.group_label(g));
+                return self.disk_stopped(i, &why);
             }
-            return Err(self.fail("Core error", format!("node {node}: {e}")));
+            return Err(self.fail_in(g, "Core error", format!("node {node}: {e}")));
         }
-        self.handle_ready(i)
+        self.handle_ready(i, g)
     }
 
-    fn send(&mut self, msg: Message) {
+    /// Sends group `g`'s `msg` through the simulated network.
+    fn send(&mut self, g: usize, msg: Message) {
         let id = self.next_msg_id;
         self.next_msg_id += 1;
         self.stats.messages_sent += 1;
@@ -1218,30 +1576,32 @@ impl Sim {
                 latency + extra,
                 Ev::Deliver {
                     id,
+                    group: g,
                     msg: msg.clone(),
                 },
             );
         }
-        self.schedule(latency, Ev::Deliver { id, msg });
+        self.schedule(latency, Ev::Deliver { id, group: g, msg });
     }
 
-    /// Runs node `i`'s `Ready`s through the shipped [`Driver`], with the
-    /// simulator as its host: the network, the KV state machine, the
-    /// invariant checks between the stages, and crashes at the moments a
-    /// power cut hurts most.
-    pub(crate) fn handle_ready(&mut self, i: usize) -> Result<(), Failure> {
+    /// Runs the `Ready`s of group `g`'s replica on node `i` through the
+    /// shipped [`Driver`], with the simulator as its host: the network,
+    /// the KV state machine, the invariant checks between the stages, and
+    /// crashes (of the whole node) at the moments a power cut hurts most.
+    pub(crate) fn handle_ready(&mut self, i: usize, g: usize) -> Result<(), Failure> {
         loop {
             let node = self.nodes[i].id;
-            let Some(mut driver) = self.nodes[i].driver.take() else {
+            let Some(mut driver) = self.nodes[i].groups[g].driver.take() else {
                 return Ok(());
             };
             if !driver.has_work() {
-                self.nodes[i].driver = Some(driver);
+                self.nodes[i].groups[g].driver = Some(driver);
                 return Ok(());
             }
             let mut host = SimHost {
                 sim: self,
                 i,
+                g,
                 node,
                 before: driver.raft().storage().hard_state(),
                 moment: false,
@@ -1251,20 +1611,23 @@ impl Sim {
             let handled = driver.handle_ready(&mut host);
             let (crash, snapshot_at) = (host.crash, host.snapshot_at.take());
             self.viewing = None;
-            self.nodes[i].driver = Some(driver);
+            self.nodes[i].groups[g].driver = Some(driver);
             match handled {
                 Ok(_) => {}
                 Err(DriverError::Host(f)) => return Err(f),
                 // A storage error stops the node; a bug unless the disk
                 // was made to fail.
-                Err(e) => return self.disk_stopped(i, &e.to_string()),
+                Err(e) => {
+                    let why = format!("{}{e}", self.group_label(g));
+                    return self.disk_stopped(i, &why);
+                }
             }
             if crash {
                 self.crash_and_schedule_restart(i);
                 return Ok(());
             }
             if let Some((index, files)) = snapshot_at {
-                self.take_snapshot(i, index, files)?;
+                self.take_snapshot(i, g, index, files)?;
             }
         }
     }
@@ -1280,11 +1643,12 @@ impl Sim {
     /// node holds, so it does not hold the floors down. Entries in messages
     /// still in flight may come from below the floors; they are then
     /// recorded instead of compared (a weaker check, never a false alarm).
-    pub(crate) fn forget_settled_history(&mut self) {
+    pub(crate) fn forget_settled_history(&mut self, g: usize) {
         let mut entries_floor = u64::MAX;
         let mut states_floor = u64::MAX;
         for n in &self.nodes {
-            let store = match (n.raft(), &n.disk) {
+            let r = &n.groups[g];
+            let store = match (r.raft(), &r.disk) {
                 (Some(r), _) => r.storage(),
                 (None, Some(disk)) => disk,
                 (None, None) => continue,
@@ -1300,12 +1664,12 @@ impl Sim {
             return;
         }
         let states_floor = states_floor.min(entries_floor.saturating_sub(1));
-        self.inv.forget_below(entries_floor, states_floor);
+        self.inv[g].forget_below(entries_floor, states_floor);
     }
 
     #[cfg(test)]
-    pub(crate) fn invariants(&self) -> &Invariants {
-        &self.inv
+    pub(crate) fn invariants(&self, g: usize) -> &Invariants {
+        &self.inv[g]
     }
 
     /// Node `i` saves its state machine (`files`, as of `index`) as a
@@ -1314,12 +1678,13 @@ impl Sim {
     pub(crate) fn take_snapshot(
         &mut self,
         i: usize,
+        g: usize,
         index: u64,
         files: Vec<(String, Vec<u8>)>,
     ) -> Result<(), Failure> {
         let node = self.nodes[i].id;
         let bytes: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
-        let driver = self.nodes[i].driver.as_mut().expect("running");
+        let driver = self.nodes[i].groups[g].driver.as_mut().expect("running");
         match driver.save_snapshot(index, files, LOG_MARGIN) {
             Ok(saved) if saved.stored => {
                 self.stats.snapshots_taken += 1;
@@ -1345,7 +1710,10 @@ impl Sim {
             }
             // Already compacted past it (an install overtook it).
             Ok(_) => Ok(()),
-            Err(e) => self.disk_stopped(i, &format!("snapshot at {index}: {e}")),
+            Err(e) => {
+                let why = format!("{}snapshot at {index}: {e}", self.group_label(g));
+                self.disk_stopped(i, &why)
+            }
         }
     }
 
@@ -1371,11 +1739,12 @@ impl Sim {
         );
     }
 
-    fn trace_core_event(&mut self, node: NodeId, ev: &Event, leader: bool) {
+    fn trace_core_event(&mut self, node: NodeId, g: usize, ev: &Event, leader: bool) {
         match ev {
             Event::MembershipChanged { index, membership } => {
                 let i = node as usize - 1;
-                let prev = std::mem::replace(&mut self.nodes[i].membership, membership.clone());
+                let prev =
+                    std::mem::replace(&mut self.nodes[i].groups[g].membership, membership.clone());
                 let leaving: Vec<NodeId> = prev
                     .voters
                     .iter()
@@ -1502,6 +1871,7 @@ impl Sim {
         op: ClientOp,
     ) -> Result<(), Failure> {
         let node = self.nodes[i].id;
+        let g = self.group_of(c);
         if self.nodes[i].paused {
             return Ok(()); // the client will time out
         }
@@ -1510,7 +1880,7 @@ impl Sim {
             ClientOp::Put { key, value } => (TraceOp::Put, key, Some(value)),
             ClientOp::Get { key, .. } => (TraceOp::Get, key, None),
         };
-        if self.nodes[i].driver.is_none() {
+        if !self.nodes[i].up {
             return Ok(());
         }
         self.emit(
@@ -1525,7 +1895,7 @@ impl Sim {
                 outcome: None,
             },
         );
-        let r = self.nodes[i].raft_mut().expect("checked");
+        let r = self.nodes[i].raft_mut(g).expect("checked");
         let refused = match op {
             ClientOp::Put { .. }
             | ClientOp::Get {
@@ -1547,7 +1917,7 @@ impl Sim {
                         if matches!(op, ClientOp::Get { .. }) {
                             self.stats.log_reads += 1;
                         }
-                        self.nodes[i].proposals.insert(c, seq);
+                        self.nodes[i].groups[g].proposals.insert(c, seq);
                         None
                     }
                     Err(ProposeError::NotLeader { leader }) => Some((leader, "not_leader")),
@@ -1566,7 +1936,7 @@ impl Sim {
                 };
                 match r.read_index(ctx, mode) {
                     Ok(()) => {
-                        self.nodes[i].reads.insert(ctx, (c, seq, key));
+                        self.nodes[i].groups[g].reads.insert(ctx, (c, seq, key));
                         None
                     }
                     Err(ReadError::NotLeader { leader }) => Some((leader, "not_leader")),
@@ -1579,7 +1949,7 @@ impl Sim {
         if let Some((hint, why)) = refused {
             self.reply(node, c, seq, Reply::Refused { hint, why });
         }
-        self.handle_ready(i)
+        self.handle_ready(i, g)
     }
 
     fn reply(&mut self, node: NodeId, c: usize, seq: u64, result: Reply) {
@@ -1685,17 +2055,24 @@ impl Sim {
 
     /// Whether to crash right after a durable hard-state write. Writes of a
     /// new term or vote are rarer and matter more, so they draw more crashes.
+    ///
+    /// The odds are per node, not per group: with G groups each group's
+    /// write draws 1/G of them, or a node hosting many groups would crash
+    /// G times as often and hardly make progress.
     fn crash_point(&mut self, election_write: bool) -> bool {
         if self.quiet || !self.cfg.faults.has(FaultKind::Crash) {
             return false;
         }
-        self.rand(1000) < if election_write { 100 } else { 5 }
+        let per_mille = self.groups() as u64 * 1000;
+        self.rand(per_mille) < if election_write { 100 } else { 5 }
     }
 
-    fn leader_index(&self) -> Option<usize> {
+    /// The node leading group `g`, if any (the first, during a term
+    /// change).
+    fn leader_index(&self, g: usize) -> Option<usize> {
         self.nodes
             .iter()
-            .position(|n| n.raft().is_some_and(|r| r.role() == Role::Leader))
+            .position(|n| n.raft(g).is_some_and(|r| r.role() == Role::Leader))
     }
 
     /// Crashes node `i` and restarts it later: often at once (a supervisor
@@ -1716,20 +2093,21 @@ impl Sim {
         }
         let d = 300 + self.rand(700);
         self.schedule(d, Ev::Transfer);
+        let g = self.pick_group();
         let leader = self
             .nodes
             .iter()
-            .position(|n| !n.paused && n.raft().is_some_and(|r| r.role() == Role::Leader));
+            .position(|n| !n.paused && n.raft(g).is_some_and(|r| r.role() == Role::Leader));
         let Some(i) = leader else {
             return Ok(());
         };
         let n = self.nodes.len() as u64;
         let to = 1 + self.rand(n);
-        let r = self.nodes[i].raft_mut().expect("leader runs");
+        let r = self.nodes[i].raft_mut(g).expect("leader runs");
         if r.transfer_leader(to).is_ok() {
             self.stats.transfers += 1;
         }
-        self.handle_ready(i)
+        self.handle_ready(i, g)
     }
 
     /// A random membership change at the current leader, if any.
@@ -1739,11 +2117,12 @@ impl Sim {
         }
         let d = 50 + self.rand(300);
         self.schedule(d, Ev::Reconfig);
-        let Some(i) = self.leader_index().filter(|&i| !self.nodes[i].paused) else {
+        let g = self.pick_group();
+        let Some(i) = self.leader_index(g).filter(|&i| !self.nodes[i].paused) else {
             return Ok(());
         };
         let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        let r = self.nodes[i].raft().expect("leader runs");
+        let r = self.nodes[i].raft(g).expect("leader runs");
         let (leader, m) = (r.id(), r.membership().clone());
         let outsiders: Vec<NodeId> = all.iter().copied().filter(|x| !m.is_voter(*x)).collect();
         let roll = self.rand(100);
@@ -1782,7 +2161,7 @@ impl Sim {
         } else {
             return Ok(());
         };
-        let r = self.nodes[i].raft_mut().expect("leader runs");
+        let r = self.nodes[i].raft_mut(g).expect("leader runs");
         match action {
             Action::Voters(target) => {
                 let mut t = target.clone();
@@ -1812,7 +2191,7 @@ impl Sim {
                 }
             }
         }
-        self.handle_ready(i)
+        self.handle_ready(i, g)
     }
 
     /// Cuts `group` off from every other node until a heal (a partition
@@ -1887,19 +2266,21 @@ impl Sim {
                 self.schedule(d, Ev::Heal { epoch });
             }
             FaultKind::Crash => {
-                // Half the time the leader: losing it is what Raft is for.
-                let leader = self.leader_index();
+                // Half the time the leader (of some group): losing it is
+                // what Raft is for.
+                let g = self.pick_group();
+                let leader = self.leader_index(g);
                 let i = match leader {
                     Some(l) if self.chance(50) => l,
                     _ => self.rand(n as u64) as usize,
                 };
-                if self.nodes[i].driver.is_some() {
+                if self.nodes[i].up {
                     self.crash_and_schedule_restart(i);
                 }
             }
             FaultKind::Pause => {
                 let i = self.rand(n as u64) as usize;
-                if self.nodes[i].driver.is_some() && !self.nodes[i].paused {
+                if self.nodes[i].up && !self.nodes[i].paused {
                     self.pause(i);
                     let d = 20 + self.rand(480);
                     self.schedule(d, Ev::Resume { node: i });

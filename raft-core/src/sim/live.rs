@@ -138,8 +138,7 @@ impl LiveCluster {
 
     /// Whether node `id` is running (not stopped).
     pub fn is_running(&self, id: NodeId) -> bool {
-        self.node_index(id)
-            .is_ok_and(|i| self.sim.nodes[i].driver.is_some())
+        self.node_index(id).is_ok_and(|i| self.sim.nodes[i].is_up())
     }
 
     /// The running leader of the highest term, if any.
@@ -152,10 +151,10 @@ impl LiveCluster {
     pub fn voters(&self) -> Vec<NodeId> {
         let i = self.leader_index().or_else(|| {
             (0..self.sim.nodes.len())
-                .filter(|&i| self.sim.nodes[i].driver.is_some())
-                .max_by_key(|&i| self.sim.nodes[i].raft().map(|r| r.term()))
+                .filter(|&i| self.sim.nodes[i].is_up())
+                .max_by_key(|&i| self.sim.nodes[i].raft(0).map(|r| r.term()))
         });
-        i.and_then(|i| self.sim.nodes[i].raft())
+        i.and_then(|i| self.sim.nodes[i].raft(0))
             .map(|r| r.membership().voters.clone())
             .unwrap_or_default()
     }
@@ -168,7 +167,7 @@ impl LiveCluster {
             .queue
             .iter()
             .filter_map(|s| match &s.ev {
-                Ev::Deliver { id, msg } => Some((*id, msg.from, msg.to, s.time)),
+                Ev::Deliver { id, msg, .. } => Some((*id, msg.from, msg.to, s.time)),
                 _ => None,
             })
             .collect();
@@ -181,7 +180,7 @@ impl LiveCluster {
     /// there is no such node.
     pub fn status(&self, id: NodeId) -> Option<RaftStatus> {
         let i = self.node_index(id).ok()?;
-        self.sim.nodes[i].raft().map(|r| r.status())
+        self.sim.nodes[i].raft(0).map(|r| r.status())
     }
 
     /// The nodes whose links with node `id` are cut by
@@ -291,7 +290,7 @@ impl LiveCluster {
     pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
         self.check_failed()?;
         let i = self.node_index(id)?;
-        if self.sim.nodes[i].driver.is_some() {
+        if self.sim.nodes[i].is_up() {
             return Err(format!("n{id} is already running"));
         }
         self.begin();
@@ -326,14 +325,14 @@ impl LiveCluster {
     /// Whether node `id` is paused.
     pub fn is_paused(&self, id: NodeId) -> bool {
         self.node_index(id)
-            .is_ok_and(|i| self.sim.nodes[i].driver.is_some() && self.sim.nodes[i].paused)
+            .is_ok_and(|i| self.sim.nodes[i].is_up() && self.sim.nodes[i].paused)
     }
 
     /// Fires node `id`'s election timer now: it starts a pre-vote round
     /// (PreVote is on), and an election if that wins.
     pub fn timeout(&mut self, id: NodeId) -> Result<(), String> {
         let i = self.running(id)?;
-        let r = self.sim.nodes[i].raft_mut().expect("running");
+        let r = self.sim.nodes[i].raft_mut(0).expect("running");
         if r.role() == Role::Leader {
             return Err(format!("n{id} is the leader: it has no election timer"));
         }
@@ -343,7 +342,7 @@ impl LiveCluster {
             ));
         }
         self.begin();
-        let res = self.sim.handle_ready(i);
+        let res = self.sim.handle_ready(i, 0);
         self.record(res)
     }
 
@@ -456,7 +455,7 @@ impl LiveCluster {
             .leader_index()
             .ok_or("no leader to change the configuration")?;
         let m = self.sim.nodes[l]
-            .raft()
+            .raft(0)
             .expect("leader runs")
             .membership()
             .clone();
@@ -485,7 +484,7 @@ impl LiveCluster {
             .leader_index()
             .ok_or("no leader to change the configuration")?;
         let m = self.sim.nodes[l]
-            .raft()
+            .raft(0)
             .expect("leader runs")
             .membership()
             .clone();
@@ -502,12 +501,12 @@ impl LiveCluster {
         self.check_failed()?;
         self.node_index(id)?;
         let l = self.leader_index().ok_or("no leader to transfer from")?;
-        let r = self.sim.nodes[l].raft_mut().expect("leader runs");
+        let r = self.sim.nodes[l].raft_mut(0).expect("leader runs");
         let leader = r.id();
         r.transfer_leader(id)
             .map_err(|e| format!("leader n{leader} refused the transfer: {e}"))?;
         self.begin();
-        let res = self.sim.handle_ready(l);
+        let res = self.sim.handle_ready(l, 0);
         self.record(res)
     }
 
@@ -517,7 +516,7 @@ impl LiveCluster {
     /// snapshot from the leader. Returns the snapshot's index.
     pub fn snapshot(&mut self, id: NodeId) -> Result<u64, String> {
         let i = self.running(id)?;
-        let r = self.sim.nodes[i].raft().expect("running");
+        let r = self.sim.nodes[i].raft(0).expect("running");
         let index = r.applied_index();
         if index == 0 {
             return Err(format!("n{id} has applied nothing to snapshot"));
@@ -527,16 +526,16 @@ impl LiveCluster {
             return Err(format!("n{id} has a snapshot at {have} already"));
         }
         self.begin();
-        let files = self.sim.nodes[i].kv.to_files();
+        let files = self.sim.nodes[i].groups[0].kv.to_files();
         let taken = self.sim.stats.snapshots_taken;
-        let res = self.sim.take_snapshot(i, index, files);
+        let res = self.sim.take_snapshot(i, 0, index, files);
         self.record(res)?;
         if self.sim.stats.snapshots_taken == taken {
             return Err(format!("n{id} cannot snapshot at {index}"));
         }
         // Compaction is when history becomes unreachable: let the checker
         // forget it, so a long session's memory follows its logs.
-        self.sim.forget_settled_history();
+        self.sim.forget_settled_history(0);
         Ok(index)
     }
 
@@ -581,7 +580,7 @@ impl LiveCluster {
     fn running(&self, id: NodeId) -> Result<usize, String> {
         self.check_failed()?;
         let i = self.node_index(id)?;
-        if self.sim.nodes[i].driver.is_none() {
+        if !self.sim.nodes[i].is_up() {
             return Err(format!("n{id} is stopped"));
         }
         Ok(i)
@@ -591,19 +590,19 @@ impl LiveCluster {
         (0..self.sim.nodes.len())
             .filter(|&i| {
                 self.sim.nodes[i]
-                    .raft()
+                    .raft(0)
                     .is_some_and(|r| r.role() == Role::Leader)
             })
-            .max_by_key(|&i| self.sim.nodes[i].raft().map(|r| r.term()))
+            .max_by_key(|&i| self.sim.nodes[i].raft(0).map(|r| r.term()))
     }
 
     fn change_voters(&mut self, l: usize, voters: Vec<NodeId>) -> Result<(), String> {
-        let r = self.sim.nodes[l].raft_mut().expect("leader runs");
+        let r = self.sim.nodes[l].raft_mut(0).expect("leader runs");
         let leader = r.id();
         r.change_peers(voters)
             .map_err(|e| format!("leader n{leader} refused the change: {e}"))?;
         self.begin();
-        let res = self.sim.handle_ready(l);
+        let res = self.sim.handle_ready(l, 0);
         self.record(res)
     }
 }
@@ -749,7 +748,7 @@ mod tests {
             c.advance(100).unwrap();
         };
         put(&mut c, 300);
-        let before = c.sim.invariants().remembered();
+        let before = c.sim.invariants(0).remembered();
         assert!(
             before.0 > 300 && before.1 > 300 && before.2 > 300,
             "{before:?}"
@@ -758,12 +757,12 @@ mod tests {
         put(&mut c, 100);
         c.snapshot(l).unwrap();
         c.snapshot(f1).unwrap();
-        let held = c.sim.invariants().remembered();
+        let held = c.sim.invariants(0).remembered();
         assert!(held.0 > 400, "n{f2}'s disk still holds the log: {held:?}");
         c.restart(f2).unwrap();
         put(&mut c, 10);
         c.snapshot(f2).unwrap();
-        let after = c.sim.invariants().remembered();
+        let after = c.sim.invariants(0).remembered();
         assert!(
             after.0 < 50 && after.1 < 50 && after.2 < 50,
             "{before:?} -> {after:?}"
@@ -821,8 +820,8 @@ mod tests {
             for id in 1..=n {
                 let _ = c.snapshot(id);
             }
-            let kept = c.sim.invariants().remembered();
-            let committed = c.sim.invariants().committed_index();
+            let kept = c.sim.invariants(0).remembered();
+            let committed = c.sim.invariants(0).committed_index();
             assert!(committed > 300, "seed {seed}: {committed} committed");
             assert!(
                 kept.2 < committed as usize / 2,
@@ -854,7 +853,7 @@ mod tests {
             for id in 1..=3 {
                 c.snapshot(id).unwrap();
             }
-            assert!(c.sim.invariants().remembered().2 < 10);
+            assert!(c.sim.invariants(0).remembered().2 < 10);
             c.partition(f).unwrap();
             for _ in 0..3 {
                 c.client_request(None).unwrap();

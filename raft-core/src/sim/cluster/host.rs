@@ -22,8 +22,10 @@ pub(super) type Taken = (u64, Vec<(String, Vec<u8>)>);
 
 pub(super) struct SimHost<'a> {
     pub(super) sim: &'a mut Sim,
-    /// The node's index in `sim.nodes`, and its id.
+    /// The node's index in `sim.nodes`, the group's index in its
+    /// `groups`, and the node's id.
     pub(super) i: usize,
+    pub(super) g: usize,
     pub(super) node: NodeId,
     /// The durable hard state before this `Ready`.
     pub(super) before: HardState,
@@ -65,7 +67,7 @@ impl SimHost<'_> {
     /// Before the write: an install must not replace committed entries,
     /// and new entries must not overwrite committed ones.
     fn taken(&mut self, raft: &Raft<NodeStorage>, rd: &Ready) -> Result<Flow, Failure> {
-        let node = self.node;
+        let (node, g) = (self.node, self.g);
         for op in &rd.snapshot_ops {
             if let SnapshotOp::Install(meta) = op {
                 // An install replaces the whole log: it must not hold a
@@ -73,24 +75,26 @@ impl SimHost<'_> {
                 let disk = raft.storage();
                 for index in meta.index + 1..=disk.last_index() {
                     let held = disk.term(index).ok();
-                    if held.is_some() && held == self.sim.inv.committed_term(index) {
+                    if held.is_some() && held == self.sim.inv[g].committed_term(index) {
                         let detail = format!(
                             "node {node} installed the snapshot at {} over committed entry {index}",
                             meta.index
                         );
-                        return Err(self.sim.fail("State Machine Safety", detail));
+                        return Err(self.sim.fail_in(g, "State Machine Safety", detail));
                     }
                 }
             }
         }
         if !rd.entries.is_empty() {
             let disk = raft.storage();
-            let check =
-                self.sim
-                    .inv
-                    .on_persist(node, &rd.entries, |i| disk.term(i).ok(), raft.raft_log());
+            let check = self.sim.inv[g].on_persist(
+                node,
+                &rd.entries,
+                |i| disk.term(i).ok(),
+                raft.raft_log(),
+            );
             if let Err(v) = check {
-                return Err(self.sim.violated(v));
+                return Err(self.sim.violated(g, v));
             }
         }
         // A crash before the write lands (only the messages the core let
@@ -114,14 +118,14 @@ impl SimHost<'_> {
     /// After the write: trace it, check commits and new leaders, and maybe
     /// crash before anything that depends on it is sent.
     fn persisted(&mut self, raft: &Raft<NodeStorage>, rd: &Ready) -> Result<Flow, Failure> {
-        let (node, i) = (self.node, self.i);
+        let (node, i, g) = (self.node, self.i, self.g);
         // The write finished before a power cut planned in it took effect.
         self.sim.nodes[i].fs.cancel_power_cut();
         for op in &rd.snapshot_ops {
             if let SnapshotOp::Install(meta) = op {
                 // Everything the installed snapshot covers is committed.
-                let n = &mut self.sim.nodes[i];
-                n.commit = n.commit.max(meta.index);
+                let r = &mut self.sim.nodes[i].groups[g];
+                r.commit = r.commit.max(meta.index);
             }
         }
         if let (Some(f), Some(l)) = (rd.entries.first(), rd.entries.last()) {
@@ -144,33 +148,31 @@ impl SimHost<'_> {
                     hs_commit: hs.commit,
                 },
             );
-            let old = self.sim.nodes[i].commit;
+            let old = self.sim.nodes[i].groups[g].commit;
             if hs.commit > old {
-                let check = self
-                    .sim
-                    .inv
-                    .on_commit(node, hs.term, old, hs.commit, raft.raft_log());
+                let check =
+                    self.sim.inv[g].on_commit(node, hs.term, old, hs.commit, raft.raft_log());
                 if let Err(v) = check {
-                    return Err(self.sim.violated(v));
+                    return Err(self.sim.violated(g, v));
                 }
-                self.sim.nodes[i].commit = hs.commit;
+                self.sim.nodes[i].groups[g].commit = hs.commit;
                 self.sim.emit(node, Kind::Commit { index: hs.commit });
             }
             self.sim.stats.max_term = self.sim.stats.max_term.max(hs.term);
         }
         if let Some(ss) = rd.soft_state {
             if ss.role == Role::Leader {
-                if let Err(v) = self.sim.inv.on_leader(node, raft.term(), raft.raft_log()) {
-                    return Err(self.sim.violated(v));
+                if let Err(v) = self.sim.inv[g].on_leader(node, raft.term(), raft.raft_log()) {
+                    return Err(self.sim.violated(g, v));
                 }
                 self.sim.stats.leaders_elected += 1;
-                self.sim.nodes[i].new_leader = true;
+                self.sim.nodes[i].groups[g].new_leader = true;
             } else {
                 // Reads in flight die with the leadership.
-                self.sim.nodes[i].reads.clear();
-                self.sim.nodes[i].ready_reads.clear();
+                self.sim.nodes[i].groups[g].reads.clear();
+                self.sim.nodes[i].groups[g].ready_reads.clear();
             }
-            let from = std::mem::replace(&mut self.sim.nodes[i].role, ss.role.into());
+            let from = std::mem::replace(&mut self.sim.nodes[i].groups[g].role, ss.role.into());
             self.sim.emit(
                 node,
                 Kind::Role {
@@ -181,14 +183,14 @@ impl SimHost<'_> {
         }
         let leading = raft.role() == Role::Leader;
         for ev in &rd.events {
-            self.sim.trace_core_event(node, ev, leading);
+            self.sim.trace_core_event(node, g, ev, leading);
         }
         // Election moments: a new term or vote written, a new leader (its
         // no-op not yet replicated), or its first commit (the hand-over of
         // the previous terms' entries).
         let before = self.before;
         let first_commit = rd.hard_state.is_some_and(|hs| hs.commit > before.commit)
-            && std::mem::take(&mut self.sim.nodes[i].new_leader);
+            && std::mem::take(&mut self.sim.nodes[i].groups[g].new_leader);
         let became_leader = rd.soft_state.is_some_and(|ss| ss.role == Role::Leader);
         self.moment = first_commit
             || became_leader
@@ -204,16 +206,16 @@ impl SimHost<'_> {
     /// After the `Ready`: serve the reads the state machine caught up
     /// with, and maybe crash.
     fn advanced(&mut self, raft: &Raft<NodeStorage>, rd: &Ready) -> Result<Flow, Failure> {
-        let (node, i) = (self.node, self.i);
+        let (node, i, g) = (self.node, self.i, self.g);
         let applied = raft.applied_index();
-        let ready = std::mem::take(&mut self.sim.nodes[i].ready_reads);
+        let ready = std::mem::take(&mut self.sim.nodes[i].groups[g].ready_reads);
         for (index, ctx) in ready {
             if index > applied {
-                self.sim.nodes[i].ready_reads.push((index, ctx));
+                self.sim.nodes[i].groups[g].ready_reads.push((index, ctx));
                 continue;
             }
-            if let Some((c, seq, key)) = self.sim.nodes[i].reads.remove(&ctx) {
-                let v = self.sim.nodes[i].kv.get(key);
+            if let Some((c, seq, key)) = self.sim.nodes[i].groups[g].reads.remove(&ctx) {
+                let v = self.sim.nodes[i].groups[g].kv.get(key);
                 self.sim.reply(node, c, seq, Reply::Done(v));
             }
         }
@@ -222,18 +224,22 @@ impl SimHost<'_> {
 
     /// An installed snapshot replaces the state machine.
     fn load(&mut self, files: &[Vec<u8>], index: u64, term: u64) -> Result<(), Failure> {
-        let (node, i) = (self.node, self.i);
+        let (node, i, g) = (self.node, self.i, self.g);
         let kv = match Kv::from_files(files) {
             Ok(kv) => kv,
-            Err(why) => return Err(self.sim.fail("Core error", format!("node {node}: {why}"))),
+            Err(why) => {
+                return Err(self
+                    .sim
+                    .fail_in(g, "Core error", format!("node {node}: {why}")))
+            }
         };
         let state = kv.fingerprint();
-        self.sim.nodes[i].kv = kv;
-        if let Err(v) = self.sim.inv.on_install(node, index, term) {
-            return Err(self.sim.violated(v));
+        self.sim.nodes[i].groups[g].kv = kv;
+        if let Err(v) = self.sim.inv[g].on_install(node, index, term) {
+            return Err(self.sim.violated(g, v));
         }
-        if let Err(v) = self.sim.inv.on_state(node, index, state) {
-            return Err(self.sim.violated(v));
+        if let Err(v) = self.sim.inv[g].on_state(node, index, state) {
+            return Err(self.sim.violated(g, v));
         }
         Ok(())
     }
@@ -244,14 +250,14 @@ impl SimHost<'_> {
         raft: &Raft<NodeStorage>,
         entries: &[crate::core::Entry],
     ) -> Result<(), Failure> {
-        let (node, i) = (self.node, self.i);
+        let (node, i, g) = (self.node, self.i, self.g);
         let (Some(f), Some(l)) = (entries.first(), entries.last()) else {
             return Ok(());
         };
         let (first, last) = (f.index, l.index);
         for e in entries {
-            if let Err(v) = self.sim.inv.on_apply(node, e) {
-                return Err(self.sim.violated(v));
+            if let Err(v) = self.sim.inv[g].on_apply(node, e) {
+                return Err(self.sim.violated(g, v));
             }
             // A node applies only what it holds durably: a state machine
             // that writes its own files (the block store's) must never be
@@ -261,29 +267,29 @@ impl SimHost<'_> {
                     "node {node} applied entry {} (term {}) before it was durable in its log",
                     e.index, e.term
                 );
-                return Err(self.sim.fail("Durable Apply", detail));
+                return Err(self.sim.fail_in(g, "Durable Apply", detail));
             }
             if e.kind == EntryKind::Normal {
                 let req = match Request::decode(&e.data) {
                     Ok(r) => r,
-                    Err(why) => return Err(self.sim.fail("Core error", why)),
+                    Err(why) => return Err(self.sim.fail_in(g, "Core error", why)),
                 };
-                let result = self.sim.nodes[i].kv.apply(&req);
+                let result = self.sim.nodes[i].groups[g].kv.apply(&req);
                 let c = req.client as usize - 1;
-                if self.sim.nodes[i].proposals.get(&c) == Some(&req.seq) {
-                    self.sim.nodes[i].proposals.remove(&c);
+                if self.sim.nodes[i].groups[g].proposals.get(&c) == Some(&req.seq) {
+                    self.sim.nodes[i].groups[g].proposals.remove(&c);
                     self.sim.reply(node, c, req.seq, Reply::Done(result));
                 }
             }
             if self.sim.cfg.compact && e.index % SNAPSHOT_INTERVAL == 0 {
                 // The state exactly at this index, on every replica.
-                self.snapshot_at = Some((e.index, self.sim.nodes[i].kv.to_files()));
+                self.snapshot_at = Some((e.index, self.sim.nodes[i].groups[g].kv.to_files()));
             }
         }
         self.sim.emit(node, Kind::Apply { first, last });
-        let state = self.sim.nodes[i].kv.fingerprint();
-        if let Err(v) = self.sim.inv.on_state(node, last, state) {
-            return Err(self.sim.violated(v));
+        let state = self.sim.nodes[i].groups[g].kv.fingerprint();
+        if let Err(v) = self.sim.inv[g].on_state(node, last, state) {
+            return Err(self.sim.violated(g, v));
         }
         Ok(())
     }
@@ -294,16 +300,18 @@ impl Host for SimHost<'_> {
 
     fn send(&mut self, raft: &Raft<NodeStorage>, msg: Message) {
         self.view(raft);
-        self.sim.send(msg);
+        self.sim.send(self.g, msg);
     }
 
     fn work(&mut self, raft: &Raft<NodeStorage>, work: Work) -> Result<(), Failure> {
         self.view(raft);
-        if let Err(why) = self.sim.nodes[self.i].contract.check(&work) {
-            let node = self.node;
-            return Err(self
-                .sim
-                .fail("State Machine Contract", format!("node {node}: {why}")));
+        if let Err(why) = self.sim.nodes[self.i].groups[self.g].contract.check(&work) {
+            let (node, g) = (self.node, self.g);
+            return Err(self.sim.fail_in(
+                g,
+                "State Machine Contract",
+                format!("node {node}: {why}"),
+            ));
         }
         match work {
             Work::Load {
@@ -331,7 +339,9 @@ impl Host for SimHost<'_> {
     }
 
     fn read_ready(&mut self, _raft: &Raft<NodeStorage>, rs: ReadState) {
-        self.sim.nodes[self.i].ready_reads.push((rs.index, rs.ctx));
+        self.sim.nodes[self.i].groups[self.g]
+            .ready_reads
+            .push((rs.index, rs.ctx));
     }
 
     fn at(&mut self, raft: &Raft<NodeStorage>, stage: Stage, rd: &Ready) -> Result<Flow, Failure> {

@@ -1,5 +1,7 @@
 //! Node-level liveness in the simulator: what a multi-group host runs so
 //! that quiescent groups (`core/quiesce.rs`) notice a dead leader.
+//! One view per node, whatever the number of groups it hosts: a change
+//! is reported to every group's core.
 //!
 //! With `--quiesce`, every running node pings every other node every
 //! [`PING_EVERY_TICKS`] of its own ticks, through the simulated network:
@@ -85,8 +87,11 @@ impl Sim {
                 l.dead.insert(p);
                 self.stats.peers_declared_dead += 1;
             }
-            if let Some(r) = self.nodes[i].raft_mut() {
-                r.set_peer_alive(p, alive);
+            // One view of the peer's node, told to every group's core.
+            for g in 0..self.groups() {
+                if let Some(r) = self.nodes[i].raft_mut(g) {
+                    r.set_peer_alive(p, alive);
+                }
             }
         }
     }
@@ -120,7 +125,7 @@ impl Sim {
     pub(crate) fn on_ping(&mut self, from: NodeId, to: NodeId) {
         let i = to as usize - 1;
         let n = &self.nodes[i];
-        if n.driver.is_none() || n.paused || self.blocked.contains(&(from, to)) {
+        if !n.is_up() || n.paused || self.blocked.contains(&(from, to)) {
             return;
         }
         let now = self.now;
