@@ -251,6 +251,43 @@ impl<S: Storage> Raft<S> {
         matches
     }
 
+    /// An awake member that cannot campaign (a learner) whose election
+    /// timer ran out: if quiescence is on and it knows a leader, it
+    /// re-acknowledges its log to it. A voter in that state campaigns,
+    /// and its (pre-)vote request wakes a sleeping leader; a learner has
+    /// no such request, so a learner that missed the quiesce heartbeat
+    /// would otherwise stay awake forever beside a sleeping group. The
+    /// acknowledgement wakes the leader, which heartbeats and, once idle
+    /// again, quiesces the whole group, the learner included. Harmless to
+    /// an awake leader: it acknowledges entries the leader already knows
+    /// it holds.
+    pub(crate) fn nudge_quiescent_leader(&mut self) {
+        // Once per election timeout past the first. The timer itself keeps
+        // running: resetting it would make this node look as if it had
+        // heard from its leader (`in_lease`) and refuse votes it would
+        // otherwise grant.
+        let past = self.election_elapsed - self.randomized_timeout;
+        if self.cfg.quiesce_after_ticks == 0
+            || self.role != Role::Follower
+            || !past.is_multiple_of(self.cfg.election_tick)
+        {
+            return;
+        }
+        let Some(leader) = self.leader else { return };
+        let index = self.log.last_index();
+        self.send(
+            leader,
+            self.term,
+            MessageBody::AppendResponse {
+                success: true,
+                index,
+                hint_index: 0,
+                hint_term: 0,
+                lease_tick: 0,
+            },
+        );
+    }
+
     /// Forgets quiescence (a role change: a new term, an election).
     pub(crate) fn reset_quiescence(&mut self) {
         self.quiesce.quiescent = false;

@@ -274,12 +274,19 @@ impl<S: Storage> Raft<S> {
 
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_timeout && self.can_campaign() {
+        if self.election_elapsed < self.randomized_timeout {
+            return;
+        }
+        if self.can_campaign() {
             self.election_elapsed = 0;
             self.events.push(Event::ElectionTimeout {
                 pre_vote: self.cfg.pre_vote,
             });
             self.campaign(false);
+        } else {
+            // A learner cannot campaign; with quiescence it must still be
+            // able to wake a leader that went to sleep without it.
+            self.nudge_quiescent_leader();
         }
     }
 
