@@ -109,6 +109,19 @@ impl<S: Storage> Raft<S> {
         self.log.failure().is_none() && self.has_ready_unchecked()
     }
 
+    /// Whether the next `Ready` holds work for the disk: entries to append,
+    /// a term, vote or membership to save, or snapshot work. A driver may
+    /// run a `Ready` without it on an async task instead of a blocking
+    /// thread (applying reads entries, normally from the entry cache).
+    /// Only a performance hint: a wrong answer never changes what is done.
+    pub fn ready_writes_disk(&self) -> bool {
+        let hs = self.hard_state();
+        !self.log.unstable_entries().is_empty()
+            || (hs.term, hs.vote) != (self.prev_hard.term, self.prev_hard.vote)
+            || self.pending_conf_state.is_some()
+            || !self.snap.ops.is_empty()
+    }
+
     fn has_ready_unchecked(&self) -> bool {
         !self.msgs.is_empty()
             || !self.log.unstable_entries().is_empty()

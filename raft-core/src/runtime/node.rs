@@ -1074,8 +1074,15 @@ impl NodeTask {
                 started: Instant::now(),
             };
             let driver = &mut self.driver;
-            // Persisting may block on a log sync.
-            let handled = blocking(|| driver.handle_ready(&mut host));
+            // Persisting may block on a log sync: only a `Ready` that
+            // writes is moved off the async workers (a hand-off that, for
+            // a host of many groups each with a small `Ready`, costs more
+            // than the work itself).
+            let handled = if driver.raft().ready_writes_disk() {
+                blocking(|| driver.handle_ready(&mut host))
+            } else {
+                driver.handle_ready(&mut host)
+            };
             let work = std::mem::take(&mut host.to_apply);
             handled.map_err(|e| e.to_string())?;
             // The apply task's queue is bounded: a slow state machine
