@@ -89,10 +89,10 @@ fn raise_file_limit(groups: u64) -> Result<()> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error()).context("cannot read the open-file limit");
     }
-    if lim.rlim_cur as u64 >= want {
+    if lim.rlim_cur >= want {
         return Ok(());
     }
-    if (lim.rlim_max as u64) < want {
+    if lim.rlim_max < want {
         anyhow::bail!(
             "{groups} groups need up to {want} open files, but the hard limit is {} \
              (raise it, e.g. `ulimit -Hn {want}`, or host fewer groups)",
