@@ -411,6 +411,32 @@ async fn run_timer(inner: Arc<Inner>) {
             ping_peers(&inner);
         }
         judge_peers(&inner, now);
+        if now.is_multiple_of(inner.cfg.peer_timeout) {
+            remind_sleepers(&inner);
+        }
+    }
+}
+
+/// Tells each quiescent group whose leader is on a dead peer again: the
+/// first report goes through the group's control queue, which drops it
+/// when full, and a sleeping follower that missed it would otherwise
+/// sleep until something else reached it. Only such groups are told, so
+/// a long-dead peer costs nothing to the others.
+fn remind_sleepers(inner: &Inner) {
+    let dead: Vec<NodeId> = lock(&inner.liveness).dead.iter().copied().collect();
+    if dead.is_empty() {
+        return;
+    }
+    let groups = inner.groups.read().unwrap_or_else(|e| e.into_inner());
+    for g in groups.values() {
+        if !g.node.is_quiescent() {
+            continue;
+        }
+        if let (_, Some(leader)) = g.node.role() {
+            if dead.contains(&leader) {
+                let _ = g.node.set_peer_alive(leader, false);
+            }
+        }
     }
 }
 
