@@ -34,7 +34,7 @@ pub use message::{
     checksum, checksum_extend, Bytes, ConfState, Entry, EntryKind, HardState, Message, MessageBody,
     NodeId, SnapshotFile, SnapshotMeta,
 };
-pub use quiesce::WakeReason;
+pub use quiesce::{PeerLiveness, WakeReason};
 pub use raft::{Raft, Role};
 pub use read::{ReadMode, ReadState};
 pub use ready::{Ready, SnapshotOp, SoftState};

@@ -39,7 +39,7 @@
 //! without quiescence). A leader that comes back to a group that moved on
 //! is deposed by the first answer carrying a higher term, as usual.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::event::Event;
 use super::message::{MessageBody, NodeId};
@@ -292,5 +292,76 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn reset_quiescence(&mut self) {
         self.quiesce.quiescent = false;
         self.quiesce.idle_ticks = 0;
+    }
+}
+
+/// Node-level liveness as a host keeps it: when each peer process was last
+/// heard from, and which ones it has declared dead. The one rule of both
+/// the runtime's host and the simulator's: a peer silent for more than
+/// `timeout` (in the caller's unit of time) is dead, and alive again as
+/// soon as it is heard.
+#[derive(Debug, Clone, Default)]
+pub struct PeerLiveness {
+    heard: BTreeMap<NodeId, u64>,
+    dead: BTreeSet<NodeId>,
+}
+
+impl PeerLiveness {
+    /// Records that `peer` was heard at `now` (a new peer is watched from
+    /// then on).
+    pub fn heard(&mut self, peer: NodeId, now: u64) {
+        self.heard.insert(peer, now);
+    }
+
+    /// The peers watched, ascending.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.heard.keys().copied().collect()
+    }
+
+    /// The peers declared dead, ascending.
+    pub fn dead(&self) -> Vec<NodeId> {
+        self.dead.iter().copied().collect()
+    }
+
+    /// Judges every peer at `now` and returns the changes, `(peer,
+    /// alive)`, ascending by peer; each is recorded.
+    pub fn judge(&mut self, now: u64, timeout: u64) -> Vec<(NodeId, bool)> {
+        let flips: Vec<(NodeId, bool)> = self
+            .heard
+            .iter()
+            .filter_map(|(&p, &t)| {
+                let dead = now.saturating_sub(t) > timeout;
+                (dead != self.dead.contains(&p)).then_some((p, !dead))
+            })
+            .collect();
+        for &(p, alive) in &flips {
+            if alive {
+                self.dead.remove(&p);
+            } else {
+                self.dead.insert(p);
+            }
+        }
+        flips
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeerLiveness;
+
+    #[test]
+    fn a_silent_peer_is_dead_after_the_timeout_and_alive_once_heard() {
+        let mut l = PeerLiveness::default();
+        l.heard(2, 0);
+        l.heard(3, 0);
+        assert!(l.judge(10, 10).is_empty(), "silent for exactly the timeout");
+        l.heard(3, 8);
+        assert_eq!(l.judge(11, 10), vec![(2, false)]);
+        assert_eq!(l.dead(), vec![2]);
+        assert!(l.judge(12, 10).is_empty(), "a change is reported once");
+        l.heard(2, 13);
+        assert_eq!(l.judge(13, 10), vec![(2, true)]);
+        assert!(l.dead().is_empty());
+        assert_eq!(l.peers(), vec![2, 3]);
     }
 }

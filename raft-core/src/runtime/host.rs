@@ -26,7 +26,7 @@
 //! (see `storage::sync` for the host-wide log sync that batches the
 //! groups' fsyncs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::core::{Message, MessageBody, NodeId};
+use crate::core::{Message, MessageBody, NodeId, PeerLiveness};
 use crate::storage::NodeStorage;
 
 use super::node::{GroupClock, NodeConfig, NodeError, NodeHandle, RaftNode};
@@ -152,19 +152,13 @@ struct Group {
     wake: Arc<Notify>,
 }
 
-/// What a peer's node looks like from here.
-struct Liveness {
-    /// Peer -> host tick of its last ping (or of the host's start).
-    heard: BTreeMap<NodeId, u64>,
-    dead: BTreeSet<NodeId>,
-}
-
 struct Inner {
     cfg: HostConfig,
     transport: TransportHandle,
     clock: Arc<AtomicU64>,
     groups: RwLock<BTreeMap<GroupId, Group>>,
-    liveness: Mutex<Liveness>,
+    /// Peer -> host tick of its last ping (or of the host's start).
+    liveness: Mutex<PeerLiveness>,
     counters: Counters,
 }
 
@@ -204,21 +198,16 @@ impl GroupHost {
                 "peer_timeout must be at least two ping periods".into(),
             ));
         }
-        let heard = cfg
-            .peers
-            .iter()
-            .filter(|&&p| p != cfg.id)
-            .map(|&p| (p, 0))
-            .collect();
+        let mut liveness = PeerLiveness::default();
+        for &p in cfg.peers.iter().filter(|&&p| p != cfg.id) {
+            liveness.heard(p, 0);
+        }
         let inner = Arc::new(Inner {
             cfg,
             transport,
             clock: Arc::new(AtomicU64::new(0)),
             groups: RwLock::new(BTreeMap::new()),
-            liveness: Mutex::new(Liveness {
-                heard,
-                dead: BTreeSet::new(),
-            }),
+            liveness: Mutex::new(liveness),
             counters: Counters::default(),
         });
         let timer = tokio::spawn(run_timer(inner.clone()));
@@ -285,7 +274,7 @@ impl GroupHost {
         let group = cfg.group;
         let outbox: Arc<dyn Outbox> = Arc::new(self.inner.transport.clone());
         let node = RaftNode::start(cfg, storage, sm, outbox)?;
-        for &p in &lock(&self.inner.liveness).dead {
+        for p in lock(&self.inner.liveness).dead() {
             node.set_peer_alive(p, false)?;
         }
         groups.insert(
@@ -347,7 +336,7 @@ impl GroupHost {
             group_ticks: get(&c.group_ticks),
             pings_sent: get(&c.pings_sent),
             pings_received: get(&c.pings_received),
-            peers_dead: lock(&self.inner.liveness).dead.len() as u64,
+            peers_dead: lock(&self.inner.liveness).dead().len() as u64,
             peers_declared_dead: get(&c.peers_declared_dead),
             dropped_unknown_group: get(&c.dropped_unknown_group),
             dropped_busy: get(&c.dropped_busy),
@@ -358,7 +347,7 @@ impl GroupHost {
 
     /// Peers this host currently believes dead.
     pub fn dead_peers(&self) -> Vec<NodeId> {
-        lock(&self.inner.liveness).dead.iter().copied().collect()
+        lock(&self.inner.liveness).dead()
     }
 
     /// Stops every group, then the timer and the router (not the
@@ -423,7 +412,7 @@ async fn run_timer(inner: Arc<Inner>) {
 /// sleep until something else reached it. Only such groups are told, so
 /// a long-dead peer costs nothing to the others.
 fn remind_sleepers(inner: &Inner) {
-    let dead: Vec<NodeId> = lock(&inner.liveness).dead.iter().copied().collect();
+    let dead = lock(&inner.liveness).dead();
     if dead.is_empty() {
         return;
     }
@@ -442,7 +431,7 @@ fn remind_sleepers(inner: &Inner) {
 
 fn ping_peers(inner: &Inner) {
     let me = inner.cfg.id;
-    let peers: Vec<NodeId> = lock(&inner.liveness).heard.keys().copied().collect();
+    let peers = lock(&inner.liveness).peers();
     for to in peers {
         inner.transport.send(Envelope {
             group: HOST_GROUP,
@@ -464,30 +453,15 @@ fn ping_peers(inner: &Inner) {
 
 /// Declares peers dead or alive again and tells every group of each change.
 fn judge_peers(inner: &Inner, now: u64) {
-    let changes: Vec<(NodeId, bool)> = {
-        let mut l = lock(&inner.liveness);
-        let timeout = inner.cfg.peer_timeout;
-        let flips: Vec<(NodeId, bool)> = l
-            .heard
-            .iter()
-            .filter_map(|(&p, &t)| {
-                let dead = now.saturating_sub(t) > timeout;
-                (dead != l.dead.contains(&p)).then_some((p, !dead))
-            })
-            .collect();
-        for &(p, alive) in &flips {
-            if alive {
-                l.dead.remove(&p);
-            } else {
-                l.dead.insert(p);
-                inner
-                    .counters
-                    .peers_declared_dead
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+    let changes = lock(&inner.liveness).judge(now, inner.cfg.peer_timeout);
+    for &(_, alive) in &changes {
+        if !alive {
+            inner
+                .counters
+                .peers_declared_dead
+                .fetch_add(1, Ordering::Relaxed);
         }
-        flips
-    };
+    }
     if changes.is_empty() {
         return;
     }
@@ -514,7 +488,7 @@ async fn run_router(inner: Arc<Inner>, mut inbound: Inbound) {
             // The transport authenticated the sender as a configured peer;
             // a peer added since this host started (a node that joined)
             // is watched from its first ping on, and pinged back.
-            lock(&inner.liveness).heard.insert(from, now);
+            lock(&inner.liveness).heard(from, now);
             inner
                 .counters
                 .pings_received

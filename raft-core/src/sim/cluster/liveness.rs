@@ -27,10 +27,10 @@ pub const PEER_TIMEOUT_MS: u64 = 2 * 10 * super::TICK_MS;
 /// One node's view of its peers' nodes.
 #[derive(Debug, Default)]
 pub(crate) struct PeerLiveness {
-    /// Peer -> simulated time its last ping arrived (or this node started).
-    heard: std::collections::BTreeMap<NodeId, u64>,
-    /// Peers this node has declared dead (and told its core).
-    dead: std::collections::BTreeSet<NodeId>,
+    /// Peer -> simulated time its last ping arrived (or this node
+    /// started), and the peers declared dead (and told to the cores): the
+    /// runtime host's rule, shared.
+    view: crate::core::PeerLiveness,
     /// Ticks since start, for the ping period.
     ticks: u64,
 }
@@ -47,7 +47,7 @@ impl Sim {
         let l = &mut self.nodes[i].liveness;
         *l = PeerLiveness::default();
         for id in ids.into_iter().filter(|&p| p != me) {
-            l.heard.insert(id, now);
+            l.view.heard(id, now);
         }
     }
 
@@ -64,27 +64,15 @@ impl Sim {
             .ticks
             .is_multiple_of(PING_EVERY_TICKS)
         {
-            let peers: Vec<NodeId> = self.nodes[i].liveness.heard.keys().copied().collect();
+            let peers = self.nodes[i].liveness.view.peers();
             for to in peers {
                 self.send_ping(me, to);
             }
         }
         let now = self.now;
-        let l = &self.nodes[i].liveness;
-        let changes: Vec<(NodeId, bool)> = l
-            .heard
-            .iter()
-            .filter_map(|(&p, &t)| {
-                let dead = now.saturating_sub(t) > PEER_TIMEOUT_MS;
-                (dead != l.dead.contains(&p)).then_some((p, !dead))
-            })
-            .collect();
+        let changes = self.nodes[i].liveness.view.judge(now, PEER_TIMEOUT_MS);
         for (p, alive) in changes {
-            let l = &mut self.nodes[i].liveness;
-            if alive {
-                l.dead.remove(&p);
-            } else {
-                l.dead.insert(p);
+            if !alive {
                 self.stats.peers_declared_dead += 1;
             }
             // One view of the peer's node, told to every group's core.
@@ -129,6 +117,6 @@ impl Sim {
             return;
         }
         let now = self.now;
-        self.nodes[i].liveness.heard.insert(from, now);
+        self.nodes[i].liveness.view.heard(from, now);
     }
 }
