@@ -17,7 +17,8 @@
 //! - **runs node-level liveness**: one ping per peer process every
 //!   [`HostConfig::ping_every`] ticks for all groups, on the reserved group
 //!   [`HOST_GROUP`]; a peer silent for [`HostConfig::peer_timeout`] ticks is
-//!   reported dead to every group (`Raft::set_peer_alive`), which is what
+//!   reported dead to every group (`Raft::set_peer_alive`, through the
+//!   view each group takes when it runs: see `GroupClock`), which is what
 //!   lets a quiescent follower notice that its leader's node died. The
 //!   argument for why this keeps groups safe and live is in
 //!   `ARCHITECTURE.md` ("Quiescent groups").
@@ -152,13 +153,40 @@ struct Group {
     wake: Arc<Notify>,
 }
 
+/// The host's node-level liveness as its groups read it: the view, and an
+/// epoch bumped at each change so a group takes the view only when it
+/// changed.
+#[derive(Debug)]
+pub(crate) struct HostLiveness {
+    epoch: AtomicU64,
+    view: Mutex<PeerLiveness>,
+}
+
+impl HostLiveness {
+    /// The peers declared dead, ascending.
+    pub(crate) fn dead(&self) -> Vec<NodeId> {
+        lock(&self.view).dead()
+    }
+
+    /// The current epoch and dead peers, if the epoch is not `seen`.
+    pub(crate) fn changed_since(&self, seen: u64) -> Option<(u64, Vec<NodeId>)> {
+        if self.epoch.load(Ordering::Acquire) == seen {
+            return None;
+        }
+        // Read both under the lock, where they change together.
+        let view = lock(&self.view);
+        Some((self.epoch.load(Ordering::Acquire), view.dead()))
+    }
+}
+
 struct Inner {
     cfg: HostConfig,
     transport: TransportHandle,
     clock: Arc<AtomicU64>,
     groups: RwLock<BTreeMap<GroupId, Group>>,
-    /// Peer -> host tick of its last ping (or of the host's start).
-    liveness: Mutex<PeerLiveness>,
+    /// Peer -> host tick of its last ping (or of the host's start), and
+    /// the peers declared dead, as the groups read it.
+    liveness: Arc<HostLiveness>,
     counters: Counters,
 }
 
@@ -207,7 +235,10 @@ impl GroupHost {
             transport,
             clock: Arc::new(AtomicU64::new(0)),
             groups: RwLock::new(BTreeMap::new()),
-            liveness: Mutex::new(liveness),
+            liveness: Arc::new(HostLiveness {
+                epoch: AtomicU64::new(0),
+                view: Mutex::new(liveness),
+            }),
             counters: Counters::default(),
         });
         let timer = tokio::spawn(run_timer(inner.clone()));
@@ -270,13 +301,11 @@ impl GroupHost {
         cfg.clock = Some(GroupClock {
             ticks: self.inner.clock.clone(),
             wake: wake.clone(),
+            liveness: self.inner.liveness.clone(),
         });
         let group = cfg.group;
         let outbox: Arc<dyn Outbox> = Arc::new(self.inner.transport.clone());
         let node = RaftNode::start(cfg, storage, sm, outbox)?;
-        for p in lock(&self.inner.liveness).dead() {
-            node.set_peer_alive(p, false)?;
-        }
         groups.insert(
             group,
             Group {
@@ -336,7 +365,7 @@ impl GroupHost {
             group_ticks: get(&c.group_ticks),
             pings_sent: get(&c.pings_sent),
             pings_received: get(&c.pings_received),
-            peers_dead: lock(&self.inner.liveness).dead().len() as u64,
+            peers_dead: self.inner.liveness.dead().len() as u64,
             peers_declared_dead: get(&c.peers_declared_dead),
             dropped_unknown_group: get(&c.dropped_unknown_group),
             dropped_busy: get(&c.dropped_busy),
@@ -347,7 +376,7 @@ impl GroupHost {
 
     /// Peers this host currently believes dead.
     pub fn dead_peers(&self) -> Vec<NodeId> {
-        lock(&self.inner.liveness).dead()
+        self.inner.liveness.dead()
     }
 
     /// Stops every group, then the timer and the router (not the
@@ -400,38 +429,12 @@ async fn run_timer(inner: Arc<Inner>) {
             ping_peers(&inner);
         }
         judge_peers(&inner, now);
-        if now.is_multiple_of(inner.cfg.peer_timeout) {
-            remind_sleepers(&inner);
-        }
-    }
-}
-
-/// Tells each quiescent group whose leader is on a dead peer again: the
-/// first report goes through the group's control queue, which drops it
-/// when full, and a sleeping follower that missed it would otherwise
-/// sleep until something else reached it. Only such groups are told, so
-/// a long-dead peer costs nothing to the others.
-fn remind_sleepers(inner: &Inner) {
-    let dead = lock(&inner.liveness).dead();
-    if dead.is_empty() {
-        return;
-    }
-    let groups = inner.groups.read().unwrap_or_else(|e| e.into_inner());
-    for g in groups.values() {
-        if !g.node.is_quiescent() {
-            continue;
-        }
-        if let (_, Some(leader)) = g.node.role() {
-            if dead.contains(&leader) {
-                let _ = g.node.set_peer_alive(leader, false);
-            }
-        }
     }
 }
 
 fn ping_peers(inner: &Inner) {
     let me = inner.cfg.id;
-    let peers = lock(&inner.liveness).peers();
+    let peers = lock(&inner.liveness.view).peers();
     for to in peers {
         inner.transport.send(Envelope {
             group: HOST_GROUP,
@@ -451,28 +454,30 @@ fn ping_peers(inner: &Inner) {
     }
 }
 
-/// Declares peers dead or alive again and tells every group of each change.
+/// Declares peers dead or alive again; on any change, publishes a new
+/// liveness epoch and nudges every group, quiescent or not, so each takes
+/// the new view the next time it runs (`GroupClock`). A nudge is a stored
+/// permit: unlike a queued message, it cannot be dropped.
 fn judge_peers(inner: &Inner, now: u64) {
-    let changes = lock(&inner.liveness).judge(now, inner.cfg.peer_timeout);
-    for &(_, alive) in &changes {
-        if !alive {
-            inner
-                .counters
-                .peers_declared_dead
-                .fetch_add(1, Ordering::Relaxed);
+    let changes = {
+        let mut view = lock(&inner.liveness.view);
+        let changes = view.judge(now, inner.cfg.peer_timeout);
+        if !changes.is_empty() {
+            inner.liveness.epoch.fetch_add(1, Ordering::AcqRel);
         }
-    }
+        changes
+    };
     if changes.is_empty() {
         return;
     }
+    let dead = changes.iter().filter(|(_, alive)| !alive).count() as u64;
+    inner
+        .counters
+        .peers_declared_dead
+        .fetch_add(dead, Ordering::Relaxed);
     let groups = inner.groups.read().unwrap_or_else(|e| e.into_inner());
-    for (p, alive) in changes {
-        for g in groups.values() {
-            // A full control queue loses this one report; the next change
-            // is reported again, and a group that missed a death wakes on
-            // its own when anything reaches it.
-            let _ = g.node.set_peer_alive(p, alive);
-        }
+    for g in groups.values() {
+        g.wake.notify_one();
     }
 }
 
@@ -488,7 +493,7 @@ async fn run_router(inner: Arc<Inner>, mut inbound: Inbound) {
             // The transport authenticated the sender as a configured peer;
             // a peer added since this host started (a node that joined)
             // is watched from its first ping on, and pinged back.
-            lock(&inner.liveness).heard(from, now);
+            lock(&inner.liveness.view).heard(from, now);
             inner
                 .counters
                 .pings_received

@@ -46,6 +46,7 @@ use super::apply::{
     fail_waiters, ApplyMsg, ApplyTask, TakenSnapshot, Waiter, Waiters, APPLY_QUEUE, SNAPSHOT_QUEUE,
 };
 use super::codec;
+use super::host::HostLiveness;
 use super::limits::{ByteBudget, HeldBytes};
 use super::snapshot::{prepare_load, remove_quietly, Staged, Staging};
 use super::state_machine::StateMachine;
@@ -99,15 +100,19 @@ pub struct NodeConfig {
     pub(crate) clock: Option<GroupClock>,
 }
 
-/// One group's view of its host's clock: the count of ticks since the
-/// host started, and the nudge the host gives an awake group at each.
-/// A group catches up every tick it did not see (it slept, or was slow)
-/// before it handles anything, so its leases and timers follow real time
-/// even when the host skipped it while it was quiescent.
+/// One group's view of its host: the count of ticks since the host
+/// started, the nudge the host gives an awake group at each, and the
+/// host's node-level liveness. A group catches up every tick it did not
+/// see (it slept, or was slow) before it handles anything, so its leases
+/// and timers follow real time even when the host skipped it while it was
+/// quiescent; it takes the liveness view at the same moment whenever the
+/// host changed it (the host nudges every group then, and a nudge is a
+/// stored permit, so no change is missed).
 #[derive(Debug, Clone)]
 pub(crate) struct GroupClock {
     pub(crate) ticks: Arc<AtomicU64>,
     pub(crate) wake: Arc<Notify>,
+    pub(crate) liveness: Arc<HostLiveness>,
 }
 
 impl NodeConfig {
@@ -223,8 +228,6 @@ struct Proposal {
 type Inboxed = (Envelope, HeldBytes);
 
 enum Control {
-    /// The host's node-level liveness about a peer's node.
-    PeerAlive(NodeId, bool),
     Read(ReadMode, oneshot::Sender<Result<u64, NodeError>>),
     Snapshot(oneshot::Sender<Result<u64, NodeError>>),
     Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
@@ -429,6 +432,8 @@ impl RaftNode {
             traced_role: (Role::Follower, None),
             contract: WorkCheck::new(start_index),
             seen_ticks: cfg_clock_now(&cfg_clock),
+            seen_liveness: 0,
+            told_dead: Vec::new(),
             staging,
         };
         tokio::spawn(node.run(prop_rx, inbox_rx, control_rx, snap_rx, fatal_rx, apply_task));
@@ -652,13 +657,6 @@ impl NodeHandle {
         self.shared.quiescent.load(Ordering::Acquire)
     }
 
-    /// Tells the node what its host's node-level liveness decided about
-    /// `peer`'s node (`Raft::set_peer_alive`). Never blocks; a full control
-    /// queue answers `Busy`.
-    pub fn set_peer_alive(&self, peer: NodeId, alive: bool) -> Result<(), NodeError> {
-        self.control(Control::PeerAlive(peer, alive))
-    }
-
     /// Stops the node and waits until it stopped: proposals and reads still
     /// waiting fail with [`NodeError::Stopped`], the state machine gets
     /// `on_shutdown` (after `on_leader_stop` / `on_stop_following` as
@@ -718,8 +716,11 @@ struct NodeTask {
     /// The order of the work handed to the state machine, checked on real
     /// time as the simulator checks it; a violation stops the node.
     contract: WorkCheck,
-    /// With a host clock: the host tick this node has caught up to.
+    /// With a host clock: the host tick this node has caught up to, the
+    /// host's liveness epoch it took, and the peers it told its core dead.
     seen_ticks: u64,
+    seen_liveness: u64,
+    told_dead: Vec<NodeId>,
     /// Where snapshots are staged (shared with the apply task).
     staging: Arc<Staging>,
 }
@@ -759,7 +760,7 @@ impl NodeTask {
                         None => std::future::pending().await,
                     }
                 } => {
-                    self.catch_up_ticks();
+                    self.catch_up_host();
                     self.flush_trace();
                     Flow::Continue
                 }
@@ -871,7 +872,7 @@ impl NodeTask {
     }
 
     fn step(&mut self, env: Envelope) -> Flow {
-        self.catch_up_ticks();
+        self.catch_up_host();
         if env.group != self.cfg.group || env.msg.to != self.cfg.id {
             self.metrics.dropped_messages += 1;
             return Flow::Continue;
@@ -885,7 +886,7 @@ impl NodeTask {
     }
 
     fn propose(&mut self, p: Proposal) {
-        self.catch_up_ticks();
+        self.catch_up_host();
         match self.driver.raft_mut().propose(p.data, None) {
             Ok(index) => {
                 self.metrics.proposals += 1;
@@ -941,9 +942,8 @@ impl NodeTask {
     }
 
     fn control(&mut self, c: Control) -> Flow {
-        self.catch_up_ticks();
+        self.catch_up_host();
         match c {
-            Control::PeerAlive(peer, alive) => self.driver.raft_mut().set_peer_alive(peer, alive),
             Control::Read(mode, reply) => self.read(mode, reply),
             Control::Snapshot(reply) => {
                 if let Err(mpsc::error::TrySendError::Full(ApplyMsg::Snapshot(reply))) =
@@ -1103,14 +1103,28 @@ impl NodeTask {
     /// With a host clock: delivers every host tick this node has not seen
     /// yet, before anything else is handled (a quiescent group is skipped
     /// by the host; the ticks it slept through still count for leases and
-    /// for the snapshot throttle). Without one: nothing.
-    fn catch_up_ticks(&mut self) {
+    /// for the snapshot throttle), then the host's liveness view if it
+    /// changed (`Raft::set_peer_alive` for each peer whose state differs
+    /// from what the core was told). Without one: nothing.
+    fn catch_up_host(&mut self) {
         let Some(c) = &self.cfg.clock else { return };
         let now = c.ticks.load(Ordering::Acquire);
         while self.seen_ticks < now {
             self.driver.raft_mut().tick();
             self.seen_ticks += 1;
         }
+        let Some((epoch, dead)) = c.liveness.changed_since(self.seen_liveness) else {
+            return;
+        };
+        self.seen_liveness = epoch;
+        let raft = self.driver.raft_mut();
+        for &p in self.told_dead.iter().filter(|p| !dead.contains(p)) {
+            raft.set_peer_alive(p, true);
+        }
+        for &p in dead.iter().filter(|p| !self.told_dead.contains(p)) {
+            raft.set_peer_alive(p, false);
+        }
+        self.told_dead = dead;
     }
 
     /// Hands buffered trace lines to the file (every tick and at stop).
