@@ -103,10 +103,9 @@ use super::limits::{
 pub struct AppState(Arc<Inner>);
 
 struct Inner {
-    /// The first group's node: the one `/status`, `/metrics` and the
-    /// `/admin/*` requests act on unless they name another (`?group=`).
-    node: NodeHandle,
-    /// Every hosted group, in id order (the first is `node`'s).
+    /// Every hosted group, in id order; at least one. The first is the
+    /// one `/status`, `/metrics` and `/admin/*` act on unless a request
+    /// names another (`?group=`).
     groups: Vec<GroupApi>,
     host: GroupHost,
     host_sync: Option<Arc<HostSync>>,
@@ -169,8 +168,11 @@ pub struct Setup {
 impl AppState {
     /// The state of a node's HTTP server.
     pub fn new(s: Setup) -> AppState {
+        assert!(
+            !s.groups.is_empty(),
+            "a node's API serves at least one group"
+        );
         AppState(Arc::new(Inner {
-            node: s.groups[0].node.clone(),
             groups: s.groups,
             host: s.host,
             host_sync: s.host_sync,
@@ -187,9 +189,14 @@ impl AppState {
 }
 
 impl Inner {
+    /// The first group's node (see `groups`).
+    fn node(&self) -> &NodeHandle {
+        &self.groups[0].node
+    }
+
     /// The group holding `key`.
     fn group_for(&self, key: &str) -> &GroupApi {
-        let first = self.groups[0].node.group();
+        let first = self.node().group();
         let g = group_of_key(key.as_bytes(), first, self.groups.len() as u64);
         &self.groups[(g - first) as usize]
     }
@@ -200,7 +207,7 @@ impl Inner {
         let Some(id) = id else {
             return Ok(&self.groups[0]);
         };
-        let first = self.groups[0].node.group();
+        let first = self.node().group();
         id.checked_sub(first)
             .and_then(|k| self.groups.get(k as usize))
             .ok_or_else(|| {
@@ -362,7 +369,7 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     if let Some(what) = what {
-        eprintln!("node {}: admin: {what}: {}", s.node.id(), answer.status());
+        eprintln!("node {}: admin: {what}: {}", s.node().id(), answer.status());
     }
     answer
 }
@@ -523,7 +530,7 @@ fn check_key(key: &str) -> Result<(), Response> {
 /// The answer of a non-leader: a redirect to the leader's HTTP address
 /// (same path and query), or 503 when no (other) leader is known.
 fn not_leader(s: &Inner, leader: Option<NodeId>, uri: &Uri) -> Response {
-    let target = leader.filter(|&l| l != s.node.id()).and_then(|l| {
+    let target = leader.filter(|&l| l != s.node().id()).and_then(|l| {
         let peers = s.http_peers.read().unwrap_or_else(PoisonError::into_inner);
         peers.get(&l).map(|&a| (l, a))
     });
@@ -901,7 +908,7 @@ async fn groups(State(s): State<AppState>) -> Response {
                 })
             })
             .collect();
-    Json(json!({ "id": s.0.node.id(), "groups": list })).into_response()
+    Json(json!({ "id": s.0.node().id(), "groups": list })).into_response()
 }
 
 /// The query of `GET /status` and `GET /metrics`: which group (default:
@@ -964,7 +971,7 @@ async fn status(State(s): State<AppState>, Query(q): Query<GroupParams>, uri: Ur
 }
 
 async fn metrics(State(s): State<AppState>, uri: Uri) -> Response {
-    let st = match s.0.node.status().await {
+    let st = match s.0.node().status().await {
         Ok(st) => st,
         Err(e) => return node_error(&s.0, e, &uri),
     };
@@ -1318,9 +1325,9 @@ async fn admin_transfer(
     };
     eprintln!(
         "node {}: admin: leadership transfer to {to} requested",
-        s.0.node.id()
+        s.0.node().id()
     );
-    match s.0.node.transfer_leader(to).await {
+    match s.0.node().transfer_leader(to).await {
         Ok(()) => Json(json!({ "ok": true, "to": to })).into_response(),
         Err(e) => node_error(&s.0, e, &uri),
     }
@@ -1377,7 +1384,7 @@ async fn admin_filter(State(s): State<AppState>, body: Result<Bytes, BytesReject
         "delay_to_ms": body.delay_to_ms,
     });
     s.0.transport.set_filter(filter);
-    eprintln!("node {}: fault filter set to {echo}", s.0.node.id());
+    eprintln!("node {}: fault filter set to {echo}", s.0.node().id());
     Json(echo).into_response()
 }
 
@@ -1402,10 +1409,10 @@ async fn admin_change(
     };
     eprintln!(
         "node {}: admin: voters {:?} requested",
-        s.0.node.id(),
+        s.0.node().id(),
         body.voters
     );
-    match s.0.node.change_peers(body.voters.clone()).await {
+    match s.0.node().change_peers(body.voters.clone()).await {
         Ok(()) => Json(json!({ "ok": true, "voters": body.voters })).into_response(),
         Err(e) => node_error(&s.0, e, &uri),
     }
@@ -1423,15 +1430,15 @@ async fn admin_learner(
     Query(q): Query<LearnerParams>,
     uri: Uri,
 ) -> Response {
-    let me = s.0.node.id();
+    let me = s.0.node().id();
     let r = match (q.add, q.remove) {
         (Some(id), None) => {
             eprintln!("node {me}: admin: learner {id} to be added");
-            s.0.node.add_learner(id).await
+            s.0.node().add_learner(id).await
         }
         (None, Some(id)) => {
             eprintln!("node {me}: admin: learner {id} to be removed");
-            s.0.node.remove_learner(id).await
+            s.0.node().remove_learner(id).await
         }
         _ => {
             return error(
@@ -1450,7 +1457,7 @@ async fn admin_learner(
 /// compacts its log behind it (any member, leader or not). Answers the
 /// index the latest stored snapshot covers.
 async fn admin_snapshot(State(s): State<AppState>, uri: Uri) -> Response {
-    match s.0.node.snapshot().await {
+    match s.0.node().snapshot().await {
         Ok(index) => Json(json!({ "snapshot_index": index })).into_response(),
         Err(e) => node_error(&s.0, e, &uri),
     }
@@ -1499,7 +1506,7 @@ async fn admin_peer(State(s): State<AppState>, body: Result<Bytes, BytesRejectio
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let listed = cfg.peers.get(&body.id).map(|a| (a.raft, a.http));
-    if cfg.id != s.0.node.id() || listed != Some((body.raft, body.http)) {
+    if cfg.id != s.0.node().id() || listed != Some((body.raft, body.http)) {
         let what = match listed {
             Some((raft, http)) => format!("lists node {} at raft {raft} http {http}", body.id),
             None => format!("does not list node {}", body.id),
@@ -1513,7 +1520,7 @@ async fn admin_peer(State(s): State<AppState>, body: Result<Bytes, BytesRejectio
             ),
         );
     }
-    if body.id != s.0.node.id() {
+    if body.id != s.0.node().id() {
         s.0.transport.set_peer(body.id, body.raft);
     }
     s.0.http_peers
@@ -1522,7 +1529,7 @@ async fn admin_peer(State(s): State<AppState>, body: Result<Bytes, BytesRejectio
         .insert(body.id, body.http);
     eprintln!(
         "node {}: peer {} at raft {} http {}",
-        s.0.node.id(),
+        s.0.node().id(),
         body.id,
         body.raft,
         body.http
