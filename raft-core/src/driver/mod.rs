@@ -22,6 +22,14 @@
 //!    confirmed reads;
 //! 5. advances the core.
 //!
+//! [`Driver::handle_ready`] does all five on the calling thread. A host
+//! that must not hold a thread on the disk calls the same steps in three
+//! parts: [`Driver::take_ready`] (step 1), [`Driver::persist`] (step 2,
+//! which leaves the host-wide log sync pending, see [`PendingSync`]) and,
+//! once the host has waited for that sync however it waits,
+//! [`Driver::finish_ready`] (steps 3 to 5). The order of the steps is the
+//! same either way: the split only moves the wait.
+//!
 //! What the driver does not own, its [`Host`] does: the network (`send` may
 //! drop: Raft retries), the state machine (in the runtime it runs on its own
 //! task, in the simulator inline), and observation: the host sees the
@@ -38,7 +46,7 @@ use crate::core::bugs::Bug;
 use crate::core::{
     Entry, Message, NodeId, Raft, ReadState, Ready, Role, SnapshotFile, SnapshotMeta, SnapshotOp,
 };
-use crate::storage::{NodeStorage, Storage, StorageError};
+use crate::storage::{NodeStorage, PendingSync, Storage, StorageError};
 
 /// Work for the state machine, in the order it must be done.
 #[derive(Debug)]
@@ -123,6 +131,44 @@ pub trait Host {
     ) -> Result<Flow, Self::Error> {
         let _ = (raft, stage, rd);
         Ok(Flow::Go)
+    }
+}
+
+/// What [`Driver::take_ready`] found.
+// Returned once per `Ready` and moved straight into `persist`, never
+// stored: boxing the large variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Begin {
+    /// No `Ready`: nothing to do.
+    Idle,
+    /// The host stopped at [`Stage::Taken`] (the `Ready` is left half done).
+    Stop,
+    /// A `Ready` to persist next.
+    Taken(Taken),
+}
+
+/// A `Ready` taken from the core, its early messages sent, nothing
+/// persisted.
+#[derive(Debug)]
+pub struct Taken {
+    rd: Ready,
+    /// The messages still to send (after the `Ready` is durable).
+    messages: Vec<Message>,
+}
+
+/// A `Ready` being persisted: durable once its pending log sync, if any,
+/// has ended well.
+#[derive(Debug)]
+pub struct Persisting {
+    taken: Taken,
+    pending: Option<PendingSync>,
+}
+
+impl Persisting {
+    /// The host-wide log sync this `Ready` waits for, if any.
+    pub fn pending(&self) -> Option<&PendingSync> {
+        self.pending.as_ref()
     }
 }
 
@@ -233,36 +279,92 @@ impl Driver {
     /// the module docs). An error means the group must stop; so does a
     /// failed storage read recorded by the core (nothing decided on it
     /// leaves the node).
+    ///
+    /// The same steps one at a time, for a host that waits for the log
+    /// sync without holding a thread: [`Driver::take_ready`],
+    /// [`Driver::persist`], then [`Driver::finish_ready`] with the outcome
+    /// of waiting for [`Persisting::pending`].
     pub fn handle_ready<H: Host>(&mut self, host: &mut H) -> Result<Flow, DriverError<H::Error>> {
+        match self.take_ready(host)? {
+            Begin::Idle => Ok(Flow::Go),
+            Begin::Stop => Ok(Flow::Stop),
+            Begin::Taken(taken) => {
+                let persisting = self.persist(taken)?;
+                self.finish_ready(host, persisting, None)
+            }
+        }
+    }
+
+    /// Step 1: takes the next `Ready` from the core and sends the messages
+    /// that may leave before it is durable.
+    pub fn take_ready<H: Host>(&mut self, host: &mut H) -> Result<Begin, DriverError<H::Error>> {
         if let Some(f) = self.raft.storage_failure() {
             return Err(DriverError::StorageRead(f.to_owned()));
         }
         if !self.raft.has_ready() {
-            return Ok(Flow::Go);
+            return Ok(Begin::Idle);
         }
-        let mut rd = self.raft.ready();
-        let mut messages = std::mem::take(&mut rd.messages);
+        let rd = self.raft.ready();
+        let mut taken = Taken {
+            messages: Vec::new(),
+            rd,
+        };
+        taken.messages = std::mem::take(&mut taken.rd.messages);
         // The rule is the core's; the bug is a driver that ignores it.
-        let early = rd.send_before_persist || self.bug(Bug::SendBeforePersist);
+        let early = taken.rd.send_before_persist || self.bug(Bug::SendBeforePersist);
         if early {
-            for m in messages.drain(..) {
+            for m in taken.messages.drain(..) {
                 host.send(&self.raft, m);
             }
         }
         if host
-            .at(&self.raft, Stage::Taken, &rd)
+            .at(&self.raft, Stage::Taken, &taken.rd)
             .map_err(DriverError::Host)?
             == Flow::Stop
         {
-            return Ok(Flow::Stop);
+            return Ok(Begin::Stop);
         }
         #[cfg(feature = "bug-injection")]
-        self.apply_unpersisted(host, &rd)?;
+        self.apply_unpersisted(host, &taken.rd)?;
+        Ok(Begin::Taken(taken))
+    }
 
-        self.raft
+    /// Whether [`Driver::persist`] of `taken` could hold the calling
+    /// thread on the disk (see [`NodeStorage::persist_may_block`]).
+    pub fn persist_may_block(&self, taken: &Taken) -> bool {
+        self.raft.storage().persist_may_block(&taken.rd)
+    }
+
+    /// Step 2: persists the `Ready` ([`NodeStorage::persist_start`]); a
+    /// log sync left to the host's shared sync is returned pending.
+    pub fn persist<E>(&mut self, taken: Taken) -> Result<Persisting, DriverError<E>> {
+        let pending = self
+            .raft
             .storage_mut()
-            .persist(&rd)
+            .persist_start(&taken.rd)
             .map_err(DriverError::Persist)?;
+        Ok(Persisting { taken, pending })
+    }
+
+    /// Step 3: once the `Ready` is durable (`outcome`: how waiting for
+    /// [`Persisting::pending`] ended; `None` waits here, on this thread),
+    /// sends the remaining messages, hands work to the state machine and
+    /// advances the core.
+    pub fn finish_ready<H: Host>(
+        &mut self,
+        host: &mut H,
+        persisting: Persisting,
+        outcome: Option<std::io::Result<()>>,
+    ) -> Result<Flow, DriverError<H::Error>> {
+        let Persisting { taken, pending } = persisting;
+        if let Some(p) = pending {
+            let outcome = outcome.unwrap_or_else(|| p.wait_blocking());
+            self.raft
+                .storage_mut()
+                .persist_end(outcome)
+                .map_err(DriverError::Persist)?;
+        }
+        let Taken { mut rd, messages } = taken;
         if host
             .at(&self.raft, Stage::Persisted, &rd)
             .map_err(DriverError::Host)?

@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use crate::core::{
     Bytes, Config, Event, Message, NodeId, Raft, RaftStatus, ReadMode, ReadState, Ready, Role,
 };
-use crate::driver::{self, Driver, Host, Stage, Work, WorkCheck};
+use crate::driver::{self, Begin, Driver, Host, Stage, Work, WorkCheck};
 use crate::storage::{NodeStorage, Storage};
 use crate::{ChangeError, ProposeError, ReadError, TransferError};
 
@@ -1074,14 +1074,34 @@ impl NodeTask {
                 started: Instant::now(),
             };
             let driver = &mut self.driver;
-            // Persisting may block on a log sync: only a `Ready` that
-            // writes is moved off the async workers (a hand-off that, for
-            // a host of many groups each with a small `Ready`, costs more
-            // than the work itself).
-            let handled = if driver.raft().ready_writes_disk() {
-                blocking(|| driver.handle_ready(&mut host))
-            } else {
-                driver.handle_ready(&mut host)
+            let handled = match driver.take_ready(&mut host) {
+                Ok(Begin::Taken(taken)) => {
+                    // Persisting may hold a thread on the disk (a sync of
+                    // the group's own, a meta save, snapshot work): only
+                    // then is it moved off the async workers, a hand-off
+                    // that costs more than the work itself for the small
+                    // `Ready`s of a host of many groups. The host-wide log
+                    // sync is waited for here, the task asleep, the thread
+                    // free for other groups.
+                    let persisted = if driver.persist_may_block(&taken) {
+                        blocking(|| driver.persist(taken))
+                    } else {
+                        driver.persist(taken)
+                    };
+                    match persisted {
+                        Ok(p) => {
+                            let outcome = match p.pending() {
+                                Some(sync) => Some(sync.wait().await),
+                                None => None,
+                            };
+                            driver.finish_ready(&mut host, p, outcome)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(Begin::Idle) => Ok(driver::Flow::Go),
+                Ok(Begin::Stop) => Ok(driver::Flow::Stop),
+                Err(e) => Err(e),
             };
             let work = std::mem::take(&mut host.to_apply);
             handled.map_err(|e| e.to_string())?;

@@ -39,6 +39,23 @@ pub use node::{NodeStorage, SnapshotContents, VERIFY_CHUNK_BYTES};
 pub use traits::{staged_file, LogStore, MetaStore, SnapshotStore};
 pub use uri::{open, StorageUri};
 
+#[cfg(any(feature = "sim", feature = "local"))]
+pub use host_sync::PendingSync;
+
+/// Without a file system there is no host-wide sync, so no log sync is
+/// ever pending ([`LogStore::begin_shared_sync`] returns `None`).
+#[cfg(not(any(feature = "sim", feature = "local")))]
+#[derive(Debug)]
+pub enum PendingSync {}
+
+#[cfg(not(any(feature = "sim", feature = "local")))]
+impl PendingSync {
+    /// Never called: no value of this type exists.
+    pub fn wait_blocking(&self) -> std::io::Result<()> {
+        match *self {}
+    }
+}
+
 /// Read access to the durable part of a node's state.
 ///
 /// Indexes start at 1. `first_index()..=last_index()` is the range that can

@@ -15,8 +15,8 @@ use crate::Error;
 
 use super::cache::{EntryCache, DEFAULT_ENTRY_CACHE_BYTES};
 use super::{
-    LogStore, MemoryLog, MemoryMeta, MemorySnapshots, MetaStore, RecoveryReport, SnapshotStore,
-    Storage, StorageError,
+    LogStore, MemoryLog, MemoryMeta, MemorySnapshots, MetaStore, PendingSync, RecoveryReport,
+    SnapshotStore, Storage, StorageError,
 };
 
 /// A snapshot's meta and the contents of its files, in the order of
@@ -202,28 +202,78 @@ impl NodeStorage {
     /// back with an older one and learns the rest from the leader). Returns only when everything is durable: the
     /// driver may then send `rd.messages`.
     pub fn persist(&mut self, rd: &Ready) -> Result<(), StorageError> {
+        if let Some(pending) = self.persist_start(rd)? {
+            let outcome = pending.wait_blocking();
+            self.persist_end(outcome)?;
+        }
+        Ok(())
+    }
+
+    /// [`NodeStorage::persist`] in two halves, for a caller that waits for
+    /// the log sync without holding a thread: everything but that wait
+    /// happens here, and when the log's sync is the host's shared one
+    /// ([`LogStore::begin_shared_sync`]) its request is returned instead
+    /// of waited for. Nothing is durable until the request is waited for
+    /// and its outcome given to [`NodeStorage::persist_end`]; nothing else
+    /// may touch this storage in between. A `Ready` that saves term, vote
+    /// or membership is persisted whole here (its log sync must come
+    /// before the meta it promises), as is one without a shared sync.
+    pub fn persist_start(&mut self, rd: &Ready) -> Result<Option<PendingSync>, StorageError> {
         self.persist_snapshot_ops(&rd.snapshot_ops)?;
+        let hs = rd.hard_state.unwrap_or(self.hard_state);
+        let cs = rd.conf_state.as_ref().unwrap_or(&self.conf_state).clone();
+        let meta = self.meta_changes(rd);
+        let mut pending = None;
         if !rd.entries.is_empty() {
             self.log.append(&rd.entries)?;
             self.cache.append(&rd.entries);
-            self.log.sync()?;
+            pending = if meta {
+                None
+            } else {
+                self.log.begin_shared_sync()?
+            };
+            if pending.is_none() {
+                self.log.sync()?;
+            }
         }
-        let hs = rd.hard_state.unwrap_or(self.hard_state);
-        let cs = rd.conf_state.as_ref().unwrap_or(&self.conf_state).clone();
         // Term, vote and membership are promises and must be durable before
         // any message that depends on them leaves. The commit index is not:
         // it only records what a quorum already holds, and a restarted node
         // learns it again from the leader. Saving it on every advance would
         // add a file replacement (two syncs) to nearly every Ready, so it
         // rides along with the next term, vote or membership save.
-        if (hs.term, hs.vote) != (self.hard_state.term, self.hard_state.vote)
-            || cs != self.conf_state
-        {
+        if meta {
             self.save_meta(hs, cs)?;
         } else {
             self.hard_state.commit = hs.commit;
         }
-        Ok(())
+        Ok(pending)
+    }
+
+    /// Ends [`NodeStorage::persist_start`] with the outcome of waiting for
+    /// its request: on success the `Ready` is durable.
+    pub fn persist_end(&mut self, outcome: std::io::Result<()>) -> Result<(), StorageError> {
+        self.log.end_shared_sync(outcome)
+    }
+
+    /// Whether [`NodeStorage::persist_start`] of `rd` could hold the
+    /// calling thread on the disk (snapshot work, a meta save, a log sync
+    /// of its own, a truncation or new segment). Only a hint for where to
+    /// run it: a wrong answer never changes what is done.
+    pub fn persist_may_block(&self, rd: &Ready) -> bool {
+        !rd.snapshot_ops.is_empty()
+            || self.meta_changes(rd)
+            || (!rd.entries.is_empty() && self.log.append_may_block(&rd.entries))
+    }
+
+    /// Whether `rd` changes term, vote or membership.
+    fn meta_changes(&self, rd: &Ready) -> bool {
+        let hs = rd.hard_state.unwrap_or(self.hard_state);
+        (hs.term, hs.vote) != (self.hard_state.term, self.hard_state.vote)
+            || rd
+                .conf_state
+                .as_ref()
+                .is_some_and(|cs| *cs != self.conf_state)
     }
 
     /// Applies `Ready::snapshot_ops` in order and makes them durable (the

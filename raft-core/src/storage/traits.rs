@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::core::{ConfState, Entry, HardState, SnapshotMeta};
 
-use super::StorageError;
+use super::{PendingSync, StorageError};
 
 /// The log: entries after a compaction point, appended in batches.
 ///
@@ -39,6 +39,29 @@ pub trait LogStore: Send {
     fn append(&mut self, ents: &[Entry]) -> Result<usize, StorageError>;
     /// Makes every appended entry durable (one fsync for the whole batch).
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// Asks the host's shared sync (`storage::host_sync`) to make every
+    /// appended entry durable, for a caller that waits for the request
+    /// away from the log (an async task) and then hands the outcome to
+    /// [`LogStore::end_shared_sync`]; nothing else may touch the log in
+    /// between. `None` (the default): nothing is pending, so the log syncs
+    /// itself ([`LogStore::sync`]).
+    fn begin_shared_sync(&mut self) -> Result<Option<PendingSync>, StorageError> {
+        Ok(None)
+    }
+    /// Ends a sync begun with [`LogStore::begin_shared_sync`]: on success
+    /// the entries are durable; a failure is final for this log, as any
+    /// failed sync (what the disk held may be lost).
+    fn end_shared_sync(&mut self, outcome: std::io::Result<()>) -> Result<(), StorageError> {
+        outcome.map_err(|e| StorageError::Failed(format!("shared log sync: {e}")))
+    }
+    /// Whether appending `ents` and syncing could hold the calling thread
+    /// on the disk (a sync of its own, a truncation, a new segment); a
+    /// caller on an async task moves such work to a thread that may block.
+    /// Only a hint: the default, no, suits stores in memory.
+    fn append_may_block(&self, ents: &[Entry]) -> bool {
+        let _ = ents;
+        false
+    }
     /// Drops the entries up to `upto` (at most `last_index()`), which
     /// becomes the compaction point and keeps its term. Durable on return.
     /// Returns how many entries were dropped.

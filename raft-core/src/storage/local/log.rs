@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use crate::core::{checksum, Entry, EntryKind};
 use crate::storage::fs::{Fs, FsFile, OpenMode};
-use crate::storage::host_sync::HostSync;
+use crate::storage::host_sync::{HostSync, PendingSync};
 use crate::storage::traits::{check_append, check_range};
 use crate::storage::{LogStore, RecoveryReport, StorageError, TornTail};
 
@@ -919,6 +919,41 @@ impl LogStore for SegmentedLog {
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.guarded(|log| log.sync_active())
+    }
+
+    fn begin_shared_sync(&mut self) -> Result<Option<PendingSync>, StorageError> {
+        self.poison.check()?;
+        match &self.host_sync {
+            Some(h) if self.dirty && self.active.is_some() => Ok(Some(h.request())),
+            _ => Ok(None),
+        }
+    }
+
+    fn end_shared_sync(&mut self, outcome: std::io::Result<()>) -> Result<(), StorageError> {
+        self.guarded(|log| {
+            let path = log.segments.last().map(|s| s.path.clone());
+            outcome.map_err(|e| StorageError::io("sync", path.unwrap_or_default(), e))?;
+            // Nothing was appended since the request (the caller's
+            // promise), so everything written is now durable.
+            log.dirty = false;
+            Ok(())
+        })
+    }
+
+    fn append_may_block(&self, ents: &[Entry]) -> bool {
+        let Some(head) = ents.first() else {
+            return false;
+        };
+        let bytes: u64 = ents.iter().map(|e| record_len(e.data.len())).sum();
+        self.host_sync.is_none()
+            // A truncation cuts and syncs the segment.
+            || head.index <= self.last_index()
+            // A new segment syncs the current one and the directory.
+            || self
+                .segments
+                .last()
+                .is_none_or(|seg| seg.end + bytes >= self.segment_bytes)
+            || self.active.is_none()
     }
 
     fn compact(&mut self, upto: u64) -> Result<usize, StorageError> {
