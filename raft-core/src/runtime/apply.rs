@@ -23,7 +23,9 @@ use crate::core::{ConfEntry, Entry, EntryKind, Membership, NodeId, SnapshotMeta}
 
 use super::node::NodeError;
 use super::snapshot::{finish_staged, remove_quietly, Staged, Staging};
-use super::state_machine::{Applied, Batch, Reply, SnapshotJob, SnapshotWriter, StateMachine};
+use super::state_machine::{
+    Applied, Batch, Reply, SnapshotJob, SnapshotWriter, StagedName, StateMachine,
+};
 
 /// Most batches queued between the node task and the apply task (each at
 /// most the core's `max_apply_bytes`, or one entry, so the queue's bytes
@@ -422,7 +424,7 @@ impl ApplyTask {
     fn prepare_snapshot(
         &mut self,
         index: u64,
-    ) -> Result<(PathBuf, Vec<String>, Option<SnapshotJob>), String> {
+    ) -> Result<(PathBuf, Vec<StagedName>, Option<SnapshotJob>), String> {
         let dir = self.staging.fresh_dir("save", index)?;
         let mut writer = SnapshotWriter::new(index, dir.clone());
         match self.sm.on_snapshot_save(&mut writer) {

@@ -13,6 +13,7 @@ pub mod host;
 pub mod limits;
 pub mod node;
 mod snapshot;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod status;
 pub mod trace;

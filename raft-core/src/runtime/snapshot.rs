@@ -8,8 +8,9 @@
 //! under the node's snapshot store; the state machine writes or hard-links
 //! its files there and may hand back a job; [`finish_staged`] runs that job
 //! on a blocking thread, then syncs each file and the directory and
-//! computes each file's size and CRC-32C by streaming it through one
-//! buffer of [`SNAPSHOT_IO_BUFFER`] bytes. The node task then only writes
+//! describes each file by its size and CRC-32C: counted while it was
+//! written for a created file (see [`super::snapshot_file`]), by streaming it through one buffer of
+//! [`SNAPSHOT_IO_BUFFER`] bytes for a linked one. The node task then only writes
 //! the meta and renames the directory into place
 //! ([`crate::Driver::save_snapshot_dir`]): its work does not depend on the
 //! state's size.
@@ -34,7 +35,8 @@ use crate::storage::{staged_file, NodeStorage, Storage};
 use crate::NodeId;
 
 use super::limits::SNAPSHOT_IO_BUFFER;
-use super::state_machine::{check_file_name, SnapshotJob};
+use super::snapshot_file::{read_tally, Tally};
+use super::state_machine::{check_file_name, SnapshotJob, StagedName};
 use super::GroupId;
 
 /// Where a node stages snapshots being saved or loaded.
@@ -118,32 +120,51 @@ pub(crate) struct Staged {
 }
 
 /// Runs the state machine's `job` (if any), then makes the staged files
-/// durable and describes them: each file is read once through a buffer of
-/// [`SNAPSHOT_IO_BUFFER`] bytes for its size and CRC-32C and synced, then
-/// the directory is synced. Runs on a blocking thread.
+/// durable and describes them: a created file's size and CRC-32C are what
+/// its writer counted (checked against the file's length: a file written
+/// around its writer fails the save), a linked file is read once through
+/// a buffer of [`SNAPSHOT_IO_BUFFER`] bytes; each file is synced, then the
+/// directory. Runs on a blocking thread.
 pub(crate) fn finish_staged(
     dir: &Path,
-    names: &[String],
+    names: &[StagedName],
     job: Option<SnapshotJob>,
 ) -> Result<Staged, String> {
     if let Some(job) = job {
         job().map_err(|e| format!("the state machine's snapshot job failed: {e}"))?;
     }
-    let mut buf = vec![0u8; SNAPSHOT_IO_BUFFER];
+    let mut buf = Vec::new();
     let mut files = Vec::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
+    for (i, (name, tally)) in names.iter().enumerate() {
         let path = staged_file(dir, i);
         let io = |op: &str, e: std::io::Error| format!("{op} {}: {e}", path.display());
         let mut f = std::fs::File::open(&path).map_err(|e| io("open", e))?;
-        let (mut size, mut crc) = (0u64, 0u32);
-        loop {
-            let n = f.read(&mut buf).map_err(|e| io("read", e))?;
-            if n == 0 {
-                break;
+        let Tally { size, crc } = match tally {
+            Some(t) => {
+                let t = read_tally(t);
+                let len = f.metadata().map_err(|e| io("stat", e))?.len();
+                if len != t.size {
+                    return Err(format!(
+                        "snapshot file {name:?} holds {len} bytes but {} were written through its writer",
+                        t.size
+                    ));
+                }
+                t
             }
-            crc = checksum_extend(crc, &buf[..n]);
-            size += n as u64;
-        }
+            None => {
+                buf.resize(SNAPSHOT_IO_BUFFER, 0);
+                let (mut size, mut crc) = (0u64, 0u32);
+                loop {
+                    let n = f.read(&mut buf).map_err(|e| io("read", e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    crc = checksum_extend(crc, &buf[..n]);
+                    size += n as u64;
+                }
+                Tally { size, crc }
+            }
+        };
         // Read-only handles sync on Linux; the data is the inode's.
         f.sync_all().map_err(|e| io("sync", e))?;
         files.push(SnapshotFile {
@@ -219,4 +240,55 @@ fn fill_load_dir(storage: &NodeStorage, meta: &SnapshotMeta, dir: &Path) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::finish_staged;
+    use crate::core::checksum_extend;
+    use crate::runtime::state_machine::SnapshotWriter;
+
+    #[test]
+    fn created_files_are_described_by_their_writer_and_linked_ones_by_reading() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, b"linked bytes").unwrap();
+        let dir = tmp.path().join("staged");
+        std::fs::create_dir(&dir).unwrap();
+        let mut w = SnapshotWriter::new(3, dir.clone());
+        let mut a = w.create("a").unwrap();
+        w.link("b", &outside).unwrap();
+        let (dir, names) = w.into_parts();
+        let job = Box::new(move || a.write_all(b"created bytes").map_err(|e| e.to_string()));
+        let staged = finish_staged(&dir, &names, Some(job)).unwrap();
+        let described: Vec<_> = staged
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), f.size, f.crc))
+            .collect();
+        assert_eq!(
+            described,
+            [
+                ("a", 13, checksum_extend(0, b"created bytes")),
+                ("b", 12, checksum_extend(0, b"linked bytes")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_created_file_written_around_its_writer_fails_the_save() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = SnapshotWriter::new(3, tmp.path().to_path_buf());
+        let mut a = w.create("a").unwrap();
+        a.write_all(b"through the writer").unwrap();
+        let (dir, names) = w.into_parts();
+        // Appended behind the writer's back.
+        let path = crate::storage::staged_file(&dir, 0);
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(b" and not").unwrap();
+        let e = finish_staged(&dir, &names, None).unwrap_err();
+        assert!(e.contains("were written through its writer"), "{e}");
+    }
 }

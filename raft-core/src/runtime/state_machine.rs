@@ -60,6 +60,7 @@ use crate::core::{Bytes, Membership};
 use crate::NodeId;
 
 use super::node::{NodeError, ProposeOutcome};
+use super::snapshot_file::{SharedTally, SnapshotFileWriter};
 
 /// Where a proposal's outcome goes: the one client that proposed it.
 pub(crate) type Reply = oneshot::Sender<Result<ProposeOutcome, NodeError>>;
@@ -299,15 +300,24 @@ pub fn check_file_name(name: &str) -> Result<(), SnapshotError> {
 /// so storing the finished snapshot is a rename, never a copy.
 ///
 /// Guarantees: each file created or linked here is part of the snapshot,
-/// in the order created, under its name; nothing else is. The runtime
-/// syncs the files and computes their sizes and checksums once the save
-/// (and its job, if any) finished: the state machine only writes.
+/// in the order created, under its name; nothing else is. A created file
+/// counts its size and checksum as it is written (see
+/// [`SnapshotFileWriter`]); the runtime reads only linked files back, and
+/// syncs every file once the save (and its job, if any) finished: the
+/// state machine only writes.
 #[derive(Debug)]
 pub struct SnapshotWriter {
     index: u64,
     dir: PathBuf,
     names: Vec<String>,
+    /// Per file, in order: the tally of a created file (its writer counts
+    /// size and checksum as it writes), none for a linked one.
+    tallies: Vec<Option<SharedTally>>,
 }
+
+/// A staged snapshot file: its name and, if it was created through a
+/// [`SnapshotFileWriter`], what its writer counted.
+pub(crate) type StagedName = (String, Option<SharedTally>);
 
 impl SnapshotWriter {
     /// A writer into `dir`, which must exist and be empty.
@@ -316,6 +326,7 @@ impl SnapshotWriter {
             index,
             dir,
             names: Vec::new(),
+            tallies: Vec::new(),
         }
     }
 
@@ -338,10 +349,12 @@ impl SnapshotWriter {
     }
 
     /// Creates the snapshot file `name`, empty, and returns it open for
-    /// writing. Write it here or move it into the [`SnapshotJob`]; it
-    /// must be complete when the save (and its job) returns. No need to
-    /// sync it: the runtime does.
-    pub fn create(&mut self, name: &str) -> Result<std::fs::File, SnapshotError> {
+    /// writing from start to end. Write it here or move it into the
+    /// [`SnapshotJob`]; it must be complete when the save (and its job)
+    /// returns, and written through this writer alone (the runtime checks
+    /// the file's length against what went through it). No need to sync
+    /// it: the runtime does.
+    pub fn create(&mut self, name: &str) -> Result<SnapshotFileWriter, SnapshotError> {
         let path = self.reserve(name)?;
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -352,8 +365,10 @@ impl SnapshotWriter {
                 path: path.clone(),
                 source,
             })?;
+        let (w, tally) = SnapshotFileWriter::new(f);
         self.names.push(name.to_string());
-        Ok(f)
+        self.tallies.push(Some(tally));
+        Ok(w)
     }
 
     /// Makes the existing file `existing` the snapshot file `name` by a
@@ -369,12 +384,13 @@ impl SnapshotWriter {
             source,
         })?;
         self.names.push(name.to_string());
+        self.tallies.push(None);
         Ok(())
     }
 
-    /// The directory and the names of the files, in order.
-    pub(crate) fn into_parts(self) -> (PathBuf, Vec<String>) {
-        (self.dir, self.names)
+    /// The directory and the files, in order.
+    pub(crate) fn into_parts(self) -> (PathBuf, Vec<StagedName>) {
+        (self.dir, self.names.into_iter().zip(self.tallies).collect())
     }
 }
 
@@ -421,8 +437,10 @@ mod tests {
             w.link("c", &missing),
             Err(SnapshotError::Io { .. })
         ));
-        let (dir, names) = w.into_parts();
+        let (dir, files) = w.into_parts();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
+        assert!(files[0].1.is_some() && files[1].1.is_none());
         // Stored by position, never by the application's name.
         assert_eq!(
             std::fs::read(crate::storage::staged_file(&dir, 1)).unwrap(),
