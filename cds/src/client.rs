@@ -360,40 +360,14 @@ pub fn request(
     }
 }
 
-/// One node's `/groups`: group id -> the leader that node knows of.
-pub fn group_leaders(access: &Access, http_addr: &str) -> Result<BTreeMap<u64, u64>> {
-    let url = access.url(http_addr, "/groups");
-    let (reply, _) = send_once(&access.agent, Method::Get, &url, &[], None, None).map_err(|e| {
-        Error::NoAnswer {
-            url: url.clone(),
-            error: e.to_string(),
-        }
-    })?;
-    if reply.status != 200 {
-        return Err(Error::Refused {
-            what: format!("{url} answered"),
-            status: reply.status,
-            text: reply.error_text(),
-        });
-    }
-    let v: Value = serde_json::from_slice(&reply.body).with_context(|| format!("parsing {url}"))?;
-    let list = v
-        .get("groups")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::Cluster(format!("{url}: no groups list")))?;
-    Ok(list
-        .iter()
-        .filter_map(|g| {
-            let group = g.get("group")?.as_u64()?;
-            let leader = g.get("leader")?.as_u64()?;
-            Some((group, leader))
-        })
-        .collect())
-}
-
-/// Fetches one node's `/status`.
-pub fn status(access: &Access, http_addr: &str) -> Result<Status> {
-    let url = access.url(http_addr, "/status");
+/// `GET path` on one node, no redirect followed, its 200 answer parsed
+/// as JSON.
+fn get_json<T: serde::de::DeserializeOwned>(
+    access: &Access,
+    http_addr: &str,
+    path: &str,
+) -> Result<T> {
+    let url = access.url(http_addr, path);
     let (reply, _) = send_once(&access.agent, Method::Get, &url, &[], None, None).map_err(|e| {
         Error::NoAnswer {
             url: url.clone(),
@@ -408,6 +382,28 @@ pub fn status(access: &Access, http_addr: &str) -> Result<Status> {
         });
     }
     serde_json::from_slice(&reply.body).with_context(|| format!("parsing {url}"))
+}
+
+/// One node's `/groups`: group id -> the leader that node knows of.
+pub fn group_leaders(access: &Access, http_addr: &str) -> Result<BTreeMap<u64, u64>> {
+    let v: Value = get_json(access, http_addr, "/groups")?;
+    let list = v
+        .get("groups")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::Cluster(format!("{http_addr}/groups: no groups list")))?;
+    Ok(list
+        .iter()
+        .filter_map(|g| {
+            let group = g.get("group")?.as_u64()?;
+            let leader = g.get("leader")?.as_u64()?;
+            Some((group, leader))
+        })
+        .collect())
+}
+
+/// Fetches one node's `/status` (one request, no redirect).
+pub fn status(access: &Access, http_addr: &str) -> Result<Status> {
+    get_json(access, http_addr, "/status")
 }
 
 #[cfg(test)]
