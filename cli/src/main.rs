@@ -15,9 +15,6 @@ use clap::{Parser, Subcommand};
 #[macro_use]
 mod stdout;
 
-mod secret;
-mod tls;
-
 mod cmd;
 
 #[derive(Debug, Parser)]
@@ -60,7 +57,7 @@ enum Command {
     /// node-N-key.pem. Each node certificate names node-N.cds-raft (what
     /// peers check), localhost and the --ip addresses. `cdsctl kv up --tls`
     /// does this for you.
-    Cert(tls::CertArgs),
+    Cert(cmd::cert::CertArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,7 +69,7 @@ fn main() -> ExitCode {
         Command::Node(args) => cmd::node::run(args),
         Command::Viz(args) => cmd::viz::run(args),
         Command::Top(args) => cmd::top::run(args),
-        Command::Cert(args) => tls::run(args),
+        Command::Cert(args) => cmd::cert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

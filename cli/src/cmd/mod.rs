@@ -1,6 +1,7 @@
 //! One module per command group. Each exposes its clap arguments and a
 //! `run` function returning `anyhow::Result<()>`; `main` prints the error.
 
+pub mod cert;
 pub mod kv;
 pub mod node;
 mod perfetto;

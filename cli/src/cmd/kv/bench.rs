@@ -29,8 +29,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, LOCATION};
 use hyper::{Request, StatusCode};
 
-use super::client::{Session, Stamp};
-use crate::cmd::node::{group_of_key, CLIENT_ID_HEADER, CLIENT_SEQ_HEADER};
+use cds::client::{Session, Stamp};
+use cds::kv::{group_of_key, CLIENT_ID_HEADER, CLIENT_SEQ_HEADER};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -243,7 +243,9 @@ impl Drop for Background {
 
 /// One session per client, each with a random id.
 fn sessions(clients: usize) -> Result<Vec<Session>> {
-    (0..clients).map(|_| Session::new()).collect()
+    Ok((0..clients)
+        .map(|_| Session::new())
+        .collect::<cds::Result<_>>()?)
 }
 
 async fn run_clients(
@@ -396,7 +398,7 @@ async fn client(
                 let stamp = sessions
                     .entry(group)
                     .or_insert_with(|| session_of(group))
-                    .next();
+                    .next_stamp();
                 (t, format!("/kv/{key}"), group, stamp)
             })
             .clone();
@@ -492,7 +494,7 @@ async fn client(
                 }
                 r.sessions_renewed += 1;
                 if let (Some(p), Some(s)) = (put.as_mut(), sessions.get_mut(&group)) {
-                    p.3 = s.next();
+                    p.3 = s.next_stamp();
                 }
             }
             Ok(Ok((StatusCode::CONFLICT, _))) => {
@@ -501,7 +503,7 @@ async fn client(
                 // than be refused forever.
                 count_error(&mut r);
                 if let (Some(p), Some(s)) = (put.as_mut(), sessions.get_mut(&group)) {
-                    p.3 = s.next();
+                    p.3 = s.next_stamp();
                 }
             }
             Ok(Ok(_)) => {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use raft_core::trace::schema::{Kind, NodeRole, Record, TransferPhase};
 
 use super::model::{Event, EventKind};
-use crate::cmd::kv::cluster::NodeEntry;
+use cds::devcluster::directory::NodeEntry;
 
 /// How much of an existing trace is read when `top` starts: the recent
 /// past, not a long-running cluster's whole history.

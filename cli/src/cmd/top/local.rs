@@ -15,8 +15,9 @@ use super::model::LoadObs;
 use super::source::{Job, Report, Source, Update};
 use super::{now_us, poll};
 use crate::cmd::kv::bench::{Background, LiveStats};
-use crate::cmd::kv::cluster::ClusterFile;
-use crate::cmd::kv::{self};
+use crate::cmd::kv::{self, node_program};
+use cds::devcluster as cluster;
+use cds::devcluster::directory::ClusterFile;
 
 /// How long an action that waits for the cluster (restart, transfer,
 /// membership changes) may take, as the matching command's default.
@@ -176,26 +177,25 @@ fn act(
     let mut warn = |w: String| warnings.push(w);
     let node = || job.node.context("no node selected");
     let msg = match job.action {
-        Action::Kill => kv::kill(dir, node()?)?,
-        Action::Restart => kv::restart(dir, node()?, ACTION_TIMEOUT)?,
-        Action::Pause => kv::pause(dir, node()?)?,
-        Action::Resume => kv::resume(dir, node()?)?,
+        Action::Kill => cluster::kill(dir, node()?)?.to_string(),
+        Action::Restart => {
+            cluster::restart(&node_program()?, dir, node()?, ACTION_TIMEOUT)?.to_string()
+        }
+        Action::Pause => cluster::pause(dir, node()?)?.to_string(),
+        Action::Resume => cluster::resume(dir, node()?)?.to_string(),
         Action::Isolate => {
             let id = node()?;
             let c = ClusterFile::load(dir)?;
-            let others: Vec<String> = c
-                .nodes
-                .iter()
-                .filter(|n| n.id != id)
-                .map(|n| n.id.to_string())
-                .collect();
-            kv::partition(dir, &format!("{id}/{}", others.join(",")), &mut warn)?
+            let others: Vec<u64> = c.nodes.iter().map(|n| n.id).filter(|&n| n != id).collect();
+            cluster::partition(dir, &[vec![id], others], &mut warn)?.to_string()
         }
-        Action::Heal => kv::heal(dir, &mut warn)?,
-        Action::Transfer => kv::transfer_leader(dir, node()?, ACTION_TIMEOUT)?,
-        Action::AddNode => kv::add_node(dir, ACTION_TIMEOUT, &mut warn)?,
-        Action::RemoveNode => kv::remove_node(dir, node()?, ACTION_TIMEOUT)?,
-        Action::Snapshot => kv::snapshot(dir, node()?)?,
+        Action::Heal => cluster::heal(dir, &mut warn)?.to_string(),
+        Action::Transfer => cluster::transfer_leader(dir, node()?, ACTION_TIMEOUT)?.to_string(),
+        Action::AddNode => {
+            cluster::add_node(&node_program()?, dir, ACTION_TIMEOUT, &mut warn)?.to_string()
+        }
+        Action::RemoveNode => cluster::remove_node(dir, node()?, ACTION_TIMEOUT)?.to_string(),
+        Action::Snapshot => cluster::snapshot(dir, node()?)?.to_string(),
         Action::Load => match load.take() {
             Some(bg) => {
                 // The UI stops showing the load at once; the stop itself

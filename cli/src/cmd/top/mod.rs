@@ -33,8 +33,8 @@ use crossterm::terminal::{
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
-use crate::cmd::kv::cluster::ClusterFile;
 use crate::cmd::kv::parse_duration;
+use cds::devcluster::directory::ClusterFile;
 use keys::Action;
 use model::{EventKind, Model, SimInfo};
 use source::{Job, Source};

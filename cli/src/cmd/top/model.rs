@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 
 use super::events::{action_finished, action_started};
 use super::source::Report;
-use crate::cmd::kv::client::Status;
-use crate::cmd::kv::proc::ProcState;
+use cds::devcluster::process::ProcState;
+use cds::status::Status;
 
 /// Seconds of throughput and latency history kept (one point a second).
 pub const HISTORY: usize = 60;
@@ -557,8 +557,9 @@ pub fn liveness(o: &NodeObs, now_us: u64, stale_us: u64) -> Liveness {
 /// configuration, `cut 1,3` when from some, `slow` when it only delays
 /// messages; `None` without a filter.
 pub fn link_state(s: &Status) -> Option<String> {
-    if s.cut.is_empty() {
-        return (!s.delayed.is_empty()).then(|| "slow".to_owned());
+    let cut = s.cut();
+    if cut.is_empty() {
+        return (!s.delayed().is_empty()).then(|| "slow".to_owned());
     }
     let mut others = s
         .voters
@@ -567,10 +568,10 @@ pub fn link_state(s: &Status) -> Option<String> {
         .chain(&s.learners)
         .filter(|&&p| p != s.id)
         .peekable();
-    if others.peek().is_some() && others.all(|p| s.cut.contains(p)) {
+    if others.peek().is_some() && others.all(|p| cut.contains(p)) {
         return Some("isolated".to_owned());
     }
-    let ids: Vec<String> = s.cut.iter().map(u64::to_string).collect();
+    let ids: Vec<String> = cut.iter().map(u64::to_string).collect();
     Some(format!("cut {}", ids.join(",")))
 }
 
@@ -593,6 +594,7 @@ fn liveness_change(before: Option<Liveness>, now: Liveness) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cds::status::Filter;
 
     fn hist(counts: &[u64]) -> Hist {
         let les = [0.001, 0.01, 0.1, f64::INFINITY];
@@ -671,11 +673,14 @@ mod tests {
             ..Status::default()
         };
         assert_eq!(link_state(&s), None);
-        s.delayed = vec![2];
+        s.filter = Some(Filter {
+            delay_to_ms: std::collections::BTreeMap::from([(2, 100)]),
+            ..Filter::default()
+        });
         assert_eq!(link_state(&s).as_deref(), Some("slow"));
-        s.cut = vec![2, 3];
+        s.filter = Some(Filter::cutting(vec![2, 3]));
         assert_eq!(link_state(&s).as_deref(), Some("cut 2,3"));
-        s.cut = vec![2, 3, 4, 9];
+        s.filter = Some(Filter::cutting(vec![2, 3, 4, 9]));
         assert_eq!(link_state(&s).as_deref(), Some("isolated"));
         // No configuration known: name the peers.
         s.voters.clear();

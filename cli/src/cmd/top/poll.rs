@@ -13,15 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use ureq::Agent;
 
 use super::events::Tailer;
 use super::model::{Event, Hist, NodeObs};
 use super::now_us;
-use crate::cmd::kv::client::Status;
-use crate::cmd::kv::cluster::{ClusterFile, NodeEntry};
-use crate::cmd::kv::proc::{self, ProcState};
+use cds::devcluster::directory::{ClusterFile, NodeEntry};
+use cds::devcluster::process::{self as proc, ProcState};
+use cds::status::Status;
 
 /// The longest one status or metrics request may take. Well above a busy
 /// node's answer time, so load does not read as a hang; the screen flags a
@@ -144,7 +143,7 @@ fn agent(ca: Option<&std::path::Path>) -> Result<Client, String> {
         .timeout_global(Some(REQUEST_TIMEOUT));
     let mut scheme = "http";
     if let Some(ca) = ca {
-        let tls = crate::tls::http_client_tls(ca)
+        let tls = cds::tls::http_client_tls(ca)
             .map_err(|e| format!("the cluster CA {}: {e:#}", ca.display()))?;
         config = config.tls_config(tls);
         scheme = "https";
@@ -217,8 +216,7 @@ fn poll_node(id: u64, period: Duration, shared: &Arc<Mutex<Shared>>, stop: &Arc<
         }
         if asking {
             let answer = get(agent, &entry.http_addr, "/status").and_then(|body| {
-                serde_json::from_str::<Value>(&body)
-                    .map(|v| Status::from_json(&v))
+                serde_json::from_str::<Status>(&body)
                     .map_err(|e| format!("/status of node {id}: {e}"))
             });
             // The leader's latency histogram, for the p99 chart.

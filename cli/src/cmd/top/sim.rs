@@ -28,8 +28,8 @@ use super::events::Summariser;
 use super::keys::Action;
 use super::model::{Event, EventKind, LoadObs, NodeObs, MAX_LATENCIES};
 use super::source::{Job, Report, Source, Update};
-use crate::cmd::kv::client::Status;
-use crate::cmd::kv::proc::ProcState;
+use cds::devcluster::process::ProcState;
+use cds::status::{Filter, Status};
 
 /// Simulated milliseconds run between two top-ups of the load generator's
 /// clients, so a client that got its answer sends its next put soon.
@@ -418,28 +418,16 @@ fn worth_parsing(line: &[u8]) -> bool {
     KINDS.iter().any(|k| line.windows(k.len()).any(|w| w == *k))
 }
 
+/// The group the live view shows (the simulator's first), under the id a
+/// local cluster gives its first group.
+const SIM_GROUP: u64 = 1;
+
 /// A simulated node's state (and the nodes a partition cuts it off from)
 /// as the screen reads a real node's `/status`.
 fn status(id: u64, s: RaftStatus, cut: Vec<u64>) -> Status {
     Status {
-        id,
-        role: s.role.name().to_owned(),
-        term: s.term,
-        leader: s.leader,
-        commit: s.commit,
-        applied: s.applied,
-        voters: s.membership.voters,
-        outgoing: s.membership.outgoing,
-        learners: s.membership.learners,
-        first_index: s.first_index,
-        last_index: s.last_index,
-        matched: s.peer_match,
-        snapshot_index: s.last_snapshot,
-        pid: None,
-        groups: 1,
-        groups_led: u64::from(s.role == raft_core::Role::Leader),
-        cut,
-        delayed: Vec::new(),
+        filter: (!cut.is_empty()).then(|| Filter::cutting(cut)),
+        ..Status::from_raft(id, SIM_GROUP, s)
     }
 }
 
@@ -586,7 +574,7 @@ mod tests {
             .picture()
             .nodes
             .iter()
-            .all(|n| n.status.as_ref().unwrap().cut.is_empty()));
+            .all(|n| n.status.as_ref().unwrap().cut().is_empty()));
     }
 
     #[test]

@@ -208,7 +208,7 @@ fn draw_nodes(f: &mut Frame, m: &Model, area: Rect) {
 fn node_row<'a>(
     n: &'a NodeView,
     selected: bool,
-    leader: Option<(u64, &'a crate::cmd::kv::client::Status)>,
+    leader: Option<(u64, &'a cds::status::Status)>,
     (wide, wider): (bool, bool),
 ) -> Row<'a> {
     let o = &n.obs;
@@ -336,7 +336,7 @@ fn draw_config(f: &mut Frame, m: &Model, area: Rect) {
 /// Whether the voters that answer, and that the node whose configuration
 /// is shown (the leader) can reach, make a majority (of both
 /// configurations while joint, as a commit needs).
-fn quorum_line<'a>(m: &Model, s: &crate::cmd::kv::client::Status, label: Span<'a>) -> Line<'a> {
+fn quorum_line<'a>(m: &Model, s: &cds::status::Status, label: Span<'a>) -> Line<'a> {
     let up = |id: u64| {
         m.nodes
             .iter()
@@ -345,12 +345,12 @@ fn quorum_line<'a>(m: &Model, s: &crate::cmd::kv::client::Status, label: Span<'a
     // A partition cuts both ways; either side's filter is enough.
     let reachable = |id: u64| {
         up(id).is_some_and(|n| {
-            !s.cut.contains(&id)
+            !s.cut().contains(&id)
                 && !n
                     .obs
                     .status
                     .as_ref()
-                    .is_some_and(|st| st.cut.contains(&s.id))
+                    .is_some_and(|st| st.cut().contains(&s.id))
         })
     };
     let mut ok = true;
@@ -600,9 +600,9 @@ mod tests {
     use ratatui::Terminal;
 
     use super::*;
-    use crate::cmd::kv::client::Status;
-    use crate::cmd::kv::proc::ProcState;
     use crate::cmd::top::model::{Event, LoadView, NodeObs, SimInfo};
+    use cds::devcluster::process::ProcState;
+    use cds::status::{Filter, Status};
 
     /// 2023-11-14 22:13:20 UTC.
     const NOW: u64 = 1_700_000_000_000_000;
@@ -743,8 +743,8 @@ mod tests {
         let mut learner = status(5, "follower", 4, 1, 29_000);
         learner.snapshot_index = Some(28_000);
         // Node 5 is partitioned away from every other member (`i`).
-        learner.cut = vec![1, 2, 3, 4];
-        leader.cut = vec![5];
+        learner.filter = Some(Filter::cutting(vec![1, 2, 3, 4]));
+        leader.filter = Some(Filter::cutting(vec![5]));
         learner.first_index = 28_001;
         // Node 4 was seen up before: its going down makes an event.
         m.observe(
@@ -982,7 +982,7 @@ mod tests {
         let cut = |who: u64, from: &[u64]| {
             let mut m = healthy();
             let n = m.nodes.iter_mut().find(|n| n.obs.id == who).unwrap();
-            n.obs.status.as_mut().unwrap().cut = from.to_vec();
+            n.obs.status.as_mut().unwrap().filter = Some(Filter::cutting(from.to_vec()));
             render(&m, 120, 30)
         };
         let screen = cut(1, &[2, 3]);

@@ -12,8 +12,8 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
+use crate::error::{bail, Context, Error, Result};
 use crate::secret;
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// The name of the node table inside a cluster directory.
@@ -187,6 +187,7 @@ impl ClusterFile {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                Invalid,
                 "no cluster in {}: {} not found (start one with `cdsctl kv up --dir {}`)",
                 dir.display(),
                 path.display(),
@@ -209,10 +210,10 @@ impl ClusterFile {
         let mut seen = std::collections::BTreeSet::new();
         for n in &self.nodes {
             if n.id == 0 {
-                bail!("node id 0 is not allowed");
+                bail!(Invalid, "node id 0 is not allowed");
             }
             if !seen.insert(n.id) {
-                bail!("node id {} appears twice", n.id);
+                bail!(Invalid, "node id {} appears twice", n.id);
             }
         }
         Ok(())
@@ -227,12 +228,13 @@ impl ClusterFile {
 
     /// The node with this id, or an error listing the ids that exist.
     pub fn node(&self, id: u64) -> Result<&NodeEntry> {
-        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
-            anyhow::anyhow!(
-                "unknown node id {id}: this cluster has nodes {}",
-                self.ids_text()
-            )
-        })
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| Error::UnknownNode {
+                id,
+                known: self.ids_text(),
+            })
     }
 
     /// Mutable access to a node by id.
@@ -241,7 +243,7 @@ impl ClusterFile {
         self.nodes
             .iter_mut()
             .find(|n| n.id == id)
-            .ok_or_else(|| anyhow::anyhow!("unknown node id {id}: this cluster has nodes {ids}"))
+            .ok_or(Error::UnknownNode { id, known: ids })
     }
 
     /// "1, 2, 3".
@@ -275,7 +277,7 @@ impl ClusterFile {
         for a in [&node.raft_addr, &node.http_addr] {
             let a: SocketAddr = a
                 .parse()
-                .with_context(|| format!("node {}: address {a}", node.id))?;
+                .map_err(|e| Error::Invalid(format!("node {}: address {a}: {e}", node.id)))?;
             if !ips.contains(&a.ip()) {
                 ips.push(a.ip());
             }

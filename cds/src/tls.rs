@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use raft_core::runtime::transport::{node_cert_name, rustls, TransportTls};
 use raft_core::NodeId;
 use rustls::pki_types::pem::PemObject;
@@ -64,7 +64,8 @@ impl TlsPaths {
 }
 
 fn ca_params() -> Result<rcgen::CertificateParams> {
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new())
+        .context("the CA's certificate parameters")?;
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     p.distinguished_name
         .push(rcgen::DnType::CommonName, CA_NAME);
@@ -115,7 +116,8 @@ pub fn issue_node(dir: &Path, id: NodeId, ips: &[IpAddr]) -> Result<TlsPaths> {
     // The issuer is the CA's name and key: the same parameters that made
     // the CA certificate rebuild it.
     let issuer = rcgen::Issuer::new(ca_params()?, ca_key);
-    let mut p = rcgen::CertificateParams::new(vec![node_cert_name(id), "localhost".to_owned()])?;
+    let mut p = rcgen::CertificateParams::new(vec![node_cert_name(id), "localhost".to_owned()])
+        .with_context(|| format!("node {id}'s certificate parameters"))?;
     p.subject_alt_names
         .extend(ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
     p.distinguished_name
@@ -138,10 +140,9 @@ pub fn issue_node(dir: &Path, id: NodeId, ips: &[IpAddr]) -> Result<TlsPaths> {
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("reading certificates from {}", path.display()))?;
     if certs.is_empty() {
-        bail!("{} holds no certificate", path.display());
+        bail!(Invalid, "{} holds no certificate", path.display());
     }
     Ok(certs)
 }
@@ -150,7 +151,6 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     secret::check_private(path)
         .with_context(|| format!("refusing the private key {}", path.display()))?;
     PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("reading the private key {}", path.display()))
 }
 
@@ -160,7 +160,7 @@ pub fn load_transport(paths: &TlsPaths) -> Result<TransportTls> {
     let ca = read_certs(&paths.ca)?;
     let chain = read_certs(&paths.cert)?;
     let key = read_key(&paths.key)?;
-    TransportTls::new(&ca, chain, key).map_err(|e| anyhow!("{e}"))
+    TransportTls::new(&ca, chain, key).context("the transport's TLS settings")
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -209,44 +209,6 @@ pub fn http_client_tls(ca: &Path) -> Result<ureq::tls::TlsConfig> {
         .provider(ureq::tls::TlsProvider::Rustls)
         .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
         .build())
-}
-
-/// `cdsctl cert`: a CA and certificates for nodes 1..=N.
-#[derive(Debug, clap::Args)]
-pub struct CertArgs {
-    /// Where to write the files (created owner-only); an existing CA there
-    /// is reused.
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// Issue certificates for nodes 1 to N.
-    #[arg(long, default_value_t = 3)]
-    pub nodes: u64,
-    /// IP addresses the certificates also name (for HTTPS clients).
-    #[arg(long = "ip", default_value = "127.0.0.1")]
-    pub ips: Vec<IpAddr>,
-}
-
-/// Runs `cdsctl cert`.
-pub fn run(args: CertArgs) -> Result<()> {
-    if !(1..=1000).contains(&args.nodes) {
-        bail!("--nodes must be between 1 and 1000, got {}", args.nodes);
-    }
-    let created = create_ca(&args.dir)?;
-    outln!(
-        "{} CA {}",
-        if created { "created" } else { "reusing" },
-        args.dir.join(CA_CERT_FILE).display()
-    );
-    for id in 1..=args.nodes {
-        let p = issue_node(&args.dir, id, &args.ips)?;
-        outln!(
-            "node {id}: {} {} ({})",
-            p.cert.display(),
-            p.key.display(),
-            node_cert_name(id)
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -319,7 +281,7 @@ mod tests {
                 });
             }
         });
-        let get = |ca: &Path, host: &str| -> Result<String> {
+        let get = |ca: &Path, host: &str| -> Result<String, Box<dyn std::error::Error>> {
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .tls_config(http_client_tls(ca)?)
                 .timeout_global(Some(std::time::Duration::from_secs(10)))

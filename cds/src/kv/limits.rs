@@ -81,7 +81,7 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// is carried into the JSON `{"error": ...}` replacing it.
 pub const MAX_ERROR_TEXT_BYTES: usize = 4 << 10;
 
-/// Client sessions the KV state machine keeps at once (`kv_sm.rs`). A new
+/// Client sessions the KV state machine keeps at once (`state_machine.rs`). A new
 /// session past it evicts the least recently used one (the one whose last
 /// command has the lowest log index). Part of the replicated state's
 /// rules: every node of a cluster must run with the same value, or their

@@ -25,7 +25,7 @@
 //! true`); an older seq is answered `409` (stale), a seq above 1 of a
 //! client without a session `410` (unknown session: expired or evicted).
 //! The leader stamps each such command with its wall clock, the time the
-//! state machine expires sessions by (`kv_sm.rs`, "Client sessions").
+//! state machine expires sessions by (`state_machine.rs`, "Client sessions").
 //! Without the headers a write is applied once per arrival: a retry after
 //! an unknown outcome may apply it twice.
 //!
@@ -89,7 +89,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::kv_sm::{Command, KvStats, Outcome, Request as KvRequest, SharedKv, Stamp, FIRST_SEQ};
+use super::state_machine::{
+    Command, KvStats, Outcome, Request as KvRequest, SharedKv, Stamp, FIRST_SEQ,
+};
 use super::{CLIENT_ID_HEADER, CLIENT_SEQ_HEADER};
 
 use super::config::NodeFileConfig;
@@ -97,6 +99,7 @@ use super::limits::{
     BODY_READ_TIMEOUT, MAX_BODY_BYTES, MAX_BODY_BYTES_IN_FLIGHT, MAX_ERROR_TEXT_BYTES,
     MAX_FILTER_DELAY_MS, MAX_KEY_BYTES,
 };
+use crate::status::{Filter, Status};
 
 /// What every handler sees.
 #[derive(Clone)]
@@ -927,44 +930,26 @@ async fn status(State(s): State<AppState>, Query(q): Query<GroupParams>, uri: Ur
         Ok(st) => st,
         Err(e) => return node_error(&s.0, e, &uri),
     };
-    let mut body = json!({
-        "id": st.id,
-        "group": st.group,
-        "role": st.raft.role.name(),
-        "term": st.raft.term,
-        "leader": st.raft.leader,
-        "commit": st.raft.commit,
-        "applied": st.raft.applied,
-        "first_index": st.raft.first_index,
-        "last_index": st.raft.last_index,
-        "voters": st.raft.membership.voters,
-        "outgoing": st.raft.membership.outgoing,
-        "learners": st.raft.membership.learners,
-        "match": st.raft.peer_match,
-        "snapshot_index": st.raft.last_snapshot,
-        "quiescent": st.raft.quiescent,
-        "groups": s.0.groups.len(),
-        "groups_led": s
-            .0
-            .groups
+    let mut body = Status::from_raft(st.id, st.group, st.raft);
+    body.groups = s.0.groups.len() as u64;
+    body.groups_led =
+        s.0.groups
             .iter()
             .filter(|g| g.node.role().0 == raft_core::Role::Leader)
-            .count(),
-        "pid": s.0.pid,
-    });
+            .count() as u64;
+    body.pid = Some(u64::from(s.0.pid));
     // Only while a fault filter is set, so a healthy node's answer stays
     // as it always was.
     let f = s.0.transport.filter();
     if !(f.drop_to.is_empty() && f.drop_from.is_empty() && f.delay_to.is_empty()) {
-        let delays: BTreeMap<NodeId, u64> = f
-            .delay_to
-            .iter()
-            .map(|(&p, d)| (p, d.as_millis() as u64))
-            .collect();
-        body["filter"] = json!({
-            "drop_to": f.drop_to,
-            "drop_from": f.drop_from,
-            "delay_to_ms": delays,
+        body.filter = Some(Filter {
+            drop_to: f.drop_to.iter().copied().collect(),
+            drop_from: f.drop_from.iter().copied().collect(),
+            delay_to_ms: f
+                .delay_to
+                .iter()
+                .map(|(&p, d)| (p, d.as_millis() as u64))
+                .collect(),
         });
     }
     Json(body).into_response()

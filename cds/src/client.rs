@@ -1,4 +1,4 @@
-//! The HTTP side of `cdsctl kv`: a blocking client that talks to any node and
+//! A blocking HTTP client to the KV nodes (what `cdsctl kv` and `cdsctl top` use) that talks to any node and
 //! follows the leader's redirects itself.
 //!
 //! Redirects are followed by hand rather than by ureq because a PUT's body
@@ -20,12 +20,13 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{bail, Context, Describe, Error, Result};
 use serde_json::Value;
 use ureq::Agent;
 
-use super::cluster::ClusterFile;
-use crate::cmd::node::{CLIENT_ID_HEADER, CLIENT_SEQ_HEADER};
+use crate::devcluster::directory::ClusterFile;
+use crate::kv::{CLIENT_ID_HEADER, CLIENT_SEQ_HEADER};
+use crate::status::Status;
 
 /// How long one HTTP exchange may take (a paused node never answers).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -105,7 +106,7 @@ impl Access {
             }
         }
         let Some(to) = authority(location) else {
-            bail!(
+            bail!(Cluster,
                 "refusing to follow a redirect to {location:?}: not an {prefix} address of this cluster"
             );
         };
@@ -119,6 +120,7 @@ impl Access {
         };
         if !self.known.iter().any(|k| same(k)) {
             bail!(
+                Cluster,
                 "refusing to follow a redirect from {from} to {to}: not the HTTP address \
                  of any node in cluster.json ({})",
                 self.known.join(", ")
@@ -174,7 +176,7 @@ impl Session {
     }
 
     /// The stamp of the next command.
-    pub fn next(&mut self) -> Stamp {
+    pub fn next_stamp(&mut self) -> Stamp {
         let seq = self.next_seq;
         self.next_seq += 1;
         Stamp {
@@ -305,9 +307,8 @@ pub fn request(
     deadline: Instant,
 ) -> Result<Reply> {
     if nodes.is_empty() {
-        bail!("no node to send to");
+        bail!(Cluster, "no node to send to");
     }
-    let mut last_err = anyhow!("no attempt made");
     let mut start = 0usize;
     loop {
         let mut url = access.url(&nodes[start], path);
@@ -320,23 +321,34 @@ pub fn request(
                 Ok((reply, Some(loc))) if (300..400).contains(&reply.status) => {
                     hops += 1;
                     if hops > MAX_HOPS {
-                        break Err(anyhow!("more than {MAX_HOPS} redirects, last to {loc}"));
+                        break Err(Error::Cluster(format!(
+                            "more than {MAX_HOPS} redirects, last to {loc}"
+                        )));
                     }
                     url = access.follow(&url, &loc)?;
                 }
                 Ok((reply, _)) if reply.status == 503 => {
-                    break Err(anyhow!("{} answered 503: {}", url, reply.error_text()));
+                    break Err(Error::Refused {
+                        what: format!("{url} answered"),
+                        status: reply.status,
+                        text: reply.error_text(),
+                    });
                 }
                 Ok((reply, _)) => break Ok(reply),
-                Err(e) => break Err(anyhow!(e).context(format!("{url} did not answer"))),
+                Err(e) => {
+                    break Err(Error::NoAnswer {
+                        url,
+                        error: e.to_string(),
+                    })
+                }
             }
         };
-        match outcome {
+        let failed = match outcome {
             Ok(reply) => return Ok(reply),
-            Err(e) => last_err = e,
-        }
+            Err(e) => e,
+        };
         if Instant::now() >= deadline {
-            return Err(last_err.context("gave up at the deadline"));
+            return Err(failed.during("gave up at the deadline".to_owned()));
         }
         // Try the next node; pause after a full round so an election can
         // finish instead of being hammered.
@@ -348,133 +360,37 @@ pub fn request(
     }
 }
 
-/// The part of a node's `/status` that `cdsctl kv` shows and decides on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Status {
-    /// Its id.
-    pub id: u64,
-    /// Role, lower case ("leader", "follower", ...).
-    pub role: String,
-    /// Current term.
-    pub term: u64,
-    /// The leader it knows of.
-    pub leader: Option<u64>,
-    /// Commit index.
-    pub commit: u64,
-    /// Applied index.
-    pub applied: u64,
-    /// Voters of its configuration.
-    pub voters: Vec<u64>,
-    /// The old voters while a joint configuration is in force (else empty).
-    pub outgoing: Vec<u64>,
-    /// Learners of its configuration.
-    pub learners: Vec<u64>,
-    /// First index held in its log.
-    pub first_index: u64,
-    /// Last index in its log.
-    pub last_index: u64,
-    /// Leader only: the highest index known to match on each member.
-    pub matched: BTreeMap<u64, u64>,
-    /// Index of its latest snapshot, if any.
-    pub snapshot_index: Option<u64>,
-    /// The pid the node reports.
-    pub pid: Option<u64>,
-    /// Groups the process hosts (1 for an older node) and how many of
-    /// them it leads.
-    pub groups: u64,
-    pub groups_led: u64,
-    /// Peers its fault filter cuts it off from, either way (`filter` of
-    /// `/status`, present only while one is set).
-    pub cut: Vec<u64>,
-    /// Peers its fault filter delays messages to.
-    pub delayed: Vec<u64>,
-}
-
-impl Status {
-    /// Reads the fields leniently (a missing number is 0, a leader of 0 or
-    /// null is none, the role in any case), so a node that adds fields or
-    /// spells its role "Leader" is still understood.
-    pub fn from_json(v: &Value) -> Status {
-        let num = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let role = match v.get("role") {
-            Some(Value::String(s)) => s.to_ascii_lowercase(),
-            Some(other) => other.to_string().to_ascii_lowercase(),
-            None => String::from("?"),
-        };
-        let ids = |k: &str| -> Vec<u64> {
-            v.get(k)
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default()
-        };
-        // JSON object keys are strings: {"1": 12, "2": 10}.
-        let matched = v
-            .get("match")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, i)| Some((k.parse().ok()?, i.as_u64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let filter = v.get("filter");
-        let peers = |k: &str| -> Vec<u64> {
-            filter
-                .and_then(|f| f.get(k))
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default()
-        };
-        let mut cut = peers("drop_to");
-        cut.extend(peers("drop_from"));
-        cut.sort_unstable();
-        cut.dedup();
-        let delayed = filter
-            .and_then(|f| f.get("delay_to_ms"))
-            .and_then(Value::as_object)
-            .map(|m| m.keys().filter_map(|k| k.parse().ok()).collect())
-            .unwrap_or_default();
-        Status {
-            id: num("id"),
-            role,
-            term: num("term"),
-            leader: v.get("leader").and_then(Value::as_u64).filter(|l| *l != 0),
-            commit: num("commit"),
-            applied: num("applied"),
-            voters: ids("voters"),
-            outgoing: ids("outgoing"),
-            learners: ids("learners"),
-            first_index: num("first_index"),
-            last_index: num("last_index"),
-            matched,
-            snapshot_index: v.get("snapshot_index").and_then(Value::as_u64),
-            pid: v.get("pid").and_then(Value::as_u64),
-            groups: v.get("groups").and_then(Value::as_u64).unwrap_or(1),
-            groups_led: num("groups_led"),
-            cut,
-            delayed,
+/// `GET path` on one node, no redirect followed, its 200 answer parsed
+/// as JSON.
+fn get_json<T: serde::de::DeserializeOwned>(
+    access: &Access,
+    http_addr: &str,
+    path: &str,
+) -> Result<T> {
+    let url = access.url(http_addr, path);
+    let (reply, _) = send_once(&access.agent, Method::Get, &url, &[], None, None).map_err(|e| {
+        Error::NoAnswer {
+            url: url.clone(),
+            error: e.to_string(),
         }
+    })?;
+    if reply.status != 200 {
+        return Err(Error::Refused {
+            what: format!("{url} answered"),
+            status: reply.status,
+            text: reply.error_text(),
+        });
     }
-
-    /// Whether this node says it leads.
-    pub fn is_leader(&self) -> bool {
-        self.role == "leader"
-    }
+    serde_json::from_slice(&reply.body).with_context(|| format!("parsing {url}"))
 }
 
 /// One node's `/groups`: group id -> the leader that node knows of.
 pub fn group_leaders(access: &Access, http_addr: &str) -> Result<BTreeMap<u64, u64>> {
-    let url = access.url(http_addr, "/groups");
-    let (reply, _) = send_once(&access.agent, Method::Get, &url, &[], None, None)
-        .with_context(|| format!("{url} did not answer"))?;
-    if reply.status != 200 {
-        bail!("{url} answered {}: {}", reply.status, reply.error_text());
-    }
-    let v: Value = serde_json::from_slice(&reply.body).with_context(|| format!("parsing {url}"))?;
+    let v: Value = get_json(access, http_addr, "/groups")?;
     let list = v
         .get("groups")
         .and_then(Value::as_array)
-        .with_context(|| format!("{url}: no groups list"))?;
+        .ok_or_else(|| Error::Cluster(format!("{http_addr}/groups: no groups list")))?;
     Ok(list
         .iter()
         .filter_map(|g| {
@@ -485,16 +401,9 @@ pub fn group_leaders(access: &Access, http_addr: &str) -> Result<BTreeMap<u64, u
         .collect())
 }
 
-/// Fetches one node's `/status`.
+/// Fetches one node's `/status` (one request, no redirect).
 pub fn status(access: &Access, http_addr: &str) -> Result<Status> {
-    let url = access.url(http_addr, "/status");
-    let (reply, _) = send_once(&access.agent, Method::Get, &url, &[], None, None)
-        .with_context(|| format!("{url} did not answer"))?;
-    if reply.status != 200 {
-        bail!("{url} answered {}: {}", reply.status, reply.error_text());
-    }
-    let v: Value = serde_json::from_slice(&reply.body).with_context(|| format!("parsing {url}"))?;
-    Ok(Status::from_json(&v))
+    get_json(access, http_addr, "/status")
 }
 
 #[cfg(test)]
@@ -504,8 +413,8 @@ mod tests {
     #[test]
     fn a_session_numbers_its_commands_from_one() {
         let mut s = Session::with_id(42);
-        assert_eq!(s.next(), Stamp { client: 42, seq: 1 });
-        assert_eq!(s.next(), Stamp { client: 42, seq: 2 });
+        assert_eq!(s.next_stamp(), Stamp { client: 42, seq: 1 });
+        assert_eq!(s.next_stamp(), Stamp { client: 42, seq: 2 });
         let (a, b) = (Session::new().unwrap(), Session::new().unwrap());
         assert_ne!(a.client, b.client, "random ids");
     }
@@ -515,33 +424,6 @@ mod tests {
         assert_eq!(encode_key("abc-1.2_~"), "abc-1.2_~");
         assert_eq!(encode_key("a/b c?"), "a%2Fb%20c%3F");
         assert_eq!(encode_key("é"), "%C3%A9");
-    }
-
-    #[test]
-    fn status_is_read_leniently() {
-        let v = serde_json::json!({"id": 2, "role": "Leader", "term": 3, "leader": 2,
-            "commit": 10, "applied": 9, "voters": [1, 2, 3], "extra": true});
-        let s = Status::from_json(&v);
-        assert!(s.is_leader());
-        assert_eq!(
-            (s.id, s.term, s.leader, s.commit, s.applied),
-            (2, 3, Some(2), 10, 9)
-        );
-        assert_eq!(s.voters, vec![1, 2, 3]);
-        let full = Status::from_json(&serde_json::json!({"role": "leader", "outgoing": [1],
-            "learners": [4], "first_index": 5, "last_index": 9, "match": {"1": 9, "2": 7},
-            "snapshot_index": 4, "pid": 77}));
-        assert_eq!((full.outgoing, full.learners), (vec![1], vec![4]));
-        assert_eq!((full.first_index, full.last_index), (5, 9));
-        assert_eq!(full.matched.get(&2), Some(&7));
-        assert_eq!((full.snapshot_index, full.pid), (Some(4), Some(77)));
-        let none = Status::from_json(&serde_json::json!({"role": "follower", "leader": null}));
-        assert_eq!(none.leader, None);
-        assert!(!none.is_leader());
-        assert!(none.cut.is_empty() && none.delayed.is_empty(), "no filter");
-        let cut = Status::from_json(&serde_json::json!({"filter": {"drop_to": [3, 1],
-            "drop_from": [1, 2], "delay_to_ms": {"4": 200}}}));
-        assert_eq!((cut.cut, cut.delayed), (vec![1, 2, 3], vec![4]));
     }
 
     #[test]
@@ -582,7 +464,7 @@ mod tests {
 
     #[test]
     fn nothing_listening_is_an_error_by_the_deadline() {
-        let port = super::super::cluster::pick_ports(1).unwrap()[0];
+        let port = crate::devcluster::directory::pick_ports(1).unwrap()[0];
         let started = Instant::now();
         let access = Access {
             agent: agent(None),

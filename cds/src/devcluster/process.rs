@@ -1,20 +1,27 @@
 //! Node processes: spawning them detached, telling whether a recorded pid is
 //! still our node, and signalling them.
 //!
+//! The program a node runs is the caller's to name ([`NodeProgram`]):
+//! `cdsctl` runs itself as `cdsctl node --config FILE`, a test may run
+//! another binary that calls [`crate::kv::node::run`].
+//!
 //! `cdsctl kv` exits right after `up`, so the nodes are not its children for
 //! long and it cannot `wait` for them later; liveness is read from the OS
 //! instead. A pid in `cluster.json` may be stale and reused by an unrelated
 //! process, so on Linux a pid counts as our node only if its command line
 //! names the node's config file: we never signal a stranger.
 
+use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Error, Result};
 
-use super::cluster::NodeEntry;
+use super::directory::NodeEntry;
+use super::outcome::NodeStop;
 
 /// What the OS says about a node's recorded pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +45,31 @@ impl std::fmt::Display for ProcState {
     }
 }
 
-/// Spawns `cdsctl node --config CONFIG` for `node`, detached from our
-/// terminal (own session, so a Ctrl-C meant for the shell does not reach
-/// it), stdin closed, stdout and stderr appended to the node's log.
-pub fn spawn_node(node: &NodeEntry) -> Result<Child> {
-    let exe = std::env::current_exe().context("finding the cdsctl executable to run nodes")?;
+/// The program that runs one node: `exe ARGS... --config CONFIG`, where
+/// the program serves the node of that config file (as
+/// [`crate::kv::node::run`] does) until SIGTERM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeProgram {
+    /// The executable.
+    pub exe: PathBuf,
+    /// Arguments before `--config CONFIG` (`["node"]` for `cdsctl`).
+    pub args: Vec<OsString>,
+}
+
+impl NodeProgram {
+    /// `cdsctl node`, with `exe` the path of the `cdsctl` binary.
+    pub fn cdsctl(exe: PathBuf) -> NodeProgram {
+        NodeProgram {
+            exe,
+            args: vec![OsString::from("node")],
+        }
+    }
+}
+
+/// Spawns `program` for `node`, detached from our terminal (own session,
+/// so a Ctrl-C meant for the shell does not reach it), stdin closed,
+/// stdout and stderr appended to the node's log.
+pub fn spawn_node(program: &NodeProgram, node: &NodeEntry) -> Result<Child> {
     let log_path = node.log_path();
     let log = OpenOptions::new()
         .create(true)
@@ -52,8 +79,8 @@ pub fn spawn_node(node: &NodeEntry) -> Result<Child> {
     let log_err = log
         .try_clone()
         .with_context(|| format!("duplicating log handle {}", log_path.display()))?;
-    let mut cmd = Command::new(&exe);
-    cmd.arg("node")
+    let mut cmd = Command::new(&program.exe);
+    cmd.args(&program.args)
         .arg("--config")
         .arg(node.config_path())
         .stdin(Stdio::null())
@@ -71,9 +98,15 @@ pub fn spawn_node(node: &NodeEntry) -> Result<Child> {
     }
     cmd.spawn().with_context(|| {
         format!(
-            "starting node {} ({} node --config {})",
+            "starting node {} ({} {} --config {})",
             node.id,
-            exe.display(),
+            program.exe.display(),
+            program
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
             node.config_path().display()
         )
     })
@@ -121,18 +154,23 @@ pub fn state(node: &NodeEntry) -> ProcState {
 /// Sends `sig` to the node's process, if it is still our node.
 pub fn signal(node: &NodeEntry, sig: libc::c_int) -> Result<()> {
     if state(node) == ProcState::Down {
-        bail!("node {} is not running", node.id);
+        return Err(not_running(node.id));
     }
     let pid = node
         .pid
         .and_then(|p| libc::pid_t::try_from(p).ok())
-        .context("node has no valid pid")?;
+        .ok_or_else(|| Error::Cluster(format!("node {} has no valid pid", node.id)))?;
     // SAFETY: plain syscall on a pid we just checked is our node.
     if unsafe { libc::kill(pid, sig) } != 0 {
         let e = std::io::Error::last_os_error();
         return Err(e).with_context(|| format!("signalling node {} (pid {pid})", node.id));
     }
     Ok(())
+}
+
+/// The error of an operation that needs node `id` running.
+pub fn not_running(id: u64) -> Error {
+    Error::Cluster(format!("node {id} is not running"))
 }
 
 /// Waits until the node's process is gone, for at most `timeout`.
@@ -151,18 +189,18 @@ pub fn wait_down(node: &NodeEntry, timeout: Duration) -> bool {
 
 /// Stops a node: SIGCONT (a paused process cannot act on SIGTERM), SIGTERM,
 /// then SIGKILL if it has not exited within `grace`. Returns how it ended.
-pub fn stop(node: &NodeEntry, grace: Duration) -> Result<&'static str> {
+pub fn stop(node: &NodeEntry, grace: Duration) -> Result<NodeStop> {
     if state(node) == ProcState::Down {
-        return Ok("not running");
+        return Ok(NodeStop::NotRunning);
     }
     let _ = signal(node, libc::SIGCONT);
     if signal(node, libc::SIGTERM).is_err() || wait_down(node, grace) {
         // A failed signal means it exited in between: either way it is gone.
         if state(node) == ProcState::Down {
-            return Ok("stopped");
+            return Ok(NodeStop::Stopped);
         }
     }
-    kill(node).map(|()| "killed after SIGTERM timed out")
+    kill(node).map(|()| NodeStop::Killed { grace })
 }
 
 /// SIGKILLs a node and waits (at most 5 s) until it is gone.
@@ -177,6 +215,7 @@ pub fn kill(node: &NodeEntry) -> Result<()> {
         Ok(())
     } else {
         bail!(
+            Cluster,
             "node {} (pid {:?}) still running 5 s after SIGKILL",
             node.id,
             node.pid

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 
 /// The shortest token accepted: 16 characters (`cdsctl kv up` makes 32 hex
 /// digits, 128 random bits).
@@ -23,7 +23,7 @@ const SHARED_BITS: u32 = 0o077;
 /// Refuses an empty or short token.
 pub fn check_token(token: &str) -> Result<()> {
     if token.len() < MIN_TOKEN_LEN {
-        bail!(
+        bail!(Invalid,
             "token: {} characters, at least {MIN_TOKEN_LEN} are needed (cdsctl kv up makes 32 random hex digits)",
             token.len()
         );
@@ -62,7 +62,7 @@ pub fn check_private(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & SHARED_BITS != 0 {
-        bail!(
+        bail!(Invalid,
             "{} holds a secret (the cluster token or a private key) but is open to other users (mode {mode:03o}); \
              make it private with: chmod 600 {}",
             path.display(),

@@ -555,6 +555,11 @@ impl Sessions {
         self.clients.len()
     }
 
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
     /// What was expired and evicted since the process started.
     pub fn housekeeping(&self) -> Housekeeping {
         self.housekeeping

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use raft_core::NodeId;
 use serde::Deserialize;
 
@@ -173,41 +173,50 @@ impl NodeFileConfig {
     /// Checks the fields against each other.
     pub fn validate(&self) -> Result<()> {
         if self.id == 0 {
-            bail!("id: 0 is not a valid node id");
+            bail!(Invalid, "id: 0 is not a valid node id");
         }
         crate::secret::check_token(&self.token)?;
         crate::secret::check_token(&self.admin_token).context("admin_token")?;
         if self.admin_token == self.token {
-            bail!("admin_token must differ from token (a peer must not hold the operator's key)");
+            bail!(
+                Invalid,
+                "admin_token must differ from token (a peer must not hold the operator's key)"
+            );
         }
         let max = super::limits::MAX_CONNECTIONS_LIMIT;
         if !(1..=max).contains(&self.http_max_connections) {
             bail!(
+                Invalid,
                 "http_max_connections: {} is out of range (1 to {max})",
                 self.http_max_connections
             );
         }
         if self.peers.contains_key(&0) {
-            bail!("peers: 0 is not a valid node id");
+            bail!(Invalid, "peers: 0 is not a valid node id");
         }
         if self.https && self.tls.is_none() {
-            bail!("https: needs tls (the certificate and key to serve with)");
+            bail!(
+                Invalid,
+                "https: needs tls (the certificate and key to serve with)"
+            );
         }
         if self.group == 0 {
-            bail!("group: 0 is not a valid group id");
+            bail!(Invalid, "group: 0 is not a valid group id");
         }
         if !(1..=MAX_GROUPS).contains(&self.groups) {
             bail!(
+                Invalid,
                 "groups: {} is out of range (1 to {MAX_GROUPS})",
                 self.groups
             );
         }
         if self.group.checked_add(self.groups).is_none() {
-            bail!("group + groups overflows a group id");
+            bail!(Invalid, "group + groups overflows a group id");
         }
         if let Some(q) = self.quiesce_after_ticks {
             if q != 0 && q < self.heartbeat_tick {
                 bail!(
+                    Invalid,
                     "quiesce_after_ticks ({q}) must be 0 (off) or at least heartbeat_tick ({})",
                     self.heartbeat_tick
                 );
@@ -215,12 +224,14 @@ impl NodeFileConfig {
         }
         if !(1..=MAX_TICK_MS).contains(&self.tick_ms) {
             bail!(
+                Invalid,
                 "tick_ms ({}) must be between 1 and {MAX_TICK_MS}",
                 self.tick_ms
             );
         }
         if !(2..=MAX_ELECTION_TICK).contains(&self.election_tick) {
             bail!(
+                Invalid,
                 "election_tick ({}) must be between 2 (the lease is half of it) and \
                  {MAX_ELECTION_TICK}",
                 self.election_tick
@@ -228,6 +239,7 @@ impl NodeFileConfig {
         }
         if self.heartbeat_tick == 0 || self.heartbeat_tick >= self.election_tick {
             bail!(
+                Invalid,
                 "heartbeat_tick ({}) must be at least 1 and below election_tick ({})",
                 self.heartbeat_tick,
                 self.election_tick
@@ -236,6 +248,7 @@ impl NodeFileConfig {
         let election_ms = self.tick_ms * u64::from(self.election_tick);
         if election_ms > MAX_ELECTION_TIMEOUT_MS {
             bail!(
+                Invalid,
                 "tick_ms × election_tick is an election timeout of {election_ms} ms; \
                  more than {MAX_ELECTION_TIMEOUT_MS} ms leaves a group without a leader \
                  for minutes after a crash"
@@ -244,6 +257,7 @@ impl NodeFileConfig {
         if let Some(me) = self.peers.get(&self.id) {
             if me.raft != self.raft_addr || me.http != self.http_addr {
                 bail!(
+                    Invalid,
                     "peers.{}: addresses differ from raft_addr/http_addr of this node",
                     self.id
                 );
@@ -251,11 +265,12 @@ impl NodeFileConfig {
         }
         for v in &self.voters {
             if !self.peers.contains_key(v) {
-                bail!("voters: node {v} has no entry in peers");
+                bail!(Invalid, "voters: node {v} has no entry in peers");
             }
         }
         if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             bail!(
+                Invalid,
                 "voters: a founding member must be one of the voters (id {} is not); \
                  a joining node has voters []",
                 self.id

@@ -1,36 +1,27 @@
-//! `cdsctl node --config FILE`: one node process of a replicated KV store.
+//! One node process of the replicated KV store: [`run`] serves it until
+//! SIGTERM or SIGINT.
 //!
 //! This is where the runtime's parts meet real resources: the config file
 //! names the ports and the data directory, storage lives in
 //! `data_dir/raft` (`local://`), the TCP transport carries Raft messages,
-//! one [`RaftNode`] drives the group with the KV state machine
-//! ([`kv_sm`]), and an HTTP server ([`http`]) serves clients and
-//! operators. `cdsctl kv up` starts these processes; tests start them too,
-//! so every failure to start is reported with what was being done.
+//! a [`GroupHost`] drives the groups with the KV state machine
+//! ([`super::state_machine`]), and an HTTP server ([`super::http`]) serves
+//! clients and operators. `cdsctl node` calls [`run`]; `cdsctl kv up`
+//! starts such processes, and tests start them too, so every failure to
+//! start is reported with what was being done.
 //!
 //! Shutdown on SIGTERM or SIGINT stops the node first (pending proposals
 //! and reads fail with "unknown outcome" / "stopped", so no HTTP handler
 //! waits forever), then the HTTP server (bounded), then the transport, and
 //! finally removes the pid file. A node that fails by itself (a storage
-//! error) makes the process exit with an error.
-
-mod config;
-mod http;
-mod kv_sm;
-mod limits;
-mod server;
-mod transport_log;
-
-pub use config::MAX_GROUPS;
-pub use http::group_of_key;
+//! error) makes [`run`] return an error.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
-use clap::Args;
+use crate::error::{bail, Context, Error, Result};
 use raft_core::runtime::host::{GroupHost, HostConfig};
 use raft_core::runtime::node::NodeConfig;
 use raft_core::runtime::transport::{Transport, TransportConfig};
@@ -39,15 +30,9 @@ use raft_core::storage::host_sync::HostSync;
 use raft_core::storage::Storage;
 use raft_core::ConfState;
 
-use config::NodeFileConfig;
-use kv_sm::{KvStateMachine, KvStats, SharedKv};
-
-/// The header naming a write's client session: the client's id, a decimal
-/// u64 the client picks at random (see `kv_sm`'s "Client sessions").
-pub const CLIENT_ID_HEADER: &str = "X-Client-Id";
-/// The header numbering a write within its session: a decimal u64 from 1,
-/// new for each command, the same for every retry of one command.
-pub const CLIENT_SEQ_HEADER: &str = "X-Client-Seq";
+use super::config::{self, NodeFileConfig};
+use super::state_machine::{KvStateMachine, KvStats, SharedKv};
+use super::{http, server, transport_log};
 
 /// How long in-flight HTTP requests get to finish at shutdown.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -57,17 +42,6 @@ const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const IDLE_ELECTIONS: u32 = 20;
 /// How often the process checks that its node is still running.
 const NODE_CHECK_EVERY: Duration = Duration::from_millis(500);
-
-/// Flags of `cdsctl node`.
-#[derive(Debug, Args)]
-pub struct NodeArgs {
-    /// The node's config file: JSON with its id, cluster id and token,
-    /// Raft and HTTP addresses, data directory, every peer's addresses and
-    /// the initial voters (`cdsctl kv up` writes one per node; the book's
-    /// "Running a local cluster" chapter, book/src/cluster.md, shows one).
-    #[arg(long)]
-    pub config: PathBuf,
-}
 
 /// Open files a group needs at most (its active log segment, a snapshot
 /// being read or written, the meta being replaced), plus what the process
@@ -93,7 +67,8 @@ fn raise_file_limit(groups: u64) -> Result<()> {
         return Ok(());
     }
     if lim.rlim_max < want {
-        anyhow::bail!(
+        bail!(
+            Invalid,
             "{groups} groups need up to {want} open files, but the hard limit is {} \
              (raise it, e.g. `ulimit -Hn {want}`, or host fewer groups)",
             lim.rlim_max
@@ -108,17 +83,21 @@ fn raise_file_limit(groups: u64) -> Result<()> {
     Ok(())
 }
 
-/// Runs a node until it is told to stop (SIGTERM or SIGINT).
-pub fn run(args: NodeArgs) -> Result<()> {
-    let cfg = NodeFileConfig::load(&args.config)?;
+/// Runs the node whose config file is `config_path` until it is told to
+/// stop (SIGTERM or SIGINT), on a tokio runtime of its own; returns
+/// `Ok` after a clean shutdown, and an error naming the node and the file
+/// when it cannot start or a group, the HTTP server or the transport
+/// fails. Writes `data_dir/pid` while it runs.
+pub fn run(config_path: &Path) -> Result<()> {
+    let cfg = NodeFileConfig::load(config_path)?;
     raise_file_limit(cfg.groups)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     let id = cfg.id;
-    rt.block_on(serve(cfg, &args.config))
-        .with_context(|| format!("node {id} ({})", args.config.display()))
+    rt.block_on(serve(cfg, config_path))
+        .with_context(|| format!("node {id} ({})", config_path.display()))
 }
 
 /// Where group `group`'s storage lives: `data_dir/raft` for a process
@@ -251,7 +230,6 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
     // followers would time out.
     hcfg.peer_timeout = (2 * u64::from(cfg.election_tick)).max(2 * hcfg.ping_every);
     let host = GroupHost::start(hcfg, transport.clone(), inbound)
-        .map_err(|e| anyhow!("{e}"))
         .context("cannot start the group host")?;
     let mut groups = Vec::new();
     for (g, storage) in storages {
@@ -271,7 +249,6 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
         let sm = KvStateMachine::new(id, kv.clone(), kv_stats.clone());
         let node = host
             .create_group(ncfg, storage, Box::new(sm))
-            .map_err(|e| anyhow!("{e}"))
             .with_context(|| format!("cannot start group {g}"))?;
         groups.push(http::GroupApi { node, kv, kv_stats });
     }
@@ -344,11 +321,17 @@ async fn serve(cfg: NodeFileConfig, config_path: &Path) -> Result<()> {
             eprintln!("node {id}: {name} received, shutting down");
             Ok(())
         }
-        e = watch_node => Err(anyhow!("the Raft node stopped: {e}")),
-        r = &mut server => match r {
-            Ok(()) => Err(anyhow!("the HTTP server stopped")),
-            Err(e) => Err(anyhow!("the HTTP server task failed: {e}")),
-        },
+        e = watch_node => Err(Error::Runtime {
+            what: "the Raft node stopped".to_owned(),
+            error: e,
+        }),
+        r = &mut server => Err(Error::Runtime {
+            what: "the HTTP server stopped".to_owned(),
+            error: match r {
+                Ok(()) => "it returned".to_owned(),
+                Err(e) => format!("its task failed: {e}"),
+            },
+        }),
     };
 
     // Groups first: what waits on them fails now, so HTTP handlers finish.
