@@ -63,8 +63,8 @@ fn a_node_runs_in_process_and_stops_on_sigterm() {
     )
     .expect("put");
     assert_eq!(put.status, 200, "{}", put.error_text());
-    let get = client::request(&access, &nodes, Method::Get, "/kv/k", &[], None, deadline)
-        .expect("get");
+    let get =
+        client::request(&access, &nodes, Method::Get, "/kv/k", &[], None, deadline).expect("get");
     assert_eq!((get.status, get.body.as_slice()), (200, &b"v"[..]));
 
     // SIGTERM (to this process: the node's handler takes it) stops it

@@ -25,8 +25,8 @@ fn a_cluster_runs_through_the_library_alone() {
     // Stops the nodes even when an assertion fails.
     let _guard = common::Guard { dir: dir.clone() };
 
-    let started = devcluster::up(&program(), 3, &dir, Duration::from_secs(30), false, 1)
-        .expect("up");
+    let started =
+        devcluster::up(&program(), 3, &dir, Duration::from_secs(30), false, 1).expect("up");
     assert_eq!(started.cluster.nodes.len(), 3);
     let c = ClusterFile::load(&dir).expect("cluster.json");
     let access = Access::of(&c).expect("access");
@@ -80,9 +80,12 @@ fn a_cluster_runs_through_the_library_alone() {
     );
     let reports = devcluster::reports(&ClusterFile::load(&dir).expect("load")).expect("reports");
     let down = reports.iter().find(|r| r.node.id == victim).expect("row");
-    assert_eq!((down.state, down.status.is_some()), (ProcState::Down, false));
-    let again = devcluster::restart(&program(), &dir, victim, Duration::from_secs(15))
-        .expect("restart");
+    assert_eq!(
+        (down.state, down.status.is_some()),
+        (ProcState::Down, false)
+    );
+    let again =
+        devcluster::restart(&program(), &dir, victim, Duration::from_secs(15)).expect("restart");
     assert!(
         matches!(again, Outcome::Restarted { id, .. } if id == victim),
         "{again}"
@@ -107,8 +110,8 @@ fn a_cluster_runs_through_the_library_alone() {
 fn a_bad_request_is_refused_before_anything_starts() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("c");
-    let e = devcluster::up(&program(), 0, &dir, Duration::from_secs(1), false, 1)
-        .expect_err("0 nodes");
+    let e =
+        devcluster::up(&program(), 0, &dir, Duration::from_secs(1), false, 1).expect_err("0 nodes");
     assert!(matches!(e, cds::Error::Invalid(_)), "{e}");
     assert!(!dir.exists(), "nothing written");
     let e = devcluster::parse_groups("1,2,3").expect_err("one group");
