@@ -133,7 +133,7 @@ idle_rows=()
 for i in 0 1 2; do
     p=${pids[$i]}
     used=$(( $(cpu_ticks "$p") - before[i] ))
-    cpu=$(echo "scale=2; 100 * $used / $HZ / $IDLE" | bc)
+    cpu=$(echo "scale=4; 100 * $used / $HZ / $IDLE" | bc | xargs printf "%.2f")
     rss=$(rss_kib "$p")
     idle_rows+=("| $((i + 1)) | $cpu % | $((rss / 1024)) MiB | $((rss / GROUPS_N)) KiB |")
 done
