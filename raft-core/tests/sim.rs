@@ -76,6 +76,47 @@ fn a_traced_run_with_snapshots_and_changes_is_valid() {
     }
 }
 
+/// With several groups per node a trace follows one of them: each is a
+/// valid trace on its own, and the traces of all the groups of one run
+/// split its messages between them exactly (each sent or lost message is
+/// in the trace of its group and no other).
+#[test]
+fn a_multi_group_run_traces_the_group_it_is_told_to() {
+    const GROUPS: usize = 4;
+    let mut base = SimConfig::new(3, 7, 3000, FaultSet::all());
+    base.groups = GROUPS;
+    base.quiesce = true;
+    base.compact = true;
+    let (mut sent, mut dropped) = (0, 0);
+    let mut stats = None;
+    for g in 0..GROUPS {
+        let mut cfg = base.clone();
+        cfg.trace = true;
+        cfg.trace_group = g;
+        let out = run(&cfg);
+        assert!(out.failure.is_none(), "group {g}: {:?}", out.failure);
+        let text = String::from_utf8(out.trace.expect("trace")).expect("utf-8");
+        assert!(text
+            .lines()
+            .next()
+            .expect("header")
+            .contains(&format!("\"traced_group\":{g}")));
+        let summary = raft_core::trace::check::check_str(&text).expect("valid trace");
+        let count = |k: &str| summary.kinds.get(k).copied().unwrap_or(0) as u64;
+        assert!(
+            count("send") > 0 && count("client") > 0,
+            "group {g}: {:?}",
+            summary.kinds
+        );
+        sent += count("send");
+        dropped += count("drop");
+        // Tracing does not change the run.
+        let s = (out.stats.messages_sent, out.stats.messages_dropped);
+        assert_eq!(*stats.get_or_insert(s), s, "group {g}");
+    }
+    assert_eq!(Some((sent, dropped)), stats);
+}
+
 #[test]
 fn sweeps_without_prevote_or_checkquorum_pass() {
     for (pre_vote, check_quorum) in [(false, true), (true, false), (false, false)] {

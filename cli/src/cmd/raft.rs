@@ -83,9 +83,15 @@ pub struct SimArgs {
     /// all of them on the same nodes, sharing each node's disk (one
     /// whole-disk log sync per node), its faults and its node-level
     /// liveness; each with its own clients (at least one per group) and
-    /// invariant checks. `--steps` is per group. No trace for more than one.
+    /// invariant checks. `--steps` is per group. A trace follows one
+    /// group (`--trace-group`).
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
+    /// With `--groups`, the group `--trace` follows (0-based): its
+    /// messages, client operations and events, and the node-level faults
+    /// every group shares.
+    #[arg(long, default_value_t = 0, requires = "trace")]
+    pub trace_group: usize,
     /// Turn PreVote off.
     #[arg(long)]
     pub no_pre_vote: bool,
@@ -164,6 +170,7 @@ impl SimArgs {
         c.compact = self.compact;
         c.quiesce = self.quiesce;
         c.groups = self.groups;
+        c.trace_group = self.trace_group;
         #[cfg(feature = "bug-injection")]
         {
             c.bugs = self
@@ -226,9 +233,12 @@ fn sim(args: SimArgs) -> Result<()> {
             args.groups
         );
     }
-    if args.groups > 1 && args.trace.is_some() {
-        // Trace records name a node, not a group.
-        bail!("--trace needs a single group (--groups 1)");
+    if args.trace_group >= args.groups {
+        bail!(
+            "--trace-group must be below --groups ({}), got {}",
+            args.groups,
+            args.trace_group
+        );
     }
     match (args.seed, args.seeds) {
         (Some(seed), _) => sim_one(&args, seed),

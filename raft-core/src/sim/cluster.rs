@@ -105,6 +105,11 @@ pub struct SimConfig {
     /// fault phase runs `steps * groups` events, so each group sees about
     /// as much simulated time as a single-group run.
     pub groups: usize,
+    /// The group a trace follows when there are several (0-based): its
+    /// messages, client operations and events, with the node-level ones
+    /// (crashes, pauses, partitions) every group shares. A trace names
+    /// nodes, not groups, so it holds one group.
+    pub trace_group: usize,
     /// Bugs to inject into every node (test builds only).
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::core::BugSet,
@@ -127,6 +132,7 @@ impl SimConfig {
             compact: false,
             quiesce: false,
             groups: 1,
+            trace_group: 0,
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         }
@@ -579,8 +585,8 @@ pub(crate) struct Sim {
     inv: Vec<Invariants>,
     pub(crate) stats: Stats,
     pub(crate) trace: Option<TraceWriter<Vec<u8>>>,
-    /// The node whose driver is out of `nodes` handling a `Ready`, with
-    /// its term, role and commit index, for trace records.
+    /// The node whose traced group's driver is out of `nodes` handling a
+    /// `Ready`, with its term, role and commit index, for trace records.
     viewing: Option<(NodeId, u64, NodeRole, u64)>,
 }
 
@@ -618,8 +624,8 @@ impl Sim {
         let voters: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
         let mut rng = Pcg64Mcg::seed_from_u64(cfg.seed);
         let groups = cfg.group_count();
-        // Traces name nodes, not groups: only single-group runs have one.
-        let trace = (cfg.trace && groups == 1).then(|| {
+        // Traces name nodes, not groups: a trace follows one group.
+        let trace = cfg.trace.then(|| {
             let mut header = Header::new("sim", ids.clone())
                 .with_meta("seed", cfg.seed)
                 .with_meta("steps", cfg.steps)
@@ -636,6 +642,11 @@ impl Sim {
             if cfg.quiesce {
                 // Only then: traces of runs without it stay byte-identical.
                 header = header.with_meta("quiesce", true);
+            }
+            if groups > 1 {
+                header = header
+                    .with_meta("groups", groups as u64)
+                    .with_meta("traced_group", cfg.trace_group as u64);
             }
             TraceWriter::in_memory(&header)
         });
@@ -776,6 +787,20 @@ impl Sim {
 
     // ----- tracing -------------------------------------------------------
 
+    /// Whether group `g`'s events go into the trace.
+    pub(crate) fn traces(&self, g: usize) -> bool {
+        self.trace.is_some() && g == self.cfg.trace_group
+    }
+
+    /// Traces an event of group `g` (dropped for the groups the trace does
+    /// not follow).
+    pub(crate) fn emit_in(&mut self, g: usize, node: NodeId, kind: Kind) {
+        if g == self.cfg.trace_group {
+            self.emit(node, kind);
+        }
+    }
+
+    /// Traces a node-level event (or one of a run's only group).
     pub(crate) fn emit(&mut self, node: NodeId, kind: Kind) {
         if self.trace.is_none() {
             return;
@@ -785,8 +810,7 @@ impl Sim {
         } else if let Some((_, t, r, c)) = self.viewing.filter(|v| v.0 == node) {
             (t, r, c)
         } else {
-            // Traces exist for single-group runs only: group 0.
-            match self.nodes[node as usize - 1].raft(0) {
+            match self.nodes[node as usize - 1].raft(self.cfg.trace_group) {
                 Some(r) => (r.term(), r.role().into(), r.commit_index()),
                 None => (0, NodeRole::Down, 0),
             }
@@ -1326,7 +1350,7 @@ impl Sim {
                 .expect("just started")
                 .membership()
                 .clone();
-            self.trace_config(id, "loaded", 0, &m);
+            self.trace_config(g, id, "loaded", 0, &m);
             self.nodes[i].groups[g].membership = m;
         }
         self.liveness_start(i);
@@ -1473,11 +1497,11 @@ impl Sim {
         let to = msg.to;
         let i = to as usize - 1;
         if !self.nodes[i].up {
-            self.drop_msg(to, id, to, "down");
+            self.drop_msg(g, to, id, to, "down");
             return Ok(());
         }
         if self.blocked.contains(&(msg.from, msg.to)) {
-            self.drop_msg(to, id, to, "partition");
+            self.drop_msg(g, to, id, to, "partition");
             return Ok(());
         }
         if self.nodes[i].paused {
@@ -1489,9 +1513,9 @@ impl Sim {
 
     /// Counts and traces the loss of message `id` to `to`, as seen by `at`
     /// (the sender when it never left, the receiver when it arrived).
-    pub(crate) fn drop_msg(&mut self, at: NodeId, id: u64, to: NodeId, reason: &str) {
+    pub(crate) fn drop_msg(&mut self, g: usize, at: NodeId, id: u64, to: NodeId, reason: &str) {
         self.stats.messages_dropped += 1;
-        if self.trace.is_some() {
+        if self.traces(g) {
             let reason = reason.to_string();
             self.emit(at, Kind::Drop { id, to, reason });
         }
@@ -1499,7 +1523,7 @@ impl Sim {
 
     fn step_node(&mut self, i: usize, g: usize, id: u64, msg: Message) -> Result<(), Failure> {
         let node = self.nodes[i].id;
-        if self.trace.is_some() {
+        if self.traces(g) {
             self.emit(
                 node,
                 Kind::Recv {
@@ -1528,7 +1552,7 @@ impl Sim {
         let id = self.next_msg_id;
         self.next_msg_id += 1;
         self.stats.messages_sent += 1;
-        if self.trace.is_some() {
+        if self.traces(g) {
             self.emit(
                 msg.from,
                 Kind::Send {
@@ -1539,7 +1563,7 @@ impl Sim {
             );
         }
         if self.blocked.contains(&(msg.from, msg.to)) {
-            self.drop_msg(msg.from, id, msg.to, "partition");
+            self.drop_msg(g, msg.from, id, msg.to, "partition");
             return;
         }
         let w = |k| self.weather.active.contains_key(&k);
@@ -1550,7 +1574,7 @@ impl Sim {
             w(FaultKind::Reorder),
         );
         if drop && self.chance(15) {
-            self.drop_msg(msg.from, id, msg.to, "fault");
+            self.drop_msg(g, msg.from, id, msg.to, "fault");
             return;
         }
         let mut latency = 1 + self.rand(3);
@@ -1688,7 +1712,8 @@ impl Sim {
         match driver.save_snapshot(index, files, LOG_MARGIN) {
             Ok(saved) if saved.stored => {
                 self.stats.snapshots_taken += 1;
-                self.emit(
+                self.emit_in(
+                    g,
                     node,
                     Kind::Snapshot {
                         phase: "taken".into(),
@@ -1699,7 +1724,8 @@ impl Sim {
                     },
                 );
                 if saved.compacted_to > 0 {
-                    self.emit(
+                    self.emit_in(
+                        g,
                         node,
                         Kind::Compact {
                             upto: saved.compacted_to,
@@ -1719,12 +1745,13 @@ impl Sim {
 
     fn trace_config(
         &mut self,
+        g: usize,
         node: NodeId,
         change: &str,
         index: u64,
         m: &crate::core::Membership,
     ) {
-        if self.trace.is_none() {
+        if !self.traces(g) {
             return;
         }
         self.emit(
@@ -1763,7 +1790,7 @@ impl Sim {
                     self.cut_off(&leaving);
                 }
                 let change = membership.change_from(&prev);
-                self.trace_config(node, change, *index, membership);
+                self.trace_config(g, node, change, *index, membership);
                 return;
             }
             Event::ChangeDone { .. } => {
@@ -1798,7 +1825,7 @@ impl Sim {
         let Some(kind) = event_kind(ev, &Membership::default()) else {
             return;
         };
-        self.emit(node, kind);
+        self.emit_in(g, node, kind);
     }
 
     // ----- clients -------------------------------------------------------
@@ -1883,7 +1910,8 @@ impl Sim {
         if !self.nodes[i].up {
             return Ok(());
         }
-        self.emit(
+        self.emit_in(
+            g,
             node,
             Kind::Client {
                 dir: ClientDir::Request,
@@ -1953,7 +1981,7 @@ impl Sim {
     }
 
     fn reply(&mut self, node: NodeId, c: usize, seq: u64, result: Reply) {
-        if self.trace.is_some() {
+        if self.traces(self.group_of(c)) {
             let outcome = match result {
                 Reply::Done(_) => "ok",
                 Reply::Refused { why, .. } => why,

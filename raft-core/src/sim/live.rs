@@ -359,7 +359,8 @@ impl LiveCluster {
             .into_iter()
             .filter(|s| !matches!(&s.ev, Ev::Deliver { id, .. } if *id == msg_id))
             .collect::<BinaryHeap<_>>();
-        self.sim.drop_msg(from, msg_id, to, "user");
+        // A live cluster runs one group.
+        self.sim.drop_msg(0, from, msg_id, to, "user");
         Ok(())
     }
 

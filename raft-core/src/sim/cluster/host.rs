@@ -42,6 +42,9 @@ impl SimHost<'_> {
     /// Lets trace records of this node show its state while its driver is
     /// out of `sim.nodes` (it is, for the whole `Ready`).
     fn view(&mut self, raft: &Raft<NodeStorage>) {
+        if !self.sim.traces(self.g) {
+            return;
+        }
         self.sim.viewing = Some((
             self.node,
             raft.term(),
@@ -130,7 +133,8 @@ impl SimHost<'_> {
         }
         if let (Some(f), Some(l)) = (rd.entries.first(), rd.entries.last()) {
             let (first, last, last_term) = (f.index, l.index, l.term);
-            self.sim.emit(
+            self.sim.emit_in(
+                g,
                 node,
                 Kind::Append {
                     first,
@@ -140,7 +144,8 @@ impl SimHost<'_> {
             );
         }
         if let Some(hs) = rd.hard_state {
-            self.sim.emit(
+            self.sim.emit_in(
+                g,
                 node,
                 Kind::Persist {
                     hs_term: hs.term,
@@ -156,7 +161,7 @@ impl SimHost<'_> {
                     return Err(self.sim.violated(g, v));
                 }
                 self.sim.nodes[i].groups[g].commit = hs.commit;
-                self.sim.emit(node, Kind::Commit { index: hs.commit });
+                self.sim.emit_in(g, node, Kind::Commit { index: hs.commit });
             }
             self.sim.stats.max_term = self.sim.stats.max_term.max(hs.term);
         }
@@ -173,7 +178,8 @@ impl SimHost<'_> {
                 self.sim.nodes[i].groups[g].ready_reads.clear();
             }
             let from = std::mem::replace(&mut self.sim.nodes[i].groups[g].role, ss.role.into());
-            self.sim.emit(
+            self.sim.emit_in(
+                g,
                 node,
                 Kind::Role {
                     from,
@@ -286,7 +292,7 @@ impl SimHost<'_> {
                 self.snapshot_at = Some((e.index, self.sim.nodes[i].groups[g].kv.to_files()));
             }
         }
-        self.sim.emit(node, Kind::Apply { first, last });
+        self.sim.emit_in(g, node, Kind::Apply { first, last });
         let state = self.sim.nodes[i].groups[g].kv.fingerprint();
         if let Err(v) = self.sim.inv[g].on_state(node, last, state) {
             return Err(self.sim.violated(g, v));
