@@ -363,7 +363,9 @@ pub(crate) enum Ev {
     Deliver {
         id: u64,
         group: usize,
-        msg: Message,
+        /// Boxed: the event queue is a heap of `Scheduled`s moved on every
+        /// push and pop, and a message is much larger than the others.
+        msg: Box<Message>,
     },
     /// A node-level liveness ping (`--quiesce`).
     Ping {
@@ -492,7 +494,7 @@ pub(crate) struct SimNode {
 pub(crate) struct Replica {
     /// The running replica: the shipped driver over the shipped storage
     /// (the `local` stores on the node's disk).
-    pub(crate) driver: Option<Driver>,
+    pub(crate) driver: Option<Box<Driver>>,
     /// The replica's storage while the node is down, opened again
     /// (recovered) right after the crash; `None` when that failed (an
     /// injected disk fault), and the restart tries again.
@@ -536,7 +538,7 @@ impl Replica {
 
     /// The running replica's core.
     pub(crate) fn raft(&self) -> Option<&Raft<NodeStorage>> {
-        self.driver.as_ref().map(Driver::raft)
+        self.driver.as_deref().map(Driver::raft)
     }
 }
 
@@ -554,7 +556,7 @@ impl SimNode {
     /// The core of group `g`'s replica, for ticks, messages and client
     /// work (`Ready`s go through the driver only).
     pub(crate) fn raft_mut(&mut self, g: usize) -> Option<&mut Raft<NodeStorage>> {
-        self.groups[g].driver.as_mut().map(Driver::raft_mut)
+        self.groups[g].driver.as_deref_mut().map(Driver::raft_mut)
     }
 }
 
@@ -1116,7 +1118,7 @@ impl Sim {
         self.step += 1;
         match s.ev {
             Ev::Tick { node, inc } => self.on_tick(node, inc),
-            Ev::Deliver { id, group, msg } => self.on_deliver(id, group, msg),
+            Ev::Deliver { id, group, msg } => self.on_deliver(id, group, *msg),
             Ev::Ping { from, to } => {
                 self.on_ping(from, to);
                 Ok(())
@@ -1335,7 +1337,7 @@ impl Sim {
             // What the replica knows is committed: the saved commit index
             // (which may lag, see `NodeStorage::persist`) or its snapshot's.
             r.commit = raft.commit_index();
-            r.driver = Some(Driver::new(raft));
+            r.driver = Some(Box::new(Driver::new(raft)));
         }
         self.nodes[i].up = true;
         let period = self.nodes[i].period;
@@ -1601,11 +1603,18 @@ impl Sim {
                 Ev::Deliver {
                     id,
                     group: g,
-                    msg: msg.clone(),
+                    msg: Box::new(msg.clone()),
                 },
             );
         }
-        self.schedule(latency, Ev::Deliver { id, group: g, msg });
+        self.schedule(
+            latency,
+            Ev::Deliver {
+                id,
+                group: g,
+                msg: Box::new(msg),
+            },
+        );
     }
 
     /// Runs the `Ready`s of group `g`'s replica on node `i` through the
