@@ -74,6 +74,29 @@ fn bad_flags_are_refused_with_a_reason() {
     let o = cdsctl(&["raft", "sim", "--nodes", "0", "--seed", "1"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--nodes"), "{}", stderr(&o));
+
+    // Groups are numbered from 0: a 4-group run has no group 4 to trace.
+    let trace = std::env::temp_dir().join(format!("cds-trace-group-{}.jsonl", std::process::id()));
+    let trace = trace.to_str().expect("utf-8 path");
+    let o = cdsctl(&[
+        "raft",
+        "sim",
+        "--seed",
+        "1",
+        "--groups",
+        "4",
+        "--trace",
+        trace,
+        "--trace-group",
+        "4",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--trace-group must be below --groups (4)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!std::path::Path::new(trace).exists(), "nothing written");
 }
 
 #[test]
