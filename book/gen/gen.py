@@ -277,13 +277,26 @@ class LocalCluster:
         return next(n['http_addr'] for n in self.cluster()['nodes'] if n['id'] == i)
 
     def curl(self, *a, grep=None):
-        p = subprocess.run(['curl', '-s', *a], capture_output=True, text=True, timeout=20)
+        # What the node's guard asks of a request (cds/src/kv/http.rs): the
+        # admin token on /admin/*, a JSON content type on admin and CAS
+        # bodies. The book shows the token as $ADMIN_TOKEN, never its value.
+        url = next((x for x in a if x.startswith('http')), '')
+        path = url.split('?')[0]
+        real, shown = [], []
+        if '/admin/' in path:
+            token = self.cluster()['admin_token']
+            real += ['-H', f'Authorization: Bearer {token}']
+            shown.append('-H "Authorization: Bearer $ADMIN_TOKEN"')
+        if '--data-binary' in a and ('/admin/' in path or path.endswith('/cas')):
+            real += ['-H', 'Content-Type: application/json']
+            shown.append("-H 'Content-Type: application/json'")
+        p = subprocess.run(['curl', '-s', *real, *a], capture_output=True, text=True, timeout=20)
         if p.returncode != 0:
             raise RuntimeError(f'FAILED curl {a}: rc={p.returncode}\n{p.stdout}{p.stderr}')
         # The Date header changes with every request.
         lines = [l for l in p.stdout.replace('\r', '').rstrip('\n').split('\n')
                  if not l.lower().startswith('date:')]
-        cmd = f'$ curl -s {shlex.join(a)}'
+        cmd = ' '.join(['$ curl -s', *shown, shlex.join(a)])
         if grep:
             lines = [l for l in lines if re.search(grep, l)]
             cmd += f" | grep -E '{grep}'"
