@@ -9,8 +9,9 @@
 //! its files there and may hand back a job; [`finish_staged`] runs that job
 //! on a blocking thread, then syncs each file and the directory and
 //! describes each file by its size and CRC-32C: counted while it was
-//! written for a created file (see [`super::snapshot_file`]), by streaming it through one buffer of
-//! [`SNAPSHOT_IO_BUFFER`] bytes for a linked one. The node task then only writes
+//! written for a created file (see [`super::snapshot_file`]), by
+//! streaming it through one buffer of [`SNAPSHOT_IO_BUFFER`] bytes for a
+//! linked one. The node task then only writes
 //! the meta and renames the directory into place
 //! ([`crate::Driver::save_snapshot_dir`]): its work does not depend on the
 //! state's size.

@@ -309,10 +309,10 @@ pub fn check_file_name(name: &str) -> Result<(), SnapshotError> {
 pub struct SnapshotWriter {
     index: u64,
     dir: PathBuf,
-    names: Vec<String>,
-    /// Per file, in order: the tally of a created file (its writer counts
-    /// size and checksum as it writes), none for a linked one.
-    tallies: Vec<Option<SharedTally>>,
+    /// The files so far, in order: each name with the tally of a created
+    /// file (its writer counts size and checksum as it writes), none for a
+    /// linked one.
+    files: Vec<StagedName>,
 }
 
 /// A staged snapshot file: its name and, if it was created through a
@@ -325,8 +325,7 @@ impl SnapshotWriter {
         SnapshotWriter {
             index,
             dir,
-            names: Vec::new(),
-            tallies: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -339,13 +338,13 @@ impl SnapshotWriter {
     /// Checks `name` and reserves the next position for it.
     fn reserve(&mut self, name: &str) -> Result<PathBuf, SnapshotError> {
         check_file_name(name)?;
-        if self.names.iter().any(|n| n == name) {
+        if self.files.iter().any(|(n, _)| n == name) {
             return Err(SnapshotError::Duplicate(name.to_string()));
         }
-        if self.names.len() >= MAX_SNAPSHOT_FILES {
+        if self.files.len() >= MAX_SNAPSHOT_FILES {
             return Err(SnapshotError::TooMany);
         }
-        Ok(crate::storage::staged_file(&self.dir, self.names.len()))
+        Ok(crate::storage::staged_file(&self.dir, self.files.len()))
     }
 
     /// Creates the snapshot file `name`, empty, and returns it open for
@@ -366,8 +365,7 @@ impl SnapshotWriter {
                 source,
             })?;
         let (w, tally) = SnapshotFileWriter::new(f);
-        self.names.push(name.to_string());
-        self.tallies.push(Some(tally));
+        self.files.push((name.to_string(), Some(tally)));
         Ok(w)
     }
 
@@ -383,14 +381,13 @@ impl SnapshotWriter {
             path: existing.to_path_buf(),
             source,
         })?;
-        self.names.push(name.to_string());
-        self.tallies.push(None);
+        self.files.push((name.to_string(), None));
         Ok(())
     }
 
     /// The directory and the files, in order.
     pub(crate) fn into_parts(self) -> (PathBuf, Vec<StagedName>) {
-        (self.dir, self.names.into_iter().zip(self.tallies).collect())
+        (self.dir, self.files)
     }
 }
 
