@@ -108,7 +108,9 @@ pub struct SimConfig {
     /// The group a trace follows when there are several (0-based): its
     /// messages, client operations and events, with the node-level ones
     /// (crashes, pauses, partitions) every group shares. A trace names
-    /// nodes, not groups, so it holds one group.
+    /// nodes, not groups, so it holds one group. Must be below
+    /// [`SimConfig::group_count`]: a run is refused (a panic naming both)
+    /// otherwise, as for any misbuilt config.
     pub trace_group: usize,
     /// Bugs to inject into every node (test builds only).
     #[cfg(feature = "bug-injection")]
@@ -626,6 +628,11 @@ impl Sim {
         let voters: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
         let mut rng = Pcg64Mcg::seed_from_u64(cfg.seed);
         let groups = cfg.group_count();
+        assert!(
+            cfg.trace_group < groups,
+            "trace_group {} is not one of the run's {groups} groups",
+            cfg.trace_group
+        );
         // Traces name nodes, not groups: a trace follows one group.
         let trace = cfg.trace.then(|| {
             let mut header = Header::new("sim", ids.clone())
