@@ -80,6 +80,7 @@ impl TestHost {
     fn create(&mut self, group: GroupId) -> Result<NodeHandle, HostError> {
         let mut cfg = NodeConfig::new(self.host.id(), group);
         cfg.tick = TICK;
+        cfg.config.heartbeat_tick = 2;
         cfg.snapshot_every = 0;
         let storage = self.storage(group);
         let sm = Counter::default();
@@ -90,6 +91,11 @@ impl TestHost {
 }
 
 async fn start_hosts(n: u64) -> Vec<TestHost> {
+    start_hosts_quiescing_after(n, 10).await
+}
+
+/// `n` hosts whose groups quiesce after `quiesce` idle ticks (0: never).
+async fn start_hosts_quiescing_after(n: u64, quiesce: u32) -> Vec<TestHost> {
     let mut started = Vec::new();
     for id in 1..=n {
         let cfg = TransportConfig::new(id, "127.0.0.1:0".parse().unwrap(), CLUSTER, TOKEN);
@@ -107,7 +113,7 @@ async fn start_hosts(n: u64) -> Vec<TestHost> {
         }
         let mut hc = HostConfig::new(id, (1..=n).filter(|&p| p != id).collect());
         hc.tick = TICK;
-        hc.quiesce_after_ticks = 10;
+        hc.quiesce_after_ticks = quiesce;
         let host = GroupHost::start(hc, t.clone(), inbound).expect("host");
         let dir = tempfile::tempdir().expect("tempdir");
         let sync = HostSync::new(Arc::new(RealFs), dir.path());
@@ -251,6 +257,52 @@ async fn many_groups_share_a_host_elect_replicate_sleep_and_survive_a_host_crash
             .await
             .expect("in time")
             .expect("committed by the new leader");
+    }
+    stop_all(&hosts).await;
+}
+
+/// Awake groups with nothing to do are nudged only on the ticks their
+/// cores said are due (a leader's heartbeat every other tick, a
+/// follower's election timeout), not on every tick, and the groups stay
+/// as they were: no follower times out for want of the skipped ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awake_groups_are_nudged_only_on_the_ticks_that_are_due() {
+    const GROUPS: u64 = 16;
+    let mut hosts = start_hosts_quiescing_after(3, 0).await;
+    for h in &mut hosts {
+        for g in 1..=GROUPS {
+            h.create(g).expect("create group");
+        }
+    }
+    let mut terms = BTreeMap::new();
+    for g in 1..=GROUPS {
+        let l = wait_leader(&hosts, g, None).await;
+        tokio::time::timeout(WAIT, l.propose(b"x".to_vec()))
+            .await
+            .expect("propose in time")
+            .expect("committed");
+        terms.insert(g, l.status().await.expect("status").raft.term);
+    }
+    let before: Vec<_> = hosts.iter().map(|h| h.host.metrics()).collect();
+    tokio::time::sleep(TICK * 40).await;
+    let (mut ticks, mut nudges) = (0, 0);
+    for (h, b) in hosts.iter().zip(&before) {
+        let a = h.host.metrics();
+        ticks += a.ticks - b.ticks;
+        nudges += a.group_ticks - b.group_ticks;
+    }
+    assert!(ticks >= 3 * 20, "the timers barely ran: {ticks} ticks");
+    // Every tick to every group would be GROUPS per host tick; leaders
+    // (one per group) are due every other tick and followers about once
+    // an election timeout: about a fifth of that.
+    assert!(
+        nudges * 2 < ticks * GROUPS,
+        "{nudges} nudges in {ticks} host ticks of {GROUPS} awake groups"
+    );
+    for g in 1..=GROUPS {
+        let (_, l) = leader_of(&hosts, g).await.expect("still led");
+        let term = l.status().await.expect("status").raft.term;
+        assert_eq!(term, terms[&g], "group {g} held an election");
     }
     stop_all(&hosts).await;
 }

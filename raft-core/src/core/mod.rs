@@ -9,6 +9,7 @@
 
 pub mod bugs;
 mod config;
+mod due;
 mod election;
 mod event;
 pub mod log;

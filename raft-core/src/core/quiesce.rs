@@ -216,6 +216,21 @@ impl<S: Storage> Raft<S> {
         true
     }
 
+    /// Leader, awake: the ticks until the one that would quiesce the
+    /// group, if it stays idle; `None` when quiescence is off or the group
+    /// is busy (it becomes idle only through some input, after which the
+    /// driver asks again).
+    pub(crate) fn ticks_until_quiesce(&self) -> Option<u64> {
+        if self.cfg.quiesce_after_ticks == 0 || self.quiesce.quiescent || !self.group_idle() {
+            return None;
+        }
+        let left = self
+            .cfg
+            .quiesce_after_ticks
+            .saturating_sub(self.quiesce.idle_ticks);
+        Some(u64::from(left).max(1))
+    }
+
     /// Whether this leader's group has nothing to do: every member (and
     /// every member being removed) holds the whole log, which is committed
     /// and applied, and no read, transfer, change or snapshot work waits.

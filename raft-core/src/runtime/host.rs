@@ -11,9 +11,12 @@
 //!   envelopes for a group this host does not hold are dropped and
 //!   counted, since the Master may have just removed it);
 //! - **ticks from one timer**: each tick bumps one shared counter and
-//!   nudges only the groups that are awake; a quiescent group
-//!   (`core/quiesce.rs`) is not touched at all, and catches up the ticks
-//!   it slept through the moment something reaches it;
+//!   nudges only the groups for which that tick is due: each group says,
+//!   after each `Ready`, how many ticks may pass before one makes its core
+//!   act (`Raft::ticks_until_due`: a follower's election timeout, a
+//!   leader's next heartbeat), and a quiescent group (`core/quiesce.rs`)
+//!   wants none. A group catches up the ticks it was not nudged for the
+//!   moment something reaches it, before anything else;
 //! - **runs node-level liveness**: one ping per peer process every
 //!   [`HostConfig::ping_every`] ticks for all groups, on the reserved group
 //!   [`HOST_GROUP`]; a peer silent for [`HostConfig::peer_timeout`] ticks is
@@ -117,7 +120,8 @@ pub struct HostMetrics {
     /// Groups hosted now, and how many of them are quiescent.
     pub groups: u64,
     pub quiescent: u64,
-    /// Host ticks, and group nudges they caused (awake groups only).
+    /// Host ticks, and group nudges they caused (only groups for which
+    /// the tick was due).
     pub ticks: u64,
     pub group_ticks: u64,
     /// Liveness pings sent and received.
@@ -150,6 +154,8 @@ struct Counters {
 
 struct Group {
     node: NodeHandle,
+    /// The host tick from which the group wants nudges (`GroupClock::due`).
+    due: Arc<AtomicU64>,
     wake: Arc<Notify>,
 }
 
@@ -298,8 +304,11 @@ impl GroupHost {
             return Err(HostError::Full);
         }
         let wake = Arc::new(Notify::new());
+        // Nudged from the first tick until its first `Ready` says otherwise.
+        let due = Arc::new(AtomicU64::new(0));
         cfg.clock = Some(GroupClock {
             ticks: self.inner.clock.clone(),
+            due: due.clone(),
             wake: wake.clone(),
             liveness: self.inner.liveness.clone(),
         });
@@ -310,6 +319,7 @@ impl GroupHost {
             group,
             Group {
                 node: node.clone(),
+                due,
                 wake,
             },
         );
@@ -400,8 +410,8 @@ impl GroupHost {
     }
 }
 
-/// The one timer: bumps the clock, nudges awake groups, pings peers and
-/// judges their liveness.
+/// The one timer: bumps the clock, nudges the groups for which this tick
+/// is due, pings peers and judges their liveness.
 async fn run_timer(inner: Arc<Inner>) {
     let mut ticker = tokio::time::interval(inner.cfg.tick);
     // A late timer delivers each missed tick (the groups catch up from the
@@ -415,7 +425,7 @@ async fn run_timer(inner: Arc<Inner>) {
         {
             let groups = inner.groups.read().unwrap_or_else(|e| e.into_inner());
             for g in groups.values() {
-                if !g.node.is_quiescent() {
+                if g.due.load(Ordering::Acquire) <= now {
                     g.wake.notify_one();
                     nudged += 1;
                 }

@@ -94,23 +94,28 @@ pub struct NodeConfig {
     /// `None`: no trace.
     pub trace: Option<PathBuf>,
     /// The host's clock, when this node is one group of a
-    /// [`super::host::GroupHost`]: the host ticks every awake group from
-    /// one timer and skips quiescent ones. `None`: the node runs its own
-    /// timer of period [`NodeConfig::tick`].
+    /// [`super::host::GroupHost`]: the host's one timer nudges a group
+    /// only on the ticks its core said are due (`Raft::ticks_until_due`),
+    /// never a quiescent one. `None`: the node runs its own timer of
+    /// period [`NodeConfig::tick`].
     pub(crate) clock: Option<GroupClock>,
 }
 
 /// One group's view of its host: the count of ticks since the host
-/// started, the nudge the host gives an awake group at each, and the
-/// host's node-level liveness. A group catches up every tick it did not
-/// see (it slept, or was slow) before it handles anything, so its leases
-/// and timers follow real time even when the host skipped it while it was
-/// quiescent; it takes the liveness view at the same moment whenever the
-/// host changed it (the host nudges every group then, and a nudge is a
-/// stored permit, so no change is missed).
+/// started, the host tick at which the group wants its next nudge, the
+/// nudge itself, and the host's node-level liveness. A group catches up
+/// every tick it did not see (it slept, was slow, or had nothing due)
+/// before it handles anything, so its leases and timers follow real time
+/// even when the host skipped it; it takes the liveness view at the same
+/// moment whenever the host changed it (the host nudges every group then,
+/// and a nudge is a stored permit, so no change is missed).
 #[derive(Debug, Clone)]
 pub(crate) struct GroupClock {
     pub(crate) ticks: Arc<AtomicU64>,
+    /// The host tick from which the host nudges this group at every
+    /// tick; `u64::MAX`: only an input wakes it. Written by the group
+    /// after each `Ready`.
+    pub(crate) due: Arc<AtomicU64>,
     pub(crate) wake: Arc<Notify>,
     pub(crate) liveness: Arc<HostLiveness>,
 }
@@ -1114,6 +1119,7 @@ impl NodeTask {
         self.shared
             .quiescent
             .store(self.driver.raft().is_quiescent(), Ordering::Release);
+        self.publish_due();
         let mut soft = self.shared.soft.lock().expect("soft lock");
         soft.role = self.driver.raft().role();
         soft.leader = self.driver.raft().leader();
@@ -1145,6 +1151,24 @@ impl NodeTask {
             raft.set_peer_alive(p, false);
         }
         self.told_dead = dead;
+    }
+
+    /// With a host clock: tells the host the first tick on which this
+    /// group has something to do (its core's deadline; the next tick while
+    /// trace lines wait to be written). If that tick already came while
+    /// this `Ready` ran, the group nudges itself, so it is never late by
+    /// more than the time to run.
+    fn publish_due(&self) {
+        let Some(c) = &self.cfg.clock else { return };
+        let mut wait = self.driver.raft().ticks_until_due();
+        if self.tracer.as_ref().is_some_and(|t| t.is_dirty()) {
+            wait = Some(1);
+        }
+        let due = wait.map_or(u64::MAX, |w| self.seen_ticks.saturating_add(w));
+        c.due.store(due, Ordering::Release);
+        if c.ticks.load(Ordering::Acquire) >= due {
+            c.wake.notify_one();
+        }
     }
 
     /// Hands buffered trace lines to the file (every tick and at stop).

@@ -125,6 +125,11 @@ impl NodeTracer {
         self.record(term, role, commit, Kind::Compact { upto });
     }
 
+    /// Whether records wait for [`NodeTracer::flush`].
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// Writes buffered records to the file (no fsync: a trace is for
     /// reading, not for recovery). Returns the error that switched tracing
     /// off, once.

@@ -1482,10 +1482,20 @@ impl Sim {
         if n.paused {
             n.missed_ticks += 1;
         } else {
-            for r in &mut n.groups {
+            let mut early = None;
+            for (g, r) in n.groups.iter_mut().enumerate() {
                 if let Some(d) = r.driver.as_mut() {
-                    d.raft_mut().tick();
+                    let raft = d.raft_mut();
+                    let due = raft.ticks_until_due();
+                    let had_work = raft.has_ready();
+                    raft.tick();
+                    if !had_work && early.is_none() {
+                        early = tick_before_due(due, raft).map(|why| (g, why));
+                    }
                 }
+            }
+            if let Some((g, why)) = early {
+                return Err(self.fail_in(g, "Tick deadline", why));
             }
             self.liveness_tick(i);
             for g in 0..self.groups() {
@@ -2382,4 +2392,41 @@ impl Sim {
             c.meta_eio = Fault::Never;
         });
     }
+}
+
+/// Checks one tick against the deadline the core gave before it
+/// (`Raft::ticks_until_due`), which a host relies on to skip ticks: a
+/// tick that was not due must leave no work, and may bring the deadline
+/// at most one tick closer. Returns what went wrong.
+fn tick_before_due<S: crate::storage::Storage>(
+    due: Option<u64>,
+    raft: &crate::core::Raft<S>,
+) -> Option<String> {
+    if due == Some(1) {
+        return None;
+    }
+    let said = match due {
+        Some(d) => format!("due in {d} ticks"),
+        None => "not due until an input".to_string(),
+    };
+    if raft.has_ready() {
+        return Some(format!(
+            "node {} ({:?}) said it was {said}, but the next tick produced work",
+            raft.id(),
+            raft.role()
+        ));
+    }
+    let after = raft.ticks_until_due();
+    let closer = match (due, after) {
+        (None, Some(_)) => true,
+        (Some(d), Some(a)) => a + 1 < d,
+        _ => false,
+    };
+    closer.then(|| {
+        format!(
+            "node {} ({:?}) said it was {said}; one tick later it said {after:?}",
+            raft.id(),
+            raft.role()
+        )
+    })
 }
