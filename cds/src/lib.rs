@@ -21,6 +21,7 @@
 
 pub mod client;
 pub mod devcluster;
+pub mod engine;
 pub mod error;
 pub mod kv;
 pub mod secret;

@@ -83,13 +83,18 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn sync_fs(&self, dir: &Path) -> io::Result<()>;
 }
 
-/// An open file, written at a position that advances with each write.
+/// An open file, written at a position that advances with each write and
+/// read at any offset.
 pub trait FsFile: Send + fmt::Debug {
     /// Writes all of `buf` at the current position (at the end for
     /// [`OpenMode::Append`]).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Moves the write position to `pos`.
     fn seek(&mut self, pos: u64) -> io::Result<()>;
+    /// Fills `buf` from the file starting at `offset` (the write position
+    /// does not move); an `UnexpectedEof` error if the file ends first.
+    /// Sees every write made through any handle, synced or not.
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Cuts or extends (with zeros) the file to `len` bytes.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
     /// Makes the file's contents and length durable (`fdatasync`).

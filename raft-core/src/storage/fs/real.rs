@@ -40,9 +40,14 @@ impl Fs for RealFs {
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FsFile>> {
         let f = match mode {
-            OpenMode::Create => File::create(path)?,
+            OpenMode::Create => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)?,
             OpenMode::Write => OpenOptions::new().read(true).write(true).open(path)?,
-            OpenMode::Append => OpenOptions::new().append(true).open(path)?,
+            OpenMode::Append => OpenOptions::new().read(true).append(true).open(path)?,
         };
         Ok(Box::new(RealFile(f)))
     }
@@ -114,6 +119,10 @@ impl FsFile for RealFile {
 
     fn seek(&mut self, pos: u64) -> io::Result<()> {
         self.0.seek(SeekFrom::Start(pos)).map(drop)
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {

@@ -645,6 +645,21 @@ impl State {
         (n, Ok(()))
     }
 
+    /// Fills `buf` from file `ino` at `offset` (what any handle wrote,
+    /// synced or not); `UnexpectedEof` past its end.
+    fn read_range(&mut self, ino: Ino, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let data = &self.file_mut(ino)?.data;
+        let from = usize::try_from(offset).unwrap_or(usize::MAX);
+        let src = from
+            .checked_add(buf.len())
+            .and_then(|end| data.get(from..end))
+            .ok_or(ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        self.stats.reads += 1;
+        self.stats.read_bytes += buf.len() as u64;
+        Ok(())
+    }
+
     fn set_len(&mut self, ino: Ino, len: u64) -> io::Result<()> {
         if len > MAX_FILE_BYTES {
             return Err(too_large());
@@ -867,16 +882,7 @@ impl Fs for SimFs {
         let mut st = self.lock();
         st.gate(FsOp::Read, false)?;
         let ino = st.resolve(path, false)?;
-        let data = &st.file_mut(ino)?.data;
-        let from = usize::try_from(offset).unwrap_or(usize::MAX);
-        let src = from
-            .checked_add(buf.len())
-            .and_then(|end| data.get(from..end))
-            .ok_or(ErrorKind::UnexpectedEof)?;
-        buf.copy_from_slice(src);
-        st.stats.reads += 1;
-        st.stats.read_bytes += buf.len() as u64;
-        Ok(())
+        st.read_range(ino, offset, buf)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -1042,6 +1048,13 @@ impl FsFile for SimFile {
         drop(live(&self.fs, self.epoch)?);
         self.pos = pos;
         Ok(())
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut st = live(&self.fs, self.epoch)?;
+        st.gate(FsOp::Read, false)?;
+        let ino = self.ino;
+        st.read_range(ino, offset, buf)
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {

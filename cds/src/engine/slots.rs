@@ -1,0 +1,161 @@
+//! The slot file: where slice contents live, each sector checksummed.
+//!
+//! The file is an array of slots, one slice each. A slot holds the
+//! slice's sectors, each as a *frame*: the sector's bytes, then a CRC-32C
+//! of those bytes together with the slot number and the sector's index
+//! (so a sector written to the wrong place fails its check too), then
+//! four reserved bytes. Every sector read is checked; one that fails is
+//! reported as [`EngineError::CorruptSector`] and never served.
+//!
+//! A slot is written whole when it is allocated (the copy of the slice it
+//! replaces, or zeros), then sector by sector in place while its version
+//! is the head. Which slots are in use is the journal's business
+//! (`journal.rs`); this file only stores bytes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use raft_core::storage::fs::{Fs, FsFile, OpenMode};
+
+use super::error::EngineError;
+use super::geometry::{Geometry, SECTOR};
+
+/// Bytes a sector takes in the slot file: data, CRC, reserved.
+pub const FRAME: u64 = SECTOR + 8;
+
+const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// The checksum a frame of `slot`'s sector `sector` carries.
+fn frame_crc(data: &[u8], slot: u64, sector: u64) -> u32 {
+    let mut d = CASTAGNOLI.digest();
+    d.update(data);
+    d.update(&slot.to_le_bytes());
+    d.update(&sector.to_le_bytes());
+    d.finalize()
+}
+
+/// The open slot file.
+pub(crate) struct SlotFile {
+    path: PathBuf,
+    file: Box<dyn FsFile>,
+    geometry: Geometry,
+    /// A frame-sized scratch buffer per sector of a slice.
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for SlotFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotFile")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SlotFile {
+    /// Opens (`create`: creates empty) the slot file at `path`.
+    pub(crate) fn open(
+        fs: &Arc<dyn Fs>,
+        path: &Path,
+        geometry: Geometry,
+        create: bool,
+    ) -> Result<SlotFile, EngineError> {
+        let mode = if create {
+            OpenMode::Create
+        } else {
+            OpenMode::Write
+        };
+        let file = fs.open(path, mode).map_err(EngineError::io(path))?;
+        Ok(SlotFile {
+            path: path.to_path_buf(),
+            file,
+            geometry,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn offset(&self, slot: u64, sector: u64) -> u64 {
+        slot * self.geometry.slot_bytes() + sector * FRAME
+    }
+
+    /// Writes `data` (whole sectors) into `slot` from sector `first`.
+    pub(crate) fn write(&mut self, slot: u64, first: u64, data: &[u8]) -> Result<(), EngineError> {
+        debug_assert!((data.len() as u64).is_multiple_of(SECTOR));
+        let n = data.len() as u64 / SECTOR;
+        debug_assert!(first + n <= self.geometry.sectors_per_slice());
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        for (i, sector) in data.chunks_exact(SECTOR as usize).enumerate() {
+            let idx = first + i as u64;
+            buf.extend_from_slice(sector);
+            buf.extend_from_slice(&frame_crc(sector, slot, idx).to_le_bytes());
+            buf.extend_from_slice(&[0; 4]);
+        }
+        let at = self.offset(slot, first);
+        let r = self
+            .file
+            .seek(at)
+            .and_then(|()| self.file.write_all(&buf))
+            .map_err(EngineError::io(&self.path));
+        self.scratch = buf;
+        r
+    }
+
+    /// Reads whole sectors of `slot` from sector `first` into `out`,
+    /// checking each.
+    pub(crate) fn read(
+        &mut self,
+        slot: u64,
+        first: u64,
+        out: &mut [u8],
+    ) -> Result<(), EngineError> {
+        debug_assert!((out.len() as u64).is_multiple_of(SECTOR));
+        let n = out.len() as u64 / SECTOR;
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize((n * FRAME) as usize, 0);
+        let at = self.offset(slot, first);
+        let r = self.file.read_exact_at(at, &mut buf);
+        if let Err(e) = r {
+            self.scratch = buf;
+            // A slot the journal maps always exists whole: a file that
+            // ends early lost data it had made durable.
+            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                EngineError::CorruptSector {
+                    path: self.path.clone(),
+                    slot,
+                    sector: first,
+                }
+            } else {
+                EngineError::io(&self.path)(e)
+            });
+        }
+        let mut bad = None;
+        for (i, (frame, dst)) in buf
+            .chunks_exact(FRAME as usize)
+            .zip(out.chunks_exact_mut(SECTOR as usize))
+            .enumerate()
+        {
+            let idx = first + i as u64;
+            let (data, trailer) = frame.split_at(SECTOR as usize);
+            let want = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+            if frame_crc(data, slot, idx) != want {
+                bad = Some(idx);
+                break;
+            }
+            dst.copy_from_slice(data);
+        }
+        self.scratch = buf;
+        match bad {
+            Some(sector) => Err(EngineError::CorruptSector {
+                path: self.path.clone(),
+                slot,
+                sector,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes every write so far durable.
+    pub(crate) fn sync(&mut self) -> Result<(), EngineError> {
+        self.file.sync_data().map_err(EngineError::io(&self.path))
+    }
+}
