@@ -627,9 +627,14 @@ impl Engine {
         }
         // A new slot: the slice as the head sees it, the write laid over.
         let mut buf = vec![0u8; self.geometry.slice_size as usize];
-        if let Some(Entry {
-            slot: Some(src), ..
-        }) = seen
+        // A write of the whole slice replaces it: nothing to copy.
+        let whole = data.len() == buf.len();
+        if let (
+            Some(Entry {
+                slot: Some(src), ..
+            }),
+            false,
+        ) = (seen, whole)
         {
             self.slots.read(src, 0, &mut buf)?;
             self.stats.copies += 1;

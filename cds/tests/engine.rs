@@ -1,0 +1,314 @@
+//! The block engine on the real disk: damage is detected and never
+//! served, unsynced bytes are cut on reopen, bad requests are refused,
+//! copy-on-write copies only what it must, and reclaimed slots are reused.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cds::engine::{
+    Command, Engine, EngineError, Geometry, Outcome, Refusal, VersionState, MAX_RETAINED_VERSIONS,
+    SECTOR,
+};
+use raft_core::storage::fs::{Fs, RealFs};
+
+const G: Geometry = Geometry {
+    block_size: 1 << 20,
+    slice_size: 64 << 10,
+};
+
+fn fs() -> Arc<dyn Fs> {
+    Arc::new(RealFs)
+}
+
+fn write(offset: u64, len: u64, byte: u8) -> Command {
+    Command::Write {
+        volume: 7,
+        block: 3,
+        offset,
+        data: Bytes::from(vec![byte; len as usize]),
+    }
+}
+
+fn read(e: &mut Engine, offset: u64, len: u64, at: Option<u64>) -> Result<Vec<u8>, EngineError> {
+    let mut buf = vec![0xEE; len as usize];
+    e.read(7, 3, offset, &mut buf, at)?.expect("read accepted");
+    Ok(buf)
+}
+
+/// Applies `cmds` from index 1 and flushes.
+fn engine_with(dir: &Path, cmds: &[Command]) -> Engine {
+    let mut e = Engine::create(fs(), dir, G).expect("create");
+    for (i, c) in cmds.iter().enumerate() {
+        e.apply(i as u64 + 1, c)
+            .expect("healthy")
+            .expect("accepted");
+    }
+    e.flush().expect("flush");
+    e
+}
+
+#[test]
+fn a_flipped_bit_in_a_sector_is_detected_and_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = engine_with(
+        dir.path(),
+        &[
+            write(0, 2 * SECTOR, 0xAB),
+            write(G.slice_size, SECTOR, 0xCD),
+        ],
+    );
+    drop(e);
+    // The first slot's second sector: frames are a sector and 8 bytes.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("slots"))
+        .unwrap();
+    f.seek(SeekFrom::Start((SECTOR + 8) + 100)).unwrap();
+    f.write_all(&[0x00]).unwrap();
+    drop(f);
+    e = Engine::open(fs(), dir.path()).expect("reopen");
+    assert_eq!(
+        read(&mut e, 0, SECTOR, None).unwrap(),
+        vec![0xAB; SECTOR as usize]
+    );
+    match read(&mut e, SECTOR, SECTOR, None) {
+        Err(EngineError::CorruptSector {
+            slot: 0, sector: 1, ..
+        }) => {}
+        other => panic!("a corrupt sector was not reported: {other:?}"),
+    }
+    // Other slices still serve, and the engine still takes writes.
+    assert_eq!(
+        read(&mut e, G.slice_size, SECTOR, None).unwrap(),
+        vec![0xCD; SECTOR as usize]
+    );
+    e.apply(3, &write(0, SECTOR, 1)).unwrap().unwrap();
+}
+
+#[test]
+fn damage_within_the_durable_journal_is_reported_and_a_tail_past_it_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with(
+        dir.path(),
+        &[write(0, SECTOR, 1), Command::Mark, write(0, SECTOR, 2)],
+    );
+    assert_eq!(e.durable_index(), 3);
+    drop(e);
+    let journal = dir.path().join("journal.1");
+    let good = std::fs::read(&journal).unwrap();
+
+    // Garbage after the durable length: a crash while records of later
+    // commands were being written. Cut, and the state is the flushed one.
+    let mut torn = good.clone();
+    torn.extend_from_slice(&[0x5A; 37]);
+    std::fs::write(&journal, &torn).unwrap();
+    let mut e = Engine::open(fs(), dir.path()).expect("reopen past a torn tail");
+    assert_eq!(e.durable_index(), 3);
+    assert_eq!(
+        read(&mut e, 0, SECTOR, None).unwrap(),
+        vec![2; SECTOR as usize]
+    );
+    assert_eq!(
+        read(&mut e, 0, SECTOR, Some(1)).unwrap(),
+        vec![1; SECTOR as usize]
+    );
+    drop(e);
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        good,
+        "the tail was not cut"
+    );
+
+    // A flipped byte inside the durable part is corruption.
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0x40;
+    std::fs::write(&journal, &bad).unwrap();
+    match Engine::open(fs(), dir.path()) {
+        Err(EngineError::CorruptMeta { .. }) => {}
+        other => panic!("damage was not reported: {other:?}"),
+    }
+    // So is a journal shorter than the superblock says.
+    std::fs::write(&journal, &good[..good.len() - 1]).unwrap();
+    assert!(matches!(
+        Engine::open(fs(), dir.path()),
+        Err(EngineError::CorruptMeta { .. })
+    ));
+    // And a damaged superblock, or none.
+    std::fs::write(&journal, &good).unwrap();
+    let sup = dir.path().join("super");
+    let mut s = std::fs::read(&sup).unwrap();
+    s[20] ^= 1;
+    std::fs::write(&sup, &s).unwrap();
+    assert!(matches!(
+        Engine::open(fs(), dir.path()),
+        Err(EngineError::CorruptMeta { .. })
+    ));
+    std::fs::remove_file(&sup).unwrap();
+    assert!(matches!(
+        Engine::open(fs(), dir.path()),
+        Err(EngineError::NotAnEngine { .. })
+    ));
+}
+
+#[test]
+fn bad_requests_are_refused_the_same_way_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = engine_with(dir.path(), &[write(0, SECTOR, 9)]);
+    let mut i = 1;
+    let mut refused = |e: &mut Engine, c: Command| {
+        i += 1;
+        e.apply(i, &c).expect("healthy").expect_err("refused")
+    };
+    assert!(matches!(
+        refused(&mut e, write(100, SECTOR, 1)),
+        Refusal::Misaligned { .. }
+    ));
+    assert!(matches!(
+        refused(&mut e, write(0, 100, 1)),
+        Refusal::Misaligned { .. }
+    ));
+    assert!(matches!(
+        refused(&mut e, write(G.block_size - SECTOR, 2 * SECTOR, 1)),
+        Refusal::OutOfRange { .. }
+    ));
+    assert!(matches!(
+        refused(
+            &mut e,
+            Command::Zero {
+                volume: 7,
+                block: 3,
+                offset: u64::MAX - 4095,
+                len: 8192
+            }
+        ),
+        Refusal::OutOfRange { .. }
+    ));
+    assert_eq!(
+        refused(&mut e, Command::Drop { version: 1 }),
+        Refusal::NotRetained(1)
+    );
+    assert_eq!(
+        refused(&mut e, Command::Rollback { to: 9 }),
+        Refusal::NotRetained(9)
+    );
+    let mut buf = vec![0; SECTOR as usize];
+    assert_eq!(
+        e.read(7, 3, 0, &mut buf, Some(5)).unwrap(),
+        Err(Refusal::NoSuchVersion(5))
+    );
+    // Nothing changed, and the refused commands still count as applied.
+    assert_eq!(
+        read(&mut e, 0, SECTOR, None).unwrap(),
+        vec![9; SECTOR as usize]
+    );
+    assert_eq!(e.applied_index(), 7);
+    // Versions are bounded.
+    let mut idx = 100;
+    for _ in 0..MAX_RETAINED_VERSIONS {
+        idx += 1;
+        e.apply(idx, &Command::Mark).unwrap().unwrap();
+    }
+    assert_eq!(
+        e.apply(idx + 1, &Command::Mark).unwrap(),
+        Err(Refusal::TooManyVersions)
+    );
+}
+
+#[test]
+fn a_mark_copies_nothing_and_the_first_write_after_it_copies_one_slice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = engine_with(dir.path(), &[write(0, G.slice_size * 4, 1)]);
+    let used = e.stats().slots_used;
+    assert_eq!(used, 4);
+    let Outcome::Marked { version } = e.apply(2, &Command::Mark).unwrap().unwrap() else {
+        panic!("not marked")
+    };
+    assert_eq!(
+        (e.stats().copies, e.stats().slots_used),
+        (0, 4),
+        "a mark copied"
+    );
+    e.apply(3, &write(SECTOR, SECTOR, 2)).unwrap().unwrap();
+    e.apply(4, &write(2 * SECTOR, SECTOR, 3)).unwrap().unwrap();
+    assert_eq!((e.stats().copies, e.stats().slots_used), (1, 5));
+    let head = read(&mut e, 0, 3 * SECTOR, None).unwrap();
+    assert_eq!(head[..SECTOR as usize], vec![1; SECTOR as usize][..]);
+    assert_eq!(
+        head[SECTOR as usize..2 * SECTOR as usize],
+        vec![2; SECTOR as usize][..]
+    );
+    assert_eq!(
+        read(&mut e, 0, 3 * SECTOR, Some(version)).unwrap(),
+        vec![1; 3 * SECTOR as usize]
+    );
+}
+
+#[test]
+fn a_rollback_is_immediate_and_reclaiming_reuses_the_abandoned_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = engine_with(dir.path(), &[write(0, G.block_size, 1), Command::Mark]);
+    // The head rewrites the whole block: 16 new slots.
+    e.apply(3, &write(0, G.block_size, 2)).unwrap().unwrap();
+    assert_eq!(e.stats().slots_used, 32);
+    let Outcome::RolledBack { to: 1, head } =
+        e.apply(4, &Command::Rollback { to: 1 }).unwrap().unwrap()
+    else {
+        panic!("not rolled back")
+    };
+    // Whole slices written over are not copied first.
+    assert_eq!(e.stats().copies, 0);
+    // At once, before any reclaiming: the head reads the snapshot.
+    assert_eq!(
+        read(&mut e, 0, G.block_size, None).unwrap(),
+        vec![1; G.block_size as usize]
+    );
+    assert_eq!(e.head(), head);
+    // Writes after the rollback land on top of it.
+    e.apply(5, &write(0, SECTOR, 3)).unwrap().unwrap();
+    assert_eq!(
+        read(&mut e, 0, SECTOR, None).unwrap(),
+        vec![3; SECTOR as usize]
+    );
+    assert_eq!(
+        read(&mut e, SECTOR, SECTOR, None).unwrap(),
+        vec![1; SECTOR as usize]
+    );
+    // Reclaiming, a few slices at a time, frees the abandoned head's 16
+    // slots; after a flush they are reused instead of growing the file.
+    let mut steps = 0;
+    while e.gc_step(4).unwrap() {
+        steps += 1;
+    }
+    assert!(steps >= 3, "reclaiming did not go in steps: {steps}");
+    assert_eq!(e.stats().slots_pending_free, 16);
+    e.flush().unwrap();
+    assert_eq!((e.stats().slots_free, e.stats().slots_used), (16, 17));
+    let len = std::fs::metadata(dir.path().join("slots")).unwrap().len();
+    e.apply(6, &write(0, G.block_size, 4)).unwrap().unwrap();
+    assert_eq!(
+        std::fs::metadata(dir.path().join("slots")).unwrap().len(),
+        len
+    );
+    // Dropping the snapshot, the abandoned head leaves the version tree.
+    e.apply(7, &Command::Drop { version: 1 }).unwrap().unwrap();
+    while e.gc_step(64).unwrap() {}
+    e.flush().unwrap();
+    let states: Vec<_> = e.versions().iter().map(|v| (v.version, v.state)).collect();
+    assert!(
+        !states.iter().any(|(v, _)| *v == 2),
+        "the abandoned head is still in the tree: {states:?}"
+    );
+    assert!(states.contains(&(head, VersionState::Head)), "{states:?}");
+    assert_eq!(e.stats().slots_used, 16);
+    // And all of it survives a reopen.
+    drop(e);
+    let mut e = Engine::open(fs(), dir.path()).unwrap();
+    assert_eq!(
+        read(&mut e, 0, G.block_size, None).unwrap(),
+        vec![4; G.block_size as usize]
+    );
+    assert_eq!(e.stats().slots_used, 16);
+}
