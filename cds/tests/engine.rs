@@ -312,3 +312,61 @@ fn a_rollback_is_immediate_and_reclaiming_reuses_the_abandoned_slots() {
     );
     assert_eq!(e.stats().slots_used, 16);
 }
+
+#[test]
+fn an_export_imports_elsewhere_and_a_damaged_or_hostile_stream_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = engine_with(
+        dir.path(),
+        &[
+            write(0, 3 * SECTOR, 5),
+            Command::Mark,
+            write(SECTOR, SECTOR, 6),
+        ],
+    );
+    let x = e.begin_export().unwrap();
+    assert!(matches!(e.begin_export(), Err(EngineError::ExportBusy)));
+    // Writes go on beside the export, and do not reach it.
+    e.apply(4, &write(0, SECTOR, 7)).unwrap().unwrap();
+    let mut stream = Vec::new();
+    x.write_to(&mut stream).unwrap();
+    e.end_export();
+    let target = dir.path().join("copy");
+    let mut copy = Engine::import(fs(), &target, &mut stream.as_slice()).unwrap();
+    assert_eq!(copy.durable_index(), 3);
+    let head = read(&mut copy, 0, 2 * SECTOR, None).unwrap();
+    assert_eq!(head[..SECTOR as usize], vec![5; SECTOR as usize][..]);
+    assert_eq!(head[SECTOR as usize..], vec![6; SECTOR as usize][..]);
+    assert_eq!(
+        read(&mut copy, SECTOR, SECTOR, Some(1)).unwrap(),
+        vec![5; SECTOR as usize]
+    );
+    drop(copy);
+
+    let refused = |bytes: &[u8], what: &str| {
+        let r = Engine::import(fs(), &target, &mut &bytes[..]);
+        assert!(matches!(r, Err(EngineError::BadExport(_))), "{what}: {r:?}");
+    };
+    refused(b"not an export at all, just text", "wrong magic");
+    refused(&stream[..stream.len() - 1], "cut short");
+    let mut longer = stream.clone();
+    longer.push(0);
+    refused(&longer, "trailing bytes");
+    let mut flipped = stream.clone();
+    flipped[20] ^= 1;
+    refused(&flipped, "header bit flip");
+    // A header claiming a huge image (with a good checksum) is refused
+    // before anything is allocated.
+    let mut huge = stream[..52].to_vec();
+    huge[32..40].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(&huge[..48]);
+    huge[48..52].copy_from_slice(&crc.to_le_bytes());
+    refused(&huge, "huge image");
+    // A refused import left the earlier copy in place, and nothing staged.
+    assert!(!dir.path().join("copy.import").exists());
+    let mut copy = Engine::open(fs(), &target).unwrap();
+    assert_eq!(
+        read(&mut copy, 0, SECTOR, None).unwrap(),
+        vec![5; SECTOR as usize]
+    );
+}

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cds::engine::{Command, Engine, Geometry, Outcome, Version, SECTOR};
+use cds::engine::{Command, Engine, Export, Geometry, Outcome, Version, SECTOR};
 use proptest::prelude::*;
 use raft_core::storage::fs::{Fs, SimFs, SimFsConfig};
 
@@ -42,6 +42,11 @@ enum Step {
     Gc(usize),
     Flush,
     Crash(u64),
+    /// Starts an export (a Raft snapshot) that later steps run beside.
+    BeginExport,
+    /// Writes the export's stream, imports it elsewhere and checks it
+    /// holds the state as of the export's start.
+    FinishExport,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -56,6 +61,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (1usize..6).prop_map(Step::Gc),
         1 => Just(Step::Flush),
         1 => any::<u64>().prop_map(Step::Crash),
+        1 => Just(Step::BeginExport),
+        1 => Just(Step::FinishExport),
     ]
 }
 
@@ -148,6 +155,7 @@ proptest! {
         let mut model = Model::new();
         // The group's Raft log: every command, by index.
         let mut log: Vec<(u64, Command)> = Vec::new();
+        let mut export: Option<(Export, Model)> = None;
         for s in steps {
             let index = log.len() as u64 + 1;
             let cmd = match s {
@@ -192,7 +200,32 @@ proptest! {
                     prop_assert_eq!(d, engine.applied_index());
                     None
                 }
+                Step::BeginExport => {
+                    if export.is_none() {
+                        let x = engine.begin_export().expect("begin export");
+                        prop_assert_eq!(x.index(), engine.applied_index());
+                        export = Some((x, model.clone()));
+                    }
+                    None
+                }
+                Step::FinishExport => {
+                    if let Some((x, then)) = export.take() {
+                        let mut stream = Vec::new();
+                        x.write_to(&mut stream).expect("export");
+                        prop_assert_eq!(stream.len() as u64, x.len());
+                        engine.end_export();
+                        let other: Arc<dyn Fs> = Arc::new(SimFs::new(SimFsConfig::default()));
+                        let mut copy = Engine::import(other, Path::new("/copy"), &mut stream.as_slice())
+                            .expect("import");
+                        prop_assert_eq!(copy.durable_index(), x.index());
+                        prop_assert_eq!(copy.head(), then.head);
+                        check(&mut copy, &then)?;
+                    }
+                    None
+                }
                 Step::Crash(seed) => {
+                    // An export dies with its process.
+                    export = None;
                     let durable = engine.durable_index();
                     drop(engine);
                     sim.crash_seeded(seed);

@@ -30,6 +30,12 @@ pub enum EngineError {
     NotAnEngine { path: PathBuf, why: String },
     #[error("bad geometry: {0}")]
     Geometry(String),
+    /// An export (a Raft snapshot being taken) is under way; one at a time.
+    #[error("an export of this engine is already under way")]
+    ExportBusy,
+    /// An export stream that cannot be imported (damaged or hostile).
+    #[error("bad engine export: {0}")]
+    BadExport(String),
 }
 
 impl EngineError {

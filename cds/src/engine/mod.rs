@@ -36,6 +36,7 @@
 //! `journal.rs`, the sectors' checksums in `slots.rs`.
 
 mod error;
+mod export;
 mod geometry;
 mod journal;
 mod slots;
@@ -49,6 +50,7 @@ use bytes::Bytes;
 use raft_core::storage::fs::{Fs, FsFile, OpenMode};
 
 pub use error::EngineError;
+pub use export::{Export, EXPORT_MAGIC};
 pub use geometry::{Geometry, DEFAULT_BLOCK_SIZE, DEFAULT_SLICE_SIZE, SECTOR};
 pub use journal::SliceKey;
 pub use versions::{Version, VersionState};
@@ -203,6 +205,11 @@ pub struct Engine {
     gc_again: bool,
     stats: EngineStats,
     compact_bytes: u64,
+    /// Slots an export is reading: never written in place, never reused
+    /// until it ends (`export.rs`).
+    pinned: BTreeSet<u64>,
+    /// Pinned slots no entry maps any more, freed when the export ends.
+    pinned_released: Vec<u64>,
     /// Set by the first storage error: the engine then refuses everything.
     failed: Option<String>,
 }
@@ -315,6 +322,8 @@ impl Engine {
             gc_again: false,
             stats: EngineStats::default(),
             compact_bytes: JOURNAL_COMPACT_BYTES,
+            pinned: BTreeSet::new(),
+            pinned_released: Vec::new(),
             failed: None,
         };
         e.rebuild(&jpath, records)?;
@@ -428,7 +437,10 @@ impl Engine {
     /// Counters and sizes.
     pub fn stats(&self) -> EngineStats {
         EngineStats {
-            slots_used: self.next_slot - self.free.len() as u64 - self.pending_free.len() as u64,
+            slots_used: self.next_slot
+                - self.free.len() as u64
+                - self.pending_free.len() as u64
+                - self.pinned_released.len() as u64,
             slots_free: self.free.len() as u64,
             slots_pending_free: self.pending_free.len() as u64,
             entries: self.map.values().map(|v| v.len() as u64).sum(),
@@ -616,13 +628,18 @@ impl Engine {
     fn write_slice(&mut self, key: SliceKey, first: u64, data: &[u8]) -> Result<(), EngineError> {
         let head = self.versions.head();
         let seen = self.resolve(&key, &self.head_lineage.clone());
+        let mut replaced = None;
         if let Some(Entry {
             version,
             slot: Some(slot),
         }) = seen
         {
-            if version == head {
+            if version == head && !self.pinned.contains(&slot) {
                 return self.slots.write(slot, first, data);
+            }
+            if version == head {
+                // An export is reading this slot: the head moves to a copy.
+                replaced = Some(slot);
             }
         }
         // A new slot: the slice as the head sees it, the write laid over.
@@ -643,8 +660,21 @@ impl Engine {
         buf[at..at + data.len()].copy_from_slice(data);
         let slot = self.alloc_slot();
         self.slots.write(slot, 0, &buf)?;
-        // A new head entry, or the head's zero entry given a slot.
+        if let Some(old) = replaced {
+            self.release(old);
+        }
+        // A new head entry, or the head's entry given a new slot.
         self.map_entry(key, head, Some(slot))
+    }
+
+    /// A slot no entry maps any more: reusable after the next flush, or
+    /// after the export reading it ends.
+    fn release(&mut self, slot: u64) {
+        if self.pinned.contains(&slot) {
+            self.pinned_released.push(slot);
+        } else {
+            self.pending_free.push(slot);
+        }
     }
 
     fn zero(&mut self, volume: u64, block: u64, offset: u64, len: u64) -> Result<(), EngineError> {
@@ -664,7 +694,7 @@ impl Engine {
                     slot: Some(slot),
                 }) => {
                     if version == head {
-                        self.pending_free.push(slot);
+                        self.release(slot);
                     }
                     self.map_entry(key, head, None)?;
                 }
@@ -916,7 +946,7 @@ impl Engine {
             for e in dead {
                 self.remove_entry(*key, e.version);
                 if let Some(s) = e.slot {
-                    self.pending_free.push(s);
+                    self.release(s);
                 }
                 self.stats.reclaimed += 1;
                 self.journal_record(&Record::Unmap {

@@ -34,6 +34,35 @@ fn frame_crc(data: &[u8], slot: u64, sector: u64) -> u32 {
     d.finalize()
 }
 
+/// Checks the frames of `slot` from sector `first` and copies their
+/// sectors into `out`.
+pub(crate) fn unframe(
+    path: &Path,
+    slot: u64,
+    first: u64,
+    frames: &[u8],
+    out: &mut [u8],
+) -> Result<(), EngineError> {
+    for (i, (frame, dst)) in frames
+        .chunks_exact(FRAME as usize)
+        .zip(out.chunks_exact_mut(SECTOR as usize))
+        .enumerate()
+    {
+        let sector = first + i as u64;
+        let (data, trailer) = frame.split_at(SECTOR as usize);
+        let want = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        if frame_crc(data, slot, sector) != want {
+            return Err(EngineError::CorruptSector {
+                path: path.to_path_buf(),
+                slot,
+                sector,
+            });
+        }
+        dst.copy_from_slice(data);
+    }
+    Ok(())
+}
+
 /// The open slot file.
 pub(crate) struct SlotFile {
     path: PathBuf,
@@ -128,30 +157,9 @@ impl SlotFile {
                 EngineError::io(&self.path)(e)
             });
         }
-        let mut bad = None;
-        for (i, (frame, dst)) in buf
-            .chunks_exact(FRAME as usize)
-            .zip(out.chunks_exact_mut(SECTOR as usize))
-            .enumerate()
-        {
-            let idx = first + i as u64;
-            let (data, trailer) = frame.split_at(SECTOR as usize);
-            let want = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-            if frame_crc(data, slot, idx) != want {
-                bad = Some(idx);
-                break;
-            }
-            dst.copy_from_slice(data);
-        }
+        let r = unframe(&self.path, slot, first, &buf, out);
         self.scratch = buf;
-        match bad {
-            Some(sector) => Err(EngineError::CorruptSector {
-                path: self.path.clone(),
-                slot,
-                sector,
-            }),
-            None => Ok(()),
-        }
+        r
     }
 
     /// Makes every write so far durable.
