@@ -28,6 +28,7 @@ fn write(offset: u64, len: u64, byte: u8) -> Command {
         block: 3,
         offset,
         data: Bytes::from(vec![byte; len as usize]),
+        epoch: 1,
     }
 }
 
@@ -181,7 +182,8 @@ fn bad_requests_are_refused_the_same_way_and_change_nothing() {
                 volume: 7,
                 block: 3,
                 offset: u64::MAX - 4095,
-                len: 8192
+                len: 8192,
+                epoch: 1,
             }
         ),
         Refusal::OutOfRange { .. }
@@ -369,4 +371,48 @@ fn an_export_imports_elsewhere_and_a_damaged_or_hostile_stream_is_refused() {
         read(&mut copy, 0, SECTOR, None).unwrap(),
         vec![5; SECTOR as usize]
     );
+}
+
+#[test]
+fn a_writer_of_an_older_epoch_is_fenced_across_reopen_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |epoch: u64, byte: u8| Command::Write {
+        volume: 7,
+        block: 3,
+        offset: 0,
+        data: Bytes::from(vec![byte; SECTOR as usize]),
+        epoch,
+    };
+    let mut e = engine_with(dir.path(), &[at(1, 1), at(2, 2)]);
+    let fenced = Refusal::Fenced {
+        volume: 7,
+        epoch: 1,
+        current: 2,
+    };
+    assert_eq!(e.apply(3, &at(1, 3)).unwrap(), Err(fenced.clone()));
+    assert_eq!(
+        read(&mut e, 0, SECTOR, None).unwrap(),
+        vec![2; SECTOR as usize]
+    );
+    // Other volumes have their own epochs.
+    let other = Command::Write {
+        volume: 8,
+        block: 3,
+        offset: 0,
+        data: Bytes::from(vec![4; SECTOR as usize]),
+        epoch: 1,
+    };
+    assert_eq!(e.apply(4, &other).unwrap(), Ok(Outcome::Written));
+    e.flush().unwrap();
+    drop(e);
+    let mut e = Engine::open(fs(), dir.path()).unwrap();
+    assert_eq!(e.epoch(7), 2);
+    assert_eq!(e.apply(5, &at(1, 3)).unwrap(), Err(fenced.clone()));
+    let x = e.begin_export().unwrap();
+    let mut stream = Vec::new();
+    x.write_to(&mut stream).unwrap();
+    e.end_export();
+    let mut copy = Engine::import(fs(), &dir.path().join("copy"), &mut stream.as_slice()).unwrap();
+    assert_eq!(copy.apply(6, &at(1, 3)).unwrap(), Err(fenced));
+    assert_eq!(copy.apply(7, &at(3, 3)).unwrap(), Ok(Outcome::Written));
 }

@@ -164,13 +164,13 @@ proptest! {
                     let data = pattern(index, offset, len);
                     model.image.get_mut(&(vol, block)).unwrap()[offset as usize..(offset + len) as usize]
                         .copy_from_slice(&data);
-                    Some(Command::Write { volume: vol, block, offset, data })
+                    Some(Command::Write { volume: vol, block, offset, data, epoch: 1 })
                 }
                 Step::Zero { vol, block, sector, n } => {
                     let (offset, len) = (sector * SECTOR, n * SECTOR);
                     model.image.get_mut(&(vol, block)).unwrap()[offset as usize..(offset + len) as usize]
                         .fill(0);
-                    Some(Command::Zero { volume: vol, block, offset, len })
+                    Some(Command::Zero { volume: vol, block, offset, len, epoch: 1 })
                 }
                 Step::Mark => {
                     model.retained.insert(model.head, model.image.clone());

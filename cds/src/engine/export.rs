@@ -11,7 +11,7 @@
 //!
 //! Stream: a header (magic, geometry, index, image length, slot count,
 //! CRC-32C of the header), the image (journal records: the version tree
-//! and every entry, slots renumbered 0..count in stream order), then each
+//! and writer epochs, and every entry, slots renumbered 0..count in stream order), then each
 //! slot's sectors, bare. Sector checksums are checked while reading (a
 //! corrupt sector is never exported) and made anew on import, for the new
 //! slot numbers.
@@ -113,7 +113,7 @@ impl Engine {
         }
         self.flush()?;
         let mut image = Vec::new();
-        Record::Versions(self.versions.clone()).encode_into(&mut image);
+        self.image_head(&mut image);
         let mut order = Vec::new();
         for (&key, entries) in &self.map {
             for e in entries {

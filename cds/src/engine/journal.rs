@@ -132,11 +132,14 @@ pub(crate) enum Record {
     Unmap { key: SliceKey, version: Version },
     /// The whole version tree, replacing the previous one.
     Versions(Versions),
+    /// The newest writer epoch of `volume`.
+    Epoch { volume: u64, epoch: u64 },
 }
 
 const TAG_MAP: u8 = 1;
 const TAG_UNMAP: u8 = 2;
 const TAG_VERSIONS: u8 = 3;
+const TAG_EPOCH: u8 = 4;
 const NO_SLOT: u64 = u64::MAX;
 
 impl Record {
@@ -163,6 +166,11 @@ impl Record {
                 p.push(TAG_UNMAP);
                 key(&mut p, k);
                 p.extend_from_slice(&version.to_le_bytes());
+            }
+            Record::Epoch { volume, epoch } => {
+                p.push(TAG_EPOCH);
+                p.extend_from_slice(&volume.to_le_bytes());
+                p.extend_from_slice(&epoch.to_le_bytes());
             }
             Record::Versions(vs) => {
                 p.push(TAG_VERSIONS);
@@ -209,6 +217,10 @@ impl Record {
             TAG_UNMAP => Record::Unmap {
                 key: key(&mut r)?,
                 version: r.u64()?,
+            },
+            TAG_EPOCH => Record::Epoch {
+                volume: r.u64()?,
+                epoch: r.u64()?,
             },
             TAG_VERSIONS => {
                 let head = r.u64()?;

@@ -74,12 +74,14 @@ pub const JOURNAL_COMPACT_BYTES: u64 = 4 << 20;
 /// A command for the engine, as the group's state machine applies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Writes `data` (whole sectors) at `offset` of the block, at the head.
+    /// Writes `data` (whole sectors) at `offset` of the block, at the head,
+    /// for a writer that opened the volume at `epoch`.
     Write {
         volume: u64,
         block: u64,
         offset: u64,
         data: Bytes,
+        epoch: u64,
     },
     /// Makes `len` bytes (whole sectors) at `offset` read as zeros.
     Zero {
@@ -87,6 +89,7 @@ pub enum Command {
         block: u64,
         offset: u64,
         len: u64,
+        epoch: u64,
     },
     /// Freezes the head as a retained version.
     Mark,
@@ -137,6 +140,14 @@ pub enum Refusal {
     NotRetained(Version),
     #[error("{MAX_RETAINED_VERSIONS} versions are retained already")]
     TooManyVersions,
+    /// The volume was opened again since this writer opened it: its
+    /// epoch is older than one this group has seen (a stale writer).
+    #[error("volume {volume}: writer epoch {epoch} is fenced by epoch {current}")]
+    Fenced {
+        volume: u64,
+        epoch: u64,
+        current: u64,
+    },
 }
 
 /// One version as [`Engine::versions`] lists it.
@@ -192,6 +203,8 @@ pub struct Engine {
     head_lineage: Vec<Version>,
     /// Every slice's entries, oldest version first.
     map: BTreeMap<SliceKey, Vec<Entry>>,
+    /// The newest writer epoch per volume.
+    epochs: BTreeMap<u64, u64>,
     /// Entries per version (a version with none may be pruned).
     tagged: BTreeMap<Version, u64>,
     next_slot: u64,
@@ -313,6 +326,7 @@ impl Engine {
             head_lineage: Vec::new(),
             map: BTreeMap::new(),
             tagged: BTreeMap::new(),
+            epochs: BTreeMap::new(),
             next_slot: 0,
             free: BTreeSet::new(),
             pending_free: Vec::new(),
@@ -346,6 +360,9 @@ impl Engine {
                 Record::Map { key, version, slot } => {
                     self.check_key(&key).map_err(|w| corrupt(w.to_string()))?;
                     self.set_entry(key, Entry { version, slot });
+                }
+                Record::Epoch { volume, epoch } => {
+                    self.epochs.insert(volume, epoch);
                 }
                 Record::Unmap { key, version } => {
                     if self.remove_entry(key, version).is_none() {
@@ -500,8 +517,12 @@ impl Engine {
                 block,
                 offset,
                 data,
+                epoch,
             } => {
                 if let Err(r) = self.check_range(*offset, data.len() as u64) {
+                    return Ok(Err(r));
+                }
+                if let Err(r) = self.admit(*volume, *epoch)? {
                     return Ok(Err(r));
                 }
                 self.write(*volume, *block, *offset, data)?;
@@ -512,8 +533,12 @@ impl Engine {
                 block,
                 offset,
                 len,
+                epoch,
             } => {
                 if let Err(r) = self.check_range(*offset, *len) {
+                    return Ok(Err(r));
+                }
+                if let Err(r) = self.admit(*volume, *epoch)? {
                     return Ok(Err(r));
                 }
                 self.zero(*volume, *block, *offset, *len)?;
@@ -549,6 +574,29 @@ impl Engine {
                 }))
             }
         }
+    }
+
+    /// Fences stale writers: a write at an epoch older than the volume's
+    /// newest seen here is refused; a newer one becomes the volume's.
+    fn admit(&mut self, volume: u64, epoch: u64) -> Result<Result<(), Refusal>, EngineError> {
+        let current = self.epochs.get(&volume).copied().unwrap_or(0);
+        if epoch < current {
+            return Ok(Err(Refusal::Fenced {
+                volume,
+                epoch,
+                current,
+            }));
+        }
+        if epoch > current {
+            self.epochs.insert(volume, epoch);
+            self.journal_record(&Record::Epoch { volume, epoch })?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// The newest writer epoch seen for `volume` (0: none yet).
+    pub fn epoch(&self, volume: u64) -> u64 {
+        self.epochs.get(&volume).copied().unwrap_or(0)
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<(), Refusal> {
@@ -852,6 +900,15 @@ impl Engine {
         Ok(self.durable)
     }
 
+    /// The start of an image of the state: the version tree and the
+    /// writer epochs (the entries follow).
+    fn image_head(&self, out: &mut Vec<u8>) {
+        Record::Versions(self.versions.clone()).encode_into(out);
+        for (&volume, &epoch) in &self.epochs {
+            Record::Epoch { volume, epoch }.encode_into(out);
+        }
+    }
+
     fn image_bytes(&self) -> u64 {
         // A map record is 45 bytes with its frame; versions are few.
         self.map.values().map(|v| v.len() as u64).sum::<u64>() * 45 + 512
@@ -863,7 +920,7 @@ impl Engine {
         let gen = self.journal_gen + 1;
         let path = self.dir.join(journal::journal_name(gen));
         let mut bytes = Vec::new();
-        Record::Versions(self.versions.clone()).encode_into(&mut bytes);
+        self.image_head(&mut bytes);
         for (&key, entries) in &self.map {
             for e in entries {
                 Record::Map {
