@@ -40,6 +40,9 @@ struct Seen {
     calls: Vec<String>,
     /// Break the contract: return from `on_apply` without consuming.
     lazy: bool,
+    /// Fail as a state machine whose disk died: answer the next entry
+    /// with an error, take no more, and report the failure.
+    broken: Option<String>,
 }
 
 struct Recorder(Arc<Mutex<Seen>>);
@@ -48,6 +51,12 @@ impl StateMachine for Recorder {
     fn on_apply(&mut self, entries: &mut dyn Iterator<Item = Applied>) {
         let mut s = self.0.lock().unwrap();
         if s.lazy {
+            return;
+        }
+        if s.broken.is_some() {
+            if let Some(mut a) = entries.next() {
+                a.respond(b"error: disk".to_vec());
+            }
             return;
         }
         for mut a in entries {
@@ -100,6 +109,10 @@ impl StateMachine for Recorder {
             pos += 12 + n;
         }
         Ok(())
+    }
+
+    fn failure(&mut self) -> Option<String> {
+        self.0.lock().unwrap().broken.clone()
     }
 
     fn on_leader_start(&mut self, term: u64) {
@@ -967,6 +980,34 @@ async fn a_state_machine_that_skips_entries_stops_its_node() {
     let calls = c.calls(leader);
     let error = calls.iter().position(|s| s.starts_with("error "));
     assert!(error.is_some(), "{calls:?}");
+    assert_eq!(calls.last().map(String::as_str), Some("shutdown"));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_machine_that_reports_a_failure_stops_its_node_with_the_cause() {
+    let c = Cluster::start(3, false, no_tuning);
+    let leader = c.leader().await;
+    propose(c.h(leader), b"fine").await.expect("committed");
+    c.applied_everywhere(&c.ids, 1).await;
+    c.seen[&leader].lock().unwrap().broken = Some("the disk is gone".into());
+    // The entry it failed on gets its error, never a success.
+    let r = propose(c.h(leader), b"lost").await.expect("answered");
+    assert_eq!(r.result, b"error: disk");
+    tokio::time::timeout(WAIT, async {
+        while c.h(leader).status().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the node stopped");
+    let calls = c.calls(leader);
+    assert!(
+        calls
+            .iter()
+            .any(|s| s.starts_with("error ") && s.contains("the disk is gone")),
+        "{calls:?}"
+    );
     assert_eq!(calls.last().map(String::as_str), Some("shutdown"));
     c.shutdown().await;
 }

@@ -322,6 +322,10 @@ impl ApplyTask {
         // Entries not handed over fail their waiters when dropped.
         let left = it.0.len();
         drop(it);
+        if let Some(why) = self.sm.failure() {
+            self.fail(&format!("the state machine failed: {why}"));
+            return;
+        }
         if left > 0 {
             self.fail(&format!(
                 "on_apply left {left} entries unconsumed (the contract requires all)"

@@ -221,6 +221,18 @@ pub trait StateMachine: Send + 'static {
     /// `on_start_following` (rule 7).
     fn on_stop_following(&mut self) {}
 
+    /// Asked after every `on_apply`: `Some(why)` when the state machine
+    /// cannot go on (its own storage failed, say). The node then stops
+    /// with `why`, as for a broken contract: nothing after the batch is
+    /// applied, and `on_error` and `on_shutdown` follow. A state machine
+    /// that fails mid-batch must stop taking entries from the iterator
+    /// (the runtime fails those left to their proposers) and answer the
+    /// entry it failed on with an error of its own: an entry taken and
+    /// not answered counts as applied.
+    fn failure(&mut self) -> Option<String> {
+        None
+    }
+
     /// The node hit an error it cannot continue from (storage failure, a
     /// broken contract); it stops, and `on_shutdown` follows.
     fn on_error(&mut self, _error: &str) {}
