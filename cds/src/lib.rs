@@ -19,7 +19,9 @@
 //! calls this crate for everything else. Every function returns the
 //! crate's [`Error`], whose text says what was being done and why.
 
+pub mod blockgroup;
 pub mod client;
+mod codec;
 pub mod devcluster;
 pub mod engine;
 pub mod error;

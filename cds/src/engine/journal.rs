@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use super::error::EngineError;
 use super::geometry::Geometry;
 use super::versions::{Node, Version, VersionState, Versions};
+use crate::codec::Reader;
 
 /// The superblock's file name.
 pub(crate) const SUPER: &str = "super";
@@ -283,47 +284,4 @@ pub(crate) fn decode_all(path: &Path, bytes: &[u8]) -> Result<Vec<Record>, Engin
 /// The path of `name` in `dir`.
 pub(crate) fn file(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
-}
-
-/// A little-endian reader over a byte slice that fails instead of
-/// panicking when the bytes run out.
-struct Reader<'a> {
-    b: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(b: &'a [u8]) -> Reader<'a> {
-        Reader { b }
-    }
-
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        if self.b.len() < N {
-            return Err("record cut short".into());
-        }
-        let (h, t) = self.b.split_at(N);
-        self.b = t;
-        let mut a = [0; N];
-        a.copy_from_slice(h);
-        Ok(a)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        self.take().map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        self.take().map(u64::from_le_bytes)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.b.is_empty()
-    }
-
-    fn remaining(&self) -> usize {
-        self.b.len()
-    }
 }
