@@ -19,7 +19,9 @@
 //! calls this crate for everything else. Every function returns the
 //! crate's [`Error`], whose text says what was being done and why.
 
+pub mod blockclient;
 pub mod blockgroup;
+pub mod blockserver;
 pub mod client;
 mod codec;
 pub mod devcluster;
@@ -29,5 +31,6 @@ pub mod kv;
 pub mod secret;
 pub mod status;
 pub mod tls;
+pub mod wire;
 
 pub use error::{Error, Result};

@@ -1,0 +1,342 @@
+//! The data path's client: pipelined connections to BlockServers, and a
+//! group client that finds a group's leader and retries.
+//!
+//! [`Conn`] is one authenticated connection; any number of requests may
+//! be in flight on it, each answered when it completes. [`GroupClient`]
+//! sends each request to the replica it believes leads the group,
+//! follows `NotLeader` answers, and retries with backoff on other
+//! replicas when one is unreachable or unavailable, within a deadline.
+//! Its errors say what a caller can do about them ([`IoError`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Mutex as AsyncMutex};
+
+use crate::blockgroup::command::Applied;
+use crate::engine::{Outcome, Refusal};
+use crate::wire::{read_response, Request, Response, WireError};
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and largest pause between retries.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+/// One authenticated, pipelined connection to a BlockServer.
+#[derive(Clone)]
+pub struct Conn {
+    writer: Arc<AsyncMutex<OwnedWriteHalf>>,
+    pending: Pending,
+    next: Arc<std::sync::atomic::AtomicU64>,
+    /// Set by the reader when the connection ends (before it fails the
+    /// waiters): a call made after that must not wait for an answer.
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Connects to `addr` and presents the cluster's id and token.
+    pub async fn connect(
+        addr: SocketAddr,
+        cluster_id: u64,
+        token: &str,
+    ) -> Result<Conn, WireError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| WireError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let hello = Request::Hello {
+            cluster_id,
+            token: token.to_string(),
+        };
+        crate::wire::write_frame(&mut wr, &hello.encode(0)).await?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, read_response(&mut rd)).await {
+            Ok(Ok((_, Response::Welcome))) => {}
+            Ok(Ok((_, other))) => return Err(WireError::Bad(format!("refused: {other:?}"))),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(WireError::Io(std::io::ErrorKind::TimedOut.into())),
+        }
+        let pending: Pending = Arc::default();
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, c) = (pending.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((id, resp)) = read_response(&mut rd).await {
+                let waiter = p.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                if let Some(w) = waiter {
+                    let _ = w.send(resp);
+                }
+            }
+            // The connection ended: every waiter learns it (its sender
+            // drops), and later calls see `closed`.
+            c.store(true, std::sync::atomic::Ordering::SeqCst);
+            p.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        });
+        Ok(Conn {
+            writer: Arc::new(AsyncMutex::new(wr)),
+            pending,
+            next: Arc::new(1.into()),
+            closed,
+        })
+    }
+
+    /// Sends `req` and waits for its answer (`None`: the connection
+    /// ended first, or had ended already).
+    pub async fn call(&self, req: &Request) -> Option<Response> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return None;
+        }
+        let frame = req.encode(id);
+        let sent = {
+            let mut w = self.writer.lock().await;
+            crate::wire::write_frame(&mut *w, &frame).await
+        };
+        if sent.is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return None;
+        }
+        rx.await.ok()
+    }
+}
+
+/// What an IO through [`GroupClient`] came to, when it did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IoError {
+    /// The group refused the request itself (out of range, misaligned,
+    /// no such version); retrying will not help.
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// The volume was opened by a newer writer: this one must stop.
+    #[error("fenced: volume {volume} is open at epoch {current}, this writer has {epoch}")]
+    Fenced {
+        volume: u64,
+        epoch: u64,
+        current: u64,
+    },
+    /// No replica could serve it before the deadline. For a write the
+    /// outcome is unknown: it may have been applied.
+    #[error("timed out after {0:?} (for a write, the outcome is unknown): {1}")]
+    TimedOut(Duration, String),
+    /// The servers answered something this client cannot use.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// Sends a group's requests to its leader, wherever it is.
+#[derive(Debug)]
+pub struct GroupClient {
+    cluster_id: u64,
+    token: String,
+    /// Every server's data address, by node id.
+    servers: BTreeMap<u64, SocketAddr>,
+    conns: AsyncMutex<BTreeMap<u64, Conn>>,
+    /// The node believed to lead each group.
+    leaders: Mutex<BTreeMap<u64, u64>>,
+    deadline: Duration,
+}
+
+impl GroupClient {
+    /// A client of the servers at `servers` (node id to data address)
+    /// that gives each request `deadline` to succeed.
+    pub fn new(
+        cluster_id: u64,
+        token: &str,
+        servers: BTreeMap<u64, SocketAddr>,
+        deadline: Duration,
+    ) -> Self {
+        GroupClient {
+            cluster_id,
+            token: token.to_string(),
+            servers,
+            conns: AsyncMutex::new(BTreeMap::new()),
+            leaders: Mutex::new(BTreeMap::new()),
+            deadline,
+        }
+    }
+
+    async fn conn(&self, node: u64) -> Option<Conn> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(&node) {
+            return Some(c.clone());
+        }
+        let addr = *self.servers.get(&node)?;
+        let c = Conn::connect(addr, self.cluster_id, &self.token)
+            .await
+            .ok()?;
+        conns.insert(node, c.clone());
+        Some(c)
+    }
+
+    async fn forget(&self, node: u64) {
+        self.conns.lock().await.remove(&node);
+    }
+
+    /// Sends `req` for `group` (whose replicas are `replicas`) to its
+    /// leader, following redirects and retrying within the deadline.
+    async fn send(&self, group: u64, replicas: &[u64], req: &Request) -> Result<Response, IoError> {
+        let start = Instant::now();
+        let mut backoff = BACKOFF_MIN;
+        let mut turn = 0usize;
+        loop {
+            let cached = self
+                .leaders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&group)
+                .copied();
+            let node = cached.unwrap_or_else(|| replicas[turn % replicas.len()]);
+            let left = self.deadline.saturating_sub(start.elapsed());
+            let answer = match self.conn(node).await {
+                // No answer in the time left counts as none.
+                Some(c) => tokio::time::timeout(left, c.call(req)).await.ok().flatten(),
+                None => None,
+            };
+            // Whether to try at once (a redirect to a new leader) or after
+            // a pause.
+            let (why, at_once) = match answer {
+                Some(Response::NotLeader { leader })
+                    if leader != 0 && replicas.contains(&leader) =>
+                {
+                    self.leaders
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(group, leader);
+                    // Told the leader we already tried: it has not taken
+                    // over yet.
+                    (
+                        format!("node {node} is not the leader"),
+                        cached != Some(leader),
+                    )
+                }
+                None => {
+                    self.forget(node).await;
+                    self.leaders
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&group);
+                    turn += 1;
+                    (format!("node {node} unreachable"), false)
+                }
+                Some(
+                    r @ (Response::NotLeader { .. } | Response::NoGroup | Response::Unavailable(_)),
+                ) => {
+                    self.leaders
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&group);
+                    turn += 1;
+                    (format!("node {node}: {r:?}"), false)
+                }
+                Some(other) => return Ok(other),
+            };
+            if start.elapsed() + backoff > self.deadline {
+                return Err(IoError::TimedOut(self.deadline, why));
+            }
+            if !at_once {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+
+    /// Writes `data` (whole 4 KiB sectors) at `offset` of a block held by
+    /// `group`, as a writer at `epoch`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        volume: u64,
+        block: u64,
+        offset: u64,
+        epoch: u64,
+        data: Bytes,
+    ) -> Result<(), IoError> {
+        let req = Request::Write {
+            group,
+            volume,
+            block,
+            offset,
+            epoch,
+            data,
+        };
+        match self.send(group, replicas, &req).await? {
+            Response::Applied(Applied::Done(Outcome::Written)) => Ok(()),
+            other => Err(applied_error(other)),
+        }
+    }
+
+    /// Reads `len` bytes at `offset` of a block held by `group`, at the
+    /// head (`version` 0) or a retained version.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn read(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        volume: u64,
+        block: u64,
+        offset: u64,
+        len: u64,
+        version: u64,
+    ) -> Result<Bytes, IoError> {
+        let req = Request::Read {
+            group,
+            volume,
+            block,
+            offset,
+            len,
+            version,
+        };
+        match self.send(group, replicas, &req).await? {
+            Response::Data(d) if d.len() as u64 == len => Ok(d),
+            Response::Data(d) => Err(IoError::Protocol(format!(
+                "{} bytes for a read of {len}",
+                d.len()
+            ))),
+            other => Err(applied_error(other)),
+        }
+    }
+}
+
+/// The error for an answer that is not the success expected.
+fn applied_error(r: Response) -> IoError {
+    match r {
+        Response::Applied(Applied::Refused(Refusal::Fenced {
+            volume,
+            epoch,
+            current,
+        })) => IoError::Fenced {
+            volume,
+            epoch,
+            current,
+        },
+        Response::Applied(Applied::Refused(r)) => IoError::Refused(r),
+        other => IoError::Protocol(format!("unexpected answer {other:?}")),
+    }
+}

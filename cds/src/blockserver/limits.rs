@@ -1,0 +1,39 @@
+//! Every limit of a BlockServer's data path, in one place.
+
+use std::time::Duration;
+
+/// Largest data a single read or write carries, in bytes. A client splits
+/// larger requests (NBD's own maximum request is 32 MiB; qemu sends at
+/// most 2 MiB by default).
+pub const MAX_IO_BYTES: u64 = 4 << 20;
+
+/// Largest frame payload accepted: an IO's data and its fields.
+pub const MAX_FRAME_PAYLOAD: u32 = MAX_IO_BYTES as u32 + 4096;
+
+/// Requests one connection may have in flight; past it the server stops
+/// reading from the connection until one finishes (back pressure, not an
+/// error).
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+
+/// Request data in flight on one server, over all connections (a write's
+/// data, a read's length): past it, reading stalls until answers free
+/// room. Each connection also holds at most one frame being read.
+pub const MAX_BYTES_IN_FLIGHT: usize = 128 << 20;
+
+/// Data-path connections a server serves at once; past it a new one is
+/// closed at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// How long a new connection has to present the cluster's token.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a proposal or a read point may take before the request is
+/// answered `Unavailable` (a write's outcome is then unknown).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a write of answers to a client may make no progress.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+const _: () = assert!(MAX_IO_BYTES <= MAX_FRAME_PAYLOAD as u64);
+// One request of the largest size can always be admitted.
+const _: () = assert!(MAX_IO_BYTES as usize <= MAX_BYTES_IN_FLIGHT);

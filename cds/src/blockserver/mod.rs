@@ -1,0 +1,307 @@
+//! A BlockServer: one process hosting BlockGroup replicas, serving their
+//! blocks over the data path's binary protocol ([`crate::wire`]).
+//!
+//! The replicas run on one [`GroupHost`] (one Raft transport, one timer,
+//! node-level liveness, one shared log sync for all groups). Each replica
+//! keeps its Raft storage and its engine under `dir/groups/<id>/`.
+//! Requests are served as they arrive, many per connection at once:
+//! writes and zeros are proposed to the group (the leader answers; a
+//! follower says who leads), reads are served by the leader from its
+//! engine once its lease (or a ReadIndex round) shows it still leads. IO
+//! to different blocks of a group is pipelined through Raft; the engine
+//! applies them in log order.
+//!
+//! Which groups a server holds is decided by the Master; until the
+//! control plane exists, callers create them with
+//! [`BlockServer::create_group`].
+
+pub mod limits;
+mod serve;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use raft_core::runtime::host::{GroupHost, HostConfig};
+use raft_core::runtime::node::{NodeConfig, NodeHandle};
+use raft_core::runtime::transport::{Transport, TransportConfig, TransportHandle};
+use raft_core::storage::fs::{Fs, RealFs};
+use raft_core::storage::host_sync::HostSync;
+use raft_core::storage::local::{open_in_host, LocalOptions};
+use raft_core::{ConfState, NodeId};
+use tokio::task::JoinHandle;
+
+use crate::blockgroup::{BlockGroupSm, SharedEngine};
+use crate::engine::{Engine, EngineError, Geometry};
+
+/// Where a peer BlockServer listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddrs {
+    pub raft: SocketAddr,
+    pub data: SocketAddr,
+}
+
+/// How a BlockServer runs.
+#[derive(Debug, Clone)]
+pub struct BlockServerConfig {
+    pub id: NodeId,
+    pub cluster_id: u64,
+    /// The cluster's shared secret: peers and clients present it.
+    pub token: String,
+    /// Raft traffic between servers (loopback unless told otherwise).
+    pub raft_listen: SocketAddr,
+    /// The data path (loopback unless told otherwise).
+    pub data_listen: SocketAddr,
+    /// Where replicas keep their logs and engines.
+    pub dir: PathBuf,
+    /// The other servers, by id.
+    pub peers: BTreeMap<NodeId, PeerAddrs>,
+    /// Real time per Raft tick.
+    pub tick: Duration,
+    /// Geometry of engines this server creates.
+    pub geometry: Geometry,
+    /// Entries between a group's snapshots (engine exports).
+    pub snapshot_every: u64,
+}
+
+impl BlockServerConfig {
+    /// Defaults for server `id` keeping its data in `dir`: loopback on
+    /// free ports, a 50 ms tick, 16 MiB blocks of 64 KiB slices, a
+    /// snapshot every 20,000 entries.
+    pub fn new(id: NodeId, cluster_id: u64, token: impl Into<String>, dir: &Path) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        BlockServerConfig {
+            id,
+            cluster_id,
+            token: token.into(),
+            raft_listen: any,
+            data_listen: any,
+            dir: dir.to_path_buf(),
+            peers: BTreeMap::new(),
+            tick: Duration::from_millis(50),
+            geometry: Geometry::default(),
+            snapshot_every: 20_000,
+        }
+    }
+}
+
+/// Why a BlockServer could not start or do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("raft transport: {0}")]
+    Transport(String),
+    #[error("group host: {0}")]
+    Host(String),
+    #[error("group {group} storage: {why}")]
+    Storage { group: u64, why: String },
+    #[error("group {group} engine: {source}")]
+    Engine {
+        group: u64,
+        #[source]
+        source: EngineError,
+    },
+}
+
+/// One replica this server holds.
+#[derive(Clone)]
+pub(crate) struct Replica {
+    pub(crate) node: NodeHandle,
+    pub(crate) engine: SharedEngine,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: BlockServerConfig,
+    host: GroupHost,
+    transport: TransportHandle,
+    sync: Arc<HostSync>,
+    pub(crate) groups: RwLock<BTreeMap<u64, Replica>>,
+    data_addr: SocketAddr,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set at shutdown: every connection closes.
+    pub(crate) stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// A running BlockServer; cheap to clone.
+#[derive(Clone)]
+pub struct BlockServer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BlockServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockServer")
+            .field("id", &self.inner.cfg.id)
+            .field("data", &self.inner.data_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlockServer {
+    /// Starts the Raft transport, the group host and the data-path
+    /// listener. Must run within a tokio runtime.
+    pub async fn start(cfg: BlockServerConfig) -> Result<BlockServer, ServerError> {
+        cfg.geometry
+            .validate()
+            .map_err(|e| ServerError::Host(e.to_string()))?;
+        let mut tc =
+            TransportConfig::new(cfg.id, cfg.raft_listen, cfg.cluster_id, cfg.token.clone());
+        tc.peers = cfg.peers.iter().map(|(&id, p)| (id, p.raft)).collect();
+        let (transport, inbound) = Transport::start(tc)
+            .await
+            .map_err(|e| ServerError::Transport(e.to_string()))?;
+        let mut hc = HostConfig::new(cfg.id, cfg.peers.keys().copied().collect());
+        hc.tick = cfg.tick;
+        let host = GroupHost::start(hc, transport.clone(), inbound)
+            .map_err(|e| ServerError::Host(e.to_string()))?;
+        let fs: Arc<dyn Fs> = Arc::new(RealFs);
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| ServerError::Storage {
+            group: 0,
+            why: format!("{}: {e}", cfg.dir.display()),
+        })?;
+        let sync = HostSync::new(fs, &cfg.dir);
+        let listener = tokio::net::TcpListener::bind(cfg.data_listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: cfg.data_listen,
+                source,
+            })?;
+        let data_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                addr: cfg.data_listen,
+                source,
+            })?;
+        let inner = Arc::new(Inner {
+            cfg,
+            host,
+            transport,
+            sync,
+            groups: RwLock::new(BTreeMap::new()),
+            data_addr,
+            tasks: Mutex::new(Vec::new()),
+            stop: tokio::sync::watch::channel(false).0,
+        });
+        let accept = tokio::spawn(serve::accept(inner.clone(), listener));
+        inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(accept);
+        Ok(BlockServer { inner })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.cfg.id
+    }
+
+    /// Where the data path listens.
+    pub fn data_addr(&self) -> SocketAddr {
+        self.inner.data_addr
+    }
+
+    /// Where the Raft transport listens.
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.inner.transport.local_addr()
+    }
+
+    /// Tells the transport where peer `id` listens for Raft.
+    pub fn set_peer(&self, id: NodeId, raft: SocketAddr) {
+        self.inner.transport.set_peer(id, raft);
+    }
+
+    /// Starts this server's replica of `group`, whose voters are `voters`
+    /// (on a first start; a replica with storage keeps its own
+    /// configuration). Its storage and engine are opened, or created.
+    pub fn create_group(&self, group: u64, voters: Vec<NodeId>) -> Result<NodeHandle, ServerError> {
+        let cfg = &self.inner.cfg;
+        let gdir = cfg.dir.join("groups").join(group.to_string());
+        let fs: Arc<dyn Fs> = Arc::new(RealFs);
+        let edir = gdir.join("engine");
+        let engine = if fs.exists(&edir.join("super")) {
+            Engine::open(fs.clone(), &edir)
+        } else {
+            Engine::create(fs.clone(), &edir, cfg.geometry)
+        }
+        .map_err(|source| ServerError::Engine { group, source })?;
+        let engine: SharedEngine = Arc::new(Mutex::new(engine));
+        let storage_err = |why: String| ServerError::Storage { group, why };
+        let mut storage = open_in_host(
+            fs.clone(),
+            &gdir.join("raft"),
+            &LocalOptions::default(),
+            Some(self.inner.sync.clone()),
+        )
+        .map_err(|e| storage_err(e.to_string()))?;
+        if storage.conf_state().voters.is_empty() {
+            storage
+                .set_conf_state(ConfState {
+                    voters,
+                    ..ConfState::default()
+                })
+                .map_err(|e| storage_err(e.to_string()))?;
+        }
+        let mut ncfg = NodeConfig::new(cfg.id, group);
+        ncfg.tick = cfg.tick;
+        ncfg.config.heartbeat_tick = 2;
+        ncfg.snapshot_every = cfg.snapshot_every;
+        ncfg.log_margin = 1_000;
+        let sm = BlockGroupSm::new(fs, &edir, engine.clone());
+        let node = self
+            .inner
+            .host
+            .create_group(ncfg, storage, Box::new(sm))
+            .map_err(|e| ServerError::Host(e.to_string()))?;
+        self.inner
+            .groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                group,
+                Replica {
+                    node: node.clone(),
+                    engine,
+                },
+            );
+        Ok(node)
+    }
+
+    /// This server's replica of `group`, if it holds one.
+    pub fn group(&self, group: u64) -> Option<NodeHandle> {
+        self.inner
+            .groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .map(|r| r.node.clone())
+    }
+
+    /// Stops serving (every connection closes), every replica, and the
+    /// transport.
+    pub async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+        for t in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        self.inner
+            .groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.inner.host.shutdown().await;
+        self.inner.transport.shutdown().await;
+    }
+}

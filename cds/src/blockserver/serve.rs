@@ -1,0 +1,239 @@
+//! The data path's server side: connections, the hello, and requests
+//! served concurrently, each answered when it completes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raft_core::runtime::node::NodeError;
+use raft_core::ReadError;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::limits::{
+    HELLO_TIMEOUT, MAX_BYTES_IN_FLIGHT, MAX_CONNECTIONS, MAX_IN_FLIGHT_PER_CONNECTION,
+    MAX_IO_BYTES, REQUEST_TIMEOUT, WRITE_STALL_TIMEOUT,
+};
+use super::{Inner, Replica};
+use crate::blockgroup::command::{decode_result, encode, Applied};
+use crate::blockgroup::lock;
+use crate::engine::Command;
+use crate::wire::{read_request, Request, Response};
+
+/// Accepts connections until the server stops.
+pub(super) async fn accept(inner: Arc<Inner>, listener: TcpListener) {
+    let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let bytes = Arc::new(Semaphore::new(MAX_BYTES_IN_FLIGHT));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        // Past the limit a connection is closed at once, never queued.
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (inner, bytes) = (inner.clone(), bytes.clone());
+        tokio::spawn(async move {
+            connection(inner, stream, bytes).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Serves one connection until it closes, misbehaves, or the server stops.
+async fn connection(inner: Arc<Inner>, stream: TcpStream, bytes: Arc<Semaphore>) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut stop = inner.stop.subscribe();
+    // The hello: the cluster's id and token, in time.
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_request(&mut rd)).await;
+    let ok = match hello {
+        Ok(Ok((id, Request::Hello { cluster_id, token }))) => {
+            let good = cluster_id == inner.cfg.cluster_id && token == inner.cfg.token;
+            let answer = if good {
+                Response::Welcome
+            } else {
+                Response::BadRequest("wrong cluster or token".into())
+            };
+            let _ = wr.write_all(&answer.encode(id)).await;
+            good
+        }
+        _ => false,
+    };
+    if !ok {
+        return;
+    }
+    // Answers go out through one writer, in the order they complete.
+    let (tx, mut rx) = mpsc::channel::<bytes::BytesMut>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            match tokio::time::timeout(WRITE_STALL_TIMEOUT, wr.write_all(&frame)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    });
+    let per_conn = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
+    loop {
+        let next = tokio::select! {
+            r = read_request(&mut rd) => r,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let Ok((id, req)) = next else {
+            // A closed connection, or a frame that failed its checks: the
+            // stream is out of step, so it ends here.
+            break;
+        };
+        let Ok(slot) = per_conn.clone().acquire_owned().await else {
+            break;
+        };
+        let want = request_bytes(&req);
+        let Ok(held) = bytes.clone().acquire_many_owned(want).await else {
+            break;
+        };
+        let (inner, tx) = (inner.clone(), tx.clone());
+        tokio::spawn(async move {
+            let answer = handle(&inner, req).await;
+            let _ = tx.send(answer.encode(id)).await;
+            drop((slot, held));
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Bytes a request holds while it is served (its data, or the data it
+/// reads), counted against the server's limit.
+fn request_bytes(req: &Request) -> u32 {
+    let n = match req {
+        Request::Write { data, .. } => data.len() as u64,
+        Request::Read { len, .. } => *len,
+        _ => 0,
+    };
+    n.clamp(1, MAX_IO_BYTES) as u32
+}
+
+fn replica(inner: &Inner, group: u64) -> Option<Replica> {
+    inner
+        .groups
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&group)
+        .cloned()
+}
+
+/// What a failed proposal or read point means to the client.
+fn node_error(e: NodeError) -> Response {
+    match e {
+        NodeError::NotLeader { leader } | NodeError::Read(ReadError::NotLeader { leader }) => {
+            Response::NotLeader {
+                leader: leader.unwrap_or(0),
+            }
+        }
+        other => Response::Unavailable(other.to_string()),
+    }
+}
+
+async fn handle(inner: &Inner, req: Request) -> Response {
+    match req {
+        Request::Hello { .. } => Response::BadRequest("hello twice".into()),
+        Request::Write {
+            group,
+            volume,
+            block,
+            offset,
+            epoch,
+            data,
+        } => {
+            if data.len() as u64 > MAX_IO_BYTES {
+                return Response::BadRequest(format!("a write of more than {MAX_IO_BYTES} bytes"));
+            }
+            let cmd = Command::Write {
+                volume,
+                block,
+                offset,
+                data,
+                epoch,
+            };
+            propose(inner, group, &cmd).await
+        }
+        Request::Zero {
+            group,
+            volume,
+            block,
+            offset,
+            len,
+            epoch,
+        } => {
+            let cmd = Command::Zero {
+                volume,
+                block,
+                offset,
+                len,
+                epoch,
+            };
+            propose(inner, group, &cmd).await
+        }
+        Request::Read {
+            group,
+            volume,
+            block,
+            offset,
+            len,
+            version,
+        } => read(inner, group, volume, block, offset, len, version).await,
+    }
+}
+
+async fn propose(inner: &Inner, group: u64, cmd: &Command) -> Response {
+    let Some(r) = replica(inner, group) else {
+        return Response::NoGroup;
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, r.node.propose(encode(cmd))).await {
+        Err(_) => Response::Unavailable("timed out; the outcome is unknown".into()),
+        Ok(Err(e)) => node_error(e),
+        Ok(Ok(out)) => match decode_result(&out.result) {
+            Ok(a) => Response::Applied(a),
+            Err(why) => Response::Applied(Applied::Failed(format!("unreadable result: {why}"))),
+        },
+    }
+}
+
+async fn read(
+    inner: &Inner,
+    group: u64,
+    volume: u64,
+    block: u64,
+    offset: u64,
+    len: u64,
+    version: u64,
+) -> Response {
+    if len > MAX_IO_BYTES {
+        return Response::BadRequest(format!("a read of more than {MAX_IO_BYTES} bytes"));
+    }
+    let Some(r) = replica(inner, group) else {
+        return Response::NoGroup;
+    };
+    // The leader's lease (or a ReadIndex round) shows it still leads, and
+    // its engine has applied every write acknowledged before now.
+    match tokio::time::timeout(REQUEST_TIMEOUT, r.node.read_lease()).await {
+        Err(_) => return Response::Unavailable("timed out waiting for a read point".into()),
+        Ok(Err(e)) => return node_error(e),
+        Ok(Ok(_)) => {}
+    }
+    let engine = r.engine.clone();
+    let at = (version != 0).then_some(version);
+    let got = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        let r = lock(&engine).read(volume, block, offset, &mut buf, at);
+        r.map(|inner| inner.map(|()| buf))
+    })
+    .await;
+    match got {
+        Ok(Ok(Ok(buf))) => Response::Data(Bytes::from(buf)),
+        Ok(Ok(Err(refusal))) => Response::Applied(Applied::Refused(refusal)),
+        Ok(Err(e)) => Response::Unavailable(format!("this replica cannot read: {e}")),
+        Err(e) => Response::Unavailable(format!("read task: {e}")),
+    }
+}

@@ -1,0 +1,308 @@
+//! The data path's protocol: framed, checksummed, versioned, pipelined.
+//!
+//! A connection starts with a `Hello` carrying the cluster id and the
+//! cluster's token, answered `Welcome` (or closed). Then the client sends
+//! requests, each with an id of its choosing, as fast as it likes; the
+//! server answers each with the same id, in the order they complete.
+//!
+//! Frame: magic `CDSW` (4 bytes), version (1), kind (1), reserved (2),
+//! request id (u64), payload length (u32), payload CRC-32C (u32), header
+//! CRC-32C over the 24 bytes before it (u32), then the payload. All
+//! integers little endian. A frame that fails a check closes the
+//! connection: the stream can no longer be trusted to be in step.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::blockgroup::command::{decode_result, encode_result, Applied};
+use crate::blockserver::limits::MAX_FRAME_PAYLOAD;
+use crate::codec::Reader;
+
+const MAGIC: &[u8; 4] = b"CDSW";
+/// The protocol version this build speaks.
+pub const VERSION: u8 = 1;
+const HEADER: usize = 28;
+
+const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Bad(String),
+}
+
+/// A request, as the client sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Hello {
+        cluster_id: u64,
+        token: String,
+    },
+    Write {
+        group: u64,
+        volume: u64,
+        block: u64,
+        offset: u64,
+        epoch: u64,
+        data: Bytes,
+    },
+    Zero {
+        group: u64,
+        volume: u64,
+        block: u64,
+        offset: u64,
+        len: u64,
+        epoch: u64,
+    },
+    /// `version` 0 reads the head.
+    Read {
+        group: u64,
+        volume: u64,
+        block: u64,
+        offset: u64,
+        len: u64,
+        version: u64,
+    },
+}
+
+/// An answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Welcome,
+    /// What a write or zero came to in the group.
+    Applied(Applied),
+    Data(Bytes),
+    /// This server does not lead the group; `leader` (0: unknown) may.
+    NotLeader {
+        leader: u64,
+    },
+    /// This server holds no replica of the group.
+    NoGroup,
+    /// The request could not be served now; for a write the outcome is
+    /// unknown (it may yet be applied).
+    Unavailable(String),
+    BadRequest(String),
+}
+
+mod kind {
+    pub const HELLO: u8 = 1;
+    pub const WRITE: u8 = 2;
+    pub const ZERO: u8 = 3;
+    pub const READ: u8 = 4;
+    pub const WELCOME: u8 = 128;
+    pub const APPLIED: u8 = 129;
+    pub const DATA: u8 = 130;
+    pub const NOT_LEADER: u8 = 131;
+    pub const NO_GROUP: u8 = 132;
+    pub const UNAVAILABLE: u8 = 133;
+    pub const BAD_REQUEST: u8 = 134;
+}
+
+fn frame(kind: u8, id: u64, payload: &[u8]) -> BytesMut {
+    let mut b = BytesMut::with_capacity(HEADER + payload.len());
+    b.put_slice(MAGIC);
+    b.put_u8(VERSION);
+    b.put_u8(kind);
+    b.put_u16_le(0);
+    b.put_u64_le(id);
+    b.put_u32_le(payload.len() as u32);
+    b.put_u32_le(CASTAGNOLI.checksum(payload));
+    let crc = CASTAGNOLI.checksum(&b[..24]);
+    b.put_u32_le(crc);
+    b.put_slice(payload);
+    b
+}
+
+fn u64s(b: &mut Vec<u8>, vs: &[u64]) {
+    for v in vs {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+impl Request {
+    /// The frame of this request with id `id`.
+    pub fn encode(&self, id: u64) -> BytesMut {
+        let mut p = Vec::new();
+        let k = match self {
+            Request::Hello { cluster_id, token } => {
+                u64s(&mut p, &[*cluster_id]);
+                p.extend_from_slice(token.as_bytes());
+                kind::HELLO
+            }
+            Request::Write {
+                group,
+                volume,
+                block,
+                offset,
+                epoch,
+                data,
+            } => {
+                p.reserve(40 + data.len());
+                u64s(&mut p, &[*group, *volume, *block, *offset, *epoch]);
+                p.extend_from_slice(data);
+                kind::WRITE
+            }
+            Request::Zero {
+                group,
+                volume,
+                block,
+                offset,
+                len,
+                epoch,
+            } => {
+                u64s(&mut p, &[*group, *volume, *block, *offset, *len, *epoch]);
+                kind::ZERO
+            }
+            Request::Read {
+                group,
+                volume,
+                block,
+                offset,
+                len,
+                version,
+            } => {
+                u64s(&mut p, &[*group, *volume, *block, *offset, *len, *version]);
+                kind::READ
+            }
+        };
+        frame(k, id, &p)
+    }
+
+    fn decode(kind: u8, payload: Bytes) -> Result<Request, String> {
+        let mut r = Reader::new(&payload);
+        let req = match kind {
+            kind::HELLO => {
+                let cluster_id = r.u64()?;
+                let token =
+                    String::from_utf8(r.rest().to_vec()).map_err(|_| "token is not UTF-8")?;
+                return Ok(Request::Hello { cluster_id, token });
+            }
+            kind::WRITE => {
+                let (group, volume, block, offset, epoch) =
+                    (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+                let at = payload.len() - r.remaining();
+                return Ok(Request::Write {
+                    group,
+                    volume,
+                    block,
+                    offset,
+                    epoch,
+                    data: payload.slice(at..),
+                });
+            }
+            kind::ZERO => Request::Zero {
+                group: r.u64()?,
+                volume: r.u64()?,
+                block: r.u64()?,
+                offset: r.u64()?,
+                len: r.u64()?,
+                epoch: r.u64()?,
+            },
+            kind::READ => Request::Read {
+                group: r.u64()?,
+                volume: r.u64()?,
+                block: r.u64()?,
+                offset: r.u64()?,
+                len: r.u64()?,
+                version: r.u64()?,
+            },
+            k => return Err(format!("unknown request kind {k}")),
+        };
+        r.finish()?;
+        Ok(req)
+    }
+}
+
+impl Response {
+    /// The frame of this answer to request `id`.
+    pub fn encode(&self, id: u64) -> BytesMut {
+        let (k, p): (u8, Vec<u8>) = match self {
+            Response::Welcome => (kind::WELCOME, Vec::new()),
+            Response::Applied(a) => (kind::APPLIED, encode_result(a)),
+            Response::Data(d) => return frame(kind::DATA, id, d),
+            Response::NotLeader { leader } => (kind::NOT_LEADER, leader.to_le_bytes().to_vec()),
+            Response::NoGroup => (kind::NO_GROUP, Vec::new()),
+            Response::Unavailable(w) => (kind::UNAVAILABLE, w.as_bytes().to_vec()),
+            Response::BadRequest(w) => (kind::BAD_REQUEST, w.as_bytes().to_vec()),
+        };
+        frame(k, id, &p)
+    }
+
+    fn decode(kind: u8, payload: Bytes) -> Result<Response, String> {
+        let text = |p: &Bytes| String::from_utf8_lossy(p).into_owned();
+        Ok(match kind {
+            kind::WELCOME => Response::Welcome,
+            kind::APPLIED => Response::Applied(decode_result(&payload)?),
+            kind::DATA => Response::Data(payload),
+            kind::NOT_LEADER => {
+                let mut r = Reader::new(&payload);
+                let leader = r.u64()?;
+                r.finish()?;
+                Response::NotLeader { leader }
+            }
+            kind::NO_GROUP => Response::NoGroup,
+            kind::UNAVAILABLE => Response::Unavailable(text(&payload)),
+            kind::BAD_REQUEST => Response::BadRequest(text(&payload)),
+            k => return Err(format!("unknown response kind {k}")),
+        })
+    }
+}
+
+/// Reads one frame: its kind, id and payload (checked).
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u8, u64, Bytes), WireError> {
+    let mut h = [0u8; HEADER];
+    r.read_exact(&mut h).await?;
+    let bad = |w: String| Err(WireError::Bad(w));
+    if &h[..4] != MAGIC {
+        return bad("no CDSW magic".into());
+    }
+    let le32 = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    if CASTAGNOLI.checksum(&h[..24]) != le32(24) {
+        return bad("header checksum mismatch".into());
+    }
+    if h[4] != VERSION {
+        return bad(format!(
+            "protocol version {}, this build speaks {VERSION}",
+            h[4]
+        ));
+    }
+    let kind = h[5];
+    let mut idb = [0u8; 8];
+    idb.copy_from_slice(&h[8..16]);
+    let id = u64::from_le_bytes(idb);
+    let len = le32(16);
+    if len > MAX_FRAME_PAYLOAD {
+        return bad(format!(
+            "a payload of {len} bytes (at most {MAX_FRAME_PAYLOAD})"
+        ));
+    }
+    let mut p = BytesMut::zeroed(len as usize);
+    r.read_exact(&mut p).await?;
+    if CASTAGNOLI.checksum(&p) != le32(20) {
+        return bad("payload checksum mismatch".into());
+    }
+    Ok((kind, id, p.freeze()))
+}
+
+/// Reads one request frame.
+pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, Request), WireError> {
+    let (kind, id, p) = read_frame(r).await?;
+    let req = Request::decode(kind, p).map_err(WireError::Bad)?;
+    Ok((id, req))
+}
+
+/// Reads one response frame.
+pub async fn read_response<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, Response), WireError> {
+    let (kind, id, p) = read_frame(r).await?;
+    let resp = Response::decode(kind, p).map_err(WireError::Bad)?;
+    Ok((id, resp))
+}
+
+/// Writes a whole frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> Result<(), WireError> {
+    w.write_all(frame).await?;
+    Ok(())
+}

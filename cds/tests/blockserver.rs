@@ -1,0 +1,235 @@
+//! BlockServers end to end, in one process over TCP on loopback: the
+//! binary data path, groups found and followed by the client, pipelined
+//! IO to two groups, a leader server shut down under writes, a fenced
+//! writer, a wrong token and a garbage frame.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cds::blockclient::{Conn, GroupClient, IoError};
+use cds::blockserver::{BlockServer, BlockServerConfig, PeerAddrs};
+use cds::engine::{Geometry, SECTOR};
+use raft_core::Role;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CLUSTER: u64 = 9;
+const TOKEN: &str = "block-test-token";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+struct Cluster {
+    servers: Vec<Option<BlockServer>>,
+    data: BTreeMap<u64, SocketAddr>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn start(groups: &[u64]) -> Cluster {
+    let addrs: BTreeMap<u64, PeerAddrs> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                PeerAddrs {
+                    raft: free_addr(),
+                    data: free_addr(),
+                },
+            )
+        })
+        .collect();
+    let mut servers = Vec::new();
+    let mut dirs = Vec::new();
+    for (&id, a) in &addrs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = BlockServerConfig::new(id, CLUSTER, TOKEN, dir.path());
+        cfg.raft_listen = a.raft;
+        cfg.data_listen = a.data;
+        cfg.tick = Duration::from_millis(20);
+        cfg.geometry = Geometry {
+            block_size: 1 << 20,
+            slice_size: 64 << 10,
+        };
+        cfg.peers = addrs
+            .iter()
+            .filter(|(&p, _)| p != id)
+            .map(|(&p, a)| (p, *a))
+            .collect();
+        let s = BlockServer::start(cfg).await.expect("start");
+        for &g in groups {
+            s.create_group(g, vec![1, 2, 3]).expect("group");
+        }
+        servers.push(Some(s));
+        dirs.push(dir);
+    }
+    Cluster {
+        servers,
+        data: addrs.iter().map(|(&id, a)| (id, a.data)).collect(),
+        _dirs: dirs,
+    }
+}
+
+impl Cluster {
+    async fn leader(&self, group: u64) -> usize {
+        let start = Instant::now();
+        loop {
+            for (i, s) in self.servers.iter().enumerate() {
+                let Some(n) = s.as_ref().and_then(|s| s.group(group)) else {
+                    continue;
+                };
+                if n.status()
+                    .await
+                    .is_ok_and(|st| st.raft.role == Role::Leader)
+                {
+                    return i;
+                }
+            }
+            assert!(start.elapsed() < WAIT, "group {group}: no leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(&mut self) {
+        for s in self.servers.iter_mut().filter_map(Option::take) {
+            s.shutdown().await;
+        }
+    }
+}
+
+fn sector(tag: u64) -> Bytes {
+    Bytes::from(
+        (0..SECTOR)
+            .map(|i| (tag.wrapping_mul(131) + i / 16) as u8)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+const REPLICAS: [u64; 3] = [1, 2, 3];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_are_written_and_read_through_leaders_that_move() {
+    let mut c = start(&[1, 2]).await;
+    let client = Arc::new(GroupClient::new(
+        CLUSTER,
+        TOKEN,
+        c.data.clone(),
+        Duration::from_secs(15),
+    ));
+
+    // Pipelined writes to two groups at once.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..64u64 {
+        let cl = client.clone();
+        set.spawn(async move {
+            let g = 1 + i % 2;
+            cl.write(g, &REPLICAS, 1, i / 2, (i % 8) * SECTOR, 1, sector(i))
+                .await
+        });
+    }
+    tokio::time::timeout(WAIT, async {
+        while let Some(r) = set.join_next().await {
+            r.expect("task").expect("write");
+        }
+    })
+    .await
+    .expect("pipelined writes in time");
+    for i in 0..64u64 {
+        let g = 1 + i % 2;
+        let got = client
+            .read(g, &REPLICAS, 1, i / 2, (i % 8) * SECTOR, SECTOR, 0)
+            .await
+            .expect("read");
+        assert!(got == sector(i), "write {i} did not read back");
+    }
+
+    // The leader of group 1 goes away: writes stall, then go on.
+    let li = c.leader(1).await;
+    let dead = c.servers[li].take().expect("running");
+    tokio::time::timeout(WAIT, dead.shutdown())
+        .await
+        .expect("the leader's server stopped in time");
+    for i in 100..120u64 {
+        tokio::time::timeout(
+            WAIT,
+            client.write(1, &REPLICAS, 1, 0, (i % 16) * SECTOR, 1, sector(i)),
+        )
+        .await
+        .expect("write after failover in time")
+        .expect("write after failover");
+    }
+    for i in 104..120u64 {
+        let got = client
+            .read(1, &REPLICAS, 1, 0, (i % 16) * SECTOR, SECTOR, 0)
+            .await
+            .expect("read");
+        assert!(
+            got == sector(i),
+            "write {i} after failover did not read back"
+        );
+    }
+    // Writes acknowledged before the failover are all there.
+    for i in (1..64u64).step_by(2).filter(|i| i / 2 != 0) {
+        let got = client
+            .read(2, &REPLICAS, 1, i / 2, (i % 8) * SECTOR, SECTOR, 0)
+            .await
+            .expect("read");
+        assert!(got == sector(i), "write {i} lost");
+    }
+
+    // A newer writer fences an older one.
+    client
+        .write(2, &REPLICAS, 1, 0, 0, 5, sector(1))
+        .await
+        .expect("epoch 5");
+    let r = client.write(2, &REPLICAS, 1, 0, 0, 4, sector(2)).await;
+    assert_eq!(
+        r,
+        Err(IoError::Fenced {
+            volume: 1,
+            epoch: 4,
+            current: 5
+        })
+    );
+    // Bad requests are refused, not retried.
+    let r = client.write(2, &REPLICAS, 1, 0, 100, 5, sector(3)).await;
+    assert!(matches!(r, Err(IoError::Refused(_))), "{r:?}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_or_a_garbage_frame_is_turned_away_and_the_server_goes_on() {
+    let mut c = start(&[1]).await;
+    let addr = c.data[&1];
+    assert!(
+        Conn::connect(addr, CLUSTER, "wrong").await.is_err(),
+        "a wrong token was accepted"
+    );
+    assert!(
+        Conn::connect(addr, CLUSTER + 1, TOKEN).await.is_err(),
+        "a wrong cluster was accepted"
+    );
+    // Garbage instead of a hello: the server closes the connection.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&[0x42; 64]).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "garbage got an answer");
+    // A good client after a good hello, then garbage: closed too.
+    let conn = Conn::connect(addr, CLUSTER, TOKEN)
+        .await
+        .expect("good hello");
+    drop(conn);
+    let client = GroupClient::new(CLUSTER, TOKEN, c.data.clone(), Duration::from_secs(15));
+    client
+        .write(1, &REPLICAS, 3, 0, 0, 1, sector(7))
+        .await
+        .expect("served after the garbage");
+    c.stop().await;
+}
