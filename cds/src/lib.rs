@@ -28,6 +28,7 @@ pub mod devcluster;
 pub mod engine;
 pub mod error;
 pub mod kv;
+pub mod master;
 pub mod secret;
 pub mod status;
 pub mod tls;

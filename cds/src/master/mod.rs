@@ -1,0 +1,15 @@
+//! The Master: the cluster's metadata, replicated by its own Raft group.
+//!
+//! It knows the BlockServers (their addresses, locations and disks), the
+//! BlockGroups and where their replicas are, and the volumes with their
+//! block maps and writer epochs. [`state`] is the deterministic state
+//! machine: every Master replica applies the same [`MasterCommand`]s in
+//! log order. Placement today refuses two replicas of a group on one node
+//! and spreads them over zones, then racks, then the least loaded
+//! servers; repair and balancing come with the control plane.
+
+pub mod state;
+
+pub use state::{
+    place, Group, Location, MasterCommand, MasterError, MasterReply, MasterState, Server, Volume,
+};

@@ -1,0 +1,347 @@
+//! The Master's replicated state and the commands that change it.
+//!
+//! Everything here is deterministic: the same commands in the same order
+//! give the same state on every Master replica (no clock, no randomness;
+//! ties broken by id). Commands travel as JSON: they are rare, and an
+//! operator can read them in a trace.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{DEFAULT_BLOCK_SIZE, SECTOR};
+
+/// A BlockServer's place in the failure-domain hierarchy (the node and
+/// its disks are the last two levels).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub struct Location {
+    pub region: String,
+    pub zone: String,
+    pub rack: String,
+}
+
+/// A BlockServer as it registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Server {
+    pub id: u64,
+    pub raft_addr: String,
+    pub data_addr: String,
+    pub location: Location,
+    /// Capacity of each of its disks, in bytes.
+    pub disks: Vec<u64>,
+}
+
+/// A volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: u64,
+    pub name: String,
+    pub size: u64,
+    pub block_size: u64,
+    pub owner: String,
+    /// Bumped at every open for writing: BlockGroups refuse writes of an
+    /// older epoch.
+    pub epoch: u64,
+    /// Block index to the group holding it; a block not listed was never
+    /// written and reads as zeros.
+    pub blocks: BTreeMap<u64, u64>,
+}
+
+/// A BlockGroup: its replicas' servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: u64,
+    pub replicas: Vec<u64>,
+}
+
+/// A change to the Master's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MasterCommand {
+    RegisterServer {
+        server: Server,
+    },
+    /// Creates `count` groups, each placed on `replication` servers.
+    CreateGroups {
+        count: u64,
+        replication: usize,
+    },
+    CreateVolume {
+        name: String,
+        size: u64,
+        block_size: Option<u64>,
+        owner: String,
+    },
+    ResizeVolume {
+        name: String,
+        size: u64,
+    },
+    DeleteVolume {
+        name: String,
+    },
+    /// Opens a volume for writing: a new epoch fences earlier writers.
+    OpenVolume {
+        name: String,
+    },
+    /// Assigns groups to blocks not assigned yet (a first write).
+    AllocateBlocks {
+        name: String,
+        blocks: Vec<u64>,
+    },
+}
+
+/// What a command came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum MasterReply {
+    Ok,
+    Groups { groups: Vec<Group> },
+    Volume { volume: Volume },
+    Error { error: MasterError },
+}
+
+/// Why the Master refused a command (the same on every replica).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MasterError {
+    #[error("no volume named {name:?}")]
+    NoVolume { name: String },
+    #[error("a volume named {name:?} exists already")]
+    VolumeExists { name: String },
+    #[error("bad volume: {why}")]
+    BadVolume { why: String },
+    #[error("cannot place {replication} replicas on distinct nodes: {servers} servers registered")]
+    NotEnoughServers { replication: usize, servers: usize },
+    #[error("no groups to hold blocks: create some first")]
+    NoGroups,
+    #[error("block {block} is past the end of volume {name:?}")]
+    BlockOutOfRange { name: String, block: u64 },
+    #[error("server {id} registered already with another address")]
+    ServerConflict { id: u64 },
+}
+
+/// Largest volume: 64 TiB.
+pub const MAX_VOLUME_BYTES: u64 = 64 << 40;
+/// Longest volume name.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// The Master's whole state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterState {
+    pub servers: BTreeMap<u64, Server>,
+    pub volumes: BTreeMap<String, Volume>,
+    pub groups: BTreeMap<u64, Group>,
+    next_volume: u64,
+    next_group: u64,
+}
+
+impl MasterState {
+    /// Applies `cmd`.
+    pub fn apply(&mut self, cmd: &MasterCommand) -> MasterReply {
+        match self.apply_inner(cmd) {
+            Ok(r) => r,
+            Err(error) => MasterReply::Error { error },
+        }
+    }
+
+    fn apply_inner(&mut self, cmd: &MasterCommand) -> Result<MasterReply, MasterError> {
+        match cmd {
+            MasterCommand::RegisterServer { server } => {
+                if let Some(old) = self.servers.get(&server.id) {
+                    if old.raft_addr != server.raft_addr {
+                        return Err(MasterError::ServerConflict { id: server.id });
+                    }
+                }
+                self.servers.insert(server.id, server.clone());
+                Ok(MasterReply::Ok)
+            }
+            MasterCommand::CreateGroups { count, replication } => {
+                let mut made = Vec::new();
+                for _ in 0..*count {
+                    let replicas = place(&self.servers, &self.groups, *replication)?;
+                    self.next_group += 1;
+                    let g = Group {
+                        id: self.next_group,
+                        replicas,
+                    };
+                    self.groups.insert(g.id, g.clone());
+                    made.push(g);
+                }
+                Ok(MasterReply::Groups { groups: made })
+            }
+            MasterCommand::CreateVolume {
+                name,
+                size,
+                block_size,
+                owner,
+            } => {
+                check_name(name)?;
+                if self.volumes.contains_key(name) {
+                    return Err(MasterError::VolumeExists { name: name.clone() });
+                }
+                let block_size = block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
+                check_size(*size, block_size)?;
+                self.next_volume += 1;
+                let v = Volume {
+                    id: self.next_volume,
+                    name: name.clone(),
+                    size: *size,
+                    block_size,
+                    owner: owner.clone(),
+                    epoch: 0,
+                    blocks: BTreeMap::new(),
+                };
+                self.volumes.insert(name.clone(), v.clone());
+                Ok(MasterReply::Volume { volume: v })
+            }
+            MasterCommand::ResizeVolume { name, size } => {
+                let v = self.volume_mut(name)?;
+                check_size(*size, v.block_size)?;
+                if *size < v.size {
+                    return Err(MasterError::BadVolume {
+                        why: format!("shrinking {} to {size} bytes would lose data", v.size),
+                    });
+                }
+                v.size = *size;
+                Ok(MasterReply::Volume { volume: v.clone() })
+            }
+            MasterCommand::DeleteVolume { name } => {
+                self.volumes
+                    .remove(name)
+                    .ok_or_else(|| MasterError::NoVolume { name: name.clone() })?;
+                Ok(MasterReply::Ok)
+            }
+            MasterCommand::OpenVolume { name } => {
+                let v = self.volume_mut(name)?;
+                v.epoch += 1;
+                Ok(MasterReply::Volume { volume: v.clone() })
+            }
+            MasterCommand::AllocateBlocks { name, blocks } => {
+                if self.groups.is_empty() {
+                    return Err(MasterError::NoGroups);
+                }
+                let v = self
+                    .volumes
+                    .get(name)
+                    .ok_or_else(|| MasterError::NoVolume { name: name.clone() })?;
+                let nblocks = v.size.div_ceil(v.block_size);
+                if let Some(&b) = blocks.iter().find(|&&b| b >= nblocks) {
+                    return Err(MasterError::BlockOutOfRange {
+                        name: name.clone(),
+                        block: b,
+                    });
+                }
+                // Each new block goes to the group holding the fewest
+                // blocks (of all volumes), lowest id first on a tie.
+                let mut load: BTreeMap<u64, u64> = self.groups.keys().map(|&g| (g, 0)).collect();
+                for v in self.volumes.values() {
+                    for g in v.blocks.values() {
+                        *load.entry(*g).or_default() += 1;
+                    }
+                }
+                let v = self.volume_mut(name)?;
+                for &b in blocks {
+                    if v.blocks.contains_key(&b) {
+                        continue;
+                    }
+                    let (&g, _) = load
+                        .iter()
+                        .min_by_key(|(&g, &n)| (n, g))
+                        .expect("groups checked non-empty");
+                    v.blocks.insert(b, g);
+                    *load.entry(g).or_default() += 1;
+                }
+                Ok(MasterReply::Volume { volume: v.clone() })
+            }
+        }
+    }
+
+    fn volume_mut(&mut self, name: &str) -> Result<&mut Volume, MasterError> {
+        self.volumes
+            .get_mut(name)
+            .ok_or_else(|| MasterError::NoVolume {
+                name: name.to_string(),
+            })
+    }
+}
+
+fn check_name(name: &str) -> Result<(), MasterError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(MasterError::BadVolume {
+            why: format!(
+                "name {:?}: 1 to {MAX_NAME_BYTES} ASCII letters, digits, '-', '_' or '.'",
+                name.chars().take(40).collect::<String>()
+            ),
+        })
+    }
+}
+
+fn check_size(size: u64, block_size: u64) -> Result<(), MasterError> {
+    let bad = |why: String| Err(MasterError::BadVolume { why });
+    if block_size == 0 || !block_size.is_multiple_of(64 << 10) || block_size > 1 << 30 {
+        return bad(format!(
+            "block size {block_size}: a multiple of 64 KiB, at most 1 GiB"
+        ));
+    }
+    if size == 0 || !size.is_multiple_of(SECTOR) || size > MAX_VOLUME_BYTES {
+        return bad(format!(
+            "size {size}: a positive multiple of {SECTOR} bytes, at most {MAX_VOLUME_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+/// Picks `n` servers for a new group's replicas: never two on one node;
+/// spread over as many zones as there are, then racks; among equals, the
+/// servers holding the fewest replicas, then the lowest ids.
+pub fn place(
+    servers: &BTreeMap<u64, Server>,
+    groups: &BTreeMap<u64, Group>,
+    n: usize,
+) -> Result<Vec<u64>, MasterError> {
+    if n == 0 || servers.len() < n {
+        return Err(MasterError::NotEnoughServers {
+            replication: n,
+            servers: servers.len(),
+        });
+    }
+    let mut load: BTreeMap<u64, usize> = servers.keys().map(|&s| (s, 0)).collect();
+    for g in groups.values() {
+        for r in &g.replicas {
+            *load.entry(*r).or_default() += 1;
+        }
+    }
+    let mut chosen: Vec<u64> = Vec::new();
+    let mut zones = BTreeSet::new();
+    let mut racks = BTreeSet::new();
+    for _ in 0..n {
+        let best = servers
+            .values()
+            .filter(|s| !chosen.contains(&s.id))
+            .min_by_key(|s| {
+                let zone = (s.location.region.clone(), s.location.zone.clone());
+                let rack = (zone.clone(), s.location.rack.clone());
+                (
+                    zones.contains(&zone),
+                    racks.contains(&rack),
+                    load[&s.id],
+                    s.id,
+                )
+            })
+            .expect("enough servers checked above");
+        zones.insert((best.location.region.clone(), best.location.zone.clone()));
+        racks.insert((
+            (best.location.region.clone(), best.location.zone.clone()),
+            best.location.rack.clone(),
+        ));
+        chosen.push(best.id);
+    }
+    Ok(chosen)
+}
