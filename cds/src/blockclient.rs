@@ -200,6 +200,9 @@ impl GroupClient {
     /// Sends `req` for `group` (whose replicas are `replicas`) to its
     /// leader, following redirects and retrying within the deadline.
     async fn send(&self, group: u64, replicas: &[u64], req: &Request) -> Result<Response, IoError> {
+        if replicas.is_empty() {
+            return Err(IoError::Protocol(format!("group {group} has no replicas")));
+        }
         let start = Instant::now();
         let mut backoff = BACKOFF_MIN;
         let mut turn = 0usize;

@@ -251,8 +251,19 @@ impl Response {
     }
 }
 
-/// Reads one frame: its kind, id and payload (checked).
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u8, u64, Bytes), WireError> {
+/// A frame's header, checked: its kind, request id and payload length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub kind: u8,
+    pub id: u64,
+    /// Payload bytes that follow (at most the protocol's limit).
+    pub len: u32,
+    crc: u32,
+}
+
+/// Reads and checks a frame's header; the payload is not read yet, so a
+/// server can reserve room for it first.
+pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<FrameHeader, WireError> {
     let mut h = [0u8; HEADER];
     r.read_exact(&mut h).await?;
     let bad = |w: String| Err(WireError::Bad(w));
@@ -269,36 +280,62 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u8, u64, Bytes),
             h[4]
         ));
     }
-    let kind = h[5];
     let mut idb = [0u8; 8];
     idb.copy_from_slice(&h[8..16]);
-    let id = u64::from_le_bytes(idb);
     let len = le32(16);
     if len > MAX_FRAME_PAYLOAD {
         return bad(format!(
             "a payload of {len} bytes (at most {MAX_FRAME_PAYLOAD})"
         ));
     }
-    let mut p = BytesMut::zeroed(len as usize);
-    r.read_exact(&mut p).await?;
-    if CASTAGNOLI.checksum(&p) != le32(20) {
-        return bad("payload checksum mismatch".into());
-    }
-    Ok((kind, id, p.freeze()))
+    Ok(FrameHeader {
+        kind: h[5],
+        id: u64::from_le_bytes(idb),
+        len,
+        crc: le32(20),
+    })
 }
 
-/// Reads one request frame.
-pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, Request), WireError> {
-    let (kind, id, p) = read_frame(r).await?;
-    let req = Request::decode(kind, p).map_err(WireError::Bad)?;
-    Ok((id, req))
+/// Reads and checks the payload announced by `h`.
+pub async fn read_payload<R: AsyncRead + Unpin>(
+    r: &mut R,
+    h: &FrameHeader,
+) -> Result<Bytes, WireError> {
+    let mut p = BytesMut::zeroed(h.len as usize);
+    r.read_exact(&mut p).await?;
+    if CASTAGNOLI.checksum(&p) != h.crc {
+        return Err(WireError::Bad("payload checksum mismatch".into()));
+    }
+    Ok(p.freeze())
+}
+
+/// Decodes a request frame's payload.
+pub fn decode_request(h: &FrameHeader, payload: Bytes) -> Result<Request, WireError> {
+    Request::decode(h.kind, payload).map_err(WireError::Bad)
+}
+
+/// Reads one request frame whose payload is at most `max` bytes.
+pub async fn read_request<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+) -> Result<(u64, Request), WireError> {
+    let h = read_header(r).await?;
+    if h.len > max {
+        return Err(WireError::Bad(format!(
+            "a payload of {} bytes here (at most {max})",
+            h.len
+        )));
+    }
+    let p = read_payload(r, &h).await?;
+    Ok((h.id, decode_request(&h, p)?))
 }
 
 /// Reads one response frame.
 pub async fn read_response<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, Response), WireError> {
-    let (kind, id, p) = read_frame(r).await?;
-    let resp = Response::decode(kind, p).map_err(WireError::Bad)?;
-    Ok((id, resp))
+    let h = read_header(r).await?;
+    let p = read_payload(r, &h).await?;
+    let resp = Response::decode(h.kind, p).map_err(WireError::Bad)?;
+    Ok((h.id, resp))
 }
 
 /// Writes a whole frame.

@@ -221,6 +221,24 @@ async fn a_wrong_token_or_a_garbage_frame_is_turned_away_and_the_server_goes_on(
         .expect("closed in time")
         .unwrap_or(0);
     assert_eq!(n, 0, "garbage got an answer");
+    // A hello larger than a hello may be is not even read.
+    let big = cds::wire::Request::Hello {
+        cluster_id: CLUSTER,
+        token: "x".repeat(8192),
+    };
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&big.encode(1)).await.unwrap();
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "an oversized hello got an answer");
+    // A group is hosted once.
+    let again = c.servers[0]
+        .as_ref()
+        .unwrap()
+        .create_group(1, vec![1, 2, 3]);
+    assert!(again.is_err(), "a group was created twice");
     // A good client after a good hello, then garbage: closed too.
     let conn = Conn::connect(addr, CLUSTER, TOKEN)
         .await

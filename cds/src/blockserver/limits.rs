@@ -15,14 +15,18 @@ pub const MAX_FRAME_PAYLOAD: u32 = MAX_IO_BYTES as u32 + 4096;
 /// error).
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
 
-/// Request data in flight on one server, over all connections (a write's
-/// data, a read's length): past it, reading stalls until answers free
-/// room. Each connection also holds at most one frame being read.
+/// Request data in flight on one server, over all connections (a frame's
+/// payload is reserved before it is read, a read's length before it is
+/// served): past it, reading stalls until answers free room.
 pub const MAX_BYTES_IN_FLIGHT: usize = 128 << 20;
 
 /// Data-path connections a server serves at once; past it a new one is
 /// closed at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Largest hello a connection may send (cluster id and token): an
+/// unauthenticated peer can make the server hold no more than this.
+pub const MAX_HELLO_BYTES: u32 = 4096;
 
 /// How long a new connection has to present the cluster's token.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);

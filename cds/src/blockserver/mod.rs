@@ -222,6 +222,14 @@ impl BlockServer {
     /// configuration). Its storage and engine are opened, or created.
     pub fn create_group(&self, group: u64, voters: Vec<NodeId>) -> Result<NodeHandle, ServerError> {
         let cfg = &self.inner.cfg;
+        // Held throughout: a replica's files are opened by one engine and
+        // one log at a time, never twice.
+        let mut groups = self.inner.groups.write().unwrap_or_else(|p| p.into_inner());
+        if groups.contains_key(&group) {
+            return Err(ServerError::Host(format!(
+                "group {group} is hosted here already"
+            )));
+        }
         let gdir = cfg.dir.join("groups").join(group.to_string());
         let fs: Arc<dyn Fs> = Arc::new(RealFs);
         let edir = gdir.join("engine");
@@ -259,17 +267,13 @@ impl BlockServer {
             .host
             .create_group(ncfg, storage, Box::new(sm))
             .map_err(|e| ServerError::Host(e.to_string()))?;
-        self.inner
-            .groups
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                group,
-                Replica {
-                    node: node.clone(),
-                    engine,
-                },
-            );
+        groups.insert(
+            group,
+            Replica {
+                node: node.clone(),
+                engine,
+            },
+        );
         Ok(node)
     }
 

@@ -11,14 +11,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::limits::{
-    HELLO_TIMEOUT, MAX_BYTES_IN_FLIGHT, MAX_CONNECTIONS, MAX_IN_FLIGHT_PER_CONNECTION,
-    MAX_IO_BYTES, REQUEST_TIMEOUT, WRITE_STALL_TIMEOUT,
+    HELLO_TIMEOUT, MAX_BYTES_IN_FLIGHT, MAX_CONNECTIONS, MAX_HELLO_BYTES,
+    MAX_IN_FLIGHT_PER_CONNECTION, MAX_IO_BYTES, REQUEST_TIMEOUT, WRITE_STALL_TIMEOUT,
 };
 use super::{Inner, Replica};
 use crate::blockgroup::command::{decode_result, encode, Applied};
 use crate::blockgroup::lock;
 use crate::engine::Command;
-use crate::wire::{read_request, Request, Response};
+use crate::wire::{decode_request, read_header, read_payload, read_request, Request, Response};
 
 /// Accepts connections until the server stops.
 pub(super) async fn accept(inner: Arc<Inner>, listener: TcpListener) {
@@ -47,7 +47,7 @@ async fn connection(inner: Arc<Inner>, stream: TcpStream, bytes: Arc<Semaphore>)
     let (mut rd, mut wr) = stream.into_split();
     let mut stop = inner.stop.subscribe();
     // The hello: the cluster's id and token, in time.
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_request(&mut rd)).await;
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_request(&mut rd, MAX_HELLO_BYTES)).await;
     let ok = match hello {
         Ok(Ok((id, Request::Hello { cluster_id, token }))) => {
             let good = cluster_id == inner.cfg.cluster_id && token == inner.cfg.token;
@@ -77,21 +77,34 @@ async fn connection(inner: Arc<Inner>, stream: TcpStream, bytes: Arc<Semaphore>)
     let per_conn = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
     loop {
         let next = tokio::select! {
-            r = read_request(&mut rd) => r,
+            r = read_header(&mut rd) => r,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let Ok((id, req)) = next else {
-            // A closed connection, or a frame that failed its checks: the
-            // stream is out of step, so it ends here.
-            break;
-        };
+        // A closed connection, or a frame that failed its checks: the
+        // stream is out of step, so it ends here.
+        let Ok(h) = next else { break };
         let Ok(slot) = per_conn.clone().acquire_owned().await else {
             break;
         };
-        let want = request_bytes(&req);
-        let Ok(held) = bytes.clone().acquire_many_owned(want).await else {
+        // Room for the payload is reserved before it is read, and for a
+        // read's data before it is served.
+        let Ok(mut held) = bytes.clone().acquire_many_owned(h.len.max(1)).await else {
             break;
         };
+        let Ok(payload) = read_payload(&mut rd, &h).await else {
+            break;
+        };
+        let Ok(req) = decode_request(&h, payload) else {
+            break;
+        };
+        let id = h.id;
+        if let Request::Read { len, .. } = &req {
+            let want = (*len).clamp(1, MAX_IO_BYTES) as u32;
+            let Ok(more) = bytes.clone().acquire_many_owned(want).await else {
+                break;
+            };
+            held.merge(more);
+        }
         let (inner, tx) = (inner.clone(), tx.clone());
         tokio::spawn(async move {
             let answer = handle(&inner, req).await;
@@ -101,17 +114,6 @@ async fn connection(inner: Arc<Inner>, stream: TcpStream, bytes: Arc<Semaphore>)
     }
     drop(tx);
     let _ = writer.await;
-}
-
-/// Bytes a request holds while it is served (its data, or the data it
-/// reads), counted against the server's limit.
-fn request_bytes(req: &Request) -> u32 {
-    let n = match req {
-        Request::Write { data, .. } => data.len() as u64,
-        Request::Read { len, .. } => *len,
-        _ => 0,
-    };
-    n.clamp(1, MAX_IO_BYTES) as u32
 }
 
 fn replica(inner: &Inner, group: u64) -> Option<Replica> {
