@@ -4,11 +4,13 @@
 //! BlockGroups and where their replicas are, and the volumes with their
 //! block maps and writer epochs. [`state`] is the deterministic state
 //! machine: every Master replica applies the same [`MasterCommand`]s in
-//! log order. Placement today refuses two replicas of a group on one node
+//! log order; [`state_machine::MasterSm`] applies them from the Master's
+//! Raft log and snapshots the state as one JSON file. Placement today refuses two replicas of a group on one node
 //! and spreads them over zones, then racks, then the least loaded
 //! servers; repair and balancing come with the control plane.
 
 pub mod state;
+pub mod state_machine;
 
 pub use state::{
     place, Group, Location, MasterCommand, MasterError, MasterReply, MasterState, Server, Volume,
