@@ -11,10 +11,11 @@
 //!
 //! Stream: a header (magic, geometry, index, image length, slot count,
 //! CRC-32C of the header), the image (journal records: the version tree
-//! and writer epochs, and every entry, slots renumbered 0..count in stream order), then each
-//! slot's sectors, bare. Sector checksums are checked while reading (a
-//! corrupt sector is never exported) and made anew on import, for the new
-//! slot numbers.
+//! and writer epochs, and every entry, slots renumbered 0..count in
+//! stream order), each slot's sectors, bare, and a CRC-32C of all the slot
+//! data. Sector checksums are checked while reading (a corrupt sector is
+//! never exported) and made anew on import, for the new slot numbers; the
+//! trailing CRC catches damage in between.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -61,6 +62,7 @@ impl Export {
         HEADER_LEN as u64
             + self.image.len() as u64
             + self.slots.len() as u64 * self.geometry.slice_size
+            + 4
     }
 
     /// Whether the stream has no slots (an empty engine).
@@ -92,13 +94,16 @@ impl Export {
         let slot_bytes = self.geometry.slot_bytes();
         let mut frames = vec![0u8; slot_bytes as usize];
         let mut data = vec![0u8; self.geometry.slice_size as usize];
+        let mut crc = CASTAGNOLI.digest();
         for &slot in &self.slots {
             self.fs
                 .read_exact_at(&self.slots_path, slot * slot_bytes, &mut frames)
                 .map_err(EngineError::io(&self.slots_path))?;
             slots::unframe(&self.slots_path, slot, 0, &frames, &mut data)?;
+            crc.update(&data);
             out.write_all(&data).map_err(io)?;
         }
+        out.write_all(&crc.finalize().to_le_bytes()).map_err(io)?;
         out.flush().map_err(io)
     }
 }
@@ -233,9 +238,16 @@ fn build(
 ) -> Result<(), EngineError> {
     let mut slots = SlotFile::open(fs, &staging.join(SLOTS), geometry, true)?;
     let mut data = vec![0u8; geometry.slice_size as usize];
+    let mut crc = CASTAGNOLI.digest();
     for slot in 0..count {
         input.read_exact(&mut data).map_err(stream_error)?;
+        crc.update(&data);
         slots.write(slot, 0, &data)?;
+    }
+    let mut want = [0u8; 4];
+    input.read_exact(&mut want).map_err(stream_error)?;
+    if crc.finalize() != u32::from_le_bytes(want) {
+        return Err(EngineError::BadExport("slot data checksum mismatch".into()));
     }
     let mut extra = [0u8; 1];
     if input.read(&mut extra).map_err(stream_error)? != 0 {
