@@ -9,7 +9,7 @@ use bytes::Bytes;
 use cds::engine::{Command, Engine, Geometry, SECTOR};
 use cds::wire::{read_request, read_response, Request};
 use proptest::prelude::*;
-use raft_core::storage::fs::{Fs, FsFile, OpenMode, SimFs, SimFsConfig};
+use raft_core::storage::fs::{Fs, OpenMode, SimFs, SimFsConfig};
 
 const G: Geometry = Geometry {
     block_size: 256 << 10,
