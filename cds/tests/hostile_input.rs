@@ -132,3 +132,57 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_full_disk_stops_the_engine_with_a_clear_error_and_loses_nothing_flushed() {
+    let sim = SimFs::new(SimFsConfig::default());
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let dir = Path::new("/full");
+    let mut e = engine(&fs, dir);
+    let durable = e.durable_index();
+    // The disk fills up: a little room left, then none.
+    let used = sim.used_bytes();
+    sim.configure(|c| {
+        c.capacity = Some(used + 3 * (64 << 10));
+        c.short_writes = true;
+    });
+    let mut index = durable;
+    let failure = loop {
+        index += 1;
+        assert!(index < durable + 100, "the disk never filled");
+        let w = Command::Write {
+            volume: 9,
+            block: (index % 4),
+            offset: 0,
+            data: Bytes::from(vec![index as u8; 64 << 10]),
+            epoch: 3,
+        };
+        match e.apply(index, &w) {
+            Ok(r) => {
+                r.expect("accepted");
+            }
+            Err(err) => break err,
+        }
+        if let Err(err) = e.flush() {
+            break err;
+        }
+    };
+    let text = failure.to_string();
+    assert!(text.contains("/full/"), "the error names no file: {text}");
+    assert!(text.contains("no space left"), "the error does not say the disk is full: {text}");
+    // Nothing more is accepted once the engine failed.
+    let mut buf = vec![0; SECTOR as usize];
+    assert!(e.read(1, 2, 0, &mut buf, None).is_err() || e.flush().is_err());
+    assert!(e.flush().is_err(), "a failed engine flushed");
+    drop(e);
+    // With room again, the engine opens as of its last good flush, with
+    // everything flushed before the disk filled.
+    sim.configure(|c| c.capacity = None);
+    let mut e = Engine::open(fs.clone(), dir).expect("reopen");
+    assert!(e.durable_index() >= durable);
+    let mut buf = vec![0; SECTOR as usize];
+    e.read(1, 2, 0, &mut buf, Some(1))
+        .expect("healthy")
+        .expect("read");
+    assert_eq!(buf, vec![1; SECTOR as usize]);
+}
