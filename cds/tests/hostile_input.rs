@@ -169,7 +169,10 @@ fn a_full_disk_stops_the_engine_with_a_clear_error_and_loses_nothing_flushed() {
     };
     let text = failure.to_string();
     assert!(text.contains("/full/"), "the error names no file: {text}");
-    assert!(text.contains("no space left"), "the error does not say the disk is full: {text}");
+    assert!(
+        text.contains("no space left"),
+        "the error does not say the disk is full: {text}"
+    );
     // Nothing more is accepted once the engine failed.
     let mut buf = vec![0; SECTOR as usize];
     assert!(e.read(1, 2, 0, &mut buf, None).is_err() || e.flush().is_err());
