@@ -12,6 +12,7 @@
 //! connection: the stream can no longer be trusted to be in step.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use raft_core::checksum;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::blockgroup::command::{decode_result, encode_result, Applied};
@@ -22,8 +23,6 @@ const MAGIC: &[u8; 4] = b"CDSW";
 /// The protocol version this build speaks.
 pub const VERSION: u8 = 1;
 const HEADER: usize = 28;
-
-const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +108,8 @@ fn frame(kind: u8, id: u64, payload: &[u8]) -> BytesMut {
     b.put_u16_le(0);
     b.put_u64_le(id);
     b.put_u32_le(payload.len() as u32);
-    b.put_u32_le(CASTAGNOLI.checksum(payload));
-    let crc = CASTAGNOLI.checksum(&b[..24]);
+    b.put_u32_le(checksum(payload));
+    let crc = checksum(&b[..24]);
     b.put_u32_le(crc);
     b.put_slice(payload);
     b
@@ -271,7 +270,7 @@ pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<FrameHeader,
         return bad("no CDSW magic".into());
     }
     let le32 = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-    if CASTAGNOLI.checksum(&h[..24]) != le32(24) {
+    if checksum(&h[..24]) != le32(24) {
         return bad("header checksum mismatch".into());
     }
     if h[4] != VERSION {
@@ -303,7 +302,7 @@ pub async fn read_payload<R: AsyncRead + Unpin>(
 ) -> Result<Bytes, WireError> {
     let mut p = BytesMut::zeroed(h.len as usize);
     r.read_exact(&mut p).await?;
-    if CASTAGNOLI.checksum(&p) != h.crc {
+    if checksum(&p) != h.crc {
         return Err(WireError::Bad("payload checksum mismatch".into()));
     }
     Ok(p.freeze())

@@ -17,6 +17,7 @@
 //! never exported) and made anew on import, for the new slot numbers; the
 //! trailing CRC catches damage in between.
 
+use raft_core::{checksum, checksum_extend};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -36,8 +37,6 @@ const HEADER_LEN: usize = 8 + 8 * 5 + 4;
 /// The largest image an import accepts (a hostile header cannot make it
 /// allocate more): room for about 20 million entries.
 const MAX_IMAGE_BYTES: u64 = 1 << 30;
-
-const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
 /// One export under way: what to write, and from where.
 #[derive(Debug)]
@@ -88,22 +87,22 @@ impl Export {
         ] {
             h.extend_from_slice(&v.to_le_bytes());
         }
-        h.extend_from_slice(&CASTAGNOLI.checksum(&h).to_le_bytes());
+        h.extend_from_slice(&checksum(&h).to_le_bytes());
         out.write_all(&h).map_err(io)?;
         out.write_all(&self.image).map_err(io)?;
         let slot_bytes = self.geometry.slot_bytes();
         let mut frames = vec![0u8; slot_bytes as usize];
         let mut data = vec![0u8; self.geometry.slice_size as usize];
-        let mut crc = CASTAGNOLI.digest();
+        let mut crc = 0;
         for &slot in &self.slots {
             self.fs
                 .read_exact_at(&self.slots_path, slot * slot_bytes, &mut frames)
                 .map_err(EngineError::io(&self.slots_path))?;
             slots::unframe(&self.slots_path, slot, 0, &frames, &mut data)?;
-            crc.update(&data);
+            crc = checksum_extend(crc, &data);
             out.write_all(&data).map_err(io)?;
         }
-        out.write_all(&crc.finalize().to_le_bytes()).map_err(io)?;
+        out.write_all(&crc.to_le_bytes()).map_err(io)?;
         out.flush().map_err(io)
     }
 }
@@ -169,7 +168,7 @@ impl Engine {
             return Err(bad("not an engine export".into()));
         }
         let (body, crc) = h.split_at(HEADER_LEN - 4);
-        if CASTAGNOLI.checksum(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        if checksum(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
             return Err(bad("header checksum mismatch".into()));
         }
         let field = |i: usize| {
@@ -238,15 +237,15 @@ fn build(
 ) -> Result<(), EngineError> {
     let mut slots = SlotFile::open(fs, &staging.join(SLOTS), geometry, true)?;
     let mut data = vec![0u8; geometry.slice_size as usize];
-    let mut crc = CASTAGNOLI.digest();
+    let mut crc = 0;
     for slot in 0..count {
         input.read_exact(&mut data).map_err(stream_error)?;
-        crc.update(&data);
+        crc = checksum_extend(crc, &data);
         slots.write(slot, 0, &data)?;
     }
     let mut want = [0u8; 4];
     input.read_exact(&mut want).map_err(stream_error)?;
-    if crc.finalize() != u32::from_le_bytes(want) {
+    if crc != u32::from_le_bytes(want) {
         return Err(EngineError::BadExport("slot data checksum mismatch".into()));
     }
     let mut extra = [0u8; 1];

@@ -18,6 +18,7 @@
 //! Record frame: payload length (u32 LE), CRC-32C of the payload (u32 LE),
 //! payload. Payloads start with a tag byte; integers are little endian.
 
+use raft_core::checksum;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -33,8 +34,6 @@ const SUPER_LEN: usize = 8 + 4 + 8 * 5 + 4;
 /// The most bytes one record's payload may claim (a versions record of
 /// the most versions an engine keeps fits easily).
 const MAX_RECORD: usize = 1 << 20;
-
-const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
 /// The journal file of generation `gen`.
 pub(crate) fn journal_name(gen: u64) -> String {
@@ -65,7 +64,7 @@ impl Superblock {
         ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
-        let crc = CASTAGNOLI.checksum(&b);
+        let crc = checksum(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
@@ -85,7 +84,7 @@ impl Superblock {
             });
         }
         let (body, crc) = b.split_at(SUPER_LEN - 4);
-        if CASTAGNOLI.checksum(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        if checksum(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
             return Err(EngineError::CorruptMeta {
                 path: path.to_path_buf(),
                 why: "superblock checksum mismatch".into(),
@@ -190,7 +189,7 @@ impl Record {
             }
         }
         out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        out.extend_from_slice(&CASTAGNOLI.checksum(&p).to_le_bytes());
+        out.extend_from_slice(&checksum(&p).to_le_bytes());
         out.extend_from_slice(&p);
     }
 
@@ -272,7 +271,7 @@ pub(crate) fn decode_all(path: &Path, bytes: &[u8]) -> Result<Vec<Record>, Engin
         let payload = bytes
             .get(at + 8..at + 8 + len)
             .ok_or_else(|| corrupt(at, "a record cut short".into()))?;
-        if CASTAGNOLI.checksum(payload) != crc {
+        if checksum(payload) != crc {
             return Err(corrupt(at, "record checksum mismatch".into()));
         }
         out.push(Record::decode(payload).map_err(|e| corrupt(at, e))?);

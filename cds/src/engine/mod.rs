@@ -675,7 +675,7 @@ impl Engine {
     /// Writes whole sectors of one slice at the head.
     fn write_slice(&mut self, key: SliceKey, first: u64, data: &[u8]) -> Result<(), EngineError> {
         let head = self.versions.head();
-        let seen = self.resolve(&key, &self.head_lineage.clone());
+        let seen = self.resolve(&key, &self.head_lineage);
         let mut replaced = None;
         if let Some(Entry {
             version,
@@ -727,14 +727,13 @@ impl Engine {
 
     fn zero(&mut self, volume: u64, block: u64, offset: u64, len: u64) -> Result<(), EngineError> {
         let head = self.versions.head();
-        let lineage = self.head_lineage.clone();
         for (key, first, _, n) in self.pieces(volume, block, offset, len) {
             if n as u64 != self.geometry.slice_size {
                 let zeros = vec![0u8; n];
                 self.write_slice(key, first, &zeros)?;
                 continue;
             }
-            match self.resolve(&key, &lineage) {
+            match self.resolve(&key, &self.head_lineage) {
                 // Already zeros as the head sees it.
                 None | Some(Entry { slot: None, .. }) => {}
                 Some(Entry {

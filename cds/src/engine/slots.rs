@@ -12,6 +12,7 @@
 //! is the head. Which slots are in use is the journal's business
 //! (`journal.rs`); this file only stores bytes.
 
+use raft_core::{checksum, checksum_extend};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,15 +24,10 @@ use super::geometry::{Geometry, SECTOR};
 /// Bytes a sector takes in the slot file: data, CRC, reserved.
 pub const FRAME: u64 = SECTOR + 8;
 
-const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-
 /// The checksum a frame of `slot`'s sector `sector` carries.
 fn frame_crc(data: &[u8], slot: u64, sector: u64) -> u32 {
-    let mut d = CASTAGNOLI.digest();
-    d.update(data);
-    d.update(&slot.to_le_bytes());
-    d.update(&sector.to_le_bytes());
-    d.finalize()
+    let crc = checksum_extend(checksum(data), &slot.to_le_bytes());
+    checksum_extend(crc, &sector.to_le_bytes())
 }
 
 /// Checks the frames of `slot` from sector `first` and copies their
