@@ -295,6 +295,33 @@ impl GroupClient {
         }
     }
 
+    /// Zeroes `len` bytes (whole sectors) at `offset` of a block held by
+    /// `group`, as a writer at `epoch`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn zero(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        volume: u64,
+        block: u64,
+        offset: u64,
+        len: u64,
+        epoch: u64,
+    ) -> Result<(), IoError> {
+        let req = Request::Zero {
+            group,
+            volume,
+            block,
+            offset,
+            len,
+            epoch,
+        };
+        match self.send(group, replicas, &req).await? {
+            Response::Applied(Applied::Done(Outcome::Zeroed)) => Ok(()),
+            other => Err(applied_error(other)),
+        }
+    }
+
     /// Reads `len` bytes at `offset` of a block held by `group`, at the
     /// head (`version` 0) or a retained version.
     #[allow(clippy::too_many_arguments)]

@@ -22,6 +22,7 @@
 pub mod blockclient;
 pub mod blockgroup;
 pub mod blockserver;
+pub mod cdscluster;
 pub mod client;
 mod codec;
 pub mod devcluster;
@@ -32,6 +33,8 @@ pub mod master;
 pub mod secret;
 pub mod status;
 pub mod tls;
+pub mod verify;
+pub mod volume;
 pub mod wire;
 
 pub use error::{Error, Result};

@@ -38,6 +38,12 @@ enum Command {
     /// A replicated key-value store as a local cluster of real processes.
     #[command(subcommand)]
     Kv(cmd::kv::KvCommand),
+    /// The CDS block store as a local cluster of real processes: Masters and BlockServers.
+    #[command(subcommand)]
+    Cds(cmd::cds::CdsCommand),
+    /// Volumes of a CDS cluster: create, list, inspect, read, write, verify, bench.
+    #[command(subcommand)]
+    Volume(cmd::volume::VolumeCommand),
     /// Run one node process (started by `cdsctl kv up`; takes a config file).
     Node(cmd::node::NodeArgs),
     /// Serve the trace visualizer on localhost and print its address.
@@ -66,6 +72,8 @@ fn main() -> ExitCode {
         Command::Trace(args) => cmd::trace::run(args),
         Command::Raft(cmd) => cmd::raft::run(cmd),
         Command::Kv(cmd) => cmd::kv::run(cmd),
+        Command::Cds(cmd) => cmd::cds::run(cmd),
+        Command::Volume(cmd) => cmd::volume::run(cmd),
         Command::Node(args) => cmd::node::run(args),
         Command::Viz(args) => cmd::viz::run(args),
         Command::Top(args) => cmd::top::run(args),

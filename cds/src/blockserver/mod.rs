@@ -16,6 +16,7 @@
 //! [`BlockServer::create_group`].
 
 pub mod limits;
+pub mod process;
 mod serve;
 
 use std::collections::BTreeMap;
@@ -54,8 +55,10 @@ pub struct BlockServerConfig {
     pub raft_listen: SocketAddr,
     /// The data path (loopback unless told otherwise).
     pub data_listen: SocketAddr,
-    /// Where replicas keep their logs and engines.
-    pub dir: PathBuf,
+    /// The server's disks (data directories, each a failure domain): a
+    /// replica keeps its log and engine under one of them, in
+    /// `DISK/groups/<id>/`. At least one.
+    pub disks: Vec<PathBuf>,
     /// The other servers, by id.
     pub peers: BTreeMap<NodeId, PeerAddrs>,
     /// Real time per Raft tick.
@@ -78,7 +81,7 @@ impl BlockServerConfig {
             token: token.into(),
             raft_listen: any,
             data_listen: any,
-            dir: dir.to_path_buf(),
+            disks: vec![dir.to_path_buf()],
             peers: BTreeMap::new(),
             tick: Duration::from_millis(50),
             geometry: Geometry::default(),
@@ -115,13 +118,16 @@ pub enum ServerError {
 pub(crate) struct Replica {
     pub(crate) node: NodeHandle,
     pub(crate) engine: SharedEngine,
+    /// Index in the config's `disks`.
+    pub(crate) disk: usize,
 }
 
 pub(crate) struct Inner {
     pub(crate) cfg: BlockServerConfig,
     host: GroupHost,
     transport: TransportHandle,
-    sync: Arc<HostSync>,
+    /// One shared log sync per disk.
+    syncs: Vec<Arc<HostSync>>,
     pub(crate) groups: RwLock<BTreeMap<u64, Replica>>,
     data_addr: SocketAddr,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -161,12 +167,20 @@ impl BlockServer {
         hc.tick = cfg.tick;
         let host = GroupHost::start(hc, transport.clone(), inbound)
             .map_err(|e| ServerError::Host(e.to_string()))?;
+        if cfg.disks.is_empty() {
+            return Err(ServerError::Host(
+                "a BlockServer needs at least one disk".into(),
+            ));
+        }
         let fs: Arc<dyn Fs> = Arc::new(RealFs);
-        std::fs::create_dir_all(&cfg.dir).map_err(|e| ServerError::Storage {
-            group: 0,
-            why: format!("{}: {e}", cfg.dir.display()),
-        })?;
-        let sync = HostSync::new(fs, &cfg.dir);
+        let mut syncs = Vec::new();
+        for d in &cfg.disks {
+            std::fs::create_dir_all(d).map_err(|e| ServerError::Storage {
+                group: 0,
+                why: format!("{}: {e}", d.display()),
+            })?;
+            syncs.push(HostSync::new(fs.clone(), d));
+        }
         let listener = tokio::net::TcpListener::bind(cfg.data_listen)
             .await
             .map_err(|source| ServerError::Listen {
@@ -183,7 +197,7 @@ impl BlockServer {
             cfg,
             host,
             transport,
-            sync,
+            syncs,
             groups: RwLock::new(BTreeMap::new()),
             data_addr,
             tasks: Mutex::new(Vec::new()),
@@ -212,9 +226,19 @@ impl BlockServer {
         self.inner.transport.local_addr()
     }
 
-    /// Tells the transport where peer `id` listens for Raft.
+    /// Tells the transport where peer `id` listens for Raft, and has the
+    /// host watch its liveness.
     pub fn set_peer(&self, id: NodeId, raft: SocketAddr) {
         self.inner.transport.set_peer(id, raft);
+        self.inner.host.add_peer(id);
+    }
+
+    /// The first failure of a hosted replica, if one stopped on an error
+    /// (a storage or engine error): the process should stop.
+    pub fn failure(&self) -> Option<String> {
+        self.groups()
+            .into_iter()
+            .find_map(|(g, n, _)| n.failure().map(|f| format!("group {g}: {f}")))
     }
 
     /// Starts this server's replica of `group`, whose voters are `voters`
@@ -230,8 +254,9 @@ impl BlockServer {
                 "group {group} is hosted here already"
             )));
         }
-        let gdir = cfg.dir.join("groups").join(group.to_string());
         let fs: Arc<dyn Fs> = Arc::new(RealFs);
+        let disk = self.disk_for(group, &groups);
+        let gdir = cfg.disks[disk].join("groups").join(group.to_string());
         let edir = gdir.join("engine");
         let engine = if fs.exists(&edir.join("super")) {
             Engine::open(fs.clone(), &edir)
@@ -245,7 +270,7 @@ impl BlockServer {
             fs.clone(),
             &gdir.join("raft"),
             &LocalOptions::default(),
-            Some(self.inner.sync.clone()),
+            Some(self.inner.syncs[disk].clone()),
         )
         .map_err(|e| storage_err(e.to_string()))?;
         if storage.conf_state().voters.is_empty() {
@@ -272,9 +297,39 @@ impl BlockServer {
             Replica {
                 node: node.clone(),
                 engine,
+                disk,
             },
         );
         Ok(node)
+    }
+
+    /// The disk of `group`'s replica: the one already holding its files
+    /// (a restart), else the one holding the fewest replicas (lowest
+    /// index on a tie).
+    fn disk_for(&self, group: u64, groups: &BTreeMap<u64, Replica>) -> usize {
+        let disks = &self.inner.cfg.disks;
+        if let Some(i) = disks
+            .iter()
+            .position(|d| d.join("groups").join(group.to_string()).exists())
+        {
+            return i;
+        }
+        let mut load = vec![0usize; disks.len()];
+        for r in groups.values() {
+            load[r.disk] += 1;
+        }
+        (0..disks.len()).min_by_key(|&i| (load[i], i)).unwrap_or(0)
+    }
+
+    /// The groups this server hosts, with their disk index.
+    pub fn groups(&self) -> Vec<(u64, NodeHandle, usize)> {
+        self.inner
+            .groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(&g, r)| (g, r.node.clone(), r.disk))
+            .collect()
     }
 
     /// This server's replica of `group`, if it holds one.

@@ -244,7 +244,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Whether `host` (a `Host` header) names the node listening on `listen`.
-fn host_is_ours(host: &str, listen: SocketAddr) -> bool {
+pub(crate) fn host_is_ours(host: &str, listen: SocketAddr) -> bool {
     let host = host.trim();
     if let Ok(addr) = host.parse::<SocketAddr>() {
         // An IP literal cannot be rebound to another site's name.
@@ -260,7 +260,7 @@ fn host_is_ours(host: &str, listen: SocketAddr) -> bool {
 }
 
 /// Whether the request carries the admin token.
-fn has_admin_token(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn has_admin_token(headers: &HeaderMap, token: &str) -> bool {
     let Some(v) = headers.get(header::AUTHORIZATION) else {
         return false;
     };

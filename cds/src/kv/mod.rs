@@ -10,7 +10,7 @@ pub mod config;
 pub mod http;
 pub mod limits;
 pub mod node;
-mod server;
+pub(crate) mod server;
 pub mod state_machine;
 mod transport_log;
 

@@ -156,7 +156,7 @@ fn open_storage(
 }
 
 /// Writes the pid file; it is how `cdsctl kv` finds the process.
-fn write_pid(data_dir: &Path) -> Result<PathBuf> {
+pub(crate) fn write_pid(data_dir: &Path) -> Result<PathBuf> {
     let path = data_dir.join("pid");
     std::fs::write(&path, format!("{}\n", std::process::id()))
         .with_context(|| format!("cannot write the pid file {}", path.display()))?;
@@ -167,7 +167,7 @@ fn write_pid(data_dir: &Path) -> Result<PathBuf> {
 /// before the returned future is polled is kept, not lost, and no longer
 /// kills the process halfway through a write); the future resolves with the
 /// first signal's name.
-fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
+pub(crate) fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;

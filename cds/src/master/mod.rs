@@ -5,10 +5,17 @@
 //! block maps and writer epochs. [`state`] is the deterministic state
 //! machine: every Master replica applies the same [`MasterCommand`]s in
 //! log order; [`state_machine::MasterSm`] applies them from the Master's
-//! Raft log and snapshots the state as one JSON file. Placement today refuses two replicas of a group on one node
-//! and spreads them over zones, then racks, then the least loaded
-//! servers; repair and balancing come with the control plane.
+//! Raft log and snapshots the state as one JSON file. [`http`] serves the
+//! HTTP/JSON API of [`api`], [`process::run`] is one Master process, and
+//! [`client::MasterClient`] finds the leading Master and calls it.
+//! Placement today refuses two replicas of a group on one node and
+//! spreads them over zones, then racks, then the least loaded servers;
+//! repair and balancing come with the control plane.
 
+pub mod api;
+pub mod client;
+pub mod http;
+pub mod process;
 pub mod state;
 pub mod state_machine;
 

@@ -91,8 +91,12 @@ pub enum MasterCommand {
 }
 
 /// What a command came to.
+///
+/// Externally tagged on purpose: an internally tagged enum is decoded
+/// through serde's buffered content, which cannot read the integer keys
+/// of a volume's block map back from their JSON strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum MasterReply {
     Ok,
     Groups { groups: Vec<Group> },
@@ -122,6 +126,8 @@ pub enum MasterError {
 
 /// Largest volume: 64 TiB.
 pub const MAX_VOLUME_BYTES: u64 = 64 << 40;
+/// Most groups one `CreateGroups` makes.
+pub const MAX_GROUPS_PER_REQUEST: u64 = 4096;
 /// Longest volume name.
 pub const MAX_NAME_BYTES: usize = 128;
 
@@ -156,6 +162,11 @@ impl MasterState {
                 Ok(MasterReply::Ok)
             }
             MasterCommand::CreateGroups { count, replication } => {
+                if *count > MAX_GROUPS_PER_REQUEST {
+                    return Err(MasterError::BadVolume {
+                        why: format!("{count} groups at once: at most {MAX_GROUPS_PER_REQUEST}"),
+                    });
+                }
                 let mut made = Vec::new();
                 for _ in 0..*count {
                     let replicas = place(&self.servers, &self.groups, *replication)?;

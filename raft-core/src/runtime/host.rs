@@ -384,6 +384,22 @@ impl GroupHost {
         }
     }
 
+    /// Watches `peer` from now on (pings it, and declares it dead after
+    /// `peer_timeout` of silence), as if it had been listed in
+    /// [`HostConfig::peers`]: for a host that learns its peers while it
+    /// runs (a BlockServer told of new groups by its Master). A peer
+    /// watched already is left as it is.
+    pub fn add_peer(&self, peer: NodeId) {
+        if peer == self.inner.cfg.id {
+            return;
+        }
+        let now = self.inner.clock.load(Ordering::Relaxed);
+        let mut view = lock(&self.inner.liveness.view);
+        if !view.peers().contains(&peer) {
+            view.heard(peer, now);
+        }
+    }
+
     /// Peers this host currently believes dead.
     pub fn dead_peers(&self) -> Vec<NodeId> {
         self.inner.liveness.dead()

@@ -1,0 +1,261 @@
+//! One BlockServer process: [`run`] serves a BlockServer until SIGTERM or
+//! SIGINT, under the Master's direction.
+//!
+//! At start it registers with the Master (its id, addresses, location and
+//! disks); then every `heartbeat_ms` it reports each replica it hosts
+//! (role, term, applied index) and the Master answers with the groups it
+//! must host and where every server listens. The server starts the
+//! replicas it lacks (a restart finds their files on its disks and goes
+//! on from them) and tells its transport where the peers are. A replica
+//! that fails (a storage or engine error) stops the process, so its
+//! supervisor sees it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BlockServer, BlockServerConfig};
+use crate::error::{bail, Context, Error, Result};
+use crate::master::api::{Assignment, Heartbeat, ReplicaReport};
+use crate::master::client::{MasterCallError, MasterClient};
+use crate::master::{Location, Server};
+
+/// How long one call to the Master may take, retries included.
+const MASTER_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A BlockServer process's config file (`cdsctl cds blockserver --config
+/// FILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockServerFileConfig {
+    pub id: u64,
+    pub cluster_id: u64,
+    /// Between servers, from clients, and to the Master.
+    pub token: String,
+    pub raft_addr: SocketAddr,
+    pub data_addr: SocketAddr,
+    /// Holds the pid file.
+    pub data_dir: PathBuf,
+    /// Its disks (data directories); at least one.
+    pub disks: Vec<PathBuf>,
+    /// The Masters' HTTP addresses.
+    pub masters: Vec<String>,
+    #[serde(default)]
+    pub location: Location,
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+fn default_tick_ms() -> u64 {
+    50
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1_000
+}
+
+impl BlockServerFileConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let cfg: Self = crate::secret::read_private_json(path)?;
+        crate::secret::check_token(&cfg.token)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        if cfg.disks.is_empty() || cfg.masters.is_empty() {
+            bail!(
+                Invalid,
+                "invalid config file {}: disks and masters must not be empty",
+                path.display()
+            );
+        }
+        if !(1..=10_000).contains(&cfg.tick_ms) || !(10..=60_000).contains(&cfg.heartbeat_ms) {
+            bail!(
+                Invalid,
+                "invalid config file {}: tick_ms 1 to 10000, heartbeat_ms 10 to 60000",
+                path.display()
+            );
+        }
+        Ok(cfg)
+    }
+}
+
+/// Free bytes on the file system holding `dir`.
+fn capacity(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", dir.display())))?;
+    // SAFETY: statvfs fills the struct we own from a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statvfs {}", dir.display()));
+    }
+    Ok(st.f_blocks as u64 * st.f_frsize as u64)
+}
+
+/// Serves the BlockServer of `config_path` until a signal.
+pub fn run(config_path: &Path) -> Result<()> {
+    let cfg = BlockServerFileConfig::load(config_path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let id = cfg.id;
+    rt.block_on(serve(cfg))
+        .with_context(|| format!("blockserver {id} ({})", config_path.display()))
+}
+
+/// Calls the Master off the async threads (its client blocks).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, MasterCallError> + Send + 'static,
+) -> Result<T, MasterCallError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(MasterCallError::Protocol(format!("task failed: {e}"))))
+}
+
+async fn serve(cfg: BlockServerFileConfig) -> Result<()> {
+    let id = cfg.id;
+    crate::secret::private_dir(&cfg.data_dir)?;
+    let signal = crate::kv::node::stop_signal()?;
+    let mut disks = Vec::new();
+    for d in &cfg.disks {
+        std::fs::create_dir_all(d).with_context(|| format!("creating disk {}", d.display()))?;
+        disks.push(capacity(d)?);
+    }
+    let mut sc = BlockServerConfig::new(id, cfg.cluster_id, cfg.token.clone(), &cfg.disks[0]);
+    sc.disks = cfg.disks.clone();
+    sc.raft_listen = cfg.raft_addr;
+    sc.data_listen = cfg.data_addr;
+    sc.tick = Duration::from_millis(cfg.tick_ms);
+    let server = BlockServer::start(sc).await.map_err(|e| Error::Runtime {
+        what: "cannot start the BlockServer".into(),
+        error: e.to_string(),
+    })?;
+    let master = Arc::new(MasterClient::new(
+        cfg.masters.clone(),
+        cfg.token.clone(),
+        MASTER_DEADLINE,
+    ));
+    let me = Server {
+        id,
+        raft_addr: server.raft_addr().to_string(),
+        data_addr: server.data_addr().to_string(),
+        location: cfg.location.clone(),
+        disks,
+    };
+    let pid_path = crate::kv::node::write_pid(&cfg.data_dir)?;
+    eprintln!(
+        "blockserver {id}: serving (pid {}, raft {}, data {}, disks {:?})",
+        std::process::id(),
+        me.raft_addr,
+        me.data_addr,
+        cfg.disks
+    );
+    let work = directed(server.clone(), master, me, cfg.heartbeat_ms);
+    let outcome = tokio::select! {
+        name = signal => {
+            eprintln!("blockserver {id}: {name} received, shutting down");
+            Ok(())
+        }
+        e = work => Err(e),
+    };
+    server.shutdown().await;
+    let _ = std::fs::remove_file(&pid_path);
+    outcome
+}
+
+/// Registers, then heartbeats and carries out the assignment, forever;
+/// returns only the error that must stop the process.
+async fn directed(
+    server: BlockServer,
+    master: Arc<MasterClient>,
+    me: Server,
+    heartbeat_ms: u64,
+) -> Error {
+    let id = me.id;
+    let every = Duration::from_millis(heartbeat_ms);
+    let mut registered = false;
+    loop {
+        if let Some(f) = server.failure() {
+            return Error::Runtime {
+                what: "a replica stopped".into(),
+                error: f,
+            };
+        }
+        if !registered {
+            let (m, s) = (master.clone(), me.clone());
+            match blocking(move || m.post::<_, serde_json::Value>("/v1/servers", &s)).await {
+                Ok(_) => {
+                    eprintln!("blockserver {id}: registered with the Master");
+                    registered = true;
+                }
+                Err(e) if e.kind() == "server_conflict" => {
+                    return Error::Cluster(format!("the Master refused registration: {e}"))
+                }
+                Err(e) => eprintln!("blockserver {id}: cannot register yet: {e}"),
+            }
+        }
+        if registered {
+            let mut replicas = Vec::new();
+            for (g, node, _) in server.groups() {
+                if let Ok(st) = node.status().await {
+                    replicas.push(ReplicaReport {
+                        group: g,
+                        leader: st.raft.role == raft_core::Role::Leader,
+                        term: st.raft.term,
+                        applied: st.raft.applied,
+                    });
+                }
+            }
+            let hb = Heartbeat {
+                server: id,
+                replicas,
+            };
+            let m = master.clone();
+            match blocking(move || m.post::<_, Assignment>("/v1/heartbeat", &hb)).await {
+                Ok(a) => {
+                    if let Err(e) = carry_out(&server, &a) {
+                        return e;
+                    }
+                }
+                Err(e) if e.kind() == "not_found" => registered = false,
+                Err(e) => eprintln!("blockserver {id}: heartbeat: {e}"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Starts the replicas the assignment names that are not running here.
+fn carry_out(server: &BlockServer, a: &Assignment) -> Result<(), Error> {
+    for s in &a.servers {
+        if s.id == server.id() {
+            continue;
+        }
+        match s.raft_addr.parse::<SocketAddr>() {
+            Ok(addr) => server.set_peer(s.id, addr),
+            Err(e) => eprintln!(
+                "blockserver {}: server {} has a bad address {:?}: {e}",
+                server.id(),
+                s.id,
+                s.raft_addr
+            ),
+        }
+    }
+    for g in &a.groups {
+        if server.group(g.id).is_some() {
+            continue;
+        }
+        server
+            .create_group(g.id, g.replicas.clone())
+            .map_err(|e| Error::Runtime {
+                what: format!("cannot start a replica of group {}", g.id),
+                error: e.to_string(),
+            })?;
+    }
+    Ok(())
+}

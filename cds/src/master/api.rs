@@ -1,0 +1,141 @@
+//! The Master's HTTP/JSON API: the bodies its server answers and its
+//! clients read, in one place.
+//!
+//! Paths (every request carries `Authorization: Bearer TOKEN`; the
+//! cluster token for BlockServers and volume clients, the admin token for
+//! what changes the cluster's shape: the admin token is accepted
+//! everywhere, the cluster token not on admin paths):
+//!
+//! | method and path | token | body → answer |
+//! |---|---|---|
+//! | `GET /v1/status` | cluster | → [`MasterStatus`] (any replica) |
+//! | `GET /v1/cluster` | cluster | → [`ClusterView`] (leader) |
+//! | `POST /v1/servers` | cluster | [`Server`] → `{}` (leader) |
+//! | `POST /v1/heartbeat` | cluster | [`Heartbeat`] → [`Assignment`] (leader) |
+//! | `POST /v1/groups` | admin | [`CreateGroups`] → `[Group]` (leader) |
+//! | `GET /v1/volumes` | cluster | → `[Volume]` (leader) |
+//! | `POST /v1/volumes` | admin | [`CreateVolume`] → [`Volume`] (leader) |
+//! | `GET /v1/volumes/NAME` | cluster | → [`Volume`] (leader) |
+//! | `POST /v1/volumes/NAME/resize` | admin | [`Resize`] → [`Volume`] (leader) |
+//! | `DELETE /v1/volumes/NAME` | admin | → `{}` (leader) |
+//! | `POST /v1/volumes/NAME/open` | cluster | → [`Volume`] with a new epoch (leader) |
+//! | `POST /v1/volumes/NAME/allocate` | cluster | [`Allocate`] → [`Volume`] (leader) |
+//!
+//! Reads served by the leader are linearizable (a ReadIndex round before
+//! the state is read). A replica that does not lead answers `503` with
+//! [`ApiError::kind`] `not_leader` and, when it knows it, the leader's
+//! HTTP address; the client goes there.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use super::state::{Group, Location, Server, Volume};
+
+/// A Master replica's view of itself and its group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterStatus {
+    pub id: u64,
+    /// `leader`, `follower`, `candidate`, ...
+    pub role: String,
+    pub term: u64,
+    /// The Master replica believed to lead, if any.
+    pub leader: Option<u64>,
+    /// Its HTTP address, if known.
+    pub leader_http: Option<String>,
+    pub applied: u64,
+    pub pid: u32,
+    pub volumes: usize,
+    pub servers: usize,
+    pub groups: usize,
+}
+
+/// Everything a client needs to route IO, and what the Master last heard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub servers: Vec<Server>,
+    pub groups: Vec<Group>,
+    /// Group id to the server that last reported leading it (soft state of
+    /// the leading Master, from heartbeats; may be stale or missing).
+    pub leaders: BTreeMap<u64, u64>,
+    /// Server id to milliseconds since its last heartbeat reached this
+    /// Master (missing: none since this Master took over).
+    pub last_heard_ms: BTreeMap<u64, u64>,
+}
+
+/// One replica as its server reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaReport {
+    pub group: u64,
+    pub leader: bool,
+    pub term: u64,
+    pub applied: u64,
+}
+
+/// A BlockServer's periodic report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub server: u64,
+    pub replicas: Vec<ReplicaReport>,
+}
+
+/// What the Master answers a heartbeat: the groups the server must host
+/// and where every server is (so it can reach its groups' peers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub groups: Vec<Group>,
+    pub servers: Vec<Server>,
+}
+
+/// `POST /v1/groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateGroups {
+    pub count: u64,
+    #[serde(default = "three")]
+    pub replication: usize,
+}
+
+fn three() -> usize {
+    3
+}
+
+/// `POST /v1/volumes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateVolume {
+    pub name: String,
+    pub size: u64,
+    #[serde(default)]
+    pub block_size: Option<u64>,
+    #[serde(default)]
+    pub owner: String,
+}
+
+/// `POST /v1/volumes/NAME/resize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resize {
+    pub size: u64,
+}
+
+/// `POST /v1/volumes/NAME/allocate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocate {
+    pub blocks: Vec<u64>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// For a program: `not_leader`, `unavailable`, `unauthorized`,
+    /// `bad_request`, `not_found`, `conflict`, `unknown_outcome`, or a
+    /// [`super::MasterError`] kind (`no_volume`, `volume_exists`, ...).
+    pub kind: String,
+    /// With `not_leader`: the leader's HTTP address, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_http: Option<String>,
+}
+
+/// The most a request body may hold (a heartbeat of a few thousand
+/// replicas, an allocation of every block of a large volume).
+pub const MAX_BODY_BYTES: usize = 4 << 20;

@@ -1,0 +1,448 @@
+//! The Master's HTTP/JSON server: the handlers of [`super::api`] over one
+//! Master replica.
+//!
+//! Changes go through the Master's Raft log (`propose`); reads of the
+//! replicated state are made after a ReadIndex round on the leader, so
+//! they see every change acknowledged before them. What the leader learns
+//! from heartbeats (which replica leads each group, when each server was
+//! last heard) is soft state: it is not replicated, and a new leading
+//! Master rebuilds it from the next round of heartbeats.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use raft_core::runtime::node::{NodeError, NodeHandle};
+
+use super::api::{
+    Allocate, ApiError, Assignment, ClusterView, CreateGroups, CreateVolume, Heartbeat,
+    MasterStatus, Resize, MAX_BODY_BYTES,
+};
+use super::state::{MasterCommand, MasterReply, Server, Volume};
+use super::state_machine::{decode_reply, encode, SharedState};
+use crate::kv::http::{has_admin_token, host_is_ours};
+
+/// One Master replica's API.
+pub struct MasterApi {
+    pub id: u64,
+    pub node: NodeHandle,
+    pub state: SharedState,
+    /// Every Master replica's HTTP address, by id (for `not_leader`).
+    pub peers_http: BTreeMap<u64, String>,
+    pub http_addr: SocketAddr,
+    pub token: String,
+    pub admin_token: String,
+    soft: Mutex<Soft>,
+}
+
+/// What heartbeats told this replica (meaningful while it leads).
+#[derive(Default)]
+struct Soft {
+    /// Group to (server, term) of the latest leader reported.
+    leaders: BTreeMap<u64, (u64, u64)>,
+    heard: BTreeMap<u64, Instant>,
+}
+
+impl MasterApi {
+    pub fn new(
+        id: u64,
+        node: NodeHandle,
+        state: SharedState,
+        peers_http: BTreeMap<u64, String>,
+        http_addr: SocketAddr,
+        token: String,
+        admin_token: String,
+    ) -> Arc<MasterApi> {
+        Arc::new(MasterApi {
+            id,
+            node,
+            state,
+            peers_http,
+            http_addr,
+            token,
+            admin_token,
+            soft: Mutex::default(),
+        })
+    }
+}
+
+type Api = Arc<MasterApi>;
+
+/// The router: every path of [`super::api`], behind the token checks.
+pub fn router(api: Api) -> Router {
+    let admin = Router::new()
+        .route("/v1/groups", post(create_groups))
+        .route("/v1/volumes", post(create_volume))
+        .route("/v1/volumes/{name}/resize", post(resize_volume))
+        .route("/v1/volumes/{name}", axum::routing::delete(delete_volume))
+        .route_layer(middleware::from_fn_with_state(api.clone(), admin_only));
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/servers", post(register))
+        .route("/v1/heartbeat", post(heartbeat))
+        .route("/v1/volumes", get(list_volumes))
+        .route("/v1/volumes/{name}", get(get_volume))
+        .route("/v1/volumes/{name}/open", post(open_volume))
+        .route("/v1/volumes/{name}/allocate", post(allocate))
+        .merge(admin)
+        .fallback(|| async { fail(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(api)
+}
+
+fn fail(status: StatusCode, kind: &str, error: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: error.into(),
+            kind: kind.to_string(),
+            leader_http: None,
+        }),
+    )
+        .into_response()
+}
+
+/// Every request: a Host naming this server (no DNS rebinding from a
+/// browser) and one of the two tokens.
+async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    match host {
+        Some(h) if host_is_ours(&h, api.http_addr) => {}
+        _ => {
+            return fail(
+                StatusCode::MISDIRECTED_REQUEST,
+                "bad_request",
+                format!("the Host header must name this Master ({})", api.http_addr),
+            )
+        }
+    }
+    let h = req.headers();
+    if !has_admin_token(h, &api.token) && !has_admin_token(h, &api.admin_token) {
+        return unauthorized("Authorization: Bearer <token> (the cluster's token) is required");
+    }
+    next.run(req).await
+}
+
+/// Admin paths: the admin token only.
+async fn admin_only(State(api): State<Api>, req: Request, next: Next) -> Response {
+    if !has_admin_token(req.headers(), &api.admin_token) {
+        return unauthorized("this changes the cluster: Authorization: Bearer <admin_token>");
+    }
+    next.run(req).await
+}
+
+fn unauthorized(why: &str) -> Response {
+    let mut r = fail(StatusCode::UNAUTHORIZED, "unauthorized", why);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+impl MasterApi {
+    fn not_leader(&self, leader: Option<u64>) -> Response {
+        let leader_http = leader.and_then(|l| self.peers_http.get(&l).cloned());
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(ApiError {
+                error: format!(
+                    "Master {} does not lead (leader: {})",
+                    self.id,
+                    leader.map_or("unknown".to_string(), |l| l.to_string())
+                ),
+                kind: "not_leader".into(),
+                leader_http,
+            }),
+        )
+            .into_response()
+    }
+
+    fn node_error(&self, e: NodeError) -> Response {
+        match e {
+            NodeError::NotLeader { leader } => self.not_leader(leader),
+            NodeError::ReadLost => self.not_leader(None),
+            NodeError::LeadershipLost { .. } | NodeError::Failed(_) => fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unknown_outcome",
+                format!("{e} (the change may or may not have been made)"),
+            ),
+            NodeError::NotCommitted { .. } | NodeError::Busy { .. } | NodeError::Stopped => fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            other => fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
+        }
+    }
+
+    /// Commits `cmd` and returns what it came to.
+    async fn run(&self, cmd: MasterCommand) -> Result<MasterReply, Response> {
+        let out = self
+            .node
+            .propose(encode(&cmd))
+            .await
+            .map_err(|e| self.node_error(e))?;
+        let reply = decode_reply(&out.result)
+            .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+        match reply {
+            MasterReply::Error { error } => {
+                let kind = serde_json::to_value(&error)
+                    .ok()
+                    .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+                    .unwrap_or_else(|| "refused".into());
+                let status = match error {
+                    super::MasterError::NoVolume { .. } => StatusCode::NOT_FOUND,
+                    super::MasterError::VolumeExists { .. }
+                    | super::MasterError::ServerConflict { .. } => StatusCode::CONFLICT,
+                    super::MasterError::NotEnoughServers { .. } | super::MasterError::NoGroups => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                Err(fail(status, &kind, error.to_string()))
+            }
+            ok => Ok(ok),
+        }
+    }
+
+    /// Waits until this replica may answer from its state linearizably.
+    async fn read_point(&self) -> Result<(), Response> {
+        self.node
+            .read()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.node_error(e))
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&super::MasterState) -> T) -> T {
+        f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+fn volume_reply(r: MasterReply) -> Response {
+    match r {
+        MasterReply::Volume { volume } => Json(volume).into_response(),
+        MasterReply::Groups { groups } => Json(groups).into_response(),
+        MasterReply::Ok => Json(serde_json::json!({})).into_response(),
+        MasterReply::Error { error } => fail(StatusCode::BAD_REQUEST, "refused", error.to_string()),
+    }
+}
+
+async fn status(State(api): State<Api>) -> Response {
+    let s = match api.node.status().await {
+        Ok(s) => s,
+        Err(e) => return api.node_error(e),
+    };
+    let (volumes, servers, groups) =
+        api.with_state(|st| (st.volumes.len(), st.servers.len(), st.groups.len()));
+    Json(MasterStatus {
+        id: api.id,
+        role: s.raft.role.name().to_string(),
+        term: s.raft.term,
+        leader: s.raft.leader,
+        leader_http: s.raft.leader.and_then(|l| api.peers_http.get(&l).cloned()),
+        applied: s.raft.applied,
+        pid: std::process::id(),
+        volumes,
+        servers,
+        groups,
+    })
+    .into_response()
+}
+
+async fn cluster(State(api): State<Api>) -> Response {
+    if let Err(r) = api.read_point().await {
+        return r;
+    }
+    let (servers, groups) = api.with_state(|st| {
+        (
+            st.servers.values().cloned().collect::<Vec<_>>(),
+            st.groups.values().cloned().collect::<Vec<_>>(),
+        )
+    });
+    let soft = api.soft.lock().unwrap_or_else(PoisonError::into_inner);
+    let leaders = soft.leaders.iter().map(|(&g, &(s, _))| (g, s)).collect();
+    let last_heard_ms = soft
+        .heard
+        .iter()
+        .map(|(&s, t)| (s, t.elapsed().as_millis() as u64))
+        .collect();
+    Json(ClusterView {
+        servers,
+        groups,
+        leaders,
+        last_heard_ms,
+    })
+    .into_response()
+}
+
+async fn register(State(api): State<Api>, Json(server): Json<Server>) -> Response {
+    match api.run(MasterCommand::RegisterServer { server }).await {
+        Ok(r) => volume_reply(r),
+        Err(r) => r,
+    }
+}
+
+async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Response {
+    // Only the leader keeps the soft state; it answers from committed
+    // state after a read point, so a server never hears of a group that
+    // a later leader would not know.
+    if let Err(r) = api.read_point().await {
+        return r;
+    }
+    let answer = api.with_state(|st| {
+        if !st.servers.contains_key(&hb.server) {
+            return None;
+        }
+        Some(Assignment {
+            groups: st
+                .groups
+                .values()
+                .filter(|g| g.replicas.contains(&hb.server))
+                .cloned()
+                .collect(),
+            servers: st.servers.values().cloned().collect(),
+        })
+    });
+    let Some(answer) = answer else {
+        return fail(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("server {} is not registered", hb.server),
+        );
+    };
+    let mut soft = api.soft.lock().unwrap_or_else(PoisonError::into_inner);
+    soft.heard.insert(hb.server, Instant::now());
+    for r in &hb.replicas {
+        let known = soft.leaders.get(&r.group).copied();
+        if r.leader && known.is_none_or(|(_, t)| t <= r.term) {
+            soft.leaders.insert(r.group, (hb.server, r.term));
+        } else if !r.leader && known.is_some_and(|(s, t)| s == hb.server && t <= r.term) {
+            soft.leaders.remove(&r.group);
+        }
+    }
+    Json(answer).into_response()
+}
+
+async fn create_groups(State(api): State<Api>, Json(req): Json<CreateGroups>) -> Response {
+    if req.count == 0 || req.count > super::state::MAX_GROUPS_PER_REQUEST {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "count must be 1 to {}",
+                super::state::MAX_GROUPS_PER_REQUEST
+            ),
+        );
+    }
+    match api
+        .run(MasterCommand::CreateGroups {
+            count: req.count,
+            replication: req.replication,
+        })
+        .await
+    {
+        Ok(r) => volume_reply(r),
+        Err(r) => r,
+    }
+}
+
+async fn list_volumes(State(api): State<Api>) -> Response {
+    if let Err(r) = api.read_point().await {
+        return r;
+    }
+    let vols: Vec<Volume> = api.with_state(|st| st.volumes.values().cloned().collect());
+    Json(vols).into_response()
+}
+
+async fn get_volume(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    if let Err(r) = api.read_point().await {
+        return r;
+    }
+    match api.with_state(|st| st.volumes.get(&name).cloned()) {
+        Some(v) => Json(v).into_response(),
+        None => fail(
+            StatusCode::NOT_FOUND,
+            "no_volume",
+            format!("no volume named {name:?}"),
+        ),
+    }
+}
+
+async fn create_volume(State(api): State<Api>, Json(req): Json<CreateVolume>) -> Response {
+    let cmd = MasterCommand::CreateVolume {
+        name: req.name,
+        size: req.size,
+        block_size: req.block_size,
+        owner: req.owner,
+    };
+    match api.run(cmd).await {
+        Ok(r) => volume_reply(r),
+        Err(r) => r,
+    }
+}
+
+async fn resize_volume(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Json(req): Json<Resize>,
+) -> Response {
+    match api
+        .run(MasterCommand::ResizeVolume {
+            name,
+            size: req.size,
+        })
+        .await
+    {
+        Ok(r) => volume_reply(r),
+        Err(r) => r,
+    }
+}
+
+async fn delete_volume(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    match api.run(MasterCommand::DeleteVolume { name }).await {
+        Ok(r) => volume_reply(r),
+        Err(r) => r,
+    }
+}
+
+async fn open_volume(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    match api.run(MasterCommand::OpenVolume { name }).await {
+        Ok(r) => volume_reply(r),
+        Err(r) => r,
+    }
+}
+
+async fn allocate(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Json(req): Json<Allocate>,
+) -> Response {
+    match api
+        .run(MasterCommand::AllocateBlocks {
+            name,
+            blocks: req.blocks,
+        })
+        .await
+    {
+        Ok(r) => volume_reply(r),
+        Err(r) => r,
+    }
+}

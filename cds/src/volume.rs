@@ -1,0 +1,408 @@
+//! The volume client: what `cdsctl volume`, the NBD export and tests use
+//! to read and write a volume.
+//!
+//! A volume's byte range is cut into blocks (the volume's block size);
+//! the Master's block map says which BlockGroup holds each block, and
+//! the cluster view which servers hold each group's replicas. An IO is
+//! split at block boundaries (and into pieces of at most
+//! [`MAX_PIECE_BYTES`]), each piece is sent to its group's leader
+//! ([`GroupClient`]: redirects followed, retries with backoff within the
+//! deadline), and the pieces run at once.
+//!
+//! Blocks are allocated lazily: a block is given a group on its first
+//! write (one Master call for all the new blocks of a request), and a
+//! block never written reads as zeros without a network round trip. A
+//! 10 GiB volume costs nothing until it is written, and the Master's map
+//! grows with the data, not with the volume's size.
+//!
+//! Opening a volume for writing bumps its epoch at the Master; every
+//! write carries it, and the BlockGroups refuse a write of an older epoch
+//! than one they have seen: a writer that was superseded by a later open
+//! is fenced ([`VolumeError::Fenced`]) and must stop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::blockclient::{GroupClient, IoError};
+use crate::engine::SECTOR;
+use crate::master::api::{Allocate, ClusterView};
+use crate::master::client::{MasterCallError, MasterClient};
+use crate::master::Volume as VolumeMeta;
+
+/// The largest piece of an IO sent as one request (one Raft entry).
+pub const MAX_PIECE_BYTES: u64 = 1 << 20;
+
+/// How a volume is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Reads only; no epoch taken, no writer fenced.
+    Read,
+    /// Reads and writes, as the volume's one writer (fences earlier ones).
+    Write,
+}
+
+/// What an IO on a volume came to, when it did not succeed: each says
+/// what a caller can do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VolumeError {
+    #[error("no volume named {0:?}")]
+    NotFound(String),
+    #[error("{len} bytes at offset {offset} run past the end of the volume ({size} bytes)")]
+    OutOfRange { offset: u64, len: u64, size: u64 },
+    #[error("offset {offset} and length {len} must be multiples of {SECTOR} bytes")]
+    Misaligned { offset: u64, len: u64 },
+    #[error("the volume was opened read-only")]
+    ReadOnly,
+    /// A later open took the volume: this writer must stop.
+    #[error("fenced: the volume was opened again (epoch {current}, this writer has {epoch})")]
+    Fenced { epoch: u64, current: u64 },
+    /// No replica answered before the deadline; a write may or may not
+    /// have been applied.
+    #[error("timed out (a write's outcome is unknown): {0}")]
+    TimedOut(String),
+    /// A BlockGroup refused the request.
+    #[error("refused by the block group: {0}")]
+    Refused(String),
+    #[error("Master: {0}")]
+    Master(MasterCallError),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl From<MasterCallError> for VolumeError {
+    fn from(e: MasterCallError) -> Self {
+        VolumeError::Master(e)
+    }
+}
+
+impl From<IoError> for VolumeError {
+    fn from(e: IoError) -> Self {
+        match e {
+            IoError::Fenced { epoch, current, .. } => VolumeError::Fenced { epoch, current },
+            IoError::TimedOut(d, why) => VolumeError::TimedOut(format!("after {d:?}: {why}")),
+            IoError::Refused(r) => VolumeError::Refused(r.to_string()),
+            IoError::Protocol(p) => VolumeError::Protocol(p),
+        }
+    }
+}
+
+/// How to reach a cluster: its Masters and its data-path credentials.
+#[derive(Debug, Clone)]
+pub struct ClusterAccess {
+    pub master: Arc<MasterClient>,
+    pub cluster_id: u64,
+    pub token: String,
+    /// What each IO piece gets to succeed.
+    pub io_deadline: Duration,
+}
+
+/// Calls the Master off the async threads (its client blocks).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, MasterCallError> + Send + 'static,
+) -> Result<T, MasterCallError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(MasterCallError::Protocol(format!("task failed: {e}"))))
+}
+
+struct Inner {
+    access: ClusterAccess,
+    data: GroupClient,
+    /// Group to its replicas' server ids.
+    groups: BTreeMap<u64, Vec<u64>>,
+    meta: Mutex<VolumeMeta>,
+    mode: Mode,
+    /// The epoch this opener holds (0 when read-only).
+    epoch: u64,
+}
+
+/// An open volume; cheap to clone, usable from many tasks at once.
+#[derive(Clone)]
+pub struct Volume {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.meta();
+        f.debug_struct("Volume")
+            .field("name", &m.name)
+            .field("epoch", &self.inner.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One piece of an IO: within one block.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    block: u64,
+    /// Offset within the block.
+    at: u64,
+    len: u64,
+    /// Offset within the caller's buffer.
+    buf: u64,
+}
+
+impl Volume {
+    /// Opens volume `name`: for writing, a new epoch is taken (every
+    /// earlier writer is fenced from now on).
+    pub async fn open(
+        access: &ClusterAccess,
+        name: &str,
+        mode: Mode,
+    ) -> Result<Volume, VolumeError> {
+        let m = access.master.clone();
+        let path = format!("/v1/volumes/{name}");
+        let meta: VolumeMeta = match mode {
+            Mode::Read => blocking(move || m.get(&path)).await,
+            Mode::Write => {
+                blocking(move || m.post(&format!("{path}/open"), &serde_json::json!({}))).await
+            }
+        }
+        .map_err(|e| match e.kind() {
+            "no_volume" => VolumeError::NotFound(name.to_string()),
+            _ => VolumeError::Master(e),
+        })?;
+        let m = access.master.clone();
+        let view: ClusterView = blocking(move || m.get("/v1/cluster")).await?;
+        let mut servers = BTreeMap::new();
+        for s in &view.servers {
+            let addr: SocketAddr = s.data_addr.parse().map_err(|e| {
+                VolumeError::Protocol(format!("server {} address {:?}: {e}", s.id, s.data_addr))
+            })?;
+            servers.insert(s.id, addr);
+        }
+        let data = GroupClient::new(
+            access.cluster_id,
+            &access.token,
+            servers,
+            access.io_deadline,
+        );
+        let epoch = match mode {
+            Mode::Read => 0,
+            Mode::Write => meta.epoch,
+        };
+        Ok(Volume {
+            inner: Arc::new(Inner {
+                access: access.clone(),
+                data,
+                groups: view
+                    .groups
+                    .iter()
+                    .map(|g| (g.id, g.replicas.clone()))
+                    .collect(),
+                meta: Mutex::new(meta),
+                mode,
+                epoch,
+            }),
+        })
+    }
+
+    /// The volume as the Master last described it to this opener.
+    pub fn meta(&self) -> VolumeMeta {
+        self.inner
+            .meta
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.inner
+            .meta
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .size
+    }
+
+    /// The epoch this writer holds (0 when read-only).
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
+    }
+
+    /// Checks an IO's bounds and alignment and cuts it into pieces.
+    fn pieces(&self, offset: u64, len: u64) -> Result<Vec<Piece>, VolumeError> {
+        let (size, bs) = {
+            let m = self
+                .inner
+                .meta
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (m.size, m.block_size)
+        };
+        if !offset.is_multiple_of(SECTOR) || !len.is_multiple_of(SECTOR) {
+            return Err(VolumeError::Misaligned { offset, len });
+        }
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(VolumeError::OutOfRange { offset, len, size });
+        }
+        let mut out = Vec::new();
+        let mut pos = offset;
+        while pos < offset + len {
+            let block = pos / bs;
+            let at = pos % bs;
+            let n = (bs - at).min(offset + len - pos).min(MAX_PIECE_BYTES);
+            out.push(Piece {
+                block,
+                at,
+                len: n,
+                buf: pos - offset,
+            });
+            pos += n;
+        }
+        Ok(out)
+    }
+
+    /// The group of each block in `blocks`, allocating those that have
+    /// none (one Master call).
+    async fn place(&self, blocks: &[u64]) -> Result<BTreeMap<u64, u64>, VolumeError> {
+        let missing: Vec<u64> = {
+            let m = self
+                .inner
+                .meta
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            blocks
+                .iter()
+                .copied()
+                .filter(|b| !m.blocks.contains_key(b))
+                .collect()
+        };
+        if !missing.is_empty() {
+            let (m, name) = (self.inner.access.master.clone(), self.meta().name);
+            let meta: VolumeMeta = blocking(move || {
+                m.post(
+                    &format!("/v1/volumes/{name}/allocate"),
+                    &Allocate { blocks: missing },
+                )
+            })
+            .await?;
+            let mut cur = self
+                .inner
+                .meta
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            cur.blocks = meta.blocks;
+            cur.size = meta.size;
+        }
+        let m = self
+            .inner
+            .meta
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        blocks
+            .iter()
+            .map(|b| {
+                m.blocks
+                    .get(b)
+                    .map(|g| (*b, *g))
+                    .ok_or_else(|| VolumeError::Protocol(format!("block {b} was not allocated")))
+            })
+            .collect()
+    }
+
+    fn replicas(&self, group: u64) -> Result<Vec<u64>, VolumeError> {
+        self.inner.groups.get(&group).cloned().ok_or_else(|| {
+            VolumeError::Protocol(format!("group {group} is not in the cluster view"))
+        })
+    }
+
+    /// Writes `data` at `offset` (both whole 4 KiB sectors): acknowledged
+    /// once every piece is committed by its group's majority and applied
+    /// by its leader. On an error some pieces may have been written.
+    pub async fn write(&self, offset: u64, data: Bytes) -> Result<(), VolumeError> {
+        self.modify(offset, data.len() as u64, Some(data)).await
+    }
+
+    /// Writes zeros over `len` bytes at `offset` (whole sectors). Blocks
+    /// never written are left unallocated: they read as zeros already.
+    pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
+        self.modify(offset, len, None).await
+    }
+
+    async fn modify(&self, offset: u64, len: u64, data: Option<Bytes>) -> Result<(), VolumeError> {
+        if self.inner.mode != Mode::Write {
+            return Err(VolumeError::ReadOnly);
+        }
+        let mut pieces = self.pieces(offset, len)?;
+        if data.is_none() {
+            let m = self
+                .inner
+                .meta
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            pieces.retain(|p| m.blocks.contains_key(&p.block));
+        }
+        let blocks: Vec<u64> = pieces.iter().map(|p| p.block).collect();
+        let groups = self.place(&blocks).await?;
+        let vol = self.meta().id;
+        let mut set = tokio::task::JoinSet::new();
+        for p in pieces {
+            let g = groups[&p.block];
+            let replicas = self.replicas(g)?;
+            let this = self.clone();
+            let chunk = data
+                .as_ref()
+                .map(|d| d.slice(p.buf as usize..(p.buf + p.len) as usize));
+            set.spawn(async move {
+                let c = &this.inner.data;
+                let e = this.inner.epoch;
+                match chunk {
+                    Some(d) => c.write(g, &replicas, vol, p.block, p.at, e, d).await,
+                    None => c.zero(g, &replicas, vol, p.block, p.at, p.len, e).await,
+                }
+            });
+        }
+        let mut first_err = None;
+        while let Some(r) = set.join_next().await {
+            let r = r.unwrap_or_else(|e| Err(IoError::Protocol(format!("task failed: {e}"))));
+            if let Err(e) = r {
+                first_err.get_or_insert(VolumeError::from(e));
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Reads `len` bytes at `offset` (whole sectors) at the head, from
+    /// each group's leader; never-written blocks read as zeros.
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, VolumeError> {
+        let pieces = self.pieces(offset, len)?;
+        let placed: Vec<(Piece, Option<u64>)> = {
+            let m = self
+                .inner
+                .meta
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            pieces
+                .into_iter()
+                .map(|p| (p, m.blocks.get(&p.block).copied()))
+                .collect()
+        };
+        let vol = self.meta().id;
+        let mut out = BytesMut::zeroed(len as usize);
+        let mut set = tokio::task::JoinSet::new();
+        for (p, g) in placed {
+            let Some(g) = g else { continue };
+            let replicas = self.replicas(g)?;
+            let this = self.clone();
+            set.spawn(async move {
+                let r = this
+                    .inner
+                    .data
+                    .read(g, &replicas, vol, p.block, p.at, p.len, 0)
+                    .await;
+                (p, r)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            let (p, r) = r.map_err(|e| VolumeError::Protocol(format!("task failed: {e}")))?;
+            let d = r?;
+            out[p.buf as usize..(p.buf + p.len) as usize].copy_from_slice(&d);
+        }
+        Ok(out.freeze())
+    }
+}

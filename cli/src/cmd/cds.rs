@@ -1,0 +1,236 @@
+//! `cdsctl cds ...`: a local CDS block store (Masters and BlockServers as
+//! real processes), its status, its faults, and the two server processes
+//! themselves (`cds master`, `cds blockserver`).
+//!
+//! What the commands do lives in [`cds::cdscluster`]; this module parses
+//! the arguments, calls it and prints what it returns.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cds::cdscluster::{self, Fault, ProcName, UpOptions, DEFAULT_GROUPS};
+use clap::{Args, Subcommand};
+
+use super::kv::parse_duration;
+
+/// The cluster directory of a CDS cluster.
+#[derive(Debug, Args)]
+pub struct CdsDir {
+    /// The cluster directory (cds.json and one directory per process).
+    #[arg(long, default_value = "cds-store")]
+    pub dir: PathBuf,
+}
+
+/// Subcommands of `cdsctl cds`.
+#[derive(Debug, Subcommand)]
+pub enum CdsCommand {
+    /// Start a local block store: Masters and BlockServers as processes on
+    /// loopback, BlockGroups placed on the servers; returns once every group
+    /// has a leader.
+    Up {
+        #[command(flatten)]
+        dir: CdsDir,
+        /// Master replicas (1 to 7).
+        #[arg(long, default_value_t = 3)]
+        masters: u64,
+        /// BlockServers (3 to 32).
+        #[arg(long, default_value_t = 3)]
+        servers: u64,
+        /// Disks (data directories) per BlockServer (1 to 8).
+        #[arg(long, default_value_t = 2)]
+        disks: u64,
+        /// BlockGroups to create (each a Raft group of 3 replicas).
+        #[arg(long, default_value_t = DEFAULT_GROUPS)]
+        groups: u64,
+        /// Milliseconds per Raft tick.
+        #[arg(long, default_value_t = 50)]
+        tick_ms: u64,
+        /// How long to wait for the cluster to serve.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Show every process: pid, state, role; BlockServers' replicas and leaders.
+    Status {
+        #[command(flatten)]
+        dir: CdsDir,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every process: SIGTERM, then SIGKILL after the timeout.
+    Down {
+        #[command(flatten)]
+        dir: CdsDir,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// SIGKILL a process (a crash): m1, m2, ... for Masters, b1, b2, ... for BlockServers.
+    Kill {
+        name: ProcName,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// SIGSTOP a process (a hung machine).
+    Pause {
+        name: ProcName,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// SIGCONT a paused process.
+    Resume {
+        name: ProcName,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// Start a stopped process again from its config and data.
+    Restart {
+        name: ProcName,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// Run one Master process (started by `cds up`; takes a config file).
+    Master {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run one BlockServer process (started by `cds up`; takes a config file).
+    Blockserver {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn exe() -> Result<PathBuf> {
+    std::env::current_exe().context("finding the cdsctl executable to run the servers")
+}
+
+/// Runs a `cdsctl cds` subcommand.
+pub fn run(cmd: CdsCommand) -> Result<()> {
+    match cmd {
+        CdsCommand::Up {
+            dir,
+            masters,
+            servers,
+            disks,
+            groups,
+            tick_ms,
+            timeout,
+        } => {
+            let mut o = UpOptions::new(exe()?);
+            o.masters = masters;
+            o.servers = servers;
+            o.disks = disks;
+            o.groups = groups;
+            o.tick_ms = tick_ms;
+            o.timeout = timeout;
+            let c = cdscluster::up(&dir.dir, &o)?;
+            outln!(
+                "CDS cluster up in {}: {} Masters, {} BlockServers ({} disks each), {} BlockGroups",
+                dir.dir.display(),
+                c.masters.len(),
+                c.servers.len(),
+                disks,
+                groups
+            );
+            for (name, e) in c.all() {
+                outln!(
+                    "  {name:<4} pid {:<8} raft {:<21} {} {}",
+                    e.pid.map_or("-".into(), |p| p.to_string()),
+                    e.raft_addr,
+                    if name.role == cdscluster::Role::Master {
+                        "http"
+                    } else {
+                        "data"
+                    },
+                    e.http_addr
+                );
+            }
+            outln!(
+                "next: cdsctl volume create vol1 --size 1GiB --dir {}",
+                dir.dir.display()
+            );
+            Ok(())
+        }
+        CdsCommand::Status { dir, json } => status(&dir.dir, json),
+        CdsCommand::Down { dir, timeout } => {
+            for (name, how) in cdscluster::down(&dir.dir, timeout)? {
+                outln!("{name}: {how}");
+            }
+            Ok(())
+        }
+        CdsCommand::Kill { name, dir } => {
+            cdscluster::fault(&dir.dir, name, Fault::Kill)?;
+            outln!("{name} killed (SIGKILL)");
+            Ok(())
+        }
+        CdsCommand::Pause { name, dir } => {
+            cdscluster::fault(&dir.dir, name, Fault::Pause)?;
+            outln!("{name} paused (SIGSTOP)");
+            Ok(())
+        }
+        CdsCommand::Resume { name, dir } => {
+            cdscluster::fault(&dir.dir, name, Fault::Resume)?;
+            outln!("{name} resumed (SIGCONT)");
+            Ok(())
+        }
+        CdsCommand::Restart { name, dir } => {
+            let pid = cdscluster::restart(&dir.dir, &exe()?, name)?;
+            outln!("{name} restarted (pid {pid})");
+            Ok(())
+        }
+        CdsCommand::Master { config } => Ok(cds::master::process::run(&config)?),
+        CdsCommand::Blockserver { config } => Ok(cds::blockserver::process::run(&config)?),
+    }
+}
+
+fn status(dir: &std::path::Path, json: bool) -> Result<()> {
+    let (procs, view) = cdscluster::status(dir)?;
+    if json {
+        let v = serde_json::json!({ "processes": procs, "cluster": view });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    outln!(
+        "{:<5} {:<8} {:<7} {:<22} {:<10} {:>5} {:>8} {:>8} {:>7}",
+        "NAME",
+        "PID",
+        "STATE",
+        "ADDRESS",
+        "ROLE",
+        "TERM",
+        "REPLICAS",
+        "LEADS",
+        "HEARD"
+    );
+    for p in &procs {
+        let (role, term) = match &p.master {
+            Some(m) => (m.role.clone(), m.term.to_string()),
+            None if p.name.starts_with('m') => ("-".into(), "-".into()),
+            None => ("server".into(), "-".into()),
+        };
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        outln!(
+            "{:<5} {:<8} {:<7} {:<22} {:<10} {:>5} {:>8} {:>8} {:>7}",
+            p.name,
+            p.pid.map_or("-".into(), |p| p.to_string()),
+            p.state,
+            p.addr,
+            role,
+            term,
+            opt(p.replicas),
+            opt(p.leads),
+            p.last_heard_ms
+                .map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0))
+        );
+    }
+    match view {
+        Some(v) => outln!(
+            "{} BlockGroups, {} with a known leader",
+            v.groups.len(),
+            v.leaders.len()
+        ),
+        None => outln!("no Master leads: the cluster view is unavailable"),
+    }
+    Ok(())
+}
