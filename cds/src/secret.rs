@@ -72,6 +72,15 @@ pub fn check_private(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads a private JSON file (a config holding a token): refused when
+/// others can read it, or when it does not parse as `T`.
+pub fn read_private_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    check_private(path).with_context(|| format!("refusing the config file {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,13 +113,4 @@ mod tests {
         }
         check_token("0123456789abcdef").unwrap();
     }
-}
-
-/// Reads a private JSON file (a config holding a token): refused when
-/// others can read it, or when it does not parse as `T`.
-pub fn read_private_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    check_private(path).with_context(|| format!("refusing the config file {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }

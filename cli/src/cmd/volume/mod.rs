@@ -14,6 +14,8 @@ use cds::master::Volume as VolumeMeta;
 use cds::volume::{Mode, Volume};
 use clap::{Subcommand, ValueEnum};
 
+mod bench;
+
 use super::cds::CdsDir;
 use super::kv::parse_duration;
 
@@ -326,7 +328,33 @@ pub fn run(cmd: VolumeCommand) -> Result<()> {
             dir,
             json,
         } => verify(&dir.dir, &name, duration, qd, span, json),
-        VolumeCommand::Bench { .. } => bail!("volume bench: not built yet"),
+        VolumeCommand::Bench {
+            name,
+            pattern,
+            bs,
+            qd,
+            duration,
+            span,
+            dir,
+            json,
+        } => {
+            let c = CdsCluster::load(&dir.dir)?;
+            let report = runtime()?.block_on(async {
+                // Read patterns write their span first: a writer too.
+                let v = Volume::open(&c.access(), &name, Mode::Write).await?;
+                let span = span.unwrap_or(1 << 30).min(v.size());
+                bench::run(&v, pattern, bs, qd, span, duration).await
+            })?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                if let Some(p) = report.prefill_seconds {
+                    outln!("prefill: wrote the span in {p:.1}s");
+                }
+                outln!("{report}");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,267 @@
+//! `cdsctl cds` and `cdsctl volume` against the real binary: a CDS
+//! cluster of real processes (3 Masters, 3 BlockServers) serving a volume
+//! through kill -9 and SIGSTOP of BlockServers and the loss of the
+//! leading Master, with `volume verify` checking every read and the
+//! final read-back; bad input refused with clear errors; a stale writer
+//! fenced.
+//!
+//! Every cluster lives in a temp directory behind a guard that runs
+//! `cds down` and SIGKILLs any pid left in cds.json whose command line
+//! names the directory, passed or failed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cds::cdscluster::CdsCluster;
+use cds::volume::{Mode, Volume, VolumeError};
+
+/// Runs `cdsctl ARGS --dir DIR`, killed after two minutes.
+fn cdsctl(dir: &Path, args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_cdsctl"))
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning cdsctl");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(out) => out.expect("waiting for cdsctl"),
+        Err(_) => {
+            // SAFETY: plain syscall on our own child's pid.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("cdsctl {args:?} ran for more than 120 s");
+        }
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = cdsctl(dir, args);
+    assert!(
+        out.status.success(),
+        "cdsctl {args:?} failed: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = cdsctl(dir, args);
+    assert!(
+        !out.status.success(),
+        "cdsctl {args:?} succeeded: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Tears the cluster in `dir` down when dropped.
+struct Guard {
+    dir: PathBuf,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = cdsctl(&self.dir, &["cds", "down", "--timeout", "5s"]);
+        let Ok(text) = std::fs::read_to_string(self.dir.join("cds.json")) else {
+            return;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return;
+        };
+        let needle = self.dir.to_string_lossy().into_owned();
+        for e in ["masters", "servers"]
+            .iter()
+            .flat_map(|k| v[k].as_array().cloned().unwrap_or_default())
+        {
+            let Some(pid) = e["pid"].as_u64() else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                // SAFETY: plain syscall on a pid whose command line names our dir.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+#[test]
+fn cds_errors_without_a_cluster_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("none");
+    let err = fails(&dir, &["cds", "status"]);
+    assert!(
+        err.contains("no CDS cluster") && err.contains("cds up"),
+        "{err}"
+    );
+    let err = fails(&dir, &["volume", "ls"]);
+    assert!(err.contains("no CDS cluster"), "{err}");
+    let err = fails(&dir, &["cds", "up", "--servers", "2"]);
+    assert!(err.contains("between 3 and 32"), "{err}");
+    let err = fails(&dir, &["cds", "kill", "x1"]);
+    assert!(err.contains("names no process"), "{err}");
+    let err = fails(&dir, &["volume", "create", "v", "--size", "10XB"]);
+    assert!(err.contains("unknown unit"), "{err}");
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("precious.txt"), "x").unwrap();
+    let err = fails(&other, &["cds", "up"]);
+    assert!(err.contains("not empty"), "{err}");
+}
+
+/// Runs `volume verify` for `secs` while `fault` runs after `delay`;
+/// the verify must pass.
+fn verify_through(dir: &Path, secs: u64, delay: Duration, fault: impl FnOnce()) -> String {
+    let d = dir.to_path_buf();
+    let s = format!("{secs}s");
+    let h = std::thread::spawn(move || {
+        cdsctl(
+            &d,
+            &["volume", "verify", "v", "--duration", &s, "--span", "48MiB"],
+        )
+    });
+    std::thread::sleep(delay);
+    fault();
+    let out = h.join().expect("verify thread");
+    assert!(out.status.success(), "verify failed: {}", text(&out));
+    let o = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        o.contains("wrong reads 0, lost writes 0") && o.contains("PASSED"),
+        "{o}"
+    );
+    o
+}
+
+/// The BlockServer leading the most groups, and the leading Master.
+fn leaders(dir: &Path) -> (String, String) {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
+    let procs = v["processes"].as_array().expect("processes").clone();
+    let server = procs
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap_or("").starts_with('b'))
+        .max_by_key(|p| p["leads"].as_u64().unwrap_or(0))
+        .expect("a server")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let master = procs
+        .iter()
+        .find(|p| p["master"]["role"] == "leader")
+        .expect("a leading Master")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (server, master)
+}
+
+#[test]
+fn a_cds_cluster_serves_a_volume_through_crashes_pauses_and_master_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _g = Guard { dir: dir.clone() };
+    let up = ok(&dir, &["cds", "up", "--groups", "8", "--tick-ms", "20"]);
+    assert!(up.contains("3 Masters, 3 BlockServers"), "{up}");
+    ok(&dir, &["volume", "create", "v", "--size", "256MiB"]);
+
+    // A write across a block boundary reads back whole.
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 + i / 4093) as u8).collect();
+    let file = tmp.path().join("data");
+    std::fs::write(&file, &data).unwrap();
+    let f = file.to_str().unwrap();
+    ok(
+        &dir,
+        &["volume", "write", "v", "--offset", "79M", "--file", f],
+    );
+    let out = cdsctl(
+        &dir,
+        &["volume", "read", "v", "--offset", "79M", "--length", "3M"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stdout == data, "read back differs");
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["volume", "info", "v", "--json"])).unwrap();
+    assert_eq!(info["blocks"].as_array().unwrap().len(), 2, "{info}");
+
+    // Bad input: clear errors.
+    let err = fails(
+        &dir,
+        &["volume", "read", "v", "--offset", "256M", "--length", "4k"],
+    );
+    assert!(err.contains("past the end"), "{err}");
+    let err = fails(
+        &dir,
+        &["volume", "read", "v", "--offset", "100", "--length", "4k"],
+    );
+    assert!(err.contains("multiples of 4096"), "{err}");
+    let err = fails(&dir, &["volume", "read", "nope", "--length", "4k"]);
+    assert!(err.contains("no volume named"), "{err}");
+    let err = fails(&dir, &["volume", "create", "v", "--size", "1GiB"]);
+    assert!(err.contains("exists already"), "{err}");
+    let err = fails(&dir, &["volume", "resize", "v", "--size", "128MiB"]);
+    assert!(err.contains("would lose data"), "{err}");
+
+    // Faults while verify checks every read.
+    let (server, master) = leaders(&dir);
+    verify_through(&dir, 6, Duration::from_secs(2), || {
+        ok(&dir, &["cds", "kill", &server]);
+    });
+    ok(&dir, &["cds", "restart", &server]);
+    let (server, _) = leaders(&dir);
+    verify_through(&dir, 6, Duration::from_secs(2), || {
+        ok(&dir, &["cds", "pause", &server]);
+        std::thread::sleep(Duration::from_secs(2));
+        ok(&dir, &["cds", "resume", &server]);
+    });
+    verify_through(&dir, 6, Duration::from_secs(2), || {
+        ok(&dir, &["cds", "kill", &master]);
+    });
+    // The data written before the faults is still there.
+    let out = cdsctl(
+        &dir,
+        &["volume", "read", "v", "--offset", "79M", "--length", "3M"],
+    );
+    assert!(out.stdout == data, "read back differs after the faults");
+
+    // A stale writer is fenced by a later open.
+    let c = CdsCluster::load(&dir).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let a = Volume::open(&c.access(), "v", Mode::Write).await.unwrap();
+        a.write(0, Bytes::from(vec![1u8; 4096])).await.unwrap();
+        let b = Volume::open(&c.access(), "v", Mode::Write).await.unwrap();
+        b.write(0, Bytes::from(vec![2u8; 4096])).await.unwrap();
+        let e = a.write(0, Bytes::from(vec![3u8; 4096])).await.unwrap_err();
+        assert!(matches!(e, VolumeError::Fenced { .. }), "{e:?}");
+        let r = Volume::open(&c.access(), "v", Mode::Read).await.unwrap();
+        assert_eq!(&r.read(0, 4096).await.unwrap()[..], &[2u8; 4096][..]);
+    });
+
+    // Grow, list, remove.
+    ok(&dir, &["volume", "resize", "v", "--size", "512MiB"]);
+    let ls: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["volume", "ls", "--json"])).unwrap();
+    assert_eq!(ls[0]["size"], 512u64 << 20, "{ls}");
+    ok(&dir, &["volume", "rm", "v"]);
+    let ls = ok(&dir, &["volume", "ls"]);
+    assert!(!ls.contains("\nv "), "{ls}");
+}
