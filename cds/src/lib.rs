@@ -31,6 +31,7 @@ pub mod error;
 pub mod kv;
 pub mod master;
 pub mod secret;
+pub mod sim;
 pub mod status;
 pub mod tls;
 pub mod verify;

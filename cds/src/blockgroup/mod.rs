@@ -18,5 +18,6 @@ pub mod command;
 mod state_machine;
 
 pub use state_machine::{
-    lock, BlockGroupSm, SharedEngine, FLUSH_EVERY_ENTRIES, GC_SLICES_PER_BATCH, SNAPSHOT_FILE,
+    after_batch, apply_entry, lock, BlockGroupSm, SharedEngine, FLUSH_EVERY_ENTRIES,
+    GC_SLICES_PER_BATCH, SNAPSHOT_FILE,
 };

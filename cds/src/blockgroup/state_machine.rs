@@ -60,6 +60,36 @@ impl BlockGroupSm {
     }
 }
 
+/// Applies the entry at `index` (its payload `data`) to `e`: what every
+/// replica does with each committed entry, here and in the simulator.
+/// The outer error is the engine's own failure (the replica must stop).
+pub fn apply_entry(
+    e: &mut Engine,
+    index: u64,
+    data: &bytes::Bytes,
+) -> Result<Applied, EngineError> {
+    Ok(match decode(data) {
+        Err(why) => {
+            e.skip_to(index);
+            Applied::Malformed(why)
+        }
+        Ok(cmd) => match e.apply(index, &cmd)? {
+            Ok(o) => Applied::Done(o),
+            Err(r) => Applied::Refused(r),
+        },
+    })
+}
+
+/// The engine's work after a batch of applied entries: a little garbage
+/// collection, and a flush once `flush_every` entries are not durable.
+pub fn after_batch(e: &mut Engine, flush_every: u64) -> Result<(), EngineError> {
+    e.gc_step(GC_SLICES_PER_BATCH)?;
+    if e.applied_index() >= e.durable_index() + flush_every {
+        e.flush()?;
+    }
+    Ok(())
+}
+
 impl StateMachine for BlockGroupSm {
     fn on_apply(&mut self, entries: &mut dyn Iterator<Item = Entry>) {
         if self.failed.is_some() {
@@ -68,34 +98,20 @@ impl StateMachine for BlockGroupSm {
         let engine = self.engine.clone();
         let mut e = lock(&engine);
         for mut a in entries {
-            let result = match decode(&a.data) {
-                Err(why) => {
-                    e.skip_to(a.index);
-                    Applied::Malformed(why)
+            let result = match apply_entry(&mut e, a.index, &a.data) {
+                Ok(r) => r,
+                Err(err) => {
+                    let why = self.fail(&err);
+                    a.respond(encode_result(&Applied::Failed(why)));
+                    // Take no more: the runtime fails the rest.
+                    return;
                 }
-                Ok(cmd) => match e.apply(a.index, &cmd) {
-                    Ok(Ok(o)) => Applied::Done(o),
-                    Ok(Err(r)) => Applied::Refused(r),
-                    Err(err) => {
-                        let why = self.fail(&err);
-                        a.respond(encode_result(&Applied::Failed(why)));
-                        // Take no more: the runtime fails the rest.
-                        return;
-                    }
-                },
             };
             if a.has_waiter() {
                 a.respond(encode_result(&result));
             }
         }
-        let r = e.gc_step(GC_SLICES_PER_BATCH).and_then(|_| {
-            if e.applied_index() >= e.durable_index() + FLUSH_EVERY_ENTRIES {
-                e.flush().map(drop)
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(err) = r {
+        if let Err(err) = after_batch(&mut e, FLUSH_EVERY_ENTRIES) {
             self.fail(&err);
         }
     }

@@ -225,6 +225,10 @@ pub struct Engine {
     pinned_released: Vec<u64>,
     /// Set by the first storage error: the engine then refuses everything.
     failed: Option<String>,
+    /// Injected bug (simulator tests): a flush records its index durable
+    /// without syncing the slot file first.
+    #[cfg(feature = "bug-injection")]
+    bug_skip_slot_sync: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -339,6 +343,8 @@ impl Engine {
             pinned: BTreeSet::new(),
             pinned_released: Vec::new(),
             failed: None,
+            #[cfg(feature = "bug-injection")]
+            bug_skip_slot_sync: false,
         };
         e.rebuild(&jpath, records)?;
         Ok(e)
@@ -877,9 +883,22 @@ impl Engine {
         self.fail(r)
     }
 
+    /// Injects a bug for the simulator to catch: flushes stop syncing the
+    /// slot file, so a crash can lose data the engine calls durable.
+    #[cfg(feature = "bug-injection")]
+    pub fn inject_skip_slot_sync(&mut self) {
+        self.bug_skip_slot_sync = true;
+    }
+
     fn flush_inner(&mut self) -> Result<u64, EngineError> {
         self.write_journal_buf()?;
-        self.slots.sync()?;
+        #[cfg(feature = "bug-injection")]
+        let skip = self.bug_skip_slot_sync;
+        #[cfg(not(feature = "bug-injection"))]
+        let skip = false;
+        if !skip {
+            self.slots.sync()?;
+        }
         let jpath = self.dir.join(journal::journal_name(self.journal_gen));
         self.journal.sync_data().map_err(EngineError::io(&jpath))?;
         let sb = Superblock {

@@ -108,7 +108,7 @@ pub struct SimArgs {
     pub inject_bug: Option<raft_core::Bug>,
 }
 
-fn parse_seed_range(s: &str) -> Result<(u64, u64), String> {
+pub(crate) fn parse_seed_range(s: &str) -> Result<(u64, u64), String> {
     let (a, b) = s
         .split_once('-')
         .ok_or_else(|| format!("'{s}' is not a range like 1-500"))?;
