@@ -197,18 +197,18 @@ fn sim(args: &SimArgs) -> Result<()> {
         crashes += o.stats.crashes;
         if o.failure.is_some() {
             failed += 1;
-            println!("{o}");
-            println!("  replay: {}", replay_command(args, o.seed));
+            outln!("{o}");
+            outln!("  replay: {}", replay_command(args, o.seed));
         } else if args.verbose {
-            println!("{o}");
+            outln!("{o}");
         }
     }
-    println!(
+    outln!(
         "{} seeds in {:.1}s: {acked} writes acknowledged, {reads} reads checked, {crashes} crashes",
         outcomes.len(),
         started.elapsed().as_secs_f64()
     );
-    println!("{} passed, {failed} failed", outcomes.len() - failed);
+    outln!("{} passed, {failed} failed", outcomes.len() - failed);
     if failed > 0 {
         anyhow::bail!("{failed} seeds failed");
     }
