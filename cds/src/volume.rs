@@ -1,5 +1,5 @@
-//! The volume client: what `cdsctl volume`, the NBD export and tests use
-//! to read and write a volume.
+//! The volume client: what `cdsctl volume` and the tests use (and the NBD
+//! export of the next issue will use) to read and write a volume.
 //!
 //! A volume's byte range is cut into blocks (the volume's block size);
 //! the Master's block map says which BlockGroup holds each block, and

@@ -2,8 +2,10 @@
 //! blocks over the data path's binary protocol ([`crate::wire`]).
 //!
 //! The replicas run on one [`GroupHost`] (one Raft transport, one timer,
-//! node-level liveness, one shared log sync for all groups). Each replica
-//! keeps its Raft storage and its engine under `dir/groups/<id>/`.
+//! node-level liveness, one log sync per disk). Each replica keeps its
+//! Raft storage and its engine under `DISK/groups/<id>/` on one of the
+//! server's disks (the disk that already holds the group, else the least
+//! loaded one).
 //! Requests are served as they arrive, many per connection at once:
 //! writes and zeros are proposed to the group (the leader answers; a
 //! follower says who leads), reads are served by the leader from its

@@ -82,7 +82,8 @@ impl BlockServerFileConfig {
     }
 }
 
-/// Free bytes on the file system holding `dir`.
+/// The size of the file system holding `dir` (the disk's capacity, as
+/// registered with the Master; not what is free).
 fn capacity(dir: &Path) -> Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
