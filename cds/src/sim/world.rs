@@ -997,7 +997,6 @@ impl Sim {
                 None => Body::Mark,
             },
         };
-        let _ = g;
         self.begin(c, body);
     }
 
