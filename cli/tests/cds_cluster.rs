@@ -151,6 +151,19 @@ fn verify_through(dir: &Path, secs: u64, delay: Duration, fault: impl FnOnce()) 
     o
 }
 
+/// How many groups BlockServer `name` leads, by `cds status --json`.
+fn leads_of(dir: &Path, name: &str) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
+    v["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["leads"].as_u64())
+        .expect("the server's leader count")
+}
+
 /// The BlockServer leading the most groups, and the leading Master.
 fn leaders(dir: &Path) -> (String, String) {
     let v: serde_json::Value =
@@ -231,6 +244,20 @@ fn a_cds_cluster_serves_a_volume_through_crashes_pauses_and_master_loss() {
         ok(&dir, &["cds", "pause", &server]);
         std::thread::sleep(Duration::from_secs(2));
         ok(&dir, &["cds", "resume", &server]);
+    });
+    // A partitioned BlockServer (its Raft links to the others cut both
+    // ways) loses every leadership while verify goes on; healed, it
+    // catches up.
+    let (server, _) = leaders(&dir);
+    verify_through(&dir, 8, Duration::from_secs(2), || {
+        ok(&dir, &["cds", "partition", &server]);
+        std::thread::sleep(Duration::from_secs(4));
+        let leads = leads_of(&dir, &server);
+        ok(&dir, &["cds", "heal"]);
+        assert_eq!(
+            leads, 0,
+            "{server} still leads {leads} groups while partitioned"
+        );
     });
     verify_through(&dir, 6, Duration::from_secs(2), || {
         ok(&dir, &["cds", "kill", &master]);

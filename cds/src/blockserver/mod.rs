@@ -223,6 +223,13 @@ impl BlockServer {
         self.inner.data_addr
     }
 
+    /// Replaces the Raft transport's fault filter (what `cdsctl cds
+    /// partition` sets): envelopes to and from the listed nodes are
+    /// dropped, as a cut network link would.
+    pub fn set_filter(&self, filter: raft_core::runtime::transport::FaultFilter) {
+        self.inner.transport.set_filter(filter);
+    }
+
     /// Where the Raft transport listens.
     pub fn raft_addr(&self) -> SocketAddr {
         self.inner.transport.local_addr()

@@ -97,6 +97,22 @@ fn capacity(dir: &Path) -> Result<u64> {
     Ok(st.f_blocks as u64 * st.f_frsize as u64)
 }
 
+/// The file in a BlockServer's data directory that `cdsctl cds partition`
+/// writes: a JSON list of the server ids whose Raft links are cut. Read
+/// every heartbeat; no file, no cut links.
+pub const PARTITION_FILE: &str = "partition.json";
+
+/// The ids the partition file lists (none when there is no file).
+fn read_partition(data_dir: &Path) -> Result<Vec<u64>> {
+    let path = data_dir.join(PARTITION_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// Serves the BlockServer of `config_path` until a signal.
 pub fn run(config_path: &Path) -> Result<()> {
     let cfg = BlockServerFileConfig::load(config_path)?;
@@ -156,7 +172,13 @@ async fn serve(cfg: BlockServerFileConfig) -> Result<()> {
         me.data_addr,
         cfg.disks
     );
-    let work = directed(server.clone(), master, me, cfg.heartbeat_ms);
+    let work = directed(
+        server.clone(),
+        master,
+        me,
+        cfg.heartbeat_ms,
+        cfg.data_dir.clone(),
+    );
     let outcome = tokio::select! {
         name = signal => {
             eprintln!("blockserver {id}: {name} received, shutting down");
@@ -176,11 +198,26 @@ async fn directed(
     master: Arc<MasterClient>,
     me: Server,
     heartbeat_ms: u64,
+    data_dir: PathBuf,
 ) -> Error {
     let id = me.id;
     let every = Duration::from_millis(heartbeat_ms);
     let mut registered = false;
+    let mut cut: Vec<u64> = Vec::new();
     loop {
+        match read_partition(&data_dir) {
+            Ok(now) if now != cut => {
+                eprintln!("blockserver {id}: Raft links to {now:?} cut (partition file)");
+                server.set_filter(raft_core::runtime::transport::FaultFilter {
+                    drop_to: now.iter().copied().collect(),
+                    drop_from: now.iter().copied().collect(),
+                    ..Default::default()
+                });
+                cut = now;
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("blockserver {id}: {e}"),
+        }
         if let Some(f) = server.failure() {
             return Error::Runtime {
                 what: "a replica stopped".into(),

@@ -434,6 +434,46 @@ pub enum Fault {
     Resume,
 }
 
+/// Cuts BlockServer `name`'s Raft links to every other BlockServer, in
+/// both directions (its replicas can neither lead nor follow); the
+/// server applies it at its next heartbeat (`heartbeat_ms`, 500 ms by
+/// default). Clients still reach it and are redirected or time out.
+pub fn partition(dir: &Path, name: ProcName) -> Result<Vec<u64>> {
+    let c = CdsCluster::load(dir)?;
+    if name.role != Role::BlockServer {
+        bail!(
+            Invalid,
+            "only BlockServers can be partitioned (b1, b2, ...), not {name}"
+        );
+    }
+    let e = c.entry(name)?;
+    let others: Vec<u64> = c
+        .servers
+        .iter()
+        .map(|s| s.id)
+        .filter(|&i| i != name.id)
+        .collect();
+    let path = e.data_dir.join(crate::blockserver::process::PARTITION_FILE);
+    let body = serde_json::to_vec(&others).context("encoding the partition")?;
+    std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+    Ok(others)
+}
+
+/// Removes every BlockServer's partition (applied at their next
+/// heartbeat).
+pub fn heal(dir: &Path) -> Result<()> {
+    let c = CdsCluster::load(dir)?;
+    for s in &c.servers {
+        let path = s.data_dir.join(crate::blockserver::process::PARTITION_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+    Ok(())
+}
+
 /// Injects `fault` into process `name`.
 pub fn fault(dir: &Path, name: ProcName, fault: Fault) -> Result<()> {
     let c = CdsCluster::load(dir)?;

@@ -17,5 +17,5 @@ mod lifecycle;
 
 pub use directory::{CdsCluster, ProcName, Role, CDS_FILE};
 pub use lifecycle::{
-    down, fault, restart, status, up, Fault, ProcReport, UpOptions, DEFAULT_GROUPS,
+    down, fault, heal, partition, restart, status, up, Fault, ProcReport, UpOptions, DEFAULT_GROUPS,
 };

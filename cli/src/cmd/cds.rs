@@ -83,6 +83,18 @@ pub enum CdsCommand {
         #[command(flatten)]
         dir: CdsDir,
     },
+    /// Cut a BlockServer's Raft links to every other BlockServer, both ways
+    /// (applied at its next heartbeat, within half a second).
+    Partition {
+        name: ProcName,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// Remove every BlockServer's partition.
+    Heal {
+        #[command(flatten)]
+        dir: CdsDir,
+    },
     /// Start a stopped process again from its config and data.
     Restart {
         name: ProcName,
@@ -315,6 +327,16 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             Ok(())
         }
         CdsCommand::Sim(args) => sim(&args),
+        CdsCommand::Partition { name, dir } => {
+            let others = cdscluster::partition(&dir.dir, name)?;
+            outln!("{name}: Raft links to BlockServers {others:?} cut (at its next heartbeat)");
+            Ok(())
+        }
+        CdsCommand::Heal { dir } => {
+            cdscluster::heal(&dir.dir)?;
+            outln!("every BlockServer's partition removed (at their next heartbeat)");
+            Ok(())
+        }
         CdsCommand::Master { config } => Ok(cds::master::process::run(&config)?),
         CdsCommand::Blockserver { config } => Ok(cds::blockserver::process::run(&config)?),
     }
