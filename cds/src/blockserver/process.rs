@@ -204,9 +204,11 @@ async fn directed(
     let every = Duration::from_millis(heartbeat_ms);
     let mut registered = false;
     let mut cut: Vec<u64> = Vec::new();
+    let mut bad_partition: Option<String> = None;
     loop {
         match read_partition(&data_dir) {
             Ok(now) if now != cut => {
+                bad_partition = None;
                 eprintln!("blockserver {id}: Raft links to {now:?} cut (partition file)");
                 server.set_filter(raft_core::runtime::transport::FaultFilter {
                     drop_to: now.iter().copied().collect(),
@@ -215,8 +217,13 @@ async fn directed(
                 });
                 cut = now;
             }
-            Ok(_) => {}
-            Err(e) => eprintln!("blockserver {id}: {e}"),
+            Ok(_) => bad_partition = None,
+            // Said once, not every heartbeat; the links stay as they were.
+            Err(e) if bad_partition.as_ref() != Some(&e.to_string()) => {
+                eprintln!("blockserver {id}: {e}; Raft links unchanged");
+                bad_partition = Some(e.to_string());
+            }
+            Err(_) => {}
         }
         if let Some(f) = server.failure() {
             return Error::Runtime {

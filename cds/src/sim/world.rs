@@ -686,6 +686,7 @@ impl Sim {
         let edir = dir.join("engine");
         // An engine whose directory a crash lost is made again: the log
         // (never compacted here) replays everything into it.
+        #[cfg_attr(not(feature = "bug-injection"), allow(unused_mut))]
         let mut engine = match Engine::open(fs.clone(), &edir) {
             Ok(e) => e,
             Err(_) if !fs.exists(&edir.join("super")) => {
@@ -697,7 +698,6 @@ impl Sim {
         if self.cfg.bug == Some(Bug::SkipSlotSync) {
             engine.inject_skip_slot_sync();
         }
-        let _ = &mut engine;
         let mut c = Config::new(id);
         c.election_tick = 10;
         c.heartbeat_tick = 3;
