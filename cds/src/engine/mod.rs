@@ -33,12 +33,14 @@
 //! sector is rewritten whole by its replay), and a slot freed after the
 //! last flush is not reused before the next one (the state recovery
 //! returns to may still map it). How the metadata is kept is in
-//! `journal.rs`, the sectors' checksums in `slots.rs`.
+//! `journal.rs`, the sectors' checksums in `slots.rs`, and how a corrupt
+//! sector is repaired from another replica in `repair.rs`.
 
 mod error;
 mod export;
 mod geometry;
 mod journal;
+mod repair;
 mod slots;
 mod versions;
 
@@ -53,6 +55,7 @@ pub use error::EngineError;
 pub use export::{Export, EXPORT_MAGIC};
 pub use geometry::{Geometry, DEFAULT_BLOCK_SIZE, DEFAULT_SLICE_SIZE, SECTOR};
 pub use journal::SliceKey;
+pub use repair::{Repair, SectorCopy, SectorId};
 pub use versions::{Version, VersionState};
 
 use journal::{Record, Superblock};
@@ -172,6 +175,11 @@ pub struct EngineStats {
     pub copies: u64,
     /// Entries reclaimed by the garbage collector.
     pub reclaimed: u64,
+    /// Corrupt sectors a copy-on-write carried into a new slot (still
+    /// corrupt there, never turned into good bytes).
+    pub corrupt_carried: u64,
+    /// Corrupt sectors repaired from another replica.
+    pub repaired: u64,
     /// Bytes of the current journal.
     pub journal_bytes: u64,
     /// Whether reclaiming is under way.
@@ -184,6 +192,11 @@ struct Entry {
     version: Version,
     /// `None`: the slice reads as zeros at this version.
     slot: Option<u64>,
+    /// A Raft index at or after the last change to this entry's bytes
+    /// (since the engine opened; before that, its durable index): the
+    /// bytes are the same at every index from it to the applied one.
+    /// Kept in memory only; it is what makes a repair copy safe.
+    changed: u64,
 }
 
 /// One BlockGroup replica's engine. See the module docs.
@@ -212,6 +225,8 @@ pub struct Engine {
     pending_free: Vec<u64>,
     applied: u64,
     durable: u64,
+    /// The Raft index of the command being applied.
+    applying: u64,
     /// The next slice a running reclaim pass looks at (`None`: no pass).
     gc_cursor: Option<SliceKey>,
     /// A drop or rollback came during the pass: run another after it.
@@ -336,6 +351,7 @@ impl Engine {
             pending_free: Vec::new(),
             applied: sb.durable_index,
             durable: sb.durable_index,
+            applying: sb.durable_index,
             gc_cursor: None,
             gc_again: false,
             stats: EngineStats::default(),
@@ -365,7 +381,15 @@ impl Engine {
                 }
                 Record::Map { key, version, slot } => {
                     self.check_key(&key).map_err(|w| corrupt(w.to_string()))?;
-                    self.set_entry(key, Entry { version, slot });
+                    let changed = self.durable;
+                    self.set_entry(
+                        key,
+                        Entry {
+                            version,
+                            slot,
+                            changed,
+                        },
+                    );
                 }
                 Record::Epoch { volume, epoch } => {
                     self.epochs.insert(volume, epoch);
@@ -510,6 +534,7 @@ impl Engine {
         if index <= self.applied {
             return Ok(Ok(Outcome::Skipped));
         }
+        self.applying = index;
         let r = self.apply_inner(cmd);
         let r = self.fail(r)?;
         self.applied = index;
@@ -686,9 +711,11 @@ impl Engine {
         if let Some(Entry {
             version,
             slot: Some(slot),
+            ..
         }) = seen
         {
             if version == head && !self.pinned.contains(&slot) {
+                self.touch(key, head);
                 return self.slots.write(slot, first, data);
             }
             if version == head {
@@ -700,6 +727,7 @@ impl Engine {
         let mut buf = vec![0u8; self.geometry.slice_size as usize];
         // A write of the whole slice replaces it: nothing to copy.
         let whole = data.len() == buf.len();
+        let mut bad = Vec::new();
         if let (
             Some(Entry {
                 slot: Some(src), ..
@@ -707,13 +735,23 @@ impl Engine {
             false,
         ) = (seen, whole)
         {
-            self.slots.read(src, 0, &mut buf)?;
+            bad = self.slots.read_salvage(src, &mut buf)?;
             self.stats.copies += 1;
         }
         let at = (first * SECTOR) as usize;
         buf[at..at + data.len()].copy_from_slice(data);
         let slot = self.alloc_slot();
         self.slots.write(slot, 0, &buf)?;
+        // A corrupt sector the write does not cover stays corrupt in the
+        // copy: stopping the replica for it would be worse, and copying
+        // it as good bytes would serve them.
+        let written = first..first + data.len() as u64 / SECTOR;
+        for s in bad.into_iter().filter(|s| !written.contains(s)) {
+            let from = (s * SECTOR) as usize;
+            self.slots
+                .write_poisoned(slot, s, &buf[from..from + SECTOR as usize])?;
+            self.stats.corrupt_carried += 1;
+        }
         if let Some(old) = replaced {
             self.release(old);
         }
@@ -745,6 +783,7 @@ impl Engine {
                 Some(Entry {
                     version,
                     slot: Some(slot),
+                    ..
                 }) => {
                     if version == head {
                         self.release(slot);
@@ -784,8 +823,29 @@ impl Engine {
         version: Version,
         slot: Option<u64>,
     ) -> Result<(), EngineError> {
-        self.set_entry(key, Entry { version, slot });
+        let changed = self.applying;
+        self.set_entry(
+            key,
+            Entry {
+                version,
+                slot,
+                changed,
+            },
+        );
         self.journal_record(&Record::Map { key, version, slot })
+    }
+
+    /// Notes that `key`'s entry at `version` changes at the index being
+    /// applied.
+    fn touch(&mut self, key: SliceKey, version: Version) {
+        let applying = self.applying;
+        if let Some(e) = self
+            .map
+            .get_mut(&key)
+            .and_then(|es| es.iter_mut().find(|e| e.version == version))
+        {
+            e.changed = applying;
+        }
     }
 
     fn set_entry(&mut self, key: SliceKey, e: Entry) {

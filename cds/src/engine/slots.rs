@@ -9,7 +9,10 @@
 //!
 //! A slot is written whole when it is allocated (the copy of the slice it
 //! replaces, or zeros), then sector by sector in place while its version
-//! is the head. Which slots are in use is the journal's business
+//! is the head. A corrupt sector copied into a new slot stays corrupt
+//! there: its frame is written *poisoned* (its checksum inverted), so a
+//! copy never launders bad bytes into good ones and the sector is
+//! repaired from a replica like any other (`repair.rs`). Which slots are in use is the journal's business
 //! (`journal.rs`); this file only stores bytes.
 
 use raft_core::{checksum, checksum_extend};
@@ -156,6 +159,70 @@ impl SlotFile {
         let r = unframe(&self.path, slot, first, &buf, out);
         self.scratch = buf;
         r
+    }
+
+    /// Reads all of `slot` into `out` (a slice's bytes) like
+    /// [`SlotFile::read`], but a sector that fails its check does not fail
+    /// the read: it is listed in the answer (its bytes in `out` are
+    /// zeros). Errors are IO errors and a file cut short.
+    pub(crate) fn read_salvage(
+        &mut self,
+        slot: u64,
+        out: &mut [u8],
+    ) -> Result<Vec<u64>, EngineError> {
+        // Reading the frames is the same as for a checked read; only the
+        // checks differ.
+        let n = out.len() as u64 / SECTOR;
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize((n * FRAME) as usize, 0);
+        let r = self.file.read_exact_at(self.offset(slot, 0), &mut buf);
+        if let Err(e) = r {
+            self.scratch = buf;
+            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                EngineError::CorruptSector {
+                    path: self.path.clone(),
+                    slot,
+                    sector: 0,
+                }
+            } else {
+                EngineError::io(&self.path)(e)
+            });
+        }
+        let mut bad = Vec::new();
+        for (i, (frame, dst)) in buf
+            .chunks_exact(FRAME as usize)
+            .zip(out.chunks_exact_mut(SECTOR as usize))
+            .enumerate()
+        {
+            let sector = i as u64;
+            if unframe(&self.path, slot, sector, frame, dst).is_err() {
+                dst.fill(0);
+                bad.push(sector);
+            }
+        }
+        self.scratch = buf;
+        Ok(bad)
+    }
+
+    /// Writes `data` (one sector) as `slot`'s sector `sector` with its
+    /// checksum inverted: it reads as corrupt until rewritten or
+    /// repaired.
+    pub(crate) fn write_poisoned(
+        &mut self,
+        slot: u64,
+        sector: u64,
+        data: &[u8],
+    ) -> Result<(), EngineError> {
+        debug_assert_eq!(data.len() as u64, SECTOR);
+        let mut buf = Vec::with_capacity(FRAME as usize);
+        buf.extend_from_slice(data);
+        buf.extend_from_slice(&(!frame_crc(data, slot, sector)).to_le_bytes());
+        buf.extend_from_slice(&[0; 4]);
+        let at = self.offset(slot, sector);
+        self.file
+            .seek(at)
+            .and_then(|()| self.file.write_all(&buf))
+            .map_err(EngineError::io(&self.path))
     }
 
     /// Makes every write so far durable.

@@ -480,6 +480,33 @@ impl SimFs {
         }
     }
 
+    /// Bit rot: flips bit `bit % 8` of the byte at `offset` of the file at
+    /// `path`, both in what reads see and in what is durable (the medium
+    /// changed under the file). A write still pending over that byte
+    /// overwrites it as it would on a disk. Returns whether the file
+    /// holds that byte.
+    pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) -> bool {
+        let mut st = self.lock();
+        let Ok(ino) = st.resolve(path, false) else {
+            return false;
+        };
+        let Some(Node::File(f)) = st.nodes.get_mut(&ino) else {
+            return false;
+        };
+        let Ok(at) = usize::try_from(offset) else {
+            return false;
+        };
+        let mask = 1u8 << (bit % 8);
+        let Some(b) = f.data.get_mut(at) else {
+            return false;
+        };
+        *b ^= mask;
+        if let Some(d) = f.durable.get_mut(at) {
+            *d ^= mask;
+        }
+        true
+    }
+
     /// The durable contents of the file at `path` as a crash with nothing
     /// kept would leave them (for tests), `None` if no durable entry
     /// reaches it.
