@@ -6,9 +6,12 @@ use cds::sim::{run, SimConfig};
 #[test]
 fn seeds_pass_under_faults() {
     let mut failed = Vec::new();
+    let (mut rot, mut repaired) = (0, 0);
     for seed in 1..=40 {
         let o = run(&SimConfig::new(seed));
         println!("{o}");
+        rot += o.stats.bit_rot;
+        repaired += o.stats.repaired;
         if o.failure.is_some() {
             failed.push(o.to_string());
         }
@@ -18,6 +21,12 @@ fn seeds_pass_under_faults() {
         "{} seeds failed:\n{}",
         failed.len(),
         failed.join("\n")
+    );
+    // Bit rot is among the faults, and corrupt sectors were met and
+    // repaired from other replicas (never served: the checks above).
+    assert!(
+        rot > 0 && repaired > 0,
+        "{rot} bits rotted, {repaired} sectors repaired"
     );
 }
 
@@ -56,6 +65,13 @@ mod bugs {
     #[test]
     fn a_flush_that_skips_the_data_sync_is_caught() {
         let why = caught(Bug::SkipSlotSync, 1..=30).expect("the skipped sync went unnoticed");
+        println!("{why}");
+    }
+
+    #[test]
+    fn a_corrupt_sector_served_as_zeros_is_caught() {
+        let why =
+            caught(Bug::CorruptAsZeros, 1..=20).expect("zeros for a corrupt sector went unnoticed");
         println!("{why}");
     }
 }

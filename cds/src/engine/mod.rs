@@ -244,6 +244,9 @@ pub struct Engine {
     /// without syncing the slot file first.
     #[cfg(feature = "bug-injection")]
     bug_skip_slot_sync: bool,
+    /// Injected bug: a read serves zeros for a corrupt sector.
+    #[cfg(feature = "bug-injection")]
+    bug_corrupt_as_zeros: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -361,6 +364,8 @@ impl Engine {
             failed: None,
             #[cfg(feature = "bug-injection")]
             bug_skip_slot_sync: false,
+            #[cfg(feature = "bug-injection")]
+            bug_corrupt_as_zeros: false,
         };
         e.rebuild(&jpath, records)?;
         Ok(e)
@@ -928,7 +933,13 @@ impl Engine {
                 // A corrupt sector fails this read only: it is not a
                 // reason to stop the engine (other slices still serve),
                 // and it is never replaced by zeros.
-                Some(Entry { slot: Some(s), .. }) => self.slots.read(s, first, out)?,
+                Some(Entry { slot: Some(s), .. }) => match self.slots.read(s, first, out) {
+                    #[cfg(feature = "bug-injection")]
+                    Err(EngineError::CorruptSector { .. }) if self.bug_corrupt_as_zeros => {
+                        out.fill(0)
+                    }
+                    r => r?,
+                },
                 _ => out.fill(0),
             }
         }
@@ -948,6 +959,13 @@ impl Engine {
     #[cfg(feature = "bug-injection")]
     pub fn inject_skip_slot_sync(&mut self) {
         self.bug_skip_slot_sync = true;
+    }
+
+    /// Injects a bug for the simulator to catch: a read serves zeros for
+    /// a corrupt sector instead of failing.
+    #[cfg(feature = "bug-injection")]
+    pub fn inject_corrupt_as_zeros(&mut self) {
+        self.bug_corrupt_as_zeros = true;
     }
 
     fn flush_inner(&mut self) -> Result<u64, EngineError> {

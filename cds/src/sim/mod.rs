@@ -57,12 +57,20 @@ pub enum Bug {
     /// Engine: a flush records its index as durable without syncing the
     /// slot file, so a crash loses data the engine called durable.
     SkipSlotSync,
+    /// Engine: a read that meets a corrupt sector serves zeros for it
+    /// (a storage error turned into a default value).
+    CorruptAsZeros,
 }
 
 #[cfg(feature = "bug-injection")]
 impl Bug {
     /// Every bug, for `--inject-bug` help and tests.
-    pub const ALL: [Bug; 3] = [Bug::FollowerRead, Bug::AckOnStepDown, Bug::SkipSlotSync];
+    pub const ALL: [Bug; 4] = [
+        Bug::FollowerRead,
+        Bug::AckOnStepDown,
+        Bug::SkipSlotSync,
+        Bug::CorruptAsZeros,
+    ];
 
     /// The bug's name on the command line.
     pub fn name(self) -> &'static str {
@@ -70,6 +78,7 @@ impl Bug {
             Bug::FollowerRead => "follower-read",
             Bug::AckOnStepDown => "ack-on-step-down",
             Bug::SkipSlotSync => "skip-slot-sync",
+            Bug::CorruptAsZeros => "corrupt-as-zeros",
         }
     }
 }
@@ -145,6 +154,10 @@ pub struct Stats {
     pub version_ops: u64,
     pub crashes: u64,
     pub partitions: u64,
+    /// Bits flipped in engines' slot files (bit rot), and corrupt sectors
+    /// repaired from another replica.
+    pub bit_rot: u64,
+    pub repaired: u64,
     /// Entries applied, over every replica.
     pub entries_applied: u64,
     /// Engine flushes (each records a durable index).
@@ -172,7 +185,8 @@ impl fmt::Display for Outcome {
         write!(
             f,
             "seed {}: {} ({} events, {} ms simulated, {} writes acked, {} reads, {} unknown, \
-             {} fenced, {} version ops, {} crashes, {} partitions, {} sectors checked at the end)",
+             {} fenced, {} version ops, {} crashes, {} partitions, {} bits rotted, {} sectors repaired, \
+             {} sectors checked at the end)",
             self.seed,
             match &self.failure {
                 None => "ok".to_string(),
@@ -187,6 +201,8 @@ impl fmt::Display for Outcome {
             s.version_ops,
             s.crashes,
             s.partitions,
+            s.bit_rot,
+            s.repaired,
             s.sectors_checked,
         )
     }

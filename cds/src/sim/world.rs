@@ -22,7 +22,10 @@ use super::Bug;
 use super::{Outcome, SimConfig, Stats};
 use crate::blockgroup::command::{encode, encode_result, Applied};
 use crate::blockgroup::{after_batch, apply_entry};
-use crate::engine::{Command, Engine, Geometry, Outcome as EngineOutcome, Refusal, SECTOR};
+use crate::engine::{
+    Command, Engine, EngineError, Geometry, Outcome as EngineOutcome, Refusal, Repair, SectorCopy,
+    SectorId, SECTOR,
+};
 
 /// Milliseconds per Raft tick.
 const TICK_MS: u64 = 10;
@@ -181,6 +184,14 @@ enum Ev {
     },
     Restart {
         node: usize,
+    },
+    /// A replica's copy of a sector reaches the replica repairing it.
+    RepairCopy {
+        node: usize,
+        inc: u64,
+        group: usize,
+        id: SectorId,
+        copy: SectorCopy,
     },
     Heal {
         epoch: u64,
@@ -577,6 +588,13 @@ impl Sim {
                 }
             }
             Ev::Fault => self.inject_fault(),
+            Ev::RepairCopy {
+                node,
+                inc,
+                group,
+                id,
+                copy,
+            } => self.take_copy(node, inc, group, id, &copy),
         }
     }
 
@@ -587,7 +605,7 @@ impl Sim {
             return;
         }
         let n = self.nodes.len();
-        match self.rand(4) {
+        match self.rand(5) {
             0 | 1 => {
                 let i = self.rand(n as u64) as usize;
                 if self.nodes[i].up {
@@ -612,6 +630,7 @@ impl Sim {
                 let epoch = self.partition_epoch;
                 self.schedule(d, Ev::Heal { epoch });
             }
+            3 => self.rot_a_bit(),
             _ => {
                 self.loss_pct = 5 + self.rand(25);
                 self.loss_epoch += 1;
@@ -622,6 +641,25 @@ impl Sim {
         }
         let d = 100 + self.rand(400);
         self.schedule(d, Ev::Fault);
+    }
+
+    /// Bit rot: one bit of a random replica's slot file flips on the
+    /// medium (in a sector's bytes or checksum, or in unused space).
+    fn rot_a_bit(&mut self) {
+        let i = self.rand(self.nodes.len() as u64) as usize;
+        let g = self.rand(self.cfg.groups as u64) as usize;
+        let path = PathBuf::from(format!("/bs/g{g}/engine/slots"));
+        let fs = self.nodes[i].fs.clone();
+        let Ok(len) = fs.metadata(&path).map(|m| m.len) else {
+            return;
+        };
+        if len == 0 {
+            return;
+        }
+        let (at, bit) = (self.rand(len), self.rand(8) as u8);
+        if fs.flip_bit(&path, at, bit) {
+            self.stats.bit_rot += 1;
+        }
     }
 
     /// Node `i` loses power: every replica stops, the disk loses, keeps
@@ -697,6 +735,10 @@ impl Sim {
         #[cfg(feature = "bug-injection")]
         if self.cfg.bug == Some(Bug::SkipSlotSync) {
             engine.inject_skip_slot_sync();
+        }
+        #[cfg(feature = "bug-injection")]
+        if self.cfg.bug == Some(Bug::CorruptAsZeros) {
+            engine.inject_corrupt_as_zeros();
         }
         let mut c = Config::new(id);
         c.election_tick = 10;
@@ -777,8 +819,109 @@ impl Sim {
         match e.read(VOLUME, block, sector * SECTOR, &mut buf, None) {
             Ok(Ok(())) => Reply::Data(buf),
             Ok(Err(r)) => Reply::Applied(Applied::Refused(r)),
+            // Never served: the replicas are asked for copies, and the
+            // client tries again (as the BlockServer's read does).
+            Err(EngineError::CorruptSector { slot, sector, .. }) => {
+                if let Some(id) = e.locate(slot, sector) {
+                    self.ask_for_copies(i, g, id);
+                }
+                Reply::Retry
+            }
             Err(e) => Reply::Applied(Applied::Failed(e.to_string())),
         }
+    }
+
+    /// Node `i` asks the other replicas of group `g` it can reach for
+    /// their copy of sector `id`; each copy is taken now and arrives
+    /// after a network delay (both sides apply meanwhile).
+    fn ask_for_copies(&mut self, i: usize, g: usize, id: SectorId) {
+        let inc = self.nodes[i].inc;
+        for j in 0..self.nodes.len() {
+            if j == i || !self.nodes[j].up || self.blocked.contains(&(i.min(j), i.max(j))) {
+                continue;
+            }
+            let Some(e) = self.nodes[j].groups[g].engine.as_mut() else {
+                continue;
+            };
+            // A peer whose own copy is corrupt (or gone) has none to give.
+            if let Ok(Some(copy)) = e.copy_sector(id) {
+                let d = 2 + self.rand(8);
+                self.schedule(
+                    d,
+                    Ev::RepairCopy {
+                        node: i,
+                        inc,
+                        group: g,
+                        id,
+                        copy,
+                    },
+                );
+            }
+        }
+    }
+
+    fn take_copy(&mut self, i: usize, inc: u64, g: usize, id: SectorId, copy: &SectorCopy) {
+        if !self.nodes[i].up || self.nodes[i].inc != inc {
+            return;
+        }
+        let Some(e) = self.nodes[i].groups[g].engine.as_mut() else {
+            return;
+        };
+        match e.repair_sector(id, copy) {
+            Ok(Repair::Repaired) => self.stats.repaired += 1,
+            Ok(Repair::Healthy | Repair::Gone | Repair::Later) => {}
+            Err(e) => {
+                let id = self.nodes[i].id;
+                self.fail(format!("node {id} group {g}: repairing a sector: {e}"));
+            }
+        }
+    }
+
+    /// Repairs every corrupt sector of block `block` on every replica of
+    /// group `g` from the others (the cluster has converged: every copy
+    /// holds), as a scrub would. Fails the run if one cannot be.
+    fn scrub(&mut self, g: usize, block: u64) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            // Each round repairs at least one sector or ends.
+            for _ in 0..=SECTORS {
+                let Some(e) = self.nodes[i].groups[g].engine.as_mut() else {
+                    break;
+                };
+                let mut buf = vec![0u8; (SECTORS * SECTOR) as usize];
+                let id = match e.read(VOLUME, block, 0, &mut buf, None) {
+                    Err(EngineError::CorruptSector { slot, sector, .. }) => e.locate(slot, sector),
+                    _ => None,
+                };
+                let Some(id) = id else { break };
+                let mut fixed = false;
+                for j in (0..self.nodes.len()).filter(|&j| j != i) {
+                    let copy = match self.nodes[j].groups[g].engine.as_mut() {
+                        Some(p) => p.copy_sector(id),
+                        None => continue,
+                    };
+                    let Ok(Some(copy)) = copy else { continue };
+                    let Some(e) = self.nodes[i].groups[g].engine.as_mut() else {
+                        break;
+                    };
+                    match e.repair_sector(id, &copy) {
+                        Ok(Repair::Repaired) => {
+                            self.stats.repaired += 1;
+                            fixed = true;
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(format!("repairing {id:?}: {e}")),
+                    }
+                }
+                if !fixed {
+                    return Err(format!(
+                        "node {}: {id:?} of block {block} is corrupt and no replica's copy repairs it",
+                        self.nodes[i].id
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn serve(&mut self, i: usize, g: usize, client: usize, op: u64, epoch: u64, body: Body) {
@@ -1097,7 +1240,9 @@ impl Sim {
         };
         match cur.body {
             Body::Write { .. } | Body::Zero { .. } => self.stats.unknown += 1,
-            Body::Read { .. } if self.phase != Phase::Faults => {
+            // A read begun once the faults stopped must be answered; one
+            // begun under them may time out in an election that follows.
+            Body::Read { .. } if self.phase != Phase::Faults && cur.invoke >= self.cfg.millis => {
                 return self.fail(format!(
                     "client {} gave up on a read after the faults stopped",
                     c + 1
@@ -1261,6 +1406,7 @@ impl Sim {
     fn compare_replicas(&mut self) -> Result<(), String> {
         for block in 0..self.cfg.blocks {
             let g = (block % self.cfg.groups as u64) as usize;
+            self.scrub(g, block)?;
             let mut first: Option<(NodeId, Vec<u8>)> = None;
             for n in &mut self.nodes {
                 let Some(e) = n.groups[g].engine.as_mut() else {

@@ -202,11 +202,13 @@ fn sim(args: &SimArgs) -> Result<()> {
     });
     outcomes.sort_by_key(|o| o.seed);
     let mut failed = 0;
-    let (mut acked, mut reads, mut crashes) = (0, 0, 0);
+    let (mut acked, mut reads, mut crashes, mut rot, mut repaired) = (0, 0, 0, 0, 0);
     for o in &outcomes {
         acked += o.stats.writes_acked;
         reads += o.stats.reads;
         crashes += o.stats.crashes;
+        rot += o.stats.bit_rot;
+        repaired += o.stats.repaired;
         if o.failure.is_some() {
             failed += 1;
             outln!("{o}");
@@ -216,7 +218,8 @@ fn sim(args: &SimArgs) -> Result<()> {
         }
     }
     outln!(
-        "{} seeds in {:.1}s: {acked} writes acknowledged, {reads} reads checked, {crashes} crashes",
+        "{} seeds in {:.1}s: {acked} writes acknowledged, {reads} reads checked, {crashes} crashes, \
+         {rot} bits rotted, {repaired} sectors repaired from replicas",
         outcomes.len(),
         started.elapsed().as_secs_f64()
     );
