@@ -65,6 +65,18 @@ pub enum Request {
         len: u64,
         version: u64,
     },
+    /// A replica repairing a corrupt sector asks another replica of the
+    /// group for its copy: sector `sector` of slice `slice` of a block,
+    /// as the entry of version `version` holds it (answered by any
+    /// replica, leader or not, with [`Response::SectorCopy`]).
+    CopySector {
+        group: u64,
+        volume: u64,
+        block: u64,
+        slice: u32,
+        version: u64,
+        sector: u64,
+    },
 }
 
 /// An answer.
@@ -84,6 +96,13 @@ pub enum Response {
     /// unknown (it may yet be applied).
     Unavailable(String),
     BadRequest(String),
+    /// A replica's copy of a sector: its bytes hold at every Raft index
+    /// from `since` to `at` (see `engine/repair.rs`).
+    SectorCopy {
+        since: u64,
+        at: u64,
+        data: Bytes,
+    },
 }
 
 mod kind {
@@ -91,6 +110,7 @@ mod kind {
     pub const WRITE: u8 = 2;
     pub const ZERO: u8 = 3;
     pub const READ: u8 = 4;
+    pub const COPY_SECTOR: u8 = 5;
     pub const WELCOME: u8 = 128;
     pub const APPLIED: u8 = 129;
     pub const DATA: u8 = 130;
@@ -98,6 +118,7 @@ mod kind {
     pub const NO_GROUP: u8 = 132;
     pub const UNAVAILABLE: u8 = 133;
     pub const BAD_REQUEST: u8 = 134;
+    pub const SECTOR_COPY: u8 = 135;
 }
 
 fn frame(kind: u8, id: u64, payload: &[u8]) -> BytesMut {
@@ -166,6 +187,27 @@ impl Request {
                 u64s(&mut p, &[*group, *volume, *block, *offset, *len, *version]);
                 kind::READ
             }
+            Request::CopySector {
+                group,
+                volume,
+                block,
+                slice,
+                version,
+                sector,
+            } => {
+                u64s(
+                    &mut p,
+                    &[
+                        *group,
+                        *volume,
+                        *block,
+                        u64::from(*slice),
+                        *version,
+                        *sector,
+                    ],
+                );
+                kind::COPY_SECTOR
+            }
         };
         frame(k, id, &p)
     }
@@ -208,6 +250,14 @@ impl Request {
                 len: r.u64()?,
                 version: r.u64()?,
             },
+            kind::COPY_SECTOR => Request::CopySector {
+                group: r.u64()?,
+                volume: r.u64()?,
+                block: r.u64()?,
+                slice: u32::try_from(r.u64()?).map_err(|_| "a slice past u32")?,
+                version: r.u64()?,
+                sector: r.u64()?,
+            },
             k => return Err(format!("unknown request kind {k}")),
         };
         r.finish()?;
@@ -226,6 +276,12 @@ impl Response {
             Response::NoGroup => (kind::NO_GROUP, Vec::new()),
             Response::Unavailable(w) => (kind::UNAVAILABLE, w.as_bytes().to_vec()),
             Response::BadRequest(w) => (kind::BAD_REQUEST, w.as_bytes().to_vec()),
+            Response::SectorCopy { since, at, data } => {
+                let mut p = Vec::with_capacity(16 + data.len());
+                u64s(&mut p, &[*since, *at]);
+                p.extend_from_slice(data);
+                (kind::SECTOR_COPY, p)
+            }
         };
         frame(k, id, &p)
     }
@@ -245,6 +301,16 @@ impl Response {
             kind::NO_GROUP => Response::NoGroup,
             kind::UNAVAILABLE => Response::Unavailable(text(&payload)),
             kind::BAD_REQUEST => Response::BadRequest(text(&payload)),
+            kind::SECTOR_COPY => {
+                let mut r = Reader::new(&payload);
+                let (since, at) = (r.u64()?, r.u64()?);
+                let from = payload.len() - r.remaining();
+                Response::SectorCopy {
+                    since,
+                    at,
+                    data: payload.slice(from..),
+                }
+            }
             k => return Err(format!("unknown response kind {k}")),
         })
     }

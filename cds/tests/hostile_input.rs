@@ -189,3 +189,48 @@ fn a_full_disk_stops_the_engine_with_a_clear_error_and_loses_nothing_flushed() {
         .expect("read");
     assert_eq!(buf, vec![1; SECTOR as usize]);
 }
+
+#[test]
+fn a_sector_copy_request_and_answer_round_trip_and_a_short_copy_is_refused() {
+    use cds::wire::Response;
+    let req = Request::CopySector {
+        group: 3,
+        volume: 4,
+        block: 5,
+        slice: 6,
+        version: 7,
+        sector: 8,
+    };
+    let frame = req.encode(9).to_vec();
+    let got = runtime().block_on(async { read_request(&mut frame.as_slice(), 1 << 20).await });
+    assert_eq!(got.expect("decodes"), (9, req));
+    let resp = Response::SectorCopy {
+        since: 10,
+        at: 12,
+        data: Bytes::from(vec![0xAB; 4096]),
+    };
+    let frame = resp.encode(9).to_vec();
+    let got = runtime().block_on(async { read_response(&mut frame.as_slice()).await });
+    assert_eq!(got.expect("decodes"), (9, resp));
+    // A copy of the wrong length is never taken by the engine.
+    let fs: Arc<dyn Fs> = Arc::new(SimFs::new(SimFsConfig::default()));
+    let mut e = engine(&fs, Path::new("/r"));
+    let id = cds::engine::SectorId {
+        key: cds::engine::SliceKey {
+            volume: 1,
+            block: 2,
+            slice: 0,
+        },
+        version: e.head(),
+        sector: 0,
+    };
+    let short = cds::engine::SectorCopy {
+        data: vec![1; 100],
+        since: 0,
+        at: e.applied_index(),
+    };
+    assert_eq!(
+        e.repair_sector(id, &short).unwrap(),
+        cds::engine::Repair::Gone
+    );
+}

@@ -35,6 +35,18 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// answered `Unavailable` (a write's outcome is then unknown).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Corrupt sectors one read may repair before it is answered
+/// `Unavailable` (the client's retry goes on repairing): a read of a badly
+/// damaged slice cannot hold a connection's slot for long.
+pub const MAX_REPAIRS_PER_READ: usize = 32;
+
+/// How long the repair of one sector may take: asking the other replicas
+/// for copies until one holds at this replica's point of the log.
+pub const REPAIR_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pause between rounds of asking the replicas for a copy that holds.
+pub const REPAIR_RETRY: Duration = Duration::from_millis(50);
+
 /// How long a write of answers to a client may make no progress.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 

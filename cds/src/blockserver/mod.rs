@@ -11,7 +11,9 @@
 //! follower says who leads), reads are served by the leader from its
 //! engine once its lease (or a ReadIndex round) shows it still leads. IO
 //! to different blocks of a group is pipelined through Raft; the engine
-//! applies them in log order.
+//! applies them in log order. A read that meets a corrupt sector is never
+//! answered with it: the sector is repaired with another replica's copy
+//! first (`repair.rs`).
 //!
 //! Which groups a server holds is decided by the Master; until the
 //! control plane exists, callers create them with
@@ -19,6 +21,7 @@
 
 pub mod limits;
 pub mod process;
+mod repair;
 mod serve;
 
 use std::collections::BTreeMap;
@@ -349,6 +352,21 @@ impl BlockServer {
             .unwrap_or_else(|p| p.into_inner())
             .get(&group)
             .map(|r| r.node.clone())
+    }
+
+    /// The engine counters of this server's replica of `group` (copies,
+    /// corrupt sectors carried and repaired, slots), if it holds one.
+    pub fn engine_stats(&self, group: u64) -> Option<crate::engine::EngineStats> {
+        let engine = self
+            .inner
+            .groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)?
+            .engine
+            .clone();
+        let stats = crate::blockgroup::lock(&engine).stats();
+        Some(stats)
     }
 
     /// Stops serving (every connection closes), every replica, and the

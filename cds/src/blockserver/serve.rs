@@ -12,12 +12,13 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::limits::{
     HELLO_TIMEOUT, MAX_BYTES_IN_FLIGHT, MAX_CONNECTIONS, MAX_HELLO_BYTES,
-    MAX_IN_FLIGHT_PER_CONNECTION, MAX_IO_BYTES, REQUEST_TIMEOUT, WRITE_STALL_TIMEOUT,
+    MAX_IN_FLIGHT_PER_CONNECTION, MAX_IO_BYTES, MAX_REPAIRS_PER_READ, REQUEST_TIMEOUT,
+    WRITE_STALL_TIMEOUT,
 };
 use super::{Inner, Replica};
 use crate::blockgroup::command::{decode_result, encode, Applied};
 use crate::blockgroup::lock;
-use crate::engine::Command;
+use crate::engine::{Command, EngineError, SectorId, SliceKey, SECTOR};
 use crate::wire::{decode_request, read_header, read_payload, read_request, Request, Response};
 
 /// Accepts connections until the server stops.
@@ -185,6 +186,45 @@ async fn handle(inner: &Inner, req: Request) -> Response {
             len,
             version,
         } => read(inner, group, volume, block, offset, len, version).await,
+        Request::CopySector {
+            group,
+            volume,
+            block,
+            slice,
+            version,
+            sector,
+        } => {
+            let id = SectorId {
+                key: SliceKey {
+                    volume,
+                    block,
+                    slice,
+                },
+                version,
+                sector,
+            };
+            copy_sector(inner, group, id).await
+        }
+    }
+}
+
+/// This replica's copy of a sector, for another replica repairing its
+/// own. Any replica answers: the copy says where in the log it holds.
+async fn copy_sector(inner: &Inner, group: u64, id: SectorId) -> Response {
+    let Some(r) = replica(inner, group) else {
+        return Response::NoGroup;
+    };
+    let engine = r.engine.clone();
+    let got = tokio::task::spawn_blocking(move || lock(&engine).copy_sector(id)).await;
+    match got {
+        Ok(Ok(Some(c))) => Response::SectorCopy {
+            since: c.since,
+            at: c.at,
+            data: Bytes::from(c.data),
+        },
+        Ok(Ok(None)) => Response::Unavailable("no such sector here".into()),
+        Ok(Err(e)) => Response::Unavailable(format!("this replica's copy is bad too: {e}")),
+        Err(e) => Response::Unavailable(format!("copy task: {e}")),
     }
 }
 
@@ -224,18 +264,33 @@ async fn read(
         Ok(Err(e)) => return node_error(e),
         Ok(Ok(_)) => {}
     }
-    let engine = r.engine.clone();
     let at = (version != 0).then_some(version);
-    let got = tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; len as usize];
-        let r = lock(&engine).read(volume, block, offset, &mut buf, at);
-        r.map(|inner| inner.map(|()| buf))
-    })
-    .await;
-    match got {
-        Ok(Ok(Ok(buf))) => Response::Data(Bytes::from(buf)),
-        Ok(Ok(Err(refusal))) => Response::Applied(Applied::Refused(refusal)),
-        Ok(Err(e)) => Response::Unavailable(format!("this replica cannot read: {e}")),
-        Err(e) => Response::Unavailable(format!("read task: {e}")),
+    let mut repairs = 0;
+    loop {
+        let engine = r.engine.clone();
+        let got = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len as usize];
+            let r = lock(&engine).read(volume, block, offset, &mut buf, at);
+            r.map(|inner| inner.map(|()| buf))
+        })
+        .await;
+        match got {
+            Ok(Ok(Ok(buf))) => return Response::Data(Bytes::from(buf)),
+            Ok(Ok(Err(refusal))) => return Response::Applied(Applied::Refused(refusal)),
+            // Never served: repaired from a replica, then read again.
+            Ok(Err(EngineError::CorruptSector { slot, sector, .. }))
+                if repairs < MAX_REPAIRS_PER_READ =>
+            {
+                repairs += 1;
+                if let Err(why) = super::repair::repair(inner, group, &r, slot, sector).await {
+                    return Response::Unavailable(format!(
+                        "a corrupt sector ({} bytes into slot {slot}) could not be repaired: {why}",
+                        sector * SECTOR
+                    ));
+                }
+            }
+            Ok(Err(e)) => return Response::Unavailable(format!("this replica cannot read: {e}")),
+            Err(e) => return Response::Unavailable(format!("read task: {e}")),
+        }
     }
 }
