@@ -728,6 +728,14 @@ impl Engine {
                 replaced = Some(slot);
             }
         }
+        let slot = self.alloc_slot();
+        if seen.and_then(|e| e.slot).is_none() && self.slots.is_fresh(slot) {
+            // A slice of zeros into a slot never written: the hole reads
+            // as zeros, so only the written sectors are written.
+            self.slots.extend_over(slot)?;
+            self.slots.write(slot, first, data)?;
+            return self.map_entry(key, head, Some(slot));
+        }
         // A new slot: the slice as the head sees it, the write laid over.
         let mut buf = vec![0u8; self.geometry.slice_size as usize];
         // A write of the whole slice replaces it: nothing to copy.
@@ -745,7 +753,6 @@ impl Engine {
         }
         let at = (first * SECTOR) as usize;
         buf[at..at + data.len()].copy_from_slice(data);
-        let slot = self.alloc_slot();
         self.slots.write(slot, 0, &buf)?;
         // A corrupt sector the write does not cover stays corrupt in the
         // copy: stopping the replica for it would be worse, and copying

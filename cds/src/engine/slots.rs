@@ -9,7 +9,13 @@
 //!
 //! A slot is written whole when it is allocated (the copy of the slice it
 //! replaces, or zeros), then sector by sector in place while its version
-//! is the head. A corrupt sector copied into a new slot stays corrupt
+//! is the head. A slot past the end of the file is the exception: the
+//! file is extended over it (a hole, which reads as zero bytes) and only
+//! the sectors written get frames. A frame of all zero bytes (data,
+//! checksum and reserved) therefore reads as a sector of zeros: that is
+//! what a hole holds. It adds one undetected failure to those a checksum
+//! kept beside its data cannot see anyway (a lost write leaves an old,
+//! valid frame): a disk that zeroes a whole frame. A corrupt sector copied into a new slot stays corrupt
 //! there: its frame is written *poisoned* (its checksum inverted), so a
 //! copy never launders bad bytes into good ones and the sector is
 //! repaired from a replica like any other (`repair.rs`). Which slots are in use is the journal's business
@@ -48,6 +54,11 @@ pub(crate) fn unframe(
         .enumerate()
     {
         let sector = first + i as u64;
+        if frame.iter().all(|&b| b == 0) {
+            // Never written: a hole in the file.
+            dst.fill(0);
+            continue;
+        }
         let (data, trailer) = frame.split_at(SECTOR as usize);
         let want = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
         if frame_crc(data, slot, sector) != want {
@@ -67,6 +78,9 @@ pub(crate) struct SlotFile {
     path: PathBuf,
     file: Box<dyn FsFile>,
     geometry: Geometry,
+    /// The file's length as this engine made it (slots at or past it have
+    /// never been written).
+    len: u64,
     /// A frame-sized scratch buffer per sector of a slice.
     scratch: Vec<u8>,
 }
@@ -93,10 +107,12 @@ impl SlotFile {
             OpenMode::Write
         };
         let file = fs.open(path, mode).map_err(EngineError::io(path))?;
+        let len = fs.metadata(path).map_err(EngineError::io(path))?.len;
         Ok(SlotFile {
             path: path.to_path_buf(),
             file,
             geometry,
+            len,
             scratch: Vec::new(),
         })
     }
@@ -124,8 +140,29 @@ impl SlotFile {
             .seek(at)
             .and_then(|()| self.file.write_all(&buf))
             .map_err(EngineError::io(&self.path));
+        if r.is_ok() {
+            self.len = self.len.max(at + buf.len() as u64);
+        }
         self.scratch = buf;
         r
+    }
+
+    /// Whether `slot` lies wholly at or past the end of the file: never
+    /// written, so it reads as zeros once the file reaches over it.
+    pub(crate) fn is_fresh(&self, slot: u64) -> bool {
+        self.offset(slot, 0) >= self.len
+    }
+
+    /// Extends the file (with a hole) to hold `slot` whole.
+    pub(crate) fn extend_over(&mut self, slot: u64) -> Result<(), EngineError> {
+        let end = self.offset(slot + 1, 0);
+        if end > self.len {
+            self.file
+                .set_len(end)
+                .map_err(EngineError::io(&self.path))?;
+            self.len = end;
+        }
+        Ok(())
     }
 
     /// Reads whole sectors of `slot` from sector `first` into `out`,
