@@ -164,6 +164,19 @@ fn leads_of(dir: &Path, name: &str) -> u64 {
         .expect("the server's leader count")
 }
 
+/// The Raft role Master `name` reports, by `cds status --json`.
+fn master_role(dir: &Path, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
+    v["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p["name"] == name)
+        .map(|p| p["master"]["role"].to_string())
+        .expect("the Master's status")
+}
+
 /// The BlockServer leading the most groups, and the leading Master.
 fn leaders(dir: &Path) -> (String, String) {
     let v: serde_json::Value =
@@ -259,6 +272,24 @@ fn a_cds_cluster_serves_a_volume_through_crashes_pauses_and_master_loss() {
             "{server} still leads {leads} groups while partitioned"
         );
     });
+    // A partitioned Master leader (its Raft links to the other Masters
+    // cut; clients still reach it) gives way to a new leader, and the
+    // control plane answers from the majority while verify goes on.
+    verify_through(&dir, 8, Duration::from_secs(2), || {
+        ok(&dir, &["cds", "partition", &master]);
+        std::thread::sleep(Duration::from_secs(3));
+        let role = master_role(&dir, &master);
+        let created = cdsctl(&dir, &["volume", "create", "w", "--size", "64MiB"]);
+        ok(&dir, &["cds", "heal"]);
+        assert_ne!(role, "\"leader\"", "{master} still leads while partitioned");
+        assert!(
+            created.status.success(),
+            "no volume created while {master} was cut off: {}",
+            text(&created)
+        );
+    });
+    ok(&dir, &["volume", "rm", "w"]);
+    let (_, master) = leaders(&dir);
     verify_through(&dir, 6, Duration::from_secs(2), || {
         ok(&dir, &["cds", "kill", &master]);
     });

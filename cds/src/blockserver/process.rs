@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{BlockServer, BlockServerConfig};
+use crate::cdscluster::partition_file::PartitionWatch;
 use crate::error::{bail, Context, Error, Result};
 use crate::master::api::{Assignment, Heartbeat, ReplicaReport};
 use crate::master::client::{MasterCallError, MasterClient};
@@ -95,22 +96,6 @@ fn capacity(dir: &Path) -> Result<u64> {
             .with_context(|| format!("statvfs {}", dir.display()));
     }
     Ok(st.f_blocks as u64 * st.f_frsize as u64)
-}
-
-/// The file in a BlockServer's data directory that `cdsctl cds partition`
-/// writes: a JSON list of the server ids whose Raft links are cut. Read
-/// every heartbeat; no file, no cut links.
-pub const PARTITION_FILE: &str = "partition.json";
-
-/// The ids the partition file lists (none when there is no file).
-fn read_partition(data_dir: &Path) -> Result<Vec<u64>> {
-    let path = data_dir.join(PARTITION_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
 }
 
 /// Serves the BlockServer of `config_path` until a signal.
@@ -203,27 +188,10 @@ async fn directed(
     let id = me.id;
     let every = Duration::from_millis(heartbeat_ms);
     let mut registered = false;
-    let mut cut: Vec<u64> = Vec::new();
-    let mut bad_partition: Option<String> = None;
+    let mut partition = PartitionWatch::new(&data_dir, format!("blockserver {id}"));
     loop {
-        match read_partition(&data_dir) {
-            Ok(now) if now != cut => {
-                bad_partition = None;
-                eprintln!("blockserver {id}: Raft links to {now:?} cut (partition file)");
-                server.set_filter(raft_core::runtime::transport::FaultFilter {
-                    drop_to: now.iter().copied().collect(),
-                    drop_from: now.iter().copied().collect(),
-                    ..Default::default()
-                });
-                cut = now;
-            }
-            Ok(_) => bad_partition = None,
-            // Said once, not every heartbeat; the links stay as they were.
-            Err(e) if bad_partition.as_ref() != Some(&e.to_string()) => {
-                eprintln!("blockserver {id}: {e}; Raft links unchanged");
-                bad_partition = Some(e.to_string());
-            }
-            Err(_) => {}
+        if let Some(filter) = partition.poll() {
+            server.set_filter(filter);
         }
         if let Some(f) = server.failure() {
             return Error::Runtime {

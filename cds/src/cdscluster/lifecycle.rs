@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::directory::{proc_dir, CdsCluster, ProcName, Role, CDS_FILE};
+use super::partition_file;
 use crate::blockserver::process::BlockServerFileConfig;
 use crate::devcluster::directory::{new_token, pick_ports, NodeEntry};
 use crate::devcluster::process::{self, NodeProgram, ProcState};
@@ -440,36 +441,26 @@ pub enum Fault {
 /// default). Clients still reach it and are redirected or time out.
 pub fn partition(dir: &Path, name: ProcName) -> Result<Vec<u64>> {
     let c = CdsCluster::load(dir)?;
-    if name.role != Role::BlockServer {
-        bail!(
-            Invalid,
-            "only BlockServers can be partitioned (b1, b2, ...), not {name}"
-        );
-    }
     let e = c.entry(name)?;
-    let others: Vec<u64> = c
-        .servers
+    // Its Raft peers: the other BlockServers, or the other Masters.
+    let peers = match name.role {
+        Role::BlockServer => &c.servers,
+        Role::Master => &c.masters,
+    };
+    let others: Vec<u64> = peers
         .iter()
         .map(|s| s.id)
         .filter(|&i| i != name.id)
         .collect();
-    let path = e.data_dir.join(crate::blockserver::process::PARTITION_FILE);
-    let body = serde_json::to_vec(&others).context("encoding the partition")?;
-    std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+    partition_file::write(&e.data_dir, &others)?;
     Ok(others)
 }
 
-/// Removes every BlockServer's partition (applied at their next
-/// heartbeat).
+/// Removes every process's partition (applied at its next look).
 pub fn heal(dir: &Path) -> Result<()> {
     let c = CdsCluster::load(dir)?;
-    for s in &c.servers {
-        let path = s.data_dir.join(crate::blockserver::process::PARTITION_FILE);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        }
+    for e in c.masters.iter().chain(&c.servers) {
+        partition_file::remove(&e.data_dir)?;
     }
     Ok(())
 }

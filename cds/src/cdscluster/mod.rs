@@ -14,6 +14,7 @@
 
 mod directory;
 mod lifecycle;
+pub mod partition_file;
 
 pub use directory::{CdsCluster, ProcName, Role, CDS_FILE};
 pub use lifecycle::{

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{router, MasterApi};
 use super::state_machine::{MasterSm, SharedState};
+use crate::cdscluster::partition_file::PartitionWatch;
 use crate::error::{bail, Context, Error, Result};
 
 /// The Master's Raft group id (its transport carries no other).
@@ -187,11 +188,16 @@ async fn serve(cfg: MasterConfig) -> Result<()> {
     );
     let watch = {
         let node = node.clone();
+        let transport = transport.clone();
+        let mut partition = PartitionWatch::new(&cfg.data_dir, format!("master {id}"));
         async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if let Some(f) = node.failure() {
                     return f;
+                }
+                if let Some(filter) = partition.poll() {
+                    transport.set_filter(filter);
                 }
             }
         }

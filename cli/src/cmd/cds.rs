@@ -83,14 +83,15 @@ pub enum CdsCommand {
         #[command(flatten)]
         dir: CdsDir,
     },
-    /// Cut a BlockServer's Raft links to every other BlockServer, both ways
-    /// (applied at its next heartbeat, within half a second).
+    /// Cut a process's Raft links to its peers, both ways: a BlockServer's
+    /// to every other BlockServer, a Master's to the other Masters
+    /// (applied within half a second; clients still reach it).
     Partition {
         name: ProcName,
         #[command(flatten)]
         dir: CdsDir,
     },
-    /// Remove every BlockServer's partition.
+    /// Remove every Master's and BlockServer's partition.
     Heal {
         #[command(flatten)]
         dir: CdsDir,
@@ -332,12 +333,16 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
         CdsCommand::Sim(args) => sim(&args),
         CdsCommand::Partition { name, dir } => {
             let others = cdscluster::partition(&dir.dir, name)?;
-            outln!("{name}: Raft links to BlockServers {others:?} cut (at its next heartbeat)");
+            let peers = match name.role {
+                cdscluster::Role::Master => "Masters",
+                cdscluster::Role::BlockServer => "BlockServers",
+            };
+            outln!("{name}: Raft links to {peers} {others:?} cut (within half a second)");
             Ok(())
         }
         CdsCommand::Heal { dir } => {
             cdscluster::heal(&dir.dir)?;
-            outln!("every BlockServer's partition removed (at their next heartbeat)");
+            outln!("every partition removed (within half a second)");
             Ok(())
         }
         CdsCommand::Master { config } => Ok(cds::master::process::run(&config)?),
