@@ -416,3 +416,58 @@ fn a_writer_of_an_older_epoch_is_fenced_across_reopen_and_export() {
     assert_eq!(copy.apply(6, &at(1, 3)).unwrap(), Err(fenced));
     assert_eq!(copy.apply(7, &at(3, 3)).unwrap(), Ok(Outcome::Written));
 }
+
+#[test]
+fn a_purge_forgets_one_volume_at_every_version_and_fences_its_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = |offset: u64, byte: u8| Command::Write {
+        volume: 8,
+        block: 3,
+        offset,
+        data: Bytes::from(vec![byte; SECTOR as usize]),
+        epoch: 1,
+    };
+    let mut e = engine_with(
+        dir.path(),
+        &[
+            write(0, 2 * SECTOR, 0xAB),
+            other(0, 0x11),
+            Command::Mark,
+            write(0, SECTOR, 0xCD),
+            other(0, 0x22),
+        ],
+    );
+    let used = e.stats().slots_used;
+    assert!(e.holds_volume(7));
+    let r = e.apply(6, &Command::Purge { volume: 7 }).unwrap().unwrap();
+    assert_eq!(r, Outcome::Purged { entries: 2 });
+    assert!(!e.holds_volume(7) && e.purged(7));
+    // Volume 7 reads as zeros at the head and at the retained version;
+    // volume 8 is untouched at both.
+    assert_eq!(
+        read(&mut e, 0, SECTOR, None).unwrap(),
+        vec![0; SECTOR as usize]
+    );
+    assert_eq!(
+        read(&mut e, 0, SECTOR, Some(1)).unwrap(),
+        vec![0; SECTOR as usize]
+    );
+    let mut b = vec![0; SECTOR as usize];
+    e.read(8, 3, 0, &mut b, None).unwrap().unwrap();
+    assert_eq!(b, vec![0x22; SECTOR as usize]);
+    e.read(8, 3, 0, &mut b, Some(1)).unwrap().unwrap();
+    assert_eq!(b, vec![0x11; SECTOR as usize]);
+    // A writer that still holds volume 7 open is fenced.
+    match e.apply(7, &write(0, SECTOR, 1)).unwrap() {
+        Err(Refusal::Fenced { volume: 7, .. }) => {}
+        other => panic!("a write to a purged volume: {other:?}"),
+    }
+    // Its slots are free after a flush, and all of it survives a reopen.
+    e.flush().unwrap();
+    assert_eq!(e.stats().slots_used, used - 2, "{:?}", e.stats());
+    drop(e);
+    let mut e = Engine::open(fs(), dir.path()).unwrap();
+    assert!(e.purged(7) && !e.holds_volume(7));
+    e.read(8, 3, 0, &mut b, None).unwrap().unwrap();
+    assert_eq!(b, vec![0x22; SECTOR as usize]);
+}

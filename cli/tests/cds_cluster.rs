@@ -319,7 +319,44 @@ fn a_cds_cluster_serves_a_volume_through_crashes_pauses_and_master_loss() {
     let ls: serde_json::Value =
         serde_json::from_str(&ok(&dir, &["volume", "ls", "--json"])).unwrap();
     assert_eq!(ls[0]["size"], 512u64 << 20, "{ls}");
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["volume", "info", "v", "--json"])).unwrap();
+    let id = info["id"].as_u64().expect("volume id");
+    let held: std::collections::BTreeSet<u64> = info["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["group"].as_u64().unwrap())
+        .collect();
+    assert!(!held.is_empty(), "{info}");
     ok(&dir, &["volume", "rm", "v"]);
+    // Every group that held its blocks purges them, told by heartbeats
+    // (each leader says so in its log).
+    let c = CdsCluster::load(&dir).unwrap();
+    let marker = format!(": deleted volume {id} purged");
+    let start = std::time::Instant::now();
+    loop {
+        let mut purged = std::collections::BTreeSet::new();
+        for s in &c.servers {
+            let log = std::fs::read_to_string(s.data_dir.join("log")).unwrap_or_default();
+            for line in log.lines().filter(|l| l.contains(&marker)) {
+                let g = line
+                    .split(": group ")
+                    .nth(1)
+                    .and_then(|r| r.split(':').next())
+                    .and_then(|g| g.parse::<u64>().ok());
+                purged.extend(g);
+            }
+        }
+        if purged == held {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "groups {held:?} held volume {id}; purged so far: {purged:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let ls = ok(&dir, &["volume", "ls"]);
     assert!(!ls.contains("\nv "), "{ls}");
 }

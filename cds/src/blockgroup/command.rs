@@ -19,6 +19,7 @@ const ZERO: u8 = 2;
 const MARK: u8 = 3;
 const DROP: u8 = 4;
 const ROLLBACK: u8 = 5;
+const PURGE: u8 = 6;
 
 /// Encodes `cmd` as an entry payload.
 pub fn encode(cmd: &Command) -> Bytes {
@@ -60,6 +61,10 @@ pub fn encode(cmd: &Command) -> Bytes {
             b.put_u8(ROLLBACK);
             b.put_u64_le(*to);
         }
+        Command::Purge { volume } => {
+            b.put_u8(PURGE);
+            b.put_u64_le(*volume);
+        }
     }
     b.freeze()
 }
@@ -93,6 +98,7 @@ pub fn decode(payload: &Bytes) -> Result<Command, String> {
         MARK => Command::Mark,
         DROP => Command::Drop { version: r.u64()? },
         ROLLBACK => Command::Rollback { to: r.u64()? },
+        PURGE => Command::Purge { volume: r.u64()? },
         t => return Err(format!("unknown command tag {t}")),
     };
     r.finish()?;
@@ -142,6 +148,10 @@ pub fn encode_result(a: &Applied) -> Vec<u8> {
                     u64s(&mut b, &[to, head]);
                 }
                 Outcome::Skipped => b.push(6),
+                Outcome::Purged { entries } => {
+                    b.push(7);
+                    u64s(&mut b, &[entries]);
+                }
             }
         }
         Applied::Refused(r) => {
@@ -205,6 +215,7 @@ pub fn decode_result(b: &[u8]) -> Result<Applied, String> {
                 head: r.u64()?,
             },
             6 => Outcome::Skipped,
+            7 => Outcome::Purged { entries: r.u64()? },
             t => return Err(format!("unknown outcome {t}")),
         }),
         REFUSED => Applied::Refused(match r.u8()? {

@@ -134,6 +134,9 @@ pub(crate) struct Inner {
     /// One shared log sync per disk.
     syncs: Vec<Arc<HostSync>>,
     pub(crate) groups: RwLock<BTreeMap<u64, Replica>>,
+    /// Where the other servers serve the data path (from the config, then
+    /// as the Master tells): a repair asks them for copies.
+    pub(crate) peer_data: RwLock<BTreeMap<NodeId, SocketAddr>>,
     data_addr: SocketAddr,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set at shutdown: every connection closes.
@@ -198,7 +201,9 @@ impl BlockServer {
                 addr: cfg.data_listen,
                 source,
             })?;
+        let peer_data = cfg.peers.iter().map(|(&id, a)| (id, a.data)).collect();
         let inner = Arc::new(Inner {
+            peer_data: RwLock::new(peer_data),
             cfg,
             host,
             transport,
@@ -243,6 +248,46 @@ impl BlockServer {
     pub fn set_peer(&self, id: NodeId, raft: SocketAddr) {
         self.inner.transport.set_peer(id, raft);
         self.inner.host.add_peer(id);
+    }
+
+    /// Tells the server where peer `id` serves the data path (where a
+    /// repair asks it for copies).
+    pub fn set_peer_data(&self, id: NodeId, data: SocketAddr) {
+        self.inner
+            .peer_data
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, data);
+    }
+
+    /// Proposes, in every group this server leads whose engine has not
+    /// purged `volume` yet, the purge of that deleted volume's slices.
+    /// Returns the groups where a purge was applied now.
+    pub async fn purge(&self, volume: u64, groups: &[u64]) -> Vec<(u64, u64)> {
+        let mut done = Vec::new();
+        for &g in groups {
+            let Some(r) = serve::replica(&self.inner, g) else {
+                continue;
+            };
+            if r.node.role().0 != raft_core::Role::Leader
+                || crate::blockgroup::lock(&r.engine).purged(volume)
+            {
+                continue;
+            }
+            let cmd = crate::blockgroup::command::encode(&crate::engine::Command::Purge { volume });
+            let Ok(Ok(out)) =
+                tokio::time::timeout(limits::REQUEST_TIMEOUT, r.node.propose(cmd)).await
+            else {
+                continue;
+            };
+            if let Ok(crate::blockgroup::command::Applied::Done(crate::engine::Outcome::Purged {
+                entries,
+            })) = crate::blockgroup::command::decode_result(&out.result)
+            {
+                done.push((g, entries));
+            }
+        }
+        done
     }
 
     /// The first failure of a hosted replica, if one stopped on an error

@@ -234,6 +234,14 @@ async fn directed(
                     if let Err(e) = carry_out(&server, &a) {
                         return e;
                     }
+                    for p in &a.purge {
+                        for (g, n) in server.purge(p.volume, &p.groups).await {
+                            eprintln!(
+                                "blockserver {id}: group {g}: deleted volume {} purged ({n} slice entries freed)",
+                                p.volume
+                            );
+                        }
+                    }
                 }
                 Err(e) if e.kind() == "not_found" => registered = false,
                 Err(e) => eprintln!("blockserver {id}: heartbeat: {e}"),
@@ -249,13 +257,20 @@ fn carry_out(server: &BlockServer, a: &Assignment) -> Result<(), Error> {
         if s.id == server.id() {
             continue;
         }
-        match s.raft_addr.parse::<SocketAddr>() {
-            Ok(addr) => server.set_peer(s.id, addr),
-            Err(e) => eprintln!(
-                "blockserver {}: server {} has a bad address {:?}: {e}",
+        match (
+            s.raft_addr.parse::<SocketAddr>(),
+            s.data_addr.parse::<SocketAddr>(),
+        ) {
+            (Ok(raft), Ok(data)) => {
+                server.set_peer(s.id, raft);
+                server.set_peer_data(s.id, data);
+            }
+            _ => eprintln!(
+                "blockserver {}: server {} has a bad address ({:?}, {:?})",
                 server.id(),
                 s.id,
-                s.raft_addr
+                s.raft_addr,
+                s.data_addr
             ),
         }
     }

@@ -81,7 +81,12 @@ pub(super) async fn repair(
 
 /// Asks server `peer` for its copy of sector `id` of `group`.
 async fn ask(inner: &Inner, peer: u64, group: u64, id: SectorId) -> Result<SectorCopy, String> {
-    let addr = inner.cfg.peers.get(&peer).ok_or("no address for it")?.data;
+    let addr = *inner
+        .peer_data
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&peer)
+        .ok_or("no address for it")?;
     let conn = Conn::connect(addr, inner.cfg.cluster_id, &inner.cfg.token)
         .await
         .map_err(|e| e.to_string())?;

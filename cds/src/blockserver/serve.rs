@@ -117,7 +117,7 @@ async fn connection(inner: Arc<Inner>, stream: TcpStream, bytes: Arc<Semaphore>)
     let _ = writer.await;
 }
 
-fn replica(inner: &Inner, group: u64) -> Option<Replica> {
+pub(super) fn replica(inner: &Inner, group: u64) -> Option<Replica> {
     inner
         .groups
         .read()

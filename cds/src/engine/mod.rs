@@ -100,6 +100,10 @@ pub enum Command {
     Drop { version: Version },
     /// Makes the head read as a retained version, at once.
     Rollback { to: Version },
+    /// Forgets every slice of a deleted volume, at every version, frees
+    /// their slots, and fences every later write to it (volume ids are
+    /// never reused).
+    Purge { volume: u64 },
 }
 
 /// What a command did.
@@ -118,6 +122,10 @@ pub enum Outcome {
     RolledBack {
         to: Version,
         head: Version,
+    },
+    /// A deleted volume's slices forgotten (`entries` of them).
+    Purged {
+        entries: u64,
     },
     /// Already applied (a replay after a crash).
     Skipped,
@@ -597,6 +605,10 @@ impl Engine {
                 self.start_gc();
                 Ok(Ok(Outcome::Dropped { version: *version }))
             }
+            Command::Purge { volume } => {
+                let entries = self.purge(*volume)?;
+                Ok(Ok(Outcome::Purged { entries }))
+            }
             Command::Rollback { to } => {
                 if !self.versions.retained().contains(to) {
                     return Ok(Err(Refusal::NotRetained(*to)));
@@ -628,6 +640,58 @@ impl Engine {
             self.journal_record(&Record::Epoch { volume, epoch })?;
         }
         Ok(Ok(()))
+    }
+
+    /// Removes every entry of `volume` and fences it for good.
+    fn purge(&mut self, volume: u64) -> Result<u64, EngineError> {
+        let from = SliceKey {
+            volume,
+            block: 0,
+            slice: 0,
+        };
+        let keys: Vec<SliceKey> = self
+            .map
+            .range(from..)
+            .take_while(|(k, _)| k.volume == volume)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut n = 0;
+        for key in keys {
+            let versions: Vec<Version> = self.map[&key].iter().map(|e| e.version).collect();
+            for version in versions {
+                if let Some(Entry { slot: Some(s), .. }) = self.remove_entry(key, version) {
+                    self.release(s);
+                }
+                self.journal_record(&Record::Unmap { key, version })?;
+                n += 1;
+            }
+        }
+        self.stats.reclaimed += n;
+        // A writer that still holds the volume open is refused from now on.
+        self.epochs.insert(volume, u64::MAX);
+        self.journal_record(&Record::Epoch {
+            volume,
+            epoch: u64::MAX,
+        })?;
+        Ok(n)
+    }
+
+    /// Whether any slice of `volume` is held here (at any version).
+    pub fn holds_volume(&self, volume: u64) -> bool {
+        let from = SliceKey {
+            volume,
+            block: 0,
+            slice: 0,
+        };
+        self.map
+            .range(from..)
+            .next()
+            .is_some_and(|(k, _)| k.volume == volume)
+    }
+
+    /// Whether `volume` was purged here.
+    pub fn purged(&self, volume: u64) -> bool {
+        self.epochs.get(&volume) == Some(&u64::MAX)
     }
 
     /// The newest writer epoch seen for `volume` (0: none yet).

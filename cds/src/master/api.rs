@@ -85,6 +85,17 @@ pub struct Heartbeat {
 pub struct Assignment {
     pub groups: Vec<Group>,
     pub servers: Vec<Server>,
+    /// Deleted volumes whose slices groups of this server may still hold:
+    /// the server's leaders purge them.
+    #[serde(default)]
+    pub purge: Vec<PurgeOrder>,
+}
+
+/// A deleted volume and the groups of a server that held its blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeOrder {
+    pub volume: u64,
+    pub groups: Vec<u64>,
 }
 
 /// `POST /v1/groups`.

@@ -23,7 +23,7 @@ use raft_core::runtime::node::{NodeError, NodeHandle};
 
 use super::api::{
     Allocate, ApiError, Assignment, ClusterView, CreateGroups, CreateVolume, Heartbeat,
-    MasterStatus, Resize, MAX_BODY_BYTES,
+    MasterStatus, PurgeOrder, Resize, MAX_BODY_BYTES,
 };
 use super::state::{MasterCommand, MasterReply, Server, Volume};
 use super::state_machine::{decode_reply, encode, SharedState};
@@ -319,6 +319,25 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
                 .cloned()
                 .collect(),
             servers: st.servers.values().cloned().collect(),
+            purge: st
+                .deleted
+                .iter()
+                .filter_map(|(&volume, groups)| {
+                    let mine: Vec<u64> = groups
+                        .iter()
+                        .copied()
+                        .filter(|g| {
+                            st.groups
+                                .get(g)
+                                .is_some_and(|g| g.replicas.contains(&hb.server))
+                        })
+                        .collect();
+                    (!mine.is_empty()).then_some(PurgeOrder {
+                        volume,
+                        groups: mine,
+                    })
+                })
+                .collect(),
         })
     });
     let Some(answer) = answer else {

@@ -137,6 +137,12 @@ pub struct MasterState {
     pub servers: BTreeMap<u64, Server>,
     pub volumes: BTreeMap<String, Volume>,
     pub groups: BTreeMap<u64, Group>,
+    /// Deleted volumes (by id, never reused) and the groups that held
+    /// their blocks: heartbeats tell those groups' leaders to purge them.
+    /// Kept (a few bytes per group) so a replica down at the deletion
+    /// purges when it leads.
+    #[serde(default)]
+    pub deleted: BTreeMap<u64, BTreeSet<u64>>,
     next_volume: u64,
     next_group: u64,
 }
@@ -217,9 +223,14 @@ impl MasterState {
                 Ok(MasterReply::Volume { volume: v.clone() })
             }
             MasterCommand::DeleteVolume { name } => {
-                self.volumes
+                let v = self
+                    .volumes
                     .remove(name)
                     .ok_or_else(|| MasterError::NoVolume { name: name.clone() })?;
+                let groups: BTreeSet<u64> = v.blocks.values().copied().collect();
+                if !groups.is_empty() {
+                    self.deleted.insert(v.id, groups);
+                }
                 Ok(MasterReply::Ok)
             }
             MasterCommand::OpenVolume { name } => {
