@@ -17,9 +17,6 @@ mod stdout;
 
 mod cmd;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "cdsctl",
