@@ -151,8 +151,8 @@ fn verify_through(dir: &Path, secs: u64, delay: Duration, fault: impl FnOnce()) 
     o
 }
 
-/// How many groups BlockServer `name` leads, by `cds status --json`.
-fn leads_of(dir: &Path, name: &str) -> u64 {
+/// Process `name`'s entry in `cds status --json`.
+fn process(dir: &Path, name: &str) -> serde_json::Value {
     let v: serde_json::Value =
         serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
     v["processes"]
@@ -160,21 +160,20 @@ fn leads_of(dir: &Path, name: &str) -> u64 {
         .expect("processes")
         .iter()
         .find(|p| p["name"] == name)
-        .and_then(|p| p["leads"].as_u64())
+        .cloned()
+        .expect("the process's status")
+}
+
+/// How many groups BlockServer `name` leads, by `cds status --json`.
+fn leads_of(dir: &Path, name: &str) -> u64 {
+    process(dir, name)["leads"]
+        .as_u64()
         .expect("the server's leader count")
 }
 
 /// The Raft role Master `name` reports, by `cds status --json`.
 fn master_role(dir: &Path, name: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
-    v["processes"]
-        .as_array()
-        .expect("processes")
-        .iter()
-        .find(|p| p["name"] == name)
-        .map(|p| p["master"]["role"].to_string())
-        .expect("the Master's status")
+    process(dir, name)["master"]["role"].to_string()
 }
 
 /// The BlockServer leading the most groups, and the leading Master.

@@ -119,6 +119,17 @@ pub struct SliceKey {
     pub slice: u32,
 }
 
+impl SliceKey {
+    /// The first key of `volume`, in key order (volume 0: of all).
+    pub(crate) fn first_of(volume: u64) -> SliceKey {
+        SliceKey {
+            volume,
+            block: 0,
+            slice: 0,
+        }
+    }
+}
+
 /// One change, as journaled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Record {

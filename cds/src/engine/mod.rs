@@ -443,11 +443,7 @@ impl Engine {
             .values()
             .any(|n| n.state == VersionState::Gone)
         {
-            self.gc_cursor = Some(SliceKey {
-                volume: 0,
-                block: 0,
-                slice: 0,
-            });
+            self.gc_cursor = Some(SliceKey::first_of(0));
         }
         Ok(())
     }
@@ -644,11 +640,7 @@ impl Engine {
 
     /// Removes every entry of `volume` and fences it for good.
     fn purge(&mut self, volume: u64) -> Result<u64, EngineError> {
-        let from = SliceKey {
-            volume,
-            block: 0,
-            slice: 0,
-        };
+        let from = SliceKey::first_of(volume);
         let keys: Vec<SliceKey> = self
             .map
             .range(from..)
@@ -678,11 +670,7 @@ impl Engine {
 
     /// Whether any slice of `volume` is held here (at any version).
     pub fn holds_volume(&self, volume: u64) -> bool {
-        let from = SliceKey {
-            volume,
-            block: 0,
-            slice: 0,
-        };
+        let from = SliceKey::first_of(volume);
         self.map
             .range(from..)
             .next()
@@ -1123,11 +1111,7 @@ impl Engine {
         if self.gc_cursor.is_some() {
             self.gc_again = true;
         } else {
-            self.gc_cursor = Some(SliceKey {
-                volume: 0,
-                block: 0,
-                slice: 0,
-            });
+            self.gc_cursor = Some(SliceKey::first_of(0));
         }
     }
 
@@ -1189,11 +1173,7 @@ impl Engine {
             self.versions_changed()?;
         }
         if std::mem::take(&mut self.gc_again) {
-            self.gc_cursor = Some(SliceKey {
-                volume: 0,
-                block: 0,
-                slice: 0,
-            });
+            self.gc_cursor = Some(SliceKey::first_of(0));
             return Ok(true);
         }
         self.gc_cursor = None;

@@ -54,12 +54,13 @@ pub(crate) fn unframe(
         .enumerate()
     {
         let sector = first + i as u64;
-        if frame.iter().all(|&b| b == 0) {
-            // Never written: a hole in the file.
+        let (data, trailer) = frame.split_at(SECTOR as usize);
+        // Never written: a hole in the file (the trailer is looked at
+        // first, so a written sector costs no scan).
+        if trailer.iter().all(|&b| b == 0) && data.iter().all(|&b| b == 0) {
             dst.fill(0);
             continue;
         }
-        let (data, trailer) = frame.split_at(SECTOR as usize);
         let want = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
         if frame_crc(data, slot, sector) != want {
             return Err(EngineError::CorruptSector {
@@ -165,6 +166,30 @@ impl SlotFile {
         Ok(())
     }
 
+    /// Reads the frames of `n` sectors of `slot` from sector `first` into
+    /// the scratch buffer, which the caller hands back. A file that ends
+    /// early is corruption: a slot the journal maps always exists whole,
+    /// so the file lost data it had made durable.
+    fn read_frames(&mut self, slot: u64, first: u64, n: u64) -> Result<Vec<u8>, EngineError> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize((n * FRAME) as usize, 0);
+        match self.file.read_exact_at(self.offset(slot, first), &mut buf) {
+            Ok(()) => Ok(buf),
+            Err(e) => {
+                self.scratch = buf;
+                Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    EngineError::CorruptSector {
+                        path: self.path.clone(),
+                        slot,
+                        sector: first,
+                    }
+                } else {
+                    EngineError::io(&self.path)(e)
+                })
+            }
+        }
+    }
+
     /// Reads whole sectors of `slot` from sector `first` into `out`,
     /// checking each.
     pub(crate) fn read(
@@ -174,25 +199,7 @@ impl SlotFile {
         out: &mut [u8],
     ) -> Result<(), EngineError> {
         debug_assert!((out.len() as u64).is_multiple_of(SECTOR));
-        let n = out.len() as u64 / SECTOR;
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.resize((n * FRAME) as usize, 0);
-        let at = self.offset(slot, first);
-        let r = self.file.read_exact_at(at, &mut buf);
-        if let Err(e) = r {
-            self.scratch = buf;
-            // A slot the journal maps always exists whole: a file that
-            // ends early lost data it had made durable.
-            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                EngineError::CorruptSector {
-                    path: self.path.clone(),
-                    slot,
-                    sector: first,
-                }
-            } else {
-                EngineError::io(&self.path)(e)
-            });
-        }
+        let buf = self.read_frames(slot, first, out.len() as u64 / SECTOR)?;
         let r = unframe(&self.path, slot, first, &buf, out);
         self.scratch = buf;
         r
@@ -207,24 +214,7 @@ impl SlotFile {
         slot: u64,
         out: &mut [u8],
     ) -> Result<Vec<u64>, EngineError> {
-        // Reading the frames is the same as for a checked read; only the
-        // checks differ.
-        let n = out.len() as u64 / SECTOR;
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.resize((n * FRAME) as usize, 0);
-        let r = self.file.read_exact_at(self.offset(slot, 0), &mut buf);
-        if let Err(e) = r {
-            self.scratch = buf;
-            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                EngineError::CorruptSector {
-                    path: self.path.clone(),
-                    slot,
-                    sector: 0,
-                }
-            } else {
-                EngineError::io(&self.path)(e)
-            });
-        }
+        let buf = self.read_frames(slot, 0, out.len() as u64 / SECTOR)?;
         let mut bad = Vec::new();
         for (i, (frame, dst)) in buf
             .chunks_exact(FRAME as usize)
