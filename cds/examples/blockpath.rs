@@ -192,6 +192,14 @@ async fn main() {
         pct(0.999)
     );
     for s in servers {
+        let (syncs, requests) = s
+            .sync_stats()
+            .iter()
+            .fold((0, 0), |(a, b), x| (a + x.syncs, b + x.requests));
+        eprintln!(
+            "  server {}: {syncs} log syncs for {requests} group log syncs",
+            s.id()
+        );
         s.shutdown().await;
     }
 }

@@ -14,26 +14,32 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Mutex as AsyncMutex};
+use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex, Semaphore};
 
 use crate::blockgroup::command::Applied;
+use crate::blockserver::limits::READ_BUFFER_BYTES;
 use crate::engine::{Outcome, Refusal};
-use crate::wire::{read_response, Request, Response, WireError};
+use crate::wire::{read_response, write_batch, Outgoing, Request, Response, WireError};
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and largest pause between retries.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Requests, and bytes of them, queued on one connection for its writer.
+const MAX_QUEUED_REQUESTS: usize = 256;
+const MAX_QUEUED_BYTES: usize = 64 << 20;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
 /// One authenticated, pipelined connection to a BlockServer.
 #[derive(Clone)]
 pub struct Conn {
-    writer: Arc<AsyncMutex<OwnedWriteHalf>>,
+    /// Requests for the writer task, which holds the write half.
+    writer: mpsc::Sender<Outgoing>,
+    /// Bytes of requests queued for the writer and not yet written.
+    queued_bytes: Arc<Semaphore>,
     pending: Pending,
     next: Arc<std::sync::atomic::AtomicU64>,
     /// Set by the reader when the connection ends (before it fails the
@@ -58,7 +64,8 @@ impl Conn {
             .await
             .map_err(|_| WireError::Io(std::io::ErrorKind::TimedOut.into()))??;
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
         let hello = Request::Hello {
             cluster_id,
             token: token.to_string(),
@@ -72,6 +79,12 @@ impl Conn {
         }
         let pending: Pending = Arc::default();
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The connection ended: every waiter learns it (its sender drops),
+        // and later calls see `closed`.
+        let end = |p: &Pending, c: &std::sync::atomic::AtomicBool| {
+            c.store(true, std::sync::atomic::Ordering::SeqCst);
+            p.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        };
         let (p, c) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
             while let Ok((id, resp)) = read_response(&mut rd).await {
@@ -80,13 +93,23 @@ impl Conn {
                     let _ = w.send(resp);
                 }
             }
-            // The connection ended: every waiter learns it (its sender
-            // drops), and later calls see `closed`.
-            c.store(true, std::sync::atomic::Ordering::SeqCst);
-            p.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            end(&p, &c);
+        });
+        // One writer gathers the requests of concurrent callers into as
+        // few writes as it can.
+        let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_QUEUED_REQUESTS);
+        let (p, c) = (pending.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                if write_batch(&mut wr, first, &mut rx).await.is_err() {
+                    break;
+                }
+            }
+            end(&p, &c);
         });
         Ok(Conn {
-            writer: Arc::new(AsyncMutex::new(wr)),
+            writer: tx,
+            queued_bytes: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
             pending,
             next: Arc::new(1.into()),
             closed,
@@ -110,11 +133,19 @@ impl Conn {
             return None;
         }
         let frame = req.encode(id);
-        let sent = {
-            let mut w = self.writer.lock().await;
-            crate::wire::write_frame(&mut *w, &frame).await
+        let want = frame.len().clamp(1, MAX_QUEUED_BYTES) as u32;
+        let sent = match self.queued_bytes.clone().acquire_many_owned(want).await {
+            Ok(held) => self
+                .writer
+                .send(Outgoing {
+                    frame,
+                    held: vec![held],
+                })
+                .await
+                .is_ok(),
+            Err(_) => false,
         };
-        if sent.is_err() {
+        if !sent {
             self.pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

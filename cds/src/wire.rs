@@ -16,7 +16,7 @@ use raft_core::checksum;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::blockgroup::command::{decode_result, encode_result, Applied};
-use crate::blockserver::limits::MAX_FRAME_PAYLOAD;
+use crate::blockserver::limits::{MAX_FRAME_PAYLOAD, WRITE_BATCH_BYTES};
 use crate::codec::Reader;
 
 const MAGIC: &[u8; 4] = b"CDSW";
@@ -406,5 +406,41 @@ pub async fn read_response<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, Resp
 /// Writes a whole frame.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> Result<(), WireError> {
     w.write_all(frame).await?;
+    Ok(())
+}
+
+/// A frame queued for a connection's writer, with what it holds of the
+/// connection's limits (released once the frame is written, so the
+/// writer's queue is bounded in bytes by the same budget).
+#[derive(Debug)]
+pub struct Outgoing {
+    pub frame: BytesMut,
+    pub held: Vec<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Writes `first` and the frames already waiting behind it in `rx` with
+/// as few system calls as it can: small frames are gathered into one
+/// buffer of at most [`WRITE_BATCH_BYTES`], a large one goes out alone.
+/// At 32 requests in flight, one write per answer was a third of a
+/// served read's cost.
+pub async fn write_batch<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    first: Outgoing,
+    rx: &mut tokio::sync::mpsc::Receiver<Outgoing>,
+) -> std::io::Result<()> {
+    let mut buf = first.frame;
+    let mut held = vec![first.held];
+    while buf.len() < WRITE_BATCH_BYTES {
+        let Ok(next) = rx.try_recv() else { break };
+        if next.frame.len() >= WRITE_BATCH_BYTES {
+            w.write_all(&buf).await?;
+            buf = next.frame;
+        } else {
+            buf.extend_from_slice(&next.frame);
+        }
+        held.push(next.held);
+    }
+    w.write_all(&buf).await?;
+    drop(held);
     Ok(())
 }

@@ -53,3 +53,10 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 const _: () = assert!(MAX_IO_BYTES <= MAX_FRAME_PAYLOAD as u64);
 // One request of the largest size can always be admitted.
 const _: () = assert!(MAX_IO_BYTES as usize <= MAX_BYTES_IN_FLIGHT);
+
+/// The most bytes of small frames `wire::write_batch` gathers into one write.
+pub const WRITE_BATCH_BYTES: usize = 256 << 10;
+
+/// How many bytes a connection's reader buffers: room for many small
+/// frames per read system call.
+pub const READ_BUFFER_BYTES: usize = 256 << 10;

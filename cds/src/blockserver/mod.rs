@@ -399,6 +399,12 @@ impl BlockServer {
             .map(|r| r.node.clone())
     }
 
+    /// Each disk's shared log sync counters: whole-disk syncs issued, and
+    /// the group log syncs they covered.
+    pub fn sync_stats(&self) -> Vec<raft_core::storage::host_sync::HostSyncStats> {
+        self.inner.syncs.iter().map(|s| s.stats()).collect()
+    }
+
     /// The engine counters of this server's replica of `group` (copies,
     /// corrupt sectors carried and repaired, slots), if it holds one.
     pub fn engine_stats(&self, group: u64) -> Option<crate::engine::EngineStats> {

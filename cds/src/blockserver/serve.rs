@@ -12,14 +12,17 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::limits::{
     HELLO_TIMEOUT, MAX_BYTES_IN_FLIGHT, MAX_CONNECTIONS, MAX_HELLO_BYTES,
-    MAX_IN_FLIGHT_PER_CONNECTION, MAX_IO_BYTES, MAX_REPAIRS_PER_READ, REQUEST_TIMEOUT,
-    WRITE_STALL_TIMEOUT,
+    MAX_IN_FLIGHT_PER_CONNECTION, MAX_IO_BYTES, MAX_REPAIRS_PER_READ, READ_BUFFER_BYTES,
+    REQUEST_TIMEOUT, WRITE_STALL_TIMEOUT,
 };
 use super::{Inner, Replica};
 use crate::blockgroup::command::{decode_result, encode, Applied};
 use crate::blockgroup::lock;
 use crate::engine::{Command, EngineError, SectorId, SliceKey, SECTOR};
-use crate::wire::{decode_request, read_header, read_payload, read_request, Request, Response};
+use crate::wire::{
+    decode_request, read_header, read_payload, read_request, write_batch, Outgoing, Request,
+    Response,
+};
 
 /// Accepts connections until the server stops.
 pub(super) async fn accept(inner: Arc<Inner>, listener: TcpListener) {
@@ -45,7 +48,8 @@ pub(super) async fn accept(inner: Arc<Inner>, listener: TcpListener) {
 
 /// Serves one connection until it closes, misbehaves, or the server stops.
 async fn connection(inner: Arc<Inner>, stream: TcpStream, bytes: Arc<Semaphore>) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let mut stop = inner.stop.subscribe();
     // The hello: the cluster's id and token, in time.
     let hello = tokio::time::timeout(HELLO_TIMEOUT, read_request(&mut rd, MAX_HELLO_BYTES)).await;
@@ -66,10 +70,13 @@ async fn connection(inner: Arc<Inner>, stream: TcpStream, bytes: Arc<Semaphore>)
         return;
     }
     // Answers go out through one writer, in the order they complete.
-    let (tx, mut rx) = mpsc::channel::<bytes::BytesMut>(MAX_IN_FLIGHT_PER_CONNECTION);
+    // Each holds its request's limits until written, so answers waiting
+    // for a slow client count against the connection's budget.
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            match tokio::time::timeout(WRITE_STALL_TIMEOUT, wr.write_all(&frame)).await {
+        while let Some(first) = rx.recv().await {
+            let wrote = write_batch(&mut wr, first, &mut rx);
+            match tokio::time::timeout(WRITE_STALL_TIMEOUT, wrote).await {
                 Ok(Ok(())) => {}
                 _ => return,
             }
@@ -109,8 +116,11 @@ async fn connection(inner: Arc<Inner>, stream: TcpStream, bytes: Arc<Semaphore>)
         let (inner, tx) = (inner.clone(), tx.clone());
         tokio::spawn(async move {
             let answer = handle(&inner, req).await;
-            let _ = tx.send(answer.encode(id)).await;
-            drop((slot, held));
+            let out = Outgoing {
+                frame: answer.encode(id),
+                held: vec![slot, held],
+            };
+            let _ = tx.send(out).await;
         });
     }
     drop(tx);
@@ -267,13 +277,27 @@ async fn read(
     let at = (version != 0).then_some(version);
     let mut repairs = 0;
     loop {
-        let engine = r.engine.clone();
-        let got = tokio::task::spawn_blocking(move || {
+        let read_from = move |e: &mut crate::engine::Engine| {
             let mut buf = vec![0u8; len as usize];
-            let r = lock(&engine).read(volume, block, offset, &mut buf, at);
+            let r = e.read(volume, block, offset, &mut buf, at);
             r.map(|inner| inner.map(|()| buf))
-        })
-        .await;
+        };
+        // An idle engine is read right here: a read from the page cache
+        // costs less than the hand-off to a blocking thread. One that is
+        // busy (applying, flushing) is waited for on a blocking thread,
+        // never on this async worker.
+        let idle = match r.engine.try_lock() {
+            Ok(mut e) => Some(read_from(&mut e)),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(read_from(&mut p.into_inner())),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        let got = match idle {
+            Some(r) => Ok(r),
+            None => {
+                let engine = r.engine.clone();
+                tokio::task::spawn_blocking(move || read_from(&mut lock(&engine))).await
+            }
+        };
         match got {
             Ok(Ok(Ok(buf))) => return Response::Data(Bytes::from(buf)),
             Ok(Ok(Err(refusal))) => return Response::Applied(Applied::Refused(refusal)),
