@@ -30,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod kv;
 pub mod master;
+pub mod nbd;
 pub mod secret;
 pub mod sim;
 pub mod status;

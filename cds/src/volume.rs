@@ -202,6 +202,28 @@ impl Volume {
         })
     }
 
+    /// Asks the Master for the volume again (its size after a resize, its
+    /// block map), keeping this opener's epoch: a writer stays the writer.
+    /// Returns the size.
+    pub async fn refresh(&self) -> Result<u64, VolumeError> {
+        let (m, name) = (self.inner.access.master.clone(), self.meta().name);
+        let path = format!("/v1/volumes/{name}");
+        let meta: VolumeMeta =
+            blocking(move || m.get(&path))
+                .await
+                .map_err(|e| match e.kind() {
+                    "no_volume" => VolumeError::NotFound(self.meta().name),
+                    _ => VolumeError::Master(e),
+                })?;
+        let size = meta.size;
+        *self
+            .inner
+            .meta
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = meta;
+        Ok(size)
+    }
+
     /// The volume as the Master last described it to this opener.
     pub fn meta(&self) -> VolumeMeta {
         self.inner

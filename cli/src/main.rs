@@ -44,6 +44,9 @@ enum Command {
     /// Volumes of a CDS cluster: create, list, inspect, read, write, verify, bench.
     #[command(subcommand)]
     Volume(cmd::volume::VolumeCommand),
+    /// Volumes over NBD for the standard block tools (qemu-img, qemu-io, nbdcopy, fio).
+    #[command(subcommand)]
+    Nbd(cmd::nbd::NbdCommand),
     /// Run one node process (started by `cdsctl kv up`; takes a config file).
     Node(cmd::node::NodeArgs),
     /// Serve the trace visualizer on localhost and print its address.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Kv(cmd) => cmd::kv::run(cmd),
         Command::Cds(cmd) => cmd::cds::run(cmd),
         Command::Volume(cmd) => cmd::volume::run(cmd),
+        Command::Nbd(cmd) => cmd::nbd::run(cmd),
         Command::Node(args) => cmd::node::run(args),
         Command::Viz(args) => cmd::viz::run(args),
         Command::Top(args) => cmd::top::run(args),

@@ -4,6 +4,7 @@
 pub mod cds;
 pub mod cert;
 pub mod kv;
+pub mod nbd;
 pub mod node;
 mod perfetto;
 pub mod raft;
