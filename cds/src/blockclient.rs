@@ -353,6 +353,26 @@ impl GroupClient {
         }
     }
 
+    /// Makes `epoch` the writer epoch of `volume` on `group` (refused,
+    /// `Fenced`, if a newer writer got there first).
+    pub async fn fence(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        volume: u64,
+        epoch: u64,
+    ) -> Result<(), IoError> {
+        let req = Request::Fence {
+            group,
+            volume,
+            epoch,
+        };
+        match self.send(group, replicas, &req).await? {
+            Response::Applied(Applied::Done(Outcome::Fenced)) => Ok(()),
+            other => Err(applied_error(other)),
+        }
+    }
+
     /// Reads `len` bytes at `offset` of a block held by `group`, at the
     /// head (`version` 0) or a retained version.
     #[allow(clippy::too_many_arguments)]

@@ -15,10 +15,12 @@
 //! 10 GiB volume costs nothing until it is written, and the Master's map
 //! grows with the data, not with the volume's size.
 //!
-//! Opening a volume for writing bumps its epoch at the Master; every
-//! write carries it, and the BlockGroups refuse a write of an older epoch
-//! than one they have seen: a writer that was superseded by a later open
-//! is fenced ([`VolumeError::Fenced`]) and must stop.
+//! Opening a volume for writing bumps its epoch at the Master and tells
+//! every BlockGroup the new epoch (a `Fence` entry) before the open
+//! returns; every write carries it, and the BlockGroups refuse a write of
+//! an older epoch than one they have seen: a writer superseded by a later
+//! open is fenced ([`VolumeError::Fenced`]) on every group at once and
+//! must stop.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -186,7 +188,7 @@ impl Volume {
             Mode::Read => 0,
             Mode::Write => meta.epoch,
         };
-        Ok(Volume {
+        let v = Volume {
             inner: Arc::new(Inner {
                 access: access.clone(),
                 data,
@@ -199,7 +201,37 @@ impl Volume {
                 mode,
                 epoch,
             }),
-        })
+        };
+        if mode == Mode::Write {
+            v.fence_all().await?;
+        }
+        Ok(v)
+    }
+
+    /// Tells every group of the cluster this writer's epoch before any IO:
+    /// a stale writer is then refused everywhere at once, even on groups
+    /// this writer has not written yet, and on blocks allocated later.
+    /// The open fails if a group cannot be told (within the IO deadline).
+    async fn fence_all(&self) -> Result<(), VolumeError> {
+        let vol = self.meta().id;
+        let mut set = tokio::task::JoinSet::new();
+        for (&g, replicas) in &self.inner.groups {
+            let (this, replicas) = (self.clone(), replicas.clone());
+            set.spawn(async move {
+                this.inner
+                    .data
+                    .fence(g, &replicas, vol, this.inner.epoch)
+                    .await
+            });
+        }
+        let mut first_err = None;
+        while let Some(r) = set.join_next().await {
+            let r = r.unwrap_or_else(|e| Err(IoError::Protocol(format!("task failed: {e}"))));
+            if let Err(e) = r {
+                first_err.get_or_insert(VolumeError::from(e));
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Asks the Master for the volume again (its size after a resize, its

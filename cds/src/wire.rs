@@ -56,6 +56,13 @@ pub enum Request {
         len: u64,
         epoch: u64,
     },
+    /// Takes `epoch` as the volume's writer epoch on the group (a new
+    /// writer's open), answered `Applied(Done(Fenced))`.
+    Fence {
+        group: u64,
+        volume: u64,
+        epoch: u64,
+    },
     /// `version` 0 reads the head.
     Read {
         group: u64,
@@ -111,6 +118,7 @@ mod kind {
     pub const ZERO: u8 = 3;
     pub const READ: u8 = 4;
     pub const COPY_SECTOR: u8 = 5;
+    pub const FENCE: u8 = 6;
     pub const WELCOME: u8 = 128;
     pub const APPLIED: u8 = 129;
     pub const DATA: u8 = 130;
@@ -176,6 +184,14 @@ impl Request {
                 u64s(&mut p, &[*group, *volume, *block, *offset, *len, *epoch]);
                 kind::ZERO
             }
+            Request::Fence {
+                group,
+                volume,
+                epoch,
+            } => {
+                u64s(&mut p, &[*group, *volume, *epoch]);
+                kind::FENCE
+            }
             Request::Read {
                 group,
                 volume,
@@ -240,6 +256,11 @@ impl Request {
                 block: r.u64()?,
                 offset: r.u64()?,
                 len: r.u64()?,
+                epoch: r.u64()?,
+            },
+            kind::FENCE => Request::Fence {
+                group: r.u64()?,
+                volume: r.u64()?,
                 epoch: r.u64()?,
             },
             kind::READ => Request::Read {

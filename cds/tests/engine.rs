@@ -418,6 +418,43 @@ fn a_writer_of_an_older_epoch_is_fenced_across_reopen_and_export() {
 }
 
 #[test]
+fn a_fence_takes_the_new_epoch_without_writing_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |epoch: u64| Command::Write {
+        volume: 7,
+        block: 3,
+        offset: 0,
+        data: Bytes::from(vec![epoch as u8; SECTOR as usize]),
+        epoch,
+    };
+    let mut e = engine_with(dir.path(), &[write(1)]);
+    // A new writer's open: the old one is refused from now on, though
+    // the new one has written nothing here.
+    let fence = |epoch| Command::Fence { volume: 7, epoch };
+    assert_eq!(e.apply(2, &fence(2)).unwrap(), Ok(Outcome::Fenced));
+    let stale = Refusal::Fenced {
+        volume: 7,
+        epoch: 1,
+        current: 2,
+    };
+    assert_eq!(e.apply(3, &write(1)).unwrap(), Err(stale.clone()));
+    assert_eq!(
+        read(&mut e, 0, SECTOR, None).unwrap(),
+        vec![1; SECTOR as usize]
+    );
+    // An older fence is refused like an older write.
+    assert_eq!(e.apply(4, &fence(1)).unwrap(), Err(stale.clone()));
+    e.flush().unwrap();
+    drop(e);
+    let mut e = Engine::open(fs(), dir.path()).unwrap();
+    assert_eq!(e.apply(5, &write(1)).unwrap(), Err(stale));
+    assert_eq!(e.apply(6, &write(2)).unwrap(), Ok(Outcome::Written));
+    // The entry round-trips through its Raft payload.
+    let payload = cds::blockgroup::command::encode(&fence(9));
+    assert_eq!(cds::blockgroup::command::decode(&payload), Ok(fence(9)));
+}
+
+#[test]
 fn a_purge_forgets_one_volume_at_every_version_and_fences_its_writers() {
     let dir = tempfile::tempdir().unwrap();
     let other = |offset: u64, byte: u8| Command::Write {

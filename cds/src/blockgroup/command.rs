@@ -20,6 +20,7 @@ const MARK: u8 = 3;
 const DROP: u8 = 4;
 const ROLLBACK: u8 = 5;
 const PURGE: u8 = 6;
+const FENCE: u8 = 7;
 
 /// Encodes `cmd` as an entry payload.
 pub fn encode(cmd: &Command) -> Bytes {
@@ -65,6 +66,11 @@ pub fn encode(cmd: &Command) -> Bytes {
             b.put_u8(PURGE);
             b.put_u64_le(*volume);
         }
+        Command::Fence { volume, epoch } => {
+            b.put_u8(FENCE);
+            b.put_u64_le(*volume);
+            b.put_u64_le(*epoch);
+        }
     }
     b.freeze()
 }
@@ -99,6 +105,10 @@ pub fn decode(payload: &Bytes) -> Result<Command, String> {
         DROP => Command::Drop { version: r.u64()? },
         ROLLBACK => Command::Rollback { to: r.u64()? },
         PURGE => Command::Purge { volume: r.u64()? },
+        FENCE => Command::Fence {
+            volume: r.u64()?,
+            epoch: r.u64()?,
+        },
         t => return Err(format!("unknown command tag {t}")),
     };
     r.finish()?;
@@ -152,6 +162,7 @@ pub fn encode_result(a: &Applied) -> Vec<u8> {
                     b.push(7);
                     u64s(&mut b, &[entries]);
                 }
+                Outcome::Fenced => b.push(8),
             }
         }
         Applied::Refused(r) => {
@@ -216,6 +227,7 @@ pub fn decode_result(b: &[u8]) -> Result<Applied, String> {
             },
             6 => Outcome::Skipped,
             7 => Outcome::Purged { entries: r.u64()? },
+            8 => Outcome::Fenced,
             t => return Err(format!("unknown outcome {t}")),
         }),
         REFUSED => Applied::Refused(match r.u8()? {

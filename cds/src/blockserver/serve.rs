@@ -188,6 +188,11 @@ async fn handle(inner: &Inner, req: Request) -> Response {
             };
             propose(inner, group, &cmd).await
         }
+        Request::Fence {
+            group,
+            volume,
+            epoch,
+        } => propose(inner, group, &Command::Fence { volume, epoch }).await,
         Request::Read {
             group,
             volume,

@@ -104,6 +104,11 @@ pub enum Command {
     /// their slots, and fences every later write to it (volume ids are
     /// never reused).
     Purge { volume: u64 },
+    /// Takes `epoch` as the volume's writer epoch here, without writing:
+    /// what a new writer sends every group when it opens the volume, so
+    /// a stale writer is fenced on every group at once, not only on those
+    /// the new one happens to write to first.
+    Fence { volume: u64, epoch: u64 },
 }
 
 /// What a command did.
@@ -124,6 +129,8 @@ pub enum Outcome {
         head: Version,
     },
     /// A deleted volume's slices forgotten (`entries` of them).
+    /// A `Fence` took: the volume's writer epoch here is at least its.
+    Fenced,
     Purged {
         entries: u64,
     },
@@ -600,6 +607,12 @@ impl Engine {
                 self.versions_changed()?;
                 self.start_gc();
                 Ok(Ok(Outcome::Dropped { version: *version }))
+            }
+            Command::Fence { volume, epoch } => {
+                if let Err(r) = self.admit(*volume, *epoch)? {
+                    return Ok(Err(r));
+                }
+                Ok(Ok(Outcome::Fenced))
             }
             Command::Purge { volume } => {
                 let entries = self.purge(*volume)?;

@@ -5,6 +5,8 @@
 //! needs, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod cds;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
