@@ -359,7 +359,24 @@ fn an_nbd_session_survives_a_leader_kill_and_a_partition() {
     ok(&dir, &["volume", "create", "v", "--size", "128MiB"]);
     let s = serve(&dir, &["v"]);
     let v = s.uri("v");
-    let victim = busiest_server(&dir);
+    // Blocks get groups on first write: write the span fio uses, then
+    // kill the leader of the group holding its first block.
+    tool_ok(
+        60,
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x5a 0 48M", &v],
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["volume", "info", "v", "--json"])).expect("info json");
+    let leader = info["blocks"][0]["leader"]
+        .as_u64()
+        .expect("block 0's leader");
+    let victim = format!("b{leader}");
+    let status = ok(&dir, &["cds", "status", "--json"]);
+    assert!(
+        status.contains(&format!("\"{victim}\"")),
+        "no process {victim}: {status}"
+    );
     let t = Instant::now();
     fio_through(&v, "48M", Duration::from_millis(1500), || {
         ok(&dir, &["cds", "kill", &victim]);
