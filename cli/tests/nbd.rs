@@ -244,6 +244,7 @@ fn the_block_tools_read_and_write_volumes_over_nbd() {
             "--iodepth=32",
             "--size=16M",
             "--verify=crc32c",
+            "--verify_state_save=0",
             "--verify_fatal=1",
         ],
     );
@@ -325,6 +326,7 @@ fn fio_through(uri: &str, size: &str, delay: Duration, fault: impl FnOnce()) -> 
                 "--iodepth=16",
                 &sz,
                 "--verify=crc32c",
+                "--verify_state_save=0",
                 "--verify_fatal=1",
                 "--output-format=normal",
             ],
