@@ -311,6 +311,32 @@ impl Volume {
         Ok(out)
     }
 
+    /// The bytes from `offset` for `len` as runs of (length, allocated):
+    /// a run is unallocated where its blocks have no group yet (they read
+    /// as zeros, cost nothing, and a copy may skip them). As of this
+    /// opener's block map: its own writes and its last [`Volume::refresh`].
+    pub fn extents(&self, offset: u64, len: u64) -> Vec<(u64, bool)> {
+        let m = self
+            .inner
+            .meta
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let end = offset.saturating_add(len).min(m.size);
+        let mut out: Vec<(u64, bool)> = Vec::new();
+        let mut at = offset;
+        while at < end {
+            let block = at / m.block_size;
+            let n = ((block + 1) * m.block_size).min(end) - at;
+            let allocated = m.blocks.contains_key(&block);
+            match out.last_mut() {
+                Some((l, a)) if *a == allocated => *l += n,
+                _ => out.push((n, allocated)),
+            }
+            at += n;
+        }
+        out
+    }
+
     /// The group of each block in `blocks`, allocating those that have
     /// none (one Master call).
     async fn place(&self, blocks: &[u64]) -> Result<BTreeMap<u64, u64>, VolumeError> {

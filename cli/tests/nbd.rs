@@ -140,7 +140,8 @@ fn the_block_tools_read_and_write_volumes_over_nbd() {
     let (dir, _g) = cluster(tmp.path());
     ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
     ok(&dir, &["volume", "create", "w", "--size", "32MiB"]);
-    let s = serve(&dir, &["v", "w"]);
+    ok(&dir, &["volume", "create", "sparse", "--size", "64MiB"]);
+    let s = serve(&dir, &["v", "w", "sparse"]);
     let (v, w) = (s.uri("v"), s.uri("w"));
 
     // Both exports are listed, with their sizes and what they support.
@@ -249,6 +250,47 @@ fn the_block_tools_read_and_write_volumes_over_nbd() {
         ],
     );
     assert!(fio.contains("err= 0"), "{fio}");
+
+    // Block status (base:allocation over structured replies): only the
+    // block written is data; a copy to qcow2 skips the rest.
+    let sp = s.uri("sparse");
+    tool_ok(
+        30,
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x77 20M 8k", &sp],
+    );
+    let map = tool_ok(30, "nbdinfo", &["--map", &sp]);
+    let rows: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["0", "16777216", "3", "hole,zero"],
+            vec!["16777216", "16777216", "0", "data"],
+            vec!["33554432", "33554432", "3", "hole,zero"],
+        ],
+        "{map}"
+    );
+    let q = tmp.path().join("sparse.qcow2");
+    let qs = q.to_str().unwrap();
+    tool_ok(
+        60,
+        "qemu-img",
+        &["convert", "-f", "raw", "-O", "qcow2", &sp, qs],
+    );
+    let cmp = tool_ok(
+        60,
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "qcow2", &sp, qs],
+    );
+    assert!(cmp.contains("Images are identical"), "{cmp}");
+    let size = std::fs::metadata(&q).unwrap().len();
+    assert!(
+        size < 4 << 20,
+        "the qcow2 copy of a sparse volume takes {size} bytes"
+    );
 
     // Past the end: an error, not a hang.
     let past = tool(
@@ -456,6 +498,93 @@ fn go(addr: SocketAddr, export: &str) -> TcpStream {
     }
 }
 
+/// A session in transmission with structured replies and
+/// `base:allocation` negotiated.
+fn structured_go(addr: SocketAddr, export: &str) -> TcpStream {
+    let mut s = start(addr);
+    option(&mut s, proto::OPT_STRUCTURED_REPLY, &[]);
+    assert_eq!(option_reply(&mut s).map(|r| r.1), Some(proto::REP_ACK));
+    let mut d = (export.len() as u32).to_be_bytes().to_vec();
+    d.extend_from_slice(export.as_bytes());
+    d.extend_from_slice(&1u32.to_be_bytes());
+    d.extend_from_slice(&(proto::BASE_ALLOCATION.len() as u32).to_be_bytes());
+    d.extend_from_slice(proto::BASE_ALLOCATION.as_bytes());
+    option(&mut s, proto::OPT_SET_META_CONTEXT, &d);
+    assert_eq!(
+        option_reply(&mut s).map(|r| r.1),
+        Some(proto::REP_META_CONTEXT)
+    );
+    assert_eq!(option_reply(&mut s).map(|r| r.1), Some(proto::REP_ACK));
+    let mut d = (export.len() as u32).to_be_bytes().to_vec();
+    d.extend_from_slice(export.as_bytes());
+    d.extend_from_slice(&0u16.to_be_bytes());
+    option(&mut s, proto::OPT_GO, &d);
+    loop {
+        let (_, kind, _) = option_reply(&mut s).expect("a reply to GO");
+        if kind == proto::REP_ACK {
+            return s;
+        }
+    }
+}
+
+/// Sends a READ or BLOCK_STATUS and reads its reply, simple or chunks up
+/// to the one marked done: (error, bytes the data, holes or extents cover).
+fn structured_request(s: &mut TcpStream, r: proto::Request) -> Option<(u32, u64)> {
+    s.write_all(&proto::encode_request(&r)).ok()?;
+    let (mut err, mut covered) = (0, 0u64);
+    loop {
+        let magic = read_n(s, 4)?;
+        if magic == proto::SIMPLE_REPLY_MAGIC.to_be_bytes() {
+            assert_ne!(
+                r.kind,
+                proto::CMD_READ,
+                "a simple reply to a structured read"
+            );
+            let rest = read_n(s, 12)?;
+            assert_eq!(&rest[4..], &r.handle.to_be_bytes(), "reply handle");
+            return Some((
+                u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]),
+                covered,
+            ));
+        }
+        assert_eq!(
+            magic,
+            proto::STRUCTURED_REPLY_MAGIC.to_be_bytes(),
+            "reply magic"
+        );
+        let h = read_n(s, 16)?;
+        let flags = u16::from_be_bytes([h[0], h[1]]);
+        let kind = u16::from_be_bytes([h[2], h[3]]);
+        assert_eq!(&h[4..12], &r.handle.to_be_bytes(), "chunk handle");
+        let len = u32::from_be_bytes([h[12], h[13], h[14], h[15]]) as usize;
+        let p = read_n(s, len)?;
+        let be32 = |a: usize| u32::from_be_bytes([p[a], p[a + 1], p[a + 2], p[a + 3]]);
+        match kind {
+            proto::REPLY_TYPE_OFFSET_DATA => covered += (len - 8) as u64,
+            proto::REPLY_TYPE_OFFSET_HOLE => covered += u64::from(be32(8)),
+            proto::REPLY_TYPE_BLOCK_STATUS => {
+                assert_eq!(be32(0), proto::BASE_ALLOCATION_ID);
+                let mut n = 0u64;
+                for e in p[4..].chunks_exact(8) {
+                    n += u64::from(u32::from_be_bytes([e[0], e[1], e[2], e[3]]));
+                }
+                // With REQ_ONE one extent may cover less than asked.
+                covered += if r.flags & proto::CMD_FLAG_REQ_ONE != 0 {
+                    u64::from(r.len)
+                } else {
+                    n
+                };
+            }
+            proto::REPLY_TYPE_ERROR => err = be32(0),
+            proto::REPLY_TYPE_NONE => {}
+            other => panic!("chunk type {other}"),
+        }
+        if flags & proto::REPLY_FLAG_DONE != 0 {
+            return Some((err, covered));
+        }
+    }
+}
+
 /// Sends a request (and payload) and reads its simple reply: (error, data).
 fn request(s: &mut TcpStream, r: proto::Request, payload: &[u8]) -> Option<(u32, Vec<u8>)> {
     s.write_all(&proto::encode_request(&r)).ok()?;
@@ -657,6 +786,46 @@ fn a_hostile_client_gets_errors_or_a_closed_connection_never_a_crash() {
     };
     s.write_all(&proto::encode_request(&half)).unwrap();
     s.write_all(&[0xee; 100]).unwrap();
+    drop(s);
+
+    // The same with structured replies and block status negotiated:
+    // every read gets chunks ending in one marked done, data where the
+    // volume has it, an error chunk where the request is wrong.
+    let mut s = structured_go(addr, "f");
+    for handle in 500..700u64 {
+        let kind = if rng(&mut seed).is_multiple_of(2) {
+            proto::CMD_READ
+        } else {
+            proto::CMD_BLOCK_STATUS
+        };
+        let flags = match rng(&mut seed) % 4 {
+            0 => rng(&mut seed) as u16,
+            1 => proto::CMD_FLAG_REQ_ONE,
+            _ => 0,
+        };
+        let offset = match rng(&mut seed) % 3 {
+            0 => rng(&mut seed) % size,
+            1 => size - rng(&mut seed) % 8192,
+            _ => rng(&mut seed),
+        };
+        let len = 1 + (rng(&mut seed) % 70_000) as u32;
+        let r = proto::Request {
+            flags,
+            kind,
+            handle,
+            offset,
+            len,
+        };
+        let (err, got) = structured_request(&mut s, r).expect("no reply to a structured request");
+        let past = offset.checked_add(u64::from(len)).is_none_or(|e| e > size);
+        let bad_flags = flags & !proto::CMD_FLAGS_KNOWN != 0;
+        if past || bad_flags {
+            assert_ne!(err, 0, "{r:?} succeeded");
+        } else {
+            assert_eq!(err, 0, "{r:?} failed");
+            assert_eq!(got, u64::from(len), "{r:?}: the chunks cover {got} bytes");
+        }
+    }
     drop(s);
 
     // The server lives and the known data is intact.

@@ -128,6 +128,11 @@ impl Export {
         Ok(())
     }
 
+    /// The range as runs of (length, allocated); see [`Volume::extents`].
+    pub fn extents(&self, offset: u64, len: u64) -> Vec<(u64, bool)> {
+        self.volume.extents(offset, len)
+    }
+
     /// Reads `len` bytes at `offset`, any alignment.
     pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, VolumeError> {
         self.check(offset, len)?;

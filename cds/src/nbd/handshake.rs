@@ -14,11 +14,21 @@ use super::export::Export;
 use super::limits::{MAX_OPTIONS, MAX_OPTION_BYTES, MAX_PAYLOAD};
 use super::proto::{self, OPTION_HEADER};
 
+/// What a session negotiated for its transmission phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Session {
+    /// `NBD_OPT_STRUCTURED_REPLY`: reads are answered in chunks (data and
+    /// holes), errors with messages.
+    pub structured: bool,
+    /// `base:allocation` was selected for the export: block status works.
+    pub allocation: bool,
+}
+
 /// How a handshake ended.
 #[derive(Debug)]
 pub enum Handshake {
     /// Transmission begins on this export.
-    Go(Arc<Export>),
+    Go(Arc<Export>, Session),
     /// The client aborted (answered) or left.
     Ended,
 }
@@ -63,6 +73,9 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     s.read_exact(&mut flags).await?;
     let no_zeroes =
         proto::client_flags(u32::from_be_bytes(flags)).map_err(HandshakeError::Protocol)?;
+    let mut session = Session::default();
+    // The export `base:allocation` was selected for, if any.
+    let mut meta_for: Option<String> = None;
     for _ in 0..MAX_OPTIONS {
         let mut h = [0u8; OPTION_HEADER];
         match s.read_exact(&mut h).await {
@@ -100,7 +113,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 )
                 .await?;
                 s.flush().await?;
-                return Ok(Handshake::Go(export));
+                session.allocation = meta_for.as_deref() == Some(name.as_str());
+                return Ok(Handshake::Go(export, session));
             }
             proto::OPT_ABORT => {
                 // The client may already have gone; that is fine.
@@ -120,9 +134,26 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             proto::OPT_INFO | proto::OPT_GO => {
-                if let Some(e) = info(s, opt, &data, exports).await? {
+                if let Some((e, name)) = info(s, opt, &data, exports).await? {
                     s.flush().await?;
-                    return Ok(Handshake::Go(e));
+                    // Contexts selected for another export do not carry over.
+                    session.allocation = meta_for.as_deref() == Some(name.as_str());
+                    return Ok(Handshake::Go(e, session));
+                }
+            }
+            proto::OPT_STRUCTURED_REPLY => {
+                if data.is_empty() {
+                    session.structured = true;
+                    reply(s, &proto::option_reply(opt, proto::REP_ACK, &[])).await?;
+                } else {
+                    let m = "NBD_OPT_STRUCTURED_REPLY takes no data";
+                    reply(s, &proto::option_error(opt, proto::REP_ERR_INVALID, m)).await?;
+                }
+            }
+            proto::OPT_LIST_META_CONTEXT | proto::OPT_SET_META_CONTEXT => {
+                let selected = meta_context(s, opt, &data, exports, session.structured).await?;
+                if opt == proto::OPT_SET_META_CONTEXT {
+                    meta_for = selected;
                 }
             }
             proto::OPT_STARTTLS => {
@@ -141,14 +172,56 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     )))
 }
 
-/// Answers `NBD_OPT_INFO` or `NBD_OPT_GO`; returns the export when a GO
-/// succeeded (transmission begins).
+/// Answers `NBD_OPT_LIST_META_CONTEXT` or `NBD_OPT_SET_META_CONTEXT`.
+/// The one context is `base:allocation`; a listing with no query or the
+/// query `base:` names it. Returns the export it was selected for, when
+/// a SET selected it.
+async fn meta_context<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    opt: u32,
+    data: &[u8],
+    exports: &Exports,
+    structured: bool,
+) -> Result<Option<String>, HandshakeError> {
+    if !structured {
+        let m = "metadata contexts need structured replies, negotiated first";
+        reply(s, &proto::option_error(opt, proto::REP_ERR_INVALID, m)).await?;
+        return Ok(None);
+    }
+    let req = match proto::meta_request(data) {
+        Ok(r) => r,
+        Err(why) => {
+            reply(s, &proto::option_error(opt, proto::REP_ERR_INVALID, &why)).await?;
+            return Ok(None);
+        }
+    };
+    if exports.find(&req.name).is_none() {
+        let m = format!("no export named {:?}", req.name);
+        reply(s, &proto::option_error(opt, proto::REP_ERR_UNKNOWN, &m)).await?;
+        return Ok(None);
+    }
+    let listing = opt == proto::OPT_LIST_META_CONTEXT;
+    let matches = req
+        .queries
+        .iter()
+        .any(|q| q == proto::BASE_ALLOCATION || (listing && q == "base:"))
+        || (listing && req.queries.is_empty());
+    if matches {
+        let r = proto::meta_context_reply(opt, proto::BASE_ALLOCATION_ID, proto::BASE_ALLOCATION);
+        reply(s, &r).await?;
+    }
+    reply(s, &proto::option_reply(opt, proto::REP_ACK, &[])).await?;
+    Ok((matches && !listing).then_some(req.name))
+}
+
+/// Answers `NBD_OPT_INFO` or `NBD_OPT_GO`; returns the export (and the
+/// name it was asked by) when a GO succeeded (transmission begins).
 async fn info<S: AsyncWrite + Unpin>(
     s: &mut S,
     opt: u32,
     data: &[u8],
     exports: &Exports,
-) -> Result<Option<Arc<Export>>, HandshakeError> {
+) -> Result<Option<(Arc<Export>, String)>, HandshakeError> {
     let req = match proto::go_request(data) {
         Ok(r) => r,
         Err(why) => {
@@ -185,5 +258,5 @@ async fn info<S: AsyncWrite + Unpin>(
         }
     }
     reply(s, &proto::option_reply(opt, proto::REP_ACK, &[])).await?;
-    Ok((opt == proto::OPT_GO).then_some(export))
+    Ok((opt == proto::OPT_GO).then_some((export, req.name)))
 }

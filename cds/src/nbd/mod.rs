@@ -10,10 +10,11 @@
 //!
 //! The protocol: the fixed newstyle handshake with `NBD_OPT_GO`,
 //! `NBD_OPT_INFO` (block sizes: minimum 1, preferred 4096, maximum
-//! [`limits::MAX_PAYLOAD`]), `NBD_OPT_LIST`, `NBD_OPT_ABORT` and
-//! `NBD_OPT_EXPORT_NAME` ([`handshake`]); then READ, WRITE (FUA), FLUSH,
-//! TRIM, WRITE_ZEROES and DISC, many in flight, answered out of order
-//! with simple replies ([`transmission`], which states what an answer
+//! [`limits::MAX_PAYLOAD`]), `NBD_OPT_LIST`, `NBD_OPT_ABORT`,
+//! `NBD_OPT_EXPORT_NAME`, `NBD_OPT_STRUCTURED_REPLY` and the meta context
+//! options for `base:allocation` ([`handshake`]); then READ, WRITE (FUA),
+//! FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS and DISC, many in flight,
+//! answered out of order ([`transmission`], which states what an answer
 //! promises). The bytes on the wire are built and parsed in [`proto`].
 
 pub mod export;
@@ -150,9 +151,9 @@ async fn session(
     stats: Arc<NbdStats>,
     stop: watch::Receiver<bool>,
 ) {
-    let export =
+    let (export, negotiated) =
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, exports)).await {
-            Ok(Ok(Handshake::Go(e))) => e,
+            Ok(Ok(Handshake::Go(e, s))) => (e, s),
             Ok(Ok(Handshake::Ended)) => return,
             Ok(Err(handshake::HandshakeError::Protocol(_))) | Err(_) => {
                 stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
@@ -163,7 +164,7 @@ async fn session(
     stats.sessions.fetch_add(1, Ordering::Relaxed);
     let (rd, wr) = stream.into_split();
     let rd = tokio::io::BufReader::with_capacity(crate::blockserver::limits::READ_BUFFER_BYTES, rd);
-    let end = transmission::serve(rd, wr, export, bytes, stats.clone(), stop).await;
+    let end = transmission::serve(rd, wr, export, negotiated, bytes, stats.clone(), stop).await;
     if let transmission::End::Protocol(_) = end {
         stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
     }

@@ -15,6 +15,8 @@ pub const OPTION_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
 pub const REQUEST_MAGIC: u32 = 0x2560_9513;
 /// Starts every simple reply.
 pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+/// Starts every structured reply chunk.
+pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
 
 /// Handshake flags (server).
 pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
@@ -39,11 +41,15 @@ pub const OPT_LIST: u32 = 3;
 pub const OPT_STARTTLS: u32 = 5;
 pub const OPT_INFO: u32 = 6;
 pub const OPT_GO: u32 = 7;
+pub const OPT_STRUCTURED_REPLY: u32 = 8;
+pub const OPT_LIST_META_CONTEXT: u32 = 9;
+pub const OPT_SET_META_CONTEXT: u32 = 10;
 
 /// Option replies.
 pub const REP_ACK: u32 = 1;
 pub const REP_SERVER: u32 = 2;
 pub const REP_INFO: u32 = 3;
+pub const REP_META_CONTEXT: u32 = 4;
 pub const REP_ERR_UNSUP: u32 = (1 << 31) + 1;
 pub const REP_ERR_POLICY: u32 = (1 << 31) + 2;
 pub const REP_ERR_INVALID: u32 = (1 << 31) + 3;
@@ -62,12 +68,30 @@ pub const CMD_DISC: u16 = 2;
 pub const CMD_FLUSH: u16 = 3;
 pub const CMD_TRIM: u16 = 4;
 pub const CMD_WRITE_ZEROES: u16 = 6;
+pub const CMD_BLOCK_STATUS: u16 = 7;
 
 /// Command flags.
 pub const CMD_FLAG_FUA: u16 = 1 << 0;
 pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
+pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
 /// Flags this server accepts on a command (others are refused `EINVAL`).
-pub const CMD_FLAGS_KNOWN: u16 = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE;
+pub const CMD_FLAGS_KNOWN: u16 = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_REQ_ONE;
+
+/// Structured reply chunks: the flag of the last one, and their types.
+pub const REPLY_FLAG_DONE: u16 = 1 << 0;
+pub const REPLY_TYPE_NONE: u16 = 0;
+pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+pub const REPLY_TYPE_OFFSET_HOLE: u16 = 2;
+pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
+pub const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
+
+/// The one metadata context served: which ranges are allocated.
+pub const BASE_ALLOCATION: &str = "base:allocation";
+/// Its id in `NBD_REP_META_CONTEXT` and block status replies.
+pub const BASE_ALLOCATION_ID: u32 = 1;
+/// `base:allocation` flags of an extent.
+pub const STATE_HOLE: u32 = 1 << 0;
+pub const STATE_ZERO: u32 = 1 << 1;
 
 /// Errors of a reply (Linux errno values, as the protocol defines them).
 pub const EPERM: u32 = 1;
@@ -263,6 +287,81 @@ pub fn simple_reply(error: u32, handle: u64) -> [u8; 16] {
     b
 }
 
+/// A structured reply chunk's header (its payload of `len` bytes follows).
+pub fn chunk_header(flags: u16, kind: u16, handle: u64, len: u32) -> [u8; 20] {
+    let mut b = [0u8; 20];
+    b[..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    b[4..6].copy_from_slice(&flags.to_be_bytes());
+    b[6..8].copy_from_slice(&kind.to_be_bytes());
+    b[8..16].copy_from_slice(&handle.to_be_bytes());
+    b[16..].copy_from_slice(&len.to_be_bytes());
+    b
+}
+
+/// A whole structured chunk whose payload is `payload`.
+pub fn chunk(flags: u16, kind: u16, handle: u64, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(20 + payload.len());
+    b.extend_from_slice(&chunk_header(flags, kind, handle, payload.len() as u32));
+    b.extend_from_slice(payload);
+    b
+}
+
+/// The final `NBD_REPLY_TYPE_ERROR` chunk of a failed request.
+pub fn error_chunk(handle: u64, error: u32, message: &str) -> Vec<u8> {
+    let m = &message.as_bytes()[..message.len().min(4096)];
+    let mut p = Vec::with_capacity(6 + m.len());
+    p.extend_from_slice(&error.to_be_bytes());
+    p.extend_from_slice(&(m.len() as u16).to_be_bytes());
+    p.extend_from_slice(m);
+    chunk(REPLY_FLAG_DONE, REPLY_TYPE_ERROR, handle, &p)
+}
+
+/// The data of `NBD_OPT_LIST_META_CONTEXT` and `NBD_OPT_SET_META_CONTEXT`:
+/// an export name and the queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaRequest {
+    pub name: String,
+    pub queries: Vec<String>,
+}
+
+/// Parses a meta context option's data; lengths that do not add up, or
+/// strings that are not UTF-8, are invalid.
+pub fn meta_request(d: &[u8]) -> Result<MetaRequest, String> {
+    let mut at = 0usize;
+    let u32_at = |d: &[u8], at: &mut usize| -> Result<usize, String> {
+        let b = d.get(*at..*at + 4).ok_or("the data ends inside a length")?;
+        *at += 4;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let string = |d: &[u8], at: &mut usize, n: usize| -> Result<String, String> {
+        let b = d
+            .get(*at..at.saturating_add(n))
+            .ok_or("a string runs past the option's data")?;
+        *at += n;
+        String::from_utf8(b.to_vec()).map_err(|_| "a string is not UTF-8".to_string())
+    };
+    let n = u32_at(d, &mut at)?;
+    let name = string(d, &mut at, n)?;
+    let count = u32_at(d, &mut at)?;
+    let mut queries = Vec::new();
+    for _ in 0..count {
+        let n = u32_at(d, &mut at)?;
+        queries.push(string(d, &mut at, n)?);
+    }
+    if at != d.len() {
+        return Err(format!("{} bytes after the last query", d.len() - at));
+    }
+    Ok(MetaRequest { name, queries })
+}
+
+/// `NBD_REP_META_CONTEXT`: a context's id and name.
+pub fn meta_context_reply(option: u32, id: u32, name: &str) -> Vec<u8> {
+    let mut d = Vec::with_capacity(4 + name.len());
+    d.extend_from_slice(&id.to_be_bytes());
+    d.extend_from_slice(name.as_bytes());
+    option_reply(option, REP_META_CONTEXT, &d)
+}
+
 /// Encodes a request header (for tests and the protocol fuzzer, which
 /// play the client).
 pub fn encode_request(r: &Request) -> [u8; REQUEST_HEADER] {
@@ -317,6 +416,28 @@ mod tests {
         let mut not_utf8 = d;
         not_utf8[4] = 0xff;
         assert!(go_request(&not_utf8).is_err());
+    }
+
+    #[test]
+    fn meta_context_data_must_add_up() {
+        let mut d = Vec::new();
+        d.extend_from_slice(&1u32.to_be_bytes());
+        d.extend_from_slice(b"v");
+        d.extend_from_slice(&2u32.to_be_bytes());
+        for q in ["base:allocation", "x-other:"] {
+            d.extend_from_slice(&(q.len() as u32).to_be_bytes());
+            d.extend_from_slice(q.as_bytes());
+        }
+        let r = meta_request(&d).unwrap();
+        assert_eq!(r.name, "v");
+        assert_eq!(r.queries, vec!["base:allocation", "x-other:"]);
+        assert!(meta_request(&d[..d.len() - 1]).is_err());
+        let mut more = d.clone();
+        more.push(0);
+        assert!(meta_request(&more).is_err());
+        let mut many = d;
+        many[8] = 0xff;
+        assert!(meta_request(&many).is_err());
     }
 
     #[test]

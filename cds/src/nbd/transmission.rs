@@ -1,5 +1,8 @@
 //! The transmission phase: requests read in order, served at once (many
-//! in flight), answered with simple replies as each completes.
+//! in flight), answered as each completes: simple replies, or, when the
+//! client negotiated structured replies, reads in chunks (the data of
+//! allocated runs, holes for the rest, errors with their reason) and
+//! block status for `base:allocation`.
 //!
 //! Semantics, as a client may rely on them:
 //!
@@ -26,6 +29,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::wire::{write_batch, Outgoing};
 
 use super::export::{errno, Export};
+use super::handshake::Session;
 use super::limits::{MAX_IN_FLIGHT_PER_CONNECTION, MAX_PAYLOAD, WRITE_STALL_TIMEOUT, ZERO_CHUNK};
 use super::proto::{self, Request, REQUEST_HEADER};
 use super::NbdStats;
@@ -48,6 +52,7 @@ pub async fn serve<R, W>(
     mut rd: R,
     wr: W,
     export: Arc<Export>,
+    session: Session,
     bytes: Arc<Semaphore>,
     stats: Arc<NbdStats>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -112,7 +117,7 @@ where
         }
         let (export, tx, stats) = (export.clone(), tx.clone(), stats.clone());
         tokio::spawn(async move {
-            let frame = answer(&export, &stats, req, payload).await;
+            let frame = answer(&export, session, &stats, req, payload).await;
             let _ = tx
                 .send(Outgoing {
                     frame,
@@ -128,8 +133,31 @@ where
     end
 }
 
-/// Serves one request; returns the reply (header and any read data).
-async fn answer(export: &Export, stats: &NbdStats, req: Request, payload: BytesMut) -> BytesMut {
+/// Serves one request; returns the reply (header and any read data, or
+/// the structured chunks).
+async fn answer(
+    export: &Export,
+    session: Session,
+    stats: &NbdStats,
+    req: Request,
+    payload: BytesMut,
+) -> BytesMut {
+    if session.structured && req.kind == proto::CMD_READ {
+        let r = structured_read(export, req).await;
+        stats.count(req.kind, r.is_ok());
+        return match r {
+            Ok(chunks) => chunks,
+            Err((e, why)) => BytesMut::from(&proto::error_chunk(req.handle, e, &why)[..]),
+        };
+    }
+    if req.kind == proto::CMD_BLOCK_STATUS {
+        let r = block_status(export, session, req);
+        stats.count(req.kind, r.is_ok());
+        return match r {
+            Ok(chunk) => chunk,
+            Err(e) => BytesMut::from(&proto::simple_reply(e, req.handle)[..]),
+        };
+    }
     let result = run(export, req, payload).await;
     stats.count(req.kind, result.is_ok());
     match result {
@@ -142,6 +170,115 @@ async fn answer(export: &Export, stats: &NbdStats, req: Request, payload: BytesM
         Ok(None) => BytesMut::from(&proto::simple_reply(0, req.handle)[..]),
         Err(e) => BytesMut::from(&proto::simple_reply(e, req.handle)[..]),
     }
+}
+
+/// The checks every request's range passes: known flags, inside the
+/// export, at most the maximum payload for a read.
+fn check_range(export: &Export, req: &Request) -> Result<(), u32> {
+    if req.flags & !proto::CMD_FLAGS_KNOWN != 0 {
+        return Err(proto::EINVAL);
+    }
+    let end = req.offset.checked_add(u64::from(req.len));
+    if end.is_none_or(|end| end > export.size()) || req.len > MAX_PAYLOAD {
+        return Err(proto::EINVAL);
+    }
+    Ok(())
+}
+
+/// A read answered in chunks: the data of allocated runs
+/// (`OFFSET_DATA`), and unallocated runs as holes (`OFFSET_HOLE`, no
+/// bytes sent); the last chunk is marked done. A failure is one error
+/// chunk with its reason.
+async fn structured_read(export: &Export, req: Request) -> Result<BytesMut, (u32, String)> {
+    check_range(export, &req).map_err(|e| (e, "out of range or unknown flags".into()))?;
+    let mut out = BytesMut::new();
+    if req.len == 0 {
+        out.put_slice(&proto::chunk(
+            proto::REPLY_FLAG_DONE,
+            proto::REPLY_TYPE_NONE,
+            req.handle,
+            &[],
+        ));
+        return Ok(out);
+    }
+    let runs = export.extents(req.offset, u64::from(req.len));
+    let mut at = req.offset;
+    for (i, (n, allocated)) in runs.iter().copied().enumerate() {
+        let flags = if i + 1 == runs.len() {
+            proto::REPLY_FLAG_DONE
+        } else {
+            0
+        };
+        if allocated {
+            let data = export
+                .read(at, n)
+                .await
+                .map_err(|e| (errno(&e), e.to_string()))?;
+            let h = proto::chunk_header(
+                flags,
+                proto::REPLY_TYPE_OFFSET_DATA,
+                req.handle,
+                8 + n as u32,
+            );
+            out.reserve(20 + 8 + data.len());
+            out.put_slice(&h);
+            out.put_u64(at);
+            out.put_slice(&data);
+        } else {
+            let mut p = [0u8; 12];
+            p[..8].copy_from_slice(&at.to_be_bytes());
+            p[8..].copy_from_slice(&(n as u32).to_be_bytes());
+            out.put_slice(&proto::chunk(
+                flags,
+                proto::REPLY_TYPE_OFFSET_HOLE,
+                req.handle,
+                &p,
+            ));
+        }
+        at += n;
+    }
+    Ok(out)
+}
+
+/// `NBD_CMD_BLOCK_STATUS` for `base:allocation`: the range's runs, an
+/// unallocated one flagged hole and zero (one run with `REQ_ONE`).
+fn block_status(export: &Export, session: Session, req: Request) -> Result<BytesMut, u32> {
+    if !session.structured || !session.allocation || req.len == 0 {
+        return Err(proto::EINVAL);
+    }
+    if req.flags & !proto::CMD_FLAGS_KNOWN != 0 {
+        return Err(proto::EINVAL);
+    }
+    if req
+        .offset
+        .checked_add(u64::from(req.len))
+        .is_none_or(|e| e > export.size())
+    {
+        return Err(proto::EINVAL);
+    }
+    let mut runs = export.extents(req.offset, u64::from(req.len));
+    if req.flags & proto::CMD_FLAG_REQ_ONE != 0 {
+        runs.truncate(1);
+    }
+    let mut p = Vec::with_capacity(4 + 8 * runs.len());
+    p.extend_from_slice(&proto::BASE_ALLOCATION_ID.to_be_bytes());
+    for (n, allocated) in runs {
+        // The runs add up to at most the request's u32 length.
+        p.extend_from_slice(&(n as u32).to_be_bytes());
+        let state = if allocated {
+            0
+        } else {
+            proto::STATE_HOLE | proto::STATE_ZERO
+        };
+        p.extend_from_slice(&state.to_be_bytes());
+    }
+    let c = proto::chunk(
+        proto::REPLY_FLAG_DONE,
+        proto::REPLY_TYPE_BLOCK_STATUS,
+        req.handle,
+        &p,
+    );
+    Ok(BytesMut::from(&c[..]))
 }
 
 /// What a request does; `Some` carries a read's data.
