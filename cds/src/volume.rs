@@ -420,6 +420,18 @@ impl Volume {
         let blocks: Vec<u64> = pieces.iter().map(|p| p.block).collect();
         let groups = self.place(&blocks).await?;
         let vol = self.meta().id;
+        // One piece (most writes): sent from this task, no spawn.
+        if let [p] = pieces[..] {
+            let g = groups[&p.block];
+            let replicas = self.replicas(g)?;
+            let c = &self.inner.data;
+            let e = self.inner.epoch;
+            return match data {
+                Some(d) => c.write(g, &replicas, vol, p.block, p.at, e, d).await,
+                None => c.zero(g, &replicas, vol, p.block, p.at, p.len, e).await,
+            }
+            .map_err(VolumeError::from);
+        }
         let mut set = tokio::task::JoinSet::new();
         for p in pieces {
             let g = groups[&p.block];
@@ -463,6 +475,19 @@ impl Volume {
                 .collect()
         };
         let vol = self.meta().id;
+        // One placed piece (most reads): its bytes are the answer, read
+        // on this task, with no spawn, buffer or copy.
+        if let [(p, Some(g))] = placed[..] {
+            if p.buf == 0 && p.len == len {
+                let replicas = self.replicas(g)?;
+                let d = self
+                    .inner
+                    .data
+                    .read(g, &replicas, vol, p.block, p.at, p.len, 0)
+                    .await?;
+                return Ok(d);
+            }
+        }
         let mut out = BytesMut::zeroed(len as usize);
         let mut set = tokio::task::JoinSet::new();
         for (p, g) in placed {
