@@ -30,6 +30,8 @@ pub(super) async fn accept(inner: Arc<Inner>, listener: TcpListener) {
     let bytes = Arc::new(Semaphore::new(MAX_BYTES_IN_FLIGHT));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, say: wait a little instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         // Past the limit a connection is closed at once, never queued.

@@ -129,7 +129,11 @@ async fn accept(
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let Ok((stream, _)) = accepted else {
+            // Out of descriptors, say: wait a little instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (exports, bytes, stats, stop) =
             (exports.clone(), bytes.clone(), stats.clone(), stop.clone());
