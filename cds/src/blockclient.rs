@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex, Semaphore};
 use crate::blockgroup::command::Applied;
 use crate::blockserver::limits::READ_BUFFER_BYTES;
 use crate::engine::{Outcome, Refusal};
-use crate::wire::{read_response, write_batch, Outgoing, Request, Response, WireError};
+use crate::wire::{read_response, write_frames, Outgoing, Request, Response, WireError};
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -100,11 +100,7 @@ impl Conn {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_QUEUED_REQUESTS);
         let (p, c) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                if write_batch(&mut wr, first, &mut rx).await.is_err() {
-                    break;
-                }
-            }
+            let _ = write_frames(&mut wr, &mut rx, None).await;
             end(&p, &c);
         });
         Ok(Conn {

@@ -102,6 +102,21 @@ pub struct ClusterAccess {
     pub io_deadline: Duration,
 }
 
+/// Waits for every piece of an IO; the first failure is the IO's (the
+/// others still run to their end, so nothing is left half-sent).
+async fn first_error(
+    mut set: tokio::task::JoinSet<Result<(), IoError>>,
+) -> Result<(), VolumeError> {
+    let mut first_err = None;
+    while let Some(r) = set.join_next().await {
+        let r = r.unwrap_or_else(|e| Err(IoError::Protocol(format!("task failed: {e}"))));
+        if let Err(e) = r {
+            first_err.get_or_insert(VolumeError::from(e));
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
 /// Calls the Master off the async threads (its client blocks).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, MasterCallError> + Send + 'static,
@@ -224,14 +239,7 @@ impl Volume {
                     .await
             });
         }
-        let mut first_err = None;
-        while let Some(r) = set.join_next().await {
-            let r = r.unwrap_or_else(|e| Err(IoError::Protocol(format!("task failed: {e}"))));
-            if let Err(e) = r {
-                first_err.get_or_insert(VolumeError::from(e));
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        first_error(set).await
     }
 
     /// Asks the Master for the volume again (its size after a resize, its
@@ -449,14 +457,7 @@ impl Volume {
                 }
             });
         }
-        let mut first_err = None;
-        while let Some(r) = set.join_next().await {
-            let r = r.unwrap_or_else(|e| Err(IoError::Protocol(format!("task failed: {e}"))));
-            if let Err(e) = r {
-                first_err.get_or_insert(VolumeError::from(e));
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        first_error(set).await
     }
 
     /// Reads `len` bytes at `offset` (whole sectors) at the head, from

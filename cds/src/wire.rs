@@ -439,12 +439,32 @@ pub struct Outgoing {
     pub held: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
+/// A connection's writer: writes every frame `rx` yields until its senders
+/// are gone (`Ok`), a write fails, or one makes no progress for `stall`
+/// (`Err`). Frames that wait together go out together ([`write_batch`]).
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    rx: &mut tokio::sync::mpsc::Receiver<Outgoing>,
+    stall: Option<std::time::Duration>,
+) -> std::io::Result<()> {
+    while let Some(first) = rx.recv().await {
+        let wrote = write_batch(wr, first, rx);
+        match stall {
+            Some(d) => tokio::time::timeout(d, wrote)
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??,
+            None => wrote.await?,
+        }
+    }
+    Ok(())
+}
+
 /// Writes `first` and the frames already waiting behind it in `rx` with
 /// as few system calls as it can: small frames are gathered into one
 /// buffer of at most [`WRITE_BATCH_BYTES`], a large one goes out alone.
 /// At 32 requests in flight, one write per answer was a third of a
 /// served read's cost.
-pub async fn write_batch<W: AsyncWrite + Unpin>(
+async fn write_batch<W: AsyncWrite + Unpin>(
     w: &mut W,
     first: Outgoing,
     rx: &mut tokio::sync::mpsc::Receiver<Outgoing>,

@@ -20,7 +20,7 @@ use crate::blockgroup::command::{decode_result, encode, Applied};
 use crate::blockgroup::lock;
 use crate::engine::{Command, EngineError, SectorId, SliceKey, SECTOR};
 use crate::wire::{
-    decode_request, read_header, read_payload, read_request, write_batch, Outgoing, Request,
+    decode_request, read_header, read_payload, read_request, write_frames, Outgoing, Request,
     Response,
 };
 
@@ -76,13 +76,7 @@ async fn connection(inner: Arc<Inner>, stream: TcpStream, bytes: Arc<Semaphore>)
     // for a slow client count against the connection's budget.
     let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let wrote = write_batch(&mut wr, first, &mut rx);
-            match tokio::time::timeout(WRITE_STALL_TIMEOUT, wrote).await {
-                Ok(Ok(())) => {}
-                _ => return,
-            }
-        }
+        let _ = write_frames(&mut wr, &mut rx, Some(WRITE_STALL_TIMEOUT)).await;
     });
     let per_conn = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
     loop {

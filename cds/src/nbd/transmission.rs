@@ -26,7 +26,7 @@ use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::wire::{write_batch, Outgoing};
+use crate::wire::{write_frames, Outgoing};
 
 use super::export::{errno, Export};
 use super::handshake::Session;
@@ -64,13 +64,7 @@ where
     let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT_PER_CONNECTION);
     let mut wr = wr;
     let writer = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let wrote = write_batch(&mut wr, first, &mut rx);
-            match tokio::time::timeout(WRITE_STALL_TIMEOUT, wrote).await {
-                Ok(Ok(())) => {}
-                _ => return,
-            }
-        }
+        let _ = write_frames(&mut wr, &mut rx, Some(WRITE_STALL_TIMEOUT)).await;
     });
     let per_conn = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
     let end = loop {
