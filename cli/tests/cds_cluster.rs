@@ -17,7 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cds::cdscluster::CdsCluster;
 use cds::volume::{Mode, Volume, VolumeError};
-use common::cds::{cdsctl, fails, ok, text, Guard};
+use common::cds::{cdsctl, fails, ok, Guard};
+use common::text;
 
 #[test]
 fn cds_errors_without_a_cluster_are_clear() {

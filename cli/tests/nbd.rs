@@ -17,42 +17,24 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cds::nbd::proto;
-use common::cds::{ok, text, Guard};
+use common::cds::{ok, Guard};
+use common::{bounded, succeeded, text};
 
 /// Runs a block tool, killed after `secs`; a missing tool fails the test.
 fn tool(secs: u64, prog: &str, args: &[&str]) -> Output {
-    let child = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("{prog} cannot be run ({e}): install it (.ci/run does: qemu-utils, libnbd-bin, fio)")
-        });
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(out) => out.expect("waiting for a tool"),
-        Err(_) => {
-            // SAFETY: plain syscall on our own child's pid.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("{prog} {args:?} ran for more than {secs} s");
-        }
-    }
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    let what = format!("{prog} {args:?}");
+    bounded(
+        cmd,
+        secs,
+        &what,
+        "install it (.ci/run does: qemu-utils, libnbd-bin, fio)",
+    )
 }
 
 fn tool_ok(secs: u64, prog: &str, args: &[&str]) -> String {
-    let out = tool(secs, prog, args);
-    assert!(
-        out.status.success(),
-        "{prog} {args:?} failed: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(&tool(secs, prog, args), &format!("{prog} {args:?}"))
 }
 
 fn free_addr() -> SocketAddr {
@@ -482,11 +464,16 @@ fn option_reply(s: &mut TcpStream) -> Option<(u32, u32, Vec<u8>)> {
     Some((be(8), be(12), data))
 }
 
-/// A session in transmission on `export` (by NBD_OPT_GO).
-fn go(addr: SocketAddr, export: &str) -> TcpStream {
-    let mut s = start(addr);
+/// An export's name as options carry it: its length, then its bytes.
+fn named(export: &str) -> Vec<u8> {
     let mut d = (export.len() as u32).to_be_bytes().to_vec();
     d.extend_from_slice(export.as_bytes());
+    d
+}
+
+/// Ends the handshake on `s` with NBD_OPT_GO for `export`: transmission.
+fn go_on(mut s: TcpStream, export: &str) -> TcpStream {
+    let mut d = named(export);
     d.extend_from_slice(&0u16.to_be_bytes());
     option(&mut s, proto::OPT_GO, &d);
     loop {
@@ -498,33 +485,27 @@ fn go(addr: SocketAddr, export: &str) -> TcpStream {
     }
 }
 
+/// A session in transmission on `export` (by NBD_OPT_GO).
+fn go(addr: SocketAddr, export: &str) -> TcpStream {
+    go_on(start(addr), export)
+}
+
 /// A session in transmission with structured replies and
 /// `base:allocation` negotiated.
 fn structured_go(addr: SocketAddr, export: &str) -> TcpStream {
     let mut s = start(addr);
     option(&mut s, proto::OPT_STRUCTURED_REPLY, &[]);
     assert_eq!(option_reply(&mut s).map(|r| r.1), Some(proto::REP_ACK));
-    let mut d = (export.len() as u32).to_be_bytes().to_vec();
-    d.extend_from_slice(export.as_bytes());
+    let mut d = named(export);
     d.extend_from_slice(&1u32.to_be_bytes());
-    d.extend_from_slice(&(proto::BASE_ALLOCATION.len() as u32).to_be_bytes());
-    d.extend_from_slice(proto::BASE_ALLOCATION.as_bytes());
+    d.extend_from_slice(&named(proto::BASE_ALLOCATION));
     option(&mut s, proto::OPT_SET_META_CONTEXT, &d);
     assert_eq!(
         option_reply(&mut s).map(|r| r.1),
         Some(proto::REP_META_CONTEXT)
     );
     assert_eq!(option_reply(&mut s).map(|r| r.1), Some(proto::REP_ACK));
-    let mut d = (export.len() as u32).to_be_bytes().to_vec();
-    d.extend_from_slice(export.as_bytes());
-    d.extend_from_slice(&0u16.to_be_bytes());
-    option(&mut s, proto::OPT_GO, &d);
-    loop {
-        let (_, kind, _) = option_reply(&mut s).expect("a reply to GO");
-        if kind == proto::REP_ACK {
-            return s;
-        }
-    }
+    go_on(s, export)
 }
 
 /// Sends a READ or BLOCK_STATUS and reads its reply, simple or chunks up

@@ -2,63 +2,28 @@
 //! bound, and a guard that always tears a cluster down.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
+
+use super::{bounded, failed, succeeded};
 
 /// Runs `cdsctl ARGS --dir DIR`, killed after two minutes.
 pub fn cdsctl(dir: &Path, args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_cdsctl"))
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning cdsctl");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(out) => out.expect("waiting for cdsctl"),
-        Err(_) => {
-            // SAFETY: plain syscall on our own child's pid.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("cdsctl {args:?} ran for more than 120 s");
-        }
-    }
-}
-
-pub fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdsctl"));
+    cmd.args(args).arg("--dir").arg(dir);
+    bounded(
+        cmd,
+        120,
+        &format!("cdsctl {args:?}"),
+        "the test binary's cdsctl",
     )
 }
 
 pub fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = cdsctl(dir, args);
-    assert!(
-        out.status.success(),
-        "cdsctl {args:?} failed: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(&cdsctl(dir, args), &format!("cdsctl {args:?}"))
 }
 
 pub fn fails(dir: &Path, args: &[&str]) -> String {
-    let out = cdsctl(dir, args);
-    assert!(
-        !out.status.success(),
-        "cdsctl {args:?} succeeded: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    failed(&cdsctl(dir, args), &format!("cdsctl {args:?}"))
 }
 
 /// Tears the cluster in `dir` down when dropped.

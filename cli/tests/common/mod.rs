@@ -12,33 +12,55 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// Runs `cdsctl kv ARGS --dir DIR`, killing it if it takes more than a
-/// minute (every kv command has its own, shorter bound; this catches a bug
-/// in those bounds instead of hanging the test run).
-pub fn kv(dir: &Path, args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_cdsctl"))
-        .arg("kv")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
+/// Runs `cmd` with its output captured, SIGKILLed after `secs` (the test
+/// then fails naming `what`); `spawned` says what a failure to start it
+/// means (a missing tool, say).
+pub fn bounded(mut cmd: Command, secs: u64, what: &str, spawned: &str) -> Output {
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawning cdsctl");
+        .unwrap_or_else(|e| panic!("{what} cannot be run ({e}): {spawned}"));
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.expect("waiting for cdsctl"),
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => out.expect("waiting for a child"),
         Err(_) => {
             // SAFETY: plain syscall on our own child's pid.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("cdsctl kv {args:?} ran for more than 60 s");
+            panic!("{what} ran for more than {secs} s");
         }
     }
+}
+
+/// Runs `cdsctl kv ARGS --dir DIR`, killing it if it takes more than a
+/// minute (every kv command has its own, shorter bound; this catches a bug
+/// in those bounds instead of hanging the test run).
+pub fn kv(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdsctl"));
+    cmd.arg("kv").args(args).arg("--dir").arg(dir);
+    bounded(
+        cmd,
+        60,
+        &format!("cdsctl kv {args:?}"),
+        "the test binary's cdsctl",
+    )
+}
+
+/// The stdout of `out`, which must have succeeded (`what` names it).
+pub fn succeeded(out: &Output, what: &str) -> String {
+    assert!(out.status.success(), "{what} failed: {}", text(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The stderr of `out`, which must have failed (`what` names it).
+pub fn failed(out: &Output, what: &str) -> String {
+    assert!(!out.status.success(), "{what} succeeded: {}", text(out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 pub fn text(out: &Output) -> String {
@@ -52,24 +74,12 @@ pub fn text(out: &Output) -> String {
 
 /// Runs a command that must succeed and returns its stdout.
 pub fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = kv(dir, args);
-    assert!(
-        out.status.success(),
-        "cdsctl kv {args:?} failed: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(&kv(dir, args), &format!("cdsctl kv {args:?}"))
 }
 
 /// Runs a command that must fail and returns its stderr.
 pub fn fails(dir: &Path, args: &[&str]) -> String {
-    let out = kv(dir, args);
-    assert!(
-        !out.status.success(),
-        "cdsctl kv {args:?} succeeded: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    failed(&kv(dir, args), &format!("cdsctl kv {args:?}"))
 }
 
 /// Stops whatever runs in `dir` when dropped: `kv down`, then SIGKILL for
