@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cds::nbd::proto;
-use common::cds::{ok, Guard};
+use common::cds::{fails, ok, Guard};
 use common::{bounded, succeeded, text};
 
 /// Runs a block tool, killed after `secs`; a missing tool fails the test.
@@ -123,6 +123,29 @@ fn the_block_tools_read_and_write_volumes_over_nbd() {
     ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
     ok(&dir, &["volume", "create", "w", "--size", "32MiB"]);
     ok(&dir, &["volume", "create", "sparse", "--size", "64MiB"]);
+    // Wrong arguments: clear errors, nothing served.
+    let err = fails(&dir, &["nbd", "serve", "nope"]);
+    assert!(err.contains("no volume named \"nope\""), "{err}");
+    let err = fails(&dir, &["nbd", "serve", "v", "w", "--name", "x"]);
+    assert!(err.contains("single volume"), "{err}");
+    let err = fails(&dir, &["nbd", "serve", "v", "v"]);
+    assert!(err.contains("given twice"), "{err}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = taken.local_addr().unwrap().to_string();
+    let epoch = |d: &Path| {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(d, &["volume", "info", "v", "--json"])).expect("info json");
+        v["epoch"].as_u64().expect("epoch")
+    };
+    let before = epoch(&dir);
+    let err = fails(&dir, &["nbd", "serve", "v", "--listen", &at]);
+    assert!(err.contains(&format!("listening on {at}")), "{err}");
+    assert_eq!(
+        epoch(&dir),
+        before,
+        "a serve that could not listen took the volume"
+    );
+    drop(taken);
     let s = serve(&dir, &["v", "w", "sparse"]);
     let (v, w) = (s.uri("v"), s.uri("w"));
 

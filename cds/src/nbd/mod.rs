@@ -74,10 +74,10 @@ pub struct NbdServer {
 }
 
 impl NbdServer {
-    /// Listens on `listen` and serves `exports` (the first is also the
-    /// default, empty-named export).
-    pub async fn start(listen: SocketAddr, exports: Vec<Export>) -> std::io::Result<NbdServer> {
-        let listener = TcpListener::bind(listen).await?;
+    /// Serves `exports` on `listener` (the first export is also the
+    /// default, empty-named one). Binding is the caller's, so it can fail
+    /// before the volumes are opened.
+    pub fn start(listener: TcpListener, exports: Vec<Export>) -> std::io::Result<NbdServer> {
         let addr = listener.local_addr()?;
         let (stop, _) = watch::channel(false);
         let stats = Arc::new(NbdStats::default());

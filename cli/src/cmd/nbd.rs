@@ -70,6 +70,11 @@ pub fn run(cmd: NbdCommand) -> Result<()> {
                 .build()
                 .context("starting the tokio runtime")?;
             rt.block_on(async move {
+                // The port first: a wrong --listen must not take the
+                // volumes' epochs (which would fence their writers).
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("listening on {listen}"))?;
                 let mut exports = Vec::new();
                 for v in &volumes {
                     let export_name = name.clone().unwrap_or_else(|| v.clone());
@@ -82,8 +87,7 @@ pub fn run(cmd: NbdCommand) -> Result<()> {
                     .iter()
                     .map(|e| (e.name().to_string(), e.description()))
                     .collect();
-                let server = NbdServer::start(listen, exports)
-                    .await
+                let server = NbdServer::start(listener, exports)
                     .with_context(|| format!("listening on {listen}"))?;
                 let addr = server.local_addr();
                 for (n, d) in names {
