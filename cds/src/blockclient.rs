@@ -19,8 +19,10 @@ use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex, Semaphore};
 
 use crate::blockgroup::command::Applied;
 use crate::blockserver::limits::READ_BUFFER_BYTES;
-use crate::engine::{Outcome, Refusal};
-use crate::wire::{read_response, write_frames, Outgoing, Request, Response, WireError};
+use crate::engine::{Outcome, ReadAt, Refusal, Step};
+use crate::wire::{
+    read_response, write_frames, Outgoing, Request, Response, VersionRow, WireError,
+};
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -296,7 +298,8 @@ impl GroupClient {
     }
 
     /// Writes `data` (whole 4 KiB sectors) at `offset` of a block held by
-    /// `group`, as a writer at `epoch`.
+    /// `group`, as the writer `tag` says. A group whose head version is
+    /// newer refuses it ([`Refusal::Stale`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn write(
         &self,
@@ -305,7 +308,7 @@ impl GroupClient {
         volume: u64,
         block: u64,
         offset: u64,
-        epoch: u64,
+        tag: WriterTag,
         data: Bytes,
     ) -> Result<(), IoError> {
         let req = Request::Write {
@@ -313,7 +316,9 @@ impl GroupClient {
             volume,
             block,
             offset,
-            epoch,
+            epoch: tag.epoch,
+            head: tag.head,
+            base: tag.base,
             data,
         };
         match self.send(group, replicas, &req).await? {
@@ -323,7 +328,7 @@ impl GroupClient {
     }
 
     /// Zeroes `len` bytes (whole sectors) at `offset` of a block held by
-    /// `group`, as a writer at `epoch`.
+    /// `group`, as the writer `tag` says.
     #[allow(clippy::too_many_arguments)]
     pub async fn zero(
         &self,
@@ -333,7 +338,7 @@ impl GroupClient {
         block: u64,
         offset: u64,
         len: u64,
-        epoch: u64,
+        tag: WriterTag,
     ) -> Result<(), IoError> {
         let req = Request::Zero {
             group,
@@ -341,7 +346,9 @@ impl GroupClient {
             block,
             offset,
             len,
-            epoch,
+            epoch: tag.epoch,
+            head: tag.head,
+            base: tag.base,
         };
         match self.send(group, replicas, &req).await? {
             Response::Applied(Applied::Done(Outcome::Zeroed)) => Ok(()),
@@ -369,8 +376,8 @@ impl GroupClient {
         }
     }
 
-    /// Reads `len` bytes at `offset` of a block held by `group`, at the
-    /// head (`version` 0) or a retained version.
+    /// Reads `len` bytes at `offset` of a block held by `group`, as `at`
+    /// says.
     #[allow(clippy::too_many_arguments)]
     pub async fn read(
         &self,
@@ -380,8 +387,13 @@ impl GroupClient {
         block: u64,
         offset: u64,
         len: u64,
-        version: u64,
+        at: ReadAt,
     ) -> Result<Bytes, IoError> {
+        let (version, head, base) = match at {
+            ReadAt::Head => (0, 0, 0),
+            ReadAt::Tagged { head, base } => (0, head, base),
+            ReadAt::Version(v) => (v, 0, 0),
+        };
         let req = Request::Read {
             group,
             volume,
@@ -389,6 +401,8 @@ impl GroupClient {
             offset,
             len,
             version,
+            head,
+            base,
         };
         match self.send(group, replicas, &req).await? {
             Response::Data(d) if d.len() as u64 == len => Ok(d),
@@ -399,6 +413,98 @@ impl GroupClient {
             other => Err(applied_error(other)),
         }
     }
+}
+
+impl GroupClient {
+    /// Moves `volume`'s head version on `group` to `head` (based on
+    /// `base`): a SnapshotWorker's snapshot or rollback step. Idempotent.
+    pub async fn advance(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        volume: u64,
+        head: u64,
+        base: u64,
+    ) -> Result<Step, IoError> {
+        let req = Request::Advance {
+            group,
+            volume,
+            head,
+            base,
+        };
+        match self.send(group, replicas, &req).await? {
+            Response::Applied(Applied::Done(Outcome::Advanced { step, .. })) => Ok(step),
+            other => Err(applied_error(other)),
+        }
+    }
+
+    /// Drops retained version `version` of `volume` on `group`
+    /// (idempotent: a version already gone is fine).
+    pub async fn drop_version(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        volume: u64,
+        version: u64,
+    ) -> Result<(), IoError> {
+        let req = Request::DropVersion {
+            group,
+            volume,
+            version,
+        };
+        match self.send(group, replicas, &req).await? {
+            Response::Applied(Applied::Done(Outcome::Dropped { .. } | Outcome::Skipped)) => Ok(()),
+            Response::Applied(Applied::Refused(Refusal::NotRetained(_))) => Ok(()),
+            other => Err(applied_error(other)),
+        }
+    }
+
+    /// Makes `volume` a clone of `from` at `version` on `group`
+    /// (idempotent).
+    pub async fn clone_volume(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        volume: u64,
+        from: u64,
+        version: u64,
+    ) -> Result<(), IoError> {
+        let req = Request::Clone {
+            group,
+            volume,
+            from,
+            version,
+        };
+        match self.send(group, replicas, &req).await? {
+            Response::Applied(Applied::Done(Outcome::Cloned | Outcome::Skipped)) => Ok(()),
+            other => Err(applied_error(other)),
+        }
+    }
+
+    /// `volume`'s versions on `group`, from its leader.
+    pub async fn versions(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        volume: u64,
+    ) -> Result<Vec<VersionRow>, IoError> {
+        match self
+            .send(group, replicas, &Request::Versions { group, volume })
+            .await?
+        {
+            Response::Versions(rows) => Ok(rows),
+            other => Err(applied_error(other)),
+        }
+    }
+}
+
+/// What a writer sends with each write: its epoch (fencing) and the head
+/// version it writes at, with that version's base (snapshots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterTag {
+    pub epoch: u64,
+    pub head: u64,
+    pub base: u64,
 }
 
 /// The error for an answer that is not the success expected.

@@ -21,6 +21,15 @@
 //! an older epoch than one they have seen: a writer superseded by a later
 //! open is fenced ([`VolumeError::Fenced`]) on every group at once and
 //! must stop.
+//!
+//! Every write also carries the volume's head version as this client
+//! last learned it (from the Master, or from a group that refused a write
+//! as stale). A snapshot or rollback moves the head; a group that has
+//! moved refuses an older tag and says where the head is, and the piece
+//! is sent again at that head. That makes a snapshot a crash-consistent
+//! cut (see `master/snapshot.rs` and the book's snapshot chapter). A
+//! volume opened at a snapshot ([`Volume::open_snapshot`]) reads that
+//! version and cannot be written.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,14 +38,18 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::blockclient::{GroupClient, IoError};
-use crate::engine::SECTOR;
+use crate::blockclient::{GroupClient, IoError, WriterTag};
+use crate::engine::{ReadAt, Refusal, SECTOR};
 use crate::master::api::{Allocate, ClusterView};
 use crate::master::client::{MasterCallError, MasterClient};
 use crate::master::Volume as VolumeMeta;
 
 /// The largest piece of an IO sent as one request (one Raft entry).
 pub const MAX_PIECE_BYTES: u64 = 1 << 20;
+/// How many times a piece is sent again at a newer head version before
+/// the IO fails (the head moves once per snapshot or rollback, and those
+/// are one at a time per volume: two is enough; more is a bug).
+const MAX_VERSION_RETRIES: usize = 8;
 
 /// How a volume is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +86,8 @@ pub enum VolumeError {
     Master(MasterCallError),
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("volume {volume:?} has no ready snapshot {snapshot:?}")]
+    NoSnapshot { volume: String, snapshot: String },
 }
 
 impl From<MasterCallError> for VolumeError {
@@ -135,6 +150,10 @@ struct Inner {
     mode: Mode,
     /// The epoch this opener holds (0 when read-only).
     epoch: u64,
+    /// The head version (and its base) as last learned.
+    head: Mutex<(u64, u64)>,
+    /// Opened at a snapshot: the version every read sees.
+    snapshot: Option<u64>,
 }
 
 /// An open volume; cheap to clone, usable from many tasks at once.
@@ -172,6 +191,25 @@ impl Volume {
         name: &str,
         mode: Mode,
     ) -> Result<Volume, VolumeError> {
+        Volume::open_at(access, name, mode, None).await
+    }
+
+    /// Opens snapshot `snapshot` of volume `name`, read-only: every read
+    /// sees the volume as the snapshot cut it.
+    pub async fn open_snapshot(
+        access: &ClusterAccess,
+        name: &str,
+        snapshot: &str,
+    ) -> Result<Volume, VolumeError> {
+        Volume::open_at(access, name, Mode::Read, Some(snapshot)).await
+    }
+
+    async fn open_at(
+        access: &ClusterAccess,
+        name: &str,
+        mode: Mode,
+        snapshot: Option<&str>,
+    ) -> Result<Volume, VolumeError> {
         let m = access.master.clone();
         let path = format!("/v1/volumes/{name}");
         let meta: VolumeMeta = match mode {
@@ -203,6 +241,21 @@ impl Volume {
             Mode::Read => 0,
             Mode::Write => meta.epoch,
         };
+        let snapshot = match snapshot {
+            None => None,
+            Some(s) => match meta.snapshots.get(s) {
+                Some(snap) if snap.state == crate::master::SnapshotState::Ready => {
+                    Some(snap.version)
+                }
+                _ => {
+                    return Err(VolumeError::NoSnapshot {
+                        volume: name.to_string(),
+                        snapshot: s.to_string(),
+                    })
+                }
+            },
+        };
+        let head = Mutex::new((meta.head, meta.base));
         let v = Volume {
             inner: Arc::new(Inner {
                 access: access.clone(),
@@ -215,6 +268,8 @@ impl Volume {
                 meta: Mutex::new(meta),
                 mode,
                 epoch,
+                head,
+                snapshot,
             }),
         };
         if mode == Mode::Write {
@@ -256,12 +311,89 @@ impl Volume {
                     _ => VolumeError::Master(e),
                 })?;
         let size = meta.size;
+        self.learn(meta.head, meta.base);
         *self
             .inner
             .meta
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = meta;
         Ok(size)
+    }
+
+    /// Takes `head` (based on `base`) as the volume's head version if it
+    /// is newer than the one known (version numbers only grow).
+    fn learn(&self, head: u64, base: u64) {
+        let mut h = self
+            .inner
+            .head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if head > h.0 {
+            *h = (head, base);
+        }
+    }
+
+    /// The head version as this client knows it, and its base.
+    pub fn head_version(&self) -> (u64, u64) {
+        *self
+            .inner
+            .head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The snapshot version this opener reads, if it was opened at one.
+    pub fn snapshot_version(&self) -> Option<u64> {
+        self.inner.snapshot
+    }
+
+    /// Where this opener's reads look.
+    fn read_at(&self) -> ReadAt {
+        match self.inner.snapshot {
+            Some(v) => ReadAt::Version(v),
+            None => {
+                let (head, base) = self.head_version();
+                ReadAt::Tagged { head, base }
+            }
+        }
+    }
+
+    /// Writes (or zeroes, `data` None) one piece, sent again at the head
+    /// a group names when it refuses the tag as stale.
+    async fn modify_piece(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        p: Piece,
+        data: Option<Bytes>,
+    ) -> Result<(), IoError> {
+        let c = &self.inner.data;
+        let vol = self.meta().id;
+        for _ in 0..MAX_VERSION_RETRIES {
+            let (head, base) = self.head_version();
+            let tag = WriterTag {
+                epoch: self.inner.epoch,
+                head,
+                base,
+            };
+            let r = match &data {
+                Some(d) => {
+                    c.write(group, replicas, vol, p.block, p.at, tag, d.clone())
+                        .await
+                }
+                None => {
+                    c.zero(group, replicas, vol, p.block, p.at, p.len, tag)
+                        .await
+                }
+            };
+            match r {
+                Err(IoError::Refused(Refusal::Stale { head, base, .. })) => self.learn(head, base),
+                other => return other,
+            }
+        }
+        Err(IoError::Protocol(format!(
+            "the volume's head version moved {MAX_VERSION_RETRIES} times during one write"
+        )))
     }
 
     /// The volume as the Master last described it to this opener.
@@ -376,6 +508,8 @@ impl Volume {
                 .unwrap_or_else(PoisonError::into_inner);
             cur.blocks = meta.blocks;
             cur.size = meta.size;
+            drop(cur);
+            self.learn(meta.head, meta.base);
         }
         let m = self
             .inner
@@ -427,18 +561,14 @@ impl Volume {
         }
         let blocks: Vec<u64> = pieces.iter().map(|p| p.block).collect();
         let groups = self.place(&blocks).await?;
-        let vol = self.meta().id;
         // One piece (most writes): sent from this task, no spawn.
         if let [p] = pieces[..] {
             let g = groups[&p.block];
             let replicas = self.replicas(g)?;
-            let c = &self.inner.data;
-            let e = self.inner.epoch;
-            return match data {
-                Some(d) => c.write(g, &replicas, vol, p.block, p.at, e, d).await,
-                None => c.zero(g, &replicas, vol, p.block, p.at, p.len, e).await,
-            }
-            .map_err(VolumeError::from);
+            return self
+                .modify_piece(g, &replicas, p, data)
+                .await
+                .map_err(VolumeError::from);
         }
         let mut set = tokio::task::JoinSet::new();
         for p in pieces {
@@ -448,14 +578,7 @@ impl Volume {
             let chunk = data
                 .as_ref()
                 .map(|d| d.slice(p.buf as usize..(p.buf + p.len) as usize));
-            set.spawn(async move {
-                let c = &this.inner.data;
-                let e = this.inner.epoch;
-                match chunk {
-                    Some(d) => c.write(g, &replicas, vol, p.block, p.at, e, d).await,
-                    None => c.zero(g, &replicas, vol, p.block, p.at, p.len, e).await,
-                }
-            });
+            set.spawn(async move { this.modify_piece(g, &replicas, p, chunk).await });
         }
         first_error(set).await
     }
@@ -476,6 +599,7 @@ impl Volume {
                 .collect()
         };
         let vol = self.meta().id;
+        let at = self.read_at();
         // One placed piece (most reads): its bytes are the answer, read
         // on this task, with no spawn, buffer or copy.
         if let [(p, Some(g))] = placed[..] {
@@ -484,7 +608,7 @@ impl Volume {
                 let d = self
                     .inner
                     .data
-                    .read(g, &replicas, vol, p.block, p.at, p.len, 0)
+                    .read(g, &replicas, vol, p.block, p.at, p.len, at)
                     .await?;
                 return Ok(d);
             }
@@ -499,7 +623,7 @@ impl Volume {
                 let r = this
                     .inner
                     .data
-                    .read(g, &replicas, vol, p.block, p.at, p.len, 0)
+                    .read(g, &replicas, vol, p.block, p.at, p.len, at)
                     .await;
                 (p, r)
             });

@@ -18,10 +18,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::blockgroup::command::{decode_result, encode_result, Applied};
 use crate::blockserver::limits::{MAX_FRAME_PAYLOAD, WRITE_BATCH_BYTES};
 use crate::codec::Reader;
+use crate::engine::VersionState;
 
 const MAGIC: &[u8; 4] = b"CDSW";
 /// The protocol version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const HEADER: usize = 28;
 
 /// Why a frame could not be read.
@@ -40,12 +41,16 @@ pub enum Request {
         cluster_id: u64,
         token: String,
     },
+    /// A write at the volume's head version `head` (based on `base`) as
+    /// the writer knows it: refused `Stale` if the group's is newer.
     Write {
         group: u64,
         volume: u64,
         block: u64,
         offset: u64,
         epoch: u64,
+        head: u64,
+        base: u64,
         data: Bytes,
     },
     Zero {
@@ -55,6 +60,8 @@ pub enum Request {
         offset: u64,
         len: u64,
         epoch: u64,
+        head: u64,
+        base: u64,
     },
     /// Takes `epoch` as the volume's writer epoch on the group (a new
     /// writer's open), answered `Applied(Done(Fenced))`.
@@ -63,7 +70,9 @@ pub enum Request {
         volume: u64,
         epoch: u64,
     },
-    /// `version` 0 reads the head.
+    /// `version` 0 reads the head as a reader that knows head version
+    /// `head` (based on `base`) sees it (`head` 0: whatever the head is);
+    /// another `version` reads that retained version (a snapshot).
     Read {
         group: u64,
         volume: u64,
@@ -71,6 +80,35 @@ pub enum Request {
         offset: u64,
         len: u64,
         version: u64,
+        head: u64,
+        base: u64,
+    },
+    /// Moves a volume's head version on the group (the SnapshotWorker's
+    /// snapshot and rollback steps), answered `Applied`.
+    Advance {
+        group: u64,
+        volume: u64,
+        head: u64,
+        base: u64,
+    },
+    /// Drops a retained version of a volume on the group.
+    DropVersion {
+        group: u64,
+        volume: u64,
+        version: u64,
+    },
+    /// Makes `volume` a clone of `from` at `version` on the group.
+    Clone {
+        group: u64,
+        volume: u64,
+        from: u64,
+        version: u64,
+    },
+    /// A volume's versions on the group and the space each holds,
+    /// answered [`Response::Versions`] by the leader.
+    Versions {
+        group: u64,
+        volume: u64,
     },
     /// A replica repairing a corrupt sector asks another replica of the
     /// group for its copy: sector `sector` of slice `slice` of a block,
@@ -110,7 +148,22 @@ pub enum Response {
         at: u64,
         data: Bytes,
     },
+    /// A volume's versions on a group: (version, parent or 0, state,
+    /// slots it holds).
+    Versions(Vec<VersionRow>),
 }
+
+/// One version as [`Response::Versions`] carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct VersionRow {
+    pub version: u64,
+    pub parent: u64,
+    pub state: VersionState,
+    pub slots: u64,
+}
+
+/// The most rows a `Versions` answer may carry.
+const MAX_VERSION_ROWS: u32 = 4096;
 
 mod kind {
     pub const HELLO: u8 = 1;
@@ -119,6 +172,10 @@ mod kind {
     pub const READ: u8 = 4;
     pub const COPY_SECTOR: u8 = 5;
     pub const FENCE: u8 = 6;
+    pub const ADVANCE: u8 = 7;
+    pub const DROP_VERSION: u8 = 8;
+    pub const CLONE: u8 = 9;
+    pub const VERSIONS: u8 = 10;
     pub const WELCOME: u8 = 128;
     pub const APPLIED: u8 = 129;
     pub const DATA: u8 = 130;
@@ -127,6 +184,7 @@ mod kind {
     pub const UNAVAILABLE: u8 = 133;
     pub const BAD_REQUEST: u8 = 134;
     pub const SECTOR_COPY: u8 = 135;
+    pub const VERSIONS_ROWS: u8 = 136;
 }
 
 fn frame(kind: u8, id: u64, payload: &[u8]) -> BytesMut {
@@ -166,10 +224,15 @@ impl Request {
                 block,
                 offset,
                 epoch,
+                head,
+                base,
                 data,
             } => {
-                p.reserve(40 + data.len());
-                u64s(&mut p, &[*group, *volume, *block, *offset, *epoch]);
+                p.reserve(56 + data.len());
+                u64s(
+                    &mut p,
+                    &[*group, *volume, *block, *offset, *epoch, *head, *base],
+                );
                 p.extend_from_slice(data);
                 kind::WRITE
             }
@@ -180,8 +243,13 @@ impl Request {
                 offset,
                 len,
                 epoch,
+                head,
+                base,
             } => {
-                u64s(&mut p, &[*group, *volume, *block, *offset, *len, *epoch]);
+                u64s(
+                    &mut p,
+                    &[*group, *volume, *block, *offset, *len, *epoch, *head, *base],
+                );
                 kind::ZERO
             }
             Request::Fence {
@@ -199,9 +267,46 @@ impl Request {
                 offset,
                 len,
                 version,
+                head,
+                base,
             } => {
-                u64s(&mut p, &[*group, *volume, *block, *offset, *len, *version]);
+                u64s(
+                    &mut p,
+                    &[
+                        *group, *volume, *block, *offset, *len, *version, *head, *base,
+                    ],
+                );
                 kind::READ
+            }
+            Request::Advance {
+                group,
+                volume,
+                head,
+                base,
+            } => {
+                u64s(&mut p, &[*group, *volume, *head, *base]);
+                kind::ADVANCE
+            }
+            Request::DropVersion {
+                group,
+                volume,
+                version,
+            } => {
+                u64s(&mut p, &[*group, *volume, *version]);
+                kind::DROP_VERSION
+            }
+            Request::Clone {
+                group,
+                volume,
+                from,
+                version,
+            } => {
+                u64s(&mut p, &[*group, *volume, *from, *version]);
+                kind::CLONE
+            }
+            Request::Versions { group, volume } => {
+                u64s(&mut p, &[*group, *volume]);
+                kind::VERSIONS
             }
             Request::CopySector {
                 group,
@@ -240,6 +345,7 @@ impl Request {
             kind::WRITE => {
                 let (group, volume, block, offset, epoch) =
                     (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+                let (head, base) = (r.u64()?, r.u64()?);
                 let at = payload.len() - r.remaining();
                 return Ok(Request::Write {
                     group,
@@ -247,6 +353,8 @@ impl Request {
                     block,
                     offset,
                     epoch,
+                    head,
+                    base,
                     data: payload.slice(at..),
                 });
             }
@@ -257,6 +365,29 @@ impl Request {
                 offset: r.u64()?,
                 len: r.u64()?,
                 epoch: r.u64()?,
+                head: r.u64()?,
+                base: r.u64()?,
+            },
+            kind::ADVANCE => Request::Advance {
+                group: r.u64()?,
+                volume: r.u64()?,
+                head: r.u64()?,
+                base: r.u64()?,
+            },
+            kind::DROP_VERSION => Request::DropVersion {
+                group: r.u64()?,
+                volume: r.u64()?,
+                version: r.u64()?,
+            },
+            kind::CLONE => Request::Clone {
+                group: r.u64()?,
+                volume: r.u64()?,
+                from: r.u64()?,
+                version: r.u64()?,
+            },
+            kind::VERSIONS => Request::Versions {
+                group: r.u64()?,
+                volume: r.u64()?,
             },
             kind::FENCE => Request::Fence {
                 group: r.u64()?,
@@ -270,6 +401,8 @@ impl Request {
                 offset: r.u64()?,
                 len: r.u64()?,
                 version: r.u64()?,
+                head: r.u64()?,
+                base: r.u64()?,
             },
             kind::COPY_SECTOR => Request::CopySector {
                 group: r.u64()?,
@@ -303,6 +436,20 @@ impl Response {
                 p.extend_from_slice(data);
                 (kind::SECTOR_COPY, p)
             }
+            Response::Versions(rows) => {
+                let mut p = Vec::with_capacity(4 + rows.len() * 25);
+                p.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+                for r in rows {
+                    u64s(&mut p, &[r.version, r.parent]);
+                    p.push(match r.state {
+                        VersionState::Head => 0,
+                        VersionState::Retained => 1,
+                        VersionState::Gone => 2,
+                    });
+                    u64s(&mut p, &[r.slots]);
+                }
+                (kind::VERSIONS_ROWS, p)
+            }
         };
         frame(k, id, &p)
     }
@@ -331,6 +478,31 @@ impl Response {
                     at,
                     data: payload.slice(from..),
                 }
+            }
+            kind::VERSIONS_ROWS => {
+                let mut r = Reader::new(&payload);
+                let n = r.u32()?;
+                if n > MAX_VERSION_ROWS {
+                    return Err(format!("{n} version rows (at most {MAX_VERSION_ROWS})"));
+                }
+                let mut rows = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let (version, parent) = (r.u64()?, r.u64()?);
+                    let state = match r.u8()? {
+                        0 => VersionState::Head,
+                        1 => VersionState::Retained,
+                        2 => VersionState::Gone,
+                        s => return Err(format!("unknown version state {s}")),
+                    };
+                    rows.push(VersionRow {
+                        version,
+                        parent,
+                        state,
+                        slots: r.u64()?,
+                    });
+                }
+                r.finish()?;
+                Response::Versions(rows)
             }
             k => return Err(format!("unknown response kind {k}")),
         })

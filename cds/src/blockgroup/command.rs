@@ -9,16 +9,16 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::Reader;
-use crate::engine::{Command, Outcome, Refusal};
+use crate::engine::{Command, Outcome, Refusal, Step};
 
 /// The payload format this build writes and reads.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 const WRITE: u8 = 1;
 const ZERO: u8 = 2;
-const MARK: u8 = 3;
+const ADVANCE: u8 = 3;
 const DROP: u8 = 4;
-const ROLLBACK: u8 = 5;
+const CLONE: u8 = 5;
 const PURGE: u8 = 6;
 const FENCE: u8 = 7;
 
@@ -33,10 +33,12 @@ pub fn encode(cmd: &Command) -> Bytes {
             offset,
             data,
             epoch,
+            head,
+            base,
         } => {
             b.reserve(data.len());
             b.put_u8(WRITE);
-            for v in [*volume, *block, *offset, *epoch] {
+            for v in [*volume, *block, *offset, *epoch, *head, *base] {
                 b.put_u64_le(v);
             }
             b.put_slice(data);
@@ -47,20 +49,34 @@ pub fn encode(cmd: &Command) -> Bytes {
             offset,
             len,
             epoch,
+            head,
+            base,
         } => {
             b.put_u8(ZERO);
-            for v in [*volume, *block, *offset, *len, *epoch] {
+            for v in [*volume, *block, *offset, *len, *epoch, *head, *base] {
                 b.put_u64_le(v);
             }
         }
-        Command::Mark => b.put_u8(MARK),
-        Command::Drop { version } => {
+        Command::Advance { volume, head, base } => {
+            b.put_u8(ADVANCE);
+            for v in [*volume, *head, *base] {
+                b.put_u64_le(v);
+            }
+        }
+        Command::Drop { volume, version } => {
             b.put_u8(DROP);
+            b.put_u64_le(*volume);
             b.put_u64_le(*version);
         }
-        Command::Rollback { to } => {
-            b.put_u8(ROLLBACK);
-            b.put_u64_le(*to);
+        Command::Clone {
+            volume,
+            from,
+            version,
+        } => {
+            b.put_u8(CLONE);
+            for v in [*volume, *from, *version] {
+                b.put_u64_le(v);
+            }
         }
         Command::Purge { volume } => {
             b.put_u8(PURGE);
@@ -85,6 +101,7 @@ pub fn decode(payload: &Bytes) -> Result<Command, String> {
     let cmd = match r.u8()? {
         WRITE => {
             let (volume, block, offset, epoch) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+            let (head, base) = (r.u64()?, r.u64()?);
             let at = payload.len() - r.remaining();
             return Ok(Command::Write {
                 volume,
@@ -92,6 +109,8 @@ pub fn decode(payload: &Bytes) -> Result<Command, String> {
                 offset,
                 data: payload.slice(at..),
                 epoch,
+                head,
+                base,
             });
         }
         ZERO => Command::Zero {
@@ -100,10 +119,23 @@ pub fn decode(payload: &Bytes) -> Result<Command, String> {
             offset: r.u64()?,
             len: r.u64()?,
             epoch: r.u64()?,
+            head: r.u64()?,
+            base: r.u64()?,
         },
-        MARK => Command::Mark,
-        DROP => Command::Drop { version: r.u64()? },
-        ROLLBACK => Command::Rollback { to: r.u64()? },
+        ADVANCE => Command::Advance {
+            volume: r.u64()?,
+            head: r.u64()?,
+            base: r.u64()?,
+        },
+        DROP => Command::Drop {
+            volume: r.u64()?,
+            version: r.u64()?,
+        },
+        CLONE => Command::Clone {
+            volume: r.u64()?,
+            from: r.u64()?,
+            version: r.u64()?,
+        },
         PURGE => Command::Purge { volume: r.u64()? },
         FENCE => Command::Fence {
             volume: r.u64()?,
@@ -145,18 +177,21 @@ pub fn encode_result(a: &Applied) -> Vec<u8> {
             match *o {
                 Outcome::Written => b.push(1),
                 Outcome::Zeroed => b.push(2),
-                Outcome::Marked { version } => {
+                Outcome::Advanced { head, step } => {
                     b.push(3);
-                    u64s(&mut b, &[version]);
+                    u64s(&mut b, &[head]);
+                    b.push(match step {
+                        Step::Same => 0,
+                        Step::Marked => 1,
+                        Step::RolledBack => 2,
+                        Step::Restarted => 3,
+                    });
                 }
                 Outcome::Dropped { version } => {
                     b.push(4);
                     u64s(&mut b, &[version]);
                 }
-                Outcome::RolledBack { to, head } => {
-                    b.push(5);
-                    u64s(&mut b, &[to, head]);
-                }
+                Outcome::Cloned => b.push(5),
                 Outcome::Skipped => b.push(6),
                 Outcome::Purged { entries } => {
                     b.push(7);
@@ -197,6 +232,28 @@ pub fn encode_result(a: &Applied) -> Vec<u8> {
                     b.push(6);
                     u64s(&mut b, &[volume, epoch, current]);
                 }
+                Refusal::Stale {
+                    volume,
+                    asked,
+                    head,
+                    base,
+                } => {
+                    b.push(7);
+                    u64s(&mut b, &[volume, asked, head, base]);
+                }
+                Refusal::UnknownBase { volume, base } => {
+                    b.push(8);
+                    u64s(&mut b, &[volume, base]);
+                }
+                Refusal::InUse { version, clone } => {
+                    b.push(9);
+                    u64s(&mut b, &[version, clone]);
+                }
+                Refusal::CloneConflict { volume } => {
+                    b.push(10);
+                    u64s(&mut b, &[volume]);
+                }
+                Refusal::CloneTooDeep => b.push(11),
             }
         }
         Applied::Malformed(why) => {
@@ -219,12 +276,18 @@ pub fn decode_result(b: &[u8]) -> Result<Applied, String> {
         OK => Applied::Done(match r.u8()? {
             1 => Outcome::Written,
             2 => Outcome::Zeroed,
-            3 => Outcome::Marked { version: r.u64()? },
-            4 => Outcome::Dropped { version: r.u64()? },
-            5 => Outcome::RolledBack {
-                to: r.u64()?,
+            3 => Outcome::Advanced {
                 head: r.u64()?,
+                step: match r.u8()? {
+                    0 => Step::Same,
+                    1 => Step::Marked,
+                    2 => Step::RolledBack,
+                    3 => Step::Restarted,
+                    s => return Err(format!("unknown version step {s}")),
+                },
             },
+            4 => Outcome::Dropped { version: r.u64()? },
+            5 => Outcome::Cloned,
             6 => Outcome::Skipped,
             7 => Outcome::Purged { entries: r.u64()? },
             8 => Outcome::Fenced,
@@ -248,6 +311,22 @@ pub fn decode_result(b: &[u8]) -> Result<Applied, String> {
                 epoch: r.u64()?,
                 current: r.u64()?,
             },
+            7 => Refusal::Stale {
+                volume: r.u64()?,
+                asked: r.u64()?,
+                head: r.u64()?,
+                base: r.u64()?,
+            },
+            8 => Refusal::UnknownBase {
+                volume: r.u64()?,
+                base: r.u64()?,
+            },
+            9 => Refusal::InUse {
+                version: r.u64()?,
+                clone: r.u64()?,
+            },
+            10 => Refusal::CloneConflict { volume: r.u64()? },
+            11 => Refusal::CloneTooDeep,
             t => return Err(format!("unknown refusal {t}")),
         }),
         MALFORMED => return Ok(Applied::Malformed(text(&r))),

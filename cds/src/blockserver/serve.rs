@@ -18,10 +18,10 @@ use super::limits::{
 use super::{Inner, Replica};
 use crate::blockgroup::command::{decode_result, encode, Applied};
 use crate::blockgroup::lock;
-use crate::engine::{Command, EngineError, SectorId, SliceKey, SECTOR};
+use crate::engine::{Command, EngineError, ReadAt, SectorId, SliceKey, SECTOR};
 use crate::wire::{
     decode_request, read_header, read_payload, read_request, write_frames, Outgoing, Request,
-    Response,
+    Response, VersionRow,
 };
 
 /// Accepts connections until the server stops.
@@ -153,6 +153,8 @@ async fn handle(inner: &Inner, req: Request) -> Response {
             block,
             offset,
             epoch,
+            head,
+            base,
             data,
         } => {
             if data.len() as u64 > MAX_IO_BYTES {
@@ -164,6 +166,8 @@ async fn handle(inner: &Inner, req: Request) -> Response {
                 offset,
                 data,
                 epoch,
+                head,
+                base,
             };
             propose(inner, group, &cmd).await
         }
@@ -174,6 +178,8 @@ async fn handle(inner: &Inner, req: Request) -> Response {
             offset,
             len,
             epoch,
+            head,
+            base,
         } => {
             let cmd = Command::Zero {
                 volume,
@@ -181,9 +187,36 @@ async fn handle(inner: &Inner, req: Request) -> Response {
                 offset,
                 len,
                 epoch,
+                head,
+                base,
             };
             propose(inner, group, &cmd).await
         }
+        Request::Advance {
+            group,
+            volume,
+            head,
+            base,
+        } => propose(inner, group, &Command::Advance { volume, head, base }).await,
+        Request::DropVersion {
+            group,
+            volume,
+            version,
+        } => propose(inner, group, &Command::Drop { volume, version }).await,
+        Request::Clone {
+            group,
+            volume,
+            from,
+            version,
+        } => {
+            let cmd = Command::Clone {
+                volume,
+                from,
+                version,
+            };
+            propose(inner, group, &cmd).await
+        }
+        Request::Versions { group, volume } => versions(inner, group, volume).await,
         Request::Fence {
             group,
             volume,
@@ -196,7 +229,16 @@ async fn handle(inner: &Inner, req: Request) -> Response {
             offset,
             len,
             version,
-        } => read(inner, group, volume, block, offset, len, version).await,
+            head,
+            base,
+        } => {
+            let at = match (version, head) {
+                (0, 0) => ReadAt::Head,
+                (0, head) => ReadAt::Tagged { head, base },
+                (v, _) => ReadAt::Version(v),
+            };
+            read(inner, group, volume, block, offset, len, at).await
+        }
         Request::CopySector {
             group,
             volume,
@@ -253,6 +295,33 @@ async fn propose(inner: &Inner, group: u64, cmd: &Command) -> Response {
     }
 }
 
+/// A volume's versions on this group, from its leader (after a read point,
+/// so every version step acknowledged before is seen).
+async fn versions(inner: &Inner, group: u64, volume: u64) -> Response {
+    let Some(r) = replica(inner, group) else {
+        return Response::NoGroup;
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, r.node.read_lease()).await {
+        Err(_) => return Response::Unavailable("timed out waiting for a read point".into()),
+        Ok(Err(e)) => return node_error(e),
+        Ok(Ok(_)) => {}
+    }
+    let engine = r.engine.clone();
+    match tokio::task::spawn_blocking(move || lock(&engine).versions(volume)).await {
+        Ok(vs) => Response::Versions(
+            vs.into_iter()
+                .map(|v| VersionRow {
+                    version: v.version,
+                    parent: v.parent.unwrap_or(0),
+                    state: v.state,
+                    slots: v.slots,
+                })
+                .collect(),
+        ),
+        Err(e) => Response::Unavailable(format!("versions task: {e}")),
+    }
+}
+
 async fn read(
     inner: &Inner,
     group: u64,
@@ -260,7 +329,7 @@ async fn read(
     block: u64,
     offset: u64,
     len: u64,
-    version: u64,
+    at: ReadAt,
 ) -> Response {
     if len > MAX_IO_BYTES {
         return Response::BadRequest(format!("a read of more than {MAX_IO_BYTES} bytes"));
@@ -275,7 +344,6 @@ async fn read(
         Ok(Err(e)) => return node_error(e),
         Ok(Ok(_)) => {}
     }
-    let at = (version != 0).then_some(version);
     let mut repairs = 0;
     loop {
         let read_from = move |e: &mut crate::engine::Engine| {

@@ -36,6 +36,10 @@ pub enum EngineError {
     /// An export stream that cannot be imported (damaged or hostile).
     #[error("bad engine export: {0}")]
     BadExport(String),
+    /// The engine's own rules were broken (a bug): the replica stops
+    /// rather than guess.
+    #[error("engine invariant broken: {0}")]
+    Invariant(String),
 }
 
 impl EngineError {

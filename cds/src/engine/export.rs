@@ -32,7 +32,7 @@ use super::slots::{self, SlotFile};
 use super::{write_superblock, write_synced, Engine, SLOTS};
 
 /// The first bytes of an export stream.
-pub const EXPORT_MAGIC: &[u8; 8] = b"CDSEXP01";
+pub const EXPORT_MAGIC: &[u8; 8] = b"CDSEXP02";
 const HEADER_LEN: usize = 8 + 8 * 5 + 4;
 /// The largest image an import accepts (a hostile header cannot make it
 /// allocate more): room for about 20 million entries.

@@ -24,12 +24,14 @@ use std::path::{Path, PathBuf};
 
 use super::error::EngineError;
 use super::geometry::Geometry;
-use super::versions::{Node, Version, VersionState, Versions};
+use super::versions::{Node, Version, VersionState, VolumeVersions};
 use crate::codec::Reader;
 
 /// The superblock's file name.
 pub(crate) const SUPER: &str = "super";
 const MAGIC: &[u8; 8] = b"CDSENG01";
+/// The file format: 2 has a version tree per volume.
+const FORMAT: u32 = 2;
 const SUPER_LEN: usize = 8 + 4 + 8 * 5 + 4;
 /// The most bytes one record's payload may claim (a versions record of
 /// the most versions an engine keeps fits easily).
@@ -54,7 +56,7 @@ impl Superblock {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(SUPER_LEN);
         b.extend_from_slice(MAGIC);
-        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&FORMAT.to_le_bytes());
         for v in [
             self.geometry.block_size,
             self.geometry.slice_size,
@@ -92,8 +94,10 @@ impl Superblock {
         }
         let mut r = Reader::new(&body[8..]);
         let format = r.u32().map_err(|_| not("short superblock"))?;
-        if format != 1 {
-            return Err(not(&format!("engine format {format}, this build reads 1")));
+        if format != FORMAT {
+            return Err(not(&format!(
+                "engine format {format}, this build reads {FORMAT}"
+            )));
         }
         let mut next = || r.u64().map_err(|_| not("short superblock"));
         let geometry = Geometry {
@@ -141,16 +145,19 @@ pub(crate) enum Record {
     },
     /// `key` has no entry at `version` any more.
     Unmap { key: SliceKey, version: Version },
-    /// The whole version tree, replacing the previous one.
-    Versions(Versions),
+    /// A volume's whole version tree here, replacing its previous one.
+    Volume { volume: u64, tree: VolumeVersions },
+    /// A purged volume's tree is gone.
+    Forget { volume: u64 },
     /// The newest writer epoch of `volume`.
     Epoch { volume: u64, epoch: u64 },
 }
 
 const TAG_MAP: u8 = 1;
 const TAG_UNMAP: u8 = 2;
-const TAG_VERSIONS: u8 = 3;
 const TAG_EPOCH: u8 = 4;
+const TAG_VOLUME: u8 = 5;
+const TAG_FORGET: u8 = 6;
 const NO_SLOT: u64 = u64::MAX;
 
 impl Record {
@@ -183,12 +190,14 @@ impl Record {
                 p.extend_from_slice(&volume.to_le_bytes());
                 p.extend_from_slice(&epoch.to_le_bytes());
             }
-            Record::Versions(vs) => {
-                p.push(TAG_VERSIONS);
-                p.extend_from_slice(&vs.head().to_le_bytes());
-                p.extend_from_slice(&vs.next().to_le_bytes());
-                p.extend_from_slice(&(vs.nodes().len() as u32).to_le_bytes());
-                for (&v, n) in vs.nodes() {
+            Record::Volume { volume, tree } => {
+                p.push(TAG_VOLUME);
+                let (ov, over) = tree.origin().unwrap_or((0, 0));
+                for v in [*volume, tree.head(), tree.born(), ov, over] {
+                    p.extend_from_slice(&v.to_le_bytes());
+                }
+                p.extend_from_slice(&(tree.nodes().len() as u32).to_le_bytes());
+                for (&v, n) in tree.nodes() {
                     p.extend_from_slice(&v.to_le_bytes());
                     p.extend_from_slice(&n.parent.unwrap_or(0).to_le_bytes());
                     p.push(match n.state {
@@ -197,6 +206,10 @@ impl Record {
                         VersionState::Gone => 2,
                     });
                 }
+            }
+            Record::Forget { volume } => {
+                p.push(TAG_FORGET);
+                p.extend_from_slice(&volume.to_le_bytes());
             }
         }
         out.extend_from_slice(&(p.len() as u32).to_le_bytes());
@@ -233,9 +246,9 @@ impl Record {
                 volume: r.u64()?,
                 epoch: r.u64()?,
             },
-            TAG_VERSIONS => {
-                let head = r.u64()?;
-                let next = r.u64()?;
+            TAG_VOLUME => {
+                let volume = r.u64()?;
+                let (head, born, ov, over) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
                 let n = r.u32()?;
                 let mut nodes = BTreeMap::new();
                 for _ in 0..n {
@@ -250,8 +263,13 @@ impl Record {
                     let parent = (parent != 0).then_some(parent);
                     nodes.insert(v, Node { parent, state });
                 }
-                Record::Versions(Versions::from_parts(head, next, nodes)?)
+                let origin = (ov != 0).then_some((ov, over));
+                Record::Volume {
+                    volume,
+                    tree: VolumeVersions::from_parts(head, born, origin, nodes)?,
+                }
             }
+            TAG_FORGET => Record::Forget { volume: r.u64()? },
             t => return Err(format!("unknown record tag {t}")),
         };
         if !r.is_empty() {

@@ -16,11 +16,20 @@
 //!   write laid over it;
 //! - **zero** (TRIM and WRITE_ZEROES): a whole slice becomes a zero entry
 //!   and its head slot is freed; a partial one is written with zeros;
-//! - **mark**: the head becomes a retained version; nothing is copied;
-//! - **drop** a retained version, and **rollback** the head to one: both
-//!   are one change to the version tree; entries no live version sees any
-//!   more are reclaimed afterwards by [`Engine::gc_step`], a little at a
-//!   time, while IO goes on.
+//! - **advance** a volume's head to a new version: a snapshot (the old
+//!   head becomes a retained version) or a rollback (a new head on a
+//!   retained one); nothing is copied either way;
+//! - **drop** a retained version: one change to the version tree; entries
+//!   no live version sees any more are reclaimed afterwards by
+//!   [`Engine::gc_step`], a little at a time, while IO goes on;
+//! - **clone**: a new volume whose slices read through to another's
+//!   retained version until written (a write copies the slice first).
+//!
+//! Every write and zero carries the head version its writer believes in
+//! (and that version's base): a writer behind the group is refused with
+//! the group's head ([`Refusal::Stale`]) and retries at it, and a writer
+//! ahead moves the group's head first. That is what makes a snapshot a
+//! crash-consistent cut across groups (see `versions.rs` and the book).
 //!
 //! Durability: the group's Raft log is the write-ahead log. The engine
 //! writes without syncing; [`Engine::flush`] makes everything applied so
@@ -56,16 +65,16 @@ pub use export::{Export, EXPORT_MAGIC};
 pub use geometry::{Geometry, DEFAULT_BLOCK_SIZE, DEFAULT_SLICE_SIZE, SECTOR};
 pub use journal::SliceKey;
 pub use repair::{Repair, SectorCopy, SectorId};
-pub use versions::{Version, VersionState};
+pub use versions::{Step, Version, VersionState, VolumeVersions, MAX_RETAINED_VERSIONS};
 
 use journal::{Record, Superblock};
 use slots::SlotFile;
-use versions::Versions;
+use versions::StepError;
 
 /// The slot file's name.
 const SLOTS: &str = "slots";
-/// The most retained versions an engine keeps; a mark past it is refused.
-pub const MAX_RETAINED_VERSIONS: usize = 256;
+/// The longest chain of clones a read follows (a clone of a clone...).
+pub const MAX_CLONE_DEPTH: usize = 16;
 /// Journal records buffered in memory before they are written out (they
 /// are synced only by a flush either way).
 const JOURNAL_BUFFER_BYTES: usize = 256 << 10;
@@ -77,14 +86,17 @@ pub const JOURNAL_COMPACT_BYTES: u64 = 4 << 20;
 /// A command for the engine, as the group's state machine applies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Writes `data` (whole sectors) at `offset` of the block, at the head,
-    /// for a writer that opened the volume at `epoch`.
+    /// Writes `data` (whole sectors) at `offset` of the block, at head
+    /// version `head` (whose base is `base`), for a writer that opened the
+    /// volume at `epoch`.
     Write {
         volume: u64,
         block: u64,
         offset: u64,
         data: Bytes,
         epoch: u64,
+        head: Version,
+        base: Version,
     },
     /// Makes `len` bytes (whole sectors) at `offset` read as zeros.
     Zero {
@@ -93,13 +105,26 @@ pub enum Command {
         offset: u64,
         len: u64,
         epoch: u64,
+        head: Version,
+        base: Version,
     },
-    /// Freezes the head as a retained version.
-    Mark,
-    /// Drops a retained version.
-    Drop { version: Version },
-    /// Makes the head read as a retained version, at once.
-    Rollback { to: Version },
+    /// Moves the volume's head to `head`, whose base (parent in the
+    /// Master's tree) is `base`: a snapshot when `base` is the head here,
+    /// a rollback when it is a retained version (see `versions.rs`).
+    Advance {
+        volume: u64,
+        head: Version,
+        base: Version,
+    },
+    /// Drops a retained version of a volume.
+    Drop { volume: u64, version: Version },
+    /// Makes `volume` a clone of `from` at retained version `version`:
+    /// its slices read through to it until written.
+    Clone {
+        volume: u64,
+        from: u64,
+        version: Version,
+    },
     /// Forgets every slice of a deleted volume, at every version, frees
     /// their slots, and fences every later write to it (volume ids are
     /// never reused).
@@ -116,18 +141,16 @@ pub enum Command {
 pub enum Outcome {
     Written,
     Zeroed,
-    /// The version the mark froze (readable until dropped).
-    Marked {
-        version: Version,
+    /// The volume's head is `head` (`step` says how it got there).
+    Advanced {
+        head: Version,
+        step: Step,
     },
     Dropped {
         version: Version,
     },
-    /// The head now reads as `to`; writes go to the new head `head`.
-    RolledBack {
-        to: Version,
-        head: Version,
-    },
+    /// A clone's origin is recorded.
+    Cloned,
     /// A deleted volume's slices forgotten (`entries` of them).
     /// A `Fence` took: the volume's writer epoch here is at least its.
     Fenced,
@@ -158,6 +181,26 @@ pub enum Refusal {
     NotRetained(Version),
     #[error("{MAX_RETAINED_VERSIONS} versions are retained already")]
     TooManyVersions,
+    /// The request's head version is older than this group's: retry at
+    /// `head` (whose base is `base`).
+    #[error("volume {volume}: version {asked} is stale, the head is {head} (base {base})")]
+    Stale {
+        volume: u64,
+        asked: Version,
+        head: Version,
+        base: Version,
+    },
+    /// The base of a new head is unknown here (the group missed a step).
+    #[error("volume {volume}: base version {base} is unknown here")]
+    UnknownBase { volume: u64, base: Version },
+    /// A clone still reads through to this version.
+    #[error("version {version} is the origin of clone volume {clone}")]
+    InUse { version: Version, clone: u64 },
+    /// The volume exists here already with another origin.
+    #[error("volume {volume} exists here already, not as that clone")]
+    CloneConflict { volume: u64 },
+    #[error("a clone chain deeper than {MAX_CLONE_DEPTH}")]
+    CloneTooDeep,
     /// The volume was opened again since this writer opened it: its
     /// epoch is older than one this group has seen (a stale writer).
     #[error("volume {volume}: writer epoch {epoch} is fenced by epoch {current}")]
@@ -174,6 +217,30 @@ pub struct VersionInfo {
     pub version: Version,
     pub parent: Option<Version>,
     pub state: VersionState,
+    /// Slots whose entries are tagged with this version: the space the
+    /// version holds that no older one shares.
+    pub slots: u64,
+}
+
+/// Which version of a volume a read sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAt {
+    /// The volume's head here, whatever it is.
+    Head,
+    /// The head as a client that believes it is `head` (based on `base`)
+    /// sees it: where this group has not taken that step yet, what the
+    /// step will make the head read (the head itself for a snapshot, the
+    /// rollback's target for a rollback).
+    Tagged { head: Version, base: Version },
+    /// A retained version (a snapshot).
+    Version(Version),
+}
+
+/// What a read or write sees of a volume: its own lineage, then for a
+/// clone its origin's lineage at the origin version, and so on.
+#[derive(Debug, Clone, Default)]
+struct View {
+    layers: Vec<(u64, Vec<Version>)>,
 }
 
 /// Counters and sizes of an engine.
@@ -226,15 +293,14 @@ pub struct Engine {
     journal_len: u64,
     /// Records not written to the journal file yet.
     journal_buf: Vec<u8>,
-    versions: Versions,
-    /// The head and its ancestors, newest first.
-    head_lineage: Vec<Version>,
+    /// Each volume's version tree here.
+    volumes: BTreeMap<u64, VolumeVersions>,
     /// Every slice's entries, oldest version first.
     map: BTreeMap<SliceKey, Vec<Entry>>,
     /// The newest writer epoch per volume.
     epochs: BTreeMap<u64, u64>,
-    /// Entries per version (a version with none may be pruned).
-    tagged: BTreeMap<Version, u64>,
+    /// Entries per (volume, version) (a version with none may be pruned).
+    tagged: BTreeMap<(u64, Version), u64>,
     next_slot: u64,
     free: BTreeSet<u64>,
     pending_free: Vec<u64>,
@@ -289,11 +355,9 @@ impl Engine {
         }
         let mut slots = SlotFile::open(&fs, &dir.join(SLOTS), geometry, true)?;
         slots.sync()?;
-        let versions = Versions::default();
         let gen = 1;
         let jpath = dir.join(journal::journal_name(gen));
-        let mut bytes = Vec::new();
-        Record::Versions(versions.clone()).encode_into(&mut bytes);
+        let bytes = Vec::new();
         write_synced(&fs, &jpath, &bytes)?;
         let sb = Superblock {
             geometry,
@@ -359,8 +423,7 @@ impl Engine {
             journal_gen: sb.journal_gen,
             journal_len: sb.journal_len,
             journal_buf: Vec::new(),
-            versions: Versions::default(),
-            head_lineage: Vec::new(),
+            volumes: BTreeMap::new(),
             map: BTreeMap::new(),
             tagged: BTreeMap::new(),
             epochs: BTreeMap::new(),
@@ -392,12 +455,13 @@ impl Engine {
             path: path.to_path_buf(),
             why,
         };
-        let mut saw_versions = false;
         for r in records {
             match r {
-                Record::Versions(v) => {
-                    self.versions = v;
-                    saw_versions = true;
+                Record::Volume { volume, tree } => {
+                    self.volumes.insert(volume, tree);
+                }
+                Record::Forget { volume } => {
+                    self.volumes.remove(&volume);
                 }
                 Record::Map { key, version, slot } => {
                     self.check_key(&key).map_err(|w| corrupt(w.to_string()))?;
@@ -421,13 +485,14 @@ impl Engine {
                 }
             }
         }
-        if !saw_versions {
-            return Err(corrupt("no version tree".into()));
-        }
         let mut used = BTreeSet::new();
         for (key, entries) in &self.map {
             for e in entries {
-                if !self.versions.nodes().contains_key(&e.version) {
+                let known = self
+                    .volumes
+                    .get(&key.volume)
+                    .is_some_and(|t| t.nodes().contains_key(&e.version));
+                if !known {
                     return Err(corrupt(format!(
                         "{key:?} tagged with unknown version {}",
                         e.version
@@ -442,13 +507,11 @@ impl Engine {
         }
         self.next_slot = used.last().map_or(0, |s| s + 1);
         self.free = (0..self.next_slot).filter(|s| !used.contains(s)).collect();
-        self.head_lineage = self.versions.lineage(self.versions.head());
         // A reclaim pass that a crash interrupted starts over.
         if self
-            .versions
-            .nodes()
+            .volumes
             .values()
-            .any(|n| n.state == VersionState::Gone)
+            .any(|t| t.nodes().values().any(|n| n.state == VersionState::Gone))
         {
             self.gc_cursor = Some(SliceKey::first_of(0));
         }
@@ -472,22 +535,46 @@ impl Engine {
         self.durable
     }
 
-    /// The head version.
-    pub fn head(&self) -> Version {
-        self.versions.head()
+    /// `volume`'s head version here (`None`: never heard of).
+    pub fn head(&self, volume: u64) -> Option<Version> {
+        self.volumes.get(&volume).map(|t| t.head())
     }
 
-    /// Every version still in the tree, oldest first.
-    pub fn versions(&self) -> Vec<VersionInfo> {
-        self.versions
-            .nodes()
-            .iter()
-            .map(|(&version, n)| VersionInfo {
-                version,
-                parent: n.parent,
-                state: n.state,
-            })
-            .collect()
+    /// `volume`'s version tree here.
+    pub fn volume_versions(&self, volume: u64) -> Option<&VolumeVersions> {
+        self.volumes.get(&volume)
+    }
+
+    /// Every version of `volume` still in its tree here, oldest first,
+    /// with the slots each holds.
+    pub fn versions(&self, volume: u64) -> Vec<VersionInfo> {
+        let mut slots: BTreeMap<Version, u64> = BTreeMap::new();
+        let from = SliceKey::first_of(volume);
+        for (_, entries) in self
+            .map
+            .range(from..)
+            .take_while(|(k, _)| k.volume == volume)
+        {
+            for e in entries.iter().filter(|e| e.slot.is_some()) {
+                *slots.entry(e.version).or_default() += 1;
+            }
+        }
+        self.volumes.get(&volume).map_or_else(Vec::new, |t| {
+            t.nodes()
+                .iter()
+                .map(|(&version, n)| VersionInfo {
+                    version,
+                    parent: n.parent,
+                    state: n.state,
+                    slots: slots.get(&version).copied().unwrap_or(0),
+                })
+                .collect()
+        })
+    }
+
+    /// The volumes with a version tree here.
+    pub fn volume_ids(&self) -> Vec<u64> {
+        self.volumes.keys().copied().collect()
     }
 
     /// The journal size past which a flush may rewrite it as an image
@@ -565,11 +652,16 @@ impl Engine {
                 offset,
                 data,
                 epoch,
+                head,
+                base,
             } => {
                 if let Err(r) = self.check_range(*offset, data.len() as u64) {
                     return Ok(Err(r));
                 }
                 if let Err(r) = self.admit(*volume, *epoch)? {
+                    return Ok(Err(r));
+                }
+                if let Err(r) = self.at_head(*volume, *head, *base)? {
                     return Ok(Err(r));
                 }
                 self.write(*volume, *block, *offset, data)?;
@@ -581,6 +673,8 @@ impl Engine {
                 offset,
                 len,
                 epoch,
+                head,
+                base,
             } => {
                 if let Err(r) = self.check_range(*offset, *len) {
                     return Ok(Err(r));
@@ -588,25 +682,61 @@ impl Engine {
                 if let Err(r) = self.admit(*volume, *epoch)? {
                     return Ok(Err(r));
                 }
+                if let Err(r) = self.at_head(*volume, *head, *base)? {
+                    return Ok(Err(r));
+                }
                 self.zero(*volume, *block, *offset, *len)?;
                 Ok(Ok(Outcome::Zeroed))
             }
-            Command::Mark => {
-                if self.versions.retained().len() >= MAX_RETAINED_VERSIONS {
-                    return Ok(Err(Refusal::TooManyVersions));
+            Command::Advance { volume, head, base } => Ok(self
+                .advance(*volume, *head, *base)?
+                .map(|step| Outcome::Advanced { head: *head, step })),
+            Command::Drop { volume, version } => {
+                let Some(tree) = self.volumes.get(volume) else {
+                    // Never held here: nothing to drop.
+                    return Ok(Ok(Outcome::Skipped));
+                };
+                if !tree.nodes().contains_key(version) && *version < tree.born() {
+                    return Ok(Ok(Outcome::Skipped));
                 }
-                let version = self.versions.mark();
-                self.versions_changed()?;
-                Ok(Ok(Outcome::Marked { version }))
-            }
-            Command::Drop { version } => {
-                if !self.versions.retained().contains(version) {
+                if !tree.retained(*version) {
                     return Ok(Err(Refusal::NotRetained(*version)));
                 }
-                self.versions.drop_version(*version);
-                self.versions_changed()?;
+                if let Some((&clone, _)) = self
+                    .volumes
+                    .iter()
+                    .find(|(_, t)| t.origin() == Some((*volume, *version)))
+                {
+                    return Ok(Err(Refusal::InUse {
+                        version: *version,
+                        clone,
+                    }));
+                }
+                let mut tree = tree.clone();
+                tree.drop_version(*version);
+                self.set_volume(*volume, tree)?;
                 self.start_gc();
                 Ok(Ok(Outcome::Dropped { version: *version }))
+            }
+            Command::Clone {
+                volume,
+                from,
+                version,
+            } => {
+                let origin = Some((*from, *version));
+                match self.volumes.get(volume) {
+                    Some(t) if t.origin() == origin => return Ok(Ok(Outcome::Skipped)),
+                    Some(_) => return Ok(Err(Refusal::CloneConflict { volume: *volume })),
+                    None => {}
+                }
+                if let Some(src) = self.volumes.get(from) {
+                    if !src.readable(*version) && *version >= src.born() {
+                        return Ok(Err(Refusal::NoSuchVersion(*version)));
+                    }
+                }
+                // A clone's own versions start at 1.
+                self.set_volume(*volume, VolumeVersions::new(1, origin))?;
+                Ok(Ok(Outcome::Cloned))
             }
             Command::Fence { volume, epoch } => {
                 if let Err(r) = self.admit(*volume, *epoch)? {
@@ -618,17 +748,117 @@ impl Engine {
                 let entries = self.purge(*volume)?;
                 Ok(Ok(Outcome::Purged { entries }))
             }
-            Command::Rollback { to } => {
-                if !self.versions.retained().contains(to) {
-                    return Ok(Err(Refusal::NotRetained(*to)));
+        }
+    }
+
+    /// Moves `volume`'s head to `head` (based on `base`); a volume never
+    /// heard of here starts at `head`.
+    fn advance(
+        &mut self,
+        volume: u64,
+        head: Version,
+        base: Version,
+    ) -> Result<Result<Step, Refusal>, EngineError> {
+        if head == 0 {
+            return Ok(Err(Refusal::NoSuchVersion(0)));
+        }
+        let Some(tree) = self.volumes.get(&volume) else {
+            self.set_volume(volume, VolumeVersions::new(head, None))?;
+            return Ok(Ok(Step::Same));
+        };
+        let mut tree = tree.clone();
+        match tree.advance(head, base) {
+            Ok(Step::Same) => Ok(Ok(Step::Same)),
+            Ok(step) => {
+                self.set_volume(volume, tree)?;
+                if step != Step::Marked {
+                    self.start_gc();
                 }
-                self.versions.rollback(*to);
-                self.versions_changed()?;
-                self.start_gc();
-                Ok(Ok(Outcome::RolledBack {
-                    to: *to,
-                    head: self.versions.head(),
-                }))
+                Ok(Ok(step))
+            }
+            Err(StepError::Behind { head: h, base: b }) => Ok(Err(Refusal::Stale {
+                volume,
+                asked: head,
+                head: h,
+                base: b,
+            })),
+            Err(StepError::UnknownBase { base }) => Ok(Err(Refusal::UnknownBase { volume, base })),
+            Err(StepError::Full) => Ok(Err(Refusal::TooManyVersions)),
+        }
+    }
+
+    /// A write's version check: the head must be `head` here, moving to
+    /// it if the group is behind.
+    fn at_head(
+        &mut self,
+        volume: u64,
+        head: Version,
+        base: Version,
+    ) -> Result<Result<(), Refusal>, EngineError> {
+        Ok(self.advance(volume, head, base)?.map(|_| ()))
+    }
+
+    /// Replaces `volume`'s tree and journals it.
+    fn set_volume(&mut self, volume: u64, tree: VolumeVersions) -> Result<(), EngineError> {
+        self.journal_record(&Record::Volume {
+            volume,
+            tree: tree.clone(),
+        })?;
+        self.volumes.insert(volume, tree);
+        Ok(())
+    }
+
+    /// What `volume` at `version` (`None`: the head) sees, through its
+    /// clone origins.
+    fn view(&self, volume: u64, version: Option<Version>) -> Result<View, Refusal> {
+        let mut view = View::default();
+        let (mut vol, mut at) = (volume, version);
+        loop {
+            let Some(tree) = self.volumes.get(&vol) else {
+                return Ok(view);
+            };
+            let v = at.unwrap_or(tree.head());
+            if !tree.readable(v) {
+                if v < tree.born() {
+                    // Older than anything held here: zeros.
+                    return Ok(view);
+                }
+                return Err(Refusal::NoSuchVersion(v));
+            }
+            view.layers.push((vol, tree.lineage(v)));
+            let Some((from, fv)) = tree.origin() else {
+                return Ok(view);
+            };
+            if view.layers.len() > MAX_CLONE_DEPTH {
+                return Err(Refusal::CloneTooDeep);
+            }
+            (vol, at) = (from, Some(fv));
+        }
+    }
+
+    /// The view a read at `at` gets.
+    fn read_view(&self, volume: u64, at: ReadAt) -> Result<View, Refusal> {
+        match at {
+            ReadAt::Head => self.view(volume, None),
+            ReadAt::Version(v) => self.view(volume, Some(v)),
+            ReadAt::Tagged { head, base } => {
+                let Some(tree) = self.volumes.get(&volume) else {
+                    return self.view(volume, None);
+                };
+                if head <= tree.head() || base == tree.head() {
+                    // The reader is behind (the head here is the truth),
+                    // or a snapshot not taken here yet (the head reads
+                    // the same either way).
+                    self.view(volume, None)
+                } else if tree.retained(base) {
+                    // A rollback not taken here yet: its target is what
+                    // the new head reads.
+                    self.view(volume, Some(base))
+                } else if base < tree.born() {
+                    Ok(View::default())
+                } else {
+                    Err(Refusal::UnknownBase { volume, base })
+                }
             }
         }
     }
@@ -672,6 +902,9 @@ impl Engine {
             }
         }
         self.stats.reclaimed += n;
+        if self.volumes.remove(&volume).is_some() {
+            self.journal_record(&Record::Forget { volume })?;
+        }
         // A writer that still holds the volume open is refused from now on.
         self.epochs.insert(volume, u64::MAX);
         self.journal_record(&Record::Epoch {
@@ -773,16 +1006,34 @@ impl Engine {
         Ok(())
     }
 
+    /// The head version of `volume` and what the head sees (the version
+    /// step taken before any write makes sure the tree exists).
+    fn head_view(&self, volume: u64) -> Result<(Version, View), EngineError> {
+        let head = self.volumes.get(&volume).map(|t| t.head());
+        match (head, self.view(volume, None)) {
+            (Some(h), Ok(v)) => Ok((h, v)),
+            (_, Err(r)) => Err(EngineError::Invariant(format!(
+                "volume {volume}: the head's view: {r}"
+            ))),
+            (None, _) => Err(EngineError::Invariant(format!(
+                "volume {volume}: a write before its version tree"
+            ))),
+        }
+    }
+
     /// Writes whole sectors of one slice at the head.
     fn write_slice(&mut self, key: SliceKey, first: u64, data: &[u8]) -> Result<(), EngineError> {
-        let head = self.versions.head();
-        let seen = self.resolve(&key, &self.head_lineage);
+        let (head, view) = self.head_view(key.volume)?;
+        let seen = self.resolve(&key, &view);
         let mut replaced = None;
-        if let Some(Entry {
-            version,
-            slot: Some(slot),
-            ..
-        }) = seen
+        if let Some((
+            Entry {
+                version,
+                slot: Some(slot),
+                ..
+            },
+            true,
+        )) = seen
         {
             if version == head && !self.pinned.contains(&slot) {
                 self.touch(key, head);
@@ -793,6 +1044,7 @@ impl Engine {
                 replaced = Some(slot);
             }
         }
+        let seen = seen.map(|(e, _)| e);
         let slot = self.alloc_slot();
         if seen.and_then(|e| e.slot).is_none() && self.slots.is_fresh(slot) {
             // A slice of zeros into a slot never written: the hole reads
@@ -847,22 +1099,25 @@ impl Engine {
     }
 
     fn zero(&mut self, volume: u64, block: u64, offset: u64, len: u64) -> Result<(), EngineError> {
-        let head = self.versions.head();
+        let (head, view) = self.head_view(volume)?;
         for (key, first, _, n) in self.pieces(volume, block, offset, len) {
             if n as u64 != self.geometry.slice_size {
                 let zeros = vec![0u8; n];
                 self.write_slice(key, first, &zeros)?;
                 continue;
             }
-            match self.resolve(&key, &self.head_lineage) {
+            match self.resolve(&key, &view) {
                 // Already zeros as the head sees it.
-                None | Some(Entry { slot: None, .. }) => {}
-                Some(Entry {
-                    version,
-                    slot: Some(slot),
-                    ..
-                }) => {
-                    if version == head {
+                None | Some((Entry { slot: None, .. }, _)) => {}
+                Some((
+                    Entry {
+                        version,
+                        slot: Some(slot),
+                        ..
+                    },
+                    own,
+                )) => {
+                    if own && version == head {
                         self.release(slot);
                     }
                     self.map_entry(key, head, None)?;
@@ -872,9 +1127,25 @@ impl Engine {
         Ok(())
     }
 
-    /// The entry version `lineage[0]` sees for `key`: the newest one
-    /// tagged with a version of its lineage.
-    fn resolve(&self, key: &SliceKey, lineage: &[Version]) -> Option<Entry> {
+    /// The entry `view` sees for `key` (a slice of the view's volume):
+    /// in the first layer that has one, the newest tagged with a version
+    /// of the layer's lineage; `true` when it is the volume's own (not
+    /// read through to a clone's origin).
+    fn resolve(&self, key: &SliceKey, view: &View) -> Option<(Entry, bool)> {
+        for (i, (volume, lineage)) in view.layers.iter().enumerate() {
+            let k = SliceKey {
+                volume: *volume,
+                ..*key
+            };
+            if let Some(e) = self.resolve_in(&k, lineage) {
+                return Some((e, i == 0));
+            }
+        }
+        None
+    }
+
+    /// The newest entry of `key` tagged with a version of `lineage`.
+    fn resolve_in(&self, key: &SliceKey, lineage: &[Version]) -> Option<Entry> {
         let entries = self.map.get(key)?;
         entries
             .iter()
@@ -931,7 +1202,7 @@ impl Engine {
             Ok(i) => entries[i] = e,
             Err(i) => {
                 entries.insert(i, e);
-                *self.tagged.entry(e.version).or_default() += 1;
+                *self.tagged.entry((key.volume, e.version)).or_default() += 1;
             }
         }
     }
@@ -943,18 +1214,13 @@ impl Engine {
         if entries.is_empty() {
             self.map.remove(&key);
         }
-        if let Some(n) = self.tagged.get_mut(&version) {
+        if let Some(n) = self.tagged.get_mut(&(key.volume, version)) {
             *n -= 1;
             if *n == 0 {
-                self.tagged.remove(&version);
+                self.tagged.remove(&(key.volume, version));
             }
         }
         Some(e)
-    }
-
-    fn versions_changed(&mut self) -> Result<(), EngineError> {
-        self.head_lineage = self.versions.lineage(self.versions.head());
-        self.journal_record(&Record::Versions(self.versions.clone()))
     }
 
     fn journal_record(&mut self, r: &Record) -> Result<(), EngineError> {
@@ -979,29 +1245,28 @@ impl Engine {
     }
 
     /// Reads `buf.len()` bytes (whole sectors) at `offset` of a block as
-    /// version `at` sees it (`None`: the head). Slices never written read
-    /// as zeros. The outer error is the engine's (a corrupt sector is
-    /// never served); the inner one a refusal.
+    /// `at` sees it. Slices never written read as zeros (a clone's read
+    /// through to its origin). The outer error is the engine's (a corrupt
+    /// sector is never served); the inner one a refusal.
     pub fn read(
         &mut self,
         volume: u64,
         block: u64,
         offset: u64,
         buf: &mut [u8],
-        at: Option<Version>,
+        at: ReadAt,
     ) -> Result<Result<(), Refusal>, EngineError> {
         self.check_ok()?;
         if let Err(r) = self.check_range(offset, buf.len() as u64) {
             return Ok(Err(r));
         }
-        let lineage = match at {
-            None => self.head_lineage.clone(),
-            Some(v) if self.versions.readable(v) => self.versions.lineage(v),
-            Some(v) => return Ok(Err(Refusal::NoSuchVersion(v))),
+        let view = match self.read_view(volume, at) {
+            Ok(v) => v,
+            Err(r) => return Ok(Err(r)),
         };
         for (key, first, from, n) in self.pieces(volume, block, offset, buf.len() as u64) {
             let out = &mut buf[from..from + n];
-            match self.resolve(&key, &lineage) {
+            match self.resolve(&key, &view).map(|(e, _)| e) {
                 // A corrupt sector fails this read only: it is not a
                 // reason to stop the engine (other slices still serve),
                 // and it is never replaced by zeros.
@@ -1071,7 +1336,13 @@ impl Engine {
     /// The start of an image of the state: the version tree and the
     /// writer epochs (the entries follow).
     fn image_head(&self, out: &mut Vec<u8>) {
-        Record::Versions(self.versions.clone()).encode_into(out);
+        for (&volume, tree) in &self.volumes {
+            Record::Volume {
+                volume,
+                tree: tree.clone(),
+            }
+            .encode_into(out);
+        }
         for (&volume, &epoch) in &self.epochs {
             Record::Epoch { volume, epoch }.encode_into(out);
         }
@@ -1079,7 +1350,8 @@ impl Engine {
 
     fn image_bytes(&self) -> u64 {
         // A map record is 45 bytes with its frame; versions are few.
-        self.map.values().map(|v| v.len() as u64).sum::<u64>() * 45 + 512
+        self.map.values().map(|v| v.len() as u64).sum::<u64>() * 45
+            + self.volumes.len() as u64 * 512
     }
 
     /// Writes the state as a new journal and switches to it. Called right
@@ -1141,11 +1413,7 @@ impl Engine {
         let Some(from) = self.gc_cursor else {
             return Ok(false);
         };
-        let lineages: Vec<Vec<Version>> = self
-            .versions
-            .live()
-            .map(|v| self.versions.lineage(v))
-            .collect();
+        let mut lineages: BTreeMap<u64, Vec<Vec<Version>>> = BTreeMap::new();
         let keys: Vec<SliceKey> = self
             .map
             .range(from..)
@@ -1154,9 +1422,14 @@ impl Engine {
             .collect();
         let done = keys.len() <= slices;
         for key in keys.iter().take(slices) {
+            let lineages = lineages.entry(key.volume).or_insert_with(|| {
+                self.volumes
+                    .get(&key.volume)
+                    .map_or_else(Vec::new, |t| t.live().map(|v| t.lineage(v)).collect())
+            });
             let seen: BTreeSet<Version> = lineages
                 .iter()
-                .filter_map(|l| self.resolve(key, l))
+                .filter_map(|l| self.resolve_in(key, l))
                 .map(|e| e.version)
                 .collect();
             let dead: Vec<Entry> = self.map[key]
@@ -1180,10 +1453,16 @@ impl Engine {
             self.gc_cursor = keys.last().copied();
             return Ok(true);
         }
-        // The pass is over: versions nobody needs leave the tree.
-        let tagged = self.tagged.clone();
-        if self.versions.prune(|v| tagged.contains_key(&v)) > 0 {
-            self.versions_changed()?;
+        // The pass is over: versions nobody needs leave the trees.
+        let mut pruned = Vec::new();
+        for (&volume, tree) in &self.volumes {
+            let mut t = tree.clone();
+            if t.prune(|v| self.tagged.contains_key(&(volume, v))) > 0 {
+                pruned.push((volume, t));
+            }
+        }
+        for (volume, t) in pruned {
+            self.set_volume(volume, t)?;
         }
         if std::mem::take(&mut self.gc_again) {
             self.gc_cursor = Some(SliceKey::first_of(0));

@@ -20,6 +20,14 @@
 //! | `DELETE /v1/volumes/NAME` | admin | → `{}` (leader) |
 //! | `POST /v1/volumes/NAME/open` | cluster | → [`Volume`] with a new epoch (leader) |
 //! | `POST /v1/volumes/NAME/allocate` | cluster | [`Allocate`] → [`Volume`] (leader) |
+//! | `POST /v1/volumes/NAME/snapshots` | admin | [`SnapshotName`] → [`Task`] (leader) |
+//! | `DELETE /v1/volumes/NAME/snapshots/SNAP` | admin | → [`Task`] (leader) |
+//! | `POST /v1/volumes/NAME/rollback` | admin | [`SnapshotName`] → [`Task`] (leader) |
+//! | `POST /v1/volumes/NAME/clone` | admin | [`CloneRequest`] → [`Task`] (leader) |
+//! | `GET /v1/tasks` | cluster | → `[Task]` (leader) |
+//! | `GET /v1/tasks/ID` | cluster | → [`Task`] (leader) |
+//! | `POST /v1/tasks/ID/progress` | admin | [`TaskProgress`] → [`Task`] (a SnapshotWorker) |
+//! | `POST /v1/tasks/ID/finish` | admin | → [`Task`] (a SnapshotWorker, once every group took it) |
 //!
 //! Reads served by the leader are linearizable (a ReadIndex round before
 //! the state is read). A replica that does not lead answers `503` with
@@ -30,6 +38,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::snapshot::{Snapshot, SnapshotState, Task, TaskKind, TaskState};
 pub use super::state::{Group, Location, Server, Volume};
 
 /// A Master replica's view of itself and its group.
@@ -131,6 +140,28 @@ pub struct Resize {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocate {
     pub blocks: Vec<u64>,
+}
+
+/// `POST /v1/volumes/NAME/snapshots` and `.../rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotName {
+    pub snapshot: String,
+}
+
+/// `POST /v1/volumes/NAME/clone`: a new volume `clone` from `snapshot`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneRequest {
+    pub snapshot: String,
+    pub clone: String,
+    #[serde(default)]
+    pub owner: String,
+}
+
+/// `POST /v1/tasks/ID/progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    pub done: u64,
+    pub total: u64,
 }
 
 /// The body of every error answer.

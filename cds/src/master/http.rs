@@ -22,9 +22,10 @@ use axum::{Json, Router};
 use raft_core::runtime::node::{NodeError, NodeHandle};
 
 use super::api::{
-    Allocate, ApiError, Assignment, ClusterView, CreateGroups, CreateVolume, Heartbeat,
-    MasterStatus, PurgeOrder, Resize, MAX_BODY_BYTES,
+    Allocate, ApiError, Assignment, CloneRequest, ClusterView, CreateGroups, CreateVolume,
+    Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress, MAX_BODY_BYTES,
 };
+use super::snapshot::{SnapshotCommand, Task};
 use super::state::{MasterCommand, MasterReply, Server, Volume};
 use super::state_machine::{decode_reply, encode, SharedState};
 use crate::kv::http::{has_admin_token, host_is_ours};
@@ -82,6 +83,15 @@ pub fn router(api: Api) -> Router {
         .route("/v1/volumes", post(create_volume))
         .route("/v1/volumes/{name}/resize", post(resize_volume))
         .route("/v1/volumes/{name}", axum::routing::delete(delete_volume))
+        .route("/v1/volumes/{name}/snapshots", post(create_snapshot))
+        .route(
+            "/v1/volumes/{name}/snapshots/{snapshot}",
+            axum::routing::delete(delete_snapshot),
+        )
+        .route("/v1/volumes/{name}/rollback", post(rollback))
+        .route("/v1/volumes/{name}/clone", post(clone_volume))
+        .route("/v1/tasks/{id}/progress", post(task_progress))
+        .route("/v1/tasks/{id}/finish", post(task_finish))
         .route_layer(middleware::from_fn_with_state(api.clone(), admin_only));
     Router::new()
         .route("/v1/status", get(status))
@@ -92,6 +102,8 @@ pub fn router(api: Api) -> Router {
         .route("/v1/volumes/{name}", get(get_volume))
         .route("/v1/volumes/{name}/open", post(open_volume))
         .route("/v1/volumes/{name}/allocate", post(allocate))
+        .route("/v1/tasks", get(list_tasks))
+        .route("/v1/tasks/{id}", get(get_task))
         .merge(admin)
         .fallback(|| async { fail(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
@@ -207,15 +219,22 @@ impl MasterApi {
                     .ok()
                     .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
                     .unwrap_or_else(|| "refused".into());
-                let status = match error {
-                    super::MasterError::NoVolume { .. } => StatusCode::NOT_FOUND,
-                    super::MasterError::VolumeExists { .. }
-                    | super::MasterError::ServerConflict { .. } => StatusCode::CONFLICT,
-                    super::MasterError::NotEnoughServers { .. } | super::MasterError::NoGroups => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
-                    _ => StatusCode::BAD_REQUEST,
-                };
+                let status =
+                    match error {
+                        super::MasterError::NoVolume { .. } => StatusCode::NOT_FOUND,
+                        super::MasterError::NoSnapshot { .. }
+                        | super::MasterError::NoTask { .. } => StatusCode::NOT_FOUND,
+                        super::MasterError::VolumeExists { .. }
+                        | super::MasterError::ServerConflict { .. }
+                        | super::MasterError::SnapshotExists { .. }
+                        | super::MasterError::TaskUnderWay { .. }
+                        | super::MasterError::Busy { .. }
+                        | super::MasterError::SnapshotNotReady { .. }
+                        | super::MasterError::HasClones { .. } => StatusCode::CONFLICT,
+                        super::MasterError::NotEnoughServers { .. }
+                        | super::MasterError::NoGroups => StatusCode::SERVICE_UNAVAILABLE,
+                        _ => StatusCode::BAD_REQUEST,
+                    };
                 Err(fail(status, &kind, error.to_string()))
             }
             ok => Ok(ok),
@@ -241,6 +260,7 @@ fn volume_reply(r: MasterReply) -> Response {
         MasterReply::Volume { volume } => Json(volume).into_response(),
         MasterReply::Groups { groups } => Json(groups).into_response(),
         MasterReply::Ok => Json(serde_json::json!({})).into_response(),
+        MasterReply::Task { task } => Json(task).into_response(),
         MasterReply::Error { error } => fail(StatusCode::BAD_REQUEST, "refused", error.to_string()),
     }
 }
@@ -463,5 +483,112 @@ async fn allocate(
     {
         Ok(r) => volume_reply(r),
         Err(r) => r,
+    }
+}
+
+/// Milliseconds since the Unix epoch, for the records' timestamps (the
+/// proposer's clock: the state machine itself reads no clock).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn snapshot_cmd(api: &Api, cmd: SnapshotCommand) -> Response {
+    match api.run(MasterCommand::Snapshot(cmd)).await {
+        Ok(r) => volume_reply(r),
+        Err(r) => r,
+    }
+}
+
+async fn create_snapshot(
+    State(api): State<Api>,
+    Path(volume): Path<String>,
+    Json(req): Json<SnapshotName>,
+) -> Response {
+    let cmd = SnapshotCommand::Create {
+        volume,
+        snapshot: req.snapshot,
+        now_ms: now_ms(),
+    };
+    snapshot_cmd(&api, cmd).await
+}
+
+async fn delete_snapshot(
+    State(api): State<Api>,
+    Path((volume, snapshot)): Path<(String, String)>,
+) -> Response {
+    let cmd = SnapshotCommand::Delete {
+        volume,
+        snapshot,
+        now_ms: now_ms(),
+    };
+    snapshot_cmd(&api, cmd).await
+}
+
+async fn rollback(
+    State(api): State<Api>,
+    Path(volume): Path<String>,
+    Json(req): Json<SnapshotName>,
+) -> Response {
+    let cmd = SnapshotCommand::Rollback {
+        volume,
+        snapshot: req.snapshot,
+        now_ms: now_ms(),
+    };
+    snapshot_cmd(&api, cmd).await
+}
+
+async fn clone_volume(
+    State(api): State<Api>,
+    Path(volume): Path<String>,
+    Json(req): Json<CloneRequest>,
+) -> Response {
+    let cmd = SnapshotCommand::Clone {
+        volume,
+        snapshot: req.snapshot,
+        clone: req.clone,
+        owner: req.owner,
+        now_ms: now_ms(),
+    };
+    snapshot_cmd(&api, cmd).await
+}
+
+async fn task_progress(
+    State(api): State<Api>,
+    Path(task): Path<u64>,
+    Json(req): Json<TaskProgress>,
+) -> Response {
+    let cmd = SnapshotCommand::Progress {
+        task,
+        done: req.done,
+        total: req.total,
+    };
+    snapshot_cmd(&api, cmd).await
+}
+
+async fn task_finish(State(api): State<Api>, Path(task): Path<u64>) -> Response {
+    let cmd = SnapshotCommand::Finish {
+        task,
+        now_ms: now_ms(),
+    };
+    snapshot_cmd(&api, cmd).await
+}
+
+async fn list_tasks(State(api): State<Api>) -> Response {
+    if let Err(r) = api.read_point().await {
+        return r;
+    }
+    let tasks: Vec<Task> = api.with_state(|st| st.tasks.values().cloned().collect());
+    Json(tasks).into_response()
+}
+
+async fn get_task(State(api): State<Api>, Path(id): Path<u64>) -> Response {
+    if let Err(r) = api.read_point().await {
+        return r;
+    }
+    match api.with_state(|st| st.tasks.get(&id).cloned()) {
+        Some(t) => Json(t).into_response(),
+        None => fail(StatusCode::NOT_FOUND, "no_task", format!("no task {id}")),
     }
 }

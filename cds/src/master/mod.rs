@@ -16,9 +16,11 @@ pub mod api;
 pub mod client;
 pub mod http;
 pub mod process;
+pub mod snapshot;
 pub mod state;
 pub mod state_machine;
 
+pub use snapshot::{Origin, Snapshot, SnapshotCommand, SnapshotState, Task, TaskKind, TaskState};
 pub use state::{
     place, Group, Location, MasterCommand, MasterError, MasterReply, MasterState, Server, Volume,
 };

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::snapshot::{Origin, Snapshot, SnapshotCommand, Task};
 use crate::engine::{DEFAULT_BLOCK_SIZE, SECTOR};
 
 /// A BlockServer's place in the failure-domain hierarchy (the node and
@@ -45,6 +46,33 @@ pub struct Volume {
     /// Block index to the group holding it; a block not listed was never
     /// written and reads as zeros.
     pub blocks: BTreeMap<u64, u64>,
+    /// The head version writes go to, and its base (the version it was
+    /// started on; 0: none). See `snapshot.rs`.
+    #[serde(default = "first_version")]
+    pub head: u64,
+    #[serde(default)]
+    pub base: u64,
+    /// The number the volume's next version gets.
+    #[serde(default = "second_version")]
+    pub next_version: u64,
+    /// Snapshots by name.
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, Snapshot>,
+    /// For a clone: what its never-written slices read through to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// The snapshot task under way on this volume: its next version change
+    /// waits for it (so a group is never more than one step behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u64>,
+}
+
+fn first_version() -> u64 {
+    1
+}
+
+fn second_version() -> u64 {
+    2
 }
 
 /// A BlockGroup: its replicas' servers.
@@ -88,6 +116,8 @@ pub enum MasterCommand {
         name: String,
         blocks: Vec<u64>,
     },
+    /// Snapshots, rollbacks, clones and their tasks (`snapshot.rs`).
+    Snapshot(SnapshotCommand),
 }
 
 /// What a command came to.
@@ -101,6 +131,7 @@ pub enum MasterReply {
     Ok,
     Groups { groups: Vec<Group> },
     Volume { volume: Volume },
+    Task { task: Task },
     Error { error: MasterError },
 }
 
@@ -122,6 +153,26 @@ pub enum MasterError {
     BlockOutOfRange { name: String, block: u64 },
     #[error("server {id} registered already with another address")]
     ServerConflict { id: u64 },
+    #[error("volume {name:?} has a snapshot task under way (task {task}); retry when it is done")]
+    TaskUnderWay { name: String, task: u64 },
+    #[error("volume {name:?} is busy (a clone being made); retry when its task is done")]
+    Busy { name: String },
+    #[error("volume {name:?} has no snapshot {snapshot:?}")]
+    NoSnapshot { name: String, snapshot: String },
+    #[error("volume {name:?} has a snapshot {snapshot:?} already")]
+    SnapshotExists { name: String, snapshot: String },
+    #[error("snapshot {snapshot:?} of {name:?} is not ready ({state})")]
+    SnapshotNotReady {
+        name: String,
+        snapshot: String,
+        state: String,
+    },
+    #[error("volume {name:?} has {max} snapshots: delete some first")]
+    TooManySnapshots { name: String, max: usize },
+    #[error("{name:?} is the source of clone {clone:?}: delete the clone first")]
+    HasClones { name: String, clone: String },
+    #[error("no task {id}")]
+    NoTask { id: u64 },
 }
 
 /// Largest volume: 64 TiB.
@@ -143,8 +194,13 @@ pub struct MasterState {
     /// purges when it leads.
     #[serde(default)]
     pub deleted: BTreeMap<u64, BTreeSet<u64>>,
+    /// Snapshot tasks: those under way, and the latest finished ones.
+    #[serde(default)]
+    pub tasks: BTreeMap<u64, Task>,
     next_volume: u64,
     next_group: u64,
+    #[serde(default)]
+    pub(super) next_task: u64,
 }
 
 impl MasterState {
@@ -207,6 +263,12 @@ impl MasterState {
                     owner: owner.clone(),
                     epoch: 0,
                     blocks: BTreeMap::new(),
+                    head: 1,
+                    base: 0,
+                    next_version: 2,
+                    snapshots: BTreeMap::new(),
+                    origin: None,
+                    task: None,
                 };
                 self.volumes.insert(name.clone(), v.clone());
                 Ok(MasterReply::Volume { volume: v })
@@ -225,6 +287,19 @@ impl MasterState {
             MasterCommand::DeleteVolume { name } => {
                 let v = self
                     .volumes
+                    .get(name)
+                    .ok_or_else(|| MasterError::NoVolume { name: name.clone() })?;
+                if let Some(c) = self.clones_of(v.id).next() {
+                    return Err(MasterError::HasClones {
+                        name: name.clone(),
+                        clone: c.name.clone(),
+                    });
+                }
+                if v.task.is_some() {
+                    return Err(MasterError::Busy { name: name.clone() });
+                }
+                let v = self
+                    .volumes
                     .remove(name)
                     .ok_or_else(|| MasterError::NoVolume { name: name.clone() })?;
                 let groups: BTreeSet<u64> = v.blocks.values().copied().collect();
@@ -235,6 +310,10 @@ impl MasterState {
             }
             MasterCommand::OpenVolume { name } => {
                 let v = self.volume_mut(name)?;
+                if v.origin.is_some() && v.task.is_some() {
+                    // A clone is usable once every group knows its origin.
+                    return Err(MasterError::Busy { name: name.clone() });
+                }
                 v.epoch += 1;
                 Ok(MasterReply::Volume { volume: v.clone() })
             }
@@ -275,10 +354,19 @@ impl MasterState {
                 }
                 Ok(MasterReply::Volume { volume: v.clone() })
             }
+            MasterCommand::Snapshot(c) => self.apply_snapshot(c),
         }
     }
 
-    fn volume_mut(&mut self, name: &str) -> Result<&mut Volume, MasterError> {
+    pub(super) fn next_volume_id_bump(&mut self) {
+        self.next_volume += 1;
+    }
+
+    pub(super) fn last_volume_id(&self) -> u64 {
+        self.next_volume
+    }
+
+    pub(super) fn volume_mut(&mut self, name: &str) -> Result<&mut Volume, MasterError> {
         self.volumes
             .get_mut(name)
             .ok_or_else(|| MasterError::NoVolume {
@@ -287,7 +375,7 @@ impl MasterState {
     }
 }
 
-fn check_name(name: &str) -> Result<(), MasterError> {
+pub(super) fn check_name(name: &str) -> Result<(), MasterError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
         && name

@@ -152,6 +152,8 @@ pub struct Stats {
     pub fenced: u64,
     /// Version marks and drops applied.
     pub version_ops: u64,
+    /// Writes refused as behind a snapshot step and sent again.
+    pub stale: u64,
     pub crashes: u64,
     pub partitions: u64,
     /// Bits flipped in engines' slot files (bit rot), and corrupt sectors

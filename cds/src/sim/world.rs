@@ -23,8 +23,8 @@ use super::{Outcome, SimConfig, Stats};
 use crate::blockgroup::command::{encode, encode_result, Applied};
 use crate::blockgroup::{after_batch, apply_entry};
 use crate::engine::{
-    Command, Engine, EngineError, Geometry, Outcome as EngineOutcome, Refusal, Repair, SectorCopy,
-    SectorId, SECTOR,
+    Command, Engine, EngineError, Geometry, Outcome as EngineOutcome, ReadAt, Refusal, Repair,
+    SectorCopy, SectorId, Step, SECTOR,
 };
 
 /// Milliseconds per Raft tick.
@@ -70,18 +70,26 @@ enum Body {
         sector: u64,
         count: u64,
         value: u64,
+        /// The head version the writer believes in, and its base.
+        tag: (u64, u64),
     },
     Zero {
         block: u64,
         sector: u64,
         count: u64,
+        tag: (u64, u64),
     },
     Read {
         block: u64,
         sector: u64,
         count: u64,
     },
-    Mark,
+    /// A snapshot of the volume's blocks in one group: the head `base`
+    /// is frozen and `head` starts on it.
+    Advance {
+        head: u64,
+        base: u64,
+    },
     Drop {
         version: u64,
     },
@@ -93,7 +101,7 @@ impl Body {
             Body::Write { block, .. } | Body::Zero { block, .. } | Body::Read { block, .. } => {
                 Some(block)
             }
-            Body::Mark | Body::Drop { .. } => None,
+            Body::Advance { .. } | Body::Drop { .. } => None,
         }
     }
 
@@ -105,6 +113,7 @@ impl Body {
                 sector,
                 count,
                 value,
+                tag,
             } => {
                 let mut data = vec![0u8; (count * SECTOR) as usize];
                 for (i, s) in data.chunks_exact_mut(SECTOR as usize).enumerate() {
@@ -116,21 +125,33 @@ impl Body {
                     offset: sector * SECTOR,
                     data: Bytes::from(data),
                     epoch,
+                    head: tag.0,
+                    base: tag.1,
                 }
             }
             Body::Zero {
                 block,
                 sector,
                 count,
+                tag,
             } => Command::Zero {
                 volume: VOLUME,
                 block,
                 offset: sector * SECTOR,
                 len: count * SECTOR,
                 epoch,
+                head: tag.0,
+                base: tag.1,
             },
-            Body::Mark => Command::Mark,
-            Body::Drop { version } => Command::Drop { version },
+            Body::Advance { head, base } => Command::Advance {
+                volume: VOLUME,
+                head,
+                base,
+            },
+            Body::Drop { version } => Command::Drop {
+                volume: VOLUME,
+                version,
+            },
             Body::Read { .. } => return None,
         })
     }
@@ -314,6 +335,14 @@ struct Sim {
     results: Vec<BTreeMap<u64, (u64, Vec<u8>)>>,
     /// Per group: versions marked and not yet dropped.
     marked: Vec<Vec<u64>>,
+    /// Per group: the volume's head version there and its base, as the
+    /// last acknowledged step made it (the Master's record, in the sim).
+    heads: Vec<(u64, u64)>,
+    /// Per group: a snapshot step is in flight (one at a time, as the
+    /// Master allows).
+    advancing: Vec<bool>,
+    /// The newest version number handed out.
+    next_version: u64,
     /// Blocks still to read in the final pass.
     final_reads: Vec<u64>,
     next_ctx: u64,
@@ -376,6 +405,9 @@ impl Sim {
         Sim {
             results: vec![BTreeMap::new(); cfg.groups],
             marked: vec![Vec::new(); cfg.groups],
+            heads: vec![(1, 0); cfg.groups],
+            advancing: vec![false; cfg.groups],
+            next_version: 1,
             cfg,
             rng,
             now: 0,
@@ -816,7 +848,7 @@ impl Sim {
             return Reply::Retry;
         };
         let mut buf = vec![0u8; (count * SECTOR) as usize];
-        match e.read(VOLUME, block, sector * SECTOR, &mut buf, None) {
+        match e.read(VOLUME, block, sector * SECTOR, &mut buf, ReadAt::Head) {
             Ok(Ok(())) => Reply::Data(buf),
             Ok(Err(r)) => Reply::Applied(Applied::Refused(r)),
             // Never served: the replicas are asked for copies, and the
@@ -888,7 +920,7 @@ impl Sim {
                     break;
                 };
                 let mut buf = vec![0u8; (SECTORS * SECTOR) as usize];
-                let id = match e.read(VOLUME, block, 0, &mut buf, None) {
+                let id = match e.read(VOLUME, block, 0, &mut buf, ReadAt::Head) {
                     Err(EngineError::CorruptSector { slot, sector, .. }) => e.locate(slot, sector),
                     _ => None,
                 };
@@ -1114,6 +1146,12 @@ impl Sim {
         let sector = self.rand(SECTORS);
         let count = (1 + self.rand(4)).min(SECTORS - sector);
         let g = (block % self.cfg.groups as u64) as usize;
+        let tag = self.heads[g];
+        let read = Body::Read {
+            block,
+            sector,
+            count,
+        };
         let body = match self.rand(100) {
             0..=44 => {
                 let op = self.clients[c].next_op;
@@ -1122,25 +1160,37 @@ impl Sim {
                     sector,
                     count,
                     value: (c as u64 + 1) << 40 | op,
+                    tag,
                 }
             }
             45..=54 => Body::Zero {
                 block,
                 sector,
                 count,
+                tag,
             },
-            55..=96 => Body::Read {
-                block,
-                sector,
-                count,
-            },
-            97 => Body::Mark,
+            55..=96 => read,
+            97 if self.advancing[g] => read,
+            97 => self.start_advance(g),
             _ => match self.marked[g].first() {
                 Some(&version) => Body::Drop { version },
-                None => Body::Mark,
+                None if self.advancing[g] => read,
+                None => self.start_advance(g),
             },
         };
         self.begin(c, body);
+    }
+
+    /// A snapshot of group `g`'s part of the volume, as the Master makes
+    /// one: the new head is recorded at once (writes begun from now on
+    /// carry it and move the group themselves), and the step is sent
+    /// until it is acknowledged.
+    fn start_advance(&mut self, g: usize) -> Body {
+        self.next_version += 1;
+        let (head, base) = (self.next_version, self.heads[g].0);
+        self.heads[g] = (head, base);
+        self.advancing[g] = true;
+        Body::Advance { head, base }
     }
 
     /// Starts request `body` for client `c`.
@@ -1158,11 +1208,13 @@ impl Sim {
                 sector,
                 count,
                 value,
+                ..
             } => Some((block, sector, count, value)),
             Body::Zero {
                 block,
                 sector,
                 count,
+                ..
             } => Some((block, sector, count, 0)),
             _ => None,
         };
@@ -1240,6 +1292,9 @@ impl Sim {
         };
         match cur.body {
             Body::Write { .. } | Body::Zero { .. } => self.stats.unknown += 1,
+            // A version step is sent until it takes (a SnapshotWorker
+            // never gives up on a task).
+            Body::Advance { .. } => return self.send(c),
             // A read begun once the faults stopped must be answered; one
             // begun under them may time out in an election that follows.
             Body::Read { .. } if self.phase != Phase::Faults && cur.invoke >= self.cfg.millis => {
@@ -1291,8 +1346,12 @@ impl Sim {
                         }
                         self.stats.writes_acked += 1;
                     }
-                    (_, EngineOutcome::Marked { version }) => {
-                        self.marked[group].push(version);
+                    (Body::Advance { base, .. }, EngineOutcome::Advanced { step, .. }) => {
+                        let base = *base;
+                        if step != Step::Same || !self.marked[group].contains(&base) {
+                            self.marked[group].push(base);
+                        }
+                        self.advancing[group] = false;
                         self.stats.version_ops += 1;
                     }
                     (_, EngineOutcome::Dropped { version }) => {
@@ -1328,7 +1387,28 @@ impl Sim {
                 self.marked[group].retain(|&m| m != v);
                 self.finish(c);
             }
-            Reply::Applied(Applied::Refused(Refusal::TooManyVersions)) => self.finish(c),
+            Reply::Applied(Applied::Refused(Refusal::TooManyVersions)) => {
+                if let Some(Body::Advance { .. }) = self.clients[c].cur.as_ref().map(|c| &c.body) {
+                    return self.fail(format!("group {group}: too many versions"));
+                }
+                self.finish(c)
+            }
+            Reply::Applied(Applied::Refused(Refusal::Stale { head, base, .. })) => {
+                // A write behind a snapshot step: sent again at the head
+                // the group named (it never applied at the old one).
+                let Some(cur) = self.clients[c].cur.as_mut() else {
+                    return;
+                };
+                match &mut cur.body {
+                    Body::Write { tag, .. } | Body::Zero { tag, .. } => *tag = (head, base),
+                    other => {
+                        let other = other.clone();
+                        return self.fail(format!("client {}: stale {other:?}", c + 1));
+                    }
+                }
+                self.stats.stale += 1;
+                self.send(c);
+            }
             Reply::Applied(other) => {
                 self.fail(format!("client {}: unexpected answer {other:?}", c + 1));
             }
@@ -1413,7 +1493,7 @@ impl Sim {
                     return Err(format!("node {} has no engine for group {g}", n.id));
                 };
                 let mut buf = vec![0u8; (SECTORS * SECTOR) as usize];
-                match e.read(VOLUME, block, 0, &mut buf, None) {
+                match e.read(VOLUME, block, 0, &mut buf, ReadAt::Head) {
                     Ok(Ok(())) => {}
                     other => {
                         return Err(format!("node {}: reading block {block}: {other:?}", n.id))
