@@ -33,6 +33,7 @@ pub mod master;
 pub mod nbd;
 pub mod secret;
 pub mod sim;
+pub mod snapshotworker;
 pub mod status;
 pub mod tls;
 pub mod verify;

@@ -141,6 +141,58 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(MasterCallError::Protocol(format!("task failed: {e}"))))
 }
 
+/// A data-path client of the cluster as the Master describes it now, and
+/// every group's replicas (group id to server ids).
+pub async fn data_client(
+    access: &ClusterAccess,
+) -> Result<(GroupClient, BTreeMap<u64, Vec<u64>>), VolumeError> {
+    let m = access.master.clone();
+    let view: ClusterView = blocking(move || m.get("/v1/cluster")).await?;
+    let mut servers = BTreeMap::new();
+    for s in &view.servers {
+        let addr: SocketAddr = s.data_addr.parse().map_err(|e| {
+            VolumeError::Protocol(format!("server {} address {:?}: {e}", s.id, s.data_addr))
+        })?;
+        servers.insert(s.id, addr);
+    }
+    let data = GroupClient::new(
+        access.cluster_id,
+        &access.token,
+        servers,
+        access.io_deadline,
+    );
+    let groups = view
+        .groups
+        .iter()
+        .map(|g| (g.id, g.replicas.clone()))
+        .collect();
+    Ok((data, groups))
+}
+
+/// Slots (slices of the engine's slice size) held by each version of
+/// volume `volume_id`, summed over every group of the cluster: the space
+/// each version holds that no older version shares.
+pub async fn version_slots(
+    access: &ClusterAccess,
+    volume_id: u64,
+) -> Result<BTreeMap<u64, u64>, VolumeError> {
+    let (data, groups) = data_client(access).await?;
+    let data = Arc::new(data);
+    let mut set = tokio::task::JoinSet::new();
+    for (g, replicas) in groups {
+        let data = data.clone();
+        set.spawn(async move { data.versions(g, &replicas, volume_id).await });
+    }
+    let mut out: BTreeMap<u64, u64> = BTreeMap::new();
+    while let Some(r) = set.join_next().await {
+        let rows = r.map_err(|e| VolumeError::Protocol(format!("task failed: {e}")))??;
+        for row in rows {
+            *out.entry(row.version).or_default() += row.slots;
+        }
+    }
+    Ok(out)
+}
+
 struct Inner {
     access: ClusterAccess,
     data: GroupClient,
@@ -222,30 +274,20 @@ impl Volume {
             "no_volume" => VolumeError::NotFound(name.to_string()),
             _ => VolumeError::Master(e),
         })?;
-        let m = access.master.clone();
-        let view: ClusterView = blocking(move || m.get("/v1/cluster")).await?;
-        let mut servers = BTreeMap::new();
-        for s in &view.servers {
-            let addr: SocketAddr = s.data_addr.parse().map_err(|e| {
-                VolumeError::Protocol(format!("server {} address {:?}: {e}", s.id, s.data_addr))
-            })?;
-            servers.insert(s.id, addr);
-        }
-        let data = GroupClient::new(
-            access.cluster_id,
-            &access.token,
-            servers,
-            access.io_deadline,
-        );
+        let (data, groups) = data_client(access).await?;
         let epoch = match mode {
             Mode::Read => 0,
             Mode::Write => meta.epoch,
         };
+        let mut meta = meta;
         let snapshot = match snapshot {
             None => None,
             Some(s) => match meta.snapshots.get(s) {
                 Some(snap) if snap.state == crate::master::SnapshotState::Ready => {
-                    Some(snap.version)
+                    // The volume as the snapshot cut it, size included.
+                    let v = snap.version;
+                    meta.size = snap.size;
+                    Some(v)
                 }
                 _ => {
                     return Err(VolumeError::NoSnapshot {
@@ -260,11 +302,7 @@ impl Volume {
             inner: Arc::new(Inner {
                 access: access.clone(),
                 data,
-                groups: view
-                    .groups
-                    .iter()
-                    .map(|g| (g.id, g.replicas.clone()))
-                    .collect(),
+                groups,
                 meta: Mutex::new(meta),
                 mode,
                 epoch,
@@ -310,13 +348,18 @@ impl Volume {
                     "no_volume" => VolumeError::NotFound(self.meta().name),
                     _ => VolumeError::Master(e),
                 })?;
-        let size = meta.size;
         self.learn(meta.head, meta.base);
-        *self
+        let mut cur = self
             .inner
             .meta
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = meta;
+            .unwrap_or_else(PoisonError::into_inner);
+        // A snapshot keeps the size it was taken at.
+        let size = match self.inner.snapshot {
+            Some(_) => cur.size,
+            None => meta.size,
+        };
+        *cur = VolumeMeta { size, ..meta };
         Ok(size)
     }
 

@@ -24,9 +24,10 @@ const IO_DEADLINE: Duration = Duration::from_secs(30);
 pub enum Role {
     Master,
     BlockServer,
+    SnapshotWorker,
 }
 
-/// A process's name: `m2`, `b1`.
+/// A process's name: `m2`, `b1`, `w1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ProcName {
     pub role: Role,
@@ -38,6 +39,7 @@ impl std::fmt::Display for ProcName {
         let p = match self.role {
             Role::Master => 'm',
             Role::BlockServer => 'b',
+            Role::SnapshotWorker => 'w',
         };
         write!(f, "{p}{}", self.id)
     }
@@ -48,12 +50,14 @@ impl std::str::FromStr for ProcName {
     fn from_str(s: &str) -> Result<ProcName> {
         let bad = || {
             Error::Invalid(format!(
-                "{s:?} names no process: write m1, m2, ... for a Master, b1, b2, ... for a BlockServer"
+                "{s:?} names no process: write m1, m2, ... for a Master, b1, b2, ... for a \
+                 BlockServer, w1, ... for a SnapshotWorker"
             ))
         };
         let (role, rest) = match s.as_bytes().first() {
             Some(b'm') => (Role::Master, &s[1..]),
             Some(b'b') => (Role::BlockServer, &s[1..]),
+            Some(b'w') => (Role::SnapshotWorker, &s[1..]),
             _ => return Err(bad()),
         };
         let id: u64 = rest.parse().map_err(|_| bad())?;
@@ -77,6 +81,9 @@ pub struct CdsCluster {
     pub admin_token: String,
     pub masters: Vec<NodeEntry>,
     pub servers: Vec<NodeEntry>,
+    /// SnapshotWorkers (they listen on nothing: empty addresses).
+    #[serde(default)]
+    pub workers: Vec<NodeEntry>,
 }
 
 impl CdsCluster {
@@ -112,6 +119,7 @@ impl CdsCluster {
         let list = match name.role {
             Role::Master => &mut self.masters,
             Role::BlockServer => &mut self.servers,
+            Role::SnapshotWorker => &mut self.workers,
         };
         list.iter_mut()
             .find(|e| e.id == name.id)
@@ -122,30 +130,20 @@ impl CdsCluster {
         match role {
             Role::Master => &self.masters,
             Role::BlockServer => &self.servers,
+            Role::SnapshotWorker => &self.workers,
         }
     }
 
-    /// Every process, Masters first.
+    /// Every process: Masters, BlockServers, SnapshotWorkers.
     pub fn all(&self) -> Vec<(ProcName, &NodeEntry)> {
-        let m = self.masters.iter().map(|e| {
-            (
-                ProcName {
-                    role: Role::Master,
-                    id: e.id,
-                },
-                e,
-            )
-        });
-        let b = self.servers.iter().map(|e| {
-            (
-                ProcName {
-                    role: Role::BlockServer,
-                    id: e.id,
-                },
-                e,
-            )
-        });
-        m.chain(b).collect()
+        [Role::Master, Role::BlockServer, Role::SnapshotWorker]
+            .into_iter()
+            .flat_map(|role| {
+                self.entries(role)
+                    .iter()
+                    .map(move |e| (ProcName { role, id: e.id }, e))
+            })
+            .collect()
     }
 
     /// The Masters' HTTP addresses.

@@ -17,6 +17,7 @@ use crate::error::{bail, Context, Describe, Error, Result};
 use crate::master::api::{ClusterView, CreateGroups, MasterStatus};
 use crate::master::process::{MasterConfig, MasterPeer};
 use crate::master::{Group, Location};
+use crate::snapshotworker::process::WorkerConfig;
 
 /// BlockGroups `up` creates unless told otherwise: enough that a few
 /// volumes spread over every server, few enough that an idle dev cluster
@@ -26,6 +27,7 @@ pub const DEFAULT_GROUPS: u64 = 32;
 const MAX_MASTERS: u64 = 7;
 const MAX_SERVERS: u64 = 32;
 const MAX_DISKS: u64 = 8;
+const MAX_WORKERS: u64 = 8;
 const MAX_UP_GROUPS: u64 = 4096;
 /// Time between polls while waiting.
 const POLL: Duration = Duration::from_millis(100);
@@ -42,6 +44,8 @@ pub struct UpOptions {
     pub servers: u64,
     pub disks: u64,
     pub groups: u64,
+    /// SnapshotWorkers (0: snapshot tasks wait until one is started).
+    pub workers: u64,
     pub tick_ms: u64,
     /// How long `up` waits for the cluster to serve.
     pub timeout: Duration,
@@ -49,7 +53,7 @@ pub struct UpOptions {
 
 impl UpOptions {
     /// 3 Masters, 3 BlockServers with 2 disks each, [`DEFAULT_GROUPS`]
-    /// groups, a 50 ms tick, 60 s to start.
+    /// groups, one SnapshotWorker, a 50 ms tick, 60 s to start.
     pub fn new(exe: PathBuf) -> UpOptions {
         UpOptions {
             exe,
@@ -57,6 +61,7 @@ impl UpOptions {
             servers: 3,
             disks: 2,
             groups: DEFAULT_GROUPS,
+            workers: 1,
             tick_ms: 50,
             timeout: Duration::from_secs(60),
         }
@@ -71,6 +76,7 @@ fn program(exe: &Path, role: Role) -> NodeProgram {
             match role {
                 Role::Master => "master",
                 Role::BlockServer => "blockserver",
+                Role::SnapshotWorker => "snapshot-worker",
             }
             .into(),
         ],
@@ -91,6 +97,7 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
     check("servers", o.servers, 3, MAX_SERVERS)?;
     check("disks", o.disks, 1, MAX_DISKS)?;
     check("groups", o.groups, 1, MAX_UP_GROUPS)?;
+    check("workers", o.workers, 0, MAX_WORKERS)?;
     check("tick-ms", o.tick_ms, 1, 10_000)?;
     check_free(dir)?;
     crate::secret::private_dir(dir)?;
@@ -120,6 +127,7 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
         admin_token: admin_token.clone(),
         masters: Vec::new(),
         servers: Vec::new(),
+        workers: Vec::new(),
     };
     for (&id, p) in &peers {
         let name = ProcName {
@@ -180,6 +188,30 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
             pid: None,
             raft_addr: p[0].to_string(),
             http_addr: p[1].to_string(),
+            data_dir,
+        });
+    }
+    for i in 1..=o.workers {
+        let name = ProcName {
+            role: Role::SnapshotWorker,
+            id: i,
+        };
+        let data_dir = proc_dir(&dir, name);
+        let cfg = WorkerConfig {
+            id: i,
+            cluster_id,
+            token: token.clone(),
+            admin_token: admin_token.clone(),
+            masters: masters.clone(),
+            data_dir: data_dir.clone(),
+            poll_ms: 100,
+        };
+        write_config(&data_dir, &cfg)?;
+        c.workers.push(NodeEntry {
+            id: i,
+            pid: None,
+            raft_addr: String::new(),
+            http_addr: String::new(),
             data_dir,
         });
     }
@@ -446,6 +478,10 @@ pub fn partition(dir: &Path, name: ProcName) -> Result<Vec<u64>> {
     let peers = match name.role {
         Role::BlockServer => &c.servers,
         Role::Master => &c.masters,
+        Role::SnapshotWorker => bail!(
+            Invalid,
+            "{name} is a SnapshotWorker: it has no Raft links to cut (kill or pause it instead)"
+        ),
     };
     let others: Vec<u64> = peers
         .iter()

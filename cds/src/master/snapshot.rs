@@ -39,6 +39,9 @@ pub const MAX_FINISHED_TASKS: usize = 256;
 pub struct Snapshot {
     /// The volume version it is.
     pub version: u64,
+    /// The volume's size when it was taken.
+    #[serde(default)]
+    pub size: u64,
     pub state: SnapshotState,
     /// When it was asked for (the proposer's clock, ms since the epoch).
     pub created_ms: u64,
@@ -198,6 +201,7 @@ impl MasterState {
                     snapshot.clone(),
                     Snapshot {
                         version: frozen,
+                        size: v.size,
                         state: SnapshotState::Creating,
                         created_ms: *now_ms,
                     },

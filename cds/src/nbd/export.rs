@@ -57,8 +57,14 @@ impl Export {
         name: &str,
         read_only: bool,
     ) -> Result<Export, VolumeError> {
-        let mode = if read_only { Mode::Read } else { Mode::Write };
-        let volume = Volume::open(access, volume, mode).await?;
+        // `NAME@SNAP`: a snapshot, read-only whatever was asked.
+        let (volume, read_only) = match volume.split_once('@') {
+            Some((v, snap)) => (Volume::open_snapshot(access, v, snap).await?, true),
+            None => {
+                let mode = if read_only { Mode::Read } else { Mode::Write };
+                (Volume::open(access, volume, mode).await?, read_only)
+            }
+        };
         Ok(Export {
             name: name.to_string(),
             volume,
@@ -75,17 +81,23 @@ impl Export {
     /// A line for `NBD_OPT_LIST` and `NBD_INFO_DESCRIPTION`.
     pub fn description(&self) -> String {
         let m = self.volume.meta();
-        format!(
-            "CDS volume {} ({} bytes, {} at epoch {})",
-            m.name,
-            m.size,
-            if self.read_only {
-                "read-only"
-            } else {
-                "writable"
-            },
-            self.volume.epoch()
-        )
+        match self.volume.snapshot_version() {
+            Some(v) => format!(
+                "CDS volume {} at snapshot version {v} ({} bytes, read-only)",
+                m.name, m.size
+            ),
+            None => format!(
+                "CDS volume {} ({} bytes, {} at epoch {})",
+                m.name,
+                m.size,
+                if self.read_only {
+                    "read-only"
+                } else {
+                    "writable"
+                },
+                self.volume.epoch()
+            ),
+        }
     }
 
     pub fn read_only(&self) -> bool {

@@ -1,6 +1,7 @@
-//! `cdsctl cds ...`: a local CDS block store (Masters and BlockServers as
-//! real processes), its status, its faults, and the two server processes
-//! themselves (`cds master`, `cds blockserver`).
+//! `cdsctl cds ...`: a local CDS block store (Masters, BlockServers and
+//! SnapshotWorkers as real processes), its status, its faults, and the
+//! server processes themselves (`cds master`, `cds blockserver`,
+//! `cds snapshot-worker`).
 //!
 //! What the commands do lives in [`cds::cdscluster`]; this module parses
 //! the arguments, calls it and prints what it returns.
@@ -43,6 +44,9 @@ pub enum CdsCommand {
         /// BlockGroups to create (each a Raft group of 3 replicas).
         #[arg(long, default_value_t = DEFAULT_GROUPS)]
         groups: u64,
+        /// SnapshotWorkers (0 to 8; snapshot tasks wait while there are none).
+        #[arg(long, default_value_t = 1)]
+        workers: u64,
         /// Milliseconds per Raft tick.
         #[arg(long, default_value_t = 50)]
         tick_ms: u64,
@@ -65,7 +69,8 @@ pub enum CdsCommand {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: Duration,
     },
-    /// SIGKILL a process (a crash): m1, m2, ... for Masters, b1, b2, ... for BlockServers.
+    /// SIGKILL a process (a crash): m1, m2, ... for Masters, b1, b2, ... for
+    /// BlockServers, w1, ... for SnapshotWorkers.
     Kill {
         name: ProcName,
         #[command(flatten)]
@@ -113,6 +118,11 @@ pub enum CdsCommand {
     },
     /// Run one BlockServer process (started by `cds up`; takes a config file).
     Blockserver {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run one SnapshotWorker process (started by `cds up`; takes a config file).
+    SnapshotWorker {
         #[arg(long)]
         config: PathBuf,
     },
@@ -265,6 +275,7 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             servers,
             disks,
             groups,
+            workers,
             tick_ms,
             timeout,
         } => {
@@ -273,18 +284,28 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             o.servers = servers;
             o.disks = disks;
             o.groups = groups;
+            o.workers = workers;
             o.tick_ms = tick_ms;
             o.timeout = timeout;
             let c = cdscluster::up(&dir.dir, &o)?;
             outln!(
-                "CDS cluster up in {}: {} Masters, {} BlockServers ({} disks each), {} BlockGroups",
+                "CDS cluster up in {}: {} Masters, {} BlockServers ({} disks each), {} BlockGroups, \
+                 {} SnapshotWorkers",
                 dir.dir.display(),
                 c.masters.len(),
                 c.servers.len(),
                 disks,
-                groups
+                groups,
+                c.workers.len()
             );
             for (name, e) in c.all() {
+                if name.role == cdscluster::Role::SnapshotWorker {
+                    outln!(
+                        "  {name:<4} pid {:<8} (snapshot worker)",
+                        e.pid.map_or("-".into(), |p| p.to_string())
+                    );
+                    continue;
+                }
                 outln!(
                     "  {name:<4} pid {:<8} raft {:<21} {} {}",
                     e.pid.map_or("-".into(), |p| p.to_string()),
@@ -336,6 +357,7 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             let peers = match name.role {
                 cdscluster::Role::Master => "Masters",
                 cdscluster::Role::BlockServer => "BlockServers",
+                cdscluster::Role::SnapshotWorker => "nobody",
             };
             outln!("{name}: Raft links to {peers} {others:?} cut (within half a second)");
             Ok(())
@@ -347,6 +369,7 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
         }
         CdsCommand::Master { config } => Ok(cds::master::process::run(&config)?),
         CdsCommand::Blockserver { config } => Ok(cds::blockserver::process::run(&config)?),
+        CdsCommand::SnapshotWorker { config } => Ok(cds::snapshotworker::process::run(&config)?),
     }
 }
 
@@ -373,6 +396,7 @@ fn status(dir: &std::path::Path, json: bool) -> Result<()> {
         let (role, term) = match &p.master {
             Some(m) => (m.role.clone(), m.term.to_string()),
             None if p.name.starts_with('m') => ("-".into(), "-".into()),
+            None if p.name.starts_with('w') => ("worker".into(), "-".into()),
             None => ("server".into(), "-".into()),
         };
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());

@@ -1,6 +1,7 @@
 //! `cdsctl volume ...`: volumes of a local CDS cluster (`cdsctl cds up`):
-//! create, list, inspect, resize, remove, and read and write them through
-//! the client library ([`cds::volume`]).
+//! create, list, inspect, resize, remove, read and write them through
+//! the client library ([`cds::volume`]), and their snapshots, rollbacks
+//! and clones (`snapshot.rs`).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -15,6 +16,9 @@ use cds::volume::{Mode, Volume};
 use clap::{Subcommand, ValueEnum};
 
 mod bench;
+mod snapshot;
+
+pub(crate) use snapshot::split_at_snapshot;
 
 use super::cds::CdsDir;
 use super::kv::parse_duration;
@@ -73,7 +77,8 @@ pub enum VolumeCommand {
         #[command(flatten)]
         dir: CdsDir,
     },
-    /// Read bytes at an offset to stdout (or `--out FILE`).
+    /// Read bytes at an offset to stdout (or `--out FILE`); `NAME@SNAP`
+    /// reads a snapshot.
     Read {
         name: String,
         #[arg(long, value_parser = parse_size, default_value = "0")]
@@ -106,6 +111,60 @@ pub enum VolumeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Take a crash-consistent snapshot of a volume (no data is copied; IO
+    /// goes on).
+    Snapshot {
+        name: String,
+        snapshot: String,
+        #[command(flatten)]
+        wait: TaskWait,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// List a volume's snapshots, their state and the space each holds.
+    Snapshots {
+        name: String,
+        #[command(flatten)]
+        dir: CdsDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a snapshot (its slices no other version shares are reclaimed).
+    SnapshotRm {
+        name: String,
+        snapshot: String,
+        #[command(flatten)]
+        wait: TaskWait,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// Roll a volume back to a snapshot: every reader and writer sees it at
+    /// once; the abandoned slices are reclaimed in the background.
+    Rollback {
+        name: String,
+        snapshot: String,
+        #[command(flatten)]
+        wait: TaskWait,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// Make a new volume from a snapshot (`NAME@SNAP`): usable at once, its
+    /// unwritten slices read through to the snapshot.
+    Clone {
+        source: String,
+        new: String,
+        #[command(flatten)]
+        wait: TaskWait,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// Show the snapshot tasks under way and the latest finished ones.
+    Tasks {
+        #[command(flatten)]
+        dir: CdsDir,
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure IOPS, throughput and latency through the client library.
     Bench {
         name: String,
@@ -128,6 +187,17 @@ pub enum VolumeCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Flags of the commands that start a snapshot task.
+#[derive(Debug, clap::Args)]
+pub struct TaskWait {
+    /// Return once the Master accepted it, without waiting for every group.
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for every group to take it.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 /// What `volume bench` does.
@@ -302,7 +372,13 @@ pub fn run(cmd: VolumeCommand) -> Result<()> {
         } => {
             let c = CdsCluster::load(&dir.dir)?;
             let data = runtime()?.block_on(async {
-                let v = Volume::open(&c.access(), &name, Mode::Read).await?;
+                let v = match name.contains('@') {
+                    true => {
+                        let (vol, snap) = split_at_snapshot(&name)?;
+                        Volume::open_snapshot(&c.access(), vol, snap).await?
+                    }
+                    false => Volume::open(&c.access(), &name, Mode::Read).await?,
+                };
                 anyhow::Ok(v.read(offset, length).await?)
             })?;
             match out {
@@ -328,6 +404,58 @@ pub fn run(cmd: VolumeCommand) -> Result<()> {
             dir,
             json,
         } => verify(&dir.dir, &name, duration, qd, span, json),
+        VolumeCommand::Snapshot {
+            name,
+            snapshot,
+            wait,
+            dir,
+        } => snapshot::snapshot(
+            &CdsCluster::load(&dir.dir)?,
+            &name,
+            &snapshot,
+            wait.no_wait,
+            wait.timeout,
+        ),
+        VolumeCommand::Snapshots { name, dir, json } => {
+            snapshot::snapshots(&CdsCluster::load(&dir.dir)?, &name, json)
+        }
+        VolumeCommand::SnapshotRm {
+            name,
+            snapshot,
+            wait,
+            dir,
+        } => snapshot::snapshot_rm(
+            &CdsCluster::load(&dir.dir)?,
+            &name,
+            &snapshot,
+            wait.no_wait,
+            wait.timeout,
+        ),
+        VolumeCommand::Rollback {
+            name,
+            snapshot,
+            wait,
+            dir,
+        } => snapshot::rollback(
+            &CdsCluster::load(&dir.dir)?,
+            &name,
+            &snapshot,
+            wait.no_wait,
+            wait.timeout,
+        ),
+        VolumeCommand::Clone {
+            source,
+            new,
+            wait,
+            dir,
+        } => snapshot::clone(
+            &CdsCluster::load(&dir.dir)?,
+            &source,
+            &new,
+            wait.no_wait,
+            wait.timeout,
+        ),
+        VolumeCommand::Tasks { dir, json } => snapshot::tasks(&CdsCluster::load(&dir.dir)?, json),
         VolumeCommand::Bench {
             name,
             pattern,
