@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +25,17 @@ use super::api::{
     Allocate, ApiError, Assignment, CloneRequest, ClusterView, CreateGroups, CreateVolume,
     Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress, MAX_BODY_BYTES,
 };
-use super::snapshot::{SnapshotCommand, Task};
+use super::snapshot::{SnapshotCommand, Task, TaskState};
+
+/// The longest `GET /v1/tasks?wait_ms=` waits (under the clients' 2 s
+/// exchange timeout).
+pub const MAX_TASK_WAIT_MS: u64 = 1_500;
+
+/// `GET /v1/tasks` query.
+#[derive(Debug, serde::Deserialize)]
+struct TaskQuery {
+    wait_ms: Option<u64>,
+}
 use super::state::{MasterCommand, MasterReply, Server, Volume};
 use super::state_machine::{decode_reply, encode, SharedState};
 use crate::kv::http::{has_admin_token, host_is_ours};
@@ -41,6 +51,9 @@ pub struct MasterApi {
     pub token: String,
     pub admin_token: String,
     soft: Mutex<Soft>,
+    /// Woken when this replica starts a snapshot task: a SnapshotWorker
+    /// waiting on `GET /v1/tasks?wait_ms=` hears of it at once.
+    task_started: tokio::sync::Notify,
 }
 
 /// What heartbeats told this replica (meaningful while it leads).
@@ -70,6 +83,7 @@ impl MasterApi {
             token,
             admin_token,
             soft: Mutex::default(),
+            task_started: tokio::sync::Notify::new(),
         })
     }
 }
@@ -496,7 +510,14 @@ fn now_ms() -> u64 {
 
 async fn snapshot_cmd(api: &Api, cmd: SnapshotCommand) -> Response {
     match api.run(MasterCommand::Snapshot(cmd)).await {
-        Ok(r) => volume_reply(r),
+        Ok(r) => {
+            if let MasterReply::Task { task } = &r {
+                if task.state == TaskState::Running {
+                    api.task_started.notify_waiters();
+                }
+            }
+            volume_reply(r)
+        }
         Err(r) => r,
     }
 }
@@ -575,12 +596,30 @@ async fn task_finish(State(api): State<Api>, Path(task): Path<u64>) -> Response 
     snapshot_cmd(&api, cmd).await
 }
 
-async fn list_tasks(State(api): State<Api>) -> Response {
-    if let Err(r) = api.read_point().await {
-        return r;
+/// `GET /v1/tasks[?wait_ms=N]`: with `wait_ms` (at most
+/// [`MAX_TASK_WAIT_MS`]) and no task under way, the answer waits until
+/// one starts here or the time passes (a SnapshotWorker's long poll).
+async fn list_tasks(State(api): State<Api>, Query(q): Query<TaskQuery>) -> Response {
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_TASK_WAIT_MS));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before the state is read: a task started in between
+        // still wakes this wait.
+        let started = api.task_started.notified();
+        if let Err(r) = api.read_point().await {
+            return r;
+        }
+        let (tasks, running) = api.with_state(|st| {
+            (
+                st.tasks.values().cloned().collect::<Vec<Task>>(),
+                st.running_tasks().next().is_some(),
+            )
+        });
+        if running || tokio::time::Instant::now() >= deadline {
+            return Json(tasks).into_response();
+        }
+        let _ = tokio::time::timeout_at(deadline, started).await;
     }
-    let tasks: Vec<Task> = api.with_state(|st| st.tasks.values().cloned().collect());
-    Json(tasks).into_response()
 }
 
 async fn get_task(State(api): State<Api>, Path(id): Path<u64>) -> Response {

@@ -38,7 +38,8 @@ pub struct WorkerConfig {
     pub masters: Vec<String>,
     /// Where its pid and log go (it keeps no state).
     pub data_dir: PathBuf,
-    /// Pause between polls of the Master when no task is under way.
+    /// Pause after a failed poll of the Master (a poll itself waits up
+    /// to a second for a task to start).
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
 }
@@ -110,7 +111,8 @@ async fn work(cfg: &WorkerConfig) -> Error {
     loop {
         let tasks = {
             let admin = admin.clone();
-            blocking(move || admin.get::<Vec<Task>>("/v1/tasks")).await
+            // A long poll: answered at once when a task is under way.
+            blocking(move || admin.get::<Vec<Task>>("/v1/tasks?wait_ms=1000")).await
         };
         let running: Vec<Task> = match tasks {
             Ok(t) => t
@@ -127,7 +129,6 @@ async fn work(cfg: &WorkerConfig) -> Error {
             }
         };
         if running.is_empty() {
-            tokio::time::sleep(poll).await;
             continue;
         }
         let view = {
