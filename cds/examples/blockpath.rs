@@ -16,13 +16,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cds::blockclient::GroupClient;
+use cds::blockclient::{GroupClient, WriterTag};
 use cds::blockserver::{BlockServer, BlockServerConfig, PeerAddrs};
-use cds::engine::SECTOR;
+use cds::engine::{ReadAt, SECTOR};
 
 const CLUSTER: u64 = 1;
 const TOKEN: &str = "blockpath-bench";
 const BLOCKS_PER_GROUP: u64 = 4;
+/// Writes as the volume's first writer at its first version.
+const TAG: WriterTag = WriterTag {
+    epoch: 1,
+    head: 1,
+    base: 0,
+};
 
 struct Args {
     pattern: String,
@@ -139,7 +145,7 @@ async fn main() {
         let g = 1 + b % a.groups;
         for off in (0..block).step_by(1 << 20) {
             client
-                .write(g, &replicas, 1, b, off, 1, fill.clone())
+                .write(g, &replicas, 1, b, off, TAG, fill.clone())
                 .await
                 .expect("fill");
         }
@@ -160,11 +166,11 @@ async fn main() {
                 let t = Instant::now();
                 let r = if write {
                     client
-                        .write(g, &replicas, 1, b, off, 1, payload.clone())
+                        .write(g, &replicas, 1, b, off, TAG, payload.clone())
                         .await
                         .map(drop)
                 } else {
-                    client.read(g, &replicas, 1, b, off, bs, 0).await.map(drop)
+                    client.read(g, &replicas, 1, b, off, bs, ReadAt::Head).await.map(drop)
                 };
                 r.expect("io");
                 lat.push(t.elapsed());

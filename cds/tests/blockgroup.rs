@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cds::blockgroup::command::{decode_result, encode, Applied};
 use cds::blockgroup::{lock, BlockGroupSm, SharedEngine};
-use cds::engine::{Command, Engine, Geometry, Outcome, Refusal, SECTOR};
+use cds::engine::{Command, Engine, Geometry, Outcome, ReadAt, Refusal, Step, SECTOR};
 use raft_core::runtime::host::{GroupHost, HostConfig};
 use raft_core::runtime::node::{NodeConfig, NodeHandle};
 use raft_core::runtime::transport::{Transport, TransportConfig, TransportHandle};
@@ -154,19 +154,26 @@ async fn apply(n: &NodeHandle, cmd: &Command) -> Applied {
 }
 
 fn write(offset: u64, byte: u8, epoch: u64) -> Command {
+    write_at(offset, byte, epoch, 1, 0)
+}
+
+/// A write at head version `head` (based on `base`).
+fn write_at(offset: u64, byte: u8, epoch: u64, head: u64, base: u64) -> Command {
     Command::Write {
         volume: 1,
         block: 0,
         offset,
         data: Bytes::from(vec![byte; SECTOR as usize]),
         epoch,
+        head,
+        base,
     }
 }
 
 fn read(e: &SharedEngine, offset: u64) -> Vec<u8> {
     let mut buf = vec![0; SECTOR as usize];
     lock(e)
-        .read(1, 0, offset, &mut buf, None)
+        .read(1, 0, offset, &mut buf, ReadAt::Head)
         .expect("healthy")
         .expect("accepted");
     buf
@@ -243,12 +250,20 @@ async fn a_block_group_replicates_reads_fences_and_catches_a_replica_up_by_expor
         let c = write((i % 200) * SECTOR, i as u8, 2);
         assert_eq!(apply(&l, &c).await, Applied::Done(Outcome::Written));
     }
+    let mark = Command::Advance {
+        volume: 1,
+        head: 2,
+        base: 1,
+    };
     assert_eq!(
-        apply(&l, &Command::Mark).await,
-        Applied::Done(Outcome::Marked { version: 1 })
+        apply(&l, &mark).await,
+        Applied::Done(Outcome::Advanced {
+            head: 2,
+            step: Step::Marked
+        })
     );
     assert_eq!(
-        apply(&l, &write(0, 0xEE, 2)).await,
+        apply(&l, &write_at(0, 0xEE, 2, 2, 1)).await,
         Applied::Done(Outcome::Written)
     );
     let index = l.read().await.expect("read point");
@@ -273,7 +288,7 @@ async fn a_block_group_replicates_reads_fences_and_catches_a_replica_up_by_expor
     }
     let mut old = vec![0; SECTOR as usize];
     lock(&back)
-        .read(1, 0, 0, &mut old, Some(1))
+        .read(1, 0, 0, &mut old, ReadAt::Version(1))
         .unwrap()
         .unwrap();
     assert!(
@@ -281,7 +296,7 @@ async fn a_block_group_replicates_reads_fences_and_catches_a_replica_up_by_expor
         "the retained version did not come over"
     );
     lock(&back)
-        .read(1, 0, 118 * SECTOR, &mut old, Some(1))
+        .read(1, 0, 118 * SECTOR, &mut old, ReadAt::Version(1))
         .unwrap()
         .unwrap();
     assert!(

@@ -9,15 +9,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cds::blockclient::{Conn, GroupClient, IoError};
+use cds::blockclient::{Conn, GroupClient, IoError, WriterTag};
 use cds::blockserver::{BlockServer, BlockServerConfig, PeerAddrs};
-use cds::engine::{Geometry, SECTOR};
+use cds::engine::{Geometry, ReadAt, SECTOR};
 use raft_core::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CLUSTER: u64 = 9;
 const TOKEN: &str = "block-test-token";
 const WAIT: Duration = Duration::from_secs(30);
+
+/// A writer at `epoch`, at the volume's first version.
+fn tag(epoch: u64) -> WriterTag {
+    WriterTag {
+        epoch,
+        head: 1,
+        base: 0,
+    }
+}
 
 fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -126,7 +135,7 @@ async fn blocks_are_written_and_read_through_leaders_that_move() {
         let cl = client.clone();
         set.spawn(async move {
             let g = 1 + i % 2;
-            cl.write(g, &REPLICAS, 1, i / 2, (i % 8) * SECTOR, 1, sector(i))
+            cl.write(g, &REPLICAS, 1, i / 2, (i % 8) * SECTOR, tag(1), sector(i))
                 .await
         });
     }
@@ -140,7 +149,7 @@ async fn blocks_are_written_and_read_through_leaders_that_move() {
     for i in 0..64u64 {
         let g = 1 + i % 2;
         let got = client
-            .read(g, &REPLICAS, 1, i / 2, (i % 8) * SECTOR, SECTOR, 0)
+            .read(g, &REPLICAS, 1, i / 2, (i % 8) * SECTOR, SECTOR, ReadAt::Head)
             .await
             .expect("read");
         assert!(got == sector(i), "write {i} did not read back");
@@ -155,7 +164,7 @@ async fn blocks_are_written_and_read_through_leaders_that_move() {
     for i in 100..120u64 {
         tokio::time::timeout(
             WAIT,
-            client.write(1, &REPLICAS, 1, 0, (i % 16) * SECTOR, 1, sector(i)),
+            client.write(1, &REPLICAS, 1, 0, (i % 16) * SECTOR, tag(1), sector(i)),
         )
         .await
         .expect("write after failover in time")
@@ -163,7 +172,7 @@ async fn blocks_are_written_and_read_through_leaders_that_move() {
     }
     for i in 104..120u64 {
         let got = client
-            .read(1, &REPLICAS, 1, 0, (i % 16) * SECTOR, SECTOR, 0)
+            .read(1, &REPLICAS, 1, 0, (i % 16) * SECTOR, SECTOR, ReadAt::Head)
             .await
             .expect("read");
         assert!(
@@ -174,7 +183,7 @@ async fn blocks_are_written_and_read_through_leaders_that_move() {
     // Writes acknowledged before the failover are all there.
     for i in (1..64u64).step_by(2).filter(|i| i / 2 != 0) {
         let got = client
-            .read(2, &REPLICAS, 1, i / 2, (i % 8) * SECTOR, SECTOR, 0)
+            .read(2, &REPLICAS, 1, i / 2, (i % 8) * SECTOR, SECTOR, ReadAt::Head)
             .await
             .expect("read");
         assert!(got == sector(i), "write {i} lost");
@@ -182,10 +191,10 @@ async fn blocks_are_written_and_read_through_leaders_that_move() {
 
     // A newer writer fences an older one.
     client
-        .write(2, &REPLICAS, 1, 0, 0, 5, sector(1))
+        .write(2, &REPLICAS, 1, 0, 0, tag(5), sector(1))
         .await
         .expect("epoch 5");
-    let r = client.write(2, &REPLICAS, 1, 0, 0, 4, sector(2)).await;
+    let r = client.write(2, &REPLICAS, 1, 0, 0, tag(4), sector(2)).await;
     assert_eq!(
         r,
         Err(IoError::Fenced {
@@ -195,7 +204,7 @@ async fn blocks_are_written_and_read_through_leaders_that_move() {
         })
     );
     // Bad requests are refused, not retried.
-    let r = client.write(2, &REPLICAS, 1, 0, 100, 5, sector(3)).await;
+    let r = client.write(2, &REPLICAS, 1, 0, 100, tag(5), sector(3)).await;
     assert!(matches!(r, Err(IoError::Refused(_))), "{r:?}");
     c.stop().await;
 }
@@ -246,7 +255,7 @@ async fn a_wrong_token_or_a_garbage_frame_is_turned_away_and_the_server_goes_on(
     drop(conn);
     let client = GroupClient::new(CLUSTER, TOKEN, c.data.clone(), Duration::from_secs(15));
     client
-        .write(1, &REPLICAS, 3, 0, 0, 1, sector(7))
+        .write(1, &REPLICAS, 3, 0, 0, tag(1), sector(7))
         .await
         .expect("served after the garbage");
     c.stop().await;
@@ -280,14 +289,14 @@ async fn a_corrupt_sector_is_repaired_from_a_replica_and_never_served() {
         .collect::<Vec<u8>>()
         .into();
     client
-        .write(1, &REPLICAS, 1, 0, 0, 1, slice.clone())
+        .write(1, &REPLICAS, 1, 0, 0, tag(1), slice.clone())
         .await
         .expect("write");
     let li = c.leader(1).await;
     // Bit rot on the leader: the read is answered with the right bytes.
     rot(&c, li, 3);
     let got = client
-        .read(1, &REPLICAS, 1, 0, 0, slice.len() as u64, 0)
+        .read(1, &REPLICAS, 1, 0, 0, slice.len() as u64, ReadAt::Head)
         .await
         .expect("read of a repaired slice");
     assert!(got == slice, "the slice read back wrong after a repair");
@@ -305,7 +314,7 @@ async fn a_corrupt_sector_is_repaired_from_a_replica_and_never_served() {
     let dead = c.servers[li].take().expect("running");
     dead.shutdown().await;
     let got = client
-        .read(1, &REPLICAS, 1, 0, 9 * SECTOR, SECTOR, 0)
+        .read(1, &REPLICAS, 1, 0, 9 * SECTOR, SECTOR, ReadAt::Head)
         .await
         .expect("read after failover");
     assert!(got == sector(9), "sector 9 read back wrong");
@@ -317,7 +326,7 @@ async fn a_corrupt_sector_is_repaired_from_a_replica_and_never_served() {
         rot(&c, i, 12);
     }
     let short = GroupClient::new(CLUSTER, TOKEN, c.data.clone(), Duration::from_secs(3));
-    let r = short.read(1, &REPLICAS, 1, 0, 12 * SECTOR, SECTOR, 0).await;
+    let r = short.read(1, &REPLICAS, 1, 0, 12 * SECTOR, SECTOR, ReadAt::Head).await;
     assert!(r.is_err(), "a sector corrupt everywhere was served: {r:?}");
     c.stop().await;
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cds::engine::{
-    Command, Engine, EngineError, Geometry, Outcome, Refusal, VersionState, MAX_RETAINED_VERSIONS,
-    SECTOR,
+    Command, Engine, EngineError, Geometry, Outcome, ReadAt, Refusal, Step, VersionState,
+    MAX_RETAINED_VERSIONS, SECTOR,
 };
 use raft_core::storage::fs::{Fs, RealFs};
 
@@ -22,19 +22,49 @@ fn fs() -> Arc<dyn Fs> {
     Arc::new(RealFs)
 }
 
-fn write(offset: u64, len: u64, byte: u8) -> Command {
+/// A write to volume 7 at head version `head` (based on `base`).
+fn write_at(head: u64, base: u64, offset: u64, len: u64, byte: u8) -> Command {
     Command::Write {
         volume: 7,
         block: 3,
         offset,
         data: Bytes::from(vec![byte; len as usize]),
         epoch: 1,
+        head,
+        base,
     }
 }
 
-fn read(e: &mut Engine, offset: u64, len: u64, at: Option<u64>) -> Result<Vec<u8>, EngineError> {
+/// A write to volume 7 at its first version.
+fn write(offset: u64, len: u64, byte: u8) -> Command {
+    write_at(1, 0, offset, len, byte)
+}
+
+/// A snapshot of volume 7: head `head - 1` frozen, `head` started on it.
+fn mark(head: u64) -> Command {
+    Command::Advance {
+        volume: 7,
+        head,
+        base: head - 1,
+    }
+}
+
+/// A rollback of volume 7 to retained version `to`, as new head `head`.
+fn rollback(head: u64, to: u64) -> Command {
+    Command::Advance {
+        volume: 7,
+        head,
+        base: to,
+    }
+}
+
+fn at(v: Option<u64>) -> ReadAt {
+    v.map_or(ReadAt::Head, ReadAt::Version)
+}
+
+fn read(e: &mut Engine, offset: u64, len: u64, v: Option<u64>) -> Result<Vec<u8>, EngineError> {
     let mut buf = vec![0xEE; len as usize];
-    e.read(7, 3, offset, &mut buf, at)?.expect("read accepted");
+    e.read(7, 3, offset, &mut buf, at(v))?.expect("read accepted");
     Ok(buf)
 }
 
@@ -94,7 +124,7 @@ fn damage_within_the_durable_journal_is_reported_and_a_tail_past_it_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine_with(
         dir.path(),
-        &[write(0, SECTOR, 1), Command::Mark, write(0, SECTOR, 2)],
+        &[write(0, SECTOR, 1), mark(2), write_at(2, 1, 0, SECTOR, 2)],
     );
     assert_eq!(e.durable_index(), 3);
     drop(e);
@@ -184,21 +214,30 @@ fn bad_requests_are_refused_the_same_way_and_change_nothing() {
                 offset: u64::MAX - 4095,
                 len: 8192,
                 epoch: 1,
+                head: 1,
+                base: 0,
             }
         ),
         Refusal::OutOfRange { .. }
     ));
     assert_eq!(
-        refused(&mut e, Command::Drop { version: 1 }),
+        refused(
+            &mut e,
+            Command::Drop {
+                volume: 7,
+                version: 1
+            }
+        ),
         Refusal::NotRetained(1)
     );
     assert_eq!(
-        refused(&mut e, Command::Rollback { to: 9 }),
-        Refusal::NotRetained(9)
+        refused(&mut e, rollback(10, 9)),
+        Refusal::UnknownBase { volume: 7, base: 9 }
     );
+    // A writer behind the head is told where it is.
     let mut buf = vec![0; SECTOR as usize];
     assert_eq!(
-        e.read(7, 3, 0, &mut buf, Some(5)).unwrap(),
+        e.read(7, 3, 0, &mut buf, ReadAt::Version(5)).unwrap(),
         Err(Refusal::NoSuchVersion(5))
     );
     // Nothing changed, and the refused commands still count as applied.
@@ -209,13 +248,24 @@ fn bad_requests_are_refused_the_same_way_and_change_nothing() {
     assert_eq!(e.applied_index(), 7);
     // Versions are bounded.
     let mut idx = 100;
-    for _ in 0..MAX_RETAINED_VERSIONS {
+    for h in 2..MAX_RETAINED_VERSIONS as u64 + 2 {
         idx += 1;
-        e.apply(idx, &Command::Mark).unwrap().unwrap();
+        e.apply(idx, &mark(h)).unwrap().unwrap();
     }
     assert_eq!(
-        e.apply(idx + 1, &Command::Mark).unwrap(),
+        e.apply(idx + 1, &mark(MAX_RETAINED_VERSIONS as u64 + 2))
+            .unwrap(),
         Err(Refusal::TooManyVersions)
+    );
+    // A write at an older head is refused with the head it must use.
+    assert_eq!(
+        e.apply(idx + 2, &write(0, SECTOR, 1)).unwrap().unwrap_err(),
+        Refusal::Stale {
+            volume: 7,
+            asked: 1,
+            head: MAX_RETAINED_VERSIONS as u64 + 1,
+            base: MAX_RETAINED_VERSIONS as u64,
+        }
     );
 }
 
@@ -225,16 +275,25 @@ fn a_mark_copies_nothing_and_the_first_write_after_it_copies_one_slice() {
     let mut e = engine_with(dir.path(), &[write(0, G.slice_size * 4, 1)]);
     let used = e.stats().slots_used;
     assert_eq!(used, 4);
-    let Outcome::Marked { version } = e.apply(2, &Command::Mark).unwrap().unwrap() else {
+    let Outcome::Advanced {
+        head: 2,
+        step: Step::Marked,
+    } = e.apply(2, &mark(2)).unwrap().unwrap()
+    else {
         panic!("not marked")
     };
+    let version = 1;
     assert_eq!(
         (e.stats().copies, e.stats().slots_used),
         (0, 4),
         "a mark copied"
     );
-    e.apply(3, &write(SECTOR, SECTOR, 2)).unwrap().unwrap();
-    e.apply(4, &write(2 * SECTOR, SECTOR, 3)).unwrap().unwrap();
+    e.apply(3, &write_at(2, 1, SECTOR, SECTOR, 2))
+        .unwrap()
+        .unwrap();
+    e.apply(4, &write_at(2, 1, 2 * SECTOR, SECTOR, 3))
+        .unwrap()
+        .unwrap();
     assert_eq!((e.stats().copies, e.stats().slots_used), (1, 5));
     let head = read(&mut e, 0, 3 * SECTOR, None).unwrap();
     assert_eq!(head[..SECTOR as usize], vec![1; SECTOR as usize][..]);
@@ -251,15 +310,20 @@ fn a_mark_copies_nothing_and_the_first_write_after_it_copies_one_slice() {
 #[test]
 fn a_rollback_is_immediate_and_reclaiming_reuses_the_abandoned_slots() {
     let dir = tempfile::tempdir().unwrap();
-    let mut e = engine_with(dir.path(), &[write(0, G.block_size, 1), Command::Mark]);
+    let mut e = engine_with(dir.path(), &[write(0, G.block_size, 1), mark(2)]);
     // The head rewrites the whole block: 16 new slots.
-    e.apply(3, &write(0, G.block_size, 2)).unwrap().unwrap();
+    e.apply(3, &write_at(2, 1, 0, G.block_size, 2))
+        .unwrap()
+        .unwrap();
     assert_eq!(e.stats().slots_used, 32);
-    let Outcome::RolledBack { to: 1, head } =
-        e.apply(4, &Command::Rollback { to: 1 }).unwrap().unwrap()
-    else {
-        panic!("not rolled back")
-    };
+    let head = 3;
+    assert_eq!(
+        e.apply(4, &rollback(head, 1)).unwrap(),
+        Ok(Outcome::Advanced {
+            head,
+            step: Step::RolledBack
+        })
+    );
     // Whole slices written over are not copied first.
     assert_eq!(e.stats().copies, 0);
     // At once, before any reclaiming: the head reads the snapshot.
@@ -267,9 +331,11 @@ fn a_rollback_is_immediate_and_reclaiming_reuses_the_abandoned_slots() {
         read(&mut e, 0, G.block_size, None).unwrap(),
         vec![1; G.block_size as usize]
     );
-    assert_eq!(e.head(), head);
+    assert_eq!(e.head(7), Some(head));
     // Writes after the rollback land on top of it.
-    e.apply(5, &write(0, SECTOR, 3)).unwrap().unwrap();
+    e.apply(5, &write_at(head, 1, 0, SECTOR, 3))
+        .unwrap()
+        .unwrap();
     assert_eq!(
         read(&mut e, 0, SECTOR, None).unwrap(),
         vec![3; SECTOR as usize]
@@ -289,16 +355,30 @@ fn a_rollback_is_immediate_and_reclaiming_reuses_the_abandoned_slots() {
     e.flush().unwrap();
     assert_eq!((e.stats().slots_free, e.stats().slots_used), (16, 17));
     let len = std::fs::metadata(dir.path().join("slots")).unwrap().len();
-    e.apply(6, &write(0, G.block_size, 4)).unwrap().unwrap();
+    e.apply(6, &write_at(head, 1, 0, G.block_size, 4))
+        .unwrap()
+        .unwrap();
     assert_eq!(
         std::fs::metadata(dir.path().join("slots")).unwrap().len(),
         len
     );
     // Dropping the snapshot, the abandoned head leaves the version tree.
-    e.apply(7, &Command::Drop { version: 1 }).unwrap().unwrap();
+    e.apply(
+        7,
+        &Command::Drop {
+            volume: 7,
+            version: 1,
+        },
+    )
+    .unwrap()
+    .unwrap();
     while e.gc_step(64).unwrap() {}
     e.flush().unwrap();
-    let states: Vec<_> = e.versions().iter().map(|v| (v.version, v.state)).collect();
+    let states: Vec<_> = e
+        .versions(7)
+        .iter()
+        .map(|v| (v.version, v.state))
+        .collect();
     assert!(
         !states.iter().any(|(v, _)| *v == 2),
         "the abandoned head is still in the tree: {states:?}"
@@ -322,14 +402,14 @@ fn an_export_imports_elsewhere_and_a_damaged_or_hostile_stream_is_refused() {
         dir.path(),
         &[
             write(0, 3 * SECTOR, 5),
-            Command::Mark,
-            write(SECTOR, SECTOR, 6),
+            mark(2),
+            write_at(2, 1, SECTOR, SECTOR, 6),
         ],
     );
     let x = e.begin_export().unwrap();
     assert!(matches!(e.begin_export(), Err(EngineError::ExportBusy)));
     // Writes go on beside the export, and do not reach it.
-    e.apply(4, &write(0, SECTOR, 7)).unwrap().unwrap();
+    e.apply(4, &write_at(2, 1, 0, SECTOR, 7)).unwrap().unwrap();
     let mut stream = Vec::new();
     x.write_to(&mut stream).unwrap();
     e.end_export();
@@ -382,6 +462,8 @@ fn a_writer_of_an_older_epoch_is_fenced_across_reopen_and_export() {
         offset: 0,
         data: Bytes::from(vec![byte; SECTOR as usize]),
         epoch,
+        head: 1,
+        base: 0,
     };
     let mut e = engine_with(dir.path(), &[at(1, 1), at(2, 2)]);
     let fenced = Refusal::Fenced {
@@ -401,6 +483,8 @@ fn a_writer_of_an_older_epoch_is_fenced_across_reopen_and_export() {
         offset: 0,
         data: Bytes::from(vec![4; SECTOR as usize]),
         epoch: 1,
+        head: 1,
+        base: 0,
     };
     assert_eq!(e.apply(4, &other).unwrap(), Ok(Outcome::Written));
     e.flush().unwrap();
@@ -426,6 +510,8 @@ fn a_fence_takes_the_new_epoch_without_writing_and_survives_a_reopen() {
         offset: 0,
         data: Bytes::from(vec![epoch as u8; SECTOR as usize]),
         epoch,
+        head: 1,
+        base: 0,
     };
     let mut e = engine_with(dir.path(), &[write(1)]);
     // A new writer's open: the old one is refused from now on, though
@@ -457,21 +543,24 @@ fn a_fence_takes_the_new_epoch_without_writing_and_survives_a_reopen() {
 #[test]
 fn a_purge_forgets_one_volume_at_every_version_and_fences_its_writers() {
     let dir = tempfile::tempdir().unwrap();
-    let other = |offset: u64, byte: u8| Command::Write {
+    let other = |offset: u64, byte: u8, head: u64| Command::Write {
         volume: 8,
         block: 3,
         offset,
         data: Bytes::from(vec![byte; SECTOR as usize]),
         epoch: 1,
+        head,
+        base: head - 1,
     };
     let mut e = engine_with(
         dir.path(),
         &[
             write(0, 2 * SECTOR, 0xAB),
-            other(0, 0x11),
-            Command::Mark,
-            write(0, SECTOR, 0xCD),
-            other(0, 0x22),
+            other(0, 0x11, 1),
+            mark(2),
+            write_at(2, 1, 0, SECTOR, 0xCD),
+            // Volume 8's snapshot, taken by its first write at version 2.
+            other(0, 0x22, 2),
         ],
     );
     let used = e.stats().slots_used;
@@ -490,12 +579,14 @@ fn a_purge_forgets_one_volume_at_every_version_and_fences_its_writers() {
         vec![0; SECTOR as usize]
     );
     let mut b = vec![0; SECTOR as usize];
-    e.read(8, 3, 0, &mut b, None).unwrap().unwrap();
+    e.read(8, 3, 0, &mut b, ReadAt::Head).unwrap().unwrap();
     assert_eq!(b, vec![0x22; SECTOR as usize]);
-    e.read(8, 3, 0, &mut b, Some(1)).unwrap().unwrap();
+    e.read(8, 3, 0, &mut b, ReadAt::Version(1))
+        .unwrap()
+        .unwrap();
     assert_eq!(b, vec![0x11; SECTOR as usize]);
     // A writer that still holds volume 7 open is fenced.
-    match e.apply(7, &write(0, SECTOR, 1)).unwrap() {
+    match e.apply(7, &write_at(2, 1, 0, SECTOR, 1)).unwrap() {
         Err(Refusal::Fenced { volume: 7, .. }) => {}
         other => panic!("a write to a purged volume: {other:?}"),
     }
@@ -505,6 +596,6 @@ fn a_purge_forgets_one_volume_at_every_version_and_fences_its_writers() {
     drop(e);
     let mut e = Engine::open(fs(), dir.path()).unwrap();
     assert!(e.purged(7) && !e.holds_volume(7));
-    e.read(8, 3, 0, &mut b, None).unwrap().unwrap();
+    e.read(8, 3, 0, &mut b, ReadAt::Head).unwrap().unwrap();
     assert_eq!(b, vec![0x22; SECTOR as usize]);
 }

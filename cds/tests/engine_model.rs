@@ -1,16 +1,17 @@
 //! The block engine against a reference model: random writes, zeros,
-//! marks, drops, rollbacks, reclaiming, flushes and crashes (on the
-//! simulated disk, which loses and tears unsynced writes), with every
-//! crash followed by the group's replay of its log. After every step the
-//! engine must read, at the head and at every retained version, exactly
-//! what the model holds. proptest shrinks a failure to a short sequence.
+//! snapshots, drops, rollbacks and clones of each volume, reclaiming,
+//! flushes and crashes (on the simulated disk, which loses and tears
+//! unsynced writes), with every crash followed by the group's replay of
+//! its log. After every step the engine must read, for every volume at
+//! its head and at every retained version, exactly what the model holds.
+//! proptest shrinks a failure to a short sequence.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cds::engine::{Command, Engine, Export, Geometry, Outcome, Version, SECTOR};
+use cds::engine::{Command, Engine, Export, Geometry, Outcome, ReadAt, Step as VStep, Version, SECTOR};
 use proptest::prelude::*;
 use raft_core::storage::fs::{Fs, SimFs, SimFsConfig};
 
@@ -18,7 +19,10 @@ const GEOMETRY: Geometry = Geometry {
     block_size: 64 << 10,
     slice_size: 16 << 10,
 };
-const VOLUMES: u64 = 2;
+/// Volumes 0 and 1 are written from the start; volume 2 is a clone of a
+/// snapshot of volume 0, made by a `Clone` step.
+const VOLUMES: u64 = 3;
+const CLONE: u64 = 2;
 const BLOCKS: u64 = 2;
 const SECTORS: u64 = GEOMETRY.block_size / SECTOR;
 
@@ -36,9 +40,11 @@ enum Step {
         sector: u64,
         n: u64,
     },
-    Mark,
-    Drop(usize),
-    Rollback(usize),
+    Mark(u64),
+    Drop(u64, usize),
+    Rollback(u64, usize),
+    /// Clones volume 0 at one of its retained versions as volume 2.
+    Clone(usize),
     Gc(usize),
     Flush,
     Crash(u64),
@@ -55,9 +61,10 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => range.clone().prop_map(|(vol, block, sector, n)| Step::Write { vol, block, sector, n }),
         2 => range.prop_map(|(vol, block, sector, n)| Step::Zero { vol, block, sector, n }),
-        2 => Just(Step::Mark),
-        1 => any::<usize>().prop_map(Step::Drop),
-        1 => any::<usize>().prop_map(Step::Rollback),
+        2 => (0..VOLUMES).prop_map(Step::Mark),
+        1 => (0..VOLUMES, any::<usize>()).prop_map(|(v, i)| Step::Drop(v, i)),
+        1 => (0..VOLUMES, any::<usize>()).prop_map(|(v, i)| Step::Rollback(v, i)),
+        1 => any::<usize>().prop_map(Step::Clone),
         2 => (1usize..6).prop_map(Step::Gc),
         1 => Just(Step::Flush),
         1 => any::<u64>().prop_map(Step::Crash),
@@ -66,32 +73,58 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// Every block's bytes.
-type Image = BTreeMap<(u64, u64), Vec<u8>>;
+/// A volume's blocks' bytes.
+type Image = BTreeMap<u64, Vec<u8>>;
 
-/// The model: the head's image and each retained version's.
+/// One volume in the model: its head version and base, the head's
+/// image and each retained version's.
 #[derive(Debug, Clone)]
-struct Model {
+struct Vol {
     head: Version,
-    next: Version,
+    base: Version,
     image: Image,
     retained: BTreeMap<Version, Image>,
 }
 
-impl Model {
-    fn new() -> Model {
-        let mut image = Image::new();
-        for v in 0..VOLUMES {
-            for b in 0..BLOCKS {
-                image.insert((v, b), vec![0; GEOMETRY.block_size as usize]);
-            }
-        }
-        Model {
+impl Vol {
+    fn new(image: Image) -> Vol {
+        Vol {
             head: 1,
-            next: 2,
+            base: 0,
             image,
             retained: BTreeMap::new(),
         }
+    }
+}
+
+/// The model: every volume that exists, and the numbers versions get.
+#[derive(Debug, Clone)]
+struct Model {
+    vols: BTreeMap<u64, Vol>,
+    next: Version,
+    /// The clone's origin (volume 0's version), once made.
+    origin: Option<Version>,
+}
+
+fn zeros() -> Image {
+    (0..BLOCKS)
+        .map(|b| (b, vec![0; GEOMETRY.block_size as usize]))
+        .collect()
+}
+
+impl Model {
+    fn new() -> Model {
+        Model {
+            vols: (0..CLONE).map(|v| (v, Vol::new(zeros()))).collect(),
+            next: 2,
+            origin: None,
+        }
+    }
+
+    /// A new version number (the Master's counter).
+    fn number(&mut self) -> Version {
+        self.next += 1;
+        self.next - 1
     }
 }
 
@@ -117,10 +150,17 @@ fn open_or_create(fs: &Arc<dyn Fs>, dir: &Path) -> Engine {
 }
 
 fn check(engine: &mut Engine, model: &Model) -> Result<(), TestCaseError> {
-    let mut views: Vec<(Option<Version>, &Image)> = vec![(None, &model.image)];
-    views.extend(model.retained.iter().map(|(v, i)| (Some(*v), i)));
-    for (at, image) in views {
-        for (&(vol, block), want) in image {
+    let mut views: Vec<(u64, ReadAt, &Image)> = Vec::new();
+    for (&vol, m) in &model.vols {
+        views.push((vol, ReadAt::Head, &m.image));
+        views.extend(
+            m.retained
+                .iter()
+                .map(|(v, i)| (vol, ReadAt::Version(*v), i)),
+        );
+    }
+    for (vol, at, image) in views {
+        for (&block, want) in image {
             let mut got = vec![0xEE; want.len()];
             engine
                 .read(vol, block, 0, &mut got, at)
@@ -159,38 +199,70 @@ proptest! {
         for s in steps {
             let index = log.len() as u64 + 1;
             let cmd = match s {
-                Step::Write { vol, block, sector, n } => {
+                Step::Write { vol, block, sector, n } if model.vols.contains_key(&vol) => {
                     let (offset, len) = (sector * SECTOR, n * SECTOR);
                     let data = pattern(index, offset, len);
-                    model.image.get_mut(&(vol, block)).unwrap()[offset as usize..(offset + len) as usize]
+                    let m = model.vols.get_mut(&vol).unwrap();
+                    m.image.get_mut(&block).unwrap()[offset as usize..(offset + len) as usize]
                         .copy_from_slice(&data);
-                    Some(Command::Write { volume: vol, block, offset, data, epoch: 1 })
+                    Some(Command::Write {
+                        volume: vol, block, offset, data, epoch: 1, head: m.head, base: m.base,
+                    })
                 }
-                Step::Zero { vol, block, sector, n } => {
+                Step::Zero { vol, block, sector, n } if model.vols.contains_key(&vol) => {
                     let (offset, len) = (sector * SECTOR, n * SECTOR);
-                    model.image.get_mut(&(vol, block)).unwrap()[offset as usize..(offset + len) as usize]
+                    let m = model.vols.get_mut(&vol).unwrap();
+                    m.image.get_mut(&block).unwrap()[offset as usize..(offset + len) as usize]
                         .fill(0);
-                    Some(Command::Zero { volume: vol, block, offset, len, epoch: 1 })
+                    Some(Command::Zero {
+                        volume: vol, block, offset, len, epoch: 1, head: m.head, base: m.base,
+                    })
                 }
-                Step::Mark => {
-                    model.retained.insert(model.head, model.image.clone());
-                    model.head = model.next;
-                    model.next += 1;
-                    Some(Command::Mark)
+                Step::Write { .. } | Step::Zero { .. } => None,
+                Step::Mark(vol) if model.vols.contains_key(&vol) => {
+                    let head = model.number();
+                    let m = model.vols.get_mut(&vol).unwrap();
+                    m.retained.insert(m.head, m.image.clone());
+                    let base = m.head;
+                    (m.head, m.base) = (head, base);
+                    Some(Command::Advance { volume: vol, head, base })
                 }
-                Step::Drop(i) if !model.retained.is_empty() => {
-                    let v = *model.retained.keys().nth(i % model.retained.len()).unwrap();
-                    model.retained.remove(&v);
-                    Some(Command::Drop { version: v })
+                Step::Drop(vol, i) if model.vols.get(&vol).is_some_and(|m| !m.retained.is_empty()) => {
+                    let m = &model.vols[&vol];
+                    let v = *m.retained.keys().nth(i % m.retained.len()).unwrap();
+                    if vol == 0 && model.origin == Some(v) {
+                        // The clone reads through to it: refused.
+                        let out = engine
+                            .apply(index, &Command::Drop { volume: vol, version: v })
+                            .expect("engine healthy");
+                        prop_assert!(
+                            matches!(out, Err(cds::engine::Refusal::InUse { .. })),
+                            "a clone's origin dropped: {:?}", out
+                        );
+                        log.push((index, Command::Drop { volume: vol, version: v }));
+                        check(&mut engine, &model)?;
+                        continue;
+                    }
+                    model.vols.get_mut(&vol).unwrap().retained.remove(&v);
+                    Some(Command::Drop { volume: vol, version: v })
                 }
-                Step::Rollback(i) if !model.retained.is_empty() => {
-                    let v = *model.retained.keys().nth(i % model.retained.len()).unwrap();
-                    model.image = model.retained[&v].clone();
-                    model.head = model.next;
-                    model.next += 1;
-                    Some(Command::Rollback { to: v })
+                Step::Rollback(vol, i) if model.vols.get(&vol).is_some_and(|m| !m.retained.is_empty()) => {
+                    let head = model.number();
+                    let m = model.vols.get_mut(&vol).unwrap();
+                    let v = *m.retained.keys().nth(i % m.retained.len()).unwrap();
+                    m.image = m.retained[&v].clone();
+                    (m.head, m.base) = (head, v);
+                    Some(Command::Advance { volume: vol, head, base: v })
                 }
-                Step::Drop(_) | Step::Rollback(_) => None,
+                Step::Clone(i) if model.origin.is_none() && !model.vols[&0].retained.is_empty() => {
+                    let src = &model.vols[&0];
+                    let v = *src.retained.keys().nth(i % src.retained.len()).unwrap();
+                    let image = src.retained[&v].clone();
+                    model.vols.insert(CLONE, Vol::new(image));
+                    model.origin = Some(v);
+                    Some(Command::Clone { volume: CLONE, from: 0, version: v })
+                }
+                Step::Mark(_) | Step::Drop(..) | Step::Rollback(..) | Step::Clone(_) => None,
                 Step::Gc(n) => {
                     engine.gc_step(n).expect("gc");
                     None
@@ -218,7 +290,9 @@ proptest! {
                         let mut copy = Engine::import(other, Path::new("/copy"), &mut stream.as_slice())
                             .expect("import");
                         prop_assert_eq!(copy.durable_index(), x.index());
-                        prop_assert_eq!(copy.head(), then.head);
+                        for (&vol, m) in &then.vols {
+                            prop_assert_eq!(copy.head(vol).unwrap_or(1), m.head);
+                        }
                         check(&mut copy, &then)?;
                     }
                     None
@@ -241,16 +315,19 @@ proptest! {
             };
             if let Some(cmd) = cmd {
                 let out = engine.apply(index, &cmd).expect("engine healthy").expect("accepted");
-                match (&cmd, out) {
-                    (Command::Mark, Outcome::Marked { version }) => {
-                        prop_assert!(model.retained.contains_key(&version));
-                    }
-                    (Command::Rollback { .. }, Outcome::RolledBack { head, .. }) => {
-                        prop_assert_eq!(head, model.head);
-                    }
-                    _ => {}
+                if let (Command::Advance { volume, base, .. }, Outcome::Advanced { step, .. }) = (&cmd, out) {
+                    let m = &model.vols[volume];
+                    // The base is the old head for a snapshot, a retained
+                    // version for a rollback; a volume never written here
+                    // starts at the new head.
+                    prop_assert!(
+                        matches!(step, VStep::Marked | VStep::RolledBack | VStep::Same),
+                        "advance of volume {} to {} on {}: {:?}", volume, m.head, base, step
+                    );
                 }
-                prop_assert_eq!(engine.head(), model.head);
+                for (&vol, m) in &model.vols {
+                    prop_assert_eq!(engine.head(vol).unwrap_or(1), m.head);
+                }
                 log.push((index, cmd));
             }
             check(&mut engine, &model)?;

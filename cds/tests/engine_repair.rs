@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cds::engine::{Command, Engine, EngineError, Geometry, Repair, SectorId, SECTOR};
+use cds::engine::{Command, Engine, EngineError, Geometry, ReadAt, Repair, SectorId, SECTOR};
 use raft_core::storage::fs::{Fs, RealFs};
 
 const G: Geometry = Geometry {
@@ -18,18 +18,29 @@ const G: Geometry = Geometry {
 const FRAME: u64 = SECTOR + 8;
 
 fn write(offset: u64, len: u64, byte: u8) -> Command {
+    write_at(1, 0, offset, len, byte)
+}
+
+/// A write at head version `head` (based on `base`).
+fn write_at(head: u64, base: u64, offset: u64, len: u64, byte: u8) -> Command {
     Command::Write {
         volume: 7,
         block: 3,
         offset,
         data: Bytes::from(vec![byte; len as usize]),
         epoch: 1,
+        head,
+        base,
     }
 }
 
-fn read(e: &mut Engine, offset: u64, at: Option<u64>) -> Result<Vec<u8>, EngineError> {
+fn at(v: Option<u64>) -> ReadAt {
+    v.map_or(ReadAt::Head, ReadAt::Version)
+}
+
+fn read(e: &mut Engine, offset: u64, v: Option<u64>) -> Result<Vec<u8>, EngineError> {
     let mut buf = vec![0xEE; SECTOR as usize];
-    e.read(7, 3, offset, &mut buf, at)?.expect("read accepted");
+    e.read(7, 3, offset, &mut buf, at(v))?.expect("read accepted");
     Ok(buf)
 }
 
@@ -165,13 +176,18 @@ fn a_peer_behind_serves_a_slice_nobody_changed_since() {
 #[test]
 fn a_copy_on_write_carries_a_corrupt_sector_as_corrupt_and_it_is_repaired_later() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let cmds = [write(0, 4 * SECTOR, 0xAB), Command::Mark];
+    let mark = Command::Advance {
+        volume: 7,
+        head: 2,
+        base: 1,
+    };
+    let cmds = [write(0, 4 * SECTOR, 0xAB), mark];
     let mut a = engine(da.path(), &cmds);
     let mut b = engine(db.path(), &cmds);
     rot(da.path(), 0, 2);
     // The first write after the mark copies the slice: the copy must not
     // fail the replica, and must not turn sector 2 into good bytes.
-    let w = write(0, SECTOR, 0x77);
+    let w = write_at(2, 1, 0, SECTOR, 0x77);
     a.apply(3, &w).expect("the replica keeps going").unwrap();
     b.apply(3, &w).unwrap().unwrap();
     assert_eq!(a.stats().corrupt_carried, 1);

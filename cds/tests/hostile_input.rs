@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cds::engine::{Command, Engine, Geometry, SECTOR};
+use cds::engine::{Command, Engine, Geometry, ReadAt, SECTOR};
 use cds::wire::{read_request, read_response, Request};
 use proptest::prelude::*;
 use raft_core::storage::fs::{Fs, OpenMode, SimFs, SimFsConfig};
@@ -25,20 +25,27 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A small engine with a mark, a rollback and writes, flushed, on `fs`.
 fn engine(fs: &Arc<dyn Fs>, dir: &Path) -> Engine {
     let mut e = Engine::create(fs.clone(), dir, G).expect("create");
-    let w = |off: u64, b: u8| Command::Write {
+    let w = |off: u64, b: u8, head: u64, base: u64| Command::Write {
         volume: 1,
         block: 2,
         offset: off,
         data: Bytes::from(vec![b; SECTOR as usize]),
         epoch: 3,
+        head,
+        base,
+    };
+    let advance = |head, base| Command::Advance {
+        volume: 1,
+        head,
+        base,
     };
     let cmds = [
-        w(0, 1),
-        Command::Mark,
-        w(SECTOR, 2),
-        Command::Mark,
-        w(0, 3),
-        Command::Rollback { to: 1 },
+        w(0, 1, 1, 0),
+        advance(2, 1),
+        w(SECTOR, 2, 2, 1),
+        advance(3, 2),
+        w(0, 3, 3, 2),
+        advance(4, 1),
     ];
     for (i, c) in cmds.iter().enumerate() {
         e.apply(i as u64 + 1, c)
@@ -77,7 +84,7 @@ proptest! {
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
         cut in any::<usize>(),
     ) {
-        let req = Request::Write { group: 1, volume: 2, block: 3, offset: 4096, epoch: 5, data: Bytes::from(vec![7u8; 4096]) };
+        let req = Request::Write { group: 1, volume: 2, block: 3, offset: 4096, epoch: 5, head: 6, base: 5, data: Bytes::from(vec![7u8; 4096]) };
         let frame = req.encode(42).to_vec();
         let bad = damage(frame.clone(), &flips);
         let got = runtime().block_on(async { read_request(&mut bad.as_slice(), 1 << 20).await });
@@ -156,6 +163,8 @@ fn a_full_disk_stops_the_engine_with_a_clear_error_and_loses_nothing_flushed() {
             offset: 0,
             data: Bytes::from(vec![index as u8; 64 << 10]),
             epoch: 3,
+            head: 1,
+            base: 0,
         };
         match e.apply(index, &w) {
             Ok(r) => {
@@ -175,7 +184,7 @@ fn a_full_disk_stops_the_engine_with_a_clear_error_and_loses_nothing_flushed() {
     );
     // Nothing more is accepted once the engine failed.
     let mut buf = vec![0; SECTOR as usize];
-    assert!(e.read(1, 2, 0, &mut buf, None).is_err() || e.flush().is_err());
+    assert!(e.read(1, 2, 0, &mut buf, ReadAt::Head).is_err() || e.flush().is_err());
     assert!(e.flush().is_err(), "a failed engine flushed");
     drop(e);
     // With room again, the engine opens as of its last good flush, with
@@ -184,7 +193,7 @@ fn a_full_disk_stops_the_engine_with_a_clear_error_and_loses_nothing_flushed() {
     let mut e = Engine::open(fs.clone(), dir).expect("reopen");
     assert!(e.durable_index() >= durable);
     let mut buf = vec![0; SECTOR as usize];
-    e.read(1, 2, 0, &mut buf, Some(1))
+    e.read(1, 2, 0, &mut buf, ReadAt::Version(1))
         .expect("healthy")
         .expect("read");
     assert_eq!(buf, vec![1; SECTOR as usize]);
@@ -221,7 +230,7 @@ fn a_sector_copy_request_and_answer_round_trip_and_a_short_copy_is_refused() {
             block: 2,
             slice: 0,
         },
-        version: e.head(),
+        version: e.head(1).expect("volume 1 is here"),
         sector: 0,
     };
     let short = cds::engine::SectorCopy {
