@@ -170,7 +170,10 @@ async fn main() {
                         .await
                         .map(drop)
                 } else {
-                    client.read(g, &replicas, 1, b, off, bs, ReadAt::Head).await.map(drop)
+                    client
+                        .read(g, &replicas, 1, b, off, bs, ReadAt::Head)
+                        .await
+                        .map(drop)
                 };
                 r.expect("io");
                 lat.push(t.elapsed());

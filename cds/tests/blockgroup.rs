@@ -310,7 +310,10 @@ async fn a_block_group_replicates_reads_fences_and_catches_a_replica_up_by_expor
     let durable = lock(&back).durable_index();
     rs[fi].host.remove_group(GROUP).await.expect("remove");
     rs[fi].engine = None;
-    apply(&l, &write(SECTOR, 0x77, 2)).await;
+    assert_eq!(
+        apply(&l, &write_at(SECTOR, 0x77, 2, 2, 1)).await,
+        Applied::Done(Outcome::Written)
+    );
     let index = l.read().await.expect("read point");
     rs[fi].start_group();
     wait_applied(&rs[fi], index).await;

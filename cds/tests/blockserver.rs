@@ -149,7 +149,15 @@ async fn blocks_are_written_and_read_through_leaders_that_move() {
     for i in 0..64u64 {
         let g = 1 + i % 2;
         let got = client
-            .read(g, &REPLICAS, 1, i / 2, (i % 8) * SECTOR, SECTOR, ReadAt::Head)
+            .read(
+                g,
+                &REPLICAS,
+                1,
+                i / 2,
+                (i % 8) * SECTOR,
+                SECTOR,
+                ReadAt::Head,
+            )
             .await
             .expect("read");
         assert!(got == sector(i), "write {i} did not read back");
@@ -183,7 +191,15 @@ async fn blocks_are_written_and_read_through_leaders_that_move() {
     // Writes acknowledged before the failover are all there.
     for i in (1..64u64).step_by(2).filter(|i| i / 2 != 0) {
         let got = client
-            .read(2, &REPLICAS, 1, i / 2, (i % 8) * SECTOR, SECTOR, ReadAt::Head)
+            .read(
+                2,
+                &REPLICAS,
+                1,
+                i / 2,
+                (i % 8) * SECTOR,
+                SECTOR,
+                ReadAt::Head,
+            )
             .await
             .expect("read");
         assert!(got == sector(i), "write {i} lost");
@@ -204,7 +220,9 @@ async fn blocks_are_written_and_read_through_leaders_that_move() {
         })
     );
     // Bad requests are refused, not retried.
-    let r = client.write(2, &REPLICAS, 1, 0, 100, tag(5), sector(3)).await;
+    let r = client
+        .write(2, &REPLICAS, 1, 0, 100, tag(5), sector(3))
+        .await;
     assert!(matches!(r, Err(IoError::Refused(_))), "{r:?}");
     c.stop().await;
 }
@@ -326,7 +344,9 @@ async fn a_corrupt_sector_is_repaired_from_a_replica_and_never_served() {
         rot(&c, i, 12);
     }
     let short = GroupClient::new(CLUSTER, TOKEN, c.data.clone(), Duration::from_secs(3));
-    let r = short.read(1, &REPLICAS, 1, 0, 12 * SECTOR, SECTOR, ReadAt::Head).await;
+    let r = short
+        .read(1, &REPLICAS, 1, 0, 12 * SECTOR, SECTOR, ReadAt::Head)
+        .await;
     assert!(r.is_err(), "a sector corrupt everywhere was served: {r:?}");
     c.stop().await;
 }

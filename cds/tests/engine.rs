@@ -64,7 +64,8 @@ fn at(v: Option<u64>) -> ReadAt {
 
 fn read(e: &mut Engine, offset: u64, len: u64, v: Option<u64>) -> Result<Vec<u8>, EngineError> {
     let mut buf = vec![0xEE; len as usize];
-    e.read(7, 3, offset, &mut buf, at(v))?.expect("read accepted");
+    e.read(7, 3, offset, &mut buf, at(v))?
+        .expect("read accepted");
     Ok(buf)
 }
 
@@ -374,11 +375,7 @@ fn a_rollback_is_immediate_and_reclaiming_reuses_the_abandoned_slots() {
     .unwrap();
     while e.gc_step(64).unwrap() {}
     e.flush().unwrap();
-    let states: Vec<_> = e
-        .versions(7)
-        .iter()
-        .map(|v| (v.version, v.state))
-        .collect();
+    let states: Vec<_> = e.versions(7).iter().map(|v| (v.version, v.state)).collect();
     assert!(
         !states.iter().any(|(v, _)| *v == 2),
         "the abandoned head is still in the tree: {states:?}"

@@ -40,7 +40,8 @@ fn at(v: Option<u64>) -> ReadAt {
 
 fn read(e: &mut Engine, offset: u64, v: Option<u64>) -> Result<Vec<u8>, EngineError> {
     let mut buf = vec![0xEE; SECTOR as usize];
-    e.read(7, 3, offset, &mut buf, at(v))?.expect("read accepted");
+    e.read(7, 3, offset, &mut buf, at(v))?
+        .expect("read accepted");
     Ok(buf)
 }
 

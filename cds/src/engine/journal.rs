@@ -196,6 +196,7 @@ impl Record {
                 for v in [*volume, tree.head(), tree.born(), ov, over] {
                     p.extend_from_slice(&v.to_le_bytes());
                 }
+                p.push(u8::from(tree.origin().is_some()));
                 p.extend_from_slice(&(tree.nodes().len() as u32).to_le_bytes());
                 for (&v, n) in tree.nodes() {
                     p.extend_from_slice(&v.to_le_bytes());
@@ -249,6 +250,11 @@ impl Record {
             TAG_VOLUME => {
                 let volume = r.u64()?;
                 let (head, born, ov, over) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+                let is_clone = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    b => return Err(format!("bad clone flag {b}")),
+                };
                 let n = r.u32()?;
                 let mut nodes = BTreeMap::new();
                 for _ in 0..n {
@@ -263,7 +269,7 @@ impl Record {
                     let parent = (parent != 0).then_some(parent);
                     nodes.insert(v, Node { parent, state });
                 }
-                let origin = (ov != 0).then_some((ov, over));
+                let origin = is_clone.then_some((ov, over));
                 Record::Volume {
                     volume,
                     tree: VolumeVersions::from_parts(head, born, origin, nodes)?,

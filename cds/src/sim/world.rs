@@ -87,10 +87,12 @@ enum Body {
     /// A snapshot of the volume's blocks in one group: the head `base`
     /// is frozen and `head` starts on it.
     Advance {
+        group: usize,
         head: u64,
         base: u64,
     },
     Drop {
+        group: usize,
         version: u64,
     },
 }
@@ -143,12 +145,12 @@ impl Body {
                 head: tag.0,
                 base: tag.1,
             },
-            Body::Advance { head, base } => Command::Advance {
+            Body::Advance { head, base, .. } => Command::Advance {
                 volume: VOLUME,
                 head,
                 base,
             },
-            Body::Drop { version } => Command::Drop {
+            Body::Drop { version, .. } => Command::Drop {
                 volume: VOLUME,
                 version,
             },
@@ -1173,7 +1175,7 @@ impl Sim {
             97 if self.advancing[g] => read,
             97 => self.start_advance(g),
             _ => match self.marked[g].first() {
-                Some(&version) => Body::Drop { version },
+                Some(&version) => Body::Drop { group: g, version },
                 None if self.advancing[g] => read,
                 None => self.start_advance(g),
             },
@@ -1190,16 +1192,21 @@ impl Sim {
         let (head, base) = (self.next_version, self.heads[g].0);
         self.heads[g] = (head, base);
         self.advancing[g] = true;
-        Body::Advance { head, base }
+        Body::Advance {
+            group: g,
+            head,
+            base,
+        }
     }
 
     /// Starts request `body` for client `c`.
     fn begin(&mut self, c: usize, body: Body) {
         let id = self.clients[c].next_op;
         self.clients[c].next_op += 1;
-        let group = match body.block() {
-            Some(b) => (b % self.cfg.groups as u64) as usize,
-            None => self.rand(self.cfg.groups as u64) as usize,
+        let group = match (&body, body.block()) {
+            (Body::Advance { group, .. } | Body::Drop { group, .. }, _) => *group,
+            (_, Some(b)) => (b % self.cfg.groups as u64) as usize,
+            (_, None) => self.rand(self.cfg.groups as u64) as usize,
         };
         let mut hist = Vec::new();
         let put = match body {
