@@ -850,3 +850,115 @@ fn a_hostile_client_gets_errors_or_a_closed_connection_never_a_crash() {
     assert!(info.contains("export-size: 16777216"), "{info}");
     let _ = &mut srv;
 }
+
+// Snapshots, rollback and clones, through the block tools.
+
+/// The task list as `volume tasks --json` prints it.
+fn tasks(dir: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(&ok(dir, &["volume", "tasks", "--json"]))
+        .expect("tasks json")
+        .as_array()
+        .expect("a list")
+        .clone()
+}
+
+#[test]
+fn snapshots_rollback_and_clones_through_the_block_tools() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _g) = cluster(tmp.path());
+    ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
+    let s = serve(&dir, &["v"]);
+    let v = s.uri("v");
+    // The image the first snapshot must hold, written through qemu-img.
+    let img = tmp.path().join("a.img");
+    write_file(&img, &noise(7, 64 << 20));
+    let a = img.to_str().unwrap();
+    tool_ok(
+        120,
+        "qemu-img",
+        &["convert", "-n", "-f", "raw", "-O", "raw", a, &v],
+    );
+    let took = ok(&dir, &["volume", "snapshot", "v", "s1"]);
+    assert!(took.contains("done in"), "{took}");
+    // Writes after the snapshot change the head, not the snapshot.
+    tool_ok(
+        60,
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0xcd 8M 8M", &v],
+    );
+
+    // fio's verify over the head while snapshots are taken under it.
+    let d = dir.clone();
+    fio_through(&v, "32M", Duration::from_millis(500), move || {
+        for i in 2..=4 {
+            ok(&d, &["volume", "snapshot", "v", &format!("s{i}")]);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+
+    // The snapshot over NBD, read-only, is exactly the image written
+    // before it, whatever came after.
+    let snap = serve(&dir, &["v@s1", "--name", "snap1"]);
+    let s1 = snap.uri("snap1");
+    let cmp = tool_ok(120, "qemu-img", &["compare", "-f", "raw", "-F", "raw", a, &s1]);
+    assert!(cmp.contains("identical"), "{cmp}");
+    let w = tool(
+        30,
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x01 0 4k", &s1],
+    );
+    assert!(!w.status.success(), "a snapshot export took a write");
+
+    // A clone of s1: the snapshot's bytes at once, then its own.
+    let clone = ok(&dir, &["volume", "clone", "v@s1", "c1"]);
+    assert!(clone.contains("done in"), "{clone}");
+    let cs = serve(&dir, &["c1"]);
+    let c1 = cs.uri("c1");
+    let cmp = tool_ok(120, "qemu-img", &["compare", "-f", "raw", "-F", "raw", a, &c1]);
+    assert!(cmp.contains("identical"), "{cmp}");
+    tool_ok(
+        60,
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0xee 1M 64k", "-c", "read -P 0xee 1M 64k", &c1],
+    );
+    let cmp = tool_ok(120, "qemu-img", &["compare", "-f", "raw", "-F", "raw", a, &s1]);
+    assert!(cmp.contains("identical"), "a clone's write reached its origin: {cmp}");
+    let err = fails(&dir, &["volume", "snapshot-rm", "v", "s1"]);
+    assert!(err.contains("clone"), "{err}");
+
+    // A rollback with no SnapshotWorker waits; a restarted one finishes it.
+    ok(&dir, &["cds", "kill", "w1"]);
+    ok(&dir, &["volume", "rollback", "v", "s1", "--no-wait"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let running: Vec<_> = tasks(&dir)
+        .into_iter()
+        .filter(|t| t["state"] == "running")
+        .collect();
+    assert_eq!(running.len(), 1, "{running:?}");
+    let err = fails(&dir, &["volume", "snapshot", "v", "s5"]);
+    assert!(err.contains("under way"), "{err}");
+    ok(&dir, &["cds", "restart", "w1"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tasks(&dir).iter().any(|t| t["state"] == "running") {
+        assert!(Instant::now() < deadline, "the restarted worker did not finish the rollback");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every reader sees the snapshot; the writer's session goes on, on top
+    // of it.
+    let cmp = tool_ok(120, "qemu-img", &["compare", "-f", "raw", "-F", "raw", a, &v]);
+    assert!(cmp.contains("identical"), "after the rollback: {cmp}");
+    tool_ok(
+        60,
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x42 0 64k", "-c", "read -P 0x42 0 64k", &v],
+    );
+
+    // Listing and removing; the later snapshots survived the rollback.
+    let list = ok(&dir, &["volume", "snapshots", "v"]);
+    for name in ["s1", "s2", "s3", "s4"] {
+        assert!(list.contains(name), "{name} missing: {list}");
+    }
+    ok(&dir, &["volume", "snapshot-rm", "v", "s3"]);
+    let list = ok(&dir, &["volume", "snapshots", "v"]);
+    assert!(!list.contains("s3 ") && list.contains("s4"), "{list}");
+}

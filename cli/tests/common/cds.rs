@@ -41,7 +41,7 @@ impl Drop for Guard {
             return;
         };
         let needle = self.dir.to_string_lossy().into_owned();
-        for e in ["masters", "servers"]
+        for e in ["masters", "servers", "workers"]
             .iter()
             .flat_map(|k| v[k].as_array().cloned().unwrap_or_default())
         {
