@@ -69,6 +69,12 @@ mod bugs {
     }
 
     #[test]
+    fn copy_on_write_skipped_on_a_partial_write_is_caught() {
+        let why = caught(Bug::SkipCow, 1..=20).expect("a snapshot changed under a write unnoticed");
+        println!("{why}");
+    }
+
+    #[test]
     fn a_corrupt_sector_served_as_zeros_is_caught() {
         let why =
             caught(Bug::CorruptAsZeros, 1..=20).expect("zeros for a corrupt sector went unnoticed");

@@ -900,7 +900,11 @@ fn snapshots_rollback_and_clones_through_the_block_tools() {
     // before it, whatever came after.
     let snap = serve(&dir, &["v@s1", "--name", "snap1"]);
     let s1 = snap.uri("snap1");
-    let cmp = tool_ok(120, "qemu-img", &["compare", "-f", "raw", "-F", "raw", a, &s1]);
+    let cmp = tool_ok(
+        120,
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", a, &s1],
+    );
     assert!(cmp.contains("identical"), "{cmp}");
     let w = tool(
         30,
@@ -914,15 +918,34 @@ fn snapshots_rollback_and_clones_through_the_block_tools() {
     assert!(clone.contains("done in"), "{clone}");
     let cs = serve(&dir, &["c1"]);
     let c1 = cs.uri("c1");
-    let cmp = tool_ok(120, "qemu-img", &["compare", "-f", "raw", "-F", "raw", a, &c1]);
+    let cmp = tool_ok(
+        120,
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", a, &c1],
+    );
     assert!(cmp.contains("identical"), "{cmp}");
     tool_ok(
         60,
         "qemu-io",
-        &["-f", "raw", "-c", "write -P 0xee 1M 64k", "-c", "read -P 0xee 1M 64k", &c1],
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0xee 1M 64k",
+            "-c",
+            "read -P 0xee 1M 64k",
+            &c1,
+        ],
     );
-    let cmp = tool_ok(120, "qemu-img", &["compare", "-f", "raw", "-F", "raw", a, &s1]);
-    assert!(cmp.contains("identical"), "a clone's write reached its origin: {cmp}");
+    let cmp = tool_ok(
+        120,
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", a, &s1],
+    );
+    assert!(
+        cmp.contains("identical"),
+        "a clone's write reached its origin: {cmp}"
+    );
     let err = fails(&dir, &["volume", "snapshot-rm", "v", "s1"]);
     assert!(err.contains("clone"), "{err}");
 
@@ -940,17 +963,32 @@ fn snapshots_rollback_and_clones_through_the_block_tools() {
     ok(&dir, &["cds", "restart", "w1"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while tasks(&dir).iter().any(|t| t["state"] == "running") {
-        assert!(Instant::now() < deadline, "the restarted worker did not finish the rollback");
+        assert!(
+            Instant::now() < deadline,
+            "the restarted worker did not finish the rollback"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Every reader sees the snapshot; the writer's session goes on, on top
     // of it.
-    let cmp = tool_ok(120, "qemu-img", &["compare", "-f", "raw", "-F", "raw", a, &v]);
+    let cmp = tool_ok(
+        120,
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", a, &v],
+    );
     assert!(cmp.contains("identical"), "after the rollback: {cmp}");
     tool_ok(
         60,
         "qemu-io",
-        &["-f", "raw", "-c", "write -P 0x42 0 64k", "-c", "read -P 0x42 0 64k", &v],
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x42 0 64k",
+            "-c",
+            "read -P 0x42 0 64k",
+            &v,
+        ],
     );
 
     // Listing and removing; the later snapshots survived the rollback.

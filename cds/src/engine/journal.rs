@@ -193,7 +193,7 @@ impl Record {
             Record::Volume { volume, tree } => {
                 p.push(TAG_VOLUME);
                 let (ov, over) = tree.origin().unwrap_or((0, 0));
-                for v in [*volume, tree.head(), tree.born(), ov, over] {
+                for v in [*volume, tree.head(), tree.base(), tree.born(), ov, over] {
                     p.extend_from_slice(&v.to_le_bytes());
                 }
                 p.push(u8::from(tree.origin().is_some()));
@@ -249,7 +249,8 @@ impl Record {
             },
             TAG_VOLUME => {
                 let volume = r.u64()?;
-                let (head, born, ov, over) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+                let (head, base, born) = (r.u64()?, r.u64()?, r.u64()?);
+                let (ov, over) = (r.u64()?, r.u64()?);
                 let is_clone = match r.u8()? {
                     0 => false,
                     1 => true,
@@ -272,7 +273,7 @@ impl Record {
                 let origin = is_clone.then_some((ov, over));
                 Record::Volume {
                     volume,
-                    tree: VolumeVersions::from_parts(head, born, origin, nodes)?,
+                    tree: VolumeVersions::from_parts(head, base, born, origin, nodes)?,
                 }
             }
             TAG_FORGET => Record::Forget { volume: r.u64()? },

@@ -328,6 +328,8 @@ pub struct Engine {
     /// Injected bug: a read serves zeros for a corrupt sector.
     #[cfg(feature = "bug-injection")]
     bug_corrupt_as_zeros: bool,
+    #[cfg(feature = "bug-injection")]
+    bug_skip_cow: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -444,6 +446,8 @@ impl Engine {
             bug_skip_slot_sync: false,
             #[cfg(feature = "bug-injection")]
             bug_corrupt_as_zeros: false,
+            #[cfg(feature = "bug-injection")]
+            bug_skip_cow: false,
         };
         e.rebuild(&jpath, records)?;
         Ok(e)
@@ -735,7 +739,7 @@ impl Engine {
                     }
                 }
                 // A clone's own versions start at 1.
-                self.set_volume(*volume, VolumeVersions::new(1, origin))?;
+                self.set_volume(*volume, VolumeVersions::new(1, 0, origin))?;
                 Ok(Ok(Outcome::Cloned))
             }
             Command::Fence { volume, epoch } => {
@@ -762,8 +766,12 @@ impl Engine {
         if head == 0 {
             return Ok(Err(Refusal::NoSuchVersion(0)));
         }
+        if base >= head {
+            // No version is based on itself or a newer one.
+            return Ok(Err(Refusal::UnknownBase { volume, base }));
+        }
         let Some(tree) = self.volumes.get(&volume) else {
-            self.set_volume(volume, VolumeVersions::new(head, None))?;
+            self.set_volume(volume, VolumeVersions::new(head, base, None))?;
             return Ok(Ok(Step::Same));
         };
         let mut tree = tree.clone();
@@ -1025,6 +1033,10 @@ impl Engine {
     fn write_slice(&mut self, key: SliceKey, first: u64, data: &[u8]) -> Result<(), EngineError> {
         let (head, view) = self.head_view(key.volume)?;
         let seen = self.resolve(&key, &view);
+        #[cfg(feature = "bug-injection")]
+        let skip_cow = self.bug_skip_cow && (data.len() as u64) < self.geometry.slice_size;
+        #[cfg(not(feature = "bug-injection"))]
+        let skip_cow = false;
         let mut replaced = None;
         if let Some((
             Entry {
@@ -1035,7 +1047,7 @@ impl Engine {
             true,
         )) = seen
         {
-            if version == head && !self.pinned.contains(&slot) {
+            if (version == head || skip_cow) && !self.pinned.contains(&slot) {
                 self.touch(key, head);
                 return self.slots.write(slot, first, data);
             }
@@ -1296,6 +1308,14 @@ impl Engine {
     #[cfg(feature = "bug-injection")]
     pub fn inject_skip_slot_sync(&mut self) {
         self.bug_skip_slot_sync = true;
+    }
+
+    /// Injects a bug for the simulator to catch: a partial write to a
+    /// slice a retained version shares is written in place instead of
+    /// into a copy, so the snapshot changes under it.
+    #[cfg(feature = "bug-injection")]
+    pub fn inject_skip_cow(&mut self) {
+        self.bug_skip_cow = true;
     }
 
     /// Injects a bug for the simulator to catch: a read serves zeros for

@@ -79,6 +79,13 @@ pub const MAX_RETAINED_VERSIONS: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeVersions {
     head: Version,
+    /// The head's base as the Master named it (its parent in the
+    /// Master's tree, 0: none). Not always the head's parent here: a head
+    /// started empty (a rollback past this group's first version, or the
+    /// group's first word of the volume) has no parent here but a base in
+    /// the Master's tree, and it is the Master's base a stale writer must
+    /// learn, or it would send it on to a group that holds that base.
+    head_base: Version,
     /// The head when this group first heard of the volume: no version
     /// older than it held anything of the volume here.
     born: Version,
@@ -89,9 +96,9 @@ pub struct VolumeVersions {
 }
 
 impl VolumeVersions {
-    /// A volume first heard of at version `head` (with `origin` for a
-    /// clone).
-    pub fn new(head: Version, origin: Option<(u64, Version)>) -> VolumeVersions {
+    /// A volume first heard of at version `head`, whose base in the
+    /// Master's tree is `base` (with `origin` for a clone).
+    pub fn new(head: Version, base: Version, origin: Option<(u64, Version)>) -> VolumeVersions {
         let mut nodes = BTreeMap::new();
         nodes.insert(
             head,
@@ -102,16 +109,19 @@ impl VolumeVersions {
         );
         VolumeVersions {
             head,
+            head_base: base,
             born: head,
             origin,
             nodes,
         }
     }
 
-    /// Rebuilds a tree from its parts, checking it is one: one head, every
+    /// Rebuilds a tree from its parts, checking it is one: one head (whose
+    /// base is older than it and is its parent where it has one), every
     /// parent present and older than its child, nothing older than `born`.
     pub fn from_parts(
         head: Version,
+        head_base: Version,
         born: Version,
         origin: Option<(u64, Version)>,
         nodes: BTreeMap<Version, Node>,
@@ -122,6 +132,13 @@ impl VolumeVersions {
             .count();
         if heads != 1 || nodes.get(&head).map(|n| n.state) != Some(VersionState::Head) {
             return Err(format!("{heads} heads, head said to be {head}"));
+        }
+        let parent = nodes.get(&head).and_then(|n| n.parent);
+        if head_base >= head || parent.is_some_and(|p| p != head_base) {
+            return Err(format!(
+                "head {head} has base {head_base} but parent {}",
+                parent.unwrap_or(0)
+            ));
         }
         for (&v, n) in &nodes {
             if v < born || v == 0 {
@@ -135,6 +152,7 @@ impl VolumeVersions {
         }
         Ok(VolumeVersions {
             head,
+            head_base,
             born,
             origin,
             nodes,
@@ -145,12 +163,10 @@ impl VolumeVersions {
         self.head
     }
 
-    /// The head's parent (0: none).
+    /// The head's base in the Master's tree (0: none): its parent here
+    /// where it has one.
     pub fn base(&self) -> Version {
-        self.nodes
-            .get(&self.head)
-            .and_then(|n| n.parent)
-            .unwrap_or(0)
+        self.head_base
     }
 
     pub fn born(&self) -> Version {
@@ -246,6 +262,7 @@ impl VolumeVersions {
             },
         );
         self.head = head;
+        self.head_base = base;
         Ok(step)
     }
 
@@ -296,7 +313,7 @@ mod tests {
 
     #[test]
     fn a_group_one_step_behind_takes_the_step_the_base_names() {
-        let mut t = VolumeVersions::new(1, None);
+        let mut t = VolumeVersions::new(1, 0, None);
         assert_eq!(t.advance(2, 1), Ok(Step::Marked));
         assert_eq!(t.advance(2, 1), Ok(Step::Same));
         assert_eq!(t.advance(3, 2), Ok(Step::Marked));
@@ -313,10 +330,24 @@ mod tests {
 
     #[test]
     fn a_rollback_past_the_first_version_here_starts_empty() {
-        let mut t = VolumeVersions::new(5, None);
+        let mut t = VolumeVersions::new(5, 0, None);
         assert_eq!(t.advance(6, 5), Ok(Step::Marked));
         assert_eq!(t.advance(8, 3), Ok(Step::Restarted));
         assert_eq!(t.lineage(8), vec![8]);
         assert!(t.readable(5));
+        // A stale writer learns the Master's base (3), not the missing
+        // parent here: told "base 0", it would carry that to a group that
+        // holds 3 and empty the volume there.
+        assert_eq!(t.advance(7, 6), Err(StepError::Behind { head: 8, base: 3 }));
+    }
+
+    #[test]
+    fn a_volume_first_heard_of_at_a_rolled_back_head_keeps_its_base() {
+        let mut t = VolumeVersions::new(16, 1, None);
+        assert_eq!(t.lineage(16), vec![16]);
+        assert_eq!(
+            t.advance(15, 14),
+            Err(StepError::Behind { head: 16, base: 1 })
+        );
     }
 }

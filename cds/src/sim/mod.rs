@@ -40,6 +40,7 @@
 //! [`SimFs`]: raft_core::storage::fs::SimFs
 
 mod sectors;
+mod snapshots;
 mod world;
 
 use std::fmt;
@@ -60,16 +61,21 @@ pub enum Bug {
     /// Engine: a read that meets a corrupt sector serves zeros for it
     /// (a storage error turned into a default value).
     CorruptAsZeros,
+    /// Engine: a partial write to a slice that a snapshot shares writes
+    /// the shared slot in place instead of a copy (copy-on-write
+    /// skipped), so the snapshot's content changes.
+    SkipCow,
 }
 
 #[cfg(feature = "bug-injection")]
 impl Bug {
     /// Every bug, for `--inject-bug` help and tests.
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::FollowerRead,
         Bug::AckOnStepDown,
         Bug::SkipSlotSync,
         Bug::CorruptAsZeros,
+        Bug::SkipCow,
     ];
 
     /// The bug's name on the command line.
@@ -79,6 +85,7 @@ impl Bug {
             Bug::AckOnStepDown => "ack-on-step-down",
             Bug::SkipSlotSync => "skip-slot-sync",
             Bug::CorruptAsZeros => "corrupt-as-zeros",
+            Bug::SkipCow => "skip-cow",
         }
     }
 }

@@ -17,6 +17,7 @@ use rand_core::{RngCore, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
 use super::sectors;
+use super::snapshots::VolumeRecord;
 #[cfg(feature = "bug-injection")]
 use super::Bug;
 use super::{Outcome, SimConfig, Stats};
@@ -24,7 +25,7 @@ use crate::blockgroup::command::{encode, encode_result, Applied};
 use crate::blockgroup::{after_batch, apply_entry};
 use crate::engine::{
     Command, Engine, EngineError, Geometry, Outcome as EngineOutcome, ReadAt, Refusal, Repair,
-    SectorCopy, SectorId, Step, SECTOR,
+    SectorCopy, SectorId, VersionState, SECTOR,
 };
 
 /// Milliseconds per Raft tick.
@@ -62,7 +63,7 @@ pub(super) fn run(cfg: &SimConfig) -> Outcome {
 
 /// A client request's body.
 #[derive(Debug, Clone)]
-enum Body {
+pub(super) enum Body {
     /// Sectors `sector..sector + count` of `block`, each filled with
     /// `value` (see `sectors.rs`).
     Write {
@@ -83,9 +84,12 @@ enum Body {
         block: u64,
         sector: u64,
         count: u64,
+        /// 0: the head; else a snapshot's version.
+        at: u64,
     },
-    /// A snapshot of the volume's blocks in one group: the head `base`
-    /// is frozen and `head` starts on it.
+    /// A SnapshotWorker's step of a volume's version change on one
+    /// group: the head moves to `head`, based on `base` (a snapshot when
+    /// `base` is the old head, a rollback when it is a snapshot).
     Advance {
         group: usize,
         head: u64,
@@ -263,6 +267,7 @@ struct PendingRead {
     block: u64,
     sector: u64,
     count: u64,
+    at: u64,
 }
 
 #[derive(Default)]
@@ -297,6 +302,8 @@ struct Current {
 
 struct Client {
     epoch: u64,
+    /// The volume's head version (and its base) as this client knows it.
+    tag: (u64, u64),
     /// The node believed to lead each group.
     guess: Vec<Option<usize>>,
     cur: Option<Current>,
@@ -335,18 +342,13 @@ struct Sim {
     /// Per group: index -> (term, encoded result) of the first replica
     /// to apply it; every other replica must get the same.
     results: Vec<BTreeMap<u64, (u64, Vec<u8>)>>,
-    /// Per group: versions marked and not yet dropped.
-    marked: Vec<Vec<u64>>,
-    /// Per group: the volume's head version there and its base, as the
-    /// last acknowledged step made it (the Master's record, in the sim).
-    heads: Vec<(u64, u64)>,
-    /// Per group: a snapshot step is in flight (one at a time, as the
-    /// Master allows).
-    advancing: Vec<bool>,
-    /// The newest version number handed out.
-    next_version: u64,
+    /// The volume's versions as the Master records them, and the
+    /// snapshot task under way (see `snapshots.rs`).
+    vol: VolumeRecord,
     /// Blocks still to read in the final pass.
-    final_reads: Vec<u64>,
+    /// The final pass's reads, (block, version; 0 the head), made once
+    /// the clients and the snapshot task are done.
+    final_reads: Option<Vec<(u64, u64)>>,
     next_ctx: u64,
     flush_every: u64,
     read_mode: ReadMode,
@@ -375,6 +377,7 @@ impl Sim {
         let clients = (0..cfg.clients)
             .map(|c| Client {
                 epoch: c as u64 + 1,
+                tag: (1, 0),
                 guess: vec![None; cfg.groups],
                 cur: None,
                 next_op: 1,
@@ -406,10 +409,7 @@ impl Sim {
         let newest_epoch = cfg.clients as u64;
         Sim {
             results: vec![BTreeMap::new(); cfg.groups],
-            marked: vec![Vec::new(); cfg.groups],
-            heads: vec![(1, 0); cfg.groups],
-            advancing: vec![false; cfg.groups],
-            next_version: 1,
+            vol: VolumeRecord::default(),
             cfg,
             rng,
             now: 0,
@@ -425,7 +425,7 @@ impl Sim {
             loss_epoch: 0,
             phase: Phase::Faults,
             epoch: newest_epoch,
-            final_reads: Vec::new(),
+            final_reads: None,
             next_ctx: 1,
             flush_every,
             read_mode,
@@ -485,8 +485,13 @@ impl Sim {
             }
             match self.phase {
                 Phase::Faults if self.now >= self.cfg.millis => self.quiet(),
-                Phase::Quiet if self.clients.iter().all(|c| c.cur.is_none()) => {
-                    if self.final_reads.is_empty() {
+                Phase::Quiet
+                    if self.clients.iter().all(|c| c.cur.is_none()) && self.vol.task.is_none() =>
+                {
+                    let reads = self
+                        .final_reads
+                        .get_or_insert_with(|| self.vol.final_reads(self.cfg.blocks));
+                    if reads.is_empty() {
                         self.phase = Phase::Converge;
                     } else {
                         self.next_final_read();
@@ -507,6 +512,7 @@ impl Sim {
             }
         }
         self.compare_replicas()?;
+        self.check_reclaimed()?;
         self.check_history()
     }
 
@@ -521,11 +527,16 @@ impl Sim {
                 self.start(i);
             }
         }
-        self.final_reads = (0..self.cfg.blocks).rev().collect();
+        // Idle clients take up what is left of the snapshot task.
+        for c in 0..self.clients.len() {
+            if self.clients[c].cur.is_none() {
+                self.schedule(1, Ev::ClientNext { client: c });
+            }
+        }
     }
 
     fn next_final_read(&mut self) {
-        let Some(block) = self.final_reads.pop() else {
+        let Some((block, at)) = self.final_reads.as_mut().and_then(Vec::pop) else {
             return;
         };
         self.begin(
@@ -534,6 +545,7 @@ impl Sim {
                 block,
                 sector: 0,
                 count: SECTORS,
+                at,
             },
         );
     }
@@ -774,6 +786,10 @@ impl Sim {
         if self.cfg.bug == Some(Bug::CorruptAsZeros) {
             engine.inject_corrupt_as_zeros();
         }
+        #[cfg(feature = "bug-injection")]
+        if self.cfg.bug == Some(Bug::SkipCow) {
+            engine.inject_skip_cow();
+        }
         let mut c = Config::new(id);
         c.election_tick = 10;
         c.heartbeat_tick = 3;
@@ -838,19 +854,31 @@ impl Sim {
                 continue;
             }
             if let Some(p) = self.nodes[i].groups[g].reads.remove(&ctx) {
-                let reply = self.read_local(i, g, p.block, p.sector, p.count);
+                let reply = self.read_local(i, g, p.block, p.sector, p.count, p.at);
                 self.reply(p.client, p.op, reply);
             }
         }
         self.nodes[i].groups[g].ready_reads = later;
     }
 
-    fn read_local(&mut self, i: usize, g: usize, block: u64, sector: u64, count: u64) -> Reply {
+    fn read_local(
+        &mut self,
+        i: usize,
+        g: usize,
+        block: u64,
+        sector: u64,
+        count: u64,
+        at: u64,
+    ) -> Reply {
         let Some(e) = self.nodes[i].groups[g].engine.as_mut() else {
             return Reply::Retry;
         };
         let mut buf = vec![0u8; (count * SECTOR) as usize];
-        match e.read(VOLUME, block, sector * SECTOR, &mut buf, ReadAt::Head) {
+        let at = match at {
+            0 => ReadAt::Head,
+            v => ReadAt::Version(v),
+        };
+        match e.read(VOLUME, block, sector * SECTOR, &mut buf, at) {
             Ok(Ok(())) => Reply::Data(buf),
             Ok(Err(r)) => Reply::Applied(Applied::Refused(r)),
             // Never served: the replicas are asked for copies, and the
@@ -967,11 +995,12 @@ impl Sim {
                 block,
                 sector,
                 count,
+                at,
             },
             true,
         ) = (&body, self.bug("follower-read"))
         {
-            let reply = self.read_local(i, g, *block, *sector, *count);
+            let reply = self.read_local(i, g, *block, *sector, *count, *at);
             return self.reply(client, op, reply);
         }
         let Some(d) = self.nodes[i].groups[g].driver.as_mut() else {
@@ -1000,6 +1029,7 @@ impl Sim {
                     block,
                     sector,
                     count,
+                    at,
                 } = body
                 else {
                     return;
@@ -1016,6 +1046,7 @@ impl Sim {
                                 block,
                                 sector,
                                 count,
+                                at,
                             },
                         );
                     }
@@ -1135,24 +1166,34 @@ impl Sim {
     // ----- clients ---------------------------------------------------------
 
     fn next_op(&mut self, c: usize) {
-        if self.phase != Phase::Faults || self.clients[c].cur.is_some() {
+        if self.clients[c].cur.is_some() {
+            return;
+        }
+        // A SnapshotWorker's step first: it never gives up on a task, so
+        // it goes on after the faults stop.
+        if let Some(body) = self.vol.next_step(self.cfg.groups) {
+            return self.begin(c, body);
+        }
+        if self.phase != Phase::Faults {
             return;
         }
         if self.chance(2) {
             // The client opens the volume again: the Master hands it a
-            // newer epoch; every older writer is fenced from then on.
+            // newer epoch (every older writer is fenced from then on) and
+            // the volume's head version.
             self.epoch += 1;
             self.clients[c].epoch = self.epoch;
+            self.clients[c].tag = (self.vol.head, self.vol.base);
         }
         let block = self.rand(self.cfg.blocks);
         let sector = self.rand(SECTORS);
         let count = (1 + self.rand(4)).min(SECTORS - sector);
-        let g = (block % self.cfg.groups as u64) as usize;
-        let tag = self.heads[g];
+        let tag = self.clients[c].tag;
         let read = Body::Read {
             block,
             sector,
             count,
+            at: 0,
         };
         let body = match self.rand(100) {
             0..=44 => {
@@ -1171,32 +1212,25 @@ impl Sim {
                 count,
                 tag,
             },
-            55..=96 => read,
-            97 if self.advancing[g] => read,
-            97 => self.start_advance(g),
-            _ => match self.marked[g].first() {
-                Some(&version) => Body::Drop { group: g, version },
-                None if self.advancing[g] => read,
-                None => self.start_advance(g),
+            55..=88 => read,
+            89..=95 => match self.vol.readable_snapshot(self.rng.next_u64() as usize) {
+                Some(at) => Body::Read {
+                    block,
+                    sector,
+                    count,
+                    at,
+                },
+                None => read,
             },
+            _ => {
+                let (pick, kind) = (self.rand(1 << 20) as usize, self.rand(10));
+                if self.vol.start_task(kind, pick, self.now, self.cfg.groups) {
+                    self.stats.version_ops += 1;
+                }
+                read
+            }
         };
         self.begin(c, body);
-    }
-
-    /// A snapshot of group `g`'s part of the volume, as the Master makes
-    /// one: the new head is recorded at once (writes begun from now on
-    /// carry it and move the group themselves), and the step is sent
-    /// until it is acknowledged.
-    fn start_advance(&mut self, g: usize) -> Body {
-        self.next_version += 1;
-        let (head, base) = (self.next_version, self.heads[g].0);
-        self.heads[g] = (head, base);
-        self.advancing[g] = true;
-        Body::Advance {
-            group: g,
-            head,
-            base,
-        }
     }
 
     /// Starts request `body` for client `c`.
@@ -1301,7 +1335,7 @@ impl Sim {
             Body::Write { .. } | Body::Zero { .. } => self.stats.unknown += 1,
             // A version step is sent until it takes (a SnapshotWorker
             // never gives up on a task).
-            Body::Advance { .. } => return self.send(c),
+            Body::Advance { .. } | Body::Drop { .. } => return self.send(c),
             // A read begun once the faults stopped must be answered; one
             // begun under them may time out in an election that follows.
             Body::Read { .. } if self.phase != Phase::Faults && cur.invoke >= self.cfg.millis => {
@@ -1353,17 +1387,11 @@ impl Sim {
                         }
                         self.stats.writes_acked += 1;
                     }
-                    (Body::Advance { base, .. }, EngineOutcome::Advanced { step, .. }) => {
-                        let base = *base;
-                        if step != Step::Same || !self.marked[group].contains(&base) {
-                            self.marked[group].push(base);
-                        }
-                        self.advancing[group] = false;
-                        self.stats.version_ops += 1;
-                    }
-                    (_, EngineOutcome::Dropped { version }) => {
-                        self.marked[group].retain(|&v| v != version);
-                        self.stats.version_ops += 1;
+                    (Body::Advance { .. }, EngineOutcome::Advanced { .. })
+                    | (Body::Drop { .. }, EngineOutcome::Dropped { .. } | EngineOutcome::Skipped) =>
+                    {
+                        let now = self.now;
+                        self.vol.step_done(group, now);
                     }
                     _ => {}
                 }
@@ -1387,11 +1415,25 @@ impl Sim {
                 self.clients[c].epoch = self.epoch;
                 self.finish(c);
             }
-            Reply::Applied(Applied::Refused(
-                Refusal::NotRetained(v) | Refusal::NoSuchVersion(v),
-            )) => {
-                // A drop retried after it applied, or raced with another.
-                self.marked[group].retain(|&m| m != v);
+            Reply::Applied(Applied::Refused(Refusal::NotRetained(_)))
+                if matches!(
+                    self.clients[c].cur.as_ref().map(|c| &c.body),
+                    Some(Body::Drop { .. })
+                ) =>
+            {
+                // A drop retried after it applied.
+                let now = self.now;
+                self.vol.step_done(group, now);
+                self.finish(c);
+            }
+            Reply::Applied(Applied::Refused(Refusal::NoSuchVersion(v)))
+                if self.vol.deleting(v)
+                    && matches!(
+                        self.clients[c].cur.as_ref().map(|c| &c.body),
+                        Some(Body::Read { at, .. }) if *at == v
+                    ) =>
+            {
+                // A read of a snapshot being deleted: refused, as it may be.
                 self.finish(c);
             }
             Reply::Applied(Applied::Refused(Refusal::TooManyVersions)) => {
@@ -1401,13 +1443,23 @@ impl Sim {
                 self.finish(c)
             }
             Reply::Applied(Applied::Refused(Refusal::Stale { head, base, .. })) => {
-                // A write behind a snapshot step: sent again at the head
-                // the group named (it never applied at the old one).
+                // A write behind a version change: the client learns the
+                // head the group named and sends it again there (it never
+                // applied at the old one).
+                if head > self.clients[c].tag.0 {
+                    self.clients[c].tag = (head, base);
+                }
                 let Some(cur) = self.clients[c].cur.as_mut() else {
                     return;
                 };
                 match &mut cur.body {
                     Body::Write { tag, .. } | Body::Zero { tag, .. } => *tag = (head, base),
+                    Body::Advance { head: h, .. } if head >= *h => {
+                        // The group is past this step already.
+                        let now = self.now;
+                        self.vol.step_done(group, now);
+                        return self.finish(c);
+                    }
                     other => {
                         let other = other.clone();
                         return self.fail(format!("client {}: stale {other:?}", c + 1));
@@ -1430,6 +1482,7 @@ impl Sim {
             block,
             sector,
             count,
+            at,
         } = cur.body
         else {
             return self.fail(format!("client {}: data for a write", c + 1));
@@ -1441,19 +1494,35 @@ impl Sim {
                 data.len()
             ));
         }
-        let invoke = cur.invoke;
+        // A snapshot's read is a read of the volume at the snapshot's
+        // cut: somewhere between the moment the Master took it and the
+        // moment every group had.
+        let (invoke, complete) = match at {
+            0 => (cur.invoke, self.now),
+            v => match self.vol.cut_of(v) {
+                Some(cut) => cut,
+                None => return self.fail(format!("a read of unknown snapshot version {v}")),
+            },
+        };
         for (i, s) in data.chunks_exact(SECTOR as usize).enumerate() {
             let key = sectors::key(block, sector + i as u64);
             match sectors::decode(s, key) {
-                Ok(v) => self.history.push(Some(Op {
-                    client: c as u64 + 1,
-                    invoke,
-                    complete: Some(self.now),
-                    kind: OpKind::Get {
-                        key,
-                        result: Some(v),
-                    },
-                })),
+                Ok(v) => {
+                    if at != 0 {
+                        if let Err(why) = self.vol.saw(at, key, v) {
+                            return self.fail(why);
+                        }
+                    }
+                    self.history.push(Some(Op {
+                        client: c as u64 + 1,
+                        invoke,
+                        complete: Some(complete),
+                        kind: OpKind::Get {
+                            key,
+                            result: Some(v),
+                        },
+                    }))
+                }
                 Err(why) => return self.fail(format!("client {} read wrong data: {why}", c + 1)),
             }
         }
@@ -1526,8 +1595,45 @@ impl Sim {
         Ok(())
     }
 
+    /// Once every replica caught up and reclaiming ran to its end, no
+    /// tree keeps a version nobody can read or descends from: deleted
+    /// snapshots and abandoned heads are gone, and their slots with them.
+    fn check_reclaimed(&mut self) -> Result<(), String> {
+        let deleted = self.vol.deleted_versions();
+        for n in &mut self.nodes {
+            for (g, r) in n.groups.iter_mut().enumerate() {
+                let Some(e) = r.engine.as_mut() else { continue };
+                while e
+                    .gc_step(1024)
+                    .map_err(|err| format!("reclaiming: {err}"))?
+                {}
+                let rows = e.versions(VOLUME);
+                for row in &rows {
+                    let has_child = rows.iter().any(|o| o.parent == Some(row.version));
+                    if row.state == VersionState::Gone && !has_child {
+                        return Err(format!(
+                            "node {} group {g}: version {} is gone but still kept ({} slots)",
+                            n.id, row.version, row.slots
+                        ));
+                    }
+                    if deleted.contains(&row.version) && row.state != VersionState::Gone {
+                        return Err(format!(
+                            "node {} group {g}: deleted snapshot version {} is {:?}",
+                            n.id, row.version, row.state
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check_history(&self) -> Result<(), String> {
-        let ops: Vec<Op> = self.history.iter().flatten().copied().collect();
+        let mut ops: Vec<Op> = self.history.iter().flatten().copied().collect();
+        self.vol.check_cuts(&ops)?;
+        // A rollback writes every sector with the snapshot's value,
+        // somewhere between its start and the moment every group took it.
+        ops.extend(self.vol.rollback_writes());
         linearizability::check(&ops).map(drop).map_err(|v| {
             let (block, sector) = sectors::split_key(v.key);
             format!(
