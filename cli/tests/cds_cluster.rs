@@ -275,3 +275,48 @@ fn a_cds_cluster_serves_a_volume_through_crashes_pauses_and_master_loss() {
     let ls = ok(&dir, &["volume", "ls"]);
     assert!(!ls.contains("\nv "), "{ls}");
 }
+
+#[test]
+fn an_idle_volume_gets_back_the_space_a_rollback_abandoned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _g = Guard { dir: dir.clone() };
+    // One group holds every slice: reclaiming them takes many steps, more
+    // than the few that applying the rollback itself drives.
+    ok(&dir, &["cds", "up", "--groups", "1", "--tick-ms", "20"]);
+    ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
+    let file = tmp.path().join("data");
+    for (i, snap) in ["a", "b"].iter().enumerate() {
+        let data: Vec<u8> = (0..64u32 << 20)
+            .map(|x| (x / 4096 + i as u32 * 31) as u8)
+            .collect();
+        std::fs::write(&file, &data).unwrap();
+        ok(
+            &dir,
+            &["volume", "write", "v", "--file", file.to_str().unwrap()],
+        );
+        if i == 0 {
+            ok(&dir, &["volume", "snapshot", "v", snap]);
+        }
+    }
+    let list = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&ok(dir, &["volume", "snapshots", "v", "--json"])).expect("json")
+    };
+    let before = list(&dir);
+    assert_eq!(before["head_bytes"], 64u64 << 20, "{before}");
+    let abandoned = before["head"].to_string();
+    ok(&dir, &["volume", "rollback", "v", "a"]);
+    // No IO from here on: the space must come back anyway.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = list(&dir);
+        if now["gone_versions"].get(&abandoned).is_none() && now["gone_bytes"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rolled-back head's slices were not reclaimed: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

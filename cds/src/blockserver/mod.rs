@@ -39,7 +39,7 @@ use raft_core::storage::local::{open_in_host, LocalOptions};
 use raft_core::{ConfState, NodeId};
 use tokio::task::JoinHandle;
 
-use crate::blockgroup::{BlockGroupSm, SharedEngine};
+use crate::blockgroup::{BlockGroupSm, SharedEngine, GC_SLICES_PER_BATCH};
 use crate::engine::{Engine, EngineError, Geometry};
 
 /// Where a peer BlockServer listens.
@@ -214,11 +214,12 @@ impl BlockServer {
             stop: tokio::sync::watch::channel(false).0,
         });
         let accept = tokio::spawn(serve::accept(inner.clone(), listener));
+        let reclaim = tokio::spawn(reclaim(inner.clone()));
         inner
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(accept);
+            .extend([accept, reclaim]);
         Ok(BlockServer { inner })
     }
 
@@ -440,5 +441,33 @@ impl BlockServer {
             .clear();
         self.inner.host.shutdown().await;
         self.inner.transport.shutdown().await;
+    }
+}
+
+/// Reclaims, a little at a time, the slices no live version sees (after a
+/// rollback, a snapshot removed, a volume deleted) in every replica here.
+/// Applying entries does some of it too; this goes on when no IO comes,
+/// so an idle volume's space comes back as well.
+async fn reclaim(inner: Arc<Inner>) {
+    loop {
+        tokio::time::sleep(limits::RECLAIM_EVERY).await;
+        let engines: Vec<(u64, SharedEngine)> = inner
+            .groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(&g, r)| (g, r.engine.clone()))
+            .collect();
+        for (group, engine) in engines {
+            let mut e = crate::blockgroup::lock(&engine);
+            // Nothing to do is one check. A failure stops the engine; the group's next apply reports
+            // it and the replica stops serving.
+            if let Err(err) = e.gc_step(GC_SLICES_PER_BATCH) {
+                eprintln!(
+                    "blockserver {}: group {group}: reclaiming: {err}",
+                    inner.cfg.id
+                );
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! tasks`: a volume's snapshots through the Master, whose tasks the
 //! SnapshotWorkers carry to every BlockGroup.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -162,6 +163,16 @@ pub(crate) fn snapshots(c: &CdsCluster, name: &str, json: bool) -> Result<()> {
         .with_context(|| format!("volume {name}"))?;
     let slots = runtime()?.block_on(cds::volume::version_slots(&c.access(), v.id))?;
     let bytes = |version: u64| slots.get(&version).copied().unwrap_or(0) * DEFAULT_SLICE_SIZE;
+    // Versions no one can read any more (deleted snapshots, heads a
+    // rollback abandoned) that still hold slices: what the background
+    // reclaim has left to free, or what a live version still shares.
+    let gone_versions: BTreeMap<u64, u64> = slots
+        .keys()
+        .filter(|&&ver| ver != v.head && !v.snapshots.values().any(|s| s.version == ver))
+        .map(|&ver| (ver, bytes(ver)))
+        .filter(|&(_, b)| b > 0)
+        .collect();
+    let gone: u64 = gone_versions.values().sum();
     if json {
         let list: Vec<serde_json::Value> = v
             .snapshots
@@ -175,7 +186,8 @@ pub(crate) fn snapshots(c: &CdsCluster, name: &str, json: bool) -> Result<()> {
             .collect();
         let out = serde_json::json!({
             "volume": v.name, "head": v.head, "base": v.base,
-            "head_bytes": bytes(v.head), "snapshots": list, "origin": v.origin,
+            "head_bytes": bytes(v.head), "gone_bytes": gone,
+            "gone_versions": gone_versions, "snapshots": list, "origin": v.origin,
         });
         outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -205,6 +217,15 @@ pub(crate) fn snapshots(c: &CdsCluster, name: &str, json: bool) -> Result<()> {
         if v.task.is_some() { "busy" } else { "writable" },
         human(bytes(v.head))
     );
+    if gone > 0 {
+        outln!(
+            "{:<24} {:>8} {:<9} {:>12}",
+            "(removed versions)",
+            "-",
+            "held",
+            human(gone)
+        );
+    }
     if let Some(o) = &v.origin {
         outln!(
             "a clone of {}@{} (version {})",
@@ -214,6 +235,9 @@ pub(crate) fn snapshots(c: &CdsCluster, name: &str, json: bool) -> Result<()> {
         );
     }
     outln!("own space: slices written while that version was the head (what removing it frees, unless a later version shares them)");
+    if gone > 0 {
+        outln!("removed versions: slices of deleted snapshots and rolled-back heads that a live version still reads, or that the background reclaim has not freed yet");
+    }
     Ok(())
 }
 
