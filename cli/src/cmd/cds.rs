@@ -290,13 +290,14 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             let c = cdscluster::up(&dir.dir, &o)?;
             outln!(
                 "CDS cluster up in {}: {} Masters, {} BlockServers ({} disks each), {} BlockGroups, \
-                 {} SnapshotWorkers",
+                 {} SnapshotWorker{}",
                 dir.dir.display(),
                 c.masters.len(),
                 c.servers.len(),
                 disks,
                 groups,
-                c.workers.len()
+                c.workers.len(),
+                if c.workers.len() == 1 { "" } else { "s" }
             );
             for (name, e) in c.all() {
                 if name.role == cdscluster::Role::SnapshotWorker {
