@@ -157,10 +157,12 @@ pub struct Stats {
     pub unknown: u64,
     /// Writes refused because a newer writer had opened the volume.
     pub fenced: u64,
-    /// Version marks and drops applied.
-    pub version_ops: u64,
     /// Writes refused as behind a snapshot step and sent again.
     pub stale: u64,
+    /// Snapshots every group took, rollbacks done, clones made.
+    pub snapshots: u64,
+    pub rollbacks: u64,
+    pub clones: u64,
     pub crashes: u64,
     pub partitions: u64,
     /// Bits flipped in engines' slot files (bit rot), and corrupt sectors
@@ -194,7 +196,7 @@ impl fmt::Display for Outcome {
         write!(
             f,
             "seed {}: {} ({} events, {} ms simulated, {} writes acked, {} reads, {} unknown, \
-             {} fenced, {} version ops, {} crashes, {} partitions, {} bits rotted, {} sectors repaired, \
+             {} fenced, {} snapshots, {} rollbacks, {} clones, {} crashes, {} partitions, {} bits rotted, {} sectors repaired, \
              {} sectors checked at the end)",
             self.seed,
             match &self.failure {
@@ -207,7 +209,9 @@ impl fmt::Display for Outcome {
             s.reads,
             s.unknown,
             s.fenced,
-            s.version_ops,
+            s.snapshots,
+            s.rollbacks,
+            s.clones,
             s.crashes,
             s.partitions,
             s.bit_rot,

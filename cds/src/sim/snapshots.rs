@@ -21,7 +21,12 @@
 //! - a rollback writes every sector with the snapshot's value somewhere
 //!   between its start and the moment every group took it (added to the
 //!   histories, so reads after it must see the snapshot or later writes);
-//! - deleted snapshots and abandoned heads are reclaimed (`world.rs`).
+//! - deleted snapshots and abandoned heads are reclaimed (`world.rs`);
+//! - a clone (one per seed) starts as its snapshot's content: every
+//!   sector of it is a register whose first value is the snapshot's,
+//!   written by the clone alone from then on (the per-sector histories
+//!   check that the clone's writes never reach the source, and the
+//!   source's never reach the clone).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -56,6 +61,7 @@ enum Kind {
     Snapshot,
     Rollback,
     Delete,
+    Clone,
 }
 
 /// The task under way: one step per group.
@@ -80,6 +86,8 @@ pub(super) struct VolumeRecord {
     pub(super) task: Option<Task>,
     /// (snapshot, start, end) of each rollback.
     rollbacks: Vec<(usize, u64, u64)>,
+    /// The clone: its snapshot, and when every group had it.
+    clone: Option<(usize, Option<u64>)>,
 }
 
 impl Default for VolumeRecord {
@@ -91,6 +99,7 @@ impl Default for VolumeRecord {
             snaps: Vec::new(),
             task: None,
             rollbacks: Vec::new(),
+            clone: None,
         }
     }
 }
@@ -114,6 +123,9 @@ impl VolumeRecord {
             0..=5 if live < MAX_LIVE_SNAPSHOTS => (Kind::Snapshot, self.snaps.len()),
             6..=7 if !ready.is_empty() && self.rollbacks.len() < MAX_ROLLBACKS => {
                 (Kind::Rollback, ready[pick % ready.len()])
+            }
+            8 if !ready.is_empty() && self.clone.is_none() => {
+                (Kind::Clone, ready[pick % ready.len()])
             }
             _ => {
                 let deletable: Vec<usize> = ready
@@ -144,8 +156,15 @@ impl VolumeRecord {
                 self.snaps[snap].deleting = true;
                 (self.head, self.base)
             }
+            Kind::Clone => {
+                // Its source stays (a snapshot with a clone cannot be
+                // removed) and its values are needed to the end.
+                self.snaps[snap].target = true;
+                self.clone = Some((snap, None));
+                (self.head, self.base)
+            }
         };
-        if kind != Kind::Delete {
+        if matches!(kind, Kind::Snapshot | Kind::Rollback) {
             self.next += 1;
             (self.head, self.base) = (head, base);
         }
@@ -176,6 +195,10 @@ impl VolumeRecord {
                 group,
                 version: self.snaps[t.snap].version,
             },
+            Kind::Clone => Body::Clone {
+                group,
+                version: self.snaps[t.snap].version,
+            },
         })
     }
 
@@ -195,7 +218,46 @@ impl VolumeRecord {
             Kind::Snapshot => self.snaps[snap].t1 = Some(now),
             Kind::Rollback => self.rollbacks.push((snap, t0, now)),
             Kind::Delete => self.snaps[snap].deleted = true,
+            Kind::Clone => self.clone = Some((snap, Some(now))),
         }
+    }
+
+    /// Snapshots made (on every group), rollbacks done and clones made.
+    pub(super) fn finished(&self) -> (u64, u64, u64) {
+        (
+            self.snaps.iter().filter(|s| s.t1.is_some()).count() as u64,
+            self.rollbacks.len() as u64,
+            u64::from(self.clone_ready()),
+        )
+    }
+
+    /// Whether the clone is made on every group (and can be used).
+    pub(super) fn clone_ready(&self) -> bool {
+        matches!(self.clone, Some((_, Some(_))))
+    }
+
+    /// Per sector of the clone, a write of its snapshot's value, done by
+    /// the time every group had the clone.
+    pub(super) fn clone_writes(&self, blocks: u64) -> Vec<Op> {
+        let Some((snap, Some(done))) = self.clone else {
+            return Vec::new();
+        };
+        self.snaps[snap]
+            .values
+            .iter()
+            .map(|(&key, &value)| {
+                let (block, sector) = sectors::split_key(key);
+                Op {
+                    client: 0,
+                    invoke: 0,
+                    complete: Some(done),
+                    kind: OpKind::Put {
+                        key: sectors::key(blocks + block, sector),
+                        value,
+                    },
+                }
+            })
+            .collect()
     }
 
     /// A ready snapshot's version to read (`pick` chooses), if any.
@@ -245,6 +307,9 @@ impl VolumeRecord {
     /// kept, in the order they are popped.
     pub(super) fn final_reads(&self, blocks: u64) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = (0..blocks).map(|b| (b, 0)).collect();
+        if self.clone_ready() {
+            out.extend((blocks..2 * blocks).map(|b| (b, 0)));
+        }
         for s in self.snaps.iter().filter(|s| s.t1.is_some() && !s.deleted) {
             out.extend((0..blocks).map(|b| (b, s.version)));
         }

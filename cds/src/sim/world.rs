@@ -39,6 +39,18 @@ const GEOMETRY: Geometry = Geometry {
 };
 /// The simulated volume's id.
 const VOLUME: u64 = 1;
+/// The clone of one of its snapshots, once made. In bodies and keys its
+/// blocks come after the source's: block `b` of the clone is `blocks + b`.
+const CLONE: u64 = 2;
+
+/// The volume and its block for a body's block number (see [`CLONE`]).
+fn locate(block: u64, blocks: u64) -> (u64, u64) {
+    if block >= blocks {
+        (CLONE, block - blocks)
+    } else {
+        (VOLUME, block)
+    }
+}
 /// A client tries another node after this long without an answer.
 const CLIENT_TIMEOUT_MS: u64 = 150;
 /// A client gives up on a request after this long: a write's outcome is
@@ -52,6 +64,11 @@ const QUIET_BOUND_MS: u64 = 30_000;
 pub(super) fn run(cfg: &SimConfig) -> Outcome {
     let mut sim = Sim::new(cfg.clone());
     let failure = sim.run_all().err();
+    (
+        sim.stats.snapshots,
+        sim.stats.rollbacks,
+        sim.stats.clones,
+    ) = sim.vol.finished();
     Outcome {
         seed: cfg.seed,
         events: sim.events,
@@ -99,6 +116,12 @@ pub(super) enum Body {
         group: usize,
         version: u64,
     },
+    /// A SnapshotWorker's step of a clone: the group learns that the
+    /// clone reads through to the volume's `version`.
+    Clone {
+        group: usize,
+        version: u64,
+    },
 }
 
 impl Body {
@@ -107,12 +130,13 @@ impl Body {
             Body::Write { block, .. } | Body::Zero { block, .. } | Body::Read { block, .. } => {
                 Some(block)
             }
-            Body::Advance { .. } | Body::Drop { .. } => None,
+            Body::Advance { .. } | Body::Drop { .. } | Body::Clone { .. } => None,
         }
     }
 
-    /// The engine command a leader proposes for it (`None`: a read).
-    fn command(&self, epoch: u64) -> Option<Command> {
+    /// The engine command a leader proposes for it (`None`: a read), for
+    /// a volume of `blocks` blocks.
+    fn command(&self, epoch: u64, blocks: u64) -> Option<Command> {
         Some(match *self {
             Body::Write {
                 block,
@@ -125,8 +149,9 @@ impl Body {
                 for (i, s) in data.chunks_exact_mut(SECTOR as usize).enumerate() {
                     sectors::fill(s, sectors::key(block, sector + i as u64), value);
                 }
+                let (volume, block) = locate(block, blocks);
                 Command::Write {
-                    volume: VOLUME,
+                    volume,
                     block,
                     offset: sector * SECTOR,
                     data: Bytes::from(data),
@@ -140,15 +165,18 @@ impl Body {
                 sector,
                 count,
                 tag,
-            } => Command::Zero {
-                volume: VOLUME,
-                block,
-                offset: sector * SECTOR,
-                len: count * SECTOR,
-                epoch,
-                head: tag.0,
-                base: tag.1,
-            },
+            } => {
+                let (volume, block) = locate(block, blocks);
+                Command::Zero {
+                    volume,
+                    block,
+                    offset: sector * SECTOR,
+                    len: count * SECTOR,
+                    epoch,
+                    head: tag.0,
+                    base: tag.1,
+                }
+            }
             Body::Advance { head, base, .. } => Command::Advance {
                 volume: VOLUME,
                 head,
@@ -156,6 +184,11 @@ impl Body {
             },
             Body::Drop { version, .. } => Command::Drop {
                 volume: VOLUME,
+                version,
+            },
+            Body::Clone { version, .. } => Command::Clone {
+                volume: CLONE,
+                from: VOLUME,
                 version,
             },
             Body::Read { .. } => return None,
@@ -878,7 +911,8 @@ impl Sim {
             0 => ReadAt::Head,
             v => ReadAt::Version(v),
         };
-        match e.read(VOLUME, block, sector * SECTOR, &mut buf, at) {
+        let (volume, block) = locate(block, self.cfg.blocks);
+        match e.read(volume, block, sector * SECTOR, &mut buf, at) {
             Ok(Ok(())) => Reply::Data(buf),
             Ok(Err(r)) => Reply::Applied(Applied::Refused(r)),
             // Never served: the replicas are asked for copies, and the
@@ -942,7 +976,7 @@ impl Sim {
     /// Repairs every corrupt sector of block `block` on every replica of
     /// group `g` from the others (the cluster has converged: every copy
     /// holds), as a scrub would. Fails the run if one cannot be.
-    fn scrub(&mut self, g: usize, block: u64) -> Result<(), String> {
+    fn scrub(&mut self, g: usize, volume: u64, block: u64) -> Result<(), String> {
         for i in 0..self.nodes.len() {
             // Each round repairs at least one sector or ends.
             for _ in 0..=SECTORS {
@@ -950,7 +984,7 @@ impl Sim {
                     break;
                 };
                 let mut buf = vec![0u8; (SECTORS * SECTOR) as usize];
-                let id = match e.read(VOLUME, block, 0, &mut buf, ReadAt::Head) {
+                let id = match e.read(volume, block, 0, &mut buf, ReadAt::Head) {
                     Err(EngineError::CorruptSector { slot, sector, .. }) => e.locate(slot, sector),
                     _ => None,
                 };
@@ -1011,7 +1045,7 @@ impl Sim {
             let hint = raft.leader();
             return self.reply(client, op, Reply::NotLeader(hint));
         }
-        match body.command(epoch) {
+        match body.command(epoch, self.cfg.blocks) {
             Some(cmd) => match raft.propose(encode(&cmd), None) {
                 Ok(index) => {
                     let term = raft.term();
@@ -1185,10 +1219,17 @@ impl Sim {
             self.clients[c].epoch = self.epoch;
             self.clients[c].tag = (self.vol.head, self.vol.base);
         }
-        let block = self.rand(self.cfg.blocks);
+        // Once the clone is made, some IO goes to it (at its own head,
+        // which never moves here).
+        let on_clone = self.vol.clone_ready() && self.chance(30);
+        let block = self.rand(self.cfg.blocks) + if on_clone { self.cfg.blocks } else { 0 };
         let sector = self.rand(SECTORS);
         let count = (1 + self.rand(4)).min(SECTORS - sector);
-        let tag = self.clients[c].tag;
+        let tag = if on_clone {
+            (1, 0)
+        } else {
+            self.clients[c].tag
+        };
         let read = Body::Read {
             block,
             sector,
@@ -1213,6 +1254,7 @@ impl Sim {
                 tag,
             },
             55..=88 => read,
+            89..=95 if on_clone => read,
             89..=95 => match self.vol.readable_snapshot(self.rng.next_u64() as usize) {
                 Some(at) => Body::Read {
                     block,
@@ -1224,9 +1266,8 @@ impl Sim {
             },
             _ => {
                 let (pick, kind) = (self.rand(1 << 20) as usize, self.rand(10));
-                if self.vol.start_task(kind, pick, self.now, self.cfg.groups) {
-                    self.stats.version_ops += 1;
-                }
+                // The task's steps go out as clients pick them up.
+                self.vol.start_task(kind, pick, self.now, self.cfg.groups);
                 read
             }
         };
@@ -1238,8 +1279,11 @@ impl Sim {
         let id = self.clients[c].next_op;
         self.clients[c].next_op += 1;
         let group = match (&body, body.block()) {
-            (Body::Advance { group, .. } | Body::Drop { group, .. }, _) => *group,
-            (_, Some(b)) => (b % self.cfg.groups as u64) as usize,
+            (
+                Body::Advance { group, .. } | Body::Drop { group, .. } | Body::Clone { group, .. },
+                _,
+            ) => *group,
+            (_, Some(b)) => (locate(b, self.cfg.blocks).1 % self.cfg.groups as u64) as usize,
             (_, None) => self.rand(self.cfg.groups as u64) as usize,
         };
         let mut hist = Vec::new();
@@ -1335,7 +1379,7 @@ impl Sim {
             Body::Write { .. } | Body::Zero { .. } => self.stats.unknown += 1,
             // A version step is sent until it takes (a SnapshotWorker
             // never gives up on a task).
-            Body::Advance { .. } | Body::Drop { .. } => return self.send(c),
+            Body::Advance { .. } | Body::Drop { .. } | Body::Clone { .. } => return self.send(c),
             // A read begun once the faults stopped must be answered; one
             // begun under them may time out in an election that follows.
             Body::Read { .. } if self.phase != Phase::Faults && cur.invoke >= self.cfg.millis => {
@@ -1388,8 +1432,8 @@ impl Sim {
                         self.stats.writes_acked += 1;
                     }
                     (Body::Advance { .. }, EngineOutcome::Advanced { .. })
-                    | (Body::Drop { .. }, EngineOutcome::Dropped { .. } | EngineOutcome::Skipped) =>
-                    {
+                    | (Body::Drop { .. }, EngineOutcome::Dropped { .. } | EngineOutcome::Skipped)
+                    | (Body::Clone { .. }, EngineOutcome::Cloned | EngineOutcome::Skipped) => {
                         let now = self.now;
                         self.vol.step_done(group, now);
                     }
@@ -1504,9 +1548,16 @@ impl Sim {
                 None => return self.fail(format!("a read of unknown snapshot version {v}")),
             },
         };
+        let blocks = self.cfg.blocks;
         for (i, s) in data.chunks_exact(SECTOR as usize).enumerate() {
             let key = sectors::key(block, sector + i as u64);
-            match sectors::decode(s, key) {
+            // A clone's sector it never wrote is its source's, as written
+            // there (the register is still the clone's).
+            let decoded = sectors::decode(s, key).or_else(|why| match locate(block, blocks) {
+                (CLONE, b) => sectors::decode(s, sectors::key(b, sector + i as u64)),
+                _ => Err(why),
+            });
+            match decoded {
                 Ok(v) => {
                     if at != 0 {
                         if let Err(why) = self.vol.saw(at, key, v) {
@@ -1560,16 +1611,18 @@ impl Sim {
 
     /// After convergence every replica's engine holds the same bytes.
     fn compare_replicas(&mut self) -> Result<(), String> {
-        for block in 0..self.cfg.blocks {
+        let vblocks = self.cfg.blocks * if self.vol.clone_ready() { 2 } else { 1 };
+        for vblock in 0..vblocks {
+            let (volume, block) = locate(vblock, self.cfg.blocks);
             let g = (block % self.cfg.groups as u64) as usize;
-            self.scrub(g, block)?;
+            self.scrub(g, volume, block)?;
             let mut first: Option<(NodeId, Vec<u8>)> = None;
             for n in &mut self.nodes {
                 let Some(e) = n.groups[g].engine.as_mut() else {
                     return Err(format!("node {} has no engine for group {g}", n.id));
                 };
                 let mut buf = vec![0u8; (SECTORS * SECTOR) as usize];
-                match e.read(VOLUME, block, 0, &mut buf, ReadAt::Head) {
+                match e.read(volume, block, 0, &mut buf, ReadAt::Head) {
                     Ok(Ok(())) => {}
                     other => {
                         return Err(format!("node {}: reading block {block}: {other:?}", n.id))
@@ -1584,7 +1637,8 @@ impl Sim {
                             .position(|(x, y)| x != y)
                             .unwrap_or(0);
                         return Err(format!(
-                            "replicas diverge: block {block} sector {s} differs between nodes {id} and {}",
+                            "replicas diverge: volume {volume} block {block} sector {s} differs \
+                             between nodes {id} and {}",
                             n.id
                         ));
                     }
@@ -1634,10 +1688,16 @@ impl Sim {
         // A rollback writes every sector with the snapshot's value,
         // somewhere between its start and the moment every group took it.
         ops.extend(self.vol.rollback_writes());
+        // The clone starts as its snapshot's content.
+        ops.extend(self.vol.clone_writes(self.cfg.blocks));
         linearizability::check(&ops).map(drop).map_err(|v| {
             let (block, sector) = sectors::split_key(v.key);
+            let block = match locate(block, self.cfg.blocks) {
+                (CLONE, b) => format!("the clone's block {b}"),
+                (_, b) => format!("block {b}"),
+            };
             format!(
-                "per-sector linearizability: block {block} sector {sector}: {}",
+                "per-sector linearizability: {block} sector {sector}: {}",
                 v.reason
             )
         })

@@ -214,7 +214,11 @@ fn sim(args: &SimArgs) -> Result<()> {
     outcomes.sort_by_key(|o| o.seed);
     let mut failed = 0;
     let (mut acked, mut reads, mut crashes, mut rot, mut repaired) = (0, 0, 0, 0, 0);
+    let (mut snaps, mut rollbacks, mut clones) = (0, 0, 0);
     for o in &outcomes {
+        snaps += o.stats.snapshots;
+        rollbacks += o.stats.rollbacks;
+        clones += o.stats.clones;
         acked += o.stats.writes_acked;
         reads += o.stats.reads;
         crashes += o.stats.crashes;
@@ -229,8 +233,9 @@ fn sim(args: &SimArgs) -> Result<()> {
         }
     }
     outln!(
-        "{} seeds in {:.1}s: {acked} writes acknowledged, {reads} reads checked, {crashes} crashes, \
-         {rot} bits rotted, {repaired} sectors repaired from replicas",
+        "{} seeds in {:.1}s: {acked} writes acknowledged, {reads} reads checked, {snaps} snapshots, \
+         {rollbacks} rollbacks, {clones} clones, {crashes} crashes, {rot} bits rotted, {repaired} \
+         sectors repaired from replicas",
         outcomes.len(),
         started.elapsed().as_secs_f64()
     );
