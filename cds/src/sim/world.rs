@@ -64,11 +64,7 @@ const QUIET_BOUND_MS: u64 = 30_000;
 pub(super) fn run(cfg: &SimConfig) -> Outcome {
     let mut sim = Sim::new(cfg.clone());
     let failure = sim.run_all().err();
-    (
-        sim.stats.snapshots,
-        sim.stats.rollbacks,
-        sim.stats.clones,
-    ) = sim.vol.finished();
+    (sim.stats.snapshots, sim.stats.rollbacks, sim.stats.clones) = sim.vol.finished();
     Outcome {
         seed: cfg.seed,
         events: sim.events,
