@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cds::nbd::proto;
-use common::cds::{fails, ok, Guard};
+use common::cds::{cdsctl, fails, ok, Guard};
 use common::{bounded, succeeded, text};
 
 /// Runs a block tool, killed after `secs`; a missing tool fails the test.
@@ -865,7 +865,23 @@ fn tasks(dir: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn snapshots_rollback_and_clones_through_the_block_tools() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, _g) = cluster(tmp.path());
+    let dir = tmp.path().join("c");
+    let _g = Guard { dir: dir.clone() };
+    // A paced SnapshotWorker (4 groups a second: a task on the 8 groups
+    // takes 2 s), so it can be killed in the middle of one.
+    ok(
+        &dir,
+        &[
+            "cds",
+            "up",
+            "--groups",
+            "8",
+            "--tick-ms",
+            "20",
+            "--worker-rate",
+            "4",
+        ],
+    );
     ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
     let s = serve(&dir, &["v"]);
     let v = s.uri("v");
@@ -949,15 +965,61 @@ fn snapshots_rollback_and_clones_through_the_block_tools() {
     let err = fails(&dir, &["volume", "snapshot-rm", "v", "s1"]);
     assert!(err.contains("clone"), "{err}");
 
-    // A rollback with no SnapshotWorker waits; a restarted one finishes it.
-    ok(&dir, &["cds", "kill", "w1"]);
+    // The SnapshotWorker killed in the middle of a rollback, and the
+    // leading Master with it: the task waits, in the Master's state; a
+    // restarted worker finishes it under the new leading Master.
     ok(&dir, &["volume", "rollback", "v", "s1", "--no-wait"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let running: Vec<_> = tasks(&dir)
-        .into_iter()
-        .filter(|t| t["state"] == "running")
-        .collect();
-    assert_eq!(running.len(), 1, "{running:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running = loop {
+        let t: Vec<_> = tasks(&dir)
+            .into_iter()
+            .filter(|t| t["state"] == "running")
+            .collect();
+        assert_eq!(t.len(), 1, "{t:?}");
+        if t[0]["done"].as_u64().unwrap_or(0) > 0 {
+            break t[0].clone();
+        }
+        assert!(Instant::now() < deadline, "no progress: {t:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ok(&dir, &["cds", "kill", "w1"]);
+    let (done, total) = (
+        running["done"].as_u64().unwrap(),
+        running["total"].as_u64().unwrap(),
+    );
+    assert!(done > 0 && done < total, "not mid-task: {running}");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["cds", "status", "--json"])).expect("status json");
+    let master = status["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p["master"]["role"] == "leader")
+        .expect("a leading Master")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(&dir, &["cds", "kill", &master]);
+    // Still under way with no worker, and in the new leader's state.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let t = loop {
+        let out = cdsctl(&dir, &["volume", "tasks", "--json"]);
+        if out.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("tasks json");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Master answers: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let t = t.as_array().expect("a list");
+    assert!(
+        t.iter()
+            .any(|t| t["state"] == "running" && t["kind"]["kind"] == "rollback"),
+        "{t:?}"
+    );
     let err = fails(&dir, &["volume", "snapshot", "v", "s5"]);
     assert!(err.contains("under way"), "{err}");
     ok(&dir, &["cds", "restart", "w1"]);
@@ -977,6 +1039,7 @@ fn snapshots_rollback_and_clones_through_the_block_tools() {
         &["compare", "-f", "raw", "-F", "raw", a, &v],
     );
     assert!(cmp.contains("identical"), "after the rollback: {cmp}");
+    ok(&dir, &["cds", "restart", &master]);
     tool_ok(
         60,
         "qemu-io",

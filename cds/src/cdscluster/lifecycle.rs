@@ -46,6 +46,9 @@ pub struct UpOptions {
     pub groups: u64,
     /// SnapshotWorkers (0: snapshot tasks wait until one is started).
     pub workers: u64,
+    /// Their pace: groups per second a task's steps start on (0: no
+    /// limit).
+    pub worker_rate: u32,
     pub tick_ms: u64,
     /// How long `up` waits for the cluster to serve.
     pub timeout: Duration,
@@ -62,6 +65,7 @@ impl UpOptions {
             disks: 2,
             groups: DEFAULT_GROUPS,
             workers: 1,
+            worker_rate: 0,
             tick_ms: 50,
             timeout: Duration::from_secs(60),
         }
@@ -205,6 +209,7 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
             masters: masters.clone(),
             data_dir: data_dir.clone(),
             poll_ms: 100,
+            groups_per_second: o.worker_rate,
         };
         write_config(&data_dir, &cfg)?;
         c.workers.push(NodeEntry {

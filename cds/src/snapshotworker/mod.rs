@@ -94,18 +94,27 @@ async fn group_step(
 /// Runs `task` on every group of `groups` (group id to replica server
 /// ids), reporting progress to the Master, and finishes it there. A group
 /// that cannot take its step within `patience` fails the run (nothing is
-/// undone: the next run skips what is done).
+/// undone: the next run skips what is done). With `groups_per_second`
+/// (0: as fast as the groups answer), steps start no faster than that,
+/// so a task's entries do not crowd the volume's own writes.
 pub async fn run_task(
     admin: Arc<MasterClient>,
     data: Arc<GroupClient>,
     groups: &BTreeMap<u64, Vec<u64>>,
     task: &Task,
     patience: Duration,
+    groups_per_second: u32,
 ) -> Result<(), TaskError> {
+    let pace = (groups_per_second > 0).then(|| Duration::from_secs(1) / groups_per_second);
+    let mut next_start = Instant::now();
     let total = groups.len() as u64;
-    let give_up = Instant::now() + patience;
+    // The pace adds its own time to what the groups may take.
+    let paced = pace.map_or(Duration::ZERO, |p| {
+        p.saturating_mul(u32::try_from(total).unwrap_or(u32::MAX))
+    });
+    let give_up = Instant::now() + patience + paced;
     let mut set = JoinSet::new();
-    let mut pending = groups.iter();
+    let mut pending = groups.iter().peekable();
     let mut done = 0u64;
     let mut first_err = None;
     let mut last_report = Instant::now();
@@ -117,7 +126,16 @@ pub async fn run_task(
         }
     };
     loop {
-        while set.len() < MAX_GROUPS_IN_FLIGHT {
+        while set.len() < MAX_GROUPS_IN_FLIGHT && pending.peek().is_some() {
+            if let Some(pace) = pace {
+                // Paced: start the next step when its turn comes, or
+                // collect a finished one first if it is not time yet.
+                if Instant::now() < next_start && !set.is_empty() {
+                    break;
+                }
+                tokio::time::sleep_until(next_start.into()).await;
+                next_start += pace;
+            }
             let Some((&g, replicas)) = pending.next() else {
                 break;
             };

@@ -25,6 +25,9 @@ const IO_DEADLINE: Duration = Duration::from_secs(10);
 /// repaired; the task waits for it).
 const TASK_PATIENCE: Duration = Duration::from_secs(30);
 
+/// The highest pace a worker's config may set (faster is "no limit").
+pub const MAX_GROUPS_PER_SECOND: u32 = 100_000;
+
 /// A SnapshotWorker's config file (`cdsctl cds snapshot-worker --config FILE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerConfig {
@@ -42,6 +45,9 @@ pub struct WorkerConfig {
     /// to a second for a task to start).
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
+    /// The most groups a task's steps start on per second (0: no limit).
+    #[serde(default)]
+    pub groups_per_second: u32,
 }
 
 fn default_poll_ms() -> u64 {
@@ -60,6 +66,13 @@ impl WorkerConfig {
         }
         if !(1..=60_000).contains(&cfg.poll_ms) {
             bail!(Invalid, "poll_ms: {} (1 to 60000)", cfg.poll_ms);
+        }
+        if cfg.groups_per_second > MAX_GROUPS_PER_SECOND {
+            bail!(
+                Invalid,
+                "groups_per_second: {} (0 for no limit, or up to {MAX_GROUPS_PER_SECOND})",
+                cfg.groups_per_second
+            );
         }
         Ok(cfg)
     }
@@ -168,11 +181,12 @@ async fn work(cfg: &WorkerConfig) -> Error {
             .collect();
         // Tasks of different volumes are independent: run them at once.
         let mut set = tokio::task::JoinSet::new();
+        let rate = cfg.groups_per_second;
         for task in running {
             let (admin, data, groups) = (admin.clone(), data.clone(), groups.clone());
             set.spawn(async move {
                 let started = std::time::Instant::now();
-                let r = run_task(admin, data, &groups, &task, TASK_PATIENCE).await;
+                let r = run_task(admin, data, &groups, &task, TASK_PATIENCE, rate).await;
                 (task, started.elapsed(), r)
             });
         }

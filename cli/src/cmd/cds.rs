@@ -47,6 +47,10 @@ pub enum CdsCommand {
         /// SnapshotWorkers (0 to 8; snapshot tasks wait while there are none).
         #[arg(long, default_value_t = 1)]
         workers: u64,
+        /// The most BlockGroups per second a SnapshotWorker takes a task's
+        /// step to (0: no limit), to spare the volumes' own IO.
+        #[arg(long, default_value_t = 0)]
+        worker_rate: u32,
         /// Milliseconds per Raft tick.
         #[arg(long, default_value_t = 50)]
         tick_ms: u64,
@@ -281,6 +285,7 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             disks,
             groups,
             workers,
+            worker_rate,
             tick_ms,
             timeout,
         } => {
@@ -290,6 +295,7 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             o.disks = disks;
             o.groups = groups;
             o.workers = workers;
+            o.worker_rate = worker_rate;
             o.tick_ms = tick_ms;
             o.timeout = timeout;
             let c = cdscluster::up(&dir.dir, &o)?;
