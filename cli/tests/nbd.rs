@@ -865,23 +865,7 @@ fn tasks(dir: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn snapshots_rollback_and_clones_through_the_block_tools() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("c");
-    let _g = Guard { dir: dir.clone() };
-    // A paced SnapshotWorker (4 groups a second: a task on the 8 groups
-    // takes 2 s), so it can be killed in the middle of one.
-    ok(
-        &dir,
-        &[
-            "cds",
-            "up",
-            "--groups",
-            "8",
-            "--tick-ms",
-            "20",
-            "--worker-rate",
-            "4",
-        ],
-    );
+    let (dir, _g) = cluster(tmp.path());
     ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
     let s = serve(&dir, &["v"]);
     let v = s.uri("v");
@@ -967,7 +951,16 @@ fn snapshots_rollback_and_clones_through_the_block_tools() {
 
     // The SnapshotWorker killed in the middle of a rollback, and the
     // leading Master with it: the task waits, in the Master's state; a
-    // restarted worker finishes it under the new leading Master.
+    // restarted worker finishes it under the new leading Master. The
+    // worker is paced first (4 groups a second: a task on the 8 groups
+    // takes 2 s) so that it can be killed in the middle of one.
+    ok(&dir, &["cds", "kill", "w1"]);
+    let wcfg = dir.join("w1").join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&wcfg).expect("w1 config")).expect("json");
+    cfg["groups_per_second"] = 4.into();
+    std::fs::write(&wcfg, serde_json::to_vec(&cfg).unwrap()).expect("w1 config");
+    ok(&dir, &["cds", "restart", "w1"]);
     ok(&dir, &["volume", "rollback", "v", "s1", "--no-wait"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let running = loop {
