@@ -460,8 +460,8 @@ async fn reclaim(inner: Arc<Inner>) {
             .collect();
         for (group, engine) in engines {
             let mut e = crate::blockgroup::lock(&engine);
-            // Nothing to do is one check. A failure stops the engine; the group's next apply reports
-            // it and the replica stops serving.
+            // Nothing to do is one check. A failure stops the engine: the
+            // group's next apply reports it and the replica stops serving.
             if let Err(err) = e.gc_step(GC_SLICES_PER_BATCH) {
                 eprintln!(
                     "blockserver {}: group {group}: reclaiming: {err}",
