@@ -320,3 +320,77 @@ fn an_idle_volume_gets_back_the_space_a_rollback_abandoned() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_declared_topology_places_each_group_in_distinct_zones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _g = Guard { dir: dir.clone() };
+    // Bad files and flags are refused before anything starts.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[[node]]\nzone = \"a\"\nrak = \"1\"\n").unwrap();
+    let err = fails(&dir, &["cds", "up", "--topology", bad.to_str().unwrap()]);
+    assert!(err.contains("rak") && err.contains("bad.toml"), "{err}");
+    let err = fails(
+        &dir,
+        &["cds", "up", "--topology", "default", "--servers", "4"],
+    );
+    assert!(err.contains("cannot be used with"), "{err}");
+    // Four nodes, three zones: zone a has two racks of one node each.
+    let file = tmp.path().join("topology.toml");
+    let node = |z: &str, r: &str, d: u32| {
+        format!("[[node]]\nregion = \"eu\"\nzone = \"{z}\"\nrack = \"{r}\"\ndisks = {d}\n")
+    };
+    let text = node("a", "1", 1) + &node("a", "2", 2) + &node("b", "1", 1) + &node("c", "1", 3);
+    std::fs::write(&file, text).unwrap();
+    let up = ok(
+        &dir,
+        &[
+            "cds",
+            "up",
+            "--topology",
+            file.to_str().unwrap(),
+            "--groups",
+            "8",
+            "--tick-ms",
+            "20",
+        ],
+    );
+    assert!(
+        up.contains("4 BlockServers (7 disks, 3 zones, 4 racks)"),
+        "{up}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["cds", "status", "--json"])).expect("status json");
+    let zone_of: std::collections::BTreeMap<u64, String> = v["cluster"]["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_u64().unwrap(),
+                s["location"]["zone"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(zone_of.len(), 4, "{zone_of:?}");
+    let groups = v["cluster"]["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 8);
+    let mut load = std::collections::BTreeMap::<u64, usize>::new();
+    for g in groups {
+        let zones: std::collections::BTreeSet<&String> = g["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                *load.entry(r.as_u64().unwrap()).or_default() += 1;
+                &zone_of[&r.as_u64().unwrap()]
+            })
+            .collect();
+        assert_eq!(zones.len(), 3, "two replicas in one zone: {g}");
+    }
+    // Zones b and c have one node each: it holds every group; zone a's
+    // two nodes share its replicas evenly.
+    assert_eq!((load[&3], load[&4]), (8, 8), "{load:?}");
+    assert_eq!((load[&1], load[&2]), (4, 4), "{load:?}");
+}

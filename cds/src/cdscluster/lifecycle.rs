@@ -18,6 +18,7 @@ use crate::master::api::{ClusterView, CreateGroups, MasterStatus};
 use crate::master::process::{MasterConfig, MasterPeer};
 use crate::master::{Group, Location};
 use crate::snapshotworker::process::WorkerConfig;
+use crate::topology::Topology;
 
 /// BlockGroups `up` creates unless told otherwise: enough that a few
 /// volumes spread over every server, few enough that an idle dev cluster
@@ -49,6 +50,10 @@ pub struct UpOptions {
     /// Their pace: groups per second a task's steps start on (0: no
     /// limit).
     pub worker_rate: u32,
+    /// Where each BlockServer stands and its disks (then `servers` and
+    /// `disks` are the topology's); `None`: `servers` nodes dealt over
+    /// three zones, `disks` disks each.
+    pub topology: Option<Topology>,
     pub tick_ms: u64,
     /// How long `up` waits for the cluster to serve.
     pub timeout: Duration,
@@ -66,6 +71,7 @@ impl UpOptions {
             groups: DEFAULT_GROUPS,
             workers: 1,
             worker_rate: 0,
+            topology: None,
             tick_ms: 50,
             timeout: Duration::from_secs(60),
         }
@@ -91,6 +97,12 @@ fn program(exe: &Path, role: Role) -> NodeProgram {
 /// has a leader. On failure nothing is left running and the error quotes
 /// the processes' last log lines.
 pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
+    let mut o = o.clone();
+    if let Some(t) = &o.topology {
+        t.check().map_err(|e| Error::Invalid(e.to_string()))?;
+        o.servers = t.nodes.len() as u64;
+    }
+    let o = &o;
     let check = |what: &str, v: u64, lo: u64, hi: u64| -> Result<()> {
         if !(lo..=hi).contains(&v) {
             bail!(Invalid, "--{what} must be between {lo} and {hi}, got {v}");
@@ -166,6 +178,20 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
         };
         let data_dir = proc_dir(&dir, name);
         let p = &sports[2 * (i - 1) as usize..];
+        let decl = o
+            .topology
+            .as_ref()
+            .and_then(|t| t.nodes.get((i - 1) as usize));
+        let disks = decl.map_or(o.disks, |d| u64::from(d.disks));
+        let location = decl.map_or_else(
+            // Three zones, servers dealt over them in turn.
+            || Location {
+                region: "local".into(),
+                zone: format!("z{}", (i - 1) % 3 + 1),
+                rack: format!("r{}", (i - 1) / 3 + 1),
+            },
+            |d| d.location(),
+        );
         let cfg = BlockServerFileConfig {
             id: i,
             cluster_id,
@@ -173,16 +199,11 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
             raft_addr: p[0],
             data_addr: p[1],
             data_dir: data_dir.clone(),
-            disks: (1..=o.disks)
+            disks: (1..=disks)
                 .map(|d| data_dir.join(format!("disk{d}")))
                 .collect(),
             masters: masters.clone(),
-            // Three zones, servers dealt over them in turn.
-            location: Location {
-                region: "local".into(),
-                zone: format!("z{}", (i - 1) % 3 + 1),
-                rack: format!("r{}", (i - 1) / 3 + 1),
-            },
+            location,
             tick_ms: o.tick_ms,
             heartbeat_ms: 500,
         };

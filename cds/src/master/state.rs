@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::snapshot::{Origin, Snapshot, SnapshotCommand, Task};
 use crate::engine::{DEFAULT_BLOCK_SIZE, SECTOR};
+use crate::placement::{self, Candidate};
 
 /// A BlockServer's place in the failure-domain hierarchy (the node and
 /// its disks are the last two levels).
@@ -408,50 +409,36 @@ fn check_size(size: u64, block_size: u64) -> Result<(), MasterError> {
     Ok(())
 }
 
-/// Picks `n` servers for a new group's replicas: never two on one node;
-/// spread over as many zones as there are, then racks; among equals, the
-/// servers holding the fewest replicas, then the lowest ids.
+/// Picks `n` servers for a new group's replicas by the rules of
+/// [`crate::placement`]: distinct members of the highest failure-domain
+/// level that has `n` of them (regions, zones, racks, else nodes), never
+/// two on one node; among those, the least loaded nodes, then the ones
+/// sharing the fewest groups with the replicas already picked (scatter
+/// width), then the lowest ids.
 pub fn place(
     servers: &BTreeMap<u64, Server>,
     groups: &BTreeMap<u64, Group>,
     n: usize,
 ) -> Result<Vec<u64>, MasterError> {
-    if n == 0 || servers.len() < n {
-        return Err(MasterError::NotEnoughServers {
+    let candidates: Vec<Candidate> = servers
+        .values()
+        .map(|s| Candidate {
+            region: s.location.region.clone(),
+            zone: s.location.zone.clone(),
+            rack: s.location.rack.clone(),
+            node: s.id,
+            disk: None,
+        })
+        .collect();
+    let placed: Vec<Vec<(u64, Option<u32>)>> = groups
+        .values()
+        .map(|g| g.replicas.iter().map(|&r| (r, None)).collect())
+        .collect();
+    match placement::place(&candidates, &placed, n, false) {
+        Ok(chosen) => Ok(chosen.iter().map(|c| c.node).collect()),
+        Err(_) => Err(MasterError::NotEnoughServers {
             replication: n,
             servers: servers.len(),
-        });
+        }),
     }
-    let mut load: BTreeMap<u64, usize> = servers.keys().map(|&s| (s, 0)).collect();
-    for g in groups.values() {
-        for r in &g.replicas {
-            *load.entry(*r).or_default() += 1;
-        }
-    }
-    let mut chosen: Vec<u64> = Vec::new();
-    let mut zones = BTreeSet::new();
-    let mut racks = BTreeSet::new();
-    for _ in 0..n {
-        let best = servers
-            .values()
-            .filter(|s| !chosen.contains(&s.id))
-            .min_by_key(|s| {
-                let zone = (s.location.region.clone(), s.location.zone.clone());
-                let rack = (zone.clone(), s.location.rack.clone());
-                (
-                    zones.contains(&zone),
-                    racks.contains(&rack),
-                    load[&s.id],
-                    s.id,
-                )
-            })
-            .expect("enough servers checked above");
-        zones.insert((best.location.region.clone(), best.location.zone.clone()));
-        racks.insert((
-            (best.location.region.clone(), best.location.zone.clone()),
-            best.location.rack.clone(),
-        ));
-        chosen.push(best.id);
-    }
-    Ok(chosen)
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cds::cdscluster::{self, Fault, ProcName, UpOptions, DEFAULT_GROUPS};
+use cds::topology::Topology;
 use clap::{Args, Subcommand};
 
 use super::kv::parse_duration;
@@ -36,11 +37,16 @@ pub enum CdsCommand {
         #[arg(long, default_value_t = 3)]
         masters: u64,
         /// BlockServers (3 to 32).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, conflicts_with = "topology")]
         servers: u64,
         /// Disks (data directories) per BlockServer (1 to 8).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, conflicts_with = "topology")]
         disks: u64,
+        /// A topology file (TOML: one `[[node]]` with zone, rack, and
+        /// optionally region and disks, per BlockServer), or `default`: 6
+        /// BlockServers over 3 zones, 2 racks per zone, 2 disks each.
+        #[arg(long)]
+        topology: Option<PathBuf>,
         /// BlockGroups to create (each a Raft group of 3 replicas).
         #[arg(long, default_value_t = DEFAULT_GROUPS)]
         groups: u64,
@@ -286,6 +292,7 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             groups,
             workers,
             worker_rate,
+            topology,
             tick_ms,
             timeout,
         } => {
@@ -296,16 +303,34 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             o.groups = groups;
             o.workers = workers;
             o.worker_rate = worker_rate;
+            o.topology = match topology {
+                None => None,
+                Some(p) if p.as_os_str() == "default" => Some(Topology::default_six()),
+                Some(p) => Some(Topology::load(&p)?),
+            };
             o.tick_ms = tick_ms;
             o.timeout = timeout;
             let c = cdscluster::up(&dir.dir, &o)?;
+            let disks = match &o.topology {
+                None => format!("{disks} disks each"),
+                Some(t) => {
+                    let zones: std::collections::BTreeSet<_> =
+                        t.nodes.iter().map(|n| (&n.region, &n.zone)).collect();
+                    let racks: std::collections::BTreeSet<_> = t
+                        .nodes
+                        .iter()
+                        .map(|n| (&n.region, &n.zone, &n.rack))
+                        .collect();
+                    let d: u32 = t.nodes.iter().map(|n| n.disks).sum();
+                    format!("{d} disks, {} zones, {} racks", zones.len(), racks.len())
+                }
+            };
             outln!(
-                "CDS cluster up in {}: {} Masters, {} BlockServers ({} disks each), {} BlockGroups, \
+                "CDS cluster up in {}: {} Masters, {} BlockServers ({disks}), {} BlockGroups, \
                  {} SnapshotWorker{}",
                 dir.dir.display(),
                 c.masters.len(),
                 c.servers.len(),
-                disks,
                 groups,
                 c.workers.len(),
                 if c.workers.len() == 1 { "" } else { "s" }

@@ -1,0 +1,210 @@
+//! A declared topology: where every BlockServer (a *node*) stands in the
+//! failure-domain hierarchy, Region > Zone > Rack > Node > Disk, and how
+//! many disks it has. `cdsctl cds up --topology FILE` starts the nodes a
+//! file declares; [`Topology::default_six`] is the built-in one.
+//!
+//! The file is TOML, one `[[node]]` table per BlockServer, in id order:
+//!
+//! ```toml
+//! [[node]]
+//! region = "local"   # optional, "local" when left out
+//! zone = "z1"
+//! rack = "r1"
+//! disks = 2          # optional, 2 when left out
+//! ```
+//!
+//! Unknown keys are refused (a typo must not silently place replicas in
+//! one rack), as are names that are empty, too long or not
+//! `[A-Za-z0-9._-]`, and node and disk counts out of bounds.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::master::Location;
+
+/// The fewest and most nodes a topology may declare (`cds up`'s bounds).
+pub const MIN_NODES: usize = 3;
+pub const MAX_NODES: usize = 32;
+/// The most disks one node may have.
+pub const MAX_DISKS: u32 = 8;
+/// The longest region, zone or rack name.
+pub const MAX_NAME: usize = 64;
+/// The largest topology file read.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// One node of a topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDecl {
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub zone: String,
+    pub rack: String,
+    #[serde(default = "default_disks")]
+    pub disks: u32,
+}
+
+fn default_region() -> String {
+    "local".into()
+}
+
+fn default_disks() -> u32 {
+    2
+}
+
+impl NodeDecl {
+    pub fn location(&self) -> Location {
+        Location {
+            region: self.region.clone(),
+            zone: self.zone.clone(),
+            rack: self.rack.clone(),
+        }
+    }
+}
+
+/// A whole topology: its nodes, node `i` (from 0) being BlockServer
+/// `i + 1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeDecl>,
+}
+
+/// Why a topology was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("cannot read topology file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("topology file {path} is {len} bytes; the limit is {MAX_FILE_BYTES}")]
+    TooLarge { path: String, len: u64 },
+    #[error("topology file {path}: {why}")]
+    Parse { path: String, why: String },
+    #[error("topology: {0}")]
+    Invalid(String),
+}
+
+impl Topology {
+    /// The built-in topology: 6 nodes over 3 zones, 2 racks per zone, 2
+    /// disks each (so a group's 3 replicas land in 3 zones).
+    pub fn default_six() -> Topology {
+        let nodes = (0..6)
+            .map(|i| NodeDecl {
+                region: default_region(),
+                zone: format!("z{}", i / 2 + 1),
+                rack: format!("r{}", i % 2 + 1),
+                disks: 2,
+            })
+            .collect();
+        Topology { nodes }
+    }
+
+    /// Reads and checks a topology file.
+    pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+        let shown = path.display().to_string();
+        let read = |source| TopologyError::Read {
+            path: shown.clone(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read)?.len();
+        if len > MAX_FILE_BYTES {
+            return Err(TopologyError::TooLarge { path: shown, len });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        Topology::parse(&text).map_err(|e| match e {
+            TopologyError::Parse { why, .. } => TopologyError::Parse { path: shown, why },
+            other => other,
+        })
+    }
+
+    /// Parses and checks a topology's TOML text.
+    pub fn parse(text: &str) -> Result<Topology, TopologyError> {
+        let t: Topology = toml::from_str(text).map_err(|e| TopologyError::Parse {
+            path: "(text)".into(),
+            why: e.to_string(),
+        })?;
+        t.check()?;
+        Ok(t)
+    }
+
+    /// Checks the bounds and names.
+    pub fn check(&self) -> Result<(), TopologyError> {
+        let n = self.nodes.len();
+        if !(MIN_NODES..=MAX_NODES).contains(&n) {
+            return Err(TopologyError::Invalid(format!(
+                "{n} nodes declared; between {MIN_NODES} and {MAX_NODES} are supported"
+            )));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            for (what, name) in [
+                ("region", &node.region),
+                ("zone", &node.zone),
+                ("rack", &node.rack),
+            ] {
+                let ok = !name.is_empty()
+                    && name.len() <= MAX_NAME
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                if !ok {
+                    return Err(TopologyError::Invalid(format!(
+                        "node {}: {what} {name:?}: 1 to {MAX_NAME} characters of A-Z a-z 0-9 . _ -",
+                        i + 1
+                    )));
+                }
+            }
+            if !(1..=MAX_DISKS).contains(&node.disks) {
+                return Err(TopologyError::Invalid(format!(
+                    "node {}: {} disks; between 1 and {MAX_DISKS}",
+                    i + 1,
+                    node.disks
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The topology as TOML (what `load` reads back).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_spreads_six_nodes_over_three_zones_and_two_racks_each() {
+        let t = Topology::default_six();
+        t.check().unwrap();
+        let zones: std::collections::BTreeSet<_> = t.nodes.iter().map(|n| &n.zone).collect();
+        let racks: std::collections::BTreeSet<_> =
+            t.nodes.iter().map(|n| (&n.zone, &n.rack)).collect();
+        assert_eq!((zones.len(), racks.len()), (3, 6));
+        assert_eq!(Topology::parse(&t.to_toml()).unwrap(), t);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let node = |z: &str| format!("[[node]]\nzone = \"{z}\"\nrack = \"r\"\n");
+        let three = node("a") + &node("b") + &node("c");
+        Topology::parse(&three).unwrap();
+        let e = Topology::parse(&(node("a") + &node("b"))).unwrap_err();
+        assert!(e.to_string().contains("2 nodes declared"), "{e}");
+        let e = Topology::parse(&(three.clone() + "[[node]]\nzone = \"d\"\nrak = \"r\"\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("rak"), "{e}");
+        let e = Topology::parse(&(three.clone() + &node("a b"))).unwrap_err();
+        assert!(e.to_string().contains("zone \"a b\""), "{e}");
+        let e = Topology::parse(&(three + "[[node]]\nzone = \"d\"\nrack = \"r\"\ndisks = 0\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("0 disks"), "{e}");
+        let e = Topology::parse("node = 3").unwrap_err();
+        assert!(matches!(e, TopologyError::Parse { .. }), "{e}");
+    }
+}
