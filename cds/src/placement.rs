@@ -25,6 +25,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Where one replica is: a node and, where placing on disks, its disk.
+pub type Slot = (u64, Option<u32>);
+
 /// A failure-domain level, highest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,7 +80,7 @@ impl Candidate {
         path
     }
 
-    fn slot(&self) -> (u64, Option<u32>) {
+    fn slot(&self) -> Slot {
         (self.node, self.disk)
     }
 }
@@ -131,13 +134,13 @@ pub fn spread_level(
 /// module docs for the rule and the order of preference.
 pub fn place(
     candidates: &[Candidate],
-    groups: &[Vec<(u64, Option<u32>)>],
+    groups: &[Vec<Slot>],
     n: usize,
     allow_disks: bool,
 ) -> Result<Vec<Candidate>, PlacementError> {
     let level = spread_level(candidates, n, allow_disks)?;
     let mut node_load: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut slot_load: BTreeMap<(u64, Option<u32>), usize> = BTreeMap::new();
+    let mut slot_load: BTreeMap<Slot, usize> = BTreeMap::new();
     // Groups each pair of nodes shares.
     let mut shared: BTreeMap<(u64, u64), usize> = BTreeMap::new();
     for g in groups {
@@ -209,7 +212,7 @@ pub struct Spread {
 }
 
 /// The spread of `groups` over `nodes`.
-pub fn spread(nodes: &BTreeSet<u64>, groups: &[Vec<(u64, Option<u32>)>]) -> Spread {
+pub fn spread(nodes: &BTreeSet<u64>, groups: &[Vec<Slot>]) -> Spread {
     let mut load: BTreeMap<u64, usize> = nodes.iter().map(|&n| (n, 0)).collect();
     let mut peers: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
     for g in groups {
@@ -265,7 +268,7 @@ mod tests {
                 )
             })
             .collect();
-        let mut groups: Vec<Vec<(u64, Option<u32>)>> = Vec::new();
+        let mut groups: Vec<Vec<Slot>> = Vec::new();
         for _ in 0..12 {
             let p = place(&c, &groups, 3, false).unwrap();
             let zones: BTreeSet<&str> = p.iter().map(|x| x.zone.as_str()).collect();
@@ -313,7 +316,7 @@ mod tests {
         }
         assert!(place(&c, &[], 3, false).is_err());
         let p = place(&c, &[], 3, true).unwrap();
-        let slots: BTreeSet<(u64, Option<u32>)> = p.iter().map(Candidate::slot).collect();
+        let slots: BTreeSet<Slot> = p.iter().map(Candidate::slot).collect();
         assert_eq!(slots.len(), 3);
     }
 }

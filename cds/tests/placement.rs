@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cds::placement::{place, spread, spread_level, Candidate, Level, PlacementError};
+use cds::placement::{place, spread, spread_level, Candidate, Level, PlacementError, Slot};
 use proptest::prelude::*;
 
 /// A topology as counts: per region, per zone, per rack, nodes; each
@@ -49,7 +49,7 @@ fn place_all(
     c: &[Candidate],
     groups: usize,
     allow_disks: bool,
-) -> Result<Vec<Vec<(u64, Option<u32>)>>, TestCaseError> {
+) -> Result<Vec<Vec<Slot>>, TestCaseError> {
     let level = match spread_level(c, 3, allow_disks) {
         Ok(l) => l,
         Err(e) => {

@@ -430,7 +430,7 @@ pub fn place(
             disk: None,
         })
         .collect();
-    let placed: Vec<Vec<(u64, Option<u32>)>> = groups
+    let placed: Vec<Vec<placement::Slot>> = groups
         .values()
         .map(|g| g.replicas.iter().map(|&r| (r, None)).collect())
         .collect();
