@@ -393,4 +393,10 @@ fn a_declared_topology_places_each_group_in_distinct_zones() {
     // two nodes share its replicas evenly.
     assert_eq!((load[&3], load[&4]), (8, 8), "{load:?}");
     assert_eq!((load[&1], load[&2]), (4, 4), "{load:?}");
+    // The status shows the tree and the spread.
+    let st = ok(&dir, &["cds", "status"]);
+    assert!(
+        st.contains("eu / a / 2") && st.contains("8 of 8 groups spread over as many zones"),
+        "{st}"
+    );
 }

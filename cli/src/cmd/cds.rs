@@ -452,12 +452,75 @@ fn status(dir: &std::path::Path, json: bool) -> Result<()> {
         );
     }
     match view {
-        Some(v) => outln!(
-            "{} BlockGroups, {} with a known leader",
-            v.groups.len(),
-            v.leaders.len()
-        ),
+        Some(v) => {
+            outln!(
+                "{} BlockGroups, {} with a known leader",
+                v.groups.len(),
+                v.leaders.len()
+            );
+            topology_tree(&v);
+        }
         None => outln!("no Master leads: the cluster view is unavailable"),
     }
     Ok(())
+}
+
+/// The BlockServers by region, zone and rack with their replica and
+/// leader counts, and how the groups spread over the zones.
+fn topology_tree(v: &cds::master::api::ClusterView) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut servers: Vec<_> = v.servers.iter().collect();
+    servers.sort_by(|a, b| (&a.location, a.id).cmp(&(&b.location, b.id)));
+    let replicas = |id: u64| v.groups.iter().filter(|g| g.replicas.contains(&id)).count();
+    let leads = |id: u64| v.leaders.values().filter(|&&s| s == id).count();
+    outln!();
+    outln!(
+        "{:<36} {:<6} {:>8} {:>6}",
+        "REGION / ZONE / RACK",
+        "SERVER",
+        "REPLICAS",
+        "LEADS"
+    );
+    for s in &servers {
+        let l = &s.location;
+        outln!(
+            "{:<36} {:<6} {:>8} {:>6}",
+            format!("{} / {} / {}", l.region, l.zone, l.rack),
+            format!("b{}", s.id),
+            replicas(s.id),
+            leads(s.id)
+        );
+    }
+    if servers.is_empty() {
+        return;
+    }
+    let r: Vec<usize> = servers.iter().map(|s| replicas(s.id)).collect();
+    let l: Vec<usize> = servers.iter().map(|s| leads(s.id)).collect();
+    let range = |v: &[usize]| {
+        (
+            v.iter().copied().min().unwrap_or(0),
+            v.iter().copied().max().unwrap_or(0),
+        )
+    };
+    let zone_of: BTreeMap<u64, (&str, &str)> = v
+        .servers
+        .iter()
+        .map(|s| (s.id, (s.location.region.as_str(), s.location.zone.as_str())))
+        .collect();
+    let zones: BTreeSet<_> = zone_of.values().collect();
+    let spread = v
+        .groups
+        .iter()
+        .filter(|g| {
+            let z: BTreeSet<_> = g.replicas.iter().filter_map(|r| zone_of.get(r)).collect();
+            z.len() == g.replicas.len().min(zones.len())
+        })
+        .count();
+    let ((rlo, rhi), (llo, lhi)) = (range(&r), range(&l));
+    outln!(
+        "replicas per server {rlo}..{rhi}, leaders per server {llo}..{lhi}; {spread} of {} groups \
+         spread over as many zones as they can ({} zones)",
+        v.groups.len(),
+        zones.len()
+    );
 }
