@@ -400,3 +400,47 @@ fn a_declared_topology_places_each_group_in_distinct_zones() {
         "{st}"
     );
 }
+
+#[test]
+fn leaders_are_balanced_again_after_a_restart_concentrates_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _g = Guard { dir: dir.clone() };
+    ok(&dir, &["cds", "up", "--groups", "12", "--tick-ms", "20"]);
+    let leads = |dir: &Path| -> Vec<u64> {
+        ["b1", "b2", "b3"]
+            .iter()
+            .map(|b| leads_of(dir, b))
+            .collect()
+    };
+    // b1 dies: the other two take its groups' leadership; back, it leads
+    // nothing until the Master moves some leaders to it.
+    ok(&dir, &["cds", "kill", "b1"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while leads(&dir)[1] + leads(&dir)[2] < 12 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", leads(&dir));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(&dir, &["cds", "restart", "b1"]);
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    loop {
+        let l = leads(&dir);
+        let (lo, hi) = (
+            l.iter().copied().min().unwrap_or(0),
+            l.iter().copied().max().unwrap_or(0),
+        );
+        if l.iter().sum::<u64>() == 12 && hi - lo <= 1 {
+            eprintln!(
+                "leaders {l:?} balanced {:.1}s after the restart",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leaders not balanced 30 s after the restart: {l:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -64,4 +64,4 @@ pub const READ_BUFFER_BYTES: usize = 256 << 10;
 /// How often a BlockServer looks for slices to reclaim in replicas that
 /// apply nothing (each look reclaims at most
 /// [`crate::blockgroup::GC_SLICES_PER_BATCH`] slices per replica).
-pub const RECLAIM_EVERY: Duration = Duration::from_millis(20);
+pub const RECLAIM_EVERY: Duration = Duration::from_millis(100);

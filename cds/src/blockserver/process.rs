@@ -234,6 +234,20 @@ async fn directed(
                     if let Err(e) = carry_out(&server, &a) {
                         return e;
                     }
+                    for m in &a.transfers {
+                        // In the background: a transfer takes up to an
+                        // election timeout, the heartbeats go on.
+                        if let Some(node) = server.node(m.group) {
+                            let (group, to) = (m.group, m.to);
+                            tokio::spawn(async move {
+                                if let Err(e) = node.transfer_leader(to).await {
+                                    eprintln!(
+                                        "blockserver {id}: group {group}: leadership to {to}: {e}"
+                                    );
+                                }
+                            });
+                        }
+                    }
                     for p in &a.purge {
                         for (g, n) in server.purge(p.volume, &p.groups).await {
                             eprintln!(

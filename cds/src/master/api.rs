@@ -98,6 +98,9 @@ pub struct Assignment {
     /// the server's leaders purge them.
     #[serde(default)]
     pub purge: Vec<PurgeOrder>,
+    /// Leaderships this server should hand over (leader balancing).
+    #[serde(default)]
+    pub transfers: Vec<super::balance::LeaderMove>,
 }
 
 /// A deleted volume and the groups of a server that held its blocks.

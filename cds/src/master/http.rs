@@ -8,7 +8,7 @@
 //! last heard) is soft state: it is not replicated, and a new leading
 //! Master rebuilds it from the next round of heartbeats.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use super::api::{
     Allocate, ApiError, Assignment, CloneRequest, ClusterView, CreateGroups, CreateVolume,
     Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress, MAX_BODY_BYTES,
 };
+use super::balance;
 use super::snapshot::{SnapshotCommand, Task, TaskState};
 
 /// The longest `GET /v1/tasks?wait_ms=` waits (under the clients' 2 s
@@ -62,7 +63,18 @@ struct Soft {
     /// Group to (server, term) of the latest leader reported.
     leaders: BTreeMap<u64, (u64, u64)>,
     heard: BTreeMap<u64, Instant>,
+    /// Groups whose leadership this Master asked to move, and when: left
+    /// alone until the heartbeats can show the move.
+    moved: BTreeMap<u64, Instant>,
 }
+
+/// A server not heard from for this long takes no leaderships.
+const LIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+/// A group whose leadership was asked to move is not asked again for this
+/// long.
+const MOVE_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+/// Leaderships one server is asked to hand over per heartbeat.
+const MOVES_PER_HEARTBEAT: usize = 1;
 
 impl MasterApi {
     pub fn new(
@@ -372,15 +384,17 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
                     })
                 })
                 .collect(),
+            transfers: Vec::new(),
         })
     });
-    let Some(answer) = answer else {
+    let Some(mut answer) = answer else {
         return fail(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("server {} is not registered", hb.server),
         );
     };
+    let all_groups = api.with_state(|st| st.groups.values().cloned().collect::<Vec<_>>());
     let mut soft = api.soft.lock().unwrap_or_else(PoisonError::into_inner);
     soft.heard.insert(hb.server, Instant::now());
     for r in &hb.replicas {
@@ -390,6 +404,30 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
         } else if !r.leader && known.is_some_and(|(s, t)| s == hb.server && t <= r.term) {
             soft.leaders.remove(&r.group);
         }
+    }
+    // Leader balance: the groups are this server's share of the state
+    // (the answer's), the leaders and liveness what heartbeats told.
+    let now = Instant::now();
+    soft.moved
+        .retain(|_, at| now.duration_since(*at) < MOVE_SETTLE);
+    let live: BTreeSet<u64> = soft
+        .heard
+        .iter()
+        .filter(|(_, at)| now.duration_since(**at) < LIVE_WITHIN)
+        .map(|(&s, _)| s)
+        .collect();
+    let leaders: BTreeMap<u64, u64> = soft.leaders.iter().map(|(&g, &(s, _))| (g, s)).collect();
+    let skip: BTreeSet<u64> = soft.moved.keys().copied().collect();
+    answer.transfers = balance::leader_moves(
+        hb.server,
+        &all_groups,
+        &leaders,
+        &live,
+        &skip,
+        MOVES_PER_HEARTBEAT,
+    );
+    for m in &answer.transfers {
+        soft.moved.insert(m.group, now);
     }
     Json(answer).into_response()
 }

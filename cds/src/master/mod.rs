@@ -8,11 +8,12 @@
 //! Raft log and snapshots the state as one JSON file. [`http`] serves the
 //! HTTP/JSON API of [`api`], [`process::run`] is one Master process, and
 //! [`client::MasterClient`] finds the leading Master and calls it.
-//! Placement today refuses two replicas of a group on one node and
-//! spreads them over zones, then racks, then the least loaded servers;
-//! repair and balancing come with the control plane.
+//! Placement follows [`crate::placement`]; [`balance`] plans leader
+//! transfers that keep leader counts even; repair and capacity balancing
+//! come with the rest of the control plane.
 
 pub mod api;
+pub mod balance;
 pub mod client;
 pub mod http;
 pub mod process;
