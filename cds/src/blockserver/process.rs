@@ -240,6 +240,18 @@ async fn directed(
                         if let Some(node) = server.node(m.group) {
                             let (group, to) = (m.group, m.to);
                             tokio::spawn(async move {
+                                // Only to a replica that has every entry:
+                                // a transfer refuses writes until the
+                                // target takes over or an election timeout
+                                // passes, so one to a replica cut off (the
+                                // Master still hears its heartbeats) would
+                                // only stall the group.
+                                let caught_up = node.status().await.is_ok_and(|st| {
+                                    st.raft.peer_match.get(&to) == Some(&st.raft.last_index)
+                                });
+                                if !caught_up {
+                                    return;
+                                }
                                 if let Err(e) = node.transfer_leader(to).await {
                                     eprintln!(
                                         "blockserver {id}: group {group}: leadership to {to}: {e}"
