@@ -69,10 +69,10 @@ struct Soft {
 }
 
 /// A server not heard from for this long takes no leaderships.
-const LIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+const LIVE_WITHIN: Duration = Duration::from_secs(2);
 /// A group whose leadership was asked to move is not asked again for this
 /// long.
-const MOVE_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+const MOVE_SETTLE: Duration = Duration::from_secs(3);
 /// Leaderships one server is asked to hand over per heartbeat.
 const MOVES_PER_HEARTBEAT: usize = 1;
 
@@ -405,8 +405,8 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
             soft.leaders.remove(&r.group);
         }
     }
-    // Leader balance: the groups are this server's share of the state
-    // (the answer's), the leaders and liveness what heartbeats told.
+    // Leader balance over every group of the committed state, with the
+    // leaders and liveness the heartbeats told this Master.
     let now = Instant::now();
     soft.moved
         .retain(|_, at| now.duration_since(*at) < MOVE_SETTLE);
