@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cds::cdscluster::CdsCluster;
 use cds::volume::{Mode, Volume, VolumeError};
-use common::cds::{cdsctl, fails, ok, Guard};
+use common::cds::{cdsctl, fails, leading_master, ok, Guard};
 use common::text;
 
 #[test]
@@ -33,6 +33,8 @@ fn cds_errors_without_a_cluster_are_clear() {
     assert!(err.contains("no CDS cluster"), "{err}");
     let err = fails(&dir, &["cds", "up", "--servers", "2"]);
     assert!(err.contains("between 3 and 32"), "{err}");
+    let err = fails(&dir, &["cds", "up", "--worker-rate", "200000"]);
+    assert!(err.contains("between 0 and 100000"), "{err}");
     let err = fails(&dir, &["cds", "kill", "x1"]);
     assert!(err.contains("names no process"), "{err}");
     let err = fails(&dir, &["volume", "create", "v", "--size", "10XB"]);
@@ -105,14 +107,7 @@ fn leaders(dir: &Path) -> (String, String) {
         .as_str()
         .unwrap()
         .to_string();
-    let master = procs
-        .iter()
-        .find(|p| p["master"]["role"] == "leader")
-        .expect("a leading Master")["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (server, master)
+    (server, leading_master(dir))
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cds::nbd::proto;
-use common::cds::{cdsctl, fails, ok, Guard};
+use common::cds::{cdsctl, fails, leading_master, ok, Guard};
 use common::{bounded, succeeded, text};
 
 /// Runs a block tool, killed after `secs`; a missing tool fails the test.
@@ -981,17 +981,7 @@ fn snapshots_rollback_and_clones_through_the_block_tools() {
         running["total"].as_u64().unwrap(),
     );
     assert!(done > 0 && done < total, "not mid-task: {running}");
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(&dir, &["cds", "status", "--json"])).expect("status json");
-    let master = status["processes"]
-        .as_array()
-        .expect("processes")
-        .iter()
-        .find(|p| p["master"]["role"] == "leader")
-        .expect("a leading Master")["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let master = leading_master(&dir);
     ok(&dir, &["cds", "kill", &master]);
     // Still under way with no worker, and in the new leader's state.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -408,16 +408,6 @@ impl BlockServer {
 
     /// The engine counters of this server's replica of `group` (copies,
     /// corrupt sectors carried and repaired, slots), if it holds one.
-    /// The Raft node of this server's replica of `group`, if it has one.
-    pub fn node(&self, group: u64) -> Option<NodeHandle> {
-        self.inner
-            .groups
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&group)
-            .map(|r| r.node.clone())
-    }
-
     pub fn engine_stats(&self, group: u64) -> Option<crate::engine::EngineStats> {
         let engine = self
             .inner

@@ -237,7 +237,7 @@ async fn directed(
                     for m in &a.transfers {
                         // In the background: a transfer takes up to an
                         // election timeout, the heartbeats go on.
-                        if let Some(node) = server.node(m.group) {
+                        if let Some(node) = server.group(m.group) {
                             let (group, to) = (m.group, m.to);
                             tokio::spawn(async move {
                                 // Only to a replica that has every entry:

@@ -114,6 +114,12 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
     check("disks", o.disks, 1, MAX_DISKS)?;
     check("groups", o.groups, 1, MAX_UP_GROUPS)?;
     check("workers", o.workers, 0, MAX_WORKERS)?;
+    check(
+        "worker-rate",
+        u64::from(o.worker_rate),
+        0,
+        u64::from(crate::snapshotworker::process::MAX_GROUPS_PER_SECOND),
+    )?;
     check("tick-ms", o.tick_ms, 1, 10_000)?;
     check_free(dir)?;
     crate::secret::private_dir(dir)?;

@@ -22,6 +22,21 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     succeeded(&cdsctl(dir, args), &format!("cdsctl {args:?}"))
 }
 
+/// The name of the leading Master (`m1`...), by `cds status --json`.
+pub fn leading_master(dir: &Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
+    v["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p["master"]["role"] == "leader")
+        .expect("a leading Master")["name"]
+        .as_str()
+        .expect("a name")
+        .to_string()
+}
+
 pub fn fails(dir: &Path, args: &[&str]) -> String {
     failed(&cdsctl(dir, args), &format!("cdsctl {args:?}"))
 }
