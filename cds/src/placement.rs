@@ -139,6 +139,64 @@ pub fn place(
     allow_disks: bool,
 ) -> Result<Vec<Candidate>, PlacementError> {
     let level = spread_level(candidates, n, allow_disks)?;
+    choose(candidates, groups, &[], n, level)
+}
+
+/// The level at which a group keeping `keep` should get its next replica
+/// among `candidates` (which should not hold the ones leaving): the
+/// highest level where the kept replicas sit on distinct members and a
+/// candidate sits on yet another one. With three zones and the replicas of
+/// two kept, the third zone; when that zone has no candidate (its nodes
+/// dead), a rack or node elsewhere; `None` when not even a node is left.
+pub fn more_level(
+    candidates: &[Candidate],
+    keep: &[Candidate],
+    n: usize,
+    allow_disks: bool,
+) -> Option<Level> {
+    let mut all: Vec<Candidate> = candidates.to_vec();
+    all.extend(keep.iter().cloned());
+    let top = spread_level(&all, n.max(1), allow_disks).unwrap_or(Level::Node);
+    let last = if allow_disks { Level::Disk } else { Level::Node };
+    Level::ALL
+        .into_iter()
+        .filter(|&l| l >= top && l <= last)
+        .find(|&level| {
+            let members: BTreeSet<Vec<String>> = keep.iter().map(|c| c.member(level)).collect();
+            members.len() == keep.len()
+                && candidates.iter().any(|c| {
+                    !members.contains(&c.member(level)) && keep.iter().all(|k| k.slot() != c.slot())
+                })
+        })
+}
+
+/// Picks replicas to join `keep` (a group's replicas that stay) until the
+/// group has `n`, each on a member of `level` (see [`more_level`]) that
+/// no other replica is on, by `place`'s order of preference. Returns the
+/// new replicas only.
+pub fn place_more(
+    candidates: &[Candidate],
+    groups: &[Vec<Slot>],
+    keep: &[Candidate],
+    n: usize,
+    level: Level,
+) -> Result<Vec<Candidate>, PlacementError> {
+    if n <= keep.len() {
+        return Ok(Vec::new());
+    }
+    let mut chosen = choose(candidates, groups, keep, n, level)?;
+    Ok(chosen.split_off(keep.len()))
+}
+
+/// `keep` followed by the candidates chosen to make `n`, each at a member
+/// of `level` distinct from the others'.
+fn choose(
+    candidates: &[Candidate],
+    groups: &[Vec<Slot>],
+    keep: &[Candidate],
+    n: usize,
+    level: Level,
+) -> Result<Vec<Candidate>, PlacementError> {
     let mut node_load: BTreeMap<u64, usize> = BTreeMap::new();
     let mut slot_load: BTreeMap<Slot, usize> = BTreeMap::new();
     // Groups each pair of nodes shares.
@@ -157,8 +215,8 @@ pub fn place(
             }
         }
     }
-    let mut chosen: Vec<Candidate> = Vec::with_capacity(n);
-    for _ in 0..n {
+    let mut chosen: Vec<Candidate> = keep.to_vec();
+    while chosen.len() < n {
         let best = candidates
             .iter()
             .filter(|c| {
@@ -188,7 +246,8 @@ pub fn place(
                 )
             })
             .cloned()
-            // The level has at least n members: one is always left.
+            // `place`: the level has n members, one is always left;
+            // `place_more`: none may be left when the free ones are busy.
             .ok_or(PlacementError::NotEnoughNodes {
                 replicas: n,
                 nodes: candidates.len(),

@@ -65,3 +65,12 @@ pub const READ_BUFFER_BYTES: usize = 256 << 10;
 /// apply nothing (each look reclaims at most
 /// [`crate::blockgroup::GC_SLICES_PER_BATCH`] slices per replica).
 pub const RECLAIM_EVERY: Duration = Duration::from_millis(100);
+
+/// How long a replica removed by replica GC stays in its disk's trash
+/// directory before it is deleted (an operator's chance to undo a wrong
+/// order).
+pub const TRASH_KEEP: Duration = Duration::from_secs(600);
+
+/// How close (in entries) a learner's log must be to the leader's before
+/// a move makes it a voter.
+pub const MOVE_CATCHUP_MARGIN: u64 = 64;

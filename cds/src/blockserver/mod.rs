@@ -19,7 +19,9 @@
 //! control plane exists, callers create them with
 //! [`BlockServer::create_group`].
 
+mod gc;
 pub mod limits;
+mod moves;
 pub mod process;
 mod repair;
 mod serve;
@@ -72,6 +74,8 @@ pub struct BlockServerConfig {
     pub geometry: Geometry,
     /// Entries between a group's snapshots (engine exports).
     pub snapshot_every: u64,
+    /// How long a removed replica's files stay in the trash.
+    pub trash_keep: Duration,
 }
 
 impl BlockServerConfig {
@@ -91,6 +95,7 @@ impl BlockServerConfig {
             tick: Duration::from_millis(50),
             geometry: Geometry::default(),
             snapshot_every: 20_000,
+            trash_keep: limits::TRASH_KEEP,
         }
     }
 }
@@ -215,11 +220,12 @@ impl BlockServer {
         });
         let accept = tokio::spawn(serve::accept(inner.clone(), listener));
         let reclaim = tokio::spawn(reclaim(inner.clone()));
+        let sweep = tokio::spawn(gc::sweep(inner.clone(), inner.cfg.trash_keep));
         inner
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([accept, reclaim]);
+            .extend([accept, reclaim, sweep]);
         Ok(BlockServer { inner })
     }
 
@@ -377,6 +383,30 @@ impl BlockServer {
             load[r.disk] += 1;
         }
         (0..disks.len()).min_by_key(|&i| (load[i], i)).unwrap_or(0)
+    }
+
+    /// Stops this server's replica of `group` and moves its files to its
+    /// disk's trash directory (`gc.rs` deletes them after
+    /// [`limits::TRASH_KEEP`]). Returns where they went.
+    pub async fn remove_group(&self, group: u64) -> Result<PathBuf, ServerError> {
+        let replica = self
+            .inner
+            .groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group)
+            .ok_or_else(|| ServerError::Host(format!("group {group} is not hosted here")))?;
+        self.inner
+            .host
+            .remove_group(group)
+            .await
+            .map_err(|e| ServerError::Host(e.to_string()))?;
+        let disk = self.inner.cfg.disks[replica.disk].clone();
+        drop(replica);
+        gc::to_trash(&disk, group).map_err(|e| ServerError::Storage {
+            group,
+            why: format!("moving to the trash: {e}"),
+        })
     }
 
     /// The groups this server hosts, with their disk index.

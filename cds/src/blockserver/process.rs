@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::{BlockServer, BlockServerConfig};
 use crate::cdscluster::partition_file::PartitionWatch;
 use crate::error::{bail, Context, Error, Result};
-use crate::master::api::{Assignment, Heartbeat, ReplicaReport};
+use crate::master::api::{Assignment, ConfReport, GcOrder, Heartbeat, ReplicaReport};
 use crate::master::client::{MasterCallError, MasterClient};
 use crate::master::{Location, Server};
 
@@ -49,6 +49,13 @@ pub struct BlockServerFileConfig {
     pub tick_ms: u64,
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// How long a replica removed by replica GC stays in the trash.
+    #[serde(default = "default_trash_keep_ms")]
+    pub trash_keep_ms: u64,
+}
+
+fn default_trash_keep_ms() -> u64 {
+    super::limits::TRASH_KEEP.as_millis() as u64
 }
 
 fn default_tick_ms() -> u64 {
@@ -133,6 +140,7 @@ async fn serve(cfg: BlockServerFileConfig) -> Result<()> {
     sc.raft_listen = cfg.raft_addr;
     sc.data_listen = cfg.data_addr;
     sc.tick = Duration::from_millis(cfg.tick_ms);
+    sc.trash_keep = Duration::from_millis(cfg.trash_keep_ms);
     let server = BlockServer::start(sc).await.map_err(|e| Error::Runtime {
         what: "cannot start the BlockServer".into(),
         error: e.to_string(),
@@ -148,6 +156,7 @@ async fn serve(cfg: BlockServerFileConfig) -> Result<()> {
         data_addr: server.data_addr().to_string(),
         location: cfg.location.clone(),
         disks,
+        drained: false,
     };
     let pid_path = crate::kv::node::write_pid(&cfg.data_dir)?;
     eprintln!(
@@ -189,6 +198,7 @@ async fn directed(
     let every = Duration::from_millis(heartbeat_ms);
     let mut registered = false;
     let mut partition = PartitionWatch::new(&data_dir, format!("blockserver {id}"));
+    let stepping: Stepping = Arc::default();
     loop {
         if let Some(filter) = partition.poll() {
             server.set_filter(filter);
@@ -216,11 +226,21 @@ async fn directed(
             let mut replicas = Vec::new();
             for (g, node, _) in server.groups() {
                 if let Ok(st) = node.status().await {
+                    let r = &st.raft;
+                    let m = &r.membership;
                     replicas.push(ReplicaReport {
                         group: g,
-                        leader: st.raft.role == raft_core::Role::Leader,
-                        term: st.raft.term,
-                        applied: st.raft.applied,
+                        leader: r.role == raft_core::Role::Leader,
+                        term: r.term,
+                        applied: r.applied,
+                        conf: Some(ConfReport {
+                            voters: m.voters.clone(),
+                            outgoing: m.outgoing.clone(),
+                            learners: m.learners.clone(),
+                            index: r.conf_index,
+                            committed: r.conf_index <= r.commit,
+                        }),
+                        failed: node.failure(),
                     });
                 }
             }
@@ -233,6 +253,10 @@ async fn directed(
                 Ok(a) => {
                     if let Err(e) = carry_out(&server, &a) {
                         return e;
+                    }
+                    take_move_steps(&server, &a, &stepping);
+                    for o in &a.gc {
+                        collect(&server, o).await;
                     }
                     for m in &a.transfers {
                         // In the background: a transfer takes up to an
@@ -304,12 +328,85 @@ fn carry_out(server: &BlockServer, a: &Assignment) -> Result<(), Error> {
         if server.group(g.id).is_some() {
             continue;
         }
+        // Only a group's first replicas start with its configuration. A
+        // replica given by a move (or to a group that moved before) starts
+        // with none and learns it from the leader's log or snapshot: one
+        // made from the Master's record could vote with a log it never had.
+        let voters = if g.epoch == 0 && g.replicas.contains(&server.id()) {
+            g.replicas.clone()
+        } else {
+            Vec::new()
+        };
         server
-            .create_group(g.id, g.replicas.clone())
+            .create_group(g.id, voters)
             .map_err(|e| Error::Runtime {
                 what: format!("cannot start a replica of group {}", g.id),
                 error: e.to_string(),
             })?;
     }
     Ok(())
+}
+
+/// Groups whose move step is being taken (one at a time per group).
+type Stepping = Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>;
+
+/// Takes, in the background, the next step of every move of a group this
+/// server leads (`moves.rs`), and tidies learners no move lists.
+fn take_move_steps(server: &BlockServer, a: &Assignment, stepping: &Stepping) {
+    for g in &a.groups {
+        let Some(node) = server.group(g.id) else {
+            continue;
+        };
+        if node.role().0 != raft_core::Role::Leader {
+            continue;
+        }
+        if !stepping
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(g.id)
+        {
+            continue;
+        }
+        let (g, stepping, id) = (g.clone(), stepping.clone(), server.id());
+        tokio::spawn(async move {
+            match super::moves::step(id, &node, &g).await {
+                Ok(Some(what)) => eprintln!("blockserver {id}: group {}: {what}", g.id),
+                Ok(None) => {}
+                Err(e) => eprintln!("blockserver {id}: group {}: move step: {e}", g.id),
+            }
+            stepping
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&g.id);
+        });
+    }
+}
+
+/// Carries out a replica GC order if this server's replica agrees it is
+/// obsolete (`gc.rs`).
+async fn collect(server: &BlockServer, o: &GcOrder) {
+    let id = server.id();
+    let Some(node) = server.group(o.group) else {
+        return;
+    };
+    let Ok(st) = node.status().await else {
+        return;
+    };
+    if !super::gc::obsolete(id, &st.raft.membership, st.raft.conf_index, o.epoch) {
+        eprintln!(
+            "blockserver {id}: group {}: GC refused: this replica is a member at epoch {} (the Master's is {})",
+            o.group, st.raft.conf_index, o.epoch
+        );
+        return;
+    }
+    match server.remove_group(o.group).await {
+        Ok(to) => eprintln!(
+            "blockserver {id}: group {}: replica removed (configuration {} older than epoch {} or without it); files in {}",
+            o.group,
+            st.raft.conf_index,
+            o.epoch,
+            to.display()
+        ),
+        Err(e) => eprintln!("blockserver {id}: group {}: replica GC: {e}", o.group),
+    }
 }

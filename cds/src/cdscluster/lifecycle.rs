@@ -55,6 +55,11 @@ pub struct UpOptions {
     /// three zones, `disks` disks each.
     pub topology: Option<Topology>,
     pub tick_ms: u64,
+    /// How long a BlockServer may go unheard before the Master repairs
+    /// its replicas elsewhere.
+    pub repair_grace: Duration,
+    /// How long a replica removed by replica GC stays in the trash.
+    pub trash_keep: Duration,
     /// How long `up` waits for the cluster to serve.
     pub timeout: Duration,
 }
@@ -73,6 +78,8 @@ impl UpOptions {
             worker_rate: 0,
             topology: None,
             tick_ms: 50,
+            repair_grace: Duration::from_millis(crate::master::process::DEFAULT_REPAIR_GRACE_MS),
+            trash_keep: crate::blockserver::limits::TRASH_KEEP,
             timeout: Duration::from_secs(60),
         }
     }
@@ -166,6 +173,7 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
             peers: peers.clone(),
             tick_ms: o.tick_ms,
             snapshot_every: 1_000,
+            repair_grace_ms: o.repair_grace.as_millis() as u64,
         };
         write_config(&data_dir, &cfg)?;
         c.masters.push(NodeEntry {
@@ -212,6 +220,7 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
             location,
             tick_ms: o.tick_ms,
             heartbeat_ms: 500,
+            trash_keep_ms: o.trash_keep.as_millis() as u64,
         };
         write_config(&data_dir, &cfg)?;
         c.servers.push(NodeEntry {

@@ -79,6 +79,39 @@ pub struct ReplicaReport {
     pub leader: bool,
     pub term: u64,
     pub applied: u64,
+    /// Its configuration (the latest in its log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf: Option<ConfReport>,
+    /// Why it stopped, if it failed (a storage or engine error, its disk
+    /// lost): the Master repairs the group elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// A replica's Raft configuration, as a heartbeat reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfReport {
+    /// Voters (the new ones while joint), sorted.
+    pub voters: Vec<u64>,
+    /// The outgoing voters while joint; empty otherwise.
+    #[serde(default)]
+    pub outgoing: Vec<u64>,
+    #[serde(default)]
+    pub learners: Vec<u64>,
+    /// The log index of the configuration (its epoch).
+    pub index: u64,
+    /// Whether the configuration's entry is committed.
+    pub committed: bool,
+}
+
+/// Remove this server's replica of `group`: the group's configuration at
+/// log index `epoch` (recorded by the Master) leaves it out. The server
+/// obeys only if its replica's own configuration is older than `epoch` or
+/// leaves it out too (`blockserver/gc.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcOrder {
+    pub group: u64,
+    pub epoch: u64,
 }
 
 /// A BlockServer's periodic report.
@@ -101,6 +134,9 @@ pub struct Assignment {
     /// Leaderships this server should hand over (leader balancing).
     #[serde(default)]
     pub transfers: Vec<super::balance::LeaderMove>,
+    /// Replicas this server holds that no group lists any more.
+    #[serde(default)]
+    pub gc: Vec<GcOrder>,
 }
 
 /// A deleted volume and the groups of a server that held its blocks.

@@ -77,6 +77,8 @@ mod tests {
             .map(|id| Group {
                 id,
                 replicas: vec![1, 2, 3],
+                epoch: 0,
+                moving: None,
             })
             .collect()
     }

@@ -23,7 +23,8 @@ use raft_core::runtime::node::{NodeError, NodeHandle};
 
 use super::api::{
     Allocate, ApiError, Assignment, CloneRequest, ClusterView, CreateGroups, CreateVolume,
-    Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress, MAX_BODY_BYTES,
+    ConfReport, GcOrder, Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress,
+    MAX_BODY_BYTES,
 };
 use super::balance;
 use super::snapshot::{SnapshotCommand, Task, TaskState};
@@ -51,7 +52,7 @@ pub struct MasterApi {
     pub http_addr: SocketAddr,
     pub token: String,
     pub admin_token: String,
-    soft: Mutex<Soft>,
+    pub(super) soft: Mutex<Soft>,
     /// Woken when this replica starts a snapshot task: a SnapshotWorker
     /// waiting on `GET /v1/tasks?wait_ms=` hears of it at once.
     task_started: tokio::sync::Notify,
@@ -59,22 +60,34 @@ pub struct MasterApi {
 
 /// What heartbeats told this replica (meaningful while it leads).
 #[derive(Default)]
-struct Soft {
+pub(super) struct Soft {
+    /// When this replica started leading (as the executor loop saw it);
+    /// `None` while it does not lead. Everything below is cleared then.
+    pub(super) since: Option<Instant>,
     /// Group to (server, term) of the latest leader reported.
-    leaders: BTreeMap<u64, (u64, u64)>,
-    heard: BTreeMap<u64, Instant>,
+    pub(super) leaders: BTreeMap<u64, (u64, u64)>,
+    pub(super) heard: BTreeMap<u64, Instant>,
+    /// Each group's configuration as its latest leader reported it.
+    pub(super) confs: BTreeMap<u64, ConfReport>,
+    /// Replicas reported failed, by server (its latest heartbeat's).
+    pub(super) failed: BTreeMap<u64, BTreeSet<u64>>,
+    /// What the scheduler found at its latest round.
+    pub(super) plan: Option<super::schedule::Plan>,
     /// Groups whose leadership this Master asked to move, and when: left
     /// alone until the heartbeats can show the move.
     moved: BTreeMap<u64, Instant>,
 }
 
 /// A server not heard from for this long takes no leaderships.
-const LIVE_WITHIN: Duration = Duration::from_secs(2);
+pub(super) const LIVE_WITHIN: Duration = Duration::from_secs(2);
 /// A group whose leadership was asked to move is not asked again for this
 /// long.
 const MOVE_SETTLE: Duration = Duration::from_secs(3);
 /// Leaderships one server is asked to hand over per heartbeat.
 const MOVES_PER_HEARTBEAT: usize = 1;
+/// How long a Master must have led before it orders replica GC: every
+/// live server heard at least once (heartbeats come every second).
+pub(super) const GC_AFTER_LEADING: Duration = Duration::from_secs(3);
 
 impl MasterApi {
     pub fn new(
@@ -231,7 +244,7 @@ impl MasterApi {
     }
 
     /// Commits `cmd` and returns what it came to.
-    async fn run(&self, cmd: MasterCommand) -> Result<MasterReply, Response> {
+    pub(super) async fn run(&self, cmd: MasterCommand) -> Result<MasterReply, Response> {
         let out = self
             .node
             .propose(encode(&cmd))
@@ -268,7 +281,7 @@ impl MasterApi {
     }
 
     /// Waits until this replica may answer from its state linearizably.
-    async fn read_point(&self) -> Result<(), Response> {
+    pub(super) async fn read_point(&self) -> Result<(), Response> {
         self.node
             .read()
             .await
@@ -276,7 +289,7 @@ impl MasterApi {
             .map_err(|e| self.node_error(e))
     }
 
-    fn with_state<T>(&self, f: impl FnOnce(&super::MasterState) -> T) -> T {
+    pub(super) fn with_state<T>(&self, f: impl FnOnce(&super::MasterState) -> T) -> T {
         f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
@@ -361,7 +374,7 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
             groups: st
                 .groups
                 .values()
-                .filter(|g| g.replicas.contains(&hb.server))
+                .filter(|g| g.involves(hb.server))
                 .cloned()
                 .collect(),
             servers: st.servers.values().cloned().collect(),
@@ -385,6 +398,7 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
                 })
                 .collect(),
             transfers: Vec::new(),
+            gc: Vec::new(),
         })
     });
     let Some(mut answer) = answer else {
@@ -401,9 +415,36 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
         let known = soft.leaders.get(&r.group).copied();
         if r.leader && known.is_none_or(|(_, t)| t <= r.term) {
             soft.leaders.insert(r.group, (hb.server, r.term));
+            if let Some(c) = &r.conf {
+                soft.confs.insert(r.group, c.clone());
+            }
         } else if !r.leader && known.is_some_and(|(s, t)| s == hb.server && t <= r.term) {
             soft.leaders.remove(&r.group);
         }
+    }
+    let failed: BTreeSet<u64> = hb
+        .replicas
+        .iter()
+        .filter(|r| r.failed.is_some())
+        .map(|r| r.group)
+        .collect();
+    soft.failed.insert(hb.server, failed);
+    // Replica GC: replicas this server reported that no group gives it,
+    // once this Master has led for a full round of heartbeats (so the
+    // committed state it answers from is one every server has seen).
+    let settled = soft.since.is_some_and(|t| t.elapsed() >= GC_AFTER_LEADING);
+    if settled {
+        answer.gc = hb
+            .replicas
+            .iter()
+            .filter_map(|r| {
+                let g = all_groups.iter().find(|g| g.id == r.group)?;
+                (!g.involves(hb.server)).then_some(GcOrder {
+                    group: g.id,
+                    epoch: g.epoch,
+                })
+            })
+            .collect();
     }
     // Leader balance over every group of the committed state, with the
     // leaders and liveness the heartbeats told this Master.

@@ -15,8 +15,11 @@
 pub mod api;
 pub mod balance;
 pub mod client;
+pub mod executor;
 pub mod http;
+pub mod moves;
 pub mod process;
+pub mod schedule;
 pub mod snapshot;
 pub mod state;
 pub mod state_machine;

@@ -56,6 +56,18 @@ pub struct MasterConfig {
     pub tick_ms: u64,
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// How long a BlockServer may go unheard before its replicas are
+    /// repaired elsewhere (counted from when this Master started leading).
+    #[serde(default = "default_repair_grace_ms")]
+    pub repair_grace_ms: u64,
+}
+
+/// The default repair grace period: long enough for a restart, short
+/// enough that a lost node's groups are not left with two replicas long.
+pub const DEFAULT_REPAIR_GRACE_MS: u64 = 10_000;
+
+fn default_repair_grace_ms() -> u64 {
+    DEFAULT_REPAIR_GRACE_MS
 }
 
 fn default_tick_ms() -> u64 {
@@ -86,6 +98,13 @@ impl MasterConfig {
         }
         if !(1..=10_000).contains(&self.tick_ms) {
             bail!(Invalid, "tick_ms: {} (1 to 10000)", self.tick_ms);
+        }
+        if !(1_000..=86_400_000).contains(&self.repair_grace_ms) {
+            bail!(
+                Invalid,
+                "repair_grace_ms: {} (1000 to 86400000)",
+                self.repair_grace_ms
+            );
         }
         Ok(())
     }
@@ -168,6 +187,11 @@ async fn serve(cfg: MasterConfig) -> Result<()> {
         cfg.token.clone(),
         cfg.admin_token.clone(),
     );
+    let executor = tokio::spawn(super::executor::run(
+        api.clone(),
+        Duration::from_millis(cfg.repair_grace_ms),
+        super::schedule::Limits::default(),
+    ));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(crate::kv::server::serve(
         listener,
@@ -213,6 +237,7 @@ async fn serve(cfg: MasterConfig) -> Result<()> {
             error: format!("{r:?}"),
         }),
     };
+    executor.abort();
     host.shutdown().await;
     let _ = stop_http.send(());
     if tokio::time::timeout(HTTP_SHUTDOWN_GRACE, &mut server)

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::moves::{Move, MoveCommand};
 use super::snapshot::{Origin, Snapshot, SnapshotCommand, Task};
 use crate::engine::{DEFAULT_BLOCK_SIZE, SECTOR};
 use crate::placement::{self, Candidate};
@@ -31,6 +32,9 @@ pub struct Server {
     pub location: Location,
     /// Capacity of each of its disks, in bytes.
     pub disks: Vec<u64>,
+    /// Being drained: its replicas move elsewhere and it gets no new ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
 }
 
 /// A volume.
@@ -80,7 +84,36 @@ fn second_version() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
     pub id: u64,
+    /// The voters of its configuration as last recorded (at creation, then
+    /// at each finished move).
     pub replicas: Vec<u64>,
+    /// The log index of the configuration `replicas` records (0: the
+    /// initial one). Orders the group's configurations: a replica GC order
+    /// carries it (`moves.rs`).
+    #[serde(default)]
+    pub epoch: u64,
+    /// The move under way, if any (one at a time per group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<Move>,
+}
+
+impl Group {
+    /// The voters the group is moving to (its replicas when no move is
+    /// under way).
+    pub fn target(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.replicas.clone();
+        if let Some(m) = &self.moving {
+            v.retain(|&r| r != m.from);
+            v.push(m.to);
+            v.sort_unstable();
+        }
+        v
+    }
+
+    /// Whether `server` holds, or is being given, a replica of it.
+    pub fn involves(&self, server: u64) -> bool {
+        self.replicas.contains(&server) || self.moving.as_ref().is_some_and(|m| m.to == server)
+    }
 }
 
 /// A change to the Master's state.
@@ -119,6 +152,9 @@ pub enum MasterCommand {
     },
     /// Snapshots, rollbacks, clones and their tasks (`snapshot.rs`).
     Snapshot(SnapshotCommand),
+    /// Replica moves (repair, drain, balance) and server states
+    /// (`moves.rs`).
+    Move(MoveCommand),
 }
 
 /// What a command came to.
@@ -174,6 +210,14 @@ pub enum MasterError {
     HasClones { name: String, clone: String },
     #[error("no task {id}")]
     NoTask { id: u64 },
+    #[error("no group {id}")]
+    NoGroup { id: u64 },
+    #[error("no server {id}")]
+    NoServer { id: u64 },
+    #[error("cannot move group {group}: {why}")]
+    BadMove { group: u64, why: String },
+    #[error("server {id} still holds replicas or moves ({why}): drain it first")]
+    ServerBusy { id: u64, why: String },
 }
 
 /// Largest volume: 64 TiB.
@@ -221,7 +265,16 @@ impl MasterState {
                         return Err(MasterError::ServerConflict { id: server.id });
                     }
                 }
-                self.servers.insert(server.id, server.clone());
+                // A restart registers again: what the Master decided
+                // about the server (drained) stays.
+                let drained = self.servers.get(&server.id).is_some_and(|s| s.drained);
+                self.servers.insert(
+                    server.id,
+                    Server {
+                        drained,
+                        ..server.clone()
+                    },
+                );
                 Ok(MasterReply::Ok)
             }
             MasterCommand::CreateGroups { count, replication } => {
@@ -237,6 +290,8 @@ impl MasterState {
                     let g = Group {
                         id: self.next_group,
                         replicas,
+                        epoch: 0,
+                        moving: None,
                     };
                     self.groups.insert(g.id, g.clone());
                     made.push(g);
@@ -356,6 +411,7 @@ impl MasterState {
                 Ok(MasterReply::Volume { volume: v.clone() })
             }
             MasterCommand::Snapshot(c) => self.apply_snapshot(c),
+            MasterCommand::Move(c) => self.apply_move(c),
         }
     }
 
@@ -422,6 +478,7 @@ pub fn place(
 ) -> Result<Vec<u64>, MasterError> {
     let candidates: Vec<Candidate> = servers
         .values()
+        .filter(|s| !s.drained)
         .map(|s| Candidate {
             region: s.location.region.clone(),
             zone: s.location.zone.clone(),

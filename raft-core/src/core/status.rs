@@ -31,6 +31,12 @@ pub struct RaftStatus {
     pub last_index: u64,
     /// The configuration it uses (the latest in its log).
     pub membership: Membership,
+    /// The log index of the entry that set `membership` (0: the initial
+    /// configuration, or one installed with a snapshot at that index is
+    /// reported as the snapshot's index). A later configuration always has
+    /// a higher index, so this orders a group's configurations: a control
+    /// plane uses it as the configuration's epoch.
+    pub conf_index: u64,
     /// Leader only: the highest index known to match on each member,
     /// itself included; empty on other roles.
     pub peer_match: BTreeMap<NodeId, u64>,
@@ -57,6 +63,7 @@ impl<S: Storage> Raft<S> {
             first_index: self.raft_log().first_index(),
             last_index: self.raft_log().last_index(),
             membership: self.membership().clone(),
+            conf_index: self.conf_log.last().map_or(self.conf_base.0, |(i, _)| *i),
             peer_match: self.peer_match(),
             last_snapshot: self.storage().snapshot_meta().map(|m| m.index),
             refused_messages: self.refused_messages,

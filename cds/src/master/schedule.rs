@@ -1,0 +1,492 @@
+//! The scheduler: which replica moves the Master starts, finishes or
+//! abandons, given its replicated state and what heartbeats told it.
+//!
+//! Pure and deterministic (no clock, no IO; ties broken by id), so the
+//! leading Master's scheduler task and the simulator call the same code.
+//! Its rules, in the order it applies them:
+//!
+//! 1. **Finish** a move once the group's leader reports the target voters
+//!    committed (no joint configuration left); **abandon** one whose target
+//!    died before it became a voter.
+//! 2. **Repair**: a group with a replica on a dead server (or reported
+//!    failed, a disk lost) and a majority alive gets a new replica placed
+//!    by the rules of [`crate::placement`] among live servers, then loses
+//!    the dead one. A group with only a minority alive is reported
+//!    (`stuck`), never touched: only its dead replicas' return can save
+//!    what they alone hold, and changing its configuration needs a quorum
+//!    anyway.
+//! 3. **Drain**: a healthy group with a replica on a drained server moves
+//!    it elsewhere.
+//! 4. **Capacity balance**, only when nothing else is moving: one replica
+//!    from the server holding the most to the one holding the fewest, if
+//!    they differ by more than 5% of the mean and by at least two, keeping
+//!    the group on distinct members of the placement level.
+//!
+//! Every move counts against both its servers: at most
+//! [`Limits::per_server`] moves touch a server at once, at most
+//! [`Limits::total`] run in the cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::api::ConfReport;
+use super::moves::{Move, MoveCommand, MoveReason};
+use super::state::{Group, MasterState, Server};
+use crate::placement::{self, Candidate, Slot};
+
+/// What the leading Master knows beyond its replicated state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// Servers heard from recently: the only ones given replicas.
+    pub live: BTreeSet<u64>,
+    /// Servers not heard from for the grace period, counted from when this
+    /// Master started leading (a new leader hears a round before it calls
+    /// anybody dead).
+    pub dead: BTreeSet<u64>,
+    /// Replicas their server reported failed (a disk lost): (group, server).
+    pub failed: BTreeSet<(u64, u64)>,
+    /// Each group's configuration as its leader reported it.
+    pub confs: BTreeMap<u64, ConfReport>,
+}
+
+/// Concurrency limits of moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Moves touching one server (as source or target) at once.
+    pub per_server: usize,
+    /// Moves under way in the cluster.
+    pub total: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_server: 2,
+            total: 16,
+        }
+    }
+}
+
+/// What the scheduler decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Commands to propose, in order.
+    pub commands: Vec<MoveCommand>,
+    /// Groups with a minority of replicas alive: reported, not repaired.
+    pub stuck: Vec<u64>,
+    /// Groups with a dead or failed replica (repair started or waiting).
+    pub degraded: Vec<u64>,
+}
+
+/// A server as a placement candidate (node level).
+pub fn candidate(s: &Server) -> Candidate {
+    Candidate {
+        region: s.location.region.clone(),
+        zone: s.location.zone.clone(),
+        rack: s.location.rack.clone(),
+        node: s.id,
+        disk: None,
+    }
+}
+
+/// Replicas per server, counting the targets of moves under way (what
+/// each server will hold).
+pub fn load(state: &MasterState) -> BTreeMap<u64, usize> {
+    let mut load: BTreeMap<u64, usize> = state.servers.keys().map(|&s| (s, 0)).collect();
+    for g in state.groups.values() {
+        for s in g.target() {
+            *load.entry(s).or_default() += 1;
+        }
+    }
+    load
+}
+
+/// Whether `counts` (replicas per server) are balanced: every server
+/// within 5% of the mean, or within one replica of it.
+pub fn balanced(counts: &[usize]) -> bool {
+    if counts.is_empty() {
+        return true;
+    }
+    let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+    let slack = (mean * 0.05).max(1.0);
+    counts.iter().all(|&c| (c as f64 - mean).abs() <= slack)
+}
+
+/// Decides what to start, finish and abandon now.
+pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Plan {
+    let mut out = Plan::default();
+    let mut busy: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut running = 0usize;
+    for g in state.groups.values() {
+        let Some(m) = &g.moving else { continue };
+        let conf = view.confs.get(&g.id);
+        if let Some(c) = conf {
+            if c.committed && c.outgoing.is_empty() && c.index > g.epoch && c.voters == g.target() {
+                out.commands.push(MoveCommand::Finish {
+                    group: g.id,
+                    voters: c.voters.clone(),
+                    conf_index: c.index,
+                });
+                continue;
+            }
+        }
+        let target_gone = view.dead.contains(&m.to) || !state.servers.contains_key(&m.to);
+        let reached_log = conf.is_none_or(|c| c.voters.contains(&m.to) || c.outgoing.contains(&m.to));
+        if target_gone && !reached_log {
+            out.commands.push(MoveCommand::Abandon { group: g.id });
+            continue;
+        }
+        running += 1;
+        *busy.entry(m.from).or_default() += 1;
+        *busy.entry(m.to).or_default() += 1;
+    }
+
+    let mut placed: Vec<Vec<Slot>> = state
+        .groups
+        .values()
+        .map(|g| g.target().into_iter().map(|s| (s, None)).collect())
+        .collect();
+    let is_down = |g: &Group, s: u64| view.dead.contains(&s) || view.failed.contains(&(g.id, s));
+    let mut started = 0usize;
+    let mut start = |out: &mut Plan,
+                     busy: &mut BTreeMap<u64, usize>,
+                     placed: &mut Vec<Vec<Slot>>,
+                     g: &Group,
+                     from: u64,
+                     reason: MoveReason,
+                     level_floor: bool|
+     -> bool {
+        if running + started >= limits.total || busy.get(&from).copied().unwrap_or(0) >= limits.per_server
+            && reason != MoveReason::Repair
+        {
+            return false;
+        }
+        let keep: Vec<Candidate> = g
+            .replicas
+            .iter()
+            .filter(|&&r| r != from)
+            .filter_map(|r| state.servers.get(r).map(candidate))
+            .collect();
+        let eligible: Vec<Candidate> = state
+            .servers
+            .values()
+            .filter(|s| {
+                view.live.contains(&s.id)
+                    && !view.dead.contains(&s.id)
+                    && !s.drained
+                    && !g.replicas.contains(&s.id)
+            })
+            .map(candidate)
+            .collect();
+        let n = g.replicas.len();
+        // The level is chosen before the busy servers are set aside: a
+        // busy zone peer makes a repair wait, not go to a worse place.
+        let Some(level) = placement::more_level(&eligible, &keep, n, false) else {
+            return false;
+        };
+        if level_floor {
+            // Balance keeps the group where a fresh placement would put it
+            // (on the live servers, the one leaving included).
+            let all: Vec<Candidate> = state
+                .servers
+                .values()
+                .filter(|s| view.live.contains(&s.id) && !view.dead.contains(&s.id) && !s.drained)
+                .map(candidate)
+                .collect();
+            if placement::spread_level(&all, n, false).ok() != Some(level) {
+                return false;
+            }
+        }
+        let free: Vec<Candidate> = eligible
+            .into_iter()
+            .filter(|c| busy.get(&c.node).copied().unwrap_or(0) < limits.per_server)
+            .collect();
+        let chosen = placement::place_more(&free, placed, &keep, n, level)
+            .ok()
+            .and_then(|v| v.into_iter().next());
+        let Some(to) = chosen else { return false };
+        out.commands.push(MoveCommand::Start {
+            group: g.id,
+            mv: Move {
+                from,
+                to: to.node,
+                reason,
+                started_ms: now_ms,
+            },
+        });
+        started += 1;
+        *busy.entry(from).or_default() += 1;
+        *busy.entry(to.node).or_default() += 1;
+        placed.push(keep.iter().map(|c| (c.node, None)).chain([(to.node, None)]).collect());
+        true
+    };
+
+    // Repair.
+    for g in state.groups.values() {
+        let down: Vec<u64> = g.replicas.iter().copied().filter(|&r| is_down(g, r)).collect();
+        if down.is_empty() {
+            continue;
+        }
+        out.degraded.push(g.id);
+        if g.replicas.len() - down.len() <= g.replicas.len() / 2 {
+            out.stuck.push(g.id);
+            continue;
+        }
+        if g.moving.is_none() {
+            start(&mut out, &mut busy, &mut placed, g, down[0], MoveReason::Repair, false);
+        }
+    }
+    // Drain.
+    for g in state.groups.values() {
+        if g.moving.is_some() || g.replicas.iter().any(|&r| is_down(g, r)) {
+            continue;
+        }
+        let drained = g
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| state.servers.get(r).is_some_and(|s| s.drained));
+        if let Some(from) = drained {
+            start(&mut out, &mut busy, &mut placed, g, from, MoveReason::Drain, false);
+        }
+    }
+    // Capacity balance: one move at a time, when nothing else moves.
+    let moving_now = out
+        .commands
+        .iter()
+        .any(|c| matches!(c, MoveCommand::Start { .. }));
+    if running == 0 && !moving_now {
+        let load = load(state);
+        let members: Vec<(u64, usize)> = load
+            .iter()
+            .filter(|(s, _)| {
+                view.live.contains(s)
+                    && !view.dead.contains(s)
+                    && state.servers.get(s).is_some_and(|s| !s.drained)
+            })
+            .map(|(&s, &n)| (s, n))
+            .collect();
+        let counts: Vec<usize> = members.iter().map(|&(_, n)| n).collect();
+        if !balanced(&counts) {
+            let most = members.iter().max_by_key(|&&(s, n)| (n, std::cmp::Reverse(s)));
+            let fewest = members.iter().min_by_key(|&&(s, n)| (n, s));
+            if let (Some(&(from, hi)), Some(&(_, lo))) = (most, fewest) {
+                if hi >= lo + 2 {
+                    for g in state.groups.values() {
+                        if g.moving.is_some()
+                            || !g.replicas.contains(&from)
+                            || g.replicas.iter().any(|&r| is_down(g, r) || !view.live.contains(&r))
+                        {
+                            continue;
+                        }
+                        if start(&mut out, &mut busy, &mut placed, g, from, MoveReason::Balance, true) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::state::{Location, MasterCommand, MasterReply};
+
+    fn server(id: u64, zone: &str) -> Server {
+        Server {
+            id,
+            raft_addr: format!("127.0.0.1:{}", 1000 + id),
+            data_addr: format!("127.0.0.1:{}", 2000 + id),
+            location: Location {
+                region: "r".into(),
+                zone: zone.into(),
+                rack: format!("rack-{id}"),
+            },
+            disks: vec![1 << 30],
+            drained: false,
+        }
+    }
+
+    /// Six servers in three zones, `groups` groups placed by the Master.
+    fn cluster(groups: u64) -> MasterState {
+        let mut st = MasterState::default();
+        for id in 1..=6 {
+            let zone = ["a", "b", "c"][(id as usize - 1) / 2];
+            st.apply(&MasterCommand::RegisterServer {
+                server: server(id, zone),
+            });
+        }
+        let r = st.apply(&MasterCommand::CreateGroups {
+            count: groups,
+            replication: 3,
+        });
+        assert!(matches!(r, MasterReply::Groups { .. }));
+        st
+    }
+
+    fn view(st: &MasterState, dead: &[u64]) -> View {
+        View {
+            live: st.servers.keys().copied().filter(|s| !dead.contains(s)).collect(),
+            dead: dead.iter().copied().collect(),
+            ..View::default()
+        }
+    }
+
+    fn apply_all(st: &mut MasterState, p: &Plan) {
+        for c in &p.commands {
+            assert_eq!(st.apply(&MasterCommand::Move(c.clone())), MasterReply::Ok, "{c:?}");
+        }
+    }
+
+    /// Finishes every move as if each group's leader had reported its
+    /// target committed.
+    fn finish_all(st: &mut MasterState, v: &mut View) {
+        for g in st.groups.values() {
+            if g.moving.is_some() {
+                v.confs.insert(
+                    g.id,
+                    ConfReport {
+                        voters: g.target(),
+                        outgoing: vec![],
+                        learners: vec![],
+                        index: g.epoch + 5,
+                        committed: true,
+                    },
+                );
+            }
+        }
+        let p = plan(st, v, Limits::default(), 0);
+        let finishes: Vec<_> = p
+            .commands
+            .iter()
+            .filter(|c| matches!(c, MoveCommand::Finish { .. }))
+            .cloned()
+            .collect();
+        for c in finishes {
+            assert_eq!(st.apply(&MasterCommand::Move(c)), MasterReply::Ok);
+        }
+        v.confs.clear();
+    }
+
+    #[test]
+    fn a_dead_server_replicas_go_to_its_zone_peer_within_the_limits() {
+        let st = cluster(12);
+        let v = view(&st, &[1]);
+        let p = plan(&st, &v, Limits::default(), 0);
+        let on_1 = st.groups.values().filter(|g| g.replicas.contains(&1)).count();
+        assert!(on_1 > 2, "{on_1}");
+        assert_eq!(p.degraded.len(), on_1);
+        // Server 2 is zone a's other node: every repair goes there, at most
+        // two at once (the per-server limit).
+        let starts: Vec<&Move> = p
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                MoveCommand::Start { mv, .. } => Some(mv),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts.len(), 2, "{p:?}");
+        assert!(starts.iter().all(|m| m.from == 1 && m.to == 2 && m.reason == MoveReason::Repair));
+    }
+
+    #[test]
+    fn repair_restores_three_zones_and_balance_follows() {
+        let mut st = cluster(12);
+        let mut v = view(&st, &[1]);
+        for _ in 0..50 {
+            let p = plan(&st, &v, Limits::default(), 0);
+            apply_all(&mut st, &p);
+            finish_all(&mut st, &mut v);
+        }
+        for g in st.groups.values() {
+            assert!(!g.replicas.contains(&1), "{g:?}");
+            let zones: BTreeSet<&str> = g
+                .replicas
+                .iter()
+                .map(|r| st.servers[r].location.zone.as_str())
+                .collect();
+            assert_eq!(zones.len(), 3, "{g:?}");
+        }
+        // A new empty server in zone a: balance moves replicas to it.
+        st.apply(&MasterCommand::RegisterServer {
+            server: server(7, "a"),
+        });
+        v.live.insert(7);
+        for _ in 0..50 {
+            let p = plan(&st, &v, Limits::default(), 0);
+            apply_all(&mut st, &p);
+            finish_all(&mut st, &mut v);
+        }
+        let load = load(&st);
+        let counts: Vec<usize> = load.iter().filter(|(s, _)| **s != 1).map(|(_, &n)| n).collect();
+        assert!(balanced(&counts), "{load:?}");
+        assert!(load[&7] > 0);
+    }
+
+    #[test]
+    fn a_group_with_one_survivor_is_reported_not_touched() {
+        let st = cluster(6);
+        let g = st.groups.values().next().expect("group").clone();
+        let dead = [g.replicas[0], g.replicas[1]];
+        let p = plan(&st, &view(&st, &dead), Limits::default(), 0);
+        assert!(p.stuck.contains(&g.id));
+        assert!(p.commands.iter().all(|c| !matches!(c, MoveCommand::Start { group, .. } if *group == g.id)));
+    }
+
+    #[test]
+    fn a_move_whose_target_died_is_abandoned_unless_it_reached_the_log() {
+        let mut st = cluster(1);
+        let g = st.groups[&1].clone();
+        let to = (1..=6).find(|s| !g.replicas.contains(s)).expect("spare");
+        st.groups.get_mut(&1).expect("g").moving = Some(Move {
+            from: g.replicas[0],
+            to,
+            reason: MoveReason::Drain,
+            started_ms: 0,
+        });
+        let mut v = view(&st, &[to]);
+        v.confs.insert(
+            1,
+            ConfReport {
+                voters: g.replicas.clone(),
+                outgoing: vec![],
+                learners: vec![to],
+                index: 3,
+                committed: true,
+            },
+        );
+        let p = plan(&st, &v, Limits::default(), 0);
+        assert_eq!(p.commands, vec![MoveCommand::Abandon { group: 1 }]);
+        // Joint with the target voting: carried on, never abandoned.
+        let c = v.confs.get_mut(&1).expect("conf");
+        c.outgoing = c.voters.clone();
+        c.voters = st.groups[&1].target();
+        let p = plan(&st, &v, Limits::default(), 0);
+        assert!(p.commands.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn drain_empties_a_server() {
+        let mut st = cluster(12);
+        st.servers.get_mut(&3).expect("s").drained = true;
+        let mut v = view(&st, &[]);
+        for _ in 0..50 {
+            let p = plan(&st, &v, Limits::default(), 0);
+            apply_all(&mut st, &p);
+            finish_all(&mut st, &mut v);
+        }
+        assert_eq!(load(&st)[&3], 0);
+        assert!(st.groups.values().all(|g| g.replicas.len() == 3));
+    }
+
+    #[test]
+    fn balance_counts() {
+        assert!(balanced(&[10, 11, 9]));
+        assert!(!balanced(&[10, 12, 8]));
+        assert!(balanced(&[100, 104, 96]));
+        assert!(!balanced(&[100, 107, 93]));
+    }
+}
