@@ -157,7 +157,11 @@ pub fn more_level(
     let mut all: Vec<Candidate> = candidates.to_vec();
     all.extend(keep.iter().cloned());
     let top = spread_level(&all, n.max(1), allow_disks).unwrap_or(Level::Node);
-    let last = if allow_disks { Level::Disk } else { Level::Node };
+    let last = if allow_disks {
+        Level::Disk
+    } else {
+        Level::Node
+    };
     Level::ALL
         .into_iter()
         .filter(|&l| l >= top && l <= last)

@@ -140,23 +140,8 @@ impl Topology {
             )));
         }
         for (i, node) in self.nodes.iter().enumerate() {
-            for (what, name) in [
-                ("region", &node.region),
-                ("zone", &node.zone),
-                ("rack", &node.rack),
-            ] {
-                let ok = !name.is_empty()
-                    && name.len() <= MAX_NAME
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-                if !ok {
-                    return Err(TopologyError::Invalid(format!(
-                        "node {}: {what} {name:?}: 1 to {MAX_NAME} characters of A-Z a-z 0-9 . _ -",
-                        i + 1
-                    )));
-                }
-            }
+            check_location(&node.location())
+                .map_err(|e| TopologyError::Invalid(format!("node {}: {e}", i + 1)))?;
             if !(1..=MAX_DISKS).contains(&node.disks) {
                 return Err(TopologyError::Invalid(format!(
                     "node {}: {} disks; between 1 and {MAX_DISKS}",
@@ -207,4 +192,22 @@ mod tests {
         let e = Topology::parse("node = 3").unwrap_err();
         assert!(matches!(e, TopologyError::Parse { .. }), "{e}");
     }
+}
+
+/// Checks a location's names: 1 to [`MAX_NAME`] characters of A-Z a-z
+/// 0-9 . _ - each.
+pub fn check_location(l: &Location) -> Result<(), TopologyError> {
+    for (what, name) in [("region", &l.region), ("zone", &l.zone), ("rack", &l.rack)] {
+        let ok = !name.is_empty()
+            && name.len() <= MAX_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(TopologyError::Invalid(format!(
+                "{what} {name:?}: 1 to {MAX_NAME} characters of A-Z a-z 0-9 . _ -"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -409,6 +409,31 @@ impl BlockServer {
         })
     }
 
+    /// Starts every replica whose files lie on this server's disks (a
+    /// restart goes on with what it held; the Master's replica GC removes
+    /// the ones no group lists any more). Returns the groups started.
+    pub fn start_stored(&self) -> Result<Vec<u64>, ServerError> {
+        let mut found = Vec::new();
+        for d in &self.inner.cfg.disks {
+            let Ok(entries) = std::fs::read_dir(d.join("groups")) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if let Some(g) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                    found.push(g);
+                }
+            }
+        }
+        found.sort_unstable();
+        for &g in &found {
+            if self.group(g).is_none() {
+                // Its storage holds its configuration; none is given.
+                self.create_group(g, Vec::new())?;
+            }
+        }
+        Ok(found)
+    }
+
     /// The groups this server hosts, with their disk index.
     pub fn groups(&self) -> Vec<(u64, NodeHandle, usize)> {
         self.inner

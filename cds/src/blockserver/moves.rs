@@ -24,7 +24,11 @@ use crate::master::Group;
 
 /// Takes the next step of `g`'s move on this server's replica, if it leads;
 /// returns what it did.
-pub(crate) async fn step(me: NodeId, node: &NodeHandle, g: &Group) -> Result<Option<String>, NodeError> {
+pub(crate) async fn step(
+    me: NodeId,
+    node: &NodeHandle,
+    g: &Group,
+) -> Result<Option<String>, NodeError> {
     let st = node.status().await?.raft;
     if st.role != Role::Leader {
         return Ok(None);
@@ -56,7 +60,9 @@ pub(crate) async fn step(me: NodeId, node: &NodeHandle, g: &Group) -> Result<Opt
         let Some(to) = target
             .iter()
             .copied()
-            .filter(|&v| v != me && m.voters.contains(&v) && st.peer_match.get(&v) == Some(&st.last_index))
+            .filter(|&v| {
+                v != me && m.voters.contains(&v) && st.peer_match.get(&v) == Some(&st.last_index)
+            })
             .min()
         else {
             return Ok(None);

@@ -145,6 +145,16 @@ async fn serve(cfg: BlockServerFileConfig) -> Result<()> {
         what: "cannot start the BlockServer".into(),
         error: e.to_string(),
     })?;
+    let stored = server.start_stored().map_err(|e| Error::Runtime {
+        what: "cannot start the replicas on its disks".into(),
+        error: e.to_string(),
+    })?;
+    if !stored.is_empty() {
+        eprintln!(
+            "blockserver {id}: {} replicas found on its disks",
+            stored.len()
+        );
+    }
     let master = Arc::new(MasterClient::new(
         cfg.masters.clone(),
         cfg.token.clone(),

@@ -26,7 +26,7 @@ use crate::topology::Topology;
 pub const DEFAULT_GROUPS: u64 = 32;
 /// Bounds `up` accepts.
 const MAX_MASTERS: u64 = 7;
-const MAX_SERVERS: u64 = 32;
+pub(super) const MAX_SERVERS: u64 = 32;
 const MAX_DISKS: u64 = 8;
 const MAX_WORKERS: u64 = 8;
 const MAX_UP_GROUPS: u64 = 4096;
@@ -34,7 +34,7 @@ const MAX_UP_GROUPS: u64 = 4096;
 const POLL: Duration = Duration::from_millis(100);
 /// What each process gets to stop when `up` gives up.
 const CLEANUP_GRACE: Duration = Duration::from_secs(5);
-const LOG_LINES: usize = 8;
+pub(super) const LOG_LINES: usize = 8;
 
 /// What `up` starts.
 #[derive(Debug, Clone)]
@@ -85,7 +85,7 @@ impl UpOptions {
     }
 }
 
-fn program(exe: &Path, role: Role) -> NodeProgram {
+pub(super) fn program(exe: &Path, role: Role) -> NodeProgram {
     NodeProgram {
         exe: exe.to_path_buf(),
         args: vec![
@@ -128,6 +128,12 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
         u64::from(crate::snapshotworker::process::MAX_GROUPS_PER_SECOND),
     )?;
     check("tick-ms", o.tick_ms, 1, 10_000)?;
+    check(
+        "repair-grace (ms)",
+        o.repair_grace.as_millis() as u64,
+        1_000,
+        86_400_000,
+    )?;
     check_free(dir)?;
     crate::secret::private_dir(dir)?;
     let dir = dir
@@ -298,7 +304,7 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
     }
 }
 
-fn write_config<T: Serialize>(data_dir: &Path, cfg: &T) -> Result<()> {
+pub(super) fn write_config<T: Serialize>(data_dir: &Path, cfg: &T) -> Result<()> {
     crate::secret::private_dir(data_dir)?;
     let text = serde_json::to_string_pretty(cfg).context("encoding a config")?;
     crate::secret::write_private(&data_dir.join("config.json"), text.as_bytes())

@@ -14,9 +14,11 @@
 
 mod directory;
 mod lifecycle;
+mod nodes;
 pub mod partition_file;
 
 pub use directory::{CdsCluster, ProcName, Role, CDS_FILE};
 pub use lifecycle::{
     down, fault, heal, partition, restart, status, up, Fault, ProcReport, UpOptions, DEFAULT_GROUPS,
 };
+pub use nodes::{add_server, drain, remove_server, NewServer};

@@ -12,6 +12,8 @@
 //! | `GET /v1/cluster` | cluster | → [`ClusterView`] (leader) |
 //! | `POST /v1/servers` | cluster | [`Server`] → `{}` (leader) |
 //! | `POST /v1/heartbeat` | cluster | [`Heartbeat`] → [`Assignment`] (leader) |
+//! | `POST /v1/servers/ID/drain` | admin | [`DrainRequest`] → `{}` (leader) |
+//! | `DELETE /v1/servers/ID` | admin | → `{}`: forget a server holding nothing (leader) |
 //! | `POST /v1/groups` | admin | [`CreateGroups`] → `[Group]` (leader) |
 //! | `GET /v1/volumes` | cluster | → `[Volume]` (leader) |
 //! | `POST /v1/volumes` | admin | [`CreateVolume`] → [`Volume`] (leader) |
@@ -70,6 +72,14 @@ pub struct ClusterView {
     /// Server id to milliseconds since its last heartbeat reached this
     /// Master (missing: none since this Master took over).
     pub last_heard_ms: BTreeMap<u64, u64>,
+    /// Groups with a replica on a dead server or reported failed, as the
+    /// scheduler last found them (repair started or waiting).
+    #[serde(default)]
+    pub degraded: Vec<u64>,
+    /// Groups with only a minority of replicas alive: not repaired
+    /// automatically (their dead replicas must come back).
+    #[serde(default)]
+    pub stuck: Vec<u64>,
 }
 
 /// One replica as its server reports it.
@@ -86,6 +96,12 @@ pub struct ReplicaReport {
     /// lost): the Master repairs the group elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+}
+
+/// Start (`true`) or stop draining a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRequest {
+    pub drained: bool,
 }
 
 /// A replica's Raft configuration, as a heartbeat reports it.

@@ -22,8 +22,8 @@ use axum::{Json, Router};
 use raft_core::runtime::node::{NodeError, NodeHandle};
 
 use super::api::{
-    Allocate, ApiError, Assignment, CloneRequest, ClusterView, CreateGroups, CreateVolume,
-    ConfReport, GcOrder, Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress,
+    Allocate, ApiError, Assignment, CloneRequest, ClusterView, ConfReport, CreateGroups,
+    CreateVolume, GcOrder, Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress,
     MAX_BODY_BYTES,
 };
 use super::balance;
@@ -131,6 +131,8 @@ pub fn router(api: Api) -> Router {
         .route("/v1/volumes/{name}/clone", post(clone_volume))
         .route("/v1/tasks/{id}/progress", post(task_progress))
         .route("/v1/tasks/{id}/finish", post(task_finish))
+        .route("/v1/servers/{id}/drain", post(drain_server))
+        .route("/v1/servers/{id}", axum::routing::delete(remove_server))
         .route_layer(middleware::from_fn_with_state(api.clone(), admin_only));
     Router::new()
         .route("/v1/status", get(status))
@@ -343,11 +345,18 @@ async fn cluster(State(api): State<Api>) -> Response {
         .iter()
         .map(|(&s, t)| (s, t.elapsed().as_millis() as u64))
         .collect();
+    let (degraded, stuck) = soft
+        .plan
+        .as_ref()
+        .map(|p| (p.degraded.clone(), p.stuck.clone()))
+        .unwrap_or_default();
     Json(ClusterView {
         servers,
         groups,
         leaders,
         last_heard_ms,
+        degraded,
+        stuck,
     })
     .into_response()
 }
@@ -491,6 +500,29 @@ async fn create_groups(State(api): State<Api>, Json(req): Json<CreateGroups>) ->
         })
         .await
     {
+        Ok(r) => volume_reply(r),
+        Err(r) => r,
+    }
+}
+
+async fn drain_server(
+    State(api): State<Api>,
+    Path(id): Path<u64>,
+    Json(req): Json<super::api::DrainRequest>,
+) -> Response {
+    let cmd = MasterCommand::Move(super::moves::MoveCommand::Drain {
+        server: id,
+        drained: req.drained,
+    });
+    match api.run(cmd).await {
+        Ok(r) => volume_reply(r),
+        Err(r) => r,
+    }
+}
+
+async fn remove_server(State(api): State<Api>, Path(id): Path<u64>) -> Response {
+    let cmd = MasterCommand::Move(super::moves::MoveCommand::RemoveServer { server: id });
+    match api.run(cmd).await {
         Ok(r) => volume_reply(r),
         Err(r) => r,
     }

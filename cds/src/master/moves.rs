@@ -157,9 +157,7 @@ impl MasterState {
     }
 
     fn group_mut(&mut self, id: u64) -> Result<&mut Group, MasterError> {
-        self.groups
-            .get_mut(&id)
-            .ok_or(MasterError::NoGroup { id })
+        self.groups.get_mut(&id).ok_or(MasterError::NoGroup { id })
     }
 }
 
@@ -225,7 +223,10 @@ mod tests {
         ));
         assert_eq!(st.apply(&finish(vec![1, 2, 4], 9)), MasterReply::Ok);
         let g = &st.groups[&7];
-        assert_eq!((g.replicas.clone(), g.epoch, g.moving.clone()), (vec![1, 2, 4], 9, None));
+        assert_eq!(
+            (g.replicas.clone(), g.epoch, g.moving.clone()),
+            (vec![1, 2, 4], 9, None)
+        );
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct Plan {
     pub degraded: Vec<u64>,
 }
 
+/// Candidate balance moves one round examines at most (each costs a
+/// placement over every group).
+const MAX_BALANCE_TRIES: usize = 256;
+
 /// A server as a placement candidate (node level).
 pub fn candidate(s: &Server) -> Candidate {
     Candidate {
@@ -130,7 +134,8 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
             }
         }
         let target_gone = view.dead.contains(&m.to) || !state.servers.contains_key(&m.to);
-        let reached_log = conf.is_none_or(|c| c.voters.contains(&m.to) || c.outgoing.contains(&m.to));
+        let reached_log =
+            conf.is_none_or(|c| c.voters.contains(&m.to) || c.outgoing.contains(&m.to));
         if target_gone && !reached_log {
             out.commands.push(MoveCommand::Abandon { group: g.id });
             continue;
@@ -153,10 +158,12 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
                      g: &Group,
                      from: u64,
                      reason: MoveReason,
-                     level_floor: bool|
+                     only_to: Option<u64>|
      -> bool {
-        if running + started >= limits.total || busy.get(&from).copied().unwrap_or(0) >= limits.per_server
-            && reason != MoveReason::Repair
+        let level_floor = only_to.is_some();
+        if running + started >= limits.total
+            || busy.get(&from).copied().unwrap_or(0) >= limits.per_server
+                && reason != MoveReason::Repair
         {
             return false;
         }
@@ -174,6 +181,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
                     && !view.dead.contains(&s.id)
                     && !s.drained
                     && !g.replicas.contains(&s.id)
+                    && only_to.is_none_or(|t| t == s.id)
             })
             .map(candidate)
             .collect();
@@ -216,13 +224,23 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
         started += 1;
         *busy.entry(from).or_default() += 1;
         *busy.entry(to.node).or_default() += 1;
-        placed.push(keep.iter().map(|c| (c.node, None)).chain([(to.node, None)]).collect());
+        placed.push(
+            keep.iter()
+                .map(|c| (c.node, None))
+                .chain([(to.node, None)])
+                .collect(),
+        );
         true
     };
 
     // Repair.
     for g in state.groups.values() {
-        let down: Vec<u64> = g.replicas.iter().copied().filter(|&r| is_down(g, r)).collect();
+        let down: Vec<u64> = g
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&r| is_down(g, r))
+            .collect();
         if down.is_empty() {
             continue;
         }
@@ -232,7 +250,15 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
             continue;
         }
         if g.moving.is_none() {
-            start(&mut out, &mut busy, &mut placed, g, down[0], MoveReason::Repair, false);
+            start(
+                &mut out,
+                &mut busy,
+                &mut placed,
+                g,
+                down[0],
+                MoveReason::Repair,
+                None,
+            );
         }
     }
     // Drain.
@@ -246,7 +272,15 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
             .copied()
             .find(|r| state.servers.get(r).is_some_and(|s| s.drained));
         if let Some(from) = drained {
-            start(&mut out, &mut busy, &mut placed, g, from, MoveReason::Drain, false);
+            start(
+                &mut out,
+                &mut busy,
+                &mut placed,
+                g,
+                from,
+                MoveReason::Drain,
+                None,
+            );
         }
     }
     // Capacity balance: one move at a time, when nothing else moves.
@@ -267,19 +301,41 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
             .collect();
         let counts: Vec<usize> = members.iter().map(|&(_, n)| n).collect();
         if !balanced(&counts) {
-            let most = members.iter().max_by_key(|&&(s, n)| (n, std::cmp::Reverse(s)));
-            let fewest = members.iter().min_by_key(|&&(s, n)| (n, s));
-            if let (Some(&(from, hi)), Some(&(_, lo))) = (most, fewest) {
-                if hi >= lo + 2 {
+            // The fullest server that can give a replica to the emptiest
+            // one that can take it, keeping every group where a fresh
+            // placement would put it (with three zones, a new node in one
+            // zone takes replicas from its zone peers only).
+            let mut by_load = members.clone();
+            by_load.sort_by_key(|&(s, n)| (std::cmp::Reverse(n), s));
+            let mut tries = 0usize;
+            'pairs: for &(from, hi) in &by_load {
+                for &(to, lo) in by_load.iter().rev() {
+                    if hi < lo + 2 {
+                        break;
+                    }
                     for g in state.groups.values() {
                         if g.moving.is_some()
                             || !g.replicas.contains(&from)
-                            || g.replicas.iter().any(|&r| is_down(g, r) || !view.live.contains(&r))
+                            || g.replicas.contains(&to)
+                            || g.replicas
+                                .iter()
+                                .any(|&r| is_down(g, r) || !view.live.contains(&r))
                         {
                             continue;
                         }
-                        if start(&mut out, &mut busy, &mut placed, g, from, MoveReason::Balance, true) {
-                            break;
+                        tries += 1;
+                        if tries > MAX_BALANCE_TRIES
+                            || start(
+                                &mut out,
+                                &mut busy,
+                                &mut placed,
+                                g,
+                                from,
+                                MoveReason::Balance,
+                                Some(to),
+                            )
+                        {
+                            break 'pairs;
                         }
                     }
                 }
@@ -328,7 +384,12 @@ mod tests {
 
     fn view(st: &MasterState, dead: &[u64]) -> View {
         View {
-            live: st.servers.keys().copied().filter(|s| !dead.contains(s)).collect(),
+            live: st
+                .servers
+                .keys()
+                .copied()
+                .filter(|s| !dead.contains(s))
+                .collect(),
             dead: dead.iter().copied().collect(),
             ..View::default()
         }
@@ -336,7 +397,11 @@ mod tests {
 
     fn apply_all(st: &mut MasterState, p: &Plan) {
         for c in &p.commands {
-            assert_eq!(st.apply(&MasterCommand::Move(c.clone())), MasterReply::Ok, "{c:?}");
+            assert_eq!(
+                st.apply(&MasterCommand::Move(c.clone())),
+                MasterReply::Ok,
+                "{c:?}"
+            );
         }
     }
 
@@ -375,7 +440,11 @@ mod tests {
         let st = cluster(12);
         let v = view(&st, &[1]);
         let p = plan(&st, &v, Limits::default(), 0);
-        let on_1 = st.groups.values().filter(|g| g.replicas.contains(&1)).count();
+        let on_1 = st
+            .groups
+            .values()
+            .filter(|g| g.replicas.contains(&1))
+            .count();
         assert!(on_1 > 2, "{on_1}");
         assert_eq!(p.degraded.len(), on_1);
         // Server 2 is zone a's other node: every repair goes there, at most
@@ -389,7 +458,9 @@ mod tests {
             })
             .collect();
         assert_eq!(starts.len(), 2, "{p:?}");
-        assert!(starts.iter().all(|m| m.from == 1 && m.to == 2 && m.reason == MoveReason::Repair));
+        assert!(starts
+            .iter()
+            .all(|m| m.from == 1 && m.to == 2 && m.reason == MoveReason::Repair));
     }
 
     #[test]
@@ -421,7 +492,11 @@ mod tests {
             finish_all(&mut st, &mut v);
         }
         let load = load(&st);
-        let counts: Vec<usize> = load.iter().filter(|(s, _)| **s != 1).map(|(_, &n)| n).collect();
+        let counts: Vec<usize> = load
+            .iter()
+            .filter(|(s, _)| **s != 1)
+            .map(|(_, &n)| n)
+            .collect();
         assert!(balanced(&counts), "{load:?}");
         assert!(load[&7] > 0);
     }
@@ -433,7 +508,10 @@ mod tests {
         let dead = [g.replicas[0], g.replicas[1]];
         let p = plan(&st, &view(&st, &dead), Limits::default(), 0);
         assert!(p.stuck.contains(&g.id));
-        assert!(p.commands.iter().all(|c| !matches!(c, MoveCommand::Start { group, .. } if *group == g.id)));
+        assert!(p
+            .commands
+            .iter()
+            .all(|c| !matches!(c, MoveCommand::Start { group, .. } if *group == g.id)));
     }
 
     #[test]

@@ -60,6 +60,14 @@ pub enum CdsCommand {
         /// Milliseconds per Raft tick.
         #[arg(long, default_value_t = 50)]
         tick_ms: u64,
+        /// How long a BlockServer may go unheard before the Master rebuilds
+        /// its replicas elsewhere (1s to 24h).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        repair_grace: Duration,
+        /// How long a replica removed by replica GC stays in its disk's
+        /// trash directory before it is deleted.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        trash_keep: Duration,
         /// How long to wait for the cluster to serve.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         timeout: Duration,
@@ -113,6 +121,45 @@ pub enum CdsCommand {
     },
     /// Start a stopped process again from its config and data.
     Restart {
+        name: ProcName,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// Add an empty BlockServer (the next number, free loopback ports, the
+    /// other servers' settings); the Master's capacity balance then moves
+    /// replicas to it.
+    AddServer {
+        /// Its zone.
+        #[arg(long)]
+        zone: String,
+        /// Its rack.
+        #[arg(long)]
+        rack: String,
+        #[arg(long, default_value = "local")]
+        region: String,
+        /// Its disks (data directories).
+        #[arg(long, default_value_t = 2)]
+        disks: u32,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// Drain a BlockServer: it gets no new replicas and the Master moves
+    /// each of its replicas elsewhere (add learner, catch up, change
+    /// voters), a few at a time. `cds status` shows the moves.
+    Drain {
+        name: ProcName,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// Stop draining a BlockServer (moves under way finish).
+    Undrain {
+        name: ProcName,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// Forget a BlockServer that holds no replica (drain it first), stop
+    /// its process and drop it from the cluster (its directory stays).
+    Rm {
         name: ProcName,
         #[command(flatten)]
         dir: CdsDir,
@@ -294,6 +341,8 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             worker_rate,
             topology,
             tick_ms,
+            repair_grace,
+            trash_keep,
             timeout,
         } => {
             let mut o = UpOptions::new(exe()?);
@@ -309,6 +358,8 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
                 Some(p) => Some(Topology::load(&p)?),
             };
             o.tick_ms = tick_ms;
+            o.repair_grace = repair_grace;
+            o.trash_keep = trash_keep;
             o.timeout = timeout;
             let c = cdscluster::up(&dir.dir, &o)?;
             let disks = match &o.topology {
@@ -389,6 +440,41 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             Ok(())
         }
         CdsCommand::Sim(args) => sim(&args),
+        CdsCommand::AddServer {
+            zone,
+            rack,
+            region,
+            disks,
+            dir,
+        } => {
+            let new = cdscluster::NewServer {
+                location: cds::master::Location { region, zone, rack },
+                disks,
+            };
+            let name = cdscluster::add_server(&dir.dir, &exe()?, &new)?;
+            outln!(
+                "{name} added in {} / {} / {} with {disks} disks; the Master balances replicas onto it",
+                new.location.region,
+                new.location.zone,
+                new.location.rack
+            );
+            Ok(())
+        }
+        CdsCommand::Drain { name, dir } => {
+            cdscluster::drain(&dir.dir, name, true)?;
+            outln!("{name} draining: its replicas move elsewhere (`cdsctl cds status` shows the moves)");
+            Ok(())
+        }
+        CdsCommand::Undrain { name, dir } => {
+            cdscluster::drain(&dir.dir, name, false)?;
+            outln!("{name} no longer drained");
+            Ok(())
+        }
+        CdsCommand::Rm { name, dir } => {
+            cdscluster::remove_server(&dir.dir, name)?;
+            outln!("{name} removed from the cluster (its directory is left)");
+            Ok(())
+        }
         CdsCommand::Partition { name, dir } => {
             let others = cdscluster::partition(&dir.dir, name)?;
             let peers = match name.role {
@@ -475,20 +561,28 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
     let leads = |id: u64| v.leaders.values().filter(|&&s| s == id).count();
     outln!();
     outln!(
-        "{:<36} {:<6} {:>8} {:>6}",
+        "{:<36} {:<6} {:>8} {:>6}  {}",
         "REGION / ZONE / RACK",
         "SERVER",
         "REPLICAS",
-        "LEADS"
+        "LEADS",
+        "STATE"
     );
     for s in &servers {
         let l = &s.location;
+        let state = match v.last_heard_ms.get(&s.id) {
+            None => "unheard",
+            Some(&ms) if ms > 2_000 => "silent",
+            Some(_) if s.drained => "draining",
+            Some(_) => "up",
+        };
         outln!(
-            "{:<36} {:<6} {:>8} {:>6}",
+            "{:<36} {:<6} {:>8} {:>6}  {}",
             format!("{} / {} / {}", l.region, l.zone, l.rack),
             format!("b{}", s.id),
             replicas(s.id),
-            leads(s.id)
+            leads(s.id),
+            state
         );
     }
     if servers.is_empty() {
@@ -523,4 +617,38 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
         v.groups.len(),
         zones.len()
     );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let moves: Vec<_> = v
+        .groups
+        .iter()
+        .filter_map(|g| g.moving.as_ref().map(|m| (g.id, m)))
+        .collect();
+    if moves.is_empty() {
+        outln!("no replica moves under way");
+    } else {
+        outln!("{} replica moves under way:", moves.len());
+        for (g, m) in moves {
+            outln!(
+                "  group {g}: {} b{} -> b{} ({:.0}s)",
+                m.reason.as_str(),
+                m.from,
+                m.to,
+                now_ms.saturating_sub(m.started_ms) as f64 / 1000.0
+            );
+        }
+    }
+    if !v.degraded.is_empty() {
+        outln!(
+            "under-replicated groups (a replica dead or failed): {:?}",
+            v.degraded
+        );
+    }
+    if !v.stuck.is_empty() {
+        outln!(
+            "groups with a minority alive, left alone until their replicas return: {:?}",
+            v.stuck
+        );
+    }
 }
