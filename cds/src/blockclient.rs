@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex, Semaphore};
 use crate::blockgroup::command::Applied;
 use crate::blockserver::limits::READ_BUFFER_BYTES;
 use crate::engine::{Outcome, ReadAt, Refusal, Step};
+use crate::master::api::ClusterView;
+use crate::master::client::MasterClient;
 use crate::wire::{
     read_response, write_frames, Outgoing, Request, Response, VersionRow, WireError,
 };
@@ -183,12 +185,28 @@ pub struct GroupClient {
     cluster_id: u64,
     token: String,
     /// Every server's data address, by node id.
-    servers: BTreeMap<u64, SocketAddr>,
+    servers: Mutex<BTreeMap<u64, SocketAddr>>,
     conns: AsyncMutex<BTreeMap<u64, Conn>>,
     /// The node believed to lead each group.
     leaders: Mutex<BTreeMap<u64, u64>>,
     deadline: Duration,
+    /// Where the layout comes from again when a group moved (its replicas
+    /// changed since the caller learned them), and what it said last.
+    master: Option<Arc<MasterClient>>,
+    routes: Mutex<Routes>,
 }
+
+/// The groups' replicas as last learned from the Master (they override
+/// what a caller passes), and when.
+#[derive(Debug, Default)]
+struct Routes {
+    replicas: BTreeMap<u64, Vec<u64>>,
+    at: Option<Instant>,
+}
+
+/// The least time between two asks for the layout (every request of a
+/// moved group would ask otherwise).
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
 impl GroupClient {
     /// A client of the servers at `servers` (node id to data address)
@@ -202,11 +220,67 @@ impl GroupClient {
         GroupClient {
             cluster_id,
             token: token.to_string(),
-            servers,
+            servers: Mutex::new(servers),
             conns: AsyncMutex::new(BTreeMap::new()),
             leaders: Mutex::new(BTreeMap::new()),
             deadline,
+            master: None,
+            routes: Mutex::default(),
         }
+    }
+
+    /// Lets the client ask `master` for the cluster's layout when a
+    /// group's known replicas cannot serve it: a group whose replicas moved
+    /// (a repair, a drain, a balance) is found where it went, on servers
+    /// that joined after this client started too.
+    pub fn with_master(mut self, master: Arc<MasterClient>) -> Self {
+        self.master = Some(master);
+        self
+    }
+
+    /// The replicas to try for `group`: the latest learned, else `hint`.
+    fn replicas_of(&self, group: u64, hint: &[u64]) -> Vec<u64> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replicas
+            .get(&group)
+            .cloned()
+            .unwrap_or_else(|| hint.to_vec())
+    }
+
+    /// Asks the Master for the layout again, at most once per
+    /// [`REFRESH_EVERY`] over all callers; a failure leaves what was known.
+    async fn refresh(&self) {
+        let Some(master) = self.master.clone() else {
+            return;
+        };
+        {
+            let mut r = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            if r.at.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+                return;
+            }
+            r.at = Some(Instant::now());
+        }
+        let view =
+            tokio::task::spawn_blocking(move || master.get::<ClusterView>("/v1/cluster")).await;
+        let Ok(Ok(view)) = view else {
+            return;
+        };
+        {
+            let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+            for s in &view.servers {
+                if let Ok(a) = s.data_addr.parse::<SocketAddr>() {
+                    servers.insert(s.id, a);
+                }
+            }
+        }
+        let mut r = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        r.replicas = view
+            .groups
+            .iter()
+            .map(|g| (g.id, g.replicas.clone()))
+            .collect();
     }
 
     async fn conn(&self, node: u64) -> Option<Conn> {
@@ -214,7 +288,11 @@ impl GroupClient {
         if let Some(c) = conns.get(&node) {
             return Some(c.clone());
         }
-        let addr = *self.servers.get(&node)?;
+        let addr = *self
+            .servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node)?;
         let c = Conn::connect(addr, self.cluster_id, &self.token)
             .await
             .ok()?;
@@ -228,7 +306,8 @@ impl GroupClient {
 
     /// Sends `req` for `group` (whose replicas are `replicas`) to its
     /// leader, following redirects and retrying within the deadline.
-    async fn send(&self, group: u64, replicas: &[u64], req: &Request) -> Result<Response, IoError> {
+    async fn send(&self, group: u64, hint: &[u64], req: &Request) -> Result<Response, IoError> {
+        let mut replicas = self.replicas_of(group, hint);
         if replicas.is_empty() {
             return Err(IoError::Protocol(format!("group {group} has no replicas")));
         }
@@ -236,6 +315,15 @@ impl GroupClient {
         let mut backoff = BACKOFF_MIN;
         let mut turn = 0usize;
         loop {
+            // Every known replica tried without success, or a leader named
+            // that is not among them: the group may have moved.
+            if turn > 0 && turn.is_multiple_of(replicas.len()) {
+                self.refresh().await;
+                replicas = self.replicas_of(group, hint);
+                if replicas.is_empty() {
+                    return Err(IoError::Protocol(format!("group {group} has no replicas")));
+                }
+            }
             let cached = self
                 .leaders
                 .lock()
@@ -252,6 +340,25 @@ impl GroupClient {
             // Whether to try at once (a redirect to a new leader) or after
             // a pause.
             let (why, at_once) = match answer {
+                Some(Response::NotLeader { leader })
+                    if leader != 0 && !replicas.contains(&leader) && self.master.is_some() =>
+                {
+                    self.refresh().await;
+                    replicas = self.replicas_of(group, hint);
+                    if replicas.contains(&leader) {
+                        self.leaders
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(group, leader);
+                        (format!("node {node} is not the leader"), true)
+                    } else {
+                        turn += 1;
+                        (
+                            format!("node {node} names leader {leader}, not a replica known"),
+                            false,
+                        )
+                    }
+                }
                 Some(Response::NotLeader { leader })
                     if leader != 0 && replicas.contains(&leader) =>
                 {

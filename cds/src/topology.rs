@@ -159,6 +159,24 @@ impl Topology {
     }
 }
 
+/// Checks a location's names: 1 to [`MAX_NAME`] characters of A-Z a-z
+/// 0-9 . _ - each.
+pub fn check_location(l: &Location) -> Result<(), TopologyError> {
+    for (what, name) in [("region", &l.region), ("zone", &l.zone), ("rack", &l.rack)] {
+        let ok = !name.is_empty()
+            && name.len() <= MAX_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(TopologyError::Invalid(format!(
+                "{what} {name:?}: 1 to {MAX_NAME} characters of A-Z a-z 0-9 . _ -"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,22 +210,4 @@ mod tests {
         let e = Topology::parse("node = 3").unwrap_err();
         assert!(matches!(e, TopologyError::Parse { .. }), "{e}");
     }
-}
-
-/// Checks a location's names: 1 to [`MAX_NAME`] characters of A-Z a-z
-/// 0-9 . _ - each.
-pub fn check_location(l: &Location) -> Result<(), TopologyError> {
-    for (what, name) in [("region", &l.region), ("zone", &l.zone), ("rack", &l.rack)] {
-        let ok = !name.is_empty()
-            && name.len() <= MAX_NAME
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !ok {
-            return Err(TopologyError::Invalid(format!(
-                "{what} {name:?}: 1 to {MAX_NAME} characters of A-Z a-z 0-9 . _ -"
-            )));
-        }
-    }
-    Ok(())
 }

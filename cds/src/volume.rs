@@ -160,7 +160,8 @@ pub async fn data_client(
         &access.token,
         servers,
         access.io_deadline,
-    );
+    )
+    .with_master(access.master.clone());
     let groups = view
         .groups
         .iter()

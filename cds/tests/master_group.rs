@@ -127,6 +127,7 @@ fn server(id: u64) -> Server {
             rack: "k".into(),
         },
         disks: vec![1 << 40],
+        drained: false,
     }
 }
 

@@ -17,6 +17,7 @@ fn server(id: u64, zone: u8, rack: u8) -> Server {
             rack: format!("k{rack}"),
         },
         disks: vec![1 << 40, 1 << 40],
+        drained: false,
     }
 }
 

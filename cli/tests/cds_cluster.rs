@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cds::cdscluster::CdsCluster;
 use cds::volume::{Mode, Volume, VolumeError};
-use common::cds::{cdsctl, fails, leading_master, ok, Guard};
+use common::cds::{cdsctl, fails, leading_master, ok, verify_through, Guard};
 use common::text;
 
 #[test]
@@ -44,29 +44,6 @@ fn cds_errors_without_a_cluster_are_clear() {
     std::fs::write(other.join("precious.txt"), "x").unwrap();
     let err = fails(&other, &["cds", "up"]);
     assert!(err.contains("not empty"), "{err}");
-}
-
-/// Runs `volume verify` for `secs` while `fault` runs after `delay`;
-/// the verify must pass.
-fn verify_through(dir: &Path, secs: u64, delay: Duration, fault: impl FnOnce()) -> String {
-    let d = dir.to_path_buf();
-    let s = format!("{secs}s");
-    let h = std::thread::spawn(move || {
-        cdsctl(
-            &d,
-            &["volume", "verify", "v", "--duration", &s, "--span", "48MiB"],
-        )
-    });
-    std::thread::sleep(delay);
-    fault();
-    let out = h.join().expect("verify thread");
-    assert!(out.status.success(), "verify failed: {}", text(&out));
-    let o = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        o.contains("wrong reads 0, lost writes 0") && o.contains("PASSED"),
-        "{o}"
-    );
-    o
 }
 
 /// Process `name`'s entry in `cds status --json`.

@@ -80,6 +80,11 @@ pub async fn run(api: Arc<MasterApi>, grace: Duration, limits: Limits) {
                         .flat_map(|(&s, gs)| gs.iter().map(move |&g| (g, s)))
                         .collect(),
                     confs: soft.confs.clone(),
+                    hosted: soft
+                        .hosted
+                        .iter()
+                        .flat_map(|(&s, gs)| gs.iter().map(move |&g| (g, s)))
+                        .collect(),
                 };
                 schedule::plan(st, &view, limits, now_ms())
             })

@@ -71,6 +71,8 @@ pub(super) struct Soft {
     pub(super) confs: BTreeMap<u64, ConfReport>,
     /// Replicas reported failed, by server (its latest heartbeat's).
     pub(super) failed: BTreeMap<u64, BTreeSet<u64>>,
+    /// The groups each server reported hosting (its latest heartbeat's).
+    pub(super) hosted: BTreeMap<u64, BTreeSet<u64>>,
     /// What the scheduler found at its latest round.
     pub(super) plan: Option<super::schedule::Plan>,
     /// Groups whose leadership this Master asked to move, and when: left
@@ -375,51 +377,58 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
     if let Err(r) = api.read_point().await {
         return r;
     }
+    // One read of the state for the whole answer: its groups and its GC
+    // orders must agree.
     let answer = api.with_state(|st| {
         if !st.servers.contains_key(&hb.server) {
             return None;
         }
-        Some(Assignment {
-            groups: st
-                .groups
-                .values()
-                .filter(|g| g.involves(hb.server))
-                .cloned()
-                .collect(),
-            servers: st.servers.values().cloned().collect(),
-            purge: st
-                .deleted
-                .iter()
-                .filter_map(|(&volume, groups)| {
-                    let mine: Vec<u64> = groups
-                        .iter()
-                        .copied()
-                        .filter(|g| {
-                            st.groups
-                                .get(g)
-                                .is_some_and(|g| g.replicas.contains(&hb.server))
+        let all_groups: Vec<super::Group> = st.groups.values().cloned().collect();
+        Some((
+            all_groups,
+            Assignment {
+                groups: st
+                    .groups
+                    .values()
+                    .filter(|g| g.involves(hb.server))
+                    .cloned()
+                    .collect(),
+                servers: st.servers.values().cloned().collect(),
+                purge: st
+                    .deleted
+                    .iter()
+                    .filter_map(|(&volume, groups)| {
+                        let mine: Vec<u64> = groups
+                            .iter()
+                            .copied()
+                            .filter(|g| {
+                                st.groups
+                                    .get(g)
+                                    .is_some_and(|g| g.replicas.contains(&hb.server))
+                            })
+                            .collect();
+                        (!mine.is_empty()).then_some(PurgeOrder {
+                            volume,
+                            groups: mine,
                         })
-                        .collect();
-                    (!mine.is_empty()).then_some(PurgeOrder {
-                        volume,
-                        groups: mine,
                     })
-                })
-                .collect(),
-            transfers: Vec::new(),
-            gc: Vec::new(),
-        })
+                    .collect(),
+                transfers: Vec::new(),
+                gc: Vec::new(),
+            },
+        ))
     });
-    let Some(mut answer) = answer else {
+    let Some((all_groups, mut answer)) = answer else {
         return fail(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("server {} is not registered", hb.server),
         );
     };
-    let all_groups = api.with_state(|st| st.groups.values().cloned().collect::<Vec<_>>());
     let mut soft = api.soft.lock().unwrap_or_else(PoisonError::into_inner);
     soft.heard.insert(hb.server, Instant::now());
+    soft.hosted
+        .insert(hb.server, hb.replicas.iter().map(|r| r.group).collect());
     for r in &hb.replicas {
         let known = soft.leaders.get(&r.group).copied();
         if r.leader && known.is_none_or(|(_, t)| t <= r.term) {
@@ -448,7 +457,15 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
             .iter()
             .filter_map(|r| {
                 let g = all_groups.iter().find(|g| g.id == r.group)?;
-                (!g.involves(hb.server)).then_some(GcOrder {
+                // And the group's leader no longer lists the server in any
+                // role: a learner whose replica was removed would keep its
+                // old match at the leader, which would never send it what
+                // a new replica there needs.
+                let conf = soft.confs.get(&g.id)?;
+                let listed = conf.voters.contains(&hb.server)
+                    || conf.outgoing.contains(&hb.server)
+                    || conf.learners.contains(&hb.server);
+                (!g.involves(hb.server) && !listed && conf.index >= g.epoch).then_some(GcOrder {
                     group: g.id,
                     epoch: g.epoch,
                 })

@@ -46,6 +46,8 @@ pub struct View {
     pub failed: BTreeSet<(u64, u64)>,
     /// Each group's configuration as its leader reported it.
     pub confs: BTreeMap<u64, ConfReport>,
+    /// Replicas servers reported hosting: (group, server).
+    pub hosted: BTreeSet<(u64, u64)>,
 }
 
 /// Concurrency limits of moves.
@@ -204,9 +206,26 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
                 return false;
             }
         }
+        // Only a group whose leader reported its configuration moves, and
+        // not to a server that configuration still lists (a learner of a
+        // move abandoned, not yet removed: it must leave before it joins
+        // anew). Like a busy one, such a server makes the move wait.
+        let Some(conf) = view.confs.get(&g.id) else {
+            return false;
+        };
         let free: Vec<Candidate> = eligible
             .into_iter()
-            .filter(|c| busy.get(&c.node).copied().unwrap_or(0) < limits.per_server)
+            .filter(|c| {
+                busy.get(&c.node).copied().unwrap_or(0) < limits.per_server
+                    && !conf.voters.contains(&c.node)
+                    && !conf.outgoing.contains(&c.node)
+                    && !conf.learners.contains(&c.node)
+                    // A server still holding an old replica of the group
+                    // (a node back after its repair) gets a new one only
+                    // once replica GC removed the old: reusing it would
+                    // race the GC order already sent.
+                    && !view.hosted.contains(&(g.id, c.node))
+            })
             .collect();
         let chosen = placement::place_more(&free, placed, &keep, n, level)
             .ok()
@@ -383,7 +402,7 @@ mod tests {
     }
 
     fn view(st: &MasterState, dead: &[u64]) -> View {
-        View {
+        let mut v = View {
             live: st
                 .servers
                 .keys()
@@ -392,7 +411,29 @@ mod tests {
                 .collect(),
             dead: dead.iter().copied().collect(),
             ..View::default()
-        }
+        };
+        settled(st, &mut v);
+        v
+    }
+
+    /// Every group's leader reports its recorded configuration.
+    fn settled(st: &MasterState, v: &mut View) {
+        v.confs = st
+            .groups
+            .values()
+            .map(|g| {
+                (
+                    g.id,
+                    ConfReport {
+                        voters: g.replicas.clone(),
+                        outgoing: vec![],
+                        learners: vec![],
+                        index: g.epoch,
+                        committed: true,
+                    },
+                )
+            })
+            .collect();
     }
 
     fn apply_all(st: &mut MasterState, p: &Plan) {
@@ -432,7 +473,7 @@ mod tests {
         for c in finishes {
             assert_eq!(st.apply(&MasterCommand::Move(c)), MasterReply::Ok);
         }
-        v.confs.clear();
+        settled(st, v);
     }
 
     #[test]
@@ -544,6 +585,29 @@ mod tests {
         c.voters = st.groups[&1].target();
         let p = plan(&st, &v, Limits::default(), 0);
         assert!(p.commands.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn a_server_still_listed_or_holding_an_old_replica_is_not_a_target() {
+        let st = cluster(1);
+        let g = st.groups[&1].clone();
+        let zone_peer = |s: u64| if s % 2 == 1 { s + 1 } else { s - 1 };
+        let dead = g.replicas[0];
+        let mut v = view(&st, &[dead]);
+        v.confs.get_mut(&1).expect("conf").learners = vec![zone_peer(dead)];
+        let p = plan(&st, &v, Limits::default(), 0);
+        assert!(
+            p.commands.is_empty(),
+            "the zone peer must leave the configuration first: {p:?}"
+        );
+        v.confs.get_mut(&1).expect("conf").learners.clear();
+        // Nor while it still reports an old replica of the group.
+        v.hosted.insert((1, zone_peer(dead)));
+        let p = plan(&st, &v, Limits::default(), 0);
+        assert!(p.commands.is_empty(), "{p:?}");
+        v.hosted.clear();
+        let p = plan(&st, &v, Limits::default(), 0);
+        assert_eq!(p.commands.len(), 1, "{p:?}");
     }
 
     #[test]

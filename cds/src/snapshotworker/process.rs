@@ -168,12 +168,10 @@ async fn work(cfg: &WorkerConfig) -> Error {
                 ),
             }
         }
-        let data = Arc::new(GroupClient::new(
-            cfg.cluster_id,
-            &cfg.token,
-            servers,
-            IO_DEADLINE,
-        ));
+        let data = Arc::new(
+            GroupClient::new(cfg.cluster_id, &cfg.token, servers, IO_DEADLINE)
+                .with_master(admin.clone()),
+        );
         let groups: BTreeMap<u64, Vec<u64>> = view
             .groups
             .iter()

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use super::{bounded, failed, succeeded};
+use super::{bounded, failed, succeeded, text};
 
 /// Runs `cdsctl ARGS --dir DIR`, killed after two minutes.
 pub fn cdsctl(dir: &Path, args: &[&str]) -> Output {
@@ -70,4 +71,35 @@ impl Drop for Guard {
             }
         }
     }
+}
+
+/// Runs `volume verify` for `secs` while `fault` runs after `delay`;
+/// the verify must pass.
+pub fn verify_through(dir: &Path, secs: u64, delay: Duration, fault: impl FnOnce()) -> String {
+    let d = dir.to_path_buf();
+    let s = format!("{secs}s");
+    let h = std::thread::spawn(move || {
+        cdsctl(
+            &d,
+            &["volume", "verify", "v", "--duration", &s, "--span", "48MiB"],
+        )
+    });
+    std::thread::sleep(delay);
+    fault();
+    let out = h.join().expect("verify thread");
+    assert!(out.status.success(), "verify failed: {}", text(&out));
+    let o = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        o.contains("wrong reads 0, lost writes 0") && o.contains("PASSED"),
+        "{o}"
+    );
+    o
+}
+
+/// The cluster view of `cds status --json` (servers, groups with their
+/// moves, leaders, degraded and stuck groups).
+pub fn cluster_view(dir: &Path) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
+    v["cluster"].clone()
 }

@@ -144,6 +144,17 @@ impl<S: Storage> Raft<S> {
         if m == self.membership {
             return;
         }
+        // A node that joins (again) starts from a fresh progress. One
+        // removed while it was down keeps its old progress (its removal is
+        // never acknowledged); back, perhaps with its disk replaced, its
+        // old match would make the leader ignore its rejections as stale
+        // and never send it the log. A lower match is always safe.
+        let before = self.membership.members();
+        for id in m.members() {
+            if id != self.id && !before.contains(&id) {
+                self.progress.remove(&id);
+            }
+        }
         self.membership = m;
         let index = self.conf_log.last().map_or(self.conf_base.0, |(i, _)| *i);
         self.events.push(Event::MembershipChanged {

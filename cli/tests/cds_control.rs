@@ -1,0 +1,238 @@
+//! The control plane against real processes: a BlockServer lost for good
+//! is rebuilt elsewhere while `volume verify` runs (and the repair
+//! finishes although the leading Master is killed during it); the node's
+//! stale replicas are collected through the trash when it returns; a new
+//! empty node gets its share of replicas; a drain moves every replica off
+//! a node during IO, and `cds rm` forgets it.
+//!
+//! Every cluster lives in a temp directory behind a guard that tears it
+//! down, passed or failed; every wait is bounded.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::cds::{cluster_view, fails, leading_master, ok, verify_through, Guard};
+
+/// Polls `done` every 200 ms until it holds; fails with `what` and the
+/// last cluster view after `secs`. Returns how long it took.
+fn wait_until(
+    dir: &Path,
+    secs: u64,
+    what: &str,
+    mut done: impl FnMut(&serde_json::Value) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let v = cluster_view(dir);
+        if done(&v) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{what}: not done after {secs} s; cluster: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn groups(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    v["groups"].as_array().cloned().unwrap_or_default()
+}
+
+fn replicas(g: &serde_json::Value) -> Vec<u64> {
+    g["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| r.as_u64().expect("server id"))
+        .collect()
+}
+
+fn moving(v: &serde_json::Value) -> usize {
+    groups(v).iter().filter(|g| !g["moving"].is_null()).count()
+}
+
+/// Replicas per server, every registered server listed.
+fn load(v: &serde_json::Value) -> BTreeMap<u64, usize> {
+    let mut out: BTreeMap<u64, usize> = v["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .map(|s| (s["id"].as_u64().expect("id"), 0))
+        .collect();
+    for g in groups(v) {
+        for r in replicas(&g) {
+            *out.entry(r).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Every server within 5% of the mean replica count, or within one.
+fn balanced(load: &BTreeMap<u64, usize>) -> bool {
+    let mean = load.values().sum::<usize>() as f64 / load.len().max(1) as f64;
+    let slack = (mean * 0.05).max(1.0);
+    load.values().all(|&n| (n as f64 - mean).abs() <= slack)
+}
+
+fn zones(v: &serde_json::Value) -> BTreeMap<u64, String> {
+    v["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_u64().expect("id"),
+                s["location"]["zone"].as_str().expect("zone").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn log_lines(dir: &Path, name: &str, needle: &str) -> usize {
+    std::fs::read_to_string(dir.join(name).join("log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn a_lost_server_is_rebuilt_elsewhere_and_its_stale_replicas_collected_when_it_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _g = Guard { dir: dir.clone() };
+    ok(
+        &dir,
+        &[
+            "cds",
+            "up",
+            "--topology",
+            "default",
+            "--groups",
+            "12",
+            "--tick-ms",
+            "20",
+            "--repair-grace",
+            "2s",
+            "--trash-keep",
+            "3s",
+        ],
+    );
+    ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
+    let on_b1: BTreeSet<u64> = groups(&cluster_view(&dir))
+        .iter()
+        .filter(|g| replicas(g).contains(&1))
+        .map(|g| g["id"].as_u64().expect("id"))
+        .collect();
+    assert!(on_b1.len() >= 4, "{on_b1:?}");
+    let mut repair_time = Duration::ZERO;
+    let out = verify_through(&dir, 40, Duration::from_secs(3), || {
+        ok(&dir, &["cds", "kill", "b1"]);
+        let killed = Instant::now();
+        // The repair starts after the grace period; the leading Master
+        // dies during it, and the next one finishes it.
+        wait_until(&dir, 30, "a repair move started", |v| moving(v) > 0);
+        let m = leading_master(&dir);
+        ok(&dir, &["cds", "kill", &m]);
+        wait_until(&dir, 60, "every replica off b1", |v| {
+            moving(v) == 0 && groups(v).iter().all(|g| !replicas(g).contains(&1))
+        });
+        repair_time = killed.elapsed();
+        ok(&dir, &["cds", "restart", &m]);
+    });
+    assert!(out.contains("io errors 0"), "{out}");
+    eprintln!(
+        "{} groups rebuilt {:.1} s after b1 was killed (grace 2 s, a Master leader killed during it)",
+        on_b1.len(),
+        repair_time.as_secs_f64()
+    );
+    // Three replicas on three zones again; b1's zone peer b2 took them.
+    let v = cluster_view(&dir);
+    let zone = zones(&v);
+    for g in groups(&v) {
+        let r = replicas(&g);
+        let z: BTreeSet<&String> = r.iter().map(|s| &zone[s]).collect();
+        assert_eq!((r.len(), z.len()), (3, 3), "{g}");
+    }
+    assert_eq!(load(&v)[&2], 12, "{:?}", load(&v));
+    // b1 returns: the Master orders its stale replicas removed (to the
+    // trash, deleted 3 s later); capacity balance gives it its share of
+    // zone 1 back.
+    ok(&dir, &["cds", "restart", "b1"]);
+    let back = Instant::now();
+    wait_until(&dir, 60, "b1's stale replicas collected", |_| {
+        log_lines(&dir, "b1", "replica removed") >= on_b1.len()
+            && log_lines(&dir, "b1", "/trash/") >= on_b1.len()
+    });
+    wait_until(&dir, 60, "the trash emptied", |_| {
+        log_lines(&dir, "b1", ": deleted ") >= on_b1.len()
+    });
+    wait_until(&dir, 90, "replicas balanced with b1 back", |v| {
+        moving(v) == 0 && balanced(&load(v))
+    });
+    eprintln!(
+        "b1 back: stale replicas collected and replicas balanced {:.1} s after its restart: {:?}",
+        back.elapsed().as_secs_f64(),
+        load(&cluster_view(&dir))
+    );
+    for d in ["disk1", "disk2"] {
+        let trash = dir.join("b1").join(d).join("trash");
+        let left: Vec<_> = std::fs::read_dir(&trash)
+            .map(|r| r.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{}: {left:?}", trash.display());
+    }
+    // The data is all there: a read-back of what verify leaves behind.
+    let out = verify_through(&dir, 5, Duration::ZERO, || {});
+    assert!(out.contains("io errors 0"), "{out}");
+}
+
+#[test]
+fn a_new_node_gets_its_share_and_a_drain_moves_everything_off_during_io() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _g = Guard { dir: dir.clone() };
+    ok(&dir, &["cds", "up", "--groups", "12", "--tick-ms", "20"]);
+    ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
+    let err = fails(&dir, &["cds", "drain", "m1"]);
+    assert!(err.contains("not a BlockServer"), "{err}");
+    let err = fails(&dir, &["cds", "add-server", "--zone", "z 1", "--rack", "r"]);
+    assert!(err.contains("zone"), "{err}");
+    // Three servers in three zones hold every group; b4 joins zone 1 empty
+    // and takes half of that zone's replicas (a zone's replicas cannot
+    // leave it: each group keeps one replica per zone).
+    let added = ok(&dir, &["cds", "add-server", "--zone", "z1", "--rack", "r9"]);
+    assert!(added.contains("b4 added"), "{added}");
+    let t = wait_until(&dir, 60, "b4 given its share", |v| {
+        let l = load(v);
+        moving(v) == 0 && l.get(&4).copied().unwrap_or(0) > 0 && l[&1].abs_diff(l[&4]) <= 1
+    });
+    eprintln!(
+        "capacity balanced {:.1} s after b4 joined: {:?}",
+        t.as_secs_f64(),
+        load(&cluster_view(&dir))
+    );
+    // A node cannot be forgotten while it holds replicas.
+    let err = fails(&dir, &["cds", "rm", "b4"]);
+    assert!(err.contains("drain it first"), "{err}");
+    let mut drained = Duration::ZERO;
+    let out = verify_through(&dir, 25, Duration::from_secs(2), || {
+        ok(&dir, &["cds", "drain", "b4"]);
+        drained = wait_until(&dir, 60, "b4 drained", |v| {
+            moving(v) == 0 && load(v).get(&4) == Some(&0)
+        });
+    });
+    assert!(out.contains("io errors 0"), "{out}");
+    eprintln!("b4 drained in {:.1} s during verify", drained.as_secs_f64());
+    let st = ok(&dir, &["cds", "status"]);
+    assert!(st.contains("draining"), "{st}");
+    ok(&dir, &["cds", "rm", "b4"]);
+    let v = cluster_view(&dir);
+    assert!(!load(&v).contains_key(&4), "{v:#}");
+    let st = ok(&dir, &["cds", "status"]);
+    assert!(!st.contains("b4 "), "{st}");
+}
