@@ -1,9 +1,10 @@
 //! The control plane against real processes: a BlockServer lost for good
 //! is rebuilt elsewhere while `volume verify` runs (and the repair
 //! finishes although the leading Master is killed during it); the node's
-//! stale replicas are collected through the trash when it returns; a new
-//! empty node gets its share of replicas; a drain moves every replica off
-//! a node during IO, and `cds rm` forgets it.
+//! stale replicas are collected through the trash when it returns; a
+//! failed disk's replicas are rebuilt while its server keeps serving from
+//! its other disk; a new empty node gets its share of replicas; a drain
+//! moves every replica off a node during IO, and `cds rm` forgets it.
 //!
 //! Every cluster lives in a temp directory behind a guard that tears it
 //! down, passed or failed; every wait is bounded.
@@ -235,4 +236,80 @@ fn a_new_node_gets_its_share_and_a_drain_moves_everything_off_during_io() {
     assert!(!load(&v).contains_key(&4), "{v:#}");
     let st = ok(&dir, &["cds", "status"]);
     assert!(!st.contains("b4 "), "{st}");
+}
+
+#[test]
+fn a_failed_disk_is_rebuilt_elsewhere_while_its_server_serves_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _g = Guard { dir: dir.clone() };
+    ok(
+        &dir,
+        &[
+            "cds",
+            "up",
+            "--topology",
+            "default",
+            "--groups",
+            "12",
+            "--tick-ms",
+            "20",
+            "--repair-grace",
+            "2s",
+        ],
+    );
+    ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
+    let err = fails(&dir, &["cds", "fail-disk", "b2", "3"]);
+    assert!(err.contains("disks 1 to 2"), "{err}");
+    let on = |d: &str| -> BTreeSet<u64> {
+        std::fs::read_dir(dir.join("b2").join(d).join("groups"))
+            .map(|r| {
+                r.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (disk1, disk2) = (on("disk1"), on("disk2"));
+    assert!(
+        !disk1.is_empty() && !disk2.is_empty(),
+        "{disk1:?} {disk2:?}"
+    );
+    let mut rebuilt = Duration::ZERO;
+    let out = verify_through(&dir, 30, Duration::from_secs(3), || {
+        ok(&dir, &["cds", "fail-disk", "b2", "1"]);
+        let failed = Instant::now();
+        wait_until(&dir, 60, "disk 1's replicas rebuilt", |v| {
+            moving(v) == 0
+                && log_lines(&dir, "b2", "lost replica forgotten") >= disk1.len()
+                && groups(v).iter().all(|g| replicas(g).len() == 3)
+        });
+        rebuilt = failed.elapsed();
+    });
+    assert!(out.contains("io errors 0"), "{out}");
+    eprintln!(
+        "{} replicas of b2's failed disk rebuilt in {:.1} s",
+        disk1.len(),
+        rebuilt.as_secs_f64()
+    );
+    // b2 lives on and still holds its disk 2 replicas.
+    let st = ok(&dir, &["cds", "status"]);
+    let b2 = st
+        .lines()
+        .find(|l| l.contains(" b2 "))
+        .expect("b2 in the tree");
+    assert!(b2.ends_with("up"), "{st}");
+    let v = cluster_view(&dir);
+    for g in &disk2 {
+        let g = groups(&v)
+            .into_iter()
+            .find(|x| x["id"].as_u64() == Some(*g))
+            .expect("group");
+        assert!(replicas(&g).contains(&2), "{g}");
+    }
+    let zone = zones(&v);
+    for g in groups(&v) {
+        let z: BTreeSet<&String> = replicas(&g).iter().map(|s| &zone[s]).collect();
+        assert_eq!(z.len(), 3, "{g}");
+    }
 }

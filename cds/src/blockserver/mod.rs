@@ -19,6 +19,7 @@
 //! control plane exists, callers create them with
 //! [`BlockServer::create_group`].
 
+pub mod disk;
 mod gc;
 pub mod limits;
 mod moves;
@@ -29,6 +30,7 @@ mod serve;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -138,6 +140,14 @@ pub(crate) struct Inner {
     transport: TransportHandle,
     /// One shared log sync per disk.
     syncs: Vec<Arc<HostSync>>,
+    /// Each disk's file system (fails every call once the disk failed),
+    /// its failed flag, and why it failed.
+    disk_fs: Vec<Arc<dyn Fs>>,
+    disk_failed: Vec<Arc<AtomicBool>>,
+    disk_why: Mutex<BTreeMap<usize, String>>,
+    /// Replicas on a failed disk: stopped, reported failed until the
+    /// Master's GC order lets the server forget them.
+    lost: Mutex<BTreeMap<u64, String>>,
     pub(crate) groups: RwLock<BTreeMap<u64, Replica>>,
     /// Where the other servers serve the data path (from the config, then
     /// as the Master tells): a repair asks them for copies.
@@ -185,14 +195,20 @@ impl BlockServer {
                 "a BlockServer needs at least one disk".into(),
             ));
         }
-        let fs: Arc<dyn Fs> = Arc::new(RealFs);
+        let real: Arc<dyn Fs> = Arc::new(RealFs);
         let mut syncs = Vec::new();
+        let mut disk_fs: Vec<Arc<dyn Fs>> = Vec::new();
+        let mut disk_failed = Vec::new();
         for d in &cfg.disks {
             std::fs::create_dir_all(d).map_err(|e| ServerError::Storage {
                 group: 0,
                 why: format!("{}: {e}", d.display()),
             })?;
+            let failed = Arc::new(AtomicBool::new(false));
+            let fs: Arc<dyn Fs> = Arc::new(disk::DiskFs::new(real.clone(), failed.clone()));
             syncs.push(HostSync::new(fs.clone(), d));
+            disk_fs.push(fs);
+            disk_failed.push(failed);
         }
         let listener = tokio::net::TcpListener::bind(cfg.data_listen)
             .await
@@ -213,6 +229,10 @@ impl BlockServer {
             host,
             transport,
             syncs,
+            disk_fs,
+            disk_failed,
+            disk_why: Mutex::new(BTreeMap::new()),
+            lost: Mutex::new(BTreeMap::new()),
             groups: RwLock::new(BTreeMap::new()),
             data_addr,
             tasks: Mutex::new(Vec::new()),
@@ -318,8 +338,8 @@ impl BlockServer {
                 "group {group} is hosted here already"
             )));
         }
-        let fs: Arc<dyn Fs> = Arc::new(RealFs);
-        let disk = self.disk_for(group, &groups);
+        let disk = self.disk_for(group, &groups)?;
+        let fs = self.inner.disk_fs[disk].clone();
         let gdir = cfg.disks[disk].join("groups").join(group.to_string());
         let edir = gdir.join("engine");
         let engine = if fs.exists(&edir.join("super")) {
@@ -370,19 +390,153 @@ impl BlockServer {
     /// The disk of `group`'s replica: the one already holding its files
     /// (a restart), else the one holding the fewest replicas (lowest
     /// index on a tie).
-    fn disk_for(&self, group: u64, groups: &BTreeMap<u64, Replica>) -> usize {
+    fn disk_for(&self, group: u64, groups: &BTreeMap<u64, Replica>) -> Result<usize, ServerError> {
         let disks = &self.inner.cfg.disks;
-        if let Some(i) = disks
-            .iter()
-            .position(|d| d.join("groups").join(group.to_string()).exists())
-        {
-            return i;
+        // Files on a failed disk are as good as gone: a new replica goes
+        // to a disk that works.
+        if let Some(i) = disks.iter().enumerate().position(|(i, d)| {
+            !self.disk_is_failed(i) && d.join("groups").join(group.to_string()).exists()
+        }) {
+            return Ok(i);
         }
         let mut load = vec![0usize; disks.len()];
         for r in groups.values() {
             load[r.disk] += 1;
         }
-        (0..disks.len()).min_by_key(|&i| (load[i], i)).unwrap_or(0)
+        (0..disks.len())
+            .filter(|&i| !self.disk_is_failed(i))
+            .min_by_key(|&i| (load[i], i))
+            .ok_or_else(|| ServerError::Storage {
+                group,
+                why: "every disk of this server failed".into(),
+            })
+    }
+
+    fn disk_is_failed(&self, i: usize) -> bool {
+        self.inner.disk_failed[i].load(Ordering::Acquire)
+    }
+
+    /// Fails disk `i` (0-based): from now on every IO to it returns
+    /// `EIO`; its replicas are stopped and reported failed (`lost`), so
+    /// the Master rebuilds them elsewhere while the server serves from its
+    /// other disks. Returns the groups lost, none if it had failed already.
+    pub async fn fail_disk(&self, i: usize, why: &str) -> Vec<u64> {
+        if i >= self.inner.disk_failed.len() || self.disk_is_failed(i) {
+            return Vec::new();
+        }
+        self.inner.disk_failed[i].store(true, Ordering::Release);
+        self.inner
+            .disk_why
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(i, why.to_string());
+        let on_disk: Vec<(u64, Replica)> = {
+            let mut groups = self.inner.groups.write().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<u64> = groups
+                .iter()
+                .filter(|(_, r)| r.disk == i)
+                .map(|(&g, _)| g)
+                .collect();
+            ids.into_iter()
+                .filter_map(|g| groups.remove(&g).map(|r| (g, r)))
+                .collect()
+        };
+        // Replicas whose files lie there but were not running (a restart
+        // with the disk failed) are lost too.
+        let mut lost: Vec<u64> = on_disk.iter().map(|(g, _)| *g).collect();
+        if let Ok(entries) = std::fs::read_dir(self.inner.cfg.disks[i].join("groups")) {
+            lost.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u64>().ok())),
+            );
+        }
+        lost.sort_unstable();
+        lost.dedup();
+        for (g, _) in &on_disk {
+            let _ = self.inner.host.remove_group(*g).await;
+        }
+        let mut l = self.inner.lost.lock().unwrap_or_else(|p| p.into_inner());
+        for &g in &lost {
+            l.insert(g, format!("disk {} failed: {why}", i + 1));
+        }
+        lost
+    }
+
+    /// Stops a replica that failed on its own (a storage or engine error:
+    /// a sync that failed may have lost data, so it must not go on as if
+    /// it were safe) and reports it lost; the server keeps serving the
+    /// others. Returns whether it was hosted.
+    pub async fn lose(&self, group: u64, why: &str) -> bool {
+        let removed = self
+            .inner
+            .groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group)
+            .is_some();
+        if removed {
+            let _ = self.inner.host.remove_group(group).await;
+            self.inner
+                .lost
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(group, why.to_string());
+        }
+        removed
+    }
+
+    /// Records a replica this server could not start as lost (reported
+    /// failed, so the Master places it elsewhere).
+    pub fn mark_lost(&self, group: u64, why: String) {
+        self.inner
+            .lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, why);
+    }
+
+    /// Replicas lost with a failed disk, and why.
+    pub fn lost(&self) -> BTreeMap<u64, String> {
+        self.inner
+            .lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Forgets a lost replica (the Master moved the group away).
+    pub fn forget_lost(&self, group: u64) -> bool {
+        self.inner
+            .lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group)
+            .is_some()
+    }
+
+    /// Probes every disk not failed yet with a small synced write; fails
+    /// the ones that do not take it. Returns (disk, groups lost) for each
+    /// disk found failed now.
+    pub async fn check_disks(&self) -> Vec<(usize, Vec<u64>)> {
+        let mut out = Vec::new();
+        for i in 0..self.inner.cfg.disks.len() {
+            if self.disk_is_failed(i) {
+                continue;
+            }
+            let (fs, dir) = (
+                self.inner.disk_fs[i].clone(),
+                self.inner.cfg.disks[i].clone(),
+            );
+            let probe = tokio::task::spawn_blocking(move || disk::probe(fs.as_ref(), &dir)).await;
+            let why = match probe {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => format!("its health probe failed: {e}"),
+                Err(e) => format!("its health probe did not finish: {e}"),
+            };
+            out.push((i, self.fail_disk(i, &why).await));
+        }
+        out
     }
 
     /// Stops this server's replica of `group` and moves its files to its
@@ -414,7 +568,10 @@ impl BlockServer {
     /// the ones no group lists any more). Returns the groups started.
     pub fn start_stored(&self) -> Result<Vec<u64>, ServerError> {
         let mut found = Vec::new();
-        for d in &self.inner.cfg.disks {
+        for (i, d) in self.inner.cfg.disks.iter().enumerate() {
+            if self.disk_is_failed(i) {
+                continue;
+            }
             let Ok(entries) = std::fs::read_dir(d.join("groups")) else {
                 continue;
             };

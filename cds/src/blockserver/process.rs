@@ -145,6 +145,13 @@ async fn serve(cfg: BlockServerFileConfig) -> Result<()> {
         what: "cannot start the BlockServer".into(),
         error: e.to_string(),
     })?;
+    for (d, lost) in apply_disk_faults(&server, &cfg.data_dir).await {
+        eprintln!(
+            "blockserver {id}: disk {} failed on purpose ({} replicas lost)",
+            d + 1,
+            lost.len()
+        );
+    }
     let stored = server.start_stored().map_err(|e| Error::Runtime {
         what: "cannot start the replicas on its disks".into(),
         error: e.to_string(),
@@ -213,11 +220,25 @@ async fn directed(
         if let Some(filter) = partition.poll() {
             server.set_filter(filter);
         }
-        if let Some(f) = server.failure() {
-            return Error::Runtime {
-                what: "a replica stopped".into(),
-                error: f,
-            };
+        // A replica that failed stops (its disk may have lost what it
+        // said was synced); the others go on. Disks are probed, and the
+        // ones failed on purpose applied.
+        for (g, node, _) in server.groups() {
+            if let Some(f) = node.failure() {
+                if server.lose(g, &f).await {
+                    eprintln!("blockserver {id}: group {g}: replica stopped: {f}");
+                }
+            }
+        }
+        for (d, lost) in apply_disk_faults(&server, &data_dir)
+            .await
+            .into_iter()
+            .chain(server.check_disks().await)
+        {
+            eprintln!(
+                "blockserver {id}: disk {} failed; replicas lost: {lost:?}",
+                d + 1
+            );
         }
         if !registered {
             let (m, s) = (master.clone(), me.clone());
@@ -254,6 +275,16 @@ async fn directed(
                     });
                 }
             }
+            for (g, why) in server.lost() {
+                replicas.push(ReplicaReport {
+                    group: g,
+                    leader: false,
+                    term: 0,
+                    applied: 0,
+                    conf: None,
+                    failed: Some(why),
+                });
+            }
             let hb = Heartbeat {
                 server: id,
                 replicas,
@@ -267,6 +298,13 @@ async fn directed(
                     take_move_steps(&server, &a, &stepping);
                     for o in &a.gc {
                         collect(&server, o).await;
+                    }
+                    for &g in &a.elect {
+                        if let Some(node) = server.group(g) {
+                            if let Ok(true) = node.election_timeout_now().await {
+                                eprintln!("blockserver {id}: group {g}: campaigning (the Master knows its leader lost)");
+                            }
+                        }
                     }
                     for m in &a.transfers {
                         // In the background: a transfer takes up to an
@@ -334,8 +372,9 @@ fn carry_out(server: &BlockServer, a: &Assignment) -> Result<(), Error> {
             ),
         }
     }
+    let lost = server.lost();
     for g in &a.groups {
-        if server.group(g.id).is_some() {
+        if server.group(g.id).is_some() || lost.contains_key(&g.id) {
             continue;
         }
         // Only a group's first replicas start with its configuration. A
@@ -347,12 +386,13 @@ fn carry_out(server: &BlockServer, a: &Assignment) -> Result<(), Error> {
         } else {
             Vec::new()
         };
-        server
-            .create_group(g.id, voters)
-            .map_err(|e| Error::Runtime {
-                what: format!("cannot start a replica of group {}", g.id),
-                error: e.to_string(),
-            })?;
+        // One replica that cannot start (its disk failing) is reported
+        // lost and placed elsewhere; the server goes on with the others.
+        if let Err(e) = server.create_group(g.id, voters) {
+            let why = format!("cannot start: {e}");
+            eprintln!("blockserver {}: group {}: {why}", server.id(), g.id);
+            server.mark_lost(g.id, why);
+        }
     }
     Ok(())
 }
@@ -396,6 +436,13 @@ fn take_move_steps(server: &BlockServer, a: &Assignment, stepping: &Stepping) {
 /// obsolete (`gc.rs`).
 async fn collect(server: &BlockServer, o: &GcOrder) {
     let id = server.id();
+    if server.forget_lost(o.group) {
+        eprintln!(
+            "blockserver {id}: group {}: lost replica forgotten (the group moved on without it)",
+            o.group
+        );
+        return;
+    }
     let Some(node) = server.group(o.group) else {
         return;
     };
@@ -409,14 +456,57 @@ async fn collect(server: &BlockServer, o: &GcOrder) {
         );
         return;
     }
+    let why = if st.raft.membership.contains(id) {
+        format!(
+            "its configuration (at {}) is older than the group's (epoch {})",
+            st.raft.conf_index, o.epoch
+        )
+    } else {
+        format!(
+            "its configuration (at {}) leaves it out",
+            st.raft.conf_index
+        )
+    };
     match server.remove_group(o.group).await {
         Ok(to) => eprintln!(
-            "blockserver {id}: group {}: replica removed (configuration {} older than epoch {} or without it); files in {}",
+            "blockserver {id}: group {}: replica removed: {why}; files in {}",
             o.group,
-            st.raft.conf_index,
-            o.epoch,
             to.display()
         ),
         Err(e) => eprintln!("blockserver {id}: group {}: replica GC: {e}", o.group),
     }
+}
+
+/// The file in a BlockServer's directory that lists the disks to fail
+/// (1-based numbers, JSON), as `cdsctl cds fail-disk` writes it.
+pub const FAILED_DISKS_FILE: &str = "failed-disks.json";
+
+/// Fails the disks the fault file lists that are not failed yet; returns
+/// (disk, groups lost) for each. A file that cannot be read or parsed is
+/// reported and ignored.
+async fn apply_disk_faults(server: &BlockServer, data_dir: &Path) -> Vec<(usize, Vec<u64>)> {
+    let path = data_dir.join(FAILED_DISKS_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Vec::new();
+    };
+    let disks: Vec<usize> = match serde_json::from_str(&text) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("blockserver {}: {}: {e}", server.id(), path.display());
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for d in disks {
+        if d == 0 {
+            continue;
+        }
+        let lost = server
+            .fail_disk(d - 1, "failed on purpose (cdsctl cds fail-disk)")
+            .await;
+        if !lost.is_empty() {
+            out.push((d - 1, lost));
+        }
+    }
+    out
 }

@@ -21,4 +21,4 @@ pub use directory::{CdsCluster, ProcName, Role, CDS_FILE};
 pub use lifecycle::{
     down, fault, heal, partition, restart, status, up, Fault, ProcReport, UpOptions, DEFAULT_GROUPS,
 };
-pub use nodes::{add_server, drain, remove_server, NewServer};
+pub use nodes::{add_server, drain, fail_disk, remove_server, NewServer};

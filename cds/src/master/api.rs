@@ -153,6 +153,10 @@ pub struct Assignment {
     /// Replicas this server holds that no group lists any more.
     #[serde(default)]
     pub gc: Vec<GcOrder>,
+    /// Groups whose leader is lost (its replica failed while its process
+    /// lives on): this server's replica should campaign.
+    #[serde(default)]
+    pub elect: Vec<u64>,
 }
 
 /// A deleted volume and the groups of a server that held its blocks.

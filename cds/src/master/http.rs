@@ -73,6 +73,9 @@ pub(super) struct Soft {
     pub(super) failed: BTreeMap<u64, BTreeSet<u64>>,
     /// The groups each server reported hosting (its latest heartbeat's).
     pub(super) hosted: BTreeMap<u64, BTreeSet<u64>>,
+    /// Groups whose lost leader this Master asked a replica to replace,
+    /// and when (asked again only after `ELECT_AFTER`).
+    pub(super) elect_asked: BTreeMap<u64, Instant>,
     /// What the scheduler found at its latest round.
     pub(super) plan: Option<super::schedule::Plan>,
     /// Groups whose leadership this Master asked to move, and when: left
@@ -90,6 +93,9 @@ const MOVES_PER_HEARTBEAT: usize = 1;
 /// How long a Master must have led before it orders replica GC: every
 /// live server heard at least once (heartbeats come every second).
 pub(super) const GC_AFTER_LEADING: Duration = Duration::from_secs(3);
+/// How long a group may go without a leader known to this Master (itself
+/// leading that long) before one replica is asked to campaign.
+const ELECT_AFTER: Duration = Duration::from_secs(3);
 
 impl MasterApi {
     pub fn new(
@@ -415,6 +421,7 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
                     .collect(),
                 transfers: Vec::new(),
                 gc: Vec::new(),
+                elect: Vec::new(),
             },
         ))
     });
@@ -446,7 +453,50 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
         .filter(|r| r.failed.is_some())
         .map(|r| r.group)
         .collect();
+    // A leader whose replica failed leads no more; its process lives on,
+    // so node-level liveness does not tell a quiescent group's followers.
+    for g in &failed {
+        if soft.leaders.get(g).is_some_and(|&(s, _)| s == hb.server) {
+            soft.leaders.remove(g);
+        }
+    }
     soft.failed.insert(hb.server, failed);
+    // Groups with no known leader: the lowest live replica that reported
+    // hosting the group (and not failed) is asked to campaign.
+    let now = Instant::now();
+    let led_long = soft
+        .since
+        .is_some_and(|t| now.duration_since(t) >= ELECT_AFTER);
+    if led_long {
+        let mut elect = Vec::new();
+        for g in all_groups
+            .iter()
+            .filter(|g| g.replicas.contains(&hb.server))
+        {
+            if soft.leaders.contains_key(&g.id)
+                || soft
+                    .elect_asked
+                    .get(&g.id)
+                    .is_some_and(|t| now.duration_since(*t) < ELECT_AFTER)
+            {
+                continue;
+            }
+            let chosen = g.replicas.iter().copied().find(|r| {
+                soft.heard
+                    .get(r)
+                    .is_some_and(|t| now.duration_since(*t) < LIVE_WITHIN)
+                    && soft.hosted.get(r).is_some_and(|h| h.contains(&g.id))
+                    && soft.failed.get(r).is_none_or(|f| !f.contains(&g.id))
+            });
+            if chosen == Some(hb.server) {
+                elect.push(g.id);
+            }
+        }
+        for g in &elect {
+            soft.elect_asked.insert(*g, now);
+        }
+        answer.elect = elect;
+    }
     // Replica GC: replicas this server reported that no group gives it,
     // once this Master has led for a full round of heartbeats (so the
     // committed state it answers from is one every server has seen).

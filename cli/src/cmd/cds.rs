@@ -151,6 +151,16 @@ pub enum CdsCommand {
         #[command(flatten)]
         dir: CdsDir,
     },
+    /// Fail a BlockServer's disk while it runs (1 for its first): its IO
+    /// returns EIO, its replicas are reported lost and rebuilt elsewhere,
+    /// the server keeps serving from its other disks. The disk stays
+    /// failed across restarts until DIR/bN/failed-disks.json is removed.
+    FailDisk {
+        name: ProcName,
+        disk: usize,
+        #[command(flatten)]
+        dir: CdsDir,
+    },
     /// Stop draining a BlockServer (moves under way finish).
     Undrain {
         name: ProcName,
@@ -463,6 +473,11 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
         CdsCommand::Drain { name, dir } => {
             cdscluster::drain(&dir.dir, name, true)?;
             outln!("{name} draining: its replicas move elsewhere (`cdsctl cds status` shows the moves)");
+            Ok(())
+        }
+        CdsCommand::FailDisk { name, disk, dir } => {
+            cdscluster::fail_disk(&dir.dir, name, disk)?;
+            outln!("{name} disk {disk} failing: its replicas will be rebuilt elsewhere");
             Ok(())
         }
         CdsCommand::Undrain { name, dir } => {

@@ -236,6 +236,7 @@ enum Control {
     Read(ReadMode, oneshot::Sender<Result<u64, NodeError>>),
     Snapshot(oneshot::Sender<Result<u64, NodeError>>),
     Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
+    ElectionTimeout(oneshot::Sender<bool>),
     ChangePeers(Vec<NodeId>, oneshot::Sender<Result<(), NodeError>>),
     AddLearner(NodeId, oneshot::Sender<Result<(), NodeError>>),
     RemoveLearner(NodeId, oneshot::Sender<Result<(), NodeError>>),
@@ -569,6 +570,18 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.control(Control::Transfer(to, tx))?;
         rx.await.unwrap_or(Err(NodeError::Stopped))
+    }
+
+    /// Fires this node's election timer now (a pre-vote round first, so
+    /// a leader its peers still hear is not deposed): for a control plane
+    /// that knows a quiescent group's leader is gone while the leader's
+    /// process lives on (its replica stopped), which node-level liveness
+    /// cannot tell the followers. Returns whether a campaign started (not
+    /// on a leader or a node that may not campaign).
+    pub async fn election_timeout_now(&self) -> Result<bool, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.control(Control::ElectionTimeout(tx))?;
+        rx.await.map_err(|_| NodeError::Stopped)
     }
 
     /// Asks the leader to make `voters` the voter set (one step or joint
@@ -970,6 +983,9 @@ impl NodeTask {
                         e => NodeError::Transfer(e),
                     });
                 let _ = reply.send(r);
+            }
+            Control::ElectionTimeout(reply) => {
+                let _ = reply.send(self.driver.raft_mut().election_timeout_now());
             }
             Control::ChangePeers(voters, reply) => {
                 let _ = reply.send(change_result(self.driver.raft_mut().change_peers(voters)));
