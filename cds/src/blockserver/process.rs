@@ -7,8 +7,9 @@
 //! must host and where every server listens. The server starts the
 //! replicas it lacks (a restart finds their files on its disks and goes
 //! on from them) and tells its transport where the peers are. A replica
-//! that fails (a storage or engine error) stops the process, so its
-//! supervisor sees it.
+//! that fails (a storage or engine error, its disk failed) stops and is
+//! reported lost; the process goes on serving the others, and the Master
+//! rebuilds the lost ones elsewhere.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
