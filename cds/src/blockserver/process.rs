@@ -256,7 +256,7 @@ async fn directed(
         }
         if registered {
             let mut replicas = Vec::new();
-            for (g, node, _) in server.groups() {
+            for (g, node, disk) in server.groups() {
                 if let Ok(st) = node.status().await {
                     let r = &st.raft;
                     let m = &r.membership;
@@ -273,6 +273,7 @@ async fn directed(
                             committed: r.conf_index <= r.commit,
                         }),
                         failed: node.failure(),
+                        disk: Some(disk as u32),
                     });
                 }
             }
@@ -284,6 +285,7 @@ async fn directed(
                     applied: 0,
                     conf: None,
                     failed: Some(why),
+                    disk: None,
                 });
             }
             let hb = Heartbeat {

@@ -80,6 +80,9 @@ pub struct ClusterView {
     /// automatically (their dead replicas must come back).
     #[serde(default)]
     pub stuck: Vec<u64>,
+    /// The disk of each replica, as the servers last reported.
+    #[serde(default)]
+    pub replica_disks: Vec<ReplicaDisk>,
 }
 
 /// One replica as its server reports it.
@@ -96,6 +99,17 @@ pub struct ReplicaReport {
     /// lost): the Master repairs the group elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// Which of the server's disks holds it (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u32>,
+}
+
+/// Where one replica lives: its server and the disk there (0-based).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaDisk {
+    pub group: u64,
+    pub server: u64,
+    pub disk: u32,
 }
 
 /// Start (`true`) or stop draining a server.

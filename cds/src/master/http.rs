@@ -73,6 +73,8 @@ pub(super) struct Soft {
     pub(super) failed: BTreeMap<u64, BTreeSet<u64>>,
     /// The groups each server reported hosting (its latest heartbeat's).
     pub(super) hosted: BTreeMap<u64, BTreeSet<u64>>,
+    /// Each server's replicas by group, with their disk.
+    pub(super) disks: BTreeMap<u64, BTreeMap<u64, u32>>,
     /// Groups whose lost leader this Master asked a replica to replace,
     /// and when (asked again only after `ELECT_AFTER`).
     pub(super) elect_asked: BTreeMap<u64, Instant>,
@@ -358,6 +360,18 @@ async fn cluster(State(api): State<Api>) -> Response {
         .as_ref()
         .map(|p| (p.degraded.clone(), p.stuck.clone()))
         .unwrap_or_default();
+    let replica_disks = soft
+        .disks
+        .iter()
+        .flat_map(|(&server, gs)| {
+            gs.iter()
+                .map(move |(&group, &disk)| super::api::ReplicaDisk {
+                    group,
+                    server,
+                    disk,
+                })
+        })
+        .collect();
     Json(ClusterView {
         servers,
         groups,
@@ -365,6 +379,7 @@ async fn cluster(State(api): State<Api>) -> Response {
         last_heard_ms,
         degraded,
         stuck,
+        replica_disks,
     })
     .into_response()
 }
@@ -436,6 +451,13 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
     soft.heard.insert(hb.server, Instant::now());
     soft.hosted
         .insert(hb.server, hb.replicas.iter().map(|r| r.group).collect());
+    soft.disks.insert(
+        hb.server,
+        hb.replicas
+            .iter()
+            .filter_map(|r| r.disk.map(|d| (r.group, d)))
+            .collect(),
+    );
     for r in &hb.replicas {
         let known = soft.leaders.get(&r.group).copied();
         if r.leader && known.is_none_or(|(_, t)| t <= r.term) {

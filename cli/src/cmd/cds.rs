@@ -575,12 +575,38 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
     let replicas = |id: u64| v.groups.iter().filter(|g| g.replicas.contains(&id)).count();
     let leads = |id: u64| v.leaders.values().filter(|&&s| s == id).count();
     outln!();
+    // Replicas per disk of each server, as the servers reported them.
+    let mut per_disk: BTreeMap<u64, BTreeMap<u32, usize>> = BTreeMap::new();
+    for r in &v.replica_disks {
+        *per_disk
+            .entry(r.server)
+            .or_default()
+            .entry(r.disk)
+            .or_default() += 1;
+    }
+    let disks_of = |s: &cds::master::Server| -> String {
+        if v.last_heard_ms.get(&s.id).is_none_or(|&ms| ms > 2_000) {
+            return "-".into();
+        }
+        (0..s.disks.len() as u32)
+            .map(|d| {
+                per_disk
+                    .get(&s.id)
+                    .and_then(|m| m.get(&d))
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("+")
+    };
     outln!(
-        "{:<36} {:<6} {:>8} {:>6}  {}",
+        "{:<36} {:<6} {:>8} {:>6} {:>9}  {}",
         "REGION / ZONE / RACK",
         "SERVER",
         "REPLICAS",
         "LEADS",
+        "PER DISK",
         "STATE"
     );
     for s in &servers {
@@ -592,11 +618,12 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
             Some(_) => "up",
         };
         outln!(
-            "{:<36} {:<6} {:>8} {:>6}  {}",
+            "{:<36} {:<6} {:>8} {:>6} {:>9}  {}",
             format!("{} / {} / {}", l.region, l.zone, l.rack),
             format!("b{}", s.id),
             replicas(s.id),
             leads(s.id),
+            disks_of(s),
             state
         );
     }
