@@ -2,8 +2,9 @@
 //! to its disk's trash directory, and is deleted from there after a delay.
 //!
 //! The Master orders it (`GcOrder`) only after it has led for a full round
-//! of heartbeats, with the group's epoch: the log index of the
-//! configuration it recorded last. The server obeys only if its replica
+//! of heartbeats, with an epoch: the log index of a committed
+//! configuration of the group (its leader's latest report, at least the
+//! Master's record) that leaves the server out. The server obeys only if its replica
 //! is obsolete by its own account too ([`obsolete`]), so an order based on
 //! a Master state that is behind the group never removes a live member.
 //! The trash keeps the files for an operator who finds the order was wrong

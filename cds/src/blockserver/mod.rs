@@ -20,9 +20,9 @@
 //! [`BlockServer::create_group`].
 
 pub mod disk;
-mod gc;
+pub(crate) mod gc;
 pub mod limits;
-mod moves;
+pub(crate) mod moves;
 pub mod process;
 mod repair;
 mod serve;

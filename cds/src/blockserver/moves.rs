@@ -16,11 +16,75 @@
 //! With no move under way, learners the Master does not list (a move
 //! abandoned) are removed.
 
+use std::collections::BTreeMap;
+
 use raft_core::runtime::node::{NodeError, NodeHandle};
-use raft_core::{NodeId, Role};
+use raft_core::{Membership, NodeId, Role};
 
 use super::limits::MOVE_CATCHUP_MARGIN;
 use crate::master::Group;
+
+/// The next step a group's leader takes for the Master's plan of `g`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveStep {
+    Nothing,
+    /// A learner no move lists (a move abandoned).
+    RemoveLearner(NodeId),
+    /// The leader is the replica leaving: hand leadership over first.
+    TransferLeader(NodeId),
+    AddLearner(NodeId),
+    /// The learner caught up: change the voters to the target.
+    ChangePeers(Vec<NodeId>),
+}
+
+/// Decides the next step from the group's configuration `m` on its leader
+/// `me`, the leader's match of each member and its last index. Pure: the
+/// BlockServer ([`step`]) and the control-plane simulation call it.
+pub fn decide(
+    me: NodeId,
+    m: &Membership,
+    peer_match: &BTreeMap<NodeId, u64>,
+    last_index: u64,
+    g: &Group,
+) -> MoveStep {
+    let caught_up = |id: NodeId| {
+        peer_match
+            .get(&id)
+            .is_some_and(|&i| i + MOVE_CATCHUP_MARGIN >= last_index)
+    };
+    let Some(mv) = &g.moving else {
+        return match m.learners.iter().find(|l| !g.replicas.contains(l)) {
+            Some(&l) => MoveStep::RemoveLearner(l),
+            None => MoveStep::Nothing,
+        };
+    };
+    let target = g.target();
+    // Done (the Master records it), or joint (the core leaves it by itself
+    // once the entry commits).
+    if (m.voters == target && m.outgoing.is_empty()) || !m.outgoing.is_empty() {
+        return MoveStep::Nothing;
+    }
+    if mv.from == me {
+        return match target
+            .iter()
+            .copied()
+            .filter(|&v| {
+                v != me && m.voters.contains(&v) && peer_match.get(&v) == Some(&last_index)
+            })
+            .min()
+        {
+            Some(to) => MoveStep::TransferLeader(to),
+            None => MoveStep::Nothing,
+        };
+    }
+    if !m.contains(mv.to) {
+        return MoveStep::AddLearner(mv.to);
+    }
+    if m.learners.contains(&mv.to) && caught_up(mv.to) {
+        return MoveStep::ChangePeers(target);
+    }
+    MoveStep::Nothing
+}
 
 /// Takes the next step of `g`'s move on this server's replica, if it leads;
 /// returns what it did.
@@ -33,50 +97,25 @@ pub(crate) async fn step(
     if st.role != Role::Leader {
         return Ok(None);
     }
-    let m = &st.membership;
-    let caught_up = |id: NodeId| {
-        st.peer_match
-            .get(&id)
-            .is_some_and(|&i| i + MOVE_CATCHUP_MARGIN >= st.last_index)
-    };
-    let Some(mv) = &g.moving else {
-        for &l in &m.learners {
-            if !g.replicas.contains(&l) {
+    Ok(
+        match decide(me, &st.membership, &st.peer_match, st.last_index, g) {
+            MoveStep::Nothing => None,
+            MoveStep::RemoveLearner(l) => {
                 node.remove_learner(l).await?;
-                return Ok(Some(format!("learner {l} removed (no move lists it)")));
+                Some(format!("learner {l} removed (no move lists it)"))
             }
-        }
-        return Ok(None);
-    };
-    let target = g.target();
-    if m.voters == target && m.outgoing.is_empty() {
-        return Ok(None);
-    }
-    if !m.outgoing.is_empty() {
-        // Joint: the core leaves it by itself once the entry commits.
-        return Ok(None);
-    }
-    if mv.from == me {
-        let Some(to) = target
-            .iter()
-            .copied()
-            .filter(|&v| {
-                v != me && m.voters.contains(&v) && st.peer_match.get(&v) == Some(&st.last_index)
-            })
-            .min()
-        else {
-            return Ok(None);
-        };
-        node.transfer_leader(to).await?;
-        return Ok(Some(format!("leadership handed to {to} before leaving")));
-    }
-    if !m.contains(mv.to) {
-        node.add_learner(mv.to).await?;
-        return Ok(Some(format!("{} added as a learner", mv.to)));
-    }
-    if m.learners.contains(&mv.to) && caught_up(mv.to) {
-        node.change_peers(target.clone()).await?;
-        return Ok(Some(format!("voters changing to {target:?}")));
-    }
-    Ok(None)
+            MoveStep::TransferLeader(to) => {
+                node.transfer_leader(to).await?;
+                Some(format!("leadership handed to {to} before leaving"))
+            }
+            MoveStep::AddLearner(to) => {
+                node.add_learner(to).await?;
+                Some(format!("{to} added as a learner"))
+            }
+            MoveStep::ChangePeers(target) => {
+                node.change_peers(target.clone()).await?;
+                Some(format!("voters changing to {target:?}"))
+            }
+        },
+    )
 }

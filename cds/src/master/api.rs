@@ -134,8 +134,9 @@ pub struct ConfReport {
     pub committed: bool,
 }
 
-/// Remove this server's replica of `group`: the group's configuration at
-/// log index `epoch` (recorded by the Master) leaves it out. The server
+/// Remove this server's replica of `group`: the group's committed
+/// configuration at log index `epoch` (its leader's latest report, at
+/// least the Master's record) leaves it out. The server
 /// obeys only if its replica's own configuration is older than `epoch` or
 /// leaves it out too (`blockserver/gc.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

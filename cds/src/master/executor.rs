@@ -121,6 +121,11 @@ pub fn describe(c: &MoveCommand) -> String {
             conf_index,
         } => format!("group {group}: move done, voters {voters:?} (epoch {conf_index})"),
         MoveCommand::Abandon { group } => format!("group {group}: move abandoned (target lost)"),
+        MoveCommand::Record {
+            group,
+            voters,
+            conf_index,
+        } => format!("group {group}: voters {voters:?} recorded as its leader reports them (epoch {conf_index})"),
         MoveCommand::Drain { server, drained } => format!(
             "server {server}: {}",
             if *drained { "draining" } else { "undrained" }

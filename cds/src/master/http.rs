@@ -23,7 +23,7 @@ use raft_core::runtime::node::{NodeError, NodeHandle};
 
 use super::api::{
     Allocate, ApiError, Assignment, CloneRequest, ClusterView, ConfReport, CreateGroups,
-    CreateVolume, GcOrder, Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress,
+    CreateVolume, Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress,
     MAX_BODY_BYTES,
 };
 use super::balance;
@@ -529,18 +529,7 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
             .iter()
             .filter_map(|r| {
                 let g = all_groups.iter().find(|g| g.id == r.group)?;
-                // And the group's leader no longer lists the server in any
-                // role: a learner whose replica was removed would keep its
-                // old match at the leader, which would never send it what
-                // a new replica there needs.
-                let conf = soft.confs.get(&g.id)?;
-                let listed = conf.voters.contains(&hb.server)
-                    || conf.outgoing.contains(&hb.server)
-                    || conf.learners.contains(&hb.server);
-                (!g.involves(hb.server) && !listed && conf.index >= g.epoch).then_some(GcOrder {
-                    group: g.id,
-                    epoch: g.epoch,
-                })
+                super::moves::gc_order(hb.server, g, soft.confs.get(&g.id))
             })
             .collect();
     }

@@ -22,6 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::api::{ConfReport, GcOrder};
 use super::state::{Group, MasterError, MasterReply, MasterState};
 
 /// Why a replica moves.
@@ -34,6 +35,9 @@ pub enum MoveReason {
     Drain,
     /// `from` holds more replicas than its share.
     Balance,
+    /// The group shares a failure domain it could leave (after a repair
+    /// that had to fall back to a lower level, or new servers).
+    Spread,
 }
 
 impl MoveReason {
@@ -42,6 +46,7 @@ impl MoveReason {
             MoveReason::Repair => "repair",
             MoveReason::Drain => "drain",
             MoveReason::Balance => "balance",
+            MoveReason::Spread => "spread",
         }
     }
 }
@@ -73,6 +78,13 @@ pub enum MoveCommand {
     },
     /// Gives up a move whose `to` never became a voter.
     Abandon { group: u64 },
+    /// With no move under way, records the voters the group's leader
+    /// reported committed at `conf_index` (newer than the record).
+    Record {
+        group: u64,
+        voters: Vec<u64>,
+        conf_index: u64,
+    },
     /// Starts (or stops) draining a server.
     Drain { server: u64, drained: bool },
     /// Forgets a server that holds no replica and is in no move.
@@ -126,6 +138,22 @@ impl MasterState {
                 self.group_mut(*group)?.moving = None;
                 Ok(MasterReply::Ok)
             }
+            MoveCommand::Record {
+                group,
+                voters,
+                conf_index,
+            } => {
+                let g = self.group_mut(*group)?;
+                if g.moving.is_some() || *conf_index <= g.epoch || voters.is_empty() {
+                    return Err(MasterError::BadMove {
+                        group: *group,
+                        why: format!("{voters:?} at {conf_index} is not newer than the record"),
+                    });
+                }
+                g.replicas = voters.clone();
+                g.epoch = *conf_index;
+                Ok(MasterReply::Ok)
+            }
             MoveCommand::Drain { server, drained } => {
                 let s = self
                     .servers
@@ -159,6 +187,26 @@ impl MasterState {
     fn group_mut(&mut self, id: u64) -> Result<&mut Group, MasterError> {
         self.groups.get_mut(&id).ok_or(MasterError::NoGroup { id })
     }
+}
+
+/// The replica GC order for `server`'s replica of `g`, if it should go:
+/// the Master's record gives the server no replica of the group (nor one
+/// being moved to it), and the group's leader, as it last reported its
+/// configuration (`conf`), has committed one that lists the server in no
+/// role (a learner whose files vanished would keep its old match at the
+/// leader), at an index at least the record's epoch. The order carries
+/// that configuration's index: the server removes its replica only if its
+/// own configuration is older, or leaves it out too (`blockserver/gc.rs`).
+pub fn gc_order(server: u64, g: &Group, conf: Option<&ConfReport>) -> Option<GcOrder> {
+    let conf = conf?;
+    let listed = conf.voters.contains(&server)
+        || conf.outgoing.contains(&server)
+        || conf.learners.contains(&server);
+    let ok = !g.involves(server) && !listed && conf.committed && conf.index >= g.epoch;
+    ok.then_some(GcOrder {
+        group: g.id,
+        epoch: conf.index,
+    })
 }
 
 #[cfg(test)]

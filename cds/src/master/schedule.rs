@@ -83,6 +83,28 @@ pub struct Plan {
 /// placement over every group).
 const MAX_BALANCE_TRIES: usize = 256;
 
+/// How many distinct regions, zones and racks `servers` span.
+fn spread_vector(state: &MasterState, servers: &[u64]) -> Vec<usize> {
+    let cands: Vec<Candidate> = servers
+        .iter()
+        .filter_map(|s| state.servers.get(s).map(candidate))
+        .collect();
+    [
+        placement::Level::Region,
+        placement::Level::Zone,
+        placement::Level::Rack,
+    ]
+    .into_iter()
+    .map(|l| {
+        cands
+            .iter()
+            .map(|c| c.member(l))
+            .collect::<BTreeSet<_>>()
+            .len()
+    })
+    .collect()
+}
+
 /// A server as a placement candidate (node level).
 pub fn candidate(s: &Server) -> Candidate {
     Candidate {
@@ -123,8 +145,31 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
     let mut busy: BTreeMap<u64, usize> = BTreeMap::new();
     let mut running = 0usize;
     for g in state.groups.values() {
-        let Some(m) = &g.moving else { continue };
         let conf = view.confs.get(&g.id);
+        let Some(m) = &g.moving else {
+            // The group's own configuration is the truth: one its leader
+            // reports committed, newer than the record and with other
+            // voters (a move abandoned while its leader was entering the
+            // joint configuration) is recorded as it is.
+            if let Some(c) = conf {
+                if c.committed
+                    && c.outgoing.is_empty()
+                    && c.index > g.epoch
+                    && c.voters != {
+                        let mut r = g.replicas.clone();
+                        r.sort_unstable();
+                        r
+                    }
+                {
+                    out.commands.push(MoveCommand::Record {
+                        group: g.id,
+                        voters: c.voters.clone(),
+                        conf_index: c.index,
+                    });
+                }
+            }
+            continue;
+        };
         if let Some(c) = conf {
             if c.committed && c.outgoing.is_empty() && c.index > g.epoch && c.voters == g.target() {
                 out.commands.push(MoveCommand::Finish {
@@ -135,7 +180,9 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
                 continue;
             }
         }
-        let target_gone = view.dead.contains(&m.to) || !state.servers.contains_key(&m.to);
+        let target_gone = view.dead.contains(&m.to)
+            || view.failed.contains(&(g.id, m.to))
+            || !state.servers.contains_key(&m.to);
         let reached_log =
             conf.is_none_or(|c| c.voters.contains(&m.to) || c.outgoing.contains(&m.to));
         if target_gone && !reached_log {
@@ -162,7 +209,21 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
                      reason: MoveReason,
                      only_to: Option<u64>|
      -> bool {
-        let level_floor = only_to.is_some();
+        let level_floor = reason == MoveReason::Balance;
+        // Balance never costs the group a failure domain at any level
+        // (a move the spread rule would then undo, forever).
+        if let (MoveReason::Balance, Some(to)) = (reason, only_to) {
+            let after: Vec<u64> = g
+                .replicas
+                .iter()
+                .copied()
+                .filter(|&r| r != from)
+                .chain([to])
+                .collect();
+            if spread_vector(state, &after) < spread_vector(state, &g.replicas) {
+                return false;
+            }
+        }
         if running + started >= limits.total
             || busy.get(&from).copied().unwrap_or(0) >= limits.per_server
                 && reason != MoveReason::Repair
@@ -300,6 +361,79 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
                 MoveReason::Drain,
                 None,
             );
+        }
+    }
+    // Spread: a healthy group whose replicas share a failure domain the
+    // live servers would let them leave (a repair that had to fall back
+    // to a lower level, servers that joined since) moves one replica to a
+    // server on a domain it does not use yet, the least loaded first.
+    let usable: Vec<Candidate> = state
+        .servers
+        .values()
+        .filter(|s| view.live.contains(&s.id) && !view.dead.contains(&s.id) && !s.drained)
+        .map(candidate)
+        .collect();
+    let load_now = load(state);
+    for g in state.groups.values() {
+        let healthy = g.replicas.iter().all(|&r| {
+            !is_down(g, r)
+                && view.live.contains(&r)
+                && state.servers.get(&r).is_some_and(|s| !s.drained)
+        });
+        if g.moving.is_some() || !healthy {
+            continue;
+        }
+        let n = g.replicas.len();
+        let mine: Vec<(u64, Candidate)> = g
+            .replicas
+            .iter()
+            .filter_map(|&r| state.servers.get(&r).map(|s| (r, candidate(s))))
+            .collect();
+        // The highest level where the group uses fewer members than it
+        // could (as many as it has replicas, or as the live servers span).
+        let deficient = placement::Level::ALL
+            .into_iter()
+            .filter(|&l| l <= placement::Level::Node)
+            .find(|&l| {
+                let used: BTreeSet<Vec<String>> = mine.iter().map(|(_, c)| c.member(l)).collect();
+                let there: BTreeSet<Vec<String>> = usable.iter().map(|c| c.member(l)).collect();
+                used.len() < n.min(there.len())
+            });
+        let Some(level) = deficient else {
+            continue;
+        };
+        let used: BTreeSet<Vec<String>> = mine.iter().map(|(_, c)| c.member(level)).collect();
+        // The replica to move: one sharing its domain with another.
+        let Some(from) = mine
+            .iter()
+            .filter(|(_, c)| {
+                mine.iter()
+                    .filter(|(_, d)| d.member(level) == c.member(level))
+                    .count()
+                    > 1
+            })
+            .map(|(r, _)| *r)
+            .max()
+        else {
+            continue;
+        };
+        let mut targets: Vec<&Candidate> = usable
+            .iter()
+            .filter(|c| !used.contains(&c.member(level)))
+            .collect();
+        targets.sort_by_key(|c| (load_now.get(&c.node).copied().unwrap_or(0), c.node));
+        for t in targets {
+            if start(
+                &mut out,
+                &mut busy,
+                &mut placed,
+                g,
+                from,
+                MoveReason::Spread,
+                Some(t.node),
+            ) {
+                break;
+            }
         }
     }
     // Capacity balance: one move at a time, when nothing else moves.
@@ -608,6 +742,32 @@ mod tests {
         v.hosted.clear();
         let p = plan(&st, &v, Limits::default(), 0);
         assert_eq!(p.commands.len(), 1, "{p:?}");
+    }
+
+    #[test]
+    fn a_configuration_the_record_missed_is_recorded() {
+        let st = cluster(1);
+        let g = st.groups[&1].clone();
+        let mut v = view(&st, &[]);
+        let spare = (1..=6).find(|s| !g.replicas.contains(s)).expect("spare");
+        let mut voters = g.replicas.clone();
+        voters[2] = spare;
+        voters.sort_unstable();
+        let c = v.confs.get_mut(&1).expect("conf");
+        c.voters = voters.clone();
+        c.index = 40;
+        let p = plan(&st, &v, Limits::default(), 0);
+        assert_eq!(
+            p.commands,
+            vec![MoveCommand::Record {
+                group: 1,
+                voters,
+                conf_index: 40
+            }]
+        );
+        // Not from a report older than the record.
+        v.confs.get_mut(&1).expect("conf").index = 0;
+        assert!(plan(&st, &v, Limits::default(), 0).commands.is_empty());
     }
 
     #[test]

@@ -39,6 +39,7 @@
 //! [`Engine`]: crate::engine::Engine
 //! [`SimFs`]: raft_core::storage::fs::SimFs
 
+pub mod control;
 mod sectors;
 mod snapshots;
 mod world;

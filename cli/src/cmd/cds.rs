@@ -222,6 +222,12 @@ pub struct SimArgs {
     /// Print every seed's line, not only the failures.
     #[arg(long)]
     verbose: bool,
+    /// Simulate the control plane instead: the Master's scheduler, its
+    /// moves and replica GC over modelled groups while servers crash, are
+    /// lost, fail disks, join and are drained (500 ms rounds over
+    /// --duration; --groups groups on 6 servers at first).
+    #[arg(long)]
+    control: bool,
     /// Threads (default: every core).
     #[arg(long)]
     threads: Option<usize>,
@@ -449,6 +455,7 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             outln!("{name} restarted (pid {pid})");
             Ok(())
         }
+        CdsCommand::Sim(args) if args.control => sim_control(&args),
         CdsCommand::Sim(args) => sim(&args),
         CdsCommand::AddServer {
             zone,
@@ -693,4 +700,99 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
             v.stuck
         );
     }
+}
+
+/// `cds sim --control`: the control plane's seeds (see
+/// `cds::sim::control`), on `threads` threads; failures (or every seed)
+/// in seed order, then `N passed, M failed`.
+fn sim_control(args: &SimArgs) -> Result<()> {
+    use cds::sim::control::{self, ControlConfig, ControlOutcome};
+    let (first, last) = args.seeds;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let started = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicU64::new(first);
+    let rounds = (args.duration.as_millis() as u64 / 500).max(1);
+    let mut outcomes: Vec<ControlOutcome> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if seed > last {
+                            return mine;
+                        }
+                        let mut c = ControlConfig::new(seed);
+                        c.groups = args.groups;
+                        c.rounds = rounds;
+                        mine.push(control::run(&c));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    outcomes.sort_by_key(|o| o.seed);
+    let mut failed = 0;
+    let mut t = control::ControlStats::default();
+    let mut settle_max = 0;
+    for o in &outcomes {
+        let s = &o.stats;
+        t.moves_started += s.moves_started;
+        t.moves_finished += s.moves_finished;
+        t.moves_abandoned += s.moves_abandoned;
+        t.crashes += s.crashes;
+        t.losses += s.losses;
+        t.disk_failures += s.disk_failures;
+        t.additions += s.additions;
+        t.drains += s.drains;
+        t.master_changes += s.master_changes;
+        t.replicas_collected += s.replicas_collected;
+        t.recorded += s.recorded;
+        settle_max = settle_max.max(s.settle_rounds);
+        match &o.failure {
+            Some(f) => {
+                failed += 1;
+                outln!("seed {}: FAILED: {f}", o.seed);
+                outln!(
+                    "  replay: cdsctl cds sim --control --seeds {0}-{0} --groups {1} --duration {2}ms --verbose",
+                    o.seed,
+                    args.groups,
+                    args.duration.as_millis()
+                );
+            }
+            None if args.verbose => outln!("seed {}: ok {:?}", o.seed, s),
+            None => {}
+        }
+    }
+    outln!(
+        "{} seeds in {:.1}s: {} moves started, {} finished, {} abandoned; {} crashes, {} servers lost, \
+         {} disks failed, {} servers added, {} drains, {} Master leader changes, {} replicas collected, \
+         {} configurations recorded from leaders; settled within {} rounds",
+        outcomes.len(),
+        started.elapsed().as_secs_f64(),
+        t.moves_started,
+        t.moves_finished,
+        t.moves_abandoned,
+        t.crashes,
+        t.losses,
+        t.disk_failures,
+        t.additions,
+        t.drains,
+        t.master_changes,
+        t.replicas_collected,
+        t.recorded,
+        settle_max
+    );
+    outln!("{} passed, {failed} failed", outcomes.len() - failed);
+    if failed > 0 {
+        anyhow::bail!("{failed} seeds failed");
+    }
+    Ok(())
 }
