@@ -101,28 +101,31 @@ fn log_lines(dir: &Path, name: &str, needle: &str) -> usize {
         .count()
 }
 
+/// `cds up` of the default topology (6 BlockServers, 3 zones), 12 groups,
+/// a 20 ms tick and a 2 s repair grace, with `extra` flags.
+fn up_six(dir: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "cds",
+        "up",
+        "--topology",
+        "default",
+        "--groups",
+        "12",
+        "--tick-ms",
+        "20",
+        "--repair-grace",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    ok(dir, &args);
+}
+
 #[test]
 fn a_lost_server_is_rebuilt_elsewhere_and_its_stale_replicas_collected_when_it_returns() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let _g = Guard { dir: dir.clone() };
-    ok(
-        &dir,
-        &[
-            "cds",
-            "up",
-            "--topology",
-            "default",
-            "--groups",
-            "12",
-            "--tick-ms",
-            "20",
-            "--repair-grace",
-            "2s",
-            "--trash-keep",
-            "3s",
-        ],
-    );
+    up_six(&dir, &["--trash-keep", "3s"]);
     ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
     let on_b1: BTreeSet<u64> = groups(&cluster_view(&dir))
         .iter()
@@ -243,21 +246,7 @@ fn a_failed_disk_is_rebuilt_elsewhere_while_its_server_serves_the_other() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let _g = Guard { dir: dir.clone() };
-    ok(
-        &dir,
-        &[
-            "cds",
-            "up",
-            "--topology",
-            "default",
-            "--groups",
-            "12",
-            "--tick-ms",
-            "20",
-            "--repair-grace",
-            "2s",
-        ],
-    );
+    up_six(&dir, &[]);
     ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
     let err = fails(&dir, &["cds", "fail-disk", "b2", "3"]);
     assert!(err.contains("disks 1 to 2"), "{err}");

@@ -317,14 +317,6 @@ impl BlockServer {
         done
     }
 
-    /// The first failure of a hosted replica, if one stopped on an error
-    /// (a storage or engine error): the process should stop.
-    pub fn failure(&self) -> Option<String> {
-        self.groups()
-            .into_iter()
-            .find_map(|(g, n, _)| n.failure().map(|f| format!("group {g}: {f}")))
-    }
-
     /// Starts this server's replica of `group`, whose voters are `voters`
     /// (on a first start; a replica with storage keeps its own
     /// configuration). Its storage and engine are opened, or created.

@@ -87,7 +87,7 @@ const MAX_BALANCE_TRIES: usize = 256;
 fn spread_vector(state: &MasterState, servers: &[u64]) -> Vec<usize> {
     let cands: Vec<Candidate> = servers
         .iter()
-        .filter_map(|s| state.servers.get(s).map(candidate))
+        .filter_map(|s| state.servers.get(s).map(Server::candidate))
         .collect();
     [
         placement::Level::Region,
@@ -103,17 +103,6 @@ fn spread_vector(state: &MasterState, servers: &[u64]) -> Vec<usize> {
             .len()
     })
     .collect()
-}
-
-/// A server as a placement candidate (node level).
-pub fn candidate(s: &Server) -> Candidate {
-    Candidate {
-        region: s.location.region.clone(),
-        zone: s.location.zone.clone(),
-        rack: s.location.rack.clone(),
-        node: s.id,
-        disk: None,
-    }
 }
 
 /// Replicas per server, counting the targets of moves under way (what
@@ -234,7 +223,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
             .replicas
             .iter()
             .filter(|&&r| r != from)
-            .filter_map(|r| state.servers.get(r).map(candidate))
+            .filter_map(|r| state.servers.get(r).map(Server::candidate))
             .collect();
         let eligible: Vec<Candidate> = state
             .servers
@@ -246,7 +235,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
                     && !g.replicas.contains(&s.id)
                     && only_to.is_none_or(|t| t == s.id)
             })
-            .map(candidate)
+            .map(Server::candidate)
             .collect();
         let n = g.replicas.len();
         // The level is chosen before the busy servers are set aside: a
@@ -261,7 +250,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
                 .servers
                 .values()
                 .filter(|s| view.live.contains(&s.id) && !view.dead.contains(&s.id) && !s.drained)
-                .map(candidate)
+                .map(Server::candidate)
                 .collect();
             if placement::spread_level(&all, n, false).ok() != Some(level) {
                 return false;
@@ -371,7 +360,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
         .servers
         .values()
         .filter(|s| view.live.contains(&s.id) && !view.dead.contains(&s.id) && !s.drained)
-        .map(candidate)
+        .map(Server::candidate)
         .collect();
     let load_now = load(state);
     for g in state.groups.values() {
@@ -387,7 +376,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
         let mine: Vec<(u64, Candidate)> = g
             .replicas
             .iter()
-            .filter_map(|&r| state.servers.get(&r).map(|s| (r, candidate(s))))
+            .filter_map(|&r| state.servers.get(&r).map(|s| (r, s.candidate())))
             .collect();
         // The highest level where the group uses fewer members than it
         // could (as many as it has replicas, or as the live servers span).

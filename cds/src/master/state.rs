@@ -37,6 +37,20 @@ pub struct Server {
     pub drained: bool,
 }
 
+impl Server {
+    /// The server as a placement candidate (node level: the Master leaves
+    /// the disk to the server).
+    pub fn candidate(&self) -> Candidate {
+        Candidate {
+            region: self.location.region.clone(),
+            zone: self.location.zone.clone(),
+            rack: self.location.rack.clone(),
+            node: self.id,
+            disk: None,
+        }
+    }
+}
+
 /// A volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
@@ -479,13 +493,7 @@ pub fn place(
     let candidates: Vec<Candidate> = servers
         .values()
         .filter(|s| !s.drained)
-        .map(|s| Candidate {
-            region: s.location.region.clone(),
-            zone: s.location.zone.clone(),
-            rack: s.location.rack.clone(),
-            node: s.id,
-            disk: None,
-        })
+        .map(Server::candidate)
         .collect();
     let placed: Vec<Vec<placement::Slot>> = groups
         .values()

@@ -612,10 +612,7 @@ impl Ctl {
                     .iter()
                     .chain(&g.conf.outgoing)
                     .copied()
-                    .filter(|&v| {
-                        self.replica_alive(g, v)
-                            && g.replicas[&v].matched >= g.last_index.saturating_sub(0)
-                    })
+                    .filter(|&v| self.replica_alive(g, v) && g.replicas[&v].matched >= g.last_index)
                     .min()
                     .or_else(|| {
                         g.conf

@@ -254,17 +254,17 @@ impl SimArgs {
     }
 }
 
-/// Runs the seeds on `threads` threads; prints failures (or every seed)
-/// in seed order and closes with `N passed, M failed`.
-fn sim(args: &SimArgs) -> Result<()> {
+/// Runs `one` for every seed of `args.seeds` on `args.threads` threads
+/// (every core by default), seeds handed out in turn; the outcomes in no
+/// particular order.
+fn run_seeds<T: Send>(args: &SimArgs, one: impl Fn(u64) -> T + Sync) -> Vec<T> {
     let (first, last) = args.seeds;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let started = std::time::Instant::now();
     let next = std::sync::atomic::AtomicU64::new(first);
-    let mut outcomes: Vec<cds::sim::Outcome> = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
@@ -274,7 +274,7 @@ fn sim(args: &SimArgs) -> Result<()> {
                         if seed > last {
                             return mine;
                         }
-                        mine.push(cds::sim::run(&args.config(seed)));
+                        mine.push(one(seed));
                     }
                 })
             })
@@ -283,7 +283,14 @@ fn sim(args: &SimArgs) -> Result<()> {
             .into_iter()
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
-    });
+    })
+}
+
+/// Runs the seeds on `threads` threads; prints failures (or every seed)
+/// in seed order and closes with `N passed, M failed`.
+fn sim(args: &SimArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut outcomes = run_seeds(args, |seed| cds::sim::run(&args.config(seed)));
     outcomes.sort_by_key(|o| o.seed);
     let mut failed = 0;
     let (mut acked, mut reads, mut crashes, mut rot, mut repaired) = (0, 0, 0, 0, 0);
@@ -706,37 +713,14 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
 /// `cds::sim::control`), on `threads` threads; failures (or every seed)
 /// in seed order, then `N passed, M failed`.
 fn sim_control(args: &SimArgs) -> Result<()> {
-    use cds::sim::control::{self, ControlConfig, ControlOutcome};
-    let (first, last) = args.seeds;
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    use cds::sim::control::{self, ControlConfig};
     let started = std::time::Instant::now();
-    let next = std::sync::atomic::AtomicU64::new(first);
     let rounds = (args.duration.as_millis() as u64 / 500).max(1);
-    let mut outcomes: Vec<ControlOutcome> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if seed > last {
-                            return mine;
-                        }
-                        let mut c = ControlConfig::new(seed);
-                        c.groups = args.groups;
-                        c.rounds = rounds;
-                        mine.push(control::run(&c));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect()
+    let mut outcomes = run_seeds(args, |seed| {
+        let mut c = ControlConfig::new(seed);
+        c.groups = args.groups;
+        c.rounds = rounds;
+        control::run(&c)
     });
     outcomes.sort_by_key(|o| o.seed);
     let mut failed = 0;
