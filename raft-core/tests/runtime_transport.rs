@@ -584,6 +584,21 @@ async fn fault_filter_partitions_and_heals() {
             (7..10).map(|i| heartbeat(1, 1, 2, i)).collect::<Vec<_>>()
         );
 
+        // Loss: about the chance asked for is dropped, the rest arrives.
+        let before = a.stats().dropped_filter;
+        a.set_filter(FaultFilter {
+            loss_to: [(2, 50)].into(),
+            ..FaultFilter::default()
+        });
+        for i in 10..410 {
+            a.send(heartbeat(1, 1, 2, i));
+        }
+        let dropped = a.stats().dropped_filter - before;
+        assert!((120..=280).contains(&dropped), "{dropped} of 400 dropped at 50%");
+        let got = recv_n(&mut rx_b, (400 - dropped) as usize, Duration::from_secs(10)).await;
+        assert_eq!(got.len() as u64, 400 - dropped);
+        a.set_filter(FaultFilter::default());
+
         // Unknown peers are counted, not queued.
         a.send(heartbeat(1, 1, 9, 0));
         assert_eq!(a.stats().dropped_unknown_peer, 1);

@@ -27,10 +27,9 @@ pub mod process;
 mod repair;
 mod serve;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -43,6 +42,7 @@ use raft_core::storage::local::{open_in_host, LocalOptions};
 use raft_core::{ConfState, NodeId};
 use tokio::task::JoinHandle;
 
+use crate::master::api::{DiskHealth, DiskReport};
 use crate::blockgroup::{BlockGroupSm, SharedEngine, GC_SLICES_PER_BATCH};
 use crate::engine::{Engine, EngineError, Geometry};
 
@@ -143,7 +143,10 @@ pub(crate) struct Inner {
     /// Each disk's file system (fails every call once the disk failed),
     /// its failed flag, and why it failed.
     disk_fs: Vec<Arc<dyn Fs>>,
-    disk_failed: Vec<Arc<AtomicBool>>,
+    disk_state: Vec<Arc<disk::DiskState>>,
+    /// Disks failed by a fault file (`cdsctl cds fault disk-error`), which
+    /// its removal heals; a disk its probe found failed stays failed.
+    disk_by_fault: Mutex<BTreeSet<usize>>,
     disk_why: Mutex<BTreeMap<usize, String>>,
     /// Replicas on a failed disk: stopped, reported failed until the
     /// Master's GC order lets the server forget them.
@@ -198,17 +201,17 @@ impl BlockServer {
         let real: Arc<dyn Fs> = Arc::new(RealFs);
         let mut syncs = Vec::new();
         let mut disk_fs: Vec<Arc<dyn Fs>> = Vec::new();
-        let mut disk_failed = Vec::new();
+        let mut disk_state = Vec::new();
         for d in &cfg.disks {
             std::fs::create_dir_all(d).map_err(|e| ServerError::Storage {
                 group: 0,
                 why: format!("{}: {e}", d.display()),
             })?;
-            let failed = Arc::new(AtomicBool::new(false));
-            let fs: Arc<dyn Fs> = Arc::new(disk::DiskFs::new(real.clone(), failed.clone()));
+            let state = Arc::new(disk::DiskState::default());
+            let fs: Arc<dyn Fs> = Arc::new(disk::DiskFs::new(real.clone(), state.clone()));
             syncs.push(HostSync::new(fs.clone(), d));
             disk_fs.push(fs);
-            disk_failed.push(failed);
+            disk_state.push(state);
         }
         let listener = tokio::net::TcpListener::bind(cfg.data_listen)
             .await
@@ -230,7 +233,8 @@ impl BlockServer {
             transport,
             syncs,
             disk_fs,
-            disk_failed,
+            disk_state,
+            disk_by_fault: Mutex::new(BTreeSet::new()),
             disk_why: Mutex::new(BTreeMap::new()),
             lost: Mutex::new(BTreeMap::new()),
             groups: RwLock::new(BTreeMap::new()),
@@ -395,17 +399,123 @@ impl BlockServer {
         for r in groups.values() {
             load[r.disk] += 1;
         }
+        // A full disk takes no new replica either.
         (0..disks.len())
-            .filter(|&i| !self.disk_is_failed(i))
+            .filter(|&i| !self.disk_is_failed(i) && !self.inner.disk_state[i].is_full())
             .min_by_key(|&i| (load[i], i))
             .ok_or_else(|| ServerError::Storage {
                 group,
-                why: "every disk of this server failed".into(),
+                why: "every disk of this server failed or is full".into(),
             })
     }
 
     fn disk_is_failed(&self, i: usize) -> bool {
-        self.inner.disk_failed[i].load(Ordering::Acquire)
+        self.inner.disk_state[i].is_failed()
+    }
+
+    /// What each disk's state is now, for the heartbeat.
+    pub fn disk_reports(&self) -> Vec<DiskReport> {
+        self.inner
+            .disk_state
+            .iter()
+            .enumerate()
+            .map(|(i, st)| DiskReport {
+                state: if st.is_failed() {
+                    DiskHealth::Failed
+                } else if st.is_full() {
+                    DiskHealth::Full
+                } else {
+                    DiskHealth::Ok
+                },
+                slow_ms: st.slow_ms(),
+                why: self
+                    .inner
+                    .disk_why
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&i)
+                    .cloned(),
+            })
+            .collect()
+    }
+
+    /// Applies the disk faults in force (`fault_file`): slowness and
+    /// fullness as they are; a disk failed by a fault is failed (as
+    /// [`fail_disk`](Self::fail_disk)) and, once no fault fails it, healed
+    /// (see [`heal_disk`](Self::heal_disk)). Returns (disk, groups lost)
+    /// for each disk failed now.
+    pub async fn apply_disk_faults(
+        &self,
+        faults: &BTreeMap<usize, crate::cdscluster::fault_file::DiskFault>,
+    ) -> Vec<(usize, Vec<u64>)> {
+        let mut out = Vec::new();
+        for (i, st) in self.inner.disk_state.iter().enumerate() {
+            let f = faults.get(&i).copied().unwrap_or_default();
+            st.set_slow_ms(f.slow_ms);
+            st.set_full(f.full);
+            let by_fault = self
+                .inner
+                .disk_by_fault
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&i);
+            if f.error && !self.disk_is_failed(i) {
+                self.inner
+                    .disk_by_fault
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(i);
+                out.push((i, self.fail_disk(i, "failed on purpose (a fault file)").await));
+            } else if !f.error && by_fault {
+                self.heal_disk(i);
+            }
+        }
+        out
+    }
+
+    /// Heals disk `i`, failed by a fault now undone: its IO works again and
+    /// it takes new replicas. The replicas lost with it stay lost (a sync
+    /// that failed may have lost what they acknowledged): their files go to
+    /// the disk's trash, so a restart does not bring them back.
+    pub fn heal_disk(&self, i: usize) {
+        let Some(st) = self.inner.disk_state.get(i) else {
+            return;
+        };
+        st.set_failed(false);
+        self.inner
+            .disk_by_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&i);
+        self.inner
+            .disk_why
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&i);
+        let disk = &self.inner.cfg.disks[i];
+        let hosted: BTreeSet<u64> = self
+            .inner
+            .groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(disk.join("groups")) {
+            for g in entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()))
+                .filter(|g| !hosted.contains(g))
+            {
+                if let Err(e) = gc::to_trash(disk, g) {
+                    eprintln!(
+                        "blockserver {}: disk {}: moving lost group {g} to the trash: {e}",
+                        self.inner.cfg.id,
+                        i + 1
+                    );
+                }
+            }
+        }
     }
 
     /// Fails disk `i` (0-based): from now on every IO to it returns
@@ -413,10 +523,10 @@ impl BlockServer {
     /// the Master rebuilds them elsewhere while the server serves from its
     /// other disks. Returns the groups lost, none if it had failed already.
     pub async fn fail_disk(&self, i: usize, why: &str) -> Vec<u64> {
-        if i >= self.inner.disk_failed.len() || self.disk_is_failed(i) {
+        if i >= self.inner.disk_state.len() || self.disk_is_failed(i) {
             return Vec::new();
         }
-        self.inner.disk_failed[i].store(true, Ordering::Release);
+        self.inner.disk_state[i].set_failed(true);
         self.inner
             .disk_why
             .lock()

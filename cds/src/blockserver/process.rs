@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{BlockServer, BlockServerConfig};
-use crate::cdscluster::partition_file::PartitionWatch;
+use crate::cdscluster::fault_file::FaultWatch;
 use crate::error::{bail, Context, Error, Result};
 use crate::master::api::{Assignment, ConfReport, GcOrder, Heartbeat, ReplicaReport};
 use crate::master::client::{MasterCallError, MasterClient};
@@ -146,13 +146,10 @@ async fn serve(cfg: BlockServerFileConfig) -> Result<()> {
         what: "cannot start the BlockServer".into(),
         error: e.to_string(),
     })?;
-    for (d, lost) in apply_disk_faults(&server, &cfg.data_dir).await {
-        eprintln!(
-            "blockserver {id}: disk {} failed on purpose ({} replicas lost)",
-            d + 1,
-            lost.len()
-        );
-    }
+    // Faults in force before a restart apply before any replica starts:
+    // a failed disk's replicas are not started.
+    let mut faults = FaultWatch::new(&cfg.data_dir, format!("blockserver {id}"));
+    apply_faults(&server, &mut faults).await;
     let stored = server.start_stored().map_err(|e| Error::Runtime {
         what: "cannot start the replicas on its disks".into(),
         error: e.to_string(),
@@ -184,13 +181,7 @@ async fn serve(cfg: BlockServerFileConfig) -> Result<()> {
         me.data_addr,
         cfg.disks
     );
-    let work = directed(
-        server.clone(),
-        master,
-        me,
-        cfg.heartbeat_ms,
-        cfg.data_dir.clone(),
-    );
+    let work = directed(server.clone(), master, me, cfg.heartbeat_ms, faults);
     let outcome = tokio::select! {
         name = signal => {
             eprintln!("blockserver {id}: {name} received, shutting down");
@@ -210,17 +201,14 @@ async fn directed(
     master: Arc<MasterClient>,
     me: Server,
     heartbeat_ms: u64,
-    data_dir: PathBuf,
+    mut faults: FaultWatch,
 ) -> Error {
     let id = me.id;
     let every = Duration::from_millis(heartbeat_ms);
     let mut registered = false;
-    let mut partition = PartitionWatch::new(&data_dir, format!("blockserver {id}"));
     let stepping: Stepping = Arc::default();
     loop {
-        if let Some(filter) = partition.poll() {
-            server.set_filter(filter);
-        }
+        apply_faults(&server, &mut faults).await;
         // A replica that failed stops (its disk may have lost what it
         // said was synced); the others go on. Disks are probed, and the
         // ones failed on purpose applied.
@@ -231,11 +219,7 @@ async fn directed(
                 }
             }
         }
-        for (d, lost) in apply_disk_faults(&server, &data_dir)
-            .await
-            .into_iter()
-            .chain(server.check_disks().await)
-        {
+        for (d, lost) in server.check_disks().await {
             eprintln!(
                 "blockserver {id}: disk {} failed; replicas lost: {lost:?}",
                 d + 1
@@ -291,6 +275,7 @@ async fn directed(
             let hb = Heartbeat {
                 server: id,
                 replicas,
+                disks: server.disk_reports(),
             };
             let m = master.clone();
             match blocking(move || m.post::<_, Assignment>("/v1/heartbeat", &hb)).await {
@@ -480,36 +465,18 @@ async fn collect(server: &BlockServer, o: &GcOrder) {
     }
 }
 
-/// The file in a BlockServer's directory that lists the disks to fail
-/// (1-based numbers, JSON), as `cdsctl cds fail-disk` writes it.
-pub const FAILED_DISKS_FILE: &str = "failed-disks.json";
-
-/// Fails the disks the fault file lists that are not failed yet; returns
-/// (disk, groups lost) for each. A file that cannot be read or parsed is
-/// reported and ignored.
-async fn apply_disk_faults(server: &BlockServer, data_dir: &Path) -> Vec<(usize, Vec<u64>)> {
-    let path = data_dir.join(FAILED_DISKS_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Vec::new();
+/// Applies the fault files' changes (`cdsctl cds fault`): the Raft-link
+/// faults as the transport's filter, the disk faults on the disks.
+async fn apply_faults(server: &BlockServer, faults: &mut FaultWatch) {
+    let Some(now) = faults.poll() else {
+        return;
     };
-    let disks: Vec<usize> = match serde_json::from_str(&text) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("blockserver {}: {}: {e}", server.id(), path.display());
-            return Vec::new();
-        }
-    };
-    let mut out = Vec::new();
-    for d in disks {
-        if d == 0 {
-            continue;
-        }
-        let lost = server
-            .fail_disk(d - 1, "failed on purpose (cdsctl cds fail-disk)")
-            .await;
-        if !lost.is_empty() {
-            out.push((d - 1, lost));
-        }
+    server.set_filter(now.filter);
+    for (d, lost) in server.apply_disk_faults(&now.disks).await {
+        eprintln!(
+            "blockserver {}: disk {} failed on purpose; replicas lost: {lost:?}",
+            server.id(),
+            d + 1
+        );
     }
-    out
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::directory::{proc_dir, CdsCluster, ProcName, Role, CDS_FILE};
-use super::partition_file;
 use crate::blockserver::process::BlockServerFileConfig;
 use crate::devcluster::directory::{new_token, pick_ports, NodeEntry};
 use crate::devcluster::process::{self, NodeProgram, ProcState};
@@ -512,40 +511,6 @@ pub enum Fault {
     Pause,
     /// SIGCONT.
     Resume,
-}
-
-/// Cuts BlockServer `name`'s Raft links to every other BlockServer, in
-/// both directions (its replicas can neither lead nor follow); the
-/// server applies it at its next heartbeat (`heartbeat_ms`, 500 ms by
-/// default). Clients still reach it and are redirected or time out.
-pub fn partition(dir: &Path, name: ProcName) -> Result<Vec<u64>> {
-    let c = CdsCluster::load(dir)?;
-    let e = c.entry(name)?;
-    // Its Raft peers: the other BlockServers, or the other Masters.
-    let peers = match name.role {
-        Role::BlockServer => &c.servers,
-        Role::Master => &c.masters,
-        Role::SnapshotWorker => bail!(
-            Invalid,
-            "{name} is a SnapshotWorker: it has no Raft links to cut (kill or pause it instead)"
-        ),
-    };
-    let others: Vec<u64> = peers
-        .iter()
-        .map(|s| s.id)
-        .filter(|&i| i != name.id)
-        .collect();
-    partition_file::write(&e.data_dir, &others)?;
-    Ok(others)
-}
-
-/// Removes every process's partition (applied at its next look).
-pub fn heal(dir: &Path) -> Result<()> {
-    let c = CdsCluster::load(dir)?;
-    for e in c.masters.iter().chain(&c.servers) {
-        partition_file::remove(&e.data_dir)?;
-    }
-    Ok(())
 }
 
 /// Injects `fault` into process `name`.

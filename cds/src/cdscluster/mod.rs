@@ -15,10 +15,12 @@
 mod directory;
 mod lifecycle;
 mod nodes;
-pub mod partition_file;
+pub mod fault_file;
+pub mod faults;
 
 pub use directory::{CdsCluster, ProcName, Role, CDS_FILE};
 pub use lifecycle::{
-    down, fault, heal, partition, restart, status, up, Fault, ProcReport, UpOptions, DEFAULT_GROUPS,
+    down, fault, restart, status, up, Fault, ProcReport, UpOptions, DEFAULT_GROUPS,
 };
-pub use nodes::{add_server, drain, fail_disk, remove_server, NewServer};
+pub use faults::{fail_disk, heal, partition};
+pub use nodes::{add_server, drain, remove_server, NewServer};

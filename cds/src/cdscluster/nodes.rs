@@ -147,34 +147,3 @@ pub fn remove_server(dir: &Path, name: ProcName) -> Result<()> {
     c.save(dir)
 }
 
-/// Fails disk `disk` (1-based) of BlockServer `name` while it runs: its
-/// IO returns `EIO` from the server's next look (twice a second), its
-/// replicas are reported lost and rebuilt elsewhere by the Master; the
-/// server keeps serving from its other disks. Recorded in the server's
-/// directory, so it stays failed across restarts until the file
-/// (`failed-disks.json`) is removed.
-pub fn fail_disk(dir: &Path, name: ProcName, disk: usize) -> Result<()> {
-    server_id(name)?;
-    let c = CdsCluster::load(dir)?;
-    let e = c.entry(name)?;
-    let cfg = BlockServerFileConfig::load(&e.data_dir.join("config.json"))?;
-    if disk == 0 || disk > cfg.disks.len() {
-        bail!(
-            Invalid,
-            "{name} has disks 1 to {}, not {disk}",
-            cfg.disks.len()
-        );
-    }
-    let path = e
-        .data_dir
-        .join(crate::blockserver::process::FAILED_DISKS_FILE);
-    let mut failed: Vec<usize> = match std::fs::read_to_string(&path) {
-        Ok(t) => serde_json::from_str(&t).with_context(|| format!("reading {}", path.display()))?,
-        Err(_) => Vec::new(),
-    };
-    if !failed.contains(&disk) {
-        failed.push(disk);
-    }
-    let text = serde_json::to_string(&failed).context("encoding the failed disks")?;
-    crate::secret::write_private(&path, text.as_bytes())
-}

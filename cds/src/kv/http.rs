@@ -1333,6 +1333,9 @@ struct FilterBody {
     /// Hold what this node sends to each peer this many milliseconds.
     #[serde(default)]
     delay_to_ms: BTreeMap<NodeId, u64>,
+    /// Drop this percentage (0 to 100) of what this node sends to each peer.
+    #[serde(default)]
+    loss_to_pct: BTreeMap<NodeId, u8>,
 }
 
 async fn admin_filter(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -1354,6 +1357,12 @@ async fn admin_filter(State(s): State<AppState>, body: Result<Bytes, BytesReject
             format!("delay to {p} of {ms} ms is above the limit of {MAX_FILTER_DELAY_MS} ms"),
         );
     }
+    if let Some((p, pct)) = body.loss_to_pct.iter().find(|(_, &pct)| pct > 100) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("loss to {p} of {pct}% is above 100%"),
+        );
+    }
     let filter = FaultFilter {
         drop_to: body.drop_to,
         drop_from: body.drop_from,
@@ -1362,11 +1371,13 @@ async fn admin_filter(State(s): State<AppState>, body: Result<Bytes, BytesReject
             .iter()
             .map(|(&p, &ms)| (p, std::time::Duration::from_millis(ms)))
             .collect(),
+        loss_to: body.loss_to_pct.clone(),
     };
     let echo = json!({
         "drop_to": filter.drop_to,
         "drop_from": filter.drop_from,
         "delay_to_ms": body.delay_to_ms,
+        "loss_to_pct": body.loss_to_pct,
     });
     s.0.transport.set_filter(filter);
     eprintln!("node {}: fault filter set to {echo}", s.0.node().id());

@@ -83,6 +83,9 @@ pub struct ClusterView {
     /// The disk of each replica, as the servers last reported.
     #[serde(default)]
     pub replica_disks: Vec<ReplicaDisk>,
+    /// Each server's disks as its latest heartbeat reported them.
+    #[serde(default)]
+    pub disk_health: BTreeMap<u64, Vec<DiskReport>>,
 }
 
 /// One replica as its server reports it.
@@ -150,6 +153,32 @@ pub struct GcOrder {
 pub struct Heartbeat {
     pub server: u64,
     pub replicas: Vec<ReplicaReport>,
+    /// Each disk's state, in the server's disk order.
+    #[serde(default)]
+    pub disks: Vec<DiskReport>,
+}
+
+/// Whether a disk takes IO, as its server sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskHealth {
+    Ok,
+    /// Its IO fails: its replicas were lost, it takes no new one.
+    Failed,
+    /// Out of space: replicas that must grow a file fail; no new one.
+    Full,
+}
+
+/// One disk in a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskReport {
+    pub state: DiskHealth,
+    /// A slow-disk fault's wait per IO (0: none).
+    #[serde(default)]
+    pub slow_ms: u64,
+    /// Why it failed, if it did.
+    #[serde(default)]
+    pub why: Option<String>,
 }
 
 /// What the Master answers a heartbeat: the groups the server must host

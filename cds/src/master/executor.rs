@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use raft_core::Role;
 
+use super::api::DiskHealth;
 use super::http::{MasterApi, Soft, LIVE_WITHIN};
 use super::moves::MoveCommand;
 use super::schedule::{self, Limits, View};
@@ -84,6 +85,14 @@ pub async fn run(api: Arc<MasterApi>, grace: Duration, limits: Limits) {
                         .hosted
                         .iter()
                         .flat_map(|(&s, gs)| gs.iter().map(move |&g| (g, s)))
+                        .collect(),
+                    no_room: soft
+                        .disk_health
+                        .iter()
+                        .filter(|(_, ds)| {
+                            !ds.is_empty() && ds.iter().all(|d| d.state != DiskHealth::Ok)
+                        })
+                        .map(|(&s, _)| s)
                         .collect(),
                 };
                 schedule::plan(st, &view, limits, now_ms())

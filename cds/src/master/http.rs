@@ -22,6 +22,7 @@ use axum::{Json, Router};
 use raft_core::runtime::node::{NodeError, NodeHandle};
 
 use super::api::{
+    DiskReport,
     Allocate, ApiError, Assignment, CloneRequest, ClusterView, ConfReport, CreateGroups,
     CreateVolume, Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress,
     MAX_BODY_BYTES,
@@ -75,6 +76,8 @@ pub(super) struct Soft {
     pub(super) hosted: BTreeMap<u64, BTreeSet<u64>>,
     /// Each server's replicas by group, with their disk.
     pub(super) disks: BTreeMap<u64, BTreeMap<u64, u32>>,
+    /// Each server's disks as its latest heartbeat reported them.
+    pub(super) disk_health: BTreeMap<u64, Vec<DiskReport>>,
     /// Groups whose lost leader this Master asked a replica to replace,
     /// and when (asked again only after `ELECT_AFTER`).
     pub(super) elect_asked: BTreeMap<u64, Instant>,
@@ -380,6 +383,7 @@ async fn cluster(State(api): State<Api>) -> Response {
         degraded,
         stuck,
         replica_disks,
+        disk_health: soft.disk_health.clone(),
     })
     .into_response()
 }
@@ -451,6 +455,7 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
     soft.heard.insert(hb.server, Instant::now());
     soft.hosted
         .insert(hb.server, hb.replicas.iter().map(|r| r.group).collect());
+    soft.disk_health.insert(hb.server, hb.disks.clone());
     soft.disks.insert(
         hb.server,
         hb.replicas

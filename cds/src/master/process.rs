@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{router, MasterApi};
 use super::state_machine::{MasterSm, SharedState};
-use crate::cdscluster::partition_file::PartitionWatch;
+use crate::cdscluster::fault_file::FaultWatch;
 use crate::error::{bail, Context, Error, Result};
 
 /// The Master's Raft group id (its transport carries no other).
@@ -213,15 +213,17 @@ async fn serve(cfg: MasterConfig) -> Result<()> {
     let watch = {
         let node = node.clone();
         let transport = transport.clone();
-        let mut partition = PartitionWatch::new(&cfg.data_dir, format!("master {id}"));
+        // A Master has no disk faults (its log is not on a BlockServer
+        // disk); its Raft links take the network ones.
+        let mut faults = FaultWatch::new(&cfg.data_dir, format!("master {id}"));
         async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if let Some(f) = node.failure() {
                     return f;
                 }
-                if let Some(filter) = partition.poll() {
-                    transport.set_filter(filter);
+                if let Some(now) = faults.poll() {
+                    transport.set_filter(now.filter);
                 }
             }
         }

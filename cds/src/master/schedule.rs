@@ -48,6 +48,20 @@ pub struct View {
     pub confs: BTreeMap<u64, ConfReport>,
     /// Replicas servers reported hosting: (group, server).
     pub hosted: BTreeSet<(u64, u64)>,
+    /// Live servers none of whose disks can take a replica (every one
+    /// failed or full): given no new replica.
+    pub no_room: BTreeSet<u64>,
+}
+
+impl View {
+    /// Whether `s` may be given a new replica: heard, not dead, not
+    /// drained, with a disk that takes one.
+    pub fn takes(&self, s: &Server) -> bool {
+        self.live.contains(&s.id)
+            && !self.dead.contains(&s.id)
+            && !s.drained
+            && !self.no_room.contains(&s.id)
+    }
 }
 
 /// Concurrency limits of moves.
@@ -229,11 +243,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
             .servers
             .values()
             .filter(|s| {
-                view.live.contains(&s.id)
-                    && !view.dead.contains(&s.id)
-                    && !s.drained
-                    && !g.replicas.contains(&s.id)
-                    && only_to.is_none_or(|t| t == s.id)
+                view.takes(s) && !g.replicas.contains(&s.id) && only_to.is_none_or(|t| t == s.id)
             })
             .map(Server::candidate)
             .collect();
@@ -249,7 +259,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
             let all: Vec<Candidate> = state
                 .servers
                 .values()
-                .filter(|s| view.live.contains(&s.id) && !view.dead.contains(&s.id) && !s.drained)
+                .filter(|s| view.takes(s))
                 .map(Server::candidate)
                 .collect();
             if placement::spread_level(&all, n, false).ok() != Some(level) {
@@ -359,7 +369,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
     let usable: Vec<Candidate> = state
         .servers
         .values()
-        .filter(|s| view.live.contains(&s.id) && !view.dead.contains(&s.id) && !s.drained)
+        .filter(|s| view.takes(s))
         .map(Server::candidate)
         .collect();
     let load_now = load(state);
@@ -434,11 +444,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
         let load = load(state);
         let members: Vec<(u64, usize)> = load
             .iter()
-            .filter(|(s, _)| {
-                view.live.contains(s)
-                    && !view.dead.contains(s)
-                    && state.servers.get(s).is_some_and(|s| !s.drained)
-            })
+            .filter(|(s, _)| state.servers.get(s).is_some_and(|s| view.takes(s)))
             .map(|(&s, &n)| (s, n))
             .collect();
         let counts: Vec<usize> = members.iter().map(|&(_, n)| n).collect();

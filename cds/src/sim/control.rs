@@ -133,6 +133,8 @@ struct Soft {
     confs: BTreeMap<u64, ConfReport>,
     hosted: BTreeMap<NodeId, BTreeSet<u64>>,
     failed: BTreeMap<NodeId, BTreeSet<u64>>,
+    /// Servers whose heartbeat said no disk of theirs works.
+    no_room: BTreeSet<NodeId>,
 }
 
 struct Ctl {
@@ -452,10 +454,9 @@ impl Ctl {
                     let alive = |x: NodeId| x != pick && self.replica_alive(g, x);
                     quorum(&g.conf.voters, &alive) && quorum(&g.conf.outgoing, &alive)
                 });
-                // A server keeps one disk (one with none left would be
-                // offered replicas it cannot hold: the Master does not
-                // know disk health yet).
-                if safe && !self.servers[&pick].disks_failed.iter().any(|&f| f) {
+                // A server may lose both disks: its heartbeats then say so
+                // and the Master offers it no replica.
+                if safe && !self.servers[&pick].disks_failed[d] {
                     self.servers.get_mut(&pick).expect("server").disks_failed[d] = true;
                     for id in on_it {
                         if let Some(r) = self
@@ -540,6 +541,7 @@ impl Ctl {
                 .iter()
                 .flat_map(|(&s, gs)| gs.iter().map(move |&g| (g, s)))
                 .collect(),
+            no_room: self.soft.no_room.clone(),
         }
     }
 
@@ -718,6 +720,11 @@ impl Ctl {
         }
         self.soft.hosted.insert(s, hosted.clone());
         self.soft.failed.insert(s, failed);
+        if self.servers[&s].disks_failed.iter().all(|&f| f) {
+            self.soft.no_room.insert(s);
+        } else {
+            self.soft.no_room.remove(&s);
+        }
         // The answer: the groups it must host.
         let assigned: Vec<crate::master::Group> = self
             .master

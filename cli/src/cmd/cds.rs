@@ -7,6 +7,7 @@
 //! the arguments, calls it and prints what it returns.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -114,7 +115,8 @@ pub enum CdsCommand {
         #[command(flatten)]
         dir: CdsDir,
     },
-    /// Remove every Master's and BlockServer's partition.
+    /// Remove every network fault (partitions, delays, losses) of every
+    /// Master and BlockServer.
     Heal {
         #[command(flatten)]
         dir: CdsDir,
@@ -154,12 +156,20 @@ pub enum CdsCommand {
     /// Fail a BlockServer's disk while it runs (1 for its first): its IO
     /// returns EIO, its replicas are reported lost and rebuilt elsewhere,
     /// the server keeps serving from its other disks. The disk stays
-    /// failed across restarts until DIR/bN/failed-disks.json is removed.
+    /// failed, across restarts too, until `cdsctl cds fault clear bN`
+    /// (`cds fault disk-error --for D` fails it for a while).
     FailDisk {
         name: ProcName,
         disk: usize,
         #[command(flatten)]
         dir: CdsDir,
+    },
+    /// Inject a fault into one process for a while (`--for`), then undo
+    /// it: process, network, disk, CPU and memory faults. `fault list`
+    /// shows those in force, `fault clear` undoes them.
+    Fault {
+        #[command(subcommand)]
+        what: FaultCmd,
     },
     /// Stop draining a BlockServer (moves under way finish).
     Undrain {
@@ -192,6 +202,119 @@ pub enum CdsCommand {
     SnapshotWorker {
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+/// How long a fault lasts and which cluster it goes to.
+#[derive(Debug, Args)]
+pub struct FaultFor {
+    /// How long it lasts; then it is undone (Ctrl-C undoes it early).
+    /// Without: it stays until `cdsctl cds fault clear` (a hog needs it).
+    #[arg(long = "for", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    dir: CdsDir,
+}
+
+/// Subcommands of `cdsctl cds fault`.
+#[derive(Debug, Subcommand)]
+pub enum FaultCmd {
+    /// SIGKILL the process; restart it after --for.
+    Kill {
+        name: ProcName,
+        #[command(flatten)]
+        f: FaultFor,
+    },
+    /// SIGSTOP the process (a hung machine); SIGCONT after --for.
+    Stop {
+        name: ProcName,
+        #[command(flatten)]
+        f: FaultFor,
+    },
+    /// Cut its Raft links, both ways, to --peers (default: all its Raft
+    /// peers).
+    Partition {
+        name: ProcName,
+        /// Peers, comma-separated (b2,b3).
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<ProcName>,
+        #[command(flatten)]
+        f: FaultFor,
+    },
+    /// Send its Raft messages to --peers late.
+    Delay {
+        name: ProcName,
+        /// Milliseconds added to each message.
+        #[arg(long)]
+        ms: u64,
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<ProcName>,
+        #[command(flatten)]
+        f: FaultFor,
+    },
+    /// Drop a share of its Raft messages to --peers.
+    Drop {
+        name: ProcName,
+        /// Percent of messages dropped (1 to 100).
+        #[arg(long)]
+        pct: u8,
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<ProcName>,
+        #[command(flatten)]
+        f: FaultFor,
+    },
+    /// Fail a BlockServer disk (1 for its first): its IO returns EIO.
+    DiskError {
+        name: ProcName,
+        disk: usize,
+        #[command(flatten)]
+        f: FaultFor,
+    },
+    /// Make a BlockServer disk slow: every IO waits --ms first.
+    DiskSlow {
+        name: ProcName,
+        disk: usize,
+        #[arg(long)]
+        ms: u64,
+        #[command(flatten)]
+        f: FaultFor,
+    },
+    /// Fill a BlockServer disk: writes that need space return ENOSPC.
+    DiskFull {
+        name: ProcName,
+        disk: usize,
+        #[command(flatten)]
+        f: FaultFor,
+    },
+    /// Busy threads pinned to the CPUs the process runs on (this command
+    /// is the hog).
+    Cpu {
+        name: ProcName,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[command(flatten)]
+        f: FaultFor,
+    },
+    /// Memory pressure beside the process: this command holds --mib MiB
+    /// resident.
+    Memory {
+        name: ProcName,
+        #[arg(long)]
+        mib: u64,
+        #[command(flatten)]
+        f: FaultFor,
+    },
+    /// The faults in force: fault files and stopped processes.
+    List {
+        #[command(flatten)]
+        dir: CdsDir,
+    },
+    /// Undo every fault (of one process, or all): fault files removed,
+    /// stopped processes continued.
+    Clear {
+        name: Option<ProcName>,
+        #[command(flatten)]
+        dir: CdsDir,
     },
 }
 
@@ -494,6 +617,7 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             outln!("{name} disk {disk} failing: its replicas will be rebuilt elsewhere");
             Ok(())
         }
+        CdsCommand::Fault { what } => fault(what),
         CdsCommand::Undrain { name, dir } => {
             cdscluster::drain(&dir.dir, name, false)?;
             outln!("{name} no longer drained");
@@ -523,6 +647,72 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
         CdsCommand::Blockserver { config } => Ok(cds::blockserver::process::run(&config)?),
         CdsCommand::SnapshotWorker { config } => Ok(cds::snapshotworker::process::run(&config)?),
     }
+}
+
+/// Set by SIGINT while a fault waits out its duration: the fault is then
+/// undone at once.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn fault(what: FaultCmd) -> Result<()> {
+    use cdscluster::faults::{self, Injection};
+    let (name, inj, f) = match what {
+        FaultCmd::List { dir } => {
+            let all = faults::list(&dir.dir)?;
+            if all.is_empty() {
+                outln!("no fault in force");
+            }
+            for a in all {
+                let left = a
+                    .left
+                    .map_or("until cleared".into(), |d| format!("{:.1}s left", d.as_secs_f64()));
+                outln!("{:<4} {:<14} {} ({left})", a.process, a.name, a.what);
+            }
+            return Ok(());
+        }
+        FaultCmd::Clear { name, dir } => {
+            let undone = faults::clear(&dir.dir, name)?;
+            if undone.is_empty() {
+                outln!("no fault to undo");
+            }
+            for line in undone {
+                outln!("{line}");
+            }
+            return Ok(());
+        }
+        FaultCmd::Kill { name, f } => (name, Injection::Kill, f),
+        FaultCmd::Stop { name, f } => (name, Injection::Stop, f),
+        FaultCmd::Partition { name, peers, f } => (name, Injection::Cut { peers }, f),
+        FaultCmd::Delay { name, ms, peers, f } => (name, Injection::Delay { peers, ms }, f),
+        FaultCmd::Drop {
+            name,
+            pct,
+            peers,
+            f,
+        } => (name, Injection::Loss { peers, pct }, f),
+        FaultCmd::DiskError { name, disk, f } => (name, Injection::DiskError { disk }, f),
+        FaultCmd::DiskSlow { name, disk, ms, f } => (name, Injection::DiskSlow { disk, ms }, f),
+        FaultCmd::DiskFull { name, disk, f } => (name, Injection::DiskFull { disk }, f),
+        FaultCmd::Cpu { name, threads, f } => (name, Injection::Cpu { threads }, f),
+        FaultCmd::Memory { name, mib, f } => (name, Injection::Memory { mib }, f),
+    };
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+    faults::inject(
+        &f.dir.dir,
+        &exe()?,
+        name,
+        &inj,
+        f.duration,
+        &INTERRUPTED,
+        &mut |line| outln!("{line}"),
+    )?;
+    Ok(())
 }
 
 fn status(dir: &std::path::Path, json: bool) -> Result<()> {

@@ -437,6 +437,9 @@ pub struct FaultFilter {
     /// Envelopes to these nodes are written this long after they are sent
     /// (the delay is fixed when the envelope is queued).
     pub delay_to: BTreeMap<NodeId, Duration>,
+    /// Envelopes to these nodes are dropped when sent with this chance,
+    /// in percent (100 drops them all); each envelope draws on its own.
+    pub loss_to: BTreeMap<NodeId, u8>,
 }
 
 /// One thing worth telling an operator. A peer that keeps failing the same
@@ -689,6 +692,7 @@ impl Transport {
             counters: Counters::default(),
             events: Mutex::new(VecDeque::new()),
             filter: Mutex::new(FaultFilter::default()),
+            loss_draw: AtomicU64::new(cfg.node_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
             peers: Mutex::new(BTreeMap::new()),
             inbound_tx: Mutex::new(Some(inbound_tx)),
             inbound_budget,
@@ -867,6 +871,18 @@ impl TransportHandle {
     }
 }
 
+/// A number below 100 from the loss filter's generator (a splitmix64 step:
+/// the filter is a fault injected on purpose, so it needs spread, not
+/// secrecy).
+fn draw_percent(state: &AtomicU64) -> u64 {
+    let mut z = state
+        .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) % 100
+}
+
 impl Outbox for TransportHandle {
     /// Queues `env` for its peer without blocking. Drops it (and counts why)
     /// when the filter says so, the peer is unknown, the envelope is past
@@ -884,6 +900,12 @@ impl Outbox for TransportHandle {
             if f.drop_to.contains(&to) {
                 bump(&c.dropped_filter);
                 return;
+            }
+            if let Some(&pct) = f.loss_to.get(&to) {
+                if draw_percent(&inner.loss_draw) < u64::from(pct) {
+                    bump(&c.dropped_filter);
+                    return;
+                }
             }
             f.delay_to.get(&to).copied()
         };
@@ -929,6 +951,8 @@ struct Inner {
     /// The recent events, at most MAX_EVENTS.
     events: Mutex<VecDeque<TransportEvent>>,
     filter: Mutex<FaultFilter>,
+    /// The state of the loss filter's draws (see [`draw_percent`]).
+    loss_draw: AtomicU64,
     peers: Mutex<BTreeMap<NodeId, Peer>>,
     /// Taken at shutdown, so the receiver ends once readers are gone.
     inbound_tx: Mutex<Option<mpsc::Sender<InboundItem>>>,
