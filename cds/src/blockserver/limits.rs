@@ -74,3 +74,8 @@ pub const TRASH_KEEP: Duration = Duration::from_secs(600);
 /// How close (in entries) a learner's log must be to the leader's before
 /// a move makes it a voter.
 pub const MOVE_CATCHUP_MARGIN: u64 = 64;
+
+/// How long a heartbeat waits for one replica's status before it sends
+/// that replica's previous report (a replica busy on a slow disk must not
+/// hold back the server's heartbeat).
+pub const REPORT_WITHIN: Duration = Duration::from_millis(100);

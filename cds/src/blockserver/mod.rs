@@ -151,6 +151,10 @@ pub(crate) struct Inner {
     /// Replicas on a failed disk: stopped, reported failed until the
     /// Master's GC order lets the server forget them.
     lost: Mutex<BTreeMap<u64, String>>,
+    /// Lost replicas that stopped while their disk was full, by disk: their
+    /// files are whole (a write that found no space wrote nothing the
+    /// replica acknowledged), so they start again once it has room.
+    stalled: Mutex<BTreeMap<u64, usize>>,
     pub(crate) groups: RwLock<BTreeMap<u64, Replica>>,
     /// Where the other servers serve the data path (from the config, then
     /// as the Master tells): a repair asks them for copies.
@@ -237,6 +241,7 @@ impl BlockServer {
             disk_by_fault: Mutex::new(BTreeSet::new()),
             disk_why: Mutex::new(BTreeMap::new()),
             lost: Mutex::new(BTreeMap::new()),
+            stalled: Mutex::new(BTreeMap::new()),
             groups: RwLock::new(BTreeMap::new()),
             data_addr,
             tasks: Mutex::new(Vec::new()),
@@ -452,7 +457,11 @@ impl BlockServer {
         for (i, st) in self.inner.disk_state.iter().enumerate() {
             let f = faults.get(&i).copied().unwrap_or_default();
             st.set_slow_ms(f.slow_ms);
+            let was_full = st.is_full();
             st.set_full(f.full);
+            if was_full && !f.full {
+                self.resume_stalled(i);
+            }
             let by_fault = self
                 .inner
                 .disk_by_fault
@@ -575,8 +584,20 @@ impl BlockServer {
             .groups
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&group)
-            .is_some();
+            .remove(&group);
+        let removed = match removed {
+            Some(r) => {
+                if self.inner.disk_state[r.disk].is_full() {
+                    self.inner
+                        .stalled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(group, r.disk);
+                }
+                true
+            }
+            None => false,
+        };
         if removed {
             let _ = self.inner.host.remove_group(group).await;
             self.inner
@@ -607,8 +628,52 @@ impl BlockServer {
             .clone()
     }
 
+    /// Starts again the replicas that stopped because disk `i` was full
+    /// and are still lost (the Master has not moved their group away): from
+    /// their files, as after a restart. The Master's GC removes the ones
+    /// whose group went on without them.
+    fn resume_stalled(&self, i: usize) {
+        let groups: Vec<u64> = {
+            let mut stalled = self.inner.stalled.lock().unwrap_or_else(|p| p.into_inner());
+            let mine: Vec<u64> = stalled
+                .iter()
+                .filter(|(_, &d)| d == i)
+                .map(|(&g, _)| g)
+                .collect();
+            for g in &mine {
+                stalled.remove(g);
+            }
+            mine
+        };
+        for g in groups {
+            if self
+                .inner
+                .lost
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&g)
+                .is_none()
+            {
+                continue;
+            }
+            match self.create_group(g, Vec::new()) {
+                Ok(_) => eprintln!(
+                    "blockserver {}: group {g}: replica started again (disk {} has room)",
+                    self.inner.cfg.id,
+                    i + 1
+                ),
+                Err(e) => self.mark_lost(g, format!("starting again after a full disk: {e}")),
+            }
+        }
+    }
+
     /// Forgets a lost replica (the Master moved the group away).
     pub fn forget_lost(&self, group: u64) -> bool {
+        self.inner
+            .stalled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group);
         self.inner
             .lost
             .lock()

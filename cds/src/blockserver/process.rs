@@ -11,6 +11,7 @@
 //! reported lost; the process goes on serving the others, and the Master
 //! rebuilds the lost ones elsewhere.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::REPORT_WITHIN;
 use super::{BlockServer, BlockServerConfig};
 use crate::cdscluster::fault_file::FaultWatch;
 use crate::error::{bail, Context, Error, Result};
@@ -207,6 +209,7 @@ async fn directed(
     let every = Duration::from_millis(heartbeat_ms);
     let mut registered = false;
     let stepping: Stepping = Arc::default();
+    let mut last_reports: BTreeMap<u64, ReplicaReport> = BTreeMap::new();
     loop {
         apply_faults(&server, &mut faults).await;
         // A replica that failed stops (its disk may have lost what it
@@ -241,7 +244,18 @@ async fn directed(
         if registered {
             let mut replicas = Vec::new();
             for (g, node, disk) in server.groups() {
-                if let Ok(st) = node.status().await {
+                // A replica busy on a slow disk may take long to answer:
+                // its previous report goes instead, so one slow disk does
+                // not hold back the heartbeat and make the whole server
+                // look dead.
+                let status = tokio::time::timeout(REPORT_WITHIN, node.status()).await;
+                let Ok(status) = status else {
+                    if let Some(r) = last_reports.get(&g) {
+                        replicas.push(r.clone());
+                    }
+                    continue;
+                };
+                if let Ok(st) = status {
                     let r = &st.raft;
                     let m = &r.membership;
                     replicas.push(ReplicaReport {
@@ -272,6 +286,11 @@ async fn directed(
                     disk: None,
                 });
             }
+            last_reports = replicas
+                .iter()
+                .filter(|r| r.conf.is_some())
+                .map(|r| (r.group, r.clone()))
+                .collect();
             let hb = Heartbeat {
                 server: id,
                 replicas,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cds::cdscluster::{self, Fault, ProcName, UpOptions, DEFAULT_GROUPS};
+use cds::master::api::{DiskHealth, DiskReport};
 use cds::topology::Topology;
 use clap::{Args, Subcommand};
 
@@ -715,6 +716,17 @@ fn fault(what: FaultCmd) -> Result<()> {
     Ok(())
 }
 
+/// The mark after a disk's replica count in `cds status`: F full, X
+/// failed, s slow, nothing when well (or not reported).
+fn disk_mark(d: Option<&DiskReport>) -> &'static str {
+    match d {
+        Some(d) if d.state == DiskHealth::Failed => "X",
+        Some(d) if d.state == DiskHealth::Full => "F",
+        Some(d) if d.slow_ms > 0 => "s",
+        _ => "",
+    }
+}
+
 fn status(dir: &std::path::Path, json: bool) -> Result<()> {
     let (procs, view) = cdscluster::status(dir)?;
     if json {
@@ -794,12 +806,12 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
         }
         (0..s.disks.len() as u32)
             .map(|d| {
-                per_disk
+                let n = per_disk
                     .get(&s.id)
                     .and_then(|m| m.get(&d))
                     .copied()
-                    .unwrap_or(0)
-                    .to_string()
+                    .unwrap_or(0);
+                format!("{n}{}", disk_mark(v.disk_health.get(&s.id).and_then(|h| h.get(d as usize))))
             })
             .collect::<Vec<_>>()
             .join("+")
@@ -884,6 +896,21 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
                 now_ms.saturating_sub(m.started_ms) as f64 / 1000.0
             );
         }
+    }
+    let mut unwell = Vec::new();
+    for (server, disks) in &v.disk_health {
+        for (i, d) in disks.iter().enumerate() {
+            let what = match d.state {
+                DiskHealth::Ok if d.slow_ms == 0 => continue,
+                DiskHealth::Ok => format!("slow ({} ms per IO)", d.slow_ms),
+                DiskHealth::Full => "full".to_string(),
+                DiskHealth::Failed => format!("failed: {}", d.why.as_deref().unwrap_or("?")),
+            };
+            unwell.push(format!("b{server} disk {}: {what}", i + 1));
+        }
+    }
+    if !unwell.is_empty() {
+        outln!("disks not well (F full, X failed, s slow): {}", unwell.join("; "));
     }
     if !v.degraded.is_empty() {
         outln!(
