@@ -594,7 +594,10 @@ async fn fault_filter_partitions_and_heals() {
             a.send(heartbeat(1, 1, 2, i));
         }
         let dropped = a.stats().dropped_filter - before;
-        assert!((120..=280).contains(&dropped), "{dropped} of 400 dropped at 50%");
+        assert!(
+            (120..=280).contains(&dropped),
+            "{dropped} of 400 dropped at 50%"
+        );
         let got = recv_n(&mut rx_b, (400 - dropped) as usize, Duration::from_secs(10)).await;
         assert_eq!(got.len() as u64, 400 - dropped);
         a.set_filter(FaultFilter::default());

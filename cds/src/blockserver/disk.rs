@@ -246,13 +246,19 @@ mod tests {
         let enospc = |e: io::Error| e.raw_os_error() == Some(libc::ENOSPC);
         assert!(f.write_all(b"more").is_err_and(enospc), "growing");
         f.seek(10).expect("seek");
-        f.write_all(&[2; 50]).expect("an in-place write needs no space");
+        f.write_all(&[2; 50])
+            .expect("an in-place write needs no space");
         assert!(f.set_len(200).is_err_and(enospc));
         f.set_len(60).expect("shrinking");
         let mut a = fs.open(&path, OpenMode::Append).expect("append");
         assert!(a.write_all(b"x").is_err_and(enospc), "appending");
-        let mut n = fs.open(&dir.path().join("new"), OpenMode::Create).expect("create");
-        assert!(n.write_all(b"y").is_err_and(enospc), "a new file's data needs space");
+        let mut n = fs
+            .open(&dir.path().join("new"), OpenMode::Create)
+            .expect("create");
+        assert!(
+            n.write_all(b"y").is_err_and(enospc),
+            "a new file's data needs space"
+        );
         state.set_full(false);
         a.write_all(b"x").expect("space again");
         assert_eq!(fs.metadata(&path).expect("meta").len, 61);

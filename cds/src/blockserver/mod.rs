@@ -42,9 +42,9 @@ use raft_core::storage::local::{open_in_host, LocalOptions};
 use raft_core::{ConfState, NodeId};
 use tokio::task::JoinHandle;
 
-use crate::master::api::{DiskHealth, DiskReport};
 use crate::blockgroup::{BlockGroupSm, SharedEngine, GC_SLICES_PER_BATCH};
 use crate::engine::{Engine, EngineError, Geometry};
+use crate::master::api::{DiskHealth, DiskReport};
 
 /// Where a peer BlockServer listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -474,7 +474,10 @@ impl BlockServer {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(i);
-                out.push((i, self.fail_disk(i, "failed on purpose (a fault file)").await));
+                out.push((
+                    i,
+                    self.fail_disk(i, "failed on purpose (a fault file)").await,
+                ));
             } else if !f.error && by_fault {
                 self.heal_disk(i);
             }

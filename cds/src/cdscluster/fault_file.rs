@@ -336,9 +336,27 @@ mod tests {
     fn faults_add_up_and_expire() {
         let rs = [
             rec(FaultKind::Cut { peers: vec![2] }, None),
-            rec(FaultKind::Delay { peers: vec![3], ms: 20 }, Some(1_000)),
-            rec(FaultKind::Delay { peers: vec![3], ms: 50 }, Some(2_000)),
-            rec(FaultKind::Loss { peers: vec![3], pct: 200 }, None),
+            rec(
+                FaultKind::Delay {
+                    peers: vec![3],
+                    ms: 20,
+                },
+                Some(1_000),
+            ),
+            rec(
+                FaultKind::Delay {
+                    peers: vec![3],
+                    ms: 50,
+                },
+                Some(2_000),
+            ),
+            rec(
+                FaultKind::Loss {
+                    peers: vec![3],
+                    pct: 200,
+                },
+                None,
+            ),
             rec(FaultKind::DiskSlow { disk: 2, ms: 5 }, None),
             rec(FaultKind::DiskFull { disk: 2 }, None),
             rec(FaultKind::DiskError { disk: 0 }, None),
@@ -350,7 +368,15 @@ mod tests {
         assert_eq!(f.filter.loss_to[&3], 100);
         assert_eq!(
             f.disks,
-            [(1, DiskFault { error: false, slow_ms: 5, full: true })].into()
+            [(
+                1,
+                DiskFault {
+                    error: false,
+                    slow_ms: 5,
+                    full: true
+                }
+            )]
+            .into()
         );
         let later = InForce::of(&rs, 2_000);
         assert!(later.filter.delay_to.is_empty(), "expired at its deadline");
@@ -361,16 +387,41 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut w = FaultWatch::new(dir.path(), "test");
         assert_eq!(w.poll(), None, "no files, nothing in force");
-        add(dir.path(), "slow", &rec(FaultKind::DiskSlow { disk: 1, ms: 9 }, None)).expect("add");
-        add(dir.path(), "gone", &rec(FaultKind::DiskError { disk: 1 }, Some(1))).expect("add");
+        add(
+            dir.path(),
+            "slow",
+            &rec(FaultKind::DiskSlow { disk: 1, ms: 9 }, None),
+        )
+        .expect("add");
+        add(
+            dir.path(),
+            "gone",
+            &rec(FaultKind::DiskError { disk: 1 }, Some(1)),
+        )
+        .expect("add");
         let f = w.poll().expect("a change");
-        assert_eq!(f.disks[&0], DiskFault { error: false, slow_ms: 9, full: false });
-        assert!(!dir.path().join("faults/gone.json").exists(), "expired file removed");
+        assert_eq!(
+            f.disks[&0],
+            DiskFault {
+                error: false,
+                slow_ms: 9,
+                full: false
+            }
+        );
+        assert!(
+            !dir.path().join("faults/gone.json").exists(),
+            "expired file removed"
+        );
         std::fs::write(dir.path().join("faults/typo.json"), b"{").expect("write");
         remove(dir.path(), "slow").expect("remove");
         assert_eq!(w.poll(), None, "a malformed file changes nothing");
         std::fs::remove_file(dir.path().join("faults/typo.json")).expect("rm");
         assert_eq!(w.poll(), Some(InForce::default()));
-        assert!(add(dir.path(), "../x", &rec(FaultKind::Cut { peers: vec![] }, None)).is_err());
+        assert!(add(
+            dir.path(),
+            "../x",
+            &rec(FaultKind::Cut { peers: vec![] }, None)
+        )
+        .is_err());
     }
 }

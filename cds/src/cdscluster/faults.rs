@@ -128,7 +128,10 @@ fn peer_ids(c: &CdsCluster, name: ProcName, peers: &[ProcName]) -> Result<Vec<u6
 
 fn check_disk(e: &NodeEntry, name: ProcName, disk: usize) -> Result<()> {
     if name.role != Role::BlockServer {
-        bail!(Invalid, "{name} is not a BlockServer (b1, b2, ...): it has no disks");
+        bail!(
+            Invalid,
+            "{name} is not a BlockServer (b1, b2, ...): it has no disks"
+        );
     }
     let cfg = BlockServerFileConfig::load(&e.data_dir.join("config.json"))?;
     if disk == 0 || disk > cfg.disks.len() {
@@ -233,7 +236,9 @@ pub fn inject(
         };
         fault_file::add(&e.data_dir, &file, &record)?;
         if process::state(&e) == ProcState::Down {
-            say(format!("{name} is not running: it applies the fault when it starts"));
+            say(format!(
+                "{name} is not running: it applies the fault when it starts"
+            ));
         }
         let Some(d) = duration else {
             say(format!("{name}: {fault} (until `cdsctl cds fault clear`)"));
@@ -255,7 +260,9 @@ pub fn inject(
             }
             process::kill(&e)?;
             let Some(d) = duration else {
-                say(format!("{name}: killed (SIGKILL); `cdsctl cds restart {name}` brings it back"));
+                say(format!(
+                    "{name}: killed (SIGKILL); `cdsctl cds restart {name}` brings it back"
+                ));
                 return Ok(());
             };
             say(format!("{name}: killed (SIGKILL) for {d:?}"));
@@ -271,7 +278,9 @@ pub fn inject(
         Injection::Stop => {
             process::signal(&e, libc::SIGSTOP)?;
             let Some(d) = duration else {
-                say(format!("{name}: stopped (SIGSTOP) until `cdsctl cds resume {name}`"));
+                say(format!(
+                    "{name}: stopped (SIGSTOP) until `cdsctl cds resume {name}`"
+                ));
                 return Ok(());
             };
             say(format!("{name}: stopped (SIGSTOP) for {d:?}"));
@@ -284,7 +293,10 @@ pub fn inject(
                 Error::Invalid("a CPU hog needs --for: this command is the hog".into())
             })?;
             if *threads == 0 || *threads > MAX_HOG_THREADS {
-                bail!(Invalid, "--threads must be 1 to {MAX_HOG_THREADS}, not {threads}");
+                bail!(
+                    Invalid,
+                    "--threads must be 1 to {MAX_HOG_THREADS}, not {threads}"
+                );
             }
             let cpus = affinity_of(&e)?;
             say(format!(
@@ -334,7 +346,8 @@ fn affinity_of(e: &NodeEntry) -> Result<Vec<usize>> {
         .ok_or_else(|| Error::Cluster("no pid recorded".into()))?;
     // SAFETY: `set` is a plain bit set the call fills; its size is passed.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error()).context("reading the process's CPU affinity");
     }
@@ -365,7 +378,9 @@ fn cpu_hog(cpus: &[usize], threads: usize, until: Instant, cancel: &AtomicBool) 
                 let mut x = 1u64;
                 while !stop.load(Ordering::Relaxed) {
                     for _ in 0..100_000 {
-                        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1),
+                        );
                     }
                 }
                 x
@@ -408,7 +423,13 @@ fn memory_hog(mib: u64) -> Result<Vec<u8>> {
 fn meminfo_field(text: &str, field: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map(|kb| kb / 1024)
 }
 

@@ -13,14 +13,14 @@
 //! (BlockServers).
 
 mod directory;
-mod lifecycle;
-mod nodes;
 pub mod fault_file;
 pub mod faults;
+mod lifecycle;
+mod nodes;
 
 pub use directory::{CdsCluster, ProcName, Role, CDS_FILE};
+pub use faults::{fail_disk, heal, partition};
 pub use lifecycle::{
     down, fault, restart, status, up, Fault, ProcReport, UpOptions, DEFAULT_GROUPS,
 };
-pub use faults::{fail_disk, heal, partition};
 pub use nodes::{add_server, drain, remove_server, NewServer};

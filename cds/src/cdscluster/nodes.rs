@@ -146,4 +146,3 @@ pub fn remove_server(dir: &Path, name: ProcName) -> Result<()> {
     c.servers.retain(|s| s.id != id);
     c.save(dir)
 }
-

@@ -22,10 +22,9 @@ use axum::{Json, Router};
 use raft_core::runtime::node::{NodeError, NodeHandle};
 
 use super::api::{
-    DiskReport,
     Allocate, ApiError, Assignment, CloneRequest, ClusterView, ConfReport, CreateGroups,
-    CreateVolume, Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress,
-    MAX_BODY_BYTES,
+    CreateVolume, DiskReport, Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName,
+    TaskProgress, MAX_BODY_BYTES,
 };
 use super::balance;
 use super::snapshot::{SnapshotCommand, Task, TaskState};

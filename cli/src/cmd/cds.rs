@@ -667,9 +667,9 @@ fn fault(what: FaultCmd) -> Result<()> {
                 outln!("no fault in force");
             }
             for a in all {
-                let left = a
-                    .left
-                    .map_or("until cleared".into(), |d| format!("{:.1}s left", d.as_secs_f64()));
+                let left = a.left.map_or("until cleared".into(), |d| {
+                    format!("{:.1}s left", d.as_secs_f64())
+                });
                 outln!("{:<4} {:<14} {} ({left})", a.process, a.name, a.what);
             }
             return Ok(());
@@ -811,7 +811,10 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
                     .and_then(|m| m.get(&d))
                     .copied()
                     .unwrap_or(0);
-                format!("{n}{}", disk_mark(v.disk_health.get(&s.id).and_then(|h| h.get(d as usize))))
+                format!(
+                    "{n}{}",
+                    disk_mark(v.disk_health.get(&s.id).and_then(|h| h.get(d as usize)))
+                )
             })
             .collect::<Vec<_>>()
             .join("+")
@@ -910,7 +913,10 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
         }
     }
     if !unwell.is_empty() {
-        outln!("disks not well (F full, X failed, s slow): {}", unwell.join("; "));
+        outln!(
+            "disks not well (F full, X failed, s slow): {}",
+            unwell.join("; ")
+        );
     }
     if !v.degraded.is_empty() {
         outln!(
