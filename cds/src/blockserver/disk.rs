@@ -22,7 +22,9 @@ use raft_core::storage::fs::{Fs, FsFile, Metadata, OpenMode};
 pub struct DiskState {
     /// Every call returns `EIO`.
     failed: AtomicBool,
-    /// Every call waits this long first (a slow device).
+    /// Syncs and reads wait this long first (a slow device: buffered
+    /// writes land in the page cache at memory speed; what reaches the
+    /// device, a flush or a read, waits).
     slow_ms: AtomicU64,
     /// A write that would grow a file returns `ENOSPC`.
     full: AtomicBool,
@@ -48,13 +50,18 @@ impl DiskState {
         self.full.store(on, Ordering::Release);
     }
 
-    /// Before any call: the slow disk's wait, then the failed disk's
-    /// error. The wait blocks the calling thread, as a slow device does.
-    fn check(&self) -> io::Result<()> {
+    /// Before a sync or a read: the slow disk's wait (blocking the calling
+    /// thread, as a slow device does), then the failed disk's error.
+    fn check_device(&self) -> io::Result<()> {
         let ms = self.slow_ms();
         if ms > 0 {
             std::thread::sleep(Duration::from_millis(ms));
         }
+        self.check()
+    }
+
+    /// Before any call: the failed disk's error.
+    fn check(&self) -> io::Result<()> {
         if self.is_failed() {
             Err(io::Error::from_raw_os_error(libc::EIO))
         } else {
@@ -116,11 +123,11 @@ impl Fs for DiskFs {
         }))
     }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.state.check()?;
+        self.state.check_device()?;
         self.inner.read(path)
     }
     fn read_exact_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.state.check()?;
+        self.state.check_device()?;
         self.inner.read_exact_at(path, offset, buf)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -136,11 +143,11 @@ impl Fs for DiskFs {
         self.inner.remove_dir_all(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.state.check()?;
+        self.state.check_device()?;
         self.inner.sync_dir(dir)
     }
     fn sync_fs(&self, dir: &Path) -> io::Result<()> {
-        self.state.check()?;
+        self.state.check_device()?;
         self.inner.sync_fs(dir)
     }
 }
@@ -174,7 +181,7 @@ impl FsFile for DiskFile {
         Ok(())
     }
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.state.check()?;
+        self.state.check_device()?;
         self.inner.read_exact_at(offset, buf)
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
@@ -185,11 +192,11 @@ impl FsFile for DiskFile {
         Ok(())
     }
     fn sync_data(&mut self) -> io::Result<()> {
-        self.state.check()?;
+        self.state.check_device()?;
         self.inner.sync_data()
     }
     fn sync_all(&mut self) -> io::Result<()> {
-        self.state.check()?;
+        self.state.check_device()?;
         self.inner.sync_all()
     }
 }

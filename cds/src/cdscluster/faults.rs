@@ -36,7 +36,7 @@ use crate::error::{bail, Context, Error, Result};
 pub const MAX_FAULT_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// The longest network delay (the KV's admin filter has the same bound).
 pub const MAX_DELAY_MS: u64 = crate::kv::limits::MAX_FILTER_DELAY_MS;
-/// The longest wait a slow disk adds to each IO.
+/// The longest wait a slow disk adds to each sync and read.
 pub const MAX_SLOW_MS: u64 = 10_000;
 /// The most busy threads a CPU hog runs.
 pub const MAX_HOG_THREADS: usize = 64;
@@ -59,7 +59,7 @@ pub enum Injection {
     Loss { peers: Vec<ProcName>, pct: u8 },
     /// Disk `disk` (1-based) returns EIO.
     DiskError { disk: usize },
-    /// Disk `disk` waits `ms` before each IO.
+    /// Disk `disk` waits `ms` before each sync and read.
     DiskSlow { disk: usize, ms: u64 },
     /// Disk `disk` is out of space.
     DiskFull { disk: usize },

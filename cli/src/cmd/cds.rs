@@ -271,7 +271,8 @@ pub enum FaultCmd {
         #[command(flatten)]
         f: FaultFor,
     },
-    /// Make a BlockServer disk slow: every IO waits --ms first.
+    /// Make a BlockServer disk slow: every sync and read waits --ms first
+    /// (buffered writes do not: they land in the page cache).
     DiskSlow {
         name: ProcName,
         disk: usize,
@@ -905,7 +906,7 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
         for (i, d) in disks.iter().enumerate() {
             let what = match d.state {
                 DiskHealth::Ok if d.slow_ms == 0 => continue,
-                DiskHealth::Ok => format!("slow ({} ms per IO)", d.slow_ms),
+                DiskHealth::Ok => format!("slow ({} ms per sync and read)", d.slow_ms),
                 DiskHealth::Full => "full".to_string(),
                 DiskHealth::Failed => format!("failed: {}", d.why.as_deref().unwrap_or("?")),
             };
