@@ -54,7 +54,9 @@ impl std::fmt::Display for FaultKind {
                 write!(f, "{pct}% of Raft sends to {peers:?} dropped")
             }
             FaultKind::DiskError { disk } => write!(f, "disk {disk} failed (EIO)"),
-            FaultKind::DiskSlow { disk, ms } => write!(f, "disk {disk} slow by {ms} ms per sync and read"),
+            FaultKind::DiskSlow { disk, ms } => {
+                write!(f, "disk {disk} slow by {ms} ms per sync and read")
+            }
             FaultKind::DiskFull { disk } => write!(f, "disk {disk} full (ENOSPC)"),
         }
     }
