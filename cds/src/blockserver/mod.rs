@@ -30,6 +30,7 @@ mod serve;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -44,7 +45,31 @@ use tokio::task::JoinHandle;
 
 use crate::blockgroup::{BlockGroupSm, SharedEngine, GC_SLICES_PER_BATCH};
 use crate::engine::{Engine, EngineError, Geometry};
-use crate::master::api::{DiskHealth, DiskReport};
+use crate::master::api::{DiskHealth, DiskReport, IoTotals};
+
+/// Counters of the data path's requests, bumped as each arrives.
+#[derive(Debug, Default)]
+pub(crate) struct IoCounters {
+    pub(crate) reads: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) read_bytes: AtomicU64,
+    pub(crate) write_bytes: AtomicU64,
+}
+
+/// (size, free bytes) of the file system under `dir`, by `statvfs`.
+pub(crate) fn space(dir: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte in the path")
+    })?;
+    // SAFETY: statvfs fills the struct we own from a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let unit = st.f_frsize as u64;
+    Ok((st.f_blocks as u64 * unit, st.f_bavail as u64 * unit))
+}
 
 /// Where a peer BlockServer listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +180,8 @@ pub(crate) struct Inner {
     /// files are whole (a write that found no space wrote nothing the
     /// replica acknowledged), so they start again once it has room.
     stalled: Mutex<BTreeMap<u64, usize>>,
+    /// Data-path requests taken since start (for heartbeats' IO rates).
+    pub(crate) io: IoCounters,
     pub(crate) groups: RwLock<BTreeMap<u64, Replica>>,
     /// Where the other servers serve the data path (from the config, then
     /// as the Master tells): a repair asks them for copies.
@@ -242,6 +269,7 @@ impl BlockServer {
             disk_why: Mutex::new(BTreeMap::new()),
             lost: Mutex::new(BTreeMap::new()),
             stalled: Mutex::new(BTreeMap::new()),
+            io: IoCounters::default(),
             groups: RwLock::new(BTreeMap::new()),
             data_addr,
             tasks: Mutex::new(Vec::new()),
@@ -424,7 +452,8 @@ impl BlockServer {
             .disk_state
             .iter()
             .enumerate()
-            .map(|(i, st)| DiskReport {
+            .map(|(i, st)| (i, st, space(&self.inner.cfg.disks[i]).unwrap_or((0, 0))))
+            .map(|(i, st, (total_bytes, free_bytes))| DiskReport {
                 state: if st.is_failed() {
                     DiskHealth::Failed
                 } else if st.is_full() {
@@ -440,8 +469,21 @@ impl BlockServer {
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&i)
                     .cloned(),
+                total_bytes,
+                free_bytes,
             })
             .collect()
+    }
+
+    /// The data-path requests taken since start.
+    pub fn io_totals(&self) -> IoTotals {
+        let c = &self.inner.io;
+        IoTotals {
+            reads: c.reads.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            read_bytes: c.read_bytes.load(Ordering::Relaxed),
+            write_bytes: c.write_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Applies the disk faults in force (`fault_file`): slowness and
@@ -505,13 +547,17 @@ impl BlockServer {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&i);
         let disk = &self.inner.cfg.disks[i];
+        // Only what runs from this disk stays: a lost group the Master
+        // placed here again went to another disk (this one was failed), and
+        // its stale copy here must not be what a restart opens.
         let hosted: BTreeSet<u64> = self
             .inner
             .groups
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
+            .iter()
+            .filter(|(_, r)| r.disk == i)
+            .map(|(&g, _)| g)
             .collect();
         if let Ok(entries) = std::fs::read_dir(disk.join("groups")) {
             for g in entries

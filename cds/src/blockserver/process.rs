@@ -96,16 +96,9 @@ impl BlockServerFileConfig {
 /// The size of the file system holding `dir` (the disk's capacity, as
 /// registered with the Master; not what is free).
 fn capacity(dir: &Path) -> Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", dir.display())))?;
-    // SAFETY: statvfs fills the struct we own from a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("statvfs {}", dir.display()));
-    }
-    Ok(st.f_blocks as u64 * st.f_frsize as u64)
+    super::space(dir)
+        .map(|(total, _)| total)
+        .with_context(|| format!("statvfs {}", dir.display()))
 }
 
 /// Serves the BlockServer of `config_path` until a signal.
@@ -295,6 +288,7 @@ async fn directed(
                 server: id,
                 replicas,
                 disks: server.disk_reports(),
+                io: server.io_totals(),
             };
             let m = master.clone();
             match blocking(move || m.post::<_, Assignment>("/v1/heartbeat", &hb)).await {

@@ -1,6 +1,7 @@
 //! The data path's server side: connections, the hello, and requests
 //! served concurrently, each answered when it completes.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -102,6 +103,19 @@ async fn connection(inner: Arc<Inner>, stream: TcpStream, bytes: Arc<Semaphore>)
             break;
         };
         let id = h.id;
+        let io = &inner.io;
+        match &req {
+            Request::Read { len, .. } => {
+                io.reads.fetch_add(1, Ordering::Relaxed);
+                io.read_bytes.fetch_add(*len, Ordering::Relaxed);
+            }
+            Request::Write { data, .. } => {
+                io.writes.fetch_add(1, Ordering::Relaxed);
+                io.write_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            _ => {}
+        }
         if let Request::Read { len, .. } = &req {
             let want = (*len).clamp(1, MAX_IO_BYTES) as u32;
             let Ok(more) = bytes.clone().acquire_many_owned(want).await else {

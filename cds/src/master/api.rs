@@ -86,6 +86,9 @@ pub struct ClusterView {
     /// Each server's disks as its latest heartbeat reported them.
     #[serde(default)]
     pub disk_health: BTreeMap<u64, Vec<DiskReport>>,
+    /// Each server's data-path rates between its last two heartbeats.
+    #[serde(default)]
+    pub io_rates: BTreeMap<u64, IoRates>,
 }
 
 /// One replica as its server reports it.
@@ -156,6 +159,45 @@ pub struct Heartbeat {
     /// Each disk's state, in the server's disk order.
     #[serde(default)]
     pub disks: Vec<DiskReport>,
+    /// The data path's requests since the server started.
+    #[serde(default)]
+    pub io: IoTotals,
+}
+
+/// Data-path requests a BlockServer took since it started (each counted
+/// when it arrives, whatever its outcome).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoTotals {
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+/// A BlockServer's data-path rates between its last two heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoRates {
+    pub reads_per_s: u64,
+    pub writes_per_s: u64,
+    pub read_bytes_per_s: u64,
+    pub write_bytes_per_s: u64,
+}
+
+impl IoRates {
+    /// The rates from `before` to `now`, `secs` apart (zeros when the
+    /// counters went back: the server restarted).
+    pub fn between(before: IoTotals, now: IoTotals, secs: f64) -> IoRates {
+        if secs <= 0.0 || now.reads < before.reads || now.writes < before.writes {
+            return IoRates::default();
+        }
+        let per = |a: u64, b: u64| (b.saturating_sub(a) as f64 / secs).round() as u64;
+        IoRates {
+            reads_per_s: per(before.reads, now.reads),
+            writes_per_s: per(before.writes, now.writes),
+            read_bytes_per_s: per(before.read_bytes, now.read_bytes),
+            write_bytes_per_s: per(before.write_bytes, now.write_bytes),
+        }
+    }
 }
 
 /// Whether a disk takes IO, as its server sees it.
@@ -179,6 +221,12 @@ pub struct DiskReport {
     /// Why it failed, if it did.
     #[serde(default)]
     pub why: Option<String>,
+    /// The file system's size and free space under the disk's directory
+    /// (0 when it cannot be read).
+    #[serde(default)]
+    pub total_bytes: u64,
+    #[serde(default)]
+    pub free_bytes: u64,
 }
 
 /// What the Master answers a heartbeat: the groups the server must host
@@ -284,3 +332,33 @@ pub struct ApiError {
 /// The most a request body may hold (a heartbeat of a few thousand
 /// replicas, an allocation of every block of a large volume).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+#[cfg(test)]
+mod io_tests {
+    use super::*;
+
+    #[test]
+    fn io_rates_are_per_second_and_zero_after_a_restart() {
+        let t = |reads, writes| IoTotals {
+            reads,
+            writes,
+            read_bytes: reads * 4096,
+            write_bytes: writes * 4096,
+        };
+        let r = IoRates::between(t(100, 50), t(300, 150), 2.0);
+        assert_eq!(
+            r,
+            IoRates {
+                reads_per_s: 100,
+                writes_per_s: 50,
+                read_bytes_per_s: 409_600,
+                write_bytes_per_s: 204_800,
+            }
+        );
+        assert_eq!(
+            IoRates::between(t(300, 150), t(5, 5), 1.0),
+            IoRates::default()
+        );
+        assert_eq!(IoRates::between(t(1, 1), t(2, 2), 0.0), IoRates::default());
+    }
+}

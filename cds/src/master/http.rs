@@ -23,8 +23,8 @@ use raft_core::runtime::node::{NodeError, NodeHandle};
 
 use super::api::{
     Allocate, ApiError, Assignment, CloneRequest, ClusterView, ConfReport, CreateGroups,
-    CreateVolume, DiskReport, Heartbeat, MasterStatus, PurgeOrder, Resize, SnapshotName,
-    TaskProgress, MAX_BODY_BYTES,
+    CreateVolume, DiskReport, Heartbeat, IoRates, IoTotals, MasterStatus, PurgeOrder, Resize,
+    SnapshotName, TaskProgress, MAX_BODY_BYTES,
 };
 use super::balance;
 use super::snapshot::{SnapshotCommand, Task, TaskState};
@@ -77,6 +77,10 @@ pub(super) struct Soft {
     pub(super) disks: BTreeMap<u64, BTreeMap<u64, u32>>,
     /// Each server's disks as its latest heartbeat reported them.
     pub(super) disk_health: BTreeMap<u64, Vec<DiskReport>>,
+    /// Each server's latest IO totals and when they came, and the rates
+    /// between its last two heartbeats.
+    io: BTreeMap<u64, (Instant, IoTotals)>,
+    io_rates: BTreeMap<u64, IoRates>,
     /// Groups whose lost leader this Master asked a replica to replace,
     /// and when (asked again only after `ELECT_AFTER`).
     pub(super) elect_asked: BTreeMap<u64, Instant>,
@@ -383,6 +387,7 @@ async fn cluster(State(api): State<Api>) -> Response {
         stuck,
         replica_disks,
         disk_health: soft.disk_health.clone(),
+        io_rates: soft.io_rates.clone(),
     })
     .into_response()
 }
@@ -455,6 +460,11 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
     soft.hosted
         .insert(hb.server, hb.replicas.iter().map(|r| r.group).collect());
     soft.disk_health.insert(hb.server, hb.disks.clone());
+    let now = Instant::now();
+    if let Some((at, before)) = soft.io.insert(hb.server, (now, hb.io)) {
+        let rates = IoRates::between(before, hb.io, now.duration_since(at).as_secs_f64());
+        soft.io_rates.insert(hb.server, rates);
+    }
     soft.disks.insert(
         hb.server,
         hb.replicas

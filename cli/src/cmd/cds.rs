@@ -820,13 +820,34 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
             .collect::<Vec<_>>()
             .join("+")
     };
+    // Data-path requests per second and the fullest disk's use, from the
+    // server's last two heartbeats.
+    let io_of = |s: &cds::master::Server| -> String {
+        v.io_rates
+            .get(&s.id)
+            .filter(|_| v.last_heard_ms.get(&s.id).is_some_and(|&ms| ms <= 2_000))
+            .map_or("-".into(), |r| (r.reads_per_s + r.writes_per_s).to_string())
+    };
+    let use_of = |s: &cds::master::Server| -> String {
+        v.disk_health
+            .get(&s.id)
+            .and_then(|ds| {
+                ds.iter()
+                    .filter(|d| d.total_bytes > 0)
+                    .map(|d| 100 - d.free_bytes.min(d.total_bytes) * 100 / d.total_bytes)
+                    .max()
+            })
+            .map_or("-".into(), |p| format!("{p}%"))
+    };
     outln!(
-        "{:<36} {:<6} {:>8} {:>6} {:>9}  {}",
+        "{:<36} {:<6} {:>8} {:>6} {:>9} {:>7} {:>5}  {}",
         "REGION / ZONE / RACK",
         "SERVER",
         "REPLICAS",
         "LEADS",
         "PER DISK",
+        "IO/s",
+        "USE",
         "STATE"
     );
     for s in &servers {
@@ -838,12 +859,14 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
             Some(_) => "up",
         };
         outln!(
-            "{:<36} {:<6} {:>8} {:>6} {:>9}  {}",
+            "{:<36} {:<6} {:>8} {:>6} {:>9} {:>7} {:>5}  {}",
             format!("{} / {} / {}", l.region, l.zone, l.rack),
             format!("b{}", s.id),
             replicas(s.id),
             leads(s.id),
             disks_of(s),
+            io_of(s),
+            use_of(s),
             state
         );
     }
