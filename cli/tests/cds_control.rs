@@ -302,3 +302,43 @@ fn a_failed_disk_is_rebuilt_elsewhere_while_its_server_serves_the_other() {
         assert_eq!(z.len(), 3, "{g}");
     }
 }
+
+#[test]
+fn a_server_whose_disks_all_failed_gets_no_replica_until_they_heal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _g = Guard { dir: dir.clone() };
+    up_six(&dir, &[]);
+    ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
+    let out = verify_through(&dir, 20, Duration::from_secs(2), || {
+        ok(&dir, &["cds", "fail-disk", "b2", "1"]);
+        ok(&dir, &["cds", "fail-disk", "b2", "2"]);
+        wait_until(&dir, 60, "b2's replicas rebuilt elsewhere", |v| {
+            moving(v) == 0
+                && load(v).get(&2) == Some(&0)
+                && groups(v).iter().all(|g| replicas(g).len() == 3)
+        });
+    });
+    assert!(out.contains("io errors 0"), "{out}");
+    // b2 lives on and is heard, but with no disk to hold one it is
+    // offered no replica, although it holds fewer than any other server.
+    let st = ok(&dir, &["cds", "status"]);
+    let row = st
+        .lines()
+        .find(|l| l.contains(" b2 "))
+        .expect("b2 in the tree");
+    assert!(row.ends_with("up") && row.contains("0X+0X"), "{st}");
+    std::thread::sleep(Duration::from_secs(3));
+    let v = cluster_view(&dir);
+    assert_eq!(load(&v).get(&2), Some(&0), "b2 was given a replica: {v:#}");
+    assert_eq!(moving(&v), 0, "{v:#}");
+    // Healed, its disks take replicas again: balance gives it its share.
+    ok(&dir, &["cds", "fault", "clear", "b2"]);
+    let took = wait_until(&dir, 90, "b2 balanced back in", |v| {
+        moving(v) == 0 && balanced(&load(v))
+    });
+    eprintln!(
+        "b2's disks healed: replicas balanced back in {:.1} s",
+        took.as_secs_f64()
+    );
+}
