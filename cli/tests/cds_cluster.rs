@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cds::cdscluster::CdsCluster;
 use cds::volume::{Mode, Volume, VolumeError};
-use common::cds::{cdsctl, fails, leading_master, ok, verify_through, Guard};
+use common::cds::{cdsctl, fails, leading_master, ok, process, verify_through, Guard};
 use common::text;
 
 #[test]
@@ -44,19 +44,6 @@ fn cds_errors_without_a_cluster_are_clear() {
     std::fs::write(other.join("precious.txt"), "x").unwrap();
     let err = fails(&other, &["cds", "up"]);
     assert!(err.contains("not empty"), "{err}");
-}
-
-/// Process `name`'s entry in `cds status --json`.
-fn process(dir: &Path, name: &str) -> serde_json::Value {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
-    v["processes"]
-        .as_array()
-        .expect("processes")
-        .iter()
-        .find(|p| p["name"] == name)
-        .cloned()
-        .expect("the process's status")
 }
 
 /// How many groups BlockServer `name` leads, by `cds status --json`.

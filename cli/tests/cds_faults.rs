@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cds::{cluster_view, fails, ok, verify_through, Guard};
+use common::cds::{cluster_view, fails, ok, process, verify_through, Guard};
 
 fn log_has(dir: &Path, name: &str, needle: &str) -> bool {
     std::fs::read_to_string(dir.join(name).join("log"))
@@ -22,15 +22,10 @@ fn log_has(dir: &Path, name: &str, needle: &str) -> bool {
 
 /// The pid `cds status --json` gives process `name`.
 fn pid_of(dir: &Path, name: &str) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
-    v["processes"]
-        .as_array()
-        .expect("processes")
-        .iter()
-        .find(|p| p["name"] == name)
-        .and_then(|p| p["pid"].as_u64())
-        .unwrap_or_else(|| panic!("no pid for {name}: {v:#}"))
+    let p = process(dir, name);
+    p["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid for {name}: {p:#}"))
 }
 
 /// The state letter of /proc/PID/stat (R, S, T, ...).

@@ -504,12 +504,6 @@ impl BlockServer {
             if was_full && !f.full {
                 self.resume_stalled(i);
             }
-            let by_fault = self
-                .inner
-                .disk_by_fault
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&i);
             if f.error && !self.disk_is_failed(i) {
                 self.inner
                     .disk_by_fault
@@ -520,7 +514,14 @@ impl BlockServer {
                     i,
                     self.fail_disk(i, "failed on purpose (a fault file)").await,
                 ));
-            } else if !f.error && by_fault {
+            } else if !f.error
+                && self
+                    .inner
+                    .disk_by_fault
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&i)
+            {
                 self.heal_disk(i);
             }
         }

@@ -23,6 +23,19 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     succeeded(&cdsctl(dir, args), &format!("cdsctl {args:?}"))
 }
 
+/// Process `name`'s entry in `cds status --json`.
+pub fn process(dir: &Path, name: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
+    v["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .expect("the process's status")
+}
+
 /// The name of the leading Master (`m1`...), by `cds status --json`.
 pub fn leading_master(dir: &Path) -> String {
     let v: serde_json::Value =
