@@ -43,6 +43,9 @@ struct Seen {
     /// Fail as a state machine whose disk died: answer the next entry
     /// with an error, take no more, and report the failure.
     broken: Option<String>,
+    /// What `failure` reports: set only once an entry was refused, so a
+    /// failure set between two batches never fails the batch before it.
+    failed: Option<String>,
 }
 
 struct Recorder(Arc<Mutex<Seen>>);
@@ -56,6 +59,7 @@ impl StateMachine for Recorder {
         if s.broken.is_some() {
             if let Some(mut a) = entries.next() {
                 a.respond(b"error: disk".to_vec());
+                s.failed = s.broken.clone();
             }
             return;
         }
@@ -112,7 +116,7 @@ impl StateMachine for Recorder {
     }
 
     fn failure(&mut self) -> Option<String> {
-        self.0.lock().unwrap().broken.clone()
+        self.0.lock().unwrap().failed.clone()
     }
 
     fn on_leader_start(&mut self, term: u64) {
