@@ -123,7 +123,7 @@ async fn main() {
             .collect();
         let s = BlockServer::start(cfg).await.expect("server");
         for g in 1..=a.groups {
-            s.create_group(g, vec![1, 2, 3]).expect("group");
+            s.create_group(g, vec![1, 2, 3], None).expect("group");
         }
         servers.push(s);
     }

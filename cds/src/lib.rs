@@ -32,6 +32,7 @@ pub mod kv;
 pub mod master;
 pub mod nbd;
 pub mod placement;
+pub mod pool;
 pub mod secret;
 pub mod sim;
 pub mod snapshotworker;

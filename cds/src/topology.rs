@@ -13,15 +13,39 @@
 //! disks = 2          # optional, 2 when left out
 //! ```
 //!
+//! Pools (see [`crate::pool`]) are declared by media: each `[[pool]]`
+//! takes the disks of one media, and each node then says the media of
+//! each of its disks (its disk count is that list's length):
+//!
+//! ```toml
+//! [[pool]]
+//! name = "fast"
+//! media = "ssd"
+//!
+//! [[pool]]
+//! name = "bulk"
+//! media = "hdd"
+//!
+//! [[node]]
+//! zone = "z1"
+//! rack = "r1"
+//! media = ["ssd", "hdd"]
+//! ```
+//!
+//! With no `[[pool]]`, every disk is in the one default pool.
+//!
 //! Unknown keys are refused (a typo must not silently place replicas in
 //! one rack), as are names that are empty, too long or not
-//! `[A-Za-z0-9._-]`, and node and disk counts out of bounds.
+//! `[A-Za-z0-9._-]`, node and disk counts out of bounds, a disk whose
+//! media no pool takes, two pools of one media, and a pool with disks on
+//! fewer than three nodes (its groups could not be placed).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::master::Location;
+use crate::pool;
 
 /// The fewest and most nodes a topology may declare (`cds up`'s bounds).
 pub const MIN_NODES: usize = 3;
@@ -43,6 +67,18 @@ pub struct NodeDecl {
     pub rack: String,
     #[serde(default = "default_disks")]
     pub disks: u32,
+    /// The media of each disk (then `disks` is its length): how the
+    /// disks are dealt to the declared pools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
+}
+
+/// A pool: the disks of one media.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolDecl {
+    pub name: String,
+    pub media: String,
 }
 
 fn default_region() -> String {
@@ -61,6 +97,15 @@ impl NodeDecl {
             rack: self.rack.clone(),
         }
     }
+
+    /// How many disks it has: its media list's length when it gives one.
+    pub fn disk_count(&self) -> u32 {
+        if self.media.is_empty() {
+            self.disks
+        } else {
+            self.media.len() as u32
+        }
+    }
 }
 
 /// A whole topology: its nodes, node `i` (from 0) being BlockServer
@@ -68,6 +113,9 @@ impl NodeDecl {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
+    /// Declared pools; none: one default pool of every disk.
+    #[serde(rename = "pool", default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolDecl>,
     #[serde(rename = "node")]
     pub nodes: Vec<NodeDecl>,
 }
@@ -98,9 +146,42 @@ impl Topology {
                 zone: format!("z{}", i / 2 + 1),
                 rack: format!("r{}", i % 2 + 1),
                 disks: 2,
+                media: Vec::new(),
             })
             .collect();
-        Topology { nodes }
+        Topology {
+            pools: Vec::new(),
+            nodes,
+        }
+    }
+
+    /// The pool of each disk of node `i` (from 0), in order: empty when
+    /// the topology declares no pool (every disk in the default one).
+    pub fn disk_pools(&self, i: usize) -> Vec<String> {
+        let Some(node) = self.nodes.get(i) else {
+            return Vec::new();
+        };
+        if self.pools.is_empty() {
+            return Vec::new();
+        }
+        node.media
+            .iter()
+            .map(|m| {
+                self.pools
+                    .iter()
+                    .find(|p| &p.media == m)
+                    .map_or_else(pool::default_pool, |p| p.name.clone())
+            })
+            .collect()
+    }
+
+    /// The names of the pools, the default one when none is declared.
+    pub fn pool_names(&self) -> Vec<String> {
+        if self.pools.is_empty() {
+            vec![pool::default_pool()]
+        } else {
+            self.pools.iter().map(|p| p.name.clone()).collect()
+        }
     }
 
     /// Reads and checks a topology file.
@@ -142,11 +223,100 @@ impl Topology {
         for (i, node) in self.nodes.iter().enumerate() {
             check_location(&node.location())
                 .map_err(|e| TopologyError::Invalid(format!("node {}: {e}", i + 1)))?;
-            if !(1..=MAX_DISKS).contains(&node.disks) {
+            if !node.media.is_empty()
+                && node.disks != default_disks()
+                && node.disks as usize != node.media.len()
+            {
                 return Err(TopologyError::Invalid(format!(
-                    "node {}: {} disks; between 1 and {MAX_DISKS}",
+                    "node {}: disks = {} but {} media given (one per disk)",
                     i + 1,
-                    node.disks
+                    node.disks,
+                    node.media.len()
+                )));
+            }
+            let disks = node.disk_count();
+            if !(1..=MAX_DISKS).contains(&disks) {
+                return Err(TopologyError::Invalid(format!(
+                    "node {}: {disks} disks; between 1 and {MAX_DISKS}",
+                    i + 1,
+                )));
+            }
+            for m in &node.media {
+                pool::check_name(m).map_err(|_| {
+                    TopologyError::Invalid(format!(
+                        "node {}: media {m:?}: 1 to {} characters of A-Z a-z 0-9 . _ -",
+                        i + 1,
+                        pool::MAX_POOL_NAME
+                    ))
+                })?;
+            }
+        }
+        self.check_pools()
+    }
+
+    /// Checks the pools: valid distinct names, one pool per media, every
+    /// disk's media taken by a pool, every pool on at least three nodes.
+    fn check_pools(&self) -> Result<(), TopologyError> {
+        if self.pools.is_empty() {
+            return Ok(());
+        }
+        let invalid = TopologyError::Invalid;
+        for (k, p) in self.pools.iter().enumerate() {
+            pool::check_name(&p.name).map_err(|e| invalid(e.to_string()))?;
+            pool::check_name(&p.media).map_err(|_| {
+                invalid(format!(
+                    "pool {:?}: media {:?}: 1 to {} characters of A-Z a-z 0-9 . _ -",
+                    p.name,
+                    p.media,
+                    pool::MAX_POOL_NAME
+                ))
+            })?;
+            if let Some(q) = self.pools[..k].iter().find(|q| q.name == p.name) {
+                return Err(invalid(format!("pool {:?} is declared twice", q.name)));
+            }
+            if let Some(q) = self.pools[..k].iter().find(|q| q.media == p.media) {
+                return Err(invalid(format!(
+                    "pools {:?} and {:?} both take media {:?}: one pool per media",
+                    q.name, p.name, p.media
+                )));
+            }
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.media.is_empty() {
+                return Err(invalid(format!(
+                    "node {}: pools are declared by media, so each node lists the \
+                     media of its disks (media = [\"{}\", ...])",
+                    i + 1,
+                    self.pools[0].media
+                )));
+            }
+            if let Some(m) = node
+                .media
+                .iter()
+                .find(|m| !self.pools.iter().any(|p| &p.media == *m))
+            {
+                return Err(invalid(format!(
+                    "node {}: no pool takes media {m:?} (pools take {})",
+                    i + 1,
+                    self.pools
+                        .iter()
+                        .map(|p| format!("{:?}", p.media))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        for p in &self.pools {
+            let nodes = self
+                .nodes
+                .iter()
+                .filter(|n| n.media.contains(&p.media))
+                .count();
+            if nodes < MIN_NODES {
+                return Err(invalid(format!(
+                    "pool {:?} has disks on {nodes} nodes; its groups' {MIN_NODES} replicas \
+                     need {MIN_NODES} (never two on one node)",
+                    p.name
                 )));
             }
         }

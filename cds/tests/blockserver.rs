@@ -70,7 +70,7 @@ async fn start(groups: &[u64]) -> Cluster {
             .collect();
         let s = BlockServer::start(cfg).await.expect("start");
         for &g in groups {
-            s.create_group(g, vec![1, 2, 3]).expect("group");
+            s.create_group(g, vec![1, 2, 3], None).expect("group");
         }
         servers.push(Some(s));
         dirs.push(dir);
@@ -264,7 +264,7 @@ async fn a_wrong_token_or_a_garbage_frame_is_turned_away_and_the_server_goes_on(
     let again = c.servers[0]
         .as_ref()
         .unwrap()
-        .create_group(1, vec![1, 2, 3]);
+        .create_group(1, vec![1, 2, 3], None);
     assert!(again.is_err(), "a group was created twice");
     // A good client after a good hello, then garbage: closed too.
     let conn = Conn::connect(addr, CLUSTER, TOKEN)

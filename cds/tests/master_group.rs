@@ -128,6 +128,7 @@ fn server(id: u64) -> Server {
         },
         disks: vec![1 << 40],
         drained: false,
+        pools: Vec::new(),
     }
 }
 
@@ -146,6 +147,7 @@ async fn the_master_state_is_replicated_survives_its_leader_and_catches_a_replic
         MasterCommand::CreateGroups {
             count: 4,
             replication: 3,
+            pool: "default".into(),
         },
     )
     .await;
@@ -158,6 +160,7 @@ async fn the_master_state_is_replicated_survives_its_leader_and_catches_a_replic
         size: 1 << 30,
         block_size: None,
         owner: "me".into(),
+        pool: "default".into(),
     };
     assert!(matches!(
         run(&l, create.clone()).await,

@@ -18,6 +18,7 @@ fn server(id: u64, zone: u8, rack: u8) -> Server {
         },
         disks: vec![1 << 40, 1 << 40],
         drained: false,
+        pools: Vec::new(),
     }
 }
 
@@ -39,7 +40,7 @@ proptest! {
         for s in servers.values() {
             st.apply(&MasterCommand::RegisterServer { server: s.clone() });
         }
-        let r = st.apply(&MasterCommand::CreateGroups { count: groups, replication: n });
+        let r = st.apply(&MasterCommand::CreateGroups { count: groups, replication: n, pool: "default".into() });
         if servers.len() < n {
             let refused = matches!(r, MasterReply::Error { error: MasterError::NotEnoughServers { .. } });
             prop_assert!(refused, "{:?}", r);
@@ -89,6 +90,7 @@ fn volumes_are_created_opened_grown_allocated_and_deleted_with_clear_refusals() 
         size,
         block_size: None,
         owner: "alice".into(),
+        pool: "default".into(),
     };
     let refused = |r: MasterReply| match r {
         MasterReply::Error { error } => error,
@@ -117,10 +119,16 @@ fn volumes_are_created_opened_grown_allocated_and_deleted_with_clear_refusals() 
         name: "vol1".into(),
         blocks,
     };
-    assert_eq!(refused(st.apply(&alloc(vec![0]))), MasterError::NoGroups);
+    assert_eq!(
+        refused(st.apply(&alloc(vec![0]))),
+        MasterError::NoGroups {
+            pool: "default".into()
+        }
+    );
     st.apply(&MasterCommand::CreateGroups {
         count: 4,
         replication: 3,
+        pool: "default".into(),
     });
     let v = volume(st.apply(&alloc((0..8).collect())));
     let mut per_group: BTreeMap<u64, usize> = BTreeMap::new();
@@ -177,12 +185,14 @@ fn the_same_commands_give_the_same_state_and_survive_json() {
         MasterCommand::CreateGroups {
             count: 3,
             replication: 3,
+            pool: "default".into(),
         },
         MasterCommand::CreateVolume {
             name: "a".into(),
             size: 1 << 30,
             block_size: Some(4 << 20),
             owner: "o".into(),
+            pool: "default".into(),
         },
         MasterCommand::AllocateBlocks {
             name: "a".into(),
@@ -203,5 +213,5 @@ fn the_same_commands_give_the_same_state_and_survive_json() {
     let loaded: MasterState = serde_json::from_slice(&saved).unwrap();
     assert_eq!(loaded, one);
     // Placement itself refuses what cannot be done.
-    assert!(place(&one.servers, &one.groups, 4).is_err());
+    assert!(place(&one.servers, &one.groups, "default", 4).is_err());
 }

@@ -93,6 +93,9 @@ pub struct BlockServerConfig {
     /// replica keeps its log and engine under one of them, in
     /// `DISK/groups/<id>/`. At least one.
     pub disks: Vec<PathBuf>,
+    /// The pool of each disk (empty: all in the default pool): a new
+    /// replica of a group goes to a disk of the group's pool.
+    pub pools: Vec<String>,
     /// The other servers, by id.
     pub peers: BTreeMap<NodeId, PeerAddrs>,
     /// Real time per Raft tick.
@@ -118,6 +121,7 @@ impl BlockServerConfig {
             raft_listen: any,
             data_listen: any,
             disks: vec![dir.to_path_buf()],
+            pools: Vec::new(),
             peers: BTreeMap::new(),
             tick: Duration::from_millis(50),
             geometry: Geometry::default(),
@@ -356,8 +360,14 @@ impl BlockServer {
 
     /// Starts this server's replica of `group`, whose voters are `voters`
     /// (on a first start; a replica with storage keeps its own
-    /// configuration). Its storage and engine are opened, or created.
-    pub fn create_group(&self, group: u64, voters: Vec<NodeId>) -> Result<NodeHandle, ServerError> {
+    /// configuration). Its storage and engine are opened where its files
+    /// are, or created on a disk of `pool` (`None`: any disk).
+    pub fn create_group(
+        &self,
+        group: u64,
+        voters: Vec<NodeId>,
+        pool: Option<&str>,
+    ) -> Result<NodeHandle, ServerError> {
         let cfg = &self.inner.cfg;
         // Held throughout: a replica's files are opened by one engine and
         // one log at a time, never twice.
@@ -367,7 +377,7 @@ impl BlockServer {
                 "group {group} is hosted here already"
             )));
         }
-        let disk = self.disk_for(group, &groups)?;
+        let disk = self.disk_for(group, &groups, pool)?;
         let fs = self.inner.disk_fs[disk].clone();
         let gdir = cfg.disks[disk].join("groups").join(group.to_string());
         let edir = gdir.join("engine");
@@ -417,9 +427,14 @@ impl BlockServer {
     }
 
     /// The disk of `group`'s replica: the one already holding its files
-    /// (a restart), else the one holding the fewest replicas (lowest
-    /// index on a tie).
-    fn disk_for(&self, group: u64, groups: &BTreeMap<u64, Replica>) -> Result<usize, ServerError> {
+    /// (a restart), else the disk of `pool` holding the fewest replicas
+    /// (lowest index on a tie).
+    fn disk_for(
+        &self,
+        group: u64,
+        groups: &BTreeMap<u64, Replica>,
+        pool: Option<&str>,
+    ) -> Result<usize, ServerError> {
         let disks = &self.inner.cfg.disks;
         // Files on a failed disk are as good as gone: a new replica goes
         // to a disk that works.
@@ -432,13 +447,22 @@ impl BlockServer {
         for r in groups.values() {
             load[r.disk] += 1;
         }
+        let pools = &self.inner.cfg.pools;
+        let in_pool = |i: usize| pool.is_none_or(|p| crate::pool::of_disk(pools, i) == p);
         // A full disk takes no new replica either.
         (0..disks.len())
-            .filter(|&i| !self.disk_is_failed(i) && !self.inner.disk_state[i].is_full())
+            .filter(|&i| {
+                in_pool(i) && !self.disk_is_failed(i) && !self.inner.disk_state[i].is_full()
+            })
             .min_by_key(|&i| (load[i], i))
             .ok_or_else(|| ServerError::Storage {
                 group,
-                why: "every disk of this server failed or is full".into(),
+                why: match pool {
+                    Some(p) => format!(
+                        "every disk of pool {p:?} on this server failed, is full or is missing"
+                    ),
+                    None => "every disk of this server failed or is full".into(),
+                },
             })
     }
 
@@ -706,7 +730,7 @@ impl BlockServer {
             {
                 continue;
             }
-            match self.create_group(g, Vec::new()) {
+            match self.create_group(g, Vec::new(), None) {
                 Ok(_) => eprintln!(
                     "blockserver {}: group {g}: replica started again (disk {} has room)",
                     self.inner.cfg.id,
@@ -802,7 +826,7 @@ impl BlockServer {
         for &g in &found {
             if self.group(g).is_none() {
                 // Its storage holds its configuration; none is given.
-                self.create_group(g, Vec::new())?;
+                self.create_group(g, Vec::new(), None)?;
             }
         }
         Ok(found)

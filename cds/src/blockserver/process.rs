@@ -44,6 +44,9 @@ pub struct BlockServerFileConfig {
     pub data_dir: PathBuf,
     /// Its disks (data directories); at least one.
     pub disks: Vec<PathBuf>,
+    /// The pool of each disk, in order (empty: all in the default pool).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<String>,
     /// The Masters' HTTP addresses.
     pub masters: Vec<String>,
     #[serde(default)]
@@ -81,6 +84,20 @@ impl BlockServerFileConfig {
                 "invalid config file {}: disks and masters must not be empty",
                 path.display()
             );
+        }
+        if !cfg.pools.is_empty() && cfg.pools.len() != cfg.disks.len() {
+            bail!(
+                Invalid,
+                "invalid config file {}: {} pools for {} disks (one per disk, or none)",
+                path.display(),
+                cfg.pools.len(),
+                cfg.disks.len()
+            );
+        }
+        for p in &cfg.pools {
+            if let Err(e) = crate::pool::check_name(p) {
+                bail!(Invalid, "invalid config file {}: {e}", path.display());
+            }
         }
         if !(1..=10_000).contains(&cfg.tick_ms) || !(10..=60_000).contains(&cfg.heartbeat_ms) {
             bail!(
@@ -133,6 +150,7 @@ async fn serve(cfg: BlockServerFileConfig) -> Result<()> {
     }
     let mut sc = BlockServerConfig::new(id, cfg.cluster_id, cfg.token.clone(), &cfg.disks[0]);
     sc.disks = cfg.disks.clone();
+    sc.pools = cfg.pools.clone();
     sc.raft_listen = cfg.raft_addr;
     sc.data_listen = cfg.data_addr;
     sc.tick = Duration::from_millis(cfg.tick_ms);
@@ -167,6 +185,7 @@ async fn serve(cfg: BlockServerFileConfig) -> Result<()> {
         location: cfg.location.clone(),
         disks,
         drained: false,
+        pools: cfg.pools.clone(),
     };
     let pid_path = crate::kv::node::write_pid(&cfg.data_dir)?;
     eprintln!(
@@ -389,7 +408,7 @@ fn carry_out(server: &BlockServer, a: &Assignment) -> Result<(), Error> {
         };
         // One replica that cannot start (its disk failing) is reported
         // lost and placed elsewhere; the server goes on with the others.
-        if let Err(e) = server.create_group(g.id, voters) {
+        if let Err(e) = server.create_group(g.id, voters, Some(&g.pool)) {
             let why = format!("cannot start: {e}");
             eprintln!("blockserver {}: group {}: {why}", server.id(), g.id);
             server.mark_lost(g.id, why);

@@ -201,7 +201,11 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
             .topology
             .as_ref()
             .and_then(|t| t.nodes.get((i - 1) as usize));
-        let disks = decl.map_or(o.disks, |d| u64::from(d.disks));
+        let disks = decl.map_or(o.disks, |d| u64::from(d.disk_count()));
+        let pools = o
+            .topology
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.disk_pools((i - 1) as usize));
         let location = decl.map_or_else(
             // Three zones, servers dealt over them in turn.
             || Location {
@@ -221,6 +225,7 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
             disks: (1..=disks)
                 .map(|d| data_dir.join(format!("disk{d}")))
                 .collect(),
+            pools,
             masters: masters.clone(),
             location,
             tick_ms: o.tick_ms,
@@ -376,18 +381,27 @@ fn wait_serving(c: &CdsCluster, o: &UpOptions, children: &mut [(ProcName, Child)
         let v: ClusterView = master.get("/v1/cluster").map_err(master_err)?;
         Ok((v.servers.len() as u64 >= o.servers).then_some(()))
     })?;
-    let _: Vec<Group> = admin
-        .post(
-            "/v1/groups",
-            &CreateGroups {
-                count: o.groups,
-                replication: 3,
-            },
-        )
-        .map_err(master_err)?;
+    // `groups` groups in each pool.
+    let pools = o
+        .topology
+        .as_ref()
+        .map_or_else(|| vec![crate::pool::default_pool()], Topology::pool_names);
+    for pool in &pools {
+        let _: Vec<Group> = admin
+            .post(
+                "/v1/groups",
+                &CreateGroups {
+                    count: o.groups,
+                    replication: 3,
+                    pool: pool.clone(),
+                },
+            )
+            .map_err(master_err)?;
+    }
+    let all = o.groups * pools.len() as u64;
     wait_for("every group to elect a leader", deadline, children, || {
         let v: ClusterView = master.get("/v1/cluster").map_err(master_err)?;
-        Ok((v.leaders.len() as u64 >= o.groups).then_some(()))
+        Ok((v.leaders.len() as u64 >= all).then_some(()))
     })
 }
 

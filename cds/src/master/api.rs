@@ -264,6 +264,9 @@ pub struct CreateGroups {
     pub count: u64,
     #[serde(default = "three")]
     pub replication: usize,
+    /// The pool whose disks hold the groups.
+    #[serde(default = "crate::pool::default_pool")]
+    pub pool: String,
 }
 
 fn three() -> usize {
@@ -279,6 +282,9 @@ pub struct CreateVolume {
     pub block_size: Option<u64>,
     #[serde(default)]
     pub owner: String,
+    /// The pool whose groups hold its blocks.
+    #[serde(default = "crate::pool::default_pool")]
+    pub pool: String,
 }
 
 /// `POST /v1/volumes/NAME/resize`.

@@ -79,6 +79,7 @@ mod tests {
                 replicas: vec![1, 2, 3],
                 epoch: 0,
                 moving: None,
+                pool: crate::pool::default_pool(),
             })
             .collect()
     }

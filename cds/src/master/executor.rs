@@ -86,14 +86,16 @@ pub async fn run(api: Arc<MasterApi>, grace: Duration, limits: Limits) {
                         .iter()
                         .flat_map(|(&s, gs)| gs.iter().map(move |&g| (g, s)))
                         .collect(),
-                    no_room: soft
-                        .disk_health
-                        .iter()
-                        .filter(|(_, ds)| {
-                            !ds.is_empty() && ds.iter().all(|d| d.state != DiskHealth::Ok)
-                        })
-                        .map(|(&s, _)| s)
-                        .collect(),
+                    no_room: schedule::no_room(
+                        &st.servers,
+                        &soft
+                            .disk_health
+                            .iter()
+                            .map(|(&s, ds)| {
+                                (s, ds.iter().map(|d| d.state == DiskHealth::Ok).collect())
+                            })
+                            .collect(),
+                    ),
                 };
                 schedule::plan(st, &view, limits, now_ms())
             })

@@ -276,22 +276,22 @@ impl MasterApi {
                     .ok()
                     .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
                     .unwrap_or_else(|| "refused".into());
-                let status =
-                    match error {
-                        super::MasterError::NoVolume { .. } => StatusCode::NOT_FOUND,
-                        super::MasterError::NoSnapshot { .. }
-                        | super::MasterError::NoTask { .. } => StatusCode::NOT_FOUND,
-                        super::MasterError::VolumeExists { .. }
-                        | super::MasterError::ServerConflict { .. }
-                        | super::MasterError::SnapshotExists { .. }
-                        | super::MasterError::TaskUnderWay { .. }
-                        | super::MasterError::Busy { .. }
-                        | super::MasterError::SnapshotNotReady { .. }
-                        | super::MasterError::HasClones { .. } => StatusCode::CONFLICT,
-                        super::MasterError::NotEnoughServers { .. }
-                        | super::MasterError::NoGroups => StatusCode::SERVICE_UNAVAILABLE,
-                        _ => StatusCode::BAD_REQUEST,
-                    };
+                let status = match error {
+                    super::MasterError::NoVolume { .. } => StatusCode::NOT_FOUND,
+                    super::MasterError::NoSnapshot { .. } | super::MasterError::NoTask { .. } => {
+                        StatusCode::NOT_FOUND
+                    }
+                    super::MasterError::VolumeExists { .. }
+                    | super::MasterError::ServerConflict { .. }
+                    | super::MasterError::SnapshotExists { .. }
+                    | super::MasterError::TaskUnderWay { .. }
+                    | super::MasterError::Busy { .. }
+                    | super::MasterError::SnapshotNotReady { .. }
+                    | super::MasterError::HasClones { .. } => StatusCode::CONFLICT,
+                    super::MasterError::NotEnoughServers { .. }
+                    | super::MasterError::NoGroups { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
                 Err(fail(status, &kind, error.to_string()))
             }
             ok => Ok(ok),
@@ -589,6 +589,7 @@ async fn create_groups(State(api): State<Api>, Json(req): Json<CreateGroups>) ->
         .run(MasterCommand::CreateGroups {
             count: req.count,
             replication: req.replication,
+            pool: req.pool,
         })
         .await
     {
@@ -648,6 +649,7 @@ async fn create_volume(State(api): State<Api>, Json(req): Json<CreateVolume>) ->
         size: req.size,
         block_size: req.block_size,
         owner: req.owner,
+        pool: req.pool,
     };
     match api.run(cmd).await {
         Ok(r) => volume_reply(r),

@@ -225,6 +225,7 @@ mod tests {
                     location: Default::default(),
                     disks: vec![1 << 30],
                     drained: false,
+                    pools: Vec::new(),
                 },
             });
         }
@@ -235,6 +236,7 @@ mod tests {
                 replicas: vec![1, 2, 3],
                 epoch: 0,
                 moving: None,
+                pool: crate::pool::default_pool(),
             },
         );
         st

@@ -22,6 +22,12 @@
 //!    they differ by more than 5% of the mean and by at least two, keeping
 //!    the group on distinct members of the placement level.
 //!
+//! Everything happens within a group's pool ([`crate::pool`]): a replica
+//! only goes to a server with a working disk in the group's pool, spread
+//! and balance count the pool's servers and replicas only (a server in two
+//! pools is balanced in each), and a server whose disks of one pool all
+//! failed or filled up still takes replicas of its other pools.
+//!
 //! Every move counts against both its servers: at most
 //! [`Limits::per_server`] moves touch a server at once, at most
 //! [`Limits::total`] run in the cluster.
@@ -48,20 +54,47 @@ pub struct View {
     pub confs: BTreeMap<u64, ConfReport>,
     /// Replicas servers reported hosting: (group, server).
     pub hosted: BTreeSet<(u64, u64)>,
-    /// Live servers none of whose disks can take a replica (every one
-    /// failed or full): given no new replica.
-    pub no_room: BTreeSet<u64>,
+    /// (server, pool) pairs where none of the server's disks of the pool
+    /// can take a replica (every one failed or full): given no new
+    /// replica of that pool (see [`no_room`]).
+    pub no_room: BTreeSet<(u64, String)>,
 }
 
 impl View {
-    /// Whether `s` may be given a new replica: heard, not dead, not
-    /// drained, with a disk that takes one.
-    pub fn takes(&self, s: &Server) -> bool {
+    /// Whether `s` may be given a new replica of a group of `pool`:
+    /// heard, not dead, not drained, with a disk of the pool that takes
+    /// one.
+    pub fn takes(&self, s: &Server, pool: &str) -> bool {
         self.live.contains(&s.id)
             && !self.dead.contains(&s.id)
             && !s.drained
-            && !self.no_room.contains(&s.id)
+            && s.in_pool(pool)
+            && !self.no_room.contains(&(s.id, pool.to_string()))
     }
+}
+
+/// The (server, pool) pairs where no disk of the pool can take a replica,
+/// from each server's latest report of which of its disks can
+/// (`usable[server][disk]`). A server that reported nothing is left out:
+/// it is not known to lack room.
+pub fn no_room(
+    servers: &BTreeMap<u64, Server>,
+    usable: &BTreeMap<u64, Vec<bool>>,
+) -> BTreeSet<(u64, String)> {
+    let mut out = BTreeSet::new();
+    for (id, disks) in usable {
+        let Some(s) = servers.get(id) else { continue };
+        if disks.is_empty() {
+            continue;
+        }
+        for pool in s.pool_names() {
+            let room = (0..disks.len()).any(|i| s.pool_of(i) == pool && disks[i]);
+            if !room {
+                out.insert((*id, pool.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// Concurrency limits of moves.
@@ -119,16 +152,30 @@ fn spread_vector(state: &MasterState, servers: &[u64]) -> Vec<usize> {
     .collect()
 }
 
-/// Replicas per server, counting the targets of moves under way (what
-/// each server will hold).
-pub fn load(state: &MasterState) -> BTreeMap<u64, usize> {
-    let mut load: BTreeMap<u64, usize> = state.servers.keys().map(|&s| (s, 0)).collect();
-    for g in state.groups.values() {
+/// Replicas of `pool`'s groups per server with a disk in the pool,
+/// counting the targets of moves under way (what each server will hold).
+pub fn load(state: &MasterState, pool: &str) -> BTreeMap<u64, usize> {
+    let mut load: BTreeMap<u64, usize> = state
+        .servers
+        .values()
+        .filter(|s| s.in_pool(pool))
+        .map(|s| (s.id, 0))
+        .collect();
+    for g in state.groups.values().filter(|g| g.pool == pool) {
         for s in g.target() {
             *load.entry(s).or_default() += 1;
         }
     }
     load
+}
+
+/// Every pool named by a server's disk or a group, each once.
+pub fn pools(state: &MasterState) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = state.groups.values().map(|g| g.pool.clone()).collect();
+    for s in state.servers.values() {
+        out.extend(s.pool_names().into_iter().map(str::to_string));
+    }
+    out
 }
 
 /// Whether `counts` (replicas per server) are balanced: every server
@@ -197,16 +244,20 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
         *busy.entry(m.to).or_default() += 1;
     }
 
-    let mut placed: Vec<Vec<Slot>> = state
-        .groups
-        .values()
-        .map(|g| g.target().into_iter().map(|s| (s, None)).collect())
-        .collect();
+    // The groups placed so far, by pool: placement weighs load and
+    // scatter width among a pool's groups only.
+    let mut placed: BTreeMap<String, Vec<Vec<Slot>>> = BTreeMap::new();
+    for g in state.groups.values() {
+        placed
+            .entry(g.pool.clone())
+            .or_default()
+            .push(g.target().into_iter().map(|s| (s, None)).collect());
+    }
     let is_down = |g: &Group, s: u64| view.dead.contains(&s) || view.failed.contains(&(g.id, s));
     let mut started = 0usize;
     let mut start = |out: &mut Plan,
                      busy: &mut BTreeMap<u64, usize>,
-                     placed: &mut Vec<Vec<Slot>>,
+                     placed: &mut BTreeMap<String, Vec<Vec<Slot>>>,
                      g: &Group,
                      from: u64,
                      reason: MoveReason,
@@ -243,7 +294,9 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
             .servers
             .values()
             .filter(|s| {
-                view.takes(s) && !g.replicas.contains(&s.id) && only_to.is_none_or(|t| t == s.id)
+                view.takes(s, &g.pool)
+                    && !g.replicas.contains(&s.id)
+                    && only_to.is_none_or(|t| t == s.id)
             })
             .map(Server::candidate)
             .collect();
@@ -259,7 +312,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
             let all: Vec<Candidate> = state
                 .servers
                 .values()
-                .filter(|s| view.takes(s))
+                .filter(|s| view.takes(s, &g.pool))
                 .map(Server::candidate)
                 .collect();
             if placement::spread_level(&all, n, false).ok() != Some(level) {
@@ -287,7 +340,8 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
                     && !view.hosted.contains(&(g.id, c.node))
             })
             .collect();
-        let chosen = placement::place_more(&free, placed, &keep, n, level)
+        let pool_placed = placed.entry(g.pool.clone()).or_default();
+        let chosen = placement::place_more(&free, pool_placed, &keep, n, level)
             .ok()
             .and_then(|v| v.into_iter().next());
         let Some(to) = chosen else { return false };
@@ -303,7 +357,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
         started += 1;
         *busy.entry(from).or_default() += 1;
         *busy.entry(to.node).or_default() += 1;
-        placed.push(
+        pool_placed.push(
             keep.iter()
                 .map(|c| (c.node, None))
                 .chain([(to.node, None)])
@@ -366,14 +420,21 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
     // live servers would let them leave (a repair that had to fall back
     // to a lower level, servers that joined since) moves one replica to a
     // server on a domain it does not use yet, the least loaded first.
-    let usable: Vec<Candidate> = state
-        .servers
-        .values()
-        .filter(|s| view.takes(s))
-        .map(Server::candidate)
-        .collect();
-    let load_now = load(state);
+    let mut usable: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    let mut load_now: BTreeMap<String, BTreeMap<u64, usize>> = BTreeMap::new();
+    for pool in pools(state) {
+        let here = state
+            .servers
+            .values()
+            .filter(|s| view.takes(s, &pool))
+            .map(Server::candidate)
+            .collect();
+        usable.insert(pool.clone(), here);
+        load_now.insert(pool.clone(), load(state, &pool));
+    }
     for g in state.groups.values() {
+        let usable = &usable[&g.pool];
+        let load_now = &load_now[&g.pool];
         let healthy = g.replicas.iter().all(|&r| {
             !is_down(g, r)
                 && view.live.contains(&r)
@@ -441,28 +502,30 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
         .iter()
         .any(|c| matches!(c, MoveCommand::Start { .. }));
     if running == 0 && !moving_now {
-        let load = load(state);
-        let members: Vec<(u64, usize)> = load
-            .iter()
-            .filter(|(s, _)| state.servers.get(s).is_some_and(|s| view.takes(s)))
-            .map(|(&s, &n)| (s, n))
-            .collect();
-        let counts: Vec<usize> = members.iter().map(|&(_, n)| n).collect();
-        if !balanced(&counts) {
+        let mut tries = 0usize;
+        'pools: for pool in pools(state) {
+            let members: Vec<(u64, usize)> = load(state, &pool)
+                .into_iter()
+                .filter(|(s, _)| state.servers.get(s).is_some_and(|s| view.takes(s, &pool)))
+                .collect();
+            let counts: Vec<usize> = members.iter().map(|&(_, n)| n).collect();
+            if balanced(&counts) {
+                continue;
+            }
             // The fullest server that can give a replica to the emptiest
             // one that can take it, keeping every group where a fresh
             // placement would put it (with three zones, a new node in one
             // zone takes replicas from its zone peers only).
-            let mut by_load = members.clone();
+            let mut by_load = members;
             by_load.sort_by_key(|&(s, n)| (std::cmp::Reverse(n), s));
-            let mut tries = 0usize;
-            'pairs: for &(from, hi) in &by_load {
+            for &(from, hi) in &by_load {
                 for &(to, lo) in by_load.iter().rev() {
                     if hi < lo + 2 {
                         break;
                     }
                     for g in state.groups.values() {
-                        if g.moving.is_some()
+                        if g.pool != pool
+                            || g.moving.is_some()
                             || !g.replicas.contains(&from)
                             || g.replicas.contains(&to)
                             || g.replicas
@@ -483,7 +546,7 @@ pub fn plan(state: &MasterState, view: &View, limits: Limits, now_ms: u64) -> Pl
                                 Some(to),
                             )
                         {
-                            break 'pairs;
+                            break 'pools;
                         }
                     }
                 }
@@ -510,6 +573,7 @@ mod tests {
             },
             disks: vec![1 << 30],
             drained: false,
+            pools: Vec::new(),
         }
     }
 
@@ -525,6 +589,7 @@ mod tests {
         let r = st.apply(&MasterCommand::CreateGroups {
             count: groups,
             replication: 3,
+            pool: crate::pool::default_pool(),
         });
         assert!(matches!(r, MasterReply::Groups { .. }));
         st
@@ -661,7 +726,7 @@ mod tests {
             apply_all(&mut st, &p);
             finish_all(&mut st, &mut v);
         }
-        let load = load(&st);
+        let load = load(&st, crate::pool::DEFAULT_POOL);
         let counts: Vec<usize> = load
             .iter()
             .filter(|(s, _)| **s != 1)
@@ -669,6 +734,91 @@ mod tests {
             .collect();
         assert!(balanced(&counts), "{load:?}");
         assert!(load[&7] > 0);
+    }
+
+    #[test]
+    fn each_pool_is_placed_repaired_and_balanced_on_its_own_disks() {
+        let two = |id, zone| Server {
+            pools: vec!["fast".into(), "bulk".into()],
+            disks: vec![1 << 30, 1 << 30],
+            ..server(id, zone)
+        };
+        let mut st = MasterState::default();
+        for id in 1..=6 {
+            let zone = ["a", "b", "c"][(id as usize - 1) / 2];
+            st.apply(&MasterCommand::RegisterServer {
+                server: two(id, zone),
+            });
+        }
+        for pool in ["fast", "bulk"] {
+            let r = st.apply(&MasterCommand::CreateGroups {
+                count: 12,
+                replication: 3,
+                pool: pool.into(),
+            });
+            assert!(matches!(r, MasterReply::Groups { .. }), "{r:?}");
+        }
+        // Three servers join, one per zone, with fast disks only.
+        for (id, zone) in [(7, "a"), (8, "b"), (9, "c")] {
+            st.apply(&MasterCommand::RegisterServer {
+                server: Server {
+                    pools: vec!["fast".into(), "fast".into()],
+                    disks: vec![1 << 30, 1 << 30],
+                    ..server(id, zone)
+                },
+            });
+        }
+        let mut v = view(&st, &[]);
+        // Server 2's bulk disk fails: it keeps taking fast replicas only.
+        v.no_room = no_room(&st.servers, &[(2, vec![true, false])].into_iter().collect());
+        assert_eq!(
+            v.no_room,
+            [(2, "bulk".to_string())]
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+        );
+        for _ in 0..200 {
+            let p = plan(&st, &v, Limits::default(), 0);
+            apply_all(&mut st, &p);
+            finish_all(&mut st, &mut v);
+        }
+        for g in st.groups.values() {
+            for r in &g.replicas {
+                assert!(st.servers[r].in_pool(&g.pool), "{g:?} on {r}");
+            }
+        }
+        // Balanced within each pool: fast over all nine servers, bulk over
+        // the six with bulk disks; the new servers took only fast ones.
+        let fast = load(&st, "fast");
+        let bulk = load(&st, "bulk");
+        assert_eq!(fast.len(), 9);
+        assert_eq!(bulk.len(), 6);
+        assert!(
+            balanced(&fast.values().copied().collect::<Vec<_>>()),
+            "{fast:?}"
+        );
+        assert!(fast[&7] > 0 && fast[&8] > 0 && fast[&9] > 0, "{fast:?}");
+        // Server 2 gave nothing up and took no new bulk replica.
+        assert_eq!(bulk[&2], 6, "{bulk:?}");
+        assert!(
+            balanced(&bulk.values().copied().collect::<Vec<_>>()),
+            "{bulk:?}"
+        );
+        // Server 1 dies: its replicas are rebuilt in their own pools.
+        v.live.remove(&1);
+        v.dead.insert(1);
+        for _ in 0..200 {
+            let p = plan(&st, &v, Limits::default(), 0);
+            apply_all(&mut st, &p);
+            finish_all(&mut st, &mut v);
+        }
+        for g in st.groups.values() {
+            assert!(!g.replicas.contains(&1), "{g:?}");
+            for r in &g.replicas {
+                assert!(st.servers[r].in_pool(&g.pool), "{g:?} on {r}");
+            }
+        }
+        assert_eq!(load(&st, "bulk")[&2], 6);
     }
 
     #[test]
@@ -775,7 +925,7 @@ mod tests {
             apply_all(&mut st, &p);
             finish_all(&mut st, &mut v);
         }
-        assert_eq!(load(&st)[&3], 0);
+        assert_eq!(load(&st, crate::pool::DEFAULT_POOL)[&3], 0);
         assert!(st.groups.values().all(|g| g.replicas.len() == 3));
     }
 

@@ -305,6 +305,7 @@ impl MasterState {
                         version,
                     }),
                     task: None,
+                    pool: src.pool.clone(),
                 };
                 self.volumes.insert(clone.clone(), c);
                 let kind = TaskKind::Clone {

@@ -13,6 +13,7 @@ use super::moves::{Move, MoveCommand};
 use super::snapshot::{Origin, Snapshot, SnapshotCommand, Task};
 use crate::engine::{DEFAULT_BLOCK_SIZE, SECTOR};
 use crate::placement::{self, Candidate};
+use crate::pool;
 
 /// A BlockServer's place in the failure-domain hierarchy (the node and
 /// its disks are the last two levels).
@@ -35,9 +36,29 @@ pub struct Server {
     /// Being drained: its replicas move elsewhere and it gets no new ones.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drained: bool,
+    /// The pool of each of its disks (empty: all in the default pool).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<String>,
 }
 
 impl Server {
+    /// The pool of its disk `i`.
+    pub fn pool_of(&self, i: usize) -> &str {
+        pool::of_disk(&self.pools, i)
+    }
+
+    /// Whether it has a disk in `pool`.
+    pub fn in_pool(&self, pool: &str) -> bool {
+        (0..self.disks.len().max(1)).any(|i| self.pool_of(i) == pool)
+    }
+
+    /// The pools its disks are in, each once.
+    pub fn pool_names(&self) -> BTreeSet<&str> {
+        (0..self.disks.len().max(1))
+            .map(|i| self.pool_of(i))
+            .collect()
+    }
+
     /// The server as a placement candidate (node level: the Master leaves
     /// the disk to the server).
     pub fn candidate(&self) -> Candidate {
@@ -80,6 +101,9 @@ pub struct Volume {
     /// For a clone: what its never-written slices read through to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// The pool whose groups hold its blocks (a clone's is its source's).
+    #[serde(default = "pool::default_pool")]
+    pub pool: String,
     /// The snapshot task under way on this volume: its next version change
     /// waits for it (so a group is never more than one step behind).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +133,9 @@ pub struct Group {
     /// The move under way, if any (one at a time per group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moving: Option<Move>,
+    /// The pool whose disks hold its replicas.
+    #[serde(default = "pool::default_pool")]
+    pub pool: String,
 }
 
 impl Group {
@@ -137,16 +164,22 @@ pub enum MasterCommand {
     RegisterServer {
         server: Server,
     },
-    /// Creates `count` groups, each placed on `replication` servers.
+    /// Creates `count` groups of `pool`, each placed on `replication`
+    /// servers with a disk in the pool.
     CreateGroups {
         count: u64,
         replication: usize,
+        #[serde(default = "pool::default_pool")]
+        pool: String,
     },
+    /// Creates a volume whose blocks go to `pool`'s groups.
     CreateVolume {
         name: String,
         size: u64,
         block_size: Option<u64>,
         owner: String,
+        #[serde(default = "pool::default_pool")]
+        pool: String,
     },
     ResizeVolume {
         name: String,
@@ -196,10 +229,20 @@ pub enum MasterError {
     VolumeExists { name: String },
     #[error("bad volume: {why}")]
     BadVolume { why: String },
-    #[error("cannot place {replication} replicas on distinct nodes: {servers} servers registered")]
-    NotEnoughServers { replication: usize, servers: usize },
-    #[error("no groups to hold blocks: create some first")]
-    NoGroups,
+    #[error("cannot place {replication} replicas on distinct nodes: {servers} servers have disks in pool {pool:?}")]
+    NotEnoughServers {
+        replication: usize,
+        servers: usize,
+        #[serde(default = "pool::default_pool")]
+        pool: String,
+    },
+    #[error("pool {pool:?} has no groups to hold blocks: create some first")]
+    NoGroups {
+        #[serde(default = "pool::default_pool")]
+        pool: String,
+    },
+    #[error("bad pool: {why}")]
+    BadPool { why: String },
     #[error("block {block} is past the end of volume {name:?}")]
     BlockOutOfRange { name: String, block: u64 },
     #[error("server {id} registered already with another address")]
@@ -291,21 +334,27 @@ impl MasterState {
                 );
                 Ok(MasterReply::Ok)
             }
-            MasterCommand::CreateGroups { count, replication } => {
+            MasterCommand::CreateGroups {
+                count,
+                replication,
+                pool,
+            } => {
                 if *count > MAX_GROUPS_PER_REQUEST {
                     return Err(MasterError::BadVolume {
                         why: format!("{count} groups at once: at most {MAX_GROUPS_PER_REQUEST}"),
                     });
                 }
+                check_pool(pool)?;
                 let mut made = Vec::new();
                 for _ in 0..*count {
-                    let replicas = place(&self.servers, &self.groups, *replication)?;
+                    let replicas = place(&self.servers, &self.groups, pool, *replication)?;
                     self.next_group += 1;
                     let g = Group {
                         id: self.next_group,
                         replicas,
                         epoch: 0,
                         moving: None,
+                        pool: pool.clone(),
                     };
                     self.groups.insert(g.id, g.clone());
                     made.push(g);
@@ -317,8 +366,22 @@ impl MasterState {
                 size,
                 block_size,
                 owner,
+                pool,
             } => {
                 check_name(name)?;
+                check_pool(pool)?;
+                // A pool exists where servers have disks in it: a name no
+                // server knows is a typo, refused before any data goes in.
+                if !self.servers.values().any(|s| s.in_pool(pool)) {
+                    let known: BTreeSet<&str> =
+                        self.servers.values().flat_map(Server::pool_names).collect();
+                    return Err(MasterError::BadPool {
+                        why: format!(
+                            "no server has a disk in pool {pool:?} (pools: {})",
+                            known.into_iter().collect::<Vec<_>>().join(", ")
+                        ),
+                    });
+                }
                 if self.volumes.contains_key(name) {
                     return Err(MasterError::VolumeExists { name: name.clone() });
                 }
@@ -339,6 +402,7 @@ impl MasterState {
                     snapshots: BTreeMap::new(),
                     origin: None,
                     task: None,
+                    pool: pool.clone(),
                 };
                 self.volumes.insert(name.clone(), v.clone());
                 Ok(MasterReply::Volume { volume: v })
@@ -388,13 +452,14 @@ impl MasterState {
                 Ok(MasterReply::Volume { volume: v.clone() })
             }
             MasterCommand::AllocateBlocks { name, blocks } => {
-                if self.groups.is_empty() {
-                    return Err(MasterError::NoGroups);
-                }
                 let v = self
                     .volumes
                     .get(name)
                     .ok_or_else(|| MasterError::NoVolume { name: name.clone() })?;
+                let pool = v.pool.clone();
+                if !self.groups.values().any(|g| g.pool == pool) {
+                    return Err(MasterError::NoGroups { pool });
+                }
                 let nblocks = v.size.div_ceil(v.block_size);
                 if let Some(&b) = blocks.iter().find(|&&b| b >= nblocks) {
                     return Err(MasterError::BlockOutOfRange {
@@ -402,12 +467,20 @@ impl MasterState {
                         block: b,
                     });
                 }
-                // Each new block goes to the group holding the fewest
-                // blocks (of all volumes), lowest id first on a tie.
-                let mut load: BTreeMap<u64, u64> = self.groups.keys().map(|&g| (g, 0)).collect();
+                // Each new block goes to the group of the volume's pool
+                // holding the fewest blocks (of all volumes), lowest id
+                // first on a tie.
+                let mut load: BTreeMap<u64, u64> = self
+                    .groups
+                    .values()
+                    .filter(|g| g.pool == pool)
+                    .map(|g| (g.id, 0))
+                    .collect();
                 for v in self.volumes.values() {
                     for g in v.blocks.values() {
-                        *load.entry(*g).or_default() += 1;
+                        if let Some(n) = load.get_mut(g) {
+                            *n += 1;
+                        }
                     }
                 }
                 let v = self.volume_mut(name)?;
@@ -418,7 +491,7 @@ impl MasterState {
                     let (&g, _) = load
                         .iter()
                         .min_by_key(|(&g, &n)| (n, g))
-                        .expect("groups checked non-empty");
+                        .expect("the pool's groups checked non-empty");
                     v.blocks.insert(b, g);
                     *load.entry(g).or_default() += 1;
                 }
@@ -444,6 +517,10 @@ impl MasterState {
                 name: name.to_string(),
             })
     }
+}
+
+fn check_pool(name: &str) -> Result<(), MasterError> {
+    pool::check_name(name).map_err(|e| MasterError::BadPool { why: e.to_string() })
 }
 
 pub(super) fn check_name(name: &str) -> Result<(), MasterError> {
@@ -479,31 +556,35 @@ fn check_size(size: u64, block_size: u64) -> Result<(), MasterError> {
     Ok(())
 }
 
-/// Picks `n` servers for a new group's replicas by the rules of
-/// [`crate::placement`]: distinct members of the highest failure-domain
-/// level that has `n` of them (regions, zones, racks, else nodes), never
-/// two on one node; among those, the least loaded nodes, then the ones
-/// sharing the fewest groups with the replicas already picked (scatter
-/// width), then the lowest ids.
+/// Picks `n` servers for a new group of `pool` by the rules of
+/// [`crate::placement`], among the servers with a disk in the pool:
+/// distinct members of the highest failure-domain level that has `n` of
+/// them (regions, zones, racks, else nodes), never two on one node; among
+/// those, the nodes holding the fewest of the pool's replicas, then the
+/// ones sharing the fewest groups with the replicas already picked
+/// (scatter width), then the lowest ids.
 pub fn place(
     servers: &BTreeMap<u64, Server>,
     groups: &BTreeMap<u64, Group>,
+    pool: &str,
     n: usize,
 ) -> Result<Vec<u64>, MasterError> {
-    let candidates: Vec<Candidate> = servers
+    let members: Vec<&Server> = servers
         .values()
-        .filter(|s| !s.drained)
-        .map(Server::candidate)
+        .filter(|s| !s.drained && s.in_pool(pool))
         .collect();
+    let candidates: Vec<Candidate> = members.iter().map(|s| s.candidate()).collect();
     let placed: Vec<Vec<placement::Slot>> = groups
         .values()
+        .filter(|g| g.pool == pool)
         .map(|g| g.replicas.iter().map(|&r| (r, None)).collect())
         .collect();
     match placement::place(&candidates, &placed, n, false) {
         Ok(chosen) => Ok(chosen.iter().map(|c| c.node).collect()),
         Err(_) => Err(MasterError::NotEnoughServers {
             replication: n,
-            servers: servers.len(),
+            servers: members.len(),
+            pool: pool.to_string(),
         }),
     }
 }

@@ -18,12 +18,18 @@
 //! lost. Faults are drawn so that faults alone never leave a group without
 //! a live majority (that case is reported, not repaired, by design).
 //!
+//! Servers have two disks in two pools (a "fast" and a "bulk" one); some
+//! that join have both disks in the fast pool, so the bulk pool's groups
+//! must never be placed on them. Half the groups are in each pool.
+//!
 //! Checked every round: a round of control actions never takes a live
 //! quorum from a group that had one; replica GC never removes a replica
-//! the group's configuration lists. At the end, once faults stop: every
-//! group has three voters on live servers in distinct zones (as many as
-//! the live servers span), the Master records them, no move or learner is
-//! left, and the scheduler has nothing left to do (balance reached).
+//! the group's configuration lists; every replica is on a disk of its
+//! group's pool. At the end, once faults stop: every group has three
+//! voters on live servers in distinct zones (as many as the live servers
+//! of its pool span), the Master records them, no move or learner is
+//! left, and the scheduler has nothing left to do (balance reached within
+//! each pool).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -97,12 +103,29 @@ const GC_SETTLED: u64 = 6;
 /// Most rounds the quiet phase may take to settle.
 const QUIET_BOUND: u64 = 2_000;
 
+/// The pools of the simulation.
+const FAST: &str = "fast";
+const BULK: &str = "bulk";
+
 struct SimServer {
     zone: usize,
     up: bool,
     /// Lost for good.
     gone: bool,
     disks_failed: [bool; 2],
+    /// Each disk's pool.
+    pools: [&'static str; 2],
+    /// Groups it was given but could not start a replica of (no working
+    /// disk of the group's pool): reported failed, as a BlockServer
+    /// reports a replica it marked lost, until a GC order forgets them.
+    lost: BTreeSet<u64>,
+}
+
+impl SimServer {
+    /// Its first working disk of `pool`.
+    fn disk_in(&self, pool: &str) -> Option<usize> {
+        (0..2).find(|&d| self.pools[d] == pool && !self.disks_failed[d])
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -133,8 +156,8 @@ struct Soft {
     confs: BTreeMap<u64, ConfReport>,
     hosted: BTreeMap<NodeId, BTreeSet<u64>>,
     failed: BTreeMap<NodeId, BTreeSet<u64>>,
-    /// Servers whose heartbeat said no disk of theirs works.
-    no_room: BTreeSet<NodeId>,
+    /// Which disks each server's heartbeat said can take a replica.
+    usable: BTreeMap<NodeId, Vec<bool>>,
 }
 
 struct Ctl {
@@ -177,15 +200,20 @@ impl Ctl {
             back_at: BTreeMap::new(),
         };
         for i in 0..cfg.servers {
-            c.add_server(i % 3);
+            c.add_server(i % 3, [FAST, BULK]);
         }
-        let r = c.master.apply(&MasterCommand::CreateGroups {
-            count: cfg.groups,
-            replication: 3,
-        });
-        let MasterReply::Groups { groups } = r else {
-            panic!("the simulation's groups cannot be placed: {r:?}");
-        };
+        let mut groups = Vec::new();
+        for (pool, count) in [(FAST, cfg.groups.div_ceil(2)), (BULK, cfg.groups / 2)] {
+            let r = c.master.apply(&MasterCommand::CreateGroups {
+                count,
+                replication: 3,
+                pool: pool.to_string(),
+            });
+            let MasterReply::Groups { groups: made } = r else {
+                panic!("the simulation's groups cannot be placed: {r:?}");
+            };
+            groups.extend(made);
+        }
         for g in groups {
             let conf = Membership::new(g.replicas.clone());
             let replicas = g
@@ -195,7 +223,7 @@ impl Ctl {
                     (
                         s,
                         SimReplica {
-                            disk: (g.id % 2) as usize,
+                            disk: c.servers[&s].disk_in(&g.pool).expect("placed in its pool"),
                             conf: conf.clone(),
                             conf_index: 0,
                             matched: 0,
@@ -226,7 +254,7 @@ impl Ctl {
         self.rand(1000) < per_mille
     }
 
-    fn add_server(&mut self, zone: usize) -> NodeId {
+    fn add_server(&mut self, zone: usize, pools: [&'static str; 2]) -> NodeId {
         let id = self.servers.keys().max().copied().unwrap_or(0) + 1;
         self.servers.insert(
             id,
@@ -235,6 +263,8 @@ impl Ctl {
                 up: true,
                 gone: false,
                 disks_failed: [false; 2],
+                pools,
+                lost: BTreeSet::new(),
             },
         );
         let r = self.master.apply(&MasterCommand::RegisterServer {
@@ -249,6 +279,7 @@ impl Ctl {
                 },
                 disks: vec![1 << 40, 1 << 40],
                 drained: false,
+                pools: pools.iter().map(|p| p.to_string()).collect(),
             },
         });
         assert_eq!(r, MasterReply::Ok);
@@ -326,10 +357,11 @@ impl Ctl {
             .iter()
             .map(|(id, s)| {
                 format!(
-                    "s{id} z{} up {} gone {} disks {:?} drained {}",
+                    "s{id} z{} up {} gone {} disks {:?} failed {:?} drained {}",
                     s.zone + 1,
                     s.up,
                     s.gone,
+                    s.pools,
                     s.disks_failed,
                     self.master.servers.get(id).is_some_and(|x| x.drained)
                 )
@@ -341,17 +373,22 @@ impl Ctl {
     /// Why the cluster is not settled yet (every group whole, the
     /// scheduler idle), if it is not.
     fn unsettled(&self) -> Option<String> {
-        let usable: Vec<NodeId> = self
-            .servers
-            .iter()
-            .filter(|(id, s)| {
-                s.up && !s.gone && self.master.servers.get(id).is_some_and(|x| !x.drained)
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        let zones: BTreeSet<usize> = usable.iter().map(|s| self.servers[s].zone).collect();
+        // The servers that can hold a replica of each pool.
+        let usable_in = |pool: &str| -> Vec<NodeId> {
+            self.servers
+                .iter()
+                .filter(|(id, s)| {
+                    s.up && !s.gone
+                        && s.disk_in(pool).is_some()
+                        && self.master.servers.get(id).is_some_and(|x| !x.drained)
+                })
+                .map(|(&id, _)| id)
+                .collect()
+        };
         for (id, g) in &self.groups {
             let m = &self.master.groups[id];
+            let usable = usable_in(&m.pool);
+            let zones: BTreeSet<usize> = usable.iter().map(|s| self.servers[s].zone).collect();
             if m.moving.is_some() || !g.conf.outgoing.is_empty() || !g.conf.learners.is_empty() || {
                 let mut r = m.replicas.clone();
                 r.sort_unstable();
@@ -399,6 +436,28 @@ impl Ctl {
         })
     }
 
+    /// Whether each pool keeps at least four servers (not lost, not
+    /// drained) with a working disk of it if server `s` loses disk `disk`
+    /// (`None`: is lost or drained): faults alone must leave every pool
+    /// room for its groups' three replicas, with one to spare for a crash.
+    fn pools_keep_room(&self, s: NodeId, disk: Option<usize>) -> bool {
+        [FAST, BULK].iter().all(|&pool| {
+            let members = self
+                .servers
+                .iter()
+                .filter(|(&id, x)| {
+                    let working = (0..2).any(|d| {
+                        x.pools[d] == pool
+                            && !x.disks_failed[d]
+                            && !(id == s && disk.is_none_or(|f| f == d))
+                    });
+                    !x.gone && working && self.master.servers.get(&id).is_some_and(|m| !m.drained)
+                })
+                .count();
+            members >= 4
+        })
+    }
+
     /// Whether no group lacks a live replica now.
     fn all_whole(&self) -> bool {
         self.groups
@@ -434,7 +493,12 @@ impl Ctl {
                 self.stats.crashes += 1;
             }
             // Lost for good, when nothing else is missing.
-            10..=12 if self.all_whole() && self.safe_to_take(pick) && alive.len() > 4 => {
+            10..=12
+                if self.all_whole()
+                    && self.safe_to_take(pick)
+                    && alive.len() > 4
+                    && self.pools_keep_room(pick, None) =>
+            {
                 let s = self.servers.get_mut(&pick).expect("server");
                 s.up = false;
                 s.gone = true;
@@ -456,7 +520,10 @@ impl Ctl {
                 });
                 // A server may lose both disks: its heartbeats then say so
                 // and the Master offers it no replica.
-                if safe && !self.servers[&pick].disks_failed[d] {
+                if safe
+                    && !self.servers[&pick].disks_failed[d]
+                    && self.pools_keep_room(pick, Some(d))
+                {
                     self.servers.get_mut(&pick).expect("server").disks_failed[d] = true;
                     for id in on_it {
                         if let Some(r) = self
@@ -470,10 +537,15 @@ impl Ctl {
                     self.stats.disk_failures += 1;
                 }
             }
-            // A server joins.
+            // A server joins; one in three has no bulk disk.
             16..=19 if self.servers.len() < 12 => {
                 let zone = self.rand(3) as usize;
-                self.add_server(zone);
+                let pools = if self.rand(3) == 0 {
+                    [FAST, FAST]
+                } else {
+                    [FAST, BULK]
+                };
+                self.add_server(zone, pools);
                 self.stats.additions += 1;
             }
             // A drain, or an undrain.
@@ -485,7 +557,7 @@ impl Ctl {
                     .iter()
                     .filter(|(id, s)| !s.drained && self.servers.get(id).is_some_and(|x| !x.gone))
                     .count();
-                if drained || undrained_live > 5 {
+                if drained || undrained_live > 5 && self.pools_keep_room(pick, None) {
                     let r = self.master.apply(&MasterCommand::Move(MoveCommand::Drain {
                         server: pick,
                         drained: !drained,
@@ -541,7 +613,7 @@ impl Ctl {
                 .iter()
                 .flat_map(|(&s, gs)| gs.iter().map(move |&g| (g, s)))
                 .collect(),
-            no_room: self.soft.no_room.clone(),
+            no_room: schedule::no_room(&self.master.servers, &self.soft.usable),
         }
     }
 
@@ -582,6 +654,16 @@ impl Ctl {
         }
         // Checks.
         for (id, g) in &self.groups {
+            let pool = &self.master.groups[id].pool;
+            for (s, r) in &g.replicas {
+                let on = self.servers[s].pools[r.disk];
+                if on != pool {
+                    return Err(format!(
+                        "round {now}: group {id} of pool {pool} has a replica on server {s}'s disk {} of pool {on}",
+                        r.disk
+                    ));
+                }
+            }
             if before[id] && !self.has_quorum(g) {
                 return Err(format!(
                     "round {now}: group {id} lost its live quorum to a control action: {}",
@@ -718,13 +800,16 @@ impl Ctl {
                 );
             }
         }
+        for &id in &self.servers[&s].lost {
+            hosted.insert(id);
+            failed.insert(id);
+        }
         self.soft.hosted.insert(s, hosted.clone());
         self.soft.failed.insert(s, failed);
-        if self.servers[&s].disks_failed.iter().all(|&f| f) {
-            self.soft.no_room.insert(s);
-        } else {
-            self.soft.no_room.remove(&s);
-        }
+        self.soft.usable.insert(
+            s,
+            self.servers[&s].disks_failed.iter().map(|f| !f).collect(),
+        );
         // The answer: the groups it must host.
         let assigned: Vec<crate::master::Group> = self
             .master
@@ -734,16 +819,17 @@ impl Ctl {
             .cloned()
             .collect();
         for mg in &assigned {
-            let disk_ok = !self.servers[&s].disks_failed.iter().all(|&f| f);
-            let g = self.groups.get_mut(&mg.id).expect("group");
-            if g.replicas.contains_key(&s) || !disk_ok {
+            if self.groups[&mg.id].replicas.contains_key(&s) {
                 continue;
             }
-            let disk = self.servers[&s]
-                .disks_failed
-                .iter()
-                .position(|&f| !f)
-                .unwrap_or(0);
+            // Its replica goes to a working disk of the group's pool; with
+            // none, the replica is lost before it starts.
+            let server = self.servers.get_mut(&s).expect("server");
+            let Some(disk) = server.disk_in(&mg.pool) else {
+                server.lost.insert(mg.id);
+                continue;
+            };
+            let g = self.groups.get_mut(&mg.id).expect("group");
             // A replica given by a move starts with no configuration.
             let conf = if mg.epoch == 0 && mg.replicas.contains(&s) {
                 Membership::new(mg.replicas.clone())
@@ -768,6 +854,9 @@ impl Ctl {
                 let Some(o) = gc_order(s, &mg, self.soft.confs.get(&id)) else {
                     continue;
                 };
+                if self.servers.get_mut(&s).expect("server").lost.remove(&id) {
+                    continue;
+                }
                 let g = self.groups.get_mut(&id).expect("group");
                 let Some(r) = g.replicas.get(&s) else {
                     continue;

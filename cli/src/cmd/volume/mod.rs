@@ -35,6 +35,9 @@ pub enum VolumeCommand {
         /// Block size (a multiple of 64 KiB; default 16 MiB).
         #[arg(long, value_parser = parse_size)]
         block_size: Option<u64>,
+        /// The pool whose groups hold its blocks (see `cds status`).
+        #[arg(long, default_value = cds::pool::DEFAULT_POOL)]
+        pool: String,
         #[command(flatten)]
         dir: CdsDir,
     },
@@ -263,6 +266,7 @@ pub fn run(cmd: VolumeCommand) -> Result<()> {
             name,
             size,
             block_size,
+            pool,
             dir,
         } => {
             let c = CdsCluster::load(&dir.dir)?;
@@ -275,15 +279,17 @@ pub fn run(cmd: VolumeCommand) -> Result<()> {
                         size,
                         block_size,
                         owner: String::new(),
+                        pool,
                     },
                 )
                 .context("creating the volume")?;
             outln!(
-                "volume {} created: {} ({} bytes), blocks of {}",
+                "volume {} created: {} ({} bytes), blocks of {}, in pool {}",
                 v.name,
                 human(v.size),
                 v.size,
-                human(v.block_size)
+                human(v.block_size),
+                v.pool
             );
             Ok(())
         }
@@ -295,7 +301,7 @@ pub fn run(cmd: VolumeCommand) -> Result<()> {
                 return Ok(());
             }
             outln!(
-                "{:<24} {:>12} {:>10} {:>8} {:>6}",
+                "{:<24} {:>12} {:>10} {:>8} {:>6}  POOL",
                 "NAME",
                 "SIZE",
                 "BLOCK",
@@ -304,12 +310,13 @@ pub fn run(cmd: VolumeCommand) -> Result<()> {
             );
             for v in vols {
                 outln!(
-                    "{:<24} {:>12} {:>10} {:>8} {:>6}",
+                    "{:<24} {:>12} {:>10} {:>8} {:>6}  {}",
                     v.name,
                     human(v.size),
                     human(v.block_size),
                     v.blocks.len(),
-                    v.epoch
+                    v.epoch,
+                    v.pool
                 );
             }
             Ok(())
