@@ -65,8 +65,9 @@ pub struct NodeDecl {
     pub region: String,
     pub zone: String,
     pub rack: String,
-    #[serde(default = "default_disks")]
-    pub disks: u32,
+    /// How many disks (2 when neither this nor `media` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disks: Option<u32>,
     /// The media of each disk (then `disks` is its length): how the
     /// disks are dealt to the declared pools.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -85,9 +86,8 @@ fn default_region() -> String {
     "local".into()
 }
 
-fn default_disks() -> u32 {
-    2
-}
+/// Disks of a node that gives neither a count nor media.
+const DEFAULT_DISKS: u32 = 2;
 
 impl NodeDecl {
     pub fn location(&self) -> Location {
@@ -101,7 +101,7 @@ impl NodeDecl {
     /// How many disks it has: its media list's length when it gives one.
     pub fn disk_count(&self) -> u32 {
         if self.media.is_empty() {
-            self.disks
+            self.disks.unwrap_or(DEFAULT_DISKS)
         } else {
             self.media.len() as u32
         }
@@ -145,7 +145,7 @@ impl Topology {
                 region: default_region(),
                 zone: format!("z{}", i / 2 + 1),
                 rack: format!("r{}", i % 2 + 1),
-                disks: 2,
+                disks: Some(2),
                 media: Vec::new(),
             })
             .collect();
@@ -223,14 +223,13 @@ impl Topology {
         for (i, node) in self.nodes.iter().enumerate() {
             check_location(&node.location())
                 .map_err(|e| TopologyError::Invalid(format!("node {}: {e}", i + 1)))?;
-            if !node.media.is_empty()
-                && node.disks != default_disks()
-                && node.disks as usize != node.media.len()
+            if let Some(d) = node
+                .disks
+                .filter(|&d| !node.media.is_empty() && d as usize != node.media.len())
             {
                 return Err(TopologyError::Invalid(format!(
-                    "node {}: disks = {} but {} media given (one per disk)",
+                    "node {}: disks = {d} but {} media given (one per disk)",
                     i + 1,
-                    node.disks,
                     node.media.len()
                 )));
             }
@@ -379,5 +378,65 @@ mod tests {
         assert!(e.to_string().contains("0 disks"), "{e}");
         let e = Topology::parse("node = 3").unwrap_err();
         assert!(matches!(e, TopologyError::Parse { .. }), "{e}");
+    }
+
+    #[test]
+    fn pools_take_the_disks_of_their_media() {
+        let pools = "[[pool]]\nname = \"fast\"\nmedia = \"ssd\"\n\
+                     [[pool]]\nname = \"bulk\"\nmedia = \"hdd\"\n";
+        let node = |z: &str, media: &str| {
+            format!("[[node]]\nzone = \"{z}\"\nrack = \"r\"\nmedia = [{media}]\n")
+        };
+        let both = "\"ssd\", \"hdd\"";
+        let text = pools.to_string()
+            + &node("a", both)
+            + &node("b", both)
+            + &node("c", both)
+            + &node("a", "\"ssd\"");
+        let t = Topology::parse(&text).unwrap();
+        assert_eq!(t.disk_pools(0), vec!["fast", "bulk"]);
+        assert_eq!(t.disk_pools(3), vec!["fast"]);
+        assert_eq!(t.nodes[3].disk_count(), 1);
+        assert_eq!(t.pool_names(), vec!["fast", "bulk"]);
+        assert_eq!(Topology::parse(&t.to_toml()).unwrap(), t);
+        // No pool declared: one default pool, every disk in it.
+        let plain = Topology::default_six();
+        assert!(plain.disk_pools(0).is_empty());
+        assert_eq!(plain.pool_names(), vec!["default"]);
+        // Refusals, each with its reason.
+        let refused = |text: String, want: &str| {
+            let e = Topology::parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} lacks {want:?}");
+        };
+        refused(
+            pools.to_string() + &node("a", both) + &node("b", both) + &node("c", "\"ssd\""),
+            "pool \"bulk\" has disks on 2 nodes",
+        );
+        refused(
+            pools.to_string() + &node("a", both) + &node("b", both) + &node("c", "\"nvme\""),
+            "no pool takes media \"nvme\"",
+        );
+        refused(
+            pools.to_string()
+                + &node("a", both)
+                + &node("b", both)
+                + "[[node]]\nzone = \"c\"\nrack = \"r\"\n",
+            "node 3: pools are declared by media",
+        );
+        refused(
+            "[[pool]]\nname = \"x\"\nmedia = \"ssd\"\n[[pool]]\nname = \"y\"\nmedia = \"ssd\"\n"
+                .to_string()
+                + &node("a", "\"ssd\"")
+                + &node("b", "\"ssd\"")
+                + &node("c", "\"ssd\""),
+            "both take media \"ssd\"",
+        );
+        refused(
+            pools.to_string()
+                + &node("a", both)
+                + &node("b", both)
+                + "[[node]]\nzone = \"c\"\nrack = \"r\"\ndisks = 3\nmedia = [\"ssd\", \"hdd\"]\n",
+            "disks = 3 but 2 media given",
+        );
     }
 }

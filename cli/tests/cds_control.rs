@@ -4,7 +4,9 @@
 //! stale replicas are collected through the trash when it returns; a
 //! failed disk's replicas are rebuilt while its server keeps serving from
 //! its other disk; a new empty node gets its share of replicas; a drain
-//! moves every replica off a node during IO, and `cds rm` forgets it.
+//! moves every replica off a node during IO, and `cds rm` forgets it; a
+//! cluster of two pools keeps each group on its own pool's disks through a
+//! disk failure.
 //!
 //! Every cluster lives in a temp directory behind a guard that tears it
 //! down, passed or failed; every wait is bounded.
@@ -341,4 +343,142 @@ fn a_server_whose_disks_all_failed_gets_no_replica_until_they_heal() {
         "b2's disks healed: replicas balanced back in {:.1} s",
         took.as_secs_f64()
     );
+}
+
+/// The pool of each replica's disk, from the cluster view: (group's pool,
+/// disk's pool, server) for every replica a server reported.
+fn replica_pools(v: &serde_json::Value) -> Vec<(String, String, u64)> {
+    let pool_of_disk = |server: u64, disk: usize| -> String {
+        v["servers"]
+            .as_array()
+            .expect("servers")
+            .iter()
+            .find(|s| s["id"].as_u64() == Some(server))
+            .and_then(|s| s["pools"].as_array())
+            .and_then(|p| p.get(disk))
+            .and_then(|p| p.as_str())
+            .unwrap_or("default")
+            .to_string()
+    };
+    let group_pool: BTreeMap<u64, String> = groups(v)
+        .iter()
+        .map(|g| {
+            (
+                g["id"].as_u64().expect("id"),
+                g["pool"].as_str().unwrap_or("default").to_string(),
+            )
+        })
+        .collect();
+    v["replica_disks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let server = r["server"].as_u64().expect("server");
+            let disk = r["disk"].as_u64().expect("disk") as usize;
+            let group = r["group"].as_u64().expect("group");
+            (
+                group_pool.get(&group).cloned().unwrap_or_default(),
+                pool_of_disk(server, disk),
+                server,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn each_pool_keeps_its_groups_on_its_own_disks_through_a_disk_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _g = Guard { dir: dir.clone() };
+    // Four servers with an ssd and an hdd, one with two ssds.
+    let topo = tmp.path().join("pools.toml");
+    let node = |zone: &str, rack: &str, media: &str| {
+        format!("[[node]]\nzone = \"{zone}\"\nrack = \"{rack}\"\nmedia = [{media}]\n")
+    };
+    let both = "\"ssd\", \"hdd\"";
+    std::fs::write(
+        &topo,
+        "[[pool]]\nname = \"fast\"\nmedia = \"ssd\"\n[[pool]]\nname = \"bulk\"\nmedia = \"hdd\"\n"
+            .to_string()
+            + &node("z1", "r1", both)
+            + &node("z2", "r1", both)
+            + &node("z3", "r1", both)
+            + &node("z1", "r2", both)
+            + &node("z2", "r2", "\"ssd\", \"ssd\""),
+    )
+    .unwrap();
+    let up = ok(
+        &dir,
+        &[
+            "cds",
+            "up",
+            "--topology",
+            topo.to_str().unwrap(),
+            "--groups",
+            "4",
+            "--tick-ms",
+            "20",
+            "--repair-grace",
+            "2s",
+        ],
+    );
+    assert!(up.contains("8 BlockGroups (4 per pool)"), "{up}");
+    ok(
+        &dir,
+        &["volume", "create", "v", "--size", "64MiB", "--pool", "bulk"],
+    );
+    let err = fails(
+        &dir,
+        &["volume", "create", "w", "--size", "64MiB", "--pool", "blk"],
+    );
+    assert!(
+        err.contains("no server has a disk in pool \"blk\""),
+        "{err}"
+    );
+    let all_reported = |v: &serde_json::Value| replica_pools(v).len() == 8 * 3;
+    wait_until(&dir, 30, "every replica reported", all_reported);
+    let v = cluster_view(&dir);
+    let check = |v: &serde_json::Value| {
+        for (group_pool, disk_pool, server) in replica_pools(v) {
+            assert_eq!(group_pool, disk_pool, "a replica on b{server}: {v:#}");
+            assert!(
+                !(server == 5 && group_pool == "bulk"),
+                "b5 has no hdd: {v:#}"
+            );
+        }
+    };
+    check(&v);
+    // b1's hdd fails during IO: its bulk replicas are rebuilt on the one
+    // other server with an hdd (b4), never on b5; b1 keeps serving its
+    // fast ones from its ssd.
+    let out = verify_through(&dir, 25, Duration::from_secs(2), || {
+        ok(&dir, &["cds", "fail-disk", "b1", "2"]);
+        wait_until(&dir, 60, "b1's bulk replicas rebuilt", |v| {
+            moving(v) == 0
+                && all_reported(v)
+                && !replica_pools(v)
+                    .iter()
+                    .any(|(p, _, s)| *s == 1 && p == "bulk")
+        });
+    });
+    assert!(
+        out.contains("io errors 0") && out.contains("PASSED"),
+        "{out}"
+    );
+    let v = cluster_view(&dir);
+    check(&v);
+    let now = replica_pools(&v);
+    assert_eq!(
+        now.iter()
+            .filter(|(p, _, s)| *s == 4 && p == "bulk")
+            .count(),
+        4,
+        "{v:#}"
+    );
+    assert!(now.iter().any(|(p, _, s)| *s == 1 && p == "fast"), "{v:#}");
+    let st = ok(&dir, &["cds", "status"]);
+    assert!(st.contains("pool bulk: 4 groups"), "{st}");
+    assert!(st.contains("pool fast: 4 groups"), "{st}");
 }

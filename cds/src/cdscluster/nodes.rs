@@ -19,6 +19,9 @@ use crate::topology;
 pub struct NewServer {
     pub location: Location,
     pub disks: u32,
+    /// The pool of its disks: empty (server 1's, in order), one name for
+    /// all, or one per disk.
+    pub pools: Vec<String>,
 }
 
 /// How long a new server has to register with the Master.
@@ -28,9 +31,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Adds an empty BlockServer to the cluster in `dir` (its next number,
 /// free loopback ports, the other servers' settings) and starts it;
-/// returns its name once the Master lists it. Capacity balance then moves
-/// replicas to it.
-pub fn add_server(dir: &Path, exe: &Path, new: &NewServer) -> Result<ProcName> {
+/// returns its name and its disks' pools once the Master lists it.
+/// Capacity balance then moves replicas to it.
+pub fn add_server(dir: &Path, exe: &Path, new: &NewServer) -> Result<(ProcName, Vec<String>)> {
     topology::check_location(&new.location).map_err(|e| Error::Invalid(e.to_string()))?;
     if !(1..=topology::MAX_DISKS).contains(&new.disks) {
         bail!(
@@ -51,6 +54,10 @@ pub fn add_server(dir: &Path, exe: &Path, new: &NewServer) -> Result<ProcName> {
         Error::Cluster("the cluster has no BlockServer to copy settings from".into())
     })?;
     let base = BlockServerFileConfig::load(&template.data_dir.join("config.json"))?;
+    let pools = disk_pools(new, &base.pools)?;
+    let shown: Vec<String> = (0..new.disks as usize)
+        .map(|i| crate::pool::of_disk(&pools, i).to_string())
+        .collect();
     let id = c.servers.iter().map(|e| e.id).max().unwrap_or(0) + 1;
     let name = ProcName {
         role: Role::BlockServer,
@@ -67,6 +74,7 @@ pub fn add_server(dir: &Path, exe: &Path, new: &NewServer) -> Result<ProcName> {
             .map(|d| data_dir.join(format!("disk{d}")))
             .collect(),
         location: new.location.clone(),
+        pools: pools.clone(),
         ..base
     };
     write_config(&data_dir, &cfg)?;
@@ -93,7 +101,7 @@ pub fn add_server(dir: &Path, exe: &Path, new: &NewServer) -> Result<ProcName> {
         }
         if let Ok(v) = master.get::<ClusterView>("/v1/cluster") {
             if v.servers.iter().any(|s| s.id == id) {
-                return Ok(name);
+                return Ok((name, shown));
             }
         }
         if Instant::now() >= deadline {
@@ -105,6 +113,26 @@ pub fn add_server(dir: &Path, exe: &Path, new: &NewServer) -> Result<ProcName> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The pool of each of a new server's disks (empty: all default): as
+/// asked (one name for all, or one per disk), else server 1's disks'
+/// pools in order, repeated.
+fn disk_pools(new: &NewServer, template: &[String]) -> Result<Vec<String>> {
+    let n = new.disks as usize;
+    for p in &new.pools {
+        crate::pool::check_name(p).map_err(|e| Error::Invalid(format!("--pool: {e}")))?;
+    }
+    Ok(match new.pools.len() {
+        0 if template.is_empty() => Vec::new(),
+        0 => template.iter().cycle().take(n).cloned().collect(),
+        1 => vec![new.pools[0].clone(); n],
+        k if k == n => new.pools.clone(),
+        k => bail!(
+            Invalid,
+            "--pool: {k} names for {n} disks (give one for all, or one per disk)"
+        ),
+    })
 }
 
 fn server_id(name: ProcName) -> Result<u64> {
@@ -145,4 +173,35 @@ pub fn remove_server(dir: &Path, name: ProcName) -> Result<()> {
     }
     c.servers.retain(|s| s.id != id);
     c.save(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_server_s_pools_are_asked_or_copied_from_server_1() {
+        let new = |disks: u32, pools: &[&str]| NewServer {
+            location: Location::default(),
+            disks,
+            pools: pools.iter().map(|p| p.to_string()).collect(),
+        };
+        let two = vec!["fast".to_string(), "bulk".to_string()];
+        assert!(disk_pools(&new(2, &[]), &[]).unwrap().is_empty());
+        assert_eq!(
+            disk_pools(&new(3, &[]), &two).unwrap(),
+            ["fast", "bulk", "fast"]
+        );
+        assert_eq!(
+            disk_pools(&new(2, &["bulk"]), &two).unwrap(),
+            ["bulk", "bulk"]
+        );
+        assert_eq!(disk_pools(&new(2, &["a", "b"]), &two).unwrap(), ["a", "b"]);
+        let e = disk_pools(&new(3, &["a", "b"]), &two)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 names for 3 disks"), "{e}");
+        let e = disk_pools(&new(1, &["a b"]), &two).unwrap_err().to_string();
+        assert!(e.contains("--pool: pool \"a b\""), "{e}");
+    }
 }

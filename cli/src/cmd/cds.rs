@@ -143,6 +143,11 @@ pub enum CdsCommand {
         /// Its disks (data directories).
         #[arg(long, default_value_t = 2)]
         disks: u32,
+        /// The pool of its disks: one name for all, or one per disk
+        /// (comma-separated). Default: the pools of server 1's disks, in
+        /// order.
+        #[arg(long, value_delimiter = ',')]
+        pool: Vec<String>,
         #[command(flatten)]
         dir: CdsDir,
     },
@@ -520,17 +525,32 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
                         .iter()
                         .map(|n| (&n.region, &n.zone, &n.rack))
                         .collect();
-                    let d: u32 = t.nodes.iter().map(|n| n.disks).sum();
-                    format!("{d} disks, {} zones, {} racks", zones.len(), racks.len())
+                    let d: u32 = t.nodes.iter().map(|n| n.disk_count()).sum();
+                    let pools = if t.pools.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", pools {}", t.pool_names().join(" and "))
+                    };
+                    format!(
+                        "{d} disks, {} zones, {} racks{pools}",
+                        zones.len(),
+                        racks.len()
+                    )
                 }
             };
+            let pools = o.topology.as_ref().map_or(1, |t| t.pool_names().len()) as u64;
             outln!(
-                "CDS cluster up in {}: {} Masters, {} BlockServers ({disks}), {} BlockGroups, \
+                "CDS cluster up in {}: {} Masters, {} BlockServers ({disks}), {} BlockGroups{}, \
                  {} SnapshotWorker{}",
                 dir.dir.display(),
                 c.masters.len(),
                 c.servers.len(),
-                groups,
+                groups * pools,
+                if pools > 1 {
+                    format!(" ({groups} per pool)")
+                } else {
+                    String::new()
+                },
                 c.workers.len(),
                 if c.workers.len() == 1 { "" } else { "s" }
             );
@@ -594,18 +614,21 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             rack,
             region,
             disks,
+            pool,
             dir,
         } => {
             let new = cdscluster::NewServer {
                 location: cds::master::Location { region, zone, rack },
                 disks,
+                pools: pool,
             };
-            let name = cdscluster::add_server(&dir.dir, &exe()?, &new)?;
+            let (name, pools) = cdscluster::add_server(&dir.dir, &exe()?, &new)?;
             outln!(
-                "{name} added in {} / {} / {} with {disks} disks; the Master balances replicas onto it",
+                "{name} added in {} / {} / {} with {disks} disks (pools {}); the Master balances replicas onto it",
                 new.location.region,
                 new.location.zone,
-                new.location.rack
+                new.location.rack,
+                pools.join(", ")
             );
             Ok(())
         }
@@ -887,12 +910,21 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
         .map(|s| (s.id, (s.location.region.as_str(), s.location.zone.as_str())))
         .collect();
     let zones: BTreeSet<_> = zone_of.values().collect();
+    // The zones a pool's servers span: a group can use no more.
+    let pool_zones = |pool: &str| -> usize {
+        v.servers
+            .iter()
+            .filter(|s| s.in_pool(pool))
+            .filter_map(|s| zone_of.get(&s.id))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
     let spread = v
         .groups
         .iter()
         .filter(|g| {
             let z: BTreeSet<_> = g.replicas.iter().filter_map(|r| zone_of.get(r)).collect();
-            z.len() == g.replicas.len().min(zones.len())
+            z.len() == g.replicas.len().min(pool_zones(&g.pool))
         })
         .count();
     let ((rlo, rhi), (llo, lhi)) = (range(&r), range(&l));
@@ -902,6 +934,50 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
         v.groups.len(),
         zones.len()
     );
+    // Each pool's balance, when there are several.
+    let pools: BTreeSet<&str> = v
+        .groups
+        .iter()
+        .map(|g| g.pool.as_str())
+        .chain(v.servers.iter().flat_map(|s| s.pool_names()))
+        .collect();
+    if pools.len() > 1 {
+        for pool in pools {
+            // Balance is judged over the pool's servers that are up and
+            // not draining, as the scheduler judges it.
+            let members: Vec<&&cds::master::Server> = servers
+                .iter()
+                .filter(|s| {
+                    s.in_pool(pool)
+                        && !s.drained
+                        && v.last_heard_ms.get(&s.id).is_some_and(|&ms| ms <= 2_000)
+                })
+                .collect();
+            let groups = v.groups.iter().filter(|g| g.pool == pool).count();
+            let counts: Vec<usize> = members
+                .iter()
+                .map(|s| {
+                    v.groups
+                        .iter()
+                        .filter(|g| g.pool == pool && g.replicas.contains(&s.id))
+                        .count()
+                })
+                .collect();
+            let (lo, hi) = range(&counts);
+            outln!(
+                "pool {pool}: {groups} groups, {lo}..{hi} replicas on each of its {} servers up{}",
+                members.len(),
+                // Outside the bound, either a move is under way or the
+                // zones leave no better placement (a zone with one server
+                // of the pool holds a replica of each of its groups).
+                if cds::master::schedule::balanced(&counts) {
+                    " (within 5% of the mean, or one)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
