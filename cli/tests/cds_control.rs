@@ -482,3 +482,72 @@ fn each_pool_keeps_its_groups_on_its_own_disks_through_a_disk_failure() {
     assert!(st.contains("pool bulk: 4 groups"), "{st}");
     assert!(st.contains("pool fast: 4 groups"), "{st}");
 }
+
+#[test]
+fn a_repair_installs_snapshots_at_the_set_rate_and_status_shows_their_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _g = Guard { dir: dir.clone() };
+    // Frequent snapshots (the log kept behind one is as short), installs
+    // held to 2 MiB/s per group: a new replica catches up by a snapshot
+    // install slow enough to watch.
+    up_six(&dir, &["--snapshot-every", "100", "--install-rate", "2MiB"]);
+    let err = fails(
+        &dir.with_file_name("d"),
+        &["cds", "up", "--install-rate", "1k"],
+    );
+    assert!(
+        err.contains("--install-rate must be 0 (unlimited) or at least 64 KiB/s"),
+        "{err}"
+    );
+    ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
+    // Fill the blocks the verify below uses (48 MiB: three groups).
+    verify_through(&dir, 6, Duration::ZERO, || {});
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["volume", "info", "v", "--json"])).expect("json");
+    let block0 = &info["blocks"][0];
+    let leader = block0["leader"].as_u64().expect("leader");
+    let victim = block0["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .filter_map(|r| r.as_u64())
+        .find(|&r| r != leader)
+        .expect("a follower of block 0's group");
+    let group = block0["group"].as_u64().expect("group");
+    let mut seen: Option<serde_json::Value> = None;
+    let mut shown = String::new();
+    let mut took = Duration::ZERO;
+    let out = verify_through(&dir, 25, Duration::from_secs(2), || {
+        ok(&dir, &["cds", "kill", &format!("b{victim}")]);
+        let killed = Instant::now();
+        wait_until(&dir, 60, "block 0's group rebuilt", |v| {
+            for i in v["installs"].as_array().cloned().unwrap_or_default() {
+                let (have, total) = (i["have_bytes"].as_u64(), i["total_bytes"].as_u64());
+                if i["group"].as_u64() == Some(group)
+                    && seen.is_none()
+                    && have.zip(total).is_some_and(|(h, t)| h > 0 && h < t)
+                {
+                    seen = Some(i.clone());
+                    shown = ok(&dir, &["cds", "status"]);
+                }
+            }
+            moving(v) == 0
+                && groups(v)
+                    .iter()
+                    .find(|g| g["id"].as_u64() == Some(group))
+                    .is_some_and(|g| !replicas(g).contains(&victim))
+        });
+        took = killed.elapsed();
+    });
+    assert!(out.contains("io errors 0"), "{out}");
+    let seen = seen.expect("no install of block 0's group was seen half done");
+    eprintln!(
+        "block 0's group rebuilt {:.1} s after b{victim} was killed (grace 2 s); an install half done: {seen}",
+        took.as_secs_f64()
+    );
+    assert!(
+        shown.contains(&format!("group {group}: snapshot install to b")),
+        "{shown}"
+    );
+}

@@ -272,6 +272,12 @@ fn config_and_input_errors_are_reported() {
     let mut c = Config::new(0);
     c.election_tick = 10;
     assert!(c.validate().is_err());
+    // A snapshot budget per tick below one chunk would never serve one.
+    let mut c = Config::new(1);
+    c.snapshot_bytes_per_tick = c.snapshot_chunk_size - 1;
+    assert!(c.validate().is_err());
+    c.snapshot_chunk_size = c.snapshot_bytes_per_tick;
+    c.validate().expect("a budget of one chunk a tick");
     // A node with no configuration is a node waiting to be added: it
     // starts, and never campaigns on its own.
     let rng = Box::new(rand_pcg::Pcg64Mcg::seed_from_u64(1));
@@ -733,6 +739,87 @@ fn resume_after_restart(first_half: &[u8]) -> (Node, Vec<raft_core::Event>) {
     f.step(chunk_at(5, &data[5..])).expect("step");
     let (_, evs) = ready_all(&mut f);
     (f, evs)
+}
+
+#[test]
+fn the_status_shows_how_far_a_snapshot_transfer_has_come() {
+    let data = b"0123456789";
+    let small = |c: &mut Config| c.snapshot_chunk_size = 5;
+    let mut f = node(2, &[1, 2], small);
+    assert_eq!(f.status().receiving_snapshot, None);
+    f.step(install_msg(snapshot_of(data, raft_core::checksum(data))))
+        .expect("step");
+    ready_all(&mut f);
+    let at = |have| {
+        Some(raft_core::core::SnapshotProgress {
+            index: 10,
+            have_bytes: have,
+            total_bytes: 10,
+        })
+    };
+    assert_eq!(f.status().receiving_snapshot, at(0));
+    f.step(chunk_at(0, &data[..5])).expect("step");
+    ready_all(&mut f);
+    assert_eq!(f.status().receiving_snapshot, at(5));
+    f.step(chunk_at(5, &data[5..])).expect("step");
+    ready_all(&mut f);
+    assert_eq!(f.status().receiving_snapshot, None);
+    assert_eq!(f.applied_index(), 10);
+}
+
+#[test]
+fn a_leader_reports_the_members_it_installs_a_snapshot_on() {
+    let mut nodes = cluster(3, |_| {});
+    // Node 3 hears nothing while entries commit.
+    for i in 0..5u8 {
+        nodes[0].propose(vec![i], None).expect("leader");
+    }
+    stabilize(&mut nodes, |m| m.to != 3 && m.from != 3);
+    let l = &mut nodes[0];
+    let index = l.commit_index();
+    let data = vec![1u8; 20];
+    let meta = raft_core::SnapshotMeta {
+        index,
+        term: l.term(),
+        conf: raft_core::ConfState {
+            index: 0,
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        },
+        files: vec![raft_core::SnapshotFile {
+            name: "d".into(),
+            size: 20,
+            crc: raft_core::checksum(&data),
+        }],
+    };
+    l.storage_mut()
+        .save_snapshot(meta, vec![data])
+        .expect("save");
+    l.storage_mut().compact(index).expect("compact");
+    assert!(l.status().sending_snapshots.is_empty());
+    // A heartbeat round: node 3 answers, the leader finds its entries
+    // compacted and installs the snapshot on it.
+    for _ in 0..3 {
+        nodes[0].tick();
+    }
+    let mut seen = false;
+    let mut msgs = drain(&mut nodes);
+    for _ in 0..100 {
+        if msgs.is_empty() {
+            break;
+        }
+        for m in std::mem::take(&mut msgs) {
+            let to = m.to as usize - 1;
+            nodes[to].step(m).expect("step");
+        }
+        msgs = drain(&mut nodes);
+        let st = nodes[0].status();
+        seen |= st.sending_snapshots.get(&3) == Some(&index);
+        assert!(st.sending_snapshots.keys().all(|&p| p == 3), "{st:?}");
+    }
+    assert!(seen, "the leader never reported the transfer");
+    assert!(nodes[0].status().sending_snapshots.is_empty());
+    assert!(nodes[2].applied_index() >= index);
 }
 
 #[test]

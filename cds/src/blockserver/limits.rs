@@ -79,3 +79,13 @@ pub const MOVE_CATCHUP_MARGIN: u64 = 64;
 /// that replica's previous report (a replica busy on a slow disk must not
 /// hold back the server's heartbeat).
 pub const REPORT_WITHIN: Duration = Duration::from_millis(100);
+
+/// Entries between a replica's snapshots, unless configured.
+pub const SNAPSHOT_EVERY: u64 = 20_000;
+/// The fewest and most entries between snapshots a server accepts.
+pub const MIN_SNAPSHOT_EVERY: u64 = 100;
+pub const MAX_SNAPSHOT_EVERY: u64 = 10_000_000;
+
+/// The lowest snapshot install rate a server accepts (besides 0,
+/// unlimited): below it a repair of a 16 MiB block would take hours.
+pub const MIN_INSTALL_BYTES_PER_S: u64 = 64 << 10;

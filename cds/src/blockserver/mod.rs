@@ -104,6 +104,9 @@ pub struct BlockServerConfig {
     pub geometry: Geometry,
     /// Entries between a group's snapshots (engine exports).
     pub snapshot_every: u64,
+    /// Snapshot bytes per second each group's leader sends to a replica
+    /// catching up (0: unlimited).
+    pub install_bytes_per_s: u64,
     /// How long a removed replica's files stay in the trash.
     pub trash_keep: Duration,
 }
@@ -125,7 +128,8 @@ impl BlockServerConfig {
             peers: BTreeMap::new(),
             tick: Duration::from_millis(50),
             geometry: Geometry::default(),
-            snapshot_every: 20_000,
+            snapshot_every: limits::SNAPSHOT_EVERY,
+            install_bytes_per_s: 0,
             trash_keep: limits::TRASH_KEEP,
         }
     }
@@ -408,7 +412,16 @@ impl BlockServer {
         ncfg.tick = cfg.tick;
         ncfg.config.heartbeat_tick = 2;
         ncfg.snapshot_every = cfg.snapshot_every;
-        ncfg.log_margin = 1_000;
+        if cfg.install_bytes_per_s > 0 {
+            // Raft throttles per tick, a whole chunk at a time.
+            let per_tick = (u128::from(cfg.install_bytes_per_s) * cfg.tick.as_millis() / 1000)
+                .clamp(1, u128::from(u64::MAX)) as u64;
+            ncfg.config.snapshot_chunk_size = ncfg.config.snapshot_chunk_size.min(per_tick);
+            ncfg.config.snapshot_bytes_per_tick = per_tick;
+        }
+        // The log kept behind a snapshot: up to one snapshot interval,
+        // at most 1,000 entries (a replica further behind installs it).
+        ncfg.log_margin = cfg.snapshot_every.min(1_000);
         let sm = BlockGroupSm::new(fs, &edir, engine.clone());
         let node = self
             .inner

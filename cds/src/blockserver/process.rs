@@ -23,7 +23,9 @@ use super::limits::REPORT_WITHIN;
 use super::{BlockServer, BlockServerConfig};
 use crate::cdscluster::fault_file::FaultWatch;
 use crate::error::{bail, Context, Error, Result};
-use crate::master::api::{Assignment, ConfReport, GcOrder, Heartbeat, ReplicaReport};
+use crate::master::api::{
+    Assignment, ConfReport, GcOrder, Heartbeat, InstallProgress, ReplicaReport,
+};
 use crate::master::client::{MasterCallError, MasterClient};
 use crate::master::{Location, Server};
 
@@ -58,6 +60,24 @@ pub struct BlockServerFileConfig {
     /// How long a replica removed by replica GC stays in the trash.
     #[serde(default = "default_trash_keep_ms")]
     pub trash_keep_ms: u64,
+    /// Entries between a replica's snapshots (engine exports); a replica
+    /// that falls further behind than the log kept catches up by a
+    /// snapshot install.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    /// Snapshot bytes per second a group's leader sends to a replica
+    /// catching up (0: unlimited): bounds what a repair takes from the
+    /// network and the disks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub install_bytes_per_s: u64,
+}
+
+fn default_snapshot_every() -> u64 {
+    super::limits::SNAPSHOT_EVERY
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn default_trash_keep_ms() -> u64 {
@@ -98,6 +118,20 @@ impl BlockServerFileConfig {
             if let Err(e) = crate::pool::check_name(p) {
                 bail!(Invalid, "invalid config file {}: {e}", path.display());
             }
+        }
+        if !(super::limits::MIN_SNAPSHOT_EVERY..=super::limits::MAX_SNAPSHOT_EVERY)
+            .contains(&cfg.snapshot_every)
+            || cfg.install_bytes_per_s != 0
+                && cfg.install_bytes_per_s < super::limits::MIN_INSTALL_BYTES_PER_S
+        {
+            bail!(
+                Invalid,
+                "invalid config file {}: snapshot_every {} to {}, install_bytes_per_s 0 or at least {}",
+                path.display(),
+                super::limits::MIN_SNAPSHOT_EVERY,
+                super::limits::MAX_SNAPSHOT_EVERY,
+                super::limits::MIN_INSTALL_BYTES_PER_S
+            );
         }
         if !(1..=10_000).contains(&cfg.tick_ms) || !(10..=60_000).contains(&cfg.heartbeat_ms) {
             bail!(
@@ -155,6 +189,8 @@ async fn serve(cfg: BlockServerFileConfig) -> Result<()> {
     sc.data_listen = cfg.data_addr;
     sc.tick = Duration::from_millis(cfg.tick_ms);
     sc.trash_keep = Duration::from_millis(cfg.trash_keep_ms);
+    sc.snapshot_every = cfg.snapshot_every;
+    sc.install_bytes_per_s = cfg.install_bytes_per_s;
     let server = BlockServer::start(sc).await.map_err(|e| Error::Runtime {
         what: "cannot start the BlockServer".into(),
         error: e.to_string(),
@@ -284,6 +320,12 @@ async fn directed(
                         }),
                         failed: node.failure(),
                         disk: Some(disk as u32),
+                        installing: r.receiving_snapshot.map(|p| InstallProgress {
+                            index: p.index,
+                            have_bytes: p.have_bytes,
+                            total_bytes: p.total_bytes,
+                        }),
+                        sending_to: r.sending_snapshots.keys().copied().collect(),
                     });
                 }
             }
@@ -296,6 +338,8 @@ async fn directed(
                     conf: None,
                     failed: Some(why),
                     disk: None,
+                    installing: None,
+                    sending_to: Vec::new(),
                 });
             }
             last_reports = replicas

@@ -59,6 +59,11 @@ pub struct UpOptions {
     pub repair_grace: Duration,
     /// How long a replica removed by replica GC stays in the trash.
     pub trash_keep: Duration,
+    /// Entries between a BlockGroup replica's snapshots.
+    pub snapshot_every: u64,
+    /// Snapshot bytes per second a group's leader sends to a replica
+    /// catching up (0: unlimited).
+    pub install_bytes_per_s: u64,
     /// How long `up` waits for the cluster to serve.
     pub timeout: Duration,
 }
@@ -79,6 +84,8 @@ impl UpOptions {
             tick_ms: 50,
             repair_grace: Duration::from_millis(crate::master::process::DEFAULT_REPAIR_GRACE_MS),
             trash_keep: crate::blockserver::limits::TRASH_KEEP,
+            snapshot_every: crate::blockserver::limits::SNAPSHOT_EVERY,
+            install_bytes_per_s: 0,
             timeout: Duration::from_secs(60),
         }
     }
@@ -127,6 +134,25 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
         u64::from(crate::snapshotworker::process::MAX_GROUPS_PER_SECOND),
     )?;
     check("tick-ms", o.tick_ms, 1, 10_000)?;
+    {
+        use crate::blockserver::limits::{
+            MAX_SNAPSHOT_EVERY, MIN_INSTALL_BYTES_PER_S, MIN_SNAPSHOT_EVERY,
+        };
+        check(
+            "snapshot-every",
+            o.snapshot_every,
+            MIN_SNAPSHOT_EVERY,
+            MAX_SNAPSHOT_EVERY,
+        )?;
+        if o.install_bytes_per_s != 0 && o.install_bytes_per_s < MIN_INSTALL_BYTES_PER_S {
+            bail!(
+                Invalid,
+                "--install-rate must be 0 (unlimited) or at least {} KiB/s, got {} bytes/s",
+                MIN_INSTALL_BYTES_PER_S >> 10,
+                o.install_bytes_per_s
+            );
+        }
+    }
     check(
         "repair-grace (ms)",
         o.repair_grace.as_millis() as u64,
@@ -231,6 +257,8 @@ pub fn up(dir: &Path, o: &UpOptions) -> Result<CdsCluster> {
             tick_ms: o.tick_ms,
             heartbeat_ms: 500,
             trash_keep_ms: o.trash_keep.as_millis() as u64,
+            snapshot_every: o.snapshot_every,
+            install_bytes_per_s: o.install_bytes_per_s,
         };
         write_config(&data_dir, &cfg)?;
         c.servers.push(NodeEntry {

@@ -89,6 +89,9 @@ pub struct ClusterView {
     /// Each server's data-path rates between its last two heartbeats.
     #[serde(default)]
     pub io_rates: BTreeMap<u64, IoRates>,
+    /// Snapshot installs under way, from the receivers' latest heartbeats.
+    #[serde(default)]
+    pub installs: Vec<InstallView>,
 }
 
 /// One replica as its server reports it.
@@ -108,6 +111,35 @@ pub struct ReplicaReport {
     /// Which of the server's disks holds it (0-based).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<u32>,
+    /// The snapshot it is receiving from its leader (a new or lagging
+    /// replica catching up), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installing: Option<InstallProgress>,
+    /// Leader only: the servers whose replicas it is installing a
+    /// snapshot on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sending_to: Vec<u64>,
+}
+
+/// How far a snapshot install has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallProgress {
+    /// The snapshot's last included log index.
+    pub index: u64,
+    /// Bytes received and verified so far.
+    pub have_bytes: u64,
+    /// The snapshot's size.
+    pub total_bytes: u64,
+}
+
+/// A snapshot install under way, as the Master last heard of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallView {
+    pub group: u64,
+    /// The server whose replica receives it.
+    pub server: u64,
+    #[serde(flatten)]
+    pub progress: InstallProgress,
 }
 
 /// Where one replica lives: its server and the disk there (0-based).

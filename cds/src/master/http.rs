@@ -23,8 +23,8 @@ use raft_core::runtime::node::{NodeError, NodeHandle};
 
 use super::api::{
     Allocate, ApiError, Assignment, CloneRequest, ClusterView, ConfReport, CreateGroups,
-    CreateVolume, DiskReport, Heartbeat, IoRates, IoTotals, MasterStatus, PurgeOrder, Resize,
-    SnapshotName, TaskProgress, MAX_BODY_BYTES,
+    CreateVolume, DiskReport, Heartbeat, InstallProgress, InstallView, IoRates, IoTotals,
+    MasterStatus, PurgeOrder, Resize, SnapshotName, TaskProgress, MAX_BODY_BYTES,
 };
 use super::balance;
 use super::snapshot::{SnapshotCommand, Task, TaskState};
@@ -81,6 +81,8 @@ pub(super) struct Soft {
     /// between its last two heartbeats.
     io: BTreeMap<u64, (Instant, IoTotals)>,
     io_rates: BTreeMap<u64, IoRates>,
+    /// Snapshot installs each server reported receiving, by group.
+    installs: BTreeMap<u64, BTreeMap<u64, InstallProgress>>,
     /// Groups whose lost leader this Master asked a replica to replace,
     /// and when (asked again only after `ELECT_AFTER`).
     pub(super) elect_asked: BTreeMap<u64, Instant>,
@@ -388,6 +390,19 @@ async fn cluster(State(api): State<Api>) -> Response {
         replica_disks,
         disk_health: soft.disk_health.clone(),
         io_rates: soft.io_rates.clone(),
+        installs: soft
+            .installs
+            .iter()
+            // A silent server's last report is not news of an install.
+            .filter(|(s, _)| soft.heard.get(s).is_some_and(|t| t.elapsed() < LIVE_WITHIN))
+            .flat_map(|(&server, gs)| {
+                gs.iter().map(move |(&group, &progress)| InstallView {
+                    group,
+                    server,
+                    progress,
+                })
+            })
+            .collect(),
     })
     .into_response()
 }
@@ -470,6 +485,13 @@ async fn heartbeat(State(api): State<Api>, Json(hb): Json<Heartbeat>) -> Respons
         hb.replicas
             .iter()
             .filter_map(|r| r.disk.map(|d| (r.group, d)))
+            .collect(),
+    );
+    soft.installs.insert(
+        hb.server,
+        hb.replicas
+            .iter()
+            .filter_map(|r| r.installing.map(|p| (r.group, p)))
             .collect(),
     );
     for r in &hb.replicas {

@@ -70,6 +70,15 @@ pub enum CdsCommand {
         /// trash directory before it is deleted.
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         trash_keep: Duration,
+        /// Log entries between a BlockGroup replica's snapshots; a replica
+        /// further behind than the log kept catches up by a snapshot
+        /// install.
+        #[arg(long, default_value_t = cds::blockserver::limits::SNAPSHOT_EVERY)]
+        snapshot_every: u64,
+        /// Snapshot bytes per second each group's leader sends to a
+        /// replica catching up, e.g. 8MiB (0: unlimited).
+        #[arg(long, default_value = "0", value_parser = crate::cmd::volume::parse_size)]
+        install_rate: u64,
         /// How long to wait for the cluster to serve.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         timeout: Duration,
@@ -496,9 +505,13 @@ pub fn run(cmd: CdsCommand) -> Result<()> {
             tick_ms,
             repair_grace,
             trash_keep,
+            snapshot_every,
+            install_rate,
             timeout,
         } => {
             let mut o = UpOptions::new(exe()?);
+            o.snapshot_every = snapshot_every;
+            o.install_bytes_per_s = install_rate;
             o.masters = masters;
             o.servers = servers;
             o.disks = disks;
@@ -999,6 +1012,19 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
                 now_ms.saturating_sub(m.started_ms) as f64 / 1000.0
             );
         }
+    }
+    for i in &v.installs {
+        let p = &i.progress;
+        outln!(
+            "  group {}: snapshot install to b{}: {:.1} of {:.1} MiB ({}%)",
+            i.group,
+            i.server,
+            p.have_bytes as f64 / (1 << 20) as f64,
+            p.total_bytes as f64 / (1 << 20) as f64,
+            (p.have_bytes * 100)
+                .checked_div(p.total_bytes)
+                .unwrap_or(100)
+        );
     }
     let mut unwell = Vec::new();
     for (server, disks) in &v.disk_health {

@@ -127,6 +127,13 @@ impl Config {
         if self.snapshot_chunk_size == 0 || self.max_snapshot_sends == 0 {
             return bad("snapshot chunk size and concurrent sends must be non-zero");
         }
+        if self.snapshot_bytes_per_tick > 0
+            && self.snapshot_bytes_per_tick < self.snapshot_chunk_size
+        {
+            // A chunk is served whole from one tick's budget: a budget
+            // below the chunk size would never serve one.
+            return bad("snapshot_bytes_per_tick must be 0 or at least snapshot_chunk_size");
+        }
         if self.max_term_jump == 0 {
             return bad("max_term_jump must be at least 1");
         }

@@ -39,4 +39,4 @@ pub use quiesce::{PeerLiveness, WakeReason};
 pub use raft::{Raft, Role};
 pub use read::{ReadMode, ReadState};
 pub use ready::{Ready, SnapshotOp, SoftState};
-pub use status::RaftStatus;
+pub use status::{RaftStatus, SnapshotProgress};

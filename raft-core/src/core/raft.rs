@@ -230,6 +230,21 @@ impl<S: Storage> Raft<S> {
             .filter_map(|p| self.progress(p).map(|pr| (p, pr.matched)))
             .collect()
     }
+    /// Leader only: the members installing a snapshot from it, with the
+    /// snapshot's index.
+    pub fn sending_snapshots(&self) -> std::collections::BTreeMap<NodeId, u64> {
+        if self.role != Role::Leader {
+            return std::collections::BTreeMap::new();
+        }
+        self.progress
+            .iter()
+            .filter_map(|(&p, pr)| match pr.state {
+                super::progress::ProgressState::Snapshot { index } => Some((p, index)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The peer leadership is being handed to, if a transfer is under way.
     pub fn transferee(&self) -> Option<NodeId> {
         self.transfer.as_ref().map(|t| t.to)

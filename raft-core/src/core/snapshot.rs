@@ -74,6 +74,17 @@ pub(crate) struct SnapshotState {
 }
 
 impl SnapshotState {
+    /// How far the transfer to this node has come, if one is under way.
+    pub(crate) fn progress(&self) -> Option<super::status::SnapshotProgress> {
+        self.receiving
+            .as_ref()
+            .map(|r| super::status::SnapshotProgress {
+                index: r.meta.index,
+                have_bytes: r.have.iter().sum(),
+                total_bytes: r.meta.files.iter().map(|f| f.size).sum(),
+            })
+    }
+
     /// Whether no snapshot work is under way or waiting on this node:
     /// nothing received, nothing for the driver, no throttled request.
     pub(crate) fn idle(&self) -> bool {

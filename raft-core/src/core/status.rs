@@ -49,6 +49,23 @@ pub struct RaftStatus {
     /// Whether its group is quiescent here (no heartbeats or election
     /// timer until something wakes it; `core/quiesce.rs`).
     pub quiescent: bool,
+    /// The snapshot it is receiving from a leader, if a transfer is under
+    /// way here.
+    pub receiving_snapshot: Option<SnapshotProgress>,
+    /// Leader only: the members it is installing a snapshot on, with that
+    /// snapshot's index.
+    pub sending_snapshots: BTreeMap<NodeId, u64>,
+}
+
+/// How far a snapshot transfer to this node has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotProgress {
+    /// The snapshot's last included index.
+    pub index: u64,
+    /// Bytes verified and handed to storage so far.
+    pub have_bytes: u64,
+    /// The snapshot's size: the sum of its files'.
+    pub total_bytes: u64,
 }
 
 impl<S: Storage> Raft<S> {
@@ -68,6 +85,8 @@ impl<S: Storage> Raft<S> {
             last_snapshot: self.storage().snapshot_meta().map(|m| m.index),
             refused_messages: self.refused_messages,
             quiescent: self.is_quiescent(),
+            receiving_snapshot: self.snap.progress(),
+            sending_snapshots: self.sending_snapshots(),
         }
     }
 }
