@@ -14,7 +14,6 @@
 //! scheduler decided, one command at a time (each is checked again by the
 //! state machine, so a stale decision is refused, never applied twice).
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use raft_core::Role;
 use super::api::DiskHealth;
 use super::http::{MasterApi, Soft, LIVE_WITHIN};
 use super::moves::MoveCommand;
-use super::schedule::{self, Limits, View};
+use super::schedule::{self, Heard, Limits, View};
 use super::state::{MasterCommand, MasterReply};
 
 /// How often the scheduler runs.
@@ -54,49 +53,35 @@ pub async fn run(api: Arc<MasterApi>, grace: Duration, limits: Limits) {
             let soft = api.soft.lock().unwrap_or_else(PoisonError::into_inner);
             let now = Instant::now();
             let led_long = soft.since.is_some_and(|t| now.duration_since(t) >= grace);
-            api.with_state(|st| {
-                let view = View {
-                    live: soft
+            let usable = soft
+                .disk_health
+                .iter()
+                .map(|(&s, ds)| (s, ds.iter().map(|d| d.state == DiskHealth::Ok).collect()))
+                .collect();
+            let live = |s: u64| {
+                soft.heard
+                    .get(&s)
+                    .is_some_and(|at| now.duration_since(*at) < LIVE_WITHIN)
+            };
+            let dead = |s: u64| {
+                led_long
+                    && soft
                         .heard
-                        .iter()
-                        .filter(|(_, at)| now.duration_since(**at) < LIVE_WITHIN)
-                        .map(|(&s, _)| s)
-                        .collect(),
-                    dead: if led_long {
-                        st.servers
-                            .keys()
-                            .copied()
-                            .filter(|s| {
-                                soft.heard
-                                    .get(s)
-                                    .is_none_or(|at| now.duration_since(*at) >= grace)
-                            })
-                            .collect()
-                    } else {
-                        BTreeSet::new()
+                        .get(&s)
+                        .is_none_or(|at| now.duration_since(*at) >= grace)
+            };
+            api.with_state(|st| {
+                let view = View::from_heard(
+                    st,
+                    &Heard {
+                        live: &live,
+                        dead: &dead,
+                        failed: &soft.failed,
+                        hosted: &soft.hosted,
+                        confs: &soft.confs,
+                        usable: &usable,
                     },
-                    failed: soft
-                        .failed
-                        .iter()
-                        .flat_map(|(&s, gs)| gs.iter().map(move |&g| (g, s)))
-                        .collect(),
-                    confs: soft.confs.clone(),
-                    hosted: soft
-                        .hosted
-                        .iter()
-                        .flat_map(|(&s, gs)| gs.iter().map(move |&g| (g, s)))
-                        .collect(),
-                    no_room: schedule::no_room(
-                        &st.servers,
-                        &soft
-                            .disk_health
-                            .iter()
-                            .map(|(&s, ds)| {
-                                (s, ds.iter().map(|d| d.state == DiskHealth::Ok).collect())
-                            })
-                            .collect(),
-                    ),
-                };
+                );
                 schedule::plan(st, &view, limits, now_ms())
             })
         };

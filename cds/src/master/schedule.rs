@@ -60,7 +60,55 @@ pub struct View {
     pub no_room: BTreeSet<(u64, String)>,
 }
 
+/// What the leading Master heard from heartbeats, as it keeps it: the
+/// input of [`View::from_heard`]. The Executor and the control
+/// simulation keep it alike (their clocks differ: `live` and `dead` say
+/// what each server's last heartbeat means now).
+pub struct Heard<'a> {
+    /// Whether the server was heard recently enough to take replicas.
+    pub live: &'a dyn Fn(u64) -> bool,
+    /// Whether it is dead: unheard for the grace period, counted from
+    /// when this Master started leading.
+    pub dead: &'a dyn Fn(u64) -> bool,
+    /// Groups each server reported failed (its latest heartbeat's).
+    pub failed: &'a BTreeMap<u64, BTreeSet<u64>>,
+    /// Groups each server reported hosting.
+    pub hosted: &'a BTreeMap<u64, BTreeSet<u64>>,
+    /// Each group's configuration as its latest leader reported it.
+    pub confs: &'a BTreeMap<u64, ConfReport>,
+    /// Which of each server's disks can take a replica.
+    pub usable: &'a BTreeMap<u64, Vec<bool>>,
+}
+
 impl View {
+    /// The scheduler's view of the registered servers from what was
+    /// heard.
+    pub fn from_heard(state: &MasterState, h: &Heard<'_>) -> View {
+        let pairs = |m: &BTreeMap<u64, BTreeSet<u64>>| -> BTreeSet<(u64, u64)> {
+            m.iter()
+                .flat_map(|(&s, gs)| gs.iter().map(move |&g| (g, s)))
+                .collect()
+        };
+        View {
+            live: state
+                .servers
+                .keys()
+                .copied()
+                .filter(|&s| (h.live)(s))
+                .collect(),
+            dead: state
+                .servers
+                .keys()
+                .copied()
+                .filter(|&s| (h.dead)(s))
+                .collect(),
+            failed: pairs(h.failed),
+            confs: h.confs.clone(),
+            hosted: pairs(h.hosted),
+            no_room: no_room(&state.servers, h.usable),
+        }
+    }
+
     /// Whether `s` may be given a new replica of a group of `pool`:
     /// heard, not dead, not drained, with a disk of the pool that takes
     /// one.

@@ -41,7 +41,7 @@ use crate::blockserver::gc::obsolete;
 use crate::blockserver::moves::{decide, MoveStep};
 use crate::master::api::ConfReport;
 use crate::master::moves::{gc_order, MoveCommand};
-use crate::master::schedule::{self, Limits, View};
+use crate::master::schedule::{self, Heard, Limits, View};
 use crate::master::state::{Location, MasterCommand, MasterReply, MasterState, Server};
 
 /// What to simulate.
@@ -582,39 +582,20 @@ impl Ctl {
     fn view(&self) -> View {
         let now = self.round;
         let led_long = now >= self.soft.since + GRACE;
-        View {
-            live: self
-                .soft
-                .heard
-                .iter()
-                .filter(|(_, &r)| now < r + LIVE)
-                .map(|(&s, _)| s)
-                .collect(),
-            dead: if led_long {
-                self.master
-                    .servers
-                    .keys()
-                    .copied()
-                    .filter(|s| self.soft.heard.get(s).is_none_or(|&r| now >= r + GRACE))
-                    .collect()
-            } else {
-                BTreeSet::new()
+        let heard = |s: u64| self.soft.heard.get(&s).copied();
+        let live = |s: u64| heard(s).is_some_and(|r| now < r + LIVE);
+        let dead = |s: u64| led_long && heard(s).is_none_or(|r| now >= r + GRACE);
+        View::from_heard(
+            &self.master,
+            &Heard {
+                live: &live,
+                dead: &dead,
+                failed: &self.soft.failed,
+                hosted: &self.soft.hosted,
+                confs: &self.soft.confs,
+                usable: &self.soft.usable,
             },
-            failed: self
-                .soft
-                .failed
-                .iter()
-                .flat_map(|(&s, gs)| gs.iter().map(move |&g| (g, s)))
-                .collect(),
-            confs: self.soft.confs.clone(),
-            hosted: self
-                .soft
-                .hosted
-                .iter()
-                .flat_map(|(&s, gs)| gs.iter().map(move |&g| (g, s)))
-                .collect(),
-            no_room: schedule::no_room(&self.master.servers, &self.soft.usable),
-        }
+        )
     }
 
     /// One round: leaders elected, logs and configurations replicated,
