@@ -867,6 +867,7 @@ fn topology_tree(v: &cds::master::api::ClusterView) {
     let use_of = |s: &cds::master::Server| -> String {
         v.disk_health
             .get(&s.id)
+            .filter(|_| v.last_heard_ms.get(&s.id).is_some_and(|&ms| ms <= 2_000))
             .and_then(|ds| {
                 ds.iter()
                     .filter(|d| d.total_bytes > 0)

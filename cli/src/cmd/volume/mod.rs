@@ -519,21 +519,22 @@ fn info(dir: &std::path::Path, name: &str, json: bool) -> Result<()> {
             .collect();
         let out = serde_json::json!({
             "name": v.name, "id": v.id, "size": v.size, "block_size": v.block_size,
-            "epoch": v.epoch, "blocks_total": v.size.div_ceil(v.block_size),
+            "epoch": v.epoch, "blocks_total": v.size.div_ceil(v.block_size), "pool": v.pool,
             "blocks": blocks,
         });
         outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     outln!(
-        "volume {} (id {}): {} in {} blocks of {}, {} allocated, writer epoch {}",
+        "volume {} (id {}): {} in {} blocks of {}, {} allocated, writer epoch {}, pool {}",
         v.name,
         v.id,
         human(v.size),
         v.size.div_ceil(v.block_size),
         human(v.block_size),
         v.blocks.len(),
-        v.epoch
+        v.epoch,
+        v.pool
     );
     if !v.blocks.is_empty() {
         outln!(
