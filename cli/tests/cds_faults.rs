@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cds::{cluster_view, fails, ok, process, verify_through, Guard};
+use common::cds::{cluster_view, fails, log_lines_with, ok, process, verify_through, Guard};
 
 fn log_has(dir: &Path, name: &str, needle: &str) -> bool {
     std::fs::read_to_string(dir.join(name).join("log"))
@@ -246,10 +246,26 @@ fn every_fault_kind_happens_and_is_undone_while_verify_passes() {
         if whole && well {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the cluster is not whole and well 60 s after the faults: {v:#}"
-        );
+        if start.elapsed() >= Duration::from_secs(60) {
+            // What the processes said about the groups still moving.
+            let moving: Vec<String> = v["groups"]
+                .as_array()
+                .map(|gs| {
+                    gs.iter()
+                        .filter(|g| !g["moving"].is_null())
+                        .map(|g| format!("group {}:", g["id"]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let logs: Vec<String> = moving
+                .iter()
+                .map(|needle| log_lines_with(&dir, needle, 15))
+                .collect();
+            panic!(
+                "the cluster is not whole and well 60 s after the faults: {v:#}\nlogs:\n{}",
+                logs.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(300));
     }
     let st = ok(&dir, &["cds", "status"]);

@@ -388,10 +388,13 @@ async fn directed(
                                 if !caught_up {
                                     return;
                                 }
-                                if let Err(e) = node.transfer_leader(to).await {
-                                    eprintln!(
+                                match node.transfer_leader(to).await {
+                                    Ok(()) => eprintln!(
+                                        "blockserver {id}: group {group}: leadership handed to {to} (leader balance)"
+                                    ),
+                                    Err(e) => eprintln!(
                                         "blockserver {id}: group {group}: leadership to {to}: {e}"
-                                    );
+                                    ),
                                 }
                             });
                         }

@@ -23,7 +23,10 @@ pub struct LeaderMove {
 /// swaps the imbalance), the one leading the fewest first (lowest id on a
 /// tie). `leaders` maps every group to its leader; with any group's
 /// leader unknown (a Master that just took over, an election under way)
-/// nothing is moved. Groups in `skip` (moved a moment ago) are left.
+/// nothing is moved. Groups in `skip` (moved a moment ago) are left, and
+/// so are groups with a replica move under way: the move step hands the
+/// leadership away from the replica leaving, and balancing could hand it
+/// straight back, again and again, so the move never advanced.
 pub fn leader_moves(
     server: u64,
     groups: &[Group],
@@ -46,7 +49,7 @@ pub fn leader_moves(
         if out.len() >= max {
             break;
         }
-        if leaders.get(&g.id) != Some(&server) || skip.contains(&g.id) {
+        if leaders.get(&g.id) != Some(&server) || skip.contains(&g.id) || g.moving.is_some() {
             continue;
         }
         let mine = count[&server];
@@ -118,5 +121,24 @@ mod tests {
         assert!(m.iter().all(|m| m.to == 3), "{m:?}");
         leaders.remove(&4);
         assert!(leader_moves(2, &g, &leaders, &live, &none, 8).is_empty());
+    }
+
+    #[test]
+    fn a_group_whose_replica_moves_keeps_its_leadership_where_the_move_put_it() {
+        // Server 1 leads nothing; server 2 leads all 4 groups, one of them
+        // (group 1) moving its replica off server 1: its leadership must
+        // not go back to the replica leaving.
+        let mut g = groups(4);
+        g[0].moving = Some(crate::master::moves::Move {
+            from: 1,
+            to: 4,
+            reason: crate::master::moves::MoveReason::Drain,
+            started_ms: 0,
+        });
+        let leaders: BTreeMap<u64, u64> = (1..=4).map(|id| (id, 2)).collect();
+        let live: BTreeSet<u64> = [1, 2, 3, 4].into();
+        let m = leader_moves(2, &g, &leaders, &live, &BTreeSet::new(), 8);
+        assert!(!m.is_empty());
+        assert!(m.iter().all(|m| m.group != 1), "{m:?}");
     }
 }

@@ -116,3 +116,27 @@ pub fn cluster_view(dir: &Path) -> serde_json::Value {
         serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
     v["cluster"].clone()
 }
+
+/// The last `n` lines of every process's log in the cluster `dir` that
+/// contain `needle`, each prefixed with its process: what a failing wait
+/// prints so the failure can be understood after the cluster is gone.
+#[allow(dead_code)]
+pub fn log_lines_with(dir: &Path, needle: &str, n: usize) -> String {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return String::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    for name in names {
+        let text = std::fs::read_to_string(dir.join(&name).join("log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+        for l in &lines[lines.len().saturating_sub(n)..] {
+            out.push(format!("{name}: {l}"));
+        }
+    }
+    out.join("\n")
+}
