@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::cds::{cluster_view, fails, leading_master, ok, verify_through, Guard};
+use common::cds::{cluster_view, fails, leading_master, log_of, ok, verify_through, Guard};
 
 /// Polls `done` every 200 ms until it holds; fails with `what` and the
 /// last cluster view after `secs`. Returns how long it took.
@@ -96,30 +96,18 @@ fn zones(v: &serde_json::Value) -> BTreeMap<u64, String> {
 }
 
 fn log_lines(dir: &Path, name: &str, needle: &str) -> usize {
-    std::fs::read_to_string(dir.join(name).join("log"))
-        .unwrap_or_default()
+    log_of(dir, name)
         .lines()
         .filter(|l| l.contains(needle))
         .count()
 }
 
-/// `cds up` of the default topology (6 BlockServers, 3 zones), 12 groups,
-/// a 20 ms tick and a 2 s repair grace, with `extra` flags.
+/// `cds up` of the default topology with a 2 s repair grace and `extra`
+/// flags.
 fn up_six(dir: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "cds",
-        "up",
-        "--topology",
-        "default",
-        "--groups",
-        "12",
-        "--tick-ms",
-        "20",
-        "--repair-grace",
-        "2s",
-    ];
+    let mut args = vec!["--repair-grace", "2s"];
     args.extend_from_slice(extra);
-    ok(dir, &args);
+    common::cds::up_six(dir, &args);
 }
 
 #[test]

@@ -12,12 +12,21 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cds::{cluster_view, fails, log_lines_with, ok, process, verify_through, Guard};
+use common::cds::{
+    cluster_view, fails, log_lines_with, log_of, ok, process, up_six, verify_through, Guard,
+};
 
 fn log_has(dir: &Path, name: &str, needle: &str) -> bool {
-    std::fs::read_to_string(dir.join(name).join("log"))
-        .unwrap_or_default()
-        .contains(needle)
+    log_of(dir, name).contains(needle)
+}
+
+/// The number printed right after `marker` in a command's output.
+fn number_after<T: std::str::FromStr>(out: &str, marker: &str) -> T {
+    out.split(marker)
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {marker:?}: {out}"))
 }
 
 /// The pid `cds status --json` gives process `name`.
@@ -53,19 +62,7 @@ fn every_fault_kind_happens_and_is_undone_while_verify_passes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let _g = Guard { dir: dir.clone() };
-    ok(
-        &dir,
-        &[
-            "cds",
-            "up",
-            "--topology",
-            "default",
-            "--groups",
-            "12",
-            "--tick-ms",
-            "20",
-        ],
-    );
+    up_six(&dir, &[]);
     ok(&dir, &["volume", "create", "v", "--size", "64MiB"]);
 
     // Bad arguments are refused with the reason, and nothing is left.
@@ -159,12 +156,7 @@ fn every_fault_kind_happens_and_is_undone_while_verify_passes() {
             &dir,
             &["cds", "fault", "cpu", "b1", "--threads", "1", "--for", "2s"],
         );
-        let spent: f64 = cpu
-            .split("after ")
-            .nth(1)
-            .and_then(|t| t.split(' ').next())
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("{cpu}"));
+        let spent: f64 = number_after(&cpu, "after ");
         // It competes with the cluster for 2 cores: it must have run,
         // not necessarily for all its time.
         assert!(
@@ -175,12 +167,7 @@ fn every_fault_kind_happens_and_is_undone_while_verify_passes() {
             &dir,
             &["cds", "fault", "memory", "b1", "--mib", "64", "--for", "1s"],
         );
-        let rss: u64 = mem
-            .split("RSS ")
-            .nth(1)
-            .and_then(|t| t.split(' ').next())
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("{mem}"));
+        let rss: u64 = number_after(&mem, "RSS ");
         assert!(rss >= 64, "{mem}");
 
         // Kill, restarted after the duration.

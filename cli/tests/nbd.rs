@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cds::nbd::proto;
-use common::cds::{cdsctl, fails, leading_master, ok, Guard};
+use common::cds::{cdsctl, fails, leading_master, ok, processes, Guard};
 use common::{bounded, succeeded, text};
 
 /// Runs a block tool, killed after `secs`; a missing tool fails the test.
@@ -341,11 +341,7 @@ fn the_block_tools_read_and_write_volumes_over_nbd() {
 
 /// Index of the BlockServer leading the most groups, by `cds status`.
 fn busiest_server(dir: &Path) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
-    v["processes"]
-        .as_array()
-        .expect("processes")
+    processes(dir)
         .iter()
         .filter(|p| p["name"].as_str().unwrap_or("").starts_with('b'))
         .max_by_key(|p| p["leads"].as_u64().unwrap_or(0))

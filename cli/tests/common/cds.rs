@@ -23,26 +23,24 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     succeeded(&cdsctl(dir, args), &format!("cdsctl {args:?}"))
 }
 
-/// Process `name`'s entry in `cds status --json`.
-pub fn process(dir: &Path, name: &str) -> serde_json::Value {
+/// Every process's entry in `cds status --json`.
+pub fn processes(dir: &Path) -> Vec<serde_json::Value> {
     let v: serde_json::Value =
         serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
-    v["processes"]
-        .as_array()
-        .expect("processes")
-        .iter()
+    v["processes"].as_array().expect("processes").clone()
+}
+
+/// Process `name`'s entry in `cds status --json`.
+pub fn process(dir: &Path, name: &str) -> serde_json::Value {
+    processes(dir)
+        .into_iter()
         .find(|p| p["name"] == name)
-        .cloned()
         .expect("the process's status")
 }
 
 /// The name of the leading Master (`m1`...), by `cds status --json`.
 pub fn leading_master(dir: &Path) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(dir, &["cds", "status", "--json"])).expect("status json");
-    v["processes"]
-        .as_array()
-        .expect("processes")
+    processes(dir)
         .iter()
         .find(|p| p["master"]["role"] == "leader")
         .expect("a leading Master")["name"]
@@ -117,10 +115,32 @@ pub fn cluster_view(dir: &Path) -> serde_json::Value {
     v["cluster"].clone()
 }
 
+/// `cds up` of the default topology (6 BlockServers over 3 zones), 12
+/// groups and a 20 ms tick, with `extra` flags.
+pub fn up_six(dir: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "cds",
+        "up",
+        "--topology",
+        "default",
+        "--groups",
+        "12",
+        "--tick-ms",
+        "20",
+    ];
+    args.extend_from_slice(extra);
+    ok(dir, &args);
+}
+
+/// What process `name` of the cluster in `dir` has logged so far (empty
+/// when it has no log yet).
+pub fn log_of(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name).join("log")).unwrap_or_default()
+}
+
 /// The last `n` lines of every process's log in the cluster `dir` that
 /// contain `needle`, each prefixed with its process: what a failing wait
 /// prints so the failure can be understood after the cluster is gone.
-#[allow(dead_code)]
 pub fn log_lines_with(dir: &Path, needle: &str, n: usize) -> String {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -132,7 +152,7 @@ pub fn log_lines_with(dir: &Path, needle: &str, n: usize) -> String {
         .collect();
     names.sort();
     for name in names {
-        let text = std::fs::read_to_string(dir.join(&name).join("log")).unwrap_or_default();
+        let text = log_of(dir, &name);
         let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
         for l in &lines[lines.len().saturating_sub(n)..] {
             out.push(format!("{name}: {l}"));
