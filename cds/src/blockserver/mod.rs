@@ -171,8 +171,12 @@ pub(crate) struct Inner {
     pub(crate) cfg: BlockServerConfig,
     host: GroupHost,
     transport: TransportHandle,
-    /// One shared log sync per disk.
-    syncs: Vec<Arc<HostSync>>,
+    /// One shared log sync per disk. A failed sync fails every later one
+    /// (what it held may be lost), so a disk that heals gets a new one
+    /// (`heal_disk`): the replicas that used the old one were lost with
+    /// the disk and keep it, failing; replicas placed there afterwards
+    /// start on the new one.
+    syncs: Vec<Mutex<Arc<HostSync>>>,
     /// Each disk's file system (fails every call once the disk failed),
     /// its failed flag, and why it failed.
     disk_fs: Vec<Arc<dyn Fs>>,
@@ -248,7 +252,7 @@ impl BlockServer {
             })?;
             let state = Arc::new(disk::DiskState::default());
             let fs: Arc<dyn Fs> = Arc::new(disk::DiskFs::new(real.clone(), state.clone()));
-            syncs.push(HostSync::new(fs.clone(), d));
+            syncs.push(Mutex::new(HostSync::new(fs.clone(), d)));
             disk_fs.push(fs);
             disk_state.push(state);
         }
@@ -397,7 +401,7 @@ impl BlockServer {
             fs.clone(),
             &gdir.join("raft"),
             &LocalOptions::default(),
-            Some(self.inner.syncs[disk].clone()),
+            Some(self.host_sync(disk)),
         )
         .map_err(|e| storage_err(e.to_string()))?;
         if storage.conf_state().voters.is_empty() {
@@ -574,6 +578,14 @@ impl BlockServer {
             return;
         };
         st.set_failed(false);
+        // The old sync may have failed while the disk did, and a failed
+        // sync stays failed: new replicas here start on a fresh one (a
+        // group placed here again after a disk error failed its first
+        // sync forever, and a balance move to this disk never ended).
+        *self.inner.syncs[i]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            HostSync::new(self.inner.disk_fs[i].clone(), &self.inner.cfg.disks[i]);
         self.inner
             .disk_by_fault
             .lock()
@@ -869,7 +881,17 @@ impl BlockServer {
     /// Each disk's shared log sync counters: whole-disk syncs issued, and
     /// the group log syncs they covered.
     pub fn sync_stats(&self) -> Vec<raft_core::storage::host_sync::HostSyncStats> {
-        self.inner.syncs.iter().map(|s| s.stats()).collect()
+        (0..self.inner.syncs.len())
+            .map(|i| self.host_sync(i).stats())
+            .collect()
+    }
+
+    /// Disk `i`'s shared log sync now.
+    fn host_sync(&self, i: usize) -> Arc<HostSync> {
+        self.inner.syncs[i]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The engine counters of this server's replica of `group` (copies,
