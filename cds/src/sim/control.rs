@@ -37,12 +37,12 @@ use raft_core::{Membership, NodeId};
 use rand_core::{RngCore, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
+use super::master::{Report, SimMaster, GRACE};
 use crate::blockserver::gc::obsolete;
 use crate::blockserver::moves::{decide, MoveStep};
 use crate::master::api::ConfReport;
-use crate::master::moves::{gc_order, MoveCommand};
-use crate::master::schedule::{self, Heard, Limits, View};
-use crate::master::state::{Location, MasterCommand, MasterReply, MasterState, Server};
+use crate::master::moves::MoveCommand;
+use crate::master::state::{Location, MasterCommand, MasterReply, Server};
 
 /// What to simulate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,12 +94,6 @@ pub struct ControlOutcome {
     pub failure: Option<String>,
 }
 
-/// Rounds a server may go unheard before it is dead (the grace period).
-const GRACE: u64 = 10;
-/// Rounds a server counts as live after its last heartbeat.
-const LIVE: u64 = 4;
-/// Rounds a new Master leader waits before ordering GC.
-const GC_SETTLED: u64 = 6;
 /// Most rounds the quiet phase may take to settle.
 const QUIET_BOUND: u64 = 2_000;
 
@@ -148,25 +142,12 @@ struct SimGroup {
     replicas: BTreeMap<NodeId, SimReplica>,
 }
 
-#[derive(Default)]
-struct Soft {
-    since: u64,
-    heard: BTreeMap<NodeId, u64>,
-    leaders: BTreeMap<u64, NodeId>,
-    confs: BTreeMap<u64, ConfReport>,
-    hosted: BTreeMap<NodeId, BTreeSet<u64>>,
-    failed: BTreeMap<NodeId, BTreeSet<u64>>,
-    /// Which disks each server's heartbeat said can take a replica.
-    usable: BTreeMap<NodeId, Vec<bool>>,
-}
-
 struct Ctl {
     rng: Pcg64Mcg,
     round: u64,
-    master: MasterState,
+    master: SimMaster,
     servers: BTreeMap<NodeId, SimServer>,
     groups: BTreeMap<u64, SimGroup>,
-    soft: Soft,
     stats: ControlStats,
     /// Rounds until each crashed server comes back.
     back_at: BTreeMap<NodeId, u64>,
@@ -192,10 +173,9 @@ impl Ctl {
         let mut c = Ctl {
             rng: Pcg64Mcg::seed_from_u64(cfg.seed),
             round: 0,
-            master: MasterState::default(),
+            master: SimMaster::default(),
             servers: BTreeMap::new(),
             groups: BTreeMap::new(),
-            soft: Soft::default(),
             stats: ControlStats::default(),
             back_at: BTreeMap::new(),
         };
@@ -204,7 +184,7 @@ impl Ctl {
         }
         let mut groups = Vec::new();
         for (pool, count) in [(FAST, cfg.groups.div_ceil(2)), (BULK, cfg.groups / 2)] {
-            let r = c.master.apply(&MasterCommand::CreateGroups {
+            let r = c.master.apply(MasterCommand::CreateGroups {
                 count,
                 replication: 3,
                 pool: pool.to_string(),
@@ -267,7 +247,7 @@ impl Ctl {
                 lost: BTreeSet::new(),
             },
         );
-        let r = self.master.apply(&MasterCommand::RegisterServer {
+        let r = self.master.apply(MasterCommand::RegisterServer {
             server: Server {
                 id,
                 raft_addr: format!("10.0.0.{id}:1"),
@@ -317,7 +297,7 @@ impl Ctl {
                 return Ok(());
             }
         }
-        let p = schedule::plan(&self.master, &self.view(), Limits::default(), 0);
+        let p = self.master.plan(self.round, 0);
         Err(format!(
             "not settled {QUIET_BOUND} rounds after the faults stopped ({}; the scheduler would do {:?}; stuck {:?}): {}",
             self.unsettled().unwrap_or_default(),
@@ -332,7 +312,7 @@ impl Ctl {
             .groups
             .iter()
             .map(|(id, g)| {
-                let m = &self.master.groups[id];
+                let m = &self.master.state.groups[id];
                 let reps: Vec<String> = g
                     .replicas
                     .iter()
@@ -363,7 +343,7 @@ impl Ctl {
                     s.gone,
                     s.pools,
                     s.disks_failed,
-                    self.master.servers.get(id).is_some_and(|x| x.drained)
+                    self.master.state.servers.get(id).is_some_and(|x| x.drained)
                 )
             })
             .collect();
@@ -380,13 +360,18 @@ impl Ctl {
                 .filter(|(id, s)| {
                     s.up && !s.gone
                         && s.disk_in(pool).is_some()
-                        && self.master.servers.get(id).is_some_and(|x| !x.drained)
+                        && self
+                            .master
+                            .state
+                            .servers
+                            .get(id)
+                            .is_some_and(|x| !x.drained)
                 })
                 .map(|(&id, _)| id)
                 .collect()
         };
         for (id, g) in &self.groups {
-            let m = &self.master.groups[id];
+            let m = &self.master.state.groups[id];
             let usable = usable_in(&m.pool);
             let zones: BTreeSet<usize> = usable.iter().map(|s| self.servers[s].zone).collect();
             if m.moving.is_some() || !g.conf.outgoing.is_empty() || !g.conf.learners.is_empty() || {
@@ -414,8 +399,7 @@ impl Ctl {
             }
         }
         // The scheduler has nothing left to do.
-        let view = self.view();
-        let p = schedule::plan(&self.master, &view, Limits::default(), 0);
+        let p = self.master.plan(self.round, 0);
         (!p.commands.is_empty()).then(|| format!("the scheduler would do {:?}", p.commands))
     }
 
@@ -451,7 +435,14 @@ impl Ctl {
                             && !x.disks_failed[d]
                             && !(id == s && disk.is_none_or(|f| f == d))
                     });
-                    !x.gone && working && self.master.servers.get(&id).is_some_and(|m| !m.drained)
+                    !x.gone
+                        && working
+                        && self
+                            .master
+                            .state
+                            .servers
+                            .get(&id)
+                            .is_some_and(|m| !m.drained)
                 })
                 .count();
             members >= 4
@@ -550,15 +541,21 @@ impl Ctl {
             }
             // A drain, or an undrain.
             20..=23 => {
-                let drained = self.master.servers.get(&pick).is_some_and(|s| s.drained);
+                let drained = self
+                    .master
+                    .state
+                    .servers
+                    .get(&pick)
+                    .is_some_and(|s| s.drained);
                 let undrained_live = self
                     .master
+                    .state
                     .servers
                     .iter()
                     .filter(|(id, s)| !s.drained && self.servers.get(id).is_some_and(|x| !x.gone))
                     .count();
                 if drained || undrained_live > 5 && self.pools_keep_room(pick, None) {
-                    let r = self.master.apply(&MasterCommand::Move(MoveCommand::Drain {
+                    let r = self.master.apply(MasterCommand::Move(MoveCommand::Drain {
                         server: pick,
                         drained: !drained,
                     }));
@@ -569,33 +566,11 @@ impl Ctl {
             }
             // The Master's leader changes: its soft state starts afresh.
             24..=27 => {
-                self.soft = Soft {
-                    since: now,
-                    ..Soft::default()
-                };
+                self.master.new_leader(now);
                 self.stats.master_changes += 1;
             }
             _ => {}
         }
-    }
-
-    fn view(&self) -> View {
-        let now = self.round;
-        let led_long = now >= self.soft.since + GRACE;
-        let heard = |s: u64| self.soft.heard.get(&s).copied();
-        let live = |s: u64| heard(s).is_some_and(|r| now < r + LIVE);
-        let dead = |s: u64| led_long && heard(s).is_none_or(|r| now >= r + GRACE);
-        View::from_heard(
-            &self.master,
-            &Heard {
-                live: &live,
-                dead: &dead,
-                failed: &self.soft.failed,
-                hosted: &self.soft.hosted,
-                confs: &self.soft.confs,
-                usable: &self.soft.usable,
-            },
-        )
     }
 
     /// One round: leaders elected, logs and configurations replicated,
@@ -619,23 +594,18 @@ impl Ctl {
             self.heartbeat(s)?;
         }
         // The Executor.
-        let view = self.view();
-        let plan = schedule::plan(&self.master, &view, Limits::default(), now);
-        for c in plan.commands {
-            let r = self.master.apply(&MasterCommand::Move(c.clone()));
-            if r == MasterReply::Ok {
-                match c {
-                    MoveCommand::Start { .. } => self.stats.moves_started += 1,
-                    MoveCommand::Finish { .. } => self.stats.moves_finished += 1,
-                    MoveCommand::Abandon { .. } => self.stats.moves_abandoned += 1,
-                    MoveCommand::Record { .. } => self.stats.recorded += 1,
-                    _ => {}
-                }
+        for c in self.master.execute(now, now) {
+            match c {
+                MoveCommand::Start { .. } => self.stats.moves_started += 1,
+                MoveCommand::Finish { .. } => self.stats.moves_finished += 1,
+                MoveCommand::Abandon { .. } => self.stats.moves_abandoned += 1,
+                MoveCommand::Record { .. } => self.stats.recorded += 1,
+                _ => {}
             }
         }
         // Checks.
         for (id, g) in &self.groups {
-            let pool = &self.master.groups[id].pool;
+            let pool = &self.master.state.groups[id].pool;
             for (s, r) in &g.replicas {
                 let on = self.servers[s].pools[r.disk];
                 if on != pool {
@@ -750,55 +720,49 @@ impl Ctl {
     /// Server `s`'s heartbeat and what the Master's answer makes it do.
     fn heartbeat(&mut self, s: NodeId) -> Result<(), String> {
         let now = self.round;
-        if !self.master.servers.contains_key(&s) {
+        if !self.master.state.servers.contains_key(&s) {
             return Ok(());
         }
         // The report.
-        self.soft.heard.insert(s, now);
-        let mut hosted = BTreeSet::new();
-        let mut failed = BTreeSet::new();
+        let mut replicas = Vec::new();
         for (&id, g) in &self.groups {
             let Some(r) = g.replicas.get(&s) else {
                 continue;
             };
-            hosted.insert(id);
-            if r.lost {
-                failed.insert(id);
-                if self.soft.leaders.get(&id) == Some(&s) {
-                    self.soft.leaders.remove(&id);
-                }
-            } else if g.leader == Some(s) {
-                self.soft.leaders.insert(id, s);
-                self.soft.confs.insert(
-                    id,
-                    ConfReport {
-                        voters: g.conf.voters.clone(),
-                        outgoing: g.conf.outgoing.clone(),
-                        learners: g.conf.learners.clone(),
-                        index: g.conf_index,
-                        committed: true,
-                    },
-                );
-            }
+            let leader = !r.lost && g.leader == Some(s);
+            replicas.push(super::master::ReplicaReport {
+                group: id,
+                leader,
+                term: 0,
+                conf: leader.then(|| ConfReport {
+                    voters: g.conf.voters.clone(),
+                    outgoing: g.conf.outgoing.clone(),
+                    learners: g.conf.learners.clone(),
+                    index: g.conf_index,
+                    committed: true,
+                }),
+                failed: r.lost,
+            });
         }
         for &id in &self.servers[&s].lost {
-            hosted.insert(id);
-            failed.insert(id);
+            replicas.push(super::master::ReplicaReport {
+                group: id,
+                leader: false,
+                term: 0,
+                conf: None,
+                failed: true,
+            });
         }
-        self.soft.hosted.insert(s, hosted.clone());
-        self.soft.failed.insert(s, failed);
-        self.soft.usable.insert(
-            s,
-            self.servers[&s].disks_failed.iter().map(|f| !f).collect(),
+        let answer = self.master.hear(
+            now,
+            &Report {
+                server: s,
+                replicas,
+                usable: self.servers[&s].disks_failed.iter().map(|f| !f).collect(),
+            },
         );
         // The answer: the groups it must host.
-        let assigned: Vec<crate::master::Group> = self
-            .master
-            .groups
-            .values()
-            .filter(|g| g.involves(s))
-            .cloned()
-            .collect();
+        let assigned = answer.groups;
         for mg in &assigned {
             if self.groups[&mg.id].replicas.contains_key(&s) {
                 continue;
@@ -828,32 +792,27 @@ impl Ctl {
                 },
             );
         }
-        // GC orders, once this Master led a full round.
-        if now >= self.soft.since + GC_SETTLED {
-            for id in hosted {
-                let mg = self.master.groups[&id].clone();
-                let Some(o) = gc_order(s, &mg, self.soft.confs.get(&id)) else {
-                    continue;
-                };
-                if self.servers.get_mut(&s).expect("server").lost.remove(&id) {
-                    continue;
-                }
-                let g = self.groups.get_mut(&id).expect("group");
-                let Some(r) = g.replicas.get(&s) else {
-                    continue;
-                };
-                if !r.lost && !obsolete(s, &r.conf, r.conf_index, o.epoch) {
-                    continue;
-                }
-                if g.conf.contains(s) {
-                    return Err(format!(
-                        "round {now}: replica GC removes server {s}'s replica of group {id}, which its configuration {:?} lists",
-                        g.conf
-                    ));
-                }
-                g.replicas.remove(&s);
-                self.stats.replicas_collected += 1;
+        // GC orders.
+        for o in answer.gc {
+            let id = o.group;
+            if self.servers.get_mut(&s).expect("server").lost.remove(&id) {
+                continue;
             }
+            let g = self.groups.get_mut(&id).expect("group");
+            let Some(r) = g.replicas.get(&s) else {
+                continue;
+            };
+            if !r.lost && !obsolete(s, &r.conf, r.conf_index, o.epoch) {
+                continue;
+            }
+            if g.conf.contains(s) {
+                return Err(format!(
+                    "round {now}: replica GC removes server {s}'s replica of group {id}, which its configuration {:?} lists",
+                    g.conf
+                ));
+            }
+            g.replicas.remove(&s);
+            self.stats.replicas_collected += 1;
         }
         // Move steps of the groups it leads.
         for mg in &assigned {

@@ -40,6 +40,7 @@
 //! [`SimFs`]: raft_core::storage::fs::SimFs
 
 pub mod control;
+mod master;
 mod sectors;
 mod snapshots;
 mod world;
